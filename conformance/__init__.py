@@ -1,0 +1,1 @@
+"""Proving radbridge speaks the standards: validation, replay, evaluation."""

@@ -1,0 +1,15 @@
+"""FHIR R4 in and out: `reports_from_fhir` (DiagnosticReport/Bundle -> Report) and
+`build_bundle` (Extraction -> transaction Bundle). See `fhir_in` and `fhir_out`."""
+
+from __future__ import annotations
+
+from mappings.fhir_in import reports_from_fhir
+from mappings.fhir_out import EVIDENCE_EXTENSION, EXTENSION_BASE, build_bundle, deterministic_id
+
+__all__ = [
+    "EVIDENCE_EXTENSION",
+    "EXTENSION_BASE",
+    "build_bundle",
+    "deterministic_id",
+    "reports_from_fhir",
+]

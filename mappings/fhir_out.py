@@ -1,0 +1,292 @@
+"""`Extraction` -> FHIR R4 transaction Bundle (DESIGN.md 'Observation shapes').
+
+The Bundle holds a Patient (identifiers only, never names), the model Device, the source
+DiagnosticReport whose `result` lists the Observations, one Observation per emitted value and a
+Provenance (target = the Observations, agent = the Device, entity = the DiagnosticReport).
+`not_mentioned` values give no Observation; a location that expands (e.g. bilateral) gives one
+Observation per site. Every resource carries the AIAST security label.
+
+Ids are UUIDv5 in `RADBRIDGE_NAMESPACE` of (sending facility, accession or report id, template,
+variable, site) and every entry is a `PUT Type/id`, so replaying a report never duplicates.
+
+Project extension (one canonical base, `EXTENSION_BASE`): `EXTENSION_BASE/evidence` on each
+Observation, with sub-extensions `quote` (string), `start`/`end` (integer code-point offsets
+into the normalised report text, present when the quote was found), `verified` (boolean),
+`confidence` (decimal), `stage` (code), `flag` (code, repeated), `template` (string
+`id|version`) and `variable` (string).
+
+Each resource is passed through its `fhir.resources.R4B` model and emitted as R4 JSON.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+
+from pydantic import ValidationError
+
+from mappings import terminology as term
+from mappings.errors import FhirMappingError
+from mappings.report import Extraction, FindingStatus, FindingValue, Report, ResultStatus
+from mappings.template import CodeRef, Location, Template
+
+EXTENSION_BASE = "https://radbridge.org/fhir/StructureDefinition"
+EVIDENCE_EXTENSION = f"{EXTENSION_BASE}/evidence"
+MODEL_HASH_SYSTEM = "https://radbridge.org/fhir/sid/model-sha256"
+RADBRIDGE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://radbridge.org/fhir")
+
+_PRESENCE_VALUE = {
+    FindingStatus.PRESENT: "52101004",
+    FindingStatus.ABSENT: "2667000",
+    FindingStatus.UNCERTAIN: "42425007",
+}
+_REPORT_STATUS = {
+    ResultStatus.FINAL: "final",
+    ResultStatus.PRELIMINARY: "preliminary",
+    ResultStatus.CORRECTED: "corrected",
+}
+
+Resource = dict[str, Any]
+
+
+def deterministic_id(*parts: str | None) -> str:
+    """UUIDv5 of the parts (None -> empty) in the project namespace."""
+    return str(uuid.uuid5(RADBRIDGE_NAMESPACE, "|".join(part or "" for part in parts)))
+
+
+def _coding(system: str, code: str) -> dict[str, str]:
+    entry = term.require(system, code)
+    return {"system": system, "code": code, "display": entry.display}
+
+
+def _concept(code: CodeRef | None, text: str) -> dict[str, Any]:
+    if code is None:
+        return {"text": text}
+    return {"coding": [_coding(code.system, code.code)], "text": text}
+
+
+def _security() -> dict[str, Any]:
+    return {"security": [_coding(term.V3_OBSERVATION_VALUE, "AIAST")]}
+
+
+def _fhir_datetime(moment: datetime, default_tz: tzinfo) -> str:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=default_tz)
+    return moment.isoformat()
+
+
+def _validated(resource: Resource) -> Resource:
+    from fhir.resources.R4B import get_fhir_model_class
+
+    model = get_fhir_model_class(resource["resourceType"])
+    try:
+        built = model.model_validate(resource)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise FhirMappingError(f"built {resource['resourceType']} is invalid at {where}: {first['msg']}") from None
+    dumped: Resource = built.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return dumped
+
+
+def _evidence_extension(value: FindingValue, template: Template) -> dict[str, Any]:
+    subs: list[dict[str, Any]] = []
+    if value.evidence is not None:
+        subs.append({"url": "quote", "valueString": value.evidence.quote})
+        if value.evidence.start is not None and value.evidence.end is not None:
+            subs.append({"url": "start", "valueInteger": value.evidence.start})
+            subs.append({"url": "end", "valueInteger": value.evidence.end})
+        subs.append({"url": "verified", "valueBoolean": value.evidence.verified})
+    else:
+        subs.append({"url": "verified", "valueBoolean": False})
+    if value.confidence is not None:
+        subs.append({"url": "confidence", "valueDecimal": value.confidence})
+    subs.append({"url": "stage", "valueCode": value.stage.value})
+    subs.extend({"url": "flag", "valueCode": flag} for flag in value.flags)
+    subs.append({"url": "template", "valueString": f"{template.id}|{template.version}"})
+    subs.append({"url": "variable", "valueString": value.variable_id})
+    return {"url": EVIDENCE_EXTENSION, "extension": subs}
+
+
+def _sites(value: FindingValue, template: Template) -> list[Location | None]:
+    if value.status is FindingStatus.ABSENT or not value.locations:
+        return [None]
+    sites: dict[str, Location] = {}
+    for location_id in value.locations:
+        for site in template.sites(location_id):
+            sites.setdefault(site.id, site)
+    return list(sites.values())
+
+
+class _Context:
+    """What every resource of one Bundle shares."""
+
+    def __init__(self, report: Report, extraction: Extraction, default_tz: tzinfo) -> None:
+        self.report = report
+        self.extraction = extraction
+        self.key = report.accession_number or report.report_id
+        self.facility = report.sending_facility
+        moment = report.observation_time or extraction.created
+        self.effective = _fhir_datetime(moment, default_tz)
+        first_id = report.patient_identifiers[0] if report.patient_identifiers else None
+        patient_key = (
+            f"{first_id.system or first_id.assigner or ''}|{first_id.value}" if first_id else f"report|{self.key}"
+        )
+        self.patient_id = deterministic_id("Patient", self.facility, patient_key)
+        self.device_id = deterministic_id("Device", extraction.model.sha256)
+        self.report_fhir_id = deterministic_id("DiagnosticReport", self.facility, self.key)
+        self.provenance_id = deterministic_id(
+            "Provenance", self.facility, self.key, extraction.template_id, extraction.template_version
+        )
+
+
+def _patient(ctx: _Context) -> Resource:
+    identifiers = []
+    for identifier in ctx.report.patient_identifiers:
+        item: dict[str, Any] = {"value": identifier.value}
+        if identifier.system:
+            item["system"] = identifier.system
+        if identifier.type_code:
+            item["type"] = {"text": identifier.type_code}
+        if identifier.assigner:
+            item["assigner"] = {"display": identifier.assigner}
+        identifiers.append(item)
+    resource: Resource = {"resourceType": "Patient", "id": ctx.patient_id, "meta": _security()}
+    if identifiers:
+        resource["identifier"] = identifiers
+    return resource
+
+
+def _device(ctx: _Context) -> Resource:
+    model = ctx.extraction.model
+    resource: Resource = {
+        "resourceType": "Device",
+        "id": ctx.device_id,
+        "identifier": [{"system": MODEL_HASH_SYSTEM, "value": model.sha256}],
+        "deviceName": [{"name": model.name, "type": "model-name"}],
+        "type": {"text": "Large language model (llama.cpp, GGUF)"},
+    }
+    if model.version:
+        resource["version"] = [{"value": model.version}]
+    return resource
+
+
+def _diagnostic_report(ctx: _Context, observation_ids: list[str]) -> Resource:
+    report = ctx.report
+    identifiers: list[dict[str, Any]] = []
+    if report.accession_number:
+        identifiers.append(
+            {"type": {"coding": [_coding(term.V2_0203, "ACSN")]}, "value": report.accession_number}
+        )
+    code: dict[str, Any] = {"text": (report.procedure.display or report.procedure.code) if report.procedure else "Radiology report"}
+    if report.procedure and report.procedure.code and report.procedure.system in (term.LOINC, "LN"):
+        if term.is_known(term.LOINC, report.procedure.code):
+            code["coding"] = [_coding(term.LOINC, report.procedure.code)]
+    resource: Resource = {
+        "resourceType": "DiagnosticReport",
+        "id": ctx.report_fhir_id,
+        "meta": _security(),
+        "status": _REPORT_STATUS[report.result_status],
+        "category": [{"coding": [_coding(term.V2_0074, "RAD")]}],
+        "code": code,
+        "subject": {"reference": f"Patient/{ctx.patient_id}"},
+        "effectiveDateTime": ctx.effective,
+        "result": [{"reference": f"Observation/{oid}"} for oid in observation_ids],
+    }
+    if identifiers:
+        resource["identifier"] = identifiers
+    if not observation_ids:
+        del resource["result"]
+    return resource
+
+
+def _observation(
+    ctx: _Context, template: Template, value: FindingValue, site: Location | None, status: str
+) -> Resource:
+    variable = template.variable(value.variable_id)
+    resource: Resource = {
+        "resourceType": "Observation",
+        "id": deterministic_id(
+            "Observation", ctx.facility, ctx.key, template.id, value.variable_id, site.id if site else ""
+        ),
+        "meta": _security(),
+        "extension": [_evidence_extension(value, template)],
+        "status": status,
+        "category": [{"coding": [_coding(term.OBSERVATION_CATEGORY, "imaging")]}],
+        "code": _concept(variable.code, variable.label),
+        "subject": {"reference": f"Patient/{ctx.patient_id}"},
+        "effectiveDateTime": ctx.effective,
+        "issued": ctx.extraction.created.astimezone(UTC).isoformat(),
+        "device": {"reference": f"Device/{ctx.device_id}"},
+        "valueCodeableConcept": {
+            "coding": [_coding(term.SNOMED, _PRESENCE_VALUE[value.status])],
+            "text": value.status.value,
+        },
+    }
+    if site is not None:
+        resource["bodySite"] = _concept(site.code, site.label)
+    return resource
+
+
+def _provenance(ctx: _Context, observation_ids: list[str]) -> Resource:
+    return {
+        "resourceType": "Provenance",
+        "id": ctx.provenance_id,
+        "meta": _security(),
+        "target": [{"reference": f"Observation/{oid}"} for oid in observation_ids],
+        "recorded": ctx.extraction.created.astimezone(UTC).isoformat(),
+        "agent": [
+            {
+                "type": {"coding": [_coding(term.PROVENANCE_PARTICIPANT_TYPE, "assembler")]},
+                "who": {"reference": f"Device/{ctx.device_id}"},
+            }
+        ],
+        "entity": [{"role": "source", "what": {"reference": f"DiagnosticReport/{ctx.report_fhir_id}"}}],
+    }
+
+
+def build_bundle(
+    report: Report,
+    extraction: Extraction,
+    template: Template,
+    *,
+    observation_status: str = "preliminary",
+    default_tz: tzinfo = UTC,
+) -> Resource:
+    """The transaction Bundle for one report and template (R4 JSON, deterministic)."""
+    if extraction.template_id != template.id:
+        raise FhirMappingError("extraction and template do not match")
+    ctx = _Context(report, extraction, default_tz)
+    observations = [
+        _observation(ctx, template, value, site, observation_status)
+        for value in extraction.values
+        if value.status is not FindingStatus.NOT_MENTIONED
+        for site in _sites(value, template)
+    ]
+    observation_ids = [obs["id"] for obs in observations]
+    resources = [
+        _patient(ctx),
+        _device(ctx),
+        _diagnostic_report(ctx, observation_ids),
+        *observations,
+    ]
+    if observations:
+        resources.append(_provenance(ctx, observation_ids))
+    entries = []
+    for resource in resources:
+        built = _validated(resource)
+        entries.append(
+            {
+                "fullUrl": f"urn:uuid:{built['id']}",
+                "resource": built,
+                "request": {"method": "PUT", "url": f"{built['resourceType']}/{built['id']}"},
+            }
+        )
+    bundle: Resource = {
+        "resourceType": "Bundle",
+        "id": deterministic_id("Bundle", ctx.facility, ctx.key, template.id),
+        "type": "transaction",
+        "entry": entries,
+    }
+    return bundle
