@@ -131,16 +131,26 @@ def _progress() -> Progress:
 
 @app.command()
 def extract(
-    inputs: Annotated[list[Path], typer.Argument(help="files or folders: HL7v2, MLLP, scout .log, FHIR JSON")],
+    inputs: Annotated[
+        list[Path], typer.Argument(help="files or folders: HL7v2, MLLP, scout .log, FHIR JSON")
+    ],
     out_dir: Annotated[Path, typer.Option("--out", help="output folder for <id>.json Bundles")],
-    template: Annotated[str | None, typer.Option(help="template id; default: route each report")] = None,
-    stage: Annotated[str | None, typer.Option(help="rules | llm | hybrid (default from settings)")] = None,
-    model: Annotated[Path | None, typer.Option(help="GGUF model file (RADBRIDGE_MODEL_PATH)")] = None,
+    template: Annotated[
+        str | None, typer.Option(help="template id; default: route each report")
+    ] = None,
+    stage: Annotated[
+        str | None, typer.Option(help="rules | llm | hybrid (default from settings)")
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="GGUF model file (RADBRIDGE_MODEL_PATH)")
+    ] = None,
 ) -> None:
     """Extract coded FHIR transaction Bundles from report files, offline."""
     settings = _settings(model_path=model, stage=stage)
     if settings.stage == "rules":
-        raise _fail("--stage rules is not available yet: the rules stage (workers/lexical.py) is not built")
+        raise _fail(
+            "--stage rules is not available yet: the rules stage (workers/lexical.py) is not built"
+        )
     try:
         templates = _resolve_templates(template)
     except TemplateError as exc:
@@ -156,7 +166,9 @@ def extract(
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = ExtractSummary(reports=len(sourced))
     try:
-        _extract_all(sourced, rejections, templates, template is not None, settings, out_dir, summary)
+        _extract_all(
+            sourced, rejections, templates, template is not None, settings, out_dir, summary
+        )
     except RadbridgeError as exc:
         raise _fail(f"{type(exc).__name__}: {exc}", EXIT_INTERNAL) from None
     with (out_dir / REJECTED_FILE).open("w", encoding="utf-8") as fh:
@@ -184,7 +196,9 @@ def _extract_all(
     with _progress() as progress:
         task = progress.add_task("extracting", total=len(sourced))
         for item in sourced:
-            chosen = list(templates.values()) if forced else route(item.report, list(templates.values()))
+            chosen = (
+                list(templates.values()) if forced else route(item.report, list(templates.values()))
+            )
             if not chosen:
                 rejections.append(
                     Rejection(
@@ -203,9 +217,17 @@ def _extract_all(
                 started = time.perf_counter()
                 extraction = run_extraction(item.report, tmpl, engine, settings=settings)
                 bundle = build_bundle(
-                    item.report, extraction, tmpl, observation_status=settings.observation_status
+                    item.report,
+                    extraction,
+                    tmpl,
+                    observation_status=settings.observation_status,
+                    default_tz=settings.zone(),
                 )
-                name = item.report.report_id if len(chosen) == 1 else f"{item.report.report_id}-{tmpl.id}"
+                name = (
+                    item.report.report_id
+                    if len(chosen) == 1
+                    else f"{item.report.report_id}-{tmpl.id}"
+                )
                 _write_json(out_dir / f"{name}.json", bundle)
                 summary.seconds.append(time.perf_counter() - started)
                 summary.bundles += 1
@@ -235,7 +257,7 @@ def validate(
     except ConformanceError as exc:
         raise _fail(str(exc)) from None
     for problem in problems:
-        out.print(format_problem(problem), markup=False, highlight=False, soft_wrap=True)
+        sys.stdout.write(format_problem(problem) + "\n")
     errors = sum(1 for p in problems if p.severity == "error")
     err.print(f"{len(problems)} problem(s), {errors} error(s)")
     if errors:
@@ -263,7 +285,7 @@ def show(
             table.add_row(
                 _concept_text(resource.get("code")),
                 _concept_text(resource.get("valueCodeableConcept")),
-                _concept_text((resource.get("bodySite") or {})),
+                _concept_text(resource.get("bodySite") or {}),
                 _evidence_text(resource),
             )
         out.print(table)
@@ -290,7 +312,9 @@ def _evidence_text(resource: dict[str, Any]) -> str:
 
 def main() -> None:
     """Console-script entry point."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     try:
         app()
     except RadbridgeError as exc:

@@ -1,9 +1,9 @@
 """Errors of the `adapter` package.
 
-    RadbridgeError (mappings.errors)
-    └── AdapterError                   adapter/: I/O at the edges or configuration
-        ├── ConfigError                settings are unusable (e.g. production without auth)
-        └── InputError                 a CLI input path cannot be read
+RadbridgeError (mappings.errors)
+└── AdapterError                   adapter/: I/O at the edges or configuration
+    ├── ConfigError                settings are unusable (e.g. production without auth)
+    └── InputError                 a CLI input path cannot be read
 """
 
 from __future__ import annotations

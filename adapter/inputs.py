@@ -98,7 +98,9 @@ def _read_fhir(
     try:
         resource: Any = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        reason = Rejection(source, None, None, "not_fhir_json", f"invalid JSON: {type(exc).__name__}")
+        reason = Rejection(
+            source, None, None, "not_fhir_json", f"invalid JSON: {type(exc).__name__}"
+        )
         return [], [reason]
     if not isinstance(resource, dict):
         return [], [Rejection(source, None, None, "not_fhir_json", "JSON is not a FHIR resource")]
@@ -115,7 +117,9 @@ def _read_hl7v2(
     frames = split_frames(data)
     if not frames:
         detail = "no HL7v2 message or frame found in the file"
-        return [], [Rejection(source, None, None, "no_message", detail, HL7ErrorCode.SEGMENT_SEQUENCE_ERROR)]
+        return [], [
+            Rejection(source, None, None, "no_message", detail, HL7ErrorCode.SEGMENT_SEQUENCE_ERROR)
+        ]
     reports: list[SourcedReport] = []
     rejections: list[Rejection] = []
     for frame in frames:

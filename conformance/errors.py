@@ -1,8 +1,8 @@
 """Errors of the `conformance` package.
 
-    RadbridgeError (mappings.errors)
-    └── ConformanceError               conformance/: a check could not run
-        └── SchemaUnavailable          the official FHIR R4 JSON schema file is missing
+RadbridgeError (mappings.errors)
+└── ConformanceError               conformance/: a check could not run
+    └── SchemaUnavailable          the official FHIR R4 JSON schema file is missing
 """
 
 from __future__ import annotations

@@ -82,7 +82,9 @@ def _type_validator(resource_type: str) -> Any:
     definitions = _schema()["definitions"]
     if resource_type not in definitions:
         return None
-    return jsonschema.Draft6Validator({"$ref": f"#/definitions/{resource_type}", "definitions": definitions})
+    return jsonschema.Draft6Validator(
+        {"$ref": f"#/definitions/{resource_type}", "definitions": definitions}
+    )
 
 
 def _fhirpath(base: str, parts: Any) -> str:
@@ -115,13 +117,19 @@ def _model_problems(resource: Resource, base: str, path: str) -> list[Problem]:
 def _schema_problems(resource: Resource, base: str, path: str) -> list[Problem]:
     validator = _type_validator(resource["resourceType"])
     if validator is None:
-        return [Problem(path, "error", base, f"R4 schema: no definition for {resource['resourceType']!r}")]
+        return [
+            Problem(
+                path, "error", base, f"R4 schema: no definition for {resource['resourceType']!r}"
+            )
+        ]
     problems = []
     for error in validator.iter_errors(resource):
         parts = list(error.absolute_path)
         if resource["resourceType"] == "Bundle" and "resource" in parts:
             continue  # checked per entry below
-        problems.append(Problem(path, "error", _fhirpath(base, parts), f"R4 schema: {error.message[:300]}"))
+        problems.append(
+            Problem(path, "error", _fhirpath(base, parts), f"R4 schema: {error.message[:300]}")
+        )
     return problems
 
 
@@ -149,9 +157,16 @@ def _terminology_problems(resource: Resource, base: str, path: str) -> list[Prob
         system, code = node.get("system"), node.get("code")
         if not system or not code:
             problems.append(Problem(path, "error", where, "coding without system or code"))
-        elif system in (terminology.SNOMED, terminology.LOINC) and not terminology.is_known(system, code):
+        elif system in (terminology.SNOMED, terminology.LOINC) and not terminology.is_known(
+            system, code
+        ):
             problems.append(
-                Problem(path, "error", where, f"{system}|{code} is not in the project's terminology table")
+                Problem(
+                    path,
+                    "error",
+                    where,
+                    f"{system}|{code} is not in the project's terminology table",
+                )
             )
     return problems
 
@@ -177,7 +192,9 @@ def _link_problems(bundle: Resource, path: str) -> list[Problem]:
         ref = f"Observation/{resource.get('id')}"
         where = f"Bundle.entry[{index}].resource"
         if ref not in results:
-            problems.append(Problem(path, "error", where, "Observation is not in any DiagnosticReport.result"))
+            problems.append(
+                Problem(path, "error", where, "Observation is not in any DiagnosticReport.result")
+            )
         if ref not in targets:
             problems.append(Problem(path, "error", where, "Observation is not a Provenance.target"))
     return problems
@@ -195,7 +212,9 @@ def validate_resource(data: Any, *, path: str = "-") -> list[Problem]:
             resource = entry.get("resource") if isinstance(entry, dict) else None
             if isinstance(resource, dict) and isinstance(resource.get("resourceType"), str):
                 where = f"Bundle.entry[{index}].resource"
-                problems += _model_problems(resource, where, path) + _schema_problems(resource, where, path)
+                problems += _model_problems(resource, where, path) + _schema_problems(
+                    resource, where, path
+                )
         if produced:
             problems += _link_problems(data, path)
     if produced:
@@ -221,7 +240,9 @@ def validate_paths(paths: list[Path]) -> list[Problem]:
         try:
             data = json.loads(file.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            problems.append(Problem(str(file), "error", "(file)", f"unreadable JSON: {type(exc).__name__}"))
+            problems.append(
+                Problem(str(file), "error", "(file)", f"unreadable JSON: {type(exc).__name__}")
+            )
             continue
         problems += validate_resource(data, path=str(file))
     return problems

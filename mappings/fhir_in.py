@@ -37,7 +37,9 @@ _USABLE_STATUS = frozenset(_STATUS)
 Resource = dict[str, Any]
 
 
-def _reject(reason: str, detail: str, code: HL7ErrorCode = HL7ErrorCode.DATA_TYPE_ERROR) -> MessageRejected:
+def _reject(
+    reason: str, detail: str, code: HL7ErrorCode = HL7ErrorCode.DATA_TYPE_ERROR
+) -> MessageRejected:
     return MessageRejected(code, reason, detail)
 
 
@@ -48,7 +50,9 @@ def _check_model(resource: Resource) -> None:
     try:
         model = get_fhir_model_class(resource["resourceType"])
     except KeyError:
-        raise _reject("unsupported_resource", f"unknown resourceType {resource['resourceType']!r}") from None
+        raise _reject(
+            "unsupported_resource", f"unknown resourceType {resource['resourceType']!r}"
+        ) from None
     try:
         model.model_validate(resource)
     except ValidationError as exc:
@@ -127,8 +131,12 @@ def _narrative(report: Resource, index: _Index) -> str:
     normalised = normalise_text(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
     if not normalised.strip():
         if saw_binary:
-            raise _reject("pdf_only", "only non-text attachments (e.g. PDF); radbridge needs text/plain")
-        raise _reject("no_narrative", "no report text in presentedForm, result Observations or conclusion")
+            raise _reject(
+                "pdf_only", "only non-text attachments (e.g. PDF); radbridge needs text/plain"
+            )
+        raise _reject(
+            "no_narrative", "no report text in presentedForm, result Observations or conclusion"
+        )
     return normalised
 
 
@@ -147,7 +155,9 @@ def _accession(report: Resource) -> str | None:
 def _patient_identifiers(report: Resource, index: _Index) -> tuple[PatientIdentifier, ...]:
     subject = report.get("subject") or {}
     patient = index.resolve(subject, report)
-    identifiers = (patient or {}).get("identifier") or ([subject["identifier"]] if subject.get("identifier") else [])
+    identifiers = (patient or {}).get("identifier") or (
+        [subject["identifier"]] if subject.get("identifier") else []
+    )
     result = []
     for identifier in identifiers:
         if identifier.get("value"):
@@ -164,7 +174,11 @@ def _patient_identifiers(report: Resource, index: _Index) -> tuple[PatientIdenti
 
 
 def _time(report: Resource) -> datetime | None:
-    value = report.get("effectiveDateTime") or (report.get("effectivePeriod") or {}).get("start") or report.get("issued")
+    value = (
+        report.get("effectiveDateTime")
+        or (report.get("effectivePeriod") or {}).get("start")
+        or report.get("issued")
+    )
     if not isinstance(value, str):
         return None
     try:
@@ -183,17 +197,25 @@ def _procedure(report: Resource) -> Coding | None:
     return Coding(code=first.get("code"), display=display, system=first.get("system"))
 
 
-def report_from_diagnostic_report(resource: Resource, index: _Index, default_language: str) -> Report:
+def report_from_diagnostic_report(
+    resource: Resource, index: _Index, default_language: str
+) -> Report:
     """One DiagnosticReport -> Report (MessageRejected when unusable)."""
     _check_model(resource)
     status = str(resource.get("status", ""))
     if status not in _USABLE_STATUS:
-        raise _reject("unusable_status", f"DiagnosticReport.status {status!r} carries no usable report")
+        raise _reject(
+            "unusable_status", f"DiagnosticReport.status {status!r} carries no usable report"
+        )
     text = _narrative(resource, index)
     identifiers = [i.get("value") for i in resource.get("identifier", []) if i.get("value")]
     raw_id = resource.get("id") or (identifiers[0] if identifiers else None)
     if not raw_id:
-        raise _reject("invalid_resource", "DiagnosticReport has neither id nor identifier", HL7ErrorCode.REQUIRED_FIELD_MISSING)
+        raise _reject(
+            "invalid_resource",
+            "DiagnosticReport has neither id nor identifier",
+            HL7ErrorCode.REQUIRED_FIELD_MISSING,
+        )
     return Report(
         source_format="fhir",
         report_id=safe_id(str(raw_id)),
@@ -215,7 +237,11 @@ def reports_from_fhir(resource: Resource, *, default_language: str = "en") -> li
     if resource_type == "DiagnosticReport":
         return [report_from_diagnostic_report(resource, _Index([resource]), default_language)]
     if resource_type != "Bundle":
-        raise _reject("unsupported_resource", f"expected DiagnosticReport or Bundle, got {resource_type!r}", HL7ErrorCode.UNSUPPORTED_MESSAGE_TYPE)
+        raise _reject(
+            "unsupported_resource",
+            f"expected DiagnosticReport or Bundle, got {resource_type!r}",
+            HL7ErrorCode.UNSUPPORTED_MESSAGE_TYPE,
+        )
     if resource.get("type") not in BUNDLE_TYPES:
         raise _reject("unsupported_resource", f"unsupported Bundle.type {resource.get('type')!r}")
     index = _Index([])
@@ -228,5 +254,9 @@ def reports_from_fhir(resource: Resource, *, default_language: str = "en") -> li
         if entry_resource.get("resourceType") == "DiagnosticReport":
             reports_in_bundle.append(entry_resource)
     if not reports_in_bundle:
-        raise _reject("no_diagnostic_report", "the Bundle holds no DiagnosticReport", HL7ErrorCode.REQUIRED_FIELD_MISSING)
+        raise _reject(
+            "no_diagnostic_report",
+            "the Bundle holds no DiagnosticReport",
+            HL7ErrorCode.REQUIRED_FIELD_MISSING,
+        )
     return [report_from_diagnostic_report(r, index, default_language) for r in reports_in_bundle]

@@ -85,7 +85,9 @@ def _validated(resource: Resource) -> Resource:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise FhirMappingError(f"built {resource['resourceType']} is invalid at {where}: {first['msg']}") from None
+        raise FhirMappingError(
+            f"built {resource['resourceType']} is invalid at {where}: {first['msg']}"
+        ) from None
     dumped: Resource = built.model_dump(mode="json", by_alias=True, exclude_none=True)
     return dumped
 
@@ -131,13 +133,19 @@ class _Context:
         self.effective = _fhir_datetime(moment, default_tz)
         first_id = report.patient_identifiers[0] if report.patient_identifiers else None
         patient_key = (
-            f"{first_id.system or first_id.assigner or ''}|{first_id.value}" if first_id else f"report|{self.key}"
+            f"{first_id.system or first_id.assigner or ''}|{first_id.value}"
+            if first_id
+            else f"report|{self.key}"
         )
         self.patient_id = deterministic_id("Patient", self.facility, patient_key)
         self.device_id = deterministic_id("Device", extraction.model.sha256)
         self.report_fhir_id = deterministic_id("DiagnosticReport", self.facility, self.key)
         self.provenance_id = deterministic_id(
-            "Provenance", self.facility, self.key, extraction.template_id, extraction.template_version
+            "Provenance",
+            self.facility,
+            self.key,
+            extraction.template_id,
+            extraction.template_version,
         )
 
 
@@ -179,10 +187,19 @@ def _diagnostic_report(ctx: _Context, observation_ids: list[str]) -> Resource:
         identifiers.append(
             {"type": {"coding": [_coding(term.V2_0203, "ACSN")]}, "value": report.accession_number}
         )
-    code: dict[str, Any] = {"text": (report.procedure.display or report.procedure.code) if report.procedure else "Radiology report"}
-    if report.procedure and report.procedure.code and report.procedure.system in (term.LOINC, "LN"):
-        if term.is_known(term.LOINC, report.procedure.code):
-            code["coding"] = [_coding(term.LOINC, report.procedure.code)]
+    code: dict[str, Any] = {
+        "text": (report.procedure.display or report.procedure.code)
+        if report.procedure
+        else "Radiology report"
+    }
+    procedure = report.procedure
+    if (
+        procedure
+        and procedure.code
+        and procedure.system in (term.LOINC, "LN")
+        and term.is_known(term.LOINC, procedure.code)
+    ):
+        code["coding"] = [_coding(term.LOINC, procedure.code)]
     resource: Resource = {
         "resourceType": "DiagnosticReport",
         "id": ctx.report_fhir_id,
@@ -208,7 +225,12 @@ def _observation(
     resource: Resource = {
         "resourceType": "Observation",
         "id": deterministic_id(
-            "Observation", ctx.facility, ctx.key, template.id, value.variable_id, site.id if site else ""
+            "Observation",
+            ctx.facility,
+            ctx.key,
+            template.id,
+            value.variable_id,
+            site.id if site else "",
         ),
         "meta": _security(),
         "extension": [_evidence_extension(value, template)],
@@ -242,7 +264,9 @@ def _provenance(ctx: _Context, observation_ids: list[str]) -> Resource:
                 "who": {"reference": f"Device/{ctx.device_id}"},
             }
         ],
-        "entity": [{"role": "source", "what": {"reference": f"DiagnosticReport/{ctx.report_fhir_id}"}}],
+        "entity": [
+            {"role": "source", "what": {"reference": f"DiagnosticReport/{ctx.report_fhir_id}"}}
+        ],
     }
 
 

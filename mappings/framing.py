@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 MLLP_START = b"\x0b"
 MLLP_END = b"\x1c\x0d"
+UTF8_BOM = b"\xef\xbb\xbf"
 _SCOUT_FRAME = re.compile(rb"<SB>(.*?)<EB>", re.DOTALL)
 _LINE_ENDS = re.compile(rb"\r\n|\n|\r")
 
@@ -32,7 +33,7 @@ def _segments(payload: bytes) -> bytes:
 
 
 def _scout(data: bytes) -> list[Frame]:
-    frames = []
+    frames: list[Frame] = []
     for index, match in enumerate(_SCOUT_FRAME.finditer(data)):
         body = match.group(1).replace(b"<R>", b"\r")
         frames.append(Frame(index, _segments(body)))
@@ -40,7 +41,7 @@ def _scout(data: bytes) -> list[Frame]:
 
 
 def _mllp(data: bytes) -> list[Frame]:
-    frames = []
+    frames: list[Frame] = []
     position = 0
     while (start := data.find(MLLP_START, position)) >= 0:
         end = data.find(b"\x1c", start + 1)
@@ -60,7 +61,7 @@ def _raw(data: bytes) -> list[Frame]:
     if not starts:
         return [Frame(0, text)]
     bounds = [s + (1 if text[s : s + 1] == b"\r" else 0) for s in starts]
-    frames = []
+    frames: list[Frame] = []
     if bounds[0] > 0:
         frames.append(Frame(0, text[: bounds[0]].strip(b"\r")))
     for position, start in enumerate(bounds):
@@ -70,7 +71,8 @@ def _raw(data: bytes) -> list[Frame]:
 
 
 def split_frames(data: bytes) -> list[Frame]:
-    """The message frames in `data` (empty list when there are none)."""
+    """The message frames in `data` (empty list when there are none). A UTF-8 BOM is dropped."""
+    data = data.removeprefix(UTF8_BOM)
     if b"<SB>" in data:
         return _scout(data)
     if MLLP_START in data:

@@ -35,7 +35,19 @@ from mappings.language import detect_language
 from mappings.report import Coding, PatientIdentifier, Report, ResultStatus
 from mappings.sections import find_sections
 
-SUPPORTED_VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2")
+SUPPORTED_VERSIONS = (
+    "2.3",
+    "2.3.1",
+    "2.4",
+    "2.5",
+    "2.5.1",
+    "2.6",
+    "2.7",
+    "2.7.1",
+    "2.8",
+    "2.8.1",
+    "2.8.2",
+)
 # hl7apy has no 2.7.1 library: parse those with the 2.7 one (same ORU^R01 structure).
 _HL7APY_VERSION = {"2.7.1": "2.7"}
 _STRUCTURAL_SEGMENTS = frozenset({"MSH", "PID", "PV1", "ORC", "OBR"})
@@ -120,7 +132,9 @@ def decode_payload(payload: bytes, default_charset: str) -> tuple[str, str]:
     declared = _msh18(payload)
     if declared.upper() not in _CHARSETS:
         raise _reject(
-            HL7ErrorCode.TABLE_VALUE_NOT_FOUND, "charset_error", f"unsupported MSH-18 charset {declared!r}"
+            HL7ErrorCode.TABLE_VALUE_NOT_FOUND,
+            "charset_error",
+            f"unsupported MSH-18 charset {declared!r}",
         )
     charset = _CHARSETS[declared.upper()] or default_charset
     try:
@@ -128,7 +142,9 @@ def decode_payload(payload: bytes, default_charset: str) -> tuple[str, str]:
     except UnicodeDecodeError:
         if declared or codecs.lookup(charset).name != "utf-8":
             raise _reject(
-                HL7ErrorCode.DATA_TYPE_ERROR, "charset_error", f"message bytes are not valid {charset}"
+                HL7ErrorCode.DATA_TYPE_ERROR,
+                "charset_error",
+                f"message bytes are not valid {charset}",
             ) from None
         return payload.decode("iso-8859-1"), "iso-8859-1"
 
@@ -159,12 +175,18 @@ def unescape(value: str, enc: _Encoding, charset: str) -> str:
 
 
 def _escape_token(token: str, enc: _Encoding, charset: str) -> str | None:
-    simple = {"F": enc.field, "S": enc.component, "T": enc.subcomponent, "R": enc.repetition, "E": enc.escape}
+    simple = {
+        "F": enc.field,
+        "S": enc.component,
+        "T": enc.subcomponent,
+        "R": enc.repetition,
+        "E": enc.escape,
+    }
     if token in simple:
         return simple[token]
     if token in ("H", "N"):  # highlight on/off
         return ""
-    if token == ".br":
+    if token == ".br":  # noqa: S105 - an HL7 formatting command
         return "\n"
     if token.startswith(".sp"):
         count = token[3:].strip()
@@ -187,7 +209,13 @@ def _encoding(msh: str) -> _Encoding:
     if len(msh) < 8:
         raise _reject(HL7ErrorCode.REQUIRED_FIELD_MISSING, "unparsable", "MSH segment is too short")
     chars = msh[4:8]
-    return _Encoding(field=msh[3], component=chars[0], repetition=chars[1], escape=chars[2], subcomponent=chars[3])
+    return _Encoding(
+        field=msh[3],
+        component=chars[0],
+        repetition=chars[1],
+        escape=chars[2],
+        subcomponent=chars[3],
+    )
 
 
 def _fields(segment: str, enc: _Encoding) -> list[str]:
@@ -250,9 +278,11 @@ def _structural_parse(text: str, version: str) -> None:
         er7 = er7.replace(f"|{version}", f"|{library_version}", 1)
     try:
         parse_message(er7, find_groups=False, validation_level=VALIDATION_LEVEL.TOLERANT)
-    except Exception as exc:  # noqa: BLE001 - hl7apy raises many unrelated types
+    except Exception as exc:
         raise _reject(
-            HL7ErrorCode.SEGMENT_SEQUENCE_ERROR, "unparsable", f"HL7 parser refused the message ({type(exc).__name__})"
+            HL7ErrorCode.SEGMENT_SEQUENCE_ERROR,
+            "unparsable",
+            f"HL7 parser refused the message ({type(exc).__name__})",
         ) from None
 
 
@@ -271,7 +301,9 @@ def _header(msh: list[str], enc: _Encoding, charset: str) -> MessageHeader:
     )
 
 
-def _patient_identifiers(pid: list[str] | None, enc: _Encoding, charset: str) -> tuple[PatientIdentifier, ...]:
+def _patient_identifiers(
+    pid: list[str] | None, enc: _Encoding, charset: str
+) -> tuple[PatientIdentifier, ...]:
     if pid is None:
         return ()
     result: list[PatientIdentifier] = []
@@ -378,11 +410,18 @@ def _report(
                 "pdf_only",
                 f"OBR {set_id}: only non-text (e.g. PDF) content; radbridge needs text/plain narrative",
             )
-        raise _reject(HL7ErrorCode.REQUIRED_FIELD_MISSING, "no_narrative", f"OBR {set_id}: no report text in OBX")
+        raise _reject(
+            HL7ErrorCode.REQUIRED_FIELD_MISSING,
+            "no_narrative",
+            f"OBR {set_id}: no report text in OBX",
+        )
     procedure_field = _get(obr, 4)
     procedure = Coding(
         code=_opt(_component(procedure_field, enc, 1, charset)),
-        display=_opt(_component(procedure_field, enc, 2, charset) or _component(procedure_field, enc, 5, charset)),
+        display=_opt(
+            _component(procedure_field, enc, 2, charset)
+            or _component(procedure_field, enc, 5, charset)
+        ),
         system=_opt(_component(procedure_field, enc, 3, charset)),
     )
     filler = _opt(_component(_get(obr, 3), enc, 1, charset))
@@ -412,37 +451,63 @@ def _report(
     )
 
 
-def parse_oru(payload: bytes, *, default_charset: str = "utf-8", default_language: str = "en") -> ParsedMessage:
+def parse_oru(
+    payload: bytes, *, default_charset: str = "utf-8", default_language: str = "en"
+) -> ParsedMessage:
     """Parse one ORU^R01 into Reports; raises only `MessageRejected` for unusable messages."""
     try:
         return _parse_oru(payload, default_charset, default_language)
     except MessageRejected:
         raise
-    except Exception as exc:  # noqa: BLE001 - the contract: nothing but MessageRejected escapes
+    except Exception as exc:
         raise _reject(
-            HL7ErrorCode.APPLICATION_INTERNAL_ERROR, "unparsable", f"message could not be read ({type(exc).__name__})"
+            HL7ErrorCode.APPLICATION_INTERNAL_ERROR,
+            "unparsable",
+            f"message could not be read ({type(exc).__name__})",
         ) from None
 
 
 def _parse_oru(payload: bytes, default_charset: str, default_language: str) -> ParsedMessage:
-    stripped = payload.strip(b"\x0b\x1c\r\n\t ")
+    stripped = payload.removeprefix(b"\xef\xbb\xbf").strip(b"\x0b\x1c\r\n\t ")
     if not stripped:
-        raise _reject(HL7ErrorCode.SEGMENT_SEQUENCE_ERROR, "empty_message", "the frame holds no HL7 content")
+        raise _reject(
+            HL7ErrorCode.SEGMENT_SEQUENCE_ERROR, "empty_message", "the frame holds no HL7 content"
+        )
     if not stripped.startswith(b"MSH"):
-        raise _reject(HL7ErrorCode.SEGMENT_SEQUENCE_ERROR, "unparsable", "the message does not start with an MSH segment")
+        raise _reject(
+            HL7ErrorCode.SEGMENT_SEQUENCE_ERROR,
+            "unparsable",
+            "the message does not start with an MSH segment",
+        )
     text, charset = decode_payload(stripped, default_charset)
     segments = _split_segments(text)
     enc = _encoding(segments[0])
     msh = _fields(segments[0], enc)
     header = _header(msh, enc, charset)
     if not header.control_id:
-        raise _reject(HL7ErrorCode.REQUIRED_FIELD_MISSING, "unparsable", "MSH-10 (message control id) is empty")
+        raise _reject(
+            HL7ErrorCode.REQUIRED_FIELD_MISSING,
+            "unparsable",
+            "MSH-10 (message control id) is empty",
+        )
     if header.message_type != "ORU":
-        raise _reject(HL7ErrorCode.UNSUPPORTED_MESSAGE_TYPE, "not_oru_r01", f"message type {header.message_type!r} is not ORU")
+        raise _reject(
+            HL7ErrorCode.UNSUPPORTED_MESSAGE_TYPE,
+            "not_oru_r01",
+            f"message type {header.message_type!r} is not ORU",
+        )
     if header.trigger_event not in ("R01", ""):
-        raise _reject(HL7ErrorCode.UNSUPPORTED_EVENT_CODE, "not_oru_r01", f"trigger event {header.trigger_event!r} is not R01")
+        raise _reject(
+            HL7ErrorCode.UNSUPPORTED_EVENT_CODE,
+            "not_oru_r01",
+            f"trigger event {header.trigger_event!r} is not R01",
+        )
     if header.version not in SUPPORTED_VERSIONS:
-        raise _reject(HL7ErrorCode.UNSUPPORTED_VERSION_ID, "unsupported_version", f"HL7 version {header.version!r} is not supported")
+        raise _reject(
+            HL7ErrorCode.UNSUPPORTED_VERSION_ID,
+            "unsupported_version",
+            f"HL7 version {header.version!r} is not supported",
+        )
     _structural_parse(text, header.version)
     pid: list[str] | None = None
     groups: list[tuple[list[str], list[list[str]]]] = []
@@ -456,7 +521,11 @@ def _parse_oru(payload: bytes, default_charset: str, default_language: str) -> P
         elif name == "OBX" and groups:
             groups[-1][1].append(fields)
     if not groups:
-        raise _reject(HL7ErrorCode.REQUIRED_FIELD_MISSING, "no_observation_request", "the ORU^R01 has no OBR segment")
+        raise _reject(
+            HL7ErrorCode.REQUIRED_FIELD_MISSING,
+            "no_observation_request",
+            "the ORU^R01 has no OBR segment",
+        )
     reports: list[Report] = []
     rejected: list[MessageRejected] = []
     for obr, obxs in groups:

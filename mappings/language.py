@@ -7,16 +7,96 @@ import re
 _WORDS = re.compile(r"[^\W\d_]+", re.UNICODE)
 _STOPWORDS: dict[str, frozenset[str]] = {
     "en": frozenset(
-        "the and of with no is are there in to for on at as be was were this that or without "
-        "not seen right left findings impression noted evidence".split()
+        [
+            "the",
+            "and",
+            "of",
+            "with",
+            "no",
+            "is",
+            "are",
+            "there",
+            "in",
+            "to",
+            "for",
+            "on",
+            "at",
+            "as",
+            "be",
+            "was",
+            "were",
+            "this",
+            "that",
+            "or",
+            "without",
+            "not",
+            "seen",
+            "right",
+            "left",
+            "findings",
+            "impression",
+            "noted",
+            "evidence",
+        ]
     ),
     "nl": frozenset(
-        "de het een en van met geen is zijn er in op te voor bij als niet of zonder wordt "
-        "rechts links bevindingen conclusie beiderzijds".split()
+        [
+            "de",
+            "het",
+            "een",
+            "en",
+            "van",
+            "met",
+            "geen",
+            "is",
+            "zijn",
+            "er",
+            "in",
+            "op",
+            "te",
+            "voor",
+            "bij",
+            "als",
+            "niet",
+            "of",
+            "zonder",
+            "wordt",
+            "rechts",
+            "links",
+            "bevindingen",
+            "conclusie",
+            "beiderzijds",
+        ]
     ),
     "de": frozenset(
-        "der die das und von mit kein keine ist sind es im in auf zu für bei nicht oder ohne "
-        "wird rechts links befund beurteilung beidseits".split()
+        [
+            "der",
+            "die",
+            "das",
+            "und",
+            "von",
+            "mit",
+            "kein",
+            "keine",
+            "ist",
+            "sind",
+            "es",
+            "im",
+            "in",
+            "auf",
+            "zu",
+            "für",
+            "bei",
+            "nicht",
+            "oder",
+            "ohne",
+            "wird",
+            "rechts",
+            "links",
+            "befund",
+            "beurteilung",
+            "beidseits",
+        ]
     ),
 }
 MIN_HITS = 3
@@ -24,7 +104,9 @@ HANGUL_SHARE = 0.15
 
 
 def _is_hangul(char: str) -> bool:
-    return "\uac00" <= char <= "\ud7a3" or "\u1100" <= char <= "\u11ff" or "\u3130" <= char <= "\u318f"
+    return (
+        "\uac00" <= char <= "\ud7a3" or "\u1100" <= char <= "\u11ff" or "\u3130" <= char <= "\u318f"
+    )
 
 
 def detect_language(text: str, default: str = "en") -> str:

@@ -58,7 +58,9 @@ class Report(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     source_format: Literal["hl7v2", "fhir"]
-    report_id: str = Field(description="filename-safe id: DiagnosticReport id, or MSH-10-OBR set id")
+    report_id: str = Field(
+        description="filename-safe id: DiagnosticReport id, or MSH-10-OBR set id"
+    )
     message_control_id: str | None = None
     hl7_version: str | None = None
     obr_set_id: str | None = None

@@ -27,7 +27,9 @@ _ALTERNATIVES = sorted(
     key=lambda pair: -len(pair[0]),
 )
 _PATTERN = re.compile(
-    r"^[ \t]*(?P<head>" + "|".join(re.escape(alias) for alias, _ in _ALTERNATIVES) + r")[ \t]*(?::|$)",
+    r"^[ \t]*(?P<head>"
+    + "|".join(re.escape(alias) for alias, _ in _ALTERNATIVES)
+    + r")[ \t]*(?::|$)",
     re.IGNORECASE | re.MULTILINE,
 )
 _NAME = {alias: name for alias, name in _ALTERNATIVES}

@@ -143,14 +143,16 @@ def _check_synonyms(
 ) -> None:
     for language in languages:
         if not synonyms.get(language):
-            raise TemplateError(source, f"{field}.synonyms.{language}", "no synonyms for a declared language")
+            raise TemplateError(
+                source, f"{field}.synonyms.{language}", "no synonyms for a declared language"
+            )
 
 
 def _check_meaning(template: Template, source: str) -> None:
     location_ids = [loc.id for loc in template.locations]
     for index, location in enumerate(template.locations):
         field = f"locations[{index}]"
-        if location_ids.count(location.id) > 1:
+        if location.id in location_ids[:index]:
             raise TemplateError(source, f"{field}.id", f"duplicate location id {location.id!r}")
         for child in location.expands_to:
             if child not in location_ids or child == location.id:
@@ -162,15 +164,19 @@ def _check_meaning(template: Template, source: str) -> None:
     variable_ids = [var.id for var in template.variables]
     for index, variable in enumerate(template.variables):
         field = f"variables[{index}]"
-        if variable_ids.count(variable.id) > 1:
+        if variable.id in variable_ids[:index]:
             raise TemplateError(source, f"{field}.id", f"duplicate variable id {variable.id!r}")
         for loc_index, location_id in enumerate(variable.locations):
             if location_id not in location_ids:
                 raise TemplateError(
-                    source, f"{field}.locations[{loc_index}]", f"undeclared location {location_id!r}"
+                    source,
+                    f"{field}.locations[{loc_index}]",
+                    f"undeclared location {location_id!r}",
                 )
         if variable.code is None and not variable.uncoded_reason:
-            raise TemplateError(source, f"{field}.uncoded_reason", "an uncoded variable must say why")
+            raise TemplateError(
+                source, f"{field}.uncoded_reason", "an uncoded variable must say why"
+            )
         _check_code(source, f"{field}.code", variable.code)
         _check_synonyms(source, field, variable.synonyms, template.languages)
     for index, code in enumerate(template.applies_to.procedure_codes):
@@ -184,7 +190,9 @@ def parse_template(text: str, source: str) -> Template:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "(yaml)"
-        raise TemplateError(source, where, f"invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        raise TemplateError(
+            source, where, f"invalid YAML: {getattr(exc, 'problem', exc)}"
+        ) from None
     if not isinstance(data, dict):
         raise TemplateError(source, "(root)", "a template must be a mapping")
     try:
@@ -213,7 +221,9 @@ def load_builtin_templates() -> dict[str, Template]:
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if not entry.name.endswith(".yaml"):
             continue
-        template = parse_template(entry.read_text(encoding="utf-8"), f"mappings/templates/{entry.name}")
+        template = parse_template(
+            entry.read_text(encoding="utf-8"), f"mappings/templates/{entry.name}"
+        )
         if template.id in templates:
             raise TemplateError(entry.name, "id", f"duplicate template id {template.id!r}")
         templates[template.id] = template

@@ -114,7 +114,11 @@ TERMS: tuple[TermEntry, ...] = (
     # LOINC document / procedure codes (FHIR R4 c80 value set)
     TermEntry(LOINC, "18748-4", "Diagnostic imaging study", C80, "official"),
     TermEntry(
-        LOINC, "68604-8", "Radiology Diagnostic study note", f"{VERIFIED}; valueset-c80-doc-typecodes-R4.json", "official"
+        LOINC,
+        "68604-8",
+        "Radiology Diagnostic study note",
+        f"{VERIFIED}; valueset-c80-doc-typecodes-R4.json",
+        "official",
     ),
     TermEntry(LOINC, "30745-4", "Chest X-ray", C80, "official"),
     TermEntry(LOINC, "36643-5", "Chest X-ray 2 views", C80, "official"),
@@ -134,7 +138,11 @@ TERMS: tuple[TermEntry, ...] = (
         "IG",
     ),
     TermEntry(
-        V2_0203, "ACSN", "Accession ID", "FHIR R4 spec, identifier-type value set (v2-0203)", "official"
+        V2_0203,
+        "ACSN",
+        "Accession ID",
+        "FHIR R4 spec, identifier-type value set (v2-0203)",
+        "official",
     ),
     TermEntry(
         PROVENANCE_PARTICIPANT_TYPE,

@@ -19,7 +19,9 @@ def shared_dir() -> Path:
     """The `../shared` folder beside the checkout; a missing folder FAILS the test (never skips)."""
     path = _shared_dir()
     if not (path / "DESIGN.md").is_file():
-        pytest.fail(f"../shared not found at {path}: tests need the shared data beside the repository")
+        pytest.fail(
+            f"../shared not found at {path}: tests need the shared data beside the repository"
+        )
     return path
 
 

@@ -19,6 +19,7 @@ memory-mapped weights are shared between processes, the KV cache is not.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import importlib.util
 import json
@@ -26,6 +27,7 @@ import logging
 import math
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -147,14 +149,18 @@ class Engine:
     def model_info(self) -> ModelInfo:
         """Name, version and SHA-256 of the model file (hashed once per process)."""
         name = str(self.llm.metadata.get("general.name") or self.model_path.stem)
-        return ModelInfo(name=name, version=self.model_path.name, sha256=file_sha256(self.model_path))
+        return ModelInfo(
+            name=name, version=self.model_path.name, sha256=file_sha256(self.model_path)
+        )
 
     @cached_property
     def _tokenizer(self) -> Any:
         from llguidance.llamacpp import lltokenizer_from_vocab
 
-        vocab = self.llm._model.vocab  # noqa: SLF001 - llguidance needs the raw vocab pointer
-        return lltokenizer_from_vocab(vocab, n_vocab=self.n_vocab)
+        vocab = self.llm._model.vocab  # llguidance needs the raw vocab pointer
+        with warnings.catch_warnings():  # llguidance calls a llama.cpp alias deprecated upstream
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return lltokenizer_from_vocab(vocab, n_vocab=self.n_vocab)
 
     def chat_prompt(self, system: str, user: str) -> str:
         """Format a system+user turn with the model's chat template (ChatML fallback)."""
@@ -163,8 +169,12 @@ class Engine:
         template = self.llm.metadata.get("tokenizer.chat_template")
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         if template:
-            eos = self.llm.detokenize([self.llm.token_eos()], special=True).decode("utf-8", "replace")
-            bos = self.llm.detokenize([self.llm.token_bos()], special=True).decode("utf-8", "replace")
+            eos = self.llm.detokenize([self.llm.token_eos()], special=True).decode(
+                "utf-8", "replace"
+            )
+            bos = self.llm.detokenize([self.llm.token_bos()], special=True).decode(
+                "utf-8", "replace"
+            )
             formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
             return formatter(messages=messages).prompt  # type: ignore[arg-type]
         return (
@@ -204,10 +214,10 @@ class Engine:
                 break
             prefix += 1
         prefix = min(prefix, len(tokens) - 1)  # always evaluate >= 1 token to get fresh logits
-        if prefix > 0 and llm._ctx.kv_cache_seq_rm(-1, prefix, -1):  # noqa: SLF001
+        if prefix > 0 and llm._ctx.kv_cache_seq_rm(-1, prefix, -1):
             llm.n_tokens = prefix
         else:
-            llm.reset()
+            llm.reset()  # type: ignore[no-untyped-call]
             prefix = 0
         llm.eval(tokens[prefix:])
         return len(tokens) - prefix
@@ -242,7 +252,9 @@ class Engine:
                 matcher.unsafe_compute_mask_ptr(bitmask.ctypes.data, bitmask.nbytes)
                 if matcher.is_error():
                     raise ExtractionError(f"grammar error: {matcher.get_error()}")
-                allowed = ((bitmask[:, None] >> bit_index) & 1).astype(bool).reshape(-1)[: self.n_vocab]
+                allowed = (
+                    ((bitmask[:, None] >> bit_index) & 1).astype(bool).reshape(-1)[: self.n_vocab]
+                )
                 logits = self._last_logits()
                 masked = np.where(allowed, logits, -np.inf).astype(np.float32)
                 token = int(np.argmax(masked))
@@ -259,7 +271,9 @@ class Engine:
                 if forced:
                     forced = forced[: max(0, max_tokens - len(out_tokens) - 1)]
                     if not matcher.consume_tokens(forced):
-                        raise ExtractionError(f"grammar refused forced tokens: {matcher.get_error()}")
+                        raise ExtractionError(
+                            f"grammar refused forced tokens: {matcher.get_error()}"
+                        )
                     forced_total += len(forced)
                     steps.extend(TokenStep(self._piece(t), 0.0, True) for t in forced)
                     batch.extend(forced)
@@ -289,7 +303,7 @@ class Engine:
         self, prompt: str, schema: dict[str, Any], *, max_tokens: int
     ) -> Generation:
         """llama-cpp-python's built-in grammar path: the benchmark baseline only (slow)."""
-        from llama_cpp import LlamaGrammar
+        from llama_cpp.llama_grammar import LlamaGrammar
 
         grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
         with self._lock:
@@ -326,13 +340,22 @@ def _engine_key(settings: Settings) -> tuple[object, ...]:
     )
 
 
+def close_engines() -> None:
+    """Free every loaded model (registered at exit: llama.cpp must not be torn down late)."""
+    with _ENGINES_LOCK:
+        for engine in _ENGINES.values():
+            engine.llm.close()
+        _ENGINES.clear()
+
+
 def get_engine(settings: Settings) -> Engine:
     """The process's engine for these settings, loaded on first use and kept."""
     key = _engine_key(settings)
     with _ENGINES_LOCK:
         engine = _ENGINES.get(key)
         if engine is None:
+            if not _ENGINES:
+                atexit.register(close_engines)
             engine = Engine(settings)
             _ENGINES[key] = engine
         return engine
-

@@ -1,9 +1,9 @@
 """Errors of the `workers` package.
 
-    RadbridgeError (mappings.errors)
-    └── WorkerError                    workers/: extraction or delivery failed
-        ├── EngineError                the model cannot be loaded or the grammar cannot be built
-        └── ExtractionError            decoding produced no valid output for a report
+RadbridgeError (mappings.errors)
+└── WorkerError                    workers/: extraction or delivery failed
+    ├── EngineError                the model cannot be loaded or the grammar cannot be built
+    └── ExtractionError            decoding produced no valid output for a report
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 MEANINGLESS_WORDS = frozenset(
     {
         "no", "not", "none", "normal", "yes", "present", "absent", "negative", "positive",
-        "geen", "niet", "normaal", "kein", "keine", "nicht", "normal", "unauffällig", "null",
+        "geen", "niet", "normaal", "kein", "keine", "nicht", "unauffällig", "null",
     }
 )  # fmt: skip
 

@@ -134,7 +134,9 @@ def parse_answer(template: Template, text: str) -> BaseModel:
         ) from None
 
 
-def extract(report: Report, template: Template, engine: Engine, *, settings: Settings) -> Extraction:
+def extract(
+    report: Report, template: Template, engine: Engine, *, settings: Settings
+) -> Extraction:
     """Run the LLM stage for one report and template."""
     prompt = build_prompt(engine, template, report)
     generation = engine.generate_json(
