@@ -21,3 +21,7 @@ class ConfigError(AdapterError):
 
 class InputError(AdapterError):
     """An input file or folder given on the command line cannot be read."""
+
+
+class StoreError(AdapterError):
+    """The store cannot be opened, or a store operation failed (no content in the message)."""

@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     env: Environment = Environment.DEVELOPMENT
     data_dir: Path = Path(".radbridge")
 
+    # store
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default SQLite at <data_dir>/radbridge.db"
+    )
+    sqlite_synchronous: Literal["FULL", "NORMAL", "EXTRA"] = "FULL"
+
     # model / engine
     model_path: Path | None = Field(
         default=None,

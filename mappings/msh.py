@@ -1,4 +1,4 @@
-"""A fast MSH peek (fields 3, 4, 9, 10, 12, 15, 16, 18) without a full HL7 parse."""
+"""A fast MSH peek (fields 3-6, 9-12, 15, 16, 18) without a full HL7 parse: runs before the ACK."""
 
 from __future__ import annotations
 
@@ -15,8 +15,11 @@ class MshPeek:
     encoding_characters: str
     sending_application: str
     sending_facility: str
+    receiving_application: str
+    receiving_facility: str
     message_type: str
     control_id: str
+    processing_id: str
     version: str
     accept_ack_type: str
     application_ack_type: str
@@ -43,8 +46,11 @@ def peek_msh(payload: bytes) -> MshPeek:
         encoding_characters=fields[2] if len(fields) > 2 else "",
         sending_application=first(3),
         sending_facility=first(4),
+        receiving_application=first(5),
+        receiving_facility=first(6),
         message_type="^".join(message_type.split(component)[:2]),
         control_id=first(10),
+        processing_id=first(11),
         version=first(12),
         accept_ack_type=first(15),
         application_ack_type=first(16),

@@ -1,0 +1,294 @@
+"""MLLP over TCP (asyncio): a sans-I/O frame reader, the listener and a client.
+
+Framing: 0x0B <message> 0x1C 0x0D. The reader copes with frames split into single bytes,
+several frames in one read and bytes before a start block (ignored and counted). A frame longer
+than `max_frame_bytes` is discarded as it streams (memory stays flat) and reported as oversize
+so the listener can NAK it. Every complete frame gets an answer from the handler, in order, on
+the connection it came in on; the listener never closes a connection on a complete frame
+without answering (a handler that raises gets a generic AE). Logs carry ids, sizes and timings
+only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from adapter.errors import AdapterError
+
+log = logging.getLogger("radbridge.mllp")
+
+START_BLOCK = 0x0B
+END_BLOCK = b"\x1c\x0d"
+READ_CHUNK = 64 * 1024
+
+
+class MllpError(AdapterError):
+    """An MLLP connection failed (client side: no ACK, timeout, refused)."""
+
+
+@dataclass(frozen=True)
+class FrameEvent:
+    """A complete frame (payload) or an oversize one (payload None, size counted)."""
+
+    payload: bytes | None
+    size: int
+
+    @property
+    def oversize(self) -> bool:
+        """True when the frame exceeded the limit and was discarded."""
+        return self.payload is None
+
+
+class FrameReader:
+    """Incremental MLLP deframer: feed bytes, get complete frames."""
+
+    def __init__(self, max_frame_bytes: int) -> None:
+        self.max_frame_bytes = max_frame_bytes
+        self._buffer = bytearray()
+        self._in_frame = False
+        self._discarding = False
+        self._discarded = 0
+        self._pending_cr = False  # saw 0x1C as the last byte; waiting for 0x0D
+        self.junk_bytes = 0
+
+    def feed(self, data: bytes) -> list[FrameEvent]:
+        """Consume `data`; return the frames completed by it."""
+        events: list[FrameEvent] = []
+        position = 0
+        length = len(data)
+        while position < length:
+            if not self._in_frame:
+                start = data.find(b"\x0b", position)
+                if start < 0:
+                    self.junk_bytes += length - position
+                    return events
+                self.junk_bytes += start - position
+                self._in_frame = True
+                self._buffer.clear()
+                self._discarding = False
+                self._discarded = 0
+                self._pending_cr = False
+                position = start + 1
+                continue
+            if self._pending_cr:
+                self._pending_cr = False
+                if data[position] == 0x0D:
+                    events.append(self._finish())
+                    position += 1
+                    continue
+                self._append(b"\x1c")
+            end = data.find(b"\x1c", position)
+            if end < 0:
+                self._append(data[position:])
+                return events
+            self._append(data[position:end])
+            if end + 1 < length:
+                if data[end + 1] == 0x0D:
+                    events.append(self._finish())
+                    position = end + 2
+                else:  # a 0x1C inside the message: keep it
+                    self._append(b"\x1c")
+                    position = end + 1
+            else:
+                self._pending_cr = True
+                position = end + 1
+        return events
+
+    def _append(self, chunk: bytes) -> None:
+        if self._discarding:
+            self._discarded += len(chunk)
+            return
+        if len(self._buffer) + len(chunk) > self.max_frame_bytes:
+            self._discarding = True
+            self._discarded = len(self._buffer) + len(chunk)
+            self._buffer = bytearray()
+            return
+        self._buffer += chunk
+
+    def _finish(self) -> FrameEvent:
+        self._in_frame = False
+        if self._discarding:
+            event = FrameEvent(None, self._discarded)
+        else:
+            event = FrameEvent(bytes(self._buffer), len(self._buffer))
+        self._buffer = bytearray()
+        self._discarding = False
+        return event
+
+    @property
+    def in_frame(self) -> bool:
+        """True while a frame has started but not ended."""
+        return self._in_frame
+
+
+def frame(payload: bytes) -> bytes:
+    """Wrap a message in MLLP start and end blocks."""
+    return b"\x0b" + payload + END_BLOCK
+
+
+FrameHandler = Callable[[FrameEvent], Awaitable[bytes | None]]
+
+
+class MllpServer:
+    """The MLLP listener: one task per connection, frames answered in order."""
+
+    def __init__(
+        self,
+        handler: FrameHandler,
+        *,
+        host: str,
+        port: int,
+        max_frame_bytes: int = 10 * 1024 * 1024,
+        idle_timeout: float = 300.0,
+        max_connections: int = 64,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.handler = handler
+        self.host = host
+        self.port = port
+        self.max_frame_bytes = max_frame_bytes
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self.ssl_context = ssl_context
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self.frames_answered = 0
+
+    async def start(self) -> int:
+        """Start listening; returns the bound port (useful with port 0)."""
+        self._server = await asyncio.start_server(
+            self._serve, self.host, self.port, ssl=self.ssl_context
+        )
+        sockets: list[Any] = list(self._server.sockets or [])
+        self.port = sockets[0].getsockname()[1] if sockets else self.port
+        log.info(
+            "mllp listening host=%s port=%d tls=%s",
+            self.host,
+            self.port,
+            self.ssl_context is not None,
+        )
+        return self.port
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop accepting, let connections finish the frame in hand, then close them."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        if self._connections:
+            _, pending = await asyncio.wait(self._connections, timeout=grace)
+            for task in pending:
+                task.cancel()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if len(self._connections) >= self.max_connections:
+            log.warning("mllp connection refused: limit %d reached", self.max_connections)
+            writer.close()
+            return
+        self._connections.add(task)
+        peer = writer.get_extra_info("peername")
+        frames = FrameReader(self.max_frame_bytes)
+        try:
+            while True:
+                try:
+                    data = await asyncio.wait_for(reader.read(READ_CHUNK), self.idle_timeout)
+                except TimeoutError:
+                    log.info("mllp idle timeout peer=%s", peer)
+                    break
+                if not data:
+                    break
+                for event in frames.feed(data):
+                    await self._answer(event, writer)
+        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            log.info("mllp connection lost peer=%s error=%s", peer, type(exc).__name__)
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                await writer.wait_closed()
+
+    async def _answer(self, event: FrameEvent, writer: asyncio.StreamWriter) -> None:
+        started = time.perf_counter()
+        ack = await self.handler(event)
+        if ack is not None:
+            writer.write(frame(ack))
+            await writer.drain()
+        self.frames_answered += 1
+        log.debug(
+            "mllp frame size=%d answered=%s ms=%.2f",
+            event.size,
+            ack is not None,
+            (time.perf_counter() - started) * 1000,
+        )
+
+
+class MllpClient:
+    """An MLLP client: send a message, wait for its ACK (reconnects when the peer closed)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.ssl_context = ssl_context
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._frames = FrameReader(64 * 1024 * 1024)
+        self._pending: list[bytes] = []
+
+    async def connect(self) -> None:
+        """Open the connection."""
+        try:
+            self._reader, self._writer = await asyncio.wait_for(
+                asyncio.open_connection(self.host, self.port, ssl=self.ssl_context), self.timeout
+            )
+        except (OSError, TimeoutError) as exc:
+            raise MllpError(
+                f"cannot connect to {self.host}:{self.port} ({type(exc).__name__})"
+            ) from None
+
+    async def send(self, message: bytes) -> bytes:
+        """Send one message and return the ACK payload."""
+        if self._writer is None or self._writer.is_closing():
+            await self.connect()
+        assert self._writer is not None and self._reader is not None
+        self._writer.write(frame(message))
+        await self._writer.drain()
+        deadline = time.monotonic() + self.timeout
+        while not self._pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise MllpError("no ACK within the timeout")
+            try:
+                data = await asyncio.wait_for(self._reader.read(READ_CHUNK), remaining)
+            except TimeoutError:
+                raise MllpError("no ACK within the timeout") from None
+            if not data:
+                await self.close()
+                raise MllpError("the peer closed the connection without an ACK")
+            self._pending.extend(
+                e.payload for e in self._frames.feed(data) if e.payload is not None
+            )
+        return self._pending.pop(0)
+
+    async def close(self) -> None:
+        """Close the connection."""
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                await self._writer.wait_closed()
+        self._reader = self._writer = None

@@ -1,0 +1,663 @@
+"""The durable store: messages, extractions, Bundles, Observations for pull, deliveries, audit.
+
+SQLAlchemy 2 Core (no ORM in the hot path); the schema is created and upgraded by Alembic
+migrations in `adapter/migrations/`, run by `Store.open`. SQLite in WAL mode with
+`synchronous=FULL` is the embedded default (`<data_dir>/radbridge.db`: an ACK means the
+message survives a power cut); PostgreSQL via `RADBRIDGE_DATABASE_URL`.
+
+Message states: accepted -> processing -> extracted -> delivered, or failed (retried) / dead.
+Duplicate key: sending application + facility + MSH-10 + SHA-256; a resend returns the stored
+row and the ACK sent the first time. The same MSH-10 with different content is stored as a new
+row and flagged `conflict` — never dropped. Nothing here logs message content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from adapter.errors import StoreError
+from adapter.settings import Settings
+
+log = logging.getLogger("radbridge.store")
+
+metadata = sa.MetaData()
+
+messages = sa.Table(
+    "messages",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("channel", sa.String(32), nullable=False),
+    sa.Column("sending_application", sa.String(255), nullable=False, server_default=""),
+    sa.Column("sending_facility", sa.String(255), nullable=False, server_default=""),
+    sa.Column("control_id", sa.String(255), nullable=False, server_default=""),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("content_type", sa.String(64), nullable=False),
+    sa.Column("raw", sa.LargeBinary, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("conflict", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("resends", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("ack", sa.LargeBinary),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint(
+        "sending_application", "sending_facility", "control_id", "sha256", name="uq_messages_dedupe"
+    ),
+)
+sa.Index("ix_messages_state", messages.c.state, messages.c.updated_at)
+sa.Index(
+    "ix_messages_control",
+    messages.c.sending_application,
+    messages.c.sending_facility,
+    messages.c.control_id,
+)
+
+extractions = sa.Table(
+    "extractions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("message_id", sa.Integer, sa.ForeignKey("messages.id"), nullable=False, index=True),
+    sa.Column("report_id", sa.String(255), nullable=False),
+    sa.Column("template_id", sa.String(64), nullable=False),
+    sa.Column("template_version", sa.String(32), nullable=False),
+    sa.Column("stage", sa.String(16), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+bundles = sa.Table(
+    "bundles",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("message_id", sa.Integer, sa.ForeignKey("messages.id"), nullable=True, index=True),
+    sa.Column("report_id", sa.String(255), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+resources = sa.Table(
+    "resources",
+    metadata,
+    sa.Column("resource_type", sa.String(64), primary_key=True),
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("bundle_id", sa.String(64), sa.ForeignKey("bundles.id"), nullable=False, index=True),
+    sa.Column("subject", sa.String(255)),
+    sa.Column("code", sa.String(255)),
+    sa.Column("report_ref", sa.String(255)),
+    sa.Column("last_updated", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+)
+sa.Index("ix_resources_search", resources.c.resource_type, resources.c.subject, resources.c.code)
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("bundle_id", sa.String(64), sa.ForeignKey("bundles.id"), nullable=False, index=True),
+    sa.Column("target", sa.String(255), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_status", sa.Integer),
+    sa.Column("outcome", sa.Text),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True)),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("bundle_id", "target", name="uq_deliveries_target"),
+)
+
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("message_id", sa.Integer, index=True),
+    sa.Column("event", sa.String(64), nullable=False),
+    sa.Column("detail", sa.Text),
+)
+
+ACCEPTED, PROCESSING, EXTRACTED, DELIVERED, FAILED, DEAD = (
+    "accepted",
+    "processing",
+    "extracted",
+    "delivered",
+    "failed",
+    "dead",
+)
+STATES = (ACCEPTED, PROCESSING, EXTRACTED, DELIVERED, FAILED, DEAD)
+_TRANSITIONS: dict[str, frozenset[str]] = {
+    ACCEPTED: frozenset({PROCESSING, DEAD}),
+    PROCESSING: frozenset({EXTRACTED, FAILED, DEAD, ACCEPTED}),
+    EXTRACTED: frozenset({DELIVERED, FAILED, DEAD}),
+    FAILED: frozenset({PROCESSING, DEAD, ACCEPTED}),
+    DEAD: frozenset({ACCEPTED}),
+    DELIVERED: frozenset({ACCEPTED}),
+}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One message to accept (what the listener peeked before the ACK)."""
+
+    raw: bytes
+    channel: str
+    sending_application: str = ""
+    sending_facility: str = ""
+    control_id: str = ""
+    content_type: str = "application/hl7-v2"
+
+
+@dataclass(frozen=True)
+class AcceptResult:
+    """The outcome of storing one message."""
+
+    message_id: int
+    duplicate: bool
+    conflict: bool
+    ack: bytes | None
+
+
+@dataclass(frozen=True)
+class MessageRow:
+    """A stored message without its raw bytes (use `Store.raw` for those)."""
+
+    id: int
+    received_at: datetime
+    channel: str
+    sending_application: str
+    sending_facility: str
+    control_id: str
+    sha256: str
+    size: int
+    state: str
+    reason: str | None
+    attempts: int
+    conflict: bool
+    resends: int
+
+
+def default_database_url(settings: Settings) -> str:
+    """SQLite in the data dir unless RADBRIDGE_DATABASE_URL is set."""
+    if settings.database_url:
+        return settings.database_url
+    return f"sqlite:///{(Path(settings.data_dir) / 'radbridge.db').resolve()}"
+
+
+def _sqlite_pragmas(synchronous: str) -> Any:
+    def apply(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return apply
+
+
+def run_migrations(engine: Engine) -> None:
+    """Upgrade the schema to the newest Alembic revision (idempotent)."""
+    from importlib.resources import files
+
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(files("adapter") / "migrations"))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+class Store:
+    """The store. Thread-safe: every call takes its own connection from the pool."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.is_sqlite = engine.dialect.name == "sqlite"
+
+    @classmethod
+    def open(cls, settings: Settings, *, url: str | None = None) -> Store:
+        """Connect (creating the data dir for SQLite) and run migrations."""
+        url = url or default_database_url(settings)
+        try:
+            if url.startswith("sqlite"):
+                Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+                engine = sa.create_engine(
+                    url, connect_args={"check_same_thread": False, "timeout": 30}
+                )
+                sa.event.listen(engine, "connect", _sqlite_pragmas(settings.sqlite_synchronous))
+            else:
+                engine = sa.create_engine(url, pool_pre_ping=True)
+            run_migrations(engine)
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(
+                f"cannot open the store ({type(exc).__name__}; check RADBRIDGE_DATABASE_URL)"
+            ) from None
+        store = cls(engine)
+        log.info("store opened dialect=%s", engine.dialect.name)
+        return store
+
+    def close(self) -> None:
+        """Release every pooled connection."""
+        self.engine.dispose()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as connection:
+                yield connection
+        except sa.exc.IntegrityError:
+            raise
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"store operation failed ({type(exc).__name__})") from None
+
+    # -- ingest ---------------------------------------------------------------------------
+    def _accept_one(
+        self, connection: Connection, item: Incoming, ack: bytes | None
+    ) -> AcceptResult:
+        digest = hashlib.sha256(item.raw).hexdigest()
+        key = (
+            messages.c.sending_application == item.sending_application,
+            messages.c.sending_facility == item.sending_facility,
+            messages.c.control_id == item.control_id,
+        )
+        existing = connection.execute(
+            sa.select(messages.c.id, messages.c.sha256, messages.c.ack, messages.c.conflict).where(
+                *key
+            )
+        ).all()
+        for row in existing:
+            if row.sha256 == digest:
+                connection.execute(
+                    messages.update()
+                    .where(messages.c.id == row.id)
+                    .values(resends=messages.c.resends + 1)
+                )
+                return AcceptResult(
+                    row.id, duplicate=True, conflict=bool(row.conflict), ack=row.ack
+                )
+        conflict = bool(existing) and bool(item.control_id)
+        now = _now()
+        inserted = connection.execute(
+            messages.insert().values(
+                received_at=now,
+                channel=item.channel,
+                sending_application=item.sending_application,
+                sending_facility=item.sending_facility,
+                control_id=item.control_id,
+                sha256=digest,
+                size=len(item.raw),
+                content_type=item.content_type,
+                raw=item.raw,
+                state=ACCEPTED,
+                attempts=0,
+                conflict=conflict,
+                resends=0,
+                ack=ack,
+                updated_at=now,
+            )
+        ).inserted_primary_key
+        if inserted is None:
+            raise StoreError("the database returned no id for the stored message")
+        message_id = inserted[0]
+        if conflict:
+            connection.execute(
+                audit_events.insert().values(
+                    at=now, message_id=message_id, event="control_id_conflict", detail=None
+                )
+            )
+        return AcceptResult(int(message_id), duplicate=False, conflict=conflict, ack=ack)
+
+    def accept(self, item: Incoming, *, ack: bytes | None = None) -> AcceptResult:
+        """Commit one message (durably) and return its id; a resend returns the first row."""
+        return self.accept_many([item], acks=[ack])[0]
+
+    def accept_many(
+        self, items: Sequence[Incoming], *, acks: Sequence[bytes | None] | None = None
+    ) -> list[AcceptResult]:
+        """Commit several messages in ONE transaction (group commit); all or nothing."""
+        acks = list(acks) if acks is not None else [None] * len(items)
+        for attempt in range(3):
+            try:
+                with self._tx() as connection:
+                    return [
+                        self._accept_one(connection, item, ack)
+                        for item, ack in zip(items, acks, strict=True)
+                    ]
+            except sa.exc.IntegrityError:
+                if attempt == 2:
+                    raise StoreError("could not store the message (concurrent duplicate)") from None
+        raise StoreError("unreachable")  # pragma: no cover
+
+    def set_ack(self, message_id: int, ack: bytes) -> None:
+        """Remember the ACK sent for a message, so a resend gets the identical ACK."""
+        with self._tx() as connection:
+            connection.execute(messages.update().where(messages.c.id == message_id).values(ack=ack))
+
+    # -- state machine ----------------------------------------------------------------------
+    def _transition(
+        self,
+        message_id: int,
+        target: str,
+        *,
+        reason: str | None = None,
+        count_attempt: bool = False,
+    ) -> bool:
+        allowed_from = [state for state, targets in _TRANSITIONS.items() if target in targets]
+        values: dict[str, Any] = {"state": target, "updated_at": _now()}
+        if reason is not None or target in (ACCEPTED, PROCESSING, EXTRACTED, DELIVERED):
+            values["reason"] = reason
+        if count_attempt:
+            values["attempts"] = messages.c.attempts + 1
+        with self._tx() as connection:
+            result = connection.execute(
+                messages.update()
+                .where(messages.c.id == message_id, messages.c.state.in_(allowed_from))
+                .values(**values)
+            )
+            if result.rowcount == 1:
+                connection.execute(
+                    audit_events.insert().values(
+                        at=_now(), message_id=message_id, event=target, detail=reason
+                    )
+                )
+            return result.rowcount == 1
+
+    def claim(self, message_id: int) -> bool:
+        """accepted/failed -> processing, counting an attempt; False if another worker has it."""
+        return self._transition(message_id, PROCESSING, count_attempt=True)
+
+    def mark_extracted(self, message_id: int) -> None:
+        """processing -> extracted."""
+        self._require(self._transition(message_id, EXTRACTED), message_id, EXTRACTED)
+
+    def mark_delivered(self, message_id: int) -> None:
+        """extracted -> delivered."""
+        self._require(self._transition(message_id, DELIVERED), message_id, DELIVERED)
+
+    def mark_failed(self, message_id: int, reason: str, *, dead: bool = False) -> None:
+        """-> failed (to be retried) or dead (given up), with a reason free of PHI."""
+        target = DEAD if dead else FAILED
+        self._require(self._transition(message_id, target, reason=reason), message_id, target)
+
+    def requeue(self, message_id: int) -> None:
+        """dead/failed/delivered -> accepted again (attempts kept)."""
+        self._require(self._transition(message_id, ACCEPTED), message_id, ACCEPTED)
+
+    def _require(self, ok: bool, message_id: int, target: str) -> None:
+        if not ok:
+            row = self.get_message(message_id)
+            current = row.state if row else "missing"
+            raise StoreError(f"message {message_id}: cannot go from {current} to {target}")
+
+    # -- reads ------------------------------------------------------------------------------
+    def get_message(self, message_id: int) -> MessageRow | None:
+        """One message's metadata, or None."""
+        with self._tx() as connection:
+            row = connection.execute(
+                sa.select(
+                    *[
+                        c
+                        for c in messages.c
+                        if c.name not in ("raw", "ack", "content_type", "updated_at")
+                    ]
+                ).where(messages.c.id == message_id)
+            ).first()
+        return MessageRow(**row._mapping) if row else None
+
+    def raw(self, message_id: int) -> bytes:
+        """The message's raw bytes (StoreError if unknown)."""
+        with self._tx() as connection:
+            raw = connection.execute(
+                sa.select(messages.c.raw).where(messages.c.id == message_id)
+            ).scalar()
+        if raw is None:
+            raise StoreError(f"message {message_id} not found")
+        return bytes(raw)
+
+    def pending(self, older_than: timedelta = timedelta(0)) -> list[int]:
+        """Messages the store says are not done: accepted or failed, or processing for too long."""
+        cutoff = _now() - older_than
+        with self._tx() as connection:
+            rows = connection.execute(
+                sa.select(messages.c.id)
+                .where(
+                    messages.c.state.in_((ACCEPTED, FAILED, PROCESSING)),
+                    messages.c.updated_at <= cutoff,
+                )
+                .order_by(messages.c.id)
+            ).scalars()
+            return [int(r) for r in rows]
+
+    def dead_letters(self) -> list[MessageRow]:
+        """Messages given up on."""
+        with self._tx() as connection:
+            ids = (
+                connection.execute(
+                    sa.select(messages.c.id).where(messages.c.state == DEAD).order_by(messages.c.id)
+                )
+                .scalars()
+                .all()
+            )
+        return [row for i in ids if (row := self.get_message(int(i))) is not None]
+
+    def counts_by_state(self) -> dict[str, int]:
+        """How many messages are in each state (for metrics)."""
+        with self._tx() as connection:
+            rows = connection.execute(
+                sa.select(messages.c.state, sa.func.count()).group_by(messages.c.state)
+            ).all()
+        counts = dict.fromkeys(STATES, 0)
+        counts.update({state: int(n) for state, n in rows})
+        return counts
+
+    # -- results ----------------------------------------------------------------------------
+    def save_extraction(
+        self,
+        message_id: int,
+        report_id: str,
+        template_id: str,
+        template_version: str,
+        stage: str,
+        payload: dict[str, Any],
+    ) -> None:
+        """Keep the extraction record (including not-mentioned values, which FHIR omits)."""
+        with self._tx() as connection:
+            connection.execute(
+                extractions.insert().values(
+                    message_id=message_id,
+                    report_id=report_id,
+                    template_id=template_id,
+                    template_version=template_version,
+                    stage=stage,
+                    payload=json.dumps(payload, sort_keys=True),
+                    created_at=_now(),
+                )
+            )
+
+    def save_bundle(self, message_id: int | None, report_id: str, bundle: dict[str, Any]) -> str:
+        """Store a transaction Bundle and index its resources for pull; idempotent per id."""
+        bundle_id = str(bundle["id"])
+        now = _now()
+        body = json.dumps(bundle, ensure_ascii=False)
+        with self._tx() as connection:
+            exists = connection.execute(
+                sa.select(bundles.c.id).where(bundles.c.id == bundle_id)
+            ).first()
+            if exists:
+                connection.execute(
+                    bundles.update()
+                    .where(bundles.c.id == bundle_id)
+                    .values(body=body, updated_at=now)
+                )
+            else:
+                connection.execute(
+                    bundles.insert().values(
+                        id=bundle_id,
+                        message_id=message_id,
+                        report_id=report_id,
+                        body=body,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+            report_of = {
+                ref["reference"]: f"DiagnosticReport/{e['resource']['id']}"
+                for e in bundle.get("entry", [])
+                if e["resource"]["resourceType"] == "DiagnosticReport"
+                for ref in e["resource"].get("result", [])
+            }
+            for entry in bundle.get("entry", []):
+                resource = entry["resource"]
+                key = (
+                    resources.c.resource_type == resource["resourceType"],
+                    resources.c.id == resource["id"],
+                )
+                connection.execute(resources.delete().where(*key))
+                connection.execute(
+                    resources.insert().values(**_index_row(resource, bundle_id, now, report_of))
+                )
+        return bundle_id
+
+    def get_bundle(self, bundle_id: str) -> dict[str, Any] | None:
+        """A stored Bundle, or None."""
+        with self._tx() as connection:
+            body = connection.execute(
+                sa.select(bundles.c.body).where(bundles.c.id == bundle_id)
+            ).scalar()
+        return json.loads(body) if body else None
+
+    def get_resource(self, resource_type: str, resource_id: str) -> dict[str, Any] | None:
+        """One stored resource by type and id, or None."""
+        with self._tx() as connection:
+            body = connection.execute(
+                sa.select(resources.c.body).where(
+                    resources.c.resource_type == resource_type, resources.c.id == resource_id
+                )
+            ).scalar()
+        return json.loads(body) if body else None
+
+    def search_observations(
+        self,
+        *,
+        subject: str | None = None,
+        code: str | None = None,
+        derived_from: str | None = None,
+        last_updated_since: datetime | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Observations by subject reference, `system|code` (or bare code), report reference, update time."""
+        query = sa.select(resources.c.body).where(resources.c.resource_type == "Observation")
+        if subject:
+            query = query.where(resources.c.subject == subject)
+        if code:
+            query = query.where(
+                resources.c.code == code if "|" in code else resources.c.code.like(f"%|{code}")
+            )
+        if derived_from:
+            query = query.where(resources.c.report_ref == derived_from)
+        if last_updated_since:
+            query = query.where(resources.c.last_updated >= last_updated_since)
+        with self._tx() as connection:
+            bodies = connection.execute(
+                query.order_by(resources.c.last_updated, resources.c.id).limit(limit)
+            ).scalars()
+            return [json.loads(b) for b in bodies]
+
+    # -- deliveries and audit -----------------------------------------------------------------
+    def record_delivery_attempt(
+        self,
+        bundle_id: str,
+        target: str,
+        *,
+        state: str,
+        status: int | None = None,
+        outcome: dict[str, Any] | None = None,
+        next_attempt_at: datetime | None = None,
+    ) -> None:
+        """Upsert the delivery of a Bundle to a target, counting the attempt."""
+        now = _now()
+        values = {
+            "state": state,
+            "last_status": status,
+            "outcome": json.dumps(outcome) if outcome is not None else None,
+            "next_attempt_at": next_attempt_at,
+            "updated_at": now,
+        }
+        with self._tx() as connection:
+            key = (deliveries.c.bundle_id == bundle_id, deliveries.c.target == target)
+            updated = connection.execute(
+                deliveries.update().where(*key).values(attempts=deliveries.c.attempts + 1, **values)
+            )
+            if updated.rowcount == 0:
+                connection.execute(
+                    deliveries.insert().values(
+                        bundle_id=bundle_id, target=target, attempts=1, **values
+                    )
+                )
+
+    def delivery(self, bundle_id: str, target: str) -> dict[str, Any] | None:
+        """The delivery record of a Bundle to a target."""
+        with self._tx() as connection:
+            row = connection.execute(
+                sa.select(deliveries).where(
+                    deliveries.c.bundle_id == bundle_id, deliveries.c.target == target
+                )
+            ).first()
+        return dict(row._mapping) if row else None
+
+    def audit(self, message_id: int | None, event: str, detail: str | None = None) -> None:
+        """Append an audit event (detail must be free of PHI)."""
+        with self._tx() as connection:
+            connection.execute(
+                audit_events.insert().values(
+                    at=_now(), message_id=message_id, event=event, detail=detail
+                )
+            )
+
+    def audit_trail(self, message_id: int) -> list[str]:
+        """The events of one message, in order."""
+        with self._tx() as connection:
+            return list(
+                connection.execute(
+                    sa.select(audit_events.c.event)
+                    .where(audit_events.c.message_id == message_id)
+                    .order_by(audit_events.c.id)
+                ).scalars()
+            )
+
+
+def _index_row(
+    resource: dict[str, Any], bundle_id: str, now: datetime, report_of: dict[str, str]
+) -> dict[str, Any]:
+    """The search columns of one resource (code = first coding as `system|code`)."""
+    codings = (resource.get("code") or {}).get("coding") or []
+    code = f"{codings[0].get('system', '')}|{codings[0].get('code', '')}" if codings else None
+    report_ref = report_of.get(f"{resource['resourceType']}/{resource['id']}")
+    return {
+        "resource_type": resource["resourceType"],
+        "id": resource["id"],
+        "bundle_id": bundle_id,
+        "subject": (resource.get("subject") or {}).get("reference"),
+        "code": code,
+        "report_ref": report_ref,
+        "last_updated": now,
+        "body": json.dumps(resource, ensure_ascii=False),
+    }

@@ -1,0 +1,163 @@
+"""HL7v2 acknowledgements: ACK/NAK messages in original and enhanced mode.
+
+Original mode (MSH-15 and MSH-16 empty): AA accepted, AE application error, AR rejected.
+Enhanced mode (MSH-15 or MSH-16 set): the listener sends a commit ACK CA/CE/CR when MSH-15 asks
+for one: AL always, NE never, ER only on error, SU only on success.
+
+The ACK mirrors the inbound encoding characters and version, swaps sender and receiver, sets
+MSA-2 to the inbound MSH-10 and, on error, adds an ERR segment with the table 0357 code: ERR-3
+and severity ERR-4 for v2.5 and later, ERR-1 for v2.3/2.4. Texts never contain report content.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from mappings.errors import HL7ErrorCode
+from mappings.msh import MshPeek
+
+DEFAULT_VERSION = "2.5"
+_ERR3_VERSIONS = ("2.5", "2.6", "2.7", "2.8")
+
+
+class AckCode(StrEnum):
+    """MSA-1 acknowledgement codes (HL7 table 0008)."""
+
+    AA = "AA"
+    AE = "AE"
+    AR = "AR"
+    CA = "CA"
+    CE = "CE"
+    CR = "CR"
+
+
+class Outcome(StrEnum):
+    """What happened to an inbound message."""
+
+    ACCEPTED = "accepted"
+    ERROR = "error"
+    REJECTED = "rejected"
+
+
+_ORIGINAL = {Outcome.ACCEPTED: AckCode.AA, Outcome.ERROR: AckCode.AE, Outcome.REJECTED: AckCode.AR}
+_ENHANCED = {Outcome.ACCEPTED: AckCode.CA, Outcome.ERROR: AckCode.CE, Outcome.REJECTED: AckCode.CR}
+
+
+@dataclass(frozen=True)
+class AckError:
+    """The ERR content of a negative acknowledgement."""
+
+    code: HL7ErrorCode
+    text: str
+    severity: str = "E"
+
+
+def is_enhanced(peek: MshPeek | None) -> bool:
+    """True when the sender asked for enhanced acknowledgement (MSH-15 or MSH-16 set)."""
+    return peek is not None and bool(peek.accept_ack_type or peek.application_ack_type)
+
+
+def needs_commit_ack(peek: MshPeek | None, outcome: Outcome) -> bool:
+    """Whether an ACK is sent now (always in original mode; per MSH-15 in enhanced mode)."""
+    if not is_enhanced(peek):
+        return True
+    assert peek is not None
+    rule = (peek.accept_ack_type or "AL").upper()
+    if rule == "NE":
+        return False
+    if rule == "ER":
+        return outcome is not Outcome.ACCEPTED
+    if rule == "SU":
+        return outcome is Outcome.ACCEPTED
+    return True  # AL and anything unknown: answering is the safe side
+
+
+def needs_application_ack(peek: MshPeek | None, outcome: Outcome) -> bool:
+    """Whether an application ACK is owed later (enhanced mode, MSH-16 AL/ER/SU)."""
+    if peek is None or not peek.application_ack_type:
+        return False
+    rule = peek.application_ack_type.upper()
+    return (
+        rule == "AL"
+        or (rule == "ER" and outcome is not Outcome.ACCEPTED)
+        or (rule == "SU" and outcome is Outcome.ACCEPTED)
+    )
+
+
+def ack_code(peek: MshPeek | None, outcome: Outcome) -> AckCode:
+    """The MSA-1 code for an outcome in the sender's mode."""
+    return (_ENHANCED if is_enhanced(peek) else _ORIGINAL)[outcome]
+
+
+def _escape(text: str, separator: str, encoding: str) -> str:
+    chars = (encoding + "^~\\&")[:4]
+    component, repetition, escape, subcomponent = chars[0], chars[1], chars[2], chars[3]
+    mapping = {escape: "E", separator: "F", component: "S", repetition: "R", subcomponent: "T"}
+    return (
+        "".join(f"{escape}{mapping[c]}{escape}" if c in mapping else c for c in text)
+        .replace("\r", " ")
+        .replace("\n", " ")
+    )
+
+
+def build_ack(
+    peek: MshPeek | None,
+    outcome: Outcome,
+    *,
+    control_id: str,
+    error: AckError | None = None,
+    now: datetime | None = None,
+) -> bytes:
+    """The ACK message (ER7 bytes, `\\r` segment ends) for an inbound message."""
+    separator = peek.field_separator if peek else "|"
+    encoding = peek.encoding_characters if peek and len(peek.encoding_characters) >= 4 else "^~\\&"
+    version = peek.version if peek and peek.version else DEFAULT_VERSION
+    component = encoding[0]
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
+    message_type = (
+        f"ACK{component}{peek_trigger(peek)}{component}ACK"
+        if version >= "2.4"
+        else f"ACK{component}{peek_trigger(peek)}"
+    )
+    s = separator
+    msh = s.join(
+        [
+            "MSH",
+            encoding,
+            _escape(peek.receiving_application if peek else "", s, encoding),
+            _escape(peek.receiving_facility if peek else "", s, encoding),
+            _escape(peek.sending_application if peek else "", s, encoding),
+            _escape(peek.sending_facility if peek else "", s, encoding),
+            stamp,
+            "",
+            message_type,
+            _escape(control_id, s, encoding),
+            peek.processing_id if peek and peek.processing_id else "P",
+            version,
+        ]
+    )
+    code = ack_code(peek, outcome)
+    msa = s.join(["MSA", code.value, _escape(peek.control_id if peek else "", s, encoding)])
+    segments = [msh, msa]
+    if error is not None:
+        text = _escape(error.text, s, encoding)
+        cwe = component.join([error.code.value, text, "HL70357"])
+        if version[:3] in _ERR3_VERSIONS:
+            segments.append(s.join(["ERR", "", "", cwe, error.severity, "", "", "", text]))
+        else:
+            subcomponent = encoding[3]
+            segments.append(
+                s.join(
+                    ["ERR", component * 3 + subcomponent.join([error.code.value, text, "HL70357"])]
+                )
+            )
+    return ("\r".join(segments) + "\r").encode("utf-8")
+
+
+def peek_trigger(peek: MshPeek | None) -> str:
+    """The trigger event of the inbound message (R01 when unknown)."""
+    if peek and "^" in peek.message_type:
+        return peek.message_type.split("^", 1)[1] or "R01"
+    return "R01"
