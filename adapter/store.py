@@ -362,7 +362,7 @@ class Store:
     ) -> bool:
         allowed_from = [state for state, targets in _TRANSITIONS.items() if target in targets]
         values: dict[str, Any] = {"state": target, "updated_at": _now()}
-        if reason is not None or target in (ACCEPTED, PROCESSING, EXTRACTED, DELIVERED):
+        if reason is not None or target in (ACCEPTED, PROCESSING, DELIVERED):
             values["reason"] = reason
         if count_attempt:
             values["attempts"] = messages.c.attempts + 1
@@ -384,9 +384,9 @@ class Store:
         """accepted/failed -> processing, counting an attempt; False if another worker has it."""
         return self._transition(message_id, PROCESSING, count_attempt=True)
 
-    def mark_extracted(self, message_id: int) -> None:
-        """processing -> extracted."""
-        self._require(self._transition(message_id, EXTRACTED), message_id, EXTRACTED)
+    def mark_extracted(self, message_id: int, reason: str | None = None) -> None:
+        """processing -> extracted (reason e.g. "no template" when nothing applied)."""
+        self._require(self._transition(message_id, EXTRACTED, reason=reason), message_id, EXTRACTED)
 
     def mark_delivered(self, message_id: int) -> None:
         """extracted -> delivered."""
@@ -421,6 +421,28 @@ class Store:
                 ).where(messages.c.id == message_id)
             ).first()
         return MessageRow(**row._mapping) if row else None
+
+    def content_type(self, message_id: int) -> str:
+        """The stored message's content type."""
+        with self._tx() as connection:
+            value = connection.execute(
+                sa.select(messages.c.content_type).where(messages.c.id == message_id)
+            ).scalar()
+        if value is None:
+            raise StoreError(f"message {message_id} not found")
+        return str(value)
+
+    def message_of_bundle(self, bundle_id: str) -> int | None:
+        """The message a Bundle was made from (None for offline Bundles)."""
+        with self._tx() as connection:
+            value = connection.execute(
+                sa.select(bundles.c.message_id).where(bundles.c.id == bundle_id)
+            ).scalar()
+        return int(value) if value is not None else None
+
+    def mark_delivered_if_extracted(self, message_id: int) -> bool:
+        """extracted -> delivered; False when already delivered (several Bundles per message)."""
+        return self._transition(message_id, DELIVERED)
 
     def raw(self, message_id: int) -> bytes:
         """The message's raw bytes (StoreError if unknown)."""

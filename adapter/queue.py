@@ -1,0 +1,57 @@
+"""The Celery app and the enqueue functions (tasks are sent by name: adapter never imports workers).
+
+Redis is dispatch, not storage: the store is the truth and `reconcile` re-enqueues anything it
+says is not done. Reliability settings: late acks, reject on worker loss, prefetch 1, a
+visibility timeout above the longest task.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from adapter.settings import Settings
+
+EXTRACT_TASK = "radbridge.extract_report"
+DELIVER_TASK = "radbridge.deliver"
+RECONCILE_TASK = "radbridge.reconcile"
+
+
+def redis_url(settings: Settings) -> str:
+    """The broker URL: RADBRIDGE_REDIS_URL, else the embedded redis socket in the data dir."""
+    if settings.redis_url:
+        return settings.redis_url
+    return f"redis+socket://{(settings.data_dir / 'redis.sock').resolve()}"
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app configured for radbridge (build it in the composition root, not at import)."""
+    app = Celery("radbridge", broker=redis_url(settings))
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options={"visibility_timeout": settings.task_visibility_timeout_s},
+        task_serializer="json",
+        accept_content=["json"],
+        result_backend=None,
+        task_ignore_result=True,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "reconcile": {"task": RECONCILE_TASK, "schedule": settings.reconcile_interval_s},
+        },
+    )
+    app.conf.radbridge_settings = settings
+    return app
+
+
+def enqueue_extract(app: Celery, message_id: int) -> Any:
+    """Queue the extraction of a stored message."""
+    return app.send_task(EXTRACT_TASK, args=[message_id])
+
+
+def enqueue_delivery(app: Celery, bundle_id: str) -> Any:
+    """Queue the delivery of a stored Bundle to the configured FHIR server."""
+    return app.send_task(DELIVER_TASK, args=[bundle_id])

@@ -1,0 +1,93 @@
+"""A small real FHIR server for delivery tests: validates what it receives against the official
+R4 JSON schema, stores resources by type/id (PUT twice = one resource), answers a
+transaction-response, and can be told to answer 429/503/400 for the next requests."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from conformance.validate import validate_resource
+
+
+class FhirServer:
+    """Run with `start()`; `base_url` is its address; `script` queues canned answers."""
+
+    def __init__(self) -> None:
+        self.resources: dict[str, dict[str, Any]] = {}
+        self.requests: list[dict[str, str]] = []
+        self.script: list[tuple[int, dict[str, str], dict[str, Any] | None]] = []
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with server.lock:
+                    server.requests.append(
+                        {"path": self.path, "authorization": self.headers.get("Authorization", "")}
+                    )
+                    if server.script:
+                        status, headers, payload = server.script.pop(0)
+                        return self._answer(status, payload, headers)
+                try:
+                    bundle = json.loads(body)
+                except ValueError:
+                    return self._answer(400, _outcome("invalid JSON"))
+                problems = [p for p in validate_resource(bundle) if p.severity == "error"]
+                if problems or bundle.get("type") != "transaction":
+                    return self._answer(
+                        400, _outcome(problems[0].message if problems else "not a transaction")
+                    )
+                entries = []
+                with server.lock:
+                    for entry in bundle["entry"]:
+                        url = entry["request"]["url"]
+                        created = url not in server.resources
+                        server.resources[url] = entry["resource"]
+                        entries.append(
+                            {"response": {"status": "201 Created" if created else "200 OK"}}
+                        )
+                return self._answer(
+                    200,
+                    {"resourceType": "Bundle", "type": "transaction-response", "entry": entries},
+                )
+
+            def _answer(
+                self,
+                status: int,
+                payload: dict[str, Any] | None,
+                headers: dict[str, str] | None = None,
+            ) -> None:
+                data = json.dumps(payload).encode() if payload is not None else b""
+                self.send_response(status)
+                self.send_header("Content-Type", "application/fhir+json")
+                self.send_header("Content-Length", str(len(data)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/fhir"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def start(self) -> FhirServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _outcome(text: str) -> dict[str, Any]:
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "invalid", "diagnostics": text}],
+    }

@@ -1,0 +1,101 @@
+"""workers/delivery.py against a real HTTP FHIR server that validates with the R4 schema."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from adapter.settings import Settings
+from tests.fhir_server import FhirServer
+from workers.delivery import backoff_seconds, deliver_bundle, parse_retry_after
+from workers.errors import DeliveryError, DeliveryRejected, DeliveryRetryable
+
+GOLDEN = Path(__file__).parent / "fixtures" / "hl7v2" / "chest_ct.fhir.json"
+
+
+@pytest.fixture
+def server() -> Iterator[FhirServer]:
+    running = FhirServer().start()
+    yield running
+    running.stop()
+
+
+def bundle() -> dict[str, object]:
+    loaded: dict[str, object] = json.loads(GOLDEN.read_text("utf-8"))["CT0001-1"]
+    return loaded
+
+
+def test_delivery_and_idempotent_replay(server: FhirServer) -> None:
+    settings = Settings(fhir_base_url=server.base_url, fhir_bearer_token="secret-token")  # type: ignore[arg-type]
+    first = deliver_bundle(bundle(), settings)
+    count = len(server.resources)
+    second = deliver_bundle(bundle(), settings)
+    assert first.status == second.status == 200
+    assert set(first.entry_statuses) == {"201 Created"}
+    assert set(second.entry_statuses) == {"200 OK"}
+    assert len(server.resources) == count == len(bundle()["entry"])  # type: ignore[arg-type]
+    assert server.requests[0]["authorization"] == "Bearer secret-token"
+
+
+def test_invalid_bundle_is_rejected_with_outcome(server: FhirServer) -> None:
+    broken = bundle()
+    broken["entry"][3]["resource"]["status"] = "bogus"  # type: ignore[index]
+    with pytest.raises(DeliveryRejected) as caught:
+        deliver_bundle(broken, Settings(fhir_base_url=server.base_url))  # type: ignore[arg-type]
+    assert caught.value.status == 400
+    assert (
+        caught.value.outcome is not None
+        and caught.value.outcome["resourceType"] == "OperationOutcome"
+    )
+
+
+def test_429_and_503_are_retryable_with_retry_after(server: FhirServer) -> None:
+    settings = Settings(fhir_base_url=server.base_url)  # type: ignore[arg-type]
+    server.script = [(429, {"Retry-After": "7"}, None), (503, {}, None)]
+    with pytest.raises(DeliveryRetryable) as first:
+        deliver_bundle(bundle(), settings)
+    assert (first.value.status, first.value.retry_after) == (429, 7.0)
+    with pytest.raises(DeliveryRetryable) as second:
+        deliver_bundle(bundle(), settings)
+    assert second.value.status == 503 and second.value.retry_after is None
+    assert deliver_bundle(bundle(), settings).status == 200
+
+
+def test_unreachable_server_is_retryable() -> None:
+    with pytest.raises(DeliveryRetryable):
+        deliver_bundle(
+            bundle(), Settings(fhir_base_url="http://127.0.0.1:9/fhir", delivery_timeout_s=2)
+        )  # type: ignore[arg-type]
+    with pytest.raises(DeliveryError):
+        deliver_bundle(bundle(), Settings())
+
+
+def test_retry_after_formats() -> None:
+    now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    assert parse_retry_after("120") == 120.0
+    assert parse_retry_after("Mon, 23 Nov 2026 12:01:00 GMT", now=now) == 60.0
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
+
+
+@given(
+    attempt=st.integers(0, 20),
+    retry_after=st.one_of(st.none(), st.floats(0, 1000)),
+    seed=st.integers(),
+)
+def test_backoff_is_bounded_and_honours_retry_after(
+    attempt: int, retry_after: float | None, seed: int
+) -> None:
+    delay = backoff_seconds(
+        attempt, base=2.0, cap=600.0, retry_after=retry_after, rng=random.Random(seed)
+    )
+    assert 0 <= delay <= max(600.0, retry_after or 0.0)
+    if retry_after is not None:
+        assert delay >= retry_after
