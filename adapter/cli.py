@@ -310,6 +310,77 @@ def _evidence_text(resource: dict[str, Any]) -> str:
     return ""
 
 
+@app.command()
+def serve() -> None:
+    """Run the service: HTTP API, MLLP listener and a worker (embedded Redis when none is set)."""
+    import asyncio
+
+    from adapter.serve import run_services
+
+    settings = _settings()
+    try:
+        settings.check_production()
+        asyncio.run(run_services(settings))
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
+def worker(
+    beat: Annotated[bool, typer.Option(help="also schedule the periodic reconcile task")] = False,
+    concurrency: Annotated[
+        int, typer.Option(min=1, help="worker processes (each loads the model)")
+    ] = 1,
+) -> None:
+    """Run a Celery worker that extracts and delivers (RADBRIDGE_REDIS_URL, else embedded Redis)."""
+    from adapter.serve import run_worker
+
+    run_worker(_settings(), beat=beat, concurrency=concurrency)
+
+
+@app.command("dead-letters")
+def dead_letters() -> None:
+    """List messages that were given up on, with the reason."""
+    from adapter.store import Store
+
+    store = Store.open(_settings())
+    table = Table(title="dead letters")
+    for column in ("id", "received", "channel", "control id", "attempts", "reason"):
+        table.add_column(column)
+    for row in store.dead_letters():
+        table.add_row(
+            str(row.id),
+            row.received_at.isoformat(),
+            row.channel,
+            row.control_id,
+            str(row.attempts),
+            row.reason or "",
+        )
+    out.print(table)
+
+
+@app.command()
+def requeue(message_id: Annotated[int, typer.Argument(help="the message (job) id")]) -> None:
+    """Put a dead or failed message back in the queue."""
+    from adapter.errors import StoreError
+    from adapter.queue import enqueue_extract, make_celery
+    from adapter.store import Store
+
+    settings = _settings()
+    store = Store.open(settings)
+    try:
+        store.requeue(message_id)
+    except StoreError as exc:
+        raise _fail(str(exc)) from None
+    if settings.redis_url:
+        enqueue_extract(make_celery(settings), message_id)
+        out.print(f"message {message_id} requeued")
+    else:
+        out.print(
+            f"message {message_id} is accepted again; the running service's reconcile picks it up"
+        )
+
+
 def main() -> None:
     """Console-script entry point."""
     logging.basicConfig(

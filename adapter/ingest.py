@@ -4,7 +4,9 @@
    stored (nothing was accepted).
 2. Commit the raw bytes with the ACK that will be sent, through a group committer: frames
    arriving together from any connection share one transaction (fair across connections, one
-   fsync per group, durability unchanged: each ACK is sent only after its commit).
+   fsync per group, durability unchanged: each ACK is sent only after its commit). The HTTP
+   API commits each request on its own (`group_commit=False`): its requests may run on
+   different event loops.
 3. Answer the ACK; a duplicate resend gets the ACK stored the first time and is not processed
    again. `on_accepted(message_id)` runs for new messages (the queue hook).
 
@@ -119,8 +121,10 @@ class Hl7Ingest:
         channel: str = "mllp",
         nak_codes: NakPolicy | None = None,
         on_accepted: Callable[[int], None] | None = None,
+        group_commit: bool = True,
     ) -> None:
         self.store = store
+        self.group_commit = group_commit
         self.channel = channel
         self.policy = nak_codes or NakPolicy()
         self.on_accepted = on_accepted
@@ -193,7 +197,11 @@ class Hl7Ingest:
             control_id=peek.control_id,
         )
         try:
-            message_id, duplicate, stored_ack = await self.committer.commit(item, ack)
+            if self.group_commit:
+                message_id, duplicate, stored_ack = await self.committer.commit(item, ack)
+            else:
+                result = await asyncio.to_thread(self.store.accept, item, ack=ack)
+                message_id, duplicate, stored_ack = result.message_id, result.duplicate, result.ack
         except StoreError as exc:
             log.error("ingest store failure error=%s", exc)
             return self._nak(

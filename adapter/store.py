@@ -75,6 +75,7 @@ extractions = sa.Table(
     sa.Column("template_version", sa.String(32), nullable=False),
     sa.Column("stage", sa.String(16), nullable=False),
     sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("seconds", sa.Float, nullable=False, server_default="0"),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
@@ -490,6 +491,16 @@ class Store:
         counts.update({state: int(n) for state, n in rows})
         return counts
 
+    def extraction_seconds(self) -> tuple[int, float]:
+        """(number of extractions, total model seconds) for metrics."""
+        with self._tx() as connection:
+            row = connection.execute(
+                sa.select(
+                    sa.func.count(), sa.func.coalesce(sa.func.sum(extractions.c.seconds), 0.0)
+                )
+            ).one()
+        return int(row[0]), float(row[1])
+
     # -- results ----------------------------------------------------------------------------
     def save_extraction(
         self,
@@ -510,6 +521,7 @@ class Store:
                     template_version=template_version,
                     stage=stage,
                     payload=json.dumps(payload, sort_keys=True),
+                    seconds=float((payload.get("timings") or {}).get("seconds") or 0.0),
                     created_at=_now(),
                 )
             )

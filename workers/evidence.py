@@ -1,62 +1,86 @@
 """Find a model's evidence quote in the report text and return code-point offsets.
 
-Matching ignores case and collapses runs of whitespace (line breaks included); offsets map back
-to the original `Report.text`. The first occurrence wins. Quotes too short to carry meaning
-("no", "normal") are refused.
+Matching is case-insensitive (Unicode case folding, so "GRÖSSE" finds "Größe"), treats any run
+of whitespace (line breaks included) as one space, and ignores the difference between composed
+and decomposed accents (NFC per character cluster). Offsets always point into the ORIGINAL
+`Report.text`: `text[start:end]` is the matched passage as written. When the quote occurs more
+than once, the FIRST occurrence wins (the quote alone cannot say which one the model meant).
+
+`is_meaningful` refuses quotes too short to carry meaning: fewer than `MIN_QUOTE_CHARS` letters
+or digits, or only bare verdict words ("no", "normal", "geen", "kein", "없음").
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 
-MIN_QUOTE_LETTERS = 4
+MIN_QUOTE_CHARS = 3
 _WORD = re.compile(r"\w+", re.UNICODE)
-MEANINGLESS_WORDS = frozenset(
+VERDICT_WORDS = frozenset(
     {
-        "no", "not", "none", "normal", "yes", "present", "absent", "negative", "positive",
-        "geen", "niet", "normaal", "kein", "keine", "nicht", "unauffällig", "null",
+        # en
+        "no", "not", "none", "nil", "normal", "yes", "present", "absent", "negative", "positive",
+        "seen", "noted", "the", "of", "and", "with", "without",
+        # nl
+        "geen", "niet", "normaal", "wel", "met", "zonder", "van", "de", "het",
+        # de
+        "kein", "keine", "nicht", "unauffällig", "ohne", "mit", "der", "die", "das",
+        # ko
+        "없음", "없다", "있음", "정상",
     }
 )  # fmt: skip
 
 
-def _normalise(text: str) -> tuple[str, list[int]]:
-    """Lower-cased text with whitespace runs collapsed, and each output char's source index."""
+def _clusters(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each base character with its combining marks."""
+    spans: list[tuple[int, int]] = []
+    for index, char in enumerate(text):
+        if spans and unicodedata.combining(char):
+            spans[-1] = (spans[-1][0], index + 1)
+        else:
+            spans.append((index, index + 1))
+    return spans
+
+
+def _normalise(text: str) -> tuple[str, list[tuple[int, int]]]:
+    """Folded text with whitespace runs collapsed, and each output char's source span."""
     chars: list[str] = []
-    index: list[int] = []
-    in_space = False
-    for position, char in enumerate(text):
-        if char.isspace():
-            if not in_space and chars:
+    sources: list[tuple[int, int]] = []
+    for start, end in _clusters(text):
+        cluster = text[start:end]
+        if cluster.isspace():
+            if chars and chars[-1] != " ":
                 chars.append(" ")
-                index.append(position)
-            in_space = True
+                sources.append((start, end))
             continue
-        in_space = False
-        for lowered in char.lower():
-            chars.append(lowered)
-            index.append(position)
+        for folded in unicodedata.normalize("NFC", cluster).casefold():
+            chars.append(folded)
+            sources.append((start, end))
     while chars and chars[-1] == " ":
         chars.pop()
-        index.pop()
-    return "".join(chars), index
+        sources.pop()
+    return "".join(chars), sources
 
 
 def is_meaningful(quote: str) -> bool:
-    """True when a quote has enough letters and at least one word beyond bare verdicts."""
-    words = [w.lower() for w in _WORD.findall(quote)]
-    letters = sum(len(w) for w in words)
-    return letters >= MIN_QUOTE_LETTERS and any(w not in MEANINGLESS_WORDS for w in words)
+    """True when a quote has enough letters/digits and a word beyond bare verdicts."""
+    words = [word.casefold() for word in _WORD.findall(quote)]
+    characters = sum(len(word) for word in words)
+    return characters >= MIN_QUOTE_CHARS and any(word not in VERDICT_WORDS for word in words)
 
 
 def locate_quote(text: str, quote: str) -> tuple[int, int] | None:
-    """(start, end) of `quote` in `text` (case/whitespace-insensitive), or None."""
+    """(start, end) code-point offsets of the first occurrence of `quote` in `text`, or None.
+
+    Case, whitespace and accent composition are normalised on both sides; an empty or
+    whitespace-only quote is never found.
+    """
     needle, _ = _normalise(quote)
     if not needle:
         return None
-    haystack, index = _normalise(text)
+    haystack, sources = _normalise(text)
     found = haystack.find(needle)
     if found < 0:
         return None
-    start = index[found]
-    end = index[found + len(needle) - 1] + 1
-    return start, end
+    return sources[found][0], sources[found + len(needle) - 1][1]

@@ -6,8 +6,11 @@ or not found, the value is DOWNGRADED, never kept silently: `present`/`absent` b
 `uncertain`, the confidence is halved and a flag says why (`evidence_missing`,
 `evidence_too_short`, `evidence_not_found`).
 
-Confidence: the probability of the first non-forced token of the chosen status value,
-renormalised over the tokens the grammar allowed at that step (1.0 if the grammar forced it).
+Confidence: the probability the model gave the chosen status. The status value is an enum, so
+after `"status":"` the first token that is not forced by the schema is the one that tells the
+four values apart (e.g. `pres` vs `abs`); its probability, renormalised over the tokens the
+schema allowed at that step, is the confidence. The rest of the value is forced (probability 1).
+If the whole value was forced (only one status possible) the confidence is 1.0.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from mappings.report import (
     Stage,
 )
 from mappings.template import Template, VariableAnswer, output_json_schema, output_model
-from workers.engine import Engine, Generation, TokenStep
+from workers.decoding import TokenStep
+from workers.engine import Engine, Generation
 from workers.errors import ExtractionError
 from workers.evidence import is_meaningful, locate_quote
 from workers.prompt import build_prompt
@@ -135,10 +139,19 @@ def parse_answer(template: Template, text: str) -> BaseModel:
 
 
 def extract(
-    report: Report, template: Template, engine: Engine, *, settings: Settings
+    report: Report,
+    template: Template,
+    engine: Engine,
+    *,
+    settings: Settings,
+    hints: str | None = None,
 ) -> Extraction:
-    """Run the LLM stage for one report and template."""
-    prompt = build_prompt(engine, template, report)
+    """Run the LLM stage for one report and template (`hints`: stage-1 candidates as text).
+
+    Raises ExtractionError when the model's output is incomplete or does not validate; no
+    value is ever filled in by default.
+    """
+    prompt = build_prompt(template, report, chat=engine, hints=hints)
     generation = engine.generate_json(
         prompt, output_json_schema(template), max_tokens=settings.max_tokens
     )

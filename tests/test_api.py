@@ -1,0 +1,127 @@
+"""adapter/api.py over a real store, through FastAPI's test client (HTTP semantics, no mocks)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from adapter.api import create_app
+from adapter.errors import ConfigError
+from adapter.settings import Settings
+from adapter.store import Store
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[TestClient, Store, list[int]]:
+    settings = Settings(data_dir=tmp_path, api_key="k3y", http_max_body_bytes=64 * 1024)  # type: ignore[arg-type]
+    store = Store.open(settings)
+    accepted: list[int] = []
+    client = TestClient(
+        create_app(settings, store, on_accepted=accepted.append), raise_server_exceptions=False
+    )
+    client.headers["X-API-Key"] = "k3y"
+    return client, store, accepted
+
+
+def test_auth_required_when_configured(setup: tuple[TestClient, Store, list[int]]) -> None:
+    client, _, _ = setup
+    response = client.get("/jobs/1", headers={"X-API-Key": "wrong"})
+    assert response.status_code == 401
+    assert response.json()["resourceType"] == "OperationOutcome"
+    assert (
+        client.get("/jobs/1", headers={"X-API-Key": "", "Authorization": "Bearer k3y"}).status_code
+        == 404
+    )
+    assert client.get("/healthz", headers={"X-API-Key": ""}).status_code == 200
+
+
+def test_production_refuses_to_start_without_api_key(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, env="production")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="RADBRIDGE_API_KEY"):
+        create_app(settings, Store.open(settings))
+
+
+def test_hl7v2_over_http(setup: tuple[TestClient, Store, list[int]]) -> None:
+    client, _store, accepted = setup
+    body = (FIXTURES / "hl7v2" / "chest_ct.hl7").read_bytes()
+    first = client.post("/hl7v2", content=body)
+    assert (
+        first.status_code == 200 and b"MSA|CA|CT0001" in first.content
+    )  # enhanced mode (MSH-15 AL)
+    again = client.post("/hl7v2", content=body)
+    assert again.content == first.content and len(accepted) == 1
+    bad = client.post("/hl7v2", content=(FIXTURES / "hl7v2" / "bad_not_oru.hl7").read_bytes())
+    assert bad.status_code == 400 and b"MSA|AR|BAD0001" in bad.content and b"ERR|" in bad.content
+
+
+def test_fhir_report_accepted_as_job(setup: tuple[TestClient, Store, list[int]]) -> None:
+    client, _store, accepted = setup
+    body = (FIXTURES / "fhir" / "bundle_collection.json").read_bytes()
+    response = client.post("/fhir", content=body)
+    assert response.status_code == 202
+    assert response.headers["location"] == f"/jobs/{accepted[0]}"
+    job = client.get(response.headers["location"]).json()
+    assert job["state"] == "accepted" and job["attempts"] == 0
+    assert client.post("/fhir", content=body).status_code == 202 and len(accepted) == 1  # duplicate
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status"),
+    [
+        ("/fhir/DiagnosticReport", b"{not json", 400),
+        ("/fhir/DiagnosticReport", json.dumps({"resourceType": "Patient"}).encode(), 400),
+        ("/fhir/DiagnosticReport", (FIXTURES / "fhir" / "bad_pdf_only.json").read_bytes(), 422),
+        ("/fhir", b"x" * (65 * 1024), 413),
+    ],
+)
+def test_bad_input_is_an_operation_outcome(
+    setup: tuple[TestClient, Store, list[int]], path: str, body: bytes, status: int
+) -> None:
+    client, _, accepted = setup
+    response = client.post(path, content=body)
+    assert response.status_code == status
+    outcome = response.json()
+    assert (
+        outcome["resourceType"] == "OperationOutcome" and outcome["issue"][0]["severity"] == "error"
+    )
+    assert accepted == []
+
+
+def test_observations_served_for_pull(setup: tuple[TestClient, Store, list[int]]) -> None:
+    client, store, _ = setup
+    golden = json.loads((FIXTURES / "hl7v2" / "chest_ct.fhir.json").read_text("utf-8"))["CT0001-1"]
+    store.save_bundle(None, "CT0001-1", golden)
+    observations = [
+        e["resource"] for e in golden["entry"] if e["resource"]["resourceType"] == "Observation"
+    ]
+    result = client.get(
+        "/fhir/Observation", params={"subject": observations[0]["subject"]["reference"]}
+    ).json()
+    assert result["type"] == "searchset" and result["total"] == len(observations)
+    assert (
+        client.get("/fhir/Observation", params={"code": "http://snomed.info/sct|36118008"}).json()[
+            "total"
+        ]
+        == 1
+    )
+    assert client.get(
+        "/fhir/Observation", params={"_lastUpdated": "ge2000-01-01T00:00:00Z"}
+    ).json()["total"] == len(observations)
+    assert client.get("/fhir/Observation", params={"_lastUpdated": "yesterday"}).status_code == 400
+    one = client.get(f"/fhir/Observation/{observations[0]['id']}")
+    assert one.status_code == 200 and one.json() == observations[0]
+    assert client.get("/fhir/Observation/nope").status_code == 404
+
+
+def test_health_metrics_and_openapi(setup: tuple[TestClient, Store, list[int]]) -> None:
+    client, _, _ = setup
+    assert client.get("/readyz").json()["ready"] is True
+    metrics = client.get("/metrics").text
+    assert 'radbridge_messages{state="accepted"} 0' in metrics
+    assert "radbridge_extraction_seconds_count 0" in metrics
+    assert client.get("/openapi.json").status_code == 200
