@@ -311,7 +311,14 @@ def _evidence_text(resource: dict[str, Any]) -> str:
 
 
 @app.command()
-def serve() -> None:
+def serve(
+    worker: Annotated[
+        bool,
+        typer.Option(
+            "--worker/--no-worker", help="also run a worker (off when workers run elsewhere)"
+        ),
+    ] = True,
+) -> None:
     """Run the service: HTTP API, MLLP listener and a worker (embedded Redis when none is set)."""
     import asyncio
 
@@ -320,7 +327,7 @@ def serve() -> None:
     settings = _settings()
     try:
         settings.check_production()
-        asyncio.run(run_services(settings))
+        asyncio.run(run_services(settings, with_worker=worker))
     except ConfigError as exc:
         raise _fail(str(exc)) from None
 

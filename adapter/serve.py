@@ -60,7 +60,7 @@ def queue_depth_probe(url: str) -> Any:
     return depth, ready
 
 
-async def run_services(settings: Settings) -> None:
+async def run_services(settings: Settings, *, with_worker: bool = True) -> None:
     """Run API, MLLP and worker until a stop signal."""
     import uvicorn
 
@@ -119,11 +119,12 @@ async def run_services(settings: Settings) -> None:
     await ingest.close()
     server.should_exit = True
     await api_task
-    worker.send_signal(signal.SIGTERM)
-    with suppress(subprocess.TimeoutExpired):
-        worker.wait(timeout=30)
-    if worker.poll() is None:
-        worker.kill()
+    if worker is not None:
+        worker.send_signal(signal.SIGTERM)
+        with suppress(subprocess.TimeoutExpired):
+            worker.wait(timeout=30)
+        if worker.poll() is None:
+            worker.kill()
     store.close()
     if redis_handle is not None:
         redis_handle.shutdown()
