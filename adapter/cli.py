@@ -147,10 +147,6 @@ def extract(
 ) -> None:
     """Extract coded FHIR transaction Bundles from report files, offline."""
     settings = _settings(model_path=model, stage=stage)
-    if settings.stage == "rules":
-        raise _fail(
-            "--stage rules is not available yet: the rules stage (workers/lexical.py) is not built"
-        )
     try:
         templates = _resolve_templates(template)
     except TemplateError as exc:
@@ -190,9 +186,8 @@ def _extract_all(
     from mappings.fhir import build_bundle
     from mappings.routing import route
     from workers.engine import get_engine
-    from workers.pipeline import extract as run_extraction
+    from workers.stages import run_stage
 
-    engine = None
     with _progress() as progress:
         task = progress.add_task("extracting", total=len(sourced))
         for item in sourced:
@@ -211,11 +206,9 @@ def _extract_all(
                 )
                 progress.advance(task)
                 continue
-            if engine is None:
-                engine = get_engine(settings)
             for tmpl in chosen:
                 started = time.perf_counter()
-                extraction = run_extraction(item.report, tmpl, engine, settings=settings)
+                extraction = run_stage(item.report, tmpl, settings, lambda: get_engine(settings))
                 bundle = build_bundle(
                     item.report,
                     extraction,

@@ -6,7 +6,9 @@ and codes (every code in `mappings.terminology`, none on the do-not-use list); e
 a `TemplateError` naming the file and the field.
 
 The LLM output contract (`output_json_schema`): one key per variable, each an object with, in
-this order, `evidence` (the verbatim quote, BEFORE the verdict), `status` and `locations`.
+this order, `evidence` (the verbatim quote, BEFORE the verdict), `status` and `locations`. The
+two shapes are exclusive: a string quote with present/absent/uncertain, or a null quote with
+`not_mentioned` (so once the model writes null, the grammar forces not_mentioned).
 Every field is required and nullable instead of optional (optional fields make the grammar
 branch combinatorially), strings carry `maxLength`, no additional properties.
 """
@@ -282,18 +284,30 @@ def _variable_schema(template: Template, variable: Variable) -> dict[str, Any]:
         }
     else:
         locations = {"type": "null"}
-    return {
+    mentioned = {
         "type": "object",
         "properties": {
-            "evidence": {
-                "anyOf": [{"type": "string", "maxLength": EVIDENCE_MAX_CHARS}, {"type": "null"}]
+            "evidence": {"type": "string", "minLength": 1, "maxLength": EVIDENCE_MAX_CHARS},
+            "status": {
+                "enum": [s.value for s in FindingStatus if s is not FindingStatus.NOT_MENTIONED]
             },
-            "status": {"enum": [status.value for status in FindingStatus]},
             "locations": locations,
         },
         "required": ["evidence", "status", "locations"],
         "additionalProperties": False,
     }
+    not_mentioned = {
+        "type": "object",
+        "properties": {
+            "evidence": {"type": "null"},
+            "status": {"const": FindingStatus.NOT_MENTIONED.value},
+            "locations": {"type": "null"},
+        },
+        "required": ["evidence", "status", "locations"],
+        "additionalProperties": False,
+    }
+    # A quote decides the branch: a null quote forces not_mentioned, a quote forces a verdict.
+    return {"anyOf": [mentioned, not_mentioned]}
 
 
 def output_json_schema(template: Template) -> dict[str, Any]:

@@ -89,11 +89,31 @@ def test_output_schema_order_required_and_bounded() -> None:
     schema = output_json_schema(template)
     assert schema["required"] == [v.id for v in template.variables]
     assert schema["additionalProperties"] is False
-    effusion = schema["properties"]["pleural_effusion"]
-    assert list(effusion["properties"]) == ["evidence", "status", "locations"]
-    assert effusion["required"] == ["evidence", "status", "locations"]
-    assert effusion["properties"]["evidence"]["anyOf"][0]["maxLength"] > 0
-    assert schema["properties"]["cardiomegaly"]["properties"]["locations"] == {"type": "null"}
+    mentioned, not_mentioned = schema["properties"]["pleural_effusion"]["anyOf"]
+    for shape in (mentioned, not_mentioned):
+        assert list(shape["properties"]) == ["evidence", "status", "locations"]  # quote first
+        assert shape["required"] == ["evidence", "status", "locations"]
+        assert shape["additionalProperties"] is False
+    assert mentioned["properties"]["evidence"]["maxLength"] > 0
+    assert "not_mentioned" not in mentioned["properties"]["status"]["enum"]
+    assert not_mentioned["properties"]["evidence"] == {"type": "null"}
+    assert not_mentioned["properties"]["status"] == {"const": "not_mentioned"}
+    cardiomegaly = schema["properties"]["cardiomegaly"]["anyOf"][0]
+    assert cardiomegaly["properties"]["locations"] == {"type": "null"}
+
+
+def test_schema_rejects_a_verdict_without_a_quote() -> None:
+    import jsonschema
+
+    template = get_template("chest_findings")
+    answer = {
+        v.id: {"evidence": None, "status": "not_mentioned", "locations": None}
+        for v in template.variables
+    }
+    jsonschema.validate(answer, output_json_schema(template))
+    answer["pneumothorax"] = {"evidence": None, "status": "present", "locations": None}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(answer, output_json_schema(template))
 
 
 def test_schema_compiles_with_llguidance() -> None:

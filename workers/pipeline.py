@@ -10,7 +10,8 @@ Confidence: the probability the model gave the chosen status. The status value i
 after `"status":"` the first token that is not forced by the schema is the one that tells the
 four values apart (e.g. `pres` vs `abs`); its probability, renormalised over the tokens the
 schema allowed at that step, is the confidence. The rest of the value is forced (probability 1).
-If the whole value was forced (only one status possible) the confidence is 1.0.
+If the whole value was forced (a null quote forces not_mentioned), the confidence is that of the
+first free token of the evidence value, where the model chose between quoting and null.
 """
 
 from __future__ import annotations
@@ -42,6 +43,18 @@ from workers.prompt import build_prompt
 DOWNGRADE_FACTOR = 0.5
 
 
+def _first_free_probability(
+    spans: list[tuple[int, int, TokenStep]], start: int, end: int
+) -> float | None:
+    """Probability of the first non-forced token overlapping text[start:end], if any."""
+    for span_start, span_end, step in spans:
+        if span_end <= start or span_start >= end:
+            continue
+        if not step.forced:
+            return math.exp(step.logprob)
+    return None
+
+
 def status_confidences(generation: Generation, variable_ids: Sequence[str]) -> dict[str, float]:
     """Per variable, the probability of the chosen status (see module docstring)."""
     spans: list[tuple[int, int, TokenStep]] = []
@@ -57,14 +70,13 @@ def status_confidences(generation: Generation, variable_ids: Sequence[str]) -> d
             continue
         value_start = match.end()
         value_end = text.find('"', value_start)
-        confidence = 1.0
-        for start, end, step in spans:
-            if end <= value_start or start >= value_end:
-                continue
-            if not step.forced:
-                confidence = math.exp(step.logprob)
-                break
-        result[variable_id] = round(confidence, 4)
+        evidence_start = text.find('"evidence":', match.start()) + len('"evidence":')
+        confidence = _first_free_probability(spans, value_start, value_end)
+        if confidence is None:
+            # the grammar forced the status (a null quote forces not_mentioned): the decision
+            # was the first free token of the evidence value
+            confidence = _first_free_probability(spans, evidence_start, value_start)
+        result[variable_id] = round(1.0 if confidence is None else confidence, 4)
     return result
 
 

@@ -74,7 +74,7 @@ def process_message(store: Store, settings: Settings, message_id: int) -> list[s
     Raises WorkerError subclasses for failures worth retrying; unusable messages go dead.
     """
     from workers.engine import get_engine
-    from workers.pipeline import extract
+    from workers.stages import run_stage
 
     if not store.claim(message_id):
         log.info("message %d not claimable (done or taken)", message_id)
@@ -90,7 +90,7 @@ def process_message(store: Store, settings: Settings, message_id: int) -> list[s
     bundle_ids: list[str] = []
     for report in reports:
         for template in route(report, templates):
-            extraction = extract(report, template, get_engine(settings), settings=settings)
+            extraction = run_stage(report, template, settings, lambda: get_engine(settings))
             store.save_extraction(
                 message_id, report.report_id, template.id, template.version, extraction.stage.value,
                 extraction.model_dump(mode="json"),

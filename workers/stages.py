@@ -1,0 +1,79 @@
+"""Run the configured stage (`rules`, `llm` or `hybrid`) and merge the two stages.
+
+Hybrid: stage 1 (rules) runs first and its candidates go to the model as hints after the
+report (the shared prefix stays shared). Per variable:
+- an LLM value with a verified quote is kept when the rules agree or found nothing;
+- when both stages state the variable and disagree, the rules value (whose quote is the clause it
+  matched) is kept, flagged `stages_disagree`, with the LLM's confidence halved — it stays
+  preliminary like every AI value;
+- when the LLM says not mentioned or its value was downgraded (quote missing/unfound), a rules
+  finding is used (flag `llm_unverified` when the LLM value was downgraded);
+- otherwise the LLM value stands as it is (downgrades included: never dropped silently).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from adapter.settings import Settings
+from mappings.report import Extraction, FindingStatus, FindingValue, Report, Stage
+from mappings.template import Template
+from workers.engine import Engine
+from workers.lexical import extract_rules
+from workers.pipeline import extract as extract_llm
+
+DISAGREEMENT_FACTOR = 0.5
+
+
+def _verified(value: FindingValue) -> bool:
+    return value.evidence is not None and value.evidence.verified and not value.flags
+
+
+def merge_values(rules: FindingValue, llm: FindingValue) -> FindingValue:
+    """One variable's hybrid value (see module docstring)."""
+    rules_states = rules.status is not FindingStatus.NOT_MENTIONED
+    if llm.status is not FindingStatus.NOT_MENTIONED and _verified(llm):
+        if not rules_states or rules.status is llm.status:
+            return llm.model_copy(update={"stage": Stage.HYBRID})
+        confidence = (
+            None if llm.confidence is None else round(llm.confidence * DISAGREEMENT_FACTOR, 4)
+        )
+        return rules.model_copy(
+            update={
+                "stage": Stage.HYBRID,
+                "flags": (*rules.flags, "stages_disagree"),
+                "confidence": confidence,
+            }
+        )
+    if rules_states:
+        extra = ("llm_unverified",) if llm.status is not FindingStatus.NOT_MENTIONED else ()
+        return rules.model_copy(update={"stage": Stage.HYBRID, "flags": (*rules.flags, *extra)})
+    return llm.model_copy(update={"stage": Stage.HYBRID})
+
+
+def hints_text(rules: Extraction) -> str:
+    """Stage-1 candidates as short lines for the prompt."""
+    lines = []
+    for value in rules.values:
+        if value.status is not FindingStatus.NOT_MENTIONED and value.evidence is not None:
+            where = f" ({', '.join(value.locations)})" if value.locations else ""
+            lines.append(
+                f'- {value.variable_id}: {value.status.value}{where}: "{value.evidence.quote}"'
+            )
+    return "\n".join(lines)
+
+
+def run_stage(
+    report: Report, template: Template, settings: Settings, engine: Callable[[], Engine]
+) -> Extraction:
+    """The extraction for `settings.stage`; `engine()` is only called when a model is needed."""
+    rules = extract_rules(report, template)
+    if settings.stage == "rules":
+        return rules
+    if settings.stage == "llm":
+        return extract_llm(report, template, engine(), settings=settings)
+    llm = extract_llm(
+        report, template, engine(), settings=settings, hints=hints_text(rules) or None
+    )
+    merged = tuple(merge_values(a, b) for a, b in zip(rules.values, llm.values, strict=True))
+    return llm.model_copy(update={"values": merged, "stage": Stage.HYBRID})
