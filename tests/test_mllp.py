@@ -6,6 +6,7 @@ import asyncio
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -240,5 +241,102 @@ def test_idle_timeout_and_max_connections(tmp_path: Path) -> None:
                 assert second.recv(65536) == b""  # over the limit: closed, no frame was sent
             first.settimeout(5)
             assert first.recv(65536) == b""  # idle timeout closed the first one
+    finally:
+        running.close()
+
+
+def test_tls_listener(tmp_path: Path) -> None:
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "1", "-subj", "/CN=localhost"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    settings = Settings(data_dir=tmp_path / "d", mllp_tls_cert=cert, mllp_tls_key=key)
+    running = Listener(Store.open(settings), ssl_context=settings.mllp_ssl_context())
+    try:
+        client_context = ssl.create_default_context(cafile=str(cert))
+        client_context.check_hostname = False
+
+        async def run() -> bytes:
+            client = MllpClient("127.0.0.1", running.port, timeout=10, ssl_context=client_context)
+            ack = await client.send(message(5))
+            await client.close()
+            return ack
+
+        assert msa(asyncio.run(run()))[1:3] == ["AA", "C5"]
+        with (
+            pytest.raises(ConnectionError),
+            socket.create_connection(("127.0.0.1", running.port), timeout=5) as plain,
+        ):
+            plain.sendall(frame(message(6)))
+            if not plain.recv(65536):
+                raise ConnectionError("closed without an answer to plain TCP")
+    finally:
+        running.close()
+
+
+def test_half_configured_tls_is_refused(tmp_path: Path) -> None:
+    from adapter.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="RADBRIDGE_MLLP_TLS_KEY"):
+        Settings(mllp_tls_cert=tmp_path / "c.pem").mllp_ssl_context()
+
+
+SLOW_LISTENER = """
+import asyncio, sys, time
+from pathlib import Path
+from adapter.ingest import Hl7Ingest
+from adapter.mllp import MllpServer
+from adapter.settings import Settings
+from adapter.store import Store
+
+store = Store.open(Settings(data_dir=Path(sys.argv[1])))
+original = store.accept_many
+def slow(*args, **kwargs):
+    time.sleep(30)  # killed here: received, not yet committed
+    return original(*args, **kwargs)
+store.accept_many = slow
+
+async def main():
+    server = MllpServer(Hl7Ingest(store), host="127.0.0.1", port=0)
+    print(await server.start(), flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def test_killed_between_receive_and_commit_then_resend(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", SLOW_LISTENER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        port = int(process.stdout.readline())
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(frame(message(31)))
+            time.sleep(0.5)
+            process.kill()  # the listener dies before the commit
+            process.wait(10)
+            assert sock.recv(65536) == b""  # no ACK was sent for an uncommitted message
+    finally:
+        if process.poll() is None:
+            process.kill()
+    store = Store.open(Settings(data_dir=tmp_path))
+    assert store.counts_by_state()["accepted"] == 0
+    running = Listener(store)
+    try:
+        (ack,) = send_raw(running.port, frame(message(31)))
+        assert msa(ack)[1] == "AA"
+        (again,) = send_raw(running.port, frame(message(31)))
+        assert again == ack
+        assert store.counts_by_state()["accepted"] == 1 and len(running.accepted) == 1
     finally:
         running.close()
