@@ -63,7 +63,13 @@ class Settings(BaseSettings):
 
     # delivery to the EHR
     fhir_base_url: str | None = None
+    fhir_auth: Literal["none", "bearer", "smart"] = "none"
     fhir_bearer_token: SecretStr | None = None
+    smart_token_url: str | None = None
+    smart_client_id: str | None = None
+    smart_private_key_path: Path | None = None
+    smart_key_id: str | None = None
+    smart_scope: str = "system/*.write"
     delivery_timeout_s: float = Field(default=30.0, gt=0)
 
     # model / engine

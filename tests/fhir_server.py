@@ -20,6 +20,11 @@ class FhirServer:
         self.requests: list[dict[str, str]] = []
         self.script: list[tuple[int, dict[str, str], dict[str, Any] | None]] = []
         self.lock = threading.Lock()
+        self.public_key: bytes | None = None  # set -> SMART token endpoint on, bearer required
+        self.client_id = ""
+        self.issued: set[str] = set()
+        self.seen_jti: set[str] = set()
+        self.token_requests = 0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -28,6 +33,12 @@ class FhirServer:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if self.path.endswith("/auth/token"):
+                    return self._token(body)
+                if server.public_key is not None:
+                    token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                    if token not in server.issued:
+                        return self._answer(401, _outcome("unknown or expired token"))
                 with server.lock:
                     server.requests.append(
                         {"path": self.path, "authorization": self.headers.get("Authorization", "")}
@@ -57,6 +68,45 @@ class FhirServer:
                     200,
                     {"resourceType": "Bundle", "type": "transaction-response", "entry": entries},
                 )
+
+            def _token(self, body: bytes) -> None:
+                import time
+                from urllib.parse import parse_qs
+
+                import jwt
+
+                form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
+                server.token_requests += 1
+                expected_type = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+                if (
+                    form.get("grant_type") != "client_credentials"
+                    or form.get("client_assertion_type") != expected_type
+                ):
+                    return self._answer(400, {"error": "invalid_request"})
+                token_url = f"{server.base_url.rsplit('/fhir', 1)[0]}/auth/token"
+                try:
+                    header = jwt.get_unverified_header(form["client_assertion"])
+                    claims = jwt.decode(
+                        form["client_assertion"],
+                        server.public_key,
+                        algorithms=["RS384"],
+                        audience=token_url,
+                    )
+                except (jwt.InvalidTokenError, KeyError):
+                    return self._answer(401, {"error": "invalid_client"})
+                valid = (
+                    header.get("kid") == "radbridge-test-key"
+                    and claims["iss"] == claims["sub"] == server.client_id
+                    and claims["exp"] - time.time() <= 300
+                    and claims["jti"] not in server.seen_jti
+                )
+                if not valid:
+                    return self._answer(401, {"error": "invalid_client"})
+                server.seen_jti.add(claims["jti"])
+                token = f"token-{len(server.seen_jti)}"
+                server.issued.add(token)
+                body_out = {"access_token": token, "token_type": "bearer", "expires_in": 300}
+                return self._answer(200, body_out)
 
             def _answer(
                 self,

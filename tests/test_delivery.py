@@ -99,3 +99,43 @@ def test_backoff_is_bounded_and_honours_retry_after(
     assert 0 <= delay <= max(600.0, retry_after or 0.0)
     if retry_after is not None:
         assert delay >= retry_after
+
+
+def test_smart_backend_services(server: FhirServer, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from workers.delivery import token_provider
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    (tmp_path / "key.pem").write_bytes(pem)
+    server.public_key = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    server.client_id = "radbridge-client"
+    settings = Settings(
+        fhir_base_url=server.base_url,
+        fhir_auth="smart",
+        smart_token_url=server.base_url.rsplit("/fhir", 1)[0] + "/auth/token",
+        smart_client_id="radbridge-client",
+        smart_private_key_path=tmp_path / "key.pem",
+        smart_key_id="radbridge-test-key",
+    )  # type: ignore[arg-type]
+    provider = token_provider(settings)
+    assert provider is token_provider(settings)  # one provider per process: tokens are reused
+    assert deliver_bundle(bundle(), settings).status == 200
+    assert deliver_bundle(bundle(), settings).status == 200
+    assert server.token_requests == 1  # cached until shortly before expiry
+    server.issued.clear()  # the server forgets the token -> 401 -> a new assertion and token
+    assert deliver_bundle(bundle(), settings).status == 200
+    assert server.token_requests == 2 and len(server.seen_jti) == 2  # a fresh jti each time
+
+
+def test_smart_needs_its_settings() -> None:
+    from workers.delivery import token_provider
+
+    with pytest.raises(DeliveryError, match="RADBRIDGE_SMART_TOKEN_URL"):
+        token_provider(Settings(fhir_auth="smart"))  # type: ignore[arg-type]

@@ -3,8 +3,10 @@
 The Bundle's entries are `PUT Type/id` with deterministic ids, so a retry never duplicates.
 2xx -> delivered; 429 and 5xx, timeouts and refused connections -> `DeliveryRetryable` (honouring
 `Retry-After`, seconds or HTTP-date); other 4xx -> `DeliveryRejected` with the server's
-OperationOutcome (final: the message goes dead with it stored). Auth: a static bearer token
-(RADBRIDGE_FHIR_BEARER_TOKEN). The retry loop itself is Celery's (`workers/tasks.py`), using
+OperationOutcome (final: the message goes dead with it stored). Auth (RADBRIDGE_FHIR_AUTH):
+`bearer` with RADBRIDGE_FHIR_BEARER_TOKEN, or `smart` (SMART Backend Services, see
+`workers/smart_auth.py`); a 401 makes the provider fetch a new token and the push is tried once
+more. The retry loop itself is Celery's (`workers/tasks.py`), using
 `backoff_seconds`. Logs: bundle id, status, timing — never resource content.
 """
 
@@ -22,6 +24,7 @@ import httpx
 
 from adapter.settings import Settings
 from workers.errors import DeliveryError, DeliveryRejected, DeliveryRetryable
+from workers.smart_auth import SmartBackendServices, StaticBearer, TokenProvider
 
 log = logging.getLogger("radbridge.delivery")
 FHIR_JSON = "application/fhir+json"
@@ -66,6 +69,15 @@ def backoff_seconds(
     return max(delay, retry_after or 0.0)
 
 
+def _post(
+    http: httpx.Client, base_url: str, bundle: dict[str, Any], provider: TokenProvider | None
+) -> httpx.Response:
+    headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON}
+    if provider is not None:
+        headers["Authorization"] = f"Bearer {provider.token()}"
+    return http.post(base_url.rstrip("/") + "/", json=bundle, headers=headers)
+
+
 def _outcome(response: httpx.Response) -> dict[str, Any] | None:
     try:
         body = response.json()
@@ -76,20 +88,68 @@ def _outcome(response: httpx.Response) -> dict[str, Any] | None:
     )
 
 
+_PROVIDERS: dict[tuple[object, ...], TokenProvider] = {}
+
+
+def token_provider(settings: Settings) -> TokenProvider | None:
+    """The process's token provider for the configured auth (cached, so tokens are reused)."""
+    if settings.fhir_auth == "none" and settings.fhir_bearer_token is None:
+        return None
+    if settings.fhir_auth == "smart":
+        missing = [
+            name
+            for name, value in (
+                ("RADBRIDGE_SMART_TOKEN_URL", settings.smart_token_url),
+                ("RADBRIDGE_SMART_CLIENT_ID", settings.smart_client_id),
+                ("RADBRIDGE_SMART_PRIVATE_KEY_PATH", settings.smart_private_key_path),
+                ("RADBRIDGE_SMART_KEY_ID", settings.smart_key_id),
+            )
+            if not value
+        ]
+        if missing:
+            raise DeliveryError(f"SMART auth needs {', '.join(missing)}")
+        key = (
+            settings.smart_token_url,
+            settings.smart_client_id,
+            str(settings.smart_private_key_path),
+            settings.smart_key_id,
+            settings.smart_scope,
+        )
+        if key not in _PROVIDERS:
+            assert settings.smart_private_key_path is not None
+            _PROVIDERS[key] = SmartBackendServices(
+                token_url=str(settings.smart_token_url),
+                client_id=str(settings.smart_client_id),
+                private_key_pem=settings.smart_private_key_path.read_bytes(),
+                key_id=str(settings.smart_key_id),
+                scope=settings.smart_scope,
+                timeout=settings.delivery_timeout_s,
+            )
+        return _PROVIDERS[key]
+    if settings.fhir_bearer_token is None:
+        raise DeliveryError("RADBRIDGE_FHIR_AUTH=bearer needs RADBRIDGE_FHIR_BEARER_TOKEN")
+    return StaticBearer(settings.fhir_bearer_token.get_secret_value())
+
+
 def deliver_bundle(
-    bundle: dict[str, Any], settings: Settings, *, client: httpx.Client | None = None
+    bundle: dict[str, Any],
+    settings: Settings,
+    *,
+    client: httpx.Client | None = None,
+    auth: TokenProvider | None = None,
 ) -> DeliveryResult:
-    """POST one transaction Bundle to the FHIR base URL."""
+    """POST one transaction Bundle to the FHIR base URL (one retry after a 401 with a new token)."""
     if not settings.fhir_base_url:
         raise DeliveryError("no delivery target: RADBRIDGE_FHIR_BASE_URL is not set")
-    headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON}
-    if settings.fhir_bearer_token is not None:
-        headers["Authorization"] = f"Bearer {settings.fhir_bearer_token.get_secret_value()}"
+    provider = auth if auth is not None else token_provider(settings)
     own_client = client is None
     http = client or httpx.Client(timeout=settings.delivery_timeout_s)
     started = time.perf_counter()
     try:
-        response = http.post(settings.fhir_base_url.rstrip("/") + "/", json=bundle, headers=headers)
+        response = _post(http, settings.fhir_base_url, bundle, provider)
+        if response.status_code == 401 and provider is not None:
+            provider.invalidate()
+            response = _post(http, settings.fhir_base_url, bundle, provider)
     except httpx.TransportError as exc:
         log.warning(
             "delivery transport error bundle=%s error=%s", bundle.get("id"), type(exc).__name__
