@@ -16,6 +16,7 @@ from adapter.settings import Settings
 EXTRACT_TASK = "radbridge.extract_report"
 DELIVER_TASK = "radbridge.deliver"
 RECONCILE_TASK = "radbridge.reconcile"
+DELIVER_ORU_TASK = "radbridge.deliver_oru"
 
 
 def redis_url(settings: Settings) -> str:
@@ -55,3 +56,8 @@ def enqueue_extract(app: Celery, message_id: int) -> Any:
 def enqueue_delivery(app: Celery, bundle_id: str) -> Any:
     """Queue the delivery of a stored Bundle to the configured FHIR server."""
     return app.send_task(DELIVER_TASK, args=[bundle_id])
+
+
+def enqueue_oru_delivery(app: Celery, bundle_id: str) -> Any:
+    """Queue sending a stored Bundle as ORU^R01 over MLLP to RADBRIDGE_ORU_TARGET."""
+    return app.send_task(DELIVER_ORU_TASK, args=[bundle_id])

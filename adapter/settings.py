@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     smart_private_key_path: Path | None = None
     smart_key_id: str | None = None
     smart_scope: str = "system/*.write"
+    oru_target: str | None = Field(
+        default=None,
+        description="mllp://host:port: also send each result as ORU^R01 with coded OBX",
+    )
+    app_ack_target: str | None = Field(
+        default=None, description="mllp://host:port for enhanced-mode application ACKs (MSH-16)"
+    )
     delivery_timeout_s: float = Field(default=30.0, gt=0)
 
     # model / engine

@@ -86,9 +86,10 @@ def needs_application_ack(peek: MshPeek | None, outcome: Outcome) -> bool:
     )
 
 
-def ack_code(peek: MshPeek | None, outcome: Outcome) -> AckCode:
-    """The MSA-1 code for an outcome in the sender's mode."""
-    return (_ENHANCED if is_enhanced(peek) else _ORIGINAL)[outcome]
+def ack_code(peek: MshPeek | None, outcome: Outcome, *, application: bool = False) -> AckCode:
+    """The MSA-1 code for an outcome: commit codes in enhanced mode, AA/AE/AR otherwise and for
+    application acknowledgements."""
+    return (_ENHANCED if is_enhanced(peek) and not application else _ORIGINAL)[outcome]
 
 
 def _escape(text: str, separator: str, encoding: str) -> str:
@@ -109,6 +110,7 @@ def build_ack(
     control_id: str,
     error: AckError | None = None,
     now: datetime | None = None,
+    application: bool = False,
 ) -> bytes:
     """The ACK message (ER7 bytes, `\\r` segment ends) for an inbound message."""
     separator = peek.field_separator if peek else "|"
@@ -138,7 +140,7 @@ def build_ack(
             version,
         ]
     )
-    code = ack_code(peek, outcome)
+    code = ack_code(peek, outcome, application=application)
     msa = s.join(["MSA", code.value, _escape(peek.control_id if peek else "", s, encoding)])
     segments = [msh, msa]
     if error is not None:

@@ -92,3 +92,105 @@ def test_reconcile_requeues_what_redis_lost(tmp_path: Path, redis_url: str) -> N
         app.send_task("radbridge.reconcile")
         wait_for(lambda: store.get_message(message.message_id).state == "extracted")  # type: ignore[union-attr]
     assert store.search_observations()
+
+
+def test_oru_with_coded_obx_over_mllp(tmp_path: Path, redis_url: str) -> None:
+    """Stage `rules` (no model): the result goes out as ORU^R01 to a real MLLP listener."""
+    import asyncio
+    import threading
+
+    from celery.contrib.testing.worker import start_worker
+
+    from adapter.mllp import FrameEvent, MllpServer
+    from mappings.ack import Outcome, build_ack
+    from mappings.hl7v2 import parse_oru
+    from mappings.msh import peek_msh
+
+    received: list[bytes] = []
+
+    async def handler(event: FrameEvent) -> bytes:
+        assert event.payload is not None
+        received.append(event.payload)
+        return build_ack(peek_msh(event.payload), Outcome.ACCEPTED, control_id="EHR1")
+
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    ehr = MllpServer(handler, host="127.0.0.1", port=0)
+    port = asyncio.run_coroutine_threadsafe(ehr.start(), loop).result(10)
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        redis_url=redis_url,
+        stage="rules",
+        oru_target=f"mllp://127.0.0.1:{port}",
+    )  # type: ignore[arg-type]
+    store = store_for(settings)
+    app = make_worker_app(settings)
+    message = store.accept(
+        Incoming((HL7_DIR / "chest_ct.hl7").read_bytes().strip(), "mllp", "RIS", "RBHOSP", "CT0001")
+    )
+    try:
+        with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=30):
+            enqueue_extract(app, message.message_id)
+            wait_for(lambda: store.get_message(message.message_id).state == "delivered")  # type: ignore[union-attr]
+    finally:
+        asyncio.run_coroutine_threadsafe(ehr.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+    (oru,) = received
+    text = oru.decode()
+    assert (
+        "OBX|1|CWE|60046008^Pleural effusion (disorder)^SCT||52101004^Present (qualifier value)^SCT"
+        in text
+    )
+    assert "3341006^Right lung structure (body structure)^SCT" in text
+    assert "MRN0001" in text  # the patient identifier travels to the EHR, as in the source message
+    assert parse_oru(oru).reports[0].accession_number == "ACC1001"
+
+
+def test_application_acks_in_enhanced_mode(tmp_path: Path, redis_url: str) -> None:
+    """MSH-16 AL: after extraction an AA application ACK, after a dead message an AE."""
+    import asyncio
+    import threading
+
+    from celery.contrib.testing.worker import start_worker
+
+    from adapter.mllp import FrameEvent, MllpServer
+    from mappings.ack import Outcome, build_ack
+    from mappings.msh import peek_msh
+
+    received: list[bytes] = []
+
+    async def handler(event: FrameEvent) -> bytes:
+        assert event.payload is not None
+        received.append(event.payload)
+        return build_ack(peek_msh(event.payload), Outcome.ACCEPTED, control_id="SENDER1")
+
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    sender = MllpServer(handler, host="127.0.0.1", port=0)
+    port = asyncio.run_coroutine_threadsafe(sender.start(), loop).result(10)
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        redis_url=redis_url,
+        stage="rules",
+        app_ack_target=f"mllp://127.0.0.1:{port}",
+    )  # type: ignore[arg-type]
+    store = store_for(settings)
+    app = make_worker_app(settings)
+    raw = (HL7_DIR / "chest_ct.hl7").read_bytes().strip().replace(b"|||AL|NE", b"|||AL|AL")
+    good = store.accept(Incoming(raw, "mllp", "RIS", "RBHOSP", "CT0001"))
+    broken = (
+        raw.replace(b"CT0001", b"CT0002").replace(b"ORU^R01^ORU_R01", b"ORU^R01").split(b"\rOBR")[0]
+    )
+    bad = store.accept(Incoming(broken, "mllp", "RIS", "RBHOSP", "CT0002"))
+    try:
+        with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=30):
+            enqueue_extract(app, good.message_id)
+            enqueue_extract(app, bad.message_id)
+            wait_for(lambda: len(received) == 2, timeout=60)
+    finally:
+        asyncio.run_coroutine_threadsafe(sender.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+    by_control = {peek_msh(m).control_id: m.decode() for m in received}
+    assert "MSA|AA|CT0001" in by_control[f"RBAPP{good.message_id}"]
+    assert "MSA|AE|CT0002" in by_control[f"RBAPP{bad.message_id}"]
+    assert "application_ack_sent" in store.audit_trail(good.message_id)

@@ -178,3 +178,49 @@ def deliver_bundle(
     raise DeliveryRejected(
         f"FHIR server refused the Bundle ({status})", status=status, outcome=_outcome(response)
     )
+
+
+def send_mllp(target_url: str, message: bytes, timeout: float) -> bytes:
+    """Send one message to mllp://host:port and return the ACK (DeliveryRetryable on failure)."""
+    import asyncio
+    from urllib.parse import urlparse
+
+    from adapter.mllp import MllpClient, MllpError
+
+    target = urlparse(target_url)
+    if target.scheme != "mllp" or not target.hostname or not target.port:
+        raise DeliveryError(f"{target_url!r} must look like mllp://host:port")
+
+    async def send() -> bytes:
+        client = MllpClient(target.hostname or "", target.port or 0, timeout=timeout)
+        try:
+            return await client.send(message)
+        finally:
+            await client.close()
+
+    try:
+        return asyncio.run(send())
+    except MllpError as exc:
+        raise DeliveryRetryable(f"MLLP target: {exc}") from None
+
+
+def deliver_oru_message(bundle: dict[str, Any], settings: Settings) -> bytes:
+    """Send a Bundle as ORU^R01 over MLLP to RADBRIDGE_ORU_TARGET; returns the ACK.
+
+    AA/CA -> done; AE/CE or no answer -> DeliveryRetryable; AR/CR -> DeliveryRejected.
+    """
+    import uuid
+
+    from mappings.oru import oru_from_bundle
+
+    message = oru_from_bundle(bundle, control_id=f"RB{uuid.uuid4().hex[:16]}")
+    ack = send_mllp(settings.oru_target or "", message, settings.delivery_timeout_s)
+    code = ack.split(b"MSA|", 1)[1][:2] if b"MSA|" in ack else b""
+    log.info("oru delivery bundle=%s ack=%s", bundle.get("id"), code.decode(errors="replace"))
+    if code in (b"AA", b"CA"):
+        return ack
+    if code in (b"AR", b"CR"):
+        raise DeliveryRejected(
+            f"ORU target rejected the message ({code.decode()})", status=400, outcome=None
+        )
+    raise DeliveryRetryable(f"ORU target answered {code.decode(errors='replace') or 'no MSA'}")

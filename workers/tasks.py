@@ -18,11 +18,13 @@ from typing import Any
 from celery import Celery, Task
 
 from adapter.queue import (
+    DELIVER_ORU_TASK,
     DELIVER_TASK,
     EXTRACT_TASK,
     RECONCILE_TASK,
     enqueue_delivery,
     enqueue_extract,
+    enqueue_oru_delivery,
 )
 from adapter.settings import Settings
 from adapter.store import Store
@@ -68,8 +70,9 @@ def parse_message(raw: bytes, content_type: str, settings: Settings) -> list[Rep
     return list(parsed.reports)
 
 
-def process_message(store: Store, settings: Settings, message_id: int) -> list[str]:
-    """Claim, parse, route, extract and store Bundles for one message; returns the Bundle ids.
+def process_message(store: Store, settings: Settings, message_id: int) -> list[str] | None:
+    """Claim, parse, route, extract and store Bundles for one message; returns the Bundle ids
+    (None when the message could not be claimed).
 
     Raises WorkerError subclasses for failures worth retrying; unusable messages go dead.
     """
@@ -78,7 +81,7 @@ def process_message(store: Store, settings: Settings, message_id: int) -> list[s
 
     if not store.claim(message_id):
         log.info("message %d not claimable (done or taken)", message_id)
-        return []
+        return None
     row = store.get_message(message_id)
     assert row is not None
     try:
@@ -108,6 +111,39 @@ def process_message(store: Store, settings: Settings, message_id: int) -> list[s
     return bundle_ids
 
 
+def send_application_ack(
+    store: Store, settings: Settings, message_id: int, *, success: bool
+) -> None:
+    """Enhanced mode: send the application ACK MSH-16 asks for to RADBRIDGE_APP_ACK_TARGET."""
+    from mappings.ack import AckError, Outcome, build_ack, needs_application_ack
+    from mappings.msh import peek_msh
+    from workers.delivery import send_mllp
+
+    if not settings.app_ack_target or _content_type(store, message_id) == FHIR_CONTENT:
+        return
+    try:
+        peek = peek_msh(store.raw(message_id))
+    except MessageRejected:
+        return
+    outcome = Outcome.ACCEPTED if success else Outcome.ERROR
+    if not needs_application_ack(peek, outcome):
+        return
+    error = (
+        None
+        if success
+        else AckError(HL7ErrorCode.APPLICATION_INTERNAL_ERROR, "the report could not be processed")
+    )
+    ack = build_ack(peek, outcome, control_id=f"RBAPP{message_id}", error=error, application=True)
+    try:
+        send_mllp(settings.app_ack_target, ack, settings.delivery_timeout_s)
+        store.audit(message_id, "application_ack_sent", "AA" if success else "AE")
+    except WorkerError as exc:
+        log.warning(
+            "application ack for message %d not delivered: %s", message_id, type(exc).__name__
+        )
+        store.audit(message_id, "application_ack_failed", type(exc).__name__)
+
+
 def _content_type(store: Store, message_id: int) -> str:
     return store.content_type(message_id)
 
@@ -127,12 +163,20 @@ def register_tasks(app: Celery) -> None:
                 store.mark_failed(
                     message_id, f"{type(exc).__name__} after {attempt + 1} attempts", dead=True
                 )
+                send_application_ack(store, settings, message_id, success=False)
                 return []
             store.mark_failed(message_id, type(exc).__name__)
             raise self.retry(countdown=backoff_seconds(attempt), exc=exc) from None
-        if settings.fhir_base_url:
-            for bundle_id in bundle_ids:
+        if bundle_ids is None:  # not claimed: another worker has it, or it is done
+            return []
+        row = store.get_message(message_id)
+        if row is not None and row.state in ("extracted", "dead"):
+            send_application_ack(store, settings, message_id, success=row.state == "extracted")
+        for bundle_id in bundle_ids:
+            if settings.fhir_base_url:
                 enqueue_delivery(app, bundle_id)
+            if settings.oru_target:
+                enqueue_oru_delivery(app, bundle_id)
         return bundle_ids
 
     @app.task(name=DELIVER_TASK, bind=True, shared=False, max_retries=settings.task_max_retries)  # type: ignore[untyped-decorator]
@@ -186,7 +230,34 @@ def register_tasks(app: Celery) -> None:
             requeued += 1
         return requeued
 
-    _ = (extract_report, deliver, reconcile)
+    @app.task(name=DELIVER_ORU_TASK, bind=True, shared=False, max_retries=settings.task_max_retries)  # type: ignore[untyped-decorator]
+    def deliver_oru(self: Task, bundle_id: str) -> str:
+        from workers.delivery import deliver_oru_message
+
+        store = store_for(settings)
+        bundle = store.get_bundle(bundle_id)
+        if bundle is None:
+            return "missing"
+        attempt = self.request.retries
+        try:
+            deliver_oru_message(bundle, settings)
+        except DeliveryRetryable as exc:
+            if attempt >= settings.task_max_retries:
+                store.record_delivery_attempt(bundle_id, "oru", state="dead")
+                return "dead"
+            store.record_delivery_attempt(bundle_id, "oru", state="retry")
+            raise self.retry(countdown=backoff_seconds(attempt), exc=exc) from None
+        except DeliveryRejected as exc:
+            store.record_delivery_attempt(bundle_id, "oru", state="dead", status=exc.status)
+            return "rejected"
+        store.record_delivery_attempt(bundle_id, "oru", state="delivered")
+        if not settings.fhir_base_url:
+            message_id = store.message_of_bundle(bundle_id)
+            if message_id is not None:
+                store.mark_delivered_if_extracted(message_id)
+        return "delivered"
+
+    _ = (extract_report, deliver, reconcile, deliver_oru)
 
 
 def make_worker_app(settings: Settings) -> Celery:
