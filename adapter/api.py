@@ -90,6 +90,7 @@ def create_app(
     on_accepted: Callable[[int], None] | None = None,
     queue_depth: Callable[[], int | None] | None = None,
     broker_ready: Callable[[], bool] | None = None,
+    mllp_counters: dict[str, int] | None = None,
 ) -> FastAPI:
     """The API over a store; `on_accepted(message_id)` enqueues the extraction."""
     for warning in settings.check_production():
@@ -293,6 +294,12 @@ def create_app(
                 f"# HELP radbridge_http_{name}_total {help_text}",
                 f"# TYPE radbridge_http_{name}_total counter",
                 f"radbridge_http_{name}_total {counters[name]}",
+            ]
+        for name, value in sorted((mllp_counters or {}).items()):
+            lines += [
+                f"# HELP radbridge_mllp_{name}_total MLLP frames {name}",
+                f"# TYPE radbridge_mllp_{name}_total counter",
+                f"radbridge_mllp_{name}_total {value}",
             ]
         lines += [
             "# HELP radbridge_messages messages in the store by state",

@@ -129,6 +129,7 @@ class Hl7Ingest:
         self.policy = nak_codes or NakPolicy()
         self.on_accepted = on_accepted
         self.committer = GroupCommitter(store)
+        self.counters = {"received": 0, "acked": 0, "rejected": 0, "duplicates": 0}
         self._ids = itertools.count(1)
         self._prefix = f"RB{int(time.time())}"
 
@@ -142,6 +143,7 @@ class Hl7Ingest:
     def _nak(
         self, peek: MshPeek | None, outcome: Outcome, code: HL7ErrorCode, text: str
     ) -> bytes | None:
+        self.counters["rejected"] += 1
         if not needs_commit_ack(peek, outcome):
             return None
         return build_ack(peek, outcome, control_id=self._control_id(), error=AckError(code, text))
@@ -160,6 +162,7 @@ class Hl7Ingest:
             )
 
     async def _handle(self, event: FrameEvent) -> bytes | None:
+        self.counters["received"] += 1
         if event.payload is None:
             log.warning("ingest oversize frame size=%d", event.size)
             return self._nak(
@@ -210,7 +213,9 @@ class Hl7Ingest:
                 HL7ErrorCode.APPLICATION_INTERNAL_ERROR,
                 "message not stored; please resend",
             )
+        self.counters["acked"] += 1
         if duplicate:
+            self.counters["duplicates"] += 1
             log.info("ingest duplicate message_id=%d", message_id)
             if not needs_commit_ack(peek, Outcome.ACCEPTED):
                 return None

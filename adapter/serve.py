@@ -79,10 +79,15 @@ async def run_services(settings: Settings, *, with_worker: bool = True) -> None:
         enqueue_extract(celery_app, message_id)
 
     depth, broker_ready = queue_depth_probe(broker)
-    api = create_app(
-        settings, store, on_accepted=on_accepted, queue_depth=depth, broker_ready=broker_ready
-    )
     ingest = Hl7Ingest(store, on_accepted=on_accepted)
+    api = create_app(
+        settings,
+        store,
+        on_accepted=on_accepted,
+        queue_depth=depth,
+        broker_ready=broker_ready,
+        mllp_counters=ingest.counters,
+    )
     mllp = MllpServer(
         ingest,
         host=settings.host,

@@ -124,4 +124,5 @@ def test_health_metrics_and_openapi(setup: tuple[TestClient, Store, list[int]]) 
     metrics = client.get("/metrics").text
     assert 'radbridge_messages{state="accepted"} 0' in metrics
     assert "radbridge_extraction_seconds_count 0" in metrics
+    assert "radbridge_http_received_total" in metrics
     assert client.get("/openapi.json").status_code == 200

@@ -340,3 +340,8 @@ def test_killed_between_receive_and_commit_then_resend(tmp_path: Path) -> None:
         assert store.counts_by_state()["accepted"] == 1 and len(running.accepted) == 1
     finally:
         running.close()
+
+
+def test_ingest_counts_frames(listener: Listener) -> None:
+    send_raw(listener.port, frame(message(41)) + frame(message(41)) + frame(b"junk"), expect=3)
+    assert listener.ingest.counters == {"received": 3, "acked": 2, "rejected": 1, "duplicates": 1}
