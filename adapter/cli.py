@@ -88,10 +88,20 @@ class ExtractSummary:
 
 
 def _resolve_templates(template_id: str | None) -> dict[str, Template]:
-    from mappings.template import get_template, load_builtin_templates
+    """All built-in templates, one by id, one from a YAML file (a path ending .yaml/.yml), or
+    one imported from an llm_extractinator task file (a path ending .json)."""
+    from mappings.template import get_template, load_builtin_templates, load_template
 
     if template_id is None:
         return load_builtin_templates()
+    if Path(template_id).suffix.lower() in (".yaml", ".yml"):
+        loaded = load_template(Path(template_id))
+        return {loaded.id: loaded}
+    if Path(template_id).suffix.lower() == ".json":
+        from mappings.extractinator import load_task
+
+        imported = load_task(Path(template_id)).template
+        return {imported.id: imported}
     return {template_id: get_template(template_id)}
 
 
@@ -136,7 +146,8 @@ def extract(
     ],
     out_dir: Annotated[Path, typer.Option("--out", help="output folder for <id>.json Bundles")],
     template: Annotated[
-        str | None, typer.Option(help="template id; default: route each report")
+        str | None,
+        typer.Option(help="template id or a template YAML file; default: route each report"),
     ] = None,
     stage: Annotated[
         str | None, typer.Option(help="rules | llm | hybrid (default from settings)")
@@ -185,9 +196,11 @@ def _extract_all(
 ) -> None:
     from mappings.fhir import build_bundle
     from mappings.routing import route
+    from mappings.timeline import TimelineEntry, link_reports
     from workers.engine import get_engine
     from workers.stages import run_stage
 
+    done: list[tuple[TimelineEntry, str, float]] = []
     with _progress() as progress:
         task = progress.add_task("extracting", total=len(sourced))
         for item in sourced:
@@ -209,29 +222,36 @@ def _extract_all(
             for tmpl in chosen:
                 started = time.perf_counter()
                 extraction = run_stage(item.report, tmpl, settings, lambda: get_engine(settings))
-                bundle = build_bundle(
-                    item.report,
-                    extraction,
-                    tmpl,
-                    observation_status=settings.observation_status,
-                    default_tz=settings.zone(),
-                )
                 name = (
                     item.report.report_id
                     if len(chosen) == 1
                     else f"{item.report.report_id}-{tmpl.id}"
                 )
-                _write_json(out_dir / f"{name}.json", bundle)
-                summary.seconds.append(time.perf_counter() - started)
-                summary.bundles += 1
-                summary.completion_tokens += extraction.timings.completion_tokens
-                summary.decode_seconds += extraction.timings.seconds
-                summary.observations += sum(
-                    1
-                    for entry in bundle.get("entry", [])
-                    if entry.get("resource", {}).get("resourceType") == "Observation"
-                )
+                entry = TimelineEntry(item.report, extraction, tmpl)
+                done.append((entry, name, time.perf_counter() - started))
             progress.advance(task)
+    # timeline: a finding in a patient's later report derives from the same finding earlier
+    links = link_reports([entry for entry, _, _ in done], settings.zone())
+    for (entry, name, seconds), derived_from in zip(done, links, strict=True):
+        started = time.perf_counter()
+        bundle = build_bundle(
+            entry.report,
+            entry.extraction,
+            entry.template,
+            observation_status=settings.observation_status,
+            default_tz=settings.zone(),
+            derived_from=derived_from,
+        )
+        _write_json(out_dir / f"{name}.json", bundle)
+        summary.seconds.append(seconds + time.perf_counter() - started)
+        summary.bundles += 1
+        summary.completion_tokens += entry.extraction.timings.completion_tokens
+        summary.decode_seconds += entry.extraction.timings.seconds
+        summary.observations += sum(
+            1
+            for item in bundle.get("entry", [])
+            if item.get("resource", {}).get("resourceType") == "Observation"
+        )
 
 
 @app.command()
@@ -379,6 +399,296 @@ def requeue(message_id: Annotated[int, typer.Argument(help="the message (job) id
         out.print(
             f"message {message_id} is accepted again; the running service's reconcile picks it up"
         )
+
+
+@app.command()
+def replay(
+    directory: Annotated[
+        Path,
+        typer.Argument(help="folder of fixtures, goldens beside them: NAME.ack, NAME.fhir.json"),
+    ],
+    to: Annotated[str, typer.Option("--to", help="mllp://HOST:PORT or http://HOST:PORT")],
+    api: Annotated[
+        str | None,
+        typer.Option(help="HTTP API for FHIR input and results (default: --to when http)"),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(min=1.0, help="seconds to wait for each answer and for the worker")
+    ] = 120.0,
+    update_golden: Annotated[
+        bool, typer.Option("--update-golden", help="write the goldens; review them by hand")
+    ] = False,
+    junit: Annotated[Path | None, typer.Option(help="write JUnit XML to this file")] = None,
+) -> None:
+    """Replay fixtures against a running radbridge; compare ACKs and FHIR with golden files."""
+    from rich.syntax import Syntax
+
+    from conformance.junit import write_junit
+    from conformance.replay import (
+        ReplayError,
+        ReplayOptions,
+        api_base,
+        find_fixtures,
+        parse_target,
+        run_replay,
+        summary_table,
+    )
+
+    settings = _settings()
+    try:
+        target = parse_target(to)
+        options = ReplayOptions(
+            directory=directory,
+            target=target,
+            api=api_base(target, api, settings.http_port),
+            api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+            timeout=timeout,
+            update_golden=update_golden,
+            default_charset=settings.default_charset,
+            default_language=settings.default_language,
+        )
+        total = len(find_fixtures(directory))
+    except ReplayError as exc:
+        raise _fail(str(exc)) from None
+    if total == 0:
+        raise _fail(f"{directory}: no fixtures")
+    with _progress() as progress:
+        sending = progress.add_task("sending", total=total)
+        waiting = progress.add_task("waiting for the worker", total=None, visible=False)
+        comparing = progress.add_task("comparing", total=total, visible=False)
+        try:
+            result = run_replay(
+                options,
+                on_sent=lambda _: progress.advance(sending),
+                on_wait=lambda n: progress.update(
+                    waiting, visible=True, description=f"waiting for the worker ({n} pending)"
+                ),
+                on_compared=lambda _: progress.update(comparing, visible=True, advance=1),
+            )
+        except ReplayError as exc:
+            raise _fail(str(exc), EXIT_INTERNAL) from None
+    for name, diff in result.diffs:
+        out.rule(f"[bold red]{name}")
+        out.print(Syntax(diff, "diff", theme="ansi_dark", word_wrap=True))
+    out.print(summary_table(result))
+    if junit is not None:
+        write_junit(junit, "radbridge replay", result.cases)
+    if result.written:
+        err.print(
+            f"{len(result.written)} golden file(s) written: review each by hand before committing"
+        )
+    if not result.ok:
+        raise typer.Exit(EXIT_INTERNAL)
+
+
+@app.command("eval")
+def evaluate(
+    dataset: Annotated[
+        Path,
+        typer.Argument(help="labelled JSONL (DESIGN.md 'Contracts'), NegEx annotations or DRAGON"),
+    ],
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for metrics.json, report.html")],
+    template: Annotated[
+        str | None, typer.Option(help="only the reports of this template id")
+    ] = None,
+    stage: Annotated[
+        str | None,
+        typer.Option(help="rules | llm | hybrid | all (default: settings; NegEx: rules)"),
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="GGUF model file (RADBRIDGE_MODEL_PATH)")
+    ] = None,
+    tolerance: Annotated[
+        float, typer.Option(min=0.0, help="absolute tolerance for number variables")
+    ] = 0.0,
+    resamples: Annotated[int, typer.Option(min=1, help="bootstrap resamples")] = 1000,
+    seed: Annotated[int, typer.Option(help="bootstrap seed")] = 0,
+) -> None:
+    """Measure extraction accuracy on labelled reports: metrics.json, report.html, a table."""
+    from collections.abc import Callable
+
+    from conformance import evaluate as ev
+    from conformance.errors import EvaluationError
+    from conformance.report_html import write_report
+
+    if stage is not None and stage not in ("rules", "llm", "hybrid", "all"):
+        raise _fail(f"--stage must be rules, llm, hybrid or all (got {stage!r})")
+    settings = _settings(model_path=model, stage=None if stage == "all" else stage)
+    if template is not None and not ev.is_dragon(dataset):  # DRAGON: its own task templates
+        try:
+            _resolve_templates(template)
+        except TemplateError as exc:
+            raise _fail(str(exc)) from None
+    with _progress() as progress:
+
+        def start(total: int) -> Callable[[], None]:
+            task = progress.add_task("evaluating", total=total)
+            return lambda: progress.advance(task)
+
+        options = ev.EvalOptions(settings, stage, template, tolerance, resamples, seed, start)
+        try:
+            result = ev.run_evaluation(dataset, options)
+        except EvaluationError as exc:
+            raise _fail(str(exc)) from None
+        except RadbridgeError as exc:
+            raise _fail(f"{type(exc).__name__}: {exc}", EXIT_INTERNAL) from None
+    for note in result.notes:
+        err.print(note)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ev.write_metrics_json(result, out_dir / "metrics.json")
+    write_report(result, out_dir / "report.html")
+    for table in ev.summary_tables(result):
+        out.print(table)
+    err.print(f"wrote {out_dir / 'metrics.json'} and {out_dir / 'report.html'}")
+
+
+templates_app = typer.Typer(
+    help="Extraction templates: list, show one, check built-in or your own YAML files.",
+    no_args_is_help=True,
+)
+app.add_typer(templates_app, name="templates")
+
+
+def _template_files(paths: list[Path]) -> list[Path]:
+    import importlib.resources
+
+    if not paths:
+        folder = Path(str(importlib.resources.files("mappings") / "templates"))
+        return sorted(folder.glob("*.yaml"))
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted([*path.glob("*.yaml"), *path.glob("*.yml")]))
+        elif path.exists():
+            files.append(path)
+        else:
+            raise _fail(f"{path}: no such file or folder")
+    return files
+
+
+@templates_app.command("list")
+def templates_list() -> None:
+    """The built-in templates, one per line: id, version, title, languages, variables by type."""
+    from mappings.template import load_builtin_templates
+
+    try:
+        templates = load_builtin_templates()
+    except TemplateError as exc:
+        raise _fail(str(exc), EXIT_INTERNAL) from None
+    for template in templates.values():
+        kinds = Counter(variable.type.value for variable in template.variables)
+        columns = [
+            template.id,
+            template.version,
+            template.title,
+            ",".join(template.languages),
+            ", ".join(f"{count} {kind}" for kind, count in kinds.items()),
+        ]
+        sys.stdout.write("\t".join(columns) + "\n")
+
+
+def _code_text(code: Any, uncoded_reason: str | None) -> str:
+    if code is None:
+        return f"uncoded: {uncoded_reason or '(no reason)'}"
+    system = str(code.system).rsplit("/", 1)[-1]
+    return f"{system} {code.code} {code.display}"
+
+
+def _value_text(variable: Any) -> str:
+    if variable.scale is not None:
+        return f"{variable.scale.min}..{variable.scale.max}"
+    if variable.unit is not None:
+        bounds = variable.range
+        return (f"{bounds.min:g}..{bounds.max:g} " if bounds else "") + str(variable.unit.code)
+    if variable.type.value == "presence":
+        where = f"; at {', '.join(variable.locations)}" if variable.locations else ""
+        return f"present|absent|uncertain{where}"
+    return "|".join(option.id for option in variable.options)
+
+
+@templates_app.command("show")
+def templates_show(
+    template: Annotated[str, typer.Argument(help="template id or a template YAML file")],
+) -> None:
+    """A template's variables, one per line (tab-separated): id (label), type, values, code or
+    'uncoded: reason'; enum options and qualifiers indented below their variable."""
+    try:
+        (shown,) = _resolve_templates(template).values()
+    except TemplateError as exc:
+        raise _fail(str(exc)) from None
+    lines = [f"{shown.id} {shown.version}: {shown.title} ({', '.join(shown.languages)})"]
+    for variable in shown.variables:
+        code = _code_text(variable.code, variable.uncoded_reason)
+        lines.append(
+            f"{variable.id} ({variable.label})\t{variable.type.value}\t{_value_text(variable)}\t{code}"
+        )
+        options, indent = list(variable.options), "  "
+        if variable.qualifier is not None:
+            qualifier = variable.qualifier
+            code = _code_text(qualifier.code, qualifier.uncoded_reason)
+            lines.append(f"  {qualifier.id} ({qualifier.label})\tqualifier\t\t{code}")
+            options, indent = list(qualifier.options), "    "
+        for option in options:
+            code = _code_text(option.code, option.uncoded_reason)
+            lines.append(f"{indent}{option.id} ({option.label})\toption\t\t{code}")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+@templates_app.command("check")
+def templates_check(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="template YAML files or folders; default: the built-in templates"),
+    ] = None,
+) -> None:
+    """Validate templates (structure, types, codes, synonyms, ids unique); exit 1 on a problem."""
+    from mappings.template import check_template_set, load_template
+
+    files = _template_files(list(paths or []))
+    if not files:
+        raise _fail("no template files found")
+    loaded: list[tuple[str, Template]] = []
+    problems: list[TemplateError] = []
+    for path in files:
+        try:
+            loaded.append((str(path), load_template(path)))
+        except TemplateError as exc:
+            problems.append(exc)
+    problems += check_template_set(loaded)
+    for problem in problems:
+        sys.stdout.write(f"{problem.source}\t{problem.field}\t{problem.problem}\n")
+    err.print(f"{len(files)} template file(s) checked, {len(problems)} problem(s)")
+    if problems:
+        raise typer.Exit(EXIT_INTERNAL)
+
+
+@templates_app.command("import")
+def templates_import(
+    task: Annotated[Path, typer.Argument(help="llm_extractinator task file (JSON)")],
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="template YAML to write (default: stdout)")
+    ] = None,
+    language: Annotated[
+        list[str] | None,
+        typer.Option("--language", help="template language, repeatable (default: nl, en)"),
+    ] = None,
+) -> None:
+    """Import an llm_extractinator task as a template YAML to inspect, edit and run
+    (`radbridge extract --template FILE.yaml`); unsupported tasks (NER) exit 2 with the reason."""
+    from mappings.extractinator import DEFAULT_LANGUAGES, load_task
+
+    try:
+        imported = load_task(task, tuple(language or DEFAULT_LANGUAGES))
+    except TemplateError as exc:
+        raise _fail(f"{type(exc).__name__}: {exc}") from None
+    if out_file is None:
+        sys.stdout.write(imported.yaml)
+        return
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    out_file.write_text(imported.yaml, encoding="utf-8")
+    kinds = Counter(variable.type.value for variable in imported.template.variables)
+    summary = ", ".join(f"{count} {kind}" for kind, count in kinds.items())
+    err.print(f"wrote {out_file}: template {imported.template.id} ({summary})")
 
 
 def main() -> None:

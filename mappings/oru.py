@@ -2,10 +2,15 @@
 results over MLLP instead of FHIR.
 
 One OBR for the source report (OBR-3 accession, OBR-4 procedure text, OBR-25 result status) and
-one OBX per Observation: OBX-2 `CWE`, OBX-3 the finding (SNOMED CT code `^…^SCT`, or text only
-when the concept is uncoded), OBX-5 the value (Present/Absent/Equivocal as SNOMED CT qualifiers),
-OBX-11 P or F (the Observation status), OBX-20 the body site. Code systems use HL7 table 0396
-names (SCT, LN). The evidence quote is not sent (it is report text).
+one OBX per Observation: OBX-3 the finding (SNOMED CT code `^…^SCT`, or text only when the
+concept is uncoded), OBX-5 the value, OBX-11 P or F (the Observation status), OBX-20 the body
+site. By value: `valueCodeableConcept` (presence Present/Absent/Equivocal, enum options) ->
+OBX-2 `CWE`; `valueInteger` (ordinal) -> `NM`; `valueQuantity` (number) -> `NM` with the UCUM
+unit in OBX-6 (`code^display^UCUM`). A presence qualifier (`component`) follows its finding as
+one more CWE OBX (OBX-3 the qualifier, OBX-5 the option); both carry the same OBX-4 sub-id.
+Codes come only from the Bundle, whose codings come from `mappings.terminology`; uncoded
+concepts are text only. Code systems use HL7 table 0396 names (SCT, LN, UCUM). The evidence
+quote is not sent (it is report text).
 """
 
 from __future__ import annotations
@@ -76,29 +81,66 @@ def oru_from_bundle(
         + "|" * 18
         + _REPORT_STATUS.get(str(report.get("status", "")), "P"),
     ]
-    for index, observation in enumerate(observations, start=1):
-        fields = [
-            "OBX",
-            str(index),
-            "CWE",
-            cwe(observation.get("code")),
-            "",
-            cwe(observation.get("valueCodeableConcept")),
-            "",
-            "",
-            "",
-            "",
-            "",
-            _OBSERVATION_STATUS.get(str(observation.get("status", "")), "P"),
-            "",
-            "",
-            effective,
-            "",
-            "",
-            "",
-            "",
-            "",
-            cwe(observation.get("bodySite")),
-        ]
-        segments.append("|".join(fields).rstrip("|"))
+    index = 0
+    for group, observation in enumerate(observations, start=1):
+        status = _OBSERVATION_STATUS.get(str(observation.get("status", "")), "P")
+        components = observation.get("component", [])
+        sub_id = str(group) if components else ""
+        value_type, value, units = obx_value(observation)
+        index += 1
+        segments.append(
+            _obx(
+                index, value_type, cwe(observation.get("code")), sub_id, value, units, status,
+                effective, cwe(observation.get("bodySite")),
+            )
+        )  # fmt: skip
+        for component in components:
+            index += 1
+            component_type, component_value, component_units = obx_value(component)
+            segments.append(
+                _obx(
+                    index, component_type, cwe(component.get("code")), sub_id, component_value,
+                    component_units, status, effective, "",
+                )
+            )  # fmt: skip
     return ("\r".join(segments) + "\r").encode("utf-8")
+
+
+def _number(value: object) -> str:
+    """A FHIR decimal/integer as HL7 NM (no exponent, no trailing .0)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return format(value, "f").rstrip("0").rstrip(".") if isinstance(value, float) else str(value)
+
+
+def obx_value(element: dict[str, Any]) -> tuple[str, str, str]:
+    """(OBX-2 value type, OBX-5 value, OBX-6 units) of an Observation or a component."""
+    if "valueInteger" in element:
+        return "NM", _number(element["valueInteger"]), ""
+    if "valueQuantity" in element:
+        quantity = element["valueQuantity"]
+        units = ""
+        if quantity.get("system") == term.UCUM and quantity.get("code"):
+            units = f"{_escape(quantity['code'])}^{_escape(quantity.get('unit', quantity['code']))}^UCUM"
+        return "NM", _number(quantity.get("value")), units
+    return "CWE", cwe(element.get("valueCodeableConcept")), ""
+
+
+def _obx(
+    index: int,
+    value_type: str,
+    code: str,
+    sub_id: str,
+    value: str,
+    units: str,
+    status: str,
+    effective: str,
+    body_site: str,
+) -> str:
+    fields = [
+        "OBX", str(index), value_type, code, sub_id, value, units, "", "", "", "", status, "", "",
+        effective, "", "", "", "", "", body_site,
+    ]  # fmt: skip
+    return "|".join(fields).rstrip("|")

@@ -126,10 +126,13 @@ ScalarValue = str | int | float | bool | None
 class FindingValue(BaseModel):
     """One variable of a template, as extracted from one report.
 
-    `status` is the assertion; `value` is the typed value where the variable has one
-    (a scale integer, a number, an enum value id), else None for presence variables.
-    `locations` holds template location ids (laterality / lobe) where stated.
-    `flags` explains downgrades, e.g. "evidence_not_found".
+    `status` is the assertion. Presence variables: present / absent / uncertain /
+    not_mentioned, and `value` = the qualifier option id or None. Ordinal, number and enum
+    variables: `present` when the value is stated, `not_mentioned` when not, `uncertain` when the
+    evidence check downgraded it; `value` = int (ordinal), float (number) or option id (enum),
+    `unit` = its UCUM code (number). `locations` holds template location ids (laterality / lobe)
+    where stated. `flags` explains downgrades, e.g. "evidence_not_found", "evidence_off_topic",
+    "value_invalid".
     """
 
     model_config = ConfigDict(frozen=True)

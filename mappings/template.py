@@ -1,14 +1,22 @@
 """Extraction templates: YAML -> validated `Template` -> pydantic output model + JSON schema.
 
-The format is documented in `mappings/templates/README.md`. Loading checks structure (unknown
-keys, types), meaning (unique ids, declared locations, synonyms for every declared language)
-and codes (every code in `mappings.terminology`, none on the do-not-use list); each problem is
-a `TemplateError` naming the file and the field.
+The format is documented in `mappings/templates/README.md`. Variables are `presence` (with
+optional `locations` and one `qualifier`), `ordinal` (integer `scale`), `number` (UCUM `unit`,
+optional `range`) or `enum` (`options`). Loading checks structure (unknown keys, types),
+meaning (unique ids, declared locations, fields consistent with the type, regex `patterns` with
+a `value` group, synonyms for every declared language, also for options) and codes (every code
+in `mappings.terminology`, none on the do-not-use list, an uncoded concept says why); each
+problem is a `TemplateError` naming the file and the field. A template imported from an
+llm_extractinator task (`origin: llm_extractinator`, see `mappings.extractinator`) needs no
+synonyms: its words are the task file's (English) labels.
 
-The LLM output contract (`output_json_schema`): one key per variable, each an object with, in
-this order, `evidence` (the verbatim quote, BEFORE the verdict), `status` and `locations`. The
-two shapes are exclusive: a string quote with present/absent/uncertain, or a null quote with
-`not_mentioned` (so once the model writes null, the grammar forces not_mentioned).
+The LLM output contract (`output_json_schema`): one key per variable, each an object that starts
+with `evidence` (the verbatim quote, BEFORE the verdict). Presence: then `status`, `locations`
+and, with a qualifier, a key named by the qualifier id (an option id or null). Ordinal, number,
+enum: then `value` (an integer within the scale, a number within the range, an option id) and
+`locations` only when the variable declares locations. The two shapes are exclusive: a string
+quote with a verdict/value, or a null quote with `not_mentioned`/null (so once the model writes
+null, the grammar forces the rest).
 Every field is required and nullable instead of optional (optional fields make the grammar
 branch combinatorially), strings carry `maxLength`, no additional properties.
 """
@@ -17,9 +25,10 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
@@ -27,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from mappings import terminology
 from mappings.errors import TemplateError
 from mappings.report import FindingStatus
+from mappings.sections import HEADINGS
 
 EVIDENCE_MAX_CHARS = 160
 MAX_LOCATIONS = 3
@@ -47,6 +57,68 @@ class VariableType(StrEnum):
     """The kinds of variable a template can declare."""
 
     PRESENCE = "presence"
+    ORDINAL = "ordinal"
+    NUMBER = "number"
+    ENUM = "enum"
+
+
+class Scale(BaseModel):
+    """The integer range of an ordinal variable (both ends included)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min: int
+    max: int
+
+
+class Range(BaseModel):
+    """The plausible range of a number variable (both ends included)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min: float
+    max: float
+
+
+class Unit(BaseModel):
+    """The UCUM unit of a number variable."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    code: str = Field(min_length=1, pattern=r"^\S+$", description="UCUM code, e.g. % or mL")
+    display: str = Field(min_length=1)
+
+
+class Option(BaseModel):
+    """One value of an enum variable or of a qualifier; coded, or text-only with a reason."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    label: str
+    definition: str | None = None
+    code: CodeRef | None = None
+    uncoded_reason: str | None = None
+    synonyms: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+
+
+class Qualifier(BaseModel):
+    """One attribute of a present finding (e.g. the episode of a tumour)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    label: str
+    code: CodeRef | None = None
+    uncoded_reason: str | None = None
+    options: tuple[Option, ...] = Field(min_length=1)
+
+    def option(self, option_id: str) -> Option:
+        """The option with this id (KeyError if none)."""
+        for option in self.options:
+            if option.id == option_id:
+                return option
+        raise KeyError(option_id)
 
 
 class Location(BaseModel):
@@ -74,6 +146,28 @@ class Variable(BaseModel):
     uncoded_reason: str | None = None
     synonyms: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     locations: tuple[str, ...] = ()
+    scale: Scale | None = None
+    unit: Unit | None = None
+    range: Range | None = None
+    options: tuple[Option, ...] = ()
+    qualifier: Qualifier | None = None
+    patterns: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    section: str | None = None
+
+    def option(self, option_id: str) -> Option:
+        """The enum option with this id (KeyError if none)."""
+        for option in self.options:
+            if option.id == option_id:
+                return option
+        raise KeyError(option_id)
+
+    def terms(self) -> tuple[str, ...]:
+        """Every word that names this variable: label and synonyms (all languages), and for an
+        enum its options' labels and synonyms."""
+        words = [self.label, *(w for words in self.synonyms.values() for w in words)]
+        for option in self.options:
+            words.extend([option.label, *(w for ws in option.synonyms.values() for w in ws)])
+        return tuple(dict.fromkeys(word for word in words if word.strip()))
 
 
 class AppliesTo(BaseModel):
@@ -99,6 +193,10 @@ class Template(BaseModel):
     applies_to: AppliesTo = AppliesTo()
     variables: tuple[Variable, ...] = Field(min_length=1)
     locations: tuple[Location, ...] = ()
+    max_tokens: int | None = Field(default=None, ge=1, le=32768)
+    origin: Literal["llm_extractinator"] | None = Field(
+        default=None, description="set on templates imported by mappings.extractinator"
+    )
 
     def variable(self, variable_id: str) -> Variable:
         """The variable with this id (KeyError if none)."""
@@ -150,6 +248,105 @@ def _check_synonyms(
             )
 
 
+RESERVED_ANSWER_KEYS = frozenset({"evidence", "status", "locations", "value"})
+_TYPE_FIELDS: dict[VariableType, frozenset[str]] = {
+    VariableType.PRESENCE: frozenset({"qualifier"}),
+    VariableType.ORDINAL: frozenset({"scale", "patterns"}),
+    VariableType.NUMBER: frozenset({"unit", "range", "patterns"}),
+    VariableType.ENUM: frozenset({"options"}),
+}
+_TYPED_FIELDS = frozenset().union(*_TYPE_FIELDS.values())
+_REQUIRED_FIELDS: dict[VariableType, tuple[str, ...]] = {
+    VariableType.PRESENCE: (),
+    VariableType.ORDINAL: ("scale",),
+    VariableType.NUMBER: ("unit",),
+    VariableType.ENUM: ("options",),
+}
+
+
+def _is_set(variable: Variable, name: str) -> bool:
+    value = getattr(variable, name)
+    return bool(value) if isinstance(value, (tuple, dict)) else value is not None
+
+
+def _check_coded(
+    source: str, field: str, code: CodeRef | None, uncoded_reason: str | None, what: str
+) -> None:
+    if code is None and not (uncoded_reason and uncoded_reason.strip()):
+        raise TemplateError(source, f"{field}.uncoded_reason", f"an uncoded {what} must say why")
+    _check_code(source, f"{field}.code", code)
+
+
+def _check_options(
+    source: str, field: str, options: tuple[Option, ...], languages: tuple[str, ...]
+) -> None:
+    if not options:
+        raise TemplateError(source, field, "at least one option is needed")
+    seen: list[str] = []
+    for index, option in enumerate(options):
+        where = f"{field}[{index}]"
+        if option.id in seen:
+            raise TemplateError(source, f"{where}.id", f"duplicate option id {option.id!r}")
+        if option.id == "not_mentioned":
+            raise TemplateError(source, f"{where}.id", "'not_mentioned' is reserved")
+        seen.append(option.id)
+        _check_coded(source, where, option.code, option.uncoded_reason, "option")
+        _check_synonyms(source, where, option.synonyms, languages)
+
+
+def _check_patterns(
+    source: str, field: str, patterns: dict[str, tuple[str, ...]], languages: tuple[str, ...]
+) -> None:
+    for language, regexes in patterns.items():
+        if language not in languages:
+            raise TemplateError(
+                source, f"{field}.{language}", "patterns for an undeclared language"
+            )
+        for index, regex in enumerate(regexes):
+            where = f"{field}.{language}[{index}]"
+            try:
+                compiled = re.compile(regex, re.IGNORECASE)
+            except re.error as exc:
+                raise TemplateError(source, where, f"invalid regular expression: {exc}") from None
+            if "value" not in compiled.groupindex:
+                raise TemplateError(source, where, "a pattern needs a named group (?P<value>...)")
+
+
+def _synonym_languages(template: Template) -> tuple[str, ...]:
+    """The languages that need synonyms: none for a template imported from an llm_extractinator
+    task (`origin`), whose only words are the task file's English ones (the label is a term)."""
+    return () if template.origin is not None else template.languages
+
+
+def _check_variable_type(template: Template, variable: Variable, source: str, field: str) -> None:
+    kind = variable.type
+    for name in sorted(_TYPED_FIELDS - _TYPE_FIELDS[kind]):
+        if _is_set(variable, name):
+            raise TemplateError(source, f"{field}.{name}", f"not allowed for type {kind}")
+    for name in _REQUIRED_FIELDS[kind]:
+        if not _is_set(variable, name):
+            raise TemplateError(source, f"{field}.{name}", f"type {kind} needs {name}")
+    if variable.scale is not None and variable.scale.min >= variable.scale.max:
+        raise TemplateError(source, f"{field}.scale", "min must be below max")
+    if variable.range is not None and not variable.range.min < variable.range.max:
+        raise TemplateError(source, f"{field}.range", "min must be below max")
+    if kind is VariableType.ENUM:
+        _check_options(source, f"{field}.options", variable.options, _synonym_languages(template))
+    if variable.qualifier is not None:
+        qualifier = variable.qualifier
+        where = f"{field}.qualifier"
+        if qualifier.id in RESERVED_ANSWER_KEYS or qualifier.id.startswith("model_"):
+            raise TemplateError(source, f"{where}.id", f"{qualifier.id!r} is a reserved key")
+        _check_coded(source, where, qualifier.code, qualifier.uncoded_reason, "qualifier")
+        _check_options(source, f"{where}.options", qualifier.options, _synonym_languages(template))
+    _check_patterns(source, f"{field}.patterns", variable.patterns, template.languages)
+    if variable.section is not None and variable.section not in HEADINGS:
+        known = ", ".join(sorted(HEADINGS))
+        raise TemplateError(
+            source, f"{field}.section", f"unknown section {variable.section!r} (known: {known})"
+        )
+
+
 def _check_meaning(template: Template, source: str) -> None:
     location_ids = [loc.id for loc in template.locations]
     for index, location in enumerate(template.locations):
@@ -162,7 +359,7 @@ def _check_meaning(template: Template, source: str) -> None:
         if location.code is None and not location.expands_to:
             raise TemplateError(source, f"{field}.code", "a single site needs a code")
         _check_code(source, f"{field}.code", location.code)
-        _check_synonyms(source, field, location.synonyms, template.languages)
+        _check_synonyms(source, field, location.synonyms, _synonym_languages(template))
     variable_ids = [var.id for var in template.variables]
     for index, variable in enumerate(template.variables):
         field = f"variables[{index}]"
@@ -180,9 +377,60 @@ def _check_meaning(template: Template, source: str) -> None:
                 source, f"{field}.uncoded_reason", "an uncoded variable must say why"
             )
         _check_code(source, f"{field}.code", variable.code)
-        _check_synonyms(source, field, variable.synonyms, template.languages)
+        _check_variable_type(template, variable, source, field)
+        if variable.type is not VariableType.ENUM or variable.synonyms:
+            # an enum is found by its options' synonyms; its own are optional
+            _check_synonyms(source, field, variable.synonyms, _synonym_languages(template))
     for index, code in enumerate(template.applies_to.procedure_codes):
         _check_code(source, f"applies_to.procedure_codes[{index}]", code)
+
+
+def template_codes(template: Template) -> list[tuple[str, CodeRef]]:
+    """Every code a template uses, with its field path."""
+    found: list[tuple[str, CodeRef | None]] = [
+        (f"applies_to.procedure_codes[{i}]", code)
+        for i, code in enumerate(template.applies_to.procedure_codes)
+    ]
+    found += [(f"locations[{i}].code", loc.code) for i, loc in enumerate(template.locations)]
+    for index, variable in enumerate(template.variables):
+        field = f"variables[{index}]"
+        found.append((f"{field}.code", variable.code))
+        found += [(f"{field}.options[{i}].code", o.code) for i, o in enumerate(variable.options)]
+        if variable.qualifier is not None:
+            found.append((f"{field}.qualifier.code", variable.qualifier.code))
+            found += [
+                (f"{field}.qualifier.options[{i}].code", o.code)
+                for i, o in enumerate(variable.qualifier.options)
+            ]
+    return [(field, code) for field, code in found if code is not None]
+
+
+def check_template_set(items: list[tuple[str, Template]]) -> list[TemplateError]:
+    """Checks across loaded templates (each already valid on its own): template ids unique,
+    and every code's display as in `mappings.terminology`. Returns the problems found."""
+    problems: list[TemplateError] = []
+    seen: dict[str, str] = {}
+    for source, template in items:
+        if template.id in seen:
+            problems.append(
+                TemplateError(
+                    source,
+                    "id",
+                    f"duplicate template id {template.id!r} (also {seen[template.id]})",
+                )
+            )
+        seen.setdefault(template.id, source)
+        for field, code in template_codes(template):
+            entry = terminology.lookup(code.system, code.code)
+            if entry is not None and entry.display != code.display:
+                problems.append(
+                    TemplateError(
+                        source,
+                        f"{field}.display",
+                        f"{code.display!r} is not the verified display {entry.display!r}",
+                    )
+                )
+    return problems
 
 
 def parse_template(text: str, source: str) -> Template:
@@ -242,7 +490,11 @@ def get_template(template_id: str) -> Template:
 
 
 class VariableAnswer(BaseModel):
-    """What the model answers for one variable (field order = decoding order)."""
+    """What the model answers for a presence variable (field order = decoding order).
+
+    A presence variable with a qualifier gets a subclass with one more field named by the
+    qualifier id (`output_model`).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -251,17 +503,70 @@ class VariableAnswer(BaseModel):
     locations: list[str] | None = Field(max_length=MAX_LOCATIONS)
 
 
-_OUTPUT_MODELS: dict[tuple[str, str], type[BaseModel]] = {}
+class TypedAnswer(BaseModel):
+    """What the model answers for an ordinal, number or enum variable.
+
+    `output_model` narrows `value` per variable (scale, range, option ids); `locations` is only
+    in the output when the variable declares locations.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    evidence: str | None = Field(max_length=EVIDENCE_MAX_CHARS)
+    value: int | float | str | None
+    locations: list[str] | None = Field(default=None, max_length=MAX_LOCATIONS)
+
+
+Answer = VariableAnswer | TypedAnswer
+
+_OUTPUT_MODELS: dict[tuple[str, str, int], type[BaseModel]] = {}
+
+
+def _class_name(identifier: str, suffix: str) -> str:
+    return identifier.title().replace("_", "") + suffix
+
+
+def _answer_model(variable: Variable) -> type[BaseModel]:
+    name = _class_name(variable.id, "Answer")
+    if variable.type is VariableType.PRESENCE:
+        if variable.qualifier is None:
+            return VariableAnswer
+        option_ids = tuple(option.id for option in variable.qualifier.options)
+        qualifier_field: Any = (Literal[option_ids] | None, ...)
+        model: type[BaseModel] = create_model(
+            name, __base__=VariableAnswer, **{variable.qualifier.id: qualifier_field}
+        )
+        return model
+    value_type: Any
+    if variable.type is VariableType.ORDINAL:
+        assert variable.scale is not None
+        value_type = Annotated[
+            int, Field(strict=True, ge=variable.scale.min, le=variable.scale.max)
+        ]
+    elif variable.type is VariableType.NUMBER:
+        bounds: dict[str, float] = {}
+        if variable.range is not None:
+            bounds = {"ge": variable.range.min, "le": variable.range.max}
+        value_type = Annotated[float, Field(**bounds)]  # type: ignore[call-overload]
+    else:
+        value_type = Literal[tuple(option.id for option in variable.options)]
+    fields: dict[str, Any] = {"value": (value_type | None, ...)}
+    if variable.locations:
+        fields["locations"] = (list[str] | None, Field(max_length=MAX_LOCATIONS))
+    typed: type[BaseModel] = create_model(name, __base__=TypedAnswer, **fields)
+    return typed
 
 
 def output_model(template: Template) -> type[BaseModel]:
-    """A pydantic model with one required `VariableAnswer` field per variable (cached per id+version)."""
-    key = (template.id, template.version)
+    """A pydantic model with one required answer field per variable (cached per template)."""
+    key = (template.id, template.version, hash(template.model_dump_json()))
     if key in _OUTPUT_MODELS:
         return _OUTPUT_MODELS[key]
-    fields: dict[str, Any] = {variable.id: (VariableAnswer, ...) for variable in template.variables}
+    fields: dict[str, Any] = {
+        variable.id: (_answer_model(variable), ...) for variable in template.variables
+    }
     model: type[BaseModel] = create_model(
-        f"{template.id.title().replace('_', '')}Output",
+        _class_name(template.id, "Output"),
         __config__=ConfigDict(extra="forbid"),
         **fields,
     )
@@ -269,45 +574,76 @@ def output_model(template: Template) -> type[BaseModel]:
     return model
 
 
-def _variable_schema(template: Template, variable: Variable) -> dict[str, Any]:
-    locations: dict[str, Any]
-    if variable.locations:
-        locations = {
-            "anyOf": [
-                {
-                    "type": "array",
-                    "items": {"enum": list(variable.locations)},
-                    "maxItems": MAX_LOCATIONS,
-                },
-                {"type": "null"},
-            ]
-        }
-    else:
-        locations = {"type": "null"}
-    mentioned = {
-        "type": "object",
-        "properties": {
-            "evidence": {"type": "string", "minLength": 1, "maxLength": EVIDENCE_MAX_CHARS},
-            "status": {
-                "enum": [s.value for s in FindingStatus if s is not FindingStatus.NOT_MENTIONED]
+def _locations_schema(variable: Variable) -> dict[str, Any]:
+    if not variable.locations:
+        return {"type": "null"}
+    return {
+        "anyOf": [
+            {
+                "type": "array",
+                "items": {"enum": list(variable.locations)},
+                "maxItems": MAX_LOCATIONS,
             },
-            "locations": locations,
-        },
-        "required": ["evidence", "status", "locations"],
-        "additionalProperties": False,
+            {"type": "null"},
+        ]
     }
-    not_mentioned = {
+
+
+def value_schema(variable: Variable) -> dict[str, Any]:
+    """The JSON schema of a stated typed value (integer in scale, bounded number, option id)."""
+    if variable.type is VariableType.ORDINAL:
+        assert variable.scale is not None
+        return {"type": "integer", "minimum": variable.scale.min, "maximum": variable.scale.max}
+    if variable.type is VariableType.NUMBER:
+        schema: dict[str, Any] = {"type": "number"}
+        if variable.range is not None:
+            schema.update(minimum=variable.range.min, maximum=variable.range.max)
+        return schema
+    if variable.type is VariableType.ENUM:
+        return {"enum": [option.id for option in variable.options]}
+    raise ValueError(f"{variable.id} is a presence variable: it has no typed value")
+
+
+def _object(properties: dict[str, Any]) -> dict[str, Any]:
+    return {
         "type": "object",
-        "properties": {
-            "evidence": {"type": "null"},
-            "status": {"const": FindingStatus.NOT_MENTIONED.value},
-            "locations": {"type": "null"},
-        },
-        "required": ["evidence", "status", "locations"],
+        "properties": properties,
+        "required": list(properties),
         "additionalProperties": False,
     }
+
+
+_QUOTE = {"type": "string", "minLength": 1, "maxLength": EVIDENCE_MAX_CHARS}
+_NULL = {"type": "null"}
+
+
+def _variable_schema(template: Template, variable: Variable) -> dict[str, Any]:
+    if variable.type is not VariableType.PRESENCE:
+        mentioned: dict[str, Any] = {"evidence": _QUOTE, "value": value_schema(variable)}
+        silent: dict[str, Any] = {"evidence": _NULL, "value": _NULL}
+        if variable.locations:
+            mentioned["locations"] = _locations_schema(variable)
+            silent["locations"] = _NULL
+        # as for presence: a quote forces a value, a null quote forces null
+        return {"anyOf": [_object(mentioned), _object(silent)]}
+    mentioned = {
+        "evidence": _QUOTE,
+        "status": {
+            "enum": [s.value for s in FindingStatus if s is not FindingStatus.NOT_MENTIONED]
+        },
+        "locations": _locations_schema(variable),
+    }
+    silent = {
+        "evidence": _NULL,
+        "status": {"const": FindingStatus.NOT_MENTIONED.value},
+        "locations": _NULL,
+    }
+    if variable.qualifier is not None:
+        options = [option.id for option in variable.qualifier.options]
+        mentioned[variable.qualifier.id] = {"anyOf": [{"enum": options}, _NULL]}
+        silent[variable.qualifier.id] = _NULL
     # A quote decides the branch: a null quote forces not_mentioned, a quote forces a verdict.
-    return {"anyOf": [mentioned, not_mentioned]}
+    return {"anyOf": [_object(mentioned), _object(silent)]}
 
 
 def output_json_schema(template: Template) -> dict[str, Any]:
@@ -320,15 +656,54 @@ def output_json_schema(template: Template) -> dict[str, Any]:
     }
 
 
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _option_text(option: Option, languages: tuple[str, ...]) -> str:
+    words = [word for lang in languages for word in option.synonyms.get(lang, ())]
+    words = list(dict.fromkeys(words))
+    text = f"{option.id} = {option.label}"
+    if option.definition:
+        text += f": {option.definition.strip()}"
+    return text + (f" ({', '.join(words)})" if words else "")
+
+
+def value_description(variable: Variable, languages: tuple[str, ...]) -> str | None:
+    """One line saying what the variable's value may be (None for plain presence)."""
+    if variable.type is VariableType.ORDINAL and variable.scale is not None:
+        return f"value: integer {variable.scale.min} to {variable.scale.max}"
+    if variable.type is VariableType.NUMBER and variable.unit is not None:
+        text = f"value: number in {variable.unit.display}"
+        if variable.range is not None:
+            text += f", {_number(variable.range.min)} to {_number(variable.range.max)}"
+        return text
+    if variable.type is VariableType.ENUM:
+        options = "; ".join(_option_text(option, languages) for option in variable.options)
+        return f"value: one of {options}"
+    if variable.qualifier is not None:
+        qualifier = variable.qualifier
+        options = "; ".join(_option_text(option, languages) for option in qualifier.options)
+        return f"{qualifier.id} ({qualifier.label}, when present): one of {options}, or null"
+    return None
+
+
 def prompt_definitions(template: Template) -> str:
     """The variables described for the prompt; identical text for every report (shared prefix)."""
     lines = [f"Template: {template.title} (id {template.id}, version {template.version})", ""]
     for variable in template.variables:
         synonyms = "; ".join(
-            f"{lang}: {', '.join(variable.synonyms.get(lang, ()))}" for lang in template.languages
+            f"{lang}: {', '.join(variable.synonyms.get(lang, ()))}"
+            for lang in template.languages
+            if variable.synonyms.get(lang)
         )
-        lines.append(f"- {variable.id}: {variable.label}. {variable.definition.strip()}")
-        lines.append(f"  synonyms: {synonyms}")
+        kind = "" if variable.type is VariableType.PRESENCE else f" [{variable.type.value}]"
+        lines.append(f"- {variable.id}{kind}: {variable.label}. {variable.definition.strip()}")
+        if synonyms:
+            lines.append(f"  synonyms: {synonyms}")
+        described = value_description(variable, template.languages)
+        if described:
+            lines.append(f"  {described}")
         if variable.locations:
             lines.append(f"  locations: {', '.join(variable.locations)}")
     return "\n".join(lines)

@@ -151,6 +151,81 @@ TERMS: tuple[TermEntry, ...] = (
         "FHIR R4 spec, CodeSystem provenance-participant-type",
         "official",
     ),
+    # --- chest_ct terms ---
+    TermEntry(SNOMED, "51615001", "Fibrosis of lung (disorder)", GPS, "GPS"),
+    TermEntry(SNOMED, "12295008", "Bronchiectasis (disorder)", GPS, "GPS"),
+    TermEntry(SNOMED, "309529002", "Lung mass (finding)", GPS, "GPS"),
+    TermEntry(SNOMED, "73725006", "Thickening of pleura (disorder)", GPS, "GPS"),
+    TermEntry(SNOMED, "281392002", "Upper zone of lung (body structure)", GPS, "GPS"),
+    TermEntry(SNOMED, "281393007", "Middle zone of lung (body structure)", GPS, "GPS"),
+    TermEntry(SNOMED, "281394001", "Lower zone of lung (body structure)", GPS, "GPS"),
+    TermEntry(SNOMED, "86598002", "Structure of apex of lung (body structure)", GPS, "GPS"),
+    TermEntry(LOINC, "24628-0", "Chest CT W contrast IV", C80, "official"),
+    TermEntry(LOINC, "30598-7", "Chest CT W and WO contrast IV", C80, "official"),
+    TermEntry(LOINC, "37439-7", "Chest CT high resolution", C80, "official"),
+    TermEntry(LOINC, "37440-5", "Chest CT high resolution W contrast IV", C80, "official"),
+    TermEntry(LOINC, "37441-3", "Chest CT high resolution WO contrast", C80, "official"),
+    TermEntry(LOINC, "42272-5", "Chest X-ray PA and lateral", C80, "official"),
+    TermEntry(LOINC, "36687-2", "Chest X-ray AP and lateral", C80, "official"),
+    TermEntry(LOINC, "36554-4", "Chest X-ray Single view", C80, "official"),
+    TermEntry(LOINC, "24632-2", "Chest X-ray AP portable", C80, "official"),
+    # --- brain_mri_memory terms ---
+    TermEntry(SNOMED, "278849000", "Cerebral atrophy (disorder)", f"{GPS}; {VERIFIED}", "GPS"),
+    TermEntry(SNOMED, "230698000", "Lacunar infarction (disorder)", f"{GPS}; {VERIFIED}", "GPS"),
+    TermEntry(SNOMED, "274100004", "Cerebral hemorrhage (disorder)", GPS, "GPS"),
+    TermEntry(SNOMED, "30753002", "Normal pressure hydrocephalus (disorder)", GPS, "GPS"),
+    TermEntry(SNOMED, "302820008", "Intracranial meningioma (disorder)", GPS, "GPS"),
+    TermEntry(SNOMED, "128609009", "Intracranial aneurysm (disorder)", GPS, "GPS"),
+    TermEntry(SNOMED, "33595009", "Arachnoid cyst (disorder)", GPS, "GPS"),
+    TermEntry(SNOMED, "26929004", "Alzheimer's disease (disorder)", GPS, "GPS"),
+    TermEntry(SNOMED, "230270009", "Frontotemporal dementia (disorder)", GPS, "GPS"),
+    TermEntry(SNOMED, "62914000", "Cerebrovascular disease (disorder)", GPS, "GPS"),
+    # --- cardiac_mri terms ---
+    TermEntry(LOINC, "24748-6", "Heart MRI", f"{C80}; {VERIFIED}", "official"),
+    TermEntry(LOINC, "36357-2", "Heart MRI W and WO contrast IV", C80, "official"),
+    TermEntry(LOINC, "36197-2", "Heart MRI W contrast IV", C80, "official"),
+    TermEntry(LOINC, "36482-8", "Heart MRI WO contrast", C80, "official"),
+    TermEntry(LOINC, "58750-1", "Heart MRI W stress", C80, "official"),
+    TermEntry(LOINC, "58749-3", "Heart MRI W stress and W and WO contrast IV", C80, "official"),
+    TermEntry(LOINC, "37434-8", "Heart MRI cine for function", C80, "official"),
+    TermEntry(
+        LOINC,
+        "8811-2",
+        "Left ventricular ejection fraction by MR",
+        "DICOM PS3.16 CID 3833 Cardiac Ejection Fraction, via bvdh/dicom-terminology-in-fhir "
+        "input/fsh/ValueSet-dicom-cid-3833-CardiacEjectionFraction.fsh@19115a9c",
+        "DICOM",
+    ),
+    TermEntry(
+        LOINC,
+        "8818-7",
+        "Right ventricular ejection fraction by MR",
+        "DICOM PS3.16 CID 3833 Cardiac Ejection Fraction, via bvdh/dicom-terminology-in-fhir "
+        "input/fsh/ValueSet-dicom-cid-3833-CardiacEjectionFraction.fsh@19115a9c",
+        "DICOM",
+    ),
+    TermEntry(SNOMED, "233873004", "Hypertrophic cardiomyopathy (disorder)", GPS, "GPS"),
+    TermEntry(SNOMED, "399020009", "Congestive cardiomyopathy (disorder)", GPS, "GPS"),
+    TermEntry(SNOMED, "426856002", "Ischemic congestive cardiomyopathy (disorder)", GPS, "GPS"),
+    TermEntry(SNOMED, "75403004", "Cardiac sarcoidosis (disorder)", GPS, "GPS"),
+    TermEntry(SNOMED, "50920009", "Myocarditis (disorder)", GPS, "GPS"),
+    TermEntry(SNOMED, "373945007", "Pericardial effusion (disorder)", GPS, "GPS"),
+    # --- brain_mri_oncology terms ---
+    TermEntry(LOINC, "24587-8", "Brain MRI W and WO contrast IV", C80, "official"),
+    TermEntry(LOINC, "24589-4", "Brain MRI W contrast IV", C80, "official"),
+    TermEntry(SNOMED, "254936001", "Glial tumor of brain (disorder)", GPS, "GPS"),
+    TermEntry(SNOMED, "118600007", "Malignant lymphoma (disorder)", GPS, "GPS"),
+    TermEntry(
+        SNOMED,
+        "94243009",
+        "Secondary malignant neoplasm of central nervous system (disorder)",
+        GPS,
+        "GPS",
+    ),
+    TermEntry(
+        SNOMED, "6118003", "Demyelinating disease of central nervous system (disorder)", GPS, "GPS"
+    ),
+    TermEntry(SNOMED, "432504007", "Cerebral infarction (disorder)", GPS, "GPS"),
 )
 
 DO_NOT_USE: frozenset[tuple[str, str]] = frozenset(
@@ -166,6 +241,132 @@ UNCODED_CONCEPTS: dict[str, str] = {
         "in verified-codes.tsv; not confirmed, so emitted as text only"
     ),
     "both_lower_lobes": "no single code: expands to the right and left lower lobe",
+    # --- chest_ct uncoded ---
+    "nodule": (
+        "chest_ct nodule: same concept and reason as chest_findings lung_nodule (786838002 "
+        "has one IG source and a conflicting mapping in verified-codes.tsv); text only"
+    ),
+    "bronchial_wall_thickening": (
+        "no SNOMED CT concept for bronchial wall thickening in GPS 2019 or verified-codes.tsv, "
+        "none confirmed by search (DICOM CID 6111 lists only airway structures); text only"
+    ),
+    "interstitial_thickening": (
+        "no SNOMED CT concept for interstitial/interlobular septal thickening in GPS 2019 or "
+        "verified-codes.tsv (only 'Interstitial tissue (body structure)'); text only"
+    ),
+    "lingula": (
+        "50837003 'Structure of lingula of left lung' seen only in public code without a "
+        "citable repository; not in GPS 2019: coded at its parent, the left upper lobe (44714003)"
+    ),
+    "both_upper_lobes": "no single code: expands to the right and left upper lobe",
+    # --- brain_mri_memory uncoded ---
+    "gca": "Pasquier global cortical atrophy scale: no SNOMED CT, LOINC or RadElement set found",
+    "mta_left": (
+        "MTA (Scheltens) left: RadElement RDES151 is verified (radelement-findingmodels), but "
+        "the code table admits no RadElement system yet (tests/test_terminology.py)"
+    ),
+    "mta_right": (
+        "MTA (Scheltens) right: RadElement RDES151 is verified (radelement-findingmodels), but "
+        "the code table admits no RadElement system yet (tests/test_terminology.py)"
+    ),
+    "fazekas": (
+        "Fazekas scale: RadElement RDES86 is verified (radelement-findingmodels), but the code "
+        "table admits no RadElement system yet (tests/test_terminology.py)"
+    ),
+    "koedam": "Koedam posterior atrophy scale: no SNOMED CT, LOINC or RadElement set found",
+    "frontal_atrophy": "frontal lobe atrophy: no SNOMED CT concept in GPS 2019 or verified-codes",
+    "temporal_atrophy": "temporal lobe atrophy: no SNOMED CT concept in GPS 2019 or verified-codes",
+    "parietal_atrophy": "parietal lobe atrophy: no SNOMED CT concept in GPS 2019 or verified-codes",
+    "hippocampal_atrophy": (
+        "hippocampal atrophy: no SNOMED CT concept in GPS 2019 or verified-codes (only the "
+        "body site 5366008 Hippocampal structure)"
+    ),
+    "ventricular_enlargement": "ventriculomegaly: no SNOMED CT concept in GPS 2019 or verified-codes",
+    "white_matter_lesions": (
+        "white matter hyperintensities / leukoaraiosis: no SNOMED CT concept in GPS 2019 or "
+        "verified-codes; RadElement RDES86 is the Fazekas scale, used for `fazekas`"
+    ),
+    "small_vessel_disease": (
+        "cerebral small vessel disease: no SNOMED CT concept in GPS 2019 or verified-codes; "
+        "62914000 Cerebrovascular disease is broader"
+    ),
+    "perivascular_spaces": "enlarged perivascular spaces: no SNOMED CT concept in GPS 2019",
+    "microbleeds": (
+        "cerebral microbleeds: no SNOMED CT concept in GPS 2019 or verified-codes; RadElement "
+        "has them only as an attribute of RDES299 (CAA), not as an element id"
+    ),
+    "microbleed_count": "count of microbleeds: no LOINC or SNOMED CT observable; unit UCUM 1",
+    "microbleeds_lobar": "lobar microbleeds: no SNOMED CT concept in GPS 2019 or verified-codes",
+    "microbleeds_deep": "deep microbleeds: no SNOMED CT concept in GPS 2019 or verified-codes",
+    "lacune_count": "count of lacunes: no LOINC or SNOMED CT observable; unit UCUM 1",
+    "cortical_infarcts": (
+        "cortical infarct: GPS 2019 has only the generic 432504007 Cerebral infarction; "
+        "cortical vs subcortical needs post-coordination, so text only"
+    ),
+    "subcortical_infarcts": (
+        "subcortical (non-lacunar) infarct: GPS 2019 has only the generic 432504007 Cerebral "
+        "infarction; text only"
+    ),
+    "strategic_infarct": "strategic infarct: no SNOMED CT concept in GPS 2019 or verified-codes",
+    "superficial_siderosis": (
+        "superficial siderosis: no SNOMED CT concept in GPS 2019 or verified-codes; RadElement "
+        "has it only as an attribute of RDES299 (CAA)"
+    ),
+    "conclusion": (
+        "memory-clinic conclusion category: no code for the category itself; options carry "
+        "SNOMED CT disorders (26929004, 230270009, 62914000); normal, mixed, other are text only"
+    ),
+    # --- cardiac_mri uncoded ---
+    "lvedv": (
+        "LV end-diastolic volume: only echo-context LOINC codes found (18026-5 in DICOM CID "
+        "12202 'Left Ventricle Volume Measurement'); no MR-method code verified"
+    ),
+    "lvedv_index": "LV end-diastolic volume / BSA: no MR-method LOINC code verified",
+    "lvesv": (
+        "LV end-systolic volume: only echo-context LOINC codes found (18148-7 in DICOM CID "
+        "12202); no MR-method code verified"
+    ),
+    "lv_mass": (
+        "LV mass: only an echo-context LOINC code found (18087-7 in DICOM CID 12203 'Left "
+        "Ventricle Other Measurement'); no MR-method code verified"
+    ),
+    "lv_mass_index": "LV mass / BSA: no MR-method LOINC code verified",
+    "rvedv": "RV end-diastolic volume: no MR-method LOINC code verified",
+    "native_t1": "native myocardial T1 (mapping): no LOINC or SNOMED code found",
+    "ecv": "myocardial extracellular volume fraction: no LOINC or SNOMED code found",
+    "t2": "myocardial T2 (mapping): no LOINC or SNOMED code found",
+    "lge": (
+        "late gadolinium enhancement: no SNOMED CT finding in GPS 2019, verified-codes.tsv "
+        "or a searched IG; emitted as text"
+    ),
+    "myocardial_oedema": "myocardial oedema: no SNOMED CT concept in GPS 2019 or verified-codes.tsv",
+    "lge_pattern": (
+        "LGE pattern (subendocardial / transmural / midwall / subepicardial / patchy): no "
+        "verified qualifier codes; variable and options are text only"
+    ),
+    "diagnosis": (
+        "the CMR diagnosis category itself has no code; its options carry SNOMED CT disorders "
+        "where verified (normal, cardiac amyloidosis and other are text only: no cardiac "
+        "amyloidosis concept in GPS 2019, 17602002 is generic amyloidosis and 128404006 is "
+        "do-not-use)"
+    ),
+    # --- brain_mri_oncology uncoded ---
+    "non_malignant_tumour": (
+        "a group (meningioma 302820008, schwannoma 189948006, pituitary adenoma 254956000 ...) "
+        "with no single SNOMED GPS 2019 concept for a non-malignant intracranial tumour"
+    ),
+    "infection_inflammation": (
+        "a group (abscess, encephalitis, meningitis, toxoplasmosis, inflammatory lesions) with "
+        "no single SNOMED GPS 2019 concept"
+    ),
+    "haemorrhage_vascular": (
+        "groups intracranial haemorrhage (1386000) with vascular malformations; 62914000 "
+        "Cerebrovascular disease is broader (it includes stroke, a separate variable)"
+    ),
+    "episode": (
+        "tumour episode progression / stable / improvement: no qualifier value for these in "
+        "SNOMED GPS 2019 or verified-codes.tsv; emitted as text"
+    ),
 }
 
 _BY_KEY: dict[tuple[str, str], TermEntry] = {(t.system, t.code): t for t in TERMS}

@@ -6,7 +6,7 @@ import unicodedata
 
 import pytest
 
-from workers.evidence import is_meaningful, locate_quote
+from workers.evidence import is_meaningful, locate_quote, mentions_any
 
 TEXT = (
     "FINDINGS:\nSmall right  pleural\neffusion. No pneumothorax.\n"
@@ -63,3 +63,21 @@ def test_bare_verdicts_and_fragments_are_not_meaningful(quote: str) -> None:
 )
 def test_quotes_naming_a_finding_are_meaningful(quote: str) -> None:
     assert is_meaningful(quote)
+
+
+@pytest.mark.parametrize(
+    ("quote", "terms", "on_topic"),
+    [
+        ("Small right pleural effusion", ["pleural effusion"], True),
+        ("bilateral effusions", ["effusion"], True),  # inflected, word start
+        ("PLEURAERGUSS links", ["Pleuraerguss"], True),  # case folded
+        ("Cor niet vergroot", ["cardiomegalie", "vergroot hart"], True),  # shared content word
+        ("Mild cardiomegaly", ["LVEF", "ejection fraction"], False),
+        ("(biplane)", ["LVEF", "Left ventricular ejection fraction"], False),
+        ("left lower lobe", ["Left ventricular ejection fraction"], False),  # laterality only
+        ("no pneumothorax", ["thorax"], False),  # inside a word, not at its start
+        ("anything", [""], False),
+    ],
+)
+def test_mentions_any_is_the_relevance_test(quote: str, terms: list[str], on_topic: bool) -> None:
+    assert mentions_any(quote, terms) is on_topic

@@ -8,8 +8,10 @@ import pytest
 
 from mappings.errors import TemplateError
 from mappings.template import (
+    VariableType,
     get_template,
     load_builtin_templates,
+    load_template,
     output_json_schema,
     output_model,
     parse_template,
@@ -148,3 +150,188 @@ def test_prompt_definitions_are_stable() -> None:
     template = get_template("chest_findings")
     assert prompt_definitions(template) == prompt_definitions(template)
     assert "pleural_effusion" in prompt_definitions(template)
+
+
+TYPED = Path(__file__).resolve().parent / "fixtures" / "templates" / "typed_demo.yaml"
+
+
+def _typed(replace: str = "", by: str = "") -> str:
+    text = TYPED.read_text("utf-8")
+    if replace:
+        assert replace in text, replace
+        text = text.replace(replace, by, 1)
+    return text
+
+
+def test_typed_template_loads_every_type() -> None:
+    template = load_template(TYPED)
+    assert template.max_tokens == 900
+    fazekas = template.variable("fazekas")
+    assert fazekas.type is VariableType.ORDINAL
+    assert (fazekas.scale.min, fazekas.scale.max) == (0, 3)  # type: ignore[union-attr]
+    assert fazekas.section == "impression"
+    assert "nl" in fazekas.patterns
+    lvef = template.variable("lvef")
+    assert lvef.type is VariableType.NUMBER
+    assert lvef.unit is not None and lvef.unit.code == "%"
+    assert lvef.range is not None and lvef.range.max == 100
+    heart = template.variable("heart_size")
+    assert heart.type is VariableType.ENUM
+    assert [o.id for o in heart.options] == ["enlarged", "normal_size"]
+    assert heart.option("enlarged").code is not None
+    assert heart.option("normal_size").code is None
+    effusion = template.variable("pleural_effusion")
+    assert effusion.qualifier is not None
+    assert effusion.qualifier.id == "episode"
+    assert effusion.qualifier.option("stable").label == "Stable"
+
+
+NUMBER_BLOCK = 'unit: {code: "%", display: "%"}\n    range: {min: 0, max: 100}'
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field", "problem"),
+    [
+        # ordinal
+        ("scale: {min: 0, max: 3}", "scale: {min: 3, max: 3}", "variables[0].scale", "below"),
+        ("    scale: {min: 0, max: 3}\n", "", "variables[0].scale", "type ordinal needs scale"),
+        ("scale: {min: 0, max: 3}", "scale: {min: 0, max: 3, step: 1}", "scale.step", "Extra"),
+        ("scale: {min: 0, max: 3}", "scale: {min: 0, max: two}", "scale.max", "integer"),
+        (
+            "    section: impression",
+            "    section: impression\n    unit: {code: x, display: x}",
+            "variables[0].unit",
+            "not allowed for type ordinal",
+        ),
+        ("section: impression", "section: somewhere", "variables[0].section", "unknown section"),
+        # patterns
+        (
+            r"en: ['fazekas\s*(?:grade|score)?\s*:?\s*(?P<value>[0-3])\b']",
+            r"en: ['fazekas\s*(?P<grade>[0-3])']",
+            "variables[0].patterns.en[0]",
+            "named group",
+        ),
+        (
+            r"en: ['fazekas\s*(?:grade|score)?\s*:?\s*(?P<value>[0-3])\b']",
+            r"en: ['fazekas (?P<value>[0-3']",
+            "variables[0].patterns.en[0]",
+            "invalid regular expression",
+        ),
+        (
+            r"en: ['fazekas\s*(?:grade|score)?\s*:?\s*(?P<value>[0-3])\b']",
+            r"fr: ['fazekas (?P<value>[0-3])']",
+            "variables[0].patterns.fr",
+            "undeclared language",
+        ),
+        # number
+        (
+            '    unit: {code: "%", display: "%"}\n',
+            "",
+            "variables[1].unit",
+            "type number needs unit",
+        ),
+        ('unit: {code: "%", display: "%"}', 'unit: {code: "m l", display: "mL"}', "unit.code", ""),
+        ("range: {min: 0, max: 100}", "range: {min: 100, max: 0}", "variables[1].range", "below"),
+        (
+            NUMBER_BLOCK,
+            NUMBER_BLOCK + "\n    scale: {min: 0, max: 3}",
+            "variables[1].scale",
+            "not allowed for type number",
+        ),
+        # enum
+        (
+            "      - id: normal_size",
+            "      - id: enlarged",
+            "variables[2].options[1].id",
+            "duplicate option",
+        ),
+        ("      - id: normal_size", "      - id: not_mentioned", "options[1].id", "reserved"),
+        (
+            '        uncoded_reason: "test template: no verified code for a normal heart size"\n',
+            "",
+            "variables[2].options[1].uncoded_reason",
+            "uncoded option must say why",
+        ),
+        (
+            'code: "8186001", display: "Cardiomegaly (disorder)"',
+            'code: "99999999", display: "Cardiomegaly (disorder)"',
+            "variables[2].options[0].code",
+            "not in mappings/terminology.py",
+        ),
+        (
+            'code: "8186001", display: "Cardiomegaly (disorder)"',
+            'code: "128404006", display: "Cardiomegaly (disorder)"',
+            "variables[2].options[0].code",
+            "do-not-use",
+        ),
+        (
+            "nl: [cardiomegalie, vergroot hart]",
+            "de: [Kardiomegalie]",
+            "variables[2].options[0].synonyms.nl",
+            "no synonyms",
+        ),
+        (
+            "    type: enum",
+            "    type: ordinal",
+            "variables[2].options",
+            "not allowed for type ordinal",
+        ),
+        # presence qualifier
+        ("      id: episode", "      id: status", "variables[3].qualifier.id", "reserved"),
+        (
+            '      uncoded_reason: "test template: episode qualifiers are not coded yet"\n',
+            "",
+            "variables[3].qualifier.uncoded_reason",
+            "uncoded qualifier",
+        ),
+        (
+            "        - id: stable",
+            "        - id: progression",
+            "variables[3].qualifier.options[1].id",
+            "duplicate option",
+        ),
+        (
+            "nl: [stabiel, onveranderd]",
+            "de: [stabil]",
+            "variables[3].qualifier.options[1].synonyms.nl",
+            "no synonyms",
+        ),
+        ("    type: presence", "    type: number", "variables[3].qualifier", "not allowed"),
+        # template level
+        ("max_tokens: 900", "max_tokens: 0", "max_tokens", "greater than or equal"),
+    ],
+)
+def test_typed_errors_name_file_and_field(old: str, new: str, field: str, problem: str) -> None:
+    with pytest.raises(TemplateError) as caught:
+        parse_template(_typed(old, new), "typed.yaml")
+    assert str(caught.value).startswith("typed.yaml: ")
+    assert field in caught.value.field, caught.value
+    assert problem in caught.value.problem, caught.value
+
+
+def test_empty_options_and_qualifier_options_are_refused() -> None:
+    start = _typed().index("    options:\n")
+    end = _typed().index("  - id: pleural_effusion")
+    text = _typed()[:start] + "    options: []\n" + _typed()[end:]
+    with pytest.raises(TemplateError) as caught:
+        parse_template(text, "typed.yaml")
+    assert caught.value.field == "variables[2].options"
+    start = text.index("      options:\n")
+    text = text[:start] + "      options: []\n"
+    with pytest.raises(TemplateError) as caught:
+        parse_template(text, "typed.yaml")
+    assert caught.value.field.startswith("variables[3].qualifier.options")
+
+
+def test_enum_needs_no_own_synonyms_but_ordinal_does() -> None:
+    template = load_template(TYPED)
+    assert template.variable("heart_size").synonyms == {}
+    with pytest.raises(TemplateError) as caught:
+        parse_template(_typed("nl: [Fazekas, witte stof afwijkingen]", ""), "typed.yaml")
+    assert caught.value.field == "variables[0].synonyms.nl"
+
+
+def test_load_template_names_an_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(TemplateError) as caught:
+        load_template(tmp_path / "missing.yaml")
+    assert caught.value.field == "(file)"

@@ -8,12 +8,18 @@ than once, the FIRST occurrence wins (the quote alone cannot say which one the m
 
 `is_meaningful` refuses quotes too short to carry meaning: fewer than `MIN_QUOTE_CHARS` letters
 or digits, or only bare verdict words ("no", "normal", "geen", "kein", "없음").
+
+`mentions_any` is the relevance test: a quote is on topic when one of the variable's terms starts
+at a word start inside it (same normalisation; "effusions" mentions "effusion"), or when a
+content word of the quote (4+ letters, not a verdict or laterality word) is a word of a term or
+starts with one of 5+ letters ("Cor niet vergroot" shares "vergroot" with "vergroot hart").
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 
 MIN_QUOTE_CHARS = 3
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -84,3 +90,43 @@ def locate_quote(text: str, quote: str) -> tuple[int, int] | None:
     if found < 0:
         return None
     return sources[found][0], sources[found + len(needle) - 1][1]
+
+
+GENERIC_WORDS = frozenset(
+    {
+        "left", "right", "both", "bilateral", "side", "sided", "mild", "small", "large",
+        "links", "rechts", "linker", "rechter", "beide", "beiderzijds", "bilateraal", "klein",
+        "linke", "rechte", "beidseits", "beidseitig", "gering", "leicht", "groß",
+    }
+)  # fmt: skip
+
+
+def _content_words(text: str) -> set[str]:
+    return {
+        word
+        for word in _WORD.findall(text)
+        if len(word) >= 4 and word not in VERDICT_WORDS and word not in GENERIC_WORDS
+    }
+
+
+def _same_word(a: str, b: str) -> bool:
+    shorter, longer = sorted((a, b), key=len)
+    return a == b or (len(shorter) >= 5 and longer.startswith(shorter))
+
+
+def mentions_any(quote: str, terms: Iterable[str]) -> bool:
+    """True when `quote` names one of `terms` (see module docstring; normalised)."""
+    haystack, _ = _normalise(quote)
+    quote_words = _content_words(haystack)
+    for term in terms:
+        needle, _ = _normalise(term)
+        if not needle:
+            continue
+        position = haystack.find(needle)
+        while position >= 0:
+            if position == 0 or not haystack[position - 1].isalnum():
+                return True
+            position = haystack.find(needle, position + 1)
+        if any(_same_word(q, t) for q in quote_words for t in _content_words(needle)):
+            return True
+    return False

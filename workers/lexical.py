@@ -1,20 +1,34 @@
 """Stage 1: lexicon + ConText-style assertion, a complete rules-only extraction.
 
-For each variable, the template's synonyms (all languages) are searched clause by clause. A
-mention is `absent` when a negation trigger precedes it in its clause (or a post-negation
-trigger follows it), `uncertain` with an uncertainty trigger, else `present`. Clauses end at
-sentence ends, semicolons, line breaks and contrast words ("but", "maar", "aber"), which bound
-the scope of a trigger. The evidence quote is the clause; locations are the template locations
-named in the same clause (a lobe replaces the lung of the same side).
+For each variable, the template's synonyms (all languages) are searched clause by clause. The
+assertion of a mention comes from ConText (`workers.context.assess`): negated -> `absent`,
+uncertain or hypothetical -> `uncertain`, historical -> `present`; a mention about someone else
+(family history) does not vote at all. Clauses end at sentence ends, semicolons, line breaks and
+contrast words ("but", "maar", "aber"). A mention in the history/indication section (the
+clinical question, e.g. "r/o PE") only counts when the rest of the report never names the
+finding, so "Indication: r/o PE ... Impression: no PE" is `absent`. The evidence quote is the
+clause; locations are the template locations named in the same clause (a lobe replaces the lung
+of the same side).
 
-The trigger lists are written for radbridge after the ConText/NegEx trigger classes (pre- and
-post-negation, uncertainty); English and Dutch follow the categories of the ConText rule sets in
-`../shared/data/context-rules/`, German is our own. This is a first version of stage 1: the
-fuller lexicon, section handling and NegEx evaluation belong to the extraction issue.
+Typed variables:
+- ordinal / number: the variable's `patterns` for the report's language (all languages when the
+  language is unknown or has none), named group `value`; else a synonym followed within
+  `NUMBER_WINDOW` characters in the same clause by a number (ordinal: an integer within the
+  scale; number: within the range, decimal comma accepted). The first match in text order that
+  is not negated and lies in the scale/range wins; the value is `present`.
+- enum: every option's synonyms are mentions; the first option mention that is not negated wins.
+- presence with a qualifier: the first non-negated qualifier option named in the clause of the
+  chosen mention becomes the value.
+A variable with `section` is searched in that section first (when the report has it) and in the
+whole text only when the section says nothing. Every assertion is decided by `_assertion`.
+
+The trigger tables live in `workers.context_triggers` (English and Dutch adapted from the
+MIT-licensed ConText rules, German and Korean written for radbridge).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,36 +40,16 @@ from mappings.report import (
     FindingValue,
     ModelInfo,
     Report,
+    ScalarValue,
     Stage,
 )
-from mappings.template import Template, Variable
+from mappings.sections import find_sections
+from mappings.template import Template, Variable, VariableType
 
 RULES_MODEL = ModelInfo(name="radbridge-rules", sha256="0" * 64, version="stage1-1")
 
-PRE_NEGATION: tuple[str, ...] = (
-    "no", "not", "without", "negative for", "free of", "no evidence of", "no sign of", "no signs of",
-    "absence of", "resolution of", "resolved", "rather than", "denies",
-    "geen", "zonder", "niet", "geen aanwijzing voor", "geen teken van", "afwezigheid van",
-    "kein", "keine", "keinen", "keiner", "ohne", "nicht", "kein hinweis auf", "keine zeichen",
-    "없음", "없고",
-)  # fmt: skip
-POST_NEGATION: tuple[str, ...] = (
-    "is absent", "are absent", "not seen", "not identified", "ruled out", "has resolved", "have resolved",
-    "is excluded", "niet aanwezig", "afwezig", "uitgesloten", "verdwenen", "nicht nachweisbar",
-    "ausgeschlossen", "nicht abgrenzbar", "regredient", "없음",
-)  # fmt: skip
-UNCERTAINTY: tuple[str, ...] = (
-    "possible", "possibly", "probable", "probably", "may", "might", "could", "cannot be excluded",
-    "can not be excluded", "questionable", "suspected", "suspicious for", "suggestive of", "likely",
-    "equivocal", "differential diagnosis", "versus",
-    "mogelijk", "mogelijke", "waarschijnlijk", "verdacht", "verdenking", "twijfelachtig", "kan",
-    "niet uit te sluiten", "niet uitgesloten", "dd",
-    "möglich", "mögliche", "möglicherweise", "fraglich", "fragliche", "verdacht auf", "v.a.",
-    "nicht auszuschließen", "wahrscheinlich", "dd", "vereinbar mit",
-    "의심", "가능성",
-)  # fmt: skip
 _CLAUSE_BREAK = re.compile(
-    r"(?<!\b[Cc]a)(?<!\bz\.B)\.(?=\s|$)|[;\n]|\b(?:but|however|although|maar|echter|aber|jedoch)\b",
+    r"(?<!\b[Cc]a)(?<!\bz\.B)(?<!\b[RrLl]t)\.(?=\s|$)|[;\n]|\b(?:but|however|although|maar|echter|aber|jedoch)\b",
     re.IGNORECASE,
 )
 
@@ -74,15 +68,23 @@ class Mention:
 
 
 def _pattern(terms: list[str]) -> re.Pattern[str]:
+    return _terms_pattern(tuple(terms))
+
+
+_RIGHT_BOUNDARY = r"(?![0-9A-Za-zÀ-ÖØ-öø-ÿ_])"
+
+
+@functools.lru_cache(maxsize=4096)
+def _terms_pattern(terms: tuple[str, ...]) -> re.Pattern[str]:
     alternatives = sorted({t.lower() for t in terms if t}, key=len, reverse=True)
+    if not alternatives:
+        return re.compile(r"(?!x)x")  # matches nothing
+    # The right boundary only refuses Latin letters and digits: Korean particles attach to the
+    # term ("RLL에", "nodule이나", "결절이나") and must not hide it.
     return re.compile(
-        r"(?<!\w)(?:" + "|".join(re.escape(a) for a in alternatives) + r")(?!\w)", re.IGNORECASE
+        r"(?<!\w)(?:" + "|".join(re.escape(a) for a in alternatives) + r")" + _RIGHT_BOUNDARY,
+        re.IGNORECASE,
     )
-
-
-_PRE = _pattern(list(PRE_NEGATION))
-_POST = _pattern(list(POST_NEGATION))
-_UNCERTAIN = _pattern(list(UNCERTAINTY))
 
 
 def clauses(text: str) -> list[tuple[int, int]]:
@@ -100,31 +102,56 @@ def clauses(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def _assertion(clause: str, mention_start: int, mention_end: int) -> FindingStatus:
-    before, after = clause[:mention_start], clause[mention_end:]
-    if _PRE.search(before) or _POST.search(after):
+def _mention_status(clause: str, mention_start: int, mention_end: int) -> FindingStatus | None:
+    """The assertion of one mention; None when it is about someone else (it does not vote)."""
+    from workers.context import assess
+
+    result = assess(clause, mention_start, mention_end)
+    if result.other_experiencer:
+        return None
+    if result.negated:
         return FindingStatus.ABSENT
-    if _UNCERTAIN.search(before) or _UNCERTAIN.search(after):
+    if result.uncertain or result.hypothetical:
         return FindingStatus.UNCERTAIN
     return FindingStatus.PRESENT
 
 
+def _assertion(clause: str, mention_start: int, mention_end: int) -> FindingStatus:
+    """The assertion for a typed value: a value stated about someone else is only uncertain."""
+    status = _mention_status(clause, mention_start, mention_end)
+    return FindingStatus.UNCERTAIN if status is None else status
+
+
 def _locations(template: Template, variable: Variable, clause: str) -> tuple[str, ...]:
+    """The variable's locations named in the clause.
+
+    A location whose every match lies inside a longer match of another location is dropped
+    ("left lung" inside "left lung base", "Lt." inside "Lt. upper lobe", "right" inside "right
+    upper lobe"), and a multi-site location replaces the sites it expands to ("bilateral" ->
+    not also right and left lung).
+    """
+    matches: dict[str, list[tuple[int, int]]] = {}
+    for location_id in variable.locations:
+        words = [s for words in template.location(location_id).synonyms.values() for s in words]
+        spans = [m.span() for m in _pattern(words).finditer(clause)]
+        if spans:
+            matches[location_id] = spans
+
+    def inside_longer(location_id: str, span: tuple[int, int]) -> bool:
+        return any(
+            start <= span[0] and span[1] <= end and end - start > span[1] - span[0]
+            for other, spans in matches.items()
+            if other != location_id
+            for start, end in spans
+        )
+
     found = [
         location_id
-        for location_id in variable.locations
-        if _pattern(
-            [s for words in template.location(location_id).synonyms.values() for s in words]
-        ).search(clause)
+        for location_id, spans in matches.items()
+        if not all(inside_longer(location_id, span) for span in spans)
     ]
-    lobes = [f for f in found if "lobe" in f]
-    if lobes:
-        found = [f for f in found if f.endswith("_lobe") or f.endswith("_lobes")]
-        if "both_lower_lobes" in found:
-            found = [f for f in found if f not in ("right_lower_lobe", "left_lower_lobe")]
-    if "bilateral" in found:
-        found = [f for f in found if f not in ("right_lung", "left_lung")]
-    return tuple(found)
+    covered = {site for location_id in found for site in template.location(location_id).expands_to}
+    return tuple(location_id for location_id in found if location_id not in covered)
 
 
 def find_mentions(report: Report, template: Template) -> list[Mention]:
@@ -136,10 +163,13 @@ def find_mentions(report: Report, template: Template) -> list[Mention]:
         for clause_start, clause_end in spans:
             clause = report.text[clause_start:clause_end]
             for match in pattern.finditer(clause):
+                status = _mention_status(clause, match.start(), match.end())
+                if status is None:
+                    continue
                 mentions.append(
                     Mention(
                         variable_id=variable.id,
-                        status=_assertion(clause, match.start(), match.end()),
+                        status=status,
                         start=clause_start + match.start(),
                         end=clause_start + match.end(),
                         clause_start=clause_start,
@@ -153,6 +183,233 @@ def find_mentions(report: Report, template: Template) -> list[Mention]:
 
 
 _PRIORITY = {FindingStatus.PRESENT: 0, FindingStatus.UNCERTAIN: 1, FindingStatus.ABSENT: 2}
+NUMBER_WINDOW = 25
+_CUT_NUMBER = re.compile(r"\d|[.,]\d")  # a value group that stops inside a longer number
+_NUMBER = re.compile(r"(?<![\w.,/-])(\d+(?:[.,]\d+)?)(?!\w|[.,/-]\d)")
+
+
+@dataclass(frozen=True)
+class ValueHit:
+    """A typed value found by stage 1: the value and the clause it stands in."""
+
+    value: ScalarValue
+    start: int
+    end: int
+    clause_start: int
+    clause_end: int
+
+
+def _clause_at(spans: list[tuple[int, int]], position: int) -> tuple[int, int] | None:
+    for start, end in spans:
+        if start <= position < end:
+            return start, end
+    return None
+
+
+def _search_areas(report: Report, variable: Variable) -> list[tuple[int, int]]:
+    """Where to look, in order: the variable's section (if the report has it), then everything."""
+    areas: list[tuple[int, int]] = []
+    if variable.section is not None:
+        sections = report.sections or find_sections(report.text)
+        areas.extend((sec.start, sec.end) for sec in sections if sec.name == variable.section)
+    areas.append((0, len(report.text)))
+    return areas
+
+
+def _parse_number(text: str, variable: Variable) -> ScalarValue:
+    text = text.strip().replace(",", ".")
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    if variable.type is VariableType.ORDINAL and variable.scale is not None:
+        if not number.is_integer() or not variable.scale.min <= number <= variable.scale.max:
+            return None
+        return int(number)
+    if variable.range is not None and not variable.range.min <= number <= variable.range.max:
+        return None
+    return number
+
+
+def _negated(report: Report, clause: tuple[int, int], start: int, end: int) -> bool:
+    text = report.text[clause[0] : clause[1]]
+    status = _assertion(text, start - clause[0], min(end, clause[1]) - clause[0])
+    return status is FindingStatus.ABSENT
+
+
+def _pattern_hits(
+    report: Report, variable: Variable, spans: list[tuple[int, int]]
+) -> list[ValueHit]:
+    language = (report.language or "").split("-")[0].lower()
+    if language in variable.patterns:
+        regexes = variable.patterns[language]
+    else:
+        regexes = tuple(r for rs in variable.patterns.values() for r in rs)
+    hits: list[ValueHit] = []
+    for regex in regexes:
+        for match in re.finditer(regex, report.text, re.IGNORECASE):
+            clause = _clause_at(spans, match.start())
+            raw = match.group("value")
+            if clause is None or raw is None or _CUT_NUMBER.match(report.text, match.end("value")):
+                continue
+            value = _parse_number(raw, variable)
+            if value is None or _negated(report, clause, match.start(), match.end()):
+                continue
+            hits.append(
+                ValueHit(value, match.start(), match.end(), clause[0], max(clause[1], match.end()))
+            )
+    return sorted(hits, key=lambda h: h.start)
+
+
+# A measurement unit written right after a number (mL, g/m², %, ms ...); compared with the
+# variable's UCUM unit so "LV mass index 102 g/m²" is not read as an LV mass in g.
+_UNIT_AFTER = re.compile(
+    r"\s*((?:m?l|g|kg|ms|s|mm|cm|%|bpm|mmhg)(?:\s*/\s*(?:m2|m²|min|kg))?)(?![\w/²])",
+    re.IGNORECASE,
+)
+
+
+def _unit_key(unit: str) -> str:
+    return re.sub(r"\s+", "", unit).lower().replace("²", "2")
+
+
+def _other_unit(after_number: str, variable: Variable) -> bool:
+    """True when the number is followed by a unit that is not the variable's unit."""
+    if variable.type is not VariableType.NUMBER or variable.unit is None:
+        return False
+    written = _UNIT_AFTER.match(after_number)
+    if written is None:
+        return False
+    own = {_unit_key(variable.unit.code), _unit_key(variable.unit.display)}
+    return _unit_key(written.group(1)) not in own
+
+
+def _window_hits(
+    report: Report, variable: Variable, spans: list[tuple[int, int]]
+) -> list[ValueHit]:
+    """A synonym followed within NUMBER_WINDOW characters (same clause) by a valid number."""
+    pattern = _pattern(list(variable.terms()))
+    hits: list[ValueHit] = []
+    for clause_start, clause_end in spans:
+        clause = report.text[clause_start:clause_end]
+        for match in pattern.finditer(clause):
+            window = clause[match.end() : match.end() + NUMBER_WINDOW + 12]
+            for number in _NUMBER.finditer(window):
+                if number.start() > NUMBER_WINDOW:
+                    break
+                value = _parse_number(number.group(1), variable)
+                if value is None or _other_unit(window[number.end() :], variable):
+                    continue
+                if _assertion(clause, match.start(), match.end()) is FindingStatus.ABSENT:
+                    break
+                hits.append(
+                    ValueHit(
+                        value,
+                        clause_start + match.start(),
+                        clause_start + match.end() + number.end(),
+                        clause_start,
+                        clause_end,
+                    )
+                )
+                break
+    return sorted(hits, key=lambda h: h.start)
+
+
+def _option_hits(
+    report: Report, options: tuple[tuple[str, tuple[str, ...]], ...], start: int, end: int
+) -> list[ValueHit]:
+    """Non-negated option mentions in text[start:end], by clause, in text order."""
+    hits: list[ValueHit] = []
+    for clause_start, clause_end in clauses(report.text):
+        if clause_end <= start or clause_start >= end:
+            continue
+        clause = report.text[clause_start:clause_end]
+        for option_id, words in options:
+            for match in _pattern(list(words)).finditer(clause):
+                if not start <= clause_start + match.start() < end:
+                    continue
+                if _assertion(clause, match.start(), match.end()) is FindingStatus.ABSENT:
+                    continue
+                hits.append(
+                    ValueHit(
+                        option_id,
+                        clause_start + match.start(),
+                        clause_start + match.end(),
+                        clause_start,
+                        clause_end,
+                    )
+                )
+    return sorted(hits, key=lambda h: h.start)
+
+
+def _option_words(
+    variable: Variable, qualifier: bool = False
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    options = variable.qualifier.options if qualifier and variable.qualifier else variable.options
+    return tuple(
+        (option.id, tuple(w for words in option.synonyms.values() for w in words))
+        for option in options
+    )
+
+
+def _all_typed_hits(report: Report, variable: Variable) -> list[list[ValueHit]]:
+    """Stage-1 values of a typed variable per method, best method first, each in text order."""
+    if variable.type is VariableType.ENUM:
+        return [_option_hits(report, _option_words(variable), 0, len(report.text))]
+    spans = clauses(report.text)
+    return [_pattern_hits(report, variable, spans), _window_hits(report, variable, spans)]
+
+
+def typed_hits(report: Report, variable: Variable) -> list[ValueHit]:
+    """The stage-1 values of a typed variable stage 1 prefers: in the variable's section first,
+    there the first method that finds any (patterns, then synonym + number); text order within."""
+    found = _all_typed_hits(report, variable)
+    for area_start, area_end in _search_areas(report, variable):
+        for hits in found:
+            inside = [h for h in hits if area_start <= h.start < area_end]
+            if inside:
+                return inside
+    return []
+
+
+def _typed_value(report: Report, template: Template, variable: Variable) -> FindingValue:
+    hits = typed_hits(report, variable)
+    if not hits:
+        return FindingValue(
+            variable_id=variable.id, status=FindingStatus.NOT_MENTIONED, stage=Stage.RULES
+        )
+    best = hits[0]
+    clause = report.text[best.clause_start : best.clause_end]
+    return FindingValue(
+        variable_id=variable.id,
+        status=FindingStatus.PRESENT,
+        value=best.value,
+        unit=variable.unit.code if variable.unit is not None else None,
+        locations=_locations(template, variable, clause) if variable.locations else (),
+        evidence=Evidence(quote=clause, start=best.clause_start, end=best.clause_end),
+        stage=Stage.RULES,
+    )
+
+
+def _outside_history(report: Report, mentions: list[Mention]) -> list[Mention]:
+    """The mentions outside the history/indication section, or all when none is outside."""
+    history = [
+        (sec.start, sec.end)
+        for sec in (report.sections or find_sections(report.text))
+        if sec.name == "history"
+    ]
+    outside = [m for m in mentions if not any(a <= m.start < b for a, b in history)]
+    return outside or mentions
+
+
+def _presence_mentions(
+    report: Report, variable: Variable, mentions: list[Mention]
+) -> list[Mention]:
+    for area_start, area_end in _search_areas(report, variable):
+        inside = [m for m in mentions if area_start <= m.start < area_end]
+        if inside:
+            return _outside_history(report, inside)
+    return []
 
 
 def rules_values(report: Report, template: Template) -> dict[str, FindingValue]:
@@ -162,7 +419,10 @@ def rules_values(report: Report, template: Template) -> dict[str, FindingValue]:
         by_variable.setdefault(mention.variable_id, []).append(mention)
     values: dict[str, FindingValue] = {}
     for variable in template.variables:
-        found = by_variable.get(variable.id)
+        if variable.type is not VariableType.PRESENCE:
+            values[variable.id] = _typed_value(report, template, variable)
+            continue
+        found = _presence_mentions(report, variable, by_variable.get(variable.id, []))
         if not found:
             values[variable.id] = FindingValue(
                 variable_id=variable.id, status=FindingStatus.NOT_MENTIONED, stage=Stage.RULES
@@ -170,9 +430,16 @@ def rules_values(report: Report, template: Template) -> dict[str, FindingValue]:
             continue
         best = min(found, key=lambda m: (_PRIORITY[m.status], m.start))
         locations = best.locations
+        qualifier: ScalarValue = None
+        if variable.qualifier is not None and best.status is not FindingStatus.ABSENT:
+            options = _option_hits(
+                report, _option_words(variable, qualifier=True), best.clause_start, best.clause_end
+            )
+            qualifier = options[0].value if options else None
         values[variable.id] = FindingValue(
             variable_id=variable.id,
             status=best.status,
+            value=qualifier,
             locations=locations if best.status is not FindingStatus.ABSENT else (),
             evidence=Evidence(
                 quote=report.text[best.clause_start : best.clause_end],
@@ -182,6 +449,18 @@ def rules_values(report: Report, template: Template) -> dict[str, FindingValue]:
             stage=Stage.RULES,
         )
     return values
+
+
+def variable_spans(report: Report, template: Template) -> dict[str, list[tuple[int, int]]]:
+    """Per variable, the clauses where stage 1 found it (any assertion): evidence relevance."""
+    spans: dict[str, list[tuple[int, int]]] = {v.id: [] for v in template.variables}
+    for mention in find_mentions(report, template):
+        spans[mention.variable_id].append((mention.clause_start, mention.clause_end))
+    for variable in template.variables:
+        if variable.type is not VariableType.PRESENCE:
+            for hits in _all_typed_hits(report, variable):
+                spans[variable.id].extend((h.clause_start, h.clause_end) for h in hits)
+    return {key: sorted(set(value)) for key, value in spans.items()}
 
 
 def extract_rules(report: Report, template: Template) -> Extraction:

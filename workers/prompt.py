@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from mappings.report import FindingStatus, Report
-from mappings.template import EVIDENCE_MAX_CHARS, Template, prompt_definitions
+from mappings.template import EVIDENCE_MAX_CHARS, Template, VariableType, prompt_definitions
 
 INSTRUCTIONS = f"""You extract findings from a radiology report into JSON.
 For every variable give, in this order:
@@ -41,14 +41,38 @@ class ChatML:
 
 
 def answer_format(template: Template) -> str:
-    """A one-object summary of the JSON schema the decoder enforces."""
+    """A compact summary of the JSON schema the decoder enforces (one line per variable kind)."""
     statuses = "|".join(status.value for status in FindingStatus)
     keys = ", ".join(variable.id for variable in template.variables)
-    return (
-        f"Answer with one JSON object with exactly these keys, in this order: {keys}.\n"
-        f'Each value: {{"evidence": "<quote>"|null, "status": "{statuses}", '
+    presence = (
+        f'{{"evidence": "<quote>"|null, "status": "{statuses}", '
         '"locations": ["<location id>", ...]|null}'
     )
+    kinds = {variable.type for variable in template.variables}
+    qualified = [v for v in template.variables if v.qualifier is not None]
+    head = f"Answer with one JSON object with exactly these keys, in this order: {keys}.\n"
+    if kinds == {VariableType.PRESENCE} and not qualified:
+        return f"{head}Each value: {presence}"
+    lines = [head.rstrip("\n")]
+    if VariableType.PRESENCE in kinds:
+        line = f"Presence variables: {presence}"
+        if qualified:
+            line += (
+                '; a variable with a qualifier adds its key last, e.g. "'
+                f'{qualified[0].qualifier.id}": "<option id>"|null'  # type: ignore[union-attr]
+            )
+        lines.append(line)
+    typed = [
+        kind.value for kind in VariableType if kind in kinds and kind is not VariableType.PRESENCE
+    ]
+    if typed:
+        lines.append(
+            f"{', '.join(typed).capitalize()} variables (marked [type] above): "
+            '{"evidence": "<quote>"|null, "value": <the value as described>|null}, '
+            'plus "locations" where locations are listed; value null (and evidence null) when '
+            "the report does not state it, never a guess."
+        )
+    return "\n".join(lines)
 
 
 def system_text(template: Template) -> str:

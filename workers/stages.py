@@ -9,17 +9,23 @@ report (the shared prefix stays shared). Per variable:
 - when the LLM says not mentioned or its value was downgraded (quote missing/unfound), a rules
   finding is used (flag `llm_unverified` when the LLM value was downgraded);
 - otherwise the LLM value stands as it is (downgrades included: never dropped silently).
+
+Agreement means the same status and the same value: the same integer, number (to 1e-6
+relative) or option id for typed variables; for a presence qualifier, the same option when both
+stages name one. The model also gets the stage-1 spans of each variable, so a quote that names
+none of the variable's terms but lies where stage 1 found it is still on topic.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from adapter.settings import Settings
-from mappings.report import Extraction, FindingStatus, FindingValue, Report, Stage
+from mappings.report import Extraction, FindingStatus, FindingValue, Report, ScalarValue, Stage
 from mappings.template import Template
 from workers.engine import Engine
-from workers.lexical import extract_rules
+from workers.lexical import extract_rules, variable_spans
 from workers.pipeline import extract as extract_llm
 
 DISAGREEMENT_FACTOR = 0.5
@@ -29,11 +35,24 @@ def _verified(value: FindingValue) -> bool:
     return value.evidence is not None and value.evidence.verified and not value.flags
 
 
+def _same_value(a: ScalarValue, b: ScalarValue) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(a, b, rel_tol=1e-6)
+    return a == b
+
+
+def agree(rules: FindingValue, llm: FindingValue) -> bool:
+    """Same status and, where both stages give one, the same value."""
+    if rules.status is not llm.status:
+        return False
+    return rules.value is None or llm.value is None or _same_value(rules.value, llm.value)
+
+
 def merge_values(rules: FindingValue, llm: FindingValue) -> FindingValue:
     """One variable's hybrid value (see module docstring)."""
     rules_states = rules.status is not FindingStatus.NOT_MENTIONED
     if llm.status is not FindingStatus.NOT_MENTIONED and _verified(llm):
-        if not rules_states or rules.status is llm.status:
+        if not rules_states or agree(rules, llm):
             return llm.model_copy(update={"stage": Stage.HYBRID})
         confidence = (
             None if llm.confidence is None else round(llm.confidence * DISAGREEMENT_FACTOR, 4)
@@ -57,9 +76,10 @@ def hints_text(rules: Extraction) -> str:
     for value in rules.values:
         if value.status is not FindingStatus.NOT_MENTIONED and value.evidence is not None:
             where = f" ({', '.join(value.locations)})" if value.locations else ""
-            lines.append(
-                f'- {value.variable_id}: {value.status.value}{where}: "{value.evidence.quote}"'
-            )
+            verdict = value.status.value
+            if value.value is not None:
+                verdict += f" = {value.value}" + (f" {value.unit}" if value.unit else "")
+            lines.append(f'- {value.variable_id}: {verdict}{where}: "{value.evidence.quote}"')
     return "\n".join(lines)
 
 
@@ -73,7 +93,12 @@ def run_stage(
     if settings.stage == "llm":
         return extract_llm(report, template, engine(), settings=settings)
     llm = extract_llm(
-        report, template, engine(), settings=settings, hints=hints_text(rules) or None
+        report,
+        template,
+        engine(),
+        settings=settings,
+        hints=hints_text(rules) or None,
+        stage1_spans=variable_spans(report, template),
     )
     merged = tuple(merge_values(a, b) for a, b in zip(rules.values, llm.values, strict=True))
     return llm.model_copy(update={"values": merged, "stage": Stage.HYBRID})

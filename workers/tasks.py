@@ -34,6 +34,7 @@ from mappings.hl7v2 import parse_oru
 from mappings.report import Report
 from mappings.routing import route
 from mappings.template import load_builtin_templates
+from mappings.timeline import TimelineEntry, link_stored, patient_reference
 from workers.delivery import backoff_seconds, deliver_bundle
 from workers.errors import DeliveryRejected, DeliveryRetryable, WorkerError
 
@@ -104,11 +105,22 @@ def process_message(store: Store, settings: Settings, message_id: int) -> list[s
                 template,
                 observation_status=settings.observation_status,
                 default_tz=settings.zone(),
+                derived_from=timeline_links(
+                    store, settings, TimelineEntry(report, extraction, template)
+                ),
             )
             bundle_ids.append(store.save_bundle(message_id, report.report_id, bundle))
     store.mark_extracted(message_id, None if bundle_ids else "no template")
     log.info("message %d extracted bundles=%d", message_id, len(bundle_ids))
     return bundle_ids
+
+
+def timeline_links(store: Store, settings: Settings, entry: TimelineEntry) -> dict[str, str]:
+    """`derivedFrom` links to the patient's earlier Observations of this template in the store."""
+    patient = patient_reference(entry.report)
+    if patient is None or entry.report.observation_time is None:
+        return {}
+    return link_stored(entry, store.observations_of_subject(patient), settings.zone())
 
 
 def send_application_ack(

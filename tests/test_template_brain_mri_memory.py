@@ -1,0 +1,309 @@
+"""The brain_mri_memory template: loading, codes, routing, stage-1 accuracy, one real-model run.
+
+The labelled set (tests/fixtures/labelled/brain_mri_memory.jsonl) was written by hand before the
+template's synonyms and patterns; the floors below sit slightly under what stage 1 measured.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conformance.metrics import Kind, Label, VariableSpec, variable_metrics
+from mappings import terminology
+from mappings.report import FindingStatus, FindingValue, PatientIdentifier, Report
+from mappings.routing import route
+from mappings.sections import find_sections
+from mappings.template import (
+    CodeRef,
+    Template,
+    VariableType,
+    load_builtin_templates,
+    load_template,
+)
+from workers.lexical import extract_rules
+
+TEMPLATE_ID = "brain_mri_memory"
+TEMPLATE_PATH = Path(__file__).parents[1] / "mappings" / "templates" / f"{TEMPLATE_ID}.yaml"
+LABELLED = Path(__file__).parent / "fixtures" / "labelled"
+MEMORY_SET = LABELLED / f"{TEMPLATE_ID}.jsonl"
+# Per-variable class-accuracy floors and the overall floor: what stage 1 measured on the 20
+# labelled reports (2026-11), minus 0.05 where the measure was below 1.0. The misses are number
+# words ("drie lacunaire infarcten"), scores in brackets after a negation ("Geen posterieure
+# atrofie (Koedam 0)"), stated-normal findings ("hippocampi van normaal volume" = absent) and
+# findings described in free wording; the model stage is there for them.
+FLOORS: dict[str, float] = {
+    "gca": 0.9, "mta_left": 1.0, "mta_right": 1.0, "fazekas": 0.85, "koedam": 0.9,
+    "global_atrophy": 0.85, "frontal_atrophy": 0.9, "temporal_atrophy": 1.0,
+    "parietal_atrophy": 0.85, "hippocampal_atrophy": 0.6, "ventricular_enlargement": 0.75,
+    "white_matter_lesions": 0.65, "small_vessel_disease": 0.9, "perivascular_spaces": 1.0,
+    "microbleeds": 1.0, "microbleed_count": 0.75, "microbleeds_lobar": 0.8,
+    "microbleeds_deep": 0.8, "lacunes": 1.0, "lacune_count": 0.8, "cortical_infarcts": 0.8,
+    "subcortical_infarcts": 0.85, "strategic_infarct": 0.9, "superficial_siderosis": 1.0,
+    "intracerebral_haemorrhage": 1.0, "nph_features": 1.0, "meningioma": 1.0, "aneurysm": 1.0,
+    "arachnoid_cyst": 1.0, "conclusion": 1.0,
+}  # fmt: skip
+OVERALL_FLOOR = 0.9
+# Modalities the other templates' reports come with, for the "does not route here" check.
+OTHER_MODALITIES = {
+    "chest_findings": "CR",
+    "chest_ct": "CT",
+    "cardiac_mri": "MR",
+    "brain_mri_oncology": "MR",
+}
+# The model answer for the longest labelled report is about 850 tokens (20 findings with short
+# quotes); the template's max_tokens leaves that room inside a 4096-token context (the smallest
+# context radbridge is run with; the default setting may be larger).
+N_CTX = 4096
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+
+
+def _report(row: dict[str, Any], modality: str | None = "MR") -> Report:
+    text = row["text"]
+    return Report(
+        source_format="fhir",
+        report_id=row["id"],
+        modality=modality,
+        language=row.get("language"),
+        text=text,
+        sections=find_sections(text),
+    )
+
+
+def _label(value: FindingValue, kind: Kind) -> Label:
+    if kind == "presence":
+        return value.status.value
+    if value.status is FindingStatus.NOT_MENTIONED or value.value is None:
+        return "not_mentioned"
+    if isinstance(value.value, bool) or not isinstance(value.value, str | int | float):
+        return "not_mentioned"
+    return value.value
+
+
+def _values(template: Template, text: str, language: str = "nl") -> dict[str, FindingValue]:
+    report = _report({"id": "inline", "text": text, "language": language})
+    return {v.variable_id: v for v in extract_rules(report, template).values}
+
+
+@pytest.fixture(scope="module")
+def template() -> Template:
+    return load_template(TEMPLATE_PATH)
+
+
+@pytest.fixture(scope="module")
+def rows() -> list[dict[str, Any]]:
+    return _rows(MEMORY_SET)
+
+
+def _codes(template: Template) -> list[CodeRef]:
+    codes: list[CodeRef] = list(template.applies_to.procedure_codes)
+    for variable in template.variables:
+        if variable.code is not None:
+            codes.append(variable.code)
+        codes += [option.code for option in variable.options if option.code is not None]
+    return codes
+
+
+def test_template_loads_with_verified_codes(template: Template) -> None:
+    assert template.languages == ("nl", "en")
+    assert len(template.variables) == 30
+    kinds = {v.id: v.type for v in template.variables}
+    ordinal = {"gca": 3, "mta_left": 4, "mta_right": 4, "fazekas": 3, "koedam": 3}
+    for variable_id, top in ordinal.items():
+        assert kinds[variable_id] is VariableType.ORDINAL
+        scale = template.variable(variable_id).scale
+        assert scale is not None and (scale.min, scale.max) == (0, top)
+    for count in ("microbleed_count", "lacune_count"):
+        unit = template.variable(count).unit
+        assert unit is not None and unit.code == "1"  # UCUM unity, as the FHIR Count type
+    assert {o.id for o in template.variable("conclusion").options} == {
+        "normal", "alzheimer", "frontotemporal", "vascular", "mixed", "other",
+    }  # fmt: skip
+    codes = _codes(template)
+    assert len(codes) == 10
+    for code in codes:
+        entry = terminology.require(code.system, code.code)
+        assert entry.display == code.display
+        assert entry.source and code.source
+        assert (code.system, code.code) not in terminology.DO_NOT_USE
+    for variable in template.variables:
+        if variable.code is None:
+            assert variable.id in terminology.UNCODED_CONCEPTS, variable.id
+            assert variable.uncoded_reason
+        for option in variable.options:
+            assert option.code is not None or option.uncoded_reason, option.id
+    assert template.variable("lacunes").code is not None
+    assert template.variable("lacunes").code.code == "230698000"  # type: ignore[union-attr]
+
+
+def test_prompt_definitions_stay_compact(template: Template) -> None:
+    from workers.prompt import system_text
+
+    # 6,700 characters measured ~2,090 SmolLM2 tokens; the model test checks the real budget.
+    assert len(system_text(template)) < 6900
+    assert template.max_tokens is not None and template.max_tokens >= 900
+
+
+def test_labelled_set_covers_every_variable(template: Template, rows: list[dict[str, Any]]) -> None:
+    ids = [v.id for v in template.variables]
+    assert len(rows) >= 14
+    assert {row["language"] for row in rows} == {"nl", "en"}
+    for row in rows:
+        assert row["template"] == TEMPLATE_ID
+        assert sorted(row["gold"]) == sorted(ids), row["id"]
+        for variable_id, gold in row["gold"].items():
+            variable = template.variable(variable_id)
+            if variable.type is VariableType.ENUM and gold != "not_mentioned":
+                variable.option(gold)
+    empty = [r["id"] for r in rows if set(r["gold"].values()) == {"not_mentioned"}]
+    assert len(empty) == 2
+
+
+def test_every_labelled_report_routes_here_only(rows: list[dict[str, Any]]) -> None:
+    builtin = load_builtin_templates()
+    assert builtin[TEMPLATE_ID] == load_template(TEMPLATE_PATH)
+    templates = list(builtin.values())
+    for row in rows:
+        assert [t.id for t in route(_report(row), templates)] == [TEMPLATE_ID], row["id"]
+        assert TEMPLATE_ID in [t.id for t in route(_report(row, modality=None), templates)]
+        assert route(_report(row, modality="CT"), [builtin[TEMPLATE_ID]]) == []
+
+
+def test_other_templates_reports_do_not_route_here(template: Template) -> None:
+    for path in sorted(LABELLED.glob("*.jsonl")):
+        if path == MEMORY_SET:
+            continue
+        for row in _rows(path):
+            for modality in (OTHER_MODALITIES.get(row.get("template", "")), None):
+                assert route(_report(row, modality), [template]) == [], (path.name, row["id"])
+
+
+def _stage1_accuracy(
+    template: Template, rows: list[dict[str, Any]]
+) -> tuple[dict[str, float], float]:
+    predictions = []
+    for row in rows:
+        extraction = extract_rules(_report(row), template)
+        predictions.append({v.variable_id: v for v in extraction.values})
+    per_variable: dict[str, float] = {}
+    correct = total = 0
+    for variable in template.variables:
+        kind: Kind = variable.type.value
+        gold = [row["gold"][variable.id] for row in rows]
+        pred = [_label(p[variable.id], kind) for p in predictions]
+        metrics = variable_metrics(VariableSpec(variable.id, kind), gold, pred)
+        assert metrics.class_accuracy is not None
+        per_variable[variable.id] = metrics.class_accuracy
+        correct += round(metrics.class_accuracy * len(rows))
+        total += len(rows)
+    return per_variable, correct / total
+
+
+def test_stage1_accuracy_on_the_labelled_set(
+    template: Template, rows: list[dict[str, Any]]
+) -> None:
+    per_variable, overall = _stage1_accuracy(template, rows)
+    for variable_id, accuracy in per_variable.items():
+        print(f"{variable_id:26s} {accuracy:.3f}")
+    print(f"{'overall':26s} {overall:.3f}")
+    assert set(FLOORS) == set(per_variable)
+    for variable_id, floor in FLOORS.items():
+        assert per_variable[variable_id] >= floor, variable_id
+    assert overall >= OVERALL_FLOOR
+
+
+@pytest.mark.parametrize(
+    ("text", "left", "right"),
+    [
+        ("MTA-score links 3, rechts 2.", 3, 2),
+        ("MTA rechts 4, links 1.", 1, 4),
+        ("MTA 2 links, 1 rechts.", 2, 1),
+        ("MTA 1 beiderzijds.", 1, 1),
+        ("MTA-score L 2 / R 3.", 2, 3),
+        ("MTA score 2 on the left and 4 on the right.", 2, 4),
+        ("MTA 3 bilaterally.", 3, 3),
+    ],
+)
+def test_mta_sides(template: Template, text: str, left: int, right: int) -> None:
+    values = _values(template, f"MRI hersenen, geheugenpoli\nBevindingen: {text}")
+    assert values["mta_left"].value == left
+    assert values["mta_right"].value == right
+
+
+def test_scores_counts_and_negations(template: Template) -> None:
+    text = (
+        "MRI hersenen, dementieprotocol\n"
+        "Bevindingen: GCA 2 (was 1). Fazekas graad 2 met confluerende witte stofafwijkingen. "
+        "Koedam-score 1. SWI: 6 lobaire microbloedingen, geen diepe microbloedingen. "
+        "Lacunes: 2. Geen meningeoom. Mogelijk klein aneurysma.\n"
+        "Conclusie: Gemengd beeld van neurodegeneratie en small vessel disease."
+    )
+    values = _values(template, text)
+    assert values["gca"].value == 2
+    assert values["fazekas"].value == 2
+    assert values["koedam"].value == 1
+    assert values["microbleed_count"].value == pytest.approx(6)
+    assert values["microbleed_count"].unit == "1"
+    assert values["lacune_count"].value == pytest.approx(2)
+    assert values["white_matter_lesions"].status is FindingStatus.PRESENT
+    assert values["microbleeds_lobar"].status is FindingStatus.PRESENT
+    assert values["microbleeds_deep"].status is FindingStatus.ABSENT
+    assert values["meningioma"].status is FindingStatus.ABSENT
+    assert values["aneurysm"].status is FindingStatus.UNCERTAIN
+    assert values["conclusion"].value == "mixed"
+    assert values["mta_left"].status is FindingStatus.NOT_MENTIONED
+    assert values["nph_features"].status is FindingStatus.NOT_MENTIONED
+
+
+@pytest.mark.llm
+def test_hybrid_extraction_with_the_default_model_gives_a_valid_coded_bundle(
+    template: Template, rows: list[dict[str, Any]]
+) -> None:
+    from adapter.settings import Settings
+    from conformance.validate import validate_resource
+    from mappings.fhir_out import build_bundle
+    from workers.engine import get_engine
+    from workers.lexical import variable_spans
+    from workers.prompt import system_text, user_text
+    from workers.stages import hints_text, run_stage
+
+    settings = Settings(stage="hybrid")
+    engine = get_engine(settings)
+    assert settings.n_ctx >= N_CTX and template.max_tokens is not None
+    for row in rows:  # every labelled report fits the context with its stage-1 hints
+        report = _report(row)
+        hints = hints_text(extract_rules(report, template)) or None
+        prompt = engine.chat_prompt(system_text(template), user_text(report, hints))
+        assert len(engine.tokenize(prompt)) + template.max_tokens <= N_CTX, row["id"]
+        assert variable_spans(report, template)
+
+    row = next(r for r in rows if r["id"] == "bmm-mix-02")  # short; aneurysm, atrophy coded
+    report = _report(row).model_copy(
+        update={
+            "sending_facility": "MEMCLIN",
+            "accession_number": "ACC-BMM-MIX-02",
+            "patient_identifiers": (PatientIdentifier(value="MRN-BMM-02", assigner="MEMCLIN"),),
+            "observation_time": datetime(2026, 11, 20, 9, 30, tzinfo=UTC),
+        }
+    )
+    extraction = run_stage(report, template, settings, lambda: engine)
+    values = {v.variable_id: v for v in extraction.values}
+    assert values["aneurysm"].status is FindingStatus.PRESENT
+    bundle = build_bundle(report, extraction, template)
+    assert validate_resource(bundle) == []
+    observations = [
+        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"
+    ]
+    coded = [o for o in observations if o["code"].get("coding")]
+    assert coded, "no coded Observation"
+    aneurysm = next(o for o in coded if o["code"]["coding"][0]["code"] == "128609009")
+    assert aneurysm["valueCodeableConcept"]["coding"][0]["code"] == "52101004"  # Present
+    scores = [o for o in observations if "valueInteger" in o]
+    assert scores, "no ordinal score Observation"
