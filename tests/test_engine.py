@@ -152,3 +152,13 @@ def test_pipeline_end_to_end_with_varying_confidence(engine: Engine, settings: S
     confidences = {v.confidence for v in extraction.values if v.confidence is not None}
     assert len(confidences) >= 2  # confidence follows the model's probabilities
     print("\n" + ", ".join(f"{v.variable_id}={v.status}:{v.confidence}" for v in extraction.values))
+
+
+def test_gemma_files_without_a_chat_template_get_llama_cpp_builtin_gemma_format() -> None:
+    """A Gemma GGUF without `tokenizer.chat_template` must not get ChatML (plain text to it)."""
+    from workers.errors import EngineError
+
+    formatted = engine_module._apply_builtin_template("gemma", [("system", "S"), ("user", "U")])
+    assert formatted == "<start_of_turn>user\nS\n\nU<end_of_turn>\n<start_of_turn>model\n"
+    with pytest.raises(EngineError):
+        engine_module._apply_builtin_template("no-such-template", [("user", "U")])

@@ -13,10 +13,9 @@ from typing import Any
 import pytest
 
 from adapter.settings import Settings
-from mappings.report import FindingStatus, FindingValue, ModelInfo, Report, Stage
+from mappings.report import FindingStatus, FindingValue, Report, Stage
 from mappings.template import VariableAnswer, get_template
-from workers.decoding import TokenStep
-from workers.engine import Generation
+from tests.fakes import FakeEngine, fake_generation
 from workers.errors import ExtractionError
 from workers.pipeline import extract, finding_value, status_confidences
 
@@ -89,16 +88,8 @@ def test_not_mentioned_needs_no_evidence_and_unknown_locations_are_dropped() -> 
     assert odd.locations == ("right_lung",) and odd.flags == ("unknown_location_dropped",)
 
 
-def _generation(pieces: list[tuple[str, float, bool]]) -> Generation:
-    return Generation(
-        text="".join(p[0] for p in pieces), prompt_tokens=100, prompt_tokens_evaluated=20,
-        completion_tokens=len(pieces), forced_tokens=sum(p[2] for p in pieces), seconds=0.5,
-        steps=[TokenStep(i, text, lp, forced) for i, (text, lp, forced) in enumerate(pieces)],
-    )  # fmt: skip
-
-
 def test_status_confidence_from_the_first_free_token_of_the_value() -> None:
-    generation = _generation(
+    generation = fake_generation(
         [
             ('{"a":{"evidence":"', 0.0, True),
             ("status is", -2.0, False),  # inside the evidence: must not count
@@ -112,26 +103,6 @@ def test_status_confidence_from_the_first_free_token_of_the_value() -> None:
         "a": round(math.exp(-0.5), 4),
         "b": 1.0,
     }
-
-
-class FakeEngine:
-    """Stands in for workers.engine.Engine: returns a fixed Generation (not a model)."""
-
-    model_info = ModelInfo(name="fake", sha256="f" * 64)
-
-    def __init__(self, answer: dict[str, Any] | str) -> None:
-        self.text = answer if isinstance(answer, str) else json.dumps(answer)
-        self.prompts: list[str] = []
-
-    def chat_prompt(self, system: str, user: str) -> str:
-        return f"{system}\n---\n{user}"
-
-    def generate_json(self, prompt: str, schema: dict[str, Any], *, max_tokens: int) -> Generation:
-        self.prompts.append(prompt)
-        return Generation(
-            text=self.text, prompt_tokens=300, prompt_tokens_evaluated=40,
-            completion_tokens=90, forced_tokens=60, seconds=0.25,
-        )  # fmt: skip
 
 
 def _answer(**overrides: dict[str, Any]) -> dict[str, Any]:

@@ -195,3 +195,31 @@ def test_application_acks_in_enhanced_mode(tmp_path: Path, redis_url: str) -> No
     assert "MSA|AA|CT0001" in by_control[f"RBAPP{good.message_id}"]
     assert "MSA|AE|CT0002" in by_control[f"RBAPP{bad.message_id}"]
     assert "application_ack_sent" in store.audit_trail(good.message_id)
+
+
+def test_an_unexpected_error_leaves_the_message_dead_with_a_reason(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only WorkerErrors: a failure the code did not foresee (here a stand-in for a broken
+    template file) is retried bounded and then dead, never left in `processing`."""
+    from celery.contrib.testing.worker import start_worker
+
+    import workers.tasks
+
+    def broken(*_: object) -> list[str]:
+        raise RuntimeError("stand-in for a bug")
+
+    monkeypatch.setattr(workers.tasks, "process_message", broken)
+    settings = Settings(
+        data_dir=tmp_path / "data", redis_url=redis_url, n_threads=2, task_max_retries=0
+    )  # type: ignore[arg-type]
+    store = store_for(settings)
+    app = make_worker_app(settings)
+    message = store.accept(
+        Incoming((HL7_DIR / "chest_xray.hl7").read_bytes().strip(), "mllp", "RIS", "H", "XR0009")
+    )
+    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=30):
+        enqueue_extract(app, message.message_id)
+        wait_for(lambda: store.get_message(message.message_id).state == "dead")  # type: ignore[union-attr]
+    row = store.get_message(message.message_id)
+    assert row is not None and row.reason == "RuntimeError after 1 attempts"

@@ -6,31 +6,34 @@ template's synonyms and patterns; the floors below sit slightly under what stage
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conformance.metrics import Kind, Label, VariableSpec, variable_metrics
 from mappings import terminology
-from mappings.report import FindingStatus, FindingValue, PatientIdentifier, Report
+from mappings.report import FindingStatus, PatientIdentifier
 from mappings.routing import route
-from mappings.sections import find_sections
-from mappings.template import (
-    CodeRef,
-    Template,
-    VariableType,
-    load_builtin_templates,
-    load_template,
+from mappings.template import Template, VariableType, load_template
+from tests.labelled import (
+    as_report,
+    assert_codes_verified,
+    assert_gold_complete,
+    assert_other_sets_do_not_route_here,
+    assert_routes_here_only,
+    bundle_observations,
+    class_accuracies,
+    coded_observations,
+    print_accuracies,
+    read_rows,
+    rule_extractions,
+    rule_values,
+    template_codes,
+    template_path,
 )
 from workers.lexical import extract_rules
 
 TEMPLATE_ID = "brain_mri_memory"
-TEMPLATE_PATH = Path(__file__).parents[1] / "mappings" / "templates" / f"{TEMPLATE_ID}.yaml"
-LABELLED = Path(__file__).parent / "fixtures" / "labelled"
-MEMORY_SET = LABELLED / f"{TEMPLATE_ID}.jsonl"
 # Per-variable class-accuracy floors and the overall floor: what stage 1 measured on the 20
 # labelled reports (2026-11), minus 0.05 where the measure was below 1.0. The misses are number
 # words ("drie lacunaire infarcten"), scores in brackets after a negation ("Geen posterieure
@@ -48,67 +51,20 @@ FLOORS: dict[str, float] = {
     "arachnoid_cyst": 1.0, "conclusion": 1.0,
 }  # fmt: skip
 OVERALL_FLOOR = 0.9
-# Modalities the other templates' reports come with, for the "does not route here" check.
-OTHER_MODALITIES = {
-    "chest_findings": "CR",
-    "chest_ct": "CT",
-    "cardiac_mri": "MR",
-    "brain_mri_oncology": "MR",
-}
 # The model answer for the longest labelled report is about 850 tokens (20 findings with short
 # quotes); the template's max_tokens leaves that room inside a 4096-token context (the smallest
 # context radbridge is run with; the default setting may be larger).
 N_CTX = 4096
 
 
-def _rows(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
-
-
-def _report(row: dict[str, Any], modality: str | None = "MR") -> Report:
-    text = row["text"]
-    return Report(
-        source_format="fhir",
-        report_id=row["id"],
-        modality=modality,
-        language=row.get("language"),
-        text=text,
-        sections=find_sections(text),
-    )
-
-
-def _label(value: FindingValue, kind: Kind) -> Label:
-    if kind == "presence":
-        return value.status.value
-    if value.status is FindingStatus.NOT_MENTIONED or value.value is None:
-        return "not_mentioned"
-    if isinstance(value.value, bool) or not isinstance(value.value, str | int | float):
-        return "not_mentioned"
-    return value.value
-
-
-def _values(template: Template, text: str, language: str = "nl") -> dict[str, FindingValue]:
-    report = _report({"id": "inline", "text": text, "language": language})
-    return {v.variable_id: v for v in extract_rules(report, template).values}
-
-
 @pytest.fixture(scope="module")
 def template() -> Template:
-    return load_template(TEMPLATE_PATH)
+    return load_template(template_path(TEMPLATE_ID))
 
 
 @pytest.fixture(scope="module")
 def rows() -> list[dict[str, Any]]:
-    return _rows(MEMORY_SET)
-
-
-def _codes(template: Template) -> list[CodeRef]:
-    codes: list[CodeRef] = list(template.applies_to.procedure_codes)
-    for variable in template.variables:
-        if variable.code is not None:
-            codes.append(variable.code)
-        codes += [option.code for option in variable.options if option.code is not None]
-    return codes
+    return read_rows(TEMPLATE_ID)
 
 
 def test_template_loads_with_verified_codes(template: Template) -> None:
@@ -126,13 +82,9 @@ def test_template_loads_with_verified_codes(template: Template) -> None:
     assert {o.id for o in template.variable("conclusion").options} == {
         "normal", "alzheimer", "frontotemporal", "vascular", "mixed", "other",
     }  # fmt: skip
-    codes = _codes(template)
+    codes = template_codes(template)
     assert len(codes) == 10
-    for code in codes:
-        entry = terminology.require(code.system, code.code)
-        assert entry.display == code.display
-        assert entry.source and code.source
-        assert (code.system, code.code) not in terminology.DO_NOT_USE
+    assert_codes_verified(codes)
     for variable in template.variables:
         if variable.code is None:
             assert variable.id in terminology.UNCODED_CONCEPTS, variable.id
@@ -152,67 +104,28 @@ def test_prompt_definitions_stay_compact(template: Template) -> None:
 
 
 def test_labelled_set_covers_every_variable(template: Template, rows: list[dict[str, Any]]) -> None:
-    ids = [v.id for v in template.variables]
     assert len(rows) >= 14
     assert {row["language"] for row in rows} == {"nl", "en"}
-    for row in rows:
-        assert row["template"] == TEMPLATE_ID
-        assert sorted(row["gold"]) == sorted(ids), row["id"]
-        for variable_id, gold in row["gold"].items():
-            variable = template.variable(variable_id)
-            if variable.type is VariableType.ENUM and gold != "not_mentioned":
-                variable.option(gold)
+    assert_gold_complete(template, rows)
     empty = [r["id"] for r in rows if set(r["gold"].values()) == {"not_mentioned"}]
     assert len(empty) == 2
 
 
 def test_every_labelled_report_routes_here_only(rows: list[dict[str, Any]]) -> None:
-    builtin = load_builtin_templates()
-    assert builtin[TEMPLATE_ID] == load_template(TEMPLATE_PATH)
-    templates = list(builtin.values())
+    builtin = assert_routes_here_only(TEMPLATE_ID, rows)
     for row in rows:
-        assert [t.id for t in route(_report(row), templates)] == [TEMPLATE_ID], row["id"]
-        assert TEMPLATE_ID in [t.id for t in route(_report(row, modality=None), templates)]
-        assert route(_report(row, modality="CT"), [builtin[TEMPLATE_ID]]) == []
+        assert route(as_report(row, modality="CT"), [builtin[TEMPLATE_ID]]) == []
 
 
 def test_other_templates_reports_do_not_route_here(template: Template) -> None:
-    for path in sorted(LABELLED.glob("*.jsonl")):
-        if path == MEMORY_SET:
-            continue
-        for row in _rows(path):
-            for modality in (OTHER_MODALITIES.get(row.get("template", "")), None):
-                assert route(_report(row, modality), [template]) == [], (path.name, row["id"])
-
-
-def _stage1_accuracy(
-    template: Template, rows: list[dict[str, Any]]
-) -> tuple[dict[str, float], float]:
-    predictions = []
-    for row in rows:
-        extraction = extract_rules(_report(row), template)
-        predictions.append({v.variable_id: v for v in extraction.values})
-    per_variable: dict[str, float] = {}
-    correct = total = 0
-    for variable in template.variables:
-        kind: Kind = variable.type.value
-        gold = [row["gold"][variable.id] for row in rows]
-        pred = [_label(p[variable.id], kind) for p in predictions]
-        metrics = variable_metrics(VariableSpec(variable.id, kind), gold, pred)
-        assert metrics.class_accuracy is not None
-        per_variable[variable.id] = metrics.class_accuracy
-        correct += round(metrics.class_accuracy * len(rows))
-        total += len(rows)
-    return per_variable, correct / total
+    assert_other_sets_do_not_route_here(template)
 
 
 def test_stage1_accuracy_on_the_labelled_set(
     template: Template, rows: list[dict[str, Any]]
 ) -> None:
-    per_variable, overall = _stage1_accuracy(template, rows)
-    for variable_id, accuracy in per_variable.items():
-        print(f"{variable_id:26s} {accuracy:.3f}")
-    print(f"{'overall':26s} {overall:.3f}")
+    per_variable, overall = class_accuracies(template, rows, rule_extractions(template, rows))
+    print_accuracies(per_variable, overall, 26)
     assert set(FLOORS) == set(per_variable)
     for variable_id, floor in FLOORS.items():
         assert per_variable[variable_id] >= floor, variable_id
@@ -232,7 +145,7 @@ def test_stage1_accuracy_on_the_labelled_set(
     ],
 )
 def test_mta_sides(template: Template, text: str, left: int, right: int) -> None:
-    values = _values(template, f"MRI hersenen, geheugenpoli\nBevindingen: {text}")
+    values = rule_values(template, f"MRI hersenen, geheugenpoli\nBevindingen: {text}", "nl")
     assert values["mta_left"].value == left
     assert values["mta_right"].value == right
 
@@ -245,7 +158,7 @@ def test_scores_counts_and_negations(template: Template) -> None:
         "Lacunes: 2. Geen meningeoom. Mogelijk klein aneurysma.\n"
         "Conclusie: Gemengd beeld van neurodegeneratie en small vessel disease."
     )
-    values = _values(template, text)
+    values = rule_values(template, text, "nl")
     assert values["gca"].value == 2
     assert values["fazekas"].value == 2
     assert values["koedam"].value == 1
@@ -278,14 +191,14 @@ def test_hybrid_extraction_with_the_default_model_gives_a_valid_coded_bundle(
     engine = get_engine(settings)
     assert settings.n_ctx >= N_CTX and template.max_tokens is not None
     for row in rows:  # every labelled report fits the context with its stage-1 hints
-        report = _report(row)
+        report = as_report(row)
         hints = hints_text(extract_rules(report, template)) or None
         prompt = engine.chat_prompt(system_text(template), user_text(report, hints))
         assert len(engine.tokenize(prompt)) + template.max_tokens <= N_CTX, row["id"]
         assert variable_spans(report, template)
 
     row = next(r for r in rows if r["id"] == "bmm-mix-02")  # short; aneurysm, atrophy coded
-    report = _report(row).model_copy(
+    report = as_report(row).model_copy(
         update={
             "sending_facility": "MEMCLIN",
             "accession_number": "ACC-BMM-MIX-02",
@@ -298,10 +211,8 @@ def test_hybrid_extraction_with_the_default_model_gives_a_valid_coded_bundle(
     assert values["aneurysm"].status is FindingStatus.PRESENT
     bundle = build_bundle(report, extraction, template)
     assert validate_resource(bundle) == []
-    observations = [
-        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"
-    ]
-    coded = [o for o in observations if o["code"].get("coding")]
+    observations = bundle_observations(bundle)
+    coded = coded_observations(bundle)
     assert coded, "no coded Observation"
     aneurysm = next(o for o in coded if o["code"]["coding"][0]["code"] == "128609009")
     assert aneurysm["valueCodeableConcept"]["coding"][0]["code"] == "52101004"  # Present

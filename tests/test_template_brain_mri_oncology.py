@@ -2,30 +2,29 @@
 
 from __future__ import annotations
 
-import json
-from datetime import datetime
-from pathlib import Path
-from typing import Any
-
 import pytest
 
-from conformance.metrics import VariableSpec, pair_metrics, variable_metrics
+from conformance.evaluate import predicted_episodes
+from conformance.metrics import pair_metrics
 from mappings import terminology as term
-from mappings.report import Extraction, FindingStatus, PatientIdentifier, Report
+from mappings.report import FindingStatus
 from mappings.routing import applies
-from mappings.sections import find_sections
 from mappings.template import Template, load_template
+from tests.labelled import (
+    MODALITY_OF_TEMPLATE,
+    as_report,
+    class_accuracies,
+    coded_observations,
+    other_rows,
+    print_accuracies,
+    read_rows,
+    rule_extractions,
+    template_path,
+)
 from workers.lexical import extract_rules
 
-ROOT = Path(__file__).resolve().parents[1]
-YAML = ROOT / "mappings" / "templates" / "brain_mri_oncology.yaml"
-LABELLED = ROOT / "tests" / "fixtures" / "labelled"
-SET = LABELLED / "brain_mri_oncology.jsonl"
+TEMPLATE_ID = "brain_mri_oncology"
 MALIGNANT = ("glioma", "lymphoma", "metastasis")
-PATIENT_SYSTEM = "urn:radbridge:test:patient"
-MODALITY_OF_TEMPLATE = {
-    "chest_findings": "CR", "chest_ct": "CT", "cardiac_mri": "MR", "brain_mri_memory": "MR",
-}  # fmt: skip
 # Measured 2026-11-23, stage 1 (rules only), 25 reports: per variable 0.96-1.00, overall 0.985,
 # diagnosis-episode F1 0.83 (tp 12, fp 3, fn 2). The floors sit just below.
 VARIABLE_FLOOR = 0.92
@@ -33,30 +32,9 @@ OVERALL_FLOOR = 0.97
 EPISODE_F1_FLOOR = 0.8
 
 
-def rows(path: Path = SET) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
-
-
-def as_report(row: dict[str, Any], modality: str | None = "MR") -> Report:
-    """A labelled row as the pipeline sees a report (sections found, patient and time if given)."""
-    patient = row.get("patient")
-    return Report(
-        source_format="fhir",
-        report_id=row["id"],
-        text=row["text"],
-        language=row.get("language"),
-        sections=find_sections(row["text"]),
-        modality=modality,
-        patient_identifiers=(PatientIdentifier(value=patient, system=PATIENT_SYSTEM),)
-        if patient
-        else (),
-        observation_time=datetime.fromisoformat(row["time"]) if row.get("time") else None,
-    )
-
-
 @pytest.fixture(scope="module")
 def template() -> Template:
-    return load_template(YAML)
+    return load_template(template_path(TEMPLATE_ID))
 
 
 def test_template_loads_and_every_code_is_verified(template: Template) -> None:
@@ -83,7 +61,7 @@ def test_template_loads_and_every_code_is_verified(template: Template) -> None:
 
 
 def test_labelled_set_is_complete(template: Template) -> None:
-    data = rows()
+    data = read_rows(TEMPLATE_ID)
     assert len(data) >= 14
     assert {r["language"] for r in data} >= {"en", "ko", "nl", "de"}
     ids = [v.id for v in template.variables]
@@ -101,52 +79,29 @@ def test_labelled_set_is_complete(template: Template) -> None:
 
 
 def test_every_labelled_report_routes_here(template: Template) -> None:
-    for row in rows():
+    for row in read_rows(TEMPLATE_ID):
         assert applies(template, as_report(row)), row["id"]
         assert applies(template, as_report(row, modality=None)), row["id"]
 
 
 def test_other_labelled_sets_do_not_route_here(template: Template) -> None:
     """Other templates' reports, with the modality their exam has, never route here."""
-    others = [p for p in sorted(LABELLED.glob("*.jsonl")) if p != SET]
+    others = list(other_rows(TEMPLATE_ID))
     assert others
-    for path in others:
-        for row in rows(path):
-            modality = MODALITY_OF_TEMPLATE.get(row["template"])
-            assert not applies(template, as_report(row, modality)), (path.name, row["id"])
-
-
-def _episode_pairs(extraction: Extraction) -> set[tuple[str, str | None]]:
-    pairs: set[tuple[str, str | None]] = set()
-    for variable in MALIGNANT:
-        value = extraction.value_of(variable)
-        if value is not None and value.status is FindingStatus.PRESENT:
-            pairs.add((variable, value.value if isinstance(value.value, str) else None))
-    return pairs
+    for name, row in others:
+        modality = MODALITY_OF_TEMPLATE.get(row["template"])
+        assert not applies(template, as_report(row, modality)), (name, row["id"])
 
 
 def test_stage1_accuracy_on_the_labelled_set(template: Template) -> None:
-    data = rows()
-    extractions = [extract_rules(as_report(row), template) for row in data]
-    accuracies: dict[str, float] = {}
-    for variable in template.variables:
-        gold = [row["gold"][variable.id] for row in data]
-        pred: list[str] = []
-        for extraction in extractions:
-            value = extraction.value_of(variable.id)
-            assert value is not None
-            pred.append(value.status.value)
-        metrics = variable_metrics(VariableSpec(variable.id, "presence"), gold, pred)
-        assert metrics.class_accuracy is not None
-        accuracies[variable.id] = metrics.class_accuracy
-    overall = sum(accuracies.values()) / len(accuracies)
+    data = read_rows(TEMPLATE_ID)
+    extractions = rule_extractions(template, data)
+    accuracies, overall = class_accuracies(template, data, extractions)
     episodes = pair_metrics(
         [{(v, o) for v, o in row["gold"]["_episodes"]} for row in data],
-        [_episode_pairs(extraction) for extraction in extractions],
+        [predicted_episodes(extraction, template) for extraction in extractions],
     )
-    for variable_id, accuracy in accuracies.items():
-        print(f"{variable_id:24s} {accuracy:.3f}")
-    print(f"{'overall':24s} {overall:.3f}")
+    print_accuracies(accuracies, overall, 24)
     print(
         f"diagnosis-episode F1 {episodes.f1} (tp {episodes.tp} fp {episodes.fp} fn {episodes.fn})"
     )
@@ -176,14 +131,9 @@ def test_hybrid_real_model_gives_a_valid_coded_bundle(template: Template) -> Non
     from workers.stages import run_stage
 
     settings = Settings(stage="hybrid")
-    row = next(r for r in rows() if r["id"] == "onc-p1-2")
+    row = next(r for r in read_rows(TEMPLATE_ID) if r["id"] == "onc-p1-2")
     report = as_report(row)
     extraction = run_stage(report, template, settings, lambda: get_engine(settings))
     bundle = build_bundle(report, extraction, template)
     assert validate_resource(bundle) == []
-    coded = [
-        e["resource"]
-        for e in bundle["entry"]
-        if e["resource"]["resourceType"] == "Observation" and e["resource"]["code"].get("coding")
-    ]
-    assert coded
+    assert coded_observations(bundle)

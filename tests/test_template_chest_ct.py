@@ -6,27 +6,34 @@ shared metric core; the floors sit just below what was measured on 2026-11-23.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conformance.evaluate import normalise_pairs, predicted_pairs
-from conformance.metrics import PairMetrics, VariableSpec, pair_metrics, variable_metrics
+from conformance.metrics import pair_metrics
 from mappings import terminology as term
 from mappings.framing import split_frames
 from mappings.hl7v2 import parse_oru
-from mappings.report import Extraction, FindingStatus, Report
+from mappings.report import FindingStatus, Report
 from mappings.routing import applies
-from mappings.sections import find_sections
 from mappings.template import Template, load_template
+from tests.labelled import (
+    MODALITY_OF_TEMPLATE,
+    as_report,
+    bundle_observations,
+    class_accuracies,
+    coded_observations,
+    other_rows,
+    print_accuracies,
+    read_rows,
+    rule_extractions,
+    template_path,
+)
 from workers.lexical import extract_rules
 
-ROOT = Path(__file__).resolve().parents[1]
-TEMPLATES = ROOT / "mappings" / "templates"
-LABELLED = ROOT / "tests" / "fixtures" / "labelled"
-HL7_DIR = ROOT / "tests" / "fixtures" / "hl7v2"
+HL7_DIR = Path(__file__).resolve().parent / "fixtures" / "hl7v2"
 SNOMED = "http://snomed.info/sct"
 LESIONS = [
     "nodule", "ggo", "consolidation", "pleural_effusion", "atelectasis", "fibrosis",
@@ -37,10 +44,6 @@ LOCATIONS = [
     "right_lung", "left_lung", "both_lower_lobes", "rll", "lll", "rml", "both_upper_lobes",
     "rul", "lul", "pleura", "lingula",
 ]  # fmt: skip
-MODALITY_OF_TEMPLATE = {
-    "chest_findings": "CR", "chest_ct": "CT", "cardiac_mri": "MR", "brain_mri_memory": "MR",
-    "brain_mri_oncology": "MR",
-}  # fmt: skip
 # Stage 1 (rules only), measured 2026-11-23 with the lexicon of this session:
 # chest_ct (22 reports): per variable 0.82-1.00, overall 0.955, lesion-location F1 0.67;
 # chest_findings (15 X-ray reports): per variable 0.53 (cardiomegaly: "heart size normal" is
@@ -52,31 +55,14 @@ FLOORS: dict[str, tuple[float, float, float]] = {
 }
 
 
-def rows(template_id: str) -> list[dict[str, Any]]:
-    path = LABELLED / f"{template_id}.jsonl"
-    return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
-
-
-def as_report(row: dict[str, Any], modality: str | None) -> Report:
-    """A labelled row as the pipeline sees a report (sections found, no procedure code)."""
-    return Report(
-        source_format="fhir",
-        report_id=row["id"],
-        text=row["text"],
-        language=row.get("language"),
-        sections=find_sections(row["text"]),
-        modality=modality,
-    )
-
-
 @pytest.fixture(scope="module")
 def chest_ct() -> Template:
-    return load_template(TEMPLATES / "chest_ct.yaml")
+    return load_template(template_path("chest_ct"))
 
 
 @pytest.fixture(scope="module")
 def chest_xray() -> Template:
-    return load_template(TEMPLATES / "chest_findings.yaml")
+    return load_template(template_path("chest_findings"))
 
 
 def test_template_loads_and_every_code_is_verified(chest_ct: Template) -> None:
@@ -132,9 +118,9 @@ def test_chest_findings_is_the_xray_template(chest_xray: Template) -> None:
 def test_labelled_reports_route_to_their_template_only(
     own: str, other: str, modality: str, with_modality: bool
 ) -> None:
-    mine = load_template(TEMPLATES / f"{own}.yaml")
-    theirs = load_template(TEMPLATES / f"{other}.yaml")
-    for row in rows(own):
+    mine = load_template(template_path(own))
+    theirs = load_template(template_path(other))
+    for row in read_rows(own):
         report = as_report(row, modality if with_modality else None)
         assert applies(mine, report), row["id"]
         assert not applies(theirs, report), row["id"]
@@ -143,12 +129,10 @@ def test_labelled_reports_route_to_their_template_only(
 def test_other_templates_reports_do_not_route_to_chest(
     chest_ct: Template, chest_xray: Template
 ) -> None:
-    others = [p for p in sorted(LABELLED.glob("*.jsonl")) if not p.stem.startswith("chest_")]
-    for path in others:
-        for row in rows(path.stem):
-            report = as_report(row, MODALITY_OF_TEMPLATE.get(row["template"], "MR"))
-            assert not applies(chest_ct, report), (path.name, row["id"])
-            assert not applies(chest_xray, report), (path.name, row["id"])
+    for name, row in other_rows("chest_ct", "chest_findings"):
+        report = as_report(row, MODALITY_OF_TEMPLATE.get(row["template"], "MR"))
+        assert not applies(chest_ct, report), (name, row["id"])
+        assert not applies(chest_xray, report), (name, row["id"])
 
 
 @pytest.mark.parametrize(
@@ -174,42 +158,21 @@ def test_fixture_messages_route_by_modality(
     assert routed == expected
 
 
-def _stage1(template: Template, template_id: str) -> tuple[dict[str, float], PairMetrics]:
-    data = rows(template_id)
-    extractions: list[Extraction] = [
-        extract_rules(as_report(row, MODALITY_OF_TEMPLATE[template_id]), template) for row in data
-    ]
-    accuracies: dict[str, float] = {}
-    for variable in template.variables:
-        gold = [row["gold"][variable.id] for row in data]
-        pred = []
-        for extraction in extractions:
-            value = extraction.value_of(variable.id)
-            assert value is not None
-            pred.append(value.status.value)
-        metrics = variable_metrics(VariableSpec(variable.id, "presence"), gold, pred)
-        assert metrics.class_accuracy is not None
-        accuracies[variable.id] = metrics.class_accuracy
-    pairs = pair_metrics(
-        [normalise_pairs(template, [(v, loc) for v, loc in row["gold"]["_pairs"]]) for row in data],
-        [predicted_pairs(extraction, template) for extraction in extractions],
-    )
-    return accuracies, pairs
-
-
 @pytest.mark.parametrize("template_id", ["chest_ct", "chest_findings"])
 def test_stage1_accuracy_on_the_labelled_set(template_id: str) -> None:
-    template = load_template(TEMPLATES / f"{template_id}.yaml")
-    data = rows(template_id)
+    template = load_template(template_path(template_id))
+    data = read_rows(template_id)
     assert len(data) >= (14 if template_id == "chest_ct" else 12)
     ids = {v.id for v in template.variables}
     for row in data:
         assert set(row["gold"]) == {*ids, "_pairs"}, row["id"]
-    accuracies, pairs = _stage1(template, template_id)
-    overall = sum(accuracies.values()) / len(accuracies)
-    for variable_id, accuracy in accuracies.items():
-        print(f"{template_id} {variable_id:26s} {accuracy:.3f}")
-    print(f"{template_id} {'overall':26s} {overall:.3f}")
+    extractions = rule_extractions(template, data, MODALITY_OF_TEMPLATE[template_id])
+    accuracies, overall = class_accuracies(template, data, extractions)
+    pairs = pair_metrics(
+        [normalise_pairs(template, [(v, loc) for v, loc in row["gold"]["_pairs"]]) for row in data],
+        [predicted_pairs(extraction, template) for extraction in extractions],
+    )
+    print_accuracies(accuracies, overall, 26, prefix=f"{template_id} ")
     print(
         f"{template_id} lesion-location P {pairs.precision} R {pairs.recall} F1 {pairs.f1} "
         f"(tp {pairs.tp} fp {pairs.fp} fn {pairs.fn}), per-lesion accuracy {pairs.item_accuracy}"
@@ -242,9 +205,7 @@ def test_pairs_become_one_observation_per_site_and_negation_drops_the_site(
     assert predicted_pairs(extraction, chest_ct) == {("ggo", "rll"), ("ggo", "lll")}
     bundle = build_bundle(report, extraction, chest_ct)
     assert validate_resource(bundle) == []
-    observations = [
-        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"
-    ]
+    observations = bundle_observations(bundle)
     by_code: dict[str, list[dict[str, Any]]] = {}
     for observation in observations:
         by_code.setdefault(observation["code"]["coding"][0]["code"], []).append(observation)
@@ -266,14 +227,9 @@ def test_hybrid_real_model_gives_a_valid_coded_bundle(chest_ct: Template) -> Non
     from workers.stages import run_stage
 
     settings = Settings(stage="hybrid")
-    row = next(r for r in rows("chest_ct") if r["id"] == "ct-03")
+    row = next(r for r in read_rows("chest_ct") if r["id"] == "ct-03")
     report = as_report(row, "CT")
     extraction = run_stage(report, chest_ct, settings, lambda: get_engine(settings))
     bundle = build_bundle(report, extraction, chest_ct)
     assert validate_resource(bundle) == []
-    coded = [
-        e["resource"]
-        for e in bundle["entry"]
-        if e["resource"]["resourceType"] == "Observation" and e["resource"]["code"].get("coding")
-    ]
-    assert coded
+    assert coded_observations(bundle)

@@ -25,8 +25,7 @@ from mappings.template import (
     output_json_schema,
     output_model,
 )
-from workers.decoding import TokenStep
-from workers.engine import Generation
+from tests.fakes import FakeEngine, fake_generation
 from workers.errors import ExtractionError
 from workers.lexical import variable_spans
 from workers.pipeline import (
@@ -258,16 +257,8 @@ def test_a_typed_answer_for_a_presence_variable_is_an_error() -> None:
 # --- confidence ----------------------------------------------------------------------------
 
 
-def _generation(pieces: list[tuple[str, float, bool]]) -> Generation:
-    return Generation(
-        text="".join(p[0] for p in pieces), prompt_tokens=100, prompt_tokens_evaluated=20,
-        completion_tokens=len(pieces), forced_tokens=sum(p[2] for p in pieces), seconds=0.5,
-        steps=[TokenStep(i, text, lp, forced) for i, (text, lp, forced) in enumerate(pieces)],
-    )  # fmt: skip
-
-
 def test_confidence_of_typed_values_is_their_first_free_token() -> None:
-    generation = _generation(
+    generation = fake_generation(
         [
             ('{"fazekas":{"evidence":"', 0.0, True),
             ("Fazekas 2", -3.0, False),  # inside the quote: must not count
@@ -299,7 +290,7 @@ def test_confidence_of_typed_values_is_their_first_free_token() -> None:
 
 
 def test_confidence_of_an_enum_string_value() -> None:
-    generation = _generation(
+    generation = fake_generation(
         [
             ('{"heart_size":{"evidence":"', 0.0, True),
             ("cardiomegaly", -1.0, False),
@@ -350,28 +341,6 @@ def test_hints_show_typed_values() -> None:
 
 
 # --- pipeline with a stand-in engine, then the real model -----------------------------------
-
-
-class FakeEngine:
-    """Stands in for workers.engine.Engine: returns a fixed Generation (not a model)."""
-
-    model_info = __import__("mappings.report", fromlist=["ModelInfo"]).ModelInfo(
-        name="fake", sha256="f" * 64
-    )
-
-    def __init__(self, answer: dict[str, Any]) -> None:
-        self.text = json.dumps(answer)
-        self.max_tokens: list[int] = []
-
-    def chat_prompt(self, system: str, user: str) -> str:
-        return f"{system}\n---\n{user}"
-
-    def generate_json(self, prompt: str, schema: dict[str, Any], *, max_tokens: int) -> Generation:
-        self.max_tokens.append(max_tokens)
-        return Generation(
-            text=self.text, prompt_tokens=300, prompt_tokens_evaluated=40,
-            completion_tokens=90, forced_tokens=60, seconds=0.25,
-        )  # fmt: skip
 
 
 def test_extract_typed_with_a_stand_in_engine_uses_the_template_cap() -> None:

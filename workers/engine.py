@@ -144,6 +144,35 @@ class _LlamaTokens:
         return logits
 
 
+# GGUF architectures whose files may lack `tokenizer.chat_template`, and the name of llama.cpp's
+# built-in chat template for them (ChatML markers are plain text to these tokenizers).
+_BUILTIN_CHAT_TEMPLATES = {"gemma": "gemma", "gemma2": "gemma", "gemma3": "gemma"}
+
+
+def _apply_builtin_template(name: str, messages: Sequence[tuple[str, str]]) -> str:
+    """`messages` (role, content) in llama.cpp's built-in chat template `name`, assistant turn opened."""
+    import ctypes
+
+    import llama_cpp
+
+    encoded = [(role.encode("utf-8"), content.encode("utf-8")) for role, content in messages]
+    chat = (llama_cpp.llama_chat_message * len(encoded))(
+        *(llama_cpp.llama_chat_message(role=role, content=content) for role, content in encoded)
+    )
+    size = 2 * sum(len(content) for _, content in encoded) + 256
+    for _ in range(2):
+        buffer = ctypes.create_string_buffer(size)
+        length = llama_cpp.llama_chat_apply_template(
+            name.encode(), chat, len(encoded), True, buffer, size
+        )
+        if length < 0:
+            raise EngineError(f"llama.cpp has no chat template {name!r}")
+        if length <= size:
+            return buffer.raw[:length].decode("utf-8")
+        size = length
+    raise EngineError(f"chat template {name!r} output did not fit")
+
+
 def _common_prefix(cached: Sequence[int], tokens: Sequence[int]) -> int:
     prefix = 0
     for a, b in zip(cached, tokens, strict=False):
@@ -163,12 +192,15 @@ class Engine:
         if not self.model_path.is_file():
             raise EngineError(f"model file not found: {self.model_path}")
         started = time.perf_counter()
+        threads = settings.n_threads or os.cpu_count() or 1
         try:
             self.llm = llama_cpp.Llama(
                 model_path=str(self.model_path),
                 n_ctx=settings.n_ctx,
-                n_threads=settings.n_threads,
-                n_threads_batch=settings.n_threads,
+                # None would give llama-cpp-python's own default: half the cores for
+                # generation, all for batches; the documented default is all cores for both
+                n_threads=threads,
+                n_threads_batch=threads,
                 n_batch=settings.n_batch,
                 n_gpu_layers=settings.n_gpu_layers,
                 flash_attn=settings.flash_attn,
@@ -210,11 +242,19 @@ class Engine:
             return lltokenizer_from_vocab(vocab, n_vocab=self.n_vocab)
 
     def chat_prompt(self, system: str, user: str) -> str:
-        """A system+user turn in the model's own chat template (GGUF metadata; ChatML if none)."""
+        """A system+user turn in the model's own chat template.
+
+        The Jinja template of the GGUF metadata; without one, llama.cpp's built-in format of
+        the model's architecture where known (Gemma: the system text opens the user turn),
+        else ChatML.
+        """
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         template = self.llm.metadata.get("tokenizer.chat_template")
         if not template:
+            builtin = _BUILTIN_CHAT_TEMPLATES.get(self.llm.metadata.get("general.architecture", ""))
+            if builtin is not None:
+                return _apply_builtin_template(builtin, [("system", system), ("user", user)])
             return (
                 f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n"
                 "<|im_start|>assistant\n"

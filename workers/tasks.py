@@ -169,7 +169,9 @@ def register_tasks(app: Celery) -> None:
         store = store_for(settings)
         try:
             bundle_ids = process_message(store, settings, message_id)
-        except WorkerError as exc:
+        except Exception as exc:
+            # any failure (a bad template file, a bug) leaves the message `failed` with a reason
+            # and retries bounded: never stuck in `processing` until the visibility timeout
             attempt = self.request.retries
             if attempt >= settings.task_max_retries:
                 store.mark_failed(
