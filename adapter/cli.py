@@ -508,13 +508,14 @@ def evaluate(
     from collections.abc import Callable
 
     from conformance import evaluate as ev
+    from conformance.datasets import is_dragon
     from conformance.errors import EvaluationError
     from conformance.report_html import write_report
 
     if stage is not None and stage not in ("rules", "llm", "hybrid", "all"):
         raise _fail(f"--stage must be rules, llm, hybrid or all (got {stage!r})")
     settings = _settings(model_path=model, stage=None if stage == "all" else stage)
-    if template is not None and not ev.is_dragon(dataset):  # DRAGON: its own task templates
+    if template is not None and not is_dragon(dataset):  # DRAGON: its own task templates
         try:
             _resolve_templates(template)
         except TemplateError as exc:

@@ -129,6 +129,23 @@ audit_events = sa.Table(
     sa.Column("detail", sa.Text),
 )
 
+# The ingest statements are built once: constructing a statement with literal values on every
+# message (and computing its cache key) cost SQLAlchemy more CPU than SQLite's own work, and the
+# group commit runs on the thread that shares the GIL with the MLLP listener.
+_FIND_BY_CONTROL_ID = sa.select(
+    messages.c.id, messages.c.sha256, messages.c.ack, messages.c.conflict
+).where(
+    messages.c.sending_application == sa.bindparam("app"),
+    messages.c.sending_facility == sa.bindparam("facility"),
+    messages.c.control_id == sa.bindparam("control_id"),
+)
+_COUNT_RESEND = (
+    messages.update()
+    .where(messages.c.id == sa.bindparam("message_id"))
+    .values(resends=messages.c.resends + 1)
+)
+_INSERT_MESSAGE = messages.insert()
+
 ACCEPTED, PROCESSING, EXTRACTED, DELIVERED, FAILED, DEAD = (
     "accepted",
     "processing",
@@ -274,46 +291,41 @@ class Store:
         self, connection: Connection, item: Incoming, ack: bytes | None
     ) -> AcceptResult:
         digest = hashlib.sha256(item.raw).hexdigest()
-        key = (
-            messages.c.sending_application == item.sending_application,
-            messages.c.sending_facility == item.sending_facility,
-            messages.c.control_id == item.control_id,
-        )
         existing = connection.execute(
-            sa.select(messages.c.id, messages.c.sha256, messages.c.ack, messages.c.conflict).where(
-                *key
-            )
+            _FIND_BY_CONTROL_ID,
+            {
+                "app": item.sending_application,
+                "facility": item.sending_facility,
+                "control_id": item.control_id,
+            },
         ).all()
         for row in existing:
             if row.sha256 == digest:
-                connection.execute(
-                    messages.update()
-                    .where(messages.c.id == row.id)
-                    .values(resends=messages.c.resends + 1)
-                )
+                connection.execute(_COUNT_RESEND, {"message_id": row.id})
                 return AcceptResult(
                     row.id, duplicate=True, conflict=bool(row.conflict), ack=row.ack
                 )
         conflict = bool(existing) and bool(item.control_id)
         now = _now()
         inserted = connection.execute(
-            messages.insert().values(
-                received_at=now,
-                channel=item.channel,
-                sending_application=item.sending_application,
-                sending_facility=item.sending_facility,
-                control_id=item.control_id,
-                sha256=digest,
-                size=len(item.raw),
-                content_type=item.content_type,
-                raw=item.raw,
-                state=ACCEPTED,
-                attempts=0,
-                conflict=conflict,
-                resends=0,
-                ack=ack,
-                updated_at=now,
-            )
+            _INSERT_MESSAGE,
+            {
+                "received_at": now,
+                "channel": item.channel,
+                "sending_application": item.sending_application,
+                "sending_facility": item.sending_facility,
+                "control_id": item.control_id,
+                "sha256": digest,
+                "size": len(item.raw),
+                "content_type": item.content_type,
+                "raw": item.raw,
+                "state": ACCEPTED,
+                "attempts": 0,
+                "conflict": conflict,
+                "resends": 0,
+                "ack": ack,
+                "updated_at": now,
+            },
         ).inserted_primary_key
         if inserted is None:
             raise StoreError("the database returned no id for the stored message")

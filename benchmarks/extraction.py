@@ -54,12 +54,8 @@ from adapter.inputs import collect_files, read_file  # noqa: E402
 from adapter.settings import Settings, load_settings  # noqa: E402
 from mappings.report import Report  # noqa: E402
 from mappings.routing import route  # noqa: E402
-from mappings.template import (  # noqa: E402
-    Template,
-    get_template,
-    load_builtin_templates,
-    output_json_schema,
-)
+from mappings.template import Template, get_template, load_builtin_templates  # noqa: E402
+from mappings.template_output import output_json_schema  # noqa: E402
 from workers.engine import Engine, Generation, default_model_path  # noqa: E402
 from workers.errors import WorkerError  # noqa: E402
 from workers.lexical import extract_rules  # noqa: E402

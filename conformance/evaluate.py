@@ -1,23 +1,10 @@
 """`radbridge eval`: labelled reports -> extraction per stage -> metrics (`conformance.metrics`).
 
-Datasets (the first detector that matches wins, `DATASET_FORMATS`):
-- the NegEx annotation file (`Annotations-1-120.txt`, `rsAnnotations-1-120-random.txt`) or its
-  folder: assertion detection of stage 1 (`workers.context.assess`) on each annotated sentence;
-- the DRAGON sample folder: converted by `conformance.dragon.load_dragon_set` (records in the
-  JSONL form below, each task with its template imported from its llm_extractinator task file;
-  the dataset carries those templates and notes on the tasks left out);
-- otherwise JSONL in the form of DESIGN.md 'Contracts': one report per line,
-  `{"id", "text", "language", "template", "gold": {variable_id: value}}` with optional `_pairs`
-  (lesion–location) and `_episodes` (diagnosis–episode) in `gold`, optional `patient`/`time`.
-
-Scoring choices (beyond `conformance.metrics`):
-- locations are compared as single sites: `bilateral`, `both_lower_lobes` … are expanded with
-  `Template.sites` on both sides; lesion–location pairs count only for variables that declare
-  locations (a `[variable, null]` pair means present without a stated location);
-- diagnosis–episode pairs: one per present finding of a variable with a qualifier, the
-  episode or null when none is stated (as lesion–location pairs);
-- a typed value (ordinal/number/enum) is scored by its value even when the evidence check made
-  it `uncertain`: it is still emitted, as a preliminary value.
+Datasets are loaded by `conformance.datasets` and turned into labels by `conformance.labels`;
+this module runs the stages, assembles the metrics per task, compares stages (McNemar), and
+writes metrics.json and the summary tables. `DATASET_FORMATS` pairs each format's detector with
+its evaluator (the first detector that matches wins); NegEx is stage-1 assertion detection
+(`workers.context.assess`) on each annotated sentence.
 
 No report text leaves this module: results carry ids, variable ids and labels only.
 """
@@ -25,12 +12,11 @@ No report text leaves this module: results carry ids, variable ids and labels on
 from __future__ import annotations
 
 import functools
-import importlib
 import json
 import math
 import statistics
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from itertools import combinations
@@ -40,13 +26,22 @@ from typing import Any, Literal
 from rich.table import Table
 
 from adapter.settings import Settings
-from conformance.errors import ConverterUnavailable, DatasetError, EvaluationError
+from conformance.datasets import (
+    Dataset,
+    LabelledReport,
+    builtin_template,
+    is_dragon,
+    is_negex,
+    load_dragon,
+    load_jsonl,
+    template_lookup,
+)
+from conformance.errors import EvaluationError
+from conformance.labels import EPISODES_KEY, PAIRS_KEY, predicted_labels, variable_specs
 from conformance.metrics import (
     NO,
     NOT_MENTIONED,
-    PRESENCE_CLASSES,
     YES,
-    Kind,
     Label,
     LabelMetrics,
     McNemar,
@@ -57,437 +52,13 @@ from conformance.metrics import (
     mcnemar,
     report_correct,
 )
-from mappings.errors import TemplateError
-from mappings.report import Extraction, FindingStatus, Report
-from mappings.template import Template, Variable, VariableType
+from mappings.report import Report
+from mappings.template import Template
 
 StageName = Literal["rules", "llm", "hybrid"]
 ALL_STAGES: tuple[StageName, ...] = ("rules", "llm", "hybrid")
-PAIRS_KEY = "_pairs"
-EPISODES_KEY = "_episodes"
 MAX_ERRORS_LISTED = 500
 Progress = Callable[[], None]
-
-
-@dataclass(frozen=True)
-class LabelledReport:
-    """One gold-labelled case: a report (or, for NegEx, one annotated sentence)."""
-
-    id: str
-    source: str
-    text: str
-    language: str | None
-    template: str
-    gold: dict[str, Label]
-    pairs: frozenset[Pair] | None = None
-    episodes: frozenset[Pair] | None = None
-    patient: str | None = None
-    time: str | None = None
-    span: tuple[int, int] | None = None
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """A loaded dataset: its format and its cases."""
-
-    path: Path
-    format: str
-    reports: tuple[LabelledReport, ...]
-    templates: Mapping[str, Template] | None = None  # the dataset's own (DRAGON), else built-in
-    notes: tuple[str, ...] = ()
-
-
-# ---------------------------------------------------------------------------------------------
-# Gold values (Contracts form) and predicted values in the same form
-
-
-KINDS: dict[VariableType, Kind] = {
-    VariableType.PRESENCE: "presence",
-    VariableType.ORDINAL: "ordinal",
-    VariableType.NUMBER: "number",
-    VariableType.ENUM: "enum",
-}
-
-
-def _spec(variable: Variable) -> VariableSpec:
-    kind = KINDS[variable.type]
-    if variable.type is VariableType.ORDINAL and variable.scale is not None:
-        return VariableSpec(
-            variable.id, kind, tuple(range(variable.scale.min, variable.scale.max + 1))
-        )
-    if variable.type is VariableType.ENUM:
-        return VariableSpec(variable.id, kind, tuple(option.id for option in variable.options))
-    return VariableSpec(variable.id, kind)
-
-
-def variable_specs(template: Template, tolerance: float = 0.0) -> tuple[VariableSpec, ...]:
-    """The metric core's view of a template's variables."""
-    specs = []
-    for variable in template.variables:
-        spec = _spec(variable)
-        if spec.kind == "number":
-            spec = VariableSpec(spec.id, spec.kind, spec.classes, tolerance)
-        specs.append(spec)
-    return tuple(specs)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def gold_label(variable: Variable, value: object) -> Label:
-    """A gold value checked against the variable (ValueError says what is wrong)."""
-    if value == NOT_MENTIONED:
-        return NOT_MENTIONED
-    kind = variable.type
-    if kind is VariableType.PRESENCE:
-        if value not in PRESENCE_CLASSES:
-            raise ValueError(
-                f"{variable.id}: {value!r} is not one of {', '.join(PRESENCE_CLASSES)}"
-            )
-        return str(value)
-    if kind is VariableType.ORDINAL:
-        if not _is_int(value):
-            raise ValueError(f"{variable.id}: ordinal gold must be an integer or 'not_mentioned'")
-        assert isinstance(value, int)
-        scale = variable.scale
-        if scale is not None and not scale.min <= value <= scale.max:
-            raise ValueError(
-                f"{variable.id}: {value} is outside the scale {scale.min}..{scale.max}"
-            )
-        return value
-    if kind is VariableType.NUMBER:
-        if (
-            not isinstance(value, int | float)
-            or isinstance(value, bool)
-            or not math.isfinite(value)
-        ):
-            raise ValueError(f"{variable.id}: number gold must be a number or 'not_mentioned'")
-        return float(value)
-    options = [option.id for option in variable.options]
-    if value not in options:
-        raise ValueError(f"{variable.id}: {value!r} is not an option ({', '.join(options)})")
-    return str(value)
-
-
-def predicted_label(variable: Variable, value_status: FindingStatus, value: object) -> Label:
-    """One extracted value as a label in the gold form."""
-    if value_status is FindingStatus.NOT_MENTIONED:
-        return NOT_MENTIONED
-    kind = variable.type
-    if kind is VariableType.PRESENCE:
-        return value_status.value
-    if value is None or isinstance(value, bool):
-        return NOT_MENTIONED
-    if kind is VariableType.ORDINAL:
-        try:
-            number = float(value)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            return NOT_MENTIONED
-        return int(number) if number.is_integer() else number
-    if kind is VariableType.NUMBER:
-        try:
-            return float(value)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            return NOT_MENTIONED
-    return str(value)
-
-
-def _sites(template: Template, location_id: str | None) -> list[str | None]:
-    if location_id is None:
-        return [None]
-    try:
-        return [site.id for site in template.sites(location_id)]
-    except KeyError:
-        return [location_id]
-
-
-def _has_locations(template: Template, variable_id: str) -> bool:
-    try:
-        return bool(template.variable(variable_id).locations)
-    except KeyError:
-        return False
-
-
-def normalise_pairs(template: Template, pairs: Iterable[Pair]) -> frozenset[Pair]:
-    """Lesion–location pairs as single sites, for variables that declare locations."""
-    return frozenset(
-        (variable_id, site)
-        for variable_id, location in pairs
-        if _has_locations(template, variable_id)
-        for site in _sites(template, location)
-    )
-
-
-def predicted_pairs(extraction: Extraction, template: Template) -> frozenset[Pair]:
-    """(variable, location) for every present finding of a variable with locations."""
-    pairs: list[Pair] = []
-    for value in extraction.values:
-        if value.status is not FindingStatus.PRESENT:
-            continue
-        if value.locations:
-            pairs += [(value.variable_id, location) for location in value.locations]
-        else:
-            pairs.append((value.variable_id, None))
-    return normalise_pairs(template, pairs)
-
-
-def predicted_episodes(extraction: Extraction, template: Template) -> frozenset[Pair]:
-    """(variable, qualifier option or None) for every present finding with a qualifier."""
-    episodes: set[Pair] = set()
-    for value in extraction.values:
-        try:
-            variable = template.variable(value.variable_id)
-        except KeyError:
-            continue
-        if variable.qualifier is not None and value.status is FindingStatus.PRESENT:
-            episodes.add((variable.id, value.value if isinstance(value.value, str) else None))
-    return frozenset(episodes)
-
-
-def predicted_labels(extraction: Extraction, template: Template) -> dict[str, Any]:
-    """An Extraction in the gold form: variable labels plus `_pairs` and `_episodes`."""
-    labels: dict[str, Any] = {}
-    for variable in template.variables:
-        value = extraction.value_of(variable.id)
-        labels[variable.id] = (
-            NOT_MENTIONED if value is None else predicted_label(variable, value.status, value.value)
-        )
-    labels[PAIRS_KEY] = predicted_pairs(extraction, template)
-    labels[EPISODES_KEY] = predicted_episodes(extraction, template)
-    return labels
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading
-
-
-def _pair_list(template: Template, raw: object, key: str) -> list[Pair]:
-    if not isinstance(raw, list):
-        raise ValueError(f"{key} must be a list of [variable_id, value] pairs")
-    pairs: list[Pair] = []
-    for item in raw:
-        if (
-            not isinstance(item, list)
-            or len(item) != 2
-            or not isinstance(item[0], str)
-            or not (item[1] is None or isinstance(item[1], str))
-        ):
-            raise ValueError(f"{key}: {item!r} is not a [variable_id, id-or-null] pair")
-        variable_id, attribute = item
-        try:
-            variable = template.variable(variable_id)
-        except KeyError:
-            raise ValueError(f"{key}: unknown variable {variable_id!r}") from None
-        if key == PAIRS_KEY and attribute is not None and attribute not in variable.locations:
-            raise ValueError(f"{key}: {attribute!r} is not a location of {variable_id}")
-        if key == EPISODES_KEY:
-            if variable.qualifier is None:
-                raise ValueError(f"{key}: {variable_id} has no qualifier (episode)")
-            options = [o.id for o in variable.qualifier.options]
-            if attribute is not None and attribute not in options:
-                raise ValueError(f"{key}: {attribute!r} is not a qualifier option of {variable_id}")
-        pairs.append((variable_id, attribute))
-    return pairs
-
-
-def parse_record(
-    record: object,
-    source: str,
-    line: int,
-    templates: Callable[[str], Template],
-    forced_template: str | None = None,
-) -> LabelledReport:
-    """One dataset record (a parsed JSONL line) -> LabelledReport; DatasetError names file:line."""
-
-    def bad(message: str) -> DatasetError:
-        return DatasetError(source, line, message)
-
-    if not isinstance(record, dict):
-        raise bad("a line must be a JSON object")
-    for key in ("id", "text", "gold"):
-        if key not in record:
-            raise bad(f"missing key {key!r}")
-    template_id = record.get("template", forced_template)
-    if not isinstance(template_id, str):
-        raise bad("missing key 'template' (or give --template)")
-    if not isinstance(record["id"], str | int) or isinstance(record["id"], bool):
-        raise bad("'id' must be a string")
-    if not isinstance(record["text"], str) or not record["text"].strip():
-        raise bad("'text' must be a non-empty string")
-    language = record.get("language")
-    if language is not None and not isinstance(language, str):
-        raise bad("'language' must be a string")
-    gold_raw = record["gold"]
-    if not isinstance(gold_raw, dict):
-        raise bad("'gold' must be an object")
-    try:
-        template = templates(template_id)
-    except TemplateError as exc:
-        raise bad(f"template {template_id!r}: {exc}") from None
-    known = {v.id for v in template.variables} | {PAIRS_KEY, EPISODES_KEY}
-    unknown = sorted(set(gold_raw) - known)
-    if unknown:
-        raise bad(f"gold has unknown variable(s) for {template_id}: {', '.join(unknown)}")
-    gold: dict[str, Label] = {}
-    try:
-        for variable in template.variables:
-            if variable.id not in gold_raw:
-                raise ValueError(f"gold lacks variable {variable.id!r} (use 'not_mentioned')")
-            gold[variable.id] = gold_label(variable, gold_raw[variable.id])
-        pairs = (
-            normalise_pairs(template, _pair_list(template, gold_raw[PAIRS_KEY], PAIRS_KEY))
-            if PAIRS_KEY in gold_raw
-            else None
-        )
-        episodes = (
-            frozenset(_pair_list(template, gold_raw[EPISODES_KEY], EPISODES_KEY))
-            if EPISODES_KEY in gold_raw
-            else None
-        )
-    except ValueError as exc:
-        raise bad(str(exc)) from None
-    time_value = record.get("time")
-    if time_value is not None:
-        try:
-            date.fromisoformat(str(time_value)[:10])
-        except ValueError:
-            raise bad("'time' must be an ISO date") from None
-    patient = record.get("patient")
-    return LabelledReport(
-        id=str(record["id"]),
-        source=f"{source}:{line}",
-        text=record["text"],
-        language=language,
-        template=template_id,
-        gold=gold,
-        pairs=pairs,
-        episodes=episodes,
-        patient=None if patient is None else str(patient),
-        time=None if time_value is None else str(time_value),
-    )
-
-
-def _builtin_template(template_id: str) -> Template:
-    from mappings.template import get_template
-
-    return get_template(template_id)
-
-
-def read_records(
-    records: Iterable[tuple[int, object]],
-    source: str,
-    *,
-    template_id: str | None = None,
-    templates: Callable[[str], Template] = _builtin_template,
-) -> tuple[LabelledReport, ...]:
-    """Parse (line number, record) pairs; with `template_id` only that template's records."""
-    reports: list[LabelledReport] = []
-    seen: set[tuple[str, str]] = set()
-    for line, record in records:
-        if template_id is not None and isinstance(record, dict):
-            own = record.get("template", template_id)
-            if own != template_id:
-                continue
-        report = parse_record(record, source, line, templates, template_id)
-        key = (report.template, report.id)
-        if key in seen:
-            raise DatasetError(source, line, f"duplicate id {report.id!r}")
-        seen.add(key)
-        reports.append(report)
-    return tuple(reports)
-
-
-def _jsonl_records(path: Path) -> Iterator[tuple[int, object]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(str(path), None, f"cannot read: {exc}") from None
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            yield number, json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(str(path), number, f"invalid JSON: {exc.msg}") from None
-
-
-def load_jsonl(path: Path, template_id: str | None = None) -> Dataset:
-    """A JSONL dataset in the Contracts form."""
-    reports = read_records(_jsonl_records(path), str(path), template_id=template_id)
-    return Dataset(path, "jsonl", reports)
-
-
-NEGEX_FILES = ("rsAnnotations-1-120-random.txt", "Annotations-1-120.txt")
-
-
-def is_negex(path: Path) -> bool:
-    """The NegEx annotation file, or a folder holding one."""
-    if path.is_dir():
-        return any((path / name).is_file() for name in NEGEX_FILES)
-    return path.name in NEGEX_FILES
-
-
-def is_dragon(path: Path) -> bool:
-    """The DRAGON sample folder (Task*.md files under english/ or dutch/)."""
-    if not path.is_dir():
-        return False
-    return any(
-        next((path / lang).glob("Task*.md"), None) is not None
-        for lang in ("english", "dutch")
-        if (path / lang).is_dir()
-    )
-
-
-DRAGON_NEEDS = (
-    "DRAGON conversion needs the llm_extractinator task import (mappings/extractinator.py)"
-)
-
-
-def _template_lookup(templates: Mapping[str, Template]) -> Callable[[str], Template]:
-    def lookup(template_id: str) -> Template:
-        if template_id not in templates:
-            raise TemplateError(template_id, "id", "not a template of this dataset")
-        return templates[template_id]
-
-    return lookup
-
-
-def load_dragon(path: Path, template_id: str | None = None) -> Dataset:
-    """The DRAGON samples converted by `conformance.dragon` (each task its imported template).
-
-    Named-entity tasks are unsupported: they give no records and one line each in `notes`.
-    """
-    try:
-        dragon = importlib.import_module("conformance.dragon")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("conformance.dragon", "mappings.extractinator"):
-            raise
-        raise ConverterUnavailable(DRAGON_NEEDS) from None
-    converted = dragon.load_dragon_set(path)
-    records = enumerate(converted.records, start=1)
-    reports = read_records(
-        records,
-        str(path),
-        template_id=template_id,
-        templates=_template_lookup(converted.templates),
-    )
-    notes = tuple(f"{task}: unsupported: {why}" for task, why in converted.unsupported.items())
-    return Dataset(path, "dragon", reports, converted.templates, notes)
-
-
-def detect_format(path: Path) -> str:
-    """The name of the first format in `DATASET_FORMATS` whose detector accepts `path`."""
-    return _format_of(path).name
-
-
-def _format_of(path: Path) -> DatasetFormat:
-    if not path.exists():
-        raise EvaluationError(f"{path}: no such file or folder")
-    for fmt in DATASET_FORMATS:
-        if fmt.detect(path):
-            return fmt
-    raise EvaluationError(f"{path}: not a recognised dataset (JSONL file, NegEx, DRAGON folder)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -767,7 +338,7 @@ def evaluate_dataset(
     stages: Sequence[StageName],
     settings: Settings,
     *,
-    templates: Callable[[str], Template] = _builtin_template,
+    templates: Callable[[str], Template] = builtin_template,
     tolerance: float = 0.0,
     resamples: int = 1000,
     seed: int = 0,
@@ -777,7 +348,7 @@ def evaluate_dataset(
     if not dataset.reports:
         raise EvaluationError(f"{dataset.path}: no labelled reports to evaluate")
     if dataset.templates is not None:
-        templates = _template_lookup(dataset.templates)
+        templates = template_lookup(dataset.templates)
     tasks = tuple(
         evaluate_template(
             templates(template_id),
@@ -959,6 +530,20 @@ DATASET_FORMATS: tuple[DatasetFormat, ...] = (
 def run_evaluation(path: Path, options: EvalOptions) -> EvaluationResult:
     """Detect the dataset's format and evaluate it."""
     return _format_of(path).evaluate(path, options)
+
+
+def detect_format(path: Path) -> str:
+    """The name of the first format in `DATASET_FORMATS` whose detector accepts `path`."""
+    return _format_of(path).name
+
+
+def _format_of(path: Path) -> DatasetFormat:
+    if not path.exists():
+        raise EvaluationError(f"{path}: no such file or folder")
+    for fmt in DATASET_FORMATS:
+        if fmt.detect(path):
+            return fmt
+    raise EvaluationError(f"{path}: not a recognised dataset (JSONL file, NegEx, DRAGON folder)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -96,6 +96,8 @@ def _escape(text: str, separator: str, encoding: str) -> str:
     chars = (encoding + "^~\\&")[:4]
     component, repetition, escape, subcomponent = chars[0], chars[1], chars[2], chars[3]
     mapping = {escape: "E", separator: "F", component: "S", repetition: "R", subcomponent: "T"}
+    if not any(c in text for c in (*mapping, "\r", "\n")):
+        return text  # the common case (plain ids and names), checked before the ACK is sent
     return (
         "".join(f"{escape}{mapping[c]}{escape}" if c in mapping else c for c in text)
         .replace("\r", " ")

@@ -1,5 +1,5 @@
 """Shared test helpers: the hand-labelled sets (tests/fixtures/labelled/*.jsonl), reports built
-from their rows, stage-1 scoring with the project's metric core (`conformance.evaluate` and
+from their rows, stage-1 scoring with the project's metric core (`conformance.labels` and
 `conformance.metrics`, so the numbers mean what `radbridge eval` means), routing checks across
 the sets, and the model stand-ins of the pipeline unit tests."""
 
@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from conformance.evaluate import predicted_labels, variable_specs
+from conformance.labels import predicted_labels, variable_specs
 from conformance.metrics import variable_metrics
 from mappings import terminology
 from mappings.report import Extraction, FindingValue, PatientIdentifier, Report

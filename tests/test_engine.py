@@ -14,7 +14,8 @@ import pytest
 
 from adapter.settings import Settings
 from mappings.report import FindingStatus, Report
-from mappings.template import get_template, output_json_schema, output_model
+from mappings.template import get_template
+from mappings.template_output import output_json_schema, output_model
 from workers import engine as engine_module
 from workers.engine import Engine, default_model_path, get_engine
 from workers.errors import EngineError, ExtractionError

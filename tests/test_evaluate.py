@@ -36,16 +36,10 @@ from typing import Any
 
 import pytest
 
+from conformance.datasets import DRAGON_NEEDS, load_dragon, parse_record, read_records
 from conformance.errors import ConverterUnavailable, DatasetError
-from conformance.evaluate import (
-    DRAGON_NEEDS,
-    detect_format,
-    load_dragon,
-    parse_record,
-    predicted_labels,
-    read_records,
-    variable_specs,
-)
+from conformance.evaluate import detect_format
+from conformance.labels import predicted_labels, variable_specs
 from conformance.metrics import NOT_MENTIONED, VariableSpec
 from mappings.report import (
     Evidence,

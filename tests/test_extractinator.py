@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 
 from adapter.settings import Settings
+from conformance.datasets import load_dragon
 from conformance.dragon import DragonSet, load_dragon_set, sample_text
 from conformance.errors import DatasetError
-from conformance.evaluate import evaluate_dataset, load_dragon
+from conformance.evaluate import evaluate_dataset
 from mappings.errors import TemplateError
 from mappings.extractinator import (
     NER_REASON,
@@ -30,13 +31,8 @@ from mappings.extractinator import (
     template_from_task,
     unit_for,
 )
-from mappings.template import (
-    VariableType,
-    check_template_set,
-    load_template,
-    output_json_schema,
-    parse_template,
-)
+from mappings.template import VariableType, check_template_set, load_template, parse_template
+from mappings.template_output import output_json_schema
 
 RADBRIDGE = [sys.executable, "-c", "from adapter.cli import main; main()"]
 UNSUPPORTED = {
@@ -437,7 +433,7 @@ def test_eval_loads_dragon_with_its_own_templates_and_runs_the_rules_stage(
 def test_real_model_runs_a_regression_and_a_classification_sample_to_a_valid_bundle(
     samples_dir: Path,
 ) -> None:
-    from conformance.evaluate import predicted_labels
+    from conformance.labels import predicted_labels
     from conformance.validate import validate_resource
     from mappings.fhir import build_bundle
     from mappings.report import FindingStatus, Report

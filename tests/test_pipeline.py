@@ -14,7 +14,8 @@ import pytest
 
 from adapter.settings import Settings
 from mappings.report import FindingStatus, FindingValue, Report, Stage
-from mappings.template import VariableAnswer, get_template
+from mappings.template import get_template
+from mappings.template_output import VariableAnswer
 from tests.fakes import FakeEngine, fake_generation
 from workers.errors import ExtractionError
 from workers.pipeline import extract, finding_value, status_confidences

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from adapter.settings import Settings
+from conformance.datasets import load_jsonl
 from conformance.evaluate import (
     CellError,
     EvaluationResult,
@@ -19,7 +20,6 @@ from conformance.evaluate import (
     Timing,
     compare_stages,
     evaluate_dataset,
-    load_jsonl,
 )
 from conformance.metrics import NOT_MENTIONED, VariableSpec, evaluate_labels
 from conformance.report_html import render_html, write_report

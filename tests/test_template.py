@@ -1,4 +1,5 @@
-"""mappings/template.py: loading, meaning checks, output schema, llguidance acceptance."""
+"""mappings/template.py and template_output.py: loading, meaning checks, output schema,
+llguidance acceptance."""
 
 from __future__ import annotations
 
@@ -12,11 +13,9 @@ from mappings.template import (
     get_template,
     load_builtin_templates,
     load_template,
-    output_json_schema,
-    output_model,
     parse_template,
-    prompt_definitions,
 )
+from mappings.template_output import output_json_schema, output_model, prompt_definitions
 
 CHEST = Path(__file__).resolve().parents[1] / "mappings" / "templates" / "chest_findings.yaml"
 

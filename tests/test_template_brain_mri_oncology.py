@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conformance.evaluate import predicted_episodes
+from conformance.labels import predicted_episodes
 from conformance.metrics import pair_metrics
 from mappings import terminology as term
 from mappings.report import FindingStatus

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from conformance.evaluate import normalise_pairs, predicted_pairs
+from conformance.labels import normalise_pairs, predicted_pairs
 from conformance.metrics import pair_metrics
 from mappings import terminology as term
 from mappings.framing import split_frames

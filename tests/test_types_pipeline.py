@@ -17,14 +17,8 @@ import pytest
 
 from adapter.settings import Settings
 from mappings.report import Evidence, FindingStatus, FindingValue, Report, Stage
-from mappings.template import (
-    Template,
-    TypedAnswer,
-    VariableAnswer,
-    load_template,
-    output_json_schema,
-    output_model,
-)
+from mappings.template import Template, load_template
+from mappings.template_output import TypedAnswer, VariableAnswer, output_json_schema, output_model
 from tests.fakes import FakeEngine, fake_generation
 from workers.errors import ExtractionError
 from workers.lexical import variable_spans

@@ -41,15 +41,8 @@ from mappings.report import (
     ScalarValue,
     Stage,
 )
-from mappings.template import (
-    Answer,
-    Template,
-    TypedAnswer,
-    Variable,
-    VariableType,
-    output_json_schema,
-    output_model,
-)
+from mappings.template import Template, Variable, VariableType
+from mappings.template_output import Answer, TypedAnswer, output_json_schema, output_model
 from workers.decoding import TokenStep
 from workers.engine import Engine, Generation
 from workers.errors import ExtractionError

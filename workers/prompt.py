@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Protocol
 
 from mappings.report import FindingStatus, Report
-from mappings.template import EVIDENCE_MAX_CHARS, Template, VariableType, prompt_definitions
+from mappings.template import Template, VariableType
+from mappings.template_output import EVIDENCE_MAX_CHARS, prompt_definitions
 
 INSTRUCTIONS = f"""You extract findings from a radiology report into JSON.
 For every variable give, in this order:

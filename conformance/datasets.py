@@ -1,0 +1,275 @@
+"""Evaluation datasets: labelled records, loading and validating them, recognising NegEx and DRAGON.
+
+Formats (`conformance.evaluate.DATASET_FORMATS` pairs each detector here with its evaluator):
+- the NegEx annotation file (`Annotations-1-120.txt`, `rsAnnotations-1-120-random.txt`) or its
+  folder (`is_negex`; read by `conformance.negex`);
+- the DRAGON sample folder (`is_dragon`): converted by `conformance.dragon.load_dragon_set`
+  (records in the JSONL form below, each task with its template imported from its
+  llm_extractinator task file; the dataset carries those templates and notes on the tasks left
+  out);
+- otherwise JSONL in the form of DESIGN.md 'Contracts': one report per line,
+  `{"id", "text", "language", "template", "gold": {variable_id: value}}` with optional `_pairs`
+  (lesion–location) and `_episodes` (diagnosis–episode) in `gold`, optional `patient`/`time`.
+
+Every problem in a record is a `DatasetError` naming file and line.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from conformance.errors import ConverterUnavailable, DatasetError
+from conformance.labels import EPISODES_KEY, PAIRS_KEY, gold_label, normalise_pairs
+from conformance.metrics import Label, Pair
+from mappings.errors import TemplateError
+from mappings.template import Template
+
+
+@dataclass(frozen=True)
+class LabelledReport:
+    """One gold-labelled case: a report (or, for NegEx, one annotated sentence)."""
+
+    id: str
+    source: str
+    text: str
+    language: str | None
+    template: str
+    gold: dict[str, Label]
+    pairs: frozenset[Pair] | None = None
+    episodes: frozenset[Pair] | None = None
+    patient: str | None = None
+    time: str | None = None
+    span: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A loaded dataset: its format and its cases."""
+
+    path: Path
+    format: str
+    reports: tuple[LabelledReport, ...]
+    templates: Mapping[str, Template] | None = None  # the dataset's own (DRAGON), else built-in
+    notes: tuple[str, ...] = ()
+
+
+def _pair_list(template: Template, raw: object, key: str) -> list[Pair]:
+    if not isinstance(raw, list):
+        raise ValueError(f"{key} must be a list of [variable_id, value] pairs")
+    pairs: list[Pair] = []
+    for item in raw:
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or not isinstance(item[0], str)
+            or not (item[1] is None or isinstance(item[1], str))
+        ):
+            raise ValueError(f"{key}: {item!r} is not a [variable_id, id-or-null] pair")
+        variable_id, attribute = item
+        try:
+            variable = template.variable(variable_id)
+        except KeyError:
+            raise ValueError(f"{key}: unknown variable {variable_id!r}") from None
+        if key == PAIRS_KEY and attribute is not None and attribute not in variable.locations:
+            raise ValueError(f"{key}: {attribute!r} is not a location of {variable_id}")
+        if key == EPISODES_KEY:
+            if variable.qualifier is None:
+                raise ValueError(f"{key}: {variable_id} has no qualifier (episode)")
+            options = [o.id for o in variable.qualifier.options]
+            if attribute is not None and attribute not in options:
+                raise ValueError(f"{key}: {attribute!r} is not a qualifier option of {variable_id}")
+        pairs.append((variable_id, attribute))
+    return pairs
+
+
+def parse_record(
+    record: object,
+    source: str,
+    line: int,
+    templates: Callable[[str], Template],
+    forced_template: str | None = None,
+) -> LabelledReport:
+    """One dataset record (a parsed JSONL line) -> LabelledReport; DatasetError names file:line."""
+
+    def bad(message: str) -> DatasetError:
+        return DatasetError(source, line, message)
+
+    if not isinstance(record, dict):
+        raise bad("a line must be a JSON object")
+    for key in ("id", "text", "gold"):
+        if key not in record:
+            raise bad(f"missing key {key!r}")
+    template_id = record.get("template", forced_template)
+    if not isinstance(template_id, str):
+        raise bad("missing key 'template' (or give --template)")
+    if not isinstance(record["id"], str | int) or isinstance(record["id"], bool):
+        raise bad("'id' must be a string")
+    if not isinstance(record["text"], str) or not record["text"].strip():
+        raise bad("'text' must be a non-empty string")
+    language = record.get("language")
+    if language is not None and not isinstance(language, str):
+        raise bad("'language' must be a string")
+    gold_raw = record["gold"]
+    if not isinstance(gold_raw, dict):
+        raise bad("'gold' must be an object")
+    try:
+        template = templates(template_id)
+    except TemplateError as exc:
+        raise bad(f"template {template_id!r}: {exc}") from None
+    known = {v.id for v in template.variables} | {PAIRS_KEY, EPISODES_KEY}
+    unknown = sorted(set(gold_raw) - known)
+    if unknown:
+        raise bad(f"gold has unknown variable(s) for {template_id}: {', '.join(unknown)}")
+    gold: dict[str, Label] = {}
+    try:
+        for variable in template.variables:
+            if variable.id not in gold_raw:
+                raise ValueError(f"gold lacks variable {variable.id!r} (use 'not_mentioned')")
+            gold[variable.id] = gold_label(variable, gold_raw[variable.id])
+        pairs = (
+            normalise_pairs(template, _pair_list(template, gold_raw[PAIRS_KEY], PAIRS_KEY))
+            if PAIRS_KEY in gold_raw
+            else None
+        )
+        episodes = (
+            frozenset(_pair_list(template, gold_raw[EPISODES_KEY], EPISODES_KEY))
+            if EPISODES_KEY in gold_raw
+            else None
+        )
+    except ValueError as exc:
+        raise bad(str(exc)) from None
+    time_value = record.get("time")
+    if time_value is not None:
+        try:
+            date.fromisoformat(str(time_value)[:10])
+        except ValueError:
+            raise bad("'time' must be an ISO date") from None
+    patient = record.get("patient")
+    return LabelledReport(
+        id=str(record["id"]),
+        source=f"{source}:{line}",
+        text=record["text"],
+        language=language,
+        template=template_id,
+        gold=gold,
+        pairs=pairs,
+        episodes=episodes,
+        patient=None if patient is None else str(patient),
+        time=None if time_value is None else str(time_value),
+    )
+
+
+def builtin_template(template_id: str) -> Template:
+    """A built-in template by id (the default template lookup)."""
+    from mappings.template import get_template
+
+    return get_template(template_id)
+
+
+def read_records(
+    records: Iterable[tuple[int, object]],
+    source: str,
+    *,
+    template_id: str | None = None,
+    templates: Callable[[str], Template] = builtin_template,
+) -> tuple[LabelledReport, ...]:
+    """Parse (line number, record) pairs; with `template_id` only that template's records."""
+    reports: list[LabelledReport] = []
+    seen: set[tuple[str, str]] = set()
+    for line, record in records:
+        if template_id is not None and isinstance(record, dict):
+            own = record.get("template", template_id)
+            if own != template_id:
+                continue
+        report = parse_record(record, source, line, templates, template_id)
+        key = (report.template, report.id)
+        if key in seen:
+            raise DatasetError(source, line, f"duplicate id {report.id!r}")
+        seen.add(key)
+        reports.append(report)
+    return tuple(reports)
+
+
+def _jsonl_records(path: Path) -> Iterator[tuple[int, object]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(str(path), None, f"cannot read: {exc}") from None
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(str(path), number, f"invalid JSON: {exc.msg}") from None
+
+
+def load_jsonl(path: Path, template_id: str | None = None) -> Dataset:
+    """A JSONL dataset in the Contracts form."""
+    reports = read_records(_jsonl_records(path), str(path), template_id=template_id)
+    return Dataset(path, "jsonl", reports)
+
+
+NEGEX_FILES = ("rsAnnotations-1-120-random.txt", "Annotations-1-120.txt")
+
+
+def is_negex(path: Path) -> bool:
+    """The NegEx annotation file, or a folder holding one."""
+    if path.is_dir():
+        return any((path / name).is_file() for name in NEGEX_FILES)
+    return path.name in NEGEX_FILES
+
+
+def is_dragon(path: Path) -> bool:
+    """The DRAGON sample folder (Task*.md files under english/ or dutch/)."""
+    if not path.is_dir():
+        return False
+    return any(
+        next((path / lang).glob("Task*.md"), None) is not None
+        for lang in ("english", "dutch")
+        if (path / lang).is_dir()
+    )
+
+
+DRAGON_NEEDS = (
+    "DRAGON conversion needs the llm_extractinator task import (mappings/extractinator.py)"
+)
+
+
+def template_lookup(templates: Mapping[str, Template]) -> Callable[[str], Template]:
+    """A template lookup over a dataset's own templates (TemplateError for any other id)."""
+
+    def lookup(template_id: str) -> Template:
+        if template_id not in templates:
+            raise TemplateError(template_id, "id", "not a template of this dataset")
+        return templates[template_id]
+
+    return lookup
+
+
+def load_dragon(path: Path, template_id: str | None = None) -> Dataset:
+    """The DRAGON samples converted by `conformance.dragon` (each task its imported template).
+
+    Named-entity tasks are unsupported: they give no records and one line each in `notes`.
+    """
+    try:
+        dragon = importlib.import_module("conformance.dragon")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("conformance.dragon", "mappings.extractinator"):
+            raise
+        raise ConverterUnavailable(DRAGON_NEEDS) from None
+    converted = dragon.load_dragon_set(path)
+    records = enumerate(converted.records, start=1)
+    reports = read_records(
+        records,
+        str(path),
+        template_id=template_id,
+        templates=template_lookup(converted.templates),
+    )
+    notes = tuple(f"{task}: unsupported: {why}" for task, why in converted.unsupported.items())
+    return Dataset(path, "dragon", reports, converted.templates, notes)

@@ -1,0 +1,192 @@
+"""Labels in the gold form: gold values checked against a template, extractions turned into labels.
+
+The form is DESIGN.md 'Contracts' (`{variable_id: value}`, `not_mentioned` …), read by the metric
+core (`conformance.metrics`) through `variable_specs`. `predicted_labels` turns an `Extraction`
+into the same form, with `_pairs` (lesion–location) and `_episodes` (diagnosis–episode).
+
+Scoring choices (beyond `conformance.metrics`):
+- locations are compared as single sites: `bilateral`, `both_lower_lobes` … are expanded with
+  `Template.sites` on both sides; lesion–location pairs count only for variables that declare
+  locations (a `[variable, null]` pair means present without a stated location);
+- diagnosis–episode pairs: one per present finding of a variable with a qualifier, the
+  episode or null when none is stated (as lesion–location pairs);
+- a typed value (ordinal/number/enum) is scored by its value even when the evidence check made
+  it `uncertain`: it is still emitted, as a preliminary value.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from conformance.metrics import (
+    NOT_MENTIONED,
+    PRESENCE_CLASSES,
+    Kind,
+    Label,
+    Pair,
+    VariableSpec,
+)
+from mappings.report import Extraction, FindingStatus
+from mappings.template import Template, Variable, VariableType
+
+PAIRS_KEY = "_pairs"
+EPISODES_KEY = "_episodes"
+
+
+KINDS: dict[VariableType, Kind] = {
+    VariableType.PRESENCE: "presence",
+    VariableType.ORDINAL: "ordinal",
+    VariableType.NUMBER: "number",
+    VariableType.ENUM: "enum",
+}
+
+
+def _spec(variable: Variable) -> VariableSpec:
+    kind = KINDS[variable.type]
+    if variable.type is VariableType.ORDINAL and variable.scale is not None:
+        return VariableSpec(
+            variable.id, kind, tuple(range(variable.scale.min, variable.scale.max + 1))
+        )
+    if variable.type is VariableType.ENUM:
+        return VariableSpec(variable.id, kind, tuple(option.id for option in variable.options))
+    return VariableSpec(variable.id, kind)
+
+
+def variable_specs(template: Template, tolerance: float = 0.0) -> tuple[VariableSpec, ...]:
+    """The metric core's view of a template's variables."""
+    specs = []
+    for variable in template.variables:
+        spec = _spec(variable)
+        if spec.kind == "number":
+            spec = VariableSpec(spec.id, spec.kind, spec.classes, tolerance)
+        specs.append(spec)
+    return tuple(specs)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def gold_label(variable: Variable, value: object) -> Label:
+    """A gold value checked against the variable (ValueError says what is wrong)."""
+    if value == NOT_MENTIONED:
+        return NOT_MENTIONED
+    kind = variable.type
+    if kind is VariableType.PRESENCE:
+        if value not in PRESENCE_CLASSES:
+            raise ValueError(
+                f"{variable.id}: {value!r} is not one of {', '.join(PRESENCE_CLASSES)}"
+            )
+        return str(value)
+    if kind is VariableType.ORDINAL:
+        if not _is_int(value):
+            raise ValueError(f"{variable.id}: ordinal gold must be an integer or 'not_mentioned'")
+        assert isinstance(value, int)
+        scale = variable.scale
+        if scale is not None and not scale.min <= value <= scale.max:
+            raise ValueError(
+                f"{variable.id}: {value} is outside the scale {scale.min}..{scale.max}"
+            )
+        return value
+    if kind is VariableType.NUMBER:
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+        ):
+            raise ValueError(f"{variable.id}: number gold must be a number or 'not_mentioned'")
+        return float(value)
+    options = [option.id for option in variable.options]
+    if value not in options:
+        raise ValueError(f"{variable.id}: {value!r} is not an option ({', '.join(options)})")
+    return str(value)
+
+
+def predicted_label(variable: Variable, value_status: FindingStatus, value: object) -> Label:
+    """One extracted value as a label in the gold form."""
+    if value_status is FindingStatus.NOT_MENTIONED:
+        return NOT_MENTIONED
+    kind = variable.type
+    if kind is VariableType.PRESENCE:
+        return value_status.value
+    if value is None or isinstance(value, bool):
+        return NOT_MENTIONED
+    if kind is VariableType.ORDINAL:
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return NOT_MENTIONED
+        return int(number) if number.is_integer() else number
+    if kind is VariableType.NUMBER:
+        try:
+            return float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return NOT_MENTIONED
+    return str(value)
+
+
+def _sites(template: Template, location_id: str | None) -> list[str | None]:
+    if location_id is None:
+        return [None]
+    try:
+        return [site.id for site in template.sites(location_id)]
+    except KeyError:
+        return [location_id]
+
+
+def _has_locations(template: Template, variable_id: str) -> bool:
+    try:
+        return bool(template.variable(variable_id).locations)
+    except KeyError:
+        return False
+
+
+def normalise_pairs(template: Template, pairs: Iterable[Pair]) -> frozenset[Pair]:
+    """Lesion–location pairs as single sites, for variables that declare locations."""
+    return frozenset(
+        (variable_id, site)
+        for variable_id, location in pairs
+        if _has_locations(template, variable_id)
+        for site in _sites(template, location)
+    )
+
+
+def predicted_pairs(extraction: Extraction, template: Template) -> frozenset[Pair]:
+    """(variable, location) for every present finding of a variable with locations."""
+    pairs: list[Pair] = []
+    for value in extraction.values:
+        if value.status is not FindingStatus.PRESENT:
+            continue
+        if value.locations:
+            pairs += [(value.variable_id, location) for location in value.locations]
+        else:
+            pairs.append((value.variable_id, None))
+    return normalise_pairs(template, pairs)
+
+
+def predicted_episodes(extraction: Extraction, template: Template) -> frozenset[Pair]:
+    """(variable, qualifier option or None) for every present finding with a qualifier."""
+    episodes: set[Pair] = set()
+    for value in extraction.values:
+        try:
+            variable = template.variable(value.variable_id)
+        except KeyError:
+            continue
+        if variable.qualifier is not None and value.status is FindingStatus.PRESENT:
+            episodes.add((variable.id, value.value if isinstance(value.value, str) else None))
+    return frozenset(episodes)
+
+
+def predicted_labels(extraction: Extraction, template: Template) -> dict[str, Any]:
+    """An Extraction in the gold form: variable labels plus `_pairs` and `_episodes`."""
+    labels: dict[str, Any] = {}
+    for variable in template.variables:
+        value = extraction.value_of(variable.id)
+        labels[variable.id] = (
+            NOT_MENTIONED if value is None else predicted_label(variable, value.status, value.value)
+        )
+    labels[PAIRS_KEY] = predicted_pairs(extraction, template)
+    labels[EPISODES_KEY] = predicted_episodes(extraction, template)
+    return labels
