@@ -41,25 +41,16 @@ def junit_tree(suite: str, cases: Sequence[CaseResult]) -> ET.ElementTree[ET.Ele
         outcome: sum(1 for c in cases if c.outcome == outcome) for outcome in get_args(Outcome)
     }
     total_seconds = sum(c.seconds for c in cases)
-    root = ET.Element(
-        "testsuites",
-        name=suite,
-        tests=str(len(cases)),
-        failures=str(counts["failed"]),
-        errors=str(counts["error"]),
-        skipped=str(counts["skipped"]),
-        time=f"{total_seconds:.3f}",
-    )
-    element = ET.SubElement(
-        root,
-        "testsuite",
-        name=suite,
-        tests=str(len(cases)),
-        failures=str(counts["failed"]),
-        errors=str(counts["error"]),
-        skipped=str(counts["skipped"]),
-        time=f"{total_seconds:.3f}",
-    )
+    totals = {
+        "name": suite,
+        "tests": str(len(cases)),
+        "failures": str(counts["failed"]),
+        "errors": str(counts["error"]),
+        "skipped": str(counts["skipped"]),
+        "time": f"{total_seconds:.3f}",
+    }
+    root = ET.Element("testsuites", totals)
+    element = ET.SubElement(root, "testsuite", totals)
     for case in cases:
         node = ET.SubElement(
             element,

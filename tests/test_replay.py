@@ -7,17 +7,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from conformance.golden import (
@@ -28,66 +22,22 @@ from conformance.golden import (
 )
 from conformance.junit import CaseResult, write_junit
 from conformance.replay import ReplayError, api_base, find_fixtures, parse_target
+from tests.serve_process import RADBRIDGE, Service, running_serve
 
 REPLAY_DIR = Path(__file__).parent / "fixtures" / "replay"
-RADBRIDGE = [sys.executable, "-c", "from adapter.cli import main; main()"]
 API_KEY = "replay-test-key"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass(frozen=True)
-class Service:
-    mllp: str
-    http: str
-    log: Path
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """`radbridge serve` with the rules stage (no model) and an API key."""
-    root = tmp_path_factory.mktemp("serve")
-    mllp_port, http_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "RADBRIDGE_DATA_DIR": str(root / "data"),
-        "RADBRIDGE_MLLP_PORT": str(mllp_port),
-        "RADBRIDGE_HTTP_PORT": str(http_port),
+    settings = {
         "RADBRIDGE_STAGE": "rules",
         "RADBRIDGE_API_KEY": API_KEY,
         "RADBRIDGE_N_THREADS": "1",
     }
-    for name in ("RADBRIDGE_REDIS_URL", "RADBRIDGE_DATABASE_URL", "RADBRIDGE_FHIR_BASE_URL"):
-        env.pop(name, None)
-    log_path = root / "serve.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [*RADBRIDGE, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-        base = f"http://127.0.0.1:{http_port}"
-        try:
-            deadline = time.monotonic() + 90
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.5)
-            else:
-                pytest.fail("radbridge serve did not become ready: " + log_path.read_text())
-            yield Service(f"mllp://127.0.0.1:{mllp_port}", base, log_path)
-        finally:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=60)
-            finally:
-                if process.poll() is None:
-                    process.kill()
+    with running_serve(tmp_path_factory.mktemp("serve"), settings) as running:
+        yield running
 
 
 def replay(
