@@ -297,11 +297,29 @@ def show(
                 continue
             table.add_row(
                 _concept_text(resource.get("code")),
-                _concept_text(resource.get("valueCodeableConcept")),
+                _observation_value_text(resource),
                 _concept_text(resource.get("bodySite") or {}),
                 _evidence_text(resource),
             )
         out.print(table)
+
+
+def _observation_value_text(observation: dict[str, Any]) -> str:
+    """The Observation's value: a concept, an integer (scale), or a quantity with its unit;
+    a qualifier component is appended."""
+    if "valueInteger" in observation:
+        text = str(observation["valueInteger"])
+    elif "valueQuantity" in observation:
+        quantity = observation["valueQuantity"]
+        text = f"{quantity.get('value')} {quantity.get('unit') or quantity.get('code') or ''}"
+    else:
+        text = _concept_text(observation.get("valueCodeableConcept"))
+    for component in observation.get("component") or []:
+        text += (
+            f"; {_concept_text(component.get('code'))}: "
+            f"{_concept_text(component.get('valueCodeableConcept'))}"
+        )
+    return text.strip()
 
 
 def _concept_text(concept: dict[str, Any] | None) -> str:

@@ -122,3 +122,31 @@ def test_extract_accepts_a_template_file(tmp_path: Path) -> None:
          str(tmp_path / "missing.yaml")],
     )  # fmt: skip
     assert bad.exit_code == 2
+
+
+def test_show_prints_scale_values_and_option_concepts(tmp_path: Path) -> None:
+    """`radbridge show` renders a scale value (valueInteger) and an option concept."""
+    report = tmp_path / "in" / "mem.hl7"
+    report.parent.mkdir()
+    segments = [
+        "MSH|^~\\&|RIS|UMC|RB|UMC|20261120101500||ORU^R01|MEM0001|P|2.5.1",
+        "PID|1||P123^^^UMC^MR",
+        "OBR|1|ORD1|ACC77|MRHERS^MRI hersenen geheugenpoli|||20261120100000|||||||||||||||||MR|F",
+        "OBX|1|TX|GDT^Verslag||Bevindingen: MTA links 2, rechts 3. Fazekas graad 1.",
+        "OBX|2|TX|IMP^Conclusie||Conclusie: passend bij ziekte van Alzheimer.",
+    ]
+    report.write_bytes(("\r".join(segments) + "\r").encode())
+    out = tmp_path / "out"
+    extracted = runner.invoke(
+        app, ["extract", str(report.parent), "--out", str(out), "--stage", "rules"]
+    )
+    assert extracted.exit_code == 0, extracted.output
+    shown = runner.invoke(app, ["show", str(out)], terminal_width=200)
+    assert shown.exit_code == 0, shown.output
+    rows = {
+        cells[1].strip(): cells[2].strip()
+        for line in shown.stdout.splitlines()
+        if (cells := line.split("│")) and len(cells) > 3
+    }
+    assert rows["MTA left"] == "2" and rows["MTA right"] == "3" and rows["Fazekas"] == "1"
+    assert rows["Conclusion"].startswith("Alzheimer's disease")  # the option's SNOMED concept
