@@ -41,6 +41,7 @@ from mappings.report import (
     ModelInfo,
     Report,
     ScalarValue,
+    Section,
     Stage,
 )
 from mappings.sections import find_sections
@@ -206,11 +207,16 @@ def _clause_at(spans: list[tuple[int, int]], position: int) -> tuple[int, int] |
     return None
 
 
+def _sections(report: Report) -> tuple[Section, ...]:
+    """The report's sections as parsed, else detected from its text."""
+    return report.sections or find_sections(report.text)
+
+
 def _search_areas(report: Report, variable: Variable) -> list[tuple[int, int]]:
     """Where to look, in order: the variable's section (if the report has it), then everything."""
     areas: list[tuple[int, int]] = []
     if variable.section is not None:
-        sections = report.sections or find_sections(report.text)
+        sections = _sections(report)
         areas.extend((sec.start, sec.end) for sec in sections if sec.name == variable.section)
     areas.append((0, len(report.text)))
     return areas
@@ -393,11 +399,7 @@ def _typed_value(report: Report, template: Template, variable: Variable) -> Find
 
 def _outside_history(report: Report, mentions: list[Mention]) -> list[Mention]:
     """The mentions outside the history/indication section, or all when none is outside."""
-    history = [
-        (sec.start, sec.end)
-        for sec in (report.sections or find_sections(report.text))
-        if sec.name == "history"
-    ]
+    history = [(sec.start, sec.end) for sec in _sections(report) if sec.name == "history"]
     outside = [m for m in mentions if not any(a <= m.start < b for a, b in history)]
     return outside or mentions
 

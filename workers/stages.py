@@ -87,11 +87,11 @@ def run_stage(
     report: Report, template: Template, settings: Settings, engine: Callable[[], Engine]
 ) -> Extraction:
     """The extraction for `settings.stage`; `engine()` is only called when a model is needed."""
+    if settings.stage == "llm":
+        return extract_llm(report, template, engine(), settings=settings)
     rules = extract_rules(report, template)
     if settings.stage == "rules":
         return rules
-    if settings.stage == "llm":
-        return extract_llm(report, template, engine(), settings=settings)
     llm = extract_llm(
         report,
         template,
