@@ -15,7 +15,7 @@ NODE_PREFIX := $(VENV)/node
 FHIRJS_STAMP := $(NODE_PREFIX)/.installed-fhir-$(FHIRJS_VERSION)
 DEMO_OUT ?= demo-out
 
-.PHONY: help venv demo test check lint format typecheck pytest gpu bench clean
+.PHONY: help venv browser demo test check lint format typecheck pytest gpu bench bench-engines clean
 
 help:
 	@echo "make demo | make test | make check | make gpu | make bench | make clean"
@@ -49,8 +49,20 @@ demo: venv
 	$(BIN)/radbridge validate $(DEMO_OUT)
 	$(BIN)/radbridge show $(DEMO_OUT)
 
-test: venv
+test: venv browser
 	$(MAKE) check
+
+# The browser tests (tests/test_report_html.py) drive Debian's chromium. Installed here when
+# missing and we are root (or have password-less sudo); otherwise stop with what to install.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo"; \
+	else echo "error: the browser tests need Debian's chromium: run 'sudo apt-get install -y chromium' (or install it as root), then make test again"; exit 2; fi; \
+	echo ">> installing Debian's chromium for the browser tests"; \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null && \
+	command -v chromium >/dev/null || { echo "error: chromium did not install (apt-get install -y chromium)"; exit 2; }
 
 check: format lint typecheck pytest
 
@@ -88,6 +100,11 @@ $(BENCH_STAMP): $(BIN)/.installed
 bench: venv $(BENCH_STAMP)
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/extraction.py $(BENCH_ARGS)
+
+# In-process engine against `radbridge llm-server` at 1, 4 and 8 in flight (ENGINE_ARGS=--gpu
+# --model PATH on a CUDA host with CUDA builds of llama-cpp-python and xllamacpp).
+bench-engines: venv
+	$(BIN)/python benchmarks/engines.py $(ENGINE_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .mypy_cache .ruff_cache .pytest_cache

@@ -16,21 +16,27 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from adapter.errors import StoreError
+from adapter.errors import AdapterError, StoreError
 from adapter.ingest import Hl7Ingest
 from adapter.settings import Settings
 from adapter.store import Incoming, Store
-from mappings.errors import MessageRejected
+from mappings.errors import MessageRejected, RadbridgeError
 from mappings.fhir import reports_from_fhir
 
 log = logging.getLogger("radbridge.api")
 FHIR_JSON = "application/fhir+json"
+MAX_JSON_DEPTH = 100  # FHIR resources nest ~20 deep; Python's json recurses per level
+MAX_JOB_ID = 2**63 - 1  # the store's 64-bit integer ids
+DEFAULT_PAGE = 100  # searchset page size without _count
+MAX_PAGE = 1000
+_BRACKETS_ONLY = bytes(b for b in range(256) if b not in b"[]{}")
 HL7_ER7 = "x-application/hl7-v2+er7"
 _ISSUE_CODES = {
     400: "invalid",
@@ -44,8 +50,12 @@ _ISSUE_CODES = {
 }
 
 
-class ApiError(Exception):
-    """An error answered as an OperationOutcome with `status`."""
+class ApiError(AdapterError):
+    """An error answered as an OperationOutcome with `status` (its text is shown to the client:
+    never report content)."""
+
+    http_status = 400
+    issue_code = "invalid"
 
     def __init__(self, status: int, text: str, code: str | None = None) -> None:
         super().__init__(text)
@@ -54,12 +64,65 @@ class ApiError(Exception):
         self.code = code or _ISSUE_CODES.get(status, "processing")
 
 
+def json_depth(body: bytes, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deep `body`'s arrays and objects nest (stops counting past `limit`), read without
+    parsing: linear in the size, no recursion. Brackets inside strings do not count."""
+    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    outside_strings = b"".join(unescaped.split(b'"')[::2])
+    depth = deepest = 0
+    for char in outside_strings.translate(None, _BRACKETS_ONLY):
+        depth += 1 if char in (0x5B, 0x7B) else -1
+        if depth > deepest:
+            deepest = depth
+            if deepest > limit:
+                break
+    return deepest
+
+
+def parse_json(body: bytes) -> Any:
+    """JSON with its depth bounded before parsing (ApiError 400 when too deep or not JSON)."""
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise ApiError(400, f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise ApiError(400, "body is not JSON") from None
+
+
 def operation_outcome(text: str, code: str, severity: str = "error") -> dict[str, Any]:
     """A one-issue OperationOutcome."""
     return {
         "resourceType": "OperationOutcome",
         "issue": [{"severity": severity, "code": code, "diagnostics": text}],
     }
+
+
+def _internal_outcome(exc: BaseException) -> JSONResponse:
+    """500 (503 for the store) with a generic text and a correlation id; the type in the log."""
+    correlation = uuid.uuid4().hex
+    log.error("internal error correlation=%s type=%s", correlation, type(exc).__name__)
+    text = f"internal error (correlation id {correlation})"
+    status = exc.http_status if isinstance(exc, RadbridgeError) else 500
+    return _fhir(operation_outcome(text, "exception"), status)
+
+
+def _int_param(params: Any, name: str, default: int, low: int, high: int) -> int:
+    """An integer search parameter within [low, high]; ApiError 400 otherwise."""
+    value = params.get(name)
+    if value is None:
+        return default
+    if not (value.isascii() and value.isdigit()) or not low <= int(value) <= high:
+        raise ApiError(400, f"{name} must be an integer from {low} to {high}")
+    return int(value)
+
+
+def _page_url(request: Request, offset: int, count: int) -> str:
+    """The search URL of one page: the request's parameters with `_offset` and `_count` set."""
+    query = [
+        (k, v) for k, v in request.query_params.multi_items() if k not in ("_offset", "_count")
+    ]
+    query += [("_count", str(count)), ("_offset", str(offset))]
+    return str(request.url.replace(query=urlencode(query)))
 
 
 def _fhir(
@@ -92,9 +155,8 @@ def create_app(
     broker_ready: Callable[[], bool] | None = None,
     mllp_counters: dict[str, int] | None = None,
 ) -> FastAPI:
-    """The API over a store; `on_accepted(message_id)` enqueues the extraction."""
-    for warning in settings.check_production():
-        log.warning("%s", warning)
+    """The API over a store; `on_accepted(message_id)` enqueues the extraction. The settings
+    are checked by the serving command (`radbridge serve`), not here."""
     app = FastAPI(
         title="radbridge",
         version="0.1.0",
@@ -122,6 +184,12 @@ def create_app(
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return _fhir(operation_outcome(exc.text, exc.code), exc.status)
 
+    @app.exception_handler(RadbridgeError)
+    async def _radbridge_error(_: Request, exc: RadbridgeError) -> JSONResponse:
+        if exc.http_status < 500:  # messages of the tree are free of report content
+            return _fhir(operation_outcome(str(exc), exc.issue_code), exc.http_status)
+        return _internal_outcome(exc)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _fhir(
@@ -136,12 +204,7 @@ def create_app(
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception) -> JSONResponse:
-        correlation = uuid.uuid4().hex
-        log.error("internal error correlation=%s type=%s", correlation, type(exc).__name__)
-        text = f"internal error (correlation id {correlation})"
-        return _fhir(
-            operation_outcome(text, "exception"), 503 if isinstance(exc, StoreError) else 500
-        )
+        return _internal_outcome(exc)
 
     @app.post("/hl7v2", dependencies=auth, response_class=Response)
     async def post_hl7v2(body: RequestBody) -> Response:
@@ -151,17 +214,14 @@ def create_app(
         )
         if ack is None:
             return Response(status_code=204)
-        code = ack.split(b"MSA|", 1)[1][:2] if b"MSA|" in ack else b"AE"
+        code = ack.split(b"\rMSA|", 1)[1][:2] if b"\rMSA|" in ack else b"AE"  # ACKs use |
         status = 200 if code in (b"AA", b"CA") else 400 if code in (b"AR", b"CR") else 503
         counters["acked" if status == 200 else "rejected"] += 1
         return Response(ack, status_code=status, media_type=HL7_ER7)
 
     async def accept_fhir(body: bytes, expected: tuple[str, ...]) -> JSONResponse:
         counters["received"] += 1
-        try:
-            resource = json.loads(body)
-        except (UnicodeDecodeError, ValueError):
-            raise ApiError(400, "body is not JSON") from None
+        resource = parse_json(body)
         if not isinstance(resource, dict) or resource.get("resourceType") not in expected:
             raise ApiError(400, f"expected resourceType {' or '.join(expected)}")
         try:
@@ -215,17 +275,29 @@ def create_app(
                 ) from None
             if since.tzinfo is None:
                 since = since.replace(tzinfo=UTC)
-        found = store.search_observations(
-            subject=params.get("subject"),
-            code=params.get("code"),
-            derived_from=params.get("derived-from"),
-            last_updated_since=since,
+        count = _int_param(params, "_count", DEFAULT_PAGE, 0, MAX_PAGE)
+        offset = _int_param(params, "_offset", 0, 0, MAX_JOB_ID)
+        subject, code, derived = (params.get(k) for k in ("subject", "code", "derived-from"))
+        total = store.count_observations(
+            subject=subject, code=code, derived_from=derived, last_updated_since=since
         )
+        found = store.search_observations(
+            subject=subject,
+            code=code,
+            derived_from=derived,
+            last_updated_since=since,
+            limit=count,
+            offset=offset,
+        )
+        links = [{"relation": "self", "url": _page_url(request, offset, count)}]
+        if offset + len(found) < total and count > 0:
+            links.append({"relation": "next", "url": _page_url(request, offset + count, count)})
         return _fhir(
             {
                 "resourceType": "Bundle",
                 "type": "searchset",
-                "total": len(found),
+                "total": total,
+                "link": links,
                 "entry": [
                     {
                         "fullUrl": f"Observation/{o['id']}",
@@ -247,13 +319,13 @@ def create_app(
             "Patient",
         ):
             raise ApiError(404, f"{resource_type} is not served here")
-        resource = store.get_resource(resource_type, resource_id)
+        resource = store.get_resource(resource_type, resource_id, served=True)
         if resource is None:
             raise ApiError(404, f"{resource_type}/{resource_id} not found")
         return _fhir(resource)
 
     @app.get("/jobs/{job_id}", dependencies=auth)
-    async def job(job_id: int) -> JSONResponse:
+    async def job(job_id: Annotated[int, Path(ge=1, le=MAX_JOB_ID)]) -> JSONResponse:
         row = store.get_message(job_id)
         if row is None:
             raise ApiError(404, f"job {job_id} not found")

@@ -28,6 +28,7 @@ from adapter.settings import Settings, load_settings
 from mappings.errors import RadbridgeError, TemplateError
 
 if TYPE_CHECKING:
+    from mappings.routing import Routing
     from mappings.template import Template
 
 EXIT_OK = 0
@@ -56,6 +57,19 @@ def _settings(**overrides: object) -> Settings:
         return load_settings(**{k: v for k, v in overrides.items() if v is not None})
     except ConfigError as exc:
         raise _fail(str(exc)) from None
+
+
+def _serving_settings() -> Settings:
+    """Settings for a command that serves (`serve`, `worker`): production is checked here, once
+    per command; offline commands (extract, validate, eval, templates) never need an API key."""
+    settings = _settings()
+    try:
+        warnings = settings.check_production()
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    for warning in warnings:
+        log.warning("%s", warning)
+    return settings
 
 
 @dataclass
@@ -155,6 +169,13 @@ def extract(
     model: Annotated[
         Path | None, typer.Option(help="GGUF model file (RADBRIDGE_MODEL_PATH)")
     ] = None,
+    explain_routing: Annotated[
+        bool,
+        typer.Option(
+            "--explain-routing",
+            help="print one line per report: id, template (or no_template), rule, detail",
+        ),
+    ] = False,
 ) -> None:
     """Extract coded FHIR transaction Bundles from report files, offline."""
     settings = _settings(model_path=model, stage=stage)
@@ -174,7 +195,14 @@ def extract(
     summary = ExtractSummary(reports=len(sourced))
     try:
         _extract_all(
-            sourced, rejections, templates, template is not None, settings, out_dir, summary
+            sourced,
+            rejections,
+            templates,
+            template is not None,
+            settings,
+            out_dir,
+            summary,
+            explain_routing,
         )
     except RadbridgeError as exc:
         raise _fail(f"{type(exc).__name__}: {exc}", EXIT_INTERNAL) from None
@@ -185,6 +213,14 @@ def extract(
     out.print(summary.table())
 
 
+def _print_routing(report_id: str, routing: Routing) -> None:
+    """One line per chosen template (or one no_template line): id, template, rule, detail."""
+    if not routing.reasons:
+        typer.echo(f"{report_id}\tno_template\t-\t{routing.detail()}")
+    for reason in routing.reasons:
+        typer.echo(f"{report_id}\t{reason.template}\t{reason.rule}\t{reason.detail}")
+
+
 def _extract_all(
     sourced: list[SourcedReport],
     rejections: list[Rejection],
@@ -193,9 +229,10 @@ def _extract_all(
     settings: Settings,
     out_dir: Path,
     summary: ExtractSummary,
+    explain_routing: bool = False,
 ) -> None:
     from mappings.fhir import build_bundle
-    from mappings.routing import route
+    from mappings.routing import decide
     from mappings.timeline import TimelineEntry, link_reports
     from workers.engine import get_engine
     from workers.stages import run_stage
@@ -204,9 +241,10 @@ def _extract_all(
     with _progress() as progress:
         task = progress.add_task("extracting", total=len(sourced))
         for item in sourced:
-            chosen = (
-                list(templates.values()) if forced else route(item.report, list(templates.values()))
-            )
+            routing = decide(item.report, list(templates.values()), explicit=forced)
+            chosen = list(routing.chosen)
+            if explain_routing:
+                _print_routing(item.report.report_id, routing)
             if not chosen:
                 rejections.append(
                     Rejection(
@@ -214,7 +252,7 @@ def _extract_all(
                         item.frame,
                         item.report.message_control_id,
                         "no_template",
-                        "no template applies to this report (procedure, modality, body part, keywords)",
+                        f"no template applies to this report: {routing.detail()}",
                     )
                 )
                 progress.advance(task)
@@ -355,9 +393,8 @@ def serve(
 
     from adapter.serve import run_services
 
-    settings = _settings()
+    settings = _serving_settings()
     try:
-        settings.check_production()
         asyncio.run(run_services(settings, with_worker=worker))
     except ConfigError as exc:
         raise _fail(str(exc)) from None
@@ -367,13 +404,44 @@ def serve(
 def worker(
     beat: Annotated[bool, typer.Option(help="also schedule the periodic reconcile task")] = False,
     concurrency: Annotated[
-        int, typer.Option(min=1, help="worker processes (each loads the model)")
+        int,
+        typer.Option(
+            min=1,
+            help="worker processes, each loading the model (RADBRIDGE_ENGINE=openai: one "
+            "process with RADBRIDGE_LLM_CONCURRENCY threads instead)",
+        ),
     ] = 1,
+    supervised: Annotated[
+        bool, typer.Option(hidden=True, help="started by `radbridge serve`, which checked")
+    ] = False,
 ) -> None:
     """Run a Celery worker that extracts and delivers (RADBRIDGE_REDIS_URL, else embedded Redis)."""
     from adapter.serve import run_worker
 
-    run_worker(_settings(), beat=beat, concurrency=concurrency)
+    settings = _settings() if supervised else _serving_settings()
+    run_worker(settings, beat=beat, concurrency=concurrency)
+
+
+@app.command("llm-server")
+def llm_server(
+    port: Annotated[
+        int | None, typer.Option(min=0, max=65535, help="port (RADBRIDGE_LLM_SERVER_PORT, 8081)")
+    ] = None,
+    parallel: Annotated[
+        int | None,
+        typer.Option(min=1, help="slots decoded together (RADBRIDGE_LLM_SERVER_PARALLEL, 4)"),
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="GGUF model file (RADBRIDGE_MODEL_PATH)")
+    ] = None,
+) -> None:
+    """Serve the model over an OpenAI-compatible API (llama.cpp's server, continuous batching)
+    for RADBRIDGE_ENGINE=openai workers; Ctrl-C stops it."""
+    from workers.llm_server import run_llm_server
+
+    settings = _settings(model_path=model)
+    logging.getLogger("radbridge").setLevel(logging.INFO)
+    run_llm_server(settings, port=port, parallel=parallel)
 
 
 @app.command("dead-letters")
@@ -503,7 +571,9 @@ def replay(
 def evaluate(
     dataset: Annotated[
         Path,
-        typer.Argument(help="labelled JSONL (DESIGN.md 'Contracts'), NegEx annotations or DRAGON"),
+        typer.Argument(
+            help="labelled JSONL (DESIGN.md 'Contracts'), Open-i JSONL, NegEx annotations or DRAGON"
+        ),
     ],
     out_dir: Annotated[Path, typer.Option("--out", help="folder for metrics.json, report.html")],
     template: Annotated[
@@ -521,6 +591,10 @@ def evaluate(
     ] = 0.0,
     resamples: Annotated[int, typer.Option(min=1, help="bootstrap resamples")] = 1000,
     seed: Annotated[int, typer.Option(help="bootstrap seed")] = 0,
+    split: Annotated[
+        str | None,
+        typer.Option(help="dev | test: only that half of a labelled JSONL set"),
+    ] = None,
 ) -> None:
     """Measure extraction accuracy on labelled reports: metrics.json, report.html, a table."""
     from collections.abc import Callable
@@ -532,6 +606,8 @@ def evaluate(
 
     if stage is not None and stage not in ("rules", "llm", "hybrid", "all"):
         raise _fail(f"--stage must be rules, llm, hybrid or all (got {stage!r})")
+    if split is not None and split not in ("dev", "test"):
+        raise _fail(f"--split must be dev or test (got {split!r})")
     settings = _settings(model_path=model, stage=None if stage == "all" else stage)
     if template is not None and not is_dragon(dataset):  # DRAGON: its own task templates
         try:
@@ -544,7 +620,9 @@ def evaluate(
             task = progress.add_task("evaluating", total=total)
             return lambda: progress.advance(task)
 
-        options = ev.EvalOptions(settings, stage, template, tolerance, resamples, seed, start)
+        options = ev.EvalOptions(
+            settings, stage, template, tolerance, resamples, seed, start, split=split
+        )
         try:
             result = ev.run_evaluation(dataset, options)
         except EvaluationError as exc:

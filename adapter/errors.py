@@ -1,9 +1,12 @@
 """Errors of the `adapter` package.
 
 RadbridgeError (mappings.errors)
-└── AdapterError                   adapter/: I/O at the edges or configuration
+└── AdapterError                   adapter/: I/O at the edges or configuration      500, NAK AE 207
     ├── ConfigError                settings are unusable (e.g. production without auth)
-    └── InputError                 a CLI input path cannot be read
+    ├── InputError                 a CLI input path cannot be read                  400
+    ├── StoreError                 the store failed (no content in the message)     503, NAK AE 207
+    ├── MllpError                  adapter/mllp.py: an MLLP peer or frame failed
+    └── ApiError                   adapter/api.py: an HTTP error, its status chosen where raised
 """
 
 from __future__ import annotations
@@ -22,6 +25,12 @@ class ConfigError(AdapterError):
 class InputError(AdapterError):
     """An input file or folder given on the command line cannot be read."""
 
+    http_status = 400
+    issue_code = "not-found"
+
 
 class StoreError(AdapterError):
     """The store cannot be opened, or a store operation failed (no content in the message)."""
+
+    http_status = 503
+    issue_code = "transient"

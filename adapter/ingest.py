@@ -29,6 +29,7 @@ from adapter.mllp import FrameEvent
 from adapter.store import Incoming, Store
 from mappings.ack import AckError, Outcome, build_ack, needs_commit_ack
 from mappings.errors import HL7ErrorCode, MessageRejected
+from mappings.hl7v2 import precheck_oru
 from mappings.msh import MshPeek, peek_msh
 
 log = logging.getLogger("radbridge.ingest")
@@ -191,6 +192,9 @@ class Hl7Ingest:
             return self._nak(
                 peek, self.policy.unreadable, HL7ErrorCode.REQUIRED_FIELD_MISSING, "MSH-10 is empty"
             )
+        problem = precheck_oru(payload, peek)  # version, charset, OBR: AR before storing
+        if problem is not None:
+            return self._nak(peek, self.policy.unreadable, problem.code, problem.detail)
         ack = build_ack(peek, Outcome.ACCEPTED, control_id=self._control_id())
         item = Incoming(
             raw=payload,

@@ -7,6 +7,12 @@ so the listener can NAK it. Every complete frame gets an answer from the handler
 the connection it came in on; the listener never closes a connection on a complete frame
 without answering (a handler that raises gets a generic AE). Logs carry ids, sizes and timings
 only.
+
+Slow senders cannot lock others out: a frame must complete within `frame_timeout` seconds of
+its start block (a byte now and then does not extend it, unlike the idle timeout), one peer
+address holds at most `max_connections_per_peer` connections, the last `reserved_connections`
+slots go only to peers holding none, and when every slot is taken a new peer's connection
+replaces the connection that has waited longest without completing a frame.
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ class FrameReader:
         self._discarded = 0
         self._pending_cr = False  # saw 0x1C as the last byte; waiting for 0x0D
         self.junk_bytes = 0
+        self.frames_started = 0  # start blocks seen (the listener times each frame from its own)
 
     def feed(self, data: bytes) -> list[FrameEvent]:
         """Consume `data`; return the frames completed by it."""
@@ -71,6 +78,7 @@ class FrameReader:
                     return events
                 self.junk_bytes += start - position
                 self._in_frame = True
+                self.frames_started += 1
                 self._buffer.clear()
                 self._discarding = False
                 self._discarded = 0
@@ -136,6 +144,17 @@ def frame(payload: bytes) -> bytes:
 FrameHandler = Callable[[FrameEvent], Awaitable[bytes | None]]
 
 
+@dataclass
+class _Connection:
+    """One open connection as the listener's admission and eviction see it."""
+
+    host: str
+    task: asyncio.Task[None]
+    writer: asyncio.StreamWriter
+    waiting_since: float  # connect time or the last answered frame: how long it gave nothing
+    answering: bool = False
+
+
 class MllpServer:
     """The MLLP listener: one task per connection, frames answered in order."""
 
@@ -149,6 +168,9 @@ class MllpServer:
         idle_timeout: float = 300.0,
         max_connections: int = 64,
         ssl_context: ssl.SSLContext | None = None,
+        frame_timeout: float = 30.0,
+        max_connections_per_peer: int = 8,
+        reserved_connections: int = 8,
     ) -> None:
         self.handler = handler
         self.host = host
@@ -157,9 +179,15 @@ class MllpServer:
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
         self.ssl_context = ssl_context
+        self.frame_timeout = frame_timeout
+        self.max_connections_per_peer = max_connections_per_peer
+        self.reserved_connections = min(reserved_connections, max_connections - 1)
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections: dict[asyncio.Task[None], _Connection] = {}
         self.frames_answered = 0
+        self.refused = 0
+        self.evicted = 0
+        self.frame_timeouts = 0
 
     async def start(self) -> int:
         """Start listening; returns the bound port (useful with port 0)."""
@@ -182,35 +210,90 @@ class MllpServer:
             self._server.close()
             await self._server.wait_closed()
         if self._connections:
-            _, pending = await asyncio.wait(self._connections, timeout=grace)
+            _, pending = await asyncio.wait(list(self._connections), timeout=grace)
             for task in pending:
                 task.cancel()
+
+    def _admit(self, host: str) -> str | None:
+        """Why a new connection from `host` is refused (None: admitted, evicting if needed)."""
+        held = sum(1 for c in self._connections.values() if c.host == host)
+        if held >= self.max_connections_per_peer:
+            return f"per-peer limit {self.max_connections_per_peer} reached"
+        total = len(self._connections)
+        if held and total >= self.max_connections - self.reserved_connections:
+            return "only reserved slots left (kept for peers without a connection)"
+        if total >= self.max_connections:
+            now = time.monotonic()
+            idle = [c for c in self._connections.values() if not c.answering]
+            if not idle:
+                return f"limit {self.max_connections} reached"
+            victim = min(idle, key=lambda c: c.waiting_since)
+            log.warning(
+                "mllp connection evicted: limit %d reached, it gave no frame for %.1f s",
+                self.max_connections,
+                now - victim.waiting_since,
+            )
+            self.evicted += 1
+            del self._connections[victim.task]
+            victim.task.cancel()
+        return None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self._connections) >= self.max_connections:
-            log.warning("mllp connection refused: limit %d reached", self.max_connections)
+        peer = writer.get_extra_info("peername")
+        host = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
+        refusal = self._admit(host)
+        if refusal is not None:
+            self.refused += 1
+            log.warning("mllp connection refused: %s", refusal)
             writer.close()
             return
-        self._connections.add(task)
-        peer = writer.get_extra_info("peername")
+        connection = _Connection(host, task, writer, time.monotonic())
+        self._connections[task] = connection
         frames = FrameReader(self.max_frame_bytes)
+        started = frames.frames_started
+        frame_deadline: float | None = None
         try:
             while True:
+                now = time.monotonic()
+                timeout = self.idle_timeout
+                if frame_deadline is not None:
+                    timeout = min(timeout, frame_deadline - now)
                 try:
-                    data = await asyncio.wait_for(reader.read(READ_CHUNK), self.idle_timeout)
+                    if timeout <= 0:
+                        raise TimeoutError
+                    data = await asyncio.wait_for(reader.read(READ_CHUNK), timeout)
                 except TimeoutError:
-                    log.info("mllp idle timeout peer=%s", peer)
+                    if frame_deadline is not None and time.monotonic() >= frame_deadline:
+                        self.frame_timeouts += 1
+                        log.info(
+                            "mllp frame not complete within %.1f s of its start block peer=%s",
+                            self.frame_timeout,
+                            peer,
+                        )
+                    else:
+                        log.info("mllp idle timeout peer=%s", peer)
                     break
                 if not data:
                     break
                 for event in frames.feed(data):
-                    await self._answer(event, writer)
+                    connection.answering = True
+                    try:
+                        await self._answer(event, writer)
+                    finally:
+                        connection.answering = False
+                    connection.waiting_since = time.monotonic()
+                if not frames.in_frame:
+                    frame_deadline = None
+                elif frames.frames_started != started or frame_deadline is None:
+                    frame_deadline = time.monotonic() + self.frame_timeout
+                started = frames.frames_started
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
             log.info("mllp connection lost peer=%s error=%s", peer, type(exc).__name__)
         finally:
-            self._connections.discard(task)
+            if self._connections.get(task) is connection:
+                del self._connections[task]
             writer.close()
             with contextlib.suppress(ConnectionError, ssl.SSLError):
                 await writer.wait_closed()

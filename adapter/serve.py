@@ -61,11 +61,11 @@ def queue_depth_probe(url: str) -> Any:
 
 
 async def run_services(settings: Settings, *, with_worker: bool = True) -> None:
-    """Run API, MLLP and worker until a stop signal."""
+    """Run API, MLLP and (unless `with_worker` is False) a worker until a stop signal.
+
+    The caller has checked the settings (`radbridge serve` does, once: `check_production`)."""
     import uvicorn
 
-    for warning in settings.check_production():
-        log.warning("%s", warning)
     redis_handle = None
     if settings.redis_url:
         broker = settings.redis_url
@@ -95,6 +95,9 @@ async def run_services(settings: Settings, *, with_worker: bool = True) -> None:
         max_frame_bytes=settings.mllp_max_frame_bytes,
         idle_timeout=settings.mllp_idle_timeout_s,
         max_connections=settings.mllp_max_connections,
+        frame_timeout=settings.mllp_frame_timeout_s,
+        max_connections_per_peer=settings.mllp_max_connections_per_peer,
+        reserved_connections=settings.mllp_reserved_connections,
         ssl_context=settings.mllp_ssl_context(),
     )
     env = {
@@ -102,8 +105,16 @@ async def run_services(settings: Settings, *, with_worker: bool = True) -> None:
         "RADBRIDGE_REDIS_URL": broker,
         "RADBRIDGE_DATA_DIR": str(settings.data_dir),
     }
-    worker = subprocess.Popen(
-        [sys.executable, "-c", "from adapter.cli import main; main()", "worker", "--beat"], env=env
+    worker = (
+        subprocess.Popen(
+            [
+                *(sys.executable, "-c", "from adapter.cli import main; main()"),
+                *("worker", "--beat", "--supervised"),
+            ],
+            env=env,
+        )
+        if with_worker
+        else None
     )
     server = uvicorn.Server(
         uvicorn.Config(api, host=settings.host, port=settings.http_port, log_level="warning")
@@ -139,18 +150,16 @@ async def run_services(settings: Settings, *, with_worker: bool = True) -> None:
 
 def run_worker(settings: Settings, *, beat: bool, concurrency: int) -> None:
     """A Celery worker for the radbridge tasks (blocks)."""
+    from workers.engine import probe_engine, worker_pool
     from workers.tasks import make_worker_app
 
+    probe_engine(settings)  # EngineError: a model server that ignores json_schema; no start
+    pool, concurrency = worker_pool(settings, concurrency)
     if not settings.redis_url:
         _, broker = start_embedded_redis(settings)
         settings = settings.model_copy(update={"redis_url": broker})
     app = make_worker_app(settings)
-    argv = [
-        "worker",
-        "--loglevel=INFO",
-        f"--concurrency={concurrency}",
-        "--pool=prefork" if concurrency > 1 else "--pool=solo",
-    ]
+    argv = ["worker", "--loglevel=INFO", f"--concurrency={concurrency}", f"--pool={pool}"]
     if beat:
         argv += ["--beat", f"--schedule={(settings.data_dir / 'celerybeat-schedule').resolve()}"]
     app.worker_main(argv)

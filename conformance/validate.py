@@ -218,7 +218,9 @@ def _link_problems(bundle: Resource, path: str) -> list[Problem]:
     for index, resource in enumerate(entries):
         where = f"Bundle.entry[{index}].resource"
         kind = resource.get("resourceType")
-        if kind == "Observation":
+        # an Observation retired by a superseding result is carried to be retired, not linked
+        retired = resource.get("status") in ("entered-in-error", "cancelled")
+        if kind == "Observation" and not retired:
             ref = f"Observation/{resource.get('id')}"
             if ref not in results:
                 message = "Observation is not in any DiagnosticReport.result"

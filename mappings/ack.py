@@ -16,9 +16,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from mappings.errors import HL7ErrorCode
-from mappings.msh import MshPeek
+from mappings.hl7v2 import SUPPORTED_VERSIONS
+from mappings.msh import STANDARD_ENCODING, MshPeek
 
 DEFAULT_VERSION = "2.5"
+SEPARATOR = "|"
 _ERR3_VERSIONS = ("2.5", "2.6", "2.7", "2.8")
 
 
@@ -92,17 +94,25 @@ def ack_code(peek: MshPeek | None, outcome: Outcome, *, application: bool = Fals
     return (_ENHANCED if is_enhanced(peek) and not application else _ORIGINAL)[outcome]
 
 
-def _escape(text: str, separator: str, encoding: str) -> str:
-    chars = (encoding + "^~\\&")[:4]
-    component, repetition, escape, subcomponent = chars[0], chars[1], chars[2], chars[3]
-    mapping = {escape: "E", separator: "F", component: "S", repetition: "R", subcomponent: "T"}
+def _escape(text: str) -> str:
+    """`text` as an ER7 value in the ACK's delimiters (no segment ends)."""
+    mapping = {"\\": "E", SEPARATOR: "F", "^": "S", "~": "R", "&": "T"}
     if not any(c in text for c in (*mapping, "\r", "\n")):
         return text  # the common case (plain ids and names), checked before the ACK is sent
     return (
-        "".join(f"{escape}{mapping[c]}{escape}" if c in mapping else c for c in text)
+        "".join(f"\\{mapping[c]}\\" if c in mapping else c for c in text)
         .replace("\r", " ")
         .replace("\n", " ")
     )
+
+
+def _translate(raw: str, peek: MshPeek) -> str:
+    """An inbound ER7 value in the ACK's delimiters: the sender's delimiters become ours, and
+    characters that are ours but were plain text for the sender are escaped."""
+    if peek.field_separator == SEPARATOR and peek.encoding_characters[:4] == STANDARD_ENCODING:
+        return raw.replace("\r", " ").replace("\n", " ")
+    theirs = dict(zip(peek.encoding_characters[:4], STANDARD_ENCODING, strict=True))
+    return "".join(theirs.get(c) or _escape(c) for c in raw)
 
 
 def build_ack(
@@ -115,49 +125,44 @@ def build_ack(
     application: bool = False,
 ) -> bytes:
     """The ACK message (ER7 bytes, `\\r` segment ends) for an inbound message."""
-    separator = peek.field_separator if peek else "|"
-    encoding = peek.encoding_characters if peek and len(peek.encoding_characters) >= 4 else "^~\\&"
-    version = peek.version if peek and peek.version else DEFAULT_VERSION
-    component = encoding[0]
+    # the inbound version when radbridge speaks it; else (e.g. an AR for version 3.0) its own
+    version = peek.version if peek and peek.version in SUPPORTED_VERSIONS else DEFAULT_VERSION
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
-    message_type = (
-        f"ACK{component}{peek_trigger(peek)}{component}ACK"
-        if version >= "2.4"
-        else f"ACK{component}{peek_trigger(peek)}"
-    )
-    s = separator
-    msh = s.join(
+    trigger = _escape(peek_trigger(peek))
+    message_type = f"ACK^{trigger}^ACK" if version >= "2.4" else f"ACK^{trigger}"
+
+    def inbound(value: str) -> str:
+        return _translate(value, peek) if peek else ""
+
+    msh = SEPARATOR.join(
         [
             "MSH",
-            encoding,
-            _escape(peek.receiving_application if peek else "", s, encoding),
-            _escape(peek.receiving_facility if peek else "", s, encoding),
-            _escape(peek.sending_application if peek else "", s, encoding),
-            _escape(peek.sending_facility if peek else "", s, encoding),
+            STANDARD_ENCODING,
+            inbound(peek.receiving_application) if peek else "",
+            inbound(peek.receiving_facility) if peek else "",
+            inbound(peek.sending_application) if peek else "",
+            inbound(peek.sending_facility) if peek else "",
             stamp,
             "",
             message_type,
-            _escape(control_id, s, encoding),
-            peek.processing_id if peek and peek.processing_id else "P",
-            version,
+            _escape(control_id),
+            inbound(peek.processing_id) if peek and peek.processing_id else "P",
+            _escape(version),
         ]
     )
     code = ack_code(peek, outcome, application=application)
-    msa = s.join(["MSA", code.value, _escape(peek.control_id if peek else "", s, encoding)])
+    msa = SEPARATOR.join(["MSA", code.value, inbound(peek.control_id) if peek else ""])
     segments = [msh, msa]
     if error is not None:
-        text = _escape(error.text, s, encoding)
-        cwe = component.join([error.code.value, text, "HL70357"])
+        text = _escape(error.text)
+        cwe = "^".join([error.code.value, text, "HL70357"])
         if version[:3] in _ERR3_VERSIONS:
-            segments.append(s.join(["ERR", "", "", cwe, error.severity, "", "", "", text]))
+            segments.append(SEPARATOR.join(["ERR", "", "", cwe, error.severity, "", "", "", text]))
         else:
-            subcomponent = encoding[3]
             segments.append(
-                s.join(
-                    ["ERR", component * 3 + subcomponent.join([error.code.value, text, "HL70357"])]
-                )
+                SEPARATOR.join(["ERR", "^^^" + "&".join([error.code.value, text, "HL70357"])])
             )
-    return ("\r".join(segments) + "\r").encode("utf-8")
+    return ("\r".join(segments) + "\r").encode("latin-1", errors="replace")
 
 
 def peek_trigger(peek: MshPeek | None) -> str:

@@ -3,27 +3,41 @@
     RadbridgeError                      root of every error radbridge raises on purpose
     ├── MappingError                    mappings/: a definition or transformation failed
     │   ├── MessageRejected             an inbound message cannot be used (carries an HL7 0357 code)
+    │   ├── InternalMappingError        a bug while mapping (carries a correlation id; retried)
     │   ├── TemplateError               a template file is malformed (carries file and field)
+    │   │   ├── UnsupportedTask         an llm_extractinator task radbridge cannot run (extractinator.py)
+    │   │   └── UnsafeParserFormat      a task's parser format would run code (extractinator.py)
     │   ├── TerminologyError            a code is not in the verified code table
     │   └── FhirMappingError            a FHIR resource cannot be read or built
     ├── AdapterError                    adapter/ (see adapter/errors.py)
+    │   ├── ConfigError, InputError, StoreError
+    │   ├── MllpError                   adapter/mllp.py
+    │   └── ApiError                    adapter/api.py: an HTTP error with its status
     ├── WorkerError                     workers/ (see workers/errors.py)
+    │   ├── EngineError, ExtractionError
+    │   ├── DeliveryError               DeliveryRetryable, DeliveryRejected
+    │   └── SpanError                   workers/context.py
     └── ConformanceError                conformance/ (see conformance/errors.py)
+        ├── SchemaUnavailable, EvaluationError (DatasetError, ConverterUnavailable)
+        └── ReplayError                 conformance/replay.py
 
-Messages never contain report text or patient identifiers.
+Every class says how it is answered: `hl7_code` (HL7 table 0357, ERR-3 of a NAK or an application
+ACK), `http_status` and `issue_code` (the OperationOutcome of the HTTP API); a test checks each
+class in this tree has them and appears in this docstring. Messages never contain report text or
+patient identifiers.
 """
 
 from __future__ import annotations
 
+import logging
+import traceback
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from enum import StrEnum
+from typing import ClassVar
 
-
-class RadbridgeError(Exception):
-    """Root of every error radbridge raises on purpose."""
-
-
-class MappingError(RadbridgeError):
-    """A pure mapping or definition step failed."""
+log = logging.getLogger("radbridge.errors")
 
 
 class HL7ErrorCode(StrEnum):
@@ -43,6 +57,61 @@ class HL7ErrorCode(StrEnum):
     APPLICATION_INTERNAL_ERROR = "207"
 
 
+class RadbridgeError(Exception):
+    """Root of every error radbridge raises on purpose."""
+
+    hl7_code: ClassVar[HL7ErrorCode] = HL7ErrorCode.APPLICATION_INTERNAL_ERROR
+    http_status: ClassVar[int] = 500
+    issue_code: ClassVar[str] = "exception"
+
+
+class MappingError(RadbridgeError):
+    """A pure mapping or definition step failed."""
+
+
+class InternalMappingError(MappingError):
+    """A mapping step failed in a way no table lists: a bug, not bad input. The message holds only
+    the exception type and a correlation id; the traceback (no values) is in the log under it."""
+
+    def __init__(self, where: str, exc: BaseException) -> None:
+        self.correlation_id = uuid.uuid4().hex
+        super().__init__(
+            f"internal error in {where} ({type(exc).__name__}, correlation id {self.correlation_id})"
+        )
+        frames = "\n".join(  # file, line and function only: source lines may quote values
+            f"  {frame.filename}:{frame.lineno} in {frame.name}"
+            for frame in traceback.extract_tb(exc.__traceback__)
+        )
+        log.error(
+            "internal error in %s correlation=%s type=%s\n%s",
+            where,
+            self.correlation_id,
+            type(exc).__name__,
+            frames,
+        )
+
+
+RejectionFactory = Callable[[BaseException], "MessageRejected"]
+
+
+@contextmanager
+def map_exceptions(
+    mapping: Mapping[type[BaseException], RejectionFactory], where: str
+) -> Iterator[None]:
+    """httpx's pattern: exceptions the table lists become the rejection it builds; a
+    `RadbridgeError` passes unchanged; anything else is an `InternalMappingError` (logged with a
+    correlation id, no exception text: it may hold report content)."""
+    try:
+        yield
+    except RadbridgeError:
+        raise
+    except Exception as exc:
+        for kind, build in mapping.items():
+            if isinstance(exc, kind):
+                raise build(exc) from None
+        raise InternalMappingError(where, exc) from None
+
+
 class MessageRejected(MappingError):
     """An inbound message (or one report in it) cannot be used.
 
@@ -50,6 +119,9 @@ class MessageRejected(MappingError):
     machine-readable reason (used as `reason` in rejected.jsonl), and the message text a
     human-readable explanation free of report content and identifiers.
     """
+
+    http_status = 400
+    issue_code = "invalid"
 
     def __init__(self, code: HL7ErrorCode, reason: str, detail: str) -> None:
         super().__init__(detail)
@@ -61,6 +133,9 @@ class MessageRejected(MappingError):
 class TemplateError(MappingError):
     """A template file is malformed; the message names the file and the field."""
 
+    http_status = 422
+    issue_code = "invalid"
+
     def __init__(self, source: str, field: str, problem: str) -> None:
         super().__init__(f"{source}: {field}: {problem}")
         self.source = source
@@ -71,6 +146,11 @@ class TemplateError(MappingError):
 class TerminologyError(MappingError):
     """A code is not in the project's verified code table."""
 
+    issue_code = "code-invalid"
+
 
 class FhirMappingError(MappingError):
     """A FHIR resource cannot be read into a Report or an output resource cannot be built."""
+
+    http_status = 400
+    issue_code = "structure"

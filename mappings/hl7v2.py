@@ -30,8 +30,9 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
-from mappings.errors import HL7ErrorCode, MessageRejected
+from mappings.errors import HL7ErrorCode, MessageRejected, RejectionFactory, map_exceptions
 from mappings.language import detect_language
+from mappings.msh import MshPeek, delimiters
 from mappings.report import Coding, PatientIdentifier, Report, ResultStatus
 from mappings.sections import find_sections
 
@@ -134,7 +135,7 @@ def decode_payload(payload: bytes, default_charset: str) -> tuple[str, str]:
         raise _reject(
             HL7ErrorCode.TABLE_VALUE_NOT_FOUND,
             "charset_error",
-            f"unsupported MSH-18 charset {declared!r}",
+            f"unsupported MSH-18 charset {declared!r} (supported: UNICODE UTF-8, 8859/1, 8859/15, ASCII)",
         )
     charset = _CHARSETS[declared.upper()] or default_charset
     try:
@@ -144,7 +145,7 @@ def decode_payload(payload: bytes, default_charset: str) -> tuple[str, str]:
             raise _reject(
                 HL7ErrorCode.DATA_TYPE_ERROR,
                 "charset_error",
-                f"message bytes are not valid {charset}",
+                f"message bytes are not valid {charset.upper()} (MSH-18 {declared or 'empty'})",
             ) from None
         return payload.decode("iso-8859-1"), "iso-8859-1"
 
@@ -190,7 +191,7 @@ def _escape_token(token: str, enc: _Encoding, charset: str) -> str | None:
         return "\n"
     if token.startswith(".sp"):
         count = token[3:].strip()
-        return "\n" * (int(count) if count.isdigit() else 1)
+        return "\n" * (min(int(count), 100) if count.isascii() and count.isdigit() else 1)
     if token.startswith((".fi", ".nf", ".in", ".ti", ".sk", ".ce")):
         return ""
     if token.startswith("X") and len(token) > 1:
@@ -206,11 +207,9 @@ def _split_segments(text: str) -> list[str]:
 
 
 def _encoding(msh: str) -> _Encoding:
-    if len(msh) < 8:
-        raise _reject(HL7ErrorCode.REQUIRED_FIELD_MISSING, "unparsable", "MSH segment is too short")
-    chars = msh[4:8]
+    separator, chars = delimiters(msh)
     return _Encoding(
-        field=msh[3],
+        field=separator,
         component=chars[0],
         repetition=chars[1],
         escape=chars[2],
@@ -276,14 +275,25 @@ def _structural_parse(text: str, version: str) -> None:
     library_version = _HL7APY_VERSION.get(version)
     if library_version:
         er7 = er7.replace(f"|{version}", f"|{library_version}", 1)
-    try:
+    from hl7apy.exceptions import HL7apyException
+
+    # hl7apy's own errors, and the ValueError/LookupError it lets escape on malformed fields;
+    # anything else (RecursionError, TypeError …) is a bug: an internal error, retried
+    rejections: dict[type[BaseException], RejectionFactory] = {
+        HL7apyException: _hl7apy_refused,
+        ValueError: _hl7apy_refused,
+        LookupError: _hl7apy_refused,
+    }
+    with map_exceptions(rejections, "hl7apy structural parse"):
         parse_message(er7, find_groups=False, validation_level=VALIDATION_LEVEL.TOLERANT)
-    except Exception as exc:
-        raise _reject(
-            HL7ErrorCode.SEGMENT_SEQUENCE_ERROR,
-            "unparsable",
-            f"HL7 parser refused the message ({type(exc).__name__})",
-        ) from None
+
+
+def _hl7apy_refused(exc: BaseException) -> MessageRejected:
+    return _reject(
+        HL7ErrorCode.SEGMENT_SEQUENCE_ERROR,
+        "unparsable",
+        f"HL7 parser refused the message ({type(exc).__name__})",
+    )
 
 
 def _header(msh: list[str], enc: _Encoding, charset: str) -> MessageHeader:
@@ -293,7 +303,7 @@ def _header(msh: list[str], enc: _Encoding, charset: str) -> MessageHeader:
         sending_facility=_opt(_component(_get(msh, 4), enc, 1, charset)),
         message_type=_component(message_type, enc, 1, charset),
         trigger_event=_component(message_type, enc, 2, charset),
-        control_id=_component(_get(msh, 10), enc, 1, charset),
+        control_id=unescape(_get(msh, 10), enc, charset).strip(),  # ST: the whole field
         version=_component(_get(msh, 12), enc, 1, charset),
         charset=charset,
         accept_ack_type=_opt(_component(_get(msh, 15), enc, 1, charset)),
@@ -454,17 +464,42 @@ def _report(
 def parse_oru(
     payload: bytes, *, default_charset: str = "utf-8", default_language: str = "en"
 ) -> ParsedMessage:
-    """Parse one ORU^R01 into Reports; raises only `MessageRejected` for unusable messages."""
-    try:
+    """Parse one ORU^R01 into Reports.
+
+    `MessageRejected` for unusable messages (the checks below, and the hl7apy errors its table
+    lists); any other exception is a bug: `InternalMappingError` (logged with a correlation id,
+    retried by the worker, never a silent dead letter).
+    """
+    with map_exceptions({}, "parse_oru"):
         return _parse_oru(payload, default_charset, default_language)
-    except MessageRejected:
-        raise
-    except Exception as exc:
-        raise _reject(
-            HL7ErrorCode.APPLICATION_INTERNAL_ERROR,
-            "unparsable",
-            f"message could not be read ({type(exc).__name__})",
-        ) from None
+
+
+def precheck_oru(payload: bytes, peek: MshPeek) -> MessageRejected | None:
+    """The cheap checks made before the ACK (the listener answers AR when one fails):
+    supported version (MSH-12), a known MSH-18 charset the bytes are valid in, at least one OBR.
+
+    What needs the full parse (report text present, OBX value types, hl7apy structure) is found
+    by the worker and answered by the enhanced-mode application ACK and the dead letter.
+    """
+    if peek.version not in SUPPORTED_VERSIONS:
+        return _reject(
+            HL7ErrorCode.UNSUPPORTED_VERSION_ID,
+            "unsupported_version",
+            f"HL7 version (MSH-12) {peek.version!r} is not supported",
+        )
+    if peek.charset:
+        try:
+            decode_payload(payload, "utf-8")
+        except MessageRejected as exc:
+            return exc
+    separator = re.escape(peek.field_separator.encode("latin-1"))
+    if not re.search(rb"(?:^|[\r\n])OBR(?:" + separator + rb"|[\r\n]|$)", payload):
+        return _reject(
+            HL7ErrorCode.REQUIRED_FIELD_MISSING,
+            "no_observation_request",
+            "the ORU^R01 has no OBR segment",
+        )
+    return None
 
 
 def _parse_oru(payload: bytes, default_charset: str, default_language: str) -> ParsedMessage:

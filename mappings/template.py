@@ -120,6 +120,35 @@ class Location(BaseModel):
     code: CodeRef | None = None
     expands_to: tuple[str, ...] = ()
     synonyms: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    part_of: str | None = None
+    """The larger location this one lies in (a lobe in its lung): a finding stated at both gets
+    the smaller one, and a finding with only the larger among its locations gets that."""
+    modifiers: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    """Words that name this location only right before a finding ("right" in "small right
+    effusion"), never on their own elsewhere in the clause."""
+
+
+class OrganQualifiers(BaseModel):
+    """Words that put a finding in another organ ("thyroid nodule", "mass in the chest wall"): a
+    mention of one of `variables` qualified by an `other` word and by no `own` word does not
+    count (`workers.organs`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    variables: tuple[str, ...] = Field(min_length=1)
+    other: dict[str, tuple[str, ...]] = Field(min_length=1)
+    own: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+
+
+class StatePhrases(BaseModel):
+    """A finding stated as a subject and its state ("heart size is mildly enlarged" -> present,
+    "heart size normal" -> absent): a subject and a state word in one clause, close together."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    subjects: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    abnormal: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    normal: dict[str, tuple[str, ...]] = Field(default_factory=dict)
 
 
 class Variable(BaseModel):
@@ -142,6 +171,10 @@ class Variable(BaseModel):
     qualifier: Qualifier | None = None
     patterns: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     section: str | None = None
+    excludes: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    """Longer phrases that contain a synonym but name something else ("pericardial effusion"
+    for pleural effusion): a mention inside one of them does not count."""
+    states: StatePhrases | None = None
 
     def option(self, option_id: str) -> Option:
         """The enum option with this id (KeyError if none)."""
@@ -183,6 +216,11 @@ class Template(BaseModel):
     variables: tuple[Variable, ...] = Field(min_length=1)
     locations: tuple[Location, ...] = ()
     max_tokens: int | None = Field(default=None, ge=1, le=32768)
+    probable_existence: Literal["present", "uncertain"] = "uncertain"
+    """What a strongly hedged finding ("probable", "likely", "suggestive of") is: `uncertain`
+    (the default), or `present` where the template's labelling convention says so."""
+    organ_qualifiers: OrganQualifiers | None = None
+    """Findings of another organ that must never become findings of this template's organ."""
     origin: Literal["llm_extractinator"] | None = Field(
         default=None, description="set on templates imported by mappings.extractinator"
     )
@@ -347,6 +385,12 @@ def _check_meaning(template: Template, source: str) -> None:
                 raise TemplateError(source, f"{field}.expands_to", f"unknown location {child!r}")
         if location.code is None and not location.expands_to:
             raise TemplateError(source, f"{field}.code", "a single site needs a code")
+        if location.part_of is not None and (
+            location.part_of not in location_ids or location.part_of == location.id
+        ):
+            raise TemplateError(
+                source, f"{field}.part_of", f"unknown location {location.part_of!r}"
+            )
         _check_code(source, f"{field}.code", location.code)
         _check_synonyms(source, field, location.synonyms, _synonym_languages(template))
     variable_ids = [var.id for var in template.variables]
@@ -370,6 +414,14 @@ def _check_meaning(template: Template, source: str) -> None:
         if variable.type is not VariableType.ENUM or variable.synonyms:
             # an enum is found by its options' synonyms; its own are optional
             _check_synonyms(source, field, variable.synonyms, _synonym_languages(template))
+    organs = template.organ_qualifiers
+    for index, variable_id in enumerate(organs.variables if organs else ()):
+        if variable_id not in variable_ids:
+            raise TemplateError(
+                source,
+                f"organ_qualifiers.variables[{index}]",
+                f"undeclared variable {variable_id!r}",
+            )
     for index, code in enumerate(template.applies_to.procedure_codes):
         _check_code(source, f"applies_to.procedure_codes[{index}]", code)
 

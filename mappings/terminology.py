@@ -67,6 +67,17 @@ TERMS: tuple[TermEntry, ...] = (
         f"{VERIFIED} (HL7LT/ig-lt-lung pulmonary-nodule-type-vs-lt-lung.fsh@043a8a1f + 2 repos)",
         "2+ sources",
     ),
+    # chest X-ray findings (issue 10; emphysema is shared with chest_ct)
+    TermEntry(SNOMED, "233604007", "Pneumonia (disorder)", GPS, "GPS"),
+    TermEntry(SNOMED, "87433001", "Pulmonary emphysema (disorder)", GPS, "GPS"),
+    TermEntry(SNOMED, "51615001", "Fibrosis of lung (disorder)", GPS, "GPS"),
+    TermEntry(SNOMED, "309529002", "Lung mass (finding)", GPS, "GPS"),
+    TermEntry(SNOMED, "84089009", "Hiatal hernia (disorder)", GPS, "GPS"),
+    TermEntry(SNOMED, "125605004", "Fracture of bone (disorder)", GPS, "GPS"),
+    # chest CT findings (issue 10): pneumothorax 36118008, cardiomegaly 8186001 and emphysema
+    # 87433001 are the entries above, shared with chest_findings
+    TermEntry(SNOMED, "30746006", "Lymphadenopathy (disorder)", GPS, "GPS"),
+    TermEntry(SNOMED, "373945007", "Pericardial effusion (disorder)", GPS, "GPS"),
     # body sites
     TermEntry(SNOMED, "39607008", "Lung structure (body structure)", f"{GPS}; {VERIFIED}", "GPS"),
     TermEntry(
@@ -241,7 +252,31 @@ UNCODED_CONCEPTS: dict[str, str] = {
         "in verified-codes.tsv; not confirmed, so emitted as text only"
     ),
     "both_lower_lobes": "no single code: expands to the right and left lower lobe",
+    # --- chest_findings uncoded (issue 10) ---
+    "enlarged_cardiomediastinum": (
+        "no SNOMED CT concept for an enlarged cardiomediastinal silhouette in GPS 2019 or "
+        "verified-codes.tsv; text only"
+    ),
+    "infiltration": (
+        "no SNOMED CT concept for a radiographic pulmonary infiltrate in GPS 2019 or "
+        "verified-codes.tsv; text only"
+    ),
+    "lung_opacity": (
+        "no SNOMED CT concept for a radiographic lung opacity in GPS 2019 or verified-codes.tsv; "
+        "text only"
+    ),
+    "pleural_thickening": (
+        "no SNOMED CT concept for pleural thickening in GPS 2019 or verified-codes.tsv (the "
+        "Open Imaging finding model cites GAMUTS 15999 only); text only"
+    ),
+    "support_devices": "a group of device kinds, not one SNOMED CT concept; text only",
     # --- chest_ct uncoded ---
+    # chest CT findings (issue 10)
+    "calcified_granuloma": (
+        "no SNOMED CT concept for a calcified lung granuloma in GPS 2019 (only 28122003 "
+        "pulmonary eosinophilic granuloma, a different disease) or verified-codes.tsv; the Open "
+        "Imaging finding model OIFM_MGB_314652 (hoodcm/oifm-definitions) cites no code; text only"
+    ),
     "nodule": (
         "chest_ct nodule: same concept and reason as chest_findings lung_nodule (786838002 "
         "has one IG source and a conflicting mapping in verified-codes.tsv); text only"

@@ -7,7 +7,7 @@ from typing import Any
 
 from mappings.report import ModelInfo
 from workers.decoding import TokenStep
-from workers.engine import Generation
+from workers.extraction_engine import ChatPrompt, Generation
 
 
 def fake_generation(pieces: list[tuple[str, float, bool]]) -> Generation:
@@ -20,8 +20,9 @@ def fake_generation(pieces: list[tuple[str, float, bool]]) -> Generation:
 
 
 class FakeEngine:
-    """Stands in for workers.engine.Engine: returns a fixed Generation (not a model) and records
-    the prompts and max_tokens it was given."""
+    """An `ExtractionEngine` (workers.extraction_engine) that is not a model: returns a fixed
+    Generation and records the prompts and max_tokens it was given. It satisfies the Protocol
+    structurally (mypy checks it in tests/test_engine_protocol.py), no `type: ignore`."""
 
     model_info = ModelInfo(name="fake", sha256="f" * 64)
 
@@ -32,6 +33,13 @@ class FakeEngine:
 
     def chat_prompt(self, system: str, user: str) -> str:
         return f"{system}\n---\n{user}"
+
+    def generate(
+        self, prompt: ChatPrompt, schema: dict[str, Any], *, max_tokens: int
+    ) -> Generation:
+        return self.generate_json(
+            self.chat_prompt(prompt.system, prompt.user), schema, max_tokens=max_tokens
+        )
 
     def generate_json(self, prompt: str, schema: dict[str, Any], *, max_tokens: int) -> Generation:
         self.prompts.append(prompt)

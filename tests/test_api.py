@@ -9,7 +9,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from adapter.api import create_app
-from adapter.errors import ConfigError
 from adapter.settings import Settings
 from adapter.store import Store
 
@@ -40,10 +39,22 @@ def test_auth_required_when_configured(setup: tuple[TestClient, Store, list[int]
     assert client.get("/healthz", headers={"X-API-Key": ""}).status_code == 200
 
 
-def test_production_refuses_to_start_without_api_key(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, env="production")  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="RADBRIDGE_API_KEY"):
-        create_app(settings, Store.open(settings))
+def test_production_refuses_to_start_without_api_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`radbridge serve` checks the settings (once) before it builds the app."""
+    from typer.testing import CliRunner
+
+    import adapter.serve
+    from adapter.cli import app
+
+    started: list[object] = []
+    monkeypatch.setattr(adapter.serve, "run_services", lambda *a, **k: started.append(a))
+    monkeypatch.delenv("RADBRIDGE_API_KEY", raising=False)
+    monkeypatch.setenv("RADBRIDGE_ENV", "production")
+    monkeypatch.setenv("RADBRIDGE_DATA_DIR", str(tmp_path))
+    result = CliRunner().invoke(app, ["serve"])
+    assert result.exit_code == 2 and "RADBRIDGE_API_KEY" in result.output and started == []
 
 
 def test_hl7v2_over_http(setup: tuple[TestClient, Store, list[int]]) -> None:
@@ -114,7 +125,9 @@ def test_observations_served_for_pull(setup: tuple[TestClient, Store, list[int]]
     ).json()["total"] == len(observations)
     assert client.get("/fhir/Observation", params={"_lastUpdated": "yesterday"}).status_code == 400
     one = client.get(f"/fhir/Observation/{observations[0]['id']}")
-    assert one.status_code == 200 and one.json() == observations[0]
+    served = one.json()
+    assert served["meta"].pop("lastUpdated").endswith("Z")
+    assert one.status_code == 200 and served == observations[0]
     assert client.get("/fhir/Observation/nope").status_code == 404
 
 
@@ -126,3 +139,55 @@ def test_health_metrics_and_openapi(setup: tuple[TestClient, Store, list[int]]) 
     assert "radbridge_extraction_seconds_count 0" in metrics
     assert "radbridge_http_received_total" in metrics
     assert client.get("/openapi.json").status_code == 200
+
+
+def _many_observations(store: Store, count: int) -> list[dict[str, object]]:
+    golden = json.loads((FIXTURES / "hl7v2" / "chest_ct.fhir.json").read_text("utf-8"))["CT0001-1"]
+    template = next(
+        e["resource"] for e in golden["entry"] if e["resource"]["resourceType"] == "Observation"
+    )
+    entries = []
+    for index in range(count):
+        resource = json.loads(json.dumps(template))
+        resource["id"] = f"obs-{index:04d}"
+        entries.append(
+            {
+                "resource": resource,
+                "request": {"method": "PUT", "url": f"Observation/obs-{index:04d}"},
+            }
+        )
+    store.save_bundle(
+        None,
+        "R1",
+        {"resourceType": "Bundle", "id": "paging", "type": "transaction", "entry": entries},
+    )
+    return [e["resource"] for e in entries]
+
+
+def test_observation_search_pages_with_count_next_and_a_true_total(
+    setup: tuple[TestClient, Store, list[int]],
+) -> None:
+    """Issue 15 item 10: 108 stored, `total` 108 (not 100), `_count` honoured, `next` links walk
+    every page once; `code=%` matches nothing; every resource carries meta.lastUpdated."""
+    client, store, _ = setup
+    stored = _many_observations(store, 108)
+    first = client.get("/fhir/Observation").json()
+    assert first["total"] == 108
+    seen: list[str] = []
+    page = client.get("/fhir/Observation", params={"_count": "50"}).json()
+    pages = 1
+    while True:
+        assert page["total"] == 108 and len(page["entry"]) <= 50
+        seen += [e["resource"]["id"] for e in page["entry"]]
+        following = [link["url"] for link in page["link"] if link["relation"] == "next"]
+        if not following:
+            break
+        page = client.get(following[0]).json()
+        pages += 1
+    assert pages == 3 and sorted(seen) == sorted(str(o["id"]) for o in stored)
+    for wildcard in ("%", "_", "%|%"):
+        assert client.get("/fhir/Observation", params={"code": wildcard}).json()["total"] == 0
+    assert all(e["resource"]["meta"]["lastUpdated"].endswith("Z") for e in first["entry"])
+    assert "lastUpdated" in client.get("/fhir/Observation/obs-0001").json()["meta"]
+    assert client.get("/fhir/Observation", params={"_count": "-1"}).status_code == 400
+    assert client.get("/fhir/Observation", params={"_count": "100000"}).status_code == 400

@@ -28,7 +28,27 @@ from workers.context import ContextResult, SpanError, assess, sentence_bounds
 
 
 def _flags(result: ContextResult) -> set[str]:
-    return {name for name, value in vars(result).items() if value}
+    """The assertion flags that hold (`probable` refines `uncertain`: tested on its own)."""
+    return {name for name, value in vars(result).items() if value and name != "probable"}
+
+
+@pytest.mark.parametrize(
+    ("text", "mention", "probable"),
+    [
+        ("Probable bilateral pleural effusions.", "pleural effusions", True),
+        ("Findings most suggestive of pulmonary edema.", "pulmonary edema", True),
+        ("Left basal atelectasis versus infiltrate.", "infiltrate", True),
+        ("Effusion is likely.", "Effusion", True),
+        ("Possible small right pneumothorax.", "pneumothorax", False),
+        ("This may represent pneumonia.", "pneumonia", False),
+        ("Findings suggestive of emphysema.", "emphysema", False),
+        ("Pneumonia cannot be excluded.", "Pneumonia", False),
+    ],
+)
+def test_probable_existence_is_a_strong_hedge(text: str, mention: str, probable: bool) -> None:
+    result = assess(text, text.index(mention), text.index(mention) + len(mention), "en")
+    assert result.uncertain
+    assert result.probable is probable
 
 
 def _assess(text: str, mention: str, language: str | None) -> set[str]:

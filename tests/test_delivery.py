@@ -139,3 +139,43 @@ def test_smart_needs_its_settings() -> None:
 
     with pytest.raises(DeliveryError, match="RADBRIDGE_SMART_TOKEN_URL"):
         token_provider(Settings(fhir_auth="smart"))  # type: ignore[arg-type]
+
+
+def test_oru_retry_resends_the_same_control_id() -> None:
+    """Issue 14: a retried ORU keeps its MSH-10 (the receiver de-duplicates on it); a changed
+    Bundle is a new message with a new one. A real MLLP receiver answers AE, then AA."""
+    import asyncio
+    import threading
+
+    from adapter.mllp import FrameEvent, MllpServer
+    from mappings.msh import peek_msh
+    from workers.delivery import deliver_oru_message
+
+    received: list[bytes] = []
+
+    async def handler(event: FrameEvent) -> bytes:
+        assert event.payload is not None
+        received.append(event.payload)
+        code = "AE" if len(received) == 1 else "AA"
+        return f"MSH|^~\\&|EHR||RB||20260101||ACK^R01^ACK|A{len(received)}|P|2.5\rMSA|{code}|x\r".encode()
+
+    loop = asyncio.new_event_loop()
+    server = MllpServer(handler, host="127.0.0.1", port=0)
+    port = loop.run_until_complete(server.start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        settings = Settings(oru_target=f"mllp://127.0.0.1:{port}", delivery_timeout_s=10)
+        with pytest.raises(DeliveryRetryable):
+            deliver_oru_message(bundle(), settings)
+        deliver_oru_message(bundle(), settings)
+        changed = bundle()
+        changed["id"] = "another-bundle"
+        deliver_oru_message(changed, settings)
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+    ids = [peek_msh(payload).control_id for payload in received]
+    assert len(ids) == 3 and ids[0] == ids[1] != ids[2]
+    assert all(0 < len(i) <= 20 for i in ids)  # MSH-10 is ST(20) in v2.5.1

@@ -35,7 +35,9 @@ REPORTS = [
 
 @pytest.fixture(scope="module")
 def settings() -> Settings:
-    return Settings(n_threads=2, n_ctx=4096, max_tokens=512)
+    return Settings(
+        n_threads=2, n_ctx=8192, max_tokens=512
+    )  # chest_findings 2.0: ~3,400-token prompt
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +140,7 @@ def test_too_few_tokens_or_too_little_context_is_an_error_not_partial_output(
     with pytest.raises(ExtractionError, match="incomplete after 20 tokens"):
         engine.generate_json(_prompt(engine, REPORTS[0]), SCHEMA, max_tokens=20)
     with pytest.raises(ExtractionError, match="exceeds n_ctx"):
-        engine.generate_json(_prompt(engine, REPORTS[0]), SCHEMA, max_tokens=4000)
+        engine.generate_json(_prompt(engine, REPORTS[0]), SCHEMA, max_tokens=8000)
 
 
 def test_pipeline_end_to_end_with_varying_confidence(engine: Engine, settings: Settings) -> None:

@@ -230,3 +230,39 @@ def test_mutated_fixture_only_ever_rejected(data: st.DataObject) -> None:
         return
     for report in parsed.reports:
         assert "\r" not in report.text
+
+
+def test_a_parser_bug_is_an_internal_error_not_a_rejection(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 14: only the errors the table lists become MessageRejected; a bug (here a KeyError
+    deep in the parser) is an internal error with a correlation id, retried by the worker."""
+    import mappings.hl7v2 as hl7v2
+    from mappings.errors import InternalMappingError
+
+    def broken(*_: object) -> object:
+        raise KeyError("TESTPATIENT")  # what a bug might carry: PHI in the exception text
+
+    monkeypatch.setattr(hl7v2, "_patient_identifiers", broken)
+    with caplog.at_level("ERROR"), pytest.raises(InternalMappingError) as caught:
+        parse_oru((HL7_DIR / "chest_ct.hl7").read_bytes())
+    assert not isinstance(caught.value, MessageRejected)
+    correlation = caught.value.correlation_id
+    assert len(correlation) == 32 and correlation in str(caught.value)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    logged = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
+    assert correlation in logged and "KeyError" in logged and "in _report" in logged
+    assert "TESTPATIENT" not in logged and "TESTPATIENT" not in str(caught.value)
+
+
+def test_listed_errors_are_still_rejections() -> None:
+    with pytest.raises(MessageRejected) as caught:
+        parse_oru(
+            message(["OBX|1|TX|&GDT||x||||||F"]).replace(b"|C1|", b"|C1\xff|"),
+            default_charset="ascii",
+        )
+    assert caught.value.reason == "charset_error"
+
+
+def test_sp_count_with_a_non_ascii_digit_is_read_not_crashed() -> None:
+    assert report_text(message(["OBX|1|FT|&GDT||a\\.sp²\\b||||||F"])) == "a\nb"

@@ -1,8 +1,8 @@
 """Stage 1 scope rules that protect the verdict: the clinical question and family history.
 
-A mention in the history/indication section is the question asked ("r/o PE"), not a finding: it
-only counts when the rest of the report never names the finding. A mention about someone else
-(ConText other experiencer) does not vote at all."""
+A mention in the history/indication section is the question asked ("r/o PE"), not a finding of
+this examination: it never counts. A mention about someone else (ConText other experiencer) does
+not vote at all."""
 
 from __future__ import annotations
 
@@ -36,15 +36,25 @@ def _status(text: str, variable: str) -> str:
             "pleural_effusion",
             "present",
         ),
-        # the question alone is all the report says: it still counts (and stays uncertain)
+        # the question is not a finding of this examination, even when nothing else names it
         (
             "Indication: possible pneumothorax.\nImpression: Normal chest radiograph.",
             "pneumothorax",
-            "uncertain",
+            "not_mentioned",
+        ),
+        (
+            "INDICATION: XXXX-year-old with edema and dyspnea\nFINDINGS: Lungs are clear.",
+            "pulmonary_oedema",
+            "not_mentioned",
+        ),
+        (
+            "INDICATION: history of lung nodules\nIMPRESSION: No acute disease.",
+            "lung_nodule",
+            "not_mentioned",
         ),
     ],
 )
-def test_history_mentions_only_count_alone(text: str, variable: str, status: str) -> None:
+def test_history_mentions_never_count(text: str, variable: str, status: str) -> None:
     assert _status(text, variable) == status
 
 

@@ -130,7 +130,7 @@ def test_extract_with_a_fake_engine_builds_the_extraction() -> None:
             },
         )
     )
-    extraction = extract(REPORT, TEMPLATE, engine, settings=Settings(), hints="h1")  # type: ignore[arg-type]
+    extraction = extract(REPORT, TEMPLATE, engine, settings=Settings(), hints="h1")
     assert extraction.stage is Stage.LLM and extraction.model.name == "fake"
     assert [v.variable_id for v in extraction.values] == [v.id for v in TEMPLATE.variables]
     effusion = extraction.value_of("pleural_effusion")
@@ -155,4 +155,4 @@ def test_extract_with_a_fake_engine_builds_the_extraction() -> None:
 )
 def test_invalid_model_output_is_an_error_never_a_default(bad: str) -> None:
     with pytest.raises(ExtractionError):
-        extract(REPORT, TEMPLATE, FakeEngine(bad), settings=Settings())  # type: ignore[arg-type]
+        extract(REPORT, TEMPLATE, FakeEngine(bad), settings=Settings())

@@ -194,3 +194,47 @@ def test_reopen_sees_committed_rows_and_migrations_are_idempotent(tmp_path: Path
 def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="RADBRIDGE_DATABASE_URL"):
         Store.open(Settings(data_dir=tmp_path), url="postgresql+psycopg://nobody@127.0.0.1:1/none")
+
+
+def test_concurrent_workers_share_the_device_row(store: Store) -> None:
+    """Issue 15 item 7: workers saving Bundles of different reports at once all write the same
+    Device (and here Patient) row; upserts, not delete-and-insert, so none fails."""
+    golden = (FIXTURES / "hl7v2" / "chest_ct.fhir.json").read_text("utf-8")
+    bundle = json.loads(golden)["CT0001-1"]
+    shared = {
+        e["resource"]["id"]
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] in ("Device", "Patient")
+    }
+    own = [e["resource"]["id"] for e in bundle["entry"] if e["resource"]["id"] not in shared]
+    own.append(bundle["id"])
+
+    def variant(n: int) -> dict[str, object]:
+        text = json.dumps(bundle)
+        for old in own:
+            text = text.replace(old, str(uuid.uuid5(uuid.NAMESPACE_URL, f"{old}/{n}")))
+        result: dict[str, object] = json.loads(text)
+        return result
+
+    threads, per_thread = 6, 8
+    bundles = [variant(n) for n in range(threads * per_thread)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(threads)
+
+    def work(offset: int) -> None:
+        start.wait()
+        for item in bundles[offset::threads]:
+            try:
+                store.save_bundle(None, "r", item)
+            except BaseException as exc:  # collected and asserted below
+                errors.append(exc)
+
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert [type(e).__name__ for e in errors] == []
+    assert all(store.get_bundle(str(b["id"])) is not None for b in bundles)
+    observations = sum(e["resource"]["resourceType"] == "Observation" for e in bundle["entry"])
+    assert store.count_observations() == len(bundles) * observations

@@ -209,7 +209,7 @@ def test_an_unexpected_error_leaves_the_message_dead_with_a_reason(
     def broken(*_: object) -> list[str]:
         raise RuntimeError("stand-in for a bug")
 
-    monkeypatch.setattr(workers.tasks, "process_message", broken)
+    monkeypatch.setattr(workers.tasks, "load_builtin_templates", broken)  # after the claim
     settings = Settings(
         data_dir=tmp_path / "data", redis_url=redis_url, n_threads=2, task_max_retries=0
     )  # type: ignore[arg-type]
@@ -223,3 +223,4 @@ def test_an_unexpected_error_leaves_the_message_dead_with_a_reason(
         wait_for(lambda: store.get_message(message.message_id).state == "dead")  # type: ignore[union-attr]
     row = store.get_message(message.message_id)
     assert row is not None and row.reason == "RuntimeError after 1 attempts"
+    assert row.attempts == 1  # the reason and the attempts column agree

@@ -50,7 +50,7 @@ def _broken(replace: str, by: str) -> str:
             "variables[0].code",
             "not in mappings/terminology.py",
         ),
-        ('code: "8186001"', 'code: "416940007"', "variables[5].code", "do-not-use"),
+        ('code: "8186001"', 'code: "416940007"', "variables[6].code", "do-not-use"),
         (
             "locations: [right_lung, left_lung, bilateral]",
             "locations: [right_lung, nowhere]",

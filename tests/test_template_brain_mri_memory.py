@@ -13,17 +13,17 @@ import pytest
 
 from mappings import terminology
 from mappings.report import FindingStatus, PatientIdentifier
-from mappings.routing import route
+from mappings.routing import applies, route
 from mappings.template import Template, VariableType, load_template
 from tests.labelled import (
+    MODALITY_OF_TEMPLATE,
     as_report,
     assert_codes_verified,
     assert_gold_complete,
-    assert_other_sets_do_not_route_here,
-    assert_routes_here_only,
     bundle_observations,
     class_accuracies,
     coded_observations,
+    other_rows,
     print_accuracies,
     read_rows,
     rule_extractions,
@@ -34,23 +34,24 @@ from tests.labelled import (
 from workers.lexical import extract_rules
 
 TEMPLATE_ID = "brain_mri_memory"
-# Per-variable class-accuracy floors and the overall floor: what stage 1 measured on the 20
-# labelled reports (2026-11), minus 0.05 where the measure was below 1.0. The misses are number
-# words ("drie lacunaire infarcten"), scores in brackets after a negation ("Geen posterieure
-# atrofie (Koedam 0)"), stated-normal findings ("hippocampi van normaal volume" = absent) and
-# findings described in free wording; the model stage is there for them.
+# Per-variable class-accuracy floors and the overall floor on the TEST half of the labelled set
+# (58 reports, split by sha256(id) parity; tests/fixtures/labelled/README.md): what stage 1
+# measured after issue 11 minus about 0.05. The misses are free wording of presence findings
+# (hippocampi "matig atrofisch", "ventrikelsysteem matig verwijd"), typos, lobar/deep microbleeds
+# named by their location only, and conclusions without a category word; the model stage is
+# there for them.
 FLOORS: dict[str, float] = {
-    "gca": 0.9, "mta_left": 1.0, "mta_right": 1.0, "fazekas": 0.85, "koedam": 0.9,
-    "global_atrophy": 0.85, "frontal_atrophy": 0.9, "temporal_atrophy": 1.0,
-    "parietal_atrophy": 0.85, "hippocampal_atrophy": 0.6, "ventricular_enlargement": 0.75,
-    "white_matter_lesions": 0.65, "small_vessel_disease": 0.9, "perivascular_spaces": 1.0,
-    "microbleeds": 1.0, "microbleed_count": 0.75, "microbleeds_lobar": 0.8,
-    "microbleeds_deep": 0.8, "lacunes": 1.0, "lacune_count": 0.8, "cortical_infarcts": 0.8,
-    "subcortical_infarcts": 0.85, "strategic_infarct": 0.9, "superficial_siderosis": 1.0,
-    "intracerebral_haemorrhage": 1.0, "nph_features": 1.0, "meningioma": 1.0, "aneurysm": 1.0,
-    "arachnoid_cyst": 1.0, "conclusion": 1.0,
+    "gca": 0.95, "mta_left": 0.88, "mta_right": 0.9, "fazekas": 0.95, "koedam": 0.95,
+    "global_atrophy": 0.85, "frontal_atrophy": 0.88, "temporal_atrophy": 0.88,
+    "parietal_atrophy": 0.8, "hippocampal_atrophy": 0.75, "ventricular_enlargement": 0.75,
+    "white_matter_lesions": 0.7, "small_vessel_disease": 0.88, "perivascular_spaces": 0.9,
+    "microbleeds": 0.68, "microbleed_count": 0.85, "microbleeds_lobar": 0.75,
+    "microbleeds_deep": 0.78, "lacunes": 0.85, "lacune_count": 0.9, "cortical_infarcts": 0.9,
+    "subcortical_infarcts": 0.9, "strategic_infarct": 0.9, "superficial_siderosis": 0.95,
+    "intracerebral_haemorrhage": 0.9, "nph_features": 0.95, "meningioma": 0.9, "aneurysm": 0.95,
+    "arachnoid_cyst": 0.95, "conclusion": 0.7,
 }  # fmt: skip
-OVERALL_FLOOR = 0.9
+OVERALL_FLOOR = 0.89
 # The model answer for the longest labelled report is about 850 tokens (20 findings with short
 # quotes); the template's max_tokens leaves that room inside a 4096-token context (the smallest
 # context radbridge is run with; the default setting may be larger).
@@ -104,26 +105,38 @@ def test_prompt_definitions_stay_compact(template: Template) -> None:
 
 
 def test_labelled_set_covers_every_variable(template: Template, rows: list[dict[str, Any]]) -> None:
-    assert len(rows) >= 14
-    assert {row["language"] for row in rows} == {"nl", "en"}
+    assert len(rows) >= 50
+    assert {row["language"] for row in rows} == {"nl", "en", "de"}
+    assert len([r for r in rows if r["language"] == "nl"]) >= 45
+    assert {row["split"] for row in rows} == {"dev", "test"}
     assert_gold_complete(template, rows)
     empty = [r["id"] for r in rows if set(r["gold"].values()) == {"not_mentioned"}]
-    assert len(empty) == 2
+    assert len(empty) == 3
 
 
-def test_every_labelled_report_routes_here_only(rows: list[dict[str, Any]]) -> None:
-    builtin = assert_routes_here_only(TEMPLATE_ID, rows)
+def test_every_labelled_report_routes_here(template: Template, rows: list[dict[str, Any]]) -> None:
+    """With MR or no modality; a report with nothing to extract may also go to the oncology
+    template (content cannot choose), every other one routes here only."""
     for row in rows:
-        assert route(as_report(row, modality="CT"), [builtin[TEMPLATE_ID]]) == []
+        empty = set(row["gold"].values()) == {"not_mentioned"}
+        for modality in ("MR", None):
+            report = as_report(row, modality)
+            assert applies(template, report), (row["id"], modality)
+            if not empty:
+                assert not applies(load_template(template_path("brain_mri_oncology")), report)
+        assert route(as_report(row, modality="CT"), [template]) == []
 
 
 def test_other_templates_reports_do_not_route_here(template: Template) -> None:
-    assert_other_sets_do_not_route_here(template)
+    for name, row in other_rows(TEMPLATE_ID):
+        if {v for k, v in row["gold"].items() if not k.startswith("_")} == {"not_mentioned"}:
+            continue  # an empty brain report: content cannot choose between the brain templates
+        for modality in (MODALITY_OF_TEMPLATE.get(row["template"]), None):
+            assert not applies(template, as_report(row, modality)), (name, row["id"])
 
 
-def test_stage1_accuracy_on_the_labelled_set(
-    template: Template, rows: list[dict[str, Any]]
-) -> None:
+def test_stage1_accuracy_on_the_test_half(template: Template, rows: list[dict[str, Any]]) -> None:
+    rows = [row for row in rows if row["split"] == "test"]
     per_variable, overall = class_accuracies(template, rows, rule_extractions(template, rows))
     print_accuracies(per_variable, overall, 26)
     assert set(FLOORS) == set(per_variable)
@@ -142,6 +155,17 @@ def test_stage1_accuracy_on_the_labelled_set(
         ("MTA-score L 2 / R 3.", 2, 3),
         ("MTA score 2 on the left and 4 on the right.", 2, 4),
         ("MTA 3 bilaterally.", 3, 3),
+        ("MTA (L/R): 3/2.", 3, 2),
+        ("MTA R/L 1/2.", 2, 1),
+        ("MTA L2 R3, GCA 1.", 2, 3),
+        ("Bilateraal MTA 3, GCA 2.", 3, 3),
+        ("MTA: 1 (rechts), 2 (links).", 2, 1),
+        ("Mediotemporale atrofie volgens Scheltens: rechts 1, links 2.", 2, 1),
+        ("MTA rechts 3 (was 2), links 3 (was 2).", 3, 3),
+        ("MTA links twee, rechts één.", 2, 1),
+        ("MTA li 3, re 2.", 3, 2),
+        ("MTA 2.", 2, 2),
+        ("Medial temporal atrophy: MTA 1 on the right, 2 on the left.", 2, 1),
     ],
 )
 def test_mta_sides(template: Template, text: str, left: int, right: int) -> None:
@@ -218,3 +242,88 @@ def test_hybrid_extraction_with_the_default_model_gives_a_valid_coded_bundle(
     assert aneurysm["valueCodeableConcept"]["coding"][0]["code"] == "52101004"  # Present
     scores = [o for o in observations if "valueInteger" in o]
     assert scores, "no ordinal score Observation"
+
+
+def test_mta_sides_in_a_table(template: Template) -> None:
+    text = "MRI hersenen\nVisuele scores      li   re\nMTA                  2    3\nGCA                  1\n"
+    values = rule_values(template, text, "nl")
+    assert (values["mta_left"].value, values["mta_right"].value) == (2, 3)
+    assert values["gca"].value == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "variable", "value"),
+    [
+        ("Geen globale atrofie (GCA 0).", "gca", 0),
+        ("Geen witte stofafwijkingen, Fazekas 0.", "fazekas", 0),
+        ("Geen posterieure atrofie (Koedam 0).", "koedam", 0),
+        ("No white matter lesions (Fazekas 0).", "fazekas", 0),
+        ("Geen mediotemporale atrofie, MTA 0 beiderzijds.", "mta_left", 0),
+    ],
+)
+def test_negated_statement_keeps_its_score(
+    template: Template, text: str, variable: str, value: int
+) -> None:
+    values = rule_values(template, f"MRI hersenen\nBevindingen: {text}", "nl")
+    assert values[variable].value == value
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "count"),
+    [
+        ("Er zijn ongeveer twaalf microbloedingen, lobair.", "nl", 12),
+        ("SWI: circa acht microbloedingen.", "nl", 8),
+        ("In totaal ongeveer veertien microbloedingen.", "nl", 14),
+        ("Approximately twenty lobar microbleeds.", "en", 20),
+        ("About 3 microbleeds in the basal ganglia.", "en", 3),
+        ("Microbloedingen: 4.", "nl", 4),
+    ],
+)
+def test_counts_as_words_and_approximations(
+    template: Template, text: str, language: str, count: int
+) -> None:
+    values = rule_values(template, f"MRI hersenen\n{text}", language)
+    assert values["microbleed_count"].value == count
+    assert values["microbleeds"].status is FindingStatus.PRESENT
+
+
+def test_bounds_and_prior_lines_are_no_counts(template: Template) -> None:
+    text = "MRI hersenen\nKoedam: 2\nMicrobloedingen: geen\nLacunes: meerdere (>5).\n"
+    values = rule_values(template, text, "nl")
+    assert values["microbleed_count"].status is FindingStatus.NOT_MENTIONED
+    assert values["microbleeds"].status is FindingStatus.ABSENT
+    assert values["lacune_count"].status is FindingStatus.NOT_MENTIONED
+    assert values["lacunes"].status is FindingStatus.PRESENT
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "variable"),
+    [
+        ("Mogelijk een klein meningeoom frontaal.", "nl", "meningioma"),
+        ("Waarschijnlijk een kleine lacune in de corona radiata.", "nl", "lacunes"),
+        ("Beeld verdacht voor normaldrukhydrocefalus.", "nl", "nph_features"),
+        ("Een klein aneurysma is niet uit te sluiten.", "nl", "aneurysm"),
+        ("Possible small meningioma along the falx.", "en", "meningioma"),
+        ("A small aneurysm cannot be excluded.", "en", "aneurysm"),
+    ],
+)
+def test_hedged_findings_are_uncertain(
+    template: Template, text: str, language: str, variable: str
+) -> None:
+    values = rule_values(template, f"MRI hersenen\nBevindingen: {text}", language)
+    assert values[variable].status is FindingStatus.UNCERTAIN
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "MTA 7 links, rechts 9. Fazekas 4. GCA 5.",
+        "Rapport volgt. Patiënt niet gescand.",
+        "Ceci n'est pas un compte rendu: IRM cérébrale normale.",
+        "CT thorax: geen noduli. MRI hersenen: geen bijzonderheden.",
+    ],
+)
+def test_bad_input_gives_no_invented_scores(template: Template, text: str) -> None:
+    values = rule_values(template, f"MRI hersenen\n{text}", "nl")
+    for variable in ("mta_left", "mta_right", "fazekas", "gca", "koedam"):
+        assert values[variable].status is FindingStatus.NOT_MENTIONED, variable

@@ -13,15 +13,16 @@ import pytest
 
 from mappings import terminology
 from mappings.report import FindingStatus, PatientIdentifier
+from mappings.routing import applies, route
 from mappings.template import Template, VariableType, load_template
 from tests.labelled import (
+    MODALITY_OF_TEMPLATE,
     as_report,
     assert_codes_verified,
     assert_gold_complete,
-    assert_other_sets_do_not_route_here,
-    assert_routes_here_only,
     class_accuracies,
     coded_observations,
+    other_rows,
     print_accuracies,
     read_rows,
     rule_extractions,
@@ -32,16 +33,15 @@ from tests.labelled import (
 
 TEMPLATE_ID = "cardiac_mri"
 NUMBER_TOLERANCE = 0.05
-# Per-variable class-accuracy floors (measured values minus a small margin) and the overall floor.
-# Measured on the 20 reports (ConText assertion): every variable 1.00 except lv_mass, lge and
-# myocardial_oedema 0.95; overall 0.991. One report is 0.05.
+# Per-variable class-accuracy floors on the TEST half of the labelled set (60 reports, split by
+# sha256(id) parity; tests/fixtures/labelled/README.md): measured after issue 11 minus about 0.05.
 FLOORS: dict[str, float] = {
-    "lvef": 0.95, "lvedv": 0.95, "lvedv_index": 0.95, "lvesv": 0.95, "lv_mass": 0.9,
-    "lv_mass_index": 0.95, "rvef": 0.95, "rvedv": 0.95, "native_t1": 0.95, "ecv": 0.95,
-    "t2": 0.95, "lge": 0.9, "pericardial_effusion": 0.9, "myocardial_oedema": 0.9,
-    "lge_pattern": 0.95, "diagnosis": 0.95,
+    "lvef": 0.95, "lvedv": 0.95, "lvedv_index": 0.95, "lvesv": 0.95, "lv_mass": 0.95,
+    "lv_mass_index": 0.95, "rvef": 0.95, "rvedv": 0.95, "native_t1": 0.9, "ecv": 0.95,
+    "t2": 0.9, "lge": 0.88, "pericardial_effusion": 0.8, "myocardial_oedema": 0.88,
+    "lge_pattern": 0.95, "diagnosis": 0.85,
 }  # fmt: skip
-OVERALL_FLOOR = 0.97
+OVERALL_FLOOR = 0.95
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def rows() -> list[dict[str, Any]]:
 
 
 def test_template_loads_with_verified_codes(template: Template) -> None:
-    assert template.languages == ("de", "en")
+    assert template.languages == ("de", "en", "nl")
     kinds = {v.id: v.type for v in template.variables}
     assert kinds["lvef"] is VariableType.NUMBER
     assert kinds["diagnosis"] is VariableType.ENUM
@@ -76,21 +76,30 @@ def test_template_loads_with_verified_codes(template: Template) -> None:
 
 
 def test_labelled_set_covers_every_variable(template: Template, rows: list[dict[str, Any]]) -> None:
-    assert len(rows) >= 14
+    assert len(rows) >= 50
+    assert len([r for r in rows if r["language"] == "de"]) >= 45
+    assert {r["language"] for r in rows} == {"de", "en", "nl"}
+    assert {row["split"] for row in rows} == {"dev", "test"}
     assert_gold_complete(template, rows)
 
 
-def test_every_labelled_report_routes_here_only(rows: list[dict[str, Any]]) -> None:
-    assert_routes_here_only(TEMPLATE_ID, rows)
+def test_every_labelled_report_routes_here_only(
+    template: Template, rows: list[dict[str, Any]]
+) -> None:
+    for row in rows:
+        for modality in ("MR", None):
+            assert applies(template, as_report(row, modality)), (row["id"], modality)
+        assert route(as_report(row, modality="CT"), [template]) == []
 
 
 def test_other_templates_reports_do_not_route_here(template: Template) -> None:
-    assert_other_sets_do_not_route_here(template)
+    for name, row in other_rows(TEMPLATE_ID):
+        for modality in (MODALITY_OF_TEMPLATE.get(row["template"]), None):
+            assert not applies(template, as_report(row, modality)), (name, row["id"])
 
 
-def test_stage1_accuracy_on_the_labelled_set(
-    template: Template, rows: list[dict[str, Any]]
-) -> None:
+def test_stage1_accuracy_on_the_test_half(template: Template, rows: list[dict[str, Any]]) -> None:
+    rows = [row for row in rows if row["split"] == "test"]
     extractions = rule_extractions(template, rows)
     per_variable, overall = class_accuracies(template, rows, extractions, NUMBER_TOLERANCE)
     print_accuracies(per_variable, overall, 22)
@@ -147,3 +156,100 @@ def test_hybrid_extraction_with_the_default_model_gives_a_valid_coded_bundle(
     lvef = next(o for o in coded if o["code"]["coding"][0]["code"] == "8811-2")
     assert lvef["valueQuantity"]["system"] == "http://unitsofmeasure.org"
     assert lvef["valueQuantity"]["code"] == "%"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("LV-EF 55 %, LVEDV 245 ml (128 ml/m²).", {"lvef": 55, "lvedv": 245, "lvedv_index": 128}),
+        ("EF: 55%, EDV: 121 ml, ESV: 40 ml.", {"lvef": 55, "lvedv": 121, "lvesv": 40}),
+        ("Die Ejektionsfraktion beträgt 50 %.", {"lvef": 50}),
+        ("Die LVEF liegt bei etwa fünfzig Prozent.", {"lvef": 50}),
+        ("Globale LV-Funktion mit EF ca. 35 %, LV-EDV etwa 230 ml.", {"lvef": 35, "lvedv": 230}),
+        (
+            "Parameter      LV      RV\nEF (%)         34      48\nEDV (ml)       251     172\n"
+            "Masse (g)      148\n",
+            {"lvef": 34, "rvef": 48, "lvedv": 251, "rvedv": 172, "lv_mass": 148},
+        ),
+        (
+            "| Parameter | Wert | Norm |\n| LVEF [%] | 42 | 57-77 |\n| LVEDVi [ml/m²] | 112 | 57-105 |\n"
+            "| T1 nativ [ms] | 1060 | 950-1050 |\n",
+            {"lvef": 42, "lvedv_index": 112, "native_t1": 1060},
+        ),
+    ],
+)
+def test_german_quantitative_forms(
+    template: Template, text: str, expected: dict[str, float]
+) -> None:
+    values = rule_values(template, f"Kardio-MRT\nBefund:\n{text}", "de")
+    for variable_id, value in expected.items():
+        assert values[variable_id].value == pytest.approx(value), variable_id
+
+
+@pytest.mark.parametrize(
+    ("conclusion", "diagnosis"),
+    [
+        ("Beurteilung: Nicht-ischämische dilatative CMP.", "dilated_cm"),
+        ("Zusammenfassung: Ischämische CMP nach Vorderwandinfarkt.", "ischaemic_cm"),
+        ("Fazit: HOCM.", "hcm"),
+        ("Beurteilung: Amyloid-Kardiomyopathie.", "cardiac_amyloidosis"),
+        ("Beurteilung: Amyloidosetypisches Befundmuster.", "cardiac_amyloidosis"),
+        ("Fazit: Am ehesten abgelaufene Myokarditis; DD Sarkoidose.", "myocarditis"),
+        ("Beurteilung: Vereinbar mit Tako-Tsubo-Kardiomyopathie.", "other"),
+        ("Beurteilung: Unauffälliger Befund.", "normal"),
+        ("Beurteilung: iCMP mit Vitalität anterolateral.", "ischaemic_cm"),
+        ("Impression: Findings consistent with dilated cardiomyopathy (DCM).", "dilated_cm"),
+    ],
+)
+def test_conclusion_section_decides_the_category(
+    template: Template, conclusion: str, diagnosis: str
+) -> None:
+    text = f"Kardio-MRT\nFragestellung: V.a. Myokarditis.\nBefund: LVEF 40 %.\n{conclusion}"
+    assert rule_values(template, text, "de")["diagnosis"].value == diagnosis
+
+
+def test_clinical_question_is_no_diagnosis(template: Template) -> None:
+    text = "Kardio-MRT\nFragestellung: V.a. Myokarditis.\nBefund: LVEF 60 %.\nBeurteilung: Grenzbefund."
+    assert rule_values(template, text, "de")["diagnosis"].status is FindingStatus.NOT_MENTIONED
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "variable"),
+    [
+        ("Fraglicher schmaler Perikarderguss.", "de", "pericardial_effusion"),
+        ("V.a. Perikarderguss.", "de", "pericardial_effusion"),
+        ("Ein minimaler Perikarderguss ist nicht auszuschließen.", "de", "pericardial_effusion"),
+        ("T2-Zeiten septal grenzwertig, vereinbar mit Ödem.", "de", "myocardial_oedema"),
+        ("DD Myokardödem.", "de", "myocardial_oedema"),
+        ("Possible small pericardial effusion.", "en", "pericardial_effusion"),
+        ("Waarschijnlijk klein pericardvocht.", "nl", "pericardial_effusion"),
+        ("Mogelijk oedeem septaal.", "nl", "myocardial_oedema"),
+    ],
+)
+def test_hedged_findings_are_uncertain(
+    template: Template, text: str, language: str, variable: str
+) -> None:
+    values = rule_values(template, f"Kardio-MRT\nBefund: {text}", language)
+    assert values[variable].status is FindingStatus.UNCERTAIN
+
+
+def test_dutch_report(template: Template) -> None:
+    text = (
+        "MRI hart\nBevindingen: LVEF 35%, LVEDV 240 ml. Subepicardiale aankleuring lateraal. "
+        "Geen pericardvocht.\nConclusie: Beeld passend bij myocarditis."
+    )
+    values = rule_values(template, text, "nl")
+    assert values["lvef"].value == 35 and values["lvedv"].value == 240
+    assert values["lge"].status is FindingStatus.PRESENT
+    assert values["lge_pattern"].value == "subepicardial"
+    assert values["pericardial_effusion"].status is FindingStatus.ABSENT
+    assert values["diagnosis"].value == "myocarditis"
+
+
+@pytest.mark.parametrize(
+    "text", ["LVEF 130 %. EDV 5 ml.", "Befund folgt.", "CT Thorax: kein Erguss."]
+)
+def test_bad_input_gives_no_invented_values(template: Template, text: str) -> None:
+    values = rule_values(template, f"Kardio-MRT\n{text}", "de")
+    assert values["lvef"].status is FindingStatus.NOT_MENTIONED
+    assert values["lvedv"].status is FindingStatus.NOT_MENTIONED

@@ -40,17 +40,25 @@ LESIONS = [
     "bronchiectasis", "mass", "bronchial_wall_thickening", "interstitial_thickening",
     "pleural_thickening",
 ]  # fmt: skip
+# issue 10: common chest CT findings beyond seed 003 (the first three without lobes)
+FINDINGS = [
+    "pneumothorax", "emphysema", "lymphadenopathy", "pericardial_effusion",
+    "calcified_granuloma", "cardiomegaly",
+]  # fmt: skip
+UNLOCATED = {"lymphadenopathy", "pericardial_effusion", "cardiomegaly"}
 LOCATIONS = [
     "right_lung", "left_lung", "both_lower_lobes", "rll", "lll", "rml", "both_upper_lobes",
     "rul", "lul", "pleura", "lingula",
 ]  # fmt: skip
 # Stage 1 (rules only), measured 2026-11-23 with the lexicon of this session:
 # chest_ct (22 reports): per variable 0.82-1.00, overall 0.955, lesion-location F1 0.67;
-# chest_findings (15 X-ray reports): per variable 0.53 (cardiomegaly: "heart size normal" is
-# not a negation stage 1 can see) to 1.00, overall 0.94, pair F1 0.96.
+# chest_findings (25 X-ray reports, 2026-12-03, template 2.0.0 with states and organ
+# qualifiers): macro F1 0.974 on the test half, class accuracy 0.99, pair F1 0.98.
 FLOORS: dict[str, tuple[float, float, float]] = {
     # template: (every variable, overall class accuracy, lesion-location pair F1)
-    "chest_ct": (0.80, 0.93, 0.62),
+    # chest_ct, 2026-12-03 (issue 10: 48 reports, 17 variables; organ qualifiers, lobe
+    # attribution): overall 0.999, pair F1 0.986 on both halves together
+    "chest_ct": (0.95, 0.98, 0.95),
     "chest_findings": (0.50, 0.92, 0.90),
 }
 
@@ -67,7 +75,7 @@ def chest_xray() -> Template:
 
 def test_template_loads_and_every_code_is_verified(chest_ct: Template) -> None:
     assert chest_ct.id == "chest_ct" and chest_ct.languages == ("en", "ko")
-    assert [v.id for v in chest_ct.variables] == LESIONS
+    assert [v.id for v in chest_ct.variables] == LESIONS + FINDINGS
     assert sorted(loc.id for loc in chest_ct.locations) == sorted(LOCATIONS)
     codes = [v.code for v in chest_ct.variables] + [loc.code for loc in chest_ct.locations]
     for code in [*codes, *chest_ct.applies_to.procedure_codes]:
@@ -75,7 +83,8 @@ def test_template_loads_and_every_code_is_verified(chest_ct: Template) -> None:
             entry = term.require(code.system, code.code)
             assert entry.display == code.display and entry.source and code.source
     for variable in chest_ct.variables:
-        assert variable.type.value == "presence" and variable.locations
+        assert variable.type.value == "presence"
+        assert bool(variable.locations) is (variable.id not in UNLOCATED), variable.id
         if variable.code is None:
             assert variable.uncoded_reason and variable.id in term.UNCODED_CONCEPTS
     for location in chest_ct.locations:
@@ -83,6 +92,10 @@ def test_template_loads_and_every_code_is_verified(chest_ct: Template) -> None:
     assert [s.id for s in chest_ct.sites("both_lower_lobes")] == ["rll", "lll"]
     assert [s.id for s in chest_ct.sites("both_upper_lobes")] == ["rul", "lul"]
     assert [s.id for s in chest_ct.sites("lingula")] == ["lul"]  # coded at its parent lobe
+    for lobe, side in {"rul": "right_lung", "rml": "right_lung", "rll": "right_lung",
+                       "lul": "left_lung", "lll": "left_lung"}.items():  # fmt: skip
+        assert chest_ct.location(lobe).part_of == side
+    assert chest_ct.organ_qualifiers is not None
 
 
 def test_shared_concepts_reuse_the_chest_findings_codes(
@@ -91,7 +104,8 @@ def test_shared_concepts_reuse_the_chest_findings_codes(
     same = {
         "ggo": "ground_glass_opacity", "consolidation": "consolidation",
         "pleural_effusion": "pleural_effusion", "atelectasis": "atelectasis",
-        "nodule": "lung_nodule",
+        "nodule": "lung_nodule", "pneumothorax": "pneumothorax", "emphysema": "emphysema",
+        "cardiomegaly": "cardiomegaly",
     }  # fmt: skip
     for ct_id, xr_id in same.items():
         assert chest_ct.variable(ct_id).code == chest_xray.variable(xr_id).code, ct_id

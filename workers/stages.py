@@ -24,7 +24,7 @@ from collections.abc import Callable
 from adapter.settings import Settings
 from mappings.report import Extraction, FindingStatus, FindingValue, Report, ScalarValue, Stage
 from mappings.template import Template
-from workers.engine import Engine
+from workers.extraction_engine import ExtractionEngine
 from workers.lexical import extract_rules, variable_spans
 from workers.pipeline import extract as extract_llm
 
@@ -84,9 +84,13 @@ def hints_text(rules: Extraction) -> str:
 
 
 def run_stage(
-    report: Report, template: Template, settings: Settings, engine: Callable[[], Engine]
+    report: Report,
+    template: Template,
+    settings: Settings,
+    engine: Callable[[], ExtractionEngine],
 ) -> Extraction:
-    """The extraction for `settings.stage`; `engine()` is only called when a model is needed."""
+    """The extraction for `settings.stage`; `engine()` is only called when a model is needed
+    (any `ExtractionEngine`: in-process llama.cpp or an OpenAI-compatible server)."""
     if settings.stage == "llm":
         return extract_llm(report, template, engine(), settings=settings)
     rules = extract_rules(report, template)

