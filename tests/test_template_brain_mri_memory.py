@@ -53,9 +53,9 @@ FLOORS: dict[str, float] = {
 }  # fmt: skip
 OVERALL_FLOOR = 0.89
 # The model answer for the longest labelled report is about 850 tokens (20 findings with short
-# quotes); the template's max_tokens leaves that room inside a 4096-token context (the smallest
-# context radbridge is run with; the default setting may be larger).
-N_CTX = 4096
+# quotes); the template's max_tokens leaves that room inside the default 8192-token context
+# (RADBRIDGE_N_CTX; the long narrative Dutch reports of 2026-12-03 need more than 4096).
+N_CTX = 8192  # the default RADBRIDGE_N_CTX; the long narrative reports need more than 4096
 
 
 @pytest.fixture(scope="module")
