@@ -121,8 +121,12 @@ def clauses(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def _mention_status(clause: str, mention_start: int, mention_end: int) -> FindingStatus | None:
-    """The assertion of one mention; None when it is about someone else (it does not vote)."""
+def _mention_status(
+    clause: str, mention_start: int, mention_end: int, probable_present: bool = False
+) -> FindingStatus | None:
+    """The assertion of one mention; None when it is about someone else (it does not vote).
+    With `probable_present` (the template's `probable_existence: present`) a strongly hedged,
+    not hypothetical mention is present."""
     from workers.context import assess
 
     result = assess(clause, mention_start, mention_end)
@@ -130,6 +134,8 @@ def _mention_status(clause: str, mention_start: int, mention_end: int) -> Findin
         return None
     if result.negated:
         return FindingStatus.ABSENT
+    if probable_present and result.probable and not result.hypothetical:
+        return FindingStatus.PRESENT
     if result.uncertain or result.hypothetical:
         return FindingStatus.UNCERTAIN
     return FindingStatus.PRESENT
@@ -162,6 +168,7 @@ def find_mentions(report: Report, template: Template) -> list[Mention]:
     """
     mentions: list[Mention] = []
     spans = clauses(report.text)
+    probable_present = template.probable_existence == "present"
     for variable in template.variables:
         pattern = _pattern([s for words in variable.synonyms.values() for s in words])
         excluded = excluded_spans(report.text, variable)
@@ -172,7 +179,7 @@ def find_mentions(report: Report, template: Template) -> list[Mention]:
                     continue
                 if organs.other_organ(template, variable.id, clause, match.start(), match.end()):
                     continue
-                status = _mention_status(clause, match.start(), match.end())
+                status = _mention_status(clause, match.start(), match.end(), probable_present)
                 if status is None:
                     continue
                 mentions.append(
@@ -186,7 +193,7 @@ def find_mentions(report: Report, template: Template) -> list[Mention]:
                         locations=anatomy.sites(template, variable, clause, match.span()),
                     )
                 )
-    history = [(sec.start, sec.end) for sec in _sections(report) if sec.name == "history"]
+    history = _history_spans(report)
     located = [
         anatomy.Located(
             m.variable_id,
@@ -232,6 +239,11 @@ def _clause_at(spans: list[tuple[int, int]], position: int) -> tuple[int, int] |
 def _sections(report: Report) -> tuple[Section, ...]:
     """The report's sections as parsed, else detected from its text."""
     return report.sections or find_sections(report.text)
+
+
+def _history_spans(report: Report) -> list[tuple[int, int]]:
+    """The history/indication section(s): the clinical question, not findings."""
+    return [(sec.start, sec.end) for sec in _sections(report) if sec.name == "history"]
 
 
 def _search_areas(report: Report, variable: Variable) -> list[tuple[int, int]]:
@@ -409,7 +421,7 @@ def typed_hits(report: Report, variable: Variable) -> list[ValueHit]:
     there the first method that finds any (patterns, then synonym + number); text order within."""
     found = _all_typed_hits(report, variable)
     if variable.type is VariableType.ENUM:  # the clinical question is no diagnosis
-        history = [(sec.start, sec.end) for sec in _sections(report) if sec.name == "history"]
+        history = _history_spans(report)
         found = [
             [h for h in hits if not any(a <= h.start < b for a, b in history)] for hits in found
         ]
@@ -452,7 +464,7 @@ def _typed_value(report: Report, template: Template, variable: Variable) -> Find
 def _outside_history(report: Report, mentions: list[Mention]) -> list[Mention]:
     """The mentions outside the history/indication section: the clinical question ("r/o PE",
     "edema and dyspnea", "history of lung nodules") is not a finding of this examination."""
-    history = [(sec.start, sec.end) for sec in _sections(report) if sec.name == "history"]
+    history = _history_spans(report)
     return [m for m in mentions if not any(a <= m.start < b for a, b in history)]
 
 
@@ -466,31 +478,10 @@ def _presence_mentions(
     return []
 
 
-def _probable_as_present(report: Report, template: Template, mention: Mention) -> Mention:
-    """A strongly hedged mention is present where the template's convention says so."""
-    if template.probable_existence != "present" or mention.status is not FindingStatus.UNCERTAIN:
-        return mention
-    from dataclasses import replace
-
-    from workers.context import assess
-
-    clause = report.text[mention.clause_start : mention.clause_end]
-    result = assess(
-        clause, mention.start - mention.clause_start, mention.end - mention.clause_start
-    )
-    if result.probable and not result.hypothetical:
-        return replace(mention, status=FindingStatus.PRESENT)
-    return mention
-
-
 def all_mentions(report: Report, template: Template) -> list[Mention]:
-    """Synonym mentions outside each variable's excluded phrases, plus state statements
-    (`workers.states`: "heart size is enlarged" / "heart size normal")."""
-    mentions: list[Mention] = []
-    excluded = {v.id: excluded_spans(report.text, v) for v in template.variables}
-    for mention in find_mentions(report, template):
-        if not inside(excluded.get(mention.variable_id, []), mention.start, mention.end):
-            mentions.append(_probable_as_present(report, template, mention))
+    """Synonym mentions (`find_mentions`), plus state statements (`workers.states`: "heart size
+    is enlarged" / "heart size normal")."""
+    mentions = find_mentions(report, template)
     spans = clauses(report.text)
     for variable in template.variables:
         for hit in state_hits(report.text, spans, variable):
