@@ -24,7 +24,7 @@ import pytest
 from adapter.queue import enqueue_extract
 from adapter.settings import Settings
 from adapter.store import Incoming
-from tests.test_tasks import redis_url, wait_for  # noqa: F401 (the fixture, shared)
+from tests.test_tasks import wait_for
 from workers.tasks import make_worker_app, store_for
 
 pytestmark = pytest.mark.llm
@@ -144,7 +144,7 @@ def test_eval_llm_stage_through_the_server(server: ServerProcess, tmp_path: Path
 
 def test_worker_keeps_the_message_while_the_server_is_down_and_resumes(
     tmp_path: Path,
-    redis_url: str,  # noqa: F811
+    redis_url: str,
 ) -> None:
     """The server is stopped while the worker's request is in flight: the message is `failed`
     (retryable, not dead, even with RADBRIDGE_TASK_MAX_RETRIES=0) and is extracted once the
