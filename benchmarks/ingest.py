@@ -105,7 +105,7 @@ def busy_worker(out: Path) -> subprocess.Popen[bytes]:
         [
             sys.executable,
             "-c",
-            "from adapter.cli import main; main()",
+            "from app.cli import main; main()",
             "extract",
             str(folder),
             "--out",

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-RADBRIDGE = [sys.executable, "-c", "from adapter.cli import main; main()"]
+RADBRIDGE = [sys.executable, "-c", "from app.cli import main; main()"]
 
 
 def free_port() -> int:

@@ -45,11 +45,11 @@ def test_production_refuses_to_start_without_api_key(
     """`radbridge serve` checks the settings (once) before it builds the app."""
     from typer.testing import CliRunner
 
-    import adapter.serve
-    from adapter.cli import app
+    import app.serve
+    from app.cli import app
 
     started: list[object] = []
-    monkeypatch.setattr(adapter.serve, "run_services", lambda *a, **k: started.append(a))
+    monkeypatch.setattr(app.serve, "run_services", lambda *a, **k: started.append(a))
     monkeypatch.delenv("RADBRIDGE_API_KEY", raising=False)
     monkeypatch.setenv("RADBRIDGE_ENV", "production")
     monkeypatch.setenv("RADBRIDGE_DATA_DIR", str(tmp_path))

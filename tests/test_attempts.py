@@ -37,7 +37,7 @@ def parse_or_die(raw, content_type, settings):
         os.kill(os.getpid(), signal.SIGKILL)
     return real(raw, content_type, settings)
 tasks.parse_message = parse_or_die
-from adapter.serve import run_worker
+from app.serve import run_worker
 from adapter.settings import load_settings
 run_worker(load_settings(), beat=False, concurrency=2)  # prefork: the pool survives a child
 """

@@ -12,7 +12,7 @@ import pytest
 
 HL7_DIR = Path(__file__).parent / "fixtures" / "hl7v2"
 FHIR_DIR = Path(__file__).parent / "fixtures" / "fhir"
-RADBRIDGE = [sys.executable, "-c", "from adapter.cli import main; main()"]
+RADBRIDGE = [sys.executable, "-c", "from app.cli import main; main()"]
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

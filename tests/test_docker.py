@@ -76,7 +76,7 @@ def test_commands_exist_in_the_cli() -> None:
     ]
     for command in commands:
         result = subprocess.run(
-            [sys.executable, "-c", "from adapter.cli import main; main()", command[0], "--help"],
+            [sys.executable, "-c", "from app.cli import main; main()", command[0], "--help"],
             capture_output=True,
             text=True,
             check=False,

@@ -53,7 +53,7 @@ from mappings.template import Template, parse_template
 
 EVAL_DIR = Path(__file__).parent / "fixtures" / "eval"
 DATASET = EVAL_DIR / "chest_findings.jsonl"
-RADBRIDGE = [sys.executable, "-c", "from adapter.cli import main; main()"]
+RADBRIDGE = [sys.executable, "-c", "from app.cli import main; main()"]
 NM = NOT_MENTIONED
 
 EXPECTED_WRONG = {

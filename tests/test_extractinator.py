@@ -34,7 +34,7 @@ from mappings.extractinator import (
 from mappings.template import VariableType, check_template_set, load_template, parse_template
 from mappings.template_output import output_json_schema
 
-RADBRIDGE = [sys.executable, "-c", "from adapter.cli import main; main()"]
+RADBRIDGE = [sys.executable, "-c", "from app.cli import main; main()"]
 UNSUPPORTED = {
     "Task025_anonymisation_ner",
     "Task026_medical_terminology_ner",

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.llm
 ROOT = Path(__file__).resolve().parents[1]
 HL7 = ROOT / "tests" / "fixtures" / "hl7v2" / "chest_xray.hl7"
 EVAL = ROOT / "tests" / "fixtures" / "eval" / "chest_findings.jsonl"
-CLI = [sys.executable, "-c", "from adapter.cli import main; main()"]
+CLI = [sys.executable, "-c", "from app.cli import main; main()"]
 
 
 def _free_port() -> int:

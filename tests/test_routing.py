@@ -234,7 +234,7 @@ def test_extract_explains_routing_and_records_refusals(tmp_path: Path) -> None:
 
     from typer.testing import CliRunner
 
-    from adapter.cli import app
+    from app.cli import app
 
     bundle = {
         "resourceType": "DiagnosticReport", "id": "dr-abd", "status": "final",

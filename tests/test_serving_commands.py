@@ -14,7 +14,7 @@ import psutil
 import pytest
 from typer.testing import CliRunner
 
-from adapter.cli import app
+from app.cli import app
 from tests.serve_process import RADBRIDGE, free_port
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -33,10 +33,10 @@ def production(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 def test_worker_refuses_production_without_api_key(
     production: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import adapter.serve
+    import app.serve
 
     started: list[object] = []
-    monkeypatch.setattr(adapter.serve, "run_worker", lambda *a, **k: started.append(a))
+    monkeypatch.setattr(app.serve, "run_worker", lambda *a, **k: started.append(a))
     result = CliRunner().invoke(app, ["worker"])
     assert result.exit_code == 2 and "RADBRIDGE_API_KEY" in result.output
     assert started == []

@@ -42,7 +42,7 @@ from workers.lexical import RULES_MODEL, extract_rules
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = load_template(ROOT / "mappings" / "templates" / "brain_mri_oncology.yaml")
 LABELLED = ROOT / "tests" / "fixtures" / "labelled" / "brain_mri_oncology.jsonl"
-RADBRIDGE = [sys.executable, "-c", "from adapter.cli import main; main()"]
+RADBRIDGE = [sys.executable, "-c", "from app.cli import main; main()"]
 SYSTEM = "urn:oid:2.16.840.1.113883.2.4.6.3"
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from adapter.cli import app
+from app.cli import app
 from conformance.validate import validate_resource
 
 TYPED = Path(__file__).resolve().parent / "fixtures" / "templates" / "typed_demo.yaml"

@@ -26,7 +26,7 @@ from conformance.validate import (
 
 FHIR_DIR = Path(__file__).parent / "fixtures" / "fhir"
 HL7_DIR = Path(__file__).parent / "fixtures" / "hl7v2"
-RADBRIDGE = [sys.executable, "-c", "from adapter.cli import main; main()"]
+RADBRIDGE = [sys.executable, "-c", "from app.cli import main; main()"]
 CHECKS = ("R4B model", "R4 schema", "npm fhir")
 OFFICIAL = [
     "diagnosticreport-example-f201-brainct.json",

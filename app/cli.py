@@ -391,7 +391,7 @@ def serve(
     """Run the service: HTTP API, MLLP listener and a worker (embedded Redis when none is set)."""
     import asyncio
 
-    from adapter.serve import run_services
+    from app.serve import run_services
 
     settings = _serving_settings()
     try:
@@ -416,7 +416,7 @@ def worker(
     ] = False,
 ) -> None:
     """Run a Celery worker that extracts and delivers (RADBRIDGE_REDIS_URL, else embedded Redis)."""
-    from adapter.serve import run_worker
+    from app.serve import run_worker
 
     settings = _settings() if supervised else _serving_settings()
     run_worker(settings, beat=beat, concurrency=concurrency)

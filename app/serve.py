@@ -108,7 +108,7 @@ async def run_services(settings: Settings, *, with_worker: bool = True) -> None:
     worker = (
         subprocess.Popen(
             [
-                *(sys.executable, "-c", "from adapter.cli import main; main()"),
+                *(sys.executable, "-c", "from app.cli import main; main()"),
                 *("worker", "--beat", "--supervised"),
             ],
             env=env,
