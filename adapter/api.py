@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import threading
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -21,14 +22,16 @@ from urllib.parse import urlencode
 from fastapi import Depends, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapter.errors import AdapterError, StoreError
-from adapter.ingest import Hl7Ingest
+from adapter.ingest import INLINE_BODY_BYTES, Hl7Ingest, fhir_messages
 from adapter.settings import Settings
-from adapter.store import Incoming, Store
+from adapter.store import Incoming, Store, field_problem
+from mappings.ack import read_ack_code
 from mappings.errors import MessageRejected, RadbridgeError
-from mappings.fhir import reports_from_fhir
+from mappings.inbound import parse_fhir_resource
 
 log = logging.getLogger("radbridge.api")
 FHIR_JSON = "application/fhir+json"
@@ -137,10 +140,17 @@ async def request_body(request: Request) -> bytes:
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit:
         raise ApiError(413, f"body larger than {limit} bytes")
-    body = await request.body()
-    if len(body) > limit:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():  # counted as it arrives: memory stays flat
+        size += len(chunk)
+        if size > limit:
+            chunks.clear()  # the rest is read and dropped, so the client gets its 413
+        elif chunk:
+            chunks.append(chunk)
+    if size > limit:
         raise ApiError(413, f"body larger than {limit} bytes")
-    return body
+    return b"".join(chunks)
 
 
 RequestBody = Annotated[bytes, Depends(request_body)]
@@ -154,6 +164,7 @@ def create_app(
     queue_depth: Callable[[], int | None] | None = None,
     broker_ready: Callable[[], bool] | None = None,
     mllp_counters: dict[str, int] | None = None,
+    worker_ready: Callable[[], bool] | None = None,
 ) -> FastAPI:
     """The API over a store; `on_accepted(message_id)` enqueues the extraction. The settings
     are checked by the serving command (`radbridge serve`), not here."""
@@ -214,44 +225,84 @@ def create_app(
         )
         if ack is None:
             return Response(status_code=204)
-        code = ack.split(b"\rMSA|", 1)[1][:2] if b"\rMSA|" in ack else b"AE"  # ACKs use |
-        status = 200 if code in (b"AA", b"CA") else 400 if code in (b"AR", b"CR") else 503
+        code = read_ack_code(ack) or "AE"
+        status = 200 if code in ("AA", "CA") else 400 if code in ("AR", "CR") else 503
         counters["acked" if status == 200 else "rejected"] += 1
         return Response(ack, status_code=status, media_type=HL7_ER7)
 
-    async def accept_fhir(body: bytes, expected: tuple[str, ...]) -> JSONResponse:
-        counters["received"] += 1
+    def read_fhir(
+        body: bytes, expected: tuple[str, ...]
+    ) -> tuple[list[tuple[int | None, Incoming]], int]:
+        """Parse and validate one FHIR body: (the messages to store, `fhir_messages`; reports)."""
         resource = parse_json(body)
         if not isinstance(resource, dict) or resource.get("resourceType") not in expected:
             raise ApiError(400, f"expected resourceType {' or '.join(expected)}")
         try:
-            reports = reports_from_fhir(resource, default_language=settings.default_language)
+            reports = parse_fhir_resource(resource, default_language=settings.default_language)
         except MessageRejected as exc:
             counters["rejected"] += 1
             raise ApiError(
                 422 if exc.reason in ("no_narrative", "pdf_only") else 400,
                 f"{exc.reason}: {exc.detail}",
             ) from None
-        key = reports[0].fhir_resource_id or reports[0].report_id
-        result = store.accept(
-            Incoming(
-                raw=body,
-                channel="fhir",
-                sending_application="fhir",
-                sending_facility="",
-                control_id=key,
-                content_type=FHIR_JSON,
-            )
-        )
+        keys = [report.fhir_resource_id or report.report_id for report in reports]
+        messages = fhir_messages(body, resource, keys, FHIR_JSON)
+        for _, item in messages:
+            unstorable = field_problem(item)
+            if unstorable is not None:
+                counters["rejected"] += 1
+                if unstorable.limit is None:
+                    raise ApiError(400, "a report's id or identifier contains a NUL character")
+                raise ApiError(
+                    400,
+                    f"a report's id or identifier is longer than {unstorable.limit} characters",
+                    "too-long",
+                )
+        return messages, len(reports)
+
+    one_large_body = threading.Lock()  # threads parsing at once compete with the loop for the GIL
+
+    def read_large_fhir(
+        body: bytes, expected: tuple[str, ...]
+    ) -> tuple[list[tuple[int | None, Incoming]], int]:
+        with one_large_body:
+            return read_fhir(body, expected)
+
+    async def accept_fhir(body: bytes, expected: tuple[str, ...]) -> JSONResponse:
+        counters["received"] += 1
+        if len(body) > INLINE_BODY_BYTES:  # off the loop the MLLP listener shares
+            messages, reports = await run_in_threadpool(read_large_fhir, body, expected)
+        else:
+            messages, reports = read_fhir(body, expected)
+        results = await run_in_threadpool(store.accept_many, [item for _, item in messages])
         counters["acked"] += 1
-        if not result.duplicate and on_accepted is not None:
-            on_accepted(result.message_id)
+        for result in results:
+            if not result.duplicate and on_accepted is not None:
+                on_accepted(result.message_id)
+        if len(results) == 1:
+            (result,) = results
+            outcome = operation_outcome(
+                f"accepted as job {result.message_id} ({reports} report(s)){' (duplicate)' if result.duplicate else ''}",
+                "informational",
+                "information",
+            )
+            return _fhir(outcome, 202, {"Location": f"/jobs/{result.message_id}"})
+        # a Bundle of several reports: one job per DiagnosticReport, each in an issue of its own
         outcome = operation_outcome(
-            f"accepted as job {result.message_id} ({len(reports)} report(s)){' (duplicate)' if result.duplicate else ''}",
+            f"accepted as {len(results)} jobs, one per DiagnosticReport ({reports} report(s))",
             "informational",
             "information",
         )
-        return _fhir(outcome, 202, {"Location": f"/jobs/{result.message_id}"})
+        outcome["issue"] += [
+            {
+                "severity": "information",
+                "code": "informational",
+                "diagnostics": f"job {result.message_id}{' (duplicate)' if result.duplicate else ''}",
+                "expression": [f"Bundle.entry[{entry}].resource"],
+            }
+            for (entry, _), result in zip(messages, results, strict=True)
+        ]
+        return _fhir(outcome, 202)
 
     @app.post("/fhir/DiagnosticReport", dependencies=auth, status_code=202)
     async def post_diagnostic_report(body: RequestBody) -> JSONResponse:
@@ -309,6 +360,37 @@ def create_app(
             }
         )
 
+    @app.get("/fhir/Provenance", dependencies=auth)
+    async def search_provenance(request: Request) -> JSONResponse:
+        from adapter.reviews import provenances_of
+
+        target = request.query_params.get("target", "")
+        if not target.startswith("Observation/") or "/" in target.removeprefix("Observation/"):
+            raise ApiError(400, "target must be Observation/<id>")
+        found = provenances_of(store, target.removeprefix("Observation/"))
+        return _fhir(
+            {
+                "resourceType": "Bundle",
+                "type": "searchset",
+                "total": len(found),
+                "entry": [
+                    {"fullUrl": f"Provenance/{p['id']}", "resource": p, "search": {"mode": "match"}}
+                    for p in found
+                ],
+            }
+        )
+
+    @app.get("/fhir/Observation/{resource_id}/_history/{version_id}", dependencies=auth)
+    async def read_version(
+        resource_id: str, version_id: Annotated[int, Path(ge=1, le=MAX_JOB_ID)]
+    ) -> JSONResponse:
+        from adapter.reviews import observation_version
+
+        resource = observation_version(store, resource_id, version_id)
+        if resource is None:
+            raise ApiError(404, f"Observation/{resource_id}/_history/{version_id} not found")
+        return _fhir(resource)
+
     @app.get("/fhir/{resource_type}/{resource_id}", dependencies=auth)
     async def read_resource(resource_type: str, resource_id: str) -> JSONResponse:
         if resource_type not in (
@@ -347,6 +429,8 @@ def create_app(
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
         checks = {"store": True, "broker": broker_ready() if broker_ready else True}
+        if worker_ready is not None:  # serve's own worker: alive, with a fresh heartbeat
+            checks["worker"] = worker_ready()
         try:
             store.counts_by_state()
         except StoreError:
@@ -397,4 +481,7 @@ def create_app(
         ]
         return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
+    from adapter.ui import install_ui  # the browser UI under /ui (issue 13)
+
+    install_ui(app, settings, store)
     return app

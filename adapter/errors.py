@@ -5,8 +5,10 @@ RadbridgeError (mappings.errors)
     ├── ConfigError                settings are unusable (e.g. production without auth)
     ├── InputError                 a CLI input path cannot be read                  400
     ├── StoreError                 the store failed (no content in the message)     503, NAK AE 207
+    │   └── StoreRefused           the database refused a row's values: permanent   400, NAK AR 207
     ├── MllpError                  adapter/mllp.py: an MLLP peer or frame failed
-    └── ApiError                   adapter/api.py: an HTTP error, its status chosen where raised
+    ├── ApiError                   adapter/api.py: an HTTP error, its status chosen where raised
+    └── UiRefused                  adapter/ui/: a page or form refused (role, CSRF)  its status, 403
 """
 
 from __future__ import annotations
@@ -34,3 +36,24 @@ class StoreError(AdapterError):
 
     http_status = 503
     issue_code = "transient"
+
+
+class StoreRefused(StoreError):
+    """The database refused a row's values (a DataError): resending the same message fails
+    again, so it is rejected (AR / 400), never answered as transient."""
+
+    http_status = 400
+    issue_code = "invalid"
+
+
+class UiRefused(AdapterError):
+    """A UI page or form refused (missing role, bad CSRF token, bad input); answered as an
+    error page with `status`. The text is shown to the user: never report content."""
+
+    http_status = 403
+    issue_code = "forbidden"
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text

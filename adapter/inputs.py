@@ -1,26 +1,25 @@
 """Read CLI inputs: files or folders of HL7v2 (raw, MLLP-framed, scout .log) or FHIR JSON.
 
-Turns each file into Reports plus typed rejections; never raises for bad content, only
-for paths that cannot be read (`InputError`).
+Walks the paths and reads each file; the parsing is `mappings.inbound.read_bytes`. Never raises
+for bad content, only for paths that cannot be read (`InputError`).
 """
 
 from __future__ import annotations
 
+import csv
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from adapter.errors import InputError
-from mappings.errors import HL7ErrorCode, MessageRejected
-from mappings.fhir import reports_from_fhir
-from mappings.framing import split_frames
-from mappings.hl7v2 import parse_oru
-from mappings.msh import peek_msh
+from mappings.inbound import read_bytes
 from mappings.report import Report
 
 HIDDEN_PREFIXES = (".", "_")
 REJECTED_FILE = "rejected.jsonl"
+RECORD_SUFFIXES = (".csv", ".jsonl")  # tables of plain-text reports (research backfill)
+MAX_CSV_FIELD = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -67,75 +66,62 @@ def collect_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-def _looks_like_json(data: bytes) -> bool:
-    return data.lstrip()[:1] in (b"{", b"[")
-
-
-def _control_id(payload: bytes) -> str | None:
-    try:
-        return peek_msh(payload).control_id or None
-    except MessageRejected:
-        return None
-
-
 def read_file(
     path: Path, *, default_charset: str, default_language: str
 ) -> tuple[list[SourcedReport], list[Rejection]]:
-    """Reports and rejections from one input file."""
+    """Reports and rejections from one input file (parsed by `mappings.inbound.read_bytes`)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
     source = str(path)
-    if _looks_like_json(data):
-        return _read_fhir(data, source, default_language)
-    return _read_hl7v2(data, source, default_charset, default_language)
-
-
-def _read_fhir(
-    data: bytes, source: str, default_language: str
-) -> tuple[list[SourcedReport], list[Rejection]]:
-    try:
-        resource: Any = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        reason = Rejection(
-            source, None, None, "not_fhir_json", f"invalid JSON: {type(exc).__name__}"
-        )
-        return [], [reason]
-    if not isinstance(resource, dict):
-        return [], [Rejection(source, None, None, "not_fhir_json", "JSON is not a FHIR resource")]
-    try:
-        reports = reports_from_fhir(resource, default_language=default_language)
-    except MessageRejected as exc:
-        return [], [Rejection(source, None, None, exc.reason, exc.detail)]
-    return [SourcedReport(report, source, None) for report in reports], []
-
-
-def _read_hl7v2(
-    data: bytes, source: str, default_charset: str, default_language: str
-) -> tuple[list[SourcedReport], list[Rejection]]:
-    frames = split_frames(data)
-    if not frames:
-        detail = "no HL7v2 message or frame found in the file"
-        return [], [
-            Rejection(source, None, None, "no_message", detail, HL7ErrorCode.SEGMENT_SEQUENCE_ERROR)
-        ]
-    reports: list[SourcedReport] = []
-    rejections: list[Rejection] = []
-    for frame in frames:
-        control_id = _control_id(frame.payload)
-        try:
-            parsed = parse_oru(
-                frame.payload, default_charset=default_charset, default_language=default_language
-            )
-        except MessageRejected as exc:
-            rejections.append(
-                Rejection(source, frame.index, control_id, exc.reason, exc.detail, exc.code.value)
-            )
-            continue
-        reports.extend(SourcedReport(report, source, frame.index) for report in parsed.reports)
-        rejections.extend(
-            Rejection(source, frame.index, control_id, exc.reason, exc.detail, exc.code.value)
-            for exc in parsed.rejected
-        )
+    inbound = read_bytes(data, default_charset=default_charset, default_language=default_language)
+    reports = [SourcedReport(item.report, source, item.frame) for item in inbound.reports]
+    rejections = [
+        Rejection(source, r.frame, r.control_id, r.reason, r.detail, r.hl7_error_code)
+        for r in inbound.rejections
+    ]
     return reports, rejections
+
+
+@dataclass(frozen=True)
+class Record:
+    """One row of a CSV or JSONL table of reports (`id`, `text`, optional `language`,
+    `modality`, `date`, `template`), or why the row could not be read (`problem`)."""
+
+    source: str
+    line: int
+    data: dict[str, object]
+    problem: str | None = None
+
+
+def is_record_file(path: Path) -> bool:
+    """Whether the file is a table of plain-text reports (CSV or JSONL) rather than HL7v2/FHIR."""
+    return path.suffix.lower() in RECORD_SUFFIXES
+
+
+def read_records(path: Path) -> Iterator[Record]:
+    """The rows of a CSV (with a header row) or JSONL file; `line` is 1-based (CSV: the data
+    row, header not counted). A JSONL line that is not a JSON object is a Record with a problem."""
+    source = str(path)
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            if path.suffix.lower() == ".csv":
+                csv.field_size_limit(MAX_CSV_FIELD)
+                for line, row in enumerate(csv.DictReader(fh), start=1):
+                    yield Record(source, line, {k: v for k, v in row.items() if k is not None})
+                return
+            for line, text in enumerate(fh, start=1):
+                if not text.strip():
+                    continue
+                try:
+                    data = json.loads(text)
+                except ValueError:
+                    yield Record(source, line, {}, "the line is not JSON")
+                    continue
+                if not isinstance(data, dict):
+                    yield Record(source, line, {}, "the line is not a JSON object")
+                    continue
+                yield Record(source, line, data)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{path}: cannot read ({type(exc).__name__})") from None

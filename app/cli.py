@@ -2,7 +2,8 @@
 
 Commands import `workers` and `conformance` lazily inside their bodies (DESIGN.md: adapter
 never imports them at module level). Exit codes: 0 = input read (rejections are normal),
-2 = bad options or nothing readable, 1 = internal error.
+2 = bad options or nothing readable, 1 = internal error, 130 = a resumable `extract` stopped by
+Ctrl-C (the same command continues it).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import json
 import logging
 import statistics
 import sys
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,17 +23,30 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from adapter.errors import ConfigError, InputError
-from adapter.inputs import REJECTED_FILE, Rejection, SourcedReport, collect_files, read_file
+from adapter.inputs import (
+    REJECTED_FILE,
+    Record,
+    Rejection,
+    SourcedReport,
+    collect_files,
+    is_record_file,
+    read_file,
+    read_records,
+)
 from adapter.settings import Settings, load_settings
+from app.users_cli import users_app as _users_app
 from mappings.errors import RadbridgeError, TemplateError
 
 if TYPE_CHECKING:
+    from mappings.report import Report
     from mappings.routing import Routing
     from mappings.template import Template
+    from workers.process import Result
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # Ctrl-C during a resumable extract: run the same command again
 
 log = logging.getLogger("radbridge.cli")
 app = typer.Typer(
@@ -120,9 +133,8 @@ def _resolve_templates(template_id: str | None) -> dict[str, Template]:
 
 
 def _read_inputs(
-    inputs: list[Path], settings: Settings
-) -> tuple[list[SourcedReport], list[Rejection], int]:
-    files = collect_files(inputs)
+    files: list[Path], settings: Settings
+) -> tuple[list[SourcedReport], list[Rejection]]:
     reports: list[SourcedReport] = []
     rejections: list[Rejection] = []
     for path in files:
@@ -133,13 +145,7 @@ def _read_inputs(
         )
         reports.extend(file_reports)
         rejections.extend(file_rejections)
-    return reports, rejections, len(files)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n", "utf-8")
-    tmp.replace(path)
+    return reports, rejections
 
 
 def _progress() -> Progress:
@@ -156,7 +162,11 @@ def _progress() -> Progress:
 @app.command()
 def extract(
     inputs: Annotated[
-        list[Path], typer.Argument(help="files or folders: HL7v2, MLLP, scout .log, FHIR JSON")
+        list[Path],
+        typer.Argument(
+            help="files or folders: HL7v2, MLLP, scout .log, FHIR JSON; or CSV/JSONL tables of "
+            "reports (id, text, optional language, modality, date, template), resumable"
+        ),
     ],
     out_dir: Annotated[Path, typer.Option("--out", help="output folder for <id>.json Bundles")],
     template: Annotated[
@@ -176,49 +186,88 @@ def extract(
             help="print one line per report: id, template (or no_template), rule, detail",
         ),
     ] = False,
+    table: Annotated[
+        Path | None,
+        typer.Option(
+            "--table",
+            help="also write one row per report, one column per variable: out.csv, or "
+            "out.parquet (needs pyarrow)",
+        ),
+    ] = None,
 ) -> None:
     """Extract coded FHIR transaction Bundles from report files, offline."""
+    from app.backfill import check_table_path
+
     settings = _settings(model_path=model, stage=stage)
+    if table is not None and (problem := check_table_path(table)) is not None:
+        raise _fail(problem)
     try:
         templates = _resolve_templates(template)
     except TemplateError as exc:
         raise _fail(str(exc)) from None
     try:
-        sourced, rejections, n_files = _read_inputs(inputs, settings)
+        files = collect_files(inputs)
+        record_files = [path for path in files if is_record_file(path)]
+        sourced, rejections = _read_inputs(
+            [path for path in files if not is_record_file(path)], settings
+        )
+        records = [record for path in record_files for record in read_records(path)]
     except InputError as exc:
         raise _fail(str(exc)) from None
-    if n_files == 0:
+    if not files:
         raise _fail("no input files found")
-    if not sourced and not rejections:
+    if not sourced and not rejections and not records:
         raise _fail("nothing readable in the input")
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = ExtractSummary(reports=len(sourced))
+    summary = ExtractSummary(reports=len(sourced) + len(records))
+    rows: list[dict[str, Any]] = []
+    interrupted = False
     try:
-        _extract_all(
-            sourced,
-            rejections,
-            templates,
-            template is not None,
-            settings,
-            out_dir,
-            summary,
+        rows += _extract_all(
+            sourced, rejections, templates, template is not None, settings, out_dir, summary,
             explain_routing,
-        )
+        )  # fmt: skip
+        if records:
+            interrupted = _backfill(
+                records, templates, template is not None, settings, out_dir, summary, rows,
+                rejections,
+            )  # fmt: skip
     except RadbridgeError as exc:
         raise _fail(f"{type(exc).__name__}: {exc}", EXIT_INTERNAL) from None
     with (out_dir / REJECTED_FILE).open("w", encoding="utf-8") as fh:
         for rejection in rejections:
             fh.write(rejection.to_json() + "\n")
             summary.rejected[rejection.reason] += 1
+    if table is not None:
+        from app.backfill import write_table
+
+        write_table(table, rows)
     out.print(summary.table())
+    if interrupted:
+        err.print("interrupted: run the same command again to continue where it stopped")
+        raise typer.Exit(EXIT_INTERRUPTED)
 
 
-def _print_routing(report_id: str, routing: Routing) -> None:
+def _print_routing(report: Report, routing: Routing) -> None:
     """One line per chosen template (or one no_template line): id, template, rule, detail."""
     if not routing.reasons:
-        typer.echo(f"{report_id}\tno_template\t-\t{routing.detail()}")
+        typer.echo(f"{report.report_id}\tno_template\t-\t{routing.detail()}")
     for reason in routing.reasons:
-        typer.echo(f"{report_id}\t{reason.template}\t{reason.rule}\t{reason.detail}")
+        typer.echo(f"{report.report_id}\t{reason.template}\t{reason.rule}\t{reason.detail}")
+
+
+def _count(summary: ExtractSummary, result: Result) -> None:
+    """Add one written Bundle to the summary."""
+    assert result.bundle is not None
+    summary.seconds.append(result.seconds)
+    summary.bundles += 1
+    summary.completion_tokens += result.extraction.timings.completion_tokens
+    summary.decode_seconds += result.extraction.timings.seconds
+    summary.observations += sum(
+        1
+        for item in result.bundle.get("entry", [])
+        if item.get("resource", {}).get("resourceType") == "Observation"
+    )
 
 
 def _extract_all(
@@ -230,66 +279,93 @@ def _extract_all(
     out_dir: Path,
     summary: ExtractSummary,
     explain_routing: bool = False,
-) -> None:
-    from mappings.fhir import build_bundle
-    from mappings.routing import decide
-    from mappings.timeline import TimelineEntry, link_reports
+) -> list[dict[str, Any]]:
+    """HL7v2/FHIR reports through the one use case (`workers.process`), the timeline linked
+    across the run; a report that gets no valid extraction (e.g. longer than the model's
+    context) is a rejection and the others are written. Returns the table rows."""
+    from app.backfill import table_row, write_json
     from workers.engine import get_engine
-    from workers.stages import run_stage
+    from workers.process import process_reports
 
-    done: list[tuple[TimelineEntry, str, float]] = []
+    if not sourced:
+        return []
+    origin = {id(item.report): item for item in sourced}
     with _progress() as progress:
         task = progress.add_task("extracting", total=len(sourced))
-        for item in sourced:
-            routing = decide(item.report, list(templates.values()), explicit=forced)
-            chosen = list(routing.chosen)
-            if explain_routing:
-                _print_routing(item.report.report_id, routing)
-            if not chosen:
-                rejections.append(
-                    Rejection(
-                        item.source,
-                        item.frame,
-                        item.report.message_control_id,
-                        "no_template",
-                        f"no template applies to this report: {routing.detail()}",
-                    )
-                )
-                progress.advance(task)
-                continue
-            for tmpl in chosen:
-                started = time.perf_counter()
-                extraction = run_stage(item.report, tmpl, settings, lambda: get_engine(settings))
-                name = (
-                    item.report.report_id
-                    if len(chosen) == 1
-                    else f"{item.report.report_id}-{tmpl.id}"
-                )
-                entry = TimelineEntry(item.report, extraction, tmpl)
-                done.append((entry, name, time.perf_counter() - started))
-            progress.advance(task)
-    # timeline: a finding in a patient's later report derives from the same finding earlier
-    links = link_reports([entry for entry, _, _ in done], settings.zone())
-    for (entry, name, seconds), derived_from in zip(done, links, strict=True):
-        started = time.perf_counter()
-        bundle = build_bundle(
-            entry.report,
-            entry.extraction,
-            entry.template,
-            observation_status=settings.observation_status,
-            default_tz=settings.zone(),
-            derived_from=derived_from,
+        outcome = process_reports(
+            [item.report for item in sourced],
+            list(templates.values()),
+            settings,
+            lambda: get_engine(settings),
+            explicit=forced,
+            on_routing=_print_routing if explain_routing else None,
+            on_report=lambda _: progress.advance(task),
+            reject_failed=True,
         )
-        _write_json(out_dir / f"{name}.json", bundle)
-        summary.seconds.append(seconds + time.perf_counter() - started)
-        summary.bundles += 1
-        summary.completion_tokens += entry.extraction.timings.completion_tokens
-        summary.decode_seconds += entry.extraction.timings.seconds
-        summary.observations += sum(
-            1
-            for item in bundle.get("entry", [])
-            if item.get("resource", {}).get("resourceType") == "Observation"
+    for rejected in outcome.rejected:
+        assert rejected.report is not None
+        item = origin[id(rejected.report)]
+        code = rejected.hl7_code.value if rejected.hl7_code else None
+        rejections.append(
+            Rejection(
+                item.source,
+                item.frame,
+                item.report.message_control_id,
+                rejected.reason,
+                rejected.detail,
+                code,
+            )
         )
+    by_report: dict[int, list[Result]] = {}
+    for result in outcome.results:
+        assert result.bundle is not None
+        write_json(out_dir / f"{result.name}.json", result.bundle)
+        _count(summary, result)
+        by_report.setdefault(id(result.report), []).append(result)
+    return [
+        table_row(item.report.report_id, by_report[id(item.report)])
+        for item in sourced
+        if id(item.report) in by_report
+    ]
+
+
+def _backfill(
+    records: list[Record],
+    templates: dict[str, Template],
+    forced: bool,
+    settings: Settings,
+    out_dir: Path,
+    summary: ExtractSummary,
+    rows: list[dict[str, Any]],
+    rejections: list[Rejection],
+) -> bool:
+    """CSV/JSONL records through `app.backfill` (resumable); adds every run's rows and
+    rejections (from the checkpoint); returns whether Ctrl-C stopped it."""
+    from app.backfill import CHECKPOINT_FILE, run_backfill
+    from mappings.template import load_builtin_templates
+    from workers.engine import get_engine
+
+    with _progress() as progress:
+        task = progress.add_task("extracting records", total=len(records))
+        run = run_backfill(
+            records,
+            templates,
+            forced,
+            settings,
+            lambda: get_engine(settings),
+            out_dir,
+            builtin=load_builtin_templates,
+            on_done=lambda _: progress.advance(task),
+        )
+    for result in run.results:
+        _count(summary, result)
+    for entry in [*run.entries, *run.unkeyed]:
+        rejections.extend(Rejection(**line) for line in entry.get("rejected", []))
+        if entry.get("row"):
+            rows.append(entry["row"])
+    if run.skipped:
+        err.print(f"{run.skipped} record(s) already done (in {out_dir / CHECKPOINT_FILE}): skipped")
+    return run.interrupted
 
 
 @app.command()
@@ -414,12 +490,19 @@ def worker(
     supervised: Annotated[
         bool, typer.Option(hidden=True, help="started by `radbridge serve`, which checked")
     ] = False,
+    reclaim_on_start: Annotated[
+        bool, typer.Option(hidden=True, help="serve's only worker: reclaim older claims at start")
+    ] = False,
 ) -> None:
-    """Run a Celery worker that extracts and delivers (RADBRIDGE_REDIS_URL, else embedded Redis)."""
+    """Run a Celery worker that extracts and delivers (RADBRIDGE_REDIS_URL, else embedded Redis,
+    stopped when the worker exits)."""
     from app.serve import run_worker
 
     settings = _settings() if supervised else _serving_settings()
-    run_worker(settings, beat=beat, concurrency=concurrency)
+    try:
+        run_worker(settings, beat=beat, concurrency=concurrency, reclaim_on_start=reclaim_on_start)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
 
 
 @app.command("llm-server")
@@ -644,6 +727,7 @@ templates_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(templates_app, name="templates")
+app.add_typer(_users_app, name="users")  # `radbridge users add` (browser UI, issue 13)
 
 
 def _template_files(paths: list[Path]) -> list[Path]:
@@ -793,6 +877,13 @@ def main() -> None:
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    if "--supervised" not in sys.argv:  # serve's worker child: serve has warned already
+        import os
+
+        from adapter.settings import unknown_variables
+
+        for warning in unknown_variables(os.environ):
+            log.warning("%s", warning)
     try:
         app()
     except RadbridgeError as exc:

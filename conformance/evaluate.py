@@ -18,7 +18,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from itertools import combinations
 from pathlib import Path
 from typing import Any, Literal
@@ -244,23 +244,11 @@ def compare_stages(
 
 
 def _report(item: LabelledReport, default_language: str) -> Report:
-    from mappings.language import detect_language
-    from mappings.sections import find_sections
+    """The labelled case as a Report (`mappings.inbound.report_from_record`)."""
+    from mappings.inbound import report_from_record
 
-    text = item.text.replace("\r\n", "\n").replace("\r", "\n")
-    observed = None
-    if item.time is not None:
-        day = date.fromisoformat(item.time[:10])
-        observed = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    return Report(
-        source_format="fhir",
-        report_id=item.id,
-        fhir_resource_id=item.id,
-        language=item.language or detect_language(text, default_language),
-        observation_time=observed,
-        text=text,
-        sections=find_sections(text),
-    )
+    record = {"id": item.id, "text": item.text, "language": item.language, "date": item.time}
+    return report_from_record(record, default_language=default_language)
 
 
 LabelsOf = Callable[[Extraction], tuple[dict[str, Label], frozenset[Pair], frozenset[Pair]]]
@@ -275,29 +263,30 @@ def run_reports(
     empty: Mapping[str, Label],
     progress: Progress | None = None,
 ) -> _Run:
-    """One stage on every report: labels (`empty` when no valid output), pairs, timing."""
+    """One stage on every report: labels (`empty` when no valid output), pairs, timing.
+    Each report goes through the one use case (`workers.process`) with its template named."""
     from workers.engine import get_engine
-    from workers.errors import ExtractionError
-    from workers.stages import run_stage
+    from workers.process import process_reports
 
     stage_settings = settings.model_copy(update={"stage": stage})
+    engine = functools.partial(get_engine, stage_settings)
     run = _Run()
     for item in reports:
         report = _report(item, settings.default_language)
         started = time.perf_counter()
-        try:
-            extraction = run_stage(
-                report, template, stage_settings, functools.partial(get_engine, stage_settings)
-            )
-        except ExtractionError:
+        outcome = process_reports(
+            [report], [template], stage_settings, engine, explicit=True, reject_failed=True,
+            with_bundles=False,
+        )  # fmt: skip
+        run.seconds.append(time.perf_counter() - started)
+        if not outcome.results:
             # no valid output: nothing was extracted (scored as `empty`), and counted
-            run.seconds.append(time.perf_counter() - started)
             run.failed.append(item.id)
             run.labels.append(dict(empty))
             run.pairs.append(frozenset())
             run.episodes.append(frozenset())
         else:
-            run.seconds.append(time.perf_counter() - started)
+            extraction = outcome.results[0].extraction
             run.tokens += extraction.timings.completion_tokens
             run.decode_seconds += extraction.timings.seconds
             run.model = f"{extraction.model.name} (sha256 {extraction.model.sha256[:12]})"

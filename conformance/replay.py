@@ -12,9 +12,10 @@ per frame — or FHIR JSON) is sent as it is:
 Then replay waits until the service is idle: `GET /metrics` shows no message `accepted`,
 `processing` or `failed` (retrying) — so replay expects a test instance, not one that takes live
 traffic — or `--timeout` seconds pass. It reads each fixture with the service's own readers
-(`adapter.inputs`), routes it with the built-in templates, computes the UUIDv5 ids the service
-gives the report's resources (`mappings.fhir_out.deterministic_id`, the parts `_Context` uses)
-and pulls them: `GET /fhir/DiagnosticReport/{id}`, `GET /fhir/Observation?derived-from=…`,
+(`adapter.inputs`), routes it with the built-in templates as the worker does
+(`workers.process.route`), computes the UUIDv5 ids the service gives the report's resources
+(`mappings.fhir_out.deterministic_id`, the parts `_Context` uses) and pulls them:
+`GET /fhir/DiagnosticReport/{id}`, `GET /fhir/Observation?derived-from=…`,
 `GET /fhir/Provenance/{id}` per template, and the Patient and Device they reference.
 
 Goldens beside each fixture: `NAME.ack` (the ACKs, or the HTTP answer for FHIR) and
@@ -338,8 +339,8 @@ def pull_results(client: httpx.Client, fixture: Fixture, options: ReplayOptions)
     """What the service holds for the fixture's reports (normalised, golden structure)."""
     from adapter.inputs import read_file
     from mappings.fhir_out import deterministic_id
-    from mappings.routing import route
     from mappings.template import load_builtin_templates
+    from workers.process import route
 
     api = options.api
     sourced, rejections = read_file(
@@ -355,7 +356,8 @@ def pull_results(client: httpx.Client, fixture: Fixture, options: ReplayOptions)
         key = report.accession_number or report.report_id
         facility = report.sending_facility
         report_id = deterministic_id("DiagnosticReport", facility, key)
-        chosen = route(report, templates)
+        routing = route(report, templates)  # the worker's routing (workers.process)
+        chosen = [t for t in templates if t in routing.chosen]
         diagnostic_report = _get(client, f"{api}/fhir/DiagnosticReport/{report_id}")
         search = _get(
             client, f"{api}/fhir/Observation?derived-from=DiagnosticReport/{report_id}"

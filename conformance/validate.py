@@ -205,7 +205,7 @@ def _references(resources: list[Resource], resource_type: str, element: str) -> 
         for item in resource.get(element, []):
             target = item.get("what") if element == "entity" else item
             if isinstance(target, dict) and isinstance(target.get("reference"), str):
-                refs.add(target["reference"])
+                refs.add(target["reference"].split("/_history/")[0])  # a version: its resource
     return refs
 
 
@@ -232,6 +232,8 @@ def _link_problems(bundle: Resource, path: str) -> list[Problem]:
             element = "result" if kind == "DiagnosticReport" else "target"
             for position, item in enumerate(resource.get(element, [])):
                 target = item.get("reference") if isinstance(item, dict) else None
+                if isinstance(target, str):  # `Observation/<id>/_history/<vid>`: that version
+                    target = target.split("/_history/")[0]
                 if not (
                     isinstance(target, str)
                     and target.startswith("Observation/")

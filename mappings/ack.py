@@ -170,3 +170,14 @@ def peek_trigger(peek: MshPeek | None) -> str:
     if peek and "^" in peek.message_type:
         return peek.message_type.split("^", 1)[1] or "R01"
     return "R01"
+
+
+def read_ack_code(ack: bytes) -> str | None:
+    """MSA-1 of an ACK (AA, AE, AR, CA, CE, CR), read with the ACK's own field separator
+    (MSH-1); None when there is no MSA segment. The one ACK reader (HTTP API, ORU delivery)."""
+    separator = ack[3:4] if ack.startswith(b"MSH") and len(ack) > 3 else b"|"
+    for segment in ack.replace(b"\n", b"\r").split(b"\r"):
+        if segment.startswith(b"MSA" + separator):
+            code = segment.split(separator)[1].strip()
+            return code.decode("ascii", errors="replace") or None
+    return None

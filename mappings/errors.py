@@ -8,7 +8,9 @@
     │   │   ├── UnsupportedTask         an llm_extractinator task radbridge cannot run (extractinator.py)
     │   │   └── UnsafeParserFormat      a task's parser format would run code (extractinator.py)
     │   ├── TerminologyError            a code is not in the verified code table
-    │   └── FhirMappingError            a FHIR resource cannot be read or built
+    │   ├── FhirMappingError            a FHIR resource cannot be read or built
+    │   └── ReviewRefused               a review decision cannot be applied (review.py)  422
+    │       └── ReviewConflict          the Observation changed since it was loaded      409
     ├── AdapterError                    adapter/ (see adapter/errors.py)
     │   ├── ConfigError, InputError, StoreError
     │   ├── MllpError                   adapter/mllp.py
@@ -47,6 +49,7 @@ class HL7ErrorCode(StrEnum):
     REQUIRED_FIELD_MISSING = "101"
     DATA_TYPE_ERROR = "102"
     TABLE_VALUE_NOT_FOUND = "103"
+    VALUE_TOO_LONG = "104"  # added in v2.7
     UNSUPPORTED_MESSAGE_TYPE = "200"
     UNSUPPORTED_EVENT_CODE = "201"
     UNSUPPORTED_PROCESSING_ID = "202"

@@ -47,12 +47,13 @@ def _check_model(resource: Resource) -> None:
     """Validate with the fhir.resources R4B model; the error names the element, never its value."""
     from fhir.resources.R4B import get_fhir_model_class
 
+    kind = resource.get("resourceType")
     try:
-        model = get_fhir_model_class(resource["resourceType"])
+        model = get_fhir_model_class(kind) if isinstance(kind, str) else None
     except KeyError:
-        raise _reject(
-            "unsupported_resource", f"unknown resourceType {resource['resourceType']!r}"
-        ) from None
+        model = None
+    if model is None:
+        raise _reject("unsupported_resource", f"unknown resourceType {kind!r}")
     try:
         model.model_validate(resource)
     except ValidationError as exc:
@@ -61,6 +62,10 @@ def _check_model(resource: Resource) -> None:
         raise _reject(
             "invalid_resource", f"{resource['resourceType']}.{where}: {first['msg']}"
         ) from None
+    except (TypeError, ValueError, AttributeError, KeyError):
+        # fhir_core's validator raises these itself on some malformed shapes (a contained
+        # resource whose resourceType is not a string): the input is invalid, not our bug
+        raise _reject("invalid_resource", f"{kind} is not a valid R4 resource") from None
 
 
 class _Index:
@@ -71,10 +76,10 @@ class _Index:
         for resource in resources:
             self.add(resource)
 
-    def add(self, resource: Resource, full_url: str | None = None) -> None:
+    def add(self, resource: Resource, full_url: Any = None) -> None:
         if resource.get("id"):
             self.by_ref[f"{resource.get('resourceType')}/{resource['id']}"] = resource
-        if full_url:
+        if isinstance(full_url, str) and full_url:
             self.by_ref[full_url] = resource
 
     def resolve(self, reference: Any, owner: Resource) -> Resource | None:
@@ -88,7 +93,10 @@ class _Index:
                 if isinstance(contained, dict) and contained.get("id") == ref[1:]:
                     return contained
             return None
-        return self.by_ref.get(ref) or self.by_ref.get(ref.split("/_history", 1)[0])
+        found = self.by_ref.get(ref) or self.by_ref.get(ref.split("/_history", 1)[0])
+        if found is not None and found is not owner:
+            _check_model(found)  # a Bundle entry is read only once it passed the model
+        return found
 
 
 def _attachment_text(attachment: Resource) -> tuple[str | None, bool]:
@@ -231,8 +239,19 @@ def report_from_diagnostic_report(
     )
 
 
+def _without_nulls(value: Any) -> Any:
+    """`value` with every JSON null dropped (FHIR JSON has no nulls: absent means absent)."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value if v is not None]
+    return value
+
+
 def reports_from_fhir(resource: Resource, *, default_language: str = "en") -> list[Report]:
-    """Reports from a DiagnosticReport or a Bundle holding DiagnosticReports."""
+    """Reports from a DiagnosticReport or a Bundle holding DiagnosticReports (a JSON null is
+    read as an absent element)."""
+    resource = _without_nulls(resource)
     resource_type = resource.get("resourceType")
     if resource_type == "DiagnosticReport":
         return [report_from_diagnostic_report(resource, _Index([resource]), default_language)]
@@ -242,11 +261,14 @@ def reports_from_fhir(resource: Resource, *, default_language: str = "en") -> li
             f"expected DiagnosticReport or Bundle, got {resource_type!r}",
             HL7ErrorCode.UNSUPPORTED_MESSAGE_TYPE,
         )
-    if resource.get("type") not in BUNDLE_TYPES:
-        raise _reject("unsupported_resource", f"unsupported Bundle.type {resource.get('type')!r}")
+    bundle_type, entries = resource.get("type"), resource.get("entry", [])
+    if not isinstance(bundle_type, str) or bundle_type not in BUNDLE_TYPES:
+        raise _reject("unsupported_resource", f"unsupported Bundle.type {bundle_type!r}")
+    if not isinstance(entries, list):
+        raise _reject("invalid_resource", "Bundle.entry is not an array")
     index = _Index([])
     reports_in_bundle: list[Resource] = []
-    for entry in resource.get("entry", []):
+    for entry in entries:
         entry_resource = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(entry_resource, dict):
             continue

@@ -13,7 +13,8 @@ Project extension (one canonical base, `EXTENSION_BASE`): `EXTENSION_BASE/eviden
 Observation, with sub-extensions `quote` (string), `start`/`end` (integer code-point offsets
 into the normalised report text, present when the quote was found), `verified` (boolean),
 `confidence` (decimal), `stage` (code), `flag` (code, repeated), `template` (string
-`id|version`) and `variable` (string).
+`id|version`) and `variable` (string); a clinician's correction (`mappings/review.py`) adds
+`ai-value` (the AI's value[x]) and `ai-body-site` (CodeableConcept).
 
 Values by variable type: presence -> `valueCodeableConcept` Present/Absent/Equivocal (SNOMED CT
 qualifiers) and, for a qualifier, one `component` (the qualifier concept, the option as

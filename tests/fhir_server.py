@@ -1,11 +1,19 @@
 """A small real FHIR server for delivery tests: validates what it receives against the official
 R4 JSON schema, stores resources by type/id (PUT twice = one resource), answers a
-transaction-response, and can be told to answer 429/503/400 for the next requests."""
+transaction-response, and can be told to answer 429/503/400 for the next requests.
+
+It counts what a test of exactly-once delivery needs: `puts[url]` (every PUT of a transaction
+it accepted) and `versions[url]` (distinct contents, like a server that keeps a new version only
+when a PUT changes the resource); `refuse(bundle)` may answer 400 for chosen transactions, and
+`stall(bundle)` hold the answer to a transaction it stored (a client killed meanwhile never
+learns it was written)."""
 
 from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -15,7 +23,7 @@ from conformance.validate import validate_resource
 class FhirServer:
     """Run with `start()`; `base_url` is its address; `script` queues canned answers."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.resources: dict[str, dict[str, Any]] = {}
         self.requests: list[dict[str, str]] = []
         self.script: list[tuple[int, dict[str, str], dict[str, Any] | None]] = []
@@ -25,6 +33,18 @@ class FhirServer:
         self.issued: set[str] = set()
         self.seen_jti: set[str] = set()
         self.token_requests = 0
+        self.puts: Counter[str] = Counter()
+        self.versions: Counter[str] = Counter()
+        self.history: dict[str, list[dict[str, Any]]] = {}  # url -> each version's content
+        self.transactions = 0
+        self.by_peer: Counter[str] = Counter()  # client address -> transactions stored
+        # a bundle -> an OperationOutcome text: the transaction is answered 400 with it
+        self.refuse: Callable[[dict[str, Any]], str | None] | None = None
+        self.refused = 0
+        # a bundle -> True: stored, then the answer waits for `stall_release` (`stalled` set)
+        self.stall: Callable[[dict[str, Any]], bool] | None = None
+        self.stalled = threading.Event()
+        self.stall_release = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -55,15 +75,29 @@ class FhirServer:
                     return self._answer(
                         400, _outcome(problems[0].message if problems else "not a transaction")
                     )
+                refusal = server.refuse(bundle) if server.refuse is not None else None
+                if refusal is not None:
+                    with server.lock:
+                        server.refused += 1
+                    return self._answer(400, _outcome(refusal))
                 entries = []
                 with server.lock:
+                    server.transactions += 1
+                    server.by_peer[self.client_address[0]] += 1
                     for entry in bundle["entry"]:
                         url = entry["request"]["url"]
                         created = url not in server.resources
+                        server.puts[url] += 1
+                        if created or server.resources[url] != entry["resource"]:
+                            server.versions[url] += 1
+                            server.history.setdefault(url, []).append(entry["resource"])
                         server.resources[url] = entry["resource"]
                         entries.append(
                             {"response": {"status": "201 Created" if created else "200 OK"}}
                         )
+                if server.stall is not None and server.stall(bundle):
+                    server.stalled.set()  # stored, but the answer comes late (a kill lands now)
+                    server.stall_release.wait(60)
                 return self._answer(
                     200,
                     {"resourceType": "Bundle", "type": "transaction-response", "entry": entries},
@@ -123,8 +157,8 @@ class FhirServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/fhir"
+        self.httpd = ThreadingHTTPServer((host, 0), Handler)
+        self.base_url = f"http://{host}:{self.httpd.server_address[1]}/fhir"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def start(self) -> FhirServer:
@@ -132,6 +166,7 @@ class FhirServer:
         return self
 
     def stop(self) -> None:
+        self.stall_release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 

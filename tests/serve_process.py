@@ -34,6 +34,8 @@ class Service:
     mllp_port: int
     http: str
     log: Path
+    pid: int = 0
+    data_dir: Path = Path()
 
     @property
     def mllp(self) -> str:
@@ -41,24 +43,34 @@ class Service:
         return f"mllp://127.0.0.1:{self.mllp_port}"
 
 
-@contextmanager
-def running_serve(root: Path, settings: dict[str, str], ready_s: float = 90) -> Iterator[Service]:
-    """Start `radbridge serve` with RADBRIDGE_* `settings` (data dir, ports and embedded Redis and
-    SQLite are set here), wait until ready, and stop it with SIGINT on exit."""
-    mllp_port, http_port = free_port(), free_port()
+def serve_env(root: Path, settings: dict[str, str]) -> dict[str, str]:
+    """The environment of a test's `radbridge serve`: its own data dir under `root`, free ports,
+    embedded Redis and SQLite unless `settings` say otherwise."""
     env = {
         **os.environ,
         "RADBRIDGE_DATA_DIR": str(root / "data"),
-        "RADBRIDGE_MLLP_PORT": str(mllp_port),
-        "RADBRIDGE_HTTP_PORT": str(http_port),
+        "RADBRIDGE_MLLP_PORT": str(free_port()),
+        "RADBRIDGE_HTTP_PORT": str(free_port()),
     }
     for name in ("RADBRIDGE_REDIS_URL", "RADBRIDGE_DATABASE_URL", "RADBRIDGE_FHIR_BASE_URL"):
         env.pop(name, None)
     env.update(settings)
+    return env
+
+
+@contextmanager
+def running_serve(
+    root: Path, settings: dict[str, str], ready_s: float = 90, args: tuple[str, ...] = ()
+) -> Iterator[Service]:
+    """Start `radbridge serve` with RADBRIDGE_* `settings` (data dir, ports and embedded Redis and
+    SQLite are set here), wait until ready, and stop it with SIGINT on exit (SIGKILL when it
+    has not stopped within 60 s)."""
+    env = serve_env(root, settings)
+    mllp_port, http_port = int(env["RADBRIDGE_MLLP_PORT"]), int(env["RADBRIDGE_HTTP_PORT"])
     log_path = root / "serve.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [*RADBRIDGE, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
+            [*RADBRIDGE, "serve", *args], env=env, stdout=log, stderr=subprocess.STDOUT
         )
         base = f"http://127.0.0.1:{http_port}"
         try:
@@ -72,9 +84,10 @@ def running_serve(root: Path, settings: dict[str, str], ready_s: float = 90) -> 
                 time.sleep(0.5)
             else:
                 pytest.fail("radbridge serve did not become ready: " + log_path.read_text())
-            yield Service(mllp_port, base, log_path)
+            yield Service(mllp_port, base, log_path, process.pid, Path(env["RADBRIDGE_DATA_DIR"]))
         finally:
-            process.send_signal(signal.SIGINT)
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
             try:
                 process.wait(timeout=60)
             finally:

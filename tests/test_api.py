@@ -45,11 +45,11 @@ def test_production_refuses_to_start_without_api_key(
     """`radbridge serve` checks the settings (once) before it builds the app."""
     from typer.testing import CliRunner
 
-    import app.serve
+    from app import serve as serve_module
     from app.cli import app
 
     started: list[object] = []
-    monkeypatch.setattr(app.serve, "run_services", lambda *a, **k: started.append(a))
+    monkeypatch.setattr(serve_module, "run_services", lambda *a, **k: started.append(a))
     monkeypatch.delenv("RADBRIDGE_API_KEY", raising=False)
     monkeypatch.setenv("RADBRIDGE_ENV", "production")
     monkeypatch.setenv("RADBRIDGE_DATA_DIR", str(tmp_path))
@@ -127,6 +127,7 @@ def test_observations_served_for_pull(setup: tuple[TestClient, Store, list[int]]
     one = client.get(f"/fhir/Observation/{observations[0]['id']}")
     served = one.json()
     assert served["meta"].pop("lastUpdated").endswith("Z")
+    assert served["meta"].pop("versionId") == "1"  # the store keeps versions (issue 13)
     assert one.status_code == 200 and served == observations[0]
     assert client.get("/fhir/Observation/nope").status_code == 404
 

@@ -30,13 +30,13 @@ CHEST_CT = (HL7_DIR / "chest_ct.hl7").read_bytes().strip()
 # its process (SIGKILL, like a segfault in a native parser) on a message marked POISON
 CRASHING_WORKER = """
 import os, signal
-import workers.tasks as tasks
-real = tasks.parse_message
-def parse_or_die(raw, content_type, settings):
+import workers.process as process
+real = process.parse_message
+def parse_or_die(raw, content_type, **options):
     if b"POISON" in raw:
         os.kill(os.getpid(), signal.SIGKILL)
-    return real(raw, content_type, settings)
-tasks.parse_message = parse_or_die
+    return real(raw, content_type, **options)
+process.parse_message = parse_or_die
 from app.serve import run_worker
 from adapter.settings import load_settings
 run_worker(load_settings(), beat=False, concurrency=2)  # prefork: the pool survives a child

@@ -124,3 +124,59 @@ def test_bad_model_path_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "model file not found" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _long_report(tmp_path: Path, kilobytes: int = 40) -> Path:
+    """A FHIR Bundle whose one chest report is `kilobytes` KB of text: longer than the context."""
+    import base64
+
+    bundle = json.loads((FHIR_DIR / "bundle_collection.json").read_text("utf-8"))
+    report = bundle["entry"][1]["resource"]
+    report["id"] = "dr-long-1"
+    report["identifier"][0]["value"] = "ACC-LONG"
+    line = "FINDINGS: Small left pleural effusion. No pneumothorax. Heart size normal.\n"
+    text = line * (kilobytes * 1024 // len(line) + 1)
+    report["presentedForm"][0]["data"] = base64.b64encode(text.encode()).decode()
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps(bundle), "utf-8")
+    return path
+
+
+@pytest.mark.llm
+def test_extract_report_longer_than_context_is_one_rejection(tmp_path: Path) -> None:
+    """Issue 15 item 12: one 40 KB report that does not fit the model's context is a line in
+    rejected.jsonl; the other reports are written and the exit code is 0 (was: exit 1, nothing
+    written)."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(HL7_DIR / "chest_ct.hl7", inputs / "chest_ct.hl7")
+    _long_report(inputs)
+    out = tmp_path / "out"
+    result = run("extract", str(inputs), "--out", str(out), "--stage", "llm")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.glob("*.json")) == ["CT0001-1.json"]
+    rejected = [json.loads(x) for x in (out / "rejected.jsonl").read_text("utf-8").splitlines()]
+    assert [(r["reason"], r["source"].endswith("long.json")) for r in rejected] == [
+        ("extraction_failed", True)
+    ]
+    assert "exceeds n_ctx" in rejected[0]["detail"] and rejected[0]["hl7_error_code"] == "207"
+    assert "pleural" not in (out / "rejected.jsonl").read_text("utf-8")  # no report text
+
+
+def test_extract_table_parquet_without_pyarrow_is_a_clear_error(tmp_path: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("pyarrow") is not None:
+        pytest.skip("pyarrow is installed: the Parquet table is written (tests/test_backfill.py)")
+    result = run(
+        "extract", str(HL7_DIR / "chest_ct.hl7"), "--out", str(tmp_path / "o"),
+        "--table", str(tmp_path / "t.parquet"),
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "pyarrow" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "o").exists()  # refused before any work
+    bad = run(
+        "extract", str(HL7_DIR / "chest_ct.hl7"), "--out", str(tmp_path / "o"),
+        "--table", str(tmp_path / "t.xlsx"),
+    )  # fmt: skip
+    assert bad.returncode == 2 and ".csv or .parquet" in bad.stderr

@@ -142,6 +142,41 @@ def test_eval_llm_stage_through_the_server(server: ServerProcess, tmp_path: Path
     assert llm["metrics"]["reports"] == 2 and llm["timing"]["completion_tokens"] > 0
 
 
+def test_backfill_through_the_server_keeps_its_concurrency_and_resumes(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """A JSONL backfill through `llm-server` with two requests in flight: coded Bundles, one table
+    row per report, a checkpoint line per report; the same command again does nothing twice."""
+    records = tmp_path / "reports.jsonl"
+    texts = [
+        "FINDINGS: Small left pleural effusion. No pneumothorax.",
+        "FINDINGS: Cardiomegaly. No pleural effusion.",
+    ]
+    records.write_text(
+        "".join(
+            json.dumps({"id": f"b{n}", "text": text, "template": "chest_findings"}) + "\n"
+            for n, text in enumerate(texts)
+        ),
+        "utf-8",
+    )
+    out, table = tmp_path / "out", tmp_path / "table.csv"
+    env = {**_env(server, tmp_path), "RADBRIDGE_LLM_CONCURRENCY": "2"}
+    command = [*CLI, "extract", str(records), "--out", str(out), "--stage", "llm"]
+    done = subprocess.run(
+        [*command, "--table", str(table)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in out.glob("*.json")) == ["b0.json", "b1.json"]
+    checkpoint = (out / ".radbridge-checkpoint.jsonl").read_text("utf-8").splitlines()
+    assert sorted(json.loads(line)["id"] for line in checkpoint) == ["b0", "b1"]
+    header, *rows = table.read_text("utf-8").splitlines()
+    assert header.startswith("id,template,") and "pleural_effusion" in header and len(rows) == 2
+    again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len((out / ".radbridge-checkpoint.jsonl").read_text("utf-8").splitlines()) == 2
+
+
 def test_worker_keeps_the_message_while_the_server_is_down_and_resumes(
     tmp_path: Path,
     redis_url: str,

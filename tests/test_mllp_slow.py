@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from adapter.mllp import FrameReader, frame
 from adapter.settings import Settings
 from adapter.store import Store
+from mappings.framing import FrameReader, frame
 from tests.test_mllp import Listener, message, msa
 
 LIMITS = {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from conformance.evaluate import (
 )
 from conformance.metrics import NOT_MENTIONED, VariableSpec, evaluate_labels
 from conformance.report_html import render_html, write_report
+from tests.browser import chromium
 
 DATASET = Path(__file__).parent / "fixtures" / "eval" / "chest_findings.jsonl"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking")
@@ -90,13 +90,7 @@ def test_html_escapes_and_shows_every_stage() -> None:
 
 
 def _chromium() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        pytest.fail(
-            "chromium is not installed: `apt-get install -y chromium` (`make test` installs it); "
-            "the HTML report screenshot test needs it"
-        )
-    return path
+    return chromium("the HTML report screenshot tests")
 
 
 def _screenshot(html: Path, png: Path, profile: Path) -> None:

@@ -10,6 +10,7 @@ the pull API and a real FHIR server: a final (OBR-25 F), then an OLDER prelimina
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,10 @@ def test_between_preliminaries_the_later_observation_time_wins(
     ).message_id
     assert process_message(store, settings, final)  # a final supersedes any preliminary
     assert by_finding(store.search_observations()) == {EFFUSION: [PRESENT]}
+    replaced = store.get_message(newer)  # its result is gone: it says so, nothing to deliver
+    assert replaced is not None and replaced.state == "extracted"
+    assert replaced.reason == f"superseded: its result was replaced by message {final}"
+    assert "superseded" in " ".join(store.audit_trail(newer))
 
 
 def test_the_pull_api_serves_the_final_then_the_correction(tmp_path: Path) -> None:
@@ -235,3 +240,67 @@ def test_the_ehr_gets_the_final_never_the_older_preliminary_then_the_retirement(
         EFFUSION: "preliminary",
         NODULE: "entered-in-error",
     }
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", KINDS)
+def test_through_serve_the_ehr_never_gets_a_preliminary_over_a_final(
+    kind: str, tmp_path: Path
+) -> None:
+    """The EHR push with real processes (`radbridge serve` over MLLP, SQLite or PostgreSQL): a
+    preliminary whose delivery was refused (503) and retried only after the final arrived, and
+    a later preliminary after the final, never show at the EHR; the correction supersedes."""
+    from tests.fhir_server import FhirServer
+    from tests.promises import database, make_serve, msa, send_mllp, wait_until
+
+    ehr = FhirServer().start()
+    ehr.script.append((503, {"Retry-After": "2"}, None))  # the first push: come back in 2 s
+    first_preliminary = ("CT0021", "P", "20261101080000", ["FINDINGS:", "No pleural effusion."])
+    later_preliminary = ("CT0022", "P", "20261101093000", ["FINDINGS:", "No pleural effusion."])
+    with database(kind, tmp_path) as db:
+        serve = make_serve(tmp_path, {"RADBRIDGE_FHIR_BASE_URL": ehr.base_url, **db})
+
+        def send(message: tuple[str, str, str, list[str]]) -> None:
+            (ack,) = send_mllp(serve.mllp_port, [result(*message).raw])
+            assert msa(ack) == ("CA", message[0])
+
+        try:
+            serve.start().ready()
+            send(first_preliminary)
+            wait_until(lambda: len(ehr.requests) == 1, 60, "the refused push")
+            send(FINAL)
+            wait_until(lambda: serve.job(2)["state"] == "delivered", 60, "the final pushed")
+            # the refused push's retry (due 2 s after the 503) finds the Bundle, now the final's,
+            # already delivered and pushes nothing
+            time.sleep(4)
+            assert len(ehr.requests) == 2
+            after_final = ehr.transactions
+            send(later_preliminary)
+            wait_until(lambda: serve.job(3)["state"] == "extracted", 60, "the later one")
+            superseded = serve.job(3)["reason"]
+            time.sleep(2)  # a push of it would land now
+            after_later = ehr.transactions
+            send(CORRECTED)
+            wait_until(lambda: serve.job(4)["state"] == "delivered", 60, "the correction")
+        finally:
+            serve.stop()
+            ehr.stop()
+    (report_url,) = [u for u in ehr.history if u.startswith("DiagnosticReport/")]
+    versions = [r["status"] for r in ehr.history[report_url]]
+    observations = [
+        (o["code"]["text"], o["status"], o["valueCodeableConcept"]["coding"][0]["code"])
+        for u, history in ehr.history.items()
+        if u.startswith("Observation/")
+        for o in history
+    ]
+    print(
+        f"promise 6 EHR push ({kind}): DiagnosticReport versions {versions}, "
+        f"{ehr.puts[report_url]} PUTs, {ehr.transactions} transactions, "
+        f"{len(ehr.requests)} requests"
+    )
+    assert superseded == "superseded: a final result is stored"
+    assert after_later == after_final  # nothing pushed for the later preliminary
+    assert versions == ["final", "corrected"]  # never a preliminary version at the EHR
+    assert (EFFUSION, "preliminary", ABSENT) not in observations  # "no effusion" never served
+    nodule = [status for text, status, _ in observations if text == NODULE]
+    assert nodule == ["preliminary", "entered-in-error"]  # the correction retired it

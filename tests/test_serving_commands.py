@@ -33,10 +33,10 @@ def production(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 def test_worker_refuses_production_without_api_key(
     production: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import app.serve
+    from app import serve as serve_module
 
     started: list[object] = []
-    monkeypatch.setattr(app.serve, "run_worker", lambda *a, **k: started.append(a))
+    monkeypatch.setattr(serve_module, "run_worker", lambda *a, **k: started.append(a))
     result = CliRunner().invoke(app, ["worker"])
     assert result.exit_code == 2 and "RADBRIDGE_API_KEY" in result.output
     assert started == []
@@ -92,8 +92,9 @@ def test_serve_no_worker_runs_no_worker_and_checks_production_once(tmp_path: Pat
             pytest.fail("serve did not become ready: " + log_path.read_text())
         time.sleep(2)  # a worker child would have started by now
         children = psutil.Process(process.pid).children(recursive=True)
-        commands = [" ".join(child.cmdline()) for child in children]
-        assert not any("worker" in command for command in commands), commands
+        argvs = [child.cmdline() for child in children]
+        # the argv of a `radbridge worker` child, not a path that happens to say "worker"
+        assert not any("worker" in argv[1:] for argv in argvs), argvs
     finally:
         process.send_signal(signal.SIGINT)
         try:

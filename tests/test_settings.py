@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from adapter.errors import ConfigError
-from adapter.settings import Settings, load_settings
+from adapter.settings import Settings, load_settings, unknown_variables
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -32,6 +35,67 @@ def test_invalid_values_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_production_needs_an_api_key_and_warns_on_embedded_parts() -> None:
     with pytest.raises(ConfigError, match="RADBRIDGE_API_KEY"):
-        Settings(env="production").check_production()  # type: ignore[arg-type]
-    warnings = Settings(env="production", api_key="x").check_production()  # type: ignore[arg-type]
+        Settings(env="production").check_production()
+    warnings = Settings(env="production", api_key="x").check_production()
     assert any("SQLite" in w for w in warnings) and any("Redis" in w for w in warnings)
+
+
+def test_unknown_variables_are_named_with_the_closest_setting_never_the_value() -> None:
+    warnings = unknown_variables(
+        {
+            "RADBRIDGE_MLLP_PROT": "secret-canary",
+            "RADBRIDGE_DATADIR": "/srv/radbridge",
+            "RADBRIDGE_QWERTYUIOP": "x",
+            "RADBRIDGE_MLLP_PORT": "2575",
+            "RADBRIDGE_TEST_REDIS_URL": "redis://",
+            "HOME": "/root",
+        }
+    )
+    assert warnings == [
+        "unknown setting RADBRIDGE_DATADIR is ignored; did you mean RADBRIDGE_DATA_DIR?",
+        "unknown setting RADBRIDGE_MLLP_PROT is ignored; did you mean RADBRIDGE_MLLP_PORT?",
+        "unknown setting RADBRIDGE_QWERTYUIOP is ignored",
+    ]
+
+
+def test_every_command_warns_once_on_a_misspelt_setting() -> None:
+    """A real `radbridge templates list` process: the warning names the variable and the
+    closest setting, never its value."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RADBRIDGE_")}
+    env["RADBRIDGE_MLLP_PROT"] = "secret-canary-4711"
+    done = subprocess.run(
+        [sys.executable, "-c", "from app.cli import main; main()", "templates", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    output = done.stdout + done.stderr
+    assert output.count("unknown setting RADBRIDGE_MLLP_PROT") == 1
+    assert "did you mean RADBRIDGE_MLLP_PORT?" in output and "secret-canary" not in output
+
+
+def test_mllp_allow_list_parses_and_names_a_bad_entry() -> None:
+    allow = Settings(mllp_allow="10.0.0.0/8, 192.168.1.5,::1").mllp_allow_networks()
+    assert allow is not None and [str(n) for n in allow] == [
+        "10.0.0.0/8",
+        "192.168.1.5/32",
+        "::1/128",
+    ]
+    assert Settings().mllp_allow_networks() is None
+    with pytest.raises(ConfigError, match="RADBRIDGE_MLLP_ALLOW: 'ten"):
+        Settings(mllp_allow="ten.0.0.0/8").mllp_allow_networks()
+
+
+def test_embedded_redis_socket_is_in_the_data_dir_or_a_clear_error(tmp_path: Path) -> None:
+    """The socket lives in the data dir; one longer than a unix socket allows (107 bytes) is
+    a ConfigError naming RADBRIDGE_DATA_DIR, not a silent fallback to /tmp."""
+    from app.embedded_redis import MAX_SOCKET_PATH_BYTES, broker_url, socket_path
+
+    assert socket_path(tmp_path) == tmp_path.resolve() / "redis.sock"
+    assert broker_url(tmp_path) == f"redis+socket://{tmp_path.resolve() / 'redis.sock'}"
+    deep = tmp_path / ("d" * (MAX_SOCKET_PATH_BYTES - len(str(tmp_path.resolve())) - 10))
+    with pytest.raises(ConfigError, match="RADBRIDGE_DATA_DIR is too long"):
+        socket_path(deep)

@@ -14,7 +14,8 @@ from mappings.framing import split_frames
 from mappings.hl7v2 import parse_oru
 from mappings.report import Evidence, FindingStatus, FindingValue, Report, Stage
 from mappings.template import get_template
-from workers.lexical import clauses, extract_rules
+from workers.lexical import extract_rules
+from workers.lexicon_text import clauses
 from workers.stages import merge_values
 
 HL7_DIR = Path(__file__).parent / "fixtures" / "hl7v2"

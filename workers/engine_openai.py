@@ -58,6 +58,7 @@ from mappings.report import ModelInfo
 from workers.decoding import TokenStep
 from workers.errors import EngineError, EngineUnavailable, InvalidModelOutput
 from workers.extraction_engine import ChatPrompt, Generation, JsonSchema
+from workers.model_file import file_sha256
 
 log = logging.getLogger("radbridge.engine.openai")
 
@@ -183,8 +184,6 @@ class OpenAIEngine:
             return ModelInfo(name=_short_name(model), sha256=digest.group(1))
         path = Path(model)
         if path.suffix == ".gguf" and path.is_file():
-            from workers.engine import file_sha256
-
             return ModelInfo(name=path.stem, sha256=file_sha256(path))
         import hashlib
 

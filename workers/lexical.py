@@ -32,7 +32,6 @@ MIT-licensed ConText rules, German and Korean written for radbridge).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -51,14 +50,10 @@ from mappings.report import (
 from mappings.sections import find_sections
 from mappings.template import Template, Variable, VariableType
 from workers import anatomy, organs, values
+from workers.lexicon_text import clauses, mention_status, terms_pattern
 from workers.states import excluded_spans, inside, state_hits
 
 RULES_MODEL = ModelInfo(name="radbridge-rules", sha256="0" * 64, version="stage1-1")
-
-_CLAUSE_BREAK = re.compile(
-    r"(?<!\b[Cc]a)(?<!\bz\.B)(?<!\b[RrLl]t)(?<!\b[Vv]\.a)\.(?=\s|$)|[;\n]|\b(?:but|however|although|maar|echter|aber|jedoch)\b",
-    re.IGNORECASE,
-)
 
 
 @dataclass(frozen=True)
@@ -75,80 +70,12 @@ class Mention:
 
 
 def _pattern(terms: list[str]) -> re.Pattern[str]:
-    return _terms_pattern(tuple(terms))
-
-
-_RIGHT_BOUNDARY = r"(?![0-9A-Za-zÀ-ÖØ-öø-ÿ_])"
-
-
-def _alternative(term: str) -> str:
-    """A term as a regex: a trailing `*` makes it a stem ("atelecta*": atelectasis, -tic)."""
-    if term.endswith("*"):
-        return re.escape(term[:-1]) + r"\w*"
-    return re.escape(term)
-
-
-@functools.lru_cache(maxsize=4096)
-def _terms_pattern(terms: tuple[str, ...]) -> re.Pattern[str]:
-    alternatives = sorted({t.lower() for t in terms if t}, key=len, reverse=True)
-    if not alternatives:
-        return re.compile(r"(?!x)x")  # matches nothing
-    # The right boundary only refuses Latin letters and digits: Korean particles attach to the
-    # term ("RLL에", "nodule이나", "결절이나") and must not hide it.
-    return re.compile(
-        r"(?<!\w)(?:" + "|".join(_alternative(a) for a in alternatives) + r")" + _RIGHT_BOUNDARY,
-        re.IGNORECASE,
-    )
-
-
-def terms_pattern(terms: tuple[str, ...]) -> re.Pattern[str]:
-    """One regex for any of `terms` as whole words (longest first; `*` marks a stem)."""
-    return _terms_pattern(terms)
-
-
-def clauses(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each clause, leading/trailing whitespace excluded."""
-    spans: list[tuple[int, int]] = []
-    position = 0
-    for match in [*_CLAUSE_BREAK.finditer(text), None]:
-        end = match.start() if match else len(text)
-        segment = text[position:end]
-        stripped = segment.strip()
-        if stripped:
-            start = position + (len(segment) - len(segment.lstrip()))
-            spans.append((start, start + len(stripped)))
-        position = match.end() if match else len(text)
-    return spans
-
-
-def _mention_status(
-    clause: str, mention_start: int, mention_end: int, probable_present: bool = False
-) -> FindingStatus | None:
-    """The assertion of one mention; None when it is about someone else (it does not vote).
-    With `probable_present` (the template's `probable_existence: present`) a strongly hedged,
-    not hypothetical mention is present."""
-    from workers.context import assess
-
-    result = assess(clause, mention_start, mention_end)
-    if result.other_experiencer:
-        return None
-    if result.negated:
-        return FindingStatus.ABSENT
-    if probable_present and result.probable and not result.hypothetical:
-        return FindingStatus.PRESENT
-    if result.uncertain or result.hypothetical:
-        return FindingStatus.UNCERTAIN
-    return FindingStatus.PRESENT
-
-
-def mention_status(clause: str, mention_start: int, mention_end: int) -> FindingStatus | None:
-    """The ConText assertion of a span of a clause; None when it is about someone else."""
-    return _mention_status(clause, mention_start, mention_end)
+    return terms_pattern(tuple(terms))
 
 
 def _assertion(clause: str, mention_start: int, mention_end: int) -> FindingStatus:
     """The assertion for a typed value: a value stated about someone else is only uncertain."""
-    status = _mention_status(clause, mention_start, mention_end)
+    status = mention_status(clause, mention_start, mention_end)
     return FindingStatus.UNCERTAIN if status is None else status
 
 
@@ -179,7 +106,7 @@ def find_mentions(report: Report, template: Template) -> list[Mention]:
                     continue
                 if organs.other_organ(template, variable.id, clause, match.start(), match.end()):
                     continue
-                status = _mention_status(clause, match.start(), match.end(), probable_present)
+                status = mention_status(clause, match.start(), match.end(), probable_present)
                 if status is None:
                     continue
                 mentions.append(

@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 
 from mappings.template import OrganQualifiers, Template
+from workers.lexicon_text import terms_pattern
 
 _LOOK_BACK = 60
 """Most characters of noun phrase read before a mention."""
@@ -52,8 +53,6 @@ def _words(phrases: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
 
 
 def _pattern(words: tuple[str, ...]) -> re.Pattern[str]:
-    from workers.lexical import terms_pattern
-
     return terms_pattern(words)
 
 

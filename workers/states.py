@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from mappings.report import FindingStatus
 from mappings.template import StatePhrases, Variable
+from workers.lexicon_text import mention_status, terms_pattern
 
 STATE_GAP = 40
 """Most characters between a subject and its state word."""
@@ -42,8 +43,6 @@ def _words(phrases: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
 
 
 def _pattern(words: tuple[str, ...]) -> re.Pattern[str]:
-    from workers.lexical import terms_pattern
-
     return terms_pattern(words)
 
 
@@ -87,8 +86,6 @@ def state_hits(
     text: str, clause_spans: list[tuple[int, int]], variable: Variable
 ) -> list[StateHit]:
     """Every state statement of the variable, one per subject mention that has a state word."""
-    from workers.lexical import mention_status
-
     phrases = variable.states
     if phrases is None:
         return []

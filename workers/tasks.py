@@ -12,7 +12,6 @@ once per worker process, lazily (after fork).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from datetime import UTC, datetime, timedelta
@@ -31,11 +30,9 @@ from adapter.queue import (
 )
 from adapter.settings import Settings
 from adapter.store import CLAIMED, DEAD, EXTRACTED, PROCESSING, Store
+from mappings import inbound
 from mappings.errors import HL7ErrorCode, MessageRejected
-from mappings.fhir import build_bundle, reports_from_fhir
-from mappings.hl7v2 import parse_oru
 from mappings.report import Report
-from mappings.routing import decide
 from mappings.template import load_builtin_templates
 from mappings.timeline import TimelineEntry, link_stored, patient_reference
 from workers.delivery import backoff_seconds, deliver_bundle
@@ -46,11 +43,13 @@ from workers.errors import (
     EngineUnavailable,
     WorkerError,
 )
+from workers.process import Result
+from workers.process import process_message as run_message
 
 log = logging.getLogger("radbridge.tasks")
 _STORES: dict[str, Store] = {}
 _LOCK = threading.Lock()
-FHIR_CONTENT = "application/fhir+json"
+FHIR_CONTENT = inbound.FHIR_JSON
 
 
 def store_for(settings: Settings) -> Store:
@@ -65,19 +64,13 @@ def store_for(settings: Settings) -> Store:
 
 
 def parse_message(raw: bytes, content_type: str, settings: Settings) -> list[Report]:
-    """Reports from a stored message (HL7v2 or FHIR JSON); MessageRejected when unusable."""
-    if content_type == FHIR_CONTENT:
-        try:
-            resource = json.loads(raw)
-        except ValueError:
-            raise MessageRejected(
-                HL7ErrorCode.DATA_TYPE_ERROR, "not_fhir_json", "invalid JSON"
-            ) from None
-        return reports_from_fhir(resource, default_language=settings.default_language)
-    parsed = parse_oru(
-        raw, default_charset=settings.default_charset, default_language=settings.default_language
+    """Reports from a stored message (`mappings.inbound.parse_message`); MessageRejected."""
+    return inbound.parse_message(
+        raw,
+        content_type,
+        default_charset=settings.default_charset,
+        default_language=settings.default_language,
     )
-    return list(parsed.reports)
 
 
 def max_attempts(settings: Settings) -> int:
@@ -95,7 +88,6 @@ def process_message(
     too. Raises WorkerError subclasses for failures worth retrying; unusable messages go dead.
     """
     from workers.engine import get_engine
-    from workers.stages import run_stage
 
     claim = store.claim_attempt(message_id, token=token, max_attempts=max_attempts(settings))
     if claim != CLAIMED:
@@ -105,41 +97,38 @@ def process_message(
         return None
     row = store.get_message(message_id)
     assert row is not None
-    try:
-        reports = parse_message(store.raw(message_id), _content_type(store, message_id), settings)
-    except MessageRejected as exc:
-        store.mark_failed(message_id, f"rejected: {exc.reason}", dead=True)
-        return []
-    templates = list(load_builtin_templates().values())
     bundle_ids: list[str] = []
     superseded: list[str] = []
-    for report in reports:
-        routing = decide(report, templates)
-        for template in routing.chosen:
-            extraction = run_stage(report, template, settings, lambda: get_engine(settings))
-            reason = routing.reason_for(template.id)
-            store.save_extraction(
-                message_id, report.report_id, template.id, template.version, extraction.stage.value,
-                {**extraction.model_dump(mode="json"), "routing": reason.as_dict() if reason else None},
-            )  # fmt: skip
-            bundle = build_bundle(
-                report,
-                extraction,
-                template,
-                observation_status=settings.observation_status,
-                default_tz=settings.zone(),
-                derived_from=timeline_links(
-                    store, settings, TimelineEntry(report, extraction, template)
-                ),
-            )
-            saved = store.save_result(message_id, report.report_id, bundle)
-            if saved.saved:
-                bundle_ids.append(saved.bundle_id)
-            else:  # an older or preliminary result after a final one: kept, not delivered
-                superseded.append(saved.reason or "superseded")
-                store.audit(message_id, "superseded", saved.reason)
-    outcome = None if bundle_ids else (superseded[0] if superseded else "no template")
-    store.mark_extracted(message_id, outcome)
+
+    def save(result: Result) -> None:
+        template, extraction = result.template, result.extraction
+        store.save_extraction(
+            message_id, result.report.report_id, template.id, template.version,
+            extraction.stage.value, result.record(),
+        )  # fmt: skip
+        assert result.bundle is not None
+        saved = store.save_result(message_id, result.report.report_id, result.bundle)
+        if saved.saved:
+            bundle_ids.append(saved.bundle_id)
+        else:  # an older or preliminary result after a final one: kept, not delivered
+            superseded.append(saved.reason or "superseded")
+            store.audit(message_id, "superseded", saved.reason)
+
+    outcome = run_message(
+        store.raw(message_id),
+        _content_type(store, message_id),
+        list(load_builtin_templates().values()),
+        settings,
+        lambda: get_engine(settings),
+        stored_links=lambda entry: timeline_links(store, settings, entry),
+        on_result=save,
+    )
+    rejected = outcome.message_rejected
+    if rejected is not None:
+        store.mark_failed(message_id, f"rejected: {rejected.reason}", dead=True)
+        return []
+    reason = None if bundle_ids else (superseded[0] if superseded else "no template")
+    store.mark_extracted(message_id, reason)
     log.info(
         "message %d extracted bundles=%d superseded=%d",
         message_id,
@@ -301,6 +290,10 @@ def register_tasks(app: Celery) -> None:
         if bundle is None:
             return "missing"
         message_id = store.message_of_bundle(bundle_id)
+        if store.delivered_already(bundle_id, "fhir"):  # a second copy (reconcile): push nothing
+            if message_id is not None:
+                store.mark_delivered_if_extracted(message_id)
+            return "already delivered"
         try:
             result = deliver_bundle(bundle, settings)
         except Exception as exc:
@@ -316,13 +309,20 @@ def register_tasks(app: Celery) -> None:
         return "delivered"
 
     @app.task(name=RECONCILE_TASK, shared=False)  # type: ignore[untyped-decorator]
-    def reconcile() -> int:
+    def reconcile(claimed_before: str | None = None) -> int:
         """Re-enqueue what the store says is not done and Redis may have lost: accepted
         messages, failed ones whose retry is due (never during their backoff), processing ones
         past the visibility timeout (their worker is gone; the claim counts the attempt and
-        gives up at the cap), and deliveries never made or due again."""
+        gives up at the cap), deliveries never made or due again (a copy of a deliver task still
+        queued finds its Bundle delivered and pushes nothing), and messages whose delivery was
+        recorded but whose worker was lost before marking them delivered. `claimed_before` (ISO
+        time; sent by serve's only worker at its start): processing claims older than it are
+        stale at once (the worker that held them is dead)."""
         store = store_for(settings)
         stale = timedelta(seconds=settings.task_visibility_timeout_s)
+        if claimed_before is not None:
+            since = datetime.now(UTC) - datetime.fromisoformat(claimed_before)
+            stale = min(stale, max(since, timedelta(0)))
         requeued = 0
         for message_id in store.pending():
             row = store.get_message(message_id)
@@ -342,6 +342,10 @@ def register_tasks(app: Celery) -> None:
             )
             if configured
         ]
+        if targets:  # the target that marks a message delivered: FHIR when set, else ORU
+            repaired = store.repair_delivered(targets[0][0])
+            if repaired:
+                log.info("reconcile: %d delivered messages were left extracted", len(repaired))
         for target, enqueue in targets:
             for bundle_id in store.undelivered(target, older_than=settle):
                 enqueue(app, bundle_id)
@@ -356,6 +360,8 @@ def register_tasks(app: Celery) -> None:
         bundle = store.get_bundle(bundle_id)
         if bundle is None:
             return "missing"
+        if store.delivered_already(bundle_id, "oru"):  # a second copy (reconcile): send nothing
+            return "already delivered"
         try:
             deliver_oru_message(bundle, settings)
         except Exception as exc:

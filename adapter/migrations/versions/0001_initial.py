@@ -11,12 +11,12 @@ depends_on = None
 
 
 def upgrade() -> None:
-    from adapter.store import metadata
+    from adapter.tables import metadata
 
     metadata.create_all(op.get_bind())
 
 
 def downgrade() -> None:
-    from adapter.store import metadata
+    from adapter.tables import metadata
 
     metadata.drop_all(op.get_bind())

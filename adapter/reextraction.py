@@ -1,0 +1,228 @@
+"""A re-extraction and the clinician decisions already stored (called by `Store.save_result`,
+in its transaction, after the result-order check let the Bundle through).
+
+A value is decided when its current version is a reviewer's decision (that version has the
+decision's Provenance). The same report again keeps the decided versions; a superseding report
+(corrected/amended, a final after a preliminary, a later one) reopens them for review. Nothing
+here logs report text, names or identifiers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from adapter.tables import audit_events, bundles, extractions, messages, resources
+from mappings.review import review_provenance_id
+
+log = logging.getLogger("radbridge.reextraction")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+SAME_REPORT_RULE = "same report: the reviewed versions are kept"
+SUPERSEDING_RULE = "superseding report: the reviewed values need review again"
+
+
+@dataclass(frozen=True)
+class ReviewedKept:
+    """What `Store.save_result` does with a Bundle given the decisions already stored.
+
+    `bundle`: the Bundle to store (decided values in their reviewed version, the decisions'
+    Provenance kept); `skip`: (type, id) of entries already stored as they are (not rewritten:
+    no new version); `unchanged`: every value was decided and the report is the same, so the
+    stored result stays as it is and nothing is delivered again (`reason` says why)."""
+
+    bundle: dict[str, Any]
+    skip: frozenset[tuple[str, str]] = frozenset()
+    unchanged: bool = False
+    reason: str | None = None
+
+
+def _diagnostic_report(bundle: dict[str, Any]) -> dict[str, Any] | None:
+    return next(
+        (
+            e["resource"]
+            for e in bundle.get("entry", [])
+            if e["resource"]["resourceType"] == "DiagnosticReport"
+        ),
+        None,
+    )
+
+
+def _content(raw: bytes) -> bytes:
+    """A message's report content: an HL7 v2 message without its MSH segment (a resend gets a
+    new MSH-7 and MSH-10), segment separators normalised; other content as it is."""
+    if not raw.startswith(b"MSH"):
+        return raw.strip()
+    text = raw.replace(b"\r\n", b"\r").replace(b"\n", b"\r").strip()
+    return text.split(b"\r", 1)[1] if b"\r" in text else b""
+
+
+def _same_content(connection: Connection, message_id: int | None, stored_id: int | None) -> bool:
+    """Whether message `message_id` carries the same report as `stored_id` (the message that
+    wrote the stored result): the same message (requeue, reconcile, a dead letter requeued) or
+    the same content apart from the MSH segment (a resend). Unknown (None): not the same."""
+    if message_id is None or stored_id is None:
+        return False
+    if message_id == stored_id:
+        return True
+    rows = connection.execute(
+        sa.select(messages.c.sha256, messages.c.raw).where(
+            messages.c.id.in_((message_id, stored_id))
+        )
+    ).all()
+    if len(rows) != 2:
+        return False
+    return rows[0].sha256 == rows[1].sha256 or _content(bytes(rows[0].raw)) == _content(
+        bytes(rows[1].raw)
+    )
+
+
+def _note(
+    connection: Connection,
+    message_id: int | None,
+    report_id: str,
+    key: str,
+    observation_ids: list[str],
+    rule: str,
+) -> None:
+    """The extraction record of this message and report notes what happened to the decided
+    values, and the audit trail says how many (no identifiers of people, no report text)."""
+    if message_id is None:
+        return
+    latest = connection.execute(
+        sa.select(extractions.c.id, extractions.c.payload)
+        .where(extractions.c.message_id == message_id, extractions.c.report_id == report_id)
+        .order_by(extractions.c.id.desc())
+        .limit(1)
+    ).first()
+    if latest is not None:
+        payload = json.loads(latest.payload)
+        payload["review"] = {key: observation_ids, "rule": rule}
+        connection.execute(
+            extractions.update()
+            .where(extractions.c.id == latest.id)
+            .values(payload=json.dumps(payload, sort_keys=True))
+        )
+    connection.execute(
+        audit_events.insert().values(
+            at=_now(),
+            message_id=message_id,
+            event=f"review_{key}",
+            detail=f"{len(observation_ids)} reviewed values: {rule}",
+        )
+    )
+
+
+def keep_reviewed(
+    connection: Connection,
+    message_id: int | None,
+    report_id: str,
+    bundle: dict[str, Any],
+) -> ReviewedKept:
+    """The review rule of a re-extraction, in `Store.save_result`'s transaction (after the
+    result-order check let `bundle` through, with the report locked).
+
+    A value is decided when its current version is a reviewer's decision (that version has
+    the decision's Provenance). When the stored result holds decided values:
+    - the SAME report again (same result status, same message or the same content apart from
+      the MSH segment): the decided versions stay (no new version; the Bundle carries them and
+      the decisions' Provenance, and keeps a decided value this extraction missed); when every
+      value was decided the stored result stays as it is and is not delivered again;
+    - any other report the result order lets through (a corrected/amended one, a final after a
+      preliminary, a later one): the Bundle is stored as it comes, so each decided value gets a
+      new preliminary version (or is retired when the report no longer has it) and the report
+      is back on the worklist.
+    Either way the extraction record and the audit trail note it."""
+    bundle_id = str(bundle["id"])
+    incoming_ids = [
+        str(e["resource"]["id"])
+        for e in bundle.get("entry", [])
+        if e["resource"]["resourceType"] == "Observation"
+    ]
+    stored = connection.execute(
+        sa.select(resources.c.id, resources.c.version_id, resources.c.body).where(
+            resources.c.resource_type == "Observation",
+            sa.or_(resources.c.bundle_id == bundle_id, resources.c.id.in_(incoming_ids)),
+        )
+    ).all()
+    if not stored:
+        return ReviewedKept(bundle)
+    decision_of = {review_provenance_id(str(r.id), int(r.version_id)): str(r.id) for r in stored}
+    decided_ids = {
+        decision_of[str(pid)]
+        for pid in connection.execute(
+            sa.select(resources.c.id).where(
+                resources.c.resource_type == "Provenance", resources.c.id.in_(list(decision_of))
+            )
+        ).scalars()
+    }
+    if not decided_ids:
+        return ReviewedKept(bundle)
+    decided = {str(r.id): json.loads(r.body) for r in stored if str(r.id) in decided_ids}
+    incoming = _diagnostic_report(bundle)
+    stored_bundle = connection.execute(
+        sa.select(bundles.c.message_id, bundles.c.body).where(bundles.c.id == bundle_id)
+    ).first()
+    stored_report = (
+        _diagnostic_report(json.loads(stored_bundle.body)) if stored_bundle is not None else None
+    )
+    same = (
+        incoming is not None
+        and stored_report is not None
+        and incoming.get("status") == stored_report.get("status")
+        and stored_bundle is not None
+        and _same_content(connection, message_id, stored_bundle.message_id)
+    )
+    ids = sorted(decided)
+    if not same:
+        _note(connection, message_id, report_id, "reopened", ids, SUPERSEDING_RULE)
+        log.info("re-extraction: %d reviewed values need review again", len(ids))
+        return ReviewedKept(bundle)
+    _note(connection, message_id, report_id, "kept", ids, SAME_REPORT_RULE)
+    log.info("re-extraction of the same report: %d reviewed values kept", len(ids))
+    assert stored_bundle is not None and incoming is not None
+    if set(incoming_ids) <= set(decided):
+        return ReviewedKept(
+            bundle,
+            unchanged=True,
+            reason="kept: every value of this report was decided by a reviewer (same report)",
+        )
+    missing = [oid for oid in ids if oid not in incoming_ids]
+    entries = []
+    for entry in bundle.get("entry", []):
+        resource = entry["resource"]
+        if resource["resourceType"] == "Observation" and str(resource["id"]) in decided:
+            entry = {**entry, "resource": decided[str(resource["id"])]}
+        elif resource["resourceType"] == "DiagnosticReport" and missing:
+            results = [*resource.get("result", [])]
+            results += [{"reference": f"Observation/{oid}"} for oid in missing]
+            entry = {**entry, "resource": {**resource, "result": results}}
+        entries.append(entry)
+    entries += [
+        {
+            "fullUrl": f"urn:uuid:{oid}",
+            "resource": decided[oid],
+            "request": {"method": "PUT", "url": f"Observation/{oid}"},
+        }
+        for oid in missing
+    ]
+    present = {(e["resource"]["resourceType"], str(e["resource"]["id"])) for e in entries}
+    carried = [  # the decisions' Provenance (bundle_with_review added them)
+        e
+        for e in json.loads(stored_bundle.body).get("entry", [])
+        if e["resource"]["resourceType"] == "Provenance"
+        and ("Provenance", str(e["resource"]["id"])) not in present
+    ]
+    skip = {("Observation", oid) for oid in decided}
+    skip |= {("Provenance", str(e["resource"]["id"])) for e in carried}
+    return ReviewedKept({**bundle, "entry": entries + carried}, skip=frozenset(skip))

@@ -1,0 +1,478 @@
+"""Store operations of clinician review and the operator console (issue 13).
+
+Reads for the worklist, the review page and the console, and `save_review`: one transaction
+that checks the version the reviewer saw (optimistic concurrency: a stale version raises
+`ReviewConflict` and changes nothing), keeps the old version in `resource_versions`, writes the
+next version and its Provenance, stores the delivery Bundle and the audit event. Nothing here
+logs report text, names or identifiers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from adapter.store import Store, _with_last_updated
+from adapter.tables import (
+    audit_events,
+    bundles,
+    deliveries,
+    extractions,
+    messages,
+    resource_versions,
+    resources,
+)
+from mappings.review import (
+    ReviewConflict,
+    ReviewRefused,
+    ReviewResult,
+    bundle_with_review,
+)
+
+log = logging.getLogger("radbridge.reviews")
+LOW_CONFIDENCE = 0.7  # a value below this sorts its report first in the worklist
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def observation_version(store: Store, observation_id: str, version: int) -> dict[str, Any] | None:
+    """One version of an Observation (the current one or an earlier one), or None."""
+    with store._tx() as connection:
+        row = connection.execute(
+            sa.select(resources.c.body, resources.c.last_updated, resources.c.version_id).where(
+                resources.c.resource_type == "Observation", resources.c.id == observation_id
+            )
+        ).first()
+        if row is None:
+            return None
+        if int(row.version_id) == version:
+            return _with_last_updated(json.loads(row.body), row.last_updated, version)
+        old = connection.execute(
+            sa.select(resource_versions.c.body, resource_versions.c.last_updated).where(
+                resource_versions.c.resource_type == "Observation",
+                resource_versions.c.id == observation_id,
+                resource_versions.c.version_id == version,
+            )
+        ).first()
+    if old is None:
+        return None
+    return _with_last_updated(json.loads(old.body), old.last_updated, version)
+
+
+def provenances_of(store: Store, observation_id: str) -> list[dict[str, Any]]:
+    """The Provenance resources whose target is the Observation or one of its versions."""
+    wanted = f"Observation/{observation_id}"
+    with store._tx() as connection:
+        rows = connection.execute(
+            sa.select(resources.c.body, resources.c.last_updated)
+            .where(
+                resources.c.resource_type == "Provenance",
+                resources.c.body.contains(f'"{wanted}', autoescape=True),
+            )
+            .order_by(resources.c.last_updated, resources.c.id)
+        ).all()
+    found = []
+    for body, updated in rows:
+        resource = json.loads(body)
+        targets = [str(t.get("reference", "")) for t in resource.get("target", [])]
+        if any(t == wanted or t.startswith(f"{wanted}/_history/") for t in targets):
+            found.append(_with_last_updated(resource, updated))
+    return found
+
+
+@dataclass(frozen=True)
+class StoredObservation:
+    """An Observation of a report with its current version."""
+
+    body: dict[str, Any]
+    version: int
+    bundle_id: str
+
+
+def report_observations(store: Store, report_id: str) -> list[StoredObservation]:
+    """Every Observation of a DiagnosticReport (retired ones included), in result order."""
+    with store._tx() as connection:
+        rows = connection.execute(
+            sa.select(resources.c.body, resources.c.version_id, resources.c.bundle_id)
+            .where(
+                resources.c.resource_type == "Observation",
+                resources.c.report_ref == f"DiagnosticReport/{report_id}",
+            )
+            .order_by(resources.c.id)
+        ).all()
+    found = [StoredObservation(json.loads(b), int(v), str(bid)) for b, v, bid in rows]
+    report = store.get_resource("DiagnosticReport", report_id)
+    order = {
+        str(ref.get("reference", "")).removeprefix("Observation/"): i
+        for i, ref in enumerate((report or {}).get("result", []))
+    }
+    return sorted(found, key=lambda o: order.get(str(o.body["id"]), len(order)))
+
+
+def message_of_report(store: Store, report_id: str) -> int | None:
+    """The message whose Bundle carries the DiagnosticReport (None for offline Bundles)."""
+    with store._tx() as connection:
+        value = connection.execute(
+            sa.select(bundles.c.message_id)
+            .join(resources, resources.c.bundle_id == bundles.c.id)
+            .where(resources.c.resource_type == "DiagnosticReport", resources.c.id == report_id)
+        ).scalar()
+    return int(value) if value is not None else None
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One report awaiting review in the worklist (no report text)."""
+
+    report_id: str
+    templates: tuple[str, ...]
+    waiting: int
+    flagged: int
+    lowest_confidence: float | None
+    since: datetime
+
+    @property
+    def needs_attention(self) -> bool:
+        """Flagged or low-confidence values: sorted first."""
+        low = self.lowest_confidence is not None and self.lowest_confidence < LOW_CONFIDENCE
+        return self.flagged > 0 or low
+
+
+def worklist(
+    store: Store,
+    *,
+    template: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 200,
+) -> list[WorkItem]:
+    """Reports with preliminary Observations: flagged or low-confidence first, then oldest
+    first; filtered by template id and by when the values were stored."""
+    from mappings.review import evidence, template_of
+
+    query = sa.select(resources.c.report_ref, resources.c.body, resources.c.last_updated).where(
+        resources.c.resource_type == "Observation",
+        resources.c.status == "preliminary",
+        resources.c.report_ref.is_not(None),
+    )
+    if since is not None:
+        query = query.where(resources.c.last_updated >= since)
+    if until is not None:
+        query = query.where(resources.c.last_updated < until)
+    with store._tx() as connection:
+        rows = connection.execute(query.order_by(resources.c.last_updated)).all()
+    grouped: dict[str, list[tuple[dict[str, Any], datetime]]] = {}
+    for ref, body, updated in rows:
+        grouped.setdefault(str(ref).removeprefix("DiagnosticReport/"), []).append(
+            (json.loads(body), updated)
+        )
+    items = []
+    for report_id, entries in grouped.items():
+        templates = sorted(
+            {ids[0] for body, _ in entries if (ids := template_of(body)) is not None}
+        )
+        if template and template not in templates:
+            continue
+        confidences = [
+            float(c)
+            for body, _ in entries
+            for c in evidence(body).get("confidence", [])
+            if isinstance(c, (int, float))
+        ]
+        flagged = sum(1 for body, _ in entries if evidence(body).get("flag"))
+        oldest = min(updated for _, updated in entries)
+        items.append(
+            WorkItem(
+                report_id,
+                tuple(templates),
+                len(entries),
+                flagged,
+                min(confidences) if confidences else None,
+                oldest if oldest.tzinfo else oldest.replace(tzinfo=UTC),
+            )
+        )
+    items.sort(key=lambda item: (not item.needs_attention, item.since, item.report_id))
+    return items[:limit]
+
+
+def save_review(
+    store: Store,
+    result: ReviewResult,
+    *,
+    expected_version: int,
+    reviewer: str,
+    decision: str,
+) -> str:
+    """Store a decision made on version `expected_version`: ReviewConflict (nothing changed)
+    when the Observation moved on since. The report's Bundle carries the new version and the
+    Provenance; returns its id (to deliver: it always holds the report's current state)."""
+    observation = result.observation
+    observation_id = str(observation["id"])
+    new_version = int(observation["meta"]["versionId"])
+    if new_version != expected_version + 1:
+        raise ReviewRefused("the decision does not follow the version it was made on")
+    stored_body = {**observation, "meta": dict(observation["meta"])}
+    stored_body["meta"].pop("versionId", None)
+    now = _now()
+    with store._tx() as connection:
+        # take the write lock first (SQLite) / lock the row (PostgreSQL), then compare
+        guard = (resources.c.resource_type == "Observation", resources.c.id == observation_id)
+        if store.is_sqlite:
+            connection.execute(resources.update().where(*guard).values(id=resources.c.id))
+            select = sa.select(resources).where(*guard)
+        else:  # the report's lock first, as Store.save_result takes it: a re-extraction and
+            # a decision on the same report are written one after the other
+            owner = connection.execute(
+                sa.select(resources.c.report_ref, resources.c.bundle_id).where(*guard)
+            ).first()
+            if owner is not None:
+                report = str(owner.report_ref or "").removeprefix("DiagnosticReport/")
+                store._lock_report(connection, report or str(owner.bundle_id), owner.bundle_id)
+            select = sa.select(resources).where(*guard).with_for_update()
+        current = connection.execute(select).first()
+        if current is None:
+            raise ReviewRefused(f"Observation/{observation_id} not found")
+        if int(current.version_id) != expected_version:
+            raise ReviewConflict(
+                f"Observation/{observation_id} changed since the page was loaded (version "
+                f"{current.version_id}, the decision was made on version {expected_version}): "
+                "nothing was changed, reload the page"
+            )
+        message_id = connection.execute(
+            sa.select(bundles.c.message_id).where(bundles.c.id == current.bundle_id)
+        ).scalar()
+        connection.execute(
+            resource_versions.insert().values(
+                resource_type="Observation",
+                id=observation_id,
+                version_id=current.version_id,
+                last_updated=current.last_updated,
+                body=current.body,
+            )
+        )
+        connection.execute(
+            resources.update()
+            .where(*guard)
+            .values(
+                body=json.dumps(stored_body, ensure_ascii=False),
+                status=observation["status"],
+                version_id=new_version,
+                last_updated=now,
+            )
+        )
+        # the report's own Bundle carries the decision (locked: decisions on other values of
+        # the same report are written one after the other)
+        bundle_id = str(current.bundle_id)
+        lock = sa.select(bundles.c.body).where(bundles.c.id == bundle_id)
+        original = connection.execute(
+            lock if store.is_sqlite else lock.with_for_update()
+        ).scalar_one()
+        carried = bundle_with_review(json.loads(original), result)
+        connection.execute(
+            bundles.update()
+            .where(bundles.c.id == bundle_id)
+            .values(body=json.dumps(carried, ensure_ascii=False), updated_at=now)
+        )
+        provenance = result.provenance
+        connection.execute(
+            resources.insert().values(
+                resource_type="Provenance",
+                id=provenance["id"],
+                bundle_id=bundle_id,
+                subject=None,
+                code=None,
+                report_ref=None,
+                status=None,
+                last_updated=now,
+                body=json.dumps(provenance, ensure_ascii=False),
+            )
+        )
+        connection.execute(
+            audit_events.insert().values(
+                at=now,
+                message_id=message_id,
+                event=f"review_{decision}",
+                detail=f"Observation/{observation_id}/_history/{new_version} by {reviewer}",
+            )
+        )
+    log.info("review %s stored version=%d", decision, new_version)
+    return bundle_id
+
+
+# -- operator console ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ConsoleRow:
+    """One message in the console (metadata only: never report text)."""
+
+    id: int
+    received_at: datetime
+    channel: str
+    sender: str
+    control_id: str
+    state: str
+    attempts: int
+    reason: str | None
+    templates: tuple[str, ...]
+    seconds: float
+
+
+def console_messages(
+    store: Store,
+    *,
+    state: str | None = None,
+    sender: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 50,
+    offset: int = 0,
+    message_id: int | None = None,
+) -> tuple[list[ConsoleRow], int]:
+    """One page of messages, newest first, and how many match."""
+    conditions = []
+    if message_id is not None:
+        conditions.append(messages.c.id == message_id)
+    if state:
+        conditions.append(messages.c.state == state)
+    if sender:
+        conditions.append(
+            sa.or_(
+                messages.c.sending_application.contains(sender, autoescape=True),
+                messages.c.sending_facility.contains(sender, autoescape=True),
+            )
+        )
+    if since is not None:
+        conditions.append(messages.c.received_at >= since)
+    if until is not None:
+        conditions.append(messages.c.received_at < until)
+    columns = (
+        messages.c.id,
+        messages.c.received_at,
+        messages.c.channel,
+        messages.c.sending_application,
+        messages.c.sending_facility,
+        messages.c.control_id,
+        messages.c.state,
+        messages.c.attempts,
+        messages.c.reason,
+    )
+    with store._tx() as connection:
+        total = int(
+            connection.execute(
+                sa.select(sa.func.count()).select_from(messages).where(*conditions)
+            ).scalar_one()
+        )
+        rows = connection.execute(
+            sa.select(*columns)
+            .where(*conditions)
+            .order_by(messages.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        ).all()
+        ids = [int(r.id) for r in rows]
+        found = connection.execute(
+            sa.select(
+                extractions.c.message_id, extractions.c.template_id, extractions.c.seconds
+            ).where(extractions.c.message_id.in_(ids))
+        ).all()
+    templates: dict[int, set[str]] = {}
+    seconds: dict[int, float] = {}
+    for message_id, template_id, spent in found:
+        templates.setdefault(int(message_id), set()).add(str(template_id))
+        seconds[int(message_id)] = seconds.get(int(message_id), 0.0) + float(spent or 0.0)
+    return [
+        ConsoleRow(
+            int(r.id),
+            r.received_at,
+            r.channel,
+            "/".join(p for p in (r.sending_application, r.sending_facility) if p),
+            r.control_id,
+            r.state,
+            int(r.attempts),
+            r.reason,
+            tuple(sorted(templates.get(int(r.id), ()))),
+            seconds.get(int(r.id), 0.0),
+        )
+        for r in rows
+    ], total
+
+
+@dataclass(frozen=True)
+class MessageDetail:
+    """What the console shows of one message: no report text."""
+
+    row: ConsoleRow
+    ack: str | None
+    history: list[tuple[datetime, str, str | None]]
+    flags: list[tuple[str, str, str]]
+    deliveries: list[dict[str, Any]]
+    reports: list[str]
+
+
+def message_detail(store: Store, message_id: int) -> MessageDetail | None:
+    """The ACK sent, the state history (audit), extraction flags and delivery attempts."""
+    rows, _ = console_messages(store, message_id=message_id, limit=1)
+    if not rows:
+        return None
+    with store._tx() as connection:
+        base = connection.execute(
+            sa.select(messages.c.id, messages.c.ack).where(messages.c.id == message_id)
+        ).first()
+        if base is None:
+            return None
+        history = [
+            (at, str(event), detail)
+            for at, event, detail in connection.execute(
+                sa.select(audit_events.c.at, audit_events.c.event, audit_events.c.detail)
+                .where(audit_events.c.message_id == message_id)
+                .order_by(audit_events.c.id)
+            ).all()
+        ]
+        payloads = connection.execute(
+            sa.select(extractions.c.template_id, extractions.c.payload).where(
+                extractions.c.message_id == message_id
+            )
+        ).all()
+        delivered = connection.execute(
+            sa.select(
+                deliveries.c.bundle_id,
+                deliveries.c.target,
+                deliveries.c.state,
+                deliveries.c.attempts,
+                deliveries.c.last_status,
+                deliveries.c.outcome,
+                deliveries.c.updated_at,
+            )
+            .join(bundles, bundles.c.id == deliveries.c.bundle_id)
+            .where(bundles.c.message_id == message_id)
+            .order_by(deliveries.c.id)
+        ).all()
+        reports = connection.execute(
+            sa.select(resources.c.id)
+            .join(bundles, bundles.c.id == resources.c.bundle_id)
+            .where(
+                bundles.c.message_id == message_id,
+                resources.c.resource_type == "DiagnosticReport",
+            )
+        ).scalars()
+        report_ids = sorted({str(r) for r in reports})
+    flags = []
+    for template_id, payload in payloads:
+        for value in json.loads(payload).get("values", []):
+            for flag in value.get("flags") or []:
+                flags.append((str(template_id), str(value.get("variable_id")), str(flag)))
+    ack = bytes(base.ack).decode("utf-8", "replace").replace("\r", "\n") if base.ack else None
+    return MessageDetail(
+        rows[0],
+        ack,
+        history,
+        flags,
+        [dict(d._mapping) for d in delivered],
+        report_ids,
+    )

@@ -1,0 +1,126 @@
+"""The store's schema: one SQLAlchemy `MetaData` and its tables (created and upgraded by the
+Alembic migrations in `adapter/migrations/`). Read and written by `adapter.store`, and by
+`adapter.reviews` / `adapter.reextraction` for clinician review."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+messages = sa.Table(
+    "messages",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("channel", sa.String(32), nullable=False),
+    sa.Column("sending_application", sa.String(255), nullable=False, server_default=""),
+    sa.Column("sending_facility", sa.String(255), nullable=False, server_default=""),
+    sa.Column("control_id", sa.String(255), nullable=False, server_default=""),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("content_type", sa.String(64), nullable=False),
+    sa.Column("raw", sa.LargeBinary, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("conflict", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("resends", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("ack", sa.LargeBinary),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # when a `failed` message's retry is due (reconcile leaves it alone until then), and which
+    # task attempt holds a `processing` message (its own redelivery may take it over)
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True)),
+    sa.Column("claimed_by", sa.String(255)),
+    sa.UniqueConstraint(
+        "sending_application", "sending_facility", "control_id", "sha256", name="uq_messages_dedupe"
+    ),
+)
+sa.Index("ix_messages_state", messages.c.state, messages.c.updated_at)
+sa.Index(
+    "ix_messages_control",
+    messages.c.sending_application,
+    messages.c.sending_facility,
+    messages.c.control_id,
+)
+
+extractions = sa.Table(
+    "extractions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("message_id", sa.Integer, sa.ForeignKey("messages.id"), nullable=False, index=True),
+    sa.Column("report_id", sa.String(255), nullable=False),
+    sa.Column("template_id", sa.String(64), nullable=False),
+    sa.Column("template_version", sa.String(32), nullable=False),
+    sa.Column("stage", sa.String(16), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("seconds", sa.Float, nullable=False, server_default="0"),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+bundles = sa.Table(
+    "bundles",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("message_id", sa.Integer, sa.ForeignKey("messages.id"), nullable=True, index=True),
+    sa.Column("report_id", sa.String(255), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+resources = sa.Table(
+    "resources",
+    metadata,
+    sa.Column("resource_type", sa.String(64), primary_key=True),
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("bundle_id", sa.String(64), sa.ForeignKey("bundles.id"), nullable=False, index=True),
+    sa.Column("subject", sa.String(255)),
+    sa.Column("code", sa.String(255)),
+    sa.Column("report_ref", sa.String(255)),
+    sa.Column("status", sa.String(32)),  # the resource's own status (retired ones are not served)
+    # the Observation's current version (`meta.versionId`); older ones are in resource_versions
+    sa.Column("version_id", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("last_updated", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+)
+sa.Index("ix_resources_search", resources.c.resource_type, resources.c.subject, resources.c.code)
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("bundle_id", sa.String(64), sa.ForeignKey("bundles.id"), nullable=False, index=True),
+    sa.Column("target", sa.String(255), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_status", sa.Integer),
+    sa.Column("outcome", sa.Text),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True)),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("bundle_id", "target", name="uq_deliveries_target"),
+)
+
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("message_id", sa.Integer, index=True),
+    sa.Column("event", sa.String(64), nullable=False),
+    sa.Column("detail", sa.Text),
+)
+
+# The ingest statements are built once: constructing a statement with literal values on every
+# message (and computing its cache key) cost SQLAlchemy more CPU than SQLite's own work, and the
+# group commit runs on the thread that shares the GIL with the MLLP listener.
+
+resource_versions = sa.Table(
+    "resource_versions",
+    metadata,
+    sa.Column("resource_type", sa.String(64), primary_key=True),
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("version_id", sa.Integer, primary_key=True),
+    sa.Column("last_updated", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+)
