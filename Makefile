@@ -84,10 +84,10 @@ FUZZ_EXAMPLES ?= 1000000
 fuzz: venv
 	RADBRIDGE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/test_fuzz.py -p no:cacheprovider -q
 
-# Rebuild llama-cpp-python with CUDA (on a host with the CUDA toolkit); then run workers with
-# RADBRIDGE_N_GPU_LAYERS=-1. --no-cache-dir stops pip from reusing the cached CPU wheel.
-# Both engines rebuilt for CUDA at their pinned versions (needs the CUDA toolkit; PyPI has CPU
-# wheels of xllamacpp and an sdist that vendors llama.cpp, built here with XLLAMACPP_BUILD_CUDA=1).
+# Rebuild both engines with CUDA at their pinned versions (on a host with the CUDA toolkit), then
+# run workers / llm-server with RADBRIDGE_N_GPU_LAYERS=-1: llama-cpp-python with GGML_CUDA, and
+# xllamacpp from its sdist (PyPI has CPU wheels only; the sdist vendors llama.cpp) with
+# XLLAMACPP_BUILD_CUDA=1. --no-cache-dir stops pip from reusing a cached CPU wheel.
 PINNED = $$($(BIN)/python -c 'import importlib.metadata as m, sys; print(m.version(sys.argv[1]))' $(1))
 gpu: venv
 	CMAKE_ARGS="-DGGML_CUDA=on" $(BIN)/python -m pip install --no-cache-dir --force-reinstall \
