@@ -14,7 +14,7 @@ Then replay waits until the service is idle: `GET /metrics` shows no message `ac
 traffic — or `--timeout` seconds pass. It reads each fixture with the service's own readers
 (`adapter.inputs`), routes it with the built-in templates as the worker does
 (`workers.process.route`), computes the UUIDv5 ids the service gives the report's resources
-(`mappings.fhir_out.deterministic_id`, the parts `_Context` uses) and pulls them:
+(`mappings.fhir_out.diagnostic_report_id`, `provenance_id`) and pulls them:
 `GET /fhir/DiagnosticReport/{id}`, `GET /fhir/Observation?derived-from=…`,
 `GET /fhir/Provenance/{id}` per template, and the Patient and Device they reference.
 
@@ -338,7 +338,7 @@ def _reference_ids(resources: list[dict[str, Any]], key: str, kind: str) -> list
 def pull_results(client: httpx.Client, fixture: Fixture, options: ReplayOptions) -> dict[str, Any]:
     """What the service holds for the fixture's reports (normalised, golden structure)."""
     from adapter.inputs import read_file
-    from mappings.fhir_out import deterministic_id
+    from mappings.fhir_out import diagnostic_report_id, provenance_id
     from mappings.template import load_builtin_templates
     from workers.process import route
 
@@ -352,10 +352,7 @@ def pull_results(client: httpx.Client, fixture: Fixture, options: ReplayOptions)
     reports: dict[str, Any] = {}
     for item in sourced:
         report = item.report
-        # the parts mappings.fhir_out._Context uses for the ids
-        key = report.accession_number or report.report_id
-        facility = report.sending_facility
-        report_id = deterministic_id("DiagnosticReport", facility, key)
+        report_id = diagnostic_report_id(report)
         routing = route(report, templates)  # the worker's routing (workers.process)
         chosen = [t for t in templates if t in routing.chosen]
         diagnostic_report = _get(client, f"{api}/fhir/DiagnosticReport/{report_id}")
@@ -369,8 +366,7 @@ def pull_results(client: httpx.Client, fixture: Fixture, options: ReplayOptions)
             if (
                 p := _get(
                     client,
-                    f"{api}/fhir/Provenance/"
-                    + deterministic_id("Provenance", facility, key, t.id, t.version),
+                    f"{api}/fhir/Provenance/{provenance_id(report, t.id, t.version)}",
                 )
             )
             is not None

@@ -66,6 +66,23 @@ def deterministic_id(*parts: str | None) -> str:
     return str(uuid.uuid5(RADBRIDGE_NAMESPACE, "|".join(part or "" for part in parts)))
 
 
+def report_key(report: Report) -> str:
+    """What a report's resources are keyed on: its accession number, else its own id."""
+    return report.accession_number or report.report_id
+
+
+def diagnostic_report_id(report: Report) -> str:
+    """The id of the DiagnosticReport radbridge builds for `report`."""
+    return deterministic_id("DiagnosticReport", report.sending_facility, report_key(report))
+
+
+def provenance_id(report: Report, template_id: str, template_version: str) -> str:
+    """The id of the Provenance of `report`'s extraction under one template version."""
+    return deterministic_id(
+        "Provenance", report.sending_facility, report_key(report), template_id, template_version
+    )
+
+
 def _coding(system: str, code: str) -> dict[str, str]:
     entry = term.require(system, code)
     return {"system": system, "code": code, "display": entry.display}
@@ -138,7 +155,7 @@ class _Context:
     def __init__(self, report: Report, extraction: Extraction, default_tz: tzinfo) -> None:
         self.report = report
         self.extraction = extraction
-        self.key = report.accession_number or report.report_id
+        self.key = report_key(report)
         self.facility = report.sending_facility
         moment = report.observation_time or extraction.created
         self.effective = _fhir_datetime(moment, default_tz)
@@ -150,13 +167,9 @@ class _Context:
         )
         self.patient_id = deterministic_id("Patient", self.facility, patient_key)
         self.device_id = deterministic_id("Device", extraction.model.sha256)
-        self.report_fhir_id = deterministic_id("DiagnosticReport", self.facility, self.key)
-        self.provenance_id = deterministic_id(
-            "Provenance",
-            self.facility,
-            self.key,
-            extraction.template_id,
-            extraction.template_version,
+        self.report_fhir_id = diagnostic_report_id(report)
+        self.provenance_id = provenance_id(
+            report, extraction.template_id, extraction.template_version
         )
 
 

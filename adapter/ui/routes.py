@@ -42,7 +42,7 @@ from adapter.ui.auth import (
     require_role,
 )
 from mappings.errors import MappingError, MessageRejected, RadbridgeError
-from mappings.fhir_out import deterministic_id
+from mappings.fhir_out import diagnostic_report_id
 from mappings.review import (
     Correction,
     CorrectionField,
@@ -446,9 +446,7 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
         except (MessageRejected, RadbridgeError):
             return None
         for report in reports:
-            key = report.accession_number or report.report_id
-            fhir_id = deterministic_id("DiagnosticReport", report.sending_facility, key)
-            if fhir_id == report_id or report.fhir_resource_id == report_id:
+            if diagnostic_report_id(report) == report_id or report.fhir_resource_id == report_id:
                 return report.text
         return None
 
