@@ -27,8 +27,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapter.errors import AdapterError, StoreError
 from adapter.ingest import INLINE_BODY_BYTES, Hl7Ingest, fhir_messages
+from adapter.reviews import observation_version, provenances_of
 from adapter.settings import Settings
 from adapter.store import Incoming, Store, field_problem
+from adapter.ui import install_ui
 from mappings.ack import read_ack_code
 from mappings.errors import MessageRejected, RadbridgeError
 from mappings.inbound import parse_fhir_resource
@@ -251,13 +253,8 @@ def create_app(
             unstorable = field_problem(item)
             if unstorable is not None:
                 counters["rejected"] += 1
-                if unstorable.limit is None:
-                    raise ApiError(400, "a report's id or identifier contains a NUL character")
-                raise ApiError(
-                    400,
-                    f"a report's id or identifier is longer than {unstorable.limit} characters",
-                    "too-long",
-                )
+                code = "too-long" if unstorable.limit is not None else None
+                raise ApiError(400, f"a report's id or identifier {unstorable.problem}", code)
         return messages, len(reports)
 
     one_large_body = threading.Lock()  # threads parsing at once compete with the loop for the GIL
@@ -362,8 +359,6 @@ def create_app(
 
     @app.get("/fhir/Provenance", dependencies=auth)
     async def search_provenance(request: Request) -> JSONResponse:
-        from adapter.reviews import provenances_of
-
         target = request.query_params.get("target", "")
         if not target.startswith("Observation/") or "/" in target.removeprefix("Observation/"):
             raise ApiError(400, "target must be Observation/<id>")
@@ -384,8 +379,6 @@ def create_app(
     async def read_version(
         resource_id: str, version_id: Annotated[int, Path(ge=1, le=MAX_JOB_ID)]
     ) -> JSONResponse:
-        from adapter.reviews import observation_version
-
         resource = observation_version(store, resource_id, version_id)
         if resource is None:
             raise ApiError(404, f"Observation/{resource_id}/_history/{version_id} not found")
@@ -480,8 +473,6 @@ def create_app(
             f"radbridge_extraction_seconds_sum {seconds[1]:.3f}",
         ]
         return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
-
-    from adapter.ui import install_ui  # the browser UI under /ui (issue 13)
 
     install_ui(app, settings, store)
     return app

@@ -272,20 +272,10 @@ class Hl7Ingest:
         )
         unstorable = field_problem(item)
         if unstorable is not None:
-            name = _MSH_FIELDS[unstorable.field]
-            if unstorable.limit is None:
-                return self._nak(
-                    peek,
-                    self.policy.unstorable,
-                    HL7ErrorCode.DATA_TYPE_ERROR,
-                    f"{name} contains a NUL character",
-                )
-            return self._nak(
-                peek,
-                self.policy.unstorable,
-                HL7ErrorCode.VALUE_TOO_LONG,
-                f"{name} is longer than {unstorable.limit} characters",
-            )
+            too_long = unstorable.limit is not None
+            code = HL7ErrorCode.VALUE_TOO_LONG if too_long else HL7ErrorCode.DATA_TYPE_ERROR
+            detail = f"{_MSH_FIELDS[unstorable.field]} {unstorable.problem}"
+            return self._nak(peek, self.policy.unstorable, code, detail)
         try:
             if self.group_commit:
                 message_id, duplicate, stored_ack = await self.committer.commit(item, ack)

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from adapter.tables import audit_events, bundles, extractions, messages, resources
+from mappings.fhir_out import diagnostic_report_of
 from mappings.review import review_provenance_id
 
 log = logging.getLogger("radbridge.reextraction")
@@ -45,17 +46,6 @@ class ReviewedKept:
     skip: frozenset[tuple[str, str]] = frozenset()
     unchanged: bool = False
     reason: str | None = None
-
-
-def _diagnostic_report(bundle: dict[str, Any]) -> dict[str, Any] | None:
-    return next(
-        (
-            e["resource"]
-            for e in bundle.get("entry", [])
-            if e["resource"]["resourceType"] == "DiagnosticReport"
-        ),
-        None,
-    )
 
 
 def _content(raw: bytes) -> bytes:
@@ -169,12 +159,12 @@ def keep_reviewed(
     if not decided_ids:
         return ReviewedKept(bundle)
     decided = {str(r.id): json.loads(r.body) for r in stored if str(r.id) in decided_ids}
-    incoming = _diagnostic_report(bundle)
+    incoming = diagnostic_report_of(bundle)
     stored_bundle = connection.execute(
         sa.select(bundles.c.message_id, bundles.c.body).where(bundles.c.id == bundle_id)
     ).first()
     stored_report = (
-        _diagnostic_report(json.loads(stored_bundle.body)) if stored_bundle is not None else None
+        diagnostic_report_of(json.loads(stored_bundle.body)) if stored_bundle is not None else None
     )
     same = (
         incoming is not None

@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from adapter.store import Store, _with_last_updated
+from adapter.store import Store, _with_last_updated, archive_version
 from adapter.tables import (
     audit_events,
     bundles,
@@ -32,6 +32,8 @@ from mappings.review import (
     ReviewRefused,
     ReviewResult,
     bundle_with_review,
+    evidence,
+    template_of,
 )
 
 log = logging.getLogger("radbridge.reviews")
@@ -155,8 +157,6 @@ def worklist(
 ) -> list[WorkItem]:
     """Reports with preliminary Observations: flagged or low-confidence first, then oldest
     first; filtered by template id and by when the values were stored."""
-    from mappings.review import evidence, template_of
-
     query = sa.select(resources.c.report_ref, resources.c.body, resources.c.last_updated).where(
         resources.c.resource_type == "Observation",
         resources.c.status == "preliminary",
@@ -248,15 +248,7 @@ def save_review(
         message_id = connection.execute(
             sa.select(bundles.c.message_id).where(bundles.c.id == current.bundle_id)
         ).scalar()
-        connection.execute(
-            resource_versions.insert().values(
-                resource_type="Observation",
-                id=observation_id,
-                version_id=current.version_id,
-                last_updated=current.last_updated,
-                body=current.body,
-            )
-        )
+        archive_version(connection, current)
         connection.execute(
             resources.update()
             .where(*guard)

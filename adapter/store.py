@@ -43,9 +43,13 @@ from adapter.tables import (
     resource_versions,
     resources,
 )
+from mappings.fhir_out import diagnostic_report_of
 
 log = logging.getLogger("radbridge.store")
 
+# The ingest statements are built once: constructing a statement with literal values on every
+# message (and computing its cache key) cost SQLAlchemy more CPU than SQLite's own work, and the
+# group commit runs on the thread that shares the GIL with the MLLP listener.
 _FIND_BY_CONTROL_ID = sa.select(
     messages.c.id, messages.c.sha256, messages.c.ack, messages.c.conflict
 ).where(
@@ -144,6 +148,13 @@ class FieldProblem:
 
     field: str
     limit: int | None
+
+    @property
+    def problem(self) -> str:
+        """What is wrong with the value, for the NAK or OperationOutcome (never the value)."""
+        if self.limit is None:
+            return "contains a NUL character"
+        return f"is longer than {self.limit} characters"
 
 
 _KEY_FIELDS = ("sending_application", "sending_facility", "control_id")
@@ -693,7 +704,7 @@ class Store:
         """
         bundle_id = str(bundle["id"])
         now = _now()
-        incoming = _diagnostic_report_of(bundle)
+        incoming = diagnostic_report_of(bundle)
         with self._tx() as connection:
             self._lock_report(connection, incoming["id"] if incoming else bundle_id, bundle_id)
             if incoming is not None:
@@ -1035,14 +1046,6 @@ _STATUS_RANK = {"registered": 0, "partial": 0, "preliminary": 0, "final": 1}
 _SUPERSEDING = ("corrected", "amended", "appended")
 
 
-def _diagnostic_report_of(bundle: dict[str, Any]) -> dict[str, Any] | None:
-    for entry in bundle.get("entry", []):
-        if entry["resource"]["resourceType"] == "DiagnosticReport":
-            resource: dict[str, Any] = entry["resource"]
-            return resource
-    return None
-
-
 def _effective(report: dict[str, Any]) -> datetime | None:
     value = report.get("effectiveDateTime")
     if not isinstance(value, str):
@@ -1113,19 +1116,25 @@ def _keep_version(connection: Connection, row: dict[str, Any], changed: dict[str
     if row["resource_type"] != "Observation":
         return
     current = connection.execute(
-        sa.select(resources.c.version_id, resources.c.body, resources.c.last_updated).where(
-            resources.c.resource_type == "Observation", resources.c.id == row["id"]
-        )
+        sa.select(
+            resources.c.id, resources.c.version_id, resources.c.body, resources.c.last_updated
+        ).where(resources.c.resource_type == "Observation", resources.c.id == row["id"])
     ).first()
     if current is None or current.body == row["body"]:
         return
+    archive_version(connection, current)
+    changed["version_id"] = current.version_id + 1
+
+
+def archive_version(connection: Connection, current: Any) -> None:
+    """Keep an Observation's current version (a row with id, version_id, last_updated, body) in
+    `resource_versions` before it is rewritten (a re-extraction or a clinician's decision)."""
     connection.execute(
         resource_versions.insert().values(
             resource_type="Observation",
-            id=row["id"],
+            id=current.id,
             version_id=current.version_id,
             last_updated=current.last_updated,
             body=current.body,
         )
     )
-    changed["version_id"] = current.version_id + 1

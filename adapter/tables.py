@@ -111,10 +111,7 @@ audit_events = sa.Table(
     sa.Column("detail", sa.Text),
 )
 
-# The ingest statements are built once: constructing a statement with literal values on every
-# message (and computing its cache key) cost SQLAlchemy more CPU than SQLite's own work, and the
-# group commit runs on the thread that shares the GIL with the MLLP listener.
-
+# the earlier versions of a rewritten Observation (the current one is in `resources`)
 resource_versions = sa.Table(
     "resource_versions",
     metadata,

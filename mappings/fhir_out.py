@@ -83,6 +83,15 @@ def provenance_id(report: Report, template_id: str, template_version: str) -> st
     )
 
 
+def diagnostic_report_of(bundle: Resource) -> Resource | None:
+    """The DiagnosticReport a radbridge Bundle carries, or None."""
+    for entry in bundle.get("entry", []):
+        if entry["resource"]["resourceType"] == "DiagnosticReport":
+            resource: Resource = entry["resource"]
+            return resource
+    return None
+
+
 def _coding(system: str, code: str) -> dict[str, str]:
     entry = term.require(system, code)
     return {"system": system, "code": code, "display": entry.display}

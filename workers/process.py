@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from adapter.settings import Settings
@@ -105,8 +105,11 @@ def _name(report: Report, template: Template, chosen: int) -> str:
     return report.report_id if chosen == 1 else f"{report.report_id}-{template.id}"
 
 
-def _bundle(result: Result, settings: Settings, derived_from: dict[str, str]) -> dict[str, Any]:
-    return build_bundle(
+def _finish(
+    result: Result, settings: Settings, derived_from: dict[str, str], started: float
+) -> Result:
+    """`result` with its Bundle, and the time building it took added to its seconds."""
+    bundle = build_bundle(
         result.report,
         result.extraction,
         result.template,
@@ -114,22 +117,7 @@ def _bundle(result: Result, settings: Settings, derived_from: dict[str, str]) ->
         default_tz=settings.zone(),
         derived_from=derived_from,
     )
-
-
-def _finish(
-    result: Result, settings: Settings, derived_from: dict[str, str], started: float
-) -> Result:
-    bundle = _bundle(result, settings, derived_from)
-    seconds = result.seconds + time.perf_counter() - started
-    return Result(
-        result.report,
-        result.template,
-        result.extraction,
-        result.route,
-        result.name,
-        seconds,
-        bundle,
-    )
+    return replace(result, seconds=result.seconds + time.perf_counter() - started, bundle=bundle)
 
 
 def process_reports(

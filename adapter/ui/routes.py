@@ -20,7 +20,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from adapter.errors import UiRefused
+from adapter.errors import StoreError, UiRefused
 from adapter.reviews import (
     StoredObservation,
     console_messages,
@@ -647,8 +647,6 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
         return page(request, "dead_letters.html", user, rows=store.dead_letters(), done=done)
 
     def requeue(message_id: int) -> None:
-        from adapter.errors import StoreError
-
         row = store.get_message(message_id)
         if row is None or row.state != "dead":
             state = row.state if row else "unknown"
