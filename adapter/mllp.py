@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapter.errors import AdapterError
-from adapter.settings import Settings
+from adapter.settings import IPNetwork, Settings
 from mappings.framing import FrameEvent, FrameReader, frame
 
 log = logging.getLogger("radbridge.mllp")
@@ -73,7 +73,7 @@ class MllpServer:
         frame_timeout: float = 30.0,
         max_connections_per_peer: int = 8,
         reserved_connections: int = 8,
-        allow: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] | None = None,
+        allow: Sequence[IPNetwork] | None = None,
     ) -> None:
         self.handler = handler
         self.allow = tuple(allow) if allow is not None else None

@@ -1,7 +1,7 @@
 """The `radbridge` command line: the composition root.
 
-Commands import `workers` and `conformance` lazily inside their bodies (DESIGN.md: adapter
-never imports them at module level). Exit codes: 0 = input read (rejections are normal),
+Commands import `workers` and `conformance` lazily inside their bodies, so a command loads only
+what it runs (the model engine, the validators). Exit codes: 0 = input read (rejections are normal),
 2 = bad options or nothing readable, 1 = internal error, 130 = a resumable `extract` stopped by
 Ctrl-C (the same command continues it).
 """
@@ -448,11 +448,9 @@ def _concept_text(concept: dict[str, Any] | None) -> str:
 
 
 def _evidence_text(resource: dict[str, Any]) -> str:
-    for ext in resource.get("extension", []):
-        for sub in ext.get("extension", []):
-            if sub.get("url") == "quote":
-                return str(sub.get("valueString", ""))
-    return ""
+    from mappings.review import evidence
+
+    return str((evidence(resource).get("quote") or [""])[0] or "")
 
 
 @app.command()

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from adapter.errors import ConfigError
+from adapter.queue import redis_client
 from app.supervisor import Child
 
 log = logging.getLogger("radbridge.redis")
@@ -50,7 +51,7 @@ def answers(path: Path) -> bool:
 
     if not path.exists():
         return False
-    client = redis.Redis(unix_socket_path=str(path), socket_timeout=1, socket_connect_timeout=1)
+    client = redis_client(f"redis+socket://{path}")
     try:
         return bool(client.ping())
     except (redis.RedisError, OSError):
@@ -96,10 +97,7 @@ class EmbeddedRedis:
         if answers(self.socket):
             log.info("embedded redis already running on the data dir socket: used")
             return
-        with contextlib.suppress(FileNotFoundError):
-            self.socket.unlink()  # a dead server's socket
-        self.child = redis_child(self.data_dir)
-        self.child.start()
+        self._spawn()
         self.wait_ready(timeout_s)
 
     def wait_ready(self, timeout_s: float = 20.0) -> None:
@@ -118,11 +116,15 @@ class EmbeddedRedis:
     def respawn(self) -> None:
         """Start a redis-server of our own on the socket (the one used, not started here, is
         gone); does not wait: `wait_ready`."""
+        self._spawn().restarts += 1
+
+    def _spawn(self) -> Child:
+        """A redis-server child of our own on the socket (a dead server's socket removed)."""
         with contextlib.suppress(FileNotFoundError):
             self.socket.unlink()
         self.child = redis_child(self.data_dir)
-        self.child.restarts += 1
         self.child.start()
+        return self.child
 
     def stop(self) -> None:
         """Stop the redis-server this object started (SIGTERM: AOF flushed)."""

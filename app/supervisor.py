@@ -21,7 +21,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -108,14 +108,11 @@ class Child:
     signature: Sequence[str] = ()
     death_signal: int = signal.SIGTERM
     stop_timeout_s: float = 30.0
-    on_start: Callable[[Child], None] | None = None
-    stdout: IO[bytes] | None = None
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     restarts: int = 0
     backoff_s: float = BACKOFF_FIRST_S
     restart_at: float | None = None
-    last_exit: list[tuple[float, int]] = field(default_factory=list)
 
     @property
     def pid(self) -> int | None:
@@ -131,15 +128,12 @@ class Child:
         self.process = subprocess.Popen(
             list(self.argv),
             env=self.env,
-            stdout=self.stdout,
             process_group=0,  # a terminal's Ctrl-C reaches serve only; serve stops us in order
             preexec_fn=_pdeathsig_preexec(self.death_signal),  # prctl only, bound before the fork
         )
         self.started_at = time.monotonic()
         self.restart_at = None
         log.info("started %s pid=%d", self.name, self.process.pid)
-        if self.on_start is not None:
-            self.on_start(self)
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after `stop_timeout_s`; waits for the exit."""
