@@ -54,9 +54,11 @@ def read_rows(template_id: str) -> list[Row]:
 
 
 def other_rows(*own: str) -> Iterator[tuple[str, Row]]:
-    """(file name, row) for every labelled row outside the sets of the `own` template ids."""
+    """(file name, row) for every labelled row outside the sets of the `own` template ids. Only
+    template sets count (a file named after a built-in template): the report-level insights set
+    (insights.jsonl) has no template and mixes every exam."""
     for path in sorted(LABELLED.glob("*.jsonl")):
-        if path.stem not in own:
+        if path.stem not in own and template_path(path.stem).is_file():
             for row in read_rows(path.stem):
                 yield path.name, row
 
