@@ -20,11 +20,10 @@ from typing import Any
 import pytest
 
 from mappings import terminology
+from tests.labelled import LABELLED, read_rows
 
-LABELLED = Path(__file__).resolve().parent / "fixtures" / "labelled"
 SPEC_JSON = LABELLED / "new_templates_spec.json"
 SPEC_MD = LABELLED / "new_templates_spec.md"
-ROUTING = LABELLED / "routing.jsonl"
 SHARED_TERMINOLOGY = Path(__file__).resolve().parents[1].parent / "shared" / "terminology"
 
 RECORD_KEYS = {"id", "text", "language", "template", "split", "modality", "exam", "gold"}
@@ -37,7 +36,6 @@ PAIRS, ATTRIBUTES = "_pairs", "_attributes"
 # The ACR BI-RADS order from least to most abnormal: the overall category of two sides.
 BIRADS_ORDER = ("birads_1", "birads_2", "birads_3", "birads_6", "birads_0", "birads_4",
                 "birads_4a", "birads_4b", "birads_4c", "birads_5")  # fmt: skip
-Row = dict[str, Any]
 
 
 def _spec() -> dict[str, Any]:
@@ -48,14 +46,6 @@ def _spec() -> dict[str, Any]:
 SPEC = _spec()
 TEMPLATES: dict[str, Any] = SPEC["templates"]
 MINIMUMS: dict[str, int] = SPEC["minimums"]
-
-
-def _jsonl(path: Path) -> list[Row]:
-    return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
-
-
-def _rows(template_id: str) -> list[Row]:
-    return _jsonl(LABELLED / f"{template_id}.jsonl")
 
 
 def _variables(template_id: str) -> dict[str, dict[str, Any]]:
@@ -161,7 +151,7 @@ def test_the_markdown_spec_names_every_template_variable_value_and_attribute() -
 
 def test_records_have_the_schema_and_unique_ids(template_id: str) -> None:
     template = TEMPLATES[template_id]
-    rows = _rows(template_id)
+    rows = read_rows(template_id)
     for row in rows:
         assert set(row) == RECORD_KEYS, row.get("id")
         assert isinstance(row["id"], str) and row["template"] == template_id, row["id"]
@@ -177,8 +167,8 @@ def test_records_have_the_schema_and_unique_ids(template_id: str) -> None:
 
 
 def test_ids_are_unique_across_every_labelled_set() -> None:
-    ids = Counter(row["id"] for path in LABELLED.glob("*.jsonl") if path != ROUTING
-                  for row in _jsonl(path))  # fmt: skip
+    sets = [path.stem for path in LABELLED.glob("*.jsonl") if path.stem != "routing"]
+    ids = Counter(row["id"] for name in sets for row in read_rows(name))
     assert [i for i, n in ids.items() if n > 1] == []
 
 
@@ -218,7 +208,7 @@ def _variables_of(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_every_gold_label_is_one_the_spec_lists(template_id: str) -> None:
     template = TEMPLATES[template_id]
     variables = _variables(template_id)
-    for row in _rows(template_id):
+    for row in read_rows(template_id):
         gold = row["gold"]
         assert set(gold) == set(variables) | {PAIRS, ATTRIBUTES}, row["id"]
         for variable_id, variable in variables.items():
@@ -254,7 +244,7 @@ def test_every_gold_label_is_one_the_spec_lists(template_id: str) -> None:
 
 
 def test_each_language_and_half_meets_the_minimums(template_id: str) -> None:
-    rows = _rows(template_id)
+    rows = read_rows(template_id)
     assert len(rows) >= MINIMUMS["reports"]
     languages = Counter(row["language"] for row in rows)
     assert min(languages[lang] for lang in SPEC["languages"]) >= MINIMUMS["per_language"], languages
@@ -279,7 +269,7 @@ def test_each_language_and_half_meets_the_minimums(template_id: str) -> None:
 
 
 def test_every_set_has_normal_studies_negations_hedges_and_several_styles(template_id: str) -> None:
-    rows = _rows(template_id)
+    rows = read_rows(template_id)
     presence = [v["id"] for v in TEMPLATES[template_id]["variables"] if v["kind"] == "presence"]
     labels = Counter(row["gold"][v] for row in rows for v in presence)
     assert labels["absent"] >= 20 and labels["uncertain"] >= 2, labels
@@ -291,7 +281,7 @@ def test_every_set_has_normal_studies_negations_hedges_and_several_styles(templa
 
 
 def test_the_consistency_rules_of_the_spec_hold(template_id: str) -> None:
-    for row in _rows(template_id):
+    for row in read_rows(template_id):
         gold, instances = row["gold"], row["gold"][ATTRIBUTES]
         if template_id == "head_ct":
             compartments = [
@@ -322,7 +312,7 @@ def test_the_consistency_rules_of_the_spec_hold(template_id: str) -> None:
 
 
 def test_routing_cases_have_the_schema_and_name_known_templates() -> None:
-    rows = _jsonl(ROUTING)
+    rows = read_rows("routing")
     assert len(rows) >= MINIMUMS["routing_records"]
     known = set(TEMPLATES) | set(SPEC["existing_templates"])
     ids = [row["id"] for row in rows]
@@ -342,7 +332,7 @@ def test_routing_cases_have_the_schema_and_name_known_templates() -> None:
 
 
 def test_routing_cases_cover_each_way_in_and_the_bad_inputs() -> None:
-    rows = _jsonl(ROUTING)
+    rows = read_rows("routing")
     for template_id in TEMPLATES:
         mine = [r for r in rows if r["expected_templates"] == [template_id]]
         assert any(r["exam"] for r in mine), (template_id, "by exam line")
