@@ -54,11 +54,13 @@ def read_rows(template_id: str) -> list[Row]:
 
 
 def other_rows(*own: str) -> Iterator[tuple[str, Row]]:
-    """(file name, row) for every labelled row outside the sets of the `own` template ids. Only
-    template sets count (a file named after a built-in template): the report-level insights set
-    (insights.jsonl) has no template and mixes every exam."""
+    """(file name, row) for every labelled row outside the sets of the `own` template ids, from
+    the sets of built-in templates only: routing.jsonl is no template's set, and a set written
+    before its template ships (issue 21's head_ct, abdomen, msk_radiograph, breast, thyroid_us)
+    joins these cross-template checks when its template does."""
+    builtin = set(load_builtin_templates())
     for path in sorted(LABELLED.glob("*.jsonl")):
-        if path.stem not in own and template_path(path.stem).is_file():
+        if path.stem not in own and path.stem in builtin:
             for row in read_rows(path.stem):
                 yield path.name, row
 
