@@ -273,7 +273,7 @@ def test_the_ehr_never_gets_a_preliminary_over_a_decision(tmp_path: Path, redis_
 
     from adapter.queue import enqueue_delivery, enqueue_extract
     from adapter.store import bundles
-    from tests.fhir_server import FhirServer
+    from tests.fhir_server import EHR_IDENTITY, FhirServer
     from tests.test_tasks import wait_for
     from workers.tasks import make_worker_app, store_for
 
@@ -282,6 +282,7 @@ def test_the_ehr_never_gets_a_preliminary_over_a_decision(tmp_path: Path, redis_
         data_dir=data_dir(tmp_path),
         redis_url=redis_url,
         fhir_base_url=server.base_url,
+        **EHR_IDENTITY,
         stage="rules",
     )
     store = store_for(settings)
