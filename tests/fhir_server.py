@@ -1,5 +1,5 @@
-"""A small real FHIR server for delivery tests: validates what it receives against the official
-R4 JSON schema, stores resources by type/id (PUT twice = one resource), answers a
+"""A small real FHIR server for delivery tests: validates each resource it receives against the
+official R4 JSON schema, stores resources by type/id (PUT twice = one resource), answers a
 transaction-response, and can be told to answer 429/503/400 for the next requests.
 
 Beside transactions it answers what radbridge's write-back asks (workers/delivery.py): reads
@@ -117,7 +117,14 @@ class FhirServer:
                     bundle = json.loads(body)
                 except ValueError:
                     return self._answer(400, _outcome("invalid JSON"))
-                problems = [p for p in validate_resource(bundle) if p.severity == "error"]
+                # each resource on its own (a delta write-back is not a whole radbridge Bundle,
+                # so the Bundle-level rules of `radbridge validate` do not apply)
+                problems = [
+                    p
+                    for entry in bundle.get("entry", [])
+                    for p in validate_resource(entry.get("resource"))
+                    if p.severity == "error" and entry.get("resource") is not None
+                ]
                 if problems or bundle.get("type") != "transaction":
                     return self._answer(
                         400, _outcome(problems[0].message if problems else "not a transaction")

@@ -316,6 +316,8 @@ def test_the_ehr_never_gets_a_preliminary_over_a_decision(tmp_path: Path, redis_
             enqueue_delivery(app, bundle_id)  # what the review page does after a decision
             wanted = {oid: status for oid, (status, _) in decided.items()}
             wait_for(lambda: ehr_statuses() == wanted, timeout=60)
+            # the decisions' Provenance follows the Observations in a second transaction
+            wait_for(lambda: store.delivered_already(bundle_id, "fhir"), timeout=60)
             pushed = server.transactions
 
             store.requeue(message_id)  # `radbridge requeue` of the delivered message

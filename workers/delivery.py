@@ -35,7 +35,7 @@ from adapter.settings import Settings
 from mappings import ehr
 from mappings.errors import AmbiguousMatch, IdentityRefused
 from mappings.report import Report
-from workers.errors import DeliveryError, DeliveryRejected, DeliveryRetryable
+from workers.errors import DeliveryConflict, DeliveryError, DeliveryRejected, DeliveryRetryable
 from workers.smart_auth import SmartBackendServices, StaticBearer, TokenProvider
 
 log = logging.getLogger("radbridge.delivery")
@@ -202,10 +202,6 @@ class WriteBack:
     seconds: float
 
 
-class _Conflict(Exception):
-    """409/412 on a conditional write: re-read and retry once (internal to this module)."""
-
-
 def identity_policy(settings: Settings) -> ehr.IdentityPolicy:
     """The identity settings as `mappings.ehr` takes them."""
     return ehr.IdentityPolicy(
@@ -269,7 +265,7 @@ class _Ehr:
         if 200 <= status < 300:
             return response
         if status in (409, 412):
-            raise _Conflict(status)
+            raise DeliveryConflict(f"the EHR answered {status} to the {what}", status=status)
         if status in (408, 429) or status >= 500:
             raise DeliveryRetryable(
                 f"FHIR server answered {status} to the {what}",
@@ -402,14 +398,15 @@ def deliver_report(
                 if reviews is not None:
                     server.checked(server.request("POST", "", body=reviews), "review transaction")
                     sent = True
-            except _Conflict as conflict:
+            except DeliveryConflict as conflict:
                 log.info(
-                    "delivery bundle=%s conflict=%s attempt=%d", bundle.get("id"), conflict, attempt
-                )
+                    "delivery bundle=%s conflict=%s attempt=%d",
+                    bundle.get("id"), conflict.status, attempt,
+                )  # fmt: skip
                 if attempt == 2:
-                    raise DeliveryRetryable(
-                        f"the EHR answered {conflict} to a conditional write twice",
-                        status=int(str(conflict)),
+                    raise DeliveryConflict(
+                        f"the EHR answered {conflict.status} to a conditional write twice",
+                        status=conflict.status,
                     ) from None
                 continue
             seconds = time.perf_counter() - started
