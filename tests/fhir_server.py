@@ -3,7 +3,8 @@ official R4 JSON schema, stores resources by type/id (PUT twice = one resource),
 transaction-response, and can be told to answer 429/503/400 for the next requests.
 
 Beside transactions it answers what radbridge's write-back asks (workers/delivery.py): reads
-(`GET Type/id`, `meta.versionId` = its version count), searches by `identifier=system|value`,
+(`GET Type/id`, `meta.versionId` = its version count), searches `POST Type/_search` by
+`identifier=system|value`,
 a `PUT Type/id` honouring `If-Match`, and conditional creates (`ifNoneExist`) inside a
 transaction (their `urn:uuid` fullUrls resolved in the other entries). Its transaction-response
 carries no versions (a server radbridge must cope with).
@@ -59,19 +60,22 @@ class FhirServer:
                 pass
 
             def do_GET(self) -> None:
-                from urllib.parse import parse_qs, urlparse
-
-                parsed = urlparse(self.path)
-                path = parsed.path.removeprefix("/fhir/")
+                path = self.path.removeprefix("/fhir/")
                 with server.lock:
                     server.reads.append(self.path)
-                    if "/" in path:
-                        found = server.read(path)
-                        if found is None:
-                            return self._answer(404, _outcome("not found"))
-                        return self._answer(200, found)
-                    wanted = parse_qs(parsed.query).get("identifier", [""])[0]
-                    matches = server.search(path, wanted)
+                    found = server.read(path)
+                if found is None:
+                    return self._answer(404, _outcome("not found"))
+                return self._answer(200, found)
+
+            def _search(self, body: bytes) -> None:
+                from urllib.parse import parse_qs
+
+                kind = self.path.removeprefix("/fhir/").removesuffix("/_search")
+                with server.lock:
+                    server.reads.append(self.path)
+                    wanted = parse_qs(body.decode()).get("identifier", [""])[0]
+                    matches = server.search(kind, wanted)
                 return self._answer(
                     200,
                     {
@@ -102,6 +106,8 @@ class FhirServer:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 if self.path.endswith("/auth/token"):
                     return self._token(body)
+                if self.path.endswith("/_search"):
+                    return self._search(body)
                 if server.public_key is not None:
                     token = self.headers.get("Authorization", "").removeprefix("Bearer ")
                     if token not in server.issued:

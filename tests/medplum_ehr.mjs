@@ -79,7 +79,9 @@ async function handle(req, res, raw) {
     return answer(res, failure.status, core.badRequest(`scripted ${failure.status}`));
   }
   let body;
-  if (raw) {
+  if (raw && (req.headers["content-type"] ?? "").startsWith("application/x-www-form-urlencoded")) {
+    body = Object.fromEntries(new URLSearchParams(raw)); // POST Type/_search
+  } else if (raw) {
     try {
       body = JSON.parse(raw);
     } catch {

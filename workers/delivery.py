@@ -2,8 +2,8 @@
 
 `deliver_report` writes one report back against the EHR's own Patient and DiagnosticReport
 (`mappings.ehr` decides what; this module reads the EHR, then sends): it finds the Patient and
-the DiagnosticReport (searches by identifier with a system; two matches are refused, never
-picked), posts radbridge's changed resources as one transaction, updates the EHR's
+the DiagnosticReport (searches by identifier with a system, as `POST Type/_search` so that
+identifiers never appear in a URL or a request log; two matches are refused, never picked), posts radbridge's changed resources as one transaction, updates the EHR's
 DiagnosticReport with `If-Match` on the version read (or a JSON Patch, RADBRIDGE_EHR_PATCH),
 re-reading and retrying once on 409/412, then posts the decisions' Provenance with the versions
 the EHR returned. `deliver_bundle` posts one transaction Bundle as it is.
@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -236,21 +237,23 @@ class _Ehr:
         path: str,
         *,
         body: Any = None,
-        params: dict[str, str] | None = None,
+        form: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         url = f"{self.base_url}/{path}" if path else f"{self.base_url}/"
+        content = json.dumps(body) if body is not None else None
+        if form is not None:  # a search: its parameters stay out of URLs and request logs
+            content = urlencode(form)
         for attempt in (1, 2):
             sent = {"Accept": FHIR_JSON, **(headers or {})}
-            if body is not None:
+            if form is not None:
+                sent["Content-Type"] = "application/x-www-form-urlencoded"
+            elif body is not None:
                 sent.setdefault("Content-Type", FHIR_JSON)
             if self.provider is not None:
                 sent["Authorization"] = f"Bearer {self.provider.token()}"
             try:
-                response = self.http.request(
-                    method, url, content=None if body is None else json.dumps(body),
-                    params=params, headers=sent,
-                )  # fmt: skip
+                response = self.http.request(method, url, content=content, headers=sent)
             except httpx.TransportError as exc:
                 log.warning("ehr %s transport error %s", method, type(exc).__name__)
                 raise DeliveryRetryable(f"FHIR server unreachable ({type(exc).__name__})") from None
@@ -278,7 +281,9 @@ class _Ehr:
 
     def search(self, kind: str, key: ehr.Key) -> list[dict[str, Any]]:
         response = self.checked(
-            self.request("GET", kind, params={"identifier": f"{key.system}|{key.value}"}),
+            self.request(
+                "POST", f"{kind}/_search", form={"identifier": f"{key.system}|{key.value}"}
+            ),
             f"{kind} search",
         )
         body = response.json()
