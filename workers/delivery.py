@@ -82,15 +82,6 @@ def backoff_seconds(
     return max(delay, retry_after or 0.0)
 
 
-def _post(
-    http: httpx.Client, base_url: str, bundle: dict[str, Any], provider: TokenProvider | None
-) -> httpx.Response:
-    headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON}
-    if provider is not None:
-        headers["Authorization"] = f"Bearer {provider.token()}"
-    return http.post(base_url.rstrip("/") + "/", json=bundle, headers=headers)
-
-
 def _outcome(response: httpx.Response) -> dict[str, Any] | None:
     try:
         body = response.json()
@@ -151,7 +142,8 @@ def deliver_bundle(
     client: httpx.Client | None = None,
     auth: TokenProvider | None = None,
 ) -> DeliveryResult:
-    """POST one transaction Bundle to the FHIR base URL (one retry after a 401 with a new token)."""
+    """POST one transaction Bundle as it is to the FHIR base URL (one retry after a 401 with a
+    new token); 408/429/5xx/409/412 retryable, other 4xx rejected with the OperationOutcome."""
     if not settings.fhir_base_url:
         raise DeliveryError("no delivery target: RADBRIDGE_FHIR_BASE_URL is not set")
     provider = auth if auth is not None else token_provider(settings)
@@ -159,38 +151,22 @@ def deliver_bundle(
     http = client or httpx.Client(timeout=settings.delivery_timeout_s)
     started = time.perf_counter()
     try:
-        response = _post(http, settings.fhir_base_url, bundle, provider)
-        if response.status_code == 401 and provider is not None:
-            provider.invalidate()
-            response = _post(http, settings.fhir_base_url, bundle, provider)
-    except httpx.TransportError as exc:
-        log.warning(
-            "delivery transport error bundle=%s error=%s", bundle.get("id"), type(exc).__name__
-        )
-        raise DeliveryRetryable(f"FHIR server unreachable ({type(exc).__name__})") from None
+        server = _Ehr(http, settings.fhir_base_url, provider)
+        response = server.checked(server.request("POST", "", body=bundle), "Bundle")
     finally:
         if own_client:
             http.close()
     seconds = time.perf_counter() - started
-    status = response.status_code
-    log.info("delivery bundle=%s status=%d seconds=%.3f", bundle.get("id"), status, seconds)
-    if 200 <= status < 300:
-        body = response.json() if response.content else {}
-        statuses = tuple(
-            str((entry.get("response") or {}).get("status", ""))
-            for entry in body.get("entry", [])
-            if isinstance(entry, dict)
-        )
-        return DeliveryResult(status=status, entry_statuses=statuses, seconds=seconds)
-    if status == 429 or status >= 500:
-        raise DeliveryRetryable(
-            f"FHIR server answered {status}",
-            status=status,
-            retry_after=parse_retry_after(response.headers.get("Retry-After")),
-        )
-    raise DeliveryRejected(
-        f"FHIR server refused the Bundle ({status})", status=status, outcome=_outcome(response)
+    log.info(
+        "delivery bundle=%s status=%d seconds=%.3f", bundle.get("id"), response.status_code, seconds
     )
+    body = response.json() if response.content else {}
+    statuses = tuple(
+        str((entry.get("response") or {}).get("status", ""))
+        for entry in body.get("entry", [])
+        if isinstance(entry, dict)
+    )
+    return DeliveryResult(status=response.status_code, entry_statuses=statuses, seconds=seconds)
 
 
 @dataclass(frozen=True)
