@@ -59,6 +59,18 @@ class FhirServer:
             def log_message(self, *args: object) -> None:
                 pass
 
+            def _scripted(self) -> bool:
+                """Count a write; answer it from `script` when one is queued (True)."""
+                with server.lock:
+                    server.requests.append(
+                        {"path": self.path, "authorization": self.headers.get("Authorization", "")}
+                    )
+                    if not server.script:
+                        return False
+                    status, headers, payload = server.script.pop(0)
+                self._answer(status, payload, headers)
+                return True
+
             def do_GET(self) -> None:
                 path = self.path.removeprefix("/fhir/")
                 with server.lock:
@@ -89,13 +101,9 @@ class FhirServer:
             def do_PUT(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
                 url = self.path.removeprefix("/fhir/")
+                if self._scripted():
+                    return None
                 with server.lock:
-                    server.requests.append(
-                        {"path": self.path, "authorization": self.headers.get("Authorization", "")}
-                    )
-                    if server.script:
-                        status, headers, payload = server.script.pop(0)
-                        return self._answer(status, payload, headers)
                     wanted = self.headers.get("If-Match")
                     if wanted and wanted != f'W/"{server.versions[url]}"':
                         return self._answer(412, _outcome("version conflict"))
@@ -112,13 +120,8 @@ class FhirServer:
                     token = self.headers.get("Authorization", "").removeprefix("Bearer ")
                     if token not in server.issued:
                         return self._answer(401, _outcome("unknown or expired token"))
-                with server.lock:
-                    server.requests.append(
-                        {"path": self.path, "authorization": self.headers.get("Authorization", "")}
-                    )
-                    if server.script:
-                        status, headers, payload = server.script.pop(0)
-                        return self._answer(status, payload, headers)
+                if self._scripted():
+                    return None
                 try:
                     bundle = json.loads(body)
                 except ValueError:

@@ -351,27 +351,18 @@ def deliver_report(
                     )
                     versions = ehr.versions_from_response(answer.json() if answer.content else {})
                     sent = True
-                if plan.report_update is not None:
-                    headers = {}
+                if plan.report_update is not None or plan.patch is not None:
+                    patching = plan.report_update is None  # JSON Patch, else the whole resource
+                    headers = {"Content-Type": "application/json-patch+json"} if patching else {}
                     if state.report_version:
                         headers["If-Match"] = f'W/"{state.report_version}"'
                     server.checked(
                         server.request(
-                            "PUT", plan.report_reference, body=plan.report_update, headers=headers
+                            "PATCH" if patching else "PUT", plan.report_reference,
+                            body=plan.patch if patching else plan.report_update, headers=headers,
                         ),
                         "DiagnosticReport update",
-                    )
-                    sent = True
-                if plan.patch is not None:
-                    headers = {"Content-Type": "application/json-patch+json"}
-                    if state.report_version:
-                        headers["If-Match"] = f'W/"{state.report_version}"'
-                    server.checked(
-                        server.request(
-                            "PATCH", plan.report_reference, body=plan.patch, headers=headers
-                        ),
-                        "DiagnosticReport patch",
-                    )
+                    )  # fmt: skip
                     sent = True
                 reviews, review_hashes = ehr.review_transaction(
                     bundle, plan, versions, policy, delivered, base_url=settings.fhir_base_url
