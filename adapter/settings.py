@@ -124,6 +124,42 @@ class Settings(BaseSettings):
         default=None, description="mllp://host:port for enhanced-mode application ACKs (MSH-16)"
     )
     delivery_timeout_s: float = Field(default=30.0, gt=0)
+    # identity at the EHR (README "Identity at the EHR")
+    identifier_systems: dict[str, str] = Field(
+        default_factory=dict,
+        description="JSON object: HL7 assigning authority / namespace id (PID-3 CX-4.1, OBR-2/3 "
+        "EI-2) -> FHIR identifier system",
+    )
+    accession_systems: dict[str, str] = Field(
+        default_factory=dict,
+        description="JSON object: sending facility (MSH-4.1) -> identifier system of its "
+        "accession numbers (OBR-3 without a namespace)",
+    )
+    patient_identifier_system: str | None = Field(
+        default=None,
+        description="system of a PID-3 identifier without an assigning authority; unset: such a "
+        "Patient is not written back (the delivery is refused with the reason)",
+    )
+    ehr_patient: Literal["match", "create"] = Field(
+        default="match",
+        description="match: the Patient must exist at the EHR (found by identifier); create: "
+        "conditional create (If-None-Exist) of an identifier-only Patient when none matches",
+    )
+    ehr_reviewer: Literal["identifier", "create"] = Field(
+        default="identifier",
+        description="identifier: Provenance names the reviewer by identifier; create: "
+        "conditional create of a Practitioner by identifier",
+    )
+    reviewer_identifier_system: str = "https://radbridge.org/fhir/sid/reviewer"
+    ehr_patch: bool = Field(
+        default=False,
+        description="update the EHR's DiagnosticReport with FHIR (JSON) Patch instead of a read "
+        "and an If-Match update",
+    )
+    oru_sending_application: str = Field(default="RADBRIDGE", description="ORU MSH-3")
+    oru_sending_facility: str = Field(default="", description="ORU MSH-4")
+    oru_receiving_application: str = Field(default="", description="ORU MSH-5")
+    oru_receiving_facility: str = Field(default="", description="ORU MSH-6")
 
     # model / engine
     model_path: Path | None = Field(

@@ -965,17 +965,21 @@ class Store:
         status: int | None = None,
         outcome: dict[str, Any] | None = None,
         next_attempt_at: datetime | None = None,
+        delivered: dict[str, str] | None = None,
     ) -> int:
         """Upsert the delivery of a Bundle to a target, counting the attempt; returns how many
-        attempts the delivery has had (this one included)."""
+        attempts the delivery has had (this one included). `delivered`: what the target now
+        holds (`mappings.ehr` hashes), kept until a later delivery replaces it."""
         now = _now()
-        values = {
+        values: dict[str, Any] = {
             "state": state,
             "last_status": status,
             "outcome": json.dumps(outcome) if outcome is not None else None,
             "next_attempt_at": next_attempt_at,
             "updated_at": now,
         }
+        if delivered is not None:
+            values["delivered"] = json.dumps(delivered, sort_keys=True)
         with self._tx() as connection:
             key = (deliveries.c.bundle_id == bundle_id, deliveries.c.target == target)
             updated = connection.execute(
@@ -990,6 +994,24 @@ class Store:
             return int(
                 connection.execute(sa.select(deliveries.c.attempts).where(*key)).scalar_one()
             )
+
+    def delivered_hashes(self, bundle_id: str, target: str) -> dict[str, str]:
+        """What `target` holds of the Bundle (`delivered` of its record; {} when none)."""
+        record = self.delivery(bundle_id, target)
+        loaded = json.loads(record["delivered"]) if record and record.get("delivered") else {}
+        return {str(k): str(v) for k, v in loaded.items()}
+
+    def bundle_source(self, bundle_id: str) -> tuple[int | None, str] | None:
+        """(message id, report id) of a stored Bundle, or None when there is no such Bundle."""
+        with self._tx() as connection:
+            row = connection.execute(
+                sa.select(bundles.c.message_id, bundles.c.report_id).where(
+                    bundles.c.id == bundle_id
+                )
+            ).first()
+        if row is None:
+            return None
+        return (int(row.message_id) if row.message_id is not None else None, str(row.report_id))
 
     def delivery(self, bundle_id: str, target: str) -> dict[str, Any] | None:
         """The delivery record of a Bundle to a target."""

@@ -98,6 +98,8 @@ deliveries = sa.Table(
     sa.Column("outcome", sa.Text),
     sa.Column("next_attempt_at", sa.DateTime(timezone=True)),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # JSON {"Type/id": sha256} of what the target holds (mappings.ehr): only changes are sent
+    sa.Column("delivered", sa.Text),
     sa.UniqueConstraint("bundle_id", "target", name="uq_deliveries_target"),
 )
 

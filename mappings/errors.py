@@ -9,6 +9,8 @@
     │   │   └── UnsafeParserFormat      a task's parser format would run code (extractinator.py)
     │   ├── TerminologyError            a code is not in the verified code table
     │   ├── FhirMappingError            a FHIR resource cannot be read or built
+    │   ├── IdentityRefused             a report cannot be written back to the EHR (ehr.py)  422
+    │   │   └── AmbiguousMatch          several EHR resources match one identifier       409
     │   └── ReviewRefused               a review decision cannot be applied (review.py)  422
     │       └── ReviewConflict          the Observation changed since it was loaded      409
     ├── AdapterError                    adapter/ (see adapter/errors.py)
@@ -157,3 +159,19 @@ class FhirMappingError(MappingError):
 
     http_status = 400
     issue_code = "structure"
+
+
+class IdentityRefused(MappingError):
+    """A report cannot be written back to the EHR as the identity policy stands (no identifier
+    with a system, no Patient at the EHR): the delivery to that destination is refused with
+    this reason (it names fields and settings, never an identifier's value)."""
+
+    http_status = 422
+    issue_code = "business-rule"
+
+
+class AmbiguousMatch(IdentityRefused):
+    """Several resources at the EHR match one identifier: radbridge never picks one."""
+
+    http_status = 409
+    issue_code = "multiple-matches"

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from mappings.errors import HL7ErrorCode, MessageRejected
 from mappings.hl7v2 import normalise_text, safe_id
 from mappings.language import detect_language
-from mappings.report import Coding, PatientIdentifier, Report, ResultStatus
+from mappings.report import Coding, EntityIdentifier, PatientIdentifier, Report, ResultStatus
 from mappings.sections import find_sections
 
 BUNDLE_TYPES = frozenset({"transaction", "batch", "collection", "document", "searchset", "message"})
@@ -160,6 +160,30 @@ def _accession(report: Resource) -> str | None:
     return None
 
 
+def _report_identifiers(report: Resource) -> tuple[EntityIdentifier, ...]:
+    """The DiagnosticReport's identifiers as sent (system, value, first type code)."""
+    found = []
+    for identifier in report.get("identifier", []):
+        if identifier.get("value"):
+            codings = (identifier.get("type") or {}).get("coding", [])
+            found.append(
+                EntityIdentifier(
+                    value=str(identifier["value"]),
+                    system=identifier.get("system"),
+                    type_code=codings[0].get("code") if codings else None,
+                )
+            )
+    return tuple(found)
+
+
+def _subject_reference(report: Resource) -> str | None:
+    """`subject.reference` as sent when it is a literal `Patient/<id>` (else None)."""
+    reference = (report.get("subject") or {}).get("reference")
+    if isinstance(reference, str) and reference.startswith("Patient/") and "?" not in reference:
+        return reference.split("/_history", 1)[0]
+    return None
+
+
 def _patient_identifiers(report: Resource, index: _Index) -> tuple[PatientIdentifier, ...]:
     subject = report.get("subject") or {}
     patient = index.resolve(subject, report)
@@ -230,6 +254,8 @@ def report_from_diagnostic_report(
         fhir_resource_id=resource.get("id"),
         accession_number=_accession(resource) or (str(identifiers[0]) if identifiers else None),
         patient_identifiers=_patient_identifiers(resource, index),
+        report_identifiers=_report_identifiers(resource),
+        subject_reference=_subject_reference(resource),
         procedure=_procedure(resource),
         result_status=_STATUS[status],
         observation_time=_time(resource),

@@ -29,11 +29,19 @@ import codecs
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 from mappings.errors import HL7ErrorCode, MessageRejected, RejectionFactory, map_exceptions
 from mappings.language import detect_language
 from mappings.msh import MshPeek, delimiters
-from mappings.report import Coding, PatientIdentifier, Report, ResultStatus
+from mappings.report import (
+    Coding,
+    EntityIdentifier,
+    HL7Field,
+    PatientIdentifier,
+    Report,
+    ResultStatus,
+)
 from mappings.sections import find_sections
 
 SUPPORTED_VERSIONS = (
@@ -239,6 +247,49 @@ def _opt(text: str) -> str | None:
     return text or None
 
 
+def _subcomponent(value: str, enc: _Encoding, index: int, sub: int, charset: str) -> str:
+    """Component `index`, subcomponent `sub` (both 1-based) of the first repetition."""
+    parts = value.split(enc.repetition, 1)[0].split(enc.component)
+    raw = parts[index - 1] if index - 1 < len(parts) else ""
+    subs = raw.split(enc.subcomponent)
+    return unescape(subs[sub - 1], enc, charset).strip() if sub - 1 < len(subs) else ""
+
+
+def structured(value: str, enc: _Encoding, charset: str) -> HL7Field:
+    """A field as the source sent it, unescaped: repetitions x components x subcomponents
+    (trailing empty pieces dropped)."""
+
+    def trimmed(items: list[Any]) -> tuple[Any, ...]:
+        while items and not items[-1]:
+            items.pop()
+        return tuple(items)
+
+    return trimmed(
+        [
+            trimmed(
+                [
+                    trimmed([unescape(s, enc, charset) for s in component.split(enc.subcomponent)])
+                    for component in repetition.split(enc.component)
+                ]
+            )
+            for repetition in value.split(enc.repetition)
+        ]
+    )
+
+
+def _entity(value: str, enc: _Encoding, charset: str) -> EntityIdentifier | None:
+    """An EI field (OBR-2, OBR-3): entity id, namespace id, universal id, universal id type."""
+    entity = _component(value, enc, 1, charset)
+    if not entity:
+        return None
+    return EntityIdentifier(
+        value=entity,
+        namespace=_opt(_component(value, enc, 2, charset)),
+        universal_id=_opt(_component(value, enc, 3, charset)),
+        universal_id_type=_opt(_component(value, enc, 4, charset)),
+    )
+
+
 def parse_timestamp(value: str) -> datetime | None:
     """HL7 TS/DTM -> datetime (naive unless an offset is given); None when empty or invalid."""
     match = _TS.match(value.strip())
@@ -325,6 +376,8 @@ def _patient_identifiers(
                     value=value,
                     assigner=_opt(_component(repetition, enc, 4, charset)),
                     type_code=_opt(_component(repetition, enc, 5, charset)),
+                    assigner_id=_opt(_subcomponent(repetition, enc, 4, 2, charset)),
+                    assigner_id_type=_opt(_subcomponent(repetition, enc, 4, 3, charset)),
                 )
             )
     return tuple(result)
@@ -399,6 +452,7 @@ def _report(
     obr: list[str],
     obxs: list[list[str]],
     pid: list[str] | None,
+    pv1: list[str] | None,
     enc: _Encoding,
     default_language: str,
 ) -> Report:
@@ -447,6 +501,10 @@ def _report(
         placer_order_number=_opt(_component(_get(obr, 2), enc, 1, charset)),
         filler_order_number=filler,
         patient_identifiers=_patient_identifiers(pid, enc, charset),
+        patient_name=structured(_get(pid, 5), enc, charset) if pid else (),
+        visit=tuple(structured(f, enc, charset) for f in pv1[1:]) if pv1 else None,
+        placer_order=_entity(_get(obr, 2), enc, charset),
+        filler_order=_entity(_get(obr, 3), enc, charset),
         procedure=procedure if (procedure.code or procedure.display) else None,
         modality=_opt(_component(_get(obr, 24), enc, 1, charset).upper()),
         body_part=_opt(_component(_get(obr, 15), enc, 4, charset).upper()),
@@ -545,12 +603,15 @@ def _parse_oru(payload: bytes, default_charset: str, default_language: str) -> P
         )
     _structural_parse(text, header.version)
     pid: list[str] | None = None
+    pv1: list[str] | None = None
     groups: list[tuple[list[str], list[list[str]]]] = []
     for segment in segments[1:]:
         fields = _fields(segment, enc)
         name = fields[0].strip()
         if name == "PID" and pid is None:
             pid = fields
+        elif name == "PV1" and pv1 is None:
+            pv1 = fields
         elif name == "OBR":
             groups.append((fields, []))
         elif name == "OBX" and groups:
@@ -565,7 +626,7 @@ def _parse_oru(payload: bytes, default_charset: str, default_language: str) -> P
     rejected: list[MessageRejected] = []
     for obr, obxs in groups:
         try:
-            reports.append(_report(header, obr, obxs, pid, enc, default_language))
+            reports.append(_report(header, obr, obxs, pid, pv1, enc, default_language))
         except MessageRejected as exc:
             rejected.append(exc)
     if not reports:

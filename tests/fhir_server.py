@@ -1,6 +1,13 @@
-"""A small real FHIR server for delivery tests: validates what it receives against the official
-R4 JSON schema, stores resources by type/id (PUT twice = one resource), answers a
+"""A small real FHIR server for delivery tests: validates each resource it receives against the
+official R4 JSON schema, stores resources by type/id (PUT twice = one resource), answers a
 transaction-response, and can be told to answer 429/503/400 for the next requests.
+
+Beside transactions it answers what radbridge's write-back asks (workers/delivery.py): reads
+(`GET Type/id`, `meta.versionId` = its version count), searches `POST Type/_search` by
+`identifier=system|value`,
+a `PUT Type/id` honouring `If-Match`, and conditional creates (`ifNoneExist`) inside a
+transaction (their `urn:uuid` fullUrls resolved in the other entries). Its transaction-response
+carries no versions (a server radbridge must cope with).
 
 It counts what a test of exactly-once delivery needs: `puts[url]` (every PUT of a transaction
 it accepted) and `versions[url]` (distinct contents, like a server that keeps a new version only
@@ -25,7 +32,8 @@ class FhirServer:
 
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.resources: dict[str, dict[str, Any]] = {}
-        self.requests: list[dict[str, str]] = []
+        self.requests: list[dict[str, str]] = []  # the writes (POST, PUT)
+        self.reads: list[str] = []  # the GETs (reads and searches)
         self.script: list[tuple[int, dict[str, str], dict[str, Any] | None]] = []
         self.lock = threading.Lock()
         self.public_key: bytes | None = None  # set -> SMART token endpoint on, bearer required
@@ -51,26 +59,81 @@ class FhirServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                if self.path.endswith("/auth/token"):
-                    return self._token(body)
-                if server.public_key is not None:
-                    token = self.headers.get("Authorization", "").removeprefix("Bearer ")
-                    if token not in server.issued:
-                        return self._answer(401, _outcome("unknown or expired token"))
+            def _scripted(self) -> bool:
+                """Count a write; answer it from `script` when one is queued (True)."""
                 with server.lock:
                     server.requests.append(
                         {"path": self.path, "authorization": self.headers.get("Authorization", "")}
                     )
-                    if server.script:
-                        status, headers, payload = server.script.pop(0)
-                        return self._answer(status, payload, headers)
+                    if not server.script:
+                        return False
+                    status, headers, payload = server.script.pop(0)
+                self._answer(status, payload, headers)
+                return True
+
+            def do_GET(self) -> None:
+                path = self.path.removeprefix("/fhir/")
+                with server.lock:
+                    server.reads.append(self.path)
+                    found = server.read(path)
+                if found is None:
+                    return self._answer(404, _outcome("not found"))
+                return self._answer(200, found)
+
+            def _search(self, body: bytes) -> None:
+                from urllib.parse import parse_qs
+
+                kind = self.path.removeprefix("/fhir/").removesuffix("/_search")
+                with server.lock:
+                    server.reads.append(self.path)
+                    wanted = parse_qs(body.decode()).get("identifier", [""])[0]
+                    matches = server.search(kind, wanted)
+                return self._answer(
+                    200,
+                    {
+                        "resourceType": "Bundle",
+                        "type": "searchset",
+                        "total": len(matches),
+                        "entry": [{"resource": m, "search": {"mode": "match"}} for m in matches],
+                    },
+                )
+
+            def do_PUT(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+                url = self.path.removeprefix("/fhir/")
+                if self._scripted():
+                    return None
+                with server.lock:
+                    wanted = self.headers.get("If-Match")
+                    if wanted and wanted != f'W/"{server.versions[url]}"':
+                        return self._answer(412, _outcome("version conflict"))
+                    server.store(url, body)
+                    return self._answer(200, server.read(url))
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if self.path.endswith("/auth/token"):
+                    return self._token(body)
+                if self.path.endswith("/_search"):
+                    return self._search(body)
+                if server.public_key is not None:
+                    token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                    if token not in server.issued:
+                        return self._answer(401, _outcome("unknown or expired token"))
+                if self._scripted():
+                    return None
                 try:
                     bundle = json.loads(body)
                 except ValueError:
                     return self._answer(400, _outcome("invalid JSON"))
-                problems = [p for p in validate_resource(bundle) if p.severity == "error"]
+                # each resource on its own (a delta write-back is not a whole radbridge Bundle,
+                # so the Bundle-level rules of `radbridge validate` do not apply)
+                problems = [
+                    p
+                    for entry in bundle.get("entry", [])
+                    for p in validate_resource(entry.get("resource"))
+                    if p.severity == "error" and entry.get("resource") is not None
+                ]
                 if problems or bundle.get("type") != "transaction":
                     return self._answer(
                         400, _outcome(problems[0].message if problems else "not a transaction")
@@ -84,14 +147,13 @@ class FhirServer:
                 with server.lock:
                     server.transactions += 1
                     server.by_peer[self.client_address[0]] += 1
+                    resolved = server.conditional_creates(bundle)
                     for entry in bundle["entry"]:
+                        if entry["request"]["method"] == "POST":
+                            entries.append({"response": {"status": "200 OK"}})
+                            continue
                         url = entry["request"]["url"]
-                        created = url not in server.resources
-                        server.puts[url] += 1
-                        if created or server.resources[url] != entry["resource"]:
-                            server.versions[url] += 1
-                            server.history.setdefault(url, []).append(entry["resource"])
-                        server.resources[url] = entry["resource"]
+                        created = server.store(url, _resolve(entry["resource"], resolved))
                         entries.append(
                             {"response": {"status": "201 Created" if created else "200 OK"}}
                         )
@@ -161,6 +223,57 @@ class FhirServer:
         self.base_url = f"http://{host}:{self.httpd.server_address[1]}/fhir"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
+    def store(self, url: str, resource: dict[str, Any]) -> bool:
+        """Keep one PUT (under the lock); True when it created the resource."""
+        created = url not in self.resources
+        self.puts[url] += 1
+        if created or self.resources[url] != resource:
+            self.versions[url] += 1
+            self.history.setdefault(url, []).append(resource)
+        self.resources[url] = resource
+        return created
+
+    def read(self, url: str) -> dict[str, Any] | None:
+        """A stored resource with its version as `meta.versionId` (under the lock)."""
+        found = self.resources.get(url)
+        if found is None:
+            return None
+        return {**found, "meta": {**found.get("meta", {}), "versionId": str(self.versions[url])}}
+
+    def search(self, kind: str, identifier: str) -> list[dict[str, Any]]:
+        """Resources of `kind` with the identifier `system|value` (under the lock)."""
+        system, _, value = identifier.partition("|")
+        return [
+            found
+            for url in sorted(self.resources)
+            if url.startswith(f"{kind}/")
+            and (found := self.read(url)) is not None
+            and any(
+                i.get("system") == system and i.get("value") == value
+                for i in found.get("identifier", [])
+            )
+        ]
+
+    def conditional_creates(self, bundle: dict[str, Any]) -> dict[str, str]:
+        """Carry out a transaction's `POST` entries with `ifNoneExist` (created, or the one
+        match); returns their fullUrl -> `Type/id` (under the lock)."""
+        import uuid
+        from urllib.parse import parse_qs
+
+        resolved = {}
+        for entry in bundle["entry"]:
+            request = entry["request"]
+            if request["method"] != "POST":
+                continue
+            kind = request["url"]
+            wanted = parse_qs(request.get("ifNoneExist", "")).get("identifier", [""])[0]
+            matches = self.search(kind, wanted) if wanted else []
+            url = f"{kind}/{matches[0]['id']}" if matches else f"{kind}/{uuid.uuid4()}"
+            if not matches:
+                self.store(url, {**entry["resource"], "id": url.split("/", 1)[1]})
+            resolved[entry["fullUrl"]] = url
+        return resolved
+
     def start(self) -> FhirServer:
         self.thread.start()
         return self
@@ -169,6 +282,38 @@ class FhirServer:
         self.stall_release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def _resolve(value: Any, resolved: dict[str, str]) -> Any:
+    """`value` with references to conditionally created entries made literal."""
+    if isinstance(value, dict):
+        out = {k: _resolve(v, resolved) for k, v in value.items()}
+        if value.get("reference") in resolved:
+            out["reference"] = resolved[value["reference"]]
+        return out
+    if isinstance(value, list):
+        return [_resolve(v, resolved) for v in value]
+    return value
+
+
+EHR_IDENTITY: dict[str, Any] = {
+    "identifier_systems": {"RBH": "urn:oid:2.999.1.1", "NLZ": "urn:oid:2.999.1.2"},
+    "accession_systems": {
+        "RBHOSP": "urn:oid:2.999.1.3",
+        "NLZIEK": "urn:oid:2.999.1.5",
+        "DEKLINIK": "urn:oid:2.999.1.6",
+    },
+    "patient_identifier_system": "urn:oid:2.999.1.4",
+    "ehr_patient": "create",
+}
+"""Settings for tests that deliver HL7 input to this server: identifier systems for the fixtures'
+authorities and facilities (2.999 is the OID arc ISO/IEC 9834 keeps for examples), Patients
+created when missing (this server starts empty)."""
+EHR_IDENTITY_ENV: dict[str, str] = {
+    f"RADBRIDGE_{name.upper()}": value if isinstance(value, str) else json.dumps(value)
+    for name, value in EHR_IDENTITY.items()
+}
+"""EHR_IDENTITY as the environment of a `radbridge serve` subprocess."""
 
 
 def _outcome(text: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import pytest
 from adapter.queue import RECONCILE_TASK, enqueue_extract
 from adapter.settings import Settings
 from adapter.store import Incoming, Store
-from tests.fhir_server import FhirServer
+from tests.fhir_server import EHR_IDENTITY, FhirServer
 from tests.stores import KINDS, open_store
 from workers.tasks import make_worker_app, process_message, store_for
 
@@ -182,6 +182,7 @@ def test_a_delivery_error_of_another_kind_is_recorded(tmp_path: Path, redis_url:
         redis_url=redis_url,
         stage="rules",
         fhir_base_url=server.base_url,
+        **EHR_IDENTITY,
         fhir_auth="bearer",
     )  # type: ignore[arg-type]
     store = store_for(settings)
@@ -218,6 +219,7 @@ def test_reconcile_redoes_a_delivery_redis_lost(tmp_path: Path, redis_url: str) 
         redis_url=redis_url,
         stage="rules",
         fhir_base_url=server.base_url,
+        **EHR_IDENTITY,
         reconcile_interval_s=0.5,
     )  # type: ignore[arg-type]
     store = store_for(settings)

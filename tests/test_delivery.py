@@ -142,8 +142,9 @@ def test_smart_needs_its_settings() -> None:
 
 
 def test_oru_retry_resends_the_same_control_id() -> None:
-    """Issue 14: a retried ORU keeps its MSH-10 (the receiver de-duplicates on it); a changed
-    Bundle is a new message with a new one. A real MLLP receiver answers AE, then AA."""
+    """Issue 14: a retried ORU keeps its MSH-10 (the receiver de-duplicates on it), and so does
+    the same content sent again after a re-extraction (issue 19); a changed result is a new
+    message with a new one. A real MLLP receiver answers AE, then AA."""
     import asyncio
     import threading
 
@@ -169,13 +170,17 @@ def test_oru_retry_resends_the_same_control_id() -> None:
         with pytest.raises(DeliveryRetryable):
             deliver_oru_message(bundle(), settings)
         deliver_oru_message(bundle(), settings)
-        changed = bundle()
-        changed["id"] = "another-bundle"
+        reissued = bundle()  # the same content, extracted again later: the same message
+        for entry in reissued["entry"]:  # type: ignore[attr-defined]
+            entry["resource"]["issued"] = "2027-01-01T00:00:00+00:00"
+        deliver_oru_message(reissued, settings)
+        changed = bundle()  # a changed result is a new message
+        changed["entry"][3]["resource"]["status"] = "final"  # type: ignore[index]
         deliver_oru_message(changed, settings)
     finally:
         asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
     ids = [peek_msh(payload).control_id for payload in received]
-    assert len(ids) == 3 and ids[0] == ids[1] != ids[2]
+    assert len(ids) == 4 and ids[0] == ids[1] == ids[2] != ids[3]
     assert all(0 < len(i) <= 20 for i in ids)  # MSH-10 is ST(20) in v2.5.1

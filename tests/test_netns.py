@@ -39,7 +39,7 @@ from typing import IO
 import httpx
 import pytest
 
-from tests.fhir_server import FhirServer
+from tests.fhir_server import EHR_IDENTITY_ENV, FhirServer
 from tests.promises import RADBRIDGE, msa, oru, send_mllp, serve_env, wait_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]
@@ -272,6 +272,7 @@ def test_scale_out_over_four_hosts_survives_losing_a_worker_host(tmp_path: Path)
                 "RADBRIDGE_REDIS_URL": redis_url,
                 "RADBRIDGE_DATABASE_URL": database_url,
                 "RADBRIDGE_FHIR_BASE_URL": ehr.base_url,
+                **EHR_IDENTITY_ENV,
                 # what the dead host held comes back from the broker after this (the minimum)
                 "RADBRIDGE_TASK_VISIBILITY_TIMEOUT_S": "60",
             }

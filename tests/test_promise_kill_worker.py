@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.fhir_server import FhirServer
+from tests.fhir_server import EHR_IDENTITY_ENV, FhirServer
 from tests.promises import (
     FINDINGS,
     SLOW_EXTRACT,
@@ -70,6 +70,7 @@ def test_kill_9_of_the_worker_mid_extraction_and_mid_delivery(tmp_path: Path) ->
     marker = tmp_path / "extracting"
     settings = {
         "RADBRIDGE_FHIR_BASE_URL": ehr.base_url,
+        **EHR_IDENTITY_ENV,
         "RADBRIDGE_RECONCILE_INTERVAL_S": "2",
         "TEST_SLOW_MARKER": str(marker),
         **sitecustomize_env(tmp_path / "site", SLOW_EXTRACT),
@@ -166,6 +167,7 @@ def test_reconcile_never_redoes_a_delivery_that_is_only_queued(tmp_path: Path) -
         tmp_path,
         {
             "RADBRIDGE_FHIR_BASE_URL": ehr.base_url,
+            **EHR_IDENTITY_ENV,
             "RADBRIDGE_RECONCILE_INTERVAL_S": "2",
             **sitecustomize_env(tmp_path / "site", SLOW_PARSE),
         },
@@ -219,6 +221,7 @@ def test_a_worker_lost_between_delivery_and_its_record_is_repaired_by_reconcile(
         tmp_path,
         {
             "RADBRIDGE_FHIR_BASE_URL": ehr.base_url,
+            **EHR_IDENTITY_ENV,
             "RADBRIDGE_RECONCILE_INTERVAL_S": "2",
             "TEST_DIE_MARKER": str(marker),
             **sitecustomize_env(tmp_path / "site", DIE_BEFORE_MARK),

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fhir_server import FhirServer
+from tests.fhir_server import EHR_IDENTITY_ENV, FhirServer
 from tests.promises import (
     debug_logging_env,
     make_serve,
@@ -80,6 +80,7 @@ def test_a_phi_canary_reaches_no_log_no_error_body_and_no_metric(tmp_path: Path)
         tmp_path,
         {
             "RADBRIDGE_FHIR_BASE_URL": ehr.base_url,
+            **EHR_IDENTITY_ENV,
             "RADBRIDGE_TASK_MAX_RETRIES": "1",
             **debug_logging_env(tmp_path / "site"),
         },

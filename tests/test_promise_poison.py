@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fhir_server import FhirServer
+from tests.fhir_server import EHR_IDENTITY_ENV, FhirServer
 from tests.promises import (
     FINDINGS,
     POISON,
@@ -38,6 +38,7 @@ def test_poison_messages_go_dead_with_a_reason_while_others_flow(tmp_path: Path)
         tmp_path,
         {
             "RADBRIDGE_FHIR_BASE_URL": ehr.base_url,
+            **EHR_IDENTITY_ENV,
             "RADBRIDGE_TASK_MAX_RETRIES": str(MAX_RETRIES),
             **sitecustomize_env(tmp_path / "site", POISON),
         },

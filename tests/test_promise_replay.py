@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fhir_server import FhirServer
+from tests.fhir_server import EHR_IDENTITY_ENV, FhirServer
 from tests.promises import database, make_serve, msa, oru, send_mllp, store_facts, wait_until
 
 pytestmark = pytest.mark.integration
@@ -28,7 +28,7 @@ def test_eight_senders_replaying_fifty_messages_store_extract_and_write_each_onc
     ehr = FhirServer().start()
     payloads = [oru(f"RP{n:03d}", mrn=f"MRN-RP{n:03d}") for n in range(MESSAGES)]
     with database(kind, tmp_path) as db:
-        settings = {"RADBRIDGE_FHIR_BASE_URL": ehr.base_url, **db}
+        settings = {"RADBRIDGE_FHIR_BASE_URL": ehr.base_url, **EHR_IDENTITY_ENV, **db}
         serve = make_serve(tmp_path, settings)
         acks: list[list[bytes]] = [[] for _ in range(SENDERS)]
         try:

@@ -193,7 +193,7 @@ def test_the_ehr_gets_the_final_never_the_older_preliminary_then_the_retirement(
     from celery.contrib.testing.worker import start_worker
 
     from adapter.queue import enqueue_extract
-    from tests.fhir_server import FhirServer
+    from tests.fhir_server import EHR_IDENTITY, FhirServer
     from tests.test_tasks import wait_for
     from workers.tasks import make_worker_app, store_for
 
@@ -202,6 +202,7 @@ def test_the_ehr_gets_the_final_never_the_older_preliminary_then_the_retirement(
         data_dir=tmp_path / "data",
         redis_url=redis_url,
         fhir_base_url=server.base_url,
+        **EHR_IDENTITY,
         stage="rules",
     )  # type: ignore[arg-type]
     store = store_for(settings)
@@ -250,7 +251,7 @@ def test_through_serve_the_ehr_never_gets_a_preliminary_over_a_final(
     """The EHR push with real processes (`radbridge serve` over MLLP, SQLite or PostgreSQL): a
     preliminary whose delivery was refused (503) and retried only after the final arrived, and
     a later preliminary after the final, never show at the EHR; the correction supersedes."""
-    from tests.fhir_server import FhirServer
+    from tests.fhir_server import EHR_IDENTITY_ENV, FhirServer
     from tests.promises import database, make_serve, msa, send_mllp, wait_until
 
     ehr = FhirServer().start()
@@ -258,7 +259,9 @@ def test_through_serve_the_ehr_never_gets_a_preliminary_over_a_final(
     first_preliminary = ("CT0021", "P", "20261101080000", ["FINDINGS:", "No pleural effusion."])
     later_preliminary = ("CT0022", "P", "20261101093000", ["FINDINGS:", "No pleural effusion."])
     with database(kind, tmp_path) as db:
-        serve = make_serve(tmp_path, {"RADBRIDGE_FHIR_BASE_URL": ehr.base_url, **db})
+        serve = make_serve(
+            tmp_path, {"RADBRIDGE_FHIR_BASE_URL": ehr.base_url, **EHR_IDENTITY_ENV, **db}
+        )
 
         def send(message: tuple[str, str, str, list[str]]) -> None:
             (ack,) = send_mllp(serve.mllp_port, [result(*message).raw])

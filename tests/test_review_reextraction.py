@@ -273,7 +273,7 @@ def test_the_ehr_never_gets_a_preliminary_over_a_decision(tmp_path: Path, redis_
 
     from adapter.queue import enqueue_delivery, enqueue_extract
     from adapter.store import bundles
-    from tests.fhir_server import FhirServer
+    from tests.fhir_server import EHR_IDENTITY, FhirServer
     from tests.test_tasks import wait_for
     from workers.tasks import make_worker_app, store_for
 
@@ -282,6 +282,7 @@ def test_the_ehr_never_gets_a_preliminary_over_a_decision(tmp_path: Path, redis_
         data_dir=data_dir(tmp_path),
         redis_url=redis_url,
         fhir_base_url=server.base_url,
+        **EHR_IDENTITY,
         stage="rules",
     )
     store = store_for(settings)
@@ -315,6 +316,8 @@ def test_the_ehr_never_gets_a_preliminary_over_a_decision(tmp_path: Path, redis_
             enqueue_delivery(app, bundle_id)  # what the review page does after a decision
             wanted = {oid: status for oid, (status, _) in decided.items()}
             wait_for(lambda: ehr_statuses() == wanted, timeout=60)
+            # the decisions' Provenance follows the Observations in a second transaction
+            wait_for(lambda: store.delivered_already(bundle_id, "fhir"), timeout=60)
             pushed = server.transactions
 
             store.requeue(message_id)  # `radbridge requeue` of the delivered message

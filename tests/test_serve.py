@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fhir_server import FhirServer
+from tests.fhir_server import EHR_IDENTITY_ENV, FhirServer
 from tests.serve_process import running_serve
 
 HL7_DIR = Path(__file__).parent / "fixtures" / "hl7v2"
@@ -21,7 +21,11 @@ def test_serve_end_to_end(tmp_path: Path) -> None:
     from hl7.client import MLLPClient
 
     fhir = FhirServer().start()
-    settings = {"RADBRIDGE_FHIR_BASE_URL": fhir.base_url, "RADBRIDGE_N_THREADS": "2"}
+    settings = {
+        "RADBRIDGE_FHIR_BASE_URL": fhir.base_url,
+        "RADBRIDGE_N_THREADS": "2",
+        **EHR_IDENTITY_ENV,
+    }
     try:
         with running_serve(tmp_path, settings, ready_s=60) as service:
             payload = (HL7_DIR / "chest_xray.hl7").read_bytes().strip().decode()

@@ -12,7 +12,7 @@ import pytest
 from adapter.queue import enqueue_extract
 from adapter.settings import Settings
 from adapter.store import Incoming, Store
-from tests.fhir_server import FhirServer
+from tests.fhir_server import EHR_IDENTITY, FhirServer
 from workers.tasks import make_worker_app, store_for
 
 HL7_DIR = Path(__file__).parent / "fixtures" / "hl7v2"
@@ -33,7 +33,11 @@ def test_message_flows_to_the_fhir_server(tmp_path: Path, redis_url: str) -> Non
 
     server = FhirServer().start()
     settings = Settings(
-        data_dir=tmp_path / "data", redis_url=redis_url, fhir_base_url=server.base_url, n_threads=2
+        data_dir=tmp_path / "data",
+        redis_url=redis_url,
+        fhir_base_url=server.base_url,
+        n_threads=2,
+        **EHR_IDENTITY,
     )  # type: ignore[arg-type]
     store = store_for(settings)
     app = make_worker_app(settings)

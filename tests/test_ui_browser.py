@@ -24,7 +24,7 @@ import pytest
 
 from adapter.ui.auth import add_user
 from tests.browser import chromium
-from tests.fhir_server import FhirServer
+from tests.fhir_server import EHR_IDENTITY_ENV, FhirServer
 from tests.serve_process import Service, running_serve
 
 HL7_DIR = Path(__file__).parent / "fixtures" / "hl7v2"
@@ -56,6 +56,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service,
     fhir = FhirServer().start()
     settings = {
         "RADBRIDGE_FHIR_BASE_URL": fhir.base_url,
+        **EHR_IDENTITY_ENV,
         "RADBRIDGE_STAGE": "rules",
         "RADBRIDGE_UI_USERS_FILE": str(users),
         "RADBRIDGE_UI_SESSION_SECRET": "browser-test-session-secret-0123456789",

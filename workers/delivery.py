@@ -1,6 +1,14 @@
-"""Push transaction Bundles to the EHR's FHIR server (RADBRIDGE_FHIR_BASE_URL).
+"""Push results to the EHR's FHIR server (RADBRIDGE_FHIR_BASE_URL) and over MLLP (ORU^R01).
 
-The Bundle's entries are `PUT Type/id` with deterministic ids, so a retry never duplicates.
+`deliver_report` writes one report back against the EHR's own Patient and DiagnosticReport
+(`mappings.ehr` decides what; this module reads the EHR, then sends): it finds the Patient and
+the DiagnosticReport (searches by identifier with a system, as `POST Type/_search` so that
+identifiers never appear in a URL or a request log; two matches are refused, never picked), posts radbridge's changed resources as one transaction, updates the EHR's
+DiagnosticReport with `If-Match` on the version read (or a JSON Patch, RADBRIDGE_EHR_PATCH),
+re-reading and retrying once on 409/412, then posts the decisions' Provenance with the versions
+the EHR returned. `deliver_bundle` posts one transaction Bundle as it is.
+
+radbridge's own entries are `PUT Type/id` with deterministic ids, so a retry never duplicates.
 2xx -> delivered; 429 and 5xx, timeouts and refused connections -> `DeliveryRetryable` (honouring
 `Retry-After`, seconds or HTTP-date); other 4xx -> `DeliveryRejected` with the server's
 OperationOutcome (final: the message goes dead with it stored). Auth (RADBRIDGE_FHIR_AUTH):
@@ -20,11 +28,15 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
 from adapter.settings import Settings
-from workers.errors import DeliveryError, DeliveryRejected, DeliveryRetryable
+from mappings import ehr
+from mappings.errors import AmbiguousMatch, IdentityRefused
+from mappings.report import Report
+from workers.errors import DeliveryConflict, DeliveryError, DeliveryRejected, DeliveryRetryable
 from workers.smart_auth import SmartBackendServices, StaticBearer, TokenProvider
 
 log = logging.getLogger("radbridge.delivery")
@@ -68,15 +80,6 @@ def backoff_seconds(
     ceiling = min(cap, base * (2 ** max(0, attempt)))
     delay = (rng or random.SystemRandom()).uniform(0, ceiling)
     return max(delay, retry_after or 0.0)
-
-
-def _post(
-    http: httpx.Client, base_url: str, bundle: dict[str, Any], provider: TokenProvider | None
-) -> httpx.Response:
-    headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON}
-    if provider is not None:
-        headers["Authorization"] = f"Bearer {provider.token()}"
-    return http.post(base_url.rstrip("/") + "/", json=bundle, headers=headers)
 
 
 def _outcome(response: httpx.Response) -> dict[str, Any] | None:
@@ -139,7 +142,8 @@ def deliver_bundle(
     client: httpx.Client | None = None,
     auth: TokenProvider | None = None,
 ) -> DeliveryResult:
-    """POST one transaction Bundle to the FHIR base URL (one retry after a 401 with a new token)."""
+    """POST one transaction Bundle as it is to the FHIR base URL (one retry after a 401 with a
+    new token); 408/429/5xx/409/412 retryable, other 4xx rejected with the OperationOutcome."""
     if not settings.fhir_base_url:
         raise DeliveryError("no delivery target: RADBRIDGE_FHIR_BASE_URL is not set")
     provider = auth if auth is not None else token_provider(settings)
@@ -147,38 +151,246 @@ def deliver_bundle(
     http = client or httpx.Client(timeout=settings.delivery_timeout_s)
     started = time.perf_counter()
     try:
-        response = _post(http, settings.fhir_base_url, bundle, provider)
-        if response.status_code == 401 and provider is not None:
-            provider.invalidate()
-            response = _post(http, settings.fhir_base_url, bundle, provider)
-    except httpx.TransportError as exc:
-        log.warning(
-            "delivery transport error bundle=%s error=%s", bundle.get("id"), type(exc).__name__
-        )
-        raise DeliveryRetryable(f"FHIR server unreachable ({type(exc).__name__})") from None
+        server = _Ehr(http, settings.fhir_base_url, provider)
+        response = server.checked(server.request("POST", "", body=bundle), "Bundle")
     finally:
         if own_client:
             http.close()
     seconds = time.perf_counter() - started
-    status = response.status_code
-    log.info("delivery bundle=%s status=%d seconds=%.3f", bundle.get("id"), status, seconds)
-    if 200 <= status < 300:
-        body = response.json() if response.content else {}
-        statuses = tuple(
-            str((entry.get("response") or {}).get("status", ""))
-            for entry in body.get("entry", [])
-            if isinstance(entry, dict)
-        )
-        return DeliveryResult(status=status, entry_statuses=statuses, seconds=seconds)
-    if status == 429 or status >= 500:
-        raise DeliveryRetryable(
-            f"FHIR server answered {status}",
-            status=status,
-            retry_after=parse_retry_after(response.headers.get("Retry-After")),
-        )
-    raise DeliveryRejected(
-        f"FHIR server refused the Bundle ({status})", status=status, outcome=_outcome(response)
+    log.info(
+        "delivery bundle=%s status=%d seconds=%.3f", bundle.get("id"), response.status_code, seconds
     )
+    body = response.json() if response.content else {}
+    statuses = tuple(
+        str((entry.get("response") or {}).get("status", ""))
+        for entry in body.get("entry", [])
+        if isinstance(entry, dict)
+    )
+    return DeliveryResult(status=response.status_code, entry_statuses=statuses, seconds=seconds)
+
+
+@dataclass(frozen=True)
+class WriteBack:
+    """A report written back: `hashes` of what the EHR now holds of it (to record), `sent`
+    False when nothing had changed (or the report adds nothing: no Observation)."""
+
+    hashes: dict[str, str]
+    sent: bool
+    seconds: float
+
+
+def identity_policy(settings: Settings) -> ehr.IdentityPolicy:
+    """The identity settings as `mappings.ehr` takes them."""
+    return ehr.IdentityPolicy(
+        identifier_systems=dict(settings.identifier_systems),
+        accession_systems=dict(settings.accession_systems),
+        patient_system=settings.patient_identifier_system,
+        create_patient=settings.ehr_patient == "create",
+        create_reviewer=settings.ehr_reviewer == "create",
+        reviewer_system=settings.reviewer_identifier_system,
+    )
+
+
+def _refused(exc: IdentityRefused) -> DeliveryRejected:
+    outcome: dict[str, object] = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": exc.issue_code, "diagnostics": str(exc)}],
+    }
+    return DeliveryRejected(str(exc), status=exc.http_status, outcome=outcome)
+
+
+class _Ehr:
+    """HTTP to the EHR's FHIR base: one new token after a 401, errors classified."""
+
+    def __init__(self, http: httpx.Client, base_url: str, provider: TokenProvider | None) -> None:
+        self.http = http
+        self.base_url = base_url.rstrip("/")
+        self.provider = provider
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        form: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        url = f"{self.base_url}/{path}" if path else f"{self.base_url}/"
+        content = json.dumps(body) if body is not None else None
+        if form is not None:  # a search: its parameters stay out of URLs and request logs
+            content = urlencode(form)
+        for attempt in (1, 2):
+            sent = {"Accept": FHIR_JSON, **(headers or {})}
+            if form is not None:
+                sent["Content-Type"] = "application/x-www-form-urlencoded"
+            elif body is not None:
+                sent.setdefault("Content-Type", FHIR_JSON)
+            if self.provider is not None:
+                sent["Authorization"] = f"Bearer {self.provider.token()}"
+            try:
+                response = self.http.request(method, url, content=content, headers=sent)
+            except httpx.TransportError as exc:
+                log.warning("ehr %s transport error %s", method, type(exc).__name__)
+                raise DeliveryRetryable(f"FHIR server unreachable ({type(exc).__name__})") from None
+            if response.status_code == 401 and self.provider is not None and attempt == 1:
+                self.provider.invalidate()
+                continue
+            return response
+        raise AssertionError("unreachable")
+
+    def checked(self, response: httpx.Response, what: str) -> httpx.Response:
+        status = response.status_code
+        if 200 <= status < 300:
+            return response
+        if status in (409, 412):
+            raise DeliveryConflict(f"the EHR answered {status} to the {what}", status=status)
+        if status in (408, 429) or status >= 500:
+            raise DeliveryRetryable(
+                f"FHIR server answered {status} to the {what}",
+                status=status,
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            )
+        raise DeliveryRejected(
+            f"FHIR server refused the {what} ({status})", status=status, outcome=_outcome(response)
+        )
+
+    def search(self, kind: str, key: ehr.Key) -> list[dict[str, Any]]:
+        response = self.checked(
+            self.request(
+                "POST", f"{kind}/_search", form={"identifier": f"{key.system}|{key.value}"}
+            ),
+            f"{kind} search",
+        )
+        body = response.json()
+        return [
+            e["resource"]
+            for e in body.get("entry", [])
+            if isinstance(e, dict)
+            and (e.get("resource") or {}).get("resourceType") == kind
+            and (e.get("search") or {}).get("mode", "match") == "match"
+        ]
+
+    def read(self, reference: str) -> dict[str, Any] | None:
+        response = self.request("GET", reference)
+        if response.status_code in (404, 410):
+            return None
+        found: dict[str, Any] = self.checked(response, "read").json()
+        return found
+
+
+def _one(found: list[dict[str, Any]], kind: str, key: ehr.Key) -> dict[str, Any] | None:
+    if len(found) > 1:
+        raise AmbiguousMatch(
+            f"{len(found)} {kind} resources at the EHR match one identifier (system "
+            f"{key.system}): radbridge does not pick one; merge them at the EHR, then resend"
+        )
+    return found[0] if found else None
+
+
+def _read_state(server: _Ehr, who: ehr.Identity, policy: ehr.IdentityPolicy) -> ehr.EhrState:
+    patient = who.patient_reference
+    if patient is None:
+        assert who.patient_key is not None
+        found = _one(server.search("Patient", who.patient_key), "Patient", who.patient_key)
+        if found is not None:
+            patient = f"Patient/{found['id']}"
+        elif not policy.create_patient:
+            raise IdentityRefused(
+                f"no Patient at the EHR has the report's identifier (system "
+                f"{who.patient_key.system}); RADBRIDGE_EHR_PATIENT=match writes results only "
+                "against an existing Patient"
+            )
+    report = server.read(who.report_reference) if who.report_reference else None
+    if report is None and who.report_key is not None:
+        report = _one(
+            server.search("DiagnosticReport", who.report_key), "DiagnosticReport", who.report_key
+        )
+    version = str((report or {}).get("meta", {}).get("versionId") or "") or None
+    return ehr.EhrState(patient=patient, report=report, report_version=version)
+
+
+def deliver_report(
+    bundle: dict[str, Any],
+    report: Report | None,
+    settings: Settings,
+    delivered: dict[str, str],
+    *,
+    client: httpx.Client | None = None,
+    auth: TokenProvider | None = None,
+) -> WriteBack:
+    """Write one report's current state back to the EHR (see the module docstring).
+    `delivered`: the hashes recorded by the last delivery (only what changed is sent).
+    DeliveryRejected (with an OperationOutcome) when the identity policy refuses it."""
+    if not settings.fhir_base_url:
+        raise DeliveryError("no delivery target: RADBRIDGE_FHIR_BASE_URL is not set")
+    if not ehr.has_content(bundle):
+        return WriteBack(hashes=dict(delivered), sent=False, seconds=0.0)
+    if report is None:
+        raise _refused(IdentityRefused("the Bundle has no source message: its identity is unknown"))
+    policy = identity_policy(settings)
+    provider = auth if auth is not None else token_provider(settings)
+    own_client = client is None
+    http = client or httpx.Client(timeout=settings.delivery_timeout_s)
+    server = _Ehr(http, settings.fhir_base_url, provider)
+    started = time.perf_counter()
+    try:
+        who = ehr.identity(report, policy)
+        for attempt in (1, 2):
+            state = _read_state(server, who, policy)
+            plan = ehr.plan(
+                bundle, who, state, policy, delivered,
+                base_url=settings.fhir_base_url, patch=settings.ehr_patch,
+            )  # fmt: skip
+            try:
+                versions: dict[str, str] = {}
+                sent = False
+                if plan.transaction is not None:
+                    answer = server.checked(
+                        server.request("POST", "", body=plan.transaction), "transaction"
+                    )
+                    versions = ehr.versions_from_response(answer.json() if answer.content else {})
+                    sent = True
+                if plan.report_update is not None or plan.patch is not None:
+                    patching = plan.report_update is None  # JSON Patch, else the whole resource
+                    headers = {"Content-Type": "application/json-patch+json"} if patching else {}
+                    if state.report_version:
+                        headers["If-Match"] = f'W/"{state.report_version}"'
+                    server.checked(
+                        server.request(
+                            "PATCH" if patching else "PUT", plan.report_reference,
+                            body=plan.patch if patching else plan.report_update, headers=headers,
+                        ),
+                        "DiagnosticReport update",
+                    )  # fmt: skip
+                    sent = True
+                reviews, review_hashes = ehr.review_transaction(
+                    bundle, plan, versions, policy, delivered, base_url=settings.fhir_base_url
+                )
+                if reviews is not None:
+                    server.checked(server.request("POST", "", body=reviews), "review transaction")
+                    sent = True
+            except DeliveryConflict as conflict:
+                log.info(
+                    "delivery bundle=%s conflict=%s attempt=%d",
+                    bundle.get("id"), conflict.status, attempt,
+                )  # fmt: skip
+                if attempt == 2:
+                    raise DeliveryConflict(
+                        f"the EHR answered {conflict.status} to a conditional write twice",
+                        status=conflict.status,
+                    ) from None
+                continue
+            seconds = time.perf_counter() - started
+            log.info("delivery bundle=%s sent=%s seconds=%.3f", bundle.get("id"), sent, seconds)
+            return WriteBack(hashes={**plan.hashes, **review_hashes}, sent=sent, seconds=seconds)
+    except IdentityRefused as exc:
+        log.warning("delivery bundle=%s refused: %s", bundle.get("id"), type(exc).__name__)
+        raise _refused(exc) from None
+    finally:
+        if own_client:
+            http.close()
+    raise AssertionError("unreachable")
 
 
 def send_mllp(target_url: str, message: bytes, timeout: float) -> bytes:
@@ -205,26 +417,47 @@ def send_mllp(target_url: str, message: bytes, timeout: float) -> bytes:
         raise DeliveryRetryable(f"MLLP target: {exc}") from None
 
 
-def oru_control_id(bundle: dict[str, Any]) -> str:
-    """The ORU's MSH-10: the same for every retry of one Bundle, new when the Bundle changes
-    (a corrected result is a new message). 'RB' + 18 hex digits of the Bundle's SHA-256: fits
+def oru_control_id(content: bytes) -> str:
+    """The ORU's MSH-10 from its content (built with an empty MSH-10 and a fixed MSH-7): the same
+    for every send of the same content (a retry, a re-send after requeue), new when the content
+    changes (a corrected result is a new message). 'RB' + 18 hex digits of its SHA-256: fits
     ST(20)."""
     import hashlib
 
-    canonical = json.dumps(bundle, sort_keys=True, ensure_ascii=False).encode("utf-8")
-    return "RB" + hashlib.sha256(canonical).hexdigest()[:18]
+    return "RB" + hashlib.sha256(content).hexdigest()[:18]
 
 
-def deliver_oru_message(bundle: dict[str, Any], settings: Settings) -> bytes:
+def oru_message(bundle: dict[str, Any], report: Report | None, settings: Settings) -> bytes:
+    """The ORU^R01 of one Bundle (MSH-3..6 from settings), with its content-derived MSH-10."""
+    from mappings.oru import oru_from_bundle
+
+    def build(control_id: str, now: datetime | None) -> bytes:
+        return oru_from_bundle(
+            bundle,
+            control_id=control_id,
+            report=report,
+            sending_application=settings.oru_sending_application,
+            sending_facility=settings.oru_sending_facility,
+            receiving_application=settings.oru_receiving_application,
+            receiving_facility=settings.oru_receiving_facility,
+            now=now,
+        )
+
+    return build(oru_control_id(build("", datetime(2000, 1, 1, tzinfo=UTC))), None)
+
+
+def deliver_oru_message(
+    bundle: dict[str, Any], settings: Settings, report: Report | None = None
+) -> bytes:
     """Send a Bundle as ORU^R01 over MLLP to RADBRIDGE_ORU_TARGET; returns the ACK.
 
     AA/CA -> done; AE/CE or no answer -> DeliveryRetryable; AR/CR -> DeliveryRejected.
-    A retry resends the same MSH-10 (`oru_control_id`), so the receiver can de-duplicate it.
+    A resend of the same content carries the same MSH-10 (`oru_control_id`), so the receiver
+    can de-duplicate it.
     """
     from mappings.ack import read_ack_code
-    from mappings.oru import oru_from_bundle
 
-    message = oru_from_bundle(bundle, control_id=oru_control_id(bundle))
+    message = oru_message(bundle, report, settings)
     ack = send_mllp(settings.oru_target or "", message, settings.delivery_timeout_s)
     code = read_ack_code(ack) or ""
     log.info("oru delivery bundle=%s ack=%s", bundle.get("id"), code)

@@ -10,6 +10,7 @@ RadbridgeError (mappings.errors)
     │                              retried, never accepted
     ├── DeliveryError              a Bundle or ORU could not be delivered (e.g. no target set)
     │   ├── DeliveryRetryable      a passing failure (429, 5xx, timeout): retried     503
+    │   │   └── DeliveryConflict   409/412 on a conditional write (read again, retried)  503
     │   └── DeliveryRejected       the receiver refused it for good: dead             502
     └── SpanError                  workers/context.py: a span outside the text (a bug)
 """
@@ -67,6 +68,11 @@ class DeliveryRetryable(DeliveryError):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+
+
+class DeliveryConflict(DeliveryRetryable):
+    """The EHR answered 409/412 to a conditional write (its resource changed since it was
+    read): `deliver_report` reads again and retries once, then leaves it to the retry."""
 
 
 class DeliveryRejected(DeliveryError):

@@ -35,7 +35,7 @@ from mappings.errors import HL7ErrorCode, MessageRejected
 from mappings.report import Report
 from mappings.template import load_builtin_templates
 from mappings.timeline import TimelineEntry, link_stored, patient_reference
-from workers.delivery import backoff_seconds, deliver_bundle
+from workers.delivery import backoff_seconds, deliver_report
 from workers.errors import (
     DeliveryError,
     DeliveryRejected,
@@ -136,6 +136,21 @@ def process_message(
         len(superseded),
     )
     return bundle_ids
+
+
+def report_of_bundle(store: Store, settings: Settings, bundle_id: str) -> Report | None:
+    """The source `Report` a stored Bundle was extracted from (its message parsed again: the
+    identity at the EHR and the ORU's PID/PV1/OBR come from what the source sent); None for a
+    Bundle without a message or whose message no longer parses."""
+    source = store.bundle_source(bundle_id)
+    message_id, report_id = source if source is not None else (None, "")
+    if message_id is None:
+        return None
+    try:
+        reports = parse_message(store.raw(message_id), _content_type(store, message_id), settings)
+    except MessageRejected:
+        return None
+    return next((r for r in reports if r.report_id == report_id), None)
 
 
 def timeline_links(store: Store, settings: Settings, entry: TimelineEntry) -> dict[str, str]:
@@ -267,7 +282,7 @@ def register_tasks(app: Celery) -> None:
         else:
             reason = f"delivery failed ({name})"
         if isinstance(exc, DeliveryRejected):
-            reason = f"delivery rejected ({exc.status})"
+            reason = f"delivery rejected ({exc.status}): {exc}"
         store_for(settings).record_delivery_attempt(
             bundle_id, target, state="dead", status=status, outcome=getattr(exc, "outcome", None)
         )
@@ -295,7 +310,9 @@ def register_tasks(app: Celery) -> None:
                 store.mark_delivered_if_extracted(message_id)
             return "already delivered"
         try:
-            result = deliver_bundle(bundle, settings)
+            report = report_of_bundle(store, settings, bundle_id)
+            delivered = store.delivered_hashes(bundle_id, "fhir")
+            result = deliver_report(bundle, report, settings, delivered)
         except Exception as exc:
             status = getattr(exc, "status", None)
             reason = delivery_failed(
@@ -303,7 +320,10 @@ def register_tasks(app: Celery) -> None:
             )
             message_dead(bundle_id, reason)
             return "rejected" if isinstance(exc, DeliveryRejected) else "dead"
-        store.record_delivery_attempt(bundle_id, "fhir", state="delivered", status=result.status)
+        store.record_delivery_attempt(
+            bundle_id, "fhir", state="delivered", status=200 if result.sent else None,
+            delivered=result.hashes,
+        )  # fmt: skip
         if message_id is not None:
             store.mark_delivered_if_extracted(message_id)
         return "delivered"
@@ -363,7 +383,7 @@ def register_tasks(app: Celery) -> None:
         if store.delivered_already(bundle_id, "oru"):  # a second copy (reconcile): send nothing
             return "already delivered"
         try:
-            deliver_oru_message(bundle, settings)
+            deliver_oru_message(bundle, settings, report_of_bundle(store, settings, bundle_id))
         except Exception as exc:
             status = getattr(exc, "status", None)
             delivery_failed(
