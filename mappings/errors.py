@@ -9,8 +9,10 @@
     │   │   └── UnsafeParserFormat      a task's parser format would run code (extractinator.py)
     │   ├── TerminologyError            a code is not in the verified code table
     │   ├── FhirMappingError            a FHIR resource cannot be read or built
-    │   └── ReviewRefused               a review decision cannot be applied (review.py)  422
-    │       └── ReviewConflict          the Observation changed since it was loaded      409
+    │   ├── ReviewRefused               a review decision cannot be applied (review.py)  422
+    │   │   └── ReviewConflict          the Observation changed since it was loaded      409
+    │   └── SearchRefused               a FHIR search that is not run (search_query.py)  400
+    │       └── SearchUnsupported       an unsupported parameter, modifier or prefix     400
     ├── AdapterError                    adapter/ (see adapter/errors.py)
     │   ├── ConfigError, InputError, StoreError
     │   ├── MllpError                   adapter/mllp.py
