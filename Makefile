@@ -21,7 +21,7 @@ MEDPLUM_PACKAGES := @medplum/fhir-router@$(MEDPLUM_VERSION) @medplum/core@$(MEDP
 MEDPLUM_STAMP := $(NODE_PREFIX)/.installed-medplum-$(MEDPLUM_VERSION)
 DEMO_OUT ?= demo-out
 
-.PHONY: help venv browser demo test check lint format typecheck pytest fuzz gpu bench bench-engines clean
+.PHONY: help venv browser demo test check lint format typecheck pytest fuzz gpu bench bench-search bench-engines clean
 
 help:
 	@echo "make demo | make test | make check | make fuzz | make gpu | make bench | make clean"
@@ -127,6 +127,11 @@ $(BENCH_STAMP): $(BIN)/.installed
 bench: venv $(BENCH_STAMP)
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/extraction.py $(BENCH_ARGS)
+
+# FHIR search on the store's index against reading every row (SQLite; BENCH_SEARCH_ARGS=
+# --database-url URL for PostgreSQL).
+bench-search: venv
+	$(BIN)/python benchmarks/fhir_search.py $(BENCH_SEARCH_ARGS)
 
 # In-process engine against `radbridge llm-server` at 1, 4 and 8 in flight (ENGINE_ARGS=--gpu
 # --model PATH on a CUDA host with CUDA builds of llama-cpp-python and xllamacpp).

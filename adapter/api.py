@@ -15,9 +15,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 from fastapi import Depends, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
@@ -25,9 +23,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from adapter.control_ids import ControlIds
 from adapter.errors import AdapterError, StoreError
+from adapter.fhir_routes import FHIR_JSON, fhir_interaction, install_fhir_routes
 from adapter.ingest import INLINE_BODY_BYTES, Hl7Ingest, fhir_messages
-from adapter.reviews import observation_version, provenances_of
 from adapter.settings import Settings
 from adapter.store import Incoming, Store, field_problem
 from adapter.ui import install_ui
@@ -36,11 +35,8 @@ from mappings.errors import MessageRejected, RadbridgeError
 from mappings.inbound import parse_fhir_resource
 
 log = logging.getLogger("radbridge.api")
-FHIR_JSON = "application/fhir+json"
 MAX_JSON_DEPTH = 100  # FHIR resources nest ~20 deep; Python's json recurses per level
 MAX_JOB_ID = 2**63 - 1  # the store's 64-bit integer ids
-DEFAULT_PAGE = 100  # searchset page size without _count
-MAX_PAGE = 1000
 _BRACKETS_ONLY = bytes(b for b in range(256) if b not in b"[]{}")
 HL7_ER7 = "x-application/hl7-v2+er7"
 _ISSUE_CODES = {
@@ -49,6 +45,7 @@ _ISSUE_CODES = {
     403: "forbidden",
     404: "not-found",
     405: "not-supported",
+    406: "not-supported",
     413: "too-costly",
     415: "not-supported",
     422: "invalid",
@@ -111,25 +108,6 @@ def _internal_outcome(exc: BaseException) -> JSONResponse:
     return _fhir(operation_outcome(text, "exception"), status)
 
 
-def _int_param(params: Any, name: str, default: int, low: int, high: int) -> int:
-    """An integer search parameter within [low, high]; ApiError 400 otherwise."""
-    value = params.get(name)
-    if value is None:
-        return default
-    if not (value.isascii() and value.isdigit()) or not low <= int(value) <= high:
-        raise ApiError(400, f"{name} must be an integer from {low} to {high}")
-    return int(value)
-
-
-def _page_url(request: Request, offset: int, count: int) -> str:
-    """The search URL of one page: the request's parameters with `_offset` and `_count` set."""
-    query = [
-        (k, v) for k, v in request.query_params.multi_items() if k not in ("_offset", "_count")
-    ]
-    query += [("_count", str(count)), ("_offset", str(offset))]
-    return str(request.url.replace(query=urlencode(query)))
-
-
 def _fhir(
     body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -167,15 +145,23 @@ def create_app(
     broker_ready: Callable[[], bool] | None = None,
     mllp_counters: dict[str, int] | None = None,
     worker_ready: Callable[[], bool] | None = None,
+    control_ids: ControlIds | None = None,
 ) -> FastAPI:
-    """The API over a store; `on_accepted(message_id)` enqueues the extraction. The settings
-    are checked by the serving command (`radbridge serve`), not here."""
+    """The API over a store; `on_accepted(message_id)` enqueues the extraction; `control_ids`
+    draws the MSH-10 of ACKs (the serve's one generator, shared with MLLP). The settings are
+    checked by the serving command (`radbridge serve`), not here."""
     app = FastAPI(
         title="radbridge",
         version="0.1.0",
         description="Radiology reports to coded FHIR Observations",
     )
-    ingest = Hl7Ingest(store, channel="http-hl7v2", on_accepted=on_accepted, group_commit=False)
+    ingest = Hl7Ingest(
+        store,
+        channel="http-hl7v2",
+        on_accepted=on_accepted,
+        group_commit=False,
+        control_ids=control_ids,
+    )
     counters = {"received": 0, "acked": 0, "rejected": 0}
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
 
@@ -301,7 +287,14 @@ def create_app(
         ]
         return _fhir(outcome, 202)
 
-    @app.post("/fhir/DiagnosticReport", dependencies=auth, status_code=202)
+    @app.post(
+        "/fhir/DiagnosticReport",
+        dependencies=auth,
+        status_code=202,
+        description="Accepted as a job (202, Location /jobs/{id}), not stored as sent: "
+        "radbridge extracts it and serves the resulting DiagnosticReport and Observations",
+        openapi_extra=fhir_interaction("DiagnosticReport", "create"),
+    )
     async def post_diagnostic_report(body: RequestBody) -> JSONResponse:
         return await accept_fhir(body, ("DiagnosticReport",))
 
@@ -309,95 +302,7 @@ def create_app(
     async def post_bundle(body: RequestBody) -> JSONResponse:
         return await accept_fhir(body, ("Bundle",))
 
-    @app.get("/fhir/Observation", dependencies=auth)
-    async def search_observations(request: Request) -> JSONResponse:
-        params = request.query_params
-        since = None
-        if "_lastUpdated" in params:
-            value = params["_lastUpdated"].removeprefix("ge").removeprefix("gt")
-            try:
-                since = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            except ValueError:
-                raise ApiError(
-                    400, "_lastUpdated must be a FHIR instant, optionally prefixed ge/gt"
-                ) from None
-            if since.tzinfo is None:
-                since = since.replace(tzinfo=UTC)
-        count = _int_param(params, "_count", DEFAULT_PAGE, 0, MAX_PAGE)
-        offset = _int_param(params, "_offset", 0, 0, MAX_JOB_ID)
-        subject, code, derived = (params.get(k) for k in ("subject", "code", "derived-from"))
-        total = store.count_observations(
-            subject=subject, code=code, derived_from=derived, last_updated_since=since
-        )
-        found = store.search_observations(
-            subject=subject,
-            code=code,
-            derived_from=derived,
-            last_updated_since=since,
-            limit=count,
-            offset=offset,
-        )
-        links = [{"relation": "self", "url": _page_url(request, offset, count)}]
-        if offset + len(found) < total and count > 0:
-            links.append({"relation": "next", "url": _page_url(request, offset + count, count)})
-        return _fhir(
-            {
-                "resourceType": "Bundle",
-                "type": "searchset",
-                "total": total,
-                "link": links,
-                "entry": [
-                    {
-                        "fullUrl": f"Observation/{o['id']}",
-                        "resource": o,
-                        "search": {"mode": "match"},
-                    }
-                    for o in found
-                ],
-            }
-        )
-
-    @app.get("/fhir/Provenance", dependencies=auth)
-    async def search_provenance(request: Request) -> JSONResponse:
-        target = request.query_params.get("target", "")
-        if not target.startswith("Observation/") or "/" in target.removeprefix("Observation/"):
-            raise ApiError(400, "target must be Observation/<id>")
-        found = provenances_of(store, target.removeprefix("Observation/"))
-        return _fhir(
-            {
-                "resourceType": "Bundle",
-                "type": "searchset",
-                "total": len(found),
-                "entry": [
-                    {"fullUrl": f"Provenance/{p['id']}", "resource": p, "search": {"mode": "match"}}
-                    for p in found
-                ],
-            }
-        )
-
-    @app.get("/fhir/Observation/{resource_id}/_history/{version_id}", dependencies=auth)
-    async def read_version(
-        resource_id: str, version_id: Annotated[int, Path(ge=1, le=MAX_JOB_ID)]
-    ) -> JSONResponse:
-        resource = observation_version(store, resource_id, version_id)
-        if resource is None:
-            raise ApiError(404, f"Observation/{resource_id}/_history/{version_id} not found")
-        return _fhir(resource)
-
-    @app.get("/fhir/{resource_type}/{resource_id}", dependencies=auth)
-    async def read_resource(resource_type: str, resource_id: str) -> JSONResponse:
-        if resource_type not in (
-            "Observation",
-            "DiagnosticReport",
-            "Provenance",
-            "Device",
-            "Patient",
-        ):
-            raise ApiError(404, f"{resource_type} is not served here")
-        resource = store.get_resource(resource_type, resource_id, served=True)
-        if resource is None:
-            raise ApiError(404, f"{resource_type}/{resource_id} not found")
-        return _fhir(resource)
+    install_fhir_routes(app, settings, store, auth)
 
     @app.get("/jobs/{job_id}", dependencies=auth)
     async def job(job_id: Annotated[int, Path(ge=1, le=MAX_JOB_ID)]) -> JSONResponse:

@@ -22,15 +22,14 @@ import asyncio
 import collections
 import contextlib
 import functools
-import itertools
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from adapter.control_ids import ControlIds
 from adapter.errors import StoreError, StoreRefused
 from adapter.store import AcceptResult, Incoming, Store, field_problem
 from mappings.ack import AckError, Outcome, build_ack, needs_commit_ack
@@ -190,6 +189,7 @@ class Hl7Ingest:
         nak_codes: NakPolicy | None = None,
         on_accepted: Callable[[int], None] | None = None,
         group_commit: bool = True,
+        control_ids: ControlIds | None = None,
     ) -> None:
         self.store = store
         self.group_commit = group_commit
@@ -198,15 +198,12 @@ class Hl7Ingest:
         self.on_accepted = on_accepted
         self.committer = GroupCommitter(store)
         self.counters = {"received": 0, "acked": 0, "rejected": 0, "duplicates": 0}
-        self._ids = itertools.count(1)
-        self._prefix = f"RB{int(time.time())}"
+        # MSH-10 of the ACKs: shared with the other channel of the same serve (one generator)
+        self._control_id = control_ids or ControlIds.reserve(store)
 
     async def close(self) -> None:
         """Commit what is queued and stop the committer."""
         await self.committer.stop()
-
-    def _control_id(self) -> str:
-        return f"{self._prefix}.{next(self._ids)}"
 
     def _nak(
         self, peek: MshPeek | None, outcome: Outcome, code: HL7ErrorCode, text: str

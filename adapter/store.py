@@ -33,6 +33,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from adapter.errors import StoreError, StoreRefused
 from adapter.reextraction import keep_reviewed
+from adapter.search_index import keys_condition, write_tokens
 from adapter.settings import Settings
 from adapter.tables import (
     audit_events,
@@ -44,6 +45,7 @@ from adapter.tables import (
     resources,
 )
 from mappings.fhir_out import diagnostic_report_of
+from mappings.search_params import IndexTerms, index_terms
 
 log = logging.getLogger("radbridge.store")
 
@@ -773,13 +775,21 @@ class Store:
                 if e["resource"]["resourceType"] == "DiagnosticReport"
                 for ref in e["resource"].get("result", [])
             }
-            for entry in bundle.get("entry", []):
-                if (entry["resource"]["resourceType"], entry["resource"]["id"]) in kept.skip:
-                    continue  # a reviewer's decision, kept as it is stored
-                row = _index_row(entry["resource"], bundle_id, now, report_of)
+            written = [  # a reviewer's decision is kept as it is stored
+                (entry["resource"], index_terms(entry["resource"]))
+                for entry in bundle.get("entry", [])
+                if (entry["resource"]["resourceType"], entry["resource"]["id"]) not in kept.skip
+            ]
+            stored_now = self._current_versions(connection, [r for r, _ in written])
+            for resource, terms in written:
+                row = _index_row(resource, bundle_id, now, report_of, terms)
                 changed = {k: v for k, v in row.items() if k not in ("resource_type", "id")}
-                _keep_version(connection, row, changed)  # an Observation's history
+                previous = stored_now.get((row["resource_type"], row["id"]))
+                if previous is not None and previous.body != row["body"]:  # its history
+                    archive_version(connection, previous)
+                    changed["version_id"] = previous.version_id + 1
                 connection.execute(self._upsert(resources, row, ("resource_type", "id"), changed))
+            write_tokens(connection, written)
         if retired:
             log.info("bundle %s retired %d observations", bundle_id, len(retired))
         return SavedResult(
@@ -845,6 +855,27 @@ class Store:
                 sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(report_id, 0)))
             )
 
+    def _current_versions(
+        self, connection: Connection, written: Sequence[dict[str, Any]]
+    ) -> dict[tuple[str, str], Any]:
+        """The stored rows (type, id, version, body, last_updated) of the resources about to be
+        rewritten, in one query: a rewrite with a different body archives the current version
+        and becomes the next one (same body: same version). On PostgreSQL the rows are locked:
+        a Patient or Device that reports share is rewritten by one transaction at a time (one
+        report's own resources already are)."""
+        keys = sorted({(str(r["resourceType"]), str(r["id"])) for r in written})
+        if not keys:
+            return {}
+        query = sa.select(
+            resources.c.resource_type,
+            resources.c.id,
+            resources.c.version_id,
+            resources.c.body,
+            resources.c.last_updated,
+        ).where(keys_condition(resources.c.resource_type, resources.c.id, keys))
+        rows = connection.execute(query if self.is_sqlite else query.with_for_update()).all()
+        return {(str(row.resource_type), str(row.id)): row for row in rows}
+
     def get_bundle(self, bundle_id: str) -> dict[str, Any] | None:
         """A stored Bundle, or None."""
         with self._tx() as connection:
@@ -856,7 +887,8 @@ class Store:
     def get_resource(
         self, resource_type: str, resource_id: str, *, served: bool = False
     ) -> dict[str, Any] | None:
-        """One stored resource by type and id, or None; `served`: with `meta.lastUpdated`."""
+        """One stored resource by type and id, or None; `served`: with `meta.lastUpdated` and
+        `meta.versionId`."""
         with self._tx() as connection:
             row = connection.execute(
                 sa.select(resources.c.body, resources.c.last_updated, resources.c.version_id).where(
@@ -868,8 +900,7 @@ class Store:
         resource: dict[str, Any] = json.loads(row[0])
         if not served:
             return resource
-        version = row[2] if resource_type == "Observation" else None
-        return _with_last_updated(resource, row[1], version)
+        return _with_last_updated(resource, row[1], row[2])
 
     def _observation_query(
         self,
@@ -1112,7 +1143,11 @@ def _retired(observation: dict[str, Any]) -> dict[str, Any]:
 
 
 def _index_row(
-    resource: dict[str, Any], bundle_id: str, now: datetime, report_of: dict[str, str]
+    resource: dict[str, Any],
+    bundle_id: str,
+    now: datetime,
+    report_of: dict[str, str],
+    terms: IndexTerms,
 ) -> dict[str, Any]:
     """The search columns of one resource (code = first coding as `system|code`)."""
     codings = (resource.get("code") or {}).get("coding") or []
@@ -1128,32 +1163,19 @@ def _index_row(
         "status": resource.get("status"),
         "last_updated": now,
         "body": json.dumps(resource, ensure_ascii=False),
+        "date_start": terms.date_start,
+        "date_end": terms.date_end,
     }
 
 
-# -- Observation versions (issue 13; the review itself is in adapter/reviews.py) ---------------
-def _keep_version(connection: Connection, row: dict[str, Any], changed: dict[str, Any]) -> None:
-    """Before an Observation is rewritten with a different body: its current version goes to
-    `resource_versions` and the rewrite becomes the next version (same body: same version)."""
-    if row["resource_type"] != "Observation":
-        return
-    current = connection.execute(
-        sa.select(
-            resources.c.id, resources.c.version_id, resources.c.body, resources.c.last_updated
-        ).where(resources.c.resource_type == "Observation", resources.c.id == row["id"])
-    ).first()
-    if current is None or current.body == row["body"]:
-        return
-    archive_version(connection, current)
-    changed["version_id"] = current.version_id + 1
-
-
+# -- resource versions (issue 13; the review itself is in adapter/reviews.py) ------------------
 def archive_version(connection: Connection, current: Any) -> None:
-    """Keep an Observation's current version (a row with id, version_id, last_updated, body) in
-    `resource_versions` before it is rewritten (a re-extraction or a clinician's decision)."""
+    """Keep a resource's current version (a row with resource_type, id, version_id, last_updated,
+    body) in `resource_versions` before it is rewritten (a re-extraction, a superseding report or
+    a clinician's decision)."""
     connection.execute(
         resource_versions.insert().values(
-            resource_type="Observation",
+            resource_type=current.resource_type,
             id=current.id,
             version_id=current.version_id,
             last_updated=current.last_updated,

@@ -79,12 +79,52 @@ resources = sa.Table(
     sa.Column("code", sa.String(255)),
     sa.Column("report_ref", sa.String(255)),
     sa.Column("status", sa.String(32)),  # the resource's own status (retired ones are not served)
-    # the Observation's current version (`meta.versionId`); older ones are in resource_versions
+    # the resource's current version (`meta.versionId`); older ones are in resource_versions
     sa.Column("version_id", sa.Integer, nullable=False, server_default="1"),
     sa.Column("last_updated", sa.DateTime(timezone=True), nullable=False),
     sa.Column("body", sa.Text, nullable=False),
+    # the `date` search parameter's range [date_start, date_end) in UTC (effective[x] or
+    # Provenance.recorded at their written precision; mappings/search_params.py)
+    sa.Column("date_start", sa.DateTime(timezone=True)),
+    sa.Column("date_end", sa.DateTime(timezone=True)),
 )
 sa.Index("ix_resources_search", resources.c.resource_type, resources.c.subject, resources.c.code)
+sa.Index(
+    "ix_resources_updated", resources.c.resource_type, resources.c.last_updated, resources.c.id
+)
+sa.Index(
+    "ix_resources_status", resources.c.resource_type, resources.c.status, resources.c.last_updated
+)
+sa.Index("ix_resources_date", resources.c.resource_type, resources.c.date_start)
+sa.Index("ix_resources_date_end", resources.c.resource_type, resources.c.date_end)
+
+# the token and reference values of the FHIR search parameters (one row per coding, identifier
+# or reference of a resource's current version; written with the resource, adapter/search_index.py)
+search_tokens = sa.Table(
+    "search_tokens",
+    metadata,
+    sa.Column("resource_type", sa.String(64), primary_key=True),
+    sa.Column("resource_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(64), primary_key=True),  # the search parameter
+    sa.Column("system", sa.String(255), primary_key=True),  # "" when none; a reference's type
+    sa.Column("code", sa.String(255), primary_key=True),  # code, identifier value or id
+)
+sa.Index(
+    "ix_search_tokens_code",
+    search_tokens.c.resource_type,
+    search_tokens.c.name,
+    search_tokens.c.code,
+    search_tokens.c.system,
+)
+
+# one row per start of a service that acknowledges HL7v2 (HTTP and MLLP share it): its id
+# prefixes the MSH-10 of every ACK the service sends, unique across restarts (adapter/control_ids.py)
+ack_generations = sa.Table(
+    "ack_generations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+)
 
 deliveries = sa.Table(
     "deliveries",
@@ -113,7 +153,7 @@ audit_events = sa.Table(
     sa.Column("detail", sa.Text),
 )
 
-# the earlier versions of a rewritten Observation (the current one is in `resources`)
+# the earlier versions of a rewritten resource (the current one is in `resources`)
 resource_versions = sa.Table(
     "resource_versions",
     metadata,

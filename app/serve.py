@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from adapter.api import create_app
+from adapter.control_ids import ControlIds
 from adapter.errors import ConfigError
 from adapter.ingest import Hl7Ingest
 from adapter.mllp import MllpServer
@@ -177,11 +178,13 @@ async def run_services(settings: Settings, *, with_worker: bool = True) -> None:
             worker_child(settings, broker, reclaim=embedded is not None) if with_worker else None
         )
         depth, broker_ready = queue_depth_probe(broker)
-        ingest = Hl7Ingest(store, on_accepted=on_accepted)
+        control_ids = ControlIds.reserve(store)  # one MSH-10 counter for MLLP and HTTP ACKs
+        ingest = Hl7Ingest(store, on_accepted=on_accepted, control_ids=control_ids)
         api = create_app(
             settings,
             store,
             on_accepted=on_accepted,
+            control_ids=control_ids,
             queue_depth=depth,
             broker_ready=broker_ready,
             worker_ready=worker_alive_probe(worker, broker),

@@ -15,7 +15,7 @@ traffic — or `--timeout` seconds pass. It reads each fixture with the service'
 (`adapter.inputs`), routes it with the built-in templates as the worker does
 (`workers.process.route`), computes the UUIDv5 ids the service gives the report's resources
 (`mappings.fhir_out.diagnostic_report_id`, `provenance_id`) and pulls them:
-`GET /fhir/DiagnosticReport/{id}`, `GET /fhir/Observation?derived-from=…`,
+`GET /fhir/DiagnosticReport/{id}`, `GET /fhir/Observation?_id=…` (its results),
 `GET /fhir/Provenance/{id}` per template, and the Patient and Device they reference.
 
 Goldens beside each fixture: `NAME.ack` (the ACKs, or the HTTP answer for FHIR) and
@@ -318,6 +318,25 @@ def _get(client: httpx.Client, url: str) -> dict[str, Any] | None:
     return body
 
 
+def _results(client: httpx.Client, api: str, report: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The served Observations a DiagnosticReport lists in `result` (`_id` searches of 100
+    ids: retired ones are left out, as searches do)."""
+    ids = [
+        str(r.get("reference", "")).removeprefix("Observation/")
+        for r in (report or {}).get("result", [])
+    ]
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(ids), 100):
+        chunk = ",".join(ids[start : start + 100])
+        page = _get(client, f"{api}/fhir/Observation?_id={chunk}&_count=1000") or {}
+        found += [
+            e["resource"]
+            for e in page.get("entry", [])
+            if (e.get("search") or {}).get("mode") == "match"
+        ]
+    return found
+
+
 def _sort_key(resource: dict[str, Any]) -> tuple[str, str, str]:
     return (
         str((resource.get("code") or {}).get("text", "")),
@@ -356,10 +375,7 @@ def pull_results(client: httpx.Client, fixture: Fixture, options: ReplayOptions)
         routing = route(report, templates)  # the worker's routing (workers.process)
         chosen = [t for t in templates if t in routing.chosen]
         diagnostic_report = _get(client, f"{api}/fhir/DiagnosticReport/{report_id}")
-        search = _get(
-            client, f"{api}/fhir/Observation?derived-from=DiagnosticReport/{report_id}"
-        ) or {"entry": []}
-        observations = sorted((e["resource"] for e in search.get("entry", [])), key=_sort_key)
+        observations = sorted(_results(client, api, diagnostic_report), key=_sort_key)
         provenances = [
             p
             for t in chosen

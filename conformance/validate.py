@@ -268,8 +268,8 @@ def validate_resource(data: Any, *, path: str = "-") -> list[Problem]:
                 problems += _model_problems(resource, where, path) + _schema_problems(
                     resource, where, path
                 )
-        if produced:
-            problems += _link_problems(data, path)
+        if produced and data.get("type") not in ("searchset", "history"):
+            problems += _link_problems(data, path)  # a result Bundle, not a page of a search
     if produced:
         problems += _terminology_problems(data, base, path)
     return problems

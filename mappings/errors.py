@@ -11,8 +11,10 @@
     │   ├── FhirMappingError            a FHIR resource cannot be read or built
     │   ├── IdentityRefused             a report cannot be written back to the EHR (ehr.py)  422
     │   │   └── AmbiguousMatch          several EHR resources match one identifier       409
-    │   └── ReviewRefused               a review decision cannot be applied (review.py)  422
-    │       └── ReviewConflict          the Observation changed since it was loaded      409
+    │   ├── ReviewRefused               a review decision cannot be applied (review.py)  422
+    │   │   └── ReviewConflict          the Observation changed since it was loaded      409
+    │   └── SearchRefused               a FHIR search that is not run (search_query.py)  400
+    │       └── SearchUnsupported       an unsupported parameter, modifier or prefix     400
     ├── AdapterError                    adapter/ (see adapter/errors.py)
     │   ├── ConfigError, InputError, StoreError
     │   ├── MllpError                   adapter/mllp.py

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from adapter.control_ids import ControlIds
 from adapter.ingest import Hl7Ingest
 from adapter.mllp import FrameReader, MllpClient, MllpServer, frame
 from adapter.settings import Settings
@@ -87,10 +88,12 @@ def test_enhanced_mode_table() -> None:
 class Listener:
     """An MllpServer with Hl7Ingest on a real store, run on its own event loop thread."""
 
-    def __init__(self, store: Store, **server_options: object) -> None:
+    def __init__(
+        self, store: Store, control_ids: ControlIds | None = None, **server_options: object
+    ) -> None:
         self.store = store
         self.accepted: list[int] = []
-        self.ingest = Hl7Ingest(store, on_accepted=self.accepted.append)
+        self.ingest = Hl7Ingest(store, on_accepted=self.accepted.append, control_ids=control_ids)
         self.loop = asyncio.new_event_loop()
         self.server = MllpServer(self.ingest, host="127.0.0.1", port=0, **server_options)  # type: ignore[arg-type]
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)

@@ -1,0 +1,70 @@
+"""The FHIR search index, written in the transaction that writes the resources.
+
+`mappings.search_params.index_terms` says what a resource is found by; this module keeps
+`search_tokens` and the `date_start` / `date_end` columns of `resources` in step with each
+resource's current version (`Store.save_result`, `adapter.reviews.save_review`, and migration
+0004 for rows written before the index existed). Nothing here logs values: they may be
+identifiers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from adapter.tables import search_tokens
+from mappings.search_params import IndexTerms
+
+log = logging.getLogger("radbridge.search_index")
+
+
+def keys_condition(type_column: Any, id_column: Any, keys: Iterable[tuple[str, str]]) -> Any:
+    """`(type, id) IN keys` as an OR of `type = t AND id IN (...)` per type: both databases look
+    each up in the primary key (SQLite scans the table for a row-value IN list)."""
+    by_type: dict[str, set[str]] = {}
+    for kind, ident in keys:
+        by_type.setdefault(kind, set()).add(ident)
+    return sa.or_(
+        *(
+            sa.and_(type_column == kind, id_column.in_(sorted(ids)))
+            for kind, ids in sorted(by_type.items())
+        )
+    )
+
+
+def write_tokens(
+    connection: Connection, written: Sequence[tuple[dict[str, Any], IndexTerms]]
+) -> None:
+    """Replace the `search_tokens` rows of each resource in `written` (their current versions,
+    with their `index_terms`): one DELETE and one INSERT for all of them."""
+    if not written:
+        return
+    keys = {(str(r["resourceType"]), str(r["id"])) for r, _ in written}
+    rows: list[dict[str, str]] = []
+    skipped = 0
+    for resource, terms in written:
+        skipped += terms.skipped
+        rows += [
+            {
+                "resource_type": str(resource["resourceType"]),
+                "resource_id": str(resource["id"]),
+                "name": name,
+                "system": system,
+                "code": code,
+            }
+            for name, system, code in terms.tokens
+        ]
+    connection.execute(
+        search_tokens.delete().where(
+            keys_condition(search_tokens.c.resource_type, search_tokens.c.resource_id, keys)
+        )
+    )
+    if rows:
+        unique = {tuple(row.values()): row for row in rows}  # one resource written twice
+        connection.execute(search_tokens.insert(), list(unique.values()))
+    if skipped:
+        log.warning("search index: %d over-long values not indexed", skipped)
