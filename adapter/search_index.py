@@ -65,6 +65,19 @@ def write_tokens(
     )
     if rows:
         unique = {tuple(row.values()): row for row in rows}  # one resource written twice
-        connection.execute(search_tokens.insert(), list(unique.values()))
+        connection.execute(_insert_ignoring_present(connection), list(unique.values()))
     if skipped:
         log.warning("search index: %d over-long values not indexed", skipped)
+
+
+def _insert_ignoring_present(connection: Connection) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING: a row is the whole key, so a row another transaction
+    inserted first (two reports writing the same new Device or Patient at once on PostgreSQL,
+    where the DELETE above cannot see it yet) is the same token, not an error."""
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(search_tokens).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(search_tokens).on_conflict_do_nothing()

@@ -866,6 +866,19 @@ class Store:
         keys = sorted({(str(r["resourceType"]), str(r["id"])) for r in written})
         if not keys:
             return {}
+        if not self.is_sqlite:
+            # A row lock cannot cover a Patient or Device that does not exist yet, and reports
+            # sharing two of them could each insert one and wait for the other (a deadlock
+            # PostgreSQL breaks by failing one): one advisory lock per key, always in this order.
+            for resource_type, resource_id in keys:
+                if resource_type in _SHARED_TYPES:
+                    connection.execute(
+                        sa.select(
+                            sa.func.pg_advisory_xact_lock(
+                                sa.func.hashtextextended(f"{resource_type}/{resource_id}", 0)
+                            )
+                        )
+                    )
         query = sa.select(
             resources.c.resource_type,
             resources.c.id,
@@ -1073,6 +1086,10 @@ class Store:
                     .order_by(audit_events.c.id)
                 ).scalars()
             )
+
+
+# resource types that several reports write (a report's own resources are serialised by its lock)
+_SHARED_TYPES = frozenset({"Patient", "Device", "Practitioner"})
 
 
 def _served_status() -> Any:
