@@ -83,8 +83,21 @@ resources = sa.Table(
     sa.Column("version_id", sa.Integer, nullable=False, server_default="1"),
     sa.Column("last_updated", sa.DateTime(timezone=True), nullable=False),
     sa.Column("body", sa.Text, nullable=False),
+    # the timeline's key of a radbridge Observation (its evidence extension's template id and
+    # variable, and its effective time in UTC): the patient's latest earlier Observation of a
+    # finding is one index lookup (`Store.latest_observations`), however long the history
+    sa.Column("template_id", sa.String(64)),
+    sa.Column("variable_id", sa.String(255)),
+    sa.Column("effective", sa.DateTime(timezone=True)),
 )
 sa.Index("ix_resources_search", resources.c.resource_type, resources.c.subject, resources.c.code)
+sa.Index(
+    "ix_resources_timeline",
+    resources.c.subject,
+    resources.c.template_id,
+    resources.c.variable_id,
+    resources.c.effective,
+)
 
 deliveries = sa.Table(
     "deliveries",

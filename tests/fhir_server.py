@@ -23,7 +23,8 @@ from conformance.validate import validate_resource
 class FhirServer:
     """Run with `start()`; `base_url` is its address; `script` queues canned answers."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", *, validate: bool = True) -> None:
+        self.validate = validate  # False: no schema check (a benchmark's EHR, not under test)
         self.resources: dict[str, dict[str, Any]] = {}
         self.requests: list[dict[str, str]] = []
         self.script: list[tuple[int, dict[str, str], dict[str, Any] | None]] = []
@@ -48,6 +49,8 @@ class FhirServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as an EHR's server keeps connections
+
             def log_message(self, *args: object) -> None:
                 pass
 
@@ -70,7 +73,11 @@ class FhirServer:
                     bundle = json.loads(body)
                 except ValueError:
                     return self._answer(400, _outcome("invalid JSON"))
-                problems = [p for p in validate_resource(bundle) if p.severity == "error"]
+                problems = (
+                    [p for p in validate_resource(bundle) if p.severity == "error"]
+                    if server.validate
+                    else []
+                )
                 if problems or bundle.get("type") != "transaction":
                     return self._answer(
                         400, _outcome(problems[0].message if problems else "not a transaction")
