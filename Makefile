@@ -15,10 +15,10 @@ NODE_PREFIX := $(VENV)/node
 FHIRJS_STAMP := $(NODE_PREFIX)/.installed-fhir-$(FHIRJS_VERSION)
 DEMO_OUT ?= demo-out
 
-.PHONY: help venv browser demo test check lint format typecheck pytest fuzz gpu bench bench-engines clean
+.PHONY: help venv browser demo test check lint format typecheck pytest fuzz gpu bench bench-engines bench-throughput clean
 
 help:
-	@echo "make demo | make test | make check | make fuzz | make gpu | make bench | make clean"
+	@echo "make demo | make test | make check | make fuzz | make gpu | make bench | make bench-throughput | make clean"
 
 # The environment is rebuilt when pyproject.toml changes. llama-cpp-python compiles from
 # source the first time (about 13 minutes on 2 cores); pip caches the built wheel.
@@ -111,6 +111,14 @@ $(BENCH_STAMP): $(BIN)/.installed
 bench: venv $(BENCH_STAMP)
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/extraction.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/throughput.py $(THROUGHPUT_ARGS)
+
+# Where a report's time goes, rules stage to the EHR (needs ../shared's Open-i reports):
+# THROUGHPUT_ARGS="--reports 500 --timeline-reports 2000 --skip service,timeline".
+THROUGHPUT_ARGS ?=
+bench-throughput: venv
+	$(BIN)/python benchmarks/throughput.py $(THROUGHPUT_ARGS)
+	$(BIN)/python benchmarks/output_check.py
 
 # In-process engine against `radbridge llm-server` at 1, 4 and 8 in flight (ENGINE_ARGS=--gpu
 # --model PATH on a CUDA host with CUDA builds of llama-cpp-python and xllamacpp).

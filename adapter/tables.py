@@ -91,12 +91,13 @@ resources = sa.Table(
     sa.Column("effective", sa.DateTime(timezone=True)),
 )
 sa.Index("ix_resources_search", resources.c.resource_type, resources.c.subject, resources.c.code)
-sa.Index(
+sa.Index(  # ends with the tie-break, so the latest is read off the index, never sorted
     "ix_resources_timeline",
     resources.c.subject,
     resources.c.template_id,
     resources.c.variable_id,
     resources.c.effective,
+    resources.c.id,
 )
 
 deliveries = sa.Table(

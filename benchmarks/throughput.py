@@ -68,6 +68,7 @@ from workers.stages import run_stage  # noqa: E402
 
 RADBRIDGE = [sys.executable, "-c", "from app.cli import main; main()"]
 FIRST_TIME = datetime(2026, 1, 1, 8, 0)
+EXTRACT_CPU: list[float] = []  # CPU seconds of (c), this process
 DRAIN_TIMEOUT_S = 1800.0
 
 
@@ -272,7 +273,7 @@ def extract_in_process(folder: Path, out: Path) -> float:
     from app.cli import app
 
     command = typer.main.get_command(app)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     with Path(os.devnull).open("w") as quiet, contextlib.redirect_stdout(quiet):
         try:
             command.main(
@@ -281,6 +282,7 @@ def extract_in_process(folder: Path, out: Path) -> float:
             )
         finally:
             elapsed = time.perf_counter() - started
+            EXTRACT_CPU.append(time.process_time() - cpu)
     return elapsed
 
 
@@ -336,6 +338,26 @@ async def _send_all(port: int, messages: Sequence[bytes]) -> None:
         await client.close()
 
 
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its living descendants (Linux /proc)."""
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, CPU seconds)
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks)
+    tree, total, frontier = {pid}, 0.0, [pid]
+    while frontier:
+        parent = frontier.pop()
+        total += stats.get(parent, (0, 0.0))[1]
+        children = [child for child, (ppid, _) in stats.items() if ppid == parent]
+        frontier += [child for child in children if child not in tree]
+        tree.update(children)
+    return total
+
+
 @dataclass
 class ServiceRun:
     """(d): seconds from the first send until every message was delivered, and the detail."""
@@ -344,6 +366,7 @@ class ServiceRun:
     sent_seconds: float
     pool: str
     delivered: int
+    cpu: float  # CPU seconds of serve and its children (API, MLLP, worker pool, Redis)
 
 
 def service(messages: Sequence[bytes], work: Path) -> ServiceRun:
@@ -378,6 +401,7 @@ def service(messages: Sequence[bytes], work: Path) -> ServiceRun:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"radbridge serve did not get ready (log: {work / 'serve.log'})")
             time.sleep(0.2)
+        cpu_before = _tree_cpu(process.pid)
         started = time.perf_counter()
         asyncio.run(_send_all(mllp, messages))
         sent = time.perf_counter() - started
@@ -390,6 +414,7 @@ def service(messages: Sequence[bytes], work: Path) -> ServiceRun:
                 raise SystemExit(f"not drained after {DRAIN_TIMEOUT_S:.0f} s: {states}")
             time.sleep(0.1)
         seconds = time.perf_counter() - started
+        cpu = _tree_cpu(process.pid) - cpu_before
         pool = next(
             (
                 line.split("concurrency:", 1)[1].strip()
@@ -398,7 +423,7 @@ def service(messages: Sequence[bytes], work: Path) -> ServiceRun:
             ),
             "?",
         )
-        return ServiceRun(seconds, sent, pool, states.get("delivered", 0))
+        return ServiceRun(seconds, sent, pool, states.get("delivered", 0), cpu)
     finally:
         process.send_signal(2)
         try:
@@ -510,6 +535,7 @@ def main() -> None:
             c2 = len(reports) / extract_subprocess(folder, work / "out-c2")
             rows.append(("(c') radbridge extract", c2, "a process of its own, start-up included"))
         d = None
+        run = None
         if "service" not in skip:
             run = service(messages, work)
             d = len(messages) / run.seconds
@@ -541,6 +567,17 @@ def main() -> None:
         print(f"{label:<34} {shown}  {detail}")
     print(f"\n(b)/(a) = {b / a:.2f} (gate >= 0.5)   (c)/(a) = {c / a:.2f}", end="")
     print(f"   (d)/(c) = {d / c:.2f} (gate >= 0.7)" if d is not None else "")
+    if run is not None and EXTRACT_CPU:
+        # on a machine shared with other jobs the rates follow the CPU share each got; CPU time
+        # per report does not: (d) can use every core, (c) one
+        c_cpu, d_cpu = EXTRACT_CPU[0] / len(reports), run.cpu / len(messages)
+        cores = os.cpu_count() or 1
+        print(
+            f"CPU per report: (c) {c_cpu * 1000:.1f} ms (one process), (d) {d_cpu * 1000:.1f} ms "
+            f"(serve, worker pool, Redis); on {cores} idle cores (d) could drain at "
+            f"{cores / d_cpu:.0f} reports/s, (c) run at {1 / c_cpu:.0f}: "
+            f"{cores * c_cpu / d_cpu:.2f}x"
+        )
     if split is not None:
         total = sum(split.seconds.values())
         print(f"\nper-stage split (worker's path, {len(reports)} reports, each stage on its own)")

@@ -175,6 +175,7 @@ def test_the_timeline_lookup_is_an_index_seek(tmp_path: Path) -> None:
         with store.engine.connect() as connection:
             plan = connection.exec_driver_sql("EXPLAIN QUERY PLAN " + sql).all()
         assert any("ix_resources_timeline" in str(row) for row in plan), plan
+        assert not any("TEMP B-TREE" in str(row) for row in plan), plan  # nothing sorted
     finally:
         store.close()
 

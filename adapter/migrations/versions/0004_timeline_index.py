@@ -1,7 +1,8 @@
 """The timeline's index (issue 25): `resources.template_id`, `variable_id` and `effective` (UTC)
 of each radbridge Observation, and `ix_resources_timeline` over (subject, template_id,
-variable_id, effective), so that `Store.latest_observations` finds a patient's latest earlier
-Observation of a finding with one index seek instead of reading every Observation of the patient.
+variable_id, effective, id), so that `Store.latest_observations` finds a patient's latest earlier
+Observation of a finding with one index seek (the tie-break `id` in the index: nothing is sorted)
+instead of reading every Observation of the patient.
 
 0001 creates the schema from the current metadata, so a fresh database already has them: only
 what is missing is added. The Observations already stored get their columns from their bodies
@@ -68,7 +69,7 @@ def upgrade() -> None:
         op.create_index(
             "ix_resources_timeline",
             "resources",
-            ["subject", "template_id", "variable_id", "effective"],
+            ["subject", "template_id", "variable_id", "effective", "id"],
         )
     resources = sa.table(
         "resources",
