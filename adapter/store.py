@@ -859,14 +859,14 @@ class Store:
             for e in bundle.get("entry", [])
             if e["resource"]["resourceType"] == "Observation"
         }
-        dropped = connection.execute(
-            sa.select(resources.c.id, resources.c.body)
-            .where(
-                resources.c.resource_type == "Observation",
-                resources.c.bundle_id == bundle_id,
-            )
-            .order_by(resources.c.id)
-        ).all()
+        dropped = sorted(  # sorted here: ORDER BY id made SQLite read every Observation
+            connection.execute(
+                sa.select(resources.c.id, resources.c.body).where(
+                    resources.c.resource_type == "Observation",
+                    resources.c.bundle_id == bundle_id,
+                )
+            ).all()
+        )
         retired = [_retired(json.loads(body)) for oid, body in dropped if str(oid) not in current]
         if retired:
             bundle = {

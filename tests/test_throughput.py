@@ -180,6 +180,45 @@ def test_the_timeline_lookup_is_an_index_seek(tmp_path: Path) -> None:
         store.close()
 
 
+def test_no_statement_of_a_message_reads_the_whole_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's plan of every statement the worker runs for a message and its delivery: an
+    index seek, never a scan of a table or of every Observation (before issue 25, the search of
+    a Bundle's earlier Observations and the re-extraction check read every Observation of the
+    store for each message: the cost of a report grew with the store)."""
+    import workers.tasks
+
+    ehr = FhirServer().start()
+    settings = Settings(data_dir=tmp_path / "data", stage="rules", fhir_base_url=ehr.base_url)
+    store = Store.open(settings)
+    monkeypatch.setattr(workers.tasks, "store_for", lambda _settings: store)
+    whole: list[str] = []
+
+    @sa.event.listens_for(store.engine, "before_cursor_execute")
+    def plan(conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if not statement.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE")):
+            return
+        dbapi = conn.connection.dbapi_connection
+        for row in dbapi.execute("EXPLAIN QUERY PLAN " + statement, parameters).fetchall():
+            detail = str(row[3])
+            if detail.startswith("SCAN") or detail.endswith("(resource_type=?)"):
+                whole.append(f"{detail}: {' '.join(statement.split())[:100]}")
+
+    try:
+        app = make_worker_app(settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}))
+        for n in range(3):  # the same patient, a re-extraction of the first message too
+            message_id = accept(store, oru(500 + n, day=n), 500 + n)
+            for bundle_id in process_message(store, settings, message_id) or []:
+                assert app.tasks["radbridge.deliver"](bundle_id) == "delivered"
+        store.requeue(1)
+        process_message(store, settings, 1)
+    finally:
+        store.close()
+        ehr.stop()
+    assert whole == []
+
+
 def test_link_reports_follows_the_derived_from_rule(tmp_path: Path) -> None:
     """`radbridge extract`'s timeline (sorted once per finding, a binary search per report) gives
     what `derived_from` gives over all the patient's other reports, ties and out of order too."""
