@@ -21,10 +21,10 @@ MEDPLUM_PACKAGES := @medplum/fhir-router@$(MEDPLUM_VERSION) @medplum/core@$(MEDP
 MEDPLUM_STAMP := $(NODE_PREFIX)/.installed-medplum-$(MEDPLUM_VERSION)
 DEMO_OUT ?= demo-out
 
-.PHONY: help venv browser demo test check lint format typecheck pytest fuzz gpu bench bench-search bench-engines clean
+.PHONY: help venv browser demo test check lint format typecheck pytest fuzz gpu bench bench-search bench-engines bench-throughput clean
 
 help:
-	@echo "make demo | make test | make check | make fuzz | make gpu | make bench | make clean"
+	@echo "make demo | make test | make check | make fuzz | make gpu | make bench | make bench-throughput | make clean"
 
 # The environment is rebuilt when pyproject.toml changes. llama-cpp-python compiles from
 # source the first time (about 13 minutes on 2 cores); pip caches the built wheel.
@@ -127,6 +127,14 @@ $(BENCH_STAMP): $(BIN)/.installed
 bench: venv $(BENCH_STAMP)
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/extraction.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/throughput.py $(THROUGHPUT_ARGS)
+
+# Where a report's time goes, rules stage to the EHR (needs ../shared's Open-i reports):
+# THROUGHPUT_ARGS="--reports 500 --timeline-reports 2000 --skip service,timeline".
+THROUGHPUT_ARGS ?=
+bench-throughput: venv
+	$(BIN)/python benchmarks/throughput.py $(THROUGHPUT_ARGS)
+	$(BIN)/python benchmarks/output_check.py
 
 # FHIR search on the store's index against reading every row (SQLite; BENCH_SEARCH_ARGS=
 # --database-url URL for PostgreSQL).

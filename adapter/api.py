@@ -10,7 +10,6 @@ Build the app with `create_app` (no settings are read at import).
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import threading
 import uuid
@@ -23,6 +22,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from adapter import json_body
 from adapter.control_ids import ControlIds
 from adapter.errors import AdapterError, StoreError
 from adapter.fhir_routes import FHIR_JSON, fhir_interaction, install_fhir_routes
@@ -32,12 +32,11 @@ from adapter.store import Incoming, Store, field_problem
 from adapter.ui import install_ui
 from mappings.ack import read_ack_code
 from mappings.errors import MessageRejected, RadbridgeError
-from mappings.inbound import parse_fhir_resource
+from mappings.inbound import fhir_report_keys
 
 log = logging.getLogger("radbridge.api")
 MAX_JSON_DEPTH = 100  # FHIR resources nest ~20 deep; Python's json recurses per level
 MAX_JOB_ID = 2**63 - 1  # the store's 64-bit integer ids
-_BRACKETS_ONLY = bytes(b for b in range(256) if b not in b"[]{}")
 HL7_ER7 = "x-application/hl7-v2+er7"
 _ISSUE_CODES = {
     400: "invalid",
@@ -69,24 +68,17 @@ class ApiError(AdapterError):
 def json_depth(body: bytes, limit: int = MAX_JSON_DEPTH) -> int:
     """How deep `body`'s arrays and objects nest (stops counting past `limit`), read without
     parsing: linear in the size, no recursion. Brackets inside strings do not count."""
-    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
-    outside_strings = b"".join(unescaped.split(b'"')[::2])
-    depth = deepest = 0
-    for char in outside_strings.translate(None, _BRACKETS_ONLY):
-        depth += 1 if char in (0x5B, 0x7B) else -1
-        if depth > deepest:
-            deepest = depth
-            if deepest > limit:
-                break
-    return deepest
+    return json_body.scan(body, limit).depth
 
 
 def parse_json(body: bytes) -> Any:
-    """JSON with its depth bounded before parsing (ApiError 400 when too deep or not JSON)."""
-    if json_depth(body) > MAX_JSON_DEPTH:
+    """JSON with its depth bounded before parsing (ApiError 400 when too deep or not JSON); its
+    large strings are not copied twice (`adapter.json_body`)."""
+    found = json_body.scan(body, MAX_JSON_DEPTH)
+    if found.depth > MAX_JSON_DEPTH:
         raise ApiError(400, f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
     try:
-        return json.loads(body)
+        return json_body.loads(body, found.large)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise ApiError(400, "body is not JSON") from None
 
@@ -225,15 +217,14 @@ def create_app(
         resource = parse_json(body)
         if not isinstance(resource, dict) or resource.get("resourceType") not in expected:
             raise ApiError(400, f"expected resourceType {' or '.join(expected)}")
-        try:
-            reports = parse_fhir_resource(resource, default_language=settings.default_language)
+        try:  # checked, narratives not read: the worker reads them (memory, issue 25)
+            keys = fhir_report_keys(resource, default_language=settings.default_language)
         except MessageRejected as exc:
             counters["rejected"] += 1
             raise ApiError(
                 422 if exc.reason in ("no_narrative", "pdf_only") else 400,
                 f"{exc.reason}: {exc.detail}",
             ) from None
-        keys = [report.fhir_resource_id or report.report_id for report in reports]
         messages = fhir_messages(body, resource, keys, FHIR_JSON)
         for _, item in messages:
             unstorable = field_problem(item)
@@ -241,7 +232,7 @@ def create_app(
                 counters["rejected"] += 1
                 code = "too-long" if unstorable.limit is not None else None
                 raise ApiError(400, f"a report's id or identifier {unstorable.problem}", code)
-        return messages, len(reports)
+        return messages, len(keys)
 
     one_large_body = threading.Lock()  # threads parsing at once compete with the loop for the GIL
 

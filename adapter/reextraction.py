@@ -139,10 +139,12 @@ def keep_reviewed(
         for e in bundle.get("entry", [])
         if e["resource"]["resourceType"] == "Observation"
     ]
-    stored = connection.execute(
-        sa.select(resources.c.id, resources.c.version_id, resources.c.body).where(
-            resources.c.resource_type == "Observation",
-            sa.or_(resources.c.bundle_id == bundle_id, resources.c.id.in_(incoming_ids)),
+    columns = (resources.c.id, resources.c.version_id, resources.c.body)
+    observation = resources.c.resource_type == "Observation"
+    stored = connection.execute(  # two index lookups: an OR of both read every Observation
+        sa.union(
+            sa.select(*columns).where(observation, resources.c.bundle_id == bundle_id),
+            sa.select(*columns).where(observation, resources.c.id.in_(incoming_ids)),
         )
     ).all()
     if not stored:

@@ -112,6 +112,12 @@ class Settings(BaseSettings):
     )
     task_visibility_timeout_s: int = Field(default=3600, ge=60)
     reconcile_interval_s: float = Field(default=60.0, gt=0)
+    worker_processes: int | None = Field(
+        default=None,
+        ge=1,
+        description="worker pool processes (`radbridge worker --concurrency` wins); default: "
+        "one per CPU core for the rules stage, 1 where each process loads the model",
+    )
 
     # delivery to the EHR
     fhir_base_url: str | None = None

@@ -23,7 +23,7 @@ import json
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ from adapter.tables import (
 )
 from mappings.fhir_out import diagnostic_report_of
 from mappings.search_params import IndexTerms, index_terms
+from mappings.timeline import prior_from_resource
 
 log = logging.getLogger("radbridge.store")
 
@@ -121,6 +122,45 @@ class SavedResult:
     saved: bool
     retired: tuple[str, ...]
     reason: str | None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What `Store.claim_message` got: CLAIMED with the message's raw bytes and content type,
+    or TAKEN / DEAD (nothing to process)."""
+
+    outcome: str
+    raw: bytes = b""
+    content_type: str = ""
+
+
+@dataclass(frozen=True)
+class Output:
+    """One result of a processed message to keep (`Store.finish_extraction`): its extraction
+    record and, unless evaluating, its Bundle."""
+
+    report_id: str
+    template_id: str
+    template_version: str
+    stage: str
+    record: dict[str, Any]
+    bundle: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class DeliveryJob:
+    """A stored Bundle to deliver (`Store.delivery_job`)."""
+
+    bundle: dict[str, Any]
+    message_id: int | None
+    delivered_already: bool
+    report_id: str = ""
+    # the source message as stored (its Report gives the identity at the EHR and the ORU's
+    # PID/PV1/OBR); None for a Bundle stored without a message
+    raw: bytes | None = None
+    content_type: str | None = None
+    # what `target` holds of the Bundle (`mappings.ehr` hashes of its last delivery; {} when none)
+    delivered: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -208,12 +248,82 @@ def run_migrations(engine: Engine) -> None:
         command.upgrade(config, "head")
 
 
+def _upserts(is_sqlite: bool) -> tuple[Any, Any]:
+    """The store's two upserts (INSERT ... ON CONFLICT DO UPDATE: one statement, no
+    delete-and-insert race), built once per store: the Bundle (its message: the one that wrote it
+    last, kept for an offline Bundle) and the index rows of its resources (every column but the
+    key; run with one parameter set per resource)."""
+    if is_sqlite:
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
+    bundle = insert(bundles)
+    bundle = bundle.on_conflict_do_update(
+        index_elements=["id"],
+        set_={
+            "body": bundle.excluded.body,
+            "updated_at": bundle.excluded.updated_at,
+            "report_id": bundle.excluded.report_id,
+            "message_id": sa.func.coalesce(bundle.excluded.message_id, bundles.c.message_id),
+        },
+    )
+    resource = insert(resources)
+    resource = resource.on_conflict_do_update(
+        index_elements=["resource_type", "id"],
+        set_={
+            column.name: resource.excluded[column.name]
+            for column in resources.c
+            if column.name not in ("resource_type", "id")
+        },
+    )
+    return bundle, resource
+
+
+def _transition_in(
+    connection: Connection,
+    message_id: int,
+    target: str,
+    *,
+    reason: str | None = None,
+    retry_at: datetime | None = None,
+    refund_attempt: bool = False,
+) -> bool:
+    """Move a message to `target` (from a state allowed to reach it) and audit it, inside the
+    caller's transaction; False when the message is in no such state."""
+    allowed_from = [state for state, targets in _TRANSITIONS.items() if target in targets]
+    values: dict[str, Any] = {"state": target, "updated_at": _now()}
+    if reason is not None or target in (ACCEPTED, PROCESSING, DELIVERED):
+        values["reason"] = reason
+    if refund_attempt:
+        values["attempts"] = sa.case((messages.c.attempts > 0, messages.c.attempts - 1), else_=0)
+    if target == ACCEPTED:  # an operator's requeue of a finished message starts afresh
+        values["attempts"] = sa.case(
+            (messages.c.state.in_((DEAD, DELIVERED)), 0), else_=messages.c.attempts
+        )
+    if target != PROCESSING:
+        values["claimed_by"] = None
+    values["next_attempt_at"] = retry_at if target == FAILED else None
+    result = connection.execute(
+        messages.update()
+        .where(messages.c.id == message_id, messages.c.state.in_(allowed_from))
+        .values(**values)
+    )
+    if result.rowcount == 1:
+        connection.execute(
+            audit_events.insert().values(
+                at=_now(), message_id=message_id, event=target, detail=reason
+            )
+        )
+    return result.rowcount == 1
+
+
 class Store:
     """The store. Thread-safe: every call takes its own connection from the pool."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
+        self._upsert_bundle, self._upsert_resource = _upserts(self.is_sqlite)
 
     @classmethod
     def open(cls, settings: Settings, *, url: str | None = None) -> Store:
@@ -340,40 +450,18 @@ class Store:
         target: str,
         *,
         reason: str | None = None,
-        count_attempt: bool = False,
         retry_at: datetime | None = None,
         refund_attempt: bool = False,
     ) -> bool:
-        allowed_from = [state for state, targets in _TRANSITIONS.items() if target in targets]
-        values: dict[str, Any] = {"state": target, "updated_at": _now()}
-        if reason is not None or target in (ACCEPTED, PROCESSING, DELIVERED):
-            values["reason"] = reason
-        if count_attempt:
-            values["attempts"] = messages.c.attempts + 1
-        if refund_attempt:
-            values["attempts"] = sa.case(
-                (messages.c.attempts > 0, messages.c.attempts - 1), else_=0
-            )
-        if target == ACCEPTED:  # an operator's requeue of a finished message starts afresh
-            values["attempts"] = sa.case(
-                (messages.c.state.in_((DEAD, DELIVERED)), 0), else_=messages.c.attempts
-            )
-        if target != PROCESSING:
-            values["claimed_by"] = None
-        values["next_attempt_at"] = retry_at if target == FAILED else None
         with self._tx() as connection:
-            result = connection.execute(
-                messages.update()
-                .where(messages.c.id == message_id, messages.c.state.in_(allowed_from))
-                .values(**values)
+            return _transition_in(
+                connection,
+                message_id,
+                target,
+                reason=reason,
+                retry_at=retry_at,
+                refund_attempt=refund_attempt,
             )
-            if result.rowcount == 1:
-                connection.execute(
-                    audit_events.insert().values(
-                        at=_now(), message_id=message_id, event=target, detail=reason
-                    )
-                )
-            return result.rowcount == 1
 
     def claim(
         self, message_id: int, *, token: str | None = None, max_attempts: int | None = None
@@ -392,17 +480,29 @@ class Store:
         counts like one that raised. `token` names the task attempt; the same task redelivered
         after its worker process died may take over its own `processing` message.
         """
+        return self.claim_message(message_id, token=token, max_attempts=max_attempts).outcome
+
+    def claim_message(
+        self, message_id: int, *, token: str | None = None, max_attempts: int | None = None
+    ) -> Claim:
+        """`claim_attempt`, and with a claim the message's raw bytes and content type, read in
+        the same transaction (the worker's first and only read of the message)."""
         with self._tx() as connection:
             row = connection.execute(
                 sa.select(
-                    messages.c.state, messages.c.attempts, messages.c.claimed_by, messages.c.reason
+                    messages.c.state,
+                    messages.c.attempts,
+                    messages.c.claimed_by,
+                    messages.c.reason,
+                    messages.c.raw,
+                    messages.c.content_type,
                 ).where(messages.c.id == message_id)
             ).first()
             if row is None:
-                return TAKEN
+                return Claim(TAKEN)
             own = token is not None and row.state == PROCESSING and row.claimed_by == token
             if row.state not in (ACCEPTED, FAILED) and not own:
-                return TAKEN
+                return Claim(TAKEN)
             guard = (
                 messages.c.id == message_id,
                 messages.c.state == row.state,
@@ -427,7 +527,7 @@ class Store:
                 messages.update().where(*guard).values(updated_at=now, **values)
             )
             if updated.rowcount != 1:
-                return TAKEN  # another worker changed it between the read and the write
+                return Claim(TAKEN)  # another worker changed it between the read and the write
             connection.execute(
                 audit_events.insert().values(
                     at=now, message_id=message_id, event=event, detail=reason
@@ -435,7 +535,8 @@ class Store:
             )
         if outcome == DEAD:
             log.warning("message %d dead after %d attempts", message_id, row.attempts)
-        return outcome
+            return Claim(DEAD)
+        return Claim(CLAIMED, bytes(row.raw), str(row.content_type))
 
     def mark_extracted(self, message_id: int, reason: str | None = None) -> None:
         """processing -> extracted (reason e.g. "no template" when nothing applied)."""
@@ -673,19 +774,44 @@ class Store:
         payload: dict[str, Any],
     ) -> None:
         """Keep the extraction record (including not-mentioned values, which FHIR omits)."""
+        output = Output(report_id, template_id, template_version, stage, payload, None)
         with self._tx() as connection:
-            connection.execute(
-                extractions.insert().values(
-                    message_id=message_id,
-                    report_id=report_id,
-                    template_id=template_id,
-                    template_version=template_version,
-                    stage=stage,
-                    payload=json.dumps(payload, sort_keys=True),
-                    seconds=float((payload.get("timings") or {}).get("seconds") or 0.0),
-                    created_at=_now(),
+            _insert_extraction(connection, message_id, output)
+
+    def finish_extraction(self, message_id: int, outputs: Sequence[Output]) -> list[SavedResult]:
+        """A processed message's results in ONE transaction: each extraction record and Bundle
+        (`save_result`'s rules: a Bundle older than the stored result is kept, not saved, and
+        audited `superseded`) and the message `processing -> extracted`, its reason "no
+        template" when it had no result, else the first superseding reason when no Bundle was
+        saved. All or nothing: StoreError (nothing written) when the message is no longer
+        `processing`."""
+        saved: list[SavedResult] = []
+        now = _now()
+        with self._tx() as connection:
+            for output in outputs:
+                _insert_extraction(connection, message_id, output)
+                if output.bundle is None:
+                    continue
+                result = self._save_result_in(
+                    connection, message_id, output.report_id, output.bundle, now
                 )
-            )
+                saved.append(result)
+                if not result.saved:
+                    connection.execute(
+                        audit_events.insert().values(
+                            at=now, message_id=message_id, event="superseded", detail=result.reason
+                        )
+                    )
+            kept = [r for r in saved if not r.saved]
+            reason = None
+            if not any(r.saved for r in saved):
+                reason = (kept[0].reason or "superseded") if kept else "no template"
+            if not _transition_in(connection, message_id, EXTRACTED, reason=reason):
+                raise StoreError(f"message {message_id}: no longer processing, nothing was saved")
+        for result in saved:
+            if result.retired:
+                log.info("bundle %s retired %d observations", result.bundle_id, len(result.retired))
+        return saved
 
     def save_bundle(self, message_id: int | None, report_id: str, bundle: dict[str, Any]) -> str:
         """Store a transaction Bundle (see `save_result`); returns its id."""
@@ -704,94 +830,96 @@ class Store:
         A reviewer's decisions survive a re-extraction of the same report (see
         `adapter.reextraction.keep_reviewed`); a superseding report reopens them.
         """
-        bundle_id = str(bundle["id"])
-        now = _now()
-        incoming = diagnostic_report_of(bundle)
         with self._tx() as connection:
-            self._lock_report(connection, incoming["id"] if incoming else bundle_id, bundle_id)
-            if incoming is not None:
-                stored = connection.execute(
-                    sa.select(resources.c.body).where(
-                        resources.c.resource_type == "DiagnosticReport",
-                        resources.c.id == incoming["id"],
-                    )
-                ).scalar()
-                reason = _stale_reason(incoming, json.loads(stored)) if stored else None
-                if reason is not None:
-                    return SavedResult(bundle_id, saved=False, retired=(), reason=reason)
+            result = self._save_result_in(connection, message_id, report_id, bundle, _now())
+        if result.retired:
+            log.info("bundle %s retired %d observations", result.bundle_id, len(result.retired))
+        return result
 
-            kept = keep_reviewed(connection, message_id, report_id, bundle)
-            if kept.unchanged:  # the same report, every value decided: the stored one stays
-                return SavedResult(bundle_id, saved=False, retired=(), reason=kept.reason)
-            bundle = kept.bundle
-            current = {
-                e["resource"]["id"]
-                for e in bundle.get("entry", [])
-                if e["resource"]["resourceType"] == "Observation"
-            }
-            dropped = connection.execute(
-                sa.select(resources.c.id, resources.c.body)
-                .where(
+    def _save_result_in(
+        self,
+        connection: Connection,
+        message_id: int | None,
+        report_id: str,
+        bundle: dict[str, Any],
+        now: datetime,
+    ) -> SavedResult:
+        """`save_result` inside the caller's transaction."""
+        bundle_id = str(bundle["id"])
+        incoming = diagnostic_report_of(bundle)
+        self._lock_report(connection, incoming["id"] if incoming else bundle_id, bundle_id)
+        if incoming is not None:
+            stored = connection.execute(
+                sa.select(resources.c.body).where(
+                    resources.c.resource_type == "DiagnosticReport",
+                    resources.c.id == incoming["id"],
+                )
+            ).scalar()
+            reason = _stale_reason(incoming, json.loads(stored)) if stored else None
+            if reason is not None:
+                return SavedResult(bundle_id, saved=False, retired=(), reason=reason)
+
+        kept = keep_reviewed(connection, message_id, report_id, bundle)
+        if kept.unchanged:  # the same report, every value decided: the stored one stays
+            return SavedResult(bundle_id, saved=False, retired=(), reason=kept.reason)
+        bundle = kept.bundle
+        current = {
+            e["resource"]["id"]
+            for e in bundle.get("entry", [])
+            if e["resource"]["resourceType"] == "Observation"
+        }
+        dropped = sorted(  # sorted here: ORDER BY id made SQLite read every Observation
+            connection.execute(
+                sa.select(resources.c.id, resources.c.body).where(
                     resources.c.resource_type == "Observation",
                     resources.c.bundle_id == bundle_id,
                 )
-                .order_by(resources.c.id)
             ).all()
-            retired = [
-                _retired(json.loads(body)) for oid, body in dropped if str(oid) not in current
-            ]
-            if retired:
-                bundle = {
-                    **bundle,
-                    "entry": [
-                        *bundle.get("entry", []),
-                        *(
-                            {
-                                "fullUrl": f"urn:uuid:{r['id']}",
-                                "resource": r,
-                                "request": {"method": "PUT", "url": f"Observation/{r['id']}"},
-                            }
-                            for r in retired
-                        ),
-                    ],
-                }
-            body = json.dumps(bundle, ensure_ascii=False)
-            bundle_row = {
-                "id": bundle_id,
-                "message_id": message_id,
-                "report_id": report_id,
-                "body": body,
-                "created_at": now,
-                "updated_at": now,
-            }
-            changed = {"body": body, "updated_at": now, "report_id": report_id}
-            if message_id is not None:  # delivery marks the message that wrote it last
-                changed["message_id"] = message_id
-                self._note_replaced(connection, bundle_id, message_id, now)
-            connection.execute(self._upsert(bundles, bundle_row, ("id",), changed))
-            report_of = {
-                ref["reference"]: f"DiagnosticReport/{e['resource']['id']}"
-                for e in bundle.get("entry", [])
-                if e["resource"]["resourceType"] == "DiagnosticReport"
-                for ref in e["resource"].get("result", [])
-            }
-            written = [  # a reviewer's decision is kept as it is stored
-                (entry["resource"], index_terms(entry["resource"]))
-                for entry in bundle.get("entry", [])
-                if (entry["resource"]["resourceType"], entry["resource"]["id"]) not in kept.skip
-            ]
-            stored_now = self._current_versions(connection, [r for r, _ in written])
-            for resource, terms in written:
-                row = _index_row(resource, bundle_id, now, report_of, terms)
-                changed = {k: v for k, v in row.items() if k not in ("resource_type", "id")}
-                previous = stored_now.get((row["resource_type"], row["id"]))
-                if previous is not None and previous.body != row["body"]:  # its history
-                    archive_version(connection, previous)
-                    changed["version_id"] = previous.version_id + 1
-                connection.execute(self._upsert(resources, row, ("resource_type", "id"), changed))
-            write_tokens(connection, written)
+        )
+        retired = [_retired(json.loads(body)) for oid, body in dropped if str(oid) not in current]
         if retired:
-            log.info("bundle %s retired %d observations", bundle_id, len(retired))
+            bundle = {
+                **bundle,
+                "entry": [
+                    *bundle.get("entry", []),
+                    *(
+                        {
+                            "fullUrl": f"urn:uuid:{r['id']}",
+                            "resource": r,
+                            "request": {"method": "PUT", "url": f"Observation/{r['id']}"},
+                        }
+                        for r in retired
+                    ),
+                ],
+            }
+        body = json.dumps(bundle, ensure_ascii=False)
+        bundle_row = {
+            "id": bundle_id,
+            "message_id": message_id,
+            "report_id": report_id,
+            "body": body,
+            "created_at": now,
+            "updated_at": now,
+        }
+        if message_id is not None:  # delivery marks the message that wrote it last
+            self._note_replaced(connection, bundle_id, message_id, now)
+        connection.execute(self._upsert_bundle, bundle_row)
+        report_of = {
+            ref["reference"]: f"DiagnosticReport/{e['resource']['id']}"
+            for e in bundle.get("entry", [])
+            if e["resource"]["resourceType"] == "DiagnosticReport"
+            for ref in e["resource"].get("result", [])
+        }
+        written = [  # a reviewer's decision is kept as it is stored
+            (entry["resource"], index_terms(entry["resource"]))
+            for entry in bundle.get("entry", [])
+            if (entry["resource"]["resourceType"], entry["resource"]["id"]) not in kept.skip
+        ]
+        rows = [_index_row(r, bundle_id, now, report_of, terms) for r, terms in written]
+        self._keep_versions(connection, rows)  # each resource's history
+        if rows:  # one statement for all of them (executemany)
+            connection.execute(self._upsert_resource, rows)
+        write_tokens(connection, written)
         return SavedResult(
             bundle_id, saved=True, retired=tuple(str(r["id"]) for r in retired), reason=None
         )
@@ -819,30 +947,6 @@ class Store:
                 )
             )
 
-    def _upsert(
-        self,
-        table: sa.Table,
-        row: dict[str, Any],
-        key: tuple[str, ...],
-        changed: dict[str, Any],
-    ) -> Any:
-        """INSERT ... ON CONFLICT (key) DO UPDATE: one statement, no delete-and-insert race."""
-        if self.is_sqlite:
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            return (
-                sqlite_insert(table)
-                .values(**row)
-                .on_conflict_do_update(index_elements=list(key), set_=changed)
-            )
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return (
-            pg_insert(table)
-            .values(**row)
-            .on_conflict_do_update(index_elements=list(key), set_=changed)
-        )
-
     def _lock_report(self, connection: Connection, report_id: str, bundle_id: str) -> None:
         """Serialise writers of one DiagnosticReport for the rest of the transaction, so two
         results of the same accession are compared and written one after the other."""
@@ -855,17 +959,18 @@ class Store:
                 sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(report_id, 0)))
             )
 
-    def _current_versions(
-        self, connection: Connection, written: Sequence[dict[str, Any]]
-    ) -> dict[tuple[str, str], Any]:
-        """The stored rows (type, id, version, body, last_updated) of the resources about to be
-        rewritten, in one query: a rewrite with a different body archives the current version
-        and becomes the next one (same body: same version). On PostgreSQL the rows are locked:
-        a Patient or Device that reports share is rewritten by one transaction at a time (one
-        report's own resources already are)."""
-        keys = sorted({(str(r["resourceType"]), str(r["id"])) for r in written})
+    def _keep_versions(self, connection: Connection, rows: list[dict[str, Any]]) -> None:
+        """Set each index row's `version_id` before it is written, with one read of the stored
+        rows: a resource rewritten with a different body has its current version kept in
+        `resource_versions` and becomes the next version (same body: same version; a new one: 1).
+        On PostgreSQL the stored rows are locked, and a Patient, Device or Practitioner that
+        reports share is written by one transaction at a time (one report's own resources
+        already are, by `_lock_report`)."""
+        keys = sorted({(str(row["resource_type"]), str(row["id"])) for row in rows})
+        for row in rows:
+            row["version_id"] = 1
         if not keys:
-            return {}
+            return
         if not self.is_sqlite:
             # A row lock cannot cover a Patient or Device that does not exist yet, and reports
             # sharing two of them could each insert one and wait for the other (a deadlock
@@ -886,8 +991,21 @@ class Store:
             resources.c.body,
             resources.c.last_updated,
         ).where(keys_condition(resources.c.resource_type, resources.c.id, keys))
-        rows = connection.execute(query if self.is_sqlite else query.with_for_update()).all()
-        return {(str(row.resource_type), str(row.id)): row for row in rows}
+        stored = {
+            (str(current.resource_type), str(current.id)): current
+            for current in connection.execute(
+                query if self.is_sqlite else query.with_for_update()
+            ).all()
+        }
+        for row in rows:
+            current = stored.get((str(row["resource_type"]), str(row["id"])))
+            if current is None:
+                continue
+            if current.body == row["body"]:
+                row["version_id"] = current.version_id
+            else:
+                archive_version(connection, current)
+                row["version_id"] = current.version_id + 1
 
     def get_bundle(self, bundle_id: str) -> dict[str, Any] | None:
         """A stored Bundle, or None."""
@@ -988,8 +1106,32 @@ class Store:
         with self._tx() as connection:
             return int(connection.execute(query).scalar_one())
 
+    def latest_observations(
+        self, subject: str, template_id: str, variable_ids: Sequence[str], before: datetime
+    ) -> list[dict[str, Any]]:
+        """The timeline's lookup: per variable, the subject's served radbridge Observation of
+        that template and variable with the latest effective time strictly before `before`
+        (a tie: the greatest id). One transaction, one index seek per variable
+        (`ix_resources_timeline`): its cost does not grow with the patient's history."""
+        moment = before.astimezone(UTC) if before.tzinfo else before.replace(tzinfo=UTC)
+        found: list[dict[str, Any]] = []
+        with self._tx() as connection:
+            for variable_id in dict.fromkeys(variable_ids):
+                body = connection.execute(
+                    _LATEST_OBSERVATION,
+                    {
+                        "subject": subject,
+                        "template_id": template_id,
+                        "variable_id": variable_id,
+                        "before": moment,
+                    },
+                ).scalar()
+                if body is not None:
+                    found.append(json.loads(body))
+        return found
+
     def observations_of_subject(self, subject: str) -> list[dict[str, Any]]:
-        """Every stored Observation of one subject (`Patient/<id>`): the patient's timeline."""
+        """Every stored Observation of one subject (`Patient/<id>`), served ones only."""
         query = sa.select(resources.c.body).where(
             resources.c.resource_type == "Observation",
             resources.c.subject == subject,
@@ -1000,6 +1142,47 @@ class Store:
             return [json.loads(b) for b in bodies]
 
     # -- deliveries and audit -----------------------------------------------------------------
+    def delivery_job(self, bundle_id: str, target: str) -> DeliveryJob | None:
+        """What a delivery task needs, in one read: the stored Bundle, its source message, what
+        `target` holds of it, and whether the Bundle as stored now was already delivered to
+        `target` (`delivered_already`); None when the Bundle is not stored."""
+        record = (
+            sa.select(deliveries.c.state, deliveries.c.updated_at, deliveries.c.delivered)
+            .where(deliveries.c.bundle_id == bundle_id, deliveries.c.target == target)
+            .subquery()
+        )
+        query = (
+            sa.select(
+                bundles.c.body,
+                bundles.c.message_id,
+                bundles.c.report_id,
+                messages.c.raw,
+                messages.c.content_type,
+                sa.and_(
+                    record.c.state == "delivered", record.c.updated_at >= bundles.c.updated_at
+                ).label("done"),
+                record.c.delivered,
+            )
+            .select_from(bundles)
+            .outerjoin(messages, messages.c.id == bundles.c.message_id)
+            .outerjoin(record, sa.true())
+            .where(bundles.c.id == bundle_id)
+        )
+        with self._tx() as connection:
+            row = connection.execute(query).first()
+        if row is None:
+            return None
+        held = json.loads(row.delivered) if row.delivered else {}
+        return DeliveryJob(
+            json.loads(row.body),
+            int(row.message_id) if row.message_id is not None else None,
+            bool(row.done),
+            str(row.report_id),
+            bytes(row.raw) if row.raw is not None else None,
+            str(row.content_type) if row.content_type is not None else None,
+            {str(k): str(v) for k, v in held.items()},
+        )
+
     def record_delivery_attempt(
         self,
         bundle_id: str,
@@ -1010,10 +1193,13 @@ class Store:
         outcome: dict[str, Any] | None = None,
         next_attempt_at: datetime | None = None,
         delivered: dict[str, str] | None = None,
+        delivered_message: int | None = None,
     ) -> int:
         """Upsert the delivery of a Bundle to a target, counting the attempt; returns how many
         attempts the delivery has had (this one included). `delivered`: what the target now
-        holds (`mappings.ehr` hashes), kept until a later delivery replaces it."""
+        holds (`mappings.ehr` hashes), kept until a later delivery replaces it.
+        `delivered_message`: in the same transaction that message goes `extracted -> delivered`
+        (when it is still extracted)."""
         now = _now()
         values: dict[str, Any] = {
             "state": state,
@@ -1035,27 +1221,11 @@ class Store:
                         bundle_id=bundle_id, target=target, attempts=1, **values
                     )
                 )
+            if delivered_message is not None:
+                _transition_in(connection, delivered_message, DELIVERED)
             return int(
                 connection.execute(sa.select(deliveries.c.attempts).where(*key)).scalar_one()
             )
-
-    def delivered_hashes(self, bundle_id: str, target: str) -> dict[str, str]:
-        """What `target` holds of the Bundle (`delivered` of its record; {} when none)."""
-        record = self.delivery(bundle_id, target)
-        loaded = json.loads(record["delivered"]) if record and record.get("delivered") else {}
-        return {str(k): str(v) for k, v in loaded.items()}
-
-    def bundle_source(self, bundle_id: str) -> tuple[int | None, str] | None:
-        """(message id, report id) of a stored Bundle, or None when there is no such Bundle."""
-        with self._tx() as connection:
-            row = connection.execute(
-                sa.select(bundles.c.message_id, bundles.c.report_id).where(
-                    bundles.c.id == bundle_id
-                )
-            ).first()
-        if row is None:
-            return None
-        return (int(row.message_id) if row.message_id is not None else None, str(row.report_id))
 
     def delivery(self, bundle_id: str, target: str) -> dict[str, Any] | None:
         """The delivery record of a Bundle to a target."""
@@ -1092,6 +1262,22 @@ class Store:
 _SHARED_TYPES = frozenset({"Patient", "Device", "Practitioner"})
 
 
+def _insert_extraction(connection: Connection, message_id: int, output: Output) -> None:
+    """One extraction record (including not-mentioned values, which FHIR omits)."""
+    connection.execute(
+        extractions.insert().values(
+            message_id=message_id,
+            report_id=output.report_id,
+            template_id=output.template_id,
+            template_version=output.template_version,
+            stage=output.stage,
+            payload=json.dumps(output.record, sort_keys=True),
+            seconds=float((output.record.get("timings") or {}).get("seconds") or 0.0),
+            created_at=_now(),
+        )
+    )
+
+
 def _served_status() -> Any:
     """Observations a search serves: not retired by a superseding result."""
     return sa.or_(resources.c.status.is_(None), resources.c.status.not_in(RETIRED_STATUSES))
@@ -1112,6 +1298,22 @@ def _with_last_updated(
 
 
 RETIRED_STATUSES = ("entered-in-error", "cancelled")
+
+# the timeline's statement, built once (see `Store.latest_observations`)
+_LATEST_OBSERVATION = (
+    sa.select(resources.c.body)
+    .where(
+        resources.c.subject == sa.bindparam("subject"),
+        resources.c.template_id == sa.bindparam("template_id"),
+        resources.c.variable_id == sa.bindparam("variable_id"),
+        resources.c.effective < sa.bindparam("before"),
+        resources.c.resource_type == "Observation",
+        _served_status(),
+    )
+    .order_by(resources.c.effective.desc(), resources.c.id.desc())
+    .limit(1)
+)
+
 _STATUS_RANK = {"registered": 0, "partial": 0, "preliminary": 0, "final": 1}
 _SUPERSEDING = ("corrected", "amended", "appended")
 
@@ -1170,6 +1372,7 @@ def _index_row(
     codings = (resource.get("code") or {}).get("coding") or []
     code = f"{codings[0].get('system', '')}|{codings[0].get('code', '')}" if codings else None
     report_ref = report_of.get(f"{resource['resourceType']}/{resource['id']}")
+    point = prior_from_resource(resource)  # None unless a radbridge Observation
     return {
         "resource_type": resource["resourceType"],
         "id": resource["id"],
@@ -1182,6 +1385,9 @@ def _index_row(
         "body": json.dumps(resource, ensure_ascii=False),
         "date_start": terms.date_start,
         "date_end": terms.date_end,
+        "template_id": point.template_id if point else None,
+        "variable_id": point.variable_id if point else None,
+        "effective": point.effective.astimezone(UTC) if point else None,
     }
 
 

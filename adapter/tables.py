@@ -74,7 +74,7 @@ resources = sa.Table(
     metadata,
     sa.Column("resource_type", sa.String(64), primary_key=True),
     sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("bundle_id", sa.String(64), sa.ForeignKey("bundles.id"), nullable=False, index=True),
+    sa.Column("bundle_id", sa.String(64), sa.ForeignKey("bundles.id"), nullable=False),
     sa.Column("subject", sa.String(255)),
     sa.Column("code", sa.String(255)),
     sa.Column("report_ref", sa.String(255)),
@@ -87,8 +87,15 @@ resources = sa.Table(
     # Provenance.recorded at their written precision; mappings/search_params.py)
     sa.Column("date_start", sa.DateTime(timezone=True)),
     sa.Column("date_end", sa.DateTime(timezone=True)),
+    # the timeline's key of a radbridge Observation (its evidence extension's template id and
+    # variable, and its effective time in UTC): the patient's latest earlier Observation of a
+    # finding is one index lookup (`Store.latest_observations`), however long the history
+    sa.Column("template_id", sa.String(64)),
+    sa.Column("variable_id", sa.String(255)),
+    sa.Column("effective", sa.DateTime(timezone=True)),
 )
 sa.Index("ix_resources_search", resources.c.resource_type, resources.c.subject, resources.c.code)
+sa.Index("ix_resources_bundle", resources.c.bundle_id, resources.c.resource_type)
 sa.Index(
     "ix_resources_updated", resources.c.resource_type, resources.c.last_updated, resources.c.id
 )
@@ -97,6 +104,14 @@ sa.Index(
 )
 sa.Index("ix_resources_date", resources.c.resource_type, resources.c.date_start)
 sa.Index("ix_resources_date_end", resources.c.resource_type, resources.c.date_end)
+sa.Index(  # ends with the tie-break, so the latest is read off the index, never sorted
+    "ix_resources_timeline",
+    resources.c.subject,
+    resources.c.template_id,
+    resources.c.variable_id,
+    resources.c.effective,
+    resources.c.id,
+)
 
 # the token and reference values of the FHIR search parameters (one row per coding, identifier
 # or reference of a resource's current version; written with the resource, adapter/search_index.py)

@@ -478,13 +478,14 @@ def serve(
 def worker(
     beat: Annotated[bool, typer.Option(help="also schedule the periodic reconcile task")] = False,
     concurrency: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=1,
-            help="worker processes, each loading the model (RADBRIDGE_ENGINE=openai: one "
-            "process with RADBRIDGE_LLM_CONCURRENCY threads instead)",
+            help="worker processes (default RADBRIDGE_WORKER_PROCESSES, else one per CPU core "
+            "for the rules stage and 1 where each process loads the model; "
+            "RADBRIDGE_ENGINE=openai: one process with RADBRIDGE_LLM_CONCURRENCY threads)",
         ),
-    ] = 1,
+    ] = None,
     supervised: Annotated[
         bool, typer.Option(hidden=True, help="started by `radbridge serve`, which checked")
     ] = False,

@@ -294,7 +294,7 @@ def _queue_reconcile(celery_app: Any) -> None:
 
 
 def run_worker(
-    settings: Settings, *, beat: bool, concurrency: int, reclaim_on_start: bool = False
+    settings: Settings, *, beat: bool, concurrency: int | None, reclaim_on_start: bool = False
 ) -> None:
     """A Celery worker for the radbridge tasks (blocks). Without RADBRIDGE_REDIS_URL it starts
     the embedded Redis (or uses the one running on the data dir's socket) and stops what it

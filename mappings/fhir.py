@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from mappings.fhir_in import reports_from_fhir
+from mappings.fhir_in import report_keys_from_fhir, reports_from_fhir
 from mappings.fhir_out import EVIDENCE_EXTENSION, EXTENSION_BASE, build_bundle, deterministic_id
 
 __all__ = [
@@ -11,5 +11,6 @@ __all__ = [
     "EXTENSION_BASE",
     "build_bundle",
     "deterministic_id",
+    "report_keys_from_fhir",
     "reports_from_fhir",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 from datetime import datetime
 from typing import Any
 
@@ -44,7 +45,11 @@ def _reject(
 
 
 def _check_model(resource: Resource) -> None:
-    """Validate with the fhir.resources R4B model; the error names the element, never its value."""
+    """Validate with the fhir.resources R4B model; the error names the element, never its value.
+
+    An attachment's `data` over LARGE_DATA characters is checked on its own, as a stream
+    (`_check_large_base64`), and the model sees a short stand-in: the model would decode it
+    whole, copies included (a 9 MB body grew the API process by ~200 MB, issue 25)."""
     from fhir.resources.R4B import get_fhir_model_class
 
     kind = resource.get("resourceType")
@@ -54,6 +59,7 @@ def _check_model(resource: Resource) -> None:
         model = None
     if model is None:
         raise _reject("unsupported_resource", f"unknown resourceType {kind!r}")
+    resource, large = _without_large_data(resource)
     try:
         model.model_validate(resource)
     except ValidationError as exc:
@@ -66,6 +72,51 @@ def _check_model(resource: Resource) -> None:
         # fhir_core's validator raises these itself on some malformed shapes (a contained
         # resource whose resourceType is not a string): the input is invalid, not our bug
         raise _reject("invalid_resource", f"{kind} is not a valid R4 resource") from None
+    for data in large:
+        _check_large_base64(data)
+
+
+LARGE_DATA = 64 * 1024
+_CHUNK = 64 * 1024  # characters of base64 read at a time (a multiple of 4)
+
+
+def _without_large_data(resource: Resource) -> tuple[Resource, list[str]]:
+    """`resource` with each `presentedForm[].data` over LARGE_DATA characters replaced by a
+    short valid stand-in (a shallow copy; the resource itself is left alone), and those data."""
+    forms = resource.get("presentedForm")
+    if not isinstance(forms, list):
+        return resource, []
+    large = [
+        f["data"]
+        for f in forms
+        if isinstance(f, dict) and isinstance(f.get("data"), str) and len(f["data"]) > LARGE_DATA
+    ]
+    if not large:
+        return resource, []
+    stand_in = [
+        {**f, "data": "AAAA"}
+        if isinstance(f, dict) and any(f.get("data") is d for d in large)
+        else f
+        for f in forms
+    ]
+    return {**resource, "presentedForm": stand_in}, large
+
+
+def _check_large_base64(data: str) -> None:
+    """A large attachment's `data` is base64 (whitespace between characters allowed, as FHIR's
+    base64Binary), read in chunks; invalid_resource otherwise."""
+    carry = ""
+    for start in range(0, len(data), _CHUNK):
+        piece = carry + "".join(data[start : start + _CHUNK].split())
+        last = start + _CHUNK >= len(data)
+        cut = len(piece) if last else len(piece) - len(piece) % 4
+        chunk, carry = piece[:cut], piece[cut:]
+        try:
+            if not last and "=" in chunk:
+                raise ValueError("padding before the end")
+            binascii.a2b_base64(chunk.encode("ascii"), strict_mode=True)
+        except (binascii.Error, ValueError):
+            raise _reject("invalid_resource", "presentedForm.data is not valid base64") from None
 
 
 class _Index:
@@ -117,6 +168,62 @@ def _attachment_text(attachment: Resource) -> tuple[str | None, bool]:
         return base64.b64decode(data, validate=True).decode(charset, errors="replace"), False
     except (binascii.Error, ValueError, LookupError):
         raise _reject("invalid_resource", "presentedForm.data is not valid base64 text") from None
+
+
+def _attachment_has_text(attachment: Resource) -> tuple[bool, bool]:
+    """(has non-blank text, is_binary) of one Attachment: `_attachment_text`'s checks and
+    answer, its data decoded a chunk at a time and no text kept."""
+    content_type = str(attachment.get("contentType", ""))
+    media, _, params = content_type.partition(";")
+    if not media.strip().lower().startswith("text/"):
+        return False, True
+    charset = "utf-8"
+    for param in params.split(";"):
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset" and value.strip():
+            charset = value.strip().strip('"')
+    data = attachment.get("data")
+    if not isinstance(data, str):
+        return False, False
+    found = False
+    try:
+        decoder = codecs.getincrementaldecoder(charset)(errors="replace")
+        for start in range(0, max(len(data), 1), _CHUNK):
+            chunk = data[start : start + _CHUNK]
+            last = start + _CHUNK >= len(data)
+            if not last and "=" in chunk:
+                raise ValueError("padding before the end")
+            raw = base64.b64decode(chunk, validate=True)
+            if not found:
+                found = bool(decoder.decode(raw, final=last).strip())
+    except (binascii.Error, ValueError, LookupError):
+        raise _reject("invalid_resource", "presentedForm.data is not valid base64 text") from None
+    return found, False
+
+
+def _check_narrative(report: Resource, index: _Index) -> None:
+    """`_narrative`'s rejections (no_narrative, pdf_only, invalid data) without building the
+    text: for the HTTP API, whose memory must stay a small multiple of the body's size."""
+    found = saw_binary = False
+    for attachment in report.get("presentedForm", []):
+        text, binary = _attachment_has_text(attachment)
+        saw_binary = saw_binary or binary
+        found = found or text
+    if not found:
+        for reference in report.get("result", []):
+            observation = index.resolve(reference, report)
+            if observation and isinstance(observation.get("valueString"), str):
+                found = found or bool(observation["valueString"].strip())
+    conclusion = report.get("conclusion")
+    if found or (isinstance(conclusion, str) and conclusion.strip()):
+        return
+    if saw_binary:
+        raise _reject(
+            "pdf_only", "only non-text attachments (e.g. PDF); radbridge needs text/plain"
+        )
+    raise _reject(
+        "no_narrative", "no report text in presentedForm, result Observations or conclusion"
+    )
 
 
 def _narrative(report: Resource, index: _Index) -> str:
@@ -229,17 +336,26 @@ def _procedure(report: Resource) -> Coding | None:
     return Coding(code=first.get("code"), display=display, system=first.get("system"))
 
 
+NOT_READ = "(narrative checked, not read)"
+
+
 def report_from_diagnostic_report(
-    resource: Resource, index: _Index, default_language: str
+    resource: Resource, index: _Index, default_language: str, *, read_text: bool = True
 ) -> Report:
-    """One DiagnosticReport -> Report (MessageRejected when unusable)."""
+    """One DiagnosticReport -> Report (MessageRejected when unusable). `read_text` False: the
+    narrative is checked but not read (the Report's text is NOT_READ: only its other fields and
+    the rejections count, as for `report_keys_from_fhir`)."""
     _check_model(resource)
     status = str(resource.get("status", ""))
     if status not in _USABLE_STATUS:
         raise _reject(
             "unusable_status", f"DiagnosticReport.status {status!r} carries no usable report"
         )
-    text = _narrative(resource, index)
+    if read_text:
+        text = _narrative(resource, index)
+    else:
+        _check_narrative(resource, index)
+        text = NOT_READ
     identifiers = [i.get("value") for i in resource.get("identifier", []) if i.get("value")]
     raw_id = resource.get("id") or (identifiers[0] if identifiers else None)
     if not raw_id:
@@ -259,9 +375,9 @@ def report_from_diagnostic_report(
         procedure=_procedure(resource),
         result_status=_STATUS[status],
         observation_time=_time(resource),
-        language=detect_language(text, default_language),
+        language=detect_language(text, default_language) if read_text else default_language,
         text=text,
-        sections=find_sections(text),
+        sections=find_sections(text) if read_text else (),
     )
 
 
@@ -277,10 +393,28 @@ def _without_nulls(value: Any) -> Any:
 def reports_from_fhir(resource: Resource, *, default_language: str = "en") -> list[Report]:
     """Reports from a DiagnosticReport or a Bundle holding DiagnosticReports (a JSON null is
     read as an absent element)."""
+    reports, index = _diagnostic_reports(resource)
+    return [report_from_diagnostic_report(r, index, default_language) for r in reports]
+
+
+def report_keys_from_fhir(resource: Resource, *, default_language: str = "en") -> list[str]:
+    """What `reports_from_fhir` checks, the same rejections, without reading the narratives:
+    each report's store key (its resource id, else its report id), in entry order."""
+    reports, index = _diagnostic_reports(resource)
+    keys = []
+    for report in reports:
+        read = report_from_diagnostic_report(report, index, default_language, read_text=False)
+        keys.append(read.fhir_resource_id or read.report_id)
+    return keys
+
+
+def _diagnostic_reports(resource: Resource) -> tuple[list[Resource], _Index]:
+    """The DiagnosticReports of a resource (itself, or a Bundle's) and the index that resolves
+    their references; MessageRejected when there is none to read."""
     resource = _without_nulls(resource)
     resource_type = resource.get("resourceType")
     if resource_type == "DiagnosticReport":
-        return [report_from_diagnostic_report(resource, _Index([resource]), default_language)]
+        return [resource], _Index([resource])
     if resource_type != "Bundle":
         raise _reject(
             "unsupported_resource",
@@ -307,4 +441,4 @@ def reports_from_fhir(resource: Resource, *, default_language: str = "en") -> li
             "the Bundle holds no DiagnosticReport",
             HL7ErrorCode.REQUIRED_FIELD_MISSING,
         )
-    return [report_from_diagnostic_report(r, index, default_language) for r in reports_in_bundle]
+    return reports_in_bundle, index

@@ -24,7 +24,8 @@ value was dropped (flag `value_invalid`) gives no Observation, like `not_mention
 extraction record only. `derived_from` (variable id -> `Observation/<id>` of the same finding in
 the patient's earlier report) becomes `Observation.derivedFrom`.
 
-Each resource is passed through its `fhir.resources.R4B` model and emitted as R4 JSON.
+Each Bundle passes the output check before it is returned (`mappings.output_check`: the
+official R4 JSON schema, once per Bundle); a Bundle that fails raises FhirMappingError.
 """
 
 from __future__ import annotations
@@ -35,10 +36,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
-from pydantic import ValidationError
-
 from mappings import terminology as term
 from mappings.errors import FhirMappingError
+from mappings.output_check import check_bundle
 from mappings.report import Extraction, FindingStatus, FindingValue, Report, ResultStatus
 from mappings.template import CodeRef, Location, Template, Variable, VariableType
 
@@ -107,26 +107,13 @@ def _security() -> dict[str, Any]:
     return {"security": [_coding(term.V3_OBSERVATION_VALUE, "AIAST")]}
 
 
-def _fhir_datetime(moment: datetime, default_tz: tzinfo) -> str:
+def fhir_datetime(moment: datetime, default_tz: tzinfo = UTC) -> str:
+    """A FHIR dateTime/instant of an aware moment (a naive one is read in `default_tz`): ISO
+    8601 with its offset, `Z` for UTC (as the R4B models write it)."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=default_tz)
-    return moment.isoformat()
-
-
-def _validated(resource: Resource) -> Resource:
-    from fhir.resources.R4B import get_fhir_model_class
-
-    model = get_fhir_model_class(resource["resourceType"])
-    try:
-        built = model.model_validate(resource)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise FhirMappingError(
-            f"built {resource['resourceType']} is invalid at {where}: {first['msg']}"
-        ) from None
-    dumped: Resource = built.model_dump(mode="json", by_alias=True, exclude_none=True)
-    return dumped
+    text = moment.isoformat()
+    return text[: -len("+00:00")] + "Z" if text.endswith("+00:00") else text
 
 
 def _evidence_extension(value: FindingValue, template: Template) -> dict[str, Any]:
@@ -167,7 +154,7 @@ class _Context:
         self.key = report_key(report)
         self.facility = report.sending_facility
         moment = report.observation_time or extraction.created
-        self.effective = _fhir_datetime(moment, default_tz)
+        self.effective = fhir_datetime(moment, default_tz)
         first_id = report.patient_identifiers[0] if report.patient_identifiers else None
         patient_key = (
             f"{first_id.system or first_id.assigner or ''}|{first_id.value}"
@@ -347,7 +334,7 @@ def _observation(
         "code": _concept(variable.code, variable.label),
         "subject": {"reference": f"Patient/{ctx.patient_id}"},
         "effectiveDateTime": ctx.effective,
-        "issued": ctx.extraction.created.astimezone(UTC).isoformat(),
+        "issued": fhir_datetime(ctx.extraction.created.astimezone(UTC)),
         "device": {"reference": f"Device/{ctx.device_id}"},
     }
     if derived_from is not None:
@@ -364,7 +351,7 @@ def _provenance(ctx: _Context, observation_ids: list[str]) -> Resource:
         "id": ctx.provenance_id,
         "meta": _security(),
         "target": [{"reference": f"Observation/{oid}"} for oid in observation_ids],
-        "recorded": ctx.extraction.created.astimezone(UTC).isoformat(),
+        "recorded": fhir_datetime(ctx.extraction.created.astimezone(UTC)),
         "agent": [
             {
                 "type": {"coding": [_coding(term.PROVENANCE_PARTICIPANT_TYPE, "assembler")]},
@@ -416,20 +403,19 @@ def build_bundle(
     ]
     if observations:
         resources.append(_provenance(ctx, observation_ids))
-    entries = []
-    for resource in resources:
-        built = _validated(resource)
-        entries.append(
-            {
-                "fullUrl": f"urn:uuid:{built['id']}",
-                "resource": built,
-                "request": {"method": "PUT", "url": f"{built['resourceType']}/{built['id']}"},
-            }
-        )
+    entries = [
+        {
+            "fullUrl": f"urn:uuid:{resource['id']}",
+            "resource": resource,
+            "request": {"method": "PUT", "url": f"{resource['resourceType']}/{resource['id']}"},
+        }
+        for resource in resources
+    ]
     bundle: Resource = {
         "resourceType": "Bundle",
         "id": deterministic_id("Bundle", ctx.facility, ctx.key, template.id),
         "type": "transaction",
         "entry": entries,
     }
+    check_bundle(bundle)  # the output check: an invalid Bundle never leaves
     return bundle

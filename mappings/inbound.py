@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from mappings.errors import HL7ErrorCode, MessageRejected
-from mappings.fhir import reports_from_fhir
+from mappings.fhir import report_keys_from_fhir, reports_from_fhir
 from mappings.framing import split_frames
 from mappings.hl7v2 import parse_oru
 from mappings.language import detect_language
@@ -63,6 +63,12 @@ def looks_like_json(data: bytes) -> bool:
 def parse_fhir_resource(resource: Any, *, default_language: str) -> list[Report]:
     """Reports from a parsed FHIR resource (DiagnosticReport or Bundle); MessageRejected."""
     return reports_from_fhir(resource, default_language=default_language)
+
+
+def fhir_report_keys(resource: Any, *, default_language: str) -> list[str]:
+    """`parse_fhir_resource`'s checks and rejections without reading the narratives: each
+    report's store key (the HTTP API, before it stores the body: its memory stays bounded)."""
+    return report_keys_from_fhir(resource, default_language=default_language)
 
 
 def parse_message(

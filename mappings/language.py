@@ -103,19 +103,25 @@ MIN_HITS = 3
 HANGUL_SHARE = 0.15
 
 
-def _is_hangul(char: str) -> bool:
-    return (
-        "\uac00" <= char <= "\ud7a3" or "\u1100" <= char <= "\u11ff" or "\u3130" <= char <= "\u318f"
-    )
+# the Hangul letters (syllables, jamo, compatibility jamo): every assigned code point of these
+# blocks is a letter (`str.isalpha`)
+_HANGUL = re.compile("[\uac00-\ud7a3\u1100-\u11ff\u3131-\u318e]")
 
 
 def detect_language(text: str, default: str = "en") -> str:
-    """BCP-47 primary tag of the report language, or `default` when unsure."""
-    letters = [c for c in text if c.isalpha()]
-    if letters and sum(1 for c in letters if _is_hangul(c)) / len(letters) >= HANGUL_SHARE:
+    """BCP-47 primary tag of the report language, or `default` when unsure.
+
+    The text is read as a stream: no list of its letters or words is built, so a report of
+    several megabytes costs no more memory than its own text."""
+    hangul = sum(1 for _ in _HANGUL.finditer(text))
+    if hangul and hangul / sum(map(str.isalpha, text)) >= HANGUL_SHARE:
         return "ko"
-    words = [w.lower() for w in _WORDS.findall(text)]
-    scores = {lang: sum(1 for w in words if w in stop) for lang, stop in _STOPWORDS.items()}
+    scores = dict.fromkeys(_STOPWORDS, 0)
+    for match in _WORDS.finditer(text):
+        word = match.group().lower()
+        for lang, stop in _STOPWORDS.items():
+            if word in stop:
+                scores[lang] += 1
     best = max(scores, key=lambda lang: scores[lang])
     ranked = sorted(scores.values(), reverse=True)
     if ranked[0] < MIN_HITS or ranked[0] == ranked[1]:

@@ -27,10 +27,11 @@ from mappings.errors import MappingError
 from mappings.fhir_out import (
     EVIDENCE_EXTENSION,
     _concept,
-    _validated,
     _value_elements,
     deterministic_id,
+    fhir_datetime,
 )
+from mappings.output_check import checked
 from mappings.report import FindingStatus, FindingValue, Stage
 from mappings.template import Template, Variable, VariableType
 
@@ -310,7 +311,7 @@ def review(
         "resourceType": "Provenance",
         "id": review_provenance_id(observation_id, new_version),
         "target": [{"reference": target}],
-        "recorded": moment.isoformat(),
+        "recorded": fhir_datetime(moment),
         "activity": VERIFY_ACTIVITY,
         "agent": [{"type": VERIFIER_TYPE, "who": reviewer.reference}],
         "entity": [
@@ -322,7 +323,7 @@ def review(
         ],
         "reason": [{"text": decision.value}],
     }
-    return ReviewResult(observation=_validated(new), provenance=_validated(provenance))
+    return ReviewResult(observation=checked(new), provenance=checked(provenance))
 
 
 def bundle_with_review(bundle: dict[str, Any], result: ReviewResult) -> dict[str, Any]:

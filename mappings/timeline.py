@@ -20,6 +20,7 @@ store (the service).
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
@@ -141,7 +142,10 @@ def _emitted(extraction: Extraction) -> list[str]:
 def link_reports(
     entries: Sequence[TimelineEntry], default_tz: tzinfo = UTC
 ) -> list[dict[str, str]]:
-    """For each entry (same order), its `derived_from` among the entries of the same patient."""
+    """For each entry (same order), its `derived_from` among the entries of the same patient.
+
+    `derived_from`'s rule, with each finding's earlier Observations sorted once per patient, so
+    a patient's thousands of reports cost a binary search each, not a scan of all the others."""
     by_patient: dict[str, list[int]] = {}
     for index, entry in enumerate(entries):
         patient = patient_reference(entry.report)
@@ -149,16 +153,26 @@ def link_reports(
             by_patient.setdefault(patient, []).append(index)
     links: list[dict[str, str]] = [{} for _ in entries]
     for indices in by_patient.values():
-        priors = [prior for index in indices for prior in priors_of(entries[index], default_tz)]
+        if len(indices) < 2:
+            continue  # a report's own Observations are never earlier than itself
+        points: dict[tuple[str, str], list[tuple[datetime, str]]] = {}
+        for index in indices:
+            for prior in priors_of(entries[index], default_tz):
+                key = (prior.template_id, prior.variable_id)
+                points.setdefault(key, []).append((prior.effective, prior.reference))
+        for series in points.values():
+            series.sort()
         for index in indices:
             entry = entries[index]
             assert entry.report.observation_time is not None
-            links[index] = derived_from(
-                priors,
-                entry.template.id,
-                _emitted(entry.extraction),
-                _aware(entry.report.observation_time, default_tz),
-            )
+            before = _aware(entry.report.observation_time, default_tz)
+            found: dict[str, str] = {}
+            for variable_id in sorted(set(_emitted(entry.extraction))):
+                series = points.get((entry.template.id, variable_id), [])
+                position = bisect.bisect_left(series, (before,))  # the first not before
+                if position:
+                    found[variable_id] = series[position - 1][1]
+            links[index] = found
     return links
 
 

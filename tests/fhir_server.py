@@ -30,7 +30,8 @@ from conformance.validate import validate_resource
 class FhirServer:
     """Run with `start()`; `base_url` is its address; `script` queues canned answers."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", *, validate: bool = True) -> None:
+        self.validate = validate  # False: no schema check (a benchmark's EHR, not under test)
         self.resources: dict[str, dict[str, Any]] = {}
         self.requests: list[dict[str, str]] = []  # the writes (POST, PUT)
         self.reads: list[str] = []  # the GETs (reads and searches)
@@ -56,6 +57,8 @@ class FhirServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as an EHR's server keeps connections
+
             def log_message(self, *args: object) -> None:
                 pass
 
@@ -131,8 +134,9 @@ class FhirServer:
                 problems = [
                     p
                     for entry in bundle.get("entry", [])
+                    if server.validate and entry.get("resource") is not None
                     for p in validate_resource(entry.get("resource"))
-                    if p.severity == "error" and entry.get("resource") is not None
+                    if p.severity == "error"
                 ]
                 if problems or bundle.get("type") != "transaction":
                     return self._answer(

@@ -432,28 +432,48 @@ def get_llamacpp_engine(settings: Settings) -> Engine:
         return engine
 
 
-def worker_pool(settings: Settings, processes: int) -> tuple[str, int]:
-    """The Celery pool and concurrency of a worker for RADBRIDGE_ENGINE.
+def worker_pool(settings: Settings, processes: int | None = None) -> tuple[str, int]:
+    """The Celery pool and concurrency of a worker: the one place of the pool policy.
 
-    `openai`: the THREAD pool with RADBRIDGE_LLM_CONCURRENCY threads in one process, so that
-    many extractions are in flight against the server. Why threads: a task spends nearly all its
-    time waiting on the server's HTTP answer (the GIL is released while waiting; the rules stage
-    and the Bundle take milliseconds), so N threads keep N requests in flight at the cost of one
-    process (one store pool, one keep-alive connection pool, imports loaded once). Each message
-    stays one Celery task - `acks_late`, bounded retries, the store's claim and
-    `worker_prefetch_multiplier=1` keep their per-message meaning, and the worker reserves only
-    as many messages as it has threads, the rest wait in Redis for other workers. asyncio was
-    rejected: Celery does not run coroutines as tasks and the pipeline and store are
-    synchronous; prefork with N processes would work but pays N processes for I/O-bound work.
-    `processes` (`radbridge worker --concurrency`) is not used: start more workers to add more.
+    `processes`: `radbridge worker --concurrency`, else RADBRIDGE_WORKER_PROCESSES, else the
+    default below.
 
-    `llamacpp`: one generation at a time per process (a llama.cpp context serves one sequence;
-    threads would queue on the engine's lock): `solo`, or `prefork` with `processes` processes,
-    each loading the model.
+    The rules stage (no model): the PREFORK pool with one process per CPU core (the cores this
+    process may run on). The work is CPU-bound Python (parse, rules, Bundle, store), so
+    processes, not threads, use the cores; each opens its own store and costs ~100 MB.
+
+    `openai` (a model server): the THREAD pool with RADBRIDGE_LLM_CONCURRENCY threads in one
+    process, so that many extractions are in flight against the server. Why threads: a task
+    spends nearly all its time waiting on the server's HTTP answer (the GIL is released while
+    waiting; the rules stage and the Bundle take milliseconds), so N threads keep N requests in
+    flight at the cost of one process (one store pool, one keep-alive connection pool, imports
+    loaded once). Each message stays one Celery task - `acks_late`, bounded retries, the
+    store's claim and `worker_prefetch_multiplier=1` keep their per-message meaning, and the
+    worker reserves only as many messages as it has threads, the rest wait in Redis for other
+    workers. asyncio was rejected: Celery does not run coroutines as tasks and the pipeline and
+    store are synchronous; prefork with N processes would work but pays N processes for
+    I/O-bound work. `processes` is not used: start more workers to add more.
+
+    `llamacpp` with a model stage (llm, hybrid): one generation at a time per process (a
+    llama.cpp context serves one sequence; threads would queue on the engine's lock): `solo`
+    by default, or `prefork` with `processes` processes, each loading the model (and using
+    RADBRIDGE_N_THREADS threads: more processes than cores only compete).
     """
-    if settings.engine == "openai":
+    wanted = processes or settings.worker_processes
+    if settings.stage == "rules":
+        count = wanted or cpu_cores()
+    elif settings.engine == "openai":
         return "threads", settings.llm_concurrency
-    return ("prefork" if processes > 1 else "solo"), processes
+    else:
+        count = wanted or 1
+    return ("prefork" if count > 1 else "solo"), count
+
+
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (its affinity; the machine's count elsewhere)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
 
 
 def probe_engine(settings: Settings) -> None:

@@ -20,7 +20,10 @@ all go through here. The callers differ only in what they pass:
   on (offline); False raises it (the worker retries the message);
 - `with_bundles`: False for evaluation (extraction records only).
 
-A rejection (`Rejected`) carries its HL7 table 0357 code and its OperationOutcome issue code.
+A rejection (`Rejected`) carries its HL7 table 0357 code and its OperationOutcome issue code. A
+Bundle that cannot be built or fails its output check (`mappings.output_check`) never leaves:
+its report is rejected `invalid_output` (whatever `reject_failed` says: building it again gives
+the same Bundle), with the check's message, which names the element and never its value.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from adapter.settings import Settings
-from mappings.errors import HL7ErrorCode, MessageRejected, RadbridgeError
+from mappings.errors import FhirMappingError, HL7ErrorCode, MessageRejected, RadbridgeError
 from mappings.fhir import build_bundle
 from mappings.inbound import parse_message
 from mappings.report import Extraction, Report
@@ -46,6 +49,7 @@ EngineFactory = Callable[[], ExtractionEngine]
 StoredLinks = Callable[[TimelineEntry], dict[str, str]]
 NO_TEMPLATE = "no_template"
 EXTRACTION_FAILED = "extraction_failed"
+INVALID_OUTPUT = "invalid_output"
 
 
 @dataclass(frozen=True)
@@ -106,18 +110,32 @@ def _name(report: Report, template: Template, chosen: int) -> str:
 
 
 def _finish(
-    result: Result, settings: Settings, derived_from: dict[str, str], started: float
-) -> Result:
-    """`result` with its Bundle, and the time building it took added to its seconds."""
-    bundle = build_bundle(
-        result.report,
-        result.extraction,
-        result.template,
-        observation_status=settings.observation_status,
-        default_tz=settings.zone(),
-        derived_from=derived_from,
+    result: Result,
+    settings: Settings,
+    derived_from: dict[str, str],
+    started: float,
+    outcome: Outcome,
+) -> Result | None:
+    """`result` with its Bundle (the time building it took added to its seconds), added to
+    `outcome`; None when its Bundle cannot be built or fails the output check: the report is
+    then rejected (INVALID_OUTPUT) and nothing of it leaves."""
+    try:
+        bundle = build_bundle(
+            result.report,
+            result.extraction,
+            result.template,
+            observation_status=settings.observation_status,
+            default_tz=settings.zone(),
+            derived_from=derived_from,
+        )
+    except FhirMappingError as exc:
+        outcome.rejected.append(Rejected.of(exc, INVALID_OUTPUT, result.report))
+        return None
+    finished = replace(
+        result, seconds=result.seconds + time.perf_counter() - started, bundle=bundle
     )
-    return replace(result, seconds=result.seconds + time.perf_counter() - started, bundle=bundle)
+    outcome.results.append(finished)
+    return finished
 
 
 def process_reports(
@@ -165,10 +183,9 @@ def process_reports(
             )
             if with_bundles and stored_links is not None:
                 links = stored_links(TimelineEntry(report, extraction, template))
-                result = _finish(result, settings, links, time.perf_counter())
-                outcome.results.append(result)
-                if on_result is not None:
-                    on_result(result)
+                finished = _finish(result, settings, links, time.perf_counter(), outcome)
+                if finished is not None and on_result is not None:
+                    on_result(finished)
             else:
                 pending.append(result)
         if on_report is not None:
@@ -182,9 +199,8 @@ def process_reports(
     # finding in an earlier one
     entries = [TimelineEntry(r.report, r.extraction, r.template) for r in pending]
     for result, derived_from in zip(pending, link_reports(entries, settings.zone()), strict=True):
-        finished = _finish(result, settings, derived_from, time.perf_counter())
-        outcome.results.append(finished)
-        if on_result is not None:
+        finished = _finish(result, settings, derived_from, time.perf_counter(), outcome)
+        if finished is not None and on_result is not None:
             on_result(finished)
     return outcome
 

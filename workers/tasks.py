@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 from celery import Celery, Task
 
 from adapter.queue import (
@@ -29,10 +31,10 @@ from adapter.queue import (
     enqueue_oru_delivery,
 )
 from adapter.settings import Settings
-from adapter.store import CLAIMED, DEAD, EXTRACTED, PROCESSING, Store
+from adapter.store import CLAIMED, DEAD, EXTRACTED, PROCESSING, DeliveryJob, Output, Store
 from mappings import inbound
 from mappings.errors import HL7ErrorCode, MessageRejected
-from mappings.report import Report
+from mappings.report import FindingStatus, Report
 from mappings.template import load_builtin_templates
 from mappings.timeline import TimelineEntry, link_stored, patient_reference
 from workers.delivery import backoff_seconds, deliver_report
@@ -43,11 +45,12 @@ from workers.errors import (
     EngineUnavailable,
     WorkerError,
 )
-from workers.process import Result
+from workers.process import INVALID_OUTPUT, Result
 from workers.process import process_message as run_message
 
 log = logging.getLogger("radbridge.tasks")
 _STORES: dict[str, Store] = {}
+_CLIENTS: dict[str, httpx.Client] = {}
 _LOCK = threading.Lock()
 FHIR_CONTENT = inbound.FHIR_JSON
 
@@ -61,6 +64,18 @@ def store_for(settings: Settings) -> Store:
         if url not in _STORES:
             _STORES[url] = Store.open(settings)
         return _STORES[url]
+
+
+def http_client(settings: Settings) -> httpx.Client:
+    """The process's HTTP client for FHIR delivery (made once per process, after the fork;
+    thread-safe): a new client per delivery cost ~20-170 ms of TLS set-up (its certificate
+    store) and a new connection to the EHR each time."""
+    key = f"http-{settings.delivery_timeout_s}"
+    with _LOCK:
+        client = _CLIENTS.get(key)
+        if client is None:
+            client = _CLIENTS[key] = httpx.Client(timeout=settings.delivery_timeout_s)
+        return client
 
 
 def parse_message(raw: bytes, content_type: str, settings: Settings) -> list[Report]:
@@ -86,79 +101,94 @@ def process_message(
 
     The claim counts the attempt in the store, so an attempt that crashed its process counts
     too. Raises WorkerError subclasses for failures worth retrying; unusable messages go dead.
+    Three store round trips per message: the claim (with the message's bytes), the timeline
+    lookup (one per report and template, bounded) and one transaction that keeps every result
+    and marks the message extracted (all or nothing).
     """
     from workers.engine import get_engine
 
-    claim = store.claim_attempt(message_id, token=token, max_attempts=max_attempts(settings))
-    if claim != CLAIMED:
-        log.info("message %d not claimed (%s)", message_id, claim)
-        if claim == DEAD:
+    claim = store.claim_message(message_id, token=token, max_attempts=max_attempts(settings))
+    if claim.outcome != CLAIMED:
+        log.info("message %d not claimed (%s)", message_id, claim.outcome)
+        if claim.outcome == DEAD:
             send_application_ack(store, settings, message_id, success=False)
         return None
-    row = store.get_message(message_id)
-    assert row is not None
-    bundle_ids: list[str] = []
-    superseded: list[str] = []
-
-    def save(result: Result) -> None:
-        template, extraction = result.template, result.extraction
-        store.save_extraction(
-            message_id, result.report.report_id, template.id, template.version,
-            extraction.stage.value, result.record(),
-        )  # fmt: skip
-        assert result.bundle is not None
-        saved = store.save_result(message_id, result.report.report_id, result.bundle)
-        if saved.saved:
-            bundle_ids.append(saved.bundle_id)
-        else:  # an older or preliminary result after a final one: kept, not delivered
-            superseded.append(saved.reason or "superseded")
-            store.audit(message_id, "superseded", saved.reason)
-
+    finished: list[Result] = []  # this message's results so far: the timeline sees them too
     outcome = run_message(
-        store.raw(message_id),
-        _content_type(store, message_id),
+        claim.raw,
+        claim.content_type,
         list(load_builtin_templates().values()),
         settings,
         lambda: get_engine(settings),
-        stored_links=lambda entry: timeline_links(store, settings, entry),
-        on_result=save,
+        stored_links=lambda entry: timeline_links(store, settings, entry, finished),
+        on_result=finished.append,
     )
     rejected = outcome.message_rejected
     if rejected is not None:
         store.mark_failed(message_id, f"rejected: {rejected.reason}", dead=True)
         return []
-    reason = None if bundle_ids else (superseded[0] if superseded else "no template")
-    store.mark_extracted(message_id, reason)
+    invalid = next((r for r in outcome.rejected if r.reason == INVALID_OUTPUT), None)
+    if invalid is not None:  # a Bundle that fails its output check: nothing of the message leaves
+        log.error("message %d rejected: a built Bundle failed its output check", message_id)
+        store.mark_failed(message_id, f"rejected: {INVALID_OUTPUT}: {invalid.detail}", dead=True)
+        return []
+    saved = store.finish_extraction(message_id, [_output(result) for result in outcome.results])
+    bundle_ids = [s.bundle_id for s in saved if s.saved]
     log.info(
         "message %d extracted bundles=%d superseded=%d",
         message_id,
         len(bundle_ids),
-        len(superseded),
+        len(saved) - len(bundle_ids),
     )
     return bundle_ids
 
 
-def report_of_bundle(store: Store, settings: Settings, bundle_id: str) -> Report | None:
-    """The source `Report` a stored Bundle was extracted from (its message parsed again: the
-    identity at the EHR and the ORU's PID/PV1/OBR come from what the source sent); None for a
-    Bundle without a message or whose message no longer parses."""
-    source = store.bundle_source(bundle_id)
-    message_id, report_id = source if source is not None else (None, "")
-    if message_id is None:
+def source_report(job: DeliveryJob, settings: Settings) -> Report | None:
+    """The source `Report` a Bundle to deliver was extracted from (its stored message parsed
+    again: the identity at the EHR and the ORU's PID/PV1/OBR come from what the source sent);
+    None for a Bundle without a message or whose message no longer parses."""
+    if job.raw is None or job.content_type is None:
         return None
     try:
-        reports = parse_message(store.raw(message_id), _content_type(store, message_id), settings)
+        reports = parse_message(job.raw, job.content_type, settings)
     except MessageRejected:
         return None
-    return next((r for r in reports if r.report_id == report_id), None)
+    return next((r for r in reports if r.report_id == job.report_id), None)
 
 
-def timeline_links(store: Store, settings: Settings, entry: TimelineEntry) -> dict[str, str]:
-    """`derivedFrom` links to the patient's earlier Observations of this template in the store."""
+def _output(result: Result) -> Output:
+    """What the store keeps of one result."""
+    template = result.template
+    return Output(
+        result.report.report_id,
+        template.id,
+        template.version,
+        result.extraction.stage.value,
+        result.record(),
+        result.bundle,
+    )
+
+
+def timeline_links(
+    store: Store, settings: Settings, entry: TimelineEntry, earlier: Sequence[Result] = ()
+) -> dict[str, str]:
+    """`derivedFrom` links to the patient's earlier Observations of this template: the latest
+    one per finding in the store (`Store.latest_observations`, an index seek per finding) and
+    those of the message's own `earlier` results (not stored yet)."""
     patient = patient_reference(entry.report)
     if patient is None or entry.report.observation_time is None:
         return {}
-    return link_stored(entry, store.observations_of_subject(patient), settings.zone())
+    before = entry.report.observation_time
+    if before.tzinfo is None:
+        before = before.replace(tzinfo=settings.zone())
+    variables = [
+        v.variable_id
+        for v in entry.extraction.values
+        if v.status is not FindingStatus.NOT_MENTIONED
+    ]
+    stored = store.latest_observations(patient, entry.template.id, variables, before)
+    own = [e["resource"] for result in earlier if result.bundle for e in result.bundle["entry"]]
+    return link_stored(entry, [*stored, *own], settings.zone())
 
 
 def send_application_ack(
@@ -244,9 +274,11 @@ def register_tasks(app: Celery) -> None:
             raise self.retry(countdown=countdown, exc=exc) from None
         if bundle_ids is None:  # not claimed: another worker has it, it is done, or dead
             return []
-        row = store.get_message(message_id)
-        if row is not None and row.state in ("extracted", "dead"):
-            send_application_ack(store, settings, message_id, success=row.state == "extracted")
+        if settings.app_ack_target:  # the state is read only when an application ACK may go
+            row = store.get_message(message_id)
+            if row is not None and row.state in ("extracted", "dead"):
+                success = row.state == "extracted"
+                send_application_ack(store, settings, message_id, success=success)
         for bundle_id in bundle_ids:
             if settings.fhir_base_url:
                 enqueue_delivery(app, bundle_id)
@@ -300,19 +332,24 @@ def register_tasks(app: Celery) -> None:
 
     @app.task(name=DELIVER_TASK, bind=True, shared=False, max_retries=None)  # type: ignore[untyped-decorator]
     def deliver(self: Task, bundle_id: str) -> str:
+        # two store round trips: the job (Bundle, message, delivered already?) and the record
+        # of the delivery with the message's state
         store = store_for(settings)
-        bundle = store.get_bundle(bundle_id)
-        if bundle is None:
+        job = store.delivery_job(bundle_id, "fhir")
+        if job is None:
             return "missing"
-        message_id = store.message_of_bundle(bundle_id)
-        if store.delivered_already(bundle_id, "fhir"):  # a second copy (reconcile): push nothing
-            if message_id is not None:
-                store.mark_delivered_if_extracted(message_id)
+        if job.delivered_already:  # a second copy (reconcile): push nothing
+            if job.message_id is not None:
+                store.mark_delivered_if_extracted(job.message_id)
             return "already delivered"
         try:
-            report = report_of_bundle(store, settings, bundle_id)
-            delivered = store.delivered_hashes(bundle_id, "fhir")
-            result = deliver_report(bundle, report, settings, delivered)
+            result = deliver_report(
+                job.bundle,
+                source_report(job, settings),
+                settings,
+                job.delivered,
+                client=http_client(settings),
+            )
         except Exception as exc:
             status = getattr(exc, "status", None)
             reason = delivery_failed(
@@ -321,11 +358,13 @@ def register_tasks(app: Celery) -> None:
             message_dead(bundle_id, reason)
             return "rejected" if isinstance(exc, DeliveryRejected) else "dead"
         store.record_delivery_attempt(
-            bundle_id, "fhir", state="delivered", status=200 if result.sent else None,
+            bundle_id,
+            "fhir",
+            state="delivered",
+            status=200 if result.sent else None,
             delivered=result.hashes,
-        )  # fmt: skip
-        if message_id is not None:
-            store.mark_delivered_if_extracted(message_id)
+            delivered_message=job.message_id,
+        )
         return "delivered"
 
     @app.task(name=RECONCILE_TASK, shared=False)  # type: ignore[untyped-decorator]
@@ -377,24 +416,22 @@ def register_tasks(app: Celery) -> None:
         from workers.delivery import deliver_oru_message
 
         store = store_for(settings)
-        bundle = store.get_bundle(bundle_id)
-        if bundle is None:
+        job = store.delivery_job(bundle_id, "oru")
+        if job is None:
             return "missing"
-        if store.delivered_already(bundle_id, "oru"):  # a second copy (reconcile): send nothing
+        if job.delivered_already:  # a second copy (reconcile): send nothing
             return "already delivered"
         try:
-            deliver_oru_message(bundle, settings, report_of_bundle(store, settings, bundle_id))
+            deliver_oru_message(job.bundle, settings, source_report(job, settings))
         except Exception as exc:
             status = getattr(exc, "status", None)
             delivery_failed(
                 self, bundle_id, "oru", exc, status if isinstance(status, int) else None
             )
             return "rejected" if isinstance(exc, DeliveryRejected) else "dead"
-        store.record_delivery_attempt(bundle_id, "oru", state="delivered")
-        if not settings.fhir_base_url:
-            message_id = store.message_of_bundle(bundle_id)
-            if message_id is not None:
-                store.mark_delivered_if_extracted(message_id)
+        # the ORU marks the message delivered only when no FHIR target does
+        marks = job.message_id if not settings.fhir_base_url else None
+        store.record_delivery_attempt(bundle_id, "oru", state="delivered", delivered_message=marks)
         return "delivered"
 
     _ = (extract_report, deliver, reconcile, deliver_oru)

@@ -1,0 +1,606 @@
+"""Throughput benchmark: where a report's time goes, from the rules stage to the EHR.
+
+The same N chest X-ray reports (Open-i, `../shared/data/openi/`, each made an HL7v2 ORU^R01 of
+a patient of its own with the chest X-ray LOINC code, modality CR; evaluation text, held in
+memory and in a temporary folder that is deleted) go, in one run and one process, through:
+
+- (a) the rules stage alone: `workers.process.route` + `workers.stages.run_stage` per report,
+  templates only (issue 20's insights step, when the build has one, is its own row);
+- (b) `workers.process.process_reports`: (a) plus the timeline and the Bundles (built and
+  validated);
+- (c) `radbridge extract` over a folder of the N `.hl7` files, in this process (the command's
+  whole work: read, parse, route, rules, Bundles, JSON files); the same command as a
+  subprocess, interpreter start-up included, is shown beside it;
+- (d) the service: `radbridge serve` (embedded Redis, SQLite, the worker's default pool, stage
+  rules) with the project's test EHR (`tests/fhir_server.py`, its schema check off: the EHR's
+  own validation is not radbridge's cost) as RADBRIDGE_FHIR_BASE_URL; the N messages are sent
+  over one MLLP connection and the clock stops when every message is `delivered`.
+
+It prints reports/s of each and the ratios (b)/(a), (c)/(a), (d)/(c), then the per-stage split
+of the worker's path, each stage timed in a loop of its own over the same reports: parse,
+route, rules, build, validate (the Bundle's output check alone), store (the worker's
+`workers.tasks.process_message` minus the stages before it: claim, timeline lookup, writes),
+deliver (the deliver task: store reads, the HTTP push to the test EHR, store writes), with the
+store transactions per message counted by an SQLAlchemy event listener. Last, the timeline:
+one patient's M reports (increasing observation times) through `workers.tasks.process_message`
+on a SQLite store, the median per-report time of reports 1-100 against the last 100.
+
+    .venv/bin/python benchmarks/throughput.py [--reports 500] [--timeline-reports 2000]
+        [--skip service,timeline] [--dir DIR]
+
+The machine's load (`os.getloadavg`) is printed at the start and the end; compare ratios from
+one run, not figures of different runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+OPENI = REPO.parent / "shared" / "data" / "openi"
+sys.path.insert(0, str(REPO))
+
+import sqlalchemy as sa  # noqa: E402
+
+from adapter.settings import Settings  # noqa: E402
+from adapter.store import Incoming, Store  # noqa: E402
+from conformance.openi import load_openi  # noqa: E402
+from mappings.inbound import HL7_ER7, parse_message  # noqa: E402
+from mappings.report import Report  # noqa: E402
+from mappings.template import Template, load_builtin_templates  # noqa: E402
+from workers.process import process_reports, route  # noqa: E402
+from workers.stages import run_stage  # noqa: E402
+
+RADBRIDGE = [sys.executable, "-c", "from app.cli import main; main()"]
+FIRST_TIME = datetime(2026, 1, 1, 8, 0)
+EXTRACT_CPU: list[float] = []  # CPU seconds of (c), this process
+DRAIN_TIMEOUT_S = 1800.0
+
+
+# --------------------------------------------------------------------------- the reports
+
+
+def _escape(text: str) -> str:
+    """HL7v2 escapes for text in a field (the default delimiters)."""
+    return (
+        text.replace("\\", "\\E\\")
+        .replace("|", "\\F\\")
+        .replace("^", "\\S\\")
+        .replace("&", "\\T\\")
+        .replace("~", "\\R\\")
+    )
+
+
+def oru(n: int, text: str, *, mrn: str, observed: datetime) -> bytes:
+    """One ORU^R01 of a chest X-ray report: one OBX per line of `text`, segment ends `\\r`."""
+    stamp = observed.strftime("%Y%m%d%H%M%S")
+    segments = [
+        f"MSH|^~\\&|RIS|RBHOSP|RADBRIDGE|RBHOSP|{stamp}||ORU^R01|BENCH{n:07d}|P|2.5.1",
+        f"PID|1||{mrn}^^^RBH^MR||BENCHPATIENT^{n}||19600101|U",
+        f"OBR|1|PL{n}|ACC{n:07d}|36643-5^Chest X-ray 2 views^LN|||{stamp}"
+        + "|" * 18
+        + f"{stamp}||CR|F",
+        *(
+            f"OBX|{i}|TX|59776-5^Findings^LN|1|{_escape(line)}||||||F"
+            for i, line in enumerate(text.splitlines(), 1)
+        ),
+    ]
+    return "\r".join(segments).encode("utf-8")
+
+
+def openi_texts(count: int) -> list[str]:
+    """`count` Open-i report texts (both dev files, repeated when `count` is larger)."""
+    files = sorted(OPENI.glob("*.jsonl"))
+    if not files:
+        raise SystemExit(f"the Open-i reports are not at {OPENI} (../shared beside the checkout)")
+    texts = [report.text for path in files for report in load_openi(path)]
+    return [texts[i % len(texts)] for i in range(count)]
+
+
+def messages_of(texts: Sequence[str], *, one_patient: bool = False) -> list[bytes]:
+    """An ORU per text; each of its own patient, or all of one patient a day apart."""
+    return [
+        oru(
+            n,
+            text,
+            mrn="MRN-TIMELINE" if one_patient else f"MRN{n:07d}",
+            observed=FIRST_TIME + timedelta(days=n) if one_patient else FIRST_TIME,
+        )
+        for n, text in enumerate(texts)
+    ]
+
+
+def parse_all(messages: Sequence[bytes], settings: Settings) -> list[Report]:
+    """The one report of each message (the worker's parser)."""
+    return [
+        report
+        for raw in messages
+        for report in parse_message(
+            raw,
+            HL7_ER7,
+            default_charset=settings.default_charset,
+            default_language=settings.default_language,
+        )
+    ]
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def timed(work: Callable[[], object]) -> float:
+    """Seconds `work()` took."""
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
+
+
+class Transactions:
+    """Counts the transactions (BEGIN) a store's engine runs."""
+
+    def __init__(self, store: Store) -> None:
+        self.count = 0
+        sa.event.listen(store.engine, "begin", self._begin)
+
+    def _begin(self, _connection: Any) -> None:
+        self.count += 1
+
+
+@contextlib.contextmanager
+def without_output_check() -> Iterator[None]:
+    """Bundles built without their output check (to time building and checking apart)."""
+    import mappings.fhir_out as fhir_out
+
+    original = fhir_out.check_bundle
+    fhir_out.check_bundle = lambda bundle: None
+    try:
+        yield
+    finally:
+        fhir_out.check_bundle = original
+
+
+def check_alone(bundles: Sequence[dict[str, Any]]) -> float:
+    """Seconds the output check of the Bundles takes, alone."""
+    from mappings.output_check import check_bundle
+
+    return timed(lambda: [check_bundle(bundle) for bundle in bundles])
+
+
+@dataclass
+class Split:
+    """Seconds per stage over the N reports, and store transactions per message."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+def rules_only(reports: Sequence[Report], templates: list[Template], settings: Settings) -> int:
+    """(a): route and run the rules stage; returns the number of extractions."""
+    done = 0
+    for report in reports:
+        for template in route(report, templates).chosen:
+            run_stage(report, template, settings, _no_engine)
+            done += 1
+    return done
+
+
+def _no_engine() -> Any:
+    raise AssertionError("the rules stage asked for a model")
+
+
+def stage_split(
+    messages: Sequence[bytes],
+    reports: Sequence[Report],
+    templates: list[Template],
+    settings: Settings,
+    work: Path,
+) -> Split:
+    """The per-stage split of the worker's path, each stage in a loop of its own."""
+    from tests.fhir_server import EHR_IDENTITY, FhirServer
+    from workers.tasks import make_worker_app, store_for
+    from workers.tasks import process_message as worker_message
+
+    split = Split()
+    split.seconds["parse"] = timed(lambda: parse_all(messages, settings))
+    routings = []
+    split.seconds["route"] = timed(lambda: routings.extend(route(r, templates) for r in reports))
+    pairs = [(r, t) for r, routing in zip(reports, routings, strict=True) for t in routing.chosen]
+    split.seconds["rules"] = timed(
+        lambda: [run_stage(r, t, settings, _no_engine) for r, t in pairs]
+    )
+    with without_output_check():
+        built = process_reports(reports, templates, settings, _no_engine).results
+        split.seconds["build"] = timed(
+            lambda: process_reports(reports, templates, settings, _no_engine)
+        )
+    split.seconds["build"] -= split.seconds["route"] + split.seconds["rules"]
+    split.seconds["validate"] = check_alone([r.bundle for r in built if r.bundle is not None])
+
+    ehr = FhirServer(validate=False).start()
+    try:
+        data = work / "split-data"
+        serving = settings.model_copy(
+            update={"data_dir": data, "fhir_base_url": ehr.base_url, **EHR_IDENTITY}
+        )
+        store = store_for(serving)  # the store the worker's tasks use
+        ids = [
+            store.accept(Incoming(raw=raw, channel="mllp", control_id=f"S{n}")).message_id
+            for n, raw in enumerate(messages)
+        ]
+        count = Transactions(store)
+        bundle_ids: list[str] = []
+        worker_seconds = timed(
+            lambda: [
+                bundle_ids.extend(worker_message(store, serving, message_id) or [])
+                for message_id in ids
+            ]
+        )
+        split.seconds["store"] = worker_seconds - sum(
+            split.seconds[s] for s in ("parse", "route", "rules", "build", "validate")
+        )
+        split.notes["store"] = f"{count.count / len(ids):.1f} transactions/message"
+        app = make_worker_app(serving.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}))
+        deliver = app.tasks["radbridge.deliver"]
+        before = count.count
+        split.seconds["deliver"] = timed(lambda: [deliver(b) for b in bundle_ids])
+        split.notes["deliver"] = (
+            f"{(count.count - before) / len(bundle_ids):.1f} transactions/Bundle"
+        )
+        if ehr.transactions != len(bundle_ids):
+            raise SystemExit(f"the test EHR got {ehr.transactions} of {len(bundle_ids)} Bundles")
+        store.close()
+    finally:
+        ehr.stop()
+    return split
+
+
+def extract_in_process(folder: Path, out: Path) -> float:
+    """(c): `radbridge extract FOLDER --out OUT --stage rules` in this process; seconds."""
+    import typer
+
+    from app.cli import app
+
+    command = typer.main.get_command(app)
+    started, cpu = time.perf_counter(), time.process_time()
+    with Path(os.devnull).open("w") as quiet, contextlib.redirect_stdout(quiet):
+        try:
+            command.main(
+                ["extract", str(folder), "--out", str(out), "--stage", "rules"],
+                standalone_mode=False,
+            )
+        finally:
+            elapsed = time.perf_counter() - started
+            EXTRACT_CPU.append(time.process_time() - cpu)
+    return elapsed
+
+
+def extract_subprocess(folder: Path, out: Path) -> float:
+    """`radbridge extract` as its own process, start-up included; seconds."""
+    started = time.perf_counter()
+    subprocess.run(
+        [*RADBRIDGE, "extract", str(folder), "--out", str(out), "--stage", "rules"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+    )
+    return time.perf_counter() - started
+
+
+# --------------------------------------------------------------------------- the service
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _metric_states(http: str) -> dict[str, int]:
+    import re
+
+    import httpx
+
+    text = httpx.get(f"{http}/metrics", timeout=10).text
+    return {
+        m["state"]: int(m["count"])
+        for m in re.finditer(
+            r'^radbridge_messages\{state="(?P<state>\w+)"\} (?P<count>\d+)', text, re.M
+        )
+    }
+
+
+async def _send_all(port: int, messages: Sequence[bytes]) -> None:
+    from adapter.mllp import MllpClient
+
+    client = MllpClient("127.0.0.1", port, timeout=60)
+    try:
+        for message in messages:
+            ack = await client.send(message)
+            if b"MSA|AA" not in ack and b"MSA|CA" not in ack:
+                raise SystemExit("a message was not accepted")
+    finally:
+        await client.close()
+
+
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its living descendants (Linux /proc)."""
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, CPU seconds)
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks)
+    tree, total, frontier = {pid}, 0.0, [pid]
+    while frontier:
+        parent = frontier.pop()
+        total += stats.get(parent, (0, 0.0))[1]
+        children = [child for child, (ppid, _) in stats.items() if ppid == parent]
+        frontier += [child for child in children if child not in tree]
+        tree.update(children)
+    return total
+
+
+@dataclass
+class ServiceRun:
+    """(d): seconds from the first send until every message was delivered, and the detail."""
+
+    seconds: float
+    sent_seconds: float
+    pool: str
+    delivered: int
+    cpu: float  # CPU seconds of serve and its children (API, MLLP, worker pool, Redis)
+
+
+def service(messages: Sequence[bytes], work: Path) -> ServiceRun:
+    """(d): `radbridge serve` with the test EHR, the N messages over MLLP, until drained."""
+    import httpx
+
+    from tests.fhir_server import EHR_IDENTITY_ENV, FhirServer
+
+    ehr = FhirServer(validate=False).start()
+    mllp, http_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "RADBRIDGE_DATA_DIR": str(work / "serve-data"),
+        "RADBRIDGE_MLLP_PORT": str(mllp),
+        "RADBRIDGE_HTTP_PORT": str(http_port),
+        "RADBRIDGE_FHIR_BASE_URL": ehr.base_url,
+        "RADBRIDGE_STAGE": "rules",
+        **EHR_IDENTITY_ENV,
+    }
+    for name in ("RADBRIDGE_REDIS_URL", "RADBRIDGE_DATABASE_URL"):
+        env.pop(name, None)
+    log = (work / "serve.log").open("wb")
+    process = subprocess.Popen(
+        [*RADBRIDGE, "serve"], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+    )
+    http = f"http://127.0.0.1:{http_port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{http}/readyz", timeout=5).status_code == 200:
+                    break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"radbridge serve did not get ready (log: {work / 'serve.log'})")
+            time.sleep(0.2)
+        cpu_before = _tree_cpu(process.pid)
+        started = time.perf_counter()
+        asyncio.run(_send_all(mllp, messages))
+        sent = time.perf_counter() - started
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while True:
+            states = _metric_states(http)
+            if states.get("delivered", 0) + states.get("dead", 0) >= len(messages):
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"not drained after {DRAIN_TIMEOUT_S:.0f} s: {states}")
+            time.sleep(0.1)
+        seconds = time.perf_counter() - started
+        cpu = _tree_cpu(process.pid) - cpu_before
+        pool = next(
+            (
+                line.split("concurrency:", 1)[1].strip()
+                for line in (work / "serve.log").read_text(errors="replace").splitlines()
+                if "concurrency:" in line
+            ),
+            "?",
+        )
+        return ServiceRun(seconds, sent, pool, states.get("delivered", 0), cpu)
+    finally:
+        process.send_signal(2)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+        ehr.stop()
+
+
+# --------------------------------------------------------------------------- the timeline
+
+
+def timeline(texts: Sequence[str], settings: Settings, work: Path) -> list[float]:
+    """Seconds per report of one patient's reports through the worker, in order."""
+    from workers.tasks import process_message as worker_message
+
+    store = Store.open(settings.model_copy(update={"data_dir": work / "timeline-data"}))
+    ids = [
+        store.accept(Incoming(raw=raw, channel="mllp", control_id=f"T{n}")).message_id
+        for n, raw in enumerate(messages_of(texts, one_patient=True))
+    ]
+    per_report = []
+    for message_id in ids:
+        started = time.perf_counter()
+        worker_message(store, settings, message_id)
+        per_report.append(time.perf_counter() - started)
+    store.close()
+    return per_report
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def load() -> str:
+    """The load averages (1, 5, 15 min)."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def machine() -> str:
+    """The CPU and core count."""
+    name = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    return f"{name}, {os.cpu_count()} cores"
+
+
+def output_check() -> str:
+    """Which output check the Bundles get: the installed R4 JSON schema; else, for this
+    benchmark only, the official copy in ../shared (RADBRIDGE_FHIR_SCHEMA, inherited by serve);
+    else the R4B models."""
+    from mappings.output_check import SCHEMA_ENV, schema_path
+
+    shared = REPO.parent / "shared" / "fixtures" / "fhir-r4" / "fhir.schema.json"
+    if schema_path() is None and shared.is_file():
+        os.environ[SCHEMA_ENV] = str(shared)
+    found = schema_path()
+    return f"R4 JSON schema ({found})" if found else "R4B models (no R4 JSON schema installed)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reports", type=int, default=500)
+    parser.add_argument("--timeline-reports", type=int, default=2000)
+    parser.add_argument(
+        "--skip", default="", help="comma-separated: subprocess, service, split, timeline"
+    )
+    parser.add_argument("--dir", type=Path, default=None, help="where the temporary folder goes")
+    args = parser.parse_args()
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    print(f"machine: {machine()}; load at start: {load()}", flush=True)
+    print(f"output check: {output_check()}", flush=True)
+    settings = Settings(stage="rules")
+    templates = list(load_builtin_templates().values())
+    texts = openi_texts(args.reports)
+    messages = messages_of(texts)
+    reports = parse_all(messages, settings)
+    rows: list[tuple[str, float | None, str]] = []
+    work = Path(tempfile.mkdtemp(prefix="radbridge-throughput-", dir=args.dir))
+    try:
+        rules_only(reports[:20], templates, settings)  # warm-up (imports, compiled patterns)
+        extractions = 0
+
+        def rules() -> None:
+            nonlocal extractions
+            extractions = rules_only(reports, templates, settings)
+
+        a = len(reports) / timed(rules)
+        rows.append(("(a) rules stage alone", a, f"{extractions} extractions"))
+        rows.append(("(a') insights step", None, "no insights step in this build"))
+        results: list[Any] = []
+        b = len(reports) / timed(
+            lambda: results.extend(
+                process_reports(reports, templates, settings, _no_engine).results
+            )
+        )
+        rows.append(("(b) process_reports + Bundles", b, f"{len(results)} Bundles"))
+        folder = work / "reports"
+        folder.mkdir()
+        for n, raw in enumerate(messages):
+            (folder / f"{n:07d}.hl7").write_bytes(raw)
+        c = len(reports) / extract_in_process(folder, work / "out-c")
+        rows.append(("(c) radbridge extract", c, "in this process"))
+        if "subprocess" not in skip:
+            c2 = len(reports) / extract_subprocess(folder, work / "out-c2")
+            rows.append(("(c') radbridge extract", c2, "a process of its own, start-up included"))
+        d = None
+        run = None
+        if "service" not in skip:
+            run = service(messages, work)
+            d = len(messages) / run.seconds
+            rows.append(
+                (
+                    "(d) service, until drained",
+                    d,
+                    f"pool {run.pool}; all ACKed after {run.sent_seconds:.1f} s; "
+                    f"{run.delivered} delivered",
+                )
+            )
+        split = (
+            None if "split" in skip else stage_split(messages, reports, templates, settings, work)
+        )
+        per_report = (
+            None
+            if "timeline" in skip
+            else timeline(openi_texts(args.timeline_reports), settings, work)
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(
+        f"\nthroughput: {len(reports)} Open-i chest X-ray reports (HL7v2 ORU^R01, one patient "
+        f"each), stage rules; load at end: {load()}"
+    )
+    print(f"{'row':<34} {'reports/s':>10}  detail")
+    for label, rate, detail in rows:
+        shown = f"{rate:>10.1f}" if rate is not None else f"{'-':>10}"
+        print(f"{label:<34} {shown}  {detail}")
+    print(f"\n(b)/(a) = {b / a:.2f} (gate >= 0.5)   (c)/(a) = {c / a:.2f}", end="")
+    print(f"   (d)/(c) = {d / c:.2f} (gate >= 0.7)" if d is not None else "")
+    if run is not None and EXTRACT_CPU:
+        # on a machine shared with other jobs the rates follow the CPU share each got; CPU time
+        # per report does not: (d) can use every core, (c) one
+        c_cpu, d_cpu = EXTRACT_CPU[0] / len(reports), run.cpu / len(messages)
+        cores = os.cpu_count() or 1
+        print(
+            f"CPU per report: (c) {c_cpu * 1000:.1f} ms (one process), (d) {d_cpu * 1000:.1f} ms "
+            f"(serve, worker pool, Redis); on {cores} idle cores (d) could drain at "
+            f"{cores / d_cpu:.0f} reports/s, (c) run at {1 / c_cpu:.0f}: "
+            f"{cores * c_cpu / d_cpu:.2f}x"
+        )
+    if split is not None:
+        total = sum(split.seconds.values())
+        print(f"\nper-stage split (worker's path, {len(reports)} reports, each stage on its own)")
+        print(f"{'stage':<10} {'ms/report':>10} {'share':>7}  detail")
+        for stage, seconds in split.seconds.items():
+            print(
+                f"{stage:<10} {seconds * 1000 / len(reports):>10.2f} {seconds / total:>7.1%}  "
+                f"{split.notes.get(stage, '')}"
+            )
+    if per_report is not None and len(per_report) >= 200:
+        first = statistics.median(per_report[:100])
+        last = statistics.median(per_report[-100:])
+        m = len(per_report)
+        print(
+            f"\ntimeline: one patient's {m} reports through the worker (SQLite): median "
+            f"{first * 1000:.1f} ms for reports 1-100, {last * 1000:.1f} ms for {m - 99}-{m}: "
+            f"{last / first:.2f}x (gate <= 1.2)"
+        )
+    print(f"load at end: {load()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""The output check of every Bundle radbridge builds, once per Bundle and cheaply (issue 25).
+
+The Bundle and each entry's resource are checked against their own type's definition in the
+official FHIR R4 JSON schema (the Bundle's `entry.resource` as an object: each resource is
+checked on its own, so a problem names its element and no 146-way `oneOf` is tried; and every
+complex type required to be a JSON object, which FHIR JSON says and the schema leaves out), with
+a validator compiled once per type by jsonschema-rs (Rust). Measured on the same Bundles
+(`benchmarks/output_check.py`): about 20 µs a resource, where the fhir.resources R4B models took
+about 1.7 ms to validate one and 5.7 ms to validate and dump it back (what was done before), and
+the models let a code outside a required value set through (`Observation.status` "x"), which
+the schema refuses.
+
+A Bundle that fails never leaves: `FhirMappingError` names the resource, the element and the
+schema's rule, never the value (it may be patient data). `radbridge validate` keeps its three
+full checks (`conformance.validate`).
+
+The schema: `schema_path()` is the one place that says where it is: $RADBRIDGE_FHIR_SCHEMA,
+else the copy the install puts in `<venv>/share/radbridge/fhir.schema.json`. Nothing is read
+from `../shared`. Without it, the R4B Bundle model checks each Bundle instead (slower, and
+without the value-set rule above); that is logged once per process.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from mappings.errors import FhirMappingError
+
+log = logging.getLogger("radbridge.output_check")
+SCHEMA_ENV = "RADBRIDGE_FHIR_SCHEMA"
+SCHEMA_FILE = Path("share") / "radbridge" / "fhir.schema.json"
+Resource = dict[str, Any]
+
+
+def schema_path() -> Path | None:
+    """The official R4 JSON schema the output check uses: $RADBRIDGE_FHIR_SCHEMA, else the
+    installed copy in the running environment or the checkout's `.venv`; None without one."""
+    configured = os.environ.get(SCHEMA_ENV)
+    candidates = [Path(configured)] if configured else []
+    candidates += [
+        Path(sys.prefix) / SCHEMA_FILE,
+        Path(__file__).resolve().parents[1] / ".venv" / SCHEMA_FILE,
+    ]
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def check_bundle(bundle: Resource) -> None:
+    """Check a built Bundle and each of its entries' resources (FhirMappingError if invalid)."""
+    _checker().bundle(bundle)
+
+
+def checked(resource: Resource) -> Resource:
+    """`resource` after its check (FhirMappingError if invalid): one resource built on its own
+    (a clinician's decision: the new Observation version and its Provenance)."""
+    _checker().resource(resource, str(resource.get("resourceType")))
+    return resource
+
+
+@functools.cache
+def _checker() -> _SchemaCheck | _ModelCheck:
+    """The process's check: the compiled schema, else the R4B models (logged once)."""
+    path = schema_path()
+    if path is None:
+        log.warning(
+            "output check: the R4 JSON schema is not installed (%s unset; looked in %s): "
+            "Bundles are checked with the R4B models, which is slower",
+            SCHEMA_ENV,
+            Path(sys.prefix) / SCHEMA_FILE,
+        )
+        return _ModelCheck()
+    try:
+        definitions = json.loads(path.read_text(encoding="utf-8"))["definitions"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise FhirMappingError(f"{path}: cannot read the R4 JSON schema ({exc})") from None
+    return _SchemaCheck(definitions)
+
+
+def _path(parts: Iterable[str | int]) -> str:
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts)
+
+
+class _SchemaCheck:
+    """jsonschema-rs validators of the R4 schema, compiled on first use per resource type."""
+
+    def __init__(self, definitions: Mapping[str, Any]) -> None:
+        # every complex type and resource is a JSON object in FHIR JSON; the official schema
+        # leaves `"type": "object"` out of all 659 of them, which lets a string stand where a
+        # CodeableConcept belongs (the R4B models refuse that): it is added
+        self.definitions = {
+            name: {"type": "object", **spec}
+            if "properties" in spec and "type" not in spec
+            else spec
+            for name, spec in definitions.items()
+        }
+        # Bundle entries are checked on their own, against their own type
+        entry = dict(self.definitions["Bundle_Entry"])
+        entry["properties"] = {**entry["properties"], "resource": {"type": "object"}}
+        self.definitions["Bundle_Entry"] = entry
+        self.validators: dict[str, Any] = {}
+        self.lock = threading.Lock()
+
+    def validator(self, resource_type: str) -> Any:
+        """The compiled validator of one resource type (FhirMappingError for an unknown one)."""
+        import jsonschema_rs
+
+        with self.lock:
+            if resource_type not in self.validators:
+                if resource_type not in self.definitions:
+                    raise FhirMappingError(f"built resource has an unknown type {resource_type!r}")
+                self.validators[resource_type] = jsonschema_rs.Draft6Validator(
+                    {"$ref": f"#/definitions/{resource_type}", "definitions": self.definitions}
+                )
+            return self.validators[resource_type]
+
+    def bundle(self, bundle: Resource) -> None:
+        """The Bundle, then each entry's resource."""
+        self.resource(bundle, "Bundle")
+        for index, entry in enumerate(bundle.get("entry", [])):
+            self.resource(entry["resource"], f"Bundle.entry[{index}].resource")
+
+    def resource(self, resource: Resource, where: str) -> None:
+        """One resource against its type's definition."""
+        kind = str(resource.get("resourceType"))
+        validator = self.validator(kind)
+        if validator.is_valid(resource):
+            return
+        error = next(iter(validator.iter_errors(resource)))
+        rule = list(error.schema_path)
+        definition = rule[1] if len(rule) > 1 and rule[0] == "definitions" else kind
+        raise FhirMappingError(
+            f"built {kind} is invalid at {where}{_path(error.instance_path)}: it breaks the R4 "
+            f"schema's {rule[-1] if rule else 'rule'} of {definition}"
+        )
+
+
+class _ModelCheck:
+    """The fhir.resources R4B models: the check without the schema."""
+
+    def bundle(self, bundle: Resource) -> None:
+        """The Bundle model (entries included)."""
+        self.resource(bundle, "Bundle")
+
+    def resource(self, resource: Resource, where: str) -> None:
+        """One resource's model."""
+        from fhir.resources.R4B import get_fhir_model_class
+        from pydantic import ValidationError
+
+        kind = str(resource.get("resourceType"))
+        try:
+            get_fhir_model_class(kind).model_validate(resource)
+        except KeyError:
+            raise FhirMappingError(f"built resource has an unknown type {kind!r}") from None
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise FhirMappingError(
+                f"built {kind} is invalid at {where}{_path(first['loc'])}: {first['msg']}"
+            ) from None
