@@ -354,10 +354,12 @@ def _soft_breaks(text: str) -> tuple[int, ...]:
 @lru_cache(maxsize=512)
 def _units(text: str) -> _Units:
     soft = _soft_breaks(text) if "\n" in text else ()
-    chars = list(text)
-    for position in soft:
-        chars[position] = " "
-    flow = "".join(chars)
+    flow = text
+    if soft:
+        chars = list(text)
+        for position in soft:
+            chars[position] = " "
+        flow = "".join(chars)
     ends: list[tuple[int, int]] = []
     for match in _MARK.finditer(flow):
         if match.group() in ".!?" and not is_sentence_end(flow, match.start()):

@@ -2,8 +2,8 @@
 
 Every labelled set's TEST half and the Open-i check half, hard-wrapped at 60 and 80 characters,
 must score within 0.01 of the unwrapped text with the rules stage (macro and micro F1, macro
-class accuracy, and lesion-location pair F1 where the set has pairs). Scored through
-`conformance.evaluate`, the code behind `radbridge eval`.
+class accuracy, and lesion-location and diagnosis-episode pair F1 where the set has them). Scored
+through `conformance.evaluate`, the code behind `radbridge eval`.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def _scores(result: EvaluationResult) -> dict[str, float]:
             "micro F1": metrics.micro.f1,
             "macro class accuracy": metrics.macro["class_accuracy"],
             "pair F1": metrics.pairs.f1 if metrics.pairs is not None else None,
+            "episode F1": metrics.episodes.f1 if metrics.episodes is not None else None,
         }
         scores.update({f"{task.task} {k}": v for k, v in named.items() if v is not None})
     return scores
@@ -97,7 +98,7 @@ def test_eval_rewrap_option(tmp_path: Path) -> None:
             capture_output=True, text=True, timeout=600, check=False, env=env,
         )  # fmt: skip
 
-    done = run("--split", "test", "--rewrap", "60", "--resamples", "1", "--out", str(tmp_path))
+    done = run("--split", "test", "--rewrap", "60", "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr
     assert "hard-wrapped at 60 characters first (--rewrap 60)" in done.stderr.replace("\n", " ")
     assert (tmp_path / "metrics.json").is_file()
