@@ -119,6 +119,12 @@ def _attachment_text(attachment: Resource) -> tuple[str | None, bool]:
         raise _reject("invalid_resource", "presentedForm.data is not valid base64 text") from None
 
 
+def _contains(text: str, passage: str) -> bool:
+    """Whether `passage` is in `text`, however either is wrapped ("No effusion or⏎pneumothorax"
+    in a hard-wrapped presentedForm is the conclusion "No effusion or pneumothorax")."""
+    return " ".join(passage.split()) in " ".join(text.split())
+
+
 def _narrative(report: Resource, index: _Index) -> str:
     pieces: list[str] = []
     saw_binary = False
@@ -134,7 +140,7 @@ def _narrative(report: Resource, index: _Index) -> str:
                 pieces.append(observation["valueString"])
     text = "\n\n".join(piece.strip("\n") for piece in pieces)
     conclusion = report.get("conclusion")
-    if isinstance(conclusion, str) and conclusion.strip() and conclusion.strip() not in text:
+    if isinstance(conclusion, str) and conclusion.strip() and not _contains(text, conclusion):
         text = f"{text}\n\n{conclusion.strip()}" if text else conclusion.strip()
     normalised = normalise_text(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
     if not normalised.strip():

@@ -122,6 +122,15 @@ def test_issue_example_fhir_presented_form_and_conclusion() -> None:
     assert any(start <= conclusion + len("No pleural effusion or\n") < end for start, end in spans)
 
 
+def test_a_conclusion_already_in_the_wrapped_text_is_not_added_again() -> None:
+    resource = json.loads(WRAPPED_FHIR.read_text("utf-8"))
+    resource["conclusion"] = (
+        "The lungs are clear and there is no pleural effusion or consolidation."
+    )
+    (report,) = reports_from_fhir(resource)
+    assert report.text == "\n".join(ISSUE_LINES)
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
 def test_issue_example_text_records(tmp_path: Path, suffix: str) -> None:
     text = "\r\n".join(ISSUE_LINES)
