@@ -4,7 +4,8 @@ Datasets are loaded by `conformance.datasets` and turned into labels by `conform
 this module runs the stages, assembles the metrics per task, compares stages (McNemar), and
 writes metrics.json and the summary tables. `DATASET_FORMATS` pairs each format's detector with
 its evaluator (the first detector that matches wins); NegEx is stage-1 assertion detection
-(`workers.context.assess`) on each annotated sentence.
+(`workers.context.assess`) on each annotated sentence. `EvalOptions.rewrap` hard-wraps every
+report text first (`conformance.rewrap`, `--rewrap N`): the same reports as a RIS that wraps them.
 
 No report text leaves this module: results carry ids, variable ids and labels only.
 """
