@@ -677,6 +677,14 @@ def evaluate(
         str | None,
         typer.Option(help="dev | test: only that half of a labelled JSONL set"),
     ] = None,
+    rewrap: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N",
+            help="hard-wrap every report text at N characters first, as a RIS that sends one "
+            "OBX per display line does (compare with the unwrapped run)",
+        ),
+    ] = None,
 ) -> None:
     """Measure extraction accuracy on labelled reports: metrics.json, report.html, a table."""
     from collections.abc import Callable
@@ -703,7 +711,7 @@ def evaluate(
             return lambda: progress.advance(task)
 
         options = ev.EvalOptions(
-            settings, stage, template, tolerance, resamples, seed, start, split=split
+            settings, stage, template, tolerance, resamples, seed, start, split=split, rewrap=rewrap
         )
         try:
             result = ev.run_evaluation(dataset, options)

@@ -4,13 +4,15 @@ Datasets are loaded by `conformance.datasets` and turned into labels by `conform
 this module runs the stages, assembles the metrics per task, compares stages (McNemar), and
 writes metrics.json and the summary tables. `DATASET_FORMATS` pairs each format's detector with
 its evaluator (the first detector that matches wins); NegEx is stage-1 assertion detection
-(`workers.context.assess`) on each annotated sentence.
+(`workers.context.assess`) on each annotated sentence. `EvalOptions.rewrap` hard-wraps every
+report text first (`conformance.rewrap`, `--rewrap N`): the same reports as a RIS that wraps them.
 
 No report text leaves this module: results carry ids, variable ids and labels only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -54,6 +56,7 @@ from conformance.metrics import (
     report_correct,
 )
 from conformance.openi import is_openi
+from conformance.rewrap import check_width, rewrap
 from mappings.report import Extraction, FindingStatus, Report
 from mappings.template import Template
 
@@ -489,6 +492,9 @@ class EvalOptions:
     """Called once with the number of steps; returns the function that advances one step."""
     split: str | None = None
     """`dev` or `test`: only that half of a labelled JSONL set (None: every record)."""
+    rewrap: int | None = None
+    """Hard-wrap every report text at this many characters first (`conformance.rewrap`): what
+    a RIS that sends one OBX per display line does to the same reports (None: as written)."""
 
 
 def _stages(options: EvalOptions) -> tuple[StageName, ...]:
@@ -501,7 +507,25 @@ def _stages(options: EvalOptions) -> tuple[StageName, ...]:
     raise EvaluationError(f"unknown stage {stage!r} (rules, llm, hybrid or all)")
 
 
+def rewrapped(reports: Sequence[LabelledReport], width: int | None) -> tuple[LabelledReport, ...]:
+    """The reports with their texts hard-wrapped at `width` characters (None: unchanged)."""
+    if width is None:
+        return tuple(reports)
+    return tuple(dataclasses.replace(report, text=rewrap(report.text, width)) for report in reports)
+
+
+def _rewrap_notes(width: int | None) -> tuple[str, ...]:
+    if width is None:
+        return ()
+    return (f"every report text hard-wrapped at {width} characters first (--rewrap {width})",)
+
+
 def _evaluate_loaded(dataset: Dataset, options: EvalOptions) -> EvaluationResult:
+    dataset = dataclasses.replace(
+        dataset,
+        reports=rewrapped(dataset.reports, options.rewrap),
+        notes=(*dataset.notes, *_rewrap_notes(options.rewrap)),
+    )
     if not dataset.reports:
         suffix = f" for template {options.template}" if options.template else ""
         raise EvaluationError(f"{dataset.path}: no labelled reports{suffix}")
@@ -521,6 +545,8 @@ def _evaluate_loaded(dataset: Dataset, options: EvalOptions) -> EvaluationResult
 def _evaluate_negex_path(path: Path, options: EvalOptions) -> EvaluationResult:
     if options.stage not in (None, "rules"):
         raise EvaluationError("NegEx evaluates stage-1 assertion detection: use --stage rules")
+    if options.rewrap is not None:
+        raise EvaluationError("--rewrap wraps report texts; NegEx annotates single sentences")
     return evaluate_negex(path, resamples=options.resamples, seed=options.seed)
 
 
@@ -549,7 +575,7 @@ def evaluate_openi(path: Path, options: EvalOptions) -> EvaluationResult:
         for n in LABEL_VARIABLES
         if n in names and LABEL_VARIABLES[n] in known and positives[n] > 0
     ]
-    notes: list[str] = []
+    notes: list[str] = list(_rewrap_notes(options.rewrap))
     for name in names:
         if name in NOT_SCORED:
             notes.append(
@@ -568,17 +594,20 @@ def evaluate_openi(path: Path, options: EvalOptions) -> EvaluationResult:
             )
             notes.append(f"label {name!r} ({positives[name]} positive) not covered: {why}")
     specs = tuple(VariableSpec(LABEL_VARIABLES[name], "binary") for name in covered)
-    cases = [
-        LabelledReport(
-            id=item.id,
-            source=f"{path}:{item.id}",
-            text=item.text,
-            language="en",
-            template=template.id,
-            gold={LABEL_VARIABLES[n]: _yes(item.labels.get(n, 0) == 1) for n in covered},
-        )
-        for item in items
-    ]
+    cases = rewrapped(
+        [
+            LabelledReport(
+                id=item.id,
+                source=f"{path}:{item.id}",
+                text=item.text,
+                language="en",
+                template=template.id,
+                gold={LABEL_VARIABLES[n]: _yes(item.labels.get(n, 0) == 1) for n in covered},
+            )
+            for item in items
+        ],
+        options.rewrap,
+    )
 
     def labels_of(
         extraction: Extraction,
@@ -664,6 +693,8 @@ DATASET_FORMATS: tuple[DatasetFormat, ...] = (
 def run_evaluation(path: Path, options: EvalOptions) -> EvaluationResult:
     """Detect the dataset's format and evaluate it."""
     dataset_format = _format_of(path)
+    if options.rewrap is not None:
+        check_width(options.rewrap)
     if options.split is not None and dataset_format.name != "jsonl":
         raise EvaluationError(
             f"--split selects a half of a labelled JSONL set; {path} is {dataset_format.name}"

@@ -226,6 +226,12 @@ def _check_narrative(report: Resource, index: _Index) -> None:
     )
 
 
+def _contains(text: str, passage: str) -> bool:
+    """Whether `passage` is in `text`, however either is wrapped ("No effusion or⏎pneumothorax"
+    in a hard-wrapped presentedForm is the conclusion "No effusion or pneumothorax")."""
+    return " ".join(passage.split()) in " ".join(text.split())
+
+
 def _narrative(report: Resource, index: _Index) -> str:
     pieces: list[str] = []
     saw_binary = False
@@ -241,7 +247,7 @@ def _narrative(report: Resource, index: _Index) -> str:
                 pieces.append(observation["valueString"])
     text = "\n\n".join(piece.strip("\n") for piece in pieces)
     conclusion = report.get("conclusion")
-    if isinstance(conclusion, str) and conclusion.strip() and conclusion.strip() not in text:
+    if isinstance(conclusion, str) and conclusion.strip() and not _contains(text, conclusion):
         text = f"{text}\n\n{conclusion.strip()}" if text else conclusion.strip()
     normalised = normalise_text(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
     if not normalised.strip():

@@ -26,6 +26,7 @@ from mappings import routing_content as content
 from mappings.report import Report
 from mappings.sections import find_sections
 from mappings.template import Template
+from mappings.units import flowed
 
 EXAM_PREFIX_CHARS = 200
 FIRST_LINE_CHARS = 80
@@ -108,7 +109,7 @@ def _first_line(report: Report) -> str:
     if any(sec.start <= start < sec.end and sec.name != "exam" and sec.start >= start - 1
            for sec in sections):  # fmt: skip
         return ""
-    line = text[start:].split("\n", 1)[0]
+    line = flowed(text)[start:].split("\n", 1)[0]  # an exam name wrapped onto two lines is one
     return line[:FIRST_LINE_CHARS]
 
 

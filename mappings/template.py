@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mappings import terminology
 from mappings.errors import TemplateError
-from mappings.sections import HEADINGS
+from mappings.headings import HEADINGS
 
 
 class CodeRef(BaseModel):

@@ -16,6 +16,7 @@ from adapter.settings import Settings
 from mappings.report import FindingStatus, FindingValue, Report, Stage
 from mappings.template import get_template
 from mappings.template_output import VariableAnswer
+from mappings.units import flowed
 from tests.fakes import FakeEngine, fake_generation
 from workers.errors import ExtractionError
 from workers.pipeline import extract, finding_value, status_confidences
@@ -140,7 +141,9 @@ def test_extract_with_a_fake_engine_builds_the_extraction() -> None:
     assert pneumothorax.status is FindingStatus.UNCERTAIN
     assert extraction.timings.prompt_tokens_evaluated == 40
     assert extraction.timings.forced_tokens == 60
-    assert engine.prompts[0].index(TEXT) < engine.prompts[0].index("h1")
+    # the report as units (its wrapped "pleural⏎effusion" joined), then the hints
+    assert engine.prompts[0].index(flowed(TEXT)) < engine.prompts[0].index("h1")
+    assert "Small right  pleural effusion. No pneumothorax.\n" in engine.prompts[0]
 
 
 @pytest.mark.parametrize(

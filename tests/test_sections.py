@@ -115,3 +115,19 @@ def test_heading_names_are_the_template_section_names() -> None:
         "impression",
     }
     assert find_sections("no headings here") == ()
+
+
+def test_a_two_word_upper_case_heading_is_one_heading() -> None:
+    text = "CLINICAL HISTORY: cough\nFINDINGS: No effusion."
+    assert _named(text) == [
+        ("history", "CLINICAL HISTORY: cough\n"),
+        ("findings", "FINDINGS: No effusion."),
+    ]
+
+
+def test_a_word_wrapped_onto_its_own_line_is_no_heading() -> None:
+    """Issue 26: the line starts that count are unit starts (`mappings.units`)."""
+    text = "Findings: Unchanged effusion compared with the previous\nstudy\nNo pneumothorax."
+    assert [name for name, _ in _named(text)] == ["findings"]
+    wrapped = "Befund: Kleiner Erguss.\nBeurteilung\nKein Pneumothorax."
+    assert [name for name, _ in _named(wrapped)] == ["findings", "impression"]

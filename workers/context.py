@@ -4,9 +4,9 @@
 uncertain, historical, hypothetical or about someone other than the patient.
 
 How (ConText, Harkema et al. 2009, with NegEx's pseudo-triggers):
-1. The sentence holding the mention is cut out of `text`: sentences end at `.`/`!`/`?` before
-   whitespace (not after abbreviations such as "Z.n." or "p.o."), `;`, a blank line, and a line
-   break unless a lowercase line continues it.
+1. The sentence holding the mention is cut out of `text`: the unit of `mappings.units` around it
+   (units end at `.`/`!`/`?` before whitespace but not after abbreviations such as "Z.n." or
+   "p.o.", at `;`, and at a hard line break; a line wrapped inside a sentence continues it).
 2. Triggers (`workers.context_triggers`) are found left to right, longest first at each
    position, never overlapping: a pseudo-trigger ("no change", "gram negative", "nicht nur")
    takes its words so the shorter trigger inside it never fires.
@@ -30,6 +30,7 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from functools import lru_cache
 
+from mappings.units import unit_ends
 from workers.context_triggers import (
     DE_RADBRIDGE,
     EN_MEDSPACY,
@@ -245,36 +246,11 @@ def _scan(sentence: str, language: str | None) -> tuple[_Trigger, ...]:
     return tuple(found)
 
 
-_BOUNDARY = re.compile(r"[.!?](?=\s|$)|;|\n[ \t]*\n|\n")
-_ABBREVIATION = re.compile(
-    r"(?:^|[\s(])(?:[^\W\d_]|[^\W\d_]\.[^\W\d_]{1,2}|[^\W\d_]{1,2}\.[^\W\d_]|dr|mr|mrs|ms|ca|vs|"
-    r"bzw|evtl|ggf|st|nr|approx|max|min|ant|post|inf|sup|med|lat|fig|resp|zust|zn|"
-    r"pt|hx|sog|incl|excl|etc|i\.v|i\.e|e\.g)$",
-    re.IGNORECASE,
-)
-
-
-def _is_boundary(text: str, match: re.Match[str]) -> bool:
-    mark = match.group()
-    if mark in ".!?":
-        if mark == ".":
-            head = text[max(0, match.start() - 12) : match.start()]
-            if _ABBREVIATION.search(head):
-                return False
-        return True
-    if mark == "\n":
-        before = text[max(0, match.start() - 80) : match.start()].rstrip(" \t")
-        after = text[match.end() : match.end() + 80].lstrip(" \t")
-        if before and after and (before[-1].islower() or before[-1] == ",") and after[0].islower():
-            return False
-    return True
-
-
 @lru_cache(maxsize=256)
 def _boundaries(text: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """(starts, ends) of the sentence boundaries of `text`, in text order."""
-    marks = [m for m in _BOUNDARY.finditer(text) if _is_boundary(text, m)]
-    return tuple(m.start() for m in marks), tuple(m.end() for m in marks)
+    """(starts, ends) of the marks that end the units of `text` (`mappings.units`), in order."""
+    marks = unit_ends(text)
+    return tuple(start for start, _ in marks), tuple(end for _, end in marks)
 
 
 def sentence_bounds(text: str, start: int, end: int) -> tuple[int, int]:

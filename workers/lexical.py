@@ -3,15 +3,17 @@
 For each variable, the template's synonyms (all languages) are searched clause by clause. The
 assertion of a mention comes from ConText (`workers.context.assess`): negated -> `absent`,
 uncertain or hypothetical -> `uncertain`, historical -> `present`; a mention about someone else
-(family history) does not vote at all. Clauses end at sentence ends, semicolons, line breaks and
-contrast words ("but", "maar", "aber"). A mention in the history/indication section (the
-clinical question, e.g. "r/o PE", "edema and dyspnea") never counts: it is not a finding of this
-examination. A mention inside one of the variable's `excludes` phrases ("pericardial effusion")
-does not count either; `states` add subject + state statements ("heart size normal" -> absent,
-`workers.states`); a template with `probable_existence: present` reads a strongly hedged mention
-("probable", "likely", "versus") as present. The evidence quote is the
-clause; locations are the template locations named in the same clause (a lobe replaces the lung
-of the same side).
+(family history) does not vote at all. Clauses are the units of `mappings.units` (sentences and
+statements, not display lines: a line wrapped inside a sentence continues it) cut at contrast
+words ("but", "maar", "aber"); the text is read with each wrapped line break as a space
+(`text_of`, same offsets) and quoted as written, line breaks included. A mention in the
+history/indication section (the clinical question, e.g. "r/o PE", "edema and dyspnea") never
+counts: it is not a finding of this examination. A mention inside one of the variable's
+`excludes` phrases ("pericardial effusion") does not count either; `states` add subject + state
+statements ("heart size normal" -> absent, `workers.states`); a template with
+`probable_existence: present` reads a strongly hedged mention ("probable", "likely", "versus") as
+present. The evidence quote is the clause; locations are the template locations named in the
+same clause (a lobe replaces the lung of the same side).
 
 Typed variables:
 - ordinal / number: the variable's `patterns` for the report's language (all languages when the
@@ -50,7 +52,7 @@ from mappings.report import (
 from mappings.sections import find_sections
 from mappings.template import Template, Variable, VariableType
 from workers import anatomy, organs, values
-from workers.lexicon_text import clauses, mention_status, terms_pattern
+from workers.lexicon_text import clauses, mention_status, terms_pattern, text_of
 from workers.states import excluded_spans, inside, state_hits
 
 RULES_MODEL = ModelInfo(name="radbridge-rules", sha256="0" * 64, version="stage1-1")
@@ -94,13 +96,14 @@ def find_mentions(report: Report, template: Template) -> list[Mention]:
     for the mention in its clause, then shared across the report's statements of the finding.
     """
     mentions: list[Mention] = []
+    text = text_of(report.text)
     spans = clauses(report.text)
     probable_present = template.probable_existence == "present"
     for variable in template.variables:
         pattern = _pattern([s for words in variable.synonyms.values() for s in words])
-        excluded = excluded_spans(report.text, variable)
+        excluded = excluded_spans(text, variable)
         for clause_start, clause_end in spans:
-            clause = report.text[clause_start:clause_end]
+            clause = text[clause_start:clause_end]
             for match in pattern.finditer(clause):
                 if inside(excluded, clause_start + match.start(), clause_start + match.end()):
                     continue
@@ -132,7 +135,7 @@ def find_mentions(report: Report, template: Template) -> list[Mention]:
         )
         for m in mentions
     ]
-    shared = anatomy.share(template, report.text, spans, located)
+    shared = anatomy.share(template, text, spans, located)
     return [
         dataclasses.replace(mention, locations=locations)
         for mention, locations in zip(mentions, shared, strict=True)
@@ -199,7 +202,7 @@ def _parse_number(text: str, variable: Variable) -> ScalarValue:
 
 
 def _negated(report: Report, clause: tuple[int, int], start: int, end: int) -> bool:
-    text = report.text[clause[0] : clause[1]]
+    text = text_of(report.text)[clause[0] : clause[1]]
     status = _assertion(text, start - clause[0], min(end, clause[1]) - clause[0])
     return status is FindingStatus.ABSENT
 
@@ -213,7 +216,8 @@ def _pattern_hits(
     else:
         regexes = tuple(r for rs in variable.patterns.values() for r in rs)
     hits: list[ValueHit] = []
-    text = values.shadow(report.text, report.language)  # number words as digits, same offsets
+    # number words as digits, same offsets
+    text = values.shadow(text_of(report.text), report.language)
     for regex in regexes:
         for match in re.finditer(regex, text, re.IGNORECASE):
             clause = _clause_at(spans, match.start())
@@ -230,7 +234,7 @@ def _pattern_hits(
             hits.append(
                 ValueHit(value, match.start(), match.end(), clause[0], max(clause[1], match.end()))
             )
-        for row in values.table_lines(report.text):
+        for row in values.table_lines(text_of(report.text)):
             for match in re.finditer(regex, row.statement, re.IGNORECASE):
                 value = _parse_number(match.group("value") or "", variable)
                 if value is not None:
@@ -267,9 +271,10 @@ def _window_hits(
     """A synonym followed within NUMBER_WINDOW characters (same clause) by a valid number."""
     pattern = _pattern(list(variable.terms()))
     hits: list[ValueHit] = []
-    text = values.shadow(report.text, report.language)
+    flow = text_of(report.text)
+    text = values.shadow(flow, report.language)
     for clause_start, clause_end in spans:
-        clause = report.text[clause_start:clause_end]
+        clause = flow[clause_start:clause_end]
         for match in pattern.finditer(clause):
             shadowed = text[clause_start:clause_end]
             window = shadowed[match.end() : match.end() + NUMBER_WINDOW + 12]
@@ -301,10 +306,11 @@ def _option_hits(
 ) -> list[ValueHit]:
     """Non-negated option mentions in text[start:end], by clause, in text order."""
     hits: list[ValueHit] = []
+    flow = text_of(report.text)
     for clause_start, clause_end in clauses(report.text):
         if clause_end <= start or clause_start >= end:
             continue
-        clause = report.text[clause_start:clause_end]
+        clause = flow[clause_start:clause_end]
         for option_id, words in options:
             for match in _pattern(list(words)).finditer(clause):
                 if not start <= clause_start + match.start() < end:
@@ -362,7 +368,8 @@ def typed_hits(report: Report, variable: Variable) -> list[ValueHit]:
 
 def _lateral_hits(report: Report, template: Template, variable: Variable) -> list[ValueHit]:
     """One side of a left/right scale pair, read in any order (`workers.values`)."""
-    hit = values.lateral_value(values.shadow(report.text, report.language), template, variable)
+    shadowed = values.shadow(text_of(report.text), report.language)
+    hit = values.lateral_value(shadowed, template, variable)
     if hit is None:
         return []
     clause = _clause_at(clauses(report.text), hit.start) or (hit.start, hit.end)
@@ -376,14 +383,15 @@ def _typed_value(report: Report, template: Template, variable: Variable) -> Find
             variable_id=variable.id, status=FindingStatus.NOT_MENTIONED, stage=Stage.RULES
         )
     best = hits[0]
-    clause = report.text[best.clause_start : best.clause_end]
+    clause = text_of(report.text)[best.clause_start : best.clause_end]
+    quote = report.text[best.clause_start : best.clause_end]  # as written, line breaks included
     return FindingValue(
         variable_id=variable.id,
         status=FindingStatus.PRESENT,
         value=best.value,
         unit=variable.unit.code if variable.unit is not None else None,
         locations=_locations(template, variable, clause) if variable.locations else (),
-        evidence=Evidence(quote=clause, start=best.clause_start, end=best.clause_end),
+        evidence=Evidence(quote=quote, start=best.clause_start, end=best.clause_end),
         stage=Stage.RULES,
     )
 
@@ -409,10 +417,11 @@ def all_mentions(report: Report, template: Template) -> list[Mention]:
     """Synonym mentions (`find_mentions`), plus state statements (`workers.states`: "heart size
     is enlarged" / "heart size normal")."""
     mentions = find_mentions(report, template)
+    text = text_of(report.text)
     spans = clauses(report.text)
     for variable in template.variables:
-        for hit in state_hits(report.text, spans, variable):
-            clause = report.text[hit.clause_start : hit.clause_end]
+        for hit in state_hits(text, spans, variable):
+            clause = text[hit.clause_start : hit.clause_end]
             locations = _locations(template, variable, clause) if variable.locations else ()
             mentions.append(
                 Mention(

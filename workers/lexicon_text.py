@@ -1,8 +1,10 @@
 """The text primitives of stage 1, shared by `workers.lexical` and its helpers.
 
 `terms_pattern` turns lexicon terms into one whole-word regex (longest first; a trailing `*` marks
-a stem), `clauses` splits a report into clauses (sentence ends, semicolons, line breaks and
-contrast words: "but", "maar", "aber"), and `mention_status` is the ConText assertion of one
+a stem; any run of spaces or tabs between its words), `clauses` splits a report into clauses (the
+units of `mappings.units`, cut at contrast words: "but", "maar", "aber"), `text_of` is the text
+the rules stage reads (`mappings.units.flowed`: a line wrapped inside a sentence reads as one
+line, same offsets), and `mention_status` is the ConText assertion of one
 mention (`workers.context.assess`). `workers.anatomy`, `workers.organs`, `workers.states` and
 `workers.lexical` import them from here; this module imports none of them.
 """
@@ -13,11 +15,9 @@ import functools
 import re
 
 from mappings.report import FindingStatus
+from mappings.units import flowed, unit_spans
 
-_CLAUSE_BREAK = re.compile(
-    r"(?<!\b[Cc]a)(?<!\bz\.B)(?<!\b[RrLl]t)(?<!\b[Vv]\.a)\.(?=\s|$)|[;\n]|\b(?:but|however|although|maar|echter|aber|jedoch)\b",
-    re.IGNORECASE,
-)
+_CONTRAST = re.compile(r"\b(?:but|however|although|maar|echter|aber|jedoch)\b", re.IGNORECASE)
 
 _RIGHT_BOUNDARY = r"(?![0-9A-Za-zÀ-ÖØ-öø-ÿ_])"
 
@@ -25,8 +25,14 @@ _RIGHT_BOUNDARY = r"(?![0-9A-Za-zÀ-ÖØ-öø-ÿ_])"
 def _alternative(term: str) -> str:
     """A term as a regex: a trailing `*` makes it a stem ("atelecta*": atelectasis, -tic)."""
     if term.endswith("*"):
-        return re.escape(term[:-1]) + r"\w*"
-    return re.escape(term)
+        return _spaced(term[:-1]) + r"\w*"
+    return _spaced(term)
+
+
+def _spaced(term: str) -> str:
+    """A term as a regex whose spaces match any run of spaces or tabs: a line wrapped inside the
+    term reads as a space, indentation and trailing blanks included ("pleural \\n  effusion")."""
+    return r"[ \t]+".join(re.escape(word) for word in term.split(" "))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -47,19 +53,33 @@ def terms_pattern(terms: tuple[str, ...]) -> re.Pattern[str]:
     return _terms_pattern(terms)
 
 
-def clauses(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each clause, leading/trailing whitespace excluded."""
+def text_of(text: str) -> str:
+    """The report text as the rules stage reads it: each soft line break a space
+    (`mappings.units.flowed`), so offsets into it are offsets into `text`."""
+    return flowed(text)
+
+
+@functools.lru_cache(maxsize=256)
+def _clauses(text: str) -> tuple[tuple[int, int], ...]:
+    flow = flowed(text)
     spans: list[tuple[int, int]] = []
-    position = 0
-    for match in [*_CLAUSE_BREAK.finditer(text), None]:
-        end = match.start() if match else len(text)
-        segment = text[position:end]
-        stripped = segment.strip()
-        if stripped:
-            start = position + (len(segment) - len(segment.lstrip()))
-            spans.append((start, start + len(stripped)))
-        position = match.end() if match else len(text)
-    return spans
+    for unit_start, unit_end in unit_spans(text):
+        position = unit_start
+        for match in [*_CONTRAST.finditer(flow, unit_start, unit_end), None]:
+            end = match.start() if match else unit_end
+            segment = flow[position:end]
+            stripped = segment.strip()
+            if stripped:
+                start = position + (len(segment) - len(segment.lstrip()))
+                spans.append((start, start + len(stripped)))
+            position = match.end() if match else unit_end
+    return tuple(spans)
+
+
+def clauses(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each clause of the report text `text` (as received, not `text_of`): its
+    units (`mappings.units.unit_spans`) cut at contrast words, whitespace excluded."""
+    return list(_clauses(text))
 
 
 def mention_status(

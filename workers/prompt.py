@@ -2,8 +2,9 @@
 
 The system turn (`system_text`) depends only on the template, so its bytes - and tokens - are
 identical for every report of that template and the engine reuses them from the KV cache. The
-report follows in its own language (translation lowers accuracy), then optional stage-1 hints
-(after the report, so they do not break the shared prefix).
+report follows in its own language (translation lowers accuracy), its wrapped lines joined into
+sentences (`mappings.units`), then optional stage-1 hints (after the report, so they do not break
+the shared prefix).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Protocol
 from mappings.report import FindingStatus, Report
 from mappings.template import Template, VariableType
 from mappings.template_output import EVIDENCE_MAX_CHARS, prompt_definitions
+from mappings.units import flowed
 
 INSTRUCTIONS = f"""You extract findings from a radiology report into JSON.
 For every variable give, in this order:
@@ -82,8 +84,10 @@ def system_text(template: Template) -> str:
 
 
 def user_text(report: Report, hints: str | None = None) -> str:
-    """The per-report part: the report text unchanged, then stage-1 hints if any."""
-    text = f"Report:\n{report.text}\n"
+    """The per-report part: the report text with each line wrapped inside a sentence joined
+    (`mappings.units.flowed`: the model reads the units the rules stage reads; a quote copied
+    from it is found in the report as written), then stage-1 hints if any."""
+    text = f"Report:\n{flowed(report.text)}\n"
     if hints:
         text += f"\nCandidate findings from a rule-based reader (may be wrong):\n{hints}\n"
     return text + "\nAnswer with the JSON object."

@@ -79,7 +79,8 @@ def hints_text(rules: Extraction) -> str:
             verdict = value.status.value
             if value.value is not None:
                 verdict += f" = {value.value}" + (f" {value.unit}" if value.unit else "")
-            lines.append(f'- {value.variable_id}: {verdict}{where}: "{value.evidence.quote}"')
+            quote = " ".join(value.evidence.quote.split())  # one hint per line, wrapped or not
+            lines.append(f'- {value.variable_id}: {verdict}{where}: "{quote}"')
     return "\n".join(lines)
 
 
