@@ -39,12 +39,12 @@ def run(
 
 
 def production(tmp_path: Path, **extra: str) -> dict[str, str]:
-    return clean_env(
-        RADBRIDGE_ENV="production",
-        RADBRIDGE_API_KEY=STRONG,
-        RADBRIDGE_DATA_DIR=str(tmp_path / "data"),
-        **extra,
-    )
+    base = {
+        "RADBRIDGE_ENV": "production",
+        "RADBRIDGE_API_KEY": STRONG,
+        "RADBRIDGE_DATA_DIR": str(tmp_path / "data"),
+    }
+    return clean_env(**{**base, **extra})
 
 
 def test_check_config_lists_every_problem_at_once(tmp_path: Path) -> None:

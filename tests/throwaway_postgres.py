@@ -34,16 +34,19 @@ START_TIMEOUT_S = 120
 
 
 def find_bindir() -> Path | None:
-    """The folder holding initdb and pg_ctl (the newest Debian version first), or None."""
+    """The folder holding initdb, pg_ctl and createdb (the newest Debian version first), or
+    None."""
     initdb = shutil.which("initdb")
-    if initdb is not None and shutil.which("pg_ctl") is not None:
-        return Path(initdb).parent
+    if initdb is not None:  # often a link into the versioned folder that holds createdb too
+        folder = Path(initdb).resolve().parent
+        if all((folder / tool).is_file() for tool in ("pg_ctl", "createdb")):
+            return folder
     versions = sorted(
         Path("/usr/lib/postgresql").glob("*/bin/initdb"),
         key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
     )
     for initdb_path in reversed(versions):
-        if (initdb_path.parent / "pg_ctl").is_file():
+        if all((initdb_path.parent / tool).is_file() for tool in ("pg_ctl", "createdb")):
             return initdb_path.parent
     return None
 
