@@ -760,13 +760,15 @@ app.add_typer(_users_app, name="users")  # `radbridge users add` (browser UI, is
 def _template_files(paths: list[Path]) -> list[Path]:
     import importlib.resources
 
+    from mappings.template import template_files
+
     if not paths:
         folder = Path(str(importlib.resources.files("mappings") / "templates"))
         return sorted(folder.glob("*.yaml"))
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files.extend(sorted([*path.glob("*.yaml"), *path.glob("*.yml")]))
+            files.extend(template_files(path))
         elif path.exists():
             files.append(path)
         else:
@@ -862,30 +864,12 @@ def templates_check(
     """Validate templates: structure, types, codes (installed SNOMED CT / LOINC tables or a cited
     source), UCUM units, DICOM modalities, synonyms, ids unique and none a built-in's. Every
     problem of every file is listed, by key name; exit 1 on a problem."""
-    from mappings.errors import TemplateProblems
-    from mappings.template import check_template_set, load_builtin_templates, load_template
+    from mappings.template import check_template_files
 
     files = _template_files(list(paths or []))
     if not files:
         raise _fail("no template files found")
-    loaded: list[tuple[str, Template]] = []
-    problems: list[TemplateError] = []
-    for path in files:
-        try:
-            loaded.append((str(path), load_template(path)))
-        except TemplateProblems as exc:
-            problems.extend(exc.problems)
-        except TemplateError as exc:
-            problems.append(exc)
-    if paths:  # the user's own files: none may take a built-in template's id
-        builtin = load_builtin_templates()
-        builtin_files = {Path(str(p)).resolve() for p in _template_files([])}
-        problems += [
-            TemplateError(source, "id", f"template id {template.id!r} is a built-in template's id")
-            for source, template in loaded
-            if template.id in builtin and Path(source).resolve() not in builtin_files
-        ]
-    problems += check_template_set(loaded)
+    _, problems = check_template_files(files)
     for problem in problems:
         sys.stdout.write(f"{problem.source}\t{problem.field}\t{problem.problem}\n")
     err.print(f"{len(files)} template file(s) checked, {len(problems)} problem(s)")

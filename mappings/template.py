@@ -553,28 +553,40 @@ def template_files(folder: Path) -> list[Path]:
     return sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
 
 
-@functools.cache
-def _folder_templates(folder: Path) -> tuple[tuple[str, Template], ...]:
-    if not folder.is_dir():
-        raise TemplateError(str(folder), "RADBRIDGE_TEMPLATES_DIR", "no such folder")
+def builtin_id_clashes(items: list[tuple[str, Template]]) -> list[TemplateError]:
+    """A problem for each template of the user's files that takes a built-in template's id (the
+    built-in files themselves excepted): a template is added, never silently replaced."""
+    builtin = load_builtin_templates()
+    folder = Path(str(importlib.resources.files("mappings") / "templates")).resolve()
+    return [
+        TemplateError(source, "id", f"template id {template.id!r} is a built-in template's id")
+        for source, template in items
+        if template.id in builtin and Path(source).resolve().parent != folder
+    ]
+
+
+def check_template_files(
+    paths: list[Path],
+) -> tuple[list[tuple[str, Template]], list[TemplateError]]:
+    """Load template files: (source, template) for each good one, and every problem of every
+    file, across files too (an id used twice, a user's file taking a built-in's id)."""
     loaded: list[tuple[str, Template]] = []
     problems: list[TemplateError] = []
-    for path in template_files(folder):
+    for path in paths:
         try:
             loaded.append((str(path), load_template(path)))
         except TemplateProblems as exc:
             problems.extend(exc.problems)
         except TemplateError as exc:
             problems.append(exc)
-    builtin = load_builtin_templates()
-    for source, template in loaded:
-        if template.id in builtin:
-            problems.append(
-                TemplateError(
-                    source, "id", f"template id {template.id!r} is a built-in template's id"
-                )
-            )
-    problems += check_template_set(loaded)
+    return loaded, problems + builtin_id_clashes(loaded) + check_template_set(loaded)
+
+
+@functools.cache
+def _folder_templates(folder: Path) -> tuple[tuple[str, Template], ...]:
+    if not folder.is_dir():
+        raise TemplateError(str(folder), "RADBRIDGE_TEMPLATES_DIR", "no such folder")
+    loaded, problems = check_template_files(template_files(folder))
     if problems:
         raise TemplateProblems(problems)
     return tuple(loaded)

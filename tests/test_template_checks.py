@@ -101,31 +101,23 @@ def test_a_table_code_needs_the_table_display_and_do_not_use_is_refused() -> Non
 
 
 def test_every_problem_is_reported_at_once_by_key_name() -> None:
-    text = template_yaml(
-        unit="millimetre",
-        modality="ULTRASOUND",
-        code='{system: "http://snomed.info/sct", code: "99999999", display: "x", source: "me"}',
-        location="synonyms_only: true",
-    )
-    with pytest.raises(TemplateProblems) as caught:
-        parse_template(text, "bad.yaml")
-    assert caught.value.problems[0].field == "locations.right_lung.synonyms_only"  # structure
-    text = template_yaml(
-        unit="millimetre",
-        modality="ULTRASOUND",
-        code='{system: "http://snomed.info/sct", code: "99999999", display: "x", source: "me"}',
-        location="",
-    )
-    with pytest.raises(TemplateProblems) as caught:
-        parse_template(text, "bad.yaml")
-    found = {(p.field, p.problem.split(" ")[0]) for p in caught.value.problems}
-    fields = {field for field, _ in found}
+    bad = {
+        "unit": "millimetre",
+        "modality": "ULTRASOUND",
+        "code": '{system: "http://snomed.info/sct", code: "99999999", display: "x", source: "me"}',
+    }
+    with pytest.raises(TemplateProblems) as caught:  # structure: every pydantic error, by key
+        parse_template(template_yaml(**bad, location="synonyms_only: true"), "bad.yaml")
+    assert [p.field for p in caught.value.problems] == ["locations.right_lung.synonyms_only"]
+    with pytest.raises(TemplateProblems) as caught:  # meaning: every problem, by key
+        parse_template(template_yaml(**bad, location=""), "bad.yaml")
+    fields = {p.field for p in caught.value.problems}
     assert fields == {
         "locations.right_lung.code",
         "variables.embolism.code",
         "variables.clot_size.unit.code",
         "applies_to.modalities",
-    }, found
+    }, caught.value.problems
     message = str(caught.value)
     assert "'millimetre' is not a valid UCUM code" in message
     assert "'ULTRASOUND' is not a DICOM modality code" in message and "did you mean US?" in message
