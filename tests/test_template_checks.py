@@ -6,6 +6,8 @@ RADBRIDGE_TEMPLATES_DIR adds templates to the built-in ones and never replaces o
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -227,3 +229,53 @@ def test_validate_rejects_an_invalid_ucum_code() -> None:
     assert [p.fhirpath for p in problems if "UCUM" in p.message] == [
         "Bundle.entry[3].resource.valueQuantity.code"
     ], problems
+
+
+def test_extract_eval_and_validate_use_the_templates_dir(tmp_path: Path) -> None:
+    """A hospital's own template, in RADBRIDGE_TEMPLATES_DIR, runs in extract and eval and its
+    cited codes pass validate, without a line of Python (real processes, rules stage)."""
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    (folder / "pe.yaml").write_text(template_yaml(), "utf-8")
+    reports = tmp_path / "reports.csv"
+    reports.write_text('id,text\nr1,"Pulmonary embolism in the right lung."\n', "utf-8")
+    labelled = tmp_path / "set.jsonl"
+    record = {
+        "id": "pe-1",
+        "text": "No pulmonary embolism.",
+        "language": "en",
+        "template": "pe_ct",
+        "gold": {"embolism": "absent", "clot_size": "not_mentioned"},
+    }
+    labelled.write_text(json.dumps(record) + "\n", "utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RADBRIDGE_")}
+    env["RADBRIDGE_TEMPLATES_DIR"] = str(folder)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CLI, *args], env=env, capture_output=True, text=True, timeout=300, check=False
+        )
+
+    done = cli("extract", str(reports), "--out", str(tmp_path / "out"), "--template", "pe_ct")
+    assert done.returncode == 0, done.stderr
+    (bundle_file,) = (tmp_path / "out").glob("*.json")
+    codes = [
+        coding["code"]
+        for entry in json.loads(bundle_file.read_text("utf-8"))["entry"]
+        if entry["resource"]["resourceType"] == "Observation"
+        for coding in entry["resource"]["code"].get("coding", [])
+    ]
+    assert codes == [PE]
+    done = cli("validate", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = cli("eval", str(labelled), "--out", str(tmp_path / "eval"))
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text("utf-8"))
+    assert [task["task"] for task in metrics["tasks"]] == ["pe_ct"]
+    del env["RADBRIDGE_TEMPLATES_DIR"]
+    assert (
+        cli(
+            "extract", str(reports), "--out", str(tmp_path / "o2"), "--template", "pe_ct"
+        ).returncode
+        == 2
+    )
