@@ -833,7 +833,7 @@ def templates_show(
     """A template's variables, one per line (tab-separated): id (label), type, values, code or
     'uncoded: reason'; enum options and qualifiers indented below their variable."""
     try:
-        (shown,) = _resolve_templates(template).values()
+        (shown,) = _resolve_templates(template, _settings().templates_dir).values()
     except TemplateError as exc:
         raise _fail(str(exc)) from None
     lines = [f"{shown.id} {shown.version}: {shown.title} ({', '.join(shown.languages)})"]
