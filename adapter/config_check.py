@@ -156,7 +156,9 @@ def check_config() -> tuple[Settings | None, list[ConfigProblem]]:
     problems = [
         ConfigProblem(
             "error" if production else "warning",
-            warning.replace("is ignored", "is not a setting") if production else warning,
+            warning.removeprefix("unknown setting ").replace("is ignored", "is not a setting")
+            if production
+            else warning,
         )
         for warning in unknown_variables(environ)
     ]
