@@ -8,7 +8,8 @@ binaries (Debian: the `postgresql` package), not only where a server is already 
 - Binaries found (`initdb`/`pg_ctl` on PATH or under /usr/lib/postgresql/*/bin): a cluster is made
   in a temporary folder (initdb, trust auth on 127.0.0.1 only, a free port, its socket in that
   folder), the database `test` is created, RADBRIDGE_TEST_DATABASE_URL points at it, the command
-  runs, then the cluster is stopped and the folder deleted, also after Ctrl-C or a failure.
+  runs, then the cluster is stopped and the folder deleted, also after Ctrl-C, SIGTERM or a
+  failure.
   initdb refuses to run as root: as root the cluster belongs to the `postgres` account (Debian's
   package creates it) and is run with runuser.
 - No binaries: the command runs without it and the PostgreSQL tests skip, saying why.
@@ -22,6 +23,7 @@ import contextlib
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -126,6 +128,8 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return subprocess.call(command)
+    # a SIGTERM (a CI timeout) unwinds like Ctrl-C, so the cluster is stopped and deleted
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         with throwaway_cluster(bindir) as url:
             print(f">> throwaway PostgreSQL for the tests at {url}", file=sys.stderr)
