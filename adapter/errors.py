@@ -21,7 +21,12 @@ class AdapterError(RadbridgeError):
 
 
 class ConfigError(AdapterError):
-    """The settings are unusable; the message says which setting and why."""
+    """The settings are unusable; the message says which setting and why (`problems`: each
+    problem on its own, when there are several)."""
+
+    def __init__(self, message: str, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems or (message,)
 
 
 class InputError(AdapterError):

@@ -43,6 +43,36 @@ class MllpError(AdapterError):
     """An MLLP connection failed (client side: no ACK, timeout, refused)."""
 
 
+_NOT_TLS = frozenset(
+    {"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "HTTPS_PROXY_REQUEST", "UNKNOWN_PROTOCOL",
+     "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG", "UNEXPECTED_RECORD"}
+)  # fmt: skip
+_NO_CLIENT_CERT = frozenset(
+    {"PEER_DID_NOT_RETURN_A_CERTIFICATE", "TLSV13_ALERT_CERTIFICATE_REQUIRED"}
+)
+_UNTRUSTED = frozenset(
+    {"CERTIFICATE_VERIFY_FAILED", "TLSV1_ALERT_UNKNOWN_CA", "SSLV3_ALERT_BAD_CERTIFICATE"}
+)
+
+
+def tls_failure(exc: BaseException) -> str:
+    """Why a TLS handshake failed, in words for the log (no data of the connection)."""
+    if isinstance(exc, TimeoutError):
+        return "no TLS handshake in time"
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or type(exc).__name__
+        if reason in _NOT_TLS:
+            return f"not TLS: plaintext on the TLS port ({reason})"
+        if reason in _NO_CLIENT_CERT:
+            return f"no client certificate (mutual TLS) ({reason})"
+        if reason in _UNTRUSTED:
+            return f"client certificate not trusted by RADBRIDGE_MLLP_TLS_CLIENT_CA ({reason})"
+        return f"TLS error {reason}"
+    if isinstance(exc, ConnectionError):
+        return f"connection closed during the handshake ({type(exc).__name__})"
+    return type(exc).__name__
+
+
 FrameHandler = Callable[[FrameEvent], Awaitable[bytes | None]]
 
 
@@ -92,6 +122,7 @@ class MllpServer:
         self.refused = 0
         self.evicted = 0
         self.frame_timeouts = 0
+        self.tls_failures = 0
 
     @classmethod
     def configured(
@@ -120,9 +151,9 @@ class MllpServer:
 
     async def start(self) -> int:
         """Start listening; returns the bound port (useful with port 0)."""
-        self._server = await asyncio.start_server(
-            self._serve, self.host, self.port, ssl=self.ssl_context
-        )
+        # TLS is started per connection (`_handshake`), so a failed handshake is logged with
+        # its peer and reason instead of vanishing inside asyncio
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
         sockets: list[Any] = list(self._server.sockets or [])
         self.port = sockets[0].getsockname()[1] if sockets else self.port
         log.info(
@@ -180,6 +211,9 @@ class MllpServer:
         return None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        transport = writer.transport
+        if self.ssl_context is not None and isinstance(transport, asyncio.ReadTransport):
+            transport.pause_reading()  # before anything is read: the handshake needs it all
         task = asyncio.current_task()
         assert task is not None
         peer = writer.get_extra_info("peername")
@@ -190,6 +224,9 @@ class MllpServer:
         if refusal is not None:
             self.refused += 1
             log.warning("mllp connection refused: %s", refusal)
+            writer.close()
+            return
+        if self.ssl_context is not None and not await self._handshake(writer, peer):
             writer.close()
             return
         connection = _Connection(host, task, writer, time.monotonic())
@@ -240,6 +277,18 @@ class MllpServer:
             writer.close()
             with contextlib.suppress(ConnectionError, ssl.SSLError):
                 await writer.wait_closed()
+
+    async def _handshake(self, writer: asyncio.StreamWriter, peer: object) -> bool:
+        """The TLS handshake of one connection; a failure is logged (peer address and why,
+        never data) and counted in `tls_failures`."""
+        assert self.ssl_context is not None
+        try:
+            await writer.start_tls(self.ssl_context, ssl_handshake_timeout=self.frame_timeout)
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+            self.tls_failures += 1
+            log.warning("mllp tls handshake failed peer=%s reason=%s", peer, tls_failure(exc))
+            return False
+        return True
 
     async def _answer(self, event: FrameEvent, writer: asyncio.StreamWriter) -> None:
         started = time.perf_counter()

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
 
     env: Environment = Environment.DEVELOPMENT
     data_dir: Path = Path(".radbridge")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="warning",
+        description="serve and worker log at this level (Celery included); warning: quiet",
+    )
 
     # store
     database_url: str | None = Field(
@@ -203,6 +207,11 @@ class Settings(BaseSettings):
     llm_server_parallel: int = Field(default=4, ge=1, description="llm-server slots (batched)")
 
     # extraction
+    templates_dir: Path | None = Field(
+        default=None,
+        description="a folder of template YAML files added to the built-in ones (serve, worker, "
+        "extract, eval); an id that is a built-in's is refused",
+    )
     stage: Literal["rules", "llm", "hybrid"] = Field(
         default="rules",
         description="unset: hybrid when a model other than the bundled test model is configured "
@@ -261,28 +270,44 @@ class Settings(BaseSettings):
             ) from exc
         return self
 
-    def check_production(self) -> list[str]:
-        """Refuse unsafe production settings (ConfigError); return warnings for weak ones."""
+    def production_problems(self) -> list[tuple[Literal["error", "warning"], str]]:
+        """What production refuses (errors) and what it warns about; empty in development."""
         if self.env is not Environment.PRODUCTION:
             return []
+        problems: list[tuple[Literal["error", "warning"], str]] = []
         if self.api_key is None or not self.api_key.get_secret_value():
-            raise ConfigError(
-                "RADBRIDGE_ENV=production needs RADBRIDGE_API_KEY (API authentication)"
+            problems.append(
+                ("error", "RADBRIDGE_ENV=production needs RADBRIDGE_API_KEY (API authentication)")
             )
-        warnings = []
         if self.ui_users_file is None:
-            warnings.append("the browser UI is off: set RADBRIDGE_UI_USERS_FILE to serve /ui")
+            problems.append(
+                ("warning", "the browser UI is off: set RADBRIDGE_UI_USERS_FILE to serve /ui")
+            )
         elif self.ui_session_secret is None or not self.ui_session_secret.get_secret_value():
-            raise ConfigError(
-                "RADBRIDGE_UI_USERS_FILE needs RADBRIDGE_UI_SESSION_SECRET (signs UI sessions)"
+            problems.append(
+                (
+                    "error",
+                    "RADBRIDGE_UI_USERS_FILE needs RADBRIDGE_UI_SESSION_SECRET (signs UI sessions)",
+                )
             )
         if not self.database_url:
-            warnings.append(
-                "production on embedded SQLite: set RADBRIDGE_DATABASE_URL to PostgreSQL"
+            problems.append(
+                (
+                    "warning",
+                    "production on embedded SQLite: set RADBRIDGE_DATABASE_URL to PostgreSQL",
+                )
             )
         if not self.redis_url:
-            warnings.append("production on embedded Redis: set RADBRIDGE_REDIS_URL")
-        return warnings
+            problems.append(("warning", "production on embedded Redis: set RADBRIDGE_REDIS_URL"))
+        return problems
+
+    def check_production(self) -> list[str]:
+        """Refuse unsafe production settings (ConfigError); return warnings for weak ones."""
+        problems = self.production_problems()
+        for severity, message in problems:
+            if severity == "error":
+                raise ConfigError(message)
+        return [message for _, message in problems]
 
     def mllp_ssl_context(self) -> ssl.SSLContext | None:
         """The MLLP listener's TLS context (None: plain TCP); ConfigError if half-configured."""
@@ -302,14 +327,16 @@ class Settings(BaseSettings):
             context.load_cert_chain(self.mllp_tls_cert, self.mllp_tls_key)
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(
-                f"cannot load the MLLP TLS certificate/key ({type(exc).__name__})"
+                f"cannot load the MLLP TLS certificate RADBRIDGE_MLLP_TLS_CERT={self.mllp_tls_cert} "
+                f"with its key RADBRIDGE_MLLP_TLS_KEY={self.mllp_tls_key}: {_file_problem(exc)}"
             ) from None
         if self.mllp_tls_client_ca is not None:  # mutual TLS: senders prove who they are
             try:
                 context.load_verify_locations(cafile=self.mllp_tls_client_ca)
             except (OSError, ssl.SSLError) as exc:
                 raise ConfigError(
-                    f"cannot load RADBRIDGE_MLLP_TLS_CLIENT_CA ({type(exc).__name__})"
+                    "cannot load the client CA bundle "
+                    f"RADBRIDGE_MLLP_TLS_CLIENT_CA={self.mllp_tls_client_ca}: {_file_problem(exc)}"
                 ) from None
             context.verify_mode = ssl.CERT_REQUIRED
         return context
@@ -331,6 +358,19 @@ class Settings(BaseSettings):
     def zone(self) -> ZoneInfo:
         """The source time zone as a tzinfo."""
         return ZoneInfo(self.source_timezone)
+
+
+def _file_problem(exc: OSError | ssl.SSLError) -> str:
+    """Why a PEM file could not be used, without its content."""
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, PermissionError):
+        return "not readable (permissions)"
+    if isinstance(exc, IsADirectoryError):
+        return "a folder, not a file"
+    if isinstance(exc, ssl.SSLError):
+        return f"not a usable PEM certificate/key ({exc.reason or type(exc).__name__})"
+    return type(exc).__name__
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
@@ -356,10 +396,10 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = "; ".join(
+        problems = tuple(
             f"RADBRIDGE_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
             if err["loc"]
             else str(err["msg"]).removeprefix("Value error, ")
             for err in exc.errors()
         )
-        raise ConfigError(f"invalid settings: {problems}") from None
+        raise ConfigError(f"invalid settings: {'; '.join(problems)}", problems) from None

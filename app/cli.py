@@ -73,16 +73,41 @@ def _settings(**overrides: object) -> Settings:
 
 
 def _serving_settings() -> Settings:
-    """Settings for a command that serves (`serve`, `worker`): production is checked here, once
-    per command; offline commands (extract, validate, eval, templates) never need an API key."""
-    settings = _settings()
-    try:
-        warnings = settings.check_production()
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
-    for warning in warnings:
-        log.warning("%s", warning)
+    """Settings for a command that serves (`serve`, `worker`): every configuration problem is
+    checked here, once per command, and all are listed before refusing to start; offline
+    commands (extract, validate, eval, templates) never need an API key."""
+    from adapter.config_check import check_config
+
+    settings, problems = check_config()
+    errors = [problem.message for problem in problems if problem.severity == "error"]
+    for problem in problems:
+        if problem.severity == "warning":
+            log.warning("%s", problem.message)
+    if errors or settings is None:
+        for message in errors:
+            err.print(f"[bold red]error:[/] {message}")
+        err.print(f"{len(errors)} configuration error(s): not started (radbridge check-config)")
+        raise typer.Exit(EXIT_USAGE)
+    if "log_level" in settings.model_fields_set:  # else the WARNING of main() stands
+        logging.getLogger().setLevel(settings.log_level.upper())
     return settings
+
+
+@app.command("check-config")
+def check_config_command() -> None:
+    """List every configuration problem at once (RADBRIDGE_* variables, files they name,
+    production rules), one per line: `error|warning<TAB>problem`. Exit 2 on an error; `serve`
+    and `worker` run the same check before they start."""
+    from adapter.config_check import check_config
+
+    settings, problems = check_config()
+    for problem in problems:
+        sys.stdout.write(f"{problem.severity}\t{problem.message}\n")
+    errors = sum(1 for problem in problems if problem.severity == "error")
+    env = settings.env.value if settings is not None else "unknown"
+    err.print(f"{env}: {errors} error(s), {len(problems) - errors} warning(s)")
+    if errors:
+        raise typer.Exit(EXIT_USAGE)
 
 
 @dataclass
@@ -114,13 +139,14 @@ class ExtractSummary:
         return table
 
 
-def _resolve_templates(template_id: str | None) -> dict[str, Template]:
-    """All built-in templates, one by id, one from a YAML file (a path ending .yaml/.yml), or
-    one imported from an llm_extractinator task file (a path ending .json)."""
-    from mappings.template import get_template, load_builtin_templates, load_template
+def _resolve_templates(template_id: str | None, folder: Path | None = None) -> dict[str, Template]:
+    """All templates (built-in and those of `folder`, RADBRIDGE_TEMPLATES_DIR), one by id, one
+    from a YAML file (a path ending .yaml/.yml), or one imported from an llm_extractinator task
+    file (a path ending .json)."""
+    from mappings.template import get_template, load_template, load_templates
 
     if template_id is None:
-        return load_builtin_templates()
+        return load_templates(folder)
     if Path(template_id).suffix.lower() in (".yaml", ".yml"):
         loaded = load_template(Path(template_id))
         return {loaded.id: loaded}
@@ -129,7 +155,7 @@ def _resolve_templates(template_id: str | None) -> dict[str, Template]:
 
         imported = load_task(Path(template_id)).template
         return {imported.id: imported}
-    return {template_id: get_template(template_id)}
+    return {template_id: get_template(template_id, folder)}
 
 
 def _read_inputs(
@@ -202,7 +228,7 @@ def extract(
     if table is not None and (problem := check_table_path(table)) is not None:
         raise _fail(problem)
     try:
-        templates = _resolve_templates(template)
+        templates = _resolve_templates(template, settings.templates_dir)
     except TemplateError as exc:
         raise _fail(str(exc)) from None
     try:
@@ -342,7 +368,7 @@ def _backfill(
     """CSV/JSONL records through `app.backfill` (resumable); adds every run's rows and
     rejections (from the checkpoint); returns whether Ctrl-C stopped it."""
     from app.backfill import CHECKPOINT_FILE, run_backfill
-    from mappings.template import load_builtin_templates
+    from mappings.template import load_templates
     from workers.engine import get_engine
 
     with _progress() as progress:
@@ -354,7 +380,7 @@ def _backfill(
             settings,
             lambda: get_engine(settings),
             out_dir,
-            builtin=load_builtin_templates,
+            builtin=lambda: load_templates(settings.templates_dir),
             on_done=lambda _: progress.advance(task),
         )
     for result in run.results:
@@ -375,13 +401,16 @@ def validate(
     """Validate FHIR R4 JSON: R4B models, the official R4 JSON schema, project rules."""
     from conformance.errors import ConformanceError
     from conformance.validate import format_problem, validate_paths
+    from mappings.template import load_templates
 
     missing = [p for p in paths if not p.exists()]
     if missing:
         raise _fail(f"{missing[0]}: no such file or folder")
+    settings = _settings()
     try:
-        problems = validate_paths(paths)
-    except ConformanceError as exc:
+        templates = list(load_templates(settings.templates_dir).values())
+        problems = validate_paths(paths, templates=templates)
+    except (ConformanceError, TemplateError) as exc:
         raise _fail(str(exc)) from None
     for problem in problems:
         sys.stdout.write(format_problem(problem) + "\n")
@@ -701,7 +730,7 @@ def evaluate(
     settings = _settings(model_path=model, stage=None if stage == "all" else stage)
     if template is not None and not is_dragon(dataset):  # DRAGON: its own task templates
         try:
-            _resolve_templates(template)
+            _resolve_templates(template, settings.templates_dir)
         except TemplateError as exc:
             raise _fail(str(exc)) from None
     with _progress() as progress:
@@ -740,13 +769,15 @@ app.add_typer(_users_app, name="users")  # `radbridge users add` (browser UI, is
 def _template_files(paths: list[Path]) -> list[Path]:
     import importlib.resources
 
+    from mappings.template import template_files
+
     if not paths:
         folder = Path(str(importlib.resources.files("mappings") / "templates"))
         return sorted(folder.glob("*.yaml"))
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files.extend(sorted([*path.glob("*.yaml"), *path.glob("*.yml")]))
+            files.extend(template_files(path))
         elif path.exists():
             files.append(path)
         else:
@@ -755,14 +786,24 @@ def _template_files(paths: list[Path]) -> list[Path]:
 
 
 @templates_app.command("list")
-def templates_list() -> None:
-    """The built-in templates, one per line: id, version, title, languages, variables by type."""
-    from mappings.template import load_builtin_templates
+def templates_list(
+    markdown: Annotated[
+        bool,
+        typer.Option("--markdown", help="a Markdown table (the README's, generated from here)"),
+    ] = False,
+) -> None:
+    """The templates (built-in and RADBRIDGE_TEMPLATES_DIR), one per line: id, version, title,
+    languages, variables by type."""
+    from app.template_table import readme_block
+    from mappings.template import load_templates
 
     try:
-        templates = load_builtin_templates()
+        templates = load_templates(_settings().templates_dir)
     except TemplateError as exc:
         raise _fail(str(exc), EXIT_INTERNAL) from None
+    if markdown:
+        sys.stdout.write(readme_block(templates.values()) + "\n")
+        return
     for template in templates.values():
         kinds = Counter(variable.type.value for variable in template.variables)
         columns = [
@@ -801,7 +842,7 @@ def templates_show(
     """A template's variables, one per line (tab-separated): id (label), type, values, code or
     'uncoded: reason'; enum options and qualifiers indented below their variable."""
     try:
-        (shown,) = _resolve_templates(template).values()
+        (shown,) = _resolve_templates(template, _settings().templates_dir).values()
     except TemplateError as exc:
         raise _fail(str(exc)) from None
     lines = [f"{shown.id} {shown.version}: {shown.title} ({', '.join(shown.languages)})"]
@@ -829,20 +870,15 @@ def templates_check(
         typer.Argument(help="template YAML files or folders; default: the built-in templates"),
     ] = None,
 ) -> None:
-    """Validate templates (structure, types, codes, synonyms, ids unique); exit 1 on a problem."""
-    from mappings.template import check_template_set, load_template
+    """Validate templates: structure, types, codes (installed SNOMED CT / LOINC tables or a cited
+    source), UCUM units, DICOM modalities, synonyms, ids unique and none a built-in's. Every
+    problem of every file is listed, by key name; exit 1 on a problem."""
+    from mappings.template import check_template_files
 
     files = _template_files(list(paths or []))
     if not files:
         raise _fail("no template files found")
-    loaded: list[tuple[str, Template]] = []
-    problems: list[TemplateError] = []
-    for path in files:
-        try:
-            loaded.append((str(path), load_template(path)))
-        except TemplateError as exc:
-            problems.append(exc)
-    problems += check_template_set(loaded)
+    _, problems = check_template_files(files)
     for problem in problems:
         sys.stdout.write(f"{problem.source}\t{problem.field}\t{problem.problem}\n")
     err.print(f"{len(files)} template file(s) checked, {len(problems)} problem(s)")
@@ -884,7 +920,10 @@ def main() -> None:
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    if "--supervised" not in sys.argv:  # serve's worker child: serve has warned already
+    # serve's worker child: serve has warned already; serve, worker and check-config report
+    # unknown variables themselves (errors in production)
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    if "--supervised" not in sys.argv and command not in ("serve", "worker", "check-config"):
         import os
 
         from adapter.settings import unknown_variables

@@ -21,6 +21,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, suppress
@@ -223,8 +224,15 @@ async def run_services(settings: Settings, *, with_worker: bool = True) -> None:
         watch_task = asyncio.create_task(
             supervise(worker, embedded, celery_app, record_children, stop)
         )
+        tls = (
+            ""
+            if mllp.ssl_context is None
+            else " over TLS, client certificates required"
+            if settings.mllp_tls_client_ca
+            else " over TLS"
+        )
         print(
-            f"radbridge serving: MLLP {settings.host}:{mllp.port}, HTTP http://{settings.host}:{settings.http_port} "
+            f"radbridge serving: MLLP {settings.host}:{mllp.port}{tls}, HTTP http://{settings.host}:{settings.http_port} "
             f"(docs /docs), broker {'embedded' if embedded else 'external'}",
             flush=True,
         )
@@ -300,9 +308,13 @@ def run_worker(
     the embedded Redis (or uses the one running on the data dir's socket) and stops what it
     started when it exits. `reclaim_on_start` (serve's own worker, the only one on its embedded
     Redis): a reconcile at start requeues messages left `processing` by a worker that died."""
+    from celery.exceptions import SecurityWarning
+
     from workers.engine import probe_engine, worker_pool
     from workers.tasks import make_worker_app
 
+    # Celery's multi-line "superuser privileges" warning: `check-config` says it in one line
+    warnings.filterwarnings("ignore", category=SecurityWarning)
     started_at = datetime.now(UTC)
     probe_engine(settings)  # EngineError: a model server that ignores json_schema; no start
     pool, concurrency = worker_pool(settings, concurrency)
@@ -314,7 +326,9 @@ def run_worker(
             settings = settings.model_copy(update={"redis_url": embedded.url})
         app = make_worker_app(settings)
         _connect_worker_signals(app, settings, started_at if reclaim_on_start else None)
-        argv = ["worker", "--loglevel=INFO", f"--concurrency={concurrency}", f"--pool={pool}"]
+        # --quiet: no banner; Celery logs at RADBRIDGE_LOG_LEVEL (warning: quiet by default)
+        argv = ["--quiet", "worker", f"--loglevel={settings.log_level.upper()}"]
+        argv += [f"--concurrency={concurrency}", f"--pool={pool}"]
         if beat:
             argv += ["--beat", f"--schedule={beat_schedule_path(settings)}"]
         app.worker_main(argv)

@@ -226,9 +226,16 @@ def jsonl_records(path: Path) -> Iterator[tuple[int, object]]:
             raise DatasetError(str(path), number, f"invalid JSON: {exc.msg}") from None
 
 
-def load_jsonl(path: Path, template_id: str | None = None, split: str | None = None) -> Dataset:
+def load_jsonl(
+    path: Path,
+    template_id: str | None = None,
+    split: str | None = None,
+    templates: Callable[[str], Template] = builtin_template,
+) -> Dataset:
     """A JSONL dataset in the Contracts form (with `split`, only that half)."""
-    reports = read_records(jsonl_records(path), str(path), template_id=template_id, split=split)
+    reports = read_records(
+        jsonl_records(path), str(path), template_id=template_id, templates=templates, split=split
+    )
     return Dataset(path, "jsonl", reports)
 
 

@@ -58,7 +58,7 @@ from conformance.metrics import (
 from conformance.openi import is_openi
 from conformance.rewrap import check_width, rewrap
 from mappings.report import Extraction, FindingStatus, Report
-from mappings.template import Template
+from mappings.template import Template, get_template
 
 StageName = Literal["rules", "llm", "hybrid"]
 ALL_STAGES: tuple[StageName, ...] = ("rules", "llm", "hybrid")
@@ -496,6 +496,10 @@ class EvalOptions:
     """Hard-wrap every report text at this many characters first (`conformance.rewrap`): what
     a RIS that sends one OBX per display line does to the same reports (None: as written)."""
 
+    def lookup(self, template_id: str) -> Template:
+        """A template by id: built-in or from RADBRIDGE_TEMPLATES_DIR (settings)."""
+        return get_template(template_id, self.settings.templates_dir)
+
 
 def _stages(options: EvalOptions) -> tuple[StageName, ...]:
     if options.stage == "all":
@@ -535,6 +539,7 @@ def _evaluate_loaded(dataset: Dataset, options: EvalOptions) -> EvaluationResult
         dataset,
         stages,
         options.settings,
+        templates=options.lookup,
         tolerance=options.tolerance,
         resamples=options.resamples,
         seed=options.seed,
@@ -565,7 +570,7 @@ def evaluate_openi(path: Path, options: EvalOptions) -> EvaluationResult:
     """
     from conformance.openi import HEADLINE_MIN_POSITIVES, LABEL_VARIABLES, NOT_SCORED, load_openi
 
-    template = builtin_template(options.template or "chest_findings")
+    template = options.lookup(options.template or "chest_findings")
     known = {variable.id for variable in template.variables}
     items = load_openi(path)
     names = sorted({name for item in items for name in item.labels})
@@ -684,7 +689,7 @@ DATASET_FORMATS: tuple[DatasetFormat, ...] = (
     DatasetFormat(
         "jsonl",
         Path.is_file,
-        lambda p, o: _evaluate_loaded(load_jsonl(p, o.template, o.split), o),
+        lambda p, o: _evaluate_loaded(load_jsonl(p, o.template, o.split, o.lookup), o),
     ),
 )
 """Dataset formats, first match wins: a new format is a detector plus an evaluator."""

@@ -14,8 +14,10 @@
 
 and project rules, for resources radbridge produced (recognised by the AIAST security label or
 the radbridge evidence extension): every coding has a system and a code; every SNOMED CT /
-LOINC code is in `mappings.terminology` (and not on its do-not-use list), with the table's
-display (a different display is a warning); in a Bundle, every Observation is listed in a
+LOINC code is known (radbridge's own codes in `mappings.terminology`, the installed SNOMED CT
+GPS / LOINC tables, or a code a loaded template cites) and not on the do-not-use list, with the
+known display (a different display is a warning); every UCUM quantity code is valid UCUM
+(`mappings.ucum`); in a Bundle, every Observation is listed in a
 DiagnosticReport.result and in a Provenance.target, every such reference resolves to an
 Observation of the Bundle, and every Provenance names the Bundle's DiagnosticReport as entity.
 
@@ -26,6 +28,7 @@ Observation of the Bundle, and every Provenance names the Bundle's DiagnosticRep
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import shutil
@@ -39,11 +42,18 @@ from typing import Any, Literal
 from conformance.errors import ConformanceError, SchemaUnavailable
 from mappings import terminology
 from mappings.fhir_out import EXTENSION_BASE
+from mappings.reference import INSTALL_HINT, looked_in, reference_path
+from mappings.template import Template, load_builtin_templates, template_codes
+from mappings.terminology_tables import table_display
+from mappings.ucum import ucum_problem
 
 Severity = Literal["error", "warning", "information"]
 Resource = dict[str, Any]
 SCHEMA_ENV = "RADBRIDGE_FHIR_SCHEMA"
-_RELATIVE_SCHEMA = Path("..") / "shared" / "fixtures" / "fhir-r4" / "fhir.schema.json"
+SCHEMA_FILE = "fhir.schema.json"
+SCHEMA_DIGEST = "d36a5528b84c3e37d76ea26fc76159895d32263e294e5d47884ef66b2eec9f7e"
+"""SHA-256 of the official R4 (4.0.1) JSON schema's validating content (`schema_digest`): what
+every copy of the official file shares, however it is indented or its descriptions translated."""
 FHIRJS_VERSION = "4.12.0"  # keep in step with the Makefile
 FHIRJS_TIMEOUT_S = 300
 FHIRJS_VALUE_SET_NOISE = "not found in value set"
@@ -65,20 +75,35 @@ def format_problem(problem: Problem) -> str:
 
 
 def find_schema() -> Path:
-    """The R4 JSON schema: $RADBRIDGE_FHIR_SCHEMA, else ../shared beside the checkout or cwd."""
-    candidates: list[Path] = []
+    """The R4 JSON schema: $RADBRIDGE_FHIR_SCHEMA, else the installed copy
+    (`<venv>/share/radbridge/fhir.schema.json`, scripts/install-reference-data.sh)."""
     if os.environ.get(SCHEMA_ENV):
-        candidates.append(Path(os.environ[SCHEMA_ENV]))
-    repo_root = Path(__file__).resolve().parents[1]
-    candidates += [repo_root / _RELATIVE_SCHEMA, Path.cwd() / _RELATIVE_SCHEMA]
-    for candidate in candidates:
+        candidate = Path(os.environ[SCHEMA_ENV])
         if candidate.is_file():
             return candidate.resolve()
-    raise SchemaUnavailable(
-        f"the official FHIR R4 JSON schema was not found (set {SCHEMA_ENV}; looked at "
-        + ", ".join(str(c) for c in candidates)
-        + ")"
-    )
+        raise SchemaUnavailable(f"{SCHEMA_ENV}={candidate}: no such file")
+    installed = reference_path(SCHEMA_FILE)
+    if installed is None:
+        raise SchemaUnavailable(
+            f"the official FHIR R4 JSON schema is not installed (looked in "
+            f"{looked_in(SCHEMA_FILE)}): {INSTALL_HINT}; or set {SCHEMA_ENV}"
+        )
+    return installed.resolve()
+
+
+def schema_digest(schema: Any) -> str:
+    """SHA-256 of a JSON schema without its `description` texts (canonical JSON: sorted keys,
+    no spaces): equal for two copies that validate the same."""
+
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k != "description"}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+
+    canonical = json.dumps(strip(schema), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 @functools.lru_cache(maxsize=1)
@@ -88,6 +113,10 @@ def _schema() -> dict[str, Any]:
         loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise SchemaUnavailable(f"{path}: cannot read the R4 JSON schema ({exc})") from None
+    if schema_digest(loaded) != SCHEMA_DIGEST:
+        raise SchemaUnavailable(
+            f"{path} is not the official FHIR R4 (4.0.1) JSON schema (its content differs)"
+        )
     return loaded
 
 
@@ -171,9 +200,33 @@ def _produced_by_radbridge(resource: Resource) -> bool:
     return '"AIAST"' in text or EXTENSION_BASE in text
 
 
-def _terminology_problems(resource: Resource, base: str, path: str) -> list[Problem]:
+def _template_displays(templates: Sequence[Template]) -> dict[tuple[str, str], str]:
+    return {
+        (code.system, code.code): code.display
+        for template in templates
+        for _, code in template_codes(template)
+    }
+
+
+def _known_display(system: str, code: str, cited: dict[tuple[str, str], str]) -> str | None:
+    entry = terminology.lookup(system, code)
+    if entry is not None:
+        return entry.display
+    return table_display(system, code) or cited.get((system, code))
+
+
+def _terminology_problems(
+    resource: Resource, base: str, path: str, templates: Sequence[Template] | None
+) -> list[Problem]:
+    cited = _template_displays(
+        list(load_builtin_templates().values()) if templates is None else templates
+    )
     problems = []
     for where, key, node in _walk(resource, base):
+        if key == "valueQuantity" and node.get("system") == terminology.UCUM:
+            if (unit_problem := ucum_problem(str(node.get("code", "")))) is not None:
+                problems.append(Problem(path, "error", f"{where}.code", unit_problem))
+            continue
         if key not in ("coding", "security", "tag"):
             continue
         system, code = node.get("system"), node.get("code")
@@ -182,17 +235,18 @@ def _terminology_problems(resource: Resource, base: str, path: str) -> list[Prob
             continue
         if system not in (terminology.SNOMED, terminology.LOINC):
             continue
-        entry = terminology.lookup(system, code)
+        display = _known_display(system, code, cited)
         if (system, code) in terminology.DO_NOT_USE:
             message = f"{system}|{code} is on the project's do-not-use list"
             problems.append(Problem(path, "error", where, message))
-        elif entry is None:
-            message = f"{system}|{code} is not in the project's terminology table"
-            problems.append(Problem(path, "error", where, message))
-        elif node.get("display") and node["display"] != entry.display:
+        elif display is None:
             message = (
-                f"{system}|{code} display {node['display']!r} is not the table's {entry.display!r}"
+                f"{system}|{code} is neither radbridge's own code, in the installed SNOMED CT / "
+                "LOINC tables, nor cited by a template"
             )
+            problems.append(Problem(path, "error", where, message))
+        elif node.get("display") and node["display"] != display:
+            message = f"{system}|{code} display {node['display']!r} is not {display!r}"
             problems.append(Problem(path, "warning", where, message))
     return problems
 
@@ -253,8 +307,11 @@ def _link_problems(bundle: Resource, path: str) -> list[Problem]:
     return problems
 
 
-def validate_resource(data: Any, *, path: str = "-") -> list[Problem]:
-    """Every problem of one resource or Bundle (an empty list means valid)."""
+def validate_resource(
+    data: Any, *, path: str = "-", templates: Sequence[Template] | None = None
+) -> list[Problem]:
+    """Every problem of one resource or Bundle (an empty list means valid); `templates` (default:
+    the built-in ones) are those whose cited codes count as known."""
     if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
         return [Problem(path, "error", "(root)", "not a FHIR resource (no resourceType)")]
     base = data["resourceType"]
@@ -271,7 +328,7 @@ def validate_resource(data: Any, *, path: str = "-") -> list[Problem]:
         if produced and data.get("type") not in ("searchset", "history"):
             problems += _link_problems(data, path)  # a result Bundle, not a page of a search
     if produced:
-        problems += _terminology_problems(data, base, path)
+        problems += _terminology_problems(data, base, path, templates)
     return problems
 
 
@@ -373,14 +430,17 @@ def fhirjs_problems(documents: Sequence[tuple[str, Resource]]) -> tuple[list[Pro
 
 
 def validate_documents(
-    documents: Sequence[tuple[str, Any]], *, fhirjs: bool = True
+    documents: Sequence[tuple[str, Any]],
+    *,
+    fhirjs: bool = True,
+    templates: Sequence[Template] | None = None,
 ) -> list[Problem]:
     """Every problem of (path, parsed JSON) documents: models, schema and project rules per
     document, then FHIR.js over all of them at once (or its skip notice)."""
     problems: list[Problem] = []
     resources: list[tuple[str, Resource]] = []
     for path, data in documents:
-        found = validate_resource(data, path=path)
+        found = validate_resource(data, path=path, templates=templates)
         problems += found
         if not (found and found[0].fhirpath == "(root)"):
             resources.append((path, data))
@@ -393,7 +453,9 @@ def validate_documents(
     return problems
 
 
-def validate_paths(paths: list[Path], *, fhirjs: bool = True) -> list[Problem]:
+def validate_paths(
+    paths: list[Path], *, fhirjs: bool = True, templates: Sequence[Template] | None = None
+) -> list[Problem]:
     """Validate JSON files and folders of JSON files; unreadable JSON is an error problem."""
     _schema()  # fail early and clearly when the schema is missing
     problems: list[Problem] = []
@@ -407,4 +469,4 @@ def validate_paths(paths: list[Path], *, fhirjs: bool = True) -> list[Problem]:
             )
             continue
         documents.append((str(file), data))
-    return problems + validate_documents(documents, fhirjs=fhirjs)
+    return problems + validate_documents(documents, fhirjs=fhirjs, templates=templates)

@@ -5,9 +5,11 @@
     │   ├── MessageRejected             an inbound message cannot be used (carries an HL7 0357 code)
     │   ├── InternalMappingError        a bug while mapping (carries a correlation id; retried)
     │   ├── TemplateError               a template file is malformed (carries file and field)
+    │   │   ├── TemplateProblems        every problem of one or more template files at once
     │   │   ├── UnsupportedTask         an llm_extractinator task radbridge cannot run (extractinator.py)
     │   │   └── UnsafeParserFormat      a task's parser format would run code (extractinator.py)
     │   ├── TerminologyError            a code is not in the verified code table
+    │   │   └── TerminologyUnavailable  the installed terminology tables are missing (terminology_tables.py)
     │   ├── FhirMappingError            a FHIR resource cannot be read or built
     │   ├── IdentityRefused             a report cannot be written back to the EHR (ehr.py)  422
     │   │   └── AmbiguousMatch          several EHR resources match one identifier       409
@@ -150,10 +152,30 @@ class TemplateError(MappingError):
         self.problem = problem
 
 
+class TemplateProblems(TemplateError):
+    """Every problem found in template files at once; `problems` holds each (file, field,
+    problem), the first gives `source`, `field` and `problem`."""
+
+    def __init__(self, problems: list[TemplateError]) -> None:
+        first = problems[0]
+        super().__init__(first.source, first.field, first.problem)
+        self.problems = tuple(problems)
+        if len(problems) > 1:
+            more = "; ".join(f"{p.source}: {p.field}: {p.problem}" for p in problems[1:])
+            self.args = (f"{first} (and {len(problems) - 1} more: {more})",)
+
+
 class TerminologyError(MappingError):
     """A code is not in the project's verified code table."""
 
     issue_code = "code-invalid"
+
+
+class TerminologyUnavailable(TerminologyError):
+    """The terminology tables radbridge installs (scripts/install-reference-data.sh) are missing:
+    an installation problem, not bad input."""
+
+    issue_code = "exception"
 
 
 class FhirMappingError(MappingError):

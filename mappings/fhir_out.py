@@ -100,7 +100,9 @@ def _coding(system: str, code: str) -> dict[str, str]:
 def _concept(code: CodeRef | None, text: str) -> dict[str, Any]:
     if code is None:
         return {"text": text}
-    return {"coding": [_coding(code.system, code.code)], "text": text}
+    # a template's code was checked when the template loaded (mappings.terminology_tables)
+    coding = {"system": code.system, "code": code.code, "display": code.display}
+    return {"coding": [coding], "text": text}
 
 
 def _security() -> dict[str, Any]:

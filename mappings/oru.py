@@ -12,8 +12,8 @@ site. By value: `valueCodeableConcept` (presence Present/Absent/Equivocal, enum 
 OBX-2 `CWE`; `valueInteger` (ordinal) -> `NM`; `valueQuantity` (number) -> `NM` with the UCUM
 unit in OBX-6 (`code^display^UCUM`). A presence qualifier (`component`) follows its finding as
 one more CWE OBX (OBX-3 the qualifier, OBX-5 the option); both carry the same OBX-4 sub-id.
-Codes come only from the Bundle, whose codings come from `mappings.terminology`; uncoded
-concepts are text only. Code systems use HL7 table 0396 names (SCT, LN, UCUM). The evidence
+Codes come only from the Bundle, whose codings come from checked templates
+(`mappings.terminology_tables`) and `mappings.terminology`; uncoded concepts are text only. Code systems use HL7 table 0396 names (SCT, LN, UCUM). The evidence
 quote is not sent (it is report text).
 """
 

@@ -26,30 +26,26 @@ import functools
 import json
 import logging
 import os
-import sys
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from mappings.errors import FhirMappingError
+from mappings.reference import looked_in, reference_path
 
 log = logging.getLogger("radbridge.output_check")
 SCHEMA_ENV = "RADBRIDGE_FHIR_SCHEMA"
-SCHEMA_FILE = Path("share") / "radbridge" / "fhir.schema.json"
 Resource = dict[str, Any]
 
 
 def schema_path() -> Path | None:
     """The official R4 JSON schema the output check uses: $RADBRIDGE_FHIR_SCHEMA, else the
-    installed copy in the running environment or the checkout's `.venv`; None without one."""
+    installed copy (`mappings.reference`); None without one."""
     configured = os.environ.get(SCHEMA_ENV)
-    candidates = [Path(configured)] if configured else []
-    candidates += [
-        Path(sys.prefix) / SCHEMA_FILE,
-        Path(__file__).resolve().parents[1] / ".venv" / SCHEMA_FILE,
-    ]
-    return next((path for path in candidates if path.is_file()), None)
+    if configured:
+        return Path(configured) if Path(configured).is_file() else None
+    return reference_path("fhir.schema.json")
 
 
 def check_bundle(bundle: Resource) -> None:
@@ -73,7 +69,7 @@ def _checker() -> _SchemaCheck | _ModelCheck:
             "output check: the R4 JSON schema is not installed (%s unset; looked in %s): "
             "Bundles are checked with the R4B models, which is slower",
             SCHEMA_ENV,
-            Path(sys.prefix) / SCHEMA_FILE,
+            looked_in("fhir.schema.json"),
         )
         return _ModelCheck()
     try:

@@ -12,15 +12,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from mappings.dicom import MODALITY_FAMILIES
 from mappings.template import Template
-
-# Modality families: the DICOM modality codes a report or template may carry, by family.
-MODALITY_FAMILIES: dict[str, str] = {
-    "MR": "MR", "MRI": "MR", "MRT": "MR", "NMR": "MR",
-    "CT": "CT",
-    "CR": "XR", "DX": "XR", "XR": "XR", "RX": "XR", "RG": "XR",
-    "US": "US", "NM": "NM", "PT": "PT", "PET": "PT", "MG": "MG", "XA": "XA", "RF": "XA",
-}  # fmt: skip
 
 # Body regions: the body-part words (HL7 OBR-15.4, FHIR bodySite, a template's body_parts)
 # that name a region, in English, Dutch and German.

@@ -4,9 +4,12 @@ The format is documented in `mappings/templates/README.md`. Variables are `prese
 optional `locations` and one `qualifier`), `ordinal` (integer `scale`), `number` (UCUM `unit`,
 optional `range`) or `enum` (`options`). Loading checks structure (unknown keys, types),
 meaning (unique ids, declared locations, fields consistent with the type, regex `patterns` with
-a `value` group, synonyms for every declared language, also for options) and codes (every code
-in `mappings.terminology`, none on the do-not-use list, an uncoded concept says why); each
-problem is a `TemplateError` naming the file and the field. A template imported from an
+a `value` group, synonyms for every declared language, also for options, UCUM units, DICOM
+modality codes) and codes (`mappings.terminology_tables`: in the installed SNOMED CT / LOINC
+table with its display, or cited in the YAML; none on the do-not-use list; an uncoded concept
+says why). Every problem of a file is collected and raised at once (`TemplateProblems`), each
+naming the file and the field by key name (`variables.pleural_effusion.code`). A template
+imported from an
 llm_extractinator task (`origin: llm_extractinator`, see `mappings.extractinator`) needs no
 synonyms: its words are the task file's (English) labels.
 
@@ -26,9 +29,11 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mappings import terminology
-from mappings.errors import TemplateError
+from mappings.dicom import modality_problem
+from mappings.errors import TemplateError, TemplateProblems
 from mappings.headings import HEADINGS
+from mappings.terminology_tables import code_problems
+from mappings.ucum import ucum_problem
 
 
 class CodeRef(BaseModel):
@@ -118,6 +123,8 @@ class Location(BaseModel):
     id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     label: str
     code: CodeRef | None = None
+    uncoded_reason: str | None = None
+    """Why a single site has no code (it is then emitted as `bodySite.text` only)."""
     expands_to: tuple[str, ...] = ()
     synonyms: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     part_of: str | None = None
@@ -247,32 +254,53 @@ class Template(BaseModel):
         return tuple(site for child in location.expands_to for site in self.sites(child))
 
 
-def _field_path(loc: tuple[int | str, ...]) -> str:
-    path = ""
+class _Problems:
+    """Every problem of one template file, collected (never only the first)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.items: list[TemplateError] = []
+
+    def add(self, field: str, problem: str) -> None:
+        self.items.append(TemplateError(self.source, field, problem))
+
+    def raise_any(self) -> None:
+        if self.items:
+            raise TemplateProblems(self.items)
+
+
+def _field_path(loc: tuple[int | str, ...], data: object) -> str:
+    """A pydantic error location as key names: a list item by its `id` where it has one
+    (`variables.pleural_effusion.unit.code`), else by index (`variables[3]`)."""
+    path, node = "", data
     for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        if isinstance(part, int):
+            item = node[part] if isinstance(node, list) and 0 <= part < len(node) else None
+            ident = item.get("id") if isinstance(item, dict) else None
+            path += f".{ident}" if isinstance(ident, str) and ident else f"[{part}]"
+            node = item
+        else:
+            path += f".{part}" if path else str(part)
+            node = node.get(part) if isinstance(node, dict) else None
     return path or "(root)"
 
 
-def _check_code(source: str, field: str, code: CodeRef | None) -> None:
+def _check_code(problems: _Problems, field: str, code: CodeRef | None) -> None:
     if code is None:
         return
-    if (code.system, code.code) in terminology.DO_NOT_USE:
-        raise TemplateError(source, field, f"{code.code} is on the do-not-use list")
-    if not terminology.is_known(code.system, code.code):
-        raise TemplateError(
-            source, field, f"{code.system}|{code.code} is not in mappings/terminology.py"
-        )
+    for problem in code_problems(code.system, code.code, code.display, code.source):
+        problems.add(field, problem)
 
 
 def _check_synonyms(
-    source: str, field: str, synonyms: dict[str, tuple[str, ...]], languages: tuple[str, ...]
+    problems: _Problems,
+    field: str,
+    synonyms: dict[str, tuple[str, ...]],
+    languages: tuple[str, ...],
 ) -> None:
     for language in languages:
         if not synonyms.get(language):
-            raise TemplateError(
-                source, f"{field}.synonyms.{language}", "no synonyms for a declared language"
-            )
+            problems.add(f"{field}.synonyms.{language}", "no synonyms for a declared language")
 
 
 RESERVED_ANSWER_KEYS = frozenset({"evidence", "status", "locations", "value"})
@@ -297,46 +325,48 @@ def _is_set(variable: Variable, name: str) -> bool:
 
 
 def _check_coded(
-    source: str, field: str, code: CodeRef | None, uncoded_reason: str | None, what: str
+    problems: _Problems, field: str, code: CodeRef | None, uncoded_reason: str | None, what: str
 ) -> None:
     if code is None and not (uncoded_reason and uncoded_reason.strip()):
-        raise TemplateError(source, f"{field}.uncoded_reason", f"an uncoded {what} must say why")
-    _check_code(source, f"{field}.code", code)
+        problems.add(f"{field}.uncoded_reason", f"an uncoded {what} must say why")
+    _check_code(problems, f"{field}.code", code)
 
 
 def _check_options(
-    source: str, field: str, options: tuple[Option, ...], languages: tuple[str, ...]
+    problems: _Problems, field: str, options: tuple[Option, ...], languages: tuple[str, ...]
 ) -> None:
     if not options:
-        raise TemplateError(source, field, "at least one option is needed")
-    seen: list[str] = []
-    for index, option in enumerate(options):
-        where = f"{field}[{index}]"
+        problems.add(field, "at least one option is needed")
+    seen: set[str] = set()
+    for option in options:
+        where = f"{field}.{option.id}"
         if option.id in seen:
-            raise TemplateError(source, f"{where}.id", f"duplicate option id {option.id!r}")
+            problems.add(f"{where}.id", f"duplicate option id {option.id!r}")
         if option.id == "not_mentioned":
-            raise TemplateError(source, f"{where}.id", "'not_mentioned' is reserved")
-        seen.append(option.id)
-        _check_coded(source, where, option.code, option.uncoded_reason, "option")
-        _check_synonyms(source, where, option.synonyms, languages)
+            problems.add(f"{where}.id", "'not_mentioned' is reserved")
+        seen.add(option.id)
+        _check_coded(problems, where, option.code, option.uncoded_reason, "option")
+        _check_synonyms(problems, where, option.synonyms, languages)
 
 
 def _check_patterns(
-    source: str, field: str, patterns: dict[str, tuple[str, ...]], languages: tuple[str, ...]
+    problems: _Problems,
+    field: str,
+    patterns: dict[str, tuple[str, ...]],
+    languages: tuple[str, ...],
 ) -> None:
     for language, regexes in patterns.items():
         if language not in languages:
-            raise TemplateError(
-                source, f"{field}.{language}", "patterns for an undeclared language"
-            )
+            problems.add(f"{field}.{language}", "patterns for an undeclared language")
         for index, regex in enumerate(regexes):
             where = f"{field}.{language}[{index}]"
             try:
                 compiled = re.compile(regex, re.IGNORECASE)
             except re.error as exc:
-                raise TemplateError(source, where, f"invalid regular expression: {exc}") from None
+                problems.add(where, f"invalid regular expression: {exc}")
+                continue
             if "value" not in compiled.groupindex:
-                raise TemplateError(source, where, "a pattern needs a named group (?P<value>...)")
+                problems.add(where, "a pattern needs a named group (?P<value>...)")
 
 
 def _synonym_languages(template: Template) -> tuple[str, ...]:
@@ -345,110 +375,112 @@ def _synonym_languages(template: Template) -> tuple[str, ...]:
     return () if template.origin is not None else template.languages
 
 
-def _check_variable_type(template: Template, variable: Variable, source: str, field: str) -> None:
+def _check_variable_type(
+    problems: _Problems, template: Template, variable: Variable, field: str
+) -> None:
     kind = variable.type
     for name in sorted(_TYPED_FIELDS - _TYPE_FIELDS[kind]):
         if _is_set(variable, name):
-            raise TemplateError(source, f"{field}.{name}", f"not allowed for type {kind}")
+            problems.add(f"{field}.{name}", f"not allowed for type {kind}")
     for name in _REQUIRED_FIELDS[kind]:
         if not _is_set(variable, name):
-            raise TemplateError(source, f"{field}.{name}", f"type {kind} needs {name}")
+            problems.add(f"{field}.{name}", f"type {kind} needs {name}")
     if variable.scale is not None and variable.scale.min >= variable.scale.max:
-        raise TemplateError(source, f"{field}.scale", "min must be below max")
+        problems.add(f"{field}.scale", "min must be below max")
     if variable.range is not None and not variable.range.min < variable.range.max:
-        raise TemplateError(source, f"{field}.range", "min must be below max")
-    if kind is VariableType.ENUM:
-        _check_options(source, f"{field}.options", variable.options, _synonym_languages(template))
+        problems.add(f"{field}.range", "min must be below max")
+    if variable.unit is not None and (unit_problem := ucum_problem(variable.unit.code)):
+        problems.add(f"{field}.unit.code", unit_problem)
+    if kind is VariableType.ENUM and variable.options:
+        _check_options(problems, f"{field}.options", variable.options, _synonym_languages(template))
     if variable.qualifier is not None:
         qualifier = variable.qualifier
         where = f"{field}.qualifier"
         if qualifier.id in RESERVED_ANSWER_KEYS or qualifier.id.startswith("model_"):
-            raise TemplateError(source, f"{where}.id", f"{qualifier.id!r} is a reserved key")
-        _check_coded(source, where, qualifier.code, qualifier.uncoded_reason, "qualifier")
-        _check_options(source, f"{where}.options", qualifier.options, _synonym_languages(template))
-    _check_patterns(source, f"{field}.patterns", variable.patterns, template.languages)
+            problems.add(f"{where}.id", f"{qualifier.id!r} is a reserved key")
+        _check_coded(problems, where, qualifier.code, qualifier.uncoded_reason, "qualifier")
+        _check_options(
+            problems, f"{where}.options", qualifier.options, _synonym_languages(template)
+        )
+    _check_patterns(problems, f"{field}.patterns", variable.patterns, template.languages)
     if variable.section is not None and variable.section not in HEADINGS:
         known = ", ".join(sorted(HEADINGS))
-        raise TemplateError(
-            source, f"{field}.section", f"unknown section {variable.section!r} (known: {known})"
-        )
+        problems.add(f"{field}.section", f"unknown section {variable.section!r} (known: {known})")
 
 
-def _check_meaning(template: Template, source: str) -> None:
+def _check_locations(problems: _Problems, template: Template) -> None:
     location_ids = [loc.id for loc in template.locations]
     for index, location in enumerate(template.locations):
-        field = f"locations[{index}]"
+        field = f"locations.{location.id}"
         if location.id in location_ids[:index]:
-            raise TemplateError(source, f"{field}.id", f"duplicate location id {location.id!r}")
+            problems.add(f"{field}.id", f"duplicate location id {location.id!r}")
         for child in location.expands_to:
             if child not in location_ids or child == location.id:
-                raise TemplateError(source, f"{field}.expands_to", f"unknown location {child!r}")
-        if location.code is None and not location.expands_to:
-            raise TemplateError(source, f"{field}.code", "a single site needs a code")
+                problems.add(f"{field}.expands_to", f"unknown location {child!r}")
+        if location.code is None and not location.expands_to and not location.uncoded_reason:
+            problems.add(
+                f"{field}.code", "a single site needs a code, or an uncoded_reason saying why"
+            )
         if location.part_of is not None and (
             location.part_of not in location_ids or location.part_of == location.id
         ):
-            raise TemplateError(
-                source, f"{field}.part_of", f"unknown location {location.part_of!r}"
-            )
-        _check_code(source, f"{field}.code", location.code)
-        _check_synonyms(source, field, location.synonyms, _synonym_languages(template))
+            problems.add(f"{field}.part_of", f"unknown location {location.part_of!r}")
+        _check_code(problems, f"{field}.code", location.code)
+        _check_synonyms(problems, field, location.synonyms, _synonym_languages(template))
+
+
+def _check_meaning(template: Template, problems: _Problems) -> None:
+    _check_locations(problems, template)
+    location_ids = {loc.id for loc in template.locations}
     variable_ids = [var.id for var in template.variables]
     for index, variable in enumerate(template.variables):
-        field = f"variables[{index}]"
+        field = f"variables.{variable.id}"
         if variable.id in variable_ids[:index]:
-            raise TemplateError(source, f"{field}.id", f"duplicate variable id {variable.id!r}")
-        for loc_index, location_id in enumerate(variable.locations):
+            problems.add(f"{field}.id", f"duplicate variable id {variable.id!r}")
+        for location_id in variable.locations:
             if location_id not in location_ids:
-                raise TemplateError(
-                    source,
-                    f"{field}.locations[{loc_index}]",
-                    f"undeclared location {location_id!r}",
-                )
+                problems.add(f"{field}.locations", f"undeclared location {location_id!r}")
         if variable.code is None and not variable.uncoded_reason:
-            raise TemplateError(
-                source, f"{field}.uncoded_reason", "an uncoded variable must say why"
-            )
-        _check_code(source, f"{field}.code", variable.code)
-        _check_variable_type(template, variable, source, field)
+            problems.add(f"{field}.uncoded_reason", "an uncoded variable must say why")
+        _check_code(problems, f"{field}.code", variable.code)
+        _check_variable_type(problems, template, variable, field)
         if variable.type is not VariableType.ENUM or variable.synonyms:
             # an enum is found by its options' synonyms; its own are optional
-            _check_synonyms(source, field, variable.synonyms, _synonym_languages(template))
+            _check_synonyms(problems, field, variable.synonyms, _synonym_languages(template))
     organs = template.organ_qualifiers
-    for index, variable_id in enumerate(organs.variables if organs else ()):
+    for variable_id in organs.variables if organs else ():
         if variable_id not in variable_ids:
-            raise TemplateError(
-                source,
-                f"organ_qualifiers.variables[{index}]",
-                f"undeclared variable {variable_id!r}",
-            )
+            problems.add("organ_qualifiers.variables", f"undeclared variable {variable_id!r}")
     for index, code in enumerate(template.applies_to.procedure_codes):
-        _check_code(source, f"applies_to.procedure_codes[{index}]", code)
+        _check_code(problems, f"applies_to.procedure_codes[{index}]", code)
+    for modality in template.applies_to.modalities:
+        if (problem := modality_problem(modality)) is not None:
+            problems.add("applies_to.modalities", problem)
 
 
 def template_codes(template: Template) -> list[tuple[str, CodeRef]]:
-    """Every code a template uses, with its field path."""
+    """Every code a template uses, with its field path (key names)."""
     found: list[tuple[str, CodeRef | None]] = [
         (f"applies_to.procedure_codes[{i}]", code)
         for i, code in enumerate(template.applies_to.procedure_codes)
     ]
-    found += [(f"locations[{i}].code", loc.code) for i, loc in enumerate(template.locations)]
-    for index, variable in enumerate(template.variables):
-        field = f"variables[{index}]"
+    found += [(f"locations.{loc.id}.code", loc.code) for loc in template.locations]
+    for variable in template.variables:
+        field = f"variables.{variable.id}"
         found.append((f"{field}.code", variable.code))
-        found += [(f"{field}.options[{i}].code", o.code) for i, o in enumerate(variable.options)]
+        found += [(f"{field}.options.{o.id}.code", o.code) for o in variable.options]
         if variable.qualifier is not None:
             found.append((f"{field}.qualifier.code", variable.qualifier.code))
             found += [
-                (f"{field}.qualifier.options[{i}].code", o.code)
-                for i, o in enumerate(variable.qualifier.options)
+                (f"{field}.qualifier.options.{o.id}.code", o.code)
+                for o in variable.qualifier.options
             ]
     return [(field, code) for field, code in found if code is not None]
 
 
 def check_template_set(items: list[tuple[str, Template]]) -> list[TemplateError]:
-    """Checks across loaded templates (each already valid on its own): template ids unique,
-    and every code's display as in `mappings.terminology`. Returns the problems found."""
+    """Checks across loaded templates (each already valid on its own): template ids unique.
+    Returns the problems found."""
     problems: list[TemplateError] = []
     seen: dict[str, str] = {}
     for source, template in items:
@@ -461,21 +493,12 @@ def check_template_set(items: list[tuple[str, Template]]) -> list[TemplateError]
                 )
             )
         seen.setdefault(template.id, source)
-        for field, code in template_codes(template):
-            entry = terminology.lookup(code.system, code.code)
-            if entry is not None and entry.display != code.display:
-                problems.append(
-                    TemplateError(
-                        source,
-                        f"{field}.display",
-                        f"{code.display!r} is not the verified display {entry.display!r}",
-                    )
-                )
     return problems
 
 
 def parse_template(text: str, source: str) -> Template:
-    """Validate template YAML text; `source` names it in errors."""
+    """Validate template YAML text; `source` names it in errors. TemplateProblems lists every
+    problem found (by key name), not only the first."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -486,12 +509,16 @@ def parse_template(text: str, source: str) -> Template:
         ) from None
     if not isinstance(data, dict):
         raise TemplateError(source, "(root)", "a template must be a mapping")
+    problems = _Problems(source)
     try:
         template = Template.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise TemplateError(source, _field_path(tuple(first["loc"])), first["msg"]) from None
-    _check_meaning(template, source)
+        for error in exc.errors():
+            problems.add(_field_path(tuple(error["loc"]), data), error["msg"])
+        problems.raise_any()
+        raise  # unreachable: a ValidationError has at least one error
+    _check_meaning(template, problems)
+    problems.raise_any()
     return template
 
 
@@ -521,9 +548,65 @@ def load_builtin_templates() -> dict[str, Template]:
     return templates
 
 
-def get_template(template_id: str) -> Template:
-    """A built-in template by id (TemplateError if unknown)."""
-    templates = load_builtin_templates()
+def template_files(folder: Path) -> list[Path]:
+    """The template files of a folder (`*.yaml`, `*.yml`), sorted."""
+    return sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
+
+
+def builtin_id_clashes(items: list[tuple[str, Template]]) -> list[TemplateError]:
+    """A problem for each template of the user's files that takes a built-in template's id (the
+    built-in files themselves excepted): a template is added, never silently replaced."""
+    builtin = load_builtin_templates()
+    folder = Path(str(importlib.resources.files("mappings") / "templates")).resolve()
+    return [
+        TemplateError(source, "id", f"template id {template.id!r} is a built-in template's id")
+        for source, template in items
+        if template.id in builtin and Path(source).resolve().parent != folder
+    ]
+
+
+def check_template_files(
+    paths: list[Path],
+) -> tuple[list[tuple[str, Template]], list[TemplateError]]:
+    """Load template files: (source, template) for each good one, and every problem of every
+    file, across files too (an id used twice, a user's file taking a built-in's id)."""
+    loaded: list[tuple[str, Template]] = []
+    problems: list[TemplateError] = []
+    for path in paths:
+        try:
+            loaded.append((str(path), load_template(path)))
+        except TemplateProblems as exc:
+            problems.extend(exc.problems)
+        except TemplateError as exc:
+            problems.append(exc)
+    return loaded, problems + builtin_id_clashes(loaded) + check_template_set(loaded)
+
+
+@functools.cache
+def _folder_templates(folder: Path) -> tuple[tuple[str, Template], ...]:
+    if not folder.is_dir():
+        raise TemplateError(str(folder), "RADBRIDGE_TEMPLATES_DIR", "no such folder")
+    loaded, problems = check_template_files(template_files(folder))
+    if problems:
+        raise TemplateProblems(problems)
+    return tuple(loaded)
+
+
+def load_templates(folder: Path | None = None) -> dict[str, Template]:
+    """The built-in templates plus those of `folder` (RADBRIDGE_TEMPLATES_DIR), by id.
+    TemplateProblems lists every problem of the folder at once; an id that is a built-in's or
+    another file's is refused (never silently replaced)."""
+    templates = dict(load_builtin_templates())
+    if folder is not None:
+        templates.update(
+            (template.id, template) for _, template in _folder_templates(folder.resolve())
+        )
+    return templates
+
+
+def get_template(template_id: str, folder: Path | None = None) -> Template:
+    """A template by id, built-in or from `folder` (TemplateError if unknown)."""
+    templates = load_templates(folder)
     if template_id not in templates:
         known = ", ".join(sorted(templates))
         raise TemplateError(template_id, "id", f"unknown template (known: {known})")

@@ -1,14 +1,17 @@
-"""The project's code table: every clinical code radbridge emits, each with where it was verified.
+"""radbridge's own code table: the codes its code emits (presence values, the DiagnosticReport's
+LOINC procedure codes, HL7 terminology), each with where it was verified, the do-not-use list and
+the reasons concepts stay uncoded. A template's codes are not checked here but against the
+installed SNOMED CT / LOINC tables or a cited source (`mappings.terminology_tables`).
 
-Sources (paths relative to the repository's `../shared/terminology/`):
+Sources (paths of the shared data sets beside the project, `../shared/terminology/`):
 - `snomed-gps-2019.tsv`: SNOMED CT Global Patient Set 2019 (code + FSN), HL7/fhir-ips.
 - `verified-codes.tsv`: the project's verified short list (source and strength per code).
 - `loinc-radiology-subset-from-R4-c80.tsv`: LOINC document codes from the FHIR R4 spec.
 - HL7 terminology (THO) codes cited from the FHIR R4 specification or an HL7 IG page.
 
-A code not in this table is never emitted; a concept without a verified code is emitted as
-text only and listed in `UNCODED_CONCEPTS`. Codes found WRONG in public code are in
-`DO_NOT_USE` and rejected by `require`.
+A concept without a verified code is emitted as text only (`uncoded_reason` in its template;
+the built-in ones are also listed in `UNCODED_CONCEPTS`). Codes found WRONG in public code are
+in `DO_NOT_USE`: rejected by `require`, by template loading and by `validate`.
 """
 
 from __future__ import annotations

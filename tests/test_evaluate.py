@@ -276,11 +276,11 @@ languages: [en]
 locations:
   - id: right_lung
     label: right lung
-    code: {system: "http://snomed.info/sct", code: "3341006", display: "Right lung structure (body structure)", source: "shared/terminology/verified-codes.tsv"}
+    code: {system: "http://snomed.info/sct", code: "3341006", display: "Right lung structure (body structure)", source: "HL7/fhir-mCODE-ig input/fsh/EX_GenomeX.fsh@543477b5"}
     synonyms: {en: [right]}
   - id: left_lung
     label: left lung
-    code: {system: "http://snomed.info/sct", code: "44029006", display: "Left lung structure (body structure)", source: "shared/terminology/verified-codes.tsv"}
+    code: {system: "http://snomed.info/sct", code: "44029006", display: "Left lung structure (body structure)", source: "HL7/fhir-mCODE-ig input/fsh/EX_GenomeX.fsh@543477b5"}
     synonyms: {en: [left]}
   - id: bilateral
     label: both sides

@@ -309,7 +309,7 @@ variables:
 """
     with pytest.raises(TemplateError) as caught:
         parse_template(body, "demo.yaml")
-    assert caught.value.field == "variables[0].synonyms.nl"
+    assert caught.value.field == "variables.nodule.synonyms.nl"
     imported = parse_template(body + "origin: llm_extractinator\n", "demo.yaml")
     assert imported.origin == ORIGIN
 

@@ -9,7 +9,6 @@ import asyncio
 import ipaddress
 import logging
 import ssl
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from adapter.errors import ConfigError
 from adapter.mllp import MllpClient, MllpError, MllpServer
 from adapter.settings import Settings
 from mappings.framing import FrameEvent, frame
+from tests.pki import make_pki
 
 PAYLOAD = b"MSH|^~\\&|RIS|FAC|RB|RBF|20260101||ORU^R01|C1|P|2.5\rPID|1||CANARY-MRN-77\r"
 
@@ -67,28 +67,11 @@ def test_allowed_peer_is_served(allow: list[str] | None) -> None:
     assert reply == frame(b"ACK") and handled == [PAYLOAD] and server.refused == 0
 
 
-def openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-
 @pytest.fixture
 def pki(tmp_path: Path) -> dict[str, Path]:
     """A CA, a server certificate and a client certificate signed by the CA, and a client
-    certificate from another (self-signed) authority."""
-    files = {name: tmp_path / f"{name}.pem" for name in
-             ("ca", "ca_key", "server", "server_key", "client", "client_key", "csr",
-              "rogue", "rogue_key")}  # fmt: skip
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
-            "-keyout", str(files["ca_key"]), "-out", str(files["ca"]))  # fmt: skip
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-            "-keyout", str(files["server_key"]), "-out", str(files["server"]))  # fmt: skip
-    openssl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=ris",
-            "-keyout", str(files["client_key"]), "-out", str(files["csr"]))  # fmt: skip
-    openssl("x509", "-req", "-in", str(files["csr"]), "-CA", str(files["ca"]), "-CAkey",
-            str(files["ca_key"]), "-CAcreateserial", "-days", "1", "-out", str(files["client"]))  # fmt: skip
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=ris",
-            "-keyout", str(files["rogue_key"]), "-out", str(files["rogue"]))  # fmt: skip
-    return files
+    certificate from another (self-signed) authority (tests/pki.py)."""
+    return make_pki(tmp_path)
 
 
 def test_mutual_tls_requires_a_client_certificate_from_the_ca(pki: dict[str, Path]) -> None:

@@ -10,7 +10,8 @@ import pytest
 
 from mappings import terminology as term
 from mappings.errors import TerminologyError
-from mappings.template import load_builtin_templates
+from mappings.template import load_builtin_templates, template_codes
+from mappings.terminology_tables import code_problems, snomed_gps
 
 # Codes not in the SNOMED GPS 2019 file but in verified-codes.tsv (strength column there).
 VERIFIED_ONLY_SNOMED = {
@@ -93,14 +94,24 @@ def test_do_not_use_codes_are_refused(verified: str) -> None:
             term.require(system, code)
 
 
-def test_every_template_code_is_in_the_table() -> None:
+def test_every_template_code_is_in_the_installed_tables_or_cited() -> None:
+    """Template codes are checked against the SNOMED CT / LOINC tables radbridge installs, or a
+    cited source, never against mappings/terminology.py (issue 23 item 3)."""
     for template in load_builtin_templates().values():
-        codes = [v.code for v in template.variables] + [loc.code for loc in template.locations]
-        codes += list(template.applies_to.procedure_codes)
-        for code in codes:
-            if code is not None:
-                entry = term.require(code.system, code.code)
-                assert entry.display == code.display, code.code
+        for field, code in template_codes(template):
+            assert code_problems(code.system, code.code, code.display, code.source) == [], field
         for variable in template.variables:
             if variable.code is None:
-                assert variable.id in term.UNCODED_CONCEPTS
+                assert variable.uncoded_reason, variable.id
+
+
+def test_the_installed_gps_agrees_with_the_2019_gps_on_every_template_code(
+    gps: dict[str, str],
+) -> None:
+    """The GPS radbridge installs (2020) gives each built-in SNOMED CT code the FSN of the 2019
+    GPS in ../shared the codes were first verified in."""
+    installed = snomed_gps()
+    for template in load_builtin_templates().values():
+        for field, code in template_codes(template):
+            if code.system == term.SNOMED and code.code in gps:
+                assert installed[code.code] == gps[code.code], field

@@ -73,9 +73,10 @@ def test_templates_check_names_file_and_field_of_each_problem(tmp_path: Path) ->
     assert result.exit_code == 1
     rows = [line.split("\t") for line in result.stdout.splitlines()]
     problems = {(Path(source).name, field): problem for source, field, problem in rows}
-    assert "below" in problems[("bad_scale.yaml", "variables[0].scale")]
+    assert "below" in problems[("bad_scale.yaml", "variables.fazekas.scale")]
     assert (
-        "verified display" in problems[("bad_display.yaml", "variables[2].options[0].code.display")]
+        "is not 'Cardiomegaly (disorder)', the display in the SNOMED CT"
+        in (problems[("bad_display.yaml", "variables.heart_size.options.enlarged.code")])
     )
     assert "duplicate template id" in problems[("copy_b.yaml", "id")]
     assert len(rows) == 3

@@ -177,10 +177,11 @@ def test_project_rules_refuse_do_not_use_code() -> None:
 def test_project_rules_catch_unknown_snomed_code() -> None:
     bundle = ct_bundle()
     coding = entries(bundle, "Observation")[0]["code"]["coding"][0]
-    coding["code"] = "73211009"  # a real SNOMED CT concept, but not in the project's table
+    coding["code"] = "786838002"  # a real SNOMED CT concept: not in the GPS, no template cites it
     problems = validate_resource(bundle)
     assert [p.message for p in problems if p.severity == "error"] == [
-        "http://snomed.info/sct|73211009 is not in the project's terminology table"
+        "http://snomed.info/sct|786838002 is neither radbridge's own code, in the installed "
+        "SNOMED CT / LOINC tables, nor cited by a template"
     ]
     assert problems[0].fhirpath == "Bundle.entry[3].resource.code.coding[0]"
 

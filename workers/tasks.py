@@ -35,7 +35,7 @@ from adapter.store import CLAIMED, DEAD, EXTRACTED, PROCESSING, DeliveryJob, Out
 from mappings import inbound
 from mappings.errors import HL7ErrorCode, MessageRejected
 from mappings.report import FindingStatus, Report
-from mappings.template import load_builtin_templates
+from mappings.template import load_templates
 from mappings.timeline import TimelineEntry, link_stored, patient_reference
 from workers.delivery import backoff_seconds, deliver_report
 from workers.errors import (
@@ -117,7 +117,7 @@ def process_message(
     outcome = run_message(
         claim.raw,
         claim.content_type,
-        list(load_builtin_templates().values()),
+        list(load_templates(settings.templates_dir).values()),
         settings,
         lambda: get_engine(settings),
         stored_links=lambda entry: timeline_links(store, settings, entry, finished),

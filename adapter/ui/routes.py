@@ -54,7 +54,7 @@ from mappings.review import (
     review,
     template_of,
 )
-from mappings.template import Template, load_builtin_templates
+from mappings.template import Template, load_templates
 
 log = logging.getLogger("radbridge.ui")
 PAGE = 50
@@ -228,9 +228,9 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
     loaded: dict[str, Template] = {}
 
     def templates() -> dict[str, Template]:
-        """The built-in templates, read on first use (not when the app is built)."""
+        """The templates (built-in and RADBRIDGE_TEMPLATES_DIR), read on first use."""
         if not loaded:
-            loaded.update(load_builtin_templates())
+            loaded.update(load_templates(settings.templates_dir))
         return loaded
 
     router = APIRouter(prefix="/ui", include_in_schema=False)
