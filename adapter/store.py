@@ -77,6 +77,8 @@ ACCEPTED, PROCESSING, EXTRACTED, DELIVERED, FAILED, DEAD = (
     "dead",
 )
 STATES = (ACCEPTED, PROCESSING, EXTRACTED, DELIVERED, FAILED, DEAD)
+# delivery record states besides DELIVERED and DEAD: a push in progress (its claim), a retry due
+SENDING, RETRY = "sending", "retry"
 _TRANSITIONS: dict[str, frozenset[str]] = {
     ACCEPTED: frozenset({PROCESSING, DEAD}),
     PROCESSING: frozenset({EXTRACTED, FAILED, DEAD, ACCEPTED}),
@@ -161,6 +163,9 @@ class DeliveryJob:
     content_type: str | None = None
     # what `target` holds of the Bundle (`mappings.ehr` hashes of its last delivery; {} when none)
     delivered: dict[str, str] = field(default_factory=dict)
+    # another copy of the task holds the delivery's claim (`Store.delivery_job` with a lease):
+    # this copy pushes nothing
+    busy: bool = False
 
 
 @dataclass(frozen=True)
@@ -246,6 +251,36 @@ def run_migrations(engine: Engine) -> None:
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def _claim_delivery(connection: Connection, bundle_id: str, target: str, lease: timedelta) -> bool:
+    """Claim the delivery of a Bundle to a target (state `sending`, the attempts untouched):
+    False when another copy's claim is younger than `lease` or the Bundle as stored now is
+    delivered already (a copy that finished between this transaction's read and this write).
+    On PostgreSQL a concurrent claim's UPDATE waits for this one and then sees it."""
+    now = _now()
+    key = (deliveries.c.bundle_id == bundle_id, deliveries.c.target == target)
+    stored_at = sa.select(bundles.c.updated_at).where(bundles.c.id == bundle_id).scalar_subquery()
+    taken = sa.or_(
+        sa.and_(deliveries.c.state == SENDING, deliveries.c.updated_at > now - lease),
+        sa.and_(deliveries.c.state == "delivered", deliveries.c.updated_at >= stored_at),
+    )
+    claimed = connection.execute(
+        deliveries.update().where(*key, ~taken).values(state=SENDING, updated_at=now)
+    )
+    if claimed.rowcount:
+        return True
+    if connection.execute(sa.select(deliveries.c.id).where(*key)).first() is not None:
+        return False
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    row = {"bundle_id": bundle_id, "target": target, "state": SENDING, "attempts": 0}
+    inserted = connection.execute(
+        insert(deliveries).values(**row, updated_at=now).on_conflict_do_nothing()
+    )
+    return bool(inserted.rowcount)
 
 
 def _upserts(is_sqlite: bool) -> tuple[Any, Any]:
@@ -664,10 +699,16 @@ class Store:
             ).scalars()
             return [int(r) for r in rows]
 
-    def undelivered(self, target: str, older_than: timedelta = timedelta(0)) -> list[str]:
+    def undelivered(
+        self,
+        target: str,
+        older_than: timedelta = timedelta(0),
+        lease: timedelta = timedelta(hours=1),
+    ) -> list[str]:
         """Bundles of `extracted` messages whose delivery to `target` is not done and not
-        waiting for a retry: never attempted (the task was lost), a retry now due, or an
-        outcome older than the Bundle (a superseding result rewrote it). For `reconcile`."""
+        waiting for a retry: never attempted (the task was lost), a retry now due, a claim
+        (`sending`) older than `lease` (its worker was lost mid-push), or an outcome older than
+        the Bundle (a superseding result rewrote it). For `reconcile`."""
         now = _now()
         cutoff = now - older_than
         record = deliveries.alias("record")
@@ -677,8 +718,12 @@ class Store:
                 record.c.bundle_id == bundles.c.id,
                 record.c.target == target,
                 sa.or_(
-                    sa.and_(record.c.state != "retry", record.c.updated_at >= bundles.c.updated_at),
-                    sa.and_(record.c.state == "retry", record.c.next_attempt_at > now),
+                    sa.and_(
+                        record.c.state.not_in((RETRY, SENDING)),
+                        record.c.updated_at >= bundles.c.updated_at,
+                    ),
+                    sa.and_(record.c.state == RETRY, record.c.next_attempt_at > now),
+                    sa.and_(record.c.state == SENDING, record.c.updated_at > now - lease),
                 ),
             )
             .exists()
@@ -1142,10 +1187,18 @@ class Store:
             return [json.loads(b) for b in bodies]
 
     # -- deliveries and audit -----------------------------------------------------------------
-    def delivery_job(self, bundle_id: str, target: str) -> DeliveryJob | None:
-        """What a delivery task needs, in one read: the stored Bundle, its source message, what
-        `target` holds of it, and whether the Bundle as stored now was already delivered to
-        `target` (`delivered_already`); None when the Bundle is not stored."""
+    def delivery_job(
+        self, bundle_id: str, target: str, lease: timedelta | None = None
+    ) -> DeliveryJob | None:
+        """What a delivery task needs, in one transaction: the stored Bundle, its source message,
+        what `target` holds of it, and whether the Bundle as stored now was already delivered to
+        `target` (`delivered_already`); None when the Bundle is not stored.
+
+        `lease`: when not delivered already, claim the delivery (state `sending`) for that long.
+        Two copies of a deliver task (reconcile re-enqueues what Redis may have lost while the
+        first copy still waits in the queue) may run at once on a pool: the one that gets the
+        claim pushes, the other is `busy` and pushes nothing. A claim older than the lease is
+        free again (its worker was lost mid-push; `undelivered` offers it to reconcile)."""
         record = (
             sa.select(deliveries.c.state, deliveries.c.updated_at, deliveries.c.delivered)
             .where(deliveries.c.bundle_id == bundle_id, deliveries.c.target == target)
@@ -1170,6 +1223,9 @@ class Store:
         )
         with self._tx() as connection:
             row = connection.execute(query).first()
+            busy = False
+            if row is not None and not row.done and lease is not None:
+                busy = not _claim_delivery(connection, bundle_id, target, lease)
         if row is None:
             return None
         held = json.loads(row.delivered) if row.delivered else {}
@@ -1181,6 +1237,7 @@ class Store:
             bytes(row.raw) if row.raw is not None else None,
             str(row.content_type) if row.content_type is not None else None,
             {str(k): str(v) for k, v in held.items()},
+            busy,
         )
 
     def record_delivery_attempt(

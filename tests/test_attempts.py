@@ -238,3 +238,30 @@ def test_reconcile_redoes_a_delivery_redis_lost(tmp_path: Path, redis_url: str) 
     assert len(server.requests) == 1
     record = store.delivery(bundle_id, "fhir")
     assert record is not None and (record["state"], record["attempts"]) == ("delivered", 1)
+
+
+def test_two_copies_of_a_deliver_task_push_once(store: Store) -> None:
+    """Reconcile re-enqueues a delivery still waiting in the queue; on a pool both copies may run
+    at once: the first takes the claim, the second is busy; after the first records its
+    delivery a third copy finds it delivered; a claim older than the lease (its worker was lost
+    mid-push) is free again and offered to reconcile."""
+    settings = Settings(data_dir=Path("unused"), stage="rules")  # type: ignore[arg-type]
+    message_id = store.accept(incoming("CT0600")).message_id
+    (bundle_id,) = process_message(store, settings, message_id) or []
+    lease = timedelta(minutes=5)
+    first = store.delivery_job(bundle_id, "fhir", lease=lease)
+    second = store.delivery_job(bundle_id, "fhir", lease=lease)
+    assert first is not None and not first.busy and not first.delivered_already
+    assert second is not None and second.busy
+    assert store.undelivered("fhir", lease=lease) == []  # claimed: reconcile leaves it
+    assert store.undelivered("fhir", lease=timedelta(0)) == [bundle_id]  # a lost worker's claim
+    record = store.delivery(bundle_id, "fhir")
+    assert record is not None and (record["state"], record["attempts"]) == ("sending", 0)
+    store.record_delivery_attempt(bundle_id, "fhir", state="delivered", delivered={"a": "b"})
+    third = store.delivery_job(bundle_id, "fhir", lease=lease)
+    assert third is not None and third.delivered_already and not third.busy
+    assert third.delivered == {"a": "b"}
+    stale = store.delivery_job(bundle_id, "oru", lease=lease)
+    assert stale is not None and not stale.busy  # the other target has its own claim
+    again = store.delivery_job(bundle_id, "oru", lease=timedelta(0))
+    assert again is not None and not again.busy  # the earlier claim is older than the lease

@@ -195,7 +195,7 @@ def test_an_unexpected_error_leaves_the_message_dead_with_a_reason(
     def broken(*_: object) -> list[str]:
         raise RuntimeError("stand-in for a bug")
 
-    monkeypatch.setattr(workers.tasks, "load_builtin_templates", broken)  # after the claim
+    monkeypatch.setattr(workers.tasks, "load_templates", broken)  # after the claim
     settings = Settings(
         data_dir=tmp_path / "data", redis_url=redis_url, n_threads=2, task_max_retries=0
     )  # type: ignore[arg-type]

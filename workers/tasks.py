@@ -335,9 +335,11 @@ def register_tasks(app: Celery) -> None:
         # two store round trips: the job (Bundle, message, delivered already?) and the record
         # of the delivery with the message's state
         store = store_for(settings)
-        job = store.delivery_job(bundle_id, "fhir")
+        job = store.delivery_job(bundle_id, "fhir", lease=delivery_lease(settings))
         if job is None:
             return "missing"
+        if job.busy:  # another copy holds the claim and pushes
+            return "busy"
         if job.delivered_already:  # a second copy (reconcile): push nothing
             if job.message_id is not None:
                 store.mark_delivered_if_extracted(job.message_id)
@@ -406,7 +408,7 @@ def register_tasks(app: Celery) -> None:
             if repaired:
                 log.info("reconcile: %d delivered messages were left extracted", len(repaired))
         for target, enqueue in targets:
-            for bundle_id in store.undelivered(target, older_than=settle):
+            for bundle_id in store.undelivered(target, older_than=settle, lease=stale):
                 enqueue(app, bundle_id)
                 requeued += 1
         return requeued
@@ -416,9 +418,11 @@ def register_tasks(app: Celery) -> None:
         from workers.delivery import deliver_oru_message
 
         store = store_for(settings)
-        job = store.delivery_job(bundle_id, "oru")
+        job = store.delivery_job(bundle_id, "oru", lease=delivery_lease(settings))
         if job is None:
             return "missing"
+        if job.busy:  # another copy holds the claim and sends
+            return "busy"
         if job.delivered_already:  # a second copy (reconcile): send nothing
             return "already delivered"
         try:
@@ -435,6 +439,12 @@ def register_tasks(app: Celery) -> None:
         return "delivered"
 
     _ = (extract_report, deliver, reconcile, deliver_oru)
+
+
+def delivery_lease(settings: Settings) -> timedelta:
+    """How long a deliver task's claim holds off another copy (then its worker counts as lost):
+    the task visibility timeout, after which Redis would redeliver the task itself."""
+    return timedelta(seconds=settings.task_visibility_timeout_s)
 
 
 def make_worker_app(settings: Settings) -> Celery:
