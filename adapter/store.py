@@ -737,6 +737,23 @@ class Store:
         with self._tx() as connection:
             return [str(b) for b in connection.execute(query).scalars()]
 
+    def release_lost_claims(self, target: str, lease: timedelta) -> int:
+        """Deliveries to `target` claimed (`sending`) longer ago than `lease`: their worker was
+        lost mid-push. They become a retry due now (a deliver task may claim them again, and
+        `undelivered` offers them to reconcile); how many."""
+        now = _now()
+        with self._tx() as connection:
+            released = connection.execute(
+                deliveries.update()
+                .where(
+                    deliveries.c.target == target,
+                    deliveries.c.state == SENDING,
+                    deliveries.c.updated_at <= now - lease,
+                )
+                .values(state=RETRY, next_attempt_at=now)
+            )
+            return int(released.rowcount)
+
     def delivered_already(self, bundle_id: str, target: str) -> bool:
         """Whether the Bundle as stored now was already delivered to `target` (a delivery record
         `delivered` no older than the Bundle): a second copy of its deliver task (reconcile

@@ -255,6 +255,7 @@ def test_two_copies_of_a_deliver_task_push_once(store: Store) -> None:
     assert second is not None and second.busy
     assert store.undelivered("fhir", lease=lease) == []  # claimed: reconcile leaves it
     assert store.undelivered("fhir", lease=timedelta(0)) == [bundle_id]  # a lost worker's claim
+    assert store.release_lost_claims("fhir", lease) == 0  # a fresh claim stays
     record = store.delivery(bundle_id, "fhir")
     assert record is not None and (record["state"], record["attempts"]) == ("sending", 0)
     store.record_delivery_attempt(bundle_id, "fhir", state="delivered", delivered={"a": "b"})
@@ -265,3 +266,7 @@ def test_two_copies_of_a_deliver_task_push_once(store: Store) -> None:
     assert stale is not None and not stale.busy  # the other target has its own claim
     again = store.delivery_job(bundle_id, "oru", lease=timedelta(0))
     assert again is not None and not again.busy  # the earlier claim is older than the lease
+    assert store.release_lost_claims("oru", timedelta(0)) == 1  # reconcile: a retry due now
+    assert store.undelivered("oru", lease=lease) == [bundle_id]
+    relaunched = store.delivery_job(bundle_id, "oru", lease=lease)
+    assert relaunched is not None and not relaunched.busy

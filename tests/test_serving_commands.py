@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -69,7 +70,7 @@ def test_serve_no_worker_runs_no_worker_and_checks_production_once(tmp_path: Pat
     env = {k: v for k, v in os.environ.items() if not k.startswith("RADBRIDGE_")}
     env.update(
         RADBRIDGE_ENV="production",
-        RADBRIDGE_API_KEY="k3y-" + "0" * 40,  # long enough for check-config
+        RADBRIDGE_API_KEY=secrets.token_hex(32),  # a key check-config accepts
         RADBRIDGE_DATA_DIR=str(tmp_path / "data"),
         RADBRIDGE_MLLP_PORT=str(free_port()),
         RADBRIDGE_HTTP_PORT=str(http_port),

@@ -408,6 +408,7 @@ def register_tasks(app: Celery) -> None:
             if repaired:
                 log.info("reconcile: %d delivered messages were left extracted", len(repaired))
         for target, enqueue in targets:
+            store.release_lost_claims(target, stale)  # a push whose worker was lost
             for bundle_id in store.undelivered(target, older_than=settle, lease=stale):
                 enqueue(app, bundle_id)
                 requeued += 1
