@@ -25,6 +25,7 @@ from adapter.tables import (
     deliveries,
     extractions,
     messages,
+    resource_versions,
     resources,
 )
 from mappings.review import (
@@ -85,6 +86,40 @@ def message_of_report(store: Store, report_id: str) -> int | None:
     return int(value) if value is not None else None
 
 
+def earlier_versions(store: Store, wanted: list[tuple[str, int]]) -> dict[str, dict[str, Any]]:
+    """Observation bodies of earlier versions (`(id, version)` pairs), by Observation id."""
+    if not wanted:
+        return {}
+    pairs = [
+        sa.and_(resource_versions.c.id == oid, resource_versions.c.version_id == version)
+        for oid, version in wanted
+    ]
+    with store._tx() as connection:
+        rows = connection.execute(
+            sa.select(resource_versions.c.id, resource_versions.c.body).where(
+                resource_versions.c.resource_type == "Observation", sa.or_(*pairs)
+            )
+        ).all()
+    return {str(oid): json.loads(body) for oid, body in rows}
+
+
+def undoable(store: Store, observations: list[StoredObservation]) -> set[str]:
+    """The ids of decided Observations (final / entered-in-error) whose version before is the
+    preliminary value the decision was made on: an undo brings that value back."""
+    decided = [
+        (str(o.body["id"]), o.version - 1)
+        for o in observations
+        if o.body.get("status") in ("final", "entered-in-error") and o.version > 1
+    ]
+    before = earlier_versions(store, decided)
+    return {oid for oid, body in before.items() if body.get("status") == "preliminary"}
+
+
+# report-level insights (issue 20) that put a report first: a critical result's Flag, a mismatch's
+# DetectedIssue (retired ones do not count)
+ATTENTION_TYPES = {"Flag": "critical", "DetectedIssue": "mismatch"}
+
+
 @dataclass(frozen=True)
 class WorkItem:
     """One report awaiting review in the worklist (no report text)."""
@@ -95,12 +130,41 @@ class WorkItem:
     flagged: int
     lowest_confidence: float | None
     since: datetime
+    critical: int = 0
+    mismatches: int = 0
 
     @property
     def needs_attention(self) -> bool:
-        """Flagged or low-confidence values: sorted first."""
+        """Flagged or low-confidence values, critical results or mismatches: sorted first."""
         low = self.lowest_confidence is not None and self.lowest_confidence < LOW_CONFIDENCE
-        return self.flagged > 0 or low
+        return self.flagged > 0 or low or self.critical > 0 or self.mismatches > 0
+
+
+def _insights(store: Store, report_ids: list[str]) -> dict[str, dict[str, int]]:
+    """Per report: how many active critical-result Flags and mismatch DetectedIssues its
+    Bundle holds."""
+    if not report_ids:
+        return {}
+    report = resources.alias("report")
+    with store._tx() as connection:
+        rows = connection.execute(
+            sa.select(report.c.id, resources.c.resource_type, sa.func.count())
+            .join(report, report.c.bundle_id == resources.c.bundle_id)
+            .where(
+                report.c.resource_type == "DiagnosticReport",
+                report.c.id.in_(report_ids),
+                resources.c.resource_type.in_(list(ATTENTION_TYPES)),
+                sa.or_(
+                    resources.c.status.is_(None),
+                    resources.c.status.not_in(("entered-in-error", "inactive")),
+                ),
+            )
+            .group_by(report.c.id, resources.c.resource_type)
+        ).all()
+    found: dict[str, dict[str, int]] = {}
+    for report_id, kind, count in rows:
+        found.setdefault(str(report_id), {})[ATTENTION_TYPES[str(kind)]] = int(count)
+    return found
 
 
 def worklist(
@@ -130,6 +194,7 @@ def worklist(
             (json.loads(body), updated)
         )
     items = []
+    insights = _insights(store, list(grouped))
     for report_id, entries in grouped.items():
         templates = sorted(
             {ids[0] for body, _ in entries if (ids := template_of(body)) is not None}
@@ -152,6 +217,8 @@ def worklist(
                 flagged,
                 min(confidences) if confidences else None,
                 oldest if oldest.tzinfo else oldest.replace(tzinfo=UTC),
+                insights.get(report_id, {}).get("critical", 0),
+                insights.get(report_id, {}).get("mismatch", 0),
             )
         )
     items.sort(key=lambda item: (not item.needs_attention, item.since, item.report_id))
