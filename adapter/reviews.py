@@ -27,6 +27,7 @@ from adapter.tables import (
     messages,
     resource_versions,
     resources,
+    search_tokens,
 )
 from mappings.review import (
     ReviewConflict,
@@ -343,6 +344,71 @@ class ConsoleRow:
     reason: str | None
     templates: tuple[str, ...]
     seconds: float
+    conflict: bool = False  # its MSH-10 was sent before with other content
+
+
+def sender_condition(sender: str) -> Any:
+    """The sender filter as the console's column shows it: `APP/FACILITY` matches both parts
+    (each a substring), a text without `/` matches either."""
+    if "/" in sender:
+        application, facility = (part.strip() for part in sender.split("/", 1))
+        return sa.and_(
+            messages.c.sending_application.contains(application, autoescape=True),
+            messages.c.sending_facility.contains(facility, autoescape=True),
+        )
+    return sa.or_(
+        messages.c.sending_application.contains(sender, autoescape=True),
+        messages.c.sending_facility.contains(sender, autoescape=True),
+    )
+
+
+def _obr_accession(raw: bytes, accession: str) -> bool:
+    """Whether an HL7v2 message has an OBR whose OBR-3.1 (the accession) is `accession`."""
+    text = raw.decode("latin-1")
+    if not text.startswith("MSH") or len(text) < 8:
+        return False
+    field, component = text[3], text[4]
+    for segment in text.replace("\n", "\r").split("\r"):
+        fields = segment.split(field)
+        if fields[0] == "OBR" and len(fields) > 3 and fields[3].split(component)[0] == accession:
+            return True
+    return False
+
+
+def messages_with_accession(store: Store, accession: str) -> list[int]:
+    """Messages of a report with this accession: through the stored DiagnosticReport's
+    identifier, or (a message that made no Bundle: a dead letter, one not yet extracted) its
+    OBR-3.1."""
+    report = (resources.c.resource_type == "DiagnosticReport",)
+    has_bundle = sa.select(bundles.c.id).where(bundles.c.message_id == messages.c.id).exists()
+    with store._tx() as connection:
+        found = {
+            int(m)
+            for m in connection.execute(
+                sa.select(bundles.c.message_id)
+                .join(resources, resources.c.bundle_id == bundles.c.id)
+                .join(
+                    search_tokens,
+                    sa.and_(
+                        search_tokens.c.resource_type == resources.c.resource_type,
+                        search_tokens.c.resource_id == resources.c.id,
+                    ),
+                )
+                .where(
+                    *report,
+                    search_tokens.c.name == "identifier",
+                    search_tokens.c.code == accession,
+                    bundles.c.message_id.is_not(None),
+                )
+            ).scalars()
+        }
+        candidates = connection.execute(
+            sa.select(messages.c.id, messages.c.raw).where(
+                ~has_bundle, messages.c.raw.contains(accession.encode())
+            )
+        ).all()
+    found.update(int(i) for i, raw in candidates if _obr_accession(bytes(raw), accession))
+    return sorted(found)
 
 
 def console_messages(
@@ -355,20 +421,25 @@ def console_messages(
     limit: int = 50,
     offset: int = 0,
     message_id: int | None = None,
+    control_id: str | None = None,
+    accession: str | None = None,
+    conflicts_only: bool = False,
 ) -> tuple[list[ConsoleRow], int]:
-    """One page of messages, newest first, and how many match."""
-    conditions = []
+    """One page of messages, newest first, and how many match (`control_id`: MSH-10 exactly;
+    `accession`: see `messages_with_accession`; `conflicts_only`: MSH-10 conflicts)."""
+    conditions: list[Any] = []
     if message_id is not None:
         conditions.append(messages.c.id == message_id)
     if state:
         conditions.append(messages.c.state == state)
     if sender:
-        conditions.append(
-            sa.or_(
-                messages.c.sending_application.contains(sender, autoescape=True),
-                messages.c.sending_facility.contains(sender, autoescape=True),
-            )
-        )
+        conditions.append(sender_condition(sender))
+    if control_id:
+        conditions.append(messages.c.control_id == control_id)
+    if accession:
+        conditions.append(messages.c.id.in_(messages_with_accession(store, accession)))
+    if conflicts_only:
+        conditions.append(messages.c.conflict.is_(True))
     if since is not None:
         conditions.append(messages.c.received_at >= since)
     if until is not None:
@@ -383,6 +454,7 @@ def console_messages(
         messages.c.state,
         messages.c.attempts,
         messages.c.reason,
+        messages.c.conflict,
     )
     with store._tx() as connection:
         total = int(
@@ -420,6 +492,7 @@ def console_messages(
             r.reason,
             tuple(sorted(templates.get(int(r.id), ()))),
             seconds.get(int(r.id), 0.0),
+            bool(r.conflict),
         )
         for r in rows
     ], total
