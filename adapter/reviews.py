@@ -150,6 +150,7 @@ def _insights(store: Store, report_ids: list[str]) -> dict[str, dict[str, int]]:
     with store._tx() as connection:
         rows = connection.execute(
             sa.select(report.c.id, resources.c.resource_type, sa.func.count())
+            .select_from(resources)
             .join(report, report.c.bundle_id == resources.c.bundle_id)
             .where(
                 report.c.resource_type == "DiagnosticReport",
@@ -402,10 +403,14 @@ def messages_with_accession(store: Store, accession: str) -> list[int]:
                 )
             ).scalars()
         }
+        needle = accession.encode()
+        contains = (  # SQLite's LIKE does not read BLOBs; PostgreSQL's reads bytea
+            sa.func.instr(messages.c.raw, needle) > 0
+            if store.is_sqlite
+            else messages.c.raw.contains(needle)
+        )
         candidates = connection.execute(
-            sa.select(messages.c.id, messages.c.raw).where(
-                ~has_bundle, messages.c.raw.contains(accession.encode())
-            )
+            sa.select(messages.c.id, messages.c.raw).where(~has_bundle, contains)
         ).all()
     found.update(int(i) for i, raw in candidates if _obr_accession(bytes(raw), accession))
     return sorted(found)

@@ -57,7 +57,9 @@ def _extract(store: Store, settings: Settings, raw: bytes = CHEST_CT) -> tuple[i
     bundle = store.get_bundle(bundle_ids[0])
     assert bundle is not None
     report = next(
-        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "DiagnosticReport"
+        e["resource"]
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "DiagnosticReport"
     )
     return message_id, str(report["id"])
 

@@ -75,8 +75,10 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
                 assert answer.status_code == 200, answer.text
             _wait(
                 "the report to be delivered and the bad ones to go dead",
-                lambda: [_state(running.http, i) for i in (1, 2, 3, 4)]
-                == ["delivered", "dead", "dead", "dead"],
+                lambda: (
+                    [_state(running.http, i) for i in (1, 2, 3, 4)]
+                    == ["delivered", "dead", "dead", "dead"]
+                ),
             )
             yield running
     finally:
@@ -209,7 +211,9 @@ def test_reject_asks_first_and_a_decision_can_be_undone(service: Service, browse
     found = httpx.get(
         f"{base}/fhir/Provenance", params={"target": f"Observation/{first}"}, timeout=30
     ).json()
-    undone = [e["resource"] for e in found["entry"] if e["resource"]["activity"] == {"text": "UNDO"}]
+    undone = [
+        e["resource"] for e in found["entry"] if e["resource"]["activity"] == {"text": "UNDO"}
+    ]
     assert len(undone) == 1
     assert undone[0]["target"] == [{"reference": f"Observation/{first}/_history/3"}]
     assert undone[0]["agent"][0]["who"]["display"] == REVIEWER[0]
@@ -304,9 +308,10 @@ def test_dead_letters_are_discarded_or_resolved_with_a_reason(
     text = closed.inner_text()
     assert "by otto: a test message the RIS sent by mistake" in text
     assert "by otto: entered by hand in the EHR" in text
-    assert [t.strip() for t in page.locator("table.list").first.locator(
-        "tbody td:nth-child(2)"
-    ).all_inner_texts()] == ["4"]  # only message 4 is still a dead letter
+    assert [
+        t.strip()
+        for t in page.locator("table.list").first.locator("tbody td:nth-child(2)").all_inner_texts()
+    ] == ["4"]  # only message 4 is still a dead letter
     assert _state(base, 2) == "discarded" and _state(base, 3) == "resolved"
     page.goto(f"{base}/ui/messages/2")
     detail = page.content()

@@ -757,9 +757,7 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
                 409, f"Message {message_id} is not a dead letter ({state}). Nothing was changed."
             ) from None
         log.info("ui dead letter %s", outcome)
-        return RedirectResponse(
-            f"/ui/dead-letters?closed={outcome}+{message_id}", status_code=303
-        )
+        return RedirectResponse(f"/ui/dead-letters?closed={outcome}+{message_id}", status_code=303)
 
     app.include_router(router)
     app.mount("/ui/static", StaticFiles(directory=str(package / "static")), name="ui-static")
