@@ -219,3 +219,57 @@ def test_a_dead_letter_is_discarded_or_resolved_with_a_reason(tmp_path: Path, ki
             store.close_dead_letter(two, "deleted", "no such outcome", "otto")
         store.requeue(one)  # still possible: the message was kept
         assert store.counts_by_state()["accepted"] == 1
+
+
+def test_the_routes_undo_close_and_search(tmp_path: Path) -> None:
+    """The same through the pages (development mode: open, both roles), refusals included."""
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from adapter.api import create_app
+
+    settings = _settings(tmp_path)
+    store = Store.open(settings)
+    try:
+        extracted, report_id = _extract(store, settings)
+        client = TestClient(create_app(settings, store))
+        page = client.get(f"/ui/reports/{report_id}")
+        assert 'data-field="patient">TESTPATIENT, ALPHA<' in page.text
+        csrf = re.findall(r'name="csrf" value="([^"]+)"', page.text)[0]
+        oid = str(report_observations(store, report_id)[0].body["id"])
+        url = f"/ui/reports/{report_id}/observations/{oid}"
+        early = client.post(url, data={"decision": "undo", "version": "1", "csrf": csrf})
+        assert early.status_code == 422 and "only a decision can be undone" in early.text
+        client.post(url, data={"decision": "accept", "version": "1", "csrf": csrf})
+        assert 'value="undo" class="undo"' in client.get(f"/ui/reports/{report_id}").text
+        undone = client.post(url, data={"decision": "undo", "version": "2", "csrf": csrf})
+        assert undone.status_code == 200
+        back = report_observations(store, report_id)[0]
+        assert (back.version, back.body["status"]) == (3, "preliminary")
+        # dead letters: a reason and a known outcome are required; only a dead letter closes
+        dead = _dead(store, _dead_raw("DK0009", "ACC2009"), "RIS", "DEKLINIK", "DK0009")
+        close = f"/ui/dead-letters/{dead}/close"
+        for data, status in (
+            ({"outcome": "discarded", "reason": "  "}, 400),
+            ({"outcome": "deleted", "reason": "why"}, 400),
+            ({"outcome": "discarded", "reason": "x" * 501}, 400),
+        ):
+            answer = client.post(close, data={"csrf": csrf, **data})
+            assert answer.status_code == status, answer.text
+        assert store.get_message(dead).state == "dead"  # type: ignore[union-attr]
+        not_dead = client.post(
+            f"/ui/dead-letters/{extracted}/close",
+            data={"csrf": csrf, "outcome": "resolved", "reason": "done"},
+        )
+        assert not_dead.status_code == 409 and "not a dead letter" in not_dead.text
+        closed = client.post(
+            close, data={"csrf": csrf, "outcome": "resolved", "reason": "sent by fax"}
+        )
+        assert closed.status_code == 200 and ": sent by fax" in closed.text
+        assert store.get_message(dead).state == "resolved"  # type: ignore[union-attr]
+        console = client.get("/ui/messages", params={"accession": "ACC2009"}).text
+        assert f'href="/ui/messages/{dead}"' in console and "TESTPATIENT" not in console
+        assert f'href="/ui/messages/{extracted}"' not in console
+    finally:
+        store.close()
