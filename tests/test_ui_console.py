@@ -273,3 +273,34 @@ def test_the_routes_undo_close_and_search(tmp_path: Path) -> None:
         assert f'href="/ui/messages/{extracted}"' not in console
     finally:
         store.close()
+
+
+def test_a_fhir_report_names_its_patient_from_the_patient_sent(tmp_path: Path) -> None:
+    import json
+
+    from workers.tasks import process_message
+
+    sent = json.loads((HL7_DIR.parent / "fhir" / "bundle_collection.json").read_text())
+    patient = next(
+        e["resource"] for e in sent["entry"] if e["resource"]["resourceType"] == "Patient"
+    )
+    patient["name"] = [{"family": "TESTPATIENT", "given": ["GAMMA", "G"]}]
+    settings = _settings(tmp_path)
+    store = Store.open(settings)
+    try:
+        raw = json.dumps(sent).encode()
+        incoming = Incoming(raw, "http", content_type="application/fhir+json")
+        message_id = store.accept(incoming).message_id
+        [bundle_id] = process_message(store, settings, message_id)
+        bundle = store.get_bundle(bundle_id)
+        assert bundle is not None
+        report_id = next(
+            str(e["resource"]["id"])
+            for e in bundle["entry"]
+            if e["resource"]["resourceType"] == "DiagnosticReport"
+        )
+        who = Identities(store, settings).of(report_id)
+        assert who.patient_name == "TESTPATIENT, GAMMA G"
+        assert (who.mrn, who.accession, who.exam) == ("MRN-F1", "ACC-F1", "Chest X-ray")
+    finally:
+        store.close()
