@@ -304,3 +304,39 @@ def test_a_fhir_report_names_its_patient_from_the_patient_sent(tmp_path: Path) -
         assert (who.mrn, who.accession, who.exam) == ("MRN-F1", "ACC-F1", "Chest X-ray")
     finally:
         store.close()
+
+
+def test_a_re_extraction_after_an_undo_treats_the_value_as_awaiting_review(
+    tmp_path: Path,
+) -> None:
+    from workers.tasks import process_message
+
+    settings = _settings(tmp_path)
+    store = Store.open(settings)
+    try:
+        message_id, report_id = _extract(store, settings)
+        first = report_observations(store, report_id)[0]
+        oid = str(first.body["id"])
+        template = load_builtin_templates()["chest_ct"]
+        accepted = review(first.body, template, Decision.ACCEPT, Reviewer("rita"), new_version=2)
+        save_review(store, accepted, expected_version=1, reviewer="rita", decision="accept")
+        decided = report_observations(store, report_id)[0]
+        previous = earlier_versions(store, [(oid, 1)])[oid]
+        undo = review(
+            decided.body,
+            template,
+            Decision.UNDO,
+            Reviewer("rita"),
+            new_version=3,
+            previous=previous,
+        )
+        save_review(store, undo, expected_version=2, reviewer="rita", decision="undo")
+        store.mark_delivered(message_id)
+        store.requeue(message_id)  # `radbridge requeue`: the same report again
+        assert process_message(store, settings, message_id)
+        again = report_observations(store, report_id)[0]
+        assert again.body["status"] == "preliminary" and again.version >= 3  # not kept as decided
+        assert "review_kept" not in store.audit_trail(message_id)
+        assert [item.report_id for item in worklist(store)] == [report_id]
+    finally:
+        store.close()
