@@ -1,6 +1,8 @@
-"""Store operations of clinician review and the operator console (issue 13).
+"""Store operations of clinician review and the operator console (issues 13 and 23).
 
-Reads for the worklist, the review page and the console, and `save_review`: one transaction
+Reads for the worklist (critical-result Flags and mismatch DetectedIssues first), the review
+page (earlier versions, for an undo) and the console (filters by state, sender as shown, MSH-10,
+accession and MSH-10 conflicts), and `save_review` (a decision or an undo): one transaction
 that checks the version the reviewer saw (optimistic concurrency: a stale version raises
 `ReviewConflict` and changes nothing), keeps the old version in `resource_versions`, writes the
 next version and its Provenance, stores the delivery Bundle and the audit event. Nothing here
