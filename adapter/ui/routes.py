@@ -30,6 +30,7 @@ from adapter.reviews import (
     console_messages,
     earlier_versions,
     message_detail,
+    message_of_report,
     report_observations,
     save_review,
     undoable,
@@ -37,6 +38,7 @@ from adapter.reviews import (
 )
 from adapter.settings import Settings
 from adapter.store import CLOSED, STATES, Store
+from adapter.ui import identity
 from adapter.ui.auth import (
     LOGIN_COOKIE,
     LOGIN_FORM_MAX_AGE_S,
@@ -46,8 +48,8 @@ from adapter.ui.auth import (
     check_csrf,
     require_role,
 )
-from adapter.ui.identity import Identities
-from mappings.errors import MappingError
+from mappings.errors import MappingError, MessageRejected, RadbridgeError
+from mappings.fhir_out import diagnostic_report_id
 from mappings.review import (
     Correction,
     CorrectionField,
@@ -64,7 +66,6 @@ from mappings.template import Template, load_templates
 log = logging.getLogger("radbridge.ui")
 PAGE = 50
 MAX_FORM_BYTES = 64 * 1024
-MAX_REASON = 500  # characters of an operator's reason for closing a dead letter
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,7 @@ class ObservationView:
     body_site_label: str = ""
 
 
+MAX_REASON = 500  # characters of an operator's reason for closing a dead letter
 _PRESENCE_CODES = {"52101004": "present", "2667000": "absent", "42425007": "uncertain"}
 
 
@@ -252,7 +254,6 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
     from fastapi.staticfiles import StaticFiles
 
     sessions = Sessions(settings)
-    identities = Identities(store, settings)
     app.state.ui_sessions = sessions  # its login throttle, for operators' tools and tests
     package = files("adapter.ui")
     env = Environment(
@@ -260,6 +261,7 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
         autoescape=select_autoescape(["html"]),
     )
     loaded: dict[str, Template] = {}
+    identities = identity.Identities(store, settings)  # who and what each report is about
 
     def templates() -> dict[str, Template]:
         """The templates (built-in and RADBRIDGE_TEMPLATES_DIR), read on first use."""
@@ -466,8 +468,24 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
     def report_text(report_id: str) -> str | None:
         """The normalised report text the evidence offsets point into (re-read from the
         stored message), or None when the message is not in the store."""
-        source = identities.source(report_id)
-        return source.text if source is not None else None
+        from mappings.inbound import parse_message
+
+        message_id = message_of_report(store, report_id)
+        if message_id is None:
+            return None
+        try:
+            reports = parse_message(
+                store.raw(message_id),
+                store.content_type(message_id),
+                default_charset=settings.default_charset,
+                default_language=settings.default_language,
+            )
+        except (MessageRejected, RadbridgeError):
+            return None
+        for report in reports:
+            if diagnostic_report_id(report) == report_id or report.fhir_resource_id == report_id:
+                return report.text
+        return None
 
     @router.get("/reports/{report_id}", response_class=HTMLResponse)
     async def report_page(request: Request, report_id: str, done: str = "") -> Response:
@@ -596,14 +614,14 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
     @router.get("/messages", response_class=HTMLResponse)
     async def messages_page(
         request: Request,
+        msh10: str = "",
+        accession: str = "",
+        conflicts: str = "",
         state: str = "",
         sender: str = "",
         since: str = "",
         until: str = "",
         offset: int = 0,
-        msh10: str = "",
-        accession: str = "",
-        conflicts: str = "",
     ) -> Response:
         user = signed_in(request, "operator")
         if isinstance(user, RedirectResponse):
@@ -613,15 +631,15 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
         start, end = _day(since, "from"), _day(until, "to")
         rows, total = console_messages(
             store,
+            control_id=msh10.strip() or None,
+            accession=accession.strip() or None,
+            conflicts_only=conflicts == "1",
             state=state or None,
             sender=sender or None,
             since=start,
             until=end + timedelta(days=1) if end else None,
             limit=PAGE,
             offset=max(0, offset),
-            control_id=msh10.strip() or None,
-            accession=accession.strip() or None,
-            conflicts_only=conflicts == "1",
         )
         query = {
             "state": state,
