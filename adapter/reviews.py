@@ -1,6 +1,8 @@
-"""Store operations of clinician review and the operator console (issue 13).
+"""Store operations of clinician review and the operator console (issues 13 and 23).
 
-Reads for the worklist, the review page and the console, and `save_review`: one transaction
+Reads for the worklist (critical-result Flags and mismatch DetectedIssues first), the review
+page (earlier versions, for an undo) and the console (filters by state, sender as shown, MSH-10,
+accession and MSH-10 conflicts), and `save_review` (a decision or an undo): one transaction
 that checks the version the reviewer saw (optimistic concurrency: a stale version raises
 `ReviewConflict` and changes nothing), keeps the old version in `resource_versions`, writes the
 next version and its Provenance, stores the delivery Bundle and the audit event. Nothing here
@@ -25,7 +27,9 @@ from adapter.tables import (
     deliveries,
     extractions,
     messages,
+    resource_versions,
     resources,
+    search_tokens,
 )
 from mappings.review import (
     ReviewConflict,
@@ -85,6 +89,40 @@ def message_of_report(store: Store, report_id: str) -> int | None:
     return int(value) if value is not None else None
 
 
+def earlier_versions(store: Store, wanted: list[tuple[str, int]]) -> dict[str, dict[str, Any]]:
+    """Observation bodies of earlier versions (`(id, version)` pairs), by Observation id."""
+    if not wanted:
+        return {}
+    pairs = [
+        sa.and_(resource_versions.c.id == oid, resource_versions.c.version_id == version)
+        for oid, version in wanted
+    ]
+    with store._tx() as connection:
+        rows = connection.execute(
+            sa.select(resource_versions.c.id, resource_versions.c.body).where(
+                resource_versions.c.resource_type == "Observation", sa.or_(*pairs)
+            )
+        ).all()
+    return {str(oid): json.loads(body) for oid, body in rows}
+
+
+def undoable(store: Store, observations: list[StoredObservation]) -> set[str]:
+    """The ids of decided Observations (final / entered-in-error) whose version before is the
+    preliminary value the decision was made on: an undo brings that value back."""
+    decided = [
+        (str(o.body["id"]), o.version - 1)
+        for o in observations
+        if o.body.get("status") in ("final", "entered-in-error") and o.version > 1
+    ]
+    before = earlier_versions(store, decided)
+    return {oid for oid, body in before.items() if body.get("status") == "preliminary"}
+
+
+# report-level insights (issue 20) that put a report first: a critical result's Flag, a mismatch's
+# DetectedIssue (retired ones do not count)
+ATTENTION_TYPES = {"Flag": "critical", "DetectedIssue": "mismatch"}
+
+
 @dataclass(frozen=True)
 class WorkItem:
     """One report awaiting review in the worklist (no report text)."""
@@ -95,12 +133,42 @@ class WorkItem:
     flagged: int
     lowest_confidence: float | None
     since: datetime
+    critical: int = 0
+    mismatches: int = 0
 
     @property
     def needs_attention(self) -> bool:
-        """Flagged or low-confidence values: sorted first."""
+        """Flagged or low-confidence values, critical results or mismatches: sorted first."""
         low = self.lowest_confidence is not None and self.lowest_confidence < LOW_CONFIDENCE
-        return self.flagged > 0 or low
+        return self.flagged > 0 or low or self.critical > 0 or self.mismatches > 0
+
+
+def _insights(store: Store, report_ids: list[str]) -> dict[str, dict[str, int]]:
+    """Per report: how many active critical-result Flags and mismatch DetectedIssues its
+    Bundle holds."""
+    if not report_ids:
+        return {}
+    report = resources.alias("report")
+    with store._tx() as connection:
+        rows = connection.execute(
+            sa.select(report.c.id, resources.c.resource_type, sa.func.count())
+            .select_from(resources)
+            .join(report, report.c.bundle_id == resources.c.bundle_id)
+            .where(
+                report.c.resource_type == "DiagnosticReport",
+                report.c.id.in_(report_ids),
+                resources.c.resource_type.in_(list(ATTENTION_TYPES)),
+                sa.or_(
+                    resources.c.status.is_(None),
+                    resources.c.status.not_in(("entered-in-error", "inactive")),
+                ),
+            )
+            .group_by(report.c.id, resources.c.resource_type)
+        ).all()
+    found: dict[str, dict[str, int]] = {}
+    for report_id, kind, count in rows:
+        found.setdefault(str(report_id), {})[ATTENTION_TYPES[str(kind)]] = int(count)
+    return found
 
 
 def worklist(
@@ -130,6 +198,7 @@ def worklist(
             (json.loads(body), updated)
         )
     items = []
+    insights = _insights(store, list(grouped))
     for report_id, entries in grouped.items():
         templates = sorted(
             {ids[0] for body, _ in entries if (ids := template_of(body)) is not None}
@@ -152,6 +221,8 @@ def worklist(
                 flagged,
                 min(confidences) if confidences else None,
                 oldest if oldest.tzinfo else oldest.replace(tzinfo=UTC),
+                insights.get(report_id, {}).get("critical", 0),
+                insights.get(report_id, {}).get("mismatch", 0),
             )
         )
     items.sort(key=lambda item: (not item.needs_attention, item.since, item.report_id))
@@ -276,6 +347,75 @@ class ConsoleRow:
     reason: str | None
     templates: tuple[str, ...]
     seconds: float
+    conflict: bool = False  # its MSH-10 was sent before with other content
+
+
+def sender_condition(sender: str) -> Any:
+    """The sender filter as the console's column shows it: `APP/FACILITY` matches both parts
+    (each a substring), a text without `/` matches either."""
+    if "/" in sender:
+        application, facility = (part.strip() for part in sender.split("/", 1))
+        return sa.and_(
+            messages.c.sending_application.contains(application, autoescape=True),
+            messages.c.sending_facility.contains(facility, autoescape=True),
+        )
+    return sa.or_(
+        messages.c.sending_application.contains(sender, autoescape=True),
+        messages.c.sending_facility.contains(sender, autoescape=True),
+    )
+
+
+def _obr_accession(raw: bytes, accession: str) -> bool:
+    """Whether an HL7v2 message has an OBR whose OBR-3.1 (the accession) is `accession`."""
+    text = raw.decode("latin-1")
+    if not text.startswith("MSH") or len(text) < 8:
+        return False
+    field, component = text[3], text[4]
+    for segment in text.replace("\n", "\r").split("\r"):
+        fields = segment.split(field)
+        if fields[0] == "OBR" and len(fields) > 3 and fields[3].split(component)[0] == accession:
+            return True
+    return False
+
+
+def messages_with_accession(store: Store, accession: str) -> list[int]:
+    """Messages of a report with this accession: through the stored DiagnosticReport's
+    identifier, or (a message that made no Bundle: a dead letter, one not yet extracted) its
+    OBR-3.1."""
+    report = (resources.c.resource_type == "DiagnosticReport",)
+    has_bundle = sa.select(bundles.c.id).where(bundles.c.message_id == messages.c.id).exists()
+    with store._tx() as connection:
+        found = {
+            int(m)
+            for m in connection.execute(
+                sa.select(bundles.c.message_id)
+                .join(resources, resources.c.bundle_id == bundles.c.id)
+                .join(
+                    search_tokens,
+                    sa.and_(
+                        search_tokens.c.resource_type == resources.c.resource_type,
+                        search_tokens.c.resource_id == resources.c.id,
+                    ),
+                )
+                .where(
+                    *report,
+                    search_tokens.c.name == "identifier",
+                    search_tokens.c.code == accession,
+                    bundles.c.message_id.is_not(None),
+                )
+            ).scalars()
+        }
+        needle = accession.encode()
+        contains = (  # SQLite's LIKE does not read BLOBs; PostgreSQL's reads bytea
+            sa.func.instr(messages.c.raw, needle) > 0
+            if store.is_sqlite
+            else messages.c.raw.contains(needle)
+        )
+        candidates = connection.execute(
+            sa.select(messages.c.id, messages.c.raw).where(~has_bundle, contains)
+        ).all()
+    found.update(int(i) for i, raw in candidates if _obr_accession(bytes(raw), accession))
+    return sorted(found)
 
 
 def console_messages(
@@ -288,20 +428,25 @@ def console_messages(
     limit: int = 50,
     offset: int = 0,
     message_id: int | None = None,
+    control_id: str | None = None,
+    accession: str | None = None,
+    conflicts_only: bool = False,
 ) -> tuple[list[ConsoleRow], int]:
-    """One page of messages, newest first, and how many match."""
-    conditions = []
+    """One page of messages, newest first, and how many match (`control_id`: MSH-10 exactly;
+    `accession`: see `messages_with_accession`; `conflicts_only`: MSH-10 conflicts)."""
+    conditions: list[Any] = []
     if message_id is not None:
         conditions.append(messages.c.id == message_id)
     if state:
         conditions.append(messages.c.state == state)
     if sender:
-        conditions.append(
-            sa.or_(
-                messages.c.sending_application.contains(sender, autoescape=True),
-                messages.c.sending_facility.contains(sender, autoescape=True),
-            )
-        )
+        conditions.append(sender_condition(sender))
+    if control_id:
+        conditions.append(messages.c.control_id == control_id)
+    if accession:
+        conditions.append(messages.c.id.in_(messages_with_accession(store, accession)))
+    if conflicts_only:
+        conditions.append(messages.c.conflict.is_(True))
     if since is not None:
         conditions.append(messages.c.received_at >= since)
     if until is not None:
@@ -316,6 +461,7 @@ def console_messages(
         messages.c.state,
         messages.c.attempts,
         messages.c.reason,
+        messages.c.conflict,
     )
     with store._tx() as connection:
         total = int(
@@ -353,6 +499,7 @@ def console_messages(
             r.reason,
             tuple(sorted(templates.get(int(r.id), ()))),
             seconds.get(int(r.id), 0.0),
+            bool(r.conflict),
         )
         for r in rows
     ], total

@@ -76,7 +76,11 @@ ACCEPTED, PROCESSING, EXTRACTED, DELIVERED, FAILED, DEAD = (
     "failed",
     "dead",
 )
-STATES = (ACCEPTED, PROCESSING, EXTRACTED, DELIVERED, FAILED, DEAD)
+# an operator closes a dead letter: it can never succeed (discarded) or was handled outside
+# radbridge (resolved); the stored message stays, and a requeue can still take it back
+DISCARDED, RESOLVED = "discarded", "resolved"
+CLOSED = (DISCARDED, RESOLVED)
+STATES = (ACCEPTED, PROCESSING, EXTRACTED, DELIVERED, FAILED, DEAD, DISCARDED, RESOLVED)
 # delivery record states besides DELIVERED and DEAD: a push in progress (its claim), a retry due
 SENDING, RETRY = "sending", "retry"
 _TRANSITIONS: dict[str, frozenset[str]] = {
@@ -84,8 +88,10 @@ _TRANSITIONS: dict[str, frozenset[str]] = {
     PROCESSING: frozenset({EXTRACTED, FAILED, DEAD, ACCEPTED}),
     EXTRACTED: frozenset({DELIVERED, FAILED, DEAD}),
     FAILED: frozenset({PROCESSING, DEAD, ACCEPTED}),
-    DEAD: frozenset({ACCEPTED}),
+    DEAD: frozenset({ACCEPTED, DISCARDED, RESOLVED}),
     DELIVERED: frozenset({ACCEPTED}),
+    DISCARDED: frozenset({ACCEPTED}),
+    RESOLVED: frozenset({ACCEPTED}),
 }
 
 
@@ -333,7 +339,7 @@ def _transition_in(
         values["attempts"] = sa.case((messages.c.attempts > 0, messages.c.attempts - 1), else_=0)
     if target == ACCEPTED:  # an operator's requeue of a finished message starts afresh
         values["attempts"] = sa.case(
-            (messages.c.state.in_((DEAD, DELIVERED)), 0), else_=messages.c.attempts
+            (messages.c.state.in_((DEAD, DELIVERED, *CLOSED)), 0), else_=messages.c.attempts
         )
     if target != PROCESSING:
         values["claimed_by"] = None
@@ -804,6 +810,51 @@ class Store:
                 .all()
             )
         return [row for i in ids if (row := self.get_message(int(i))) is not None]
+
+    def close_dead_letter(self, message_id: int, outcome: str, reason: str, by: str) -> None:
+        """dead -> discarded or resolved (`outcome`), with the operator's reason in the audit
+        trail (`<outcome>` event: "by <user>: <reason>"); the message, its failure reason and
+        its history stay. StoreError when it is not a dead letter."""
+        if outcome not in CLOSED:
+            raise StoreError(f"a dead letter is closed as {' or '.join(CLOSED)}, not {outcome}")
+        now = _now()
+        with self._tx() as connection:
+            updated = connection.execute(
+                messages.update()
+                .where(messages.c.id == message_id, messages.c.state == DEAD)
+                .values(state=outcome, updated_at=now, next_attempt_at=None, claimed_by=None)
+            )
+            if updated.rowcount == 1:
+                connection.execute(
+                    audit_events.insert().values(
+                        at=now, message_id=message_id, event=outcome, detail=f"by {by}: {reason}"
+                    )
+                )
+        self._require(updated.rowcount == 1, message_id, outcome)
+
+    def closed_dead_letters(self, limit: int = 100) -> list[tuple[MessageRow, str | None]]:
+        """Dead letters an operator discarded or resolved (latest first), each with the audit
+        detail of its closing ("by <user>: <reason>")."""
+        with self._tx() as connection:
+            ids = (
+                connection.execute(
+                    sa.select(messages.c.id)
+                    .where(messages.c.state.in_(CLOSED))
+                    .order_by(messages.c.updated_at.desc(), messages.c.id.desc())
+                    .limit(limit)
+                )
+                .scalars()
+                .all()
+            )
+            details: dict[int, str | None] = {}
+            for message_id, detail in connection.execute(
+                sa.select(audit_events.c.message_id, audit_events.c.detail)
+                .where(audit_events.c.message_id.in_(ids), audit_events.c.event.in_(CLOSED))
+                .order_by(audit_events.c.id)
+            ).all():
+                details[int(message_id)] = detail
+        rows = [row for i in ids if (row := self.get_message(int(i))) is not None]
+        return [(row, details.get(row.id)) for row in rows]
 
     def counts_by_state(self) -> dict[str, int]:
         """How many messages are in each state (for metrics)."""

@@ -7,7 +7,9 @@ A decision turns the stored (preliminary) Observation into its next version and 
 - correct -> the corrected value (status, option, number or location from the template's own
   options, checked here), `status: final`, and the AI's value kept in the evidence extension as
   the sub-extension `ai-value` (and `ai-body-site` when the location changed);
-- reject  -> `status: entered-in-error`.
+- reject  -> `status: entered-in-error`;
+- undo    -> a decided (final / entered-in-error) Observation gets the version it was decided
+  on back (`status: preliminary`, the AI's value) as its next version, and awaits review again.
 
 The `AIAST` security label stays on every version (the value was AI-asserted first). The
 Provenance targets the new version (`Observation/<id>/_history/<vid>`), names the reviewing
@@ -86,6 +88,7 @@ class Decision(StrEnum):
     ACCEPT = "accept"
     CORRECT = "correct"
     REJECT = "reject"
+    UNDO = "undo"
 
 
 @dataclass(frozen=True)
@@ -248,6 +251,31 @@ def review_provenance_id(observation_id: str, version: int) -> str:
     return deterministic_id("Provenance", "review", observation_id, str(version))
 
 
+def undo_provenance_id(observation_id: str, version: int) -> str:
+    """The id of the Provenance of an undo that made `version`: not a decision's id, so a
+    re-extraction treats the value as awaiting review again."""
+    return deterministic_id("Provenance", "review-undo", observation_id, str(version))
+
+
+UNDO_ACTIVITY: dict[str, Any] = {"text": "UNDO"}  # text only: no code system names an undo
+
+
+def _undone(observation: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
+    """The version a decision was made on, to be stored again (ReviewRefused when the
+    Observation is not decided or `previous` is not the preliminary version before it)."""
+    if observation.get("status") not in ("final", "entered-in-error"):
+        raise ReviewRefused(
+            f"Observation is {observation.get('status')}: only a decision can be undone"
+        )
+    if (
+        previous is None
+        or previous.get("id") != observation.get("id")
+        or previous.get("status") != "preliminary"
+    ):
+        raise ReviewRefused("the version before the decision is not a value awaiting review")
+    return copy.deepcopy(previous)
+
+
 def review(
     observation: dict[str, Any],
     template: Template | None,
@@ -258,13 +286,18 @@ def review(
     correction: Correction | None = None,
     recorded: datetime | None = None,
     report: str | None = None,
+    previous: dict[str, Any] | None = None,
 ) -> ReviewResult:
     """Apply one decision to a stored Observation (version `new_version - 1`); returns its next
     version (`meta.versionId` = `new_version`) and the Provenance (`report`: the
     `DiagnosticReport/<id>` the value was read from, a `source` entity). ReviewRefused when the
-    Observation is not awaiting review or the correction is outside the template's options."""
+    Observation is not awaiting review or the correction is outside the template's options.
+    UNDO takes `previous`, the version the decision was made on (`new_version - 2`)."""
     if observation.get("resourceType") != "Observation":
         raise ReviewRefused("only Observations are reviewed")
+    if decision is Decision.UNDO:
+        restored = _undone(observation, previous)
+        return _undo(observation, restored, reviewer, new_version, recorded, report)
     if observation.get("status") != "preliminary":
         raise ReviewRefused(
             f"Observation is {observation.get('status')}, not awaiting review (preliminary)"
@@ -304,15 +337,70 @@ def review(
             new["bodySite"] = observation["bodySite"]  # location not part of this correction
         new["status"] = "final"
         _with_ai_value(new, observation)
-    moment = (recorded or datetime.now(UTC)).astimezone(UTC)
+    provenance = _provenance(
+        str(observation["id"]),
+        review_provenance_id(str(observation["id"]), new_version),
+        VERIFY_ACTIVITY,
+        reviewer,
+        new_version,
+        recorded,
+        decision,
+        report,
+    )
+    return ReviewResult(observation=checked(new), provenance=checked(provenance))
+
+
+def _undo(
+    observation: dict[str, Any],
+    restored: dict[str, Any],
+    reviewer: Reviewer,
+    new_version: int,
+    recorded: datetime | None,
+    report: str | None,
+) -> ReviewResult:
+    """The restored preliminary version as version `new_version`, and its Provenance."""
+    meta = {k: v for k, v in (restored.get("meta") or {}).items() if k != "lastUpdated"}
+    meta["versionId"] = str(new_version)
+    restored["meta"] = meta
     observation_id = str(observation["id"])
+    provenance = _provenance(
+        observation_id,
+        undo_provenance_id(observation_id, new_version),
+        UNDO_ACTIVITY,
+        reviewer,
+        new_version,
+        recorded,
+        Decision.UNDO,
+        report,
+    )
+    provenance["entity"].append(  # the version whose value comes back
+        {
+            "role": "revision",
+            "what": {"reference": f"Observation/{observation_id}/_history/{new_version - 2}"},
+        }
+    )
+    return ReviewResult(observation=checked(restored), provenance=checked(provenance))
+
+
+def _provenance(
+    observation_id: str,
+    provenance_id: str,
+    activity: dict[str, Any],
+    reviewer: Reviewer,
+    new_version: int,
+    recorded: datetime | None,
+    decision: Decision,
+    report: str | None,
+) -> dict[str, Any]:
+    """The Provenance of a decision (or an undo) that made `new_version`."""
+    moment = (recorded or datetime.now(UTC)).astimezone(UTC)
     target = f"Observation/{observation_id}/_history/{new_version}"
-    provenance: dict[str, Any] = {
+    return {
         "resourceType": "Provenance",
-        "id": review_provenance_id(observation_id, new_version),
+        "id": provenance_id,
         "target": [{"reference": target}],
         "recorded": fhir_datetime(moment),
-        "activity": VERIFY_ACTIVITY,
+        "activity": activity,
         "agent": [{"type": VERIFIER_TYPE, "who": reviewer.reference}],
         "entity": [
             {
@@ -323,7 +411,6 @@ def review(
         ],
         "reason": [{"text": decision.value}],
     }
-    return ReviewResult(observation=checked(new), provenance=checked(provenance))
 
 
 def bundle_with_review(bundle: dict[str, Any], result: ReviewResult) -> dict[str, Any]:

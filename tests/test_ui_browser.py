@@ -97,6 +97,7 @@ def browser() -> Iterator[Any]:
 
 def _sign_in(browser: Any, base: str, user: tuple[str, str]) -> Any:
     page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    page.on("dialog", lambda dialog: dialog.accept())  # Reject asks first
     page.goto(f"{base}/ui/login")
     page.get_by_label("User name").fill(user[0])
     page.get_by_label("Password").fill(user[1])

@@ -1,9 +1,13 @@
-"""The UI pages (server-rendered Jinja2; a little JavaScript for hover highlighting only).
+"""The UI pages (server-rendered Jinja2; a little JavaScript for highlighting, confirmations,
+the codes toggle and keyboard shortcuts; every page works without it).
 
-Reviewer: `/ui/review` (worklist), `/ui/reports/{id}` (report text with `<mark data-evidence>`
-spans, per Observation Accept / Correct / Reject, Accept all). Operator: `/ui/messages`,
-`/ui/messages/{id}`, `/ui/dead-letters` (requeue one or all), `/ui/metrics`. Every POST checks
-the CSRF token; every decision names the reviewer. Operator pages never show report text.
+Reviewer: `/ui/review` (worklist: patient, MRN, accession, exam, exam date; flagged first),
+`/ui/reports/{id}` (patient banner, report text with `<mark data-evidence>` spans kept in view
+beside the values, per Observation Accept / Correct / Reject / Undo, Accept all). Operator:
+`/ui/messages` (filters: state, sender as the column shows it, MSH-10, accession, conflicts),
+`/ui/messages/{id}`, `/ui/dead-letters` (requeue one or all; discard or resolve with a reason),
+`/ui/metrics`. Every POST checks the CSRF token; every decision names the reviewer. Operator
+pages never show report text or patient names.
 """
 
 from __future__ import annotations
@@ -24,14 +28,17 @@ from adapter.errors import StoreError, UiRefused
 from adapter.reviews import (
     StoredObservation,
     console_messages,
+    earlier_versions,
     message_detail,
     message_of_report,
     report_observations,
     save_review,
+    undoable,
     worklist,
 )
 from adapter.settings import Settings
-from adapter.store import STATES, Store
+from adapter.store import CLOSED, STATES, Store
+from adapter.ui import identity
 from adapter.ui.auth import (
     LOGIN_COOKIE,
     LOGIN_FORM_MAX_AGE_S,
@@ -99,8 +106,13 @@ class ObservationView:
     ai_value: str
     current: str = ""
     current_location: str = ""
+    undoable: bool = False
+    label: str = ""  # the finding's name without its codes (codes are behind a toggle)
+    value_label: str = ""
+    body_site_label: str = ""
 
 
+MAX_REASON = 500  # characters of an operator's reason for closing a dead letter
 _PRESENCE_CODES = {"52101004": "present", "2667000": "absent", "42425007": "uncertain"}
 
 
@@ -134,6 +146,23 @@ def _current(body: dict[str, Any], template: Template, variable_id: str) -> tupl
         "",
     )
     return current, location
+
+
+def _label(concept: dict[str, Any] | None) -> str:
+    """A concept's text (or first display) without its code."""
+    if not concept:
+        return ""
+    codings = concept.get("coding") or []
+    return str(concept.get("text") or (codings[0].get("display") if codings else "") or "")
+
+
+def _value_label(resource: dict[str, Any]) -> str:
+    if "valueCodeableConcept" in resource:
+        text = _label(resource["valueCodeableConcept"])
+        for component in resource.get("component") or []:
+            text += f"; {_label(component.get('valueCodeableConcept'))}"
+        return text
+    return _value(resource)
 
 
 def _text(concept: dict[str, Any] | None) -> str:
@@ -171,7 +200,9 @@ def _ai_value(resource: dict[str, Any]) -> str:
     return "" if old is None else str(old)
 
 
-def _view(stored: StoredObservation, templates: dict[str, Template]) -> ObservationView:
+def _view(
+    stored: StoredObservation, templates: dict[str, Template], can_undo: bool = False
+) -> ObservationView:
     body = stored.body
     subs = evidence(body)
     ids = template_of(body)
@@ -202,6 +233,10 @@ def _view(stored: StoredObservation, templates: dict[str, Template]) -> Observat
         ai_value=_ai_value(body),
         current=current,
         current_location=location,
+        undoable=can_undo,
+        label=_label(body.get("code")),
+        value_label=_value_label(body),
+        body_site_label=_label(body.get("bodySite")),
     )
 
 
@@ -226,6 +261,7 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
         autoescape=select_autoescape(["html"]),
     )
     loaded: dict[str, Template] = {}
+    identities = identity.Identities(store, settings)  # who and what each report is about
 
     def templates() -> dict[str, Template]:
         """The templates (built-in and RADBRIDGE_TEMPLATES_DIR), read on first use."""
@@ -422,6 +458,7 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
             "worklist.html",
             user,
             items=items,
+            who={item.report_id: identities.of(item.report_id) for item in items},
             templates=sorted(templates()),
             template=template,
             since=since,
@@ -459,7 +496,8 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
         if report is None:
             raise UiRefused(404, "No such report.")
         stored = report_observations(store, report_id)
-        views = [_view(o, templates()) for o in stored]
+        can_undo = undoable(store, stored)
+        views = [_view(o, templates(), str(o.body["id"]) in can_undo) for o in stored]
         text = report_text(report_id)
         spans = []
         for o in stored:
@@ -473,7 +511,8 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
             user,
             report=report,
             report_id=report_id,
-            title=_text(report.get("code")),
+            who=identities.of(report_id),
+            title=_label(report.get("code")) or "report",
             segments=segments(text, spans) if text is not None else None,
             observations=views,
             waiting=[v for v in views if v.status == "preliminary"],
@@ -494,6 +533,11 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
         ids = template_of(current.body)
         template = templates().get(ids[0]) if ids else None
         correction = None
+        previous = None
+        if decision is Decision.UNDO:  # the version the decision was made on comes back
+            previous = earlier_versions(store, [(observation_id, current.version - 1)]).get(
+                observation_id
+            )
         if decision is Decision.CORRECT:
             correction = Correction(
                 status=data.get("status") or None,
@@ -516,6 +560,7 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
                 new_version=version + 1,
                 correction=correction,
                 report=f"DiagnosticReport/{report_id}",
+                previous=previous,
             )
             bundle_id = save_review(
                 store,
@@ -540,7 +585,7 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
         try:
             decision = Decision(data.get("decision", ""))
         except ValueError:
-            raise UiRefused(400, "Choose Accept, Correct or Reject.") from None
+            raise UiRefused(400, "Choose Accept, Correct, Reject or Undo.") from None
         decide(user, report_id, observation_id, data, decision)
         return RedirectResponse(
             f"/ui/reports/{report_id}?done={decision.value}#obs-{observation_id}",
@@ -569,6 +614,9 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
     @router.get("/messages", response_class=HTMLResponse)
     async def messages_page(
         request: Request,
+        msh10: str = "",
+        accession: str = "",
+        conflicts: str = "",
         state: str = "",
         sender: str = "",
         since: str = "",
@@ -583,6 +631,9 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
         start, end = _day(since, "from"), _day(until, "to")
         rows, total = console_messages(
             store,
+            control_id=msh10.strip() or None,
+            accession=accession.strip() or None,
+            conflicts_only=conflicts == "1",
             state=state or None,
             sender=sender or None,
             since=start,
@@ -590,7 +641,15 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
             limit=PAGE,
             offset=max(0, offset),
         )
-        query = {"state": state, "sender": sender, "since": since, "until": until}
+        query = {
+            "state": state,
+            "sender": sender,
+            "since": since,
+            "until": until,
+            "msh10": msh10,
+            "accession": accession,
+            "conflicts": conflicts,
+        }
 
         def link(to: int) -> str:
             return "/ui/messages?" + urlencode({**query, "offset": to})
@@ -640,11 +699,19 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
         return page(request, "message.html", user, detail=detail)
 
     @router.get("/dead-letters", response_class=HTMLResponse)
-    async def dead_letters(request: Request, done: str = "") -> Response:
+    async def dead_letters(request: Request, done: str = "", closed: str = "") -> Response:
         user = signed_in(request, "operator")
         if isinstance(user, RedirectResponse):
             return user
-        return page(request, "dead_letters.html", user, rows=store.dead_letters(), done=done)
+        return page(
+            request,
+            "dead_letters.html",
+            user,
+            rows=store.dead_letters(),
+            done=done,
+            closed=closed,
+            closed_rows=store.closed_dead_letters(),
+        )
 
     def requeue(message_id: int) -> None:
         row = store.get_message(message_id)
@@ -682,6 +749,33 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
         for message_id in chosen:
             requeue(message_id)
         return RedirectResponse(f"/ui/dead-letters?done={len(chosen)}", status_code=303)
+
+    @router.post("/dead-letters/{message_id}/close")
+    async def close_one(request: Request, message_id: int) -> Response:
+        """Discard (it can never succeed) or resolve (handled outside radbridge) a dead letter,
+        with a reason: audited; the stored message is kept."""
+        found = await posted(request, "operator")
+        if isinstance(found, RedirectResponse):
+            return found
+        user, data = found
+        outcome = data.get("outcome", "")
+        if outcome not in CLOSED:
+            raise UiRefused(400, "Choose Discard or Resolve.")
+        reason = " ".join(data.get("reason", "").split())
+        if not reason:
+            raise UiRefused(400, f"Say why the message is {outcome}. Nothing was changed.")
+        if len(reason) > MAX_REASON:
+            raise UiRefused(400, f"The reason is longer than {MAX_REASON} characters.")
+        try:
+            store.close_dead_letter(message_id, outcome, reason, user.name)
+        except StoreError:
+            row = store.get_message(message_id)
+            state = row.state if row else "unknown"
+            raise UiRefused(
+                409, f"Message {message_id} is not a dead letter ({state}). Nothing was changed."
+            ) from None
+        log.info("ui dead letter %s", outcome)
+        return RedirectResponse(f"/ui/dead-letters?closed={outcome}+{message_id}", status_code=303)
 
     app.include_router(router)
     app.mount("/ui/static", StaticFiles(directory=str(package / "static")), name="ui-static")

@@ -24,3 +24,48 @@
     }
   }
 })();
+
+// Keyboard: j/k move between values, a/r/c/u act on the focused value, t shows the codes.
+(function () {
+  const rows = Array.from(document.querySelectorAll("article[data-observation]"));
+  if (!rows.length) return;
+  const toggle = document.getElementById("show-codes");
+  function current() {
+    return rows.find((r) => r.contains(document.activeElement));
+  }
+  function move(step) {
+    const here = current();
+    const index = here ? rows.indexOf(here) + step : step > 0 ? 0 : rows.length - 1;
+    const target = rows[Math.max(0, Math.min(rows.length - 1, index))];
+    target.focus();
+    target.scrollIntoView({ block: "nearest" });
+  }
+  function press(selector) {
+    const here = current();
+    const control = here && here.querySelector(selector);
+    if (control) control.click();
+  }
+  document.addEventListener("keydown", (event) => {
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    const tag = (event.target.tagName || "").toLowerCase();
+    if (tag === "input" || tag === "select" || tag === "textarea") return;
+    const actions = {
+      j: () => move(1),
+      k: () => move(-1),
+      a: () => press("button.accept"),
+      r: () => press("button.reject"),
+      u: () => press("button.undo"),
+      c: () => {
+        const here = current();
+        const field = here && here.querySelector("fieldset.correct select, fieldset.correct input");
+        if (field) field.focus();
+      },
+      t: () => toggle && toggle.click(),
+    };
+    const action = actions[event.key];
+    if (action) {
+      event.preventDefault();
+      action();
+    }
+  });
+})();
