@@ -149,11 +149,13 @@ def create_app(
     broker_ready: Callable[[], bool] | None = None,
     mllp_counters: dict[str, int] | None = None,
     worker_ready: Callable[[], bool] | None = None,
+    reconcile_ready: Callable[[], bool] | None = None,
     control_ids: ControlIds | None = None,
 ) -> FastAPI:
     """The API over a store; `on_accepted(message_id)` enqueues the extraction; `control_ids`
-    draws the MSH-10 of ACKs (the serve's one generator, shared with MLLP). The settings are
-    checked by the serving command (`radbridge serve`), not here."""
+    draws the MSH-10 of ACKs (the serve's one generator, shared with MLLP); `worker_ready` and
+    `reconcile_ready` are /readyz's checks of serve's worker and of a recent reconcile (a beat
+    that runs). The settings are checked by the serving command (`radbridge serve`), not here."""
     app = FastAPI(
         title="radbridge",
         version="0.1.0",
@@ -344,6 +346,8 @@ def create_app(
         checks = {"store": True, "broker": broker_ready() if broker_ready else True}
         if worker_ready is not None:  # serve's own worker: alive, with a fresh heartbeat
             checks["worker"] = worker_ready()
+        if reconcile_ready is not None:  # a beat schedules reconcile: it finished lately
+            checks["reconcile"] = await run_in_threadpool(reconcile_ready)
         try:
             store.counts_by_state()
         except StoreError:
