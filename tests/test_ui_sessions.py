@@ -140,7 +140,7 @@ def test_a_full_hash_pool_answers_busy_instead_of_queueing() -> None:
         )
 
     first, second = asyncio.run(two_at_once())
-    assert first is False and isinstance(second, PasswordsBusy) and second.status == 503
+    assert first is False and isinstance(second, PasswordsBusy) and second.status == 429
     assert asyncio.run(checker.check(None, "later")) is False  # the slot came back
     checker.close()
 

@@ -2,7 +2,7 @@
 worker) with a users file; a sender sends a message every 100 ms over one MLLP connection and
 times each ACK, first alone (the baseline), then while 6 threads post sign-ins with random names
 for 20 s, each thread from a new source address every 15 attempts (so neither throttle stops
-them: every attempt reaches argon2 or the full pool). Before the fix argon2 ran on the event loop
+them: every attempt reaches argon2, or the full pool's 429). Before the fix argon2 ran on the event loop
 the listener shares (ACK p50 3.3 s, one ACK 16 s, in the probe).
 
 The issue's bar is an ACK p99 below 100 ms under the flood; on a loaded shared machine the test
@@ -130,5 +130,5 @@ def run(service: Service) -> None:
         f"sign-in answers {dict(answers)}"
     )
     assert answers[401] >= 10, answers  # argon2 really ran during the flood
-    assert 500 not in answers and 429 not in answers, answers
+    assert not [status for status in answers if status >= 500], answers
     assert flood_p99 < max(0.100, 3 * base_p99), (flood_p99, base_p99)

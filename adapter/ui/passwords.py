@@ -5,7 +5,7 @@ argon2 takes a few hundred milliseconds of CPU by design. On the event loop the 
 shares, a sign-in flood stalled ACKs for seconds; here every check runs in a small bounded pool
 (`HASH_WORKERS` threads; argon2-cffi releases the GIL while it hashes), and at most
 `HASH_MAX_WAITING` more checks may wait for it: beyond that `PasswordsBusy` (the form answers
-503 with Retry-After) instead of an ever longer queue. An unknown, disabled or malformed account
+429 with Retry-After) instead of an ever longer queue. An unknown, disabled or malformed account
 is checked against a dummy hash made with the same parameters (made once, in the pool, when the
 checker starts), so every sign-in costs one argon2 verification: the time does not tell whether a
 name exists.
@@ -24,15 +24,18 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from adapter.errors import UiRefused
 
 HASH_WORKERS = 1  # argon2 threads: the rest of the machine keeps answering MLLP and HTTP
-HASH_MAX_WAITING = 8  # sign-ins queued for a hash thread before the form answers 503
+HASH_MAX_WAITING = 8  # sign-ins queued for a hash thread before the form answers 429
 
 
 class PasswordsBusy(UiRefused):
-    """Every hash thread is busy and the queue is full (503; the form says to retry)."""
+    """Every hash thread is busy and the queue is full (429; the form says to retry)."""
+
+    http_status = 429
+    issue_code = "throttled"
 
     def __init__(self) -> None:
         super().__init__(
-            503,
+            429,
             "Too many sign-ins are being checked right now. Nobody was signed in: try again in a "
             "few seconds.",
         )

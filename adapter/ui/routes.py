@@ -293,7 +293,7 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
 
     async def ui_refused(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, UiRefused)
-        status = getattr(exc, "status", UiRefused.http_status)
+        status = getattr(exc, "status", type(exc).http_status)
         text = getattr(exc, "text", str(exc))
         if not request.url.path.startswith("/ui"):  # the API answers OperationOutcomes
             issue = {"severity": "error", "code": UiRefused.issue_code, "diagnostics": text}
@@ -407,7 +407,7 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
         try:
             found = await sessions.login(name, data.get("password", ""))
         except PasswordsBusy as exc:
-            busy = login_form(request, 503, next=target, error=exc.text)
+            busy = login_form(request, exc.status, next=target, error=exc.text)
             busy.headers["Retry-After"] = "5"
             return busy
         if found is None:
