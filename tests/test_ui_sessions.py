@@ -20,7 +20,7 @@ from adapter.store import Store
 from adapter.ui.auth import SESSION_COOKIE, Sessions, add_user, read_users
 from adapter.ui.passwords import PasswordChecker, PasswordsBusy
 from app.cli import app as cli
-from tests.stores import data_dir
+from tests.stores import KINDS, data_dir, open_store
 from tests.test_ui_auth import sign_in
 
 
@@ -174,3 +174,31 @@ def test_known_and_unknown_names_take_the_same_time(settings: Settings) -> None:
     known_s, unknown_s = statistics.median(known), statistics.median(unknown)
     print(f"\nsign-in median: known name {known_s * 1000:.0f} ms, unknown {unknown_s * 1000:.0f} ms")
     assert abs(known_s - unknown_s) <= 0.2 * min(known_s, unknown_s), (known_s, unknown_s)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_migration_0007_adds_the_sessions_table_to_an_older_store(
+    kind: str, settings: Settings
+) -> None:
+    from importlib.resources import files
+
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config
+
+    from adapter.store import run_migrations
+    from adapter.ui.session_store import session_alive, start_session
+
+    with open_store(kind, settings) as store:
+        with store.engine.begin() as connection:  # back to what 0006 left
+            connection.execute(sa.text("DROP TABLE ui_sessions"))
+            config = Config()
+            config.set_main_option("script_location", str(files("adapter") / "migrations"))
+            config.attributes["connection"] = connection
+            command.stamp(config, "0006_timeline_index")
+        run_migrations(store.engine)
+        assert "ui_sessions" in sa.inspect(store.engine).get_table_names()
+        token = start_session(store, "rita", 60)
+        assert session_alive(store, token, "rita") and not session_alive(store, token, "otto")
+        expired = start_session(store, "rita", -1)
+        assert not session_alive(store, expired, "rita")
