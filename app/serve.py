@@ -420,7 +420,10 @@ def _connect_worker_signals(app: Any, settings: Settings, reclaim_before: dateti
         beat = getattr(getattr(sender, "controller", sender), "beat", None)
         if beat is not None and hasattr(beat, "is_alive"):
             threading.Thread(
-                target=watch_beat, args=(beat, settings, stopped), name="radbridge-beat", daemon=True
+                target=watch_beat,
+                args=(beat, settings, stopped),
+                name="radbridge-beat",
+                daemon=True,
             ).start()
         if reclaim_before is not None:
             app.send_task(RECONCILE_TASK, kwargs={"claimed_before": reclaim_before.isoformat()})

@@ -172,7 +172,9 @@ def test_known_and_unknown_names_take_the_same_time(settings: Settings) -> None:
         sessions.passwords.close()
         store.close()
     known_s, unknown_s = statistics.median(known), statistics.median(unknown)
-    print(f"\nsign-in median: known name {known_s * 1000:.0f} ms, unknown {unknown_s * 1000:.0f} ms")
+    print(
+        f"\nsign-in median: known name {known_s * 1000:.0f} ms, unknown {unknown_s * 1000:.0f} ms"
+    )
     assert abs(known_s - unknown_s) <= 0.2 * min(known_s, unknown_s), (known_s, unknown_s)
 
 

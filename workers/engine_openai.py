@@ -127,7 +127,11 @@ class OpenAIEngine:
         try:
             response = self._client.request(method, path, json=body)
         except httpx.TimeoutException as exc:  # reachable, maybe only slow: say how long
-            waited = min(10.0, self.timeout_s) if isinstance(exc, httpx.ConnectTimeout) else self.timeout_s
+            waited = (
+                min(10.0, self.timeout_s)
+                if isinstance(exc, httpx.ConnectTimeout)
+                else self.timeout_s
+            )
             raise EngineUnavailable(
                 f"model server {self.base_url} timed out after {waited:g} s "
                 f"({type(exc).__name__}; RADBRIDGE_LLM_TIMEOUT_S)"

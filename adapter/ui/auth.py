@@ -98,7 +98,11 @@ def read_users(path: Path) -> dict[str, Account]:
         if not line or line.startswith("#"):
             continue
         parts = line.split(":", 2)
-        if len(parts) != 3 or parts[1] not in ROLES or not parts[2].lstrip(DISABLED).startswith("$argon2"):
+        if (
+            len(parts) != 3
+            or parts[1] not in ROLES
+            or not parts[2].lstrip(DISABLED).startswith("$argon2")
+        ):
             raise ConfigError(f"{path}:{number}: expected name:role:argon2-hash")
         accounts[parts[0]] = Account(check_name(parts[0]), parts[1], parts[2])
     return accounts

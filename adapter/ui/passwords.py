@@ -44,9 +44,7 @@ class PasswordsBusy(UiRefused):
 class PasswordChecker:
     """argon2 verification in a bounded thread pool, one verification per sign-in."""
 
-    def __init__(
-        self, workers: int = HASH_WORKERS, max_waiting: int = HASH_MAX_WAITING
-    ) -> None:
+    def __init__(self, workers: int = HASH_WORKERS, max_waiting: int = HASH_MAX_WAITING) -> None:
         self.hasher = PasswordHasher()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="radbridge-argon2")
         self._slots = threading.BoundedSemaphore(workers + max_waiting)
