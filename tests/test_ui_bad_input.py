@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -64,12 +65,19 @@ def csrf_of(client: TestClient) -> str:
     return str(client.app.state.ui_sessions.development_user().csrf)  # type: ignore[attr-defined]
 
 
+def api_routes(routes: list[Any]) -> Iterator[APIRoute]:
+    """Every APIRoute, also inside included routers (FastAPI keeps those nested)."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from api_routes(inner.routes)
+
+
 def requests(client: TestClient) -> Iterator[tuple[str, str, dict[str, str] | bytes | None]]:
-    routes = [
-        r
-        for r in client.app.routes  # type: ignore[attr-defined]
-        if isinstance(r, APIRoute) and r.path.startswith("/ui")
-    ]
+    app_routes = client.app.routes  # type: ignore[attr-defined]
+    routes = [r for r in api_routes(app_routes) if r.path.startswith("/ui")]
     assert len(routes) >= 12
     csrf = csrf_of(client)
     for route in routes:
