@@ -3,7 +3,9 @@ every name.
 
 argon2 takes a few hundred milliseconds of CPU by design. On the event loop the MLLP listener
 shares, a sign-in flood stalled ACKs for seconds; here every check runs in a small bounded pool
-(`HASH_WORKERS` threads; argon2-cffi releases the GIL while it hashes), and at most
+(`HASH_WORKERS` threads; argon2-cffi releases the GIL while it hashes) at the lowest CPU
+priority (Linux: nice 19 for the pool's threads, which argon2's own lane threads inherit), so
+the listener's thread is served first when both want the CPU, and at most
 `HASH_MAX_WAITING` more checks may wait for it: beyond that `PasswordsBusy` (the form answers
 429 with Retry-After) instead of an ever longer queue. An unknown, disabled or malformed account
 is checked against a dummy hash made with the same parameters (made once, in the pool, when the
@@ -14,6 +16,8 @@ name exists.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import secrets
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,6 +29,13 @@ from adapter.errors import UiRefused
 
 HASH_WORKERS = 1  # argon2 threads: the rest of the machine keeps answering MLLP and HTTP
 HASH_MAX_WAITING = 8  # sign-ins queued for a hash thread before the form answers 429
+HASH_NICE = 19  # the hash threads' CPU priority (lowest): ACKs and pages go first
+
+
+def _lowest_priority() -> None:
+    """Run this thread (and the threads it starts) at nice HASH_NICE (Linux: per thread)."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_NICE)
 
 
 class PasswordsBusy(UiRefused):
@@ -46,7 +57,9 @@ class PasswordChecker:
 
     def __init__(self, workers: int = HASH_WORKERS, max_waiting: int = HASH_MAX_WAITING) -> None:
         self.hasher = PasswordHasher()
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="radbridge-argon2")
+        self._pool = ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="radbridge-argon2", initializer=_lowest_priority
+        )
         self._slots = threading.BoundedSemaphore(workers + max_waiting)
         # the stand-in for accounts that cannot sign in: a hash of a random password, made
         # with the parameters `radbridge users add` uses (same cost to verify)
