@@ -532,7 +532,7 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
         raw_version = data.get("version", "")
         if not _DIGITS.match(raw_version):
             raise UiRefused(400, "The form does not say which version the decision was made on.")
-        version = whole_number(raw_version, "version", 1)
+        version = whole_number(raw_version, "version")
         ids = template_of(current.body)
         template = templates().get(ids[0]) if ids else None
         correction = None
