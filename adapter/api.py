@@ -92,13 +92,24 @@ def operation_outcome(text: str, code: str, severity: str = "error") -> dict[str
     }
 
 
-def _internal_outcome(exc: BaseException) -> JSONResponse:
-    """500 (503 for the store) with a generic text and a correlation id; the type in the log."""
+def _internal_outcome(exc: BaseException, request: Request | None = None) -> Response:
+    """500 (503 for the store) with a generic text and a correlation id; the type in the log.
+    Under /ui the browser UI's HTML error page instead of an OperationOutcome."""
     correlation = uuid.uuid4().hex
     log.error("internal error correlation=%s type=%s", correlation, type(exc).__name__)
     text = f"internal error (correlation id {correlation})"
     status = exc.http_status if isinstance(exc, RadbridgeError) else 500
-    return _fhir(operation_outcome(text, "exception"), status)
+    page = _ui_page(request, status, text) if request is not None else None
+    return page or _fhir(operation_outcome(text, "exception"), status)
+
+
+def _ui_page(request: Request, status: int, text: str) -> Response | None:
+    """The UI's HTML error page for a request under /ui (None elsewhere, or without a UI)."""
+    render = getattr(request.app.state, "ui_error_page", None)
+    if render is None or not request.url.path.startswith("/ui"):
+        return None
+    page: Response = render(request, status, text)
+    return page
 
 
 def _fhir(
@@ -138,11 +149,13 @@ def create_app(
     broker_ready: Callable[[], bool] | None = None,
     mllp_counters: dict[str, int] | None = None,
     worker_ready: Callable[[], bool] | None = None,
+    reconcile_ready: Callable[[], bool] | None = None,
     control_ids: ControlIds | None = None,
 ) -> FastAPI:
     """The API over a store; `on_accepted(message_id)` enqueues the extraction; `control_ids`
-    draws the MSH-10 of ACKs (the serve's one generator, shared with MLLP). The settings are
-    checked by the serving command (`radbridge serve`), not here."""
+    draws the MSH-10 of ACKs (the serve's one generator, shared with MLLP); `worker_ready` and
+    `reconcile_ready` are /readyz's checks of serve's worker and of a recent reconcile (a beat
+    that runs). The settings are checked by the serving command (`radbridge serve`), not here."""
     app = FastAPI(
         title="radbridge",
         version="0.1.0",
@@ -178,31 +191,37 @@ def create_app(
 
     app.state.max_body_bytes = settings.http_max_body_bytes
 
+    # every handler answers a request under /ui with the UI's HTML error page (issue 24)
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return _fhir(operation_outcome(exc.text, exc.code), exc.status)
+    async def _api_error(request: Request, exc: ApiError) -> Response:
+        return _ui_page(request, exc.status, exc.text) or _fhir(
+            operation_outcome(exc.text, exc.code), exc.status
+        )
 
     @app.exception_handler(RadbridgeError)
-    async def _radbridge_error(_: Request, exc: RadbridgeError) -> JSONResponse:
+    async def _radbridge_error(request: Request, exc: RadbridgeError) -> Response:
         if exc.http_status < 500:  # messages of the tree are free of report content
-            return _fhir(operation_outcome(str(exc), exc.issue_code), exc.http_status)
-        return _internal_outcome(exc)
+            return _ui_page(request, exc.http_status, str(exc)) or _fhir(
+                operation_outcome(str(exc), exc.issue_code), exc.http_status
+            )
+        return _internal_outcome(exc, request)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _fhir(
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return _ui_page(request, exc.status_code, str(exc.detail)) or _fhir(
             operation_outcome(str(exc.detail), _ISSUE_CODES.get(exc.status_code, "processing")),
             exc.status_code,
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         where = ", ".join(".".join(str(p) for p in err["loc"]) for err in exc.errors()[:3])
-        return _fhir(operation_outcome(f"invalid request parameters: {where}", "invalid"), 400)
+        text = f"invalid request parameters: {where}"
+        return _ui_page(request, 400, text) or _fhir(operation_outcome(text, "invalid"), 400)
 
     @app.exception_handler(Exception)
-    async def _internal(_: Request, exc: Exception) -> JSONResponse:
-        return _internal_outcome(exc)
+    async def _internal(request: Request, exc: Exception) -> Response:
+        return _internal_outcome(exc, request)
 
     @app.post("/hl7v2", dependencies=auth, response_class=Response)
     async def post_hl7v2(body: RequestBody) -> Response:
@@ -327,6 +346,8 @@ def create_app(
         checks = {"store": True, "broker": broker_ready() if broker_ready else True}
         if worker_ready is not None:  # serve's own worker: alive, with a fresh heartbeat
             checks["worker"] = worker_ready()
+        if reconcile_ready is not None:  # a beat schedules reconcile: it finished lately
+            checks["reconcile"] = await run_in_threadpool(reconcile_ready)
         try:
             store.counts_by_state()
         except StoreError:

@@ -9,6 +9,7 @@ RadbridgeError (mappings.errors)
     ├── MllpError                  adapter/mllp.py: an MLLP peer or frame failed
     ├── ApiError                   adapter/api.py: an HTTP error, its status chosen where raised
     └── UiRefused                  adapter/ui/: a page or form refused (role, CSRF)  its status, 403
+        └── PasswordsBusy          adapter/ui/passwords.py: the argon2 pool is full  429
 """
 
 from __future__ import annotations

@@ -20,6 +20,10 @@ DELIVER_ORU_TASK = "radbridge.deliver_oru"
 WORKER_HEARTBEAT_KEY = "radbridge:worker-heartbeat:{pid}"
 """Set by each worker process (its pid) with a TTL, refreshed while it runs (serve's /readyz)."""
 WORKER_HEARTBEAT_TTL_S = 10
+RECONCILE_DONE_KEY = "radbridge:reconcile-done"
+"""The Unix time the last reconcile finished (set by the task; serve's /readyz reads its age)."""
+RECONCILE_STALE_INTERVALS = 3
+"""/readyz is not ready when no reconcile finished for this many intervals (and 30 s more)."""
 
 
 def redis_url(settings: Settings) -> str:

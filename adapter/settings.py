@@ -114,6 +114,12 @@ class Settings(BaseSettings):
     ui_session_secret: SecretStr | None = Field(
         default=None, description="signs UI session cookies; required with ui_users_file"
     )
+    ui_login_max_failures_per_address: int = Field(
+        default=20,
+        ge=1,
+        description="failed sign-ins from one source address within 5 minutes before that "
+        "address is refused for 5 minutes, whatever user name it tries",
+    )
     task_visibility_timeout_s: int = Field(default=3600, ge=60)
     reconcile_interval_s: float = Field(default=60.0, gt=0)
     worker_processes: int | None = Field(

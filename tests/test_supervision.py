@@ -139,6 +139,38 @@ def test_killed_worker_is_restarted_and_its_message_reclaimed(service: Service) 
     assert "exited (code -9)" in service.log.read_text()
 
 
+def test_killed_beat_is_restarted_and_readyz_says_not_ready_meanwhile(service: Service) -> None:
+    """Issue 24 item 2: kill -9 of the worker's embedded beat. The worker stops (no zombie is
+    left), /readyz says not ready, serve restarts the worker within its backoff with a new beat,
+    and that beat's reconcile queues a message Redis never saw."""
+    beat_file = service.data_dir / "beat.pid"
+    wait_for(beat_file.exists, 60, "beat.pid, the worker's embedded beat")
+    beat = int(beat_file.read_text())
+    worker = worker_of(service)
+    assert beat in [p.pid for p in psutil.Process(worker).children()]
+    killed = time.monotonic()
+    os.kill(beat, signal.SIGKILL)
+    wait_for(lambda: not ready(service), 15, "/readyz reports the dead beat")
+    not_ready_s = time.monotonic() - killed
+    wait_for(lambda: not alive(beat), 15, "the dead beat reaped, not a zombie")
+    wait_for(
+        lambda: ready(service) and beat_file.exists() and int(beat_file.read_text()) != beat,
+        90,
+        "a new worker with a new beat",
+    )
+    restart_s = time.monotonic() - killed
+    assert worker_of(service) != worker
+    store = Store.open(Settings(data_dir=service.data_dir))
+    try:  # stored behind Redis's back: only a reconcile (every 5 s) queues it
+        unseen = store.accept(Incoming(raw=message("NOBEAT01"), channel="mllp")).message_id
+    finally:
+        store.close()
+    wait_for(lambda: job_state(service, unseen) == "extracted", 60, "reconcile by the new beat")
+    print(f"\n/readyz not ready {not_ready_s:.1f} s after kill -9 of beat; worker and beat back "
+          f"and ready after {restart_s:.1f} s")  # fmt: skip
+    assert "embedded beat pid=" in service.log.read_text()
+
+
 def test_killed_redis_is_restarted_and_ingest_keeps_acking(service: Service) -> None:
     """kill -9 of the embedded redis-server: a message sent at once is ACKed AA (stored: the
     store is the truth), Redis comes back on the same socket and the message is processed."""

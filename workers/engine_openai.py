@@ -113,6 +113,7 @@ class OpenAIEngine:
             limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency),
             transport=transport,
         )  # fmt: skip
+        self.timeout_s = settings.llm_timeout_s
         self._slots = threading.BoundedSemaphore(self.concurrency)
         self._model_lock = threading.Lock()
         self._llamacpp: bool | None = None
@@ -125,7 +126,17 @@ class OpenAIEngine:
         """One HTTP exchange; the JSON answer, or the typed error (see module docstring)."""
         try:
             response = self._client.request(method, path, json=body)
-        except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+        except httpx.TimeoutException as exc:  # reachable, maybe only slow: say how long
+            waited = (
+                min(10.0, self.timeout_s)
+                if isinstance(exc, httpx.ConnectTimeout)
+                else self.timeout_s
+            )
+            raise EngineUnavailable(
+                f"model server {self.base_url} timed out after {waited:g} s "
+                f"({type(exc).__name__}; RADBRIDGE_LLM_TIMEOUT_S)"
+            ) from None
+        except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
             raise EngineUnavailable(
                 f"model server {self.base_url} unreachable ({type(exc).__name__})"
             ) from None

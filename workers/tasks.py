@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,10 +26,13 @@ from adapter.queue import (
     DELIVER_ORU_TASK,
     DELIVER_TASK,
     EXTRACT_TASK,
+    RECONCILE_DONE_KEY,
     RECONCILE_TASK,
     enqueue_delivery,
     enqueue_extract,
     enqueue_oru_delivery,
+    redis_client,
+    redis_url,
 )
 from adapter.settings import Settings
 from adapter.store import CLAIMED, DEAD, EXTRACTED, PROCESSING, DeliveryJob, Output, Store
@@ -412,6 +416,7 @@ def register_tasks(app: Celery) -> None:
             for bundle_id in store.undelivered(target, older_than=settle, lease=stale):
                 enqueue(app, bundle_id)
                 requeued += 1
+        _stamp_reconcile(settings)
         return requeued
 
     @app.task(name=DELIVER_ORU_TASK, bind=True, shared=False, max_retries=None)  # type: ignore[untyped-decorator]
@@ -440,6 +445,16 @@ def register_tasks(app: Celery) -> None:
         return "delivered"
 
     _ = (extract_report, deliver, reconcile, deliver_oru)
+
+
+def _stamp_reconcile(settings: Settings) -> None:
+    """Record when this reconcile finished (serve's /readyz: a beat that stopped shows)."""
+    import redis
+
+    try:
+        redis_client(redis_url(settings)).set(RECONCILE_DONE_KEY, f"{time.time():.3f}")
+    except redis.RedisError as exc:  # the next one tries again; readiness shows it meanwhile
+        log.warning("could not record the reconcile time: %s", type(exc).__name__)
 
 
 def delivery_lease(settings: Settings) -> timedelta:

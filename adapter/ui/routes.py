@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from importlib.resources import files
@@ -48,6 +49,7 @@ from adapter.ui.auth import (
     check_csrf,
     require_role,
 )
+from adapter.ui.passwords import PasswordsBusy
 from mappings.errors import MappingError, MessageRejected, RadbridgeError
 from mappings.fhir_out import diagnostic_report_id
 from mappings.review import (
@@ -66,6 +68,25 @@ from mappings.template import Template, load_templates
 log = logging.getLogger("radbridge.ui")
 PAGE = 50
 MAX_FORM_BYTES = 64 * 1024
+MAX_ID = 2**63 - 1  # the store's 64-bit integer ids
+_DIGITS = re.compile(r"^[0-9]{1,19}$")
+_RESOURCE_ID = re.compile(r"^[A-Za-z0-9.-]{1,64}$")  # FHIR id
+
+
+def whole_number(value: str, name: str, low: int = 0, high: int = MAX_ID) -> int:
+    """`value` as an integer in [low, high], else UiRefused 400 naming `name` (ASCII digits
+    only: no sign, no exponent, nothing the store cannot hold)."""
+    number = int(value) if _DIGITS.match(value) else None
+    if number is None or not low <= number <= high:
+        raise UiRefused(400, f"{name} must be a whole number from {low} to {high}.")
+    return number
+
+
+def resource_id(value: str, what: str) -> str:
+    """A FHIR id (letters, digits, `-` and `.`, at most 64), else UiRefused 404."""
+    if not _RESOURCE_ID.match(value):
+        raise UiRefused(404, f"No such {what}.")
+    return value
 
 
 @dataclass(frozen=True)
@@ -253,7 +274,7 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
     """Mount the UI on the API app (no settings are read at import)."""
     from fastapi.staticfiles import StaticFiles
 
-    sessions = Sessions(settings)
+    sessions = Sessions(settings, store)
     app.state.ui_sessions = sessions  # its login throttle, for operators' tools and tests
     package = files("adapter.ui")
     env = Environment(
@@ -308,16 +329,24 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
 
     async def ui_refused(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, UiRefused)
-        status = getattr(exc, "status", UiRefused.http_status)
+        status = getattr(exc, "status", type(exc).http_status)
         text = getattr(exc, "text", str(exc))
         if not request.url.path.startswith("/ui"):  # the API answers OperationOutcomes
             issue = {"severity": "error", "code": UiRefused.issue_code, "diagnostics": text}
             outcome = {"resourceType": "OperationOutcome", "issue": [issue]}
             return JSONResponse(outcome, status_code=status, media_type="application/fhir+json")
-        user = sessions.user(request.cookies.get(SESSION_COOKIE)) if sessions.enabled else None
+        return error_page(request, status, text)
+
+    def error_page(request: Request, status: int, text: str) -> HTMLResponse:
+        """The HTML error page (the API's handlers use it for every error under /ui)."""
+        try:
+            user = sessions.user(request.cookies.get(SESSION_COOKIE)) if sessions.enabled else None
+        except RadbridgeError:  # the store is away: the page still answers, signed out
+            user = None
         return page(request, "error.html", user, status, message=text)
 
     app.add_exception_handler(UiRefused, ui_refused)
+    app.state.ui_error_page = error_page
 
     def signed_in(request: Request, role: str | None) -> User | RedirectResponse:
         if not sessions.enabled:
@@ -392,7 +421,10 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
         target = data.get("next", "/ui")
         target = target if target.startswith("/ui") and "//" not in target else "/ui"
         name = data.get("username", "")
-        wait = sessions.throttle.refused_for(name)
+        address = request.client.host if request.client else ""
+        wait = max(
+            sessions.throttle.refused_for(name), sessions.address_throttle.refused_for(address)
+        )
         if wait > 0:
             log.info("ui login throttled")
             minutes = max(1, round(wait / 60))
@@ -401,16 +433,22 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
                 429,
                 next=target,
                 error=(
-                    "Too many failed sign-ins for this user name: sign-in with it is refused for "
-                    f"about {minutes} more minute{'s' if minutes != 1 else ''}. Try again later "
-                    "or ask an administrator."
+                    "Too many failed sign-ins for this user name or from this address: sign-in "
+                    f"is refused for about {minutes} more minute{'s' if minutes != 1 else ''}. "
+                    "Try again later or ask an administrator."
                 ),
             )
             throttled.headers["Retry-After"] = str(int(wait) + 1)
             return throttled
-        found = sessions.login(name, data.get("password", ""))
+        try:
+            found = await sessions.login(name, data.get("password", ""))
+        except PasswordsBusy as exc:
+            busy = login_form(request, exc.status, next=target, error=exc.text)
+            busy.headers["Retry-After"] = "5"
+            return busy
         if found is None:
             locked = sessions.throttle.failed(name)
+            locked = sessions.address_throttle.failed(address) or locked
             log.info("ui login refused%s", " (now throttled)" if locked else "")
             return login_form(request, 401, next=target, error="Wrong user name or password.")
         sessions.throttle.succeeded(name)
@@ -434,6 +472,8 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
         if isinstance(user, RedirectResponse):
             return user
         check_csrf(user, (await form(request)).get("csrf"))
+        sessions.logout(request.cookies.get(SESSION_COOKIE))  # the cookie opens nothing now
+        log.info("ui logout")
         response = RedirectResponse("/ui/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/ui")
         return response
@@ -492,7 +532,7 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
         user = signed_in(request, "reviewer")
         if isinstance(user, RedirectResponse):
             return user
-        report = store.get_resource("DiagnosticReport", report_id)
+        report = store.get_resource("DiagnosticReport", resource_id(report_id, "report"))
         if report is None:
             raise UiRefused(404, "No such report.")
         stored = report_observations(store, report_id)
@@ -522,14 +562,16 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
     def decide(
         user: User, report_id: str, observation_id: str, data: dict[str, str], decision: Decision
     ) -> str:
+        resource_id(report_id, "report")
+        resource_id(observation_id, "value in this report")
         stored = {str(o.body["id"]): o for o in report_observations(store, report_id)}
         current = stored.get(observation_id)
         if current is None:
             raise UiRefused(404, "That value is not part of this report.")
         raw_version = data.get("version", "")
-        if not raw_version.isdigit():
+        if not _DIGITS.match(raw_version):
             raise UiRefused(400, "The form does not say which version the decision was made on.")
-        version = int(raw_version)
+        version = whole_number(raw_version, "version")
         ids = template_of(current.body)
         template = templates().get(ids[0]) if ids else None
         correction = None
@@ -600,7 +642,7 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
         user, data = found
         waiting = [
             o
-            for o in report_observations(store, report_id)
+            for o in report_observations(store, resource_id(report_id, "report"))
             if o.body.get("status") == "preliminary"
         ]
         for o in waiting:  # each carries the version shown on the page
@@ -621,13 +663,14 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
         sender: str = "",
         since: str = "",
         until: str = "",
-        offset: int = 0,
+        offset: str = "0",
     ) -> Response:
         user = signed_in(request, "operator")
         if isinstance(user, RedirectResponse):
             return user
         if state and state not in STATES:
             raise UiRefused(400, f"state must be one of {', '.join(STATES)}")
+        start_at = whole_number(offset or "0", "offset", high=10**9)
         start, end = _day(since, "from"), _day(until, "to")
         rows, total = console_messages(
             store,
@@ -639,7 +682,7 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
             since=start,
             until=end + timedelta(days=1) if end else None,
             limit=PAGE,
-            offset=max(0, offset),
+            offset=start_at,
         )
         query = {
             "state": state,
@@ -652,7 +695,7 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
         }
 
         def link(to: int) -> str:
-            return "/ui/messages?" + urlencode({**query, "offset": to})
+            return "/ui/messages?" + urlencode({**query, "offset": str(to)})
 
         return page(
             request,
@@ -660,11 +703,11 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
             user,
             rows=rows,
             total=total,
-            offset=offset,
+            offset=start_at,
             states=STATES,
             query=query,
-            previous=link(max(0, offset - PAGE)) if offset > 0 else None,
-            next=link(offset + PAGE) if offset + PAGE < total else None,
+            previous=link(max(0, start_at - PAGE)) if start_at > 0 else None,
+            next=link(start_at + PAGE) if start_at + PAGE < total else None,
             metrics=await metrics_lines(request),
         )
 
@@ -689,11 +732,11 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
         return page(request, "metrics.html", user, metrics=await metrics_lines(request))
 
     @router.get("/messages/{message_id}", response_class=HTMLResponse)
-    async def message_page(request: Request, message_id: int) -> Response:
+    async def message_page(request: Request, message_id: str) -> Response:
         user = signed_in(request, "operator")
         if isinstance(user, RedirectResponse):
             return user
-        detail = message_detail(store, message_id)
+        detail = message_detail(store, whole_number(message_id, "A message id", 1))
         if detail is None:
             raise UiRefused(404, f"No message {message_id}.")
         return page(request, "message.html", user, detail=detail)
@@ -728,11 +771,11 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
         dispatch("extract", message_id)
 
     @router.post("/dead-letters/{message_id}/requeue")
-    async def requeue_one(request: Request, message_id: int) -> Response:
+    async def requeue_one(request: Request, message_id: str) -> Response:
         found = await posted(request, "operator")
         if isinstance(found, RedirectResponse):
             return found
-        requeue(message_id)
+        requeue(whole_number(message_id, "A message id", 1))
         return RedirectResponse(f"/ui/dead-letters?done={message_id}", status_code=303)
 
     @router.post("/dead-letters/requeue")
@@ -741,7 +784,7 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
         if isinstance(found, RedirectResponse):
             return found
         _, data = found
-        chosen = [int(k[3:]) for k in data if k.startswith("id_") and k[3:].isdigit()]
+        chosen = [whole_number(k[3:], "A message id", 1) for k in data if k.startswith("id_")]
         if data.get("all") == "1":
             chosen = [row.id for row in store.dead_letters()]
         if not chosen:
