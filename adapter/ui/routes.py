@@ -794,12 +794,13 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
         return RedirectResponse(f"/ui/dead-letters?done={len(chosen)}", status_code=303)
 
     @router.post("/dead-letters/{message_id}/close")
-    async def close_one(request: Request, message_id: int) -> Response:
+    async def close_one(request: Request, message_id: str) -> Response:
         """Discard (it can never succeed) or resolve (handled outside radbridge) a dead letter,
         with a reason: audited; the stored message is kept."""
         found = await posted(request, "operator")
         if isinstance(found, RedirectResponse):
             return found
+        chosen = whole_number(message_id, "A message id", 1)
         user, data = found
         outcome = data.get("outcome", "")
         if outcome not in CLOSED:
@@ -810,15 +811,15 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
         if len(reason) > MAX_REASON:
             raise UiRefused(400, f"The reason is longer than {MAX_REASON} characters.")
         try:
-            store.close_dead_letter(message_id, outcome, reason, user.name)
+            store.close_dead_letter(chosen, outcome, reason, user.name)
         except StoreError:
-            row = store.get_message(message_id)
+            row = store.get_message(chosen)
             state = row.state if row else "unknown"
             raise UiRefused(
-                409, f"Message {message_id} is not a dead letter ({state}). Nothing was changed."
+                409, f"Message {chosen} is not a dead letter ({state}). Nothing was changed."
             ) from None
         log.info("ui dead letter %s", outcome)
-        return RedirectResponse(f"/ui/dead-letters?closed={outcome}+{message_id}", status_code=303)
+        return RedirectResponse(f"/ui/dead-letters?closed={outcome}+{chosen}", status_code=303)
 
     app.include_router(router)
     app.mount("/ui/static", StaticFiles(directory=str(package / "static")), name="ui-static")
