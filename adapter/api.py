@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from adapter import json_body
+from adapter import destinations, json_body
 from adapter.api_docs import install_docs
 from adapter.control_ids import ControlIds
 from adapter.errors import AdapterError, StoreError
@@ -332,7 +332,10 @@ def create_app(
         except StoreError:
             checks["store"] = False
         ready = all(checks.values())
-        return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
+        body: dict[str, Any] = {"ready": ready, **checks}
+        if checks["store"]:  # the destinations are reported, never counted: an EHR outage
+            body["destinations"] = destinations.health(settings, store)  # must not stop intake
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", dependencies=operator, response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:
@@ -360,6 +363,24 @@ def create_app(
         lines += [
             f'radbridge_messages{{state="{state}"}} {count}'
             for state, count in store.counts_by_state().items()
+        ]
+        lines += [
+            "# HELP radbridge_deliveries deliveries by destination and state",
+            "# TYPE radbridge_deliveries gauge",
+        ]
+        failing = []
+        for name, states in destinations.health(settings, store).items():
+            lines += [
+                f'radbridge_deliveries{{destination="{name}",state="{state}"}} {count}'
+                for state, count in states.items()
+                if state != "failing"
+            ]
+            failing.append(f'radbridge_destination_failing{{destination="{name}"}} {int(states["failing"])}')
+        lines += [
+            "# HELP radbridge_destination_failing 1 while deliveries to a destination are "
+            "retrying or dead",
+            "# TYPE radbridge_destination_failing gauge",
+            *failing,
         ]
         depth = queue_depth() if queue_depth else None
         if depth is not None:

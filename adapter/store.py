@@ -77,8 +77,17 @@ ACCEPTED, PROCESSING, EXTRACTED, DELIVERED, FAILED, DEAD = (
     "dead",
 )
 STATES = (ACCEPTED, PROCESSING, EXTRACTED, DELIVERED, FAILED, DEAD)
-# delivery record states besides DELIVERED and DEAD: a push in progress (its claim), a retry due
-SENDING, RETRY = "sending", "retry"
+# delivery record states besides DELIVERED and DEAD (`adapter.destinations`): waiting for its
+# task, a push in progress (its claim), a retry due, refused for good by the destination
+QUEUED, SENDING, RETRY, REFUSED = "queued", "sending", "retry", "refused"
+DELIVERY_STATES = (QUEUED, SENDING, RETRY, DELIVERED, REFUSED, DEAD)
+FAILING_DELIVERY = (RETRY, REFUSED, DEAD)
+
+
+def shown_delivery_state(state: str) -> str:
+    """A delivery state as the console, the CLI and /metrics name it (`retry` -> retrying)."""
+    return "retrying" if state == RETRY else state
+
 _TRANSITIONS: dict[str, frozenset[str]] = {
     ACCEPTED: frozenset({PROCESSING, DEAD}),
     PROCESSING: frozenset({EXTRACTED, FAILED, DEAD, ACCEPTED}),
@@ -281,6 +290,28 @@ def _claim_delivery(connection: Connection, bundle_id: str, target: str, lease: 
         insert(deliveries).values(**row, updated_at=now).on_conflict_do_nothing()
     )
     return bool(inserted.rowcount)
+
+
+def _all_delivered(connection: Connection, message_id: int, targets: Sequence[str]) -> bool:
+    """Whether every Bundle of the message is delivered, as stored now, to each of `targets`."""
+    for target in targets:
+        record = deliveries.alias("record")
+        done = (
+            sa.select(record.c.id)
+            .where(
+                record.c.bundle_id == bundles.c.id,
+                record.c.target == target,
+                record.c.state == DELIVERED,
+                record.c.updated_at >= bundles.c.updated_at,
+            )
+            .exists()
+        )
+        missing = connection.execute(
+            sa.select(bundles.c.id).where(bundles.c.message_id == message_id, ~done).limit(1)
+        ).first()
+        if missing is not None:
+            return False
+    return True
 
 
 def _upserts(is_sqlite: bool) -> tuple[Any, Any]:
@@ -705,8 +736,8 @@ class Store:
         older_than: timedelta = timedelta(0),
         lease: timedelta = timedelta(hours=1),
     ) -> list[str]:
-        """Bundles of `extracted` messages whose delivery to `target` is not done and not
-        waiting for a retry: never attempted (the task was lost), a retry now due, a claim
+        """Bundles of `extracted` messages (or of delivered ones with a delivery queued since)
+        whose delivery to `target` is not done and not waiting for a retry: never attempted (the task was lost), a retry now due, a claim
         (`sending`) older than `lease` (its worker was lost mid-push), or an outcome older than
         the Bundle (a superseding result rewrote it). For `reconcile`."""
         now = _now()
@@ -719,7 +750,7 @@ class Store:
                 record.c.target == target,
                 sa.or_(
                     sa.and_(
-                        record.c.state.not_in((RETRY, SENDING)),
+                        record.c.state.not_in((RETRY, SENDING, QUEUED)),
                         record.c.updated_at >= bundles.c.updated_at,
                     ),
                     sa.and_(record.c.state == RETRY, record.c.next_attempt_at > now),
@@ -728,10 +759,26 @@ class Store:
             )
             .exists()
         )
+        waiting = (  # a change queued after its message was delivered (a decision, a resend)
+            sa.select(record.c.id)
+            .where(
+                record.c.bundle_id == bundles.c.id,
+                record.c.target == target,
+                record.c.state.in_((QUEUED, RETRY, SENDING)),
+            )
+            .exists()
+        )
         query = (
             sa.select(bundles.c.id)
             .join(messages, messages.c.id == bundles.c.message_id)
-            .where(messages.c.state == EXTRACTED, bundles.c.updated_at <= cutoff, ~done)
+            .where(
+                sa.or_(
+                    messages.c.state == EXTRACTED,
+                    sa.and_(messages.c.state == DELIVERED, waiting),
+                ),
+                bundles.c.updated_at <= cutoff,
+                ~done,
+            )
             .order_by(bundles.c.updated_at)
         )
         with self._tx() as connection:
@@ -756,9 +803,12 @@ class Store:
                 is not None
             )
 
-    def repair_delivered(self, target: str) -> list[int]:
-        """`extracted` messages with a Bundle already delivered to `target` (a worker lost
-        between the delivery record and the message's state) become `delivered`; their ids."""
+    def repair_delivered(self, targets: Sequence[str]) -> list[int]:
+        """`extracted` messages whose Bundles are all delivered to every one of `targets` (a
+        worker lost between the delivery record and the message's state) become `delivered`;
+        their ids."""
+        if not targets:
+            return []
         record = deliveries.alias("record")
         query = (
             sa.select(messages.c.id)
@@ -766,15 +816,19 @@ class Store:
             .join(record, record.c.bundle_id == bundles.c.id)
             .where(
                 messages.c.state == EXTRACTED,
-                record.c.target == target,
-                record.c.state == "delivered",
+                record.c.target == targets[0],
+                record.c.state == DELIVERED,
                 record.c.updated_at >= bundles.c.updated_at,
             )
             .distinct()
         )
+        repaired = []
         with self._tx() as connection:
-            found = [int(m) for m in connection.execute(query).scalars()]
-        return [m for m in found if self.mark_delivered_if_extracted(m)]
+            for message_id in [int(m) for m in connection.execute(query).scalars()]:
+                if _all_delivered(connection, message_id, targets):
+                    if _transition_in(connection, message_id, DELIVERED):
+                        repaired.append(message_id)
+        return repaired
 
     def dead_letters(self) -> list[MessageRow]:
         """Messages given up on."""
@@ -1251,19 +1305,29 @@ class Store:
         next_attempt_at: datetime | None = None,
         delivered: dict[str, str] | None = None,
         delivered_message: int | None = None,
+        required: Sequence[str] = (),
+        reason: str | None = None,
     ) -> int:
         """Upsert the delivery of a Bundle to a target, counting the attempt; returns how many
         attempts the delivery has had (this one included). `delivered`: what the target now
-        holds (`mappings.ehr` hashes), kept until a later delivery replaces it.
-        `delivered_message`: in the same transaction that message goes `extracted -> delivered`
-        (when it is still extracted)."""
+        holds (`mappings.ehr` hashes, or the ORU statuses sent), kept until a later delivery
+        replaces it. A failure (retry, refused, dead) keeps `failing_since` (the first failure
+        of the run: the retry horizon counts from it) and its `reason`; a delivery clears both.
+        `delivered_message`: in the same transaction that message goes `extracted ->
+        delivered` (when it is still extracted) once every Bundle of it is delivered to every
+        target in `required` (none given: at once)."""
         now = _now()
+        failed = state in FAILING_DELIVERY
         values: dict[str, Any] = {
             "state": state,
             "last_status": status,
             "outcome": json.dumps(outcome) if outcome is not None else None,
             "next_attempt_at": next_attempt_at,
             "updated_at": now,
+            "reason": reason if failed else None,
+            "failing_since": (
+                sa.func.coalesce(deliveries.c.failing_since, now) if failed else None
+            ),
         }
         if delivered is not None:
             values["delivered"] = json.dumps(delivered, sort_keys=True)
@@ -1273,16 +1337,103 @@ class Store:
                 deliveries.update().where(*key).values(attempts=deliveries.c.attempts + 1, **values)
             )
             if updated.rowcount == 0:
+                values["failing_since"] = now if failed else None
                 connection.execute(
                     deliveries.insert().values(
                         bundle_id=bundle_id, target=target, attempts=1, **values
                     )
                 )
-            if delivered_message is not None:
+            if delivered_message is not None and _all_delivered(
+                connection, delivered_message, required
+            ):
                 _transition_in(connection, delivered_message, DELIVERED)
             return int(
                 connection.execute(sa.select(deliveries.c.attempts).where(*key)).scalar_one()
             )
+
+    def queue_deliveries(
+        self, bundle_ids: Sequence[str], targets: Sequence[str], *, fresh: bool = False
+    ) -> None:
+        """Record the deliveries of `bundle_ids` to `targets` as `queued` (their task was just
+        sent), except one in flight (`sending`). A delivery that had ended (delivered,
+        refused, dead) starts a new retry horizon; one retrying keeps its run's start unless
+        `fresh` (an operator's resend)."""
+        now = _now()
+        ended = deliveries.c.state.in_((DELIVERED, REFUSED, DEAD))
+        with self._tx() as connection:
+            for bundle_id in bundle_ids:
+                for target in targets:
+                    key = (deliveries.c.bundle_id == bundle_id, deliveries.c.target == target)
+                    since = None if fresh else sa.case((ended, None), else_=deliveries.c.failing_since)
+                    updated = connection.execute(
+                        deliveries.update()
+                        .where(*key, deliveries.c.state != SENDING)
+                        .values(
+                            state=QUEUED, next_attempt_at=None, updated_at=now, failing_since=since
+                        )
+                    )
+                    if updated.rowcount:
+                        continue
+                    if connection.execute(sa.select(deliveries.c.id).where(*key)).first():
+                        continue  # in flight: its task sends the Bundle as stored now
+                    connection.execute(
+                        deliveries.insert().values(
+                            bundle_id=bundle_id,
+                            target=target,
+                            state=QUEUED,
+                            attempts=0,
+                            updated_at=now,
+                        )
+                    )
+
+    def bundles_of_message(self, message_id: int) -> list[str]:
+        """The Bundles a message wrote last (what its deliveries send), oldest first."""
+        with self._tx() as connection:
+            return [
+                str(b)
+                for b in connection.execute(
+                    sa.select(bundles.c.id)
+                    .where(bundles.c.message_id == message_id)
+                    .order_by(bundles.c.created_at, bundles.c.id)
+                ).scalars()
+            ]
+
+    def delivery_states(self, message_id: int) -> list[dict[str, Any]]:
+        """Each delivery of a message's Bundles (one per destination): bundle, target,
+        state, attempts, last status, next attempt, failing since, reason, updated."""
+        with self._tx() as connection:
+            rows = connection.execute(
+                sa.select(
+                    deliveries.c.bundle_id,
+                    deliveries.c.target,
+                    deliveries.c.state,
+                    deliveries.c.attempts,
+                    deliveries.c.last_status,
+                    deliveries.c.next_attempt_at,
+                    deliveries.c.failing_since,
+                    deliveries.c.reason,
+                    deliveries.c.updated_at,
+                )
+                .join(bundles, bundles.c.id == deliveries.c.bundle_id)
+                .where(bundles.c.message_id == message_id)
+                .order_by(deliveries.c.bundle_id, deliveries.c.target)
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    def destination_health(self) -> dict[str, dict[str, int]]:
+        """Deliveries per destination and state (every state present, 0 when none)."""
+        with self._tx() as connection:
+            rows = connection.execute(
+                sa.select(deliveries.c.target, deliveries.c.state, sa.func.count()).group_by(
+                    deliveries.c.target, deliveries.c.state
+                )
+            ).all()
+        health: dict[str, dict[str, int]] = {}
+        for target, state, count in rows:
+            health.setdefault(str(target), dict.fromkeys(DELIVERY_STATES, 0))[str(state)] = int(
+                count
+            )
+        return health
 
     def delivery(self, bundle_id: str, target: str) -> dict[str, Any] | None:
         """The delivery record of a Bundle to a target."""

@@ -155,6 +155,10 @@ deliveries = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     # JSON {"Type/id": sha256} of what the target holds (mappings.ehr): only changes are sent
     sa.Column("delivered", sa.Text),
+    # when the current run of failures began (the retry horizon counts from it; None once
+    # delivered) and why the last attempt failed (no PHI: an error class, a status, an ACK code)
+    sa.Column("failing_since", sa.DateTime(timezone=True)),
+    sa.Column("reason", sa.Text),
     sa.UniqueConstraint("bundle_id", "target", name="uq_deliveries_target"),
 )
 

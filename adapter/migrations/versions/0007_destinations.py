@@ -1,0 +1,40 @@
+"""Per-destination delivery state (issue 19 item 4): `deliveries.failing_since` (when the
+current run of failures began: the retry horizon RADBRIDGE_DELIVERY_RETRY_FOR counts from it)
+and `deliveries.reason` (why the last attempt failed, without PHI). The new states `queued` and
+`refused` fit the existing `state` column.
+
+0001 creates the schema from the current metadata, so a fresh database already has them: only
+what is missing is added.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0007_destinations"
+down_revision = "0006_timeline_index"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    present = {column["name"] for column in sa.inspect(op.get_bind()).get_columns("deliveries")}
+    missing = [
+        column
+        for column in (
+            sa.Column("failing_since", sa.DateTime(timezone=True)),
+            sa.Column("reason", sa.Text),
+        )
+        if column.name not in present
+    ]
+    if missing:
+        with op.batch_alter_table("deliveries") as batch:
+            for column in missing:
+                batch.add_column(column)
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("deliveries") as batch:
+        batch.drop_column("reason")
+        batch.drop_column("failing_since")
