@@ -258,3 +258,97 @@ def test_an_outage_longer_than_the_old_give_up_loses_nothing_and_keeps_order(
     assert statuses[-1] == "F"
     assert "P" not in statuses[statuses.index("F") :]
     assert store.audit_trail(message.message_id).count("processing") == 1  # never re-extracted
+
+
+# -- console, /readyz, /metrics and the CLI ---------------------------------------------------
+def test_console_readyz_metrics_and_cli_show_each_destination(tmp_path: Path) -> None:
+    import re
+
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from adapter.api import create_app
+    from app.cli import app as cli
+
+    settings = Settings(  # type: ignore[call-arg]
+        data_dir=tmp_path / "data", stage="rules", fhir_base_url="http://ehr.invalid/fhir",
+        oru_target="mllp://127.0.0.1:1",
+    )  # fmt: skip
+    store, message_id, bundle_id = _stored(tmp_path, settings)
+    client = TestClient(create_app(settings, store))
+    report_id = str(report_observations_of(store, bundle_id)[0]["report"])
+    page = client.get(f"/ui/reports/{report_id}")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert csrf is not None
+    first = report_observations(store, report_id)[0]
+    decided_ = client.post(
+        f"/ui/reports/{report_id}/observations/{first.body['id']}",
+        data={"decision": "reject", "version": str(first.version), "csrf": csrf.group(1)},
+    )
+    assert decided_.status_code == 200
+    # the decision reaches every configured destination (no broker: queued for reconcile)
+    assert {r["target"]: r["state"] for r in store.delivery_states(message_id)} == {
+        "fhir": "queued",
+        "oru": "queued",
+    }
+    store.record_delivery_attempt(
+        bundle_id, "fhir", state="refused", status=422, reason="refused: FHIR server refused"
+    )
+    store.record_delivery_attempt(bundle_id, "oru", state="retry", reason="DeliveryRetryable")
+
+    ready = client.get("/readyz")
+    assert ready.status_code == 200  # a failing EHR never makes radbridge unready
+    body = ready.json()
+    assert body["destinations"]["oru"]["failing"] and body["destinations"]["oru"]["retrying"] == 1
+    assert body["destinations"]["fhir"]["refused"] == 1
+    metrics = client.get("/metrics").text
+    assert 'radbridge_destination_failing{destination="oru"} 1' in metrics
+    assert 'radbridge_deliveries{destination="fhir",state="refused"} 1' in metrics
+
+    console = client.get("/ui/messages")
+    assert "Destinations" in console.text and "FAILING" in console.text
+    detail = client.get(f"/ui/messages/{message_id}")
+    assert detail.status_code == 200
+    assert "refused: FHIR server refused" in detail.text and "retrying" in detail.text
+    assert "Resend to FHIR push (fhir)" in detail.text
+    resent = client.post(
+        f"/ui/messages/{message_id}/resend",
+        data={"destination": "fhir", "csrf": csrf.group(1)},
+    )
+    assert resent.status_code == 200 and "Resend to fhir queued" in resent.text
+    states = {r["target"]: r["state"] for r in store.delivery_states(message_id)}
+    assert states == {"fhir": "queued", "oru": "retry"}  # only that destination
+    unknown = client.post(
+        f"/ui/messages/{message_id}/resend",
+        data={"destination": "app_ack", "csrf": csrf.group(1)},
+    )
+    assert unknown.status_code == 400
+    trail = store.audit_trail(message_id)
+    assert trail.count("processing") == 1 and trail[-1] == "resend_by_operator"  # no re-extraction
+
+    env = {
+        "RADBRIDGE_DATA_DIR": str(tmp_path / "data"),
+        "RADBRIDGE_FHIR_BASE_URL": "http://ehr.invalid/fhir",
+        "RADBRIDGE_ORU_TARGET": "mllp://127.0.0.1:1",
+        "RADBRIDGE_STAGE": "rules",
+    }
+    shown = CliRunner().invoke(cli, ["show", "--message", str(message_id)], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert "retrying" in shown.output and "queued" in shown.output
+    again = CliRunner().invoke(cli, ["resend", str(message_id), "--to", "oru"], env=env)
+    assert again.exit_code == 0, again.output
+    assert {r["target"]: r["state"] for r in store.delivery_states(message_id)}["oru"] == "queued"
+    wrong = CliRunner().invoke(cli, ["resend", str(message_id), "--to", "app_ack"], env=env)
+    assert wrong.exit_code != 0
+    store.close()
+
+
+def report_observations_of(store: Store, bundle_id: str) -> list[dict[str, str]]:
+    """The DiagnosticReport id of a stored Bundle (as a one-item list of {"report": id})."""
+    bundle = store.get_bundle(bundle_id)
+    assert bundle is not None
+    return [
+        {"report": e["resource"]["id"]}
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "DiagnosticReport"
+    ]
