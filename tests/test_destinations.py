@@ -169,12 +169,7 @@ def test_a_failure_run_keeps_its_start_until_delivered(tmp_path: Path) -> None:
 # -- an outage longer than the old give-up ---------------------------------------------------
 def _accept_first(store: Store, settings: Settings, app: Any, bundle_id: str) -> str:
     """A reviewer accepts the report's first value (as the review UI does); its id."""
-    bundle = store.get_bundle(bundle_id)
-    assert bundle is not None
-    report_id = next(
-        e["resource"]["id"] for e in bundle["entry"]
-        if e["resource"]["resourceType"] == "DiagnosticReport"
-    )  # fmt: skip
+    report_id = _report_id(store, bundle_id)
     current = report_observations(store, report_id)[0]
     template_id = next(
         s["valueString"] for ext in current.body["extension"] for s in ext["extension"]
@@ -276,7 +271,7 @@ def test_console_readyz_metrics_and_cli_show_each_destination(tmp_path: Path) ->
     )  # fmt: skip
     store, message_id, bundle_id = _stored(tmp_path, settings)
     client = TestClient(create_app(settings, store))
-    report_id = str(report_observations_of(store, bundle_id)[0]["report"])
+    report_id = _report_id(store, bundle_id)
     page = client.get(f"/ui/reports/{report_id}")
     csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
     assert csrf is not None
@@ -343,12 +338,12 @@ def test_console_readyz_metrics_and_cli_show_each_destination(tmp_path: Path) ->
     store.close()
 
 
-def report_observations_of(store: Store, bundle_id: str) -> list[dict[str, str]]:
-    """The DiagnosticReport id of a stored Bundle (as a one-item list of {"report": id})."""
+def _report_id(store: Store, bundle_id: str) -> str:
+    """The DiagnosticReport id of a stored Bundle."""
     bundle = store.get_bundle(bundle_id)
     assert bundle is not None
-    return [
-        {"report": e["resource"]["id"]}
+    return next(
+        str(e["resource"]["id"])
         for e in bundle["entry"]
         if e["resource"]["resourceType"] == "DiagnosticReport"
-    ]
+    )
