@@ -166,6 +166,32 @@ def test_a_failure_run_keeps_its_start_until_delivered(tmp_path: Path) -> None:
     assert done is not None and done["failing_since"] is None and done["reason"] is None
 
 
+def test_a_requeue_never_resurrects_a_rejected_value(tmp_path: Path) -> None:
+    """Reject a value, deliver, requeue the message (extracted again): the ORU built from the
+    stored result still sends that value as W, never as a live P."""
+    from workers.tasks import process_message
+
+    settings = Settings(data_dir=tmp_path, stage="rules", oru_target="mllp://127.0.0.1:1")  # type: ignore[call-arg]
+    store, message_id, bundle_id = _stored(tmp_path, settings)
+    report_id = _report_id(store, bundle_id)
+    first = report_observations(store, report_id)[0]
+    result = review(
+        first.body, None, Decision.REJECT, Reviewer("dr.jansen"),
+        new_version=first.version + 1, report=f"DiagnosticReport/{report_id}",
+    )  # fmt: skip
+    save_review(
+        store, result, expected_version=first.version, reviewer="dr.jansen", decision="reject"
+    )
+    store.mark_delivered(message_id)
+    store.requeue(message_id)
+    assert process_message(store, settings, message_id) is not None
+    bundle = store.get_bundle(bundle_id)
+    assert bundle is not None
+    statuses = result_statuses(bundle, {})
+    assert statuses[f"Observation/{first.body['id']}"].startswith("W:")
+    assert {v[0] for k, v in statuses.items() if k != f"Observation/{first.body['id']}"} == {"P"}
+
+
 # -- an outage longer than the old give-up ---------------------------------------------------
 def _accept_first(store: Store, settings: Settings, app: Any, bundle_id: str) -> str:
     """A reviewer accepts the report's first value (as the review UI does); its id."""
