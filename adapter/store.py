@@ -1364,7 +1364,7 @@ class Store:
             for bundle_id in bundle_ids:
                 for target in targets:
                     key = (deliveries.c.bundle_id == bundle_id, deliveries.c.target == target)
-                    since = None if fresh else sa.case((ended, None), else_=deliveries.c.failing_since)
+                    since = None if fresh else sa.case((ended, sa.null()), else_=deliveries.c.failing_since)
                     updated = connection.execute(
                         deliveries.update()
                         .where(*key, deliveries.c.state != SENDING)
