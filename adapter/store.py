@@ -175,6 +175,9 @@ class DeliveryJob:
     # another copy of the task holds the delivery's claim (`Store.delivery_job` with a lease):
     # this copy pushes nothing
     busy: bool = False
+    # the Bundle's `updated_at` as read: record it with the delivery (`delivered_stamp`), so a
+    # change saved meanwhile is not taken as delivered
+    stamp: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -272,7 +275,7 @@ def _claim_delivery(connection: Connection, bundle_id: str, target: str, lease: 
     stored_at = sa.select(bundles.c.updated_at).where(bundles.c.id == bundle_id).scalar_subquery()
     taken = sa.or_(
         sa.and_(deliveries.c.state == SENDING, deliveries.c.updated_at > now - lease),
-        sa.and_(deliveries.c.state == "delivered", deliveries.c.updated_at >= stored_at),
+        _delivered_as_stored(deliveries, stored_at),
     )
     claimed = connection.execute(
         deliveries.update().where(*key, ~taken).values(state=SENDING, updated_at=now)
@@ -292,6 +295,17 @@ def _claim_delivery(connection: Connection, bundle_id: str, target: str, lease: 
     return bool(inserted.rowcount)
 
 
+def _delivered_as_stored(record: Any, stored_at: Any) -> Any:
+    """SQL: the delivery record holds the Bundle as stored now: `delivered`, and the Bundle's
+    `updated_at` it delivered (`delivered_stamp`; a record from before migration 0007: its own
+    time) is no older than `stored_at`. A change saved while a push was in flight is newer
+    than what that push delivered, so it is sent again, never taken as delivered."""
+    return sa.and_(
+        record.c.state == DELIVERED,
+        sa.func.coalesce(record.c.delivered_stamp, record.c.updated_at) >= stored_at,
+    )
+
+
 def _all_delivered(connection: Connection, message_id: int, targets: Sequence[str]) -> bool:
     """Whether every Bundle of the message is delivered, as stored now, to each of `targets`."""
     for target in targets:
@@ -301,8 +315,7 @@ def _all_delivered(connection: Connection, message_id: int, targets: Sequence[st
             .where(
                 record.c.bundle_id == bundles.c.id,
                 record.c.target == target,
-                record.c.state == DELIVERED,
-                record.c.updated_at >= bundles.c.updated_at,
+                _delivered_as_stored(record, bundles.c.updated_at),
             )
             .exists()
         )
@@ -750,9 +763,10 @@ class Store:
                 record.c.target == target,
                 sa.or_(
                     sa.and_(
-                        record.c.state.not_in((RETRY, SENDING, QUEUED)),
+                        record.c.state.in_((REFUSED, DEAD)),
                         record.c.updated_at >= bundles.c.updated_at,
                     ),
+                    _delivered_as_stored(record, bundles.c.updated_at),
                     sa.and_(record.c.state == RETRY, record.c.next_attempt_at > now),
                     sa.and_(record.c.state == SENDING, record.c.updated_at > now - lease),
                 ),
@@ -796,8 +810,7 @@ class Store:
                     .where(
                         deliveries.c.bundle_id == bundle_id,
                         deliveries.c.target == target,
-                        deliveries.c.state == "delivered",
-                        deliveries.c.updated_at >= bundles.c.updated_at,
+                        _delivered_as_stored(deliveries, bundles.c.updated_at),
                     )
                 ).first()
                 is not None
@@ -817,8 +830,7 @@ class Store:
             .where(
                 messages.c.state == EXTRACTED,
                 record.c.target == targets[0],
-                record.c.state == DELIVERED,
-                record.c.updated_at >= bundles.c.updated_at,
+                _delivered_as_stored(record, bundles.c.updated_at),
             )
             .distinct()
         )
@@ -1254,7 +1266,12 @@ class Store:
         claim pushes, the other is `busy` and pushes nothing. A claim older than the lease is
         free again (its worker was lost mid-push; `undelivered` offers it to reconcile)."""
         record = (
-            sa.select(deliveries.c.state, deliveries.c.updated_at, deliveries.c.delivered)
+            sa.select(
+                deliveries.c.state,
+                deliveries.c.updated_at,
+                deliveries.c.delivered,
+                deliveries.c.delivered_stamp,
+            )
             .where(deliveries.c.bundle_id == bundle_id, deliveries.c.target == target)
             .subquery()
         )
@@ -1265,9 +1282,8 @@ class Store:
                 bundles.c.report_id,
                 messages.c.raw,
                 messages.c.content_type,
-                sa.and_(
-                    record.c.state == "delivered", record.c.updated_at >= bundles.c.updated_at
-                ).label("done"),
+                _delivered_as_stored(record, bundles.c.updated_at).label("done"),
+                bundles.c.updated_at.label("stamp"),
                 record.c.delivered,
             )
             .select_from(bundles)
@@ -1292,6 +1308,7 @@ class Store:
             str(row.content_type) if row.content_type is not None else None,
             {str(k): str(v) for k, v in held.items()},
             busy,
+            row.stamp,
         )
 
     def record_delivery_attempt(
@@ -1307,6 +1324,7 @@ class Store:
         delivered_message: int | None = None,
         required: Sequence[str] = (),
         reason: str | None = None,
+        stamp: datetime | None = None,
     ) -> int:
         """Upsert the delivery of a Bundle to a target, counting the attempt; returns how many
         attempts the delivery has had (this one included). `delivered`: what the target now
@@ -1315,7 +1333,8 @@ class Store:
         of the run: the retry horizon counts from it) and its `reason`; a delivery clears both.
         `delivered_message`: in the same transaction that message goes `extracted ->
         delivered` (when it is still extracted) once every Bundle of it is delivered to every
-        target in `required` (none given: at once)."""
+        target in `required` (none given: at once). `stamp`: the Bundle's `updated_at` that was
+        delivered (`DeliveryJob.stamp`; none given: the Bundle as stored now)."""
         now = _now()
         failed = state in FAILING_DELIVERY
         values: dict[str, Any] = {
@@ -1331,6 +1350,14 @@ class Store:
         }
         if delivered is not None:
             values["delivered"] = json.dumps(delivered, sort_keys=True)
+        if state == DELIVERED:
+            values["delivered_stamp"] = (
+                stamp
+                if stamp is not None
+                else sa.select(bundles.c.updated_at)
+                .where(bundles.c.id == bundle_id)
+                .scalar_subquery()
+            )
         with self._tx() as connection:
             key = (deliveries.c.bundle_id == bundle_id, deliveries.c.target == target)
             updated = connection.execute(
@@ -1385,6 +1412,16 @@ class Store:
                             updated_at=now,
                         )
                     )
+
+    def changed_since(self, bundle_id: str, stamp: datetime | None) -> bool:
+        """Whether the Bundle was saved again after `stamp` (its `updated_at` as a task read it)."""
+        if stamp is None:
+            return False
+        with self._tx() as connection:
+            current = connection.execute(
+                sa.select(bundles.c.updated_at).where(bundles.c.id == bundle_id)
+            ).scalar()
+        return current is not None and current != stamp
 
     def bundles_of_message(self, message_id: int) -> list[str]:
         """The Bundles a message wrote last (what its deliveries send), oldest first."""

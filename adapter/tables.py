@@ -159,6 +159,8 @@ deliveries = sa.Table(
     # delivered) and why the last attempt failed (no PHI: an error class, a status, an ACK code)
     sa.Column("failing_since", sa.DateTime(timezone=True)),
     sa.Column("reason", sa.Text),
+    # the Bundle's updated_at that the last delivery sent (a change saved during a push is newer)
+    sa.Column("delivered_stamp", sa.DateTime(timezone=True)),
     sa.UniqueConstraint("bundle_id", "target", name="uq_deliveries_target"),
 )
 

@@ -384,7 +384,10 @@ def register_tasks(app: Celery) -> None:
             delivered=result.hashes,
             delivered_message=job.message_id,
             required=destinations.required(settings),
+            stamp=job.stamp,
         )
+        if store.changed_since(bundle_id, job.stamp):  # a decision saved during the push
+            app.send_task(DELIVER_TASK, args=[bundle_id])
         return "delivered"
 
     @app.task(name=RECONCILE_TASK, shared=False)  # type: ignore[untyped-decorator]
@@ -448,7 +451,10 @@ def register_tasks(app: Celery) -> None:
             delivered=sent.statuses,  # what the receiver holds: the next OBX-11 C/W follow it
             delivered_message=job.message_id,
             required=destinations.required(settings),
+            stamp=job.stamp,
         )
+        if store.changed_since(bundle_id, job.stamp):  # a decision saved during the send
+            app.send_task(DELIVER_ORU_TASK, args=[bundle_id])
         return "delivered"
 
     _ = (extract_report, deliver, reconcile, deliver_oru)

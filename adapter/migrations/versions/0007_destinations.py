@@ -1,6 +1,8 @@
 """Per-destination delivery state (issue 19 item 4): `deliveries.failing_since` (when the
 current run of failures began: the retry horizon RADBRIDGE_DELIVERY_RETRY_FOR counts from it)
-and `deliveries.reason` (why the last attempt failed, without PHI). The new states `queued` and
+`deliveries.reason` (why the last attempt failed, without PHI) and `deliveries.delivered_stamp`
+(the Bundle's `updated_at` the last delivery sent: a decision saved while a push was in flight
+is newer, so it is sent again instead of being taken as delivered). The new states `queued` and
 `refused` fit the existing `state` column.
 
 0001 creates the schema from the current metadata, so a fresh database already has them: only
@@ -25,6 +27,7 @@ def upgrade() -> None:
         for column in (
             sa.Column("failing_since", sa.DateTime(timezone=True)),
             sa.Column("reason", sa.Text),
+            sa.Column("delivered_stamp", sa.DateTime(timezone=True)),
         )
         if column.name not in present
     ]
@@ -36,5 +39,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("deliveries") as batch:
+        batch.drop_column("delivered_stamp")
         batch.drop_column("reason")
         batch.drop_column("failing_since")
