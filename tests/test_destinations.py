@@ -166,6 +166,38 @@ def test_a_failure_run_keeps_its_start_until_delivered(tmp_path: Path) -> None:
     assert done is not None and done["failing_since"] is None and done["reason"] is None
 
 
+def test_a_decision_saved_during_a_push_is_not_taken_as_delivered(tmp_path: Path) -> None:
+    """A push reads the Bundle, a reviewer decides meanwhile, the push records its delivery:
+    the decision is still owed to the destination (sent again), never lost."""
+    from datetime import timedelta
+
+    settings = Settings(data_dir=tmp_path, stage="rules", oru_target="mllp://127.0.0.1:1")  # type: ignore[call-arg]
+    store, message_id, bundle_id = _stored(tmp_path, settings)
+    job = store.delivery_job(bundle_id, "oru", lease=timedelta(minutes=5))
+    assert job is not None and job.stamp is not None and not job.busy
+    report_id = _report_id(store, bundle_id)
+    first = report_observations(store, report_id)[0]
+    time.sleep(0.01)  # the decision's time stamp is later than the read
+    result = review(
+        first.body, None, Decision.REJECT, Reviewer("dr.jansen"),
+        new_version=first.version + 1, report=f"DiagnosticReport/{report_id}",
+    )  # fmt: skip
+    save_review(
+        store, result, expected_version=first.version, reviewer="dr.jansen", decision="reject"
+    )
+    store.record_delivery_attempt(
+        bundle_id, "oru", state="delivered", stamp=job.stamp, delivered_message=message_id,
+        required=["oru"],
+    )  # fmt: skip
+    assert store.changed_since(bundle_id, job.stamp)
+    assert not store.delivered_already(bundle_id, "oru")
+    assert store.undelivered("oru") == []  # the message is delivered; only a queued change...
+    destinations.dispatch(None, settings, store, [bundle_id])  # ...as the review UI queues it
+    assert store.undelivered("oru") == [bundle_id]
+    again = store.delivery_job(bundle_id, "oru", lease=timedelta(minutes=5))
+    assert again is not None and not again.delivered_already and not again.busy
+
+
 def test_a_requeue_never_resurrects_a_rejected_value(tmp_path: Path) -> None:
     """Reject a value, deliver, requeue the message (extracted again): the ORU built from the
     stored result still sends that value as W, never as a live P."""
