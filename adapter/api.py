@@ -375,7 +375,9 @@ def create_app(
                 for state, count in states.items()
                 if state != "failing"
             ]
-            failing.append(f'radbridge_destination_failing{{destination="{name}"}} {int(states["failing"])}')
+            failing.append(
+                f'radbridge_destination_failing{{destination="{name}"}} {int(states["failing"])}'
+            )
         lines += [
             "# HELP radbridge_destination_failing 1 while deliveries to a destination are "
             "retrying or dead",

@@ -90,11 +90,7 @@ def dispatch(
     named in `only`) as queued, then send their tasks (`app` None: no broker, reconcile sends
     them); returns the destinations. `fresh`: an operator's resend (a new retry horizon)."""
     wanted = set(only) if only is not None else None
-    chosen = [
-        d
-        for d in bundle_destinations(settings)
-        if wanted is None or d.name in wanted
-    ]
+    chosen = [d for d in bundle_destinations(settings) if wanted is None or d.name in wanted]
     ids = list(bundle_ids)
     if not chosen or not ids:
         return []

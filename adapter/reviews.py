@@ -431,9 +431,6 @@ def message_detail(store: Store, message_id: int) -> MessageDetail | None:
         ack,
         history,
         flags,
-        [
-            {**d._mapping, "shown": shown_delivery_state(str(d.state))}
-            for d in delivered
-        ],
+        [{**d._mapping, "shown": shown_delivery_state(str(d.state))} for d in delivered],
         report_ids,
     )

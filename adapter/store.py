@@ -88,6 +88,7 @@ def shown_delivery_state(state: str) -> str:
     """A delivery state as the console, the CLI and /metrics name it (`retry` -> retrying)."""
     return "retrying" if state == RETRY else state
 
+
 _TRANSITIONS: dict[str, frozenset[str]] = {
     ACCEPTED: frozenset({PROCESSING, DEAD}),
     PROCESSING: frozenset({EXTRACTED, FAILED, DEAD, ACCEPTED}),
@@ -837,9 +838,10 @@ class Store:
         repaired = []
         with self._tx() as connection:
             for message_id in [int(m) for m in connection.execute(query).scalars()]:
-                if _all_delivered(connection, message_id, targets):
-                    if _transition_in(connection, message_id, DELIVERED):
-                        repaired.append(message_id)
+                if _all_delivered(connection, message_id, targets) and _transition_in(
+                    connection, message_id, DELIVERED
+                ):
+                    repaired.append(message_id)
         return repaired
 
     def dead_letters(self) -> list[MessageRow]:
@@ -1391,7 +1393,11 @@ class Store:
             for bundle_id in bundle_ids:
                 for target in targets:
                     key = (deliveries.c.bundle_id == bundle_id, deliveries.c.target == target)
-                    since = None if fresh else sa.case((ended, sa.null()), else_=deliveries.c.failing_since)
+                    since = (
+                        None
+                        if fresh
+                        else sa.case((ended, sa.null()), else_=deliveries.c.failing_since)
+                    )
                     updated = connection.execute(
                         deliveries.update()
                         .where(*key, deliveries.c.state != SENDING)

@@ -152,7 +152,7 @@ def test_one_refusing_destination_never_makes_the_message_dead(tmp_path: Path) -
 
 def test_a_failure_run_keeps_its_start_until_delivered(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, stage="rules", oru_target="mllp://127.0.0.1:1")  # type: ignore[call-arg]
-    store, message_id, bundle_id = _stored(tmp_path, settings)
+    store, _, bundle_id = _stored(tmp_path, settings)
     store.record_delivery_attempt(bundle_id, "oru", state="retry", reason="DeliveryRetryable")
     first = store.delivery(bundle_id, "oru")
     assert first is not None and first["failing_since"] is not None

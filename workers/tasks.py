@@ -212,9 +212,8 @@ def send_application_ack(
     from mappings.msh import peek_msh
     from workers.delivery import send_mllp
 
-    if not destinations.by_name("app_ack").configured(settings):
-        return
-    if _content_type(store, message_id) == FHIR_CONTENT:
+    target = settings.app_ack_target  # the table's `app_ack` destination
+    if not target or _content_type(store, message_id) == FHIR_CONTENT:
         return
     try:
         peek = peek_msh(store.raw(message_id))
@@ -226,7 +225,7 @@ def send_application_ack(
     error = None if success else _application_error(store, settings, message_id)
     ack = build_ack(peek, outcome, control_id=f"RBAPP{message_id}", error=error, application=True)
     try:
-        send_mllp(settings.app_ack_target, ack, settings.delivery_timeout_s)
+        send_mllp(target, ack, settings.delivery_timeout_s)
         store.audit(message_id, "application_ack_sent", "AA" if success else "AE")
     except WorkerError as exc:
         log.warning(
@@ -335,7 +334,11 @@ def register_tasks(app: Celery) -> None:
                     reason=detail,
                 )
                 log.info(
-                    "bundle %s delivery to %s retry in %.1fs: %s", bundle_id, target, countdown, name
+                    "bundle %s delivery to %s retry in %.1fs: %s",
+                    bundle_id,
+                    target,
+                    countdown,
+                    name,
                 )
                 raise task.retry(countdown=countdown, exc=exc) from None
             state = DEAD
