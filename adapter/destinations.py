@@ -23,7 +23,7 @@ from typing import Any
 
 from adapter.queue import DELIVER_ORU_TASK, DELIVER_TASK
 from adapter.settings import Settings
-from adapter.store import DEAD, DELIVERY_STATES, RETRY, Store, shown_delivery_state
+from adapter.store import DELIVERY_STATES, Store, shown_delivery_state
 
 
 @dataclass(frozen=True)
@@ -105,15 +105,12 @@ def dispatch(
 
 def health(settings: Settings, store: Store) -> dict[str, dict[str, Any]]:
     """Each configured destination's deliveries by state (as shown) and `failing`: any of them
-    retrying or dead (for /readyz's body, /metrics and the console; never /readyz's status:
-    an EHR outage must not stop intake)."""
+    in a run of failures or dead (for /readyz's body, /metrics and the console; never
+    /readyz's status: an EHR outage must not stop intake)."""
     counts = store.destination_health()
     report: dict[str, dict[str, Any]] = {}
     for destination in bundle_destinations(settings):
-        states = counts.get(destination.name, dict.fromkeys(DELIVERY_STATES, 0))
-        shown = {shown_delivery_state(state): n for state, n in states.items()}
-        report[destination.name] = {
-            "failing": bool(states.get(RETRY, 0) or states.get(DEAD, 0)),
-            **shown,
-        }
+        states = counts.get(destination.name, {})
+        shown = {shown_delivery_state(state): states.get(state, 0) for state in DELIVERY_STATES}
+        report[destination.name] = {"failing": bool(states.get("failing", 0)), **shown}
     return report

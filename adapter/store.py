@@ -1464,18 +1464,26 @@ class Store:
         return [dict(r._mapping) for r in rows]
 
     def destination_health(self) -> dict[str, dict[str, int]]:
-        """Deliveries per destination and state (every state present, 0 when none)."""
+        """Deliveries per destination and state (every state present, 0 when none), and
+        `failing`: those in a run of failures (retrying, or queued or sending again after a
+        failure) or dead."""
+        failing = sa.and_(deliveries.c.failing_since.is_not(None), deliveries.c.state != REFUSED)
         with self._tx() as connection:
             rows = connection.execute(
-                sa.select(deliveries.c.target, deliveries.c.state, sa.func.count()).group_by(
-                    deliveries.c.target, deliveries.c.state
-                )
+                sa.select(
+                    deliveries.c.target,
+                    deliveries.c.state,
+                    sa.func.count(),
+                    sa.func.sum(sa.case((failing, 1), else_=0)),
+                ).group_by(deliveries.c.target, deliveries.c.state)
             ).all()
         health: dict[str, dict[str, int]] = {}
-        for target, state, count in rows:
-            health.setdefault(str(target), dict.fromkeys(DELIVERY_STATES, 0))[str(state)] = int(
-                count
+        for target, state, count, failed in rows:
+            counts = health.setdefault(
+                str(target), {**dict.fromkeys(DELIVERY_STATES, 0), "failing": 0}
             )
+            counts[str(state)] = int(count)
+            counts["failing"] += int(failed or 0)
         return health
 
     def delivery(self, bundle_id: str, target: str) -> dict[str, Any] | None:
