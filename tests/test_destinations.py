@@ -6,8 +6,12 @@ receiver on real sockets; rules stage, no model)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from adapter import destinations
 from adapter.reviews import report_observations, save_review
@@ -18,6 +22,7 @@ from mappings.review import Correction, Decision, Reviewer, review
 from mappings.template import load_builtin_templates
 from tests.fhir_server import EHR_IDENTITY, FhirServer
 from tests.oru_receiver import OruReceiver
+from tests.stores import KINDS, open_store
 from tests.test_ehr_contract import HL7, decided, extracted
 
 HL7_DIR = Path(__file__).parent / "fixtures" / "hl7v2"
@@ -102,126 +107,141 @@ def test_a_rejected_value_is_w_and_an_undone_rejection_is_c() -> None:
 
 
 # -- the store: one record per destination ---------------------------------------------------
-def _stored(tmp_path: Path, settings: Settings) -> tuple[Store, int, str]:
+@contextmanager
+def _stored(kind: str, settings: Settings) -> Iterator[tuple[Store, int, str]]:
+    """A store of `kind` holding the chest CT fixture extracted (rules stage): (store, message
+    id, Bundle id)."""
+    with open_store(kind, settings) as store:
+        yield (store, *_extract(store, settings))
+
+
+def _extract(store: Store, settings: Settings) -> tuple[int, str]:
     from workers.tasks import process_message
 
-    store = Store.open(settings)
     accepted = store.accept(
         Incoming((HL7_DIR / "chest_ct.hl7").read_bytes().strip(), "mllp", "RIS", "RBHOSP", "C1")
     )
     bundle_ids = process_message(store, settings, accepted.message_id)
     assert bundle_ids
-    return store, accepted.message_id, bundle_ids[0]
+    return accepted.message_id, bundle_ids[0]
 
 
-def test_one_refusing_destination_never_makes_the_message_dead(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_one_refusing_destination_never_makes_the_message_dead(tmp_path: Path, kind: str) -> None:
     settings = Settings(  # type: ignore[call-arg]
         data_dir=tmp_path, stage="rules", fhir_base_url="http://ehr.invalid/fhir",
         oru_target="mllp://127.0.0.1:1",
     )  # fmt: skip
-    store, message_id, bundle_id = _stored(tmp_path, settings)
-    destinations.dispatch(None, settings, store, [bundle_id])
-    assert {r["target"]: r["state"] for r in store.delivery_states(message_id)} == {
-        "fhir": "queued",
-        "oru": "queued",
-    }
-    store.record_delivery_attempt(
-        bundle_id, "fhir", state="refused", status=422, reason="refused: FHIR server refused"
-    )
-    store.record_delivery_attempt(
-        bundle_id, "oru", state="delivered", delivered_message=message_id,
-        required=destinations.required(settings),
-    )  # fmt: skip
-    row = store.get_message(message_id)
-    assert row is not None and row.state == "extracted"  # not dead, not delivered either
-    health = destinations.health(settings, store)
-    assert health["fhir"]["refused"] == 1 and health["oru"]["delivered"] == 1
-    # the operator's resend of the refusing destination: queued again with a fresh horizon
-    destinations.dispatch(None, settings, store, [bundle_id], ["fhir"], fresh=True)
-    states = {r["target"]: r for r in store.delivery_states(message_id)}
-    assert states["fhir"]["state"] == "queued" and states["fhir"]["failing_since"] is None
-    assert states["oru"]["state"] == "delivered"
-    assert store.undelivered("fhir") == [bundle_id] and store.undelivered("oru") == []
-    store.record_delivery_attempt(
-        bundle_id, "fhir", state="delivered", delivered_message=message_id,
-        required=destinations.required(settings),
-    )  # fmt: skip
-    row = store.get_message(message_id)
-    assert row is not None and row.state == "delivered"
+    with _stored(kind, settings) as (store, message_id, bundle_id):
+        destinations.dispatch(None, settings, store, [bundle_id])
+        assert {r["target"]: r["state"] for r in store.delivery_states(message_id)} == {
+            "fhir": "queued",
+            "oru": "queued",
+        }
+        store.record_delivery_attempt(
+            bundle_id, "fhir", state="refused", status=422, reason="refused: FHIR server refused"
+        )
+        store.record_delivery_attempt(
+            bundle_id, "oru", state="delivered", delivered_message=message_id,
+            required=destinations.required(settings),
+        )  # fmt: skip
+        row = store.get_message(message_id)
+        assert row is not None and row.state == "extracted"  # not dead, not delivered either
+        health = destinations.health(settings, store)
+        assert health["fhir"]["refused"] == 1 and health["oru"]["delivered"] == 1
+        # the operator's resend of the refusing destination: queued again with a fresh horizon
+        destinations.dispatch(None, settings, store, [bundle_id], ["fhir"], fresh=True)
+        states = {r["target"]: r for r in store.delivery_states(message_id)}
+        assert states["fhir"]["state"] == "queued" and states["fhir"]["failing_since"] is None
+        assert states["oru"]["state"] == "delivered"
+        assert store.undelivered("fhir") == [bundle_id] and store.undelivered("oru") == []
+        store.record_delivery_attempt(
+            bundle_id, "fhir", state="delivered", delivered_message=message_id,
+            required=destinations.required(settings),
+        )  # fmt: skip
+        row = store.get_message(message_id)
+        assert row is not None and row.state == "delivered"
 
 
-def test_a_failure_run_keeps_its_start_until_delivered(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_failure_run_keeps_its_start_until_delivered(tmp_path: Path, kind: str) -> None:
     settings = Settings(data_dir=tmp_path, stage="rules", oru_target="mllp://127.0.0.1:1")  # type: ignore[call-arg]
-    store, _, bundle_id = _stored(tmp_path, settings)
-    store.record_delivery_attempt(bundle_id, "oru", state="retry", reason="DeliveryRetryable")
-    first = store.delivery(bundle_id, "oru")
-    assert first is not None and first["failing_since"] is not None
-    destinations.dispatch(None, settings, store, [bundle_id])  # a decision while it fails
-    store.record_delivery_attempt(bundle_id, "oru", state="retry", reason="DeliveryRetryable")
-    second = store.delivery(bundle_id, "oru")
-    assert second is not None and second["failing_since"] == first["failing_since"]
-    assert second["attempts"] == 2
-    store.record_delivery_attempt(bundle_id, "oru", state="delivered")
-    done = store.delivery(bundle_id, "oru")
-    assert done is not None and done["failing_since"] is None and done["reason"] is None
+    with _stored(kind, settings) as (store, _, bundle_id):
+        store.record_delivery_attempt(bundle_id, "oru", state="retry", reason="DeliveryRetryable")
+        first = store.delivery(bundle_id, "oru")
+        assert first is not None and first["failing_since"] is not None
+        destinations.dispatch(None, settings, store, [bundle_id])  # a decision while it fails
+        store.record_delivery_attempt(bundle_id, "oru", state="retry", reason="DeliveryRetryable")
+        second = store.delivery(bundle_id, "oru")
+        assert second is not None and second["failing_since"] == first["failing_since"]
+        assert second["attempts"] == 2
+        store.record_delivery_attempt(bundle_id, "oru", state="delivered")
+        done = store.delivery(bundle_id, "oru")
+        assert done is not None and done["failing_since"] is None and done["reason"] is None
 
 
-def test_a_decision_saved_during_a_push_is_not_taken_as_delivered(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_decision_saved_during_a_push_is_not_taken_as_delivered(
+    tmp_path: Path, kind: str
+) -> None:
     """A push reads the Bundle, a reviewer decides meanwhile, the push records its delivery:
     the decision is still owed to the destination (sent again), never lost."""
     from datetime import timedelta
 
     settings = Settings(data_dir=tmp_path, stage="rules", oru_target="mllp://127.0.0.1:1")  # type: ignore[call-arg]
-    store, message_id, bundle_id = _stored(tmp_path, settings)
-    job = store.delivery_job(bundle_id, "oru", lease=timedelta(minutes=5))
-    assert job is not None and job.stamp is not None and not job.busy
-    report_id = _report_id(store, bundle_id)
-    first = report_observations(store, report_id)[0]
-    time.sleep(0.01)  # the decision's time stamp is later than the read
-    result = review(
-        first.body, None, Decision.REJECT, Reviewer("dr.jansen"),
-        new_version=first.version + 1, report=f"DiagnosticReport/{report_id}",
-    )  # fmt: skip
-    save_review(
-        store, result, expected_version=first.version, reviewer="dr.jansen", decision="reject"
-    )
-    store.record_delivery_attempt(
-        bundle_id, "oru", state="delivered", stamp=job.stamp, delivered_message=message_id,
-        required=["oru"],
-    )  # fmt: skip
-    assert store.changed_since(bundle_id, job.stamp)
-    assert not store.delivered_already(bundle_id, "oru")
-    row = store.get_message(message_id)
-    assert row is not None and row.state == "extracted"  # its current result is not delivered
-    assert store.undelivered("oru") == [bundle_id]  # reconcile sends it if nothing else does
-    again = store.delivery_job(bundle_id, "oru", lease=timedelta(minutes=5))
-    assert again is not None and not again.delivered_already and not again.busy
+    with _stored(kind, settings) as (store, message_id, bundle_id):
+        job = store.delivery_job(bundle_id, "oru", lease=timedelta(minutes=5))
+        assert job is not None and job.stamp is not None and not job.busy
+        report_id = _report_id(store, bundle_id)
+        first = report_observations(store, report_id)[0]
+        time.sleep(0.01)  # the decision's time stamp is later than the read
+        result = review(
+            first.body, None, Decision.REJECT, Reviewer("dr.jansen"),
+            new_version=first.version + 1, report=f"DiagnosticReport/{report_id}",
+        )  # fmt: skip
+        save_review(
+            store, result, expected_version=first.version, reviewer="dr.jansen", decision="reject"
+        )
+        store.record_delivery_attempt(
+            bundle_id, "oru", state="delivered", stamp=job.stamp, delivered_message=message_id,
+            required=["oru"],
+        )  # fmt: skip
+        assert store.changed_since(bundle_id, job.stamp)
+        assert not store.delivered_already(bundle_id, "oru")
+        row = store.get_message(message_id)
+        assert row is not None and row.state == "extracted"  # its current result is not delivered
+        assert store.undelivered("oru") == [bundle_id]  # reconcile sends it if nothing else does
+        again = store.delivery_job(bundle_id, "oru", lease=timedelta(minutes=5))
+        assert again is not None and not again.delivered_already and not again.busy
 
 
-def test_a_requeue_never_resurrects_a_rejected_value(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_requeue_never_resurrects_a_rejected_value(tmp_path: Path, kind: str) -> None:
     """Reject a value, deliver, requeue the message (extracted again): the ORU built from the
     stored result still sends that value as W, never as a live P."""
     from workers.tasks import process_message
 
     settings = Settings(data_dir=tmp_path, stage="rules", oru_target="mllp://127.0.0.1:1")  # type: ignore[call-arg]
-    store, message_id, bundle_id = _stored(tmp_path, settings)
-    report_id = _report_id(store, bundle_id)
-    first = report_observations(store, report_id)[0]
-    result = review(
-        first.body, None, Decision.REJECT, Reviewer("dr.jansen"),
-        new_version=first.version + 1, report=f"DiagnosticReport/{report_id}",
-    )  # fmt: skip
-    save_review(
-        store, result, expected_version=first.version, reviewer="dr.jansen", decision="reject"
-    )
-    store.mark_delivered(message_id)
-    store.requeue(message_id)
-    assert process_message(store, settings, message_id) is not None
-    bundle = store.get_bundle(bundle_id)
-    assert bundle is not None
-    statuses = result_statuses(bundle, {})
-    assert statuses[f"Observation/{first.body['id']}"].startswith("W:")
-    assert {v[0] for k, v in statuses.items() if k != f"Observation/{first.body['id']}"} == {"P"}
+    with _stored(kind, settings) as (store, message_id, bundle_id):
+        report_id = _report_id(store, bundle_id)
+        first = report_observations(store, report_id)[0]
+        result = review(
+            first.body, None, Decision.REJECT, Reviewer("dr.jansen"),
+            new_version=first.version + 1, report=f"DiagnosticReport/{report_id}",
+        )  # fmt: skip
+        save_review(
+            store, result, expected_version=first.version, reviewer="dr.jansen", decision="reject"
+        )
+        store.mark_delivered(message_id)
+        store.requeue(message_id)
+        assert process_message(store, settings, message_id) is not None
+        bundle = store.get_bundle(bundle_id)
+        assert bundle is not None
+        statuses = result_statuses(bundle, {})
+        assert statuses[f"Observation/{first.body['id']}"].startswith("W:")
+        assert {v[0] for k, v in statuses.items() if k != f"Observation/{first.body['id']}"} == {
+            "P"
+        }
 
 
 # -- an outage longer than the old give-up ---------------------------------------------------
@@ -327,73 +347,78 @@ def test_console_readyz_metrics_and_cli_show_each_destination(tmp_path: Path) ->
         data_dir=tmp_path / "data", stage="rules", fhir_base_url="http://ehr.invalid/fhir",
         oru_target="mllp://127.0.0.1:1",
     )  # fmt: skip
-    store, message_id, bundle_id = _stored(tmp_path, settings)
-    client = TestClient(create_app(settings, store))
-    report_id = _report_id(store, bundle_id)
-    page = client.get(f"/ui/reports/{report_id}")
-    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
-    assert csrf is not None
-    first = report_observations(store, report_id)[0]
-    decided_ = client.post(
-        f"/ui/reports/{report_id}/observations/{first.body['id']}",
-        data={"decision": "reject", "version": str(first.version), "csrf": csrf.group(1)},
-    )
-    assert decided_.status_code == 200
-    # the decision reaches every configured destination (no broker: queued for reconcile)
-    assert {r["target"]: r["state"] for r in store.delivery_states(message_id)} == {
-        "fhir": "queued",
-        "oru": "queued",
-    }
-    store.record_delivery_attempt(
-        bundle_id, "fhir", state="refused", status=422, reason="refused: FHIR server refused"
-    )
-    store.record_delivery_attempt(bundle_id, "oru", state="retry", reason="DeliveryRetryable")
+    with _stored("sqlite", settings) as (store, message_id, bundle_id):
+        client = TestClient(create_app(settings, store))
+        report_id = _report_id(store, bundle_id)
+        page = client.get(f"/ui/reports/{report_id}")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf is not None
+        first = report_observations(store, report_id)[0]
+        decided_ = client.post(
+            f"/ui/reports/{report_id}/observations/{first.body['id']}",
+            data={"decision": "reject", "version": str(first.version), "csrf": csrf.group(1)},
+        )
+        assert decided_.status_code == 200
+        # the decision reaches every configured destination (no broker: queued for reconcile)
+        assert {r["target"]: r["state"] for r in store.delivery_states(message_id)} == {
+            "fhir": "queued",
+            "oru": "queued",
+        }
+        store.record_delivery_attempt(
+            bundle_id, "fhir", state="refused", status=422, reason="refused: FHIR server refused"
+        )
+        store.record_delivery_attempt(bundle_id, "oru", state="retry", reason="DeliveryRetryable")
 
-    ready = client.get("/readyz")
-    assert ready.status_code == 200  # a failing EHR never makes radbridge unready
-    body = ready.json()
-    assert body["destinations"]["oru"]["failing"] and body["destinations"]["oru"]["retrying"] == 1
-    assert body["destinations"]["fhir"]["refused"] == 1
-    metrics = client.get("/metrics").text
-    assert 'radbridge_destination_failing{destination="oru"} 1' in metrics
-    assert 'radbridge_deliveries{destination="fhir",state="refused"} 1' in metrics
+        ready = client.get("/readyz")
+        assert ready.status_code == 200  # a failing EHR never makes radbridge unready
+        body = ready.json()
+        assert (
+            body["destinations"]["oru"]["failing"] and body["destinations"]["oru"]["retrying"] == 1
+        )
+        assert body["destinations"]["fhir"]["refused"] == 1
+        metrics = client.get("/metrics").text
+        assert 'radbridge_destination_failing{destination="oru"} 1' in metrics
+        assert 'radbridge_deliveries{destination="fhir",state="refused"} 1' in metrics
 
-    console = client.get("/ui/messages")
-    assert "Destinations" in console.text and "FAILING" in console.text
-    detail = client.get(f"/ui/messages/{message_id}")
-    assert detail.status_code == 200
-    assert "refused: FHIR server refused" in detail.text and "retrying" in detail.text
-    assert "Resend to FHIR push (fhir)" in detail.text
-    resent = client.post(
-        f"/ui/messages/{message_id}/resend",
-        data={"destination": "fhir", "csrf": csrf.group(1)},
-    )
-    assert resent.status_code == 200 and "Resend to fhir queued" in resent.text
-    states = {r["target"]: r["state"] for r in store.delivery_states(message_id)}
-    assert states == {"fhir": "queued", "oru": "retry"}  # only that destination
-    unknown = client.post(
-        f"/ui/messages/{message_id}/resend",
-        data={"destination": "app_ack", "csrf": csrf.group(1)},
-    )
-    assert unknown.status_code == 400
-    trail = store.audit_trail(message_id)
-    assert trail.count("processing") == 1 and trail[-1] == "resend_by_operator"  # no re-extraction
+        console = client.get("/ui/messages")
+        assert "Destinations" in console.text and "FAILING" in console.text
+        detail = client.get(f"/ui/messages/{message_id}")
+        assert detail.status_code == 200
+        assert "refused: FHIR server refused" in detail.text and "retrying" in detail.text
+        assert "Resend to FHIR push (fhir)" in detail.text
+        resent = client.post(
+            f"/ui/messages/{message_id}/resend",
+            data={"destination": "fhir", "csrf": csrf.group(1)},
+        )
+        assert resent.status_code == 200 and "Resend to fhir queued" in resent.text
+        states = {r["target"]: r["state"] for r in store.delivery_states(message_id)}
+        assert states == {"fhir": "queued", "oru": "retry"}  # only that destination
+        unknown = client.post(
+            f"/ui/messages/{message_id}/resend",
+            data={"destination": "app_ack", "csrf": csrf.group(1)},
+        )
+        assert unknown.status_code == 400
+        trail = store.audit_trail(message_id)
+        assert (
+            trail.count("processing") == 1 and trail[-1] == "resend_by_operator"
+        )  # no re-extraction
 
-    env = {
-        "RADBRIDGE_DATA_DIR": str(tmp_path / "data"),
-        "RADBRIDGE_FHIR_BASE_URL": "http://ehr.invalid/fhir",
-        "RADBRIDGE_ORU_TARGET": "mllp://127.0.0.1:1",
-        "RADBRIDGE_STAGE": "rules",
-    }
-    shown = CliRunner().invoke(cli, ["show", "--message", str(message_id)], env=env)
-    assert shown.exit_code == 0, shown.output
-    assert "retrying" in shown.output and "queued" in shown.output
-    again = CliRunner().invoke(cli, ["resend", str(message_id), "--to", "oru"], env=env)
-    assert again.exit_code == 0, again.output
-    assert {r["target"]: r["state"] for r in store.delivery_states(message_id)}["oru"] == "queued"
-    wrong = CliRunner().invoke(cli, ["resend", str(message_id), "--to", "app_ack"], env=env)
-    assert wrong.exit_code != 0
-    store.close()
+        env = {
+            "RADBRIDGE_DATA_DIR": str(tmp_path / "data"),
+            "RADBRIDGE_FHIR_BASE_URL": "http://ehr.invalid/fhir",
+            "RADBRIDGE_ORU_TARGET": "mllp://127.0.0.1:1",
+            "RADBRIDGE_STAGE": "rules",
+        }
+        shown = CliRunner().invoke(cli, ["show", "--message", str(message_id)], env=env)
+        assert shown.exit_code == 0, shown.output
+        assert "retrying" in shown.output and "queued" in shown.output
+        again = CliRunner().invoke(cli, ["resend", str(message_id), "--to", "oru"], env=env)
+        assert again.exit_code == 0, again.output
+        assert {r["target"]: r["state"] for r in store.delivery_states(message_id)}[
+            "oru"
+        ] == "queued"
+        wrong = CliRunner().invoke(cli, ["resend", str(message_id), "--to", "app_ack"], env=env)
+        assert wrong.exit_code != 0
 
 
 def _report_id(store: Store, bundle_id: str) -> str:
