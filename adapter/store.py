@@ -1419,6 +1419,23 @@ class Store:
                         )
                     )
 
+    def release_stale_claims(self, target: str, older_than: timedelta) -> int:
+        """Deliveries to `target` claimed (`sending`) longer than `older_than` ago (their worker
+        was lost mid-push) go back to `queued`, so the next deliver task takes them (a task's own
+        claim check uses the full lease); how many."""
+        cutoff = _now() - older_than
+        with self._tx() as connection:
+            released = connection.execute(
+                deliveries.update()
+                .where(
+                    deliveries.c.target == target,
+                    deliveries.c.state == SENDING,
+                    deliveries.c.updated_at <= cutoff,
+                )
+                .values(state=QUEUED)
+            )
+            return int(released.rowcount or 0)
+
     def changed_since(self, bundle_id: str, stamp: datetime | None) -> bool:
         """Whether the Bundle was saved again after `stamp` (its `updated_at` as a task read it)."""
         if stamp is None:

@@ -424,6 +424,8 @@ def register_tasks(app: Celery) -> None:
             log.info("reconcile: %d delivered messages were left extracted", len(repaired))
         for destination in destinations.bundle_destinations(settings):
             assert destination.task is not None
+            # a claim older than `stale` is a lost worker's: free it for the task sent below
+            store.release_stale_claims(destination.name, stale)
             for bundle_id in store.undelivered(destination.name, older_than=settle, lease=stale):
                 app.send_task(destination.task, args=[bundle_id])
                 requeued += 1
