@@ -430,3 +430,65 @@ def _report_id(store: Store, bundle_id: str) -> str:
         for e in bundle["entry"]
         if e["resource"]["resourceType"] == "DiagnosticReport"
     )
+
+
+def test_bad_input_gives_each_destination_a_visible_state(tmp_path: Path, redis_url: str) -> None:
+    """Issue 19's bad input, per destination: two EHR Patients match one identifier (FHIR
+    refused with the reason, nothing written, never one picked) while the ORU receiver first
+    never answers, then NAKs AE, then takes it (retried: the same MSH-10 each time, delivered);
+    a second message NAKed AR is refused for ORU only."""
+    from celery.contrib.testing.worker import start_worker
+
+    from adapter.queue import enqueue_extract
+    from workers.tasks import make_worker_app, store_for
+
+    server = FhirServer().start()
+    system = EHR_IDENTITY["identifier_systems"]["RBH"]
+    for twin in ("twin-1", "twin-2"):
+        server.store(
+            f"Patient/{twin}",
+            {
+                "resourceType": "Patient",
+                "id": twin,
+                "identifier": [{"system": system, "value": "MRN0001"}],
+            },
+        )
+    receiver = OruReceiver().start()
+    receiver.answers = [None, "AE"]  # silent (connection closed), then a NAK, then AA
+    settings = Settings(  # type: ignore[call-arg]
+        data_dir=tmp_path / "data", redis_url=redis_url, stage="rules",
+        fhir_base_url=server.base_url, oru_target=receiver.target,
+        delivery_retry_max_interval_s=0.3, delivery_timeout_s=5, **EHR_IDENTITY,
+    )  # fmt: skip
+    store = store_for(settings)
+    app = make_worker_app(settings)
+    raw = (HL7_DIR / "chest_ct.hl7").read_bytes().strip()
+    first = store.accept(Incoming(raw, "mllp", "RIS", "RBHOSP", "B1"))
+
+    def states(message_id: int) -> dict[str, str]:
+        return {str(r["target"]): str(r["state"]) for r in store.delivery_states(message_id)}
+
+    try:
+        with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=30):
+            enqueue_extract(app, first.message_id)
+            wait_for(lambda: states(first.message_id) == {"fhir": "refused", "oru": "delivered"})
+            receiver.answers = ["AR"]
+            second = store.accept(
+                Incoming(raw.replace(b"ACC1001", b"ACC1002"), "mllp", "RIS", "RBHOSP", "B2")
+            )
+            enqueue_extract(app, second.message_id)
+            wait_for(lambda: states(second.message_id).get("oru") == "refused")
+    finally:
+        server.stop()
+        receiver.stop()
+    records = {str(r["target"]): r for r in store.delivery_states(first.message_id)}
+    assert "2 Patient resources at the EHR match one identifier" in records["fhir"]["reason"]
+    assert "MRN0001" not in records["fhir"]["reason"]  # names the system, never the value
+    assert sorted(server.resources) == ["Patient/twin-1", "Patient/twin-2"]  # nothing written
+    assert records["oru"]["attempts"] == 3 and records["oru"]["reason"] is None
+    sent = [str(m.segment("MSH")(10)) for m in receiver.messages[:3]]
+    assert len(set(sent)) == 1  # the retries carry one MSH-10: the receiver can de-duplicate
+    row = store.get_message(first.message_id)
+    assert row is not None and row.state == "extracted"  # not dead: FHIR refused, ORU delivered
+    oru = {str(r["target"]): r for r in store.delivery_states(second.message_id)}["oru"]
+    assert oru["reason"] == "refused: ORU target rejected the message (AR)"
