@@ -29,7 +29,7 @@ from adapter.errors import AdapterError, StoreError
 from adapter.fhir_routes import FHIR_JSON, fhir_interaction, install_fhir_routes
 from adapter.ingest import INLINE_BODY_BYTES, Hl7Ingest, fhir_messages
 from adapter.settings import Environment, Settings
-from adapter.store import Incoming, Store, field_problem
+from adapter.store import Incoming, Store, field_problem, shown_delivery_state
 from adapter.ui import install_ui
 from mappings.ack import read_ack_code
 from mappings.errors import MessageRejected, RadbridgeError
@@ -315,6 +315,21 @@ def create_app(
                 "reason": row.reason,
                 "received": row.received_at.isoformat(),
                 "conflict": row.conflict,
+                "deliveries": [
+                    {
+                        "destination": d["target"],
+                        "bundle": d["bundle_id"],
+                        "state": shown_delivery_state(str(d["state"])),
+                        "attempts": d["attempts"],
+                        "next_attempt": (
+                            d["next_attempt_at"].isoformat()
+                            if d["next_attempt_at"] is not None and d["state"] == "retry"
+                            else None
+                        ),
+                        "reason": d["reason"],
+                    }
+                    for d in store.delivery_states(job_id)
+                ],
             }
         )
 

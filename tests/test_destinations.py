@@ -369,6 +369,11 @@ def test_console_readyz_metrics_and_cli_show_each_destination(tmp_path: Path) ->
         )
         store.record_delivery_attempt(bundle_id, "oru", state="retry", reason="DeliveryRetryable")
 
+        job = client.get(f"/jobs/{message_id}").json()
+        assert {d["destination"]: d["state"] for d in job["deliveries"]} == {
+            "fhir": "refused",
+            "oru": "retrying",
+        }
         ready = client.get("/readyz")
         assert ready.status_code == 200  # a failing EHR never makes radbridge unready
         body = ready.json()
