@@ -1480,6 +1480,28 @@ class Store:
             ).all()
         return [dict(r._mapping) for r in rows]
 
+    def given_up_deliveries(self) -> list[dict[str, Any]]:
+        """Deliveries refused or dead (the Bundle as stored now), oldest first: message id,
+        bundle, target, state, attempts, reason."""
+        query = (
+            sa.select(
+                bundles.c.message_id,
+                deliveries.c.bundle_id,
+                deliveries.c.target,
+                deliveries.c.state,
+                deliveries.c.attempts,
+                deliveries.c.reason,
+            )
+            .join(bundles, bundles.c.id == deliveries.c.bundle_id)
+            .where(
+                deliveries.c.state.in_((REFUSED, DEAD)),
+                deliveries.c.updated_at >= bundles.c.updated_at,
+            )
+            .order_by(deliveries.c.updated_at, deliveries.c.id)
+        )
+        with self._tx() as connection:
+            return [dict(r._mapping) for r in connection.execute(query).all()]
+
     def destination_health(self) -> dict[str, dict[str, int]]:
         """Deliveries per destination and state (every state present, 0 when none), and
         `failing`: those in a run of failures (retrying, or queued or sending again after a

@@ -607,7 +607,8 @@ def llm_server(
 
 @app.command("dead-letters")
 def dead_letters() -> None:
-    """List messages that were given up on, with the reason."""
+    """List messages that were given up on, with the reason, and deliveries refused or dead
+    (per destination; the message itself is not dead)."""
     from adapter.store import Store
 
     store = Store.open(_settings())
@@ -624,6 +625,21 @@ def dead_letters() -> None:
             row.reason or "",
         )
     out.print(table)
+    given_up = store.given_up_deliveries()
+    if given_up:
+        deliveries = Table(title="deliveries given up on (radbridge resend ID --to DESTINATION)")
+        for column in ("message", "bundle", "destination", "state", "attempts", "reason"):
+            deliveries.add_column(column)
+        for record in given_up:
+            deliveries.add_row(
+                str(record["message_id"]),
+                str(record["bundle_id"])[:8],
+                str(record["target"]),
+                str(record["state"]),
+                str(record["attempts"]),
+                str(record["reason"] or ""),
+            )
+        out.print(deliveries)
 
 
 @app.command()

@@ -391,6 +391,15 @@ def test_console_readyz_metrics_and_cli_show_each_destination(tmp_path: Path) ->
         assert detail.status_code == 200
         assert "refused: FHIR server refused" in detail.text and "retrying" in detail.text
         assert "Resend to FHIR push (fhir)" in detail.text
+        env = {
+            "RADBRIDGE_DATA_DIR": str(tmp_path / "data"),
+            "RADBRIDGE_FHIR_BASE_URL": "http://ehr.invalid/fhir",
+            "RADBRIDGE_ORU_TARGET": "mllp://127.0.0.1:1",
+            "RADBRIDGE_STAGE": "rules",
+        }
+        letters = CliRunner().invoke(cli, ["dead-letters"], env=env)
+        assert letters.exit_code == 0, letters.output
+        assert "deliveries given up on" in letters.output and "refused" in letters.output
         resent = client.post(
             f"/ui/messages/{message_id}/resend",
             data={"destination": "fhir", "csrf": csrf.group(1)},
@@ -408,12 +417,6 @@ def test_console_readyz_metrics_and_cli_show_each_destination(tmp_path: Path) ->
             trail.count("processing") == 1 and trail[-1] == "resend_by_operator"
         )  # no re-extraction
 
-        env = {
-            "RADBRIDGE_DATA_DIR": str(tmp_path / "data"),
-            "RADBRIDGE_FHIR_BASE_URL": "http://ehr.invalid/fhir",
-            "RADBRIDGE_ORU_TARGET": "mllp://127.0.0.1:1",
-            "RADBRIDGE_STAGE": "rules",
-        }
         shown = CliRunner().invoke(cli, ["show", "--message", str(message_id)], env=env)
         assert shown.exit_code == 0, shown.output
         assert "retrying" in shown.output and "queued" in shown.output
