@@ -163,6 +163,8 @@ deliveries = sa.Table(
     sa.Column("delivered_stamp", sa.DateTime(timezone=True)),
     sa.UniqueConstraint("bundle_id", "target", name="uq_deliveries_target"),
 )
+# per destination and state: /metrics, /readyz and the console count them on each call
+sa.Index("ix_deliveries_target_state", deliveries.c.target, deliveries.c.state)
 
 audit_events = sa.Table(
     "audit_events",

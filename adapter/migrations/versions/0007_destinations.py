@@ -2,7 +2,8 @@
 current run of failures began: the retry horizon RADBRIDGE_DELIVERY_RETRY_FOR counts from it)
 `deliveries.reason` (why the last attempt failed, without PHI) and `deliveries.delivered_stamp`
 (the Bundle's `updated_at` the last delivery sent: a decision saved while a push was in flight
-is newer, so it is sent again instead of being taken as delivered). The new states `queued` and
+is newer, so it is sent again instead of being taken as delivered), and
+`ix_deliveries_target_state` (the per-destination counts of /metrics, /readyz and the console). The new states `queued` and
 `refused` fit the existing `state` column.
 
 0001 creates the schema from the current metadata, so a fresh database already has them: only
@@ -21,7 +22,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    present = {column["name"] for column in sa.inspect(op.get_bind()).get_columns("deliveries")}
+    inspector = sa.inspect(op.get_bind())
+    present = {column["name"] for column in inspector.get_columns("deliveries")}
     missing = [
         column
         for column in (
@@ -35,9 +37,12 @@ def upgrade() -> None:
         with op.batch_alter_table("deliveries") as batch:
             for column in missing:
                 batch.add_column(column)
+    if "ix_deliveries_target_state" not in {i["name"] for i in inspector.get_indexes("deliveries")}:
+        op.create_index("ix_deliveries_target_state", "deliveries", ["target", "state"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_deliveries_target_state", table_name="deliveries")
     with op.batch_alter_table("deliveries") as batch:
         batch.drop_column("delivered_stamp")
         batch.drop_column("reason")
