@@ -22,14 +22,14 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from adapter import json_body
+from adapter import destinations, json_body
 from adapter.api_docs import install_docs
 from adapter.control_ids import ControlIds
 from adapter.errors import AdapterError, StoreError
 from adapter.fhir_routes import FHIR_JSON, fhir_interaction, install_fhir_routes
 from adapter.ingest import INLINE_BODY_BYTES, Hl7Ingest, fhir_messages
 from adapter.settings import Environment, Settings
-from adapter.store import Incoming, Store, field_problem
+from adapter.store import Incoming, Store, field_problem, shown_delivery_state
 from adapter.ui import install_ui
 from mappings.ack import read_ack_code
 from mappings.errors import MessageRejected, RadbridgeError
@@ -334,6 +334,21 @@ def create_app(
                 "reason": row.reason,
                 "received": row.received_at.isoformat(),
                 "conflict": row.conflict,
+                "deliveries": [
+                    {
+                        "destination": d["target"],
+                        "bundle": d["bundle_id"],
+                        "state": shown_delivery_state(str(d["state"])),
+                        "attempts": d["attempts"],
+                        "next_attempt": (
+                            d["next_attempt_at"].isoformat()
+                            if d["next_attempt_at"] is not None and d["state"] == "retry"
+                            else None
+                        ),
+                        "reason": d["reason"],
+                    }
+                    for d in store.delivery_states(job_id)
+                ],
             }
         )
 
@@ -353,7 +368,10 @@ def create_app(
         except StoreError:
             checks["store"] = False
         ready = all(checks.values())
-        return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
+        body: dict[str, Any] = {"ready": ready, **checks}
+        if checks["store"]:  # the destinations are reported, never counted: an EHR outage
+            body["destinations"] = destinations.health(settings, store)  # must not stop intake
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", dependencies=operator, response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:
@@ -381,6 +399,26 @@ def create_app(
         lines += [
             f'radbridge_messages{{state="{state}"}} {count}'
             for state, count in store.counts_by_state().items()
+        ]
+        lines += [
+            "# HELP radbridge_deliveries deliveries by destination and state",
+            "# TYPE radbridge_deliveries gauge",
+        ]
+        failing = []
+        for name, states in destinations.health(settings, store).items():
+            lines += [
+                f'radbridge_deliveries{{destination="{name}",state="{state}"}} {count}'
+                for state, count in states.items()
+                if state != "failing"
+            ]
+            failing.append(
+                f'radbridge_destination_failing{{destination="{name}"}} {int(states["failing"])}'
+            )
+        lines += [
+            "# HELP radbridge_destination_failing 1 while deliveries to a destination are "
+            "retrying or dead",
+            "# TYPE radbridge_destination_failing gauge",
+            *failing,
         ]
         depth = queue_depth() if queue_depth else None
         if depth is not None:

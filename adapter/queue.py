@@ -1,4 +1,5 @@
-"""The Celery app and the enqueue functions (tasks are sent by name: adapter never imports workers).
+"""The Celery app and enqueueing extraction (tasks are sent by name: adapter never imports workers;
+deliveries are queued through the table of destinations, `adapter.destinations`).
 
 Redis is dispatch, not storage: the store is the truth and `reconcile` re-enqueues anything it
 says is not done. Reliability settings: late acks, reject on worker loss, prefetch 1, a
@@ -80,13 +81,3 @@ def enqueue_extract(
     if retry_policy is None:
         return app.send_task(EXTRACT_TASK, args=[message_id])
     return app.send_task(EXTRACT_TASK, args=[message_id], retry=True, retry_policy=retry_policy)
-
-
-def enqueue_delivery(app: Celery, bundle_id: str) -> Any:
-    """Queue the delivery of a stored Bundle to the configured FHIR server."""
-    return app.send_task(DELIVER_TASK, args=[bundle_id])
-
-
-def enqueue_oru_delivery(app: Celery, bundle_id: str) -> Any:
-    """Queue sending a stored Bundle as ORU^R01 over MLLP to RADBRIDGE_ORU_TARGET."""
-    return app.send_task(DELIVER_ORU_TASK, args=[bundle_id])

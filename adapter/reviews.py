@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from adapter.search_index import write_tokens
-from adapter.store import Store, archive_version
+from adapter.store import Store, archive_version, shown_delivery_state
 from adapter.tables import (
     audit_events,
     bundles,
@@ -549,6 +549,9 @@ def message_detail(store: Store, message_id: int) -> MessageDetail | None:
                 deliveries.c.attempts,
                 deliveries.c.last_status,
                 deliveries.c.outcome,
+                deliveries.c.next_attempt_at,
+                deliveries.c.failing_since,
+                deliveries.c.reason,
                 deliveries.c.updated_at,
             )
             .join(bundles, bundles.c.id == deliveries.c.bundle_id)
@@ -575,6 +578,6 @@ def message_detail(store: Store, message_id: int) -> MessageDetail | None:
         ack,
         history,
         flags,
-        [dict(d._mapping) for d in delivered],
+        [{**d._mapping, "shown": shown_delivery_state(str(d.state))} for d in delivered],
         report_ids,
     )

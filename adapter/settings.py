@@ -146,6 +146,15 @@ class Settings(BaseSettings):
         default=None, description="mllp://host:port for enhanced-mode application ACKs (MSH-16)"
     )
     delivery_timeout_s: float = Field(default=30.0, gt=0)
+    delivery_retry_for: float = Field(
+        default=72 * 3600.0,
+        gt=0,
+        description="seconds a failing destination is retried (capped exponential backoff) "
+        "before its delivery is dead; counted from its first failure (default 72 h)",
+    )
+    delivery_retry_max_interval_s: float = Field(
+        default=600.0, gt=0, description="the longest wait between two delivery attempts"
+    )
     # identity at the EHR (README "Identity at the EHR")
     identifier_systems: dict[str, str] = Field(
         default_factory=dict,

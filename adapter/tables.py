@@ -155,8 +155,16 @@ deliveries = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     # JSON {"Type/id": sha256} of what the target holds (mappings.ehr): only changes are sent
     sa.Column("delivered", sa.Text),
+    # when the current run of failures began (the retry horizon counts from it; None once
+    # delivered) and why the last attempt failed (no PHI: an error class, a status, an ACK code)
+    sa.Column("failing_since", sa.DateTime(timezone=True)),
+    sa.Column("reason", sa.Text),
+    # the Bundle's updated_at that the last delivery sent (a change saved during a push is newer)
+    sa.Column("delivered_stamp", sa.DateTime(timezone=True)),
     sa.UniqueConstraint("bundle_id", "target", name="uq_deliveries_target"),
 )
+# per destination and state: /metrics, /readyz and the console count them on each call
+sa.Index("ix_deliveries_target_state", deliveries.c.target, deliveries.c.state)
 
 audit_events = sa.Table(
     "audit_events",

@@ -422,9 +422,21 @@ def validate(
 
 @app.command()
 def show(
-    paths: Annotated[list[Path], typer.Argument(help="Bundles written by `radbridge extract`")],
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Bundles written by `radbridge extract`")
+    ] = None,
+    message: Annotated[
+        int | None,
+        typer.Option("--message", "-m", help="a stored message (job) id: its delivery states"),
+    ] = None,
 ) -> None:
-    """Print the coded Observations of Bundles as a table."""
+    """Print the coded Observations of Bundles as a table, or (--message) where a stored
+    message's results stand at each destination."""
+    if message is not None:
+        _show_deliveries(message)
+        return
+    if not paths:
+        raise _fail("give Bundle files or --message ID")
     try:
         files = [p for p in collect_files(paths) if p.suffix == ".json"]
     except InputError as exc:
@@ -445,6 +457,44 @@ def show(
                 _evidence_text(resource),
             )
         out.print(table)
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else ""
+
+
+def _show_deliveries(message_id: int) -> None:
+    """The message's state and each delivery of its Bundles, per destination."""
+    from adapter import destinations
+    from adapter.store import Store, shown_delivery_state
+
+    settings = _settings()
+    store = Store.open(settings)
+    row = store.get_message(message_id)
+    if row is None:
+        raise _fail(f"no message {message_id}")
+    out.print(f"message {message_id}: {row.state}" + (f" ({row.reason})" if row.reason else ""))
+    table = Table(title=f"deliveries of message {message_id}")
+    for column in ("bundle", "destination", "state", "attempts", "next attempt", "failing since",
+                   "reason"):  # fmt: skip
+        table.add_column(column)
+    records = store.delivery_states(message_id)
+    for record in records:
+        state = str(record["state"])
+        table.add_row(
+            str(record["bundle_id"])[:8],
+            str(record["target"]),
+            shown_delivery_state(state),
+            str(record["attempts"]),
+            _when(record["next_attempt_at"]) if state == "retry" else "",
+            _when(record["failing_since"]),
+            str(record["reason"] or ""),
+        )
+    out.print(table)
+    recorded = {str(r["target"]) for r in records}
+    for destination in destinations.bundle_destinations(settings):
+        if destination.name not in recorded and store.bundles_of_message(message_id):
+            out.print(f"{destination.name}: nothing recorded yet (queued for reconcile)")
 
 
 def _observation_value_text(observation: dict[str, Any]) -> str:
@@ -557,7 +607,8 @@ def llm_server(
 
 @app.command("dead-letters")
 def dead_letters() -> None:
-    """List messages that were given up on, with the reason."""
+    """List messages that were given up on, with the reason, and deliveries refused or dead
+    (per destination; the message itself is not dead)."""
     from adapter.store import Store
 
     store = Store.open(_settings())
@@ -574,6 +625,21 @@ def dead_letters() -> None:
             row.reason or "",
         )
     out.print(table)
+    given_up = store.given_up_deliveries()
+    if given_up:
+        deliveries = Table(title="deliveries given up on (radbridge resend ID --to DESTINATION)")
+        for column in ("message", "bundle", "destination", "state", "attempts", "reason"):
+            deliveries.add_column(column)
+        for record in given_up:
+            deliveries.add_row(
+                str(record["message_id"]),
+                str(record["bundle_id"])[:8],
+                str(record["target"]),
+                str(record["state"]),
+                str(record["attempts"]),
+                str(record["reason"] or ""),
+            )
+        out.print(deliveries)
 
 
 @app.command()
@@ -596,6 +662,32 @@ def requeue(message_id: Annotated[int, typer.Argument(help="the message (job) id
         out.print(
             f"message {message_id} is accepted again; the running service's reconcile picks it up"
         )
+
+
+@app.command()
+def resend(
+    message_id: Annotated[int, typer.Argument(help="the message (job) id")],
+    to: Annotated[str, typer.Option("--to", help="the destination: fhir or oru")],
+) -> None:
+    """Send a message's current results to one destination again, now (never re-extracted);
+    a dead or refused delivery starts a new retry horizon."""
+    from adapter import destinations
+    from adapter.queue import make_celery
+    from adapter.store import Store
+
+    settings = _settings()
+    names = [d.name for d in destinations.bundle_destinations(settings)]
+    if to not in names:
+        raise _fail(f"{to!r} is not a configured destination ({', '.join(names) or 'none'})")
+    store = Store.open(settings)
+    bundle_ids = store.bundles_of_message(message_id)
+    if not bundle_ids:
+        raise _fail(f"message {message_id} has no result to send")
+    app_ = make_celery(settings) if settings.redis_url else None
+    destinations.dispatch(app_, settings, store, bundle_ids, [to], fresh=True)
+    store.audit(message_id, "resend_by_operator", to)
+    where = "queued" if app_ is not None else "queued for the running service's reconcile"
+    out.print(f"message {message_id}: {len(bundle_ids)} result(s) to {to} {where}")
 
 
 @app.command()

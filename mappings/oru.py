@@ -7,8 +7,14 @@ PV1 when the source had one, OBR-2/OBR-3 the placer/filler order numbers (EI wit
 universal id), OBR-4 the procedure with its code (`24627-2^Chest CT^LN`); without it, what the
 Bundle holds (PID-3 from the Patient's identifiers, OBR-3 the accession, OBR-4 text). OBR-25 the
 result status and one OBX per Observation: OBX-3 the finding (SNOMED CT code `^…^SCT`, or text only when the
-concept is uncoded), OBX-5 the value, OBX-11 P or F (the Observation status), OBX-20 the body
-site. By value: `valueCodeableConcept` (presence Present/Absent/Equivocal, enum options) ->
+concept is uncoded), OBX-5 the value, OBX-11 the result status, OBX-20 the body site.
+
+Result status (HL7 table 0085) follows the clinician's decision and what this destination was
+sent before (`sent`, from `result_statuses`): `P` while preliminary, `F` once final (accepted or
+corrected), `C` only for a value whose `F` (or `C`) this destination already got and whose value
+changed since (else `F`, with the corrected value), `W` for a rejected / entered-in-error value,
+and a value sent as `W` that is live again is `C`. OBR-25: `P` while any value is preliminary,
+`C` when a value is `C`, else `F`. By value: `valueCodeableConcept` (presence Present/Absent/Equivocal, enum options) ->
 OBX-2 `CWE`; `valueInteger` (ordinal) -> `NM`; `valueQuantity` (number) -> `NM` with the UCUM
 unit in OBX-6 (`code^display^UCUM`). A presence qualifier (`component`) follows its finding as
 one more CWE OBX (OBX-3 the qualifier, OBX-5 the option); both carry the same OBX-4 sub-id.
@@ -19,6 +25,9 @@ quote is not sent (it is report text).
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,14 +35,59 @@ from mappings import terminology as term
 from mappings.report import EntityIdentifier, HL7Field, Report
 
 _SYSTEM_NAMES = {term.SNOMED: "SCT", term.LOINC: "LN"}
-_OBSERVATION_STATUS = {
-    "preliminary": "P",
-    "final": "F",
-    "amended": "C",
-    "corrected": "C",
-    "entered-in-error": "W",  # HL7 table 0085: never re-sent as a live result
-}
 _REPORT_STATUS = {"preliminary": "P", "final": "F", "corrected": "C", "amended": "C"}
+_RESULT_ELEMENTS = ("code", "bodySite", "component", "valueCodeableConcept", "valueInteger",
+                    "valueQuantity", "valueString", "valueBoolean")  # fmt: skip
+
+
+def _result_hash(observation: dict[str, Any]) -> str:
+    """A short digest of what an OBX group carries of an Observation (its value and finding)."""
+    carried = {k: observation[k] for k in _RESULT_ELEMENTS if k in observation}
+    return hashlib.sha256(json.dumps(carried, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def result_status(observation: dict[str, Any], previous: str | None) -> str:
+    """OBX-11 of an Observation given what this destination was sent before (`previous`:
+    `<status>:<digest>` from `result_statuses`, None when nothing): see the module docstring."""
+    status = str(observation.get("status", ""))
+    if status == "entered-in-error":
+        return "W"  # never re-sent as a live result
+    if status not in ("final", "amended", "corrected"):
+        return "P"
+    letter, _, digest = (previous or "").partition(":")
+    if letter == "W":
+        return "C"  # a rejection undone: the live value corrects the withdrawn one
+    if letter in ("F", "C"):
+        changed = digest != _result_hash(observation) or status in ("amended", "corrected")
+        return "C" if changed else letter
+    return "F"
+
+
+def result_statuses(
+    bundle: dict[str, Any], sent: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """`Observation/<id>` -> `<OBX-11>:<digest>` for each Observation of a Bundle: what an ORU
+    built now sends (record it once delivered, and pass it back as `sent` next time)."""
+    previous = sent or {}
+    statuses = {}
+    for entry in bundle.get("entry", []):
+        resource = entry.get("resource") or {}
+        if resource.get("resourceType") != "Observation":
+            continue
+        key = f"Observation/{resource.get('id')}"
+        statuses[key] = f"{result_status(resource, previous.get(key))}:{_result_hash(resource)}"
+    return statuses
+
+
+def order_status(statuses: Mapping[str, str], report_status: str) -> str:
+    """OBR-25 from the OBX-11 letters (`result_statuses`): P while any is P, C when any is C,
+    else F; without Observations, the DiagnosticReport's status."""
+    letters = {value.partition(":")[0] for value in statuses.values()}
+    if not letters:
+        return _REPORT_STATUS.get(report_status, "P")
+    if "P" in letters:
+        return "P"
+    return "C" if "C" in letters else "F"
 
 
 def _escape(text: str) -> str:
@@ -112,9 +166,12 @@ def oru_from_bundle(
     receiving_application: str = "",
     receiving_facility: str = "",
     now: datetime | None = None,
+    sent: Mapping[str, str] | None = None,
 ) -> bytes:
     """The ORU^R01 message (ER7 bytes with `\\r` segment ends) for one transaction Bundle and
-    the source `report` it was extracted from (see the module docstring)."""
+    the source `report` it was extracted from (see the module docstring); `sent`: what this
+    destination was sent before (`result_statuses`), for OBX-11 and OBR-25."""
+    statuses = result_statuses(bundle, sent)
     resources = [entry["resource"] for entry in bundle.get("entry", [])]
     patient: dict[str, Any] = next((r for r in resources if r["resourceType"] == "Patient"), {})
     diagnostic: dict[str, Any] = next(
@@ -146,11 +203,11 @@ def oru_from_bundle(
     segments.append(
         f"OBR|1|{placer}|{filler or _escape(accession)}|{_procedure(report, diagnostic.get('code') or {})}|||{effective}"
         + "|" * 18
-        + _REPORT_STATUS.get(str(diagnostic.get("status", "")), "P"),
+        + order_status(statuses, str(diagnostic.get("status", ""))),
     )
     index = 0
     for group, observation in enumerate(observations, start=1):
-        status = _OBSERVATION_STATUS.get(str(observation.get("status", "")), "P")
+        status = statuses[f"Observation/{observation.get('id')}"].partition(":")[0]
         components = observation.get("component", [])
         sub_id = str(group) if components else ""
         value_type, value, units = obx_value(observation)

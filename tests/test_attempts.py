@@ -172,8 +172,9 @@ def _state(store: Store, message_id: int) -> str:
 
 
 def test_a_delivery_error_of_another_kind_is_recorded(tmp_path: Path, redis_url: str) -> None:
-    """RADBRIDGE_FHIR_AUTH=bearer without a token raises a plain DeliveryError: recorded dead
-    with its reason, never escaping with the message left `extracted`."""
+    """RADBRIDGE_FHIR_AUTH=bearer without a token raises a plain DeliveryError: that
+    destination's delivery is recorded `refused` with its reason, never escaping unrecorded;
+    the message is not made dead by one destination (it stays `extracted`, issue 19)."""
     from celery.contrib.testing.worker import start_worker
 
     server = FhirServer().start()
@@ -188,23 +189,27 @@ def test_a_delivery_error_of_another_kind_is_recorded(tmp_path: Path, redis_url:
     store = store_for(settings)
     app = make_worker_app(settings)
     message_id = store.accept(incoming("CT0400")).message_id
+
+    def states() -> list[tuple[str, int]]:
+        with store.engine.connect() as connection:
+            import sqlalchemy as sa
+
+            from adapter.store import deliveries
+
+            found = connection.execute(sa.select(deliveries.c.state, deliveries.c.attempts))
+            return [(str(state), int(n)) for state, n in found.all()]
+
     try:
         with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=30):
             enqueue_extract(app, message_id)
-            wait_for(lambda: _state(store, message_id) == "dead", 60, "the message to go dead")
+            wait_for(lambda: states() == [("refused", 1)], 60, "the delivery to be refused")
     finally:
         server.stop()
     row = store.get_message(message_id)
-    assert row is not None and row.reason == "delivery failed (DeliveryError)"
-    bundle_ids = [b for b in store.undelivered("fhir")]
-    assert bundle_ids == []  # nothing left for reconcile: the message is dead
-    with store.engine.connect() as connection:
-        import sqlalchemy as sa
-
-        from adapter.store import deliveries
-
-        records = connection.execute(sa.select(deliveries.c.state, deliveries.c.attempts)).all()
-    assert [tuple(r) for r in records] == [("dead", 1)]
+    assert row is not None and row.state == "extracted"
+    (record,) = store.delivery_states(message_id)
+    assert record["reason"].startswith("DeliveryError: RADBRIDGE_FHIR_AUTH=bearer needs")
+    assert store.undelivered("fhir") == []  # nothing left for reconcile: refused for good
     assert server.requests == []
 
 
@@ -255,7 +260,7 @@ def test_two_copies_of_a_deliver_task_push_once(store: Store) -> None:
     assert second is not None and second.busy
     assert store.undelivered("fhir", lease=lease) == []  # claimed: reconcile leaves it
     assert store.undelivered("fhir", lease=timedelta(0)) == [bundle_id]  # a lost worker's claim
-    assert store.release_lost_claims("fhir", lease) == 0  # a fresh claim stays
+    assert store.release_stale_claims("fhir", lease) == 0  # a fresh claim stays
     record = store.delivery(bundle_id, "fhir")
     assert record is not None and (record["state"], record["attempts"]) == ("sending", 0)
     store.record_delivery_attempt(bundle_id, "fhir", state="delivered", delivered={"a": "b"})
@@ -266,7 +271,7 @@ def test_two_copies_of_a_deliver_task_push_once(store: Store) -> None:
     assert stale is not None and not stale.busy  # the other target has its own claim
     again = store.delivery_job(bundle_id, "oru", lease=timedelta(0))
     assert again is not None and not again.busy  # the earlier claim is older than the lease
-    assert store.release_lost_claims("oru", timedelta(0)) == 1  # reconcile: a retry due now
+    assert store.release_stale_claims("oru", timedelta(0)) == 1  # reconcile: queued again
     assert store.undelivered("oru", lease=lease) == [bundle_id]
     relaunched = store.delivery_job(bundle_id, "oru", lease=lease)
     assert relaunched is not None and not relaunched.busy

@@ -375,6 +375,6 @@ def test_the_oru_message_is_built_without_a_receiver() -> None:
     settings = Settings(stage="rules")  # type: ignore[call-arg]
     report, bundle = extracted(json.dumps(ehr_source_report()).encode(), FHIR_JSON, settings)
     assert report.subject_reference == "Patient/abc"
-    message = oru_message(bundle, report, settings).decode()
+    message = oru_message(bundle, report, settings).message.decode()
     obr = next(s for s in message.split("\r") if s.startswith("OBR|"))
     assert obr.split("|")[4] == "24627-2^CT Chest^LN"

@@ -271,7 +271,8 @@ def test_the_ehr_never_gets_a_preliminary_over_a_decision(tmp_path: Path, redis_
 
     from celery.contrib.testing.worker import start_worker
 
-    from adapter.queue import enqueue_delivery, enqueue_extract
+    from adapter import destinations
+    from adapter.queue import enqueue_extract
     from adapter.store import bundles
     from tests.fhir_server import EHR_IDENTITY, FhirServer
     from tests.test_tasks import wait_for
@@ -313,7 +314,7 @@ def test_the_ehr_never_gets_a_preliminary_over_a_decision(tmp_path: Path, redis_
                 )
             report_id = report_of(store, bundle_id)
             decided = decide(store, report_id)
-            enqueue_delivery(app, bundle_id)  # what the review page does after a decision
+            destinations.dispatch(app, settings, store, [bundle_id])  # as the review page does
             wanted = {oid: status for oid, (status, _) in decided.items()}
             wait_for(lambda: ehr_statuses() == wanted, timeout=60)
             # the decisions' Provenance follows the Observations in a second transaction

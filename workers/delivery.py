@@ -427,9 +427,24 @@ def oru_control_id(content: bytes) -> str:
     return "RB" + hashlib.sha256(content).hexdigest()[:18]
 
 
-def oru_message(bundle: dict[str, Any], report: Report | None, settings: Settings) -> bytes:
-    """The ORU^R01 of one Bundle (MSH-3..6 from settings), with its content-derived MSH-10."""
-    from mappings.oru import oru_from_bundle
+@dataclass(frozen=True)
+class OruMessage:
+    """One ORU^R01 to send and the result statuses it carries (`mappings.oru.result_statuses`:
+    recorded once delivered, so the next message knows what this destination holds)."""
+
+    message: bytes
+    statuses: dict[str, str]
+
+
+def oru_message(
+    bundle: dict[str, Any],
+    report: Report | None,
+    settings: Settings,
+    sent: dict[str, str] | None = None,
+) -> OruMessage:
+    """The ORU^R01 of one Bundle (MSH-3..6 from settings), with its content-derived MSH-10;
+    `sent`: the statuses this destination already got (OBX-11 C/W follow them)."""
+    from mappings.oru import oru_from_bundle, result_statuses
 
     def build(control_id: str, now: datetime | None) -> bytes:
         return oru_from_bundle(
@@ -441,15 +456,21 @@ def oru_message(bundle: dict[str, Any], report: Report | None, settings: Setting
             receiving_application=settings.oru_receiving_application,
             receiving_facility=settings.oru_receiving_facility,
             now=now,
+            sent=sent,
         )
 
-    return build(oru_control_id(build("", datetime(2000, 1, 1, tzinfo=UTC))), None)
+    message = build(oru_control_id(build("", datetime(2000, 1, 1, tzinfo=UTC))), None)
+    return OruMessage(message, result_statuses(bundle, sent))
 
 
 def deliver_oru_message(
-    bundle: dict[str, Any], settings: Settings, report: Report | None = None
-) -> bytes:
-    """Send a Bundle as ORU^R01 over MLLP to RADBRIDGE_ORU_TARGET; returns the ACK.
+    bundle: dict[str, Any],
+    settings: Settings,
+    report: Report | None = None,
+    sent: dict[str, str] | None = None,
+) -> OruMessage:
+    """Send a Bundle as ORU^R01 over MLLP to RADBRIDGE_ORU_TARGET; returns what was sent
+    (its statuses to record as what the destination now holds).
 
     AA/CA -> done; AE/CE or no answer -> DeliveryRetryable; AR/CR -> DeliveryRejected.
     A resend of the same content carries the same MSH-10 (`oru_control_id`), so the receiver
@@ -457,12 +478,12 @@ def deliver_oru_message(
     """
     from mappings.ack import read_ack_code
 
-    message = oru_message(bundle, report, settings)
-    ack = send_mllp(settings.oru_target or "", message, settings.delivery_timeout_s)
+    built = oru_message(bundle, report, settings, sent)
+    ack = send_mllp(settings.oru_target or "", built.message, settings.delivery_timeout_s)
     code = read_ack_code(ack) or ""
     log.info("oru delivery bundle=%s ack=%s", bundle.get("id"), code)
     if code in ("AA", "CA"):
-        return ack
+        return built
     if code in ("AR", "CR"):
         raise DeliveryRejected(
             f"ORU target rejected the message ({code})", status=400, outcome=None

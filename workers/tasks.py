@@ -5,9 +5,14 @@ one), and every outcome is written back (extracted, failed with a retry, dead wi
 Retries use exponential backoff with jitter; attempts are counted in the store at each claim
 (a task that raised, a worker process that died, a reconcile requeue: all count), and after
 RADBRIDGE_TASK_MAX_RETRIES + 1 attempts the message is dead and `radbridge dead-letters` lists
-it. Deliveries count theirs in the delivery record the same way; any delivery error is recorded.
-`reconcile` re-enqueues extraction and delivery work Redis lost, never a retry in its backoff. The model and the store are opened
-once per worker process, lazily (after fork).
+it. Deliveries go to every destination of `adapter.destinations`' table, each with its own
+record: 408/429/5xx, timeouts, a NAK AE and a silent receiver are retried with capped exponential
+backoff (RADBRIDGE_DELIVERY_RETRY_MAX_INTERVAL_S) until RADBRIDGE_DELIVERY_RETRY_FOR has passed
+since the first failure (then `dead`); other refusals are `refused` at once. Neither touches
+the message or another destination: the message is `delivered` once every destination has
+every Bundle of it. Any delivery error is recorded. `reconcile` re-enqueues extraction and
+delivery work Redis lost, never a retry in its backoff. The model and the store are opened once
+per worker process, lazily (after fork).
 """
 
 from __future__ import annotations
@@ -22,20 +27,28 @@ from typing import Any
 import httpx
 from celery import Celery, Task
 
+from adapter import destinations
 from adapter.queue import (
     DELIVER_ORU_TASK,
     DELIVER_TASK,
     EXTRACT_TASK,
     RECONCILE_DONE_KEY,
     RECONCILE_TASK,
-    enqueue_delivery,
     enqueue_extract,
-    enqueue_oru_delivery,
     redis_client,
     redis_url,
 )
 from adapter.settings import Settings
-from adapter.store import CLAIMED, DEAD, EXTRACTED, PROCESSING, DeliveryJob, Output, Store
+from adapter.store import (
+    CLAIMED,
+    DEAD,
+    PROCESSING,
+    REFUSED,
+    RETRY,
+    DeliveryJob,
+    Output,
+    Store,
+)
 from mappings import inbound
 from mappings.errors import HL7ErrorCode, MessageRejected
 from mappings.report import FindingStatus, Report
@@ -203,7 +216,8 @@ def send_application_ack(
     from mappings.msh import peek_msh
     from workers.delivery import send_mllp
 
-    if not settings.app_ack_target or _content_type(store, message_id) == FHIR_CONTENT:
+    target = settings.app_ack_target  # the table's `app_ack` destination
+    if not target or _content_type(store, message_id) == FHIR_CONTENT:
         return
     try:
         peek = peek_msh(store.raw(message_id))
@@ -215,7 +229,7 @@ def send_application_ack(
     error = None if success else _application_error(store, settings, message_id)
     ack = build_ack(peek, outcome, control_id=f"RBAPP{message_id}", error=error, application=True)
     try:
-        send_mllp(settings.app_ack_target, ack, settings.delivery_timeout_s)
+        send_mllp(target, ack, settings.delivery_timeout_s)
         store.audit(message_id, "application_ack_sent", "AA" if success else "AE")
     except WorkerError as exc:
         log.warning(
@@ -283,56 +297,69 @@ def register_tasks(app: Celery) -> None:
             if row is not None and row.state in ("extracted", "dead"):
                 success = row.state == "extracted"
                 send_application_ack(store, settings, message_id, success=success)
-        for bundle_id in bundle_ids:
-            if settings.fhir_base_url:
-                enqueue_delivery(app, bundle_id)
-            if settings.oru_target:
-                enqueue_oru_delivery(app, bundle_id)
+        destinations.dispatch(app, settings, store, bundle_ids)
         return bundle_ids
 
-    def delivery_failed(
-        task: Task, bundle_id: str, target: str, exc: Exception, status: int | None = None
-    ) -> str:
-        """A delivery attempt failed: retried with backoff until the cap (raises Celery's
-        Retry), else recorded dead; returns the reason. Every error is recorded: a
-        DeliveryError other than retryable/rejected, or a bug, never escapes unrecorded."""
+    def delivery_failed(task: Task, bundle_id: str, target: str, exc: Exception) -> str:
+        """A delivery attempt to one destination failed: retried with capped exponential
+        backoff while RADBRIDGE_DELIVERY_RETRY_FOR has not passed since the run's first failure
+        (raises Celery's Retry), else `dead`; a refusal (a 4xx other than 408/429, a NAK AR,
+        an identity refused) is `refused` at once. Returns the state. Only this destination's
+        record changes; every error is recorded, a bug too (retried)."""
+        store = store_for(settings)
         retryable = isinstance(exc, DeliveryRetryable) or not isinstance(exc, DeliveryError)
         name = type(exc).__name__
+        status = getattr(exc, "status", None)
+        status = status if isinstance(status, int) else None
+        detail = f"{name} ({status})" if status is not None else name
         if retryable:
-            # the attempts counted so far (this one is counted by the record below)
-            record = store_for(settings).delivery(bundle_id, target)
-            attempts = (int(record["attempts"]) if record else 0) + 1
-            if attempts < max_attempts(settings):
-                countdown = backoff_seconds(
-                    attempts - 1, retry_after=getattr(exc, "retry_after", None)
+            record = store.delivery(bundle_id, target) or {}
+            attempts = int(record.get("attempts") or 0) + 1
+            now = datetime.now(UTC)
+            since = record.get("failing_since") or now
+            if since.tzinfo is None:  # SQLite keeps naive UTC
+                since = since.replace(tzinfo=UTC)
+            left = settings.delivery_retry_for - (now - since).total_seconds()
+            if left > 0:
+                countdown = min(
+                    left,
+                    backoff_seconds(
+                        attempts - 1,
+                        cap=settings.delivery_retry_max_interval_s,
+                        retry_after=getattr(exc, "retry_after", None),
+                    ),
                 )
-                store_for(settings).record_delivery_attempt(
+                store.record_delivery_attempt(
                     bundle_id,
                     target,
-                    state="retry",
+                    state=RETRY,
                     status=status,
-                    next_attempt_at=datetime.now(UTC) + timedelta(seconds=countdown),
+                    next_attempt_at=now + timedelta(seconds=countdown),
+                    reason=detail,
+                )
+                log.info(
+                    "bundle %s delivery to %s retry in %.1fs: %s",
+                    bundle_id,
+                    target,
+                    countdown,
+                    name,
                 )
                 raise task.retry(countdown=countdown, exc=exc) from None
-            reason = f"delivery failed ({name}) after {attempts} attempts"
+            state = DEAD
+            reason = f"{detail}: still failing after {attempts} attempts"
         else:
-            reason = f"delivery failed ({name})"
-        if isinstance(exc, DeliveryRejected):
-            reason = f"delivery rejected ({exc.status}): {exc}"
-        store_for(settings).record_delivery_attempt(
-            bundle_id, target, state="dead", status=status, outcome=getattr(exc, "outcome", None)
+            state = REFUSED
+            reason = f"refused: {exc}" if isinstance(exc, DeliveryRejected) else f"{detail}: {exc}"
+        store.record_delivery_attempt(
+            bundle_id,
+            target,
+            state=state,
+            status=status,
+            outcome=getattr(exc, "outcome", None),
+            reason=reason,
         )
-        log.warning("bundle %s delivery to %s dead: %s", bundle_id, target, name)
-        return reason
-
-    def message_dead(bundle_id: str, reason: str) -> None:
-        store = store_for(settings)
-        message_id = store.message_of_bundle(bundle_id)
-        if message_id is None:
-            return
-        row = store.get_message(message_id)
-        if row is not None and row.state == EXTRACTED:
-            store.mark_failed(message_id, reason, dead=True)
+        log.warning("bundle %s delivery to %s %s: %s", bundle_id, target, state, name)
+        return state
 
     @app.task(name=DELIVER_TASK, bind=True, shared=False, max_retries=None)  # type: ignore[untyped-decorator]
     def deliver(self: Task, bundle_id: str) -> str:
@@ -345,8 +372,6 @@ def register_tasks(app: Celery) -> None:
         if job.busy:  # another copy holds the claim and pushes
             return "busy"
         if job.delivered_already:  # a second copy (reconcile): push nothing
-            if job.message_id is not None:
-                store.mark_delivered_if_extracted(job.message_id)
             return "already delivered"
         try:
             result = deliver_report(
@@ -357,12 +382,7 @@ def register_tasks(app: Celery) -> None:
                 client=http_client(settings),
             )
         except Exception as exc:
-            status = getattr(exc, "status", None)
-            reason = delivery_failed(
-                self, bundle_id, "fhir", exc, status if isinstance(status, int) else None
-            )
-            message_dead(bundle_id, reason)
-            return "rejected" if isinstance(exc, DeliveryRejected) else "dead"
+            return delivery_failed(self, bundle_id, "fhir", exc)
         store.record_delivery_attempt(
             bundle_id,
             "fhir",
@@ -370,7 +390,11 @@ def register_tasks(app: Celery) -> None:
             status=200 if result.sent else None,
             delivered=result.hashes,
             delivered_message=job.message_id,
+            required=destinations.required(settings),
+            stamp=job.stamp,
         )
+        if store.changed_since(bundle_id, job.stamp):  # a decision saved during the push
+            app.send_task(DELIVER_TASK, args=[bundle_id])
         return "delivered"
 
     @app.task(name=RECONCILE_TASK, shared=False)  # type: ignore[untyped-decorator]
@@ -399,22 +423,15 @@ def register_tasks(app: Celery) -> None:
             requeued += 1
         # a delivery enqueued right after extraction has had a reconcile interval to start
         settle = timedelta(seconds=settings.reconcile_interval_s)
-        targets = [
-            (target, enqueue)
-            for target, configured, enqueue in (
-                ("fhir", settings.fhir_base_url, enqueue_delivery),
-                ("oru", settings.oru_target, enqueue_oru_delivery),
-            )
-            if configured
-        ]
-        if targets:  # the target that marks a message delivered: FHIR when set, else ORU
-            repaired = store.repair_delivered(targets[0][0])
-            if repaired:
-                log.info("reconcile: %d delivered messages were left extracted", len(repaired))
-        for target, enqueue in targets:
-            store.release_lost_claims(target, stale)  # a push whose worker was lost
-            for bundle_id in store.undelivered(target, older_than=settle, lease=stale):
-                enqueue(app, bundle_id)
+        repaired = store.repair_delivered(destinations.required(settings))
+        if repaired:
+            log.info("reconcile: %d delivered messages were left extracted", len(repaired))
+        for destination in destinations.bundle_destinations(settings):
+            assert destination.task is not None
+            # a claim older than `stale` is a lost worker's: free it for the task sent below
+            store.release_stale_claims(destination.name, stale)
+            for bundle_id in store.undelivered(destination.name, older_than=settle, lease=stale):
+                app.send_task(destination.task, args=[bundle_id])
                 requeued += 1
         _stamp_reconcile(settings)
         return requeued
@@ -432,16 +449,22 @@ def register_tasks(app: Celery) -> None:
         if job.delivered_already:  # a second copy (reconcile): send nothing
             return "already delivered"
         try:
-            deliver_oru_message(job.bundle, settings, source_report(job, settings))
-        except Exception as exc:
-            status = getattr(exc, "status", None)
-            delivery_failed(
-                self, bundle_id, "oru", exc, status if isinstance(status, int) else None
+            sent = deliver_oru_message(
+                job.bundle, settings, source_report(job, settings), job.delivered
             )
-            return "rejected" if isinstance(exc, DeliveryRejected) else "dead"
-        # the ORU marks the message delivered only when no FHIR target does
-        marks = job.message_id if not settings.fhir_base_url else None
-        store.record_delivery_attempt(bundle_id, "oru", state="delivered", delivered_message=marks)
+        except Exception as exc:
+            return delivery_failed(self, bundle_id, "oru", exc)
+        store.record_delivery_attempt(
+            bundle_id,
+            "oru",
+            state="delivered",
+            delivered=sent.statuses,  # what the receiver holds: the next OBX-11 C/W follow it
+            delivered_message=job.message_id,
+            required=destinations.required(settings),
+            stamp=job.stamp,
+        )
+        if store.changed_since(bundle_id, job.stamp):  # a decision saved during the send
+            app.send_task(DELIVER_ORU_TASK, args=[bundle_id])
         return "delivered"
 
     _ = (extract_report, deliver, reconcile, deliver_oru)

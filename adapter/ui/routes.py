@@ -293,20 +293,29 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
     router = APIRouter(prefix="/ui", include_in_schema=False)
     celery: list[Any] = []
 
-    def dispatch(kind: str, value: Any) -> None:
-        """Enqueue by task name (adapter never imports workers)."""
-        from adapter.queue import enqueue_delivery, enqueue_extract, make_celery
+    def broker() -> Any | None:
+        """The Celery app to enqueue on (None without a broker: reconcile picks work up)."""
+        from adapter.queue import make_celery
 
         if not settings.redis_url:
-            log.info("ui %s not enqueued: no broker configured (reconcile picks it up)", kind)
-            return
+            return None
         if not celery:
             celery.append(make_celery(settings))
+        return celery[0]
+
+    def dispatch(kind: str, value: Any) -> None:
+        """Enqueue by task name (adapter never imports workers): a changed Bundle goes to every
+        configured destination (`adapter.destinations`), a requeued message to extraction."""
+        from adapter import destinations
+        from adapter.queue import enqueue_extract
+
+        app_ = broker()
         if kind == "deliver":
-            if settings.fhir_base_url:
-                enqueue_delivery(celery[0], value)
-        else:
-            enqueue_extract(celery[0], value)
+            destinations.dispatch(app_, settings, store, [value])
+        elif app_ is not None:
+            enqueue_extract(app_, value)
+        if app_ is None:
+            log.info("ui %s not enqueued: no broker configured (reconcile picks it up)", kind)
 
     def page(
         request: Request, name: str, user: User | None, status: int = 200, **context: Any
@@ -709,7 +718,13 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
             previous=link(max(0, start_at - PAGE)) if start_at > 0 else None,
             next=link(start_at + PAGE) if start_at + PAGE < total else None,
             metrics=await metrics_lines(request),
+            destinations=destination_health(),
         )
+
+    def destination_health() -> dict[str, dict[str, Any]]:
+        from adapter import destinations
+
+        return destinations.health(settings, store)
 
     async def metrics_lines(request: Request) -> list[tuple[str, str]]:
         """The Prometheus samples of `/metrics` (same app), without help lines."""
@@ -736,10 +751,40 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
         user = signed_in(request, "operator")
         if isinstance(user, RedirectResponse):
             return user
+        from adapter import destinations
+
         detail = message_detail(store, whole_number(message_id, "A message id", 1))
         if detail is None:
             raise UiRefused(404, f"No message {message_id}.")
-        return page(request, "message.html", user, detail=detail)
+        return page(
+            request,
+            "message.html",
+            user,
+            detail=detail,
+            destinations=destinations.bundle_destinations(settings),
+            resent=request.query_params.get("resent", ""),
+        )
+
+    @router.post("/messages/{message_id}/resend")
+    async def resend(request: Request, message_id: str) -> Response:
+        """Send a message's Bundles to one destination again, now (never re-extracted)."""
+        from adapter import destinations
+
+        found = await posted(request, "operator")
+        if isinstance(found, RedirectResponse):
+            return found
+        chosen_id = whole_number(message_id, "A message id", 1)
+        user, data = found
+        name = data.get("destination", "")
+        chosen = [d for d in destinations.bundle_destinations(settings) if d.name == name]
+        if not chosen:
+            raise UiRefused(400, "Choose a configured destination to resend to.")
+        bundle_ids = store.bundles_of_message(chosen_id)
+        if not bundle_ids:
+            raise UiRefused(409, f"Message {chosen_id} has no result to send. Nothing was sent.")
+        destinations.dispatch(broker(), settings, store, bundle_ids, [name], fresh=True)
+        store.audit(chosen_id, "resend_by_operator", f"{name} by {user.name}")
+        return RedirectResponse(f"/ui/messages/{chosen_id}?resent={name}", status_code=303)
 
     @router.get("/dead-letters", response_class=HTMLResponse)
     async def dead_letters(request: Request, done: str = "", closed: str = "") -> Response:
