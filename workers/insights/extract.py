@@ -6,8 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
+from mappings.insights.critical_list import CriticalFinding, load_critical_list
 from mappings.insights.model import Insights
 from mappings.report import Report
+from workers.insights.critical import find_critical
 from workers.insights.rads import find_rads
 from workers.insights.text import ReportText
 
@@ -17,9 +19,13 @@ class InsightContext:
     """What the message says beside the text: the date due dates count from."""
 
     report_date: date | None = None
+    critical_findings: tuple[CriticalFinding, ...] | None = None
+    """The critical list (None: the shipped default)."""
 
 
 def extract_insights(report: Report, context: InsightContext | None = None) -> Insights:
     """Everything the rules find in `report` (never raises on odd text: finds nothing)."""
+    context = context or InsightContext()
     doc = ReportText.of(report)
-    return Insights(rads=find_rads(doc))
+    findings = context.critical_findings or load_critical_list()
+    return Insights(rads=find_rads(doc), critical=find_critical(doc, findings))
