@@ -9,6 +9,7 @@ from datetime import date
 from mappings.insights.critical_list import CriticalFinding, load_critical_list
 from mappings.insights.model import Insights
 from mappings.report import Report
+from workers.insights.communications import find_communications
 from workers.insights.critical import find_critical
 from workers.insights.rads import find_rads
 from workers.insights.text import ReportText
@@ -28,4 +29,8 @@ def extract_insights(report: Report, context: InsightContext | None = None) -> I
     context = context or InsightContext()
     doc = ReportText.of(report)
     findings = context.critical_findings or load_critical_list()
-    return Insights(rads=find_rads(doc), critical=find_critical(doc, findings))
+    return Insights(
+        rads=find_rads(doc),
+        critical=find_critical(doc, findings),
+        communications=find_communications(doc),
+    )

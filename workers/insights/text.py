@@ -13,6 +13,7 @@ from mappings.units import flowed, unit_spans
 
 _LEFT = re.compile(r"(?<!\w)(?:left|links|linke[rns]?|linker|li\.|LI)(?!\w)", re.IGNORECASE)
 _RIGHT = re.compile(r"(?<!\w)(?:right|rechts|rechte[rns]?|rechter|re\.|RE)(?!\w)", re.IGNORECASE)
+_TITLE_END = re.compile(r"(?<!\w)(?:Prof|Dr|dr|Mr|Mrs|Ms|PD)$")
 _INLINE_LABEL = re.compile(
     r"(?<!\w)(?:advies|advice|empfehlung|empf\.|recommendations?|rec\.?|aanbeveling)\s*:",
     re.IGNORECASE,
@@ -38,8 +39,17 @@ class ReportText:
 
     @cached_property
     def sentences(self) -> tuple[tuple[int, int], ...]:
-        """(start, end) of each unit (`mappings.units`)."""
-        return unit_spans(self.raw)
+        """(start, end) of each unit (`mappings.units`); a unit cut after a title ("Prof.",
+        "Dr.") goes on in the next one."""
+        merged: list[tuple[int, int]] = []
+        for start, end in unit_spans(self.raw):
+            if merged and _TITLE_END.search(self.raw, 0, merged[-1][1]) and self.raw[
+                merged[-1][1] : start
+            ].strip() in (".", ""):
+                merged[-1] = (merged[-1][0], end)
+            else:
+                merged.append((start, end))
+        return tuple(merged)
 
     @cached_property
     def _sections(self) -> tuple[tuple[str, int, int], ...]:
