@@ -11,6 +11,7 @@ from mappings.insights.model import Insights
 from mappings.report import Report
 from workers.insights.communications import find_communications
 from workers.insights.critical import find_critical
+from workers.insights.followups import find_followups
 from workers.insights.rads import find_rads
 from workers.insights.text import ReportText
 
@@ -33,4 +34,5 @@ def extract_insights(report: Report, context: InsightContext | None = None) -> I
         rads=find_rads(doc),
         critical=find_critical(doc, findings),
         communications=find_communications(doc),
+        followups=find_followups(doc, context.report_date),
     )
