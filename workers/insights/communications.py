@@ -14,10 +14,11 @@ from workers.insights.text import ReportText
 
 _TRIGGER = re.compile(
     r"(?<!\w)(?:discussed|communicated|informed|notified|reported (?:by \w+ )?to|called|paged|"
-    r"relayed|conveyed|telephoned|phoned|read back|"
+    r"relayed|conveyed|telephoned|phoned|read back|spoke (?:to|with)|spoken (?:to|with)|"
+    r"contacted|made aware|gemeld|gesproken met|telefonisch overleg|doorgebeld|"
     r"doorgegeven|besproken|gebeld|geïnformeerd|medegedeeld|overlegd|"
     r"übermittelt|mitgeteilt|mitteilung|übermittlung|besprochen|informiert|benachrichtigt|"
-    r"telefonisch an|durchgegeben)(?!\w)",
+    r"telefonisch an|durchgegeben|telefoniert|rücksprache|gesprochen)(?!\w)",
     re.IGNORECASE,
 )
 _NOT = re.compile(
@@ -37,7 +38,9 @@ _ROLE = re.compile(
     r"(?=\s+(?:at|om|um|by|via|on|per|who|telefonisch)\b|[,.;()]|$)",
     re.IGNORECASE,
 )
-_PATIENT = re.compile(r"(?<!\w)(?:the patient|patiënte?|de patiënt|dem patienten|der patientin)(?!\w)", re.I)
+_PATIENT = re.compile(
+    r"(?<!\w)(?:the patient|patiënte?|de patiënt|dem patienten|der patientin)(?!\w)", re.I
+)
 _TIME = re.compile(
     r"(?<!\d)(?:[01]?\d|2[0-3])[:.][0-5]\d(?!\d)(?:\s*(?:uur|Uhr|u|h|hrs)(?!\w))?"
     r"(?:\s+on\s+(?:\d{1,2}/\d{1,2}/\d{2,4}|\d{1,2}\s+[A-Z][a-z]+\s+\d{4}))?"

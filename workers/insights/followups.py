@@ -94,7 +94,10 @@ _GUIDELINES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("Fleischner", re.compile(r"fleischner", re.I)),
     ("ACR TI-RADS", re.compile(r"TI-?RADS", re.I)),
     ("Lung-RADS", re.compile(r"lung-?rads", re.I)),
-    ("LI-RADS", re.compile(r"LI-?RADS|\bLR-(?:\d|M|TIV)\s+(?:observation|lesion|läsion|laesie)", re.I)),
+    (
+        "LI-RADS",
+        re.compile(r"LI-?RADS|\bLR-(?:\d|M|TIV)\s+(?:observation|lesion|läsion|laesie)", re.I),
+    ),
     ("O-RADS", re.compile(r"O-?RADS", re.I)),
     ("BI-RADS", re.compile(r"BI-?RADS", re.I)),
 )
@@ -183,7 +186,9 @@ def _conditional(text: str, start: int, end: int, action: _Action) -> bool:
     low, high = (start, end)
     comma_low = text.rfind(",", start, action.start)
     comma_high = text.find(",", action.end, end)
-    clause = text[comma_low + 1 if comma_low >= 0 else low : comma_high if comma_high >= 0 else high]
+    clause = text[
+        comma_low + 1 if comma_low >= 0 else low : comma_high if comma_high >= 0 else high
+    ]
     if comma_low >= 0:  # "If symptoms persist, consider ..."
         first = text[start:comma_low]
         if re.match(r"\s*(?:if|bij|bei|falls|indien|should)\b", first, re.IGNORECASE):

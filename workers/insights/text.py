@@ -43,9 +43,11 @@ class ReportText:
         "Dr.") goes on in the next one."""
         merged: list[tuple[int, int]] = []
         for start, end in unit_spans(self.raw):
-            if merged and _TITLE_END.search(self.raw, 0, merged[-1][1]) and self.raw[
-                merged[-1][1] : start
-            ].strip() in (".", ""):
+            if (
+                merged
+                and _TITLE_END.search(self.raw, 0, merged[-1][1])
+                and self.raw[merged[-1][1] : start].strip() in (".", "")
+            ):
                 merged[-1] = (merged[-1][0], end)
             else:
                 merged.append((start, end))

@@ -72,7 +72,11 @@ def find_intervals(text: str, start: int = 0, end: int | None = None) -> list[In
     found: list[Interval] = []
     taken: list[tuple[int, int]] = []
     for match in _RANGE.finditer(text, start, end):
-        low, high, unit = _amount(match.group(1)), _amount(match.group(2)), _UNITS[match.group(3).lower()]
+        low, high, unit = (
+            _amount(match.group(1)),
+            _amount(match.group(2)),
+            _UNITS[match.group(3).lower()],
+        )
         if low is None or high is None:
             continue
         found.append(Interval((f"P{low}{unit}", f"P{high}{unit}"), *match.span()))
