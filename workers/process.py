@@ -37,12 +37,15 @@ from adapter.settings import Settings
 from mappings.errors import FhirMappingError, HL7ErrorCode, MessageRejected, RadbridgeError
 from mappings.fhir import build_bundle
 from mappings.inbound import parse_message
+from mappings.insights.fhir import add_insights
+from mappings.insights.model import Insights
 from mappings.report import Extraction, Report
 from mappings.routing import RouteReason, Routing, decide
 from mappings.template import Template
 from mappings.timeline import TimelineEntry, link_reports
 from workers.errors import ExtractionError
 from workers.extraction_engine import ExtractionEngine
+from workers.insights.extract import critical_list, insights_of
 from workers.stages import run_stage
 
 EngineFactory = Callable[[], ExtractionEngine]
@@ -80,11 +83,17 @@ class Result:
     name: str
     seconds: float
     bundle: dict[str, Any] | None = None
+    insights: Insights | None = None
+    """The report-level insights (issue 20), the same for every template of the report."""
 
     def record(self) -> dict[str, Any]:
-        """The extraction record the store keeps (the extraction plus why it was routed)."""
+        """The extraction record the store keeps (the extraction, why it was routed and the
+        report's insights)."""
         routing = self.route.as_dict() if self.route else None
-        return {**self.extraction.model_dump(mode="json"), "routing": routing}
+        record = {**self.extraction.model_dump(mode="json"), "routing": routing}
+        if self.insights is not None:
+            record["insights"] = self.insights.model_dump(mode="json")
+        return record
 
 
 @dataclass
@@ -128,6 +137,15 @@ def _finish(
             default_tz=settings.zone(),
             derived_from=derived_from,
         )
+        if result.insights is not None:
+            bundle = add_insights(
+                bundle,
+                result.report,
+                result.insights,
+                findings=critical_list(settings.critical_findings),
+                observation_status=settings.observation_status,
+                created=result.extraction.created,
+            )
     except FhirMappingError as exc:
         outcome.rejected.append(Rejected.of(exc, INVALID_OUTPUT, result.report))
         return None
@@ -163,6 +181,7 @@ def process_reports(
         if not routing.chosen:
             detail = f"no template applies to this report: {routing.detail()}"
             outcome.rejected.append(Rejected(NO_TEMPLATE, detail, None, "not-supported", report))
+        insights = insights_of(report, settings) if routing.chosen else None
         for template in routing.chosen:
             started = time.perf_counter()
             try:
@@ -180,6 +199,7 @@ def process_reports(
                 routing.reason_for(template.id),
                 name,
                 time.perf_counter() - started,
+                insights=insights,
             )
             if with_bundles and stored_links is not None:
                 links = stored_links(TimelineEntry(report, extraction, template))
