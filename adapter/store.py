@@ -827,7 +827,8 @@ class Store:
         """A processed message's results in ONE transaction: each extraction record and Bundle
         (`save_result`'s rules: a Bundle older than the stored result is kept, not saved, and
         audited `superseded`) and the message `processing -> extracted`, its reason "no
-        template" when it had no result, else the first superseding reason when no Bundle was
+        template" when it had no result or only results no template applied to (their record
+        says `no_template`: the report's own Bundle, issue 20), else the first superseding reason when no Bundle was
         saved. All or nothing: StoreError (nothing written) when the message is no longer
         `processing`."""
         saved: list[SavedResult] = []
@@ -851,6 +852,8 @@ class Store:
             reason = None
             if not any(r.saved for r in saved):
                 reason = (kept[0].reason or "superseded") if kept else "no template"
+            elif outputs and all(output.record.get("no_template") for output in outputs):
+                reason = "no template"  # its Bundle (report and insights) was kept all the same
             if not _transition_in(connection, message_id, EXTRACTED, reason=reason):
                 raise StoreError(f"message {message_id}: no longer processing, nothing was saved")
         for result in saved:
