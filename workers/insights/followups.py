@@ -104,6 +104,13 @@ _GUIDELINES: tuple[tuple[str, re.Pattern[str]], ...] = (
 _CONTINUES = re.compile(r"^\s*(?:this|it|these|dit|deze|dies|diese|sie)\b", re.IGNORECASE)
 _CLAUSE = re.compile(r",|;|\s(?:or|of|oder|and|en|und)\s", re.IGNORECASE)
 _HISTORY = frozenset({"history", "comparison"})
+_TIME_WORD = re.compile(
+    r"(?:day|week|month|year|dag|wek|weken|maand|jaar|tag|woche|monat|jahr|jährlich|annual|"
+    r"tomorrow|morgen|folgetag|jaarlijks)",
+    re.IGNORECASE,
+)
+"""A word every time frame holds (`workers.insights.timing`): sentences without one are not
+read for a time frame."""
 
 
 @dataclass
@@ -251,11 +258,17 @@ def find_followups(doc: ReportText, report_date: date | None) -> tuple[FollowUp,
     previous: list[_Action] = []
     for sentence_start, end in doc.sentences:
         start = doc.after_label(sentence_start)
+        labelled = start != sentence_start
+        triggered = labelled or bool(_TRIGGER.search(doc.text, start, end))
+        timed = triggered or _TIME_WORD.search(doc.text, start, end)
+        intervals = find_intervals(doc.text, start, end) if timed else []
+        if not (triggered or intervals):
+            previous = []  # neither a recommendation nor the time frame of the previous one
+            continue
         if _NOT_ACTION.search(doc.text, start, end) and not _BIOPSY.search(doc.text, start, end):
             previous = []
             continue
         actions = _actions(doc.text, start, end)
-        intervals = find_intervals(doc.text, start, end)
         if not actions:
             pending = [a for a in previous if a.interval is None and a.kind == "imaging"]
             if intervals and pending and _CONTINUES.match(doc.text[start:end]):
@@ -264,7 +277,7 @@ def find_followups(doc: ReportText, report_date: date | None) -> tuple[FollowUp,
                     action.evidence = (action.evidence[0], end)
             previous = []
             continue
-        if not _is_recommendation(doc, start, end, actions, start != sentence_start):
+        if not _is_recommendation(doc, start, end, actions, labelled):
             previous = []
             continue
         _assign_intervals(actions, intervals)

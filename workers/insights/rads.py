@@ -64,6 +64,8 @@ _PRIOR = re.compile(
     r"indication|indicatie|fragestellung)\b",
     re.IGNORECASE,
 )
+_ANY = re.compile(r"RADS|TR[- ]?[1-5]|LR-|ACR|dens|dichte", re.IGNORECASE)
+"""What every category pattern holds: a report without it has no category."""
 _HISTORY_SECTIONS = frozenset({"history", "comparison"})
 _PRIOR_WINDOW = 40
 _SIDELESS = frozenset({"BI-RADS density", "Lung-RADS"})
@@ -107,6 +109,8 @@ def _side(doc: ReportText, system: str, start: int, end: int) -> str | None:
 
 def find_rads(doc: ReportText) -> tuple[RadsCategory, ...]:
     """The RADS categories of this report, in text order, one per (system, category, side)."""
+    if not _ANY.search(doc.text):
+        return ()
     found: dict[tuple[str, str, str | None], RadsCategory] = {}
     hits: list[tuple[int, int, str, str]] = []
     taken: list[tuple[int, int]] = []
