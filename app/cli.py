@@ -445,6 +445,37 @@ def show(
                 _evidence_text(resource),
             )
         out.print(table)
+        insights = _insight_rows(bundle)
+        if insights:
+            found = Table(title=f"{path.name}: insights")
+            for column in ("resource", "what", "detail", "evidence"):
+                found.add_column(column)
+            for row in insights:
+                found.add_row(*row)
+            out.print(found)
+
+
+def _insight_rows(bundle: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """One row per follow-up (ServiceRequest), critical result (Flag) and communication."""
+    rows = []
+    for entry in bundle.get("entry", []):
+        resource = entry.get("resource", {})
+        kind = resource.get("resourceType")
+        if kind == "ServiceRequest":
+            period = resource.get("occurrencePeriod") or {}
+            when = resource.get("occurrenceDateTime") or "–".join(str(v) for v in period.values())
+            detail = f"due {when}" if when else "no time frame"
+            detail += ", conditional" if resource.get("asNeededBoolean") else ""
+            what = _concept_text(resource.get("code"))
+        elif kind == "Flag":
+            what, detail = _concept_text(resource.get("code")), str(resource.get("status"))
+        elif kind == "Communication":
+            names = ", ".join(str(r.get("display")) for r in resource.get("recipient", []))
+            what, detail = (f"to {names}" if names else "communicated"), ""
+        else:
+            continue
+        rows.append((str(kind), what, detail, _evidence_text(resource)))
+    return rows
 
 
 def _observation_value_text(observation: dict[str, Any]) -> str:

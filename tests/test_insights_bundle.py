@@ -142,3 +142,15 @@ def test_eval_scores_each_insight_kind_on_the_test_half() -> None:
     for kind, floor in floors.items():
         assert kinds[kind]["f1"] >= floor, (kind, kinds[kind]["f1"])
     assert datetime.fromisoformat(result["created"])
+
+
+def test_show_prints_the_insights_of_a_bundle() -> None:
+    from app.cli import _insight_rows
+
+    results, _ = _run(_report("abd-1", ABDOMEN))
+    assert results[0].bundle is not None
+    rows = _insight_rows(results[0].bundle)
+    assert [row[0] for row in rows] == ["ServiceRequest", "Flag", "Communication"]
+    assert rows[0][2] == "due 2025-05-05–2025-06-02"
+    assert rows[1][3] == "Acute appendicitis"  # the heading is not evidence
+    assert rows[2][1] == "to Dr. Q. Example"

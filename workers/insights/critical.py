@@ -39,6 +39,8 @@ _NOT_NEW = re.compile(
     r"no (?:new|residual)|geen (?:nieuwe|resterende))(?!\w)",
     re.IGNORECASE,
 )
+_LABEL = re.compile(r"[^\W\d][\w .-]{0,30}:\s*")
+"""A heading or label that opens the sentence ("IMPRESSION:", "Beurteilung:"): not evidence."""
 _HISTORY = frozenset({"history"})
 _EXAM = frozenset({"exam"})
 _CLAUSE_MARK = re.compile(r"[,;:(]|\b(?:and|en|und|with|met|mit|bei|but|maar|aber)\b", re.I)
@@ -85,7 +87,8 @@ def find_critical(
         for match in finding.pattern.finditer(doc.text):
             if _states(doc, match.start(), match.end()):
                 sentence_start, sentence_end = doc.sentence_at(match.start())
-                evidence = doc.span(sentence_start, sentence_end)
+                label = _LABEL.match(doc.text, sentence_start, match.start())
+                evidence = doc.span(label.end() if label else sentence_start, sentence_end)
                 results.setdefault(
                     finding.id, CriticalResult(finding=finding.id, evidence=evidence)
                 )
