@@ -12,8 +12,9 @@ row and flagged `conflict` — never dropped. Nothing here logs message content.
 
 Result order (`save_result`): per DiagnosticReport, a preliminary never replaces a final, a
 corrected/amended result supersedes both, and otherwise the later observation time wins; a
-superseding Bundle retires the Observations it no longer has (`entered-in-error`, carried in the
-Bundle for the EHR, no longer served by searches).
+superseding Bundle retires the Observations and insight resources (ServiceRequest, Flag,
+Communication) it no longer has (`entered-in-error`, carried in the Bundle for the EHR, no longer
+served by searches).
 """
 
 from __future__ import annotations
@@ -912,19 +913,23 @@ class Store:
             return SavedResult(bundle_id, saved=False, retired=(), reason=kept.reason)
         bundle = kept.bundle
         current = {
-            e["resource"]["id"]
+            (e["resource"]["resourceType"], e["resource"]["id"])
             for e in bundle.get("entry", [])
-            if e["resource"]["resourceType"] == "Observation"
+            if e["resource"]["resourceType"] in RETIRABLE
         }
         dropped = sorted(  # sorted here: ORDER BY id made SQLite read every Observation
             connection.execute(
-                sa.select(resources.c.id, resources.c.body).where(
-                    resources.c.resource_type == "Observation",
+                sa.select(resources.c.resource_type, resources.c.id, resources.c.body).where(
+                    resources.c.resource_type.in_(RETIRABLE),
                     resources.c.bundle_id == bundle_id,
                 )
             ).all()
         )
-        retired = [_retired(json.loads(body)) for oid, body in dropped if str(oid) not in current]
+        retired = [
+            _retired(json.loads(body))
+            for kind, oid, body in dropped
+            if (str(kind), str(oid)) not in current
+        ]
         if retired:
             bundle = {
                 **bundle,
@@ -934,7 +939,7 @@ class Store:
                         {
                             "fullUrl": f"urn:uuid:{r['id']}",
                             "resource": r,
-                            "request": {"method": "PUT", "url": f"Observation/{r['id']}"},
+                            "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"},
                         }
                         for r in retired
                     ),
@@ -1358,6 +1363,9 @@ def _with_last_updated(
 
 
 RETIRED_STATUSES = ("entered-in-error", "cancelled")
+RETIRABLE = ("Observation", "ServiceRequest", "Flag", "Communication")
+"""What a superseding result retires when it no longer has it: the Observations and the
+insights (issue 20: follow-ups, critical flags, communications)."""
 
 # the timeline's statement, built once (see `Store.latest_observations`)
 _LATEST_OBSERVATION = (
@@ -1414,11 +1422,12 @@ def _stale_reason(incoming: dict[str, Any], stored: dict[str, Any]) -> str | Non
     return None
 
 
-def _retired(observation: dict[str, Any]) -> dict[str, Any]:
-    """A stored Observation a superseding result no longer has: entered in error."""
-    if observation.get("status") in RETIRED_STATUSES:
-        return observation
-    return {**observation, "status": "entered-in-error"}
+def _retired(resource: dict[str, Any]) -> dict[str, Any]:
+    """A stored Observation or insight a superseding result no longer has: entered in error
+    (a status of each of these resources in R4)."""
+    if resource.get("status") in RETIRED_STATUSES:
+        return resource
+    return {**resource, "status": "entered-in-error"}
 
 
 def _index_row(
