@@ -799,6 +799,24 @@ class Store:
         counts.update({state: int(n) for state, n in rows})
         return counts
 
+    def insight_counts(self) -> dict[str, int]:
+        """For metrics (issue 20): the insight resources in force by type (ServiceRequest,
+        Flag, Communication; retired ones left out) and the messages no template applied to."""
+        kinds = ("ServiceRequest", "Flag", "Communication")
+        with self._tx() as connection:
+            rows = connection.execute(
+                sa.select(resources.c.resource_type, sa.func.count())
+                .where(resources.c.resource_type.in_(kinds), _served_status())
+                .group_by(resources.c.resource_type)
+            ).all()
+            unrouted = connection.execute(
+                sa.select(sa.func.count()).where(messages.c.reason == "no template")
+            ).scalar()
+        counts = dict.fromkeys(kinds, 0)
+        counts.update({str(kind): int(n) for kind, n in rows})
+        counts["no_template"] = int(unrouted or 0)
+        return counts
+
     def extraction_seconds(self) -> tuple[int, float]:
         """(number of extractions, total model seconds) for metrics."""
         with self._tx() as connection:

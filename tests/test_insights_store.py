@@ -49,6 +49,12 @@ def test_a_no_template_message_keeps_its_bundle_and_says_no_template(
     assert row is not None and row.state == "extracted" and row.reason == "no template"
     bundle = store.get_bundle(bundle_id)
     assert bundle is not None
+    assert store.insight_counts() == {
+        "ServiceRequest": 1,
+        "Flag": 1,
+        "Communication": 0,
+        "no_template": 1,
+    }
     kinds = sorted(e["resource"]["resourceType"] for e in bundle["entry"])
     assert kinds == [
         "Device",
@@ -98,4 +104,5 @@ def test_a_corrected_report_retires_the_insights_it_no_longer_says(store: Store)
         if e["resource"]["resourceType"] in ("ServiceRequest", "Flag")
     }
     assert statuses == {"ServiceRequest": "entered-in-error", "Flag": "entered-in-error"}
+    assert store.insight_counts()["Flag"] == 0  # a retired Flag is not counted
     assert [p for p in validate_resource(stored) if p.severity == "error"] == []
