@@ -113,6 +113,8 @@ def test_a_template_report_carries_its_insights_and_ids_are_deterministic() -> N
             o for o in _resources(result.bundle, "Observation") if "Lung-RADS" in o["code"]["text"]
         ]
         assert [o["valueCodeableConcept"]["text"] for o in rads] == ["4A"]
+        # the follow-up is for the finding of the sentence before it
+        assert {"reference": f"Observation/{rads[0]['id']}"} in service_request["reasonReference"]
 
 
 def test_a_report_with_no_insight_gets_no_insight_resource() -> None:

@@ -4,7 +4,9 @@
 - a `ServiceRequest` per follow-up: `status` draft, `intent` proposal, `code` with the DICOM
   modality (`http://dicom.nema.org/resources/ontology/DCM`, CID 29) when stated and the text,
   `occurrenceDateTime` (one due date) or `occurrencePeriod` (a range), `asNeededBoolean` true when
-  conditional, `reasonReference`/`supportingInfo` the DiagnosticReport, the guideline in `note`;
+  conditional, `reasonReference` the DiagnosticReport and the RADS Observation of its sentence or
+  the sentence before (the finding it is for), `supportingInfo` the DiagnosticReport, the
+  guideline in `note`;
   no `requester`;
 - a `Flag` per critical result: `status` active, category clinical, `code` the finding as text
   (no concept code is verified yet), `subject` the patient, the `flag-detail` extension to the
@@ -23,6 +25,7 @@ kind, what it says, its rank among equal ones), so re-extracting a report PUTs t
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -103,9 +106,34 @@ class _Refs:
         )
 
 
-def _service_requests(refs: _Refs, insights: Insights) -> list[Resource]:
+_SENTENCE_END = re.compile(r"[.!?;](?=\s)")
+
+
+def _finding_of(text: str, followup: Span, rads: Span) -> bool:
+    """Whether a RADS category is the finding a follow-up is for: it lies in the follow-up's
+    sentence or ends the sentence just before it on the same line ("Lung-RADS 4A. Recommend
+    low-dose CT in 3 months.")."""
+    if followup.start <= rads.start < followup.end:
+        return True
+    between = text[rads.end : followup.start]
+    return (
+        rads.end <= followup.start
+        and "\n" not in between
+        and len(_SENTENCE_END.findall(between)) <= 1
+    )
+
+
+def _service_requests(
+    refs: _Refs, insights: Insights, rads_ids: list[str], text: str
+) -> list[Resource]:
     resources = []
     for followup in insights.followups:
+        reasons = [{"reference": refs.report}]
+        reasons += [
+            {"reference": f"Observation/{rads_id}"}
+            for rads, rads_id in zip(insights.rads, rads_ids, strict=True)
+            if _finding_of(text, followup.evidence, rads.evidence)
+        ]
         code: dict[str, Any] = {"text": followup.procedure_text}
         if followup.modality and term.is_known(term.DCM, followup.modality):
             code["coding"] = [_coding(term.DCM, followup.modality)]
@@ -119,7 +147,7 @@ def _service_requests(refs: _Refs, insights: Insights) -> list[Resource]:
             "code": code,
             "subject": {"reference": refs.patient},
             "authoredOn": refs.effective,
-            "reasonReference": [{"reference": refs.report}],
+            "reasonReference": reasons,
             "supportingInfo": [{"reference": refs.report}],
         }
         if followup.due is not None:
@@ -217,9 +245,10 @@ def insight_resources(
     """The resources `insights` adds to `bundle` (a radbridge Bundle of `report`)."""
     refs = _Refs(bundle, report)
     issued = fhir_datetime((created or datetime.now(UTC)).astimezone(UTC))
+    rads = _rads_observations(refs, insights, observation_status, issued)
     return [
-        *_rads_observations(refs, insights, observation_status, issued),
-        *_service_requests(refs, insights),
+        *rads,
+        *_service_requests(refs, insights, [r["id"] for r in rads], report.text),
         *_flags(refs, insights, {f.id: f for f in findings}),
         *_communications(refs, insights),
     ]
