@@ -427,6 +427,16 @@ def create_app(
                 "# TYPE radbridge_queue_depth gauge",
                 f"radbridge_queue_depth {depth}",
             ]
+        insights = store.insight_counts()
+        unrouted = insights.pop("no_template")
+        lines += [
+            "# HELP radbridge_insights insight resources in force by type (issue 20)",
+            "# TYPE radbridge_insights gauge",
+            *(f'radbridge_insights{{type="{kind}"}} {n}' for kind, n in insights.items()),
+            "# HELP radbridge_no_template_messages messages no template applied to",
+            "# TYPE radbridge_no_template_messages gauge",
+            f"radbridge_no_template_messages {unrouted}",
+        ]
         seconds = store.extraction_seconds()
         lines += [
             "# HELP radbridge_extraction_seconds model time per extraction",

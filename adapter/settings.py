@@ -227,6 +227,11 @@ class Settings(BaseSettings):
         description="a folder of template YAML files added to the built-in ones (serve, worker, "
         "extract, eval); an id that is a built-in's is refused",
     )
+    critical_findings: Path | None = Field(
+        default=None,
+        description="a YAML list of critical findings (the insights step's Flags) replacing the "
+        "shipped default (mappings/insights/critical.yaml)",
+    )
     stage: Literal["rules", "llm", "hybrid"] = Field(
         default="rules",
         description="unset: hybrid when a model other than the bundled test model is configured "

@@ -12,8 +12,9 @@ row and flagged `conflict` — never dropped. Nothing here logs message content.
 
 Result order (`save_result`): per DiagnosticReport, a preliminary never replaces a final, a
 corrected/amended result supersedes both, and otherwise the later observation time wins; a
-superseding Bundle retires the Observations it no longer has (`entered-in-error`, carried in the
-Bundle for the EHR, no longer served by searches).
+superseding Bundle retires the Observations and insight resources (ServiceRequest, Flag,
+Communication) it no longer has (`entered-in-error`, carried in the Bundle for the EHR, no longer
+served by searches).
 """
 
 from __future__ import annotations
@@ -918,6 +919,24 @@ class Store:
         counts.update({state: int(n) for state, n in rows})
         return counts
 
+    def insight_counts(self) -> dict[str, int]:
+        """For metrics (issue 20): the insight resources in force by type (ServiceRequest,
+        Flag, Communication; retired ones left out) and the messages no template applied to."""
+        kinds = ("ServiceRequest", "Flag", "Communication")
+        with self._tx() as connection:
+            rows = connection.execute(
+                sa.select(resources.c.resource_type, sa.func.count())
+                .where(resources.c.resource_type.in_(kinds), _served_status())
+                .group_by(resources.c.resource_type)
+            ).all()
+            unrouted = connection.execute(
+                sa.select(sa.func.count()).where(messages.c.reason == "no template")
+            ).scalar()
+        counts = dict.fromkeys(kinds, 0)
+        counts.update({str(kind): int(n) for kind, n in rows})
+        counts["no_template"] = int(unrouted or 0)
+        return counts
+
     def extraction_seconds(self) -> tuple[int, float]:
         """(number of extractions, total model seconds) for metrics."""
         with self._tx() as connection:
@@ -947,7 +966,8 @@ class Store:
         """A processed message's results in ONE transaction: each extraction record and Bundle
         (`save_result`'s rules: a Bundle older than the stored result is kept, not saved, and
         audited `superseded`) and the message `processing -> extracted`, its reason "no
-        template" when it had no result, else the first superseding reason when no Bundle was
+        template" when it had no result or only results no template applied to (their record
+        says `no_template`: the report's own Bundle, issue 20), else the first superseding reason when no Bundle was
         saved. All or nothing: StoreError (nothing written) when the message is no longer
         `processing`."""
         saved: list[SavedResult] = []
@@ -971,6 +991,8 @@ class Store:
             reason = None
             if not any(r.saved for r in saved):
                 reason = (kept[0].reason or "superseded") if kept else "no template"
+            elif outputs and all(output.record.get("no_template") for output in outputs):
+                reason = "no template"  # its Bundle (report and insights) was kept all the same
             if not _transition_in(connection, message_id, EXTRACTED, reason=reason):
                 raise StoreError(f"message {message_id}: no longer processing, nothing was saved")
         for result in saved:
@@ -1029,19 +1051,23 @@ class Store:
             return SavedResult(bundle_id, saved=False, retired=(), reason=kept.reason)
         bundle = kept.bundle
         current = {
-            e["resource"]["id"]
+            (e["resource"]["resourceType"], e["resource"]["id"])
             for e in bundle.get("entry", [])
-            if e["resource"]["resourceType"] == "Observation"
+            if e["resource"]["resourceType"] in RETIRABLE
         }
         dropped = sorted(  # sorted here: ORDER BY id made SQLite read every Observation
             connection.execute(
-                sa.select(resources.c.id, resources.c.body).where(
-                    resources.c.resource_type == "Observation",
+                sa.select(resources.c.resource_type, resources.c.id, resources.c.body).where(
+                    resources.c.resource_type.in_(RETIRABLE),
                     resources.c.bundle_id == bundle_id,
                 )
             ).all()
         )
-        retired = [_retired(json.loads(body)) for oid, body in dropped if str(oid) not in current]
+        retired = [
+            _retired(json.loads(body))
+            for kind, oid, body in dropped
+            if (str(kind), str(oid)) not in current
+        ]
         if retired:
             bundle = {
                 **bundle,
@@ -1051,7 +1077,7 @@ class Store:
                         {
                             "fullUrl": f"urn:uuid:{r['id']}",
                             "resource": r,
-                            "request": {"method": "PUT", "url": f"Observation/{r['id']}"},
+                            "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"},
                         }
                         for r in retired
                     ),
@@ -1648,6 +1674,9 @@ def _with_last_updated(
 
 
 RETIRED_STATUSES = ("entered-in-error", "cancelled")
+RETIRABLE = ("Observation", "ServiceRequest", "Flag", "Communication")
+"""What a superseding result retires when it no longer has it: the Observations and the
+insights (issue 20: follow-ups, critical flags, communications)."""
 
 # the timeline's statement, built once (see `Store.latest_observations`)
 _LATEST_OBSERVATION = (
@@ -1704,11 +1733,12 @@ def _stale_reason(incoming: dict[str, Any], stored: dict[str, Any]) -> str | Non
     return None
 
 
-def _retired(observation: dict[str, Any]) -> dict[str, Any]:
-    """A stored Observation a superseding result no longer has: entered in error."""
-    if observation.get("status") in RETIRED_STATUSES:
-        return observation
-    return {**observation, "status": "entered-in-error"}
+def _retired(resource: dict[str, Any]) -> dict[str, Any]:
+    """A stored Observation or insight a superseding result no longer has: entered in error
+    (a status of each of these resources in R4)."""
+    if resource.get("status") in RETIRED_STATUSES:
+        return resource
+    return {**resource, "status": "entered-in-error"}
 
 
 def _index_row(

@@ -457,6 +457,37 @@ def show(
                 _evidence_text(resource),
             )
         out.print(table)
+        insights = _insight_rows(bundle)
+        if insights:
+            found = Table(title=f"{path.name}: insights")
+            for column in ("resource", "what", "detail", "evidence"):
+                found.add_column(column)
+            for row in insights:
+                found.add_row(*row)
+            out.print(found)
+
+
+def _insight_rows(bundle: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """One row per follow-up (ServiceRequest), critical result (Flag) and communication."""
+    rows = []
+    for entry in bundle.get("entry", []):
+        resource = entry.get("resource", {})
+        kind = resource.get("resourceType")
+        if kind == "ServiceRequest":
+            period = resource.get("occurrencePeriod") or {}
+            when = resource.get("occurrenceDateTime") or "–".join(str(v) for v in period.values())
+            detail = f"due {when}" if when else "no time frame"
+            detail += ", conditional" if resource.get("asNeededBoolean") else ""
+            what = _concept_text(resource.get("code"))
+        elif kind == "Flag":
+            what, detail = _concept_text(resource.get("code")), str(resource.get("status"))
+        elif kind == "Communication":
+            names = ", ".join(str(r.get("display")) for r in resource.get("recipient", []))
+            what, detail = (f"to {names}" if names else "communicated"), ""
+        else:
+            continue
+        rows.append((str(kind), what, detail, _evidence_text(resource)))
+    return rows
 
 
 def _when(value: Any) -> str:
@@ -813,12 +844,16 @@ def evaluate(
     from conformance import evaluate as ev
     from conformance.datasets import is_dragon
     from conformance.errors import EvaluationError
+    from conformance.insights_eval import is_insights
     from conformance.report_html import write_report
 
     if stage is not None and stage not in ("rules", "llm", "hybrid", "all"):
         raise _fail(f"--stage must be rules, llm, hybrid or all (got {stage!r})")
     if split is not None and split not in ("dev", "test"):
         raise _fail(f"--split must be dev or test (got {split!r})")
+    if is_insights(dataset):  # the labelled insights set (issue 20): the rules of the insights step
+        _eval_insights(dataset, out_dir, split, resamples, seed)
+        return
     settings = _settings(model_path=model, stage=None if stage == "all" else stage)
     if template is not None and not is_dragon(dataset):  # DRAGON: its own task templates
         try:
@@ -847,6 +882,26 @@ def evaluate(
     write_report(result, out_dir / "report.html")
     for table in ev.summary_tables(result):
         out.print(table)
+    err.print(f"wrote {out_dir / 'metrics.json'} and {out_dir / 'report.html'}")
+
+
+def _eval_insights(
+    dataset: Path, out_dir: Path, split: str | None, resamples: int, seed: int
+) -> None:
+    """`radbridge eval` on an insights set: metrics.json, report.html and the table."""
+    import json
+
+    from conformance.errors import EvaluationError
+    from conformance.insights_eval import insights_html, run_insights_evaluation
+
+    try:
+        result, table = run_insights_evaluation(dataset, split, resamples=resamples, seed=seed)
+    except EvaluationError as exc:
+        raise _fail(str(exc)) from None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    (out_dir / "report.html").write_text(insights_html(result), encoding="utf-8")
+    out.print(table)
     err.print(f"wrote {out_dir / 'metrics.json'} and {out_dir / 'report.html'}")
 
 

@@ -288,12 +288,13 @@ def _link_problems(bundle: Resource, path: str) -> list[Problem]:
                 target = item.get("reference") if isinstance(item, dict) else None
                 if isinstance(target, str):  # `Observation/<id>/_history/<vid>`: that version
                     target = target.split("/_history/")[0]
+                # a Provenance also targets the insight resources (ServiceRequest, Flag, ...)
+                wanted = "Observation/" if kind == "DiagnosticReport" else ""
                 if not (
-                    isinstance(target, str)
-                    and target.startswith("Observation/")
-                    and target in present
+                    isinstance(target, str) and target.startswith(wanted) and target in present
                 ):
-                    message = f"{kind}.{element} {target!r} is not an Observation of this Bundle"
+                    what = "an Observation" if wanted else "a resource"
+                    message = f"{kind}.{element} {target!r} is not {what} of this Bundle"
                     problems.append(
                         Problem(path, "error", f"{where}.{element}[{position}]", message)
                     )

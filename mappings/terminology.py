@@ -28,10 +28,17 @@ V2_0074 = "http://terminology.hl7.org/CodeSystem/v2-0074"
 V3_OBSERVATION_VALUE = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 PROVENANCE_PARTICIPANT_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
+FLAG_CATEGORY = "http://terminology.hl7.org/CodeSystem/flag-category"
 
 GPS = "shared/terminology/snomed-gps-2019.tsv"
 VERIFIED = "shared/terminology/verified-codes.tsv"
 C80 = "shared/terminology/loinc-radiology-subset-from-R4-c80.tsv"
+_CID29 = (
+    "DICOM PS3.16 CID 29 Acquisition Modality: bvdh/dicom-terminology-in-fhir "
+    "input/fsh/ValueSet-dicom-cid-29-AcquisitionModality.fsh@19115a9c and the FHIR ValueSet "
+    "dicom-cid-29-AcquisitionModality (system http://dicom.nema.org/resources/ontology/DCM)"
+)
 
 
 @dataclass(frozen=True)
@@ -150,6 +157,29 @@ TERMS: tuple[TermEntry, ...] = (
         "HL7 AI Transparency on FHIR IG, ValueSet ProvenanceVS "
         "(hl7.org/fhir/uv/aitransparency/2026Jan/ValueSet-ProvenanceVS.html)",
         "IG",
+    ),
+    # insights (issue 20): the modality of a follow-up (DICOM CID 29 Acquisition Modality) and
+    # the Flag category
+    *(
+        TermEntry(DCM, code, display, _CID29, "2 sources")
+        for code, display in (
+            ("CT", "Computed Tomography"),
+            ("MR", "Magnetic Resonance"),
+            ("US", "Ultrasound"),
+            ("MG", "Mammography"),
+            ("CR", "Computed Radiography"),
+            ("DX", "Digital Radiography"),
+            ("NM", "Nuclear Medicine"),
+            ("PT", "Positron emission tomography"),
+        )
+    ),
+    TermEntry(
+        FLAG_CATEGORY,
+        "clinical",
+        "Clinical",
+        "FHIR R4 4.0.1 ValueSet flag-category (GinoCanessa/fhir-cross-version-source "
+        "docs/R4/ValueSets/FlagCategory.md)",
+        "official",
     ),
     TermEntry(
         V2_0203,

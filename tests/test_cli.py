@@ -50,11 +50,13 @@ def test_extract_writes_bundles_and_rejections(
     out, result = extracted
     assert result.returncode == 0, result.stderr
     names = sorted(p.name for p in out.glob("*.json"))
-    # chest reports (hl7v2 + MLLP + FHIR); the abdomen OBR of multi_obr is not routed
+    # chest reports (hl7v2 + MLLP + FHIR); the abdomen OBR of multi_obr is routed to no
+    # template: its Bundle carries the report and its insights (issue 20), no_template is listed
     assert names == [
         "CT0001-1.json",
         "DE0004-1.json",
         "MO0006-1.json",
+        "MO0006-2.json",
         "XR0002-1.json",
         "dr-chest-1.json",
     ]

@@ -136,10 +136,10 @@ def test_a_phi_canary_reaches_no_log_no_error_body_and_no_metric(tmp_path: Path)
             bodies += [(what, a.status_code, a.text) for what, a in answers.items()]
             jobs = codes.count("CA") + 1  # the MLLP messages accepted, and one over HTTP
 
-            # 4 delivered; 1 dead (without text); 3 extracted: 1 with no template and 2 whose
-            # delivery the EHR refused (`refused` for that destination, issue 19: the message
-            # is not dead)
-            expected = {"delivered": 4, "dead": 1, "extracted": 3}
+            # 5 delivered (one of them with no template: its report and insights, issue 20);
+            # 1 dead (without text); 2 extracted whose delivery the EHR refused (`refused` for
+            # that destination, issue 19: the message is not dead)
+            expected = {"delivered": 5, "dead": 1, "extracted": 2}
             waited = wait_until(lambda: serve.states() == expected, 120, f"states {expected}")
             records = [serve.job(i) for i in range(1, jobs + 1)]
             states = sorted(r["state"] for r in records)
@@ -157,7 +157,7 @@ def test_a_phi_canary_reaches_no_log_no_error_body_and_no_metric(tmp_path: Path)
     )
     # the failures happened: deliveries refused, a report without text dead, the rest delivered
     assert ehr.refused >= 2
-    assert states.count("dead") == 1 and states.count("delivered") == 4
+    assert states.count("dead") == 1 and states.count("delivered") == 5
     assert ready.status_code == 200 and ready.json()["destinations"]["fhir"]["refused"] == 2
     # every process logged at DEBUG (serve's listener, the worker's Celery), so the check bites
     assert "DEBUG radbridge.mllp mllp frame size=" in log

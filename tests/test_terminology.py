@@ -30,7 +30,10 @@ HL7_SYSTEMS = {
     term.V2_0203,
     term.V3_OBSERVATION_VALUE,
     term.PROVENANCE_PARTICIPANT_TYPE,
+    term.FLAG_CATEGORY,
 }
+# DICOM codes (the modality of a follow-up, issue 20), cited in the table (CID 29, two sources).
+DICOM_SYSTEMS = {term.DCM}
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +86,7 @@ def test_every_loinc_code_is_in_the_r4_value_set_or_cited(loinc: set[str]) -> No
 def test_every_other_code_is_cited() -> None:
     for entry in term.TERMS:
         assert entry.source
-        assert entry.system in {term.SNOMED, term.LOINC} | HL7_SYSTEMS
+        assert entry.system in {term.SNOMED, term.LOINC} | HL7_SYSTEMS | DICOM_SYSTEMS
 
 
 def test_do_not_use_codes_are_refused(verified: str) -> None:

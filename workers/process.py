@@ -31,18 +31,24 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from adapter.settings import Settings
 from mappings.errors import FhirMappingError, HL7ErrorCode, MessageRejected, RadbridgeError
 from mappings.fhir import build_bundle
 from mappings.inbound import parse_message
-from mappings.report import Extraction, Report
+from mappings.insights.fhir import add_insights
+from mappings.insights.model import Insights
+from mappings.insights.report_only import report_only_template
+from mappings.report import Extraction, Report, Stage
 from mappings.routing import RouteReason, Routing, decide
 from mappings.template import Template
 from mappings.timeline import TimelineEntry, link_reports
 from workers.errors import ExtractionError
 from workers.extraction_engine import ExtractionEngine
+from workers.insights.extract import critical_list, insights_of
+from workers.lexical import RULES_MODEL
 from workers.stages import run_stage
 
 EngineFactory = Callable[[], ExtractionEngine]
@@ -80,11 +86,21 @@ class Result:
     name: str
     seconds: float
     bundle: dict[str, Any] | None = None
+    insights: Insights | None = None
+    """The report-level insights (issue 20), the same for every template of the report."""
+    no_template: str | None = None
+    """Why no template applies, for the result of a report under `report_only`."""
 
     def record(self) -> dict[str, Any]:
-        """The extraction record the store keeps (the extraction plus why it was routed)."""
+        """The extraction record the store keeps (the extraction, why it was routed and the
+        report's insights)."""
         routing = self.route.as_dict() if self.route else None
-        return {**self.extraction.model_dump(mode="json"), "routing": routing}
+        record = {**self.extraction.model_dump(mode="json"), "routing": routing}
+        if self.insights is not None:
+            record["insights"] = self.insights.model_dump(mode="json")
+        if self.no_template is not None:
+            record[NO_TEMPLATE] = self.no_template
+        return record
 
 
 @dataclass
@@ -128,6 +144,15 @@ def _finish(
             default_tz=settings.zone(),
             derived_from=derived_from,
         )
+        if result.insights is not None:
+            bundle = add_insights(
+                bundle,
+                result.report,
+                result.insights,
+                findings=critical_list(settings.critical_findings),
+                observation_status=settings.observation_status,
+                created=result.extraction.created,
+            )
     except FhirMappingError as exc:
         outcome.rejected.append(Rejected.of(exc, INVALID_OUTPUT, result.report))
         return None
@@ -136,6 +161,26 @@ def _finish(
     )
     outcome.results.append(finished)
     return finished
+
+
+def _report_only(report: Report, insights: Insights, detail: str) -> Result:
+    """The result of a report no template applies to: no values, its DiagnosticReport and
+    insights (`mappings.insights.report_only`); its record says `no_template`."""
+    started = time.perf_counter()
+    template = report_only_template()
+    extraction = Extraction(
+        report_id=report.report_id,
+        template_id=template.id,
+        template_version=template.version,
+        model=RULES_MODEL,
+        stage=Stage.RULES,
+        values=(),
+        created=datetime.now(UTC),
+    )
+    seconds = time.perf_counter() - started
+    return Result(
+        report, template, extraction, None, report.report_id, seconds, None, insights, detail
+    )
 
 
 def process_reports(
@@ -160,9 +205,17 @@ def process_reports(
         routing = route(report, templates, explicit=explicit)
         if on_routing is not None:
             on_routing(report, routing)
+        insights = insights_of(report, settings)
         if not routing.chosen:
             detail = f"no template applies to this report: {routing.detail()}"
             outcome.rejected.append(Rejected(NO_TEMPLATE, detail, None, "not-supported", report))
+            only = _report_only(report, insights, detail)
+            if with_bundles and stored_links is not None:
+                finished = _finish(only, settings, {}, time.perf_counter(), outcome)
+                if finished is not None and on_result is not None:
+                    on_result(finished)
+            else:
+                pending.append(only)
         for template in routing.chosen:
             started = time.perf_counter()
             try:
@@ -180,6 +233,7 @@ def process_reports(
                 routing.reason_for(template.id),
                 name,
                 time.perf_counter() - started,
+                insights=insights,
             )
             if with_bundles and stored_links is not None:
                 links = stored_links(TimelineEntry(report, extraction, template))

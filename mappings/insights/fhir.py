@@ -1,0 +1,316 @@
+"""Insights -> FHIR R4 resources in the report's transaction Bundle (issue 20).
+
+`add_insights(bundle, report, insights, ...)` adds to a Bundle built by `mappings.fhir_out`:
+- a `ServiceRequest` per follow-up: `status` draft, `intent` proposal, `code` with the DICOM
+  modality (`http://dicom.nema.org/resources/ontology/DCM`, CID 29) when stated and the text,
+  `occurrenceDateTime` (one due date) or `occurrencePeriod` (a range), `asNeededBoolean` true when
+  conditional, `reasonReference` the DiagnosticReport and the RADS Observation of its sentence or
+  the sentence before (the finding it is for), `supportingInfo` the DiagnosticReport, the
+  guideline in `note`;
+  no `requester`;
+- a `Flag` per critical result: `status` active, category clinical, `code` the finding as text
+  (no concept code is verified yet), `subject` the patient, the `flag-detail` extension to the
+  DiagnosticReport, `period.start` the report's effective time;
+- a `Communication` per statement that the result was passed on: `status` completed, `subject`,
+  `recipient` as `Reference.display`, `about` the DiagnosticReport, the time as written in `note`
+  (`sent` is not set: a clock time as written is not a FHIR instant);
+- an `Observation` per RADS category: `code` text naming the system (no LOINC/RadElement code is
+  verified for these scores), `valueCodeableConcept.text` the category as the system writes it,
+  `bodySite.text` the side when stated; listed in `DiagnosticReport.result`.
+Every resource carries the AIAST security label and the project's evidence extension (quote and
+offsets, `stage` rules, `template` `insights|<version>`, `variable` the insight kind); the
+Provenance of the Bundle targets them too. Ids are UUIDv5 of (sending facility, report key,
+kind, what it says, its rank among equal ones), so re-extracting a report PUTs the same ids.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+from mappings import terminology as term
+from mappings.fhir_out import (
+    EVIDENCE_EXTENSION,
+    deterministic_id,
+    fhir_datetime,
+    report_key,
+)
+from mappings.insights.critical_list import CriticalFinding
+from mappings.insights.model import Insights, Span
+from mappings.output_check import check_bundle
+from mappings.report import Report
+
+INSIGHTS_VERSION = "1"
+FLAG_DETAIL = "http://hl7.org/fhir/StructureDefinition/flag-detail"
+RADS_CODE_TEXT = {
+    "BI-RADS": "BI-RADS assessment category",
+    "BI-RADS density": "BI-RADS breast density category",
+    "Lung-RADS": "Lung-RADS category",
+    "PI-RADS": "PI-RADS assessment category",
+    "TI-RADS": "ACR TI-RADS level",
+    "LI-RADS": "LI-RADS category",
+    "O-RADS": "O-RADS category",
+}
+Resource = dict[str, Any]
+
+
+def _coding(system: str, code: str) -> dict[str, str]:
+    entry = term.require(system, code)
+    return {"system": system, "code": code, "display": entry.display}
+
+
+def _security() -> dict[str, Any]:
+    return {"security": [_coding(term.V3_OBSERVATION_VALUE, "AIAST")]}
+
+
+def _evidence(span: Span, kind: str) -> dict[str, Any]:
+    return {
+        "url": EVIDENCE_EXTENSION,
+        "extension": [
+            {"url": "quote", "valueString": span.quote},
+            {"url": "start", "valueInteger": span.start},
+            {"url": "end", "valueInteger": span.end},
+            {"url": "verified", "valueBoolean": True},
+            {"url": "stage", "valueCode": "rules"},
+            {"url": "template", "valueString": f"insights|{INSIGHTS_VERSION}"},
+            {"url": "variable", "valueString": kind},
+        ],
+    }
+
+
+class _Refs:
+    """What the insight resources share with the Bundle they join."""
+
+    def __init__(self, bundle: Resource, report: Report) -> None:
+        by_type: dict[str, Resource] = {}
+        for entry in bundle.get("entry", []):
+            by_type.setdefault(entry["resource"]["resourceType"], entry["resource"])
+        self.patient = f"Patient/{by_type['Patient']['id']}"
+        self.report_resource = by_type["DiagnosticReport"]
+        self.report = f"DiagnosticReport/{self.report_resource['id']}"
+        self.effective: str = self.report_resource["effectiveDateTime"]
+        self.device = f"Device/{by_type['Device']['id']}" if "Device" in by_type else None
+        self.provenance = by_type.get("Provenance")
+        self.facility = report.sending_facility
+        self.key = report_key(report)
+        self._ranks: Counter[tuple[str, ...]] = Counter()
+
+    def id(self, resource_type: str, *parts: str | None) -> str:
+        """A deterministic id; equal parts get their rank appended (the 2nd CT follow-up)."""
+        key = (resource_type, *(p or "" for p in parts))
+        self._ranks[key] += 1
+        return deterministic_id(
+            resource_type, self.facility, self.key, "insights", *key[1:], str(self._ranks[key])
+        )
+
+
+_SENTENCE_END = re.compile(r"[.!?;](?=\s)")
+
+
+def _finding_of(text: str, followup: Span, rads: Span) -> bool:
+    """Whether a RADS category is the finding a follow-up is for: it lies in the follow-up's
+    sentence or ends the sentence just before it on the same line ("Lung-RADS 4A. Recommend
+    low-dose CT in 3 months.")."""
+    if followup.start <= rads.start < followup.end:
+        return True
+    between = text[rads.end : followup.start]
+    return (
+        rads.end <= followup.start
+        and "\n" not in between
+        and len(_SENTENCE_END.findall(between)) <= 1
+    )
+
+
+def _service_requests(
+    refs: _Refs, insights: Insights, rads_ids: list[str], text: str
+) -> list[Resource]:
+    resources = []
+    for followup in insights.followups:
+        reasons = [{"reference": refs.report}]
+        reasons += [
+            {"reference": f"Observation/{rads_id}"}
+            for rads, rads_id in zip(insights.rads, rads_ids, strict=True)
+            if _finding_of(text, followup.evidence, rads.evidence)
+        ]
+        code: dict[str, Any] = {"text": followup.procedure_text}
+        if followup.modality and term.is_known(term.DCM, followup.modality):
+            code["coding"] = [_coding(term.DCM, followup.modality)]
+        resource: Resource = {
+            "resourceType": "ServiceRequest",
+            "id": refs.id("ServiceRequest", followup.kind, followup.modality),
+            "meta": _security(),
+            "extension": [_evidence(followup.evidence, f"followup.{followup.kind}")],
+            "status": "draft",
+            "intent": "proposal",
+            "code": code,
+            "subject": {"reference": refs.patient},
+            "authoredOn": refs.effective,
+            "reasonReference": reasons,
+            "supportingInfo": [{"reference": refs.report}],
+        }
+        if followup.due is not None:
+            resource["occurrenceDateTime"] = followup.due.isoformat()
+        elif followup.due_start is not None and followup.due_end is not None:
+            resource["occurrencePeriod"] = {
+                "start": followup.due_start.isoformat(),
+                "end": followup.due_end.isoformat(),
+            }
+        if followup.conditional:
+            resource["asNeededBoolean"] = True
+        if followup.guideline:
+            resource["note"] = [{"text": f"Guideline: {followup.guideline}"}]
+        resources.append(resource)
+    return resources
+
+
+def _flags(refs: _Refs, insights: Insights, findings: dict[str, CriticalFinding]) -> list[Resource]:
+    resources = []
+    for result in insights.critical:
+        finding = findings.get(result.finding)
+        label = finding.label if finding else result.finding
+        resources.append(
+            {
+                "resourceType": "Flag",
+                "id": refs.id("Flag", result.finding),
+                "meta": _security(),
+                "extension": [
+                    {"url": FLAG_DETAIL, "valueReference": {"reference": refs.report}},
+                    _evidence(result.evidence, "critical"),
+                ],
+                "status": "active",
+                "category": [{"coding": [_coding(term.FLAG_CATEGORY, "clinical")]}],
+                "code": {"text": f"Critical result: {label}"},
+                "subject": {"reference": refs.patient},
+                "period": {"start": refs.effective},
+            }
+        )
+    return resources
+
+
+def _communications(refs: _Refs, insights: Insights) -> list[Resource]:
+    resources = []
+    for communication in insights.communications:
+        resource: Resource = {
+            "resourceType": "Communication",
+            "id": refs.id("Communication", communication.recipient),
+            "meta": _security(),
+            "extension": [_evidence(communication.evidence, "communication")],
+            "status": "completed",
+            "subject": {"reference": refs.patient},
+            "about": [{"reference": refs.report}],
+        }
+        if communication.recipient:
+            resource["recipient"] = [{"display": communication.recipient}]
+        if communication.time:
+            resource["note"] = [{"text": f"Time as stated: {communication.time}"}]
+        resources.append(resource)
+    return resources
+
+
+def _rads_observations(refs: _Refs, insights: Insights, status: str, issued: str) -> list[Resource]:
+    resources = []
+    for rads in insights.rads:
+        resource: Resource = {
+            "resourceType": "Observation",
+            "id": refs.id("Observation", rads.system, rads.category, rads.side),
+            "meta": _security(),
+            "extension": [_evidence(rads.evidence, "rads")],
+            "status": status,
+            "category": [{"coding": [_coding(term.OBSERVATION_CATEGORY, "imaging")]}],
+            "code": {"text": RADS_CODE_TEXT.get(rads.system, rads.system)},
+            "subject": {"reference": refs.patient},
+            "effectiveDateTime": refs.effective,
+            "issued": issued,
+            "valueCodeableConcept": {"text": rads.category},
+        }
+        if refs.device:
+            resource["device"] = {"reference": refs.device}
+        if rads.side:
+            resource["bodySite"] = {"text": rads.side}
+        resources.append(resource)
+    return resources
+
+
+def insight_resources(
+    bundle: Resource,
+    report: Report,
+    insights: Insights,
+    *,
+    findings: tuple[CriticalFinding, ...] = (),
+    observation_status: str = "preliminary",
+    created: datetime | None = None,
+) -> list[Resource]:
+    """The resources `insights` adds to `bundle` (a radbridge Bundle of `report`)."""
+    refs = _Refs(bundle, report)
+    issued = fhir_datetime((created or datetime.now(UTC)).astimezone(UTC))
+    rads = _rads_observations(refs, insights, observation_status, issued)
+    return [
+        *rads,
+        *_service_requests(refs, insights, [r["id"] for r in rads], report.text),
+        *_flags(refs, insights, {f.id: f for f in findings}),
+        *_communications(refs, insights),
+    ]
+
+
+def add_insights(
+    bundle: Resource,
+    report: Report,
+    insights: Insights,
+    *,
+    findings: tuple[CriticalFinding, ...] = (),
+    observation_status: str = "preliminary",
+    created: datetime | None = None,
+) -> Resource:
+    """`bundle` with the insight resources added (the DiagnosticReport lists the RADS
+    Observations, the Provenance targets every insight resource), checked again."""
+    if insights.empty():
+        return bundle
+    resources = insight_resources(
+        bundle,
+        report,
+        insights,
+        findings=findings,
+        observation_status=observation_status,
+        created=created,
+    )
+    refs = _Refs(bundle, report)
+    references = [f"{r['resourceType']}/{r['id']}" for r in resources]
+    observations = [ref for ref in references if ref.startswith("Observation/")]
+    if observations:
+        result = refs.report_resource.setdefault("result", [])
+        result.extend({"reference": ref} for ref in observations)
+    entries = bundle["entry"]
+    if refs.provenance is not None:
+        refs.provenance["target"].extend({"reference": ref} for ref in references)
+    elif refs.device is not None:
+        entries.append(_entry(_provenance(refs, references, created)))
+    entries.extend(_entry(resource) for resource in resources)
+    check_bundle(bundle)
+    return bundle
+
+
+def _provenance(refs: _Refs, references: list[str], created: datetime | None) -> Resource:
+    return {
+        "resourceType": "Provenance",
+        "id": deterministic_id("Provenance", refs.facility, refs.key, "insights"),
+        "meta": _security(),
+        "target": [{"reference": ref} for ref in references],
+        "recorded": fhir_datetime((created or datetime.now(UTC)).astimezone(UTC)),
+        "agent": [
+            {
+                "type": {"coding": [_coding(term.PROVENANCE_PARTICIPANT_TYPE, "assembler")]},
+                "who": {"reference": refs.device},
+            }
+        ],
+        "entity": [{"role": "source", "what": {"reference": refs.report}}],
+    }
+
+
+def _entry(resource: Resource) -> Resource:
+    return {
+        "fullUrl": f"urn:uuid:{resource['id']}",
+        "resource": resource,
+        "request": {"method": "PUT", "url": f"{resource['resourceType']}/{resource['id']}"},
+    }

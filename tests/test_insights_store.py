@@ -1,0 +1,108 @@
+"""Insights on a real store (SQLite, PostgreSQL): a message whose report no template applies to
+(issue 20 item 1) keeps its Bundle (the report and its insights) with the reason "no template";
+a corrected report retires the insights it no longer says."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapter.settings import Settings
+from adapter.store import Incoming, Store
+from conformance.validate import validate_resource
+from mappings.inbound import report_from_record
+from mappings.report import ResultStatus
+from mappings.template import load_builtin_templates
+from tests.stores import KINDS, open_store
+from workers.process import process_reports
+from workers.tasks import process_message
+
+ABDOMEN_US = "\r".join(
+    [
+        "MSH|^~\\&|RIS|RBHOSP|RADBRIDGE|RBHOSP|20261102101500||ORU^R01|INS0001|P|2.3",
+        "PID|1||MRN-INS1^^^RBH^MR||TESTPATIENT^GAMMA||19800101|F",
+        "OBR|1|PL9001|ACC9001|76700^US ABDOMEN COMPLETE^CPT|||20261102100000|||||||||||||||"
+        "20261102101400||US|F",
+        "OBX|1|TX|&GDT||US ABDOMEN~IMPRESSION: Acute appendicitis.~"
+        "Recommend follow-up ultrasound in 6 weeks.||||||F",
+    ]
+).encode()
+
+
+@pytest.fixture(params=KINDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    with open_store(request.param, Settings(data_dir=tmp_path / "data")) as opened:
+        yield opened
+
+
+def test_a_no_template_message_keeps_its_bundle_and_says_no_template(
+    store: Store, tmp_path: Path
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", stage="rules")
+    incoming = Incoming(ABDOMEN_US, "mllp", "RIS", "RBHOSP", "INS0001")
+    message_id = store.accept(incoming).message_id
+    (bundle_id,) = process_message(store, settings, message_id) or []
+    row = store.get_message(message_id)
+    assert row is not None and row.state == "extracted" and row.reason == "no template"
+    bundle = store.get_bundle(bundle_id)
+    assert bundle is not None
+    assert store.insight_counts() == {
+        "ServiceRequest": 1,
+        "Flag": 1,
+        "Communication": 0,
+        "no_template": 1,
+    }
+    kinds = sorted(e["resource"]["resourceType"] for e in bundle["entry"])
+    assert kinds == [
+        "Device",
+        "DiagnosticReport",
+        "Flag",
+        "Patient",
+        "Provenance",
+        "ServiceRequest",
+    ]
+
+
+def _bundle(text: str, status: str, time: str) -> dict[str, Any]:
+    record = {"id": "ins-corr", "text": text, "date": time}
+    report = report_from_record(record, default_language="en")
+    report = report.model_copy(update={"result_status": ResultStatus(status)})
+    outcome = process_reports(
+        [report], list(load_builtin_templates().values()), Settings(stage="rules"), _no_engine
+    )
+    (result,) = outcome.results
+    assert result.bundle is not None
+    return result.bundle
+
+
+def _no_engine() -> Any:
+    raise AssertionError("the rules stage needs no engine")
+
+
+def test_a_corrected_report_retires_the_insights_it_no_longer_says(store: Store) -> None:
+    first = _bundle(
+        "US ABDOMEN\nIMPRESSION: Acute appendicitis. Recommend ultrasound in 6 weeks.",
+        "F",
+        "2026-11-02T10:00:00",
+    )
+    store.save_result(None, "ins-corr", first)
+    corrected = _bundle(
+        "US ABDOMEN\nIMPRESSION: Normal appendix. No follow-up needed.",
+        "C",
+        "2026-11-02T12:00:00",
+    )
+    saved = store.save_result(None, "ins-corr", corrected)
+    assert saved.saved
+    stored = store.get_bundle(saved.bundle_id)
+    assert stored is not None
+    statuses = {
+        e["resource"]["resourceType"]: e["resource"]["status"]
+        for e in stored["entry"]
+        if e["resource"]["resourceType"] in ("ServiceRequest", "Flag")
+    }
+    assert statuses == {"ServiceRequest": "entered-in-error", "Flag": "entered-in-error"}
+    assert store.insight_counts()["Flag"] == 0  # a retired Flag is not counted
+    assert [p for p in validate_resource(stored) if p.severity == "error"] == []

@@ -1,0 +1,81 @@
+"""Communications of a result: a sentence saying the result was passed on directly (phone, in
+person, chat, "discussed with the patient"), with its recipient and time as written.
+
+Requests ("please call"), future discussions ("will be discussed at the MDT") and routine
+report transmission are not communications.
+"""
+
+from __future__ import annotations
+
+import re
+
+from mappings.insights.model import ResultCommunication
+from workers.insights.text import ReportText
+
+_TRIGGER = re.compile(
+    r"(?<!\w)(?:discussed|communicated|informed|notified|reported (?:by \w+ )?to|called|paged|"
+    r"relayed|conveyed|telephoned|phoned|read back|spoke (?:to|with)|spoken (?:to|with)|"
+    r"contacted|made aware|gemeld|gesproken met|telefonisch overleg|doorgebeld|"
+    r"doorgegeven|besproken|gebeld|geïnformeerd|medegedeeld|overlegd|"
+    r"übermittelt|mitgeteilt|mitteilung|übermittlung|besprochen|informiert|benachrichtigt|"
+    r"telefonisch an|durchgegeben|telefoniert|rücksprache|gesprochen)(?!\w)",
+    re.IGNORECASE,
+)
+_NOT = re.compile(
+    r"(?<!\w)(?:please|will be|to be|wird|werden|zal|graag|bitte|mdt|tumou?r ?board|"
+    r"multidisciplinary|tumorboard|tumorkonferenz|mdo|not (?:been )?(?:discussed|communicated)|"
+    r"niet besproken|nicht besprochen)(?!\w)",
+    re.IGNORECASE,
+)
+_TITLED = re.compile(
+    r"(?<!\w)(?:(?:Prof\.\s+)?(?:Dr|dr|DR|Mr|Mrs|Ms|Prof|PD Dr)\.?\s+"
+    r"(?:[A-Z]\.\s*)*(?:(?:van|de|der|den|von|Van|De|Von)\s+)*[A-Z][\w'’-]+"
+    r"|(?:Schwester|Pfleger|Sister|Nurse|NURSE|RN)\s+[A-Z][\w'-]+"
+    r"|(?:(?:CHARGE|STAFF|WARD|ICU|ED)\s+)?(?:NURSE|DR\.?)\s+(?:[A-Z]\.\s*)*[A-Z]+)"
+)
+_ROLE = re.compile(
+    r"(?:\bwith|\bto|\baan|\bmet|\ban|\bmit)\s+((?:the|de|het|den|dem|die)\s+[^,.;()]{3,50}?)"
+    r"(?=\s+(?:at|om|um|by|via|on|per|who|telefonisch)\b|[,.;()]|$)",
+    re.IGNORECASE,
+)
+_PATIENT = re.compile(
+    r"(?<!\w)(?:the patient|patiënte?|de patiënt|dem patienten|der patientin)(?!\w)", re.I
+)
+_TIME = re.compile(
+    r"(?<!\d)(?:[01]?\d|2[0-3])[:.][0-5]\d(?!\d)(?:\s*(?:uur|Uhr|u|h|hrs)(?!\w))?"
+    r"(?:\s+on\s+(?:\d{1,2}/\d{1,2}/\d{2,4}|\d{1,2}\s+[A-Z][a-z]+\s+\d{4}))?"
+)
+
+
+def _recipient(sentence: str) -> str | None:
+    titled = _TITLED.search(sentence)
+    if titled:
+        return titled.group(0).strip()
+    role = _ROLE.search(sentence)
+    if role:
+        return role.group(1).strip()
+    patient = _PATIENT.search(sentence)
+    return patient.group(0) if patient else None
+
+
+def find_communications(doc: ReportText) -> tuple[ResultCommunication, ...]:
+    """The communications this report states, in text order (one per sentence)."""
+    found: list[ResultCommunication] = []
+    for start, end in doc.sentences:
+        sentence = doc.text[start:end]
+        if not _TRIGGER.search(sentence) or _NOT.search(sentence):
+            continue
+        if doc.in_sections(start, frozenset({"history", "comparison"})):
+            continue
+        recipient = _recipient(sentence)
+        time = _TIME.search(sentence)
+        if recipient is None and time is None:
+            continue
+        found.append(
+            ResultCommunication(
+                recipient=recipient,
+                time=time.group(0).strip() if time else None,
+                evidence=doc.span(start, end),
+            )
+        )
+    return tuple(found)

@@ -1,0 +1,97 @@
+"""Critical results: a finding of the critical list stated as present in this exam.
+
+A mention flags unless ConText (`workers.context.assess`) finds it negated, historical,
+hypothetical or about someone else, or a hedge sits before it in its clause ("likely",
+"suspicious for", "mogelijk", "V.a.", "fraglich") or after it ("cannot be excluded", "niet uit te
+sluiten"); "consistent with" / "passend bij" / "vereinbar mit" are statements, not hedges. The
+history/indication line, known-unchanged findings and expected postoperative states do not
+flag. One result per finding per report; a finding listed in `supersedes` hides the other.
+"""
+
+from __future__ import annotations
+
+import re
+
+from mappings.insights.critical_list import CriticalFinding
+from mappings.insights.model import CriticalResult
+from workers.context import assess
+from workers.insights.text import ReportText
+
+_HEDGE_BEFORE = re.compile(
+    r"(?<!\w)(?:likely|unlikely|probable|probably|possible|possibly|suspicious|suspected|"
+    r"suspicion|concerning|questionable|equivocal|presumed|may represent|might|could|versus|vs\.?|"
+    r"r/o|rule out|waarschijnlijk|mogelijk|mogelijke|verdacht|verdenking|twijfelachtig|"
+    r"v\.a\.|verdacht auf|verdachts?|fraglich\w*|wahrscheinlich\w*|möglich\w*|dd|"
+    r"differentialdiagnos\w*|eher|bedenkelijk)(?!\w)",
+    re.IGNORECASE,
+)
+_HEDGE_AFTER = re.compile(
+    r"(?<!\w)(?:cannot be (?:excluded|ruled out)|can ?not be (?:excluded|ruled out)|not excluded|"
+    r"is not excluded|niet uit te sluiten|niet uitgesloten|nicht (?:sicher )?auszuschließen|"
+    r"nicht ausgeschlossen|is suspected|wordt vermoed|\?)",
+    re.IGNORECASE,
+)
+_NOT_NEW = re.compile(
+    r"(?<!\w)(?:known|unchanged|stable|chronic|resolv\w*|resolution|improv\w*|expected|"
+    r"postoperative|post-operative|bekend\w*|ongewijzigd\w*|stabiel\w*|chronisch\w*|verbeterd|"
+    r"afgenomen|postoperatie\w*|bekannt\w*|unverändert\w*|chronisch\w*|rückläufig\w*|"
+    r"regredient\w*|postoperativ\w*|residual|rest\w*|z\.n\.|zustand nach|status na|"
+    r"no (?:new|residual)|geen (?:nieuwe|resterende))(?!\w)",
+    re.IGNORECASE,
+)
+_LABEL = re.compile(r"[^\W\d][\w .-]{0,30}:\s*")
+"""A heading or label that opens the sentence ("IMPRESSION:", "Beurteilung:"): not evidence."""
+_HISTORY = frozenset({"history"})
+_EXAM = frozenset({"exam"})
+_CLAUSE_MARK = re.compile(r"[,;:(]|\b(?:and|en|und|with|met|mit|bei|but|maar|aber)\b", re.I)
+
+
+def _clause_before(doc: ReportText, sentence_start: int, start: int) -> str:
+    before = doc.text[sentence_start:start]
+    marks = [m.end() for m in _CLAUSE_MARK.finditer(before)]
+    return before[marks[-1] :] if marks else before
+
+
+def _title(doc: ReportText, start: int) -> bool:
+    """Whether `start` lies in the exam title (the first line, or an exam section)."""
+    first_line = doc.text.find("\n")
+    return start < first_line or doc.in_sections(start, _EXAM)
+
+
+def _states(doc: ReportText, start: int, end: int) -> bool:
+    """Whether the mention `text[start:end]` states the finding as present in this exam."""
+    if doc.in_sections(start, _HISTORY) or _title(doc, start):
+        return False
+    # ConText over the sentence up to the end of the mention's clause: a trigger of the next
+    # clause ("... rechts met vrij vocht") is not about this mention
+    sentence_start, sentence_end = doc.sentence_at(start)
+    mark = _CLAUSE_MARK.search(doc.text, end, sentence_end)
+    clause_end = mark.start() if mark else sentence_end
+    context = assess(doc.text[:clause_end], start, end, doc.language)
+    if context.negated or context.historical or context.hypothetical or context.other_experiencer:
+        return False
+    if _HEDGE_BEFORE.search(_clause_before(doc, sentence_start, start)):
+        return False
+    after = doc.text[end:sentence_end]
+    if _HEDGE_AFTER.search(after[: after.find(",") if "," in after else len(after)]):
+        return False
+    return not _NOT_NEW.search(doc.text[sentence_start:sentence_end])
+
+
+def find_critical(
+    doc: ReportText, findings: tuple[CriticalFinding, ...]
+) -> tuple[CriticalResult, ...]:
+    """The listed findings this report states as present, one each, in list order."""
+    results: dict[str, CriticalResult] = {}
+    for finding in findings:
+        for match in finding.pattern.finditer(doc.text):
+            if _states(doc, match.start(), match.end()):
+                sentence_start, sentence_end = doc.sentence_at(match.start())
+                label = _LABEL.match(doc.text, sentence_start, match.start())
+                evidence = doc.span(label.end() if label else sentence_start, sentence_end)
+                results.setdefault(
+                    finding.id, CriticalResult(finding=finding.id, evidence=evidence)
+                )
+                break
+    hidden = {s for f in findings if f.id in results for s in f.supersedes}
+    return tuple(r for r in results.values() if r.finding not in hidden)

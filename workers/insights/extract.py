@@ -1,0 +1,62 @@
+"""The insights of one report by rules: RADS categories, critical results, communications and
+follow-up recommendations (`extract_insights`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mappings.insights.critical_list import CriticalFinding, load_critical_list
+from mappings.insights.model import Insights
+from mappings.report import Report
+from workers.insights.communications import find_communications
+from workers.insights.critical import find_critical
+from workers.insights.followups import find_followups
+from workers.insights.rads import find_rads
+from workers.insights.text import ReportText
+
+if TYPE_CHECKING:
+    from adapter.settings import Settings
+
+
+@dataclass(frozen=True)
+class InsightContext:
+    """What the message says beside the text: the date due dates count from."""
+
+    report_date: date | None = None
+    critical_findings: tuple[CriticalFinding, ...] | None = None
+    """The critical list (None: the shipped default)."""
+
+
+def extract_insights(report: Report, context: InsightContext | None = None) -> Insights:
+    """Everything the rules find in `report` (never raises on odd text: finds nothing)."""
+    context = context or InsightContext()
+    doc = ReportText.of(report)
+    findings = context.critical_findings or load_critical_list()
+    return Insights(
+        rads=find_rads(doc),
+        critical=find_critical(doc, findings),
+        communications=find_communications(doc),
+        followups=find_followups(doc, context.report_date),
+    )
+
+
+def critical_list(path: Path | None) -> tuple[CriticalFinding, ...]:
+    """The configured critical list (`RADBRIDGE_CRITICAL_FINDINGS`), else the shipped one."""
+    return load_critical_list(path) if path is not None else load_critical_list()
+
+
+def insights_of(report: Report, settings: Settings) -> Insights:
+    """The insights of one report in the per-message use case: due dates count from the
+    report's observation time (in the source zone when naive), else today."""
+    moment = report.observation_time
+    if moment is None:
+        report_date = datetime.now(UTC).astimezone(settings.zone()).date()
+    else:
+        report_date = (
+            moment.date() if moment.tzinfo is None else moment.astimezone(settings.zone()).date()
+        )
+    context = InsightContext(report_date, critical_list(settings.critical_findings))
+    return extract_insights(report, context)

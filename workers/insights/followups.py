@@ -1,0 +1,304 @@
+"""Follow-up recommendations: a recommended future action of this report (imaging, biopsy,
+consultation, other), with its modality, time frame, condition and guideline.
+
+A sentence is a recommendation when it says so ("recommend", "advies", "empfohlen", "consider",
+"Rec:", "Empfehlung:"), names a follow-up ("follow-up", "controle", "Kontrolle", "repeat",
+"herhaling") or gives an action a future time frame ("Nächste Low-Dose-CT in 12 Monaten"), and is
+not negated ("no follow-up needed", "geen aanvullend onderzoek nodig", "keine weitere Kontrolle
+erforderlich") nor past or referenced (history/comparison line, "compared with the follow-up CT",
+"referred for follow-up"). Each action of the sentence is one follow-up; two modalities joined
+by "or" are one with no modality. A time frame goes to the imaging/biopsy actions before it in
+its sentence (or the first after it); a sentence that only gives a time frame ("This should be
+obtained in six weeks") completes the previous one.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date
+
+from mappings.insights.model import FollowUp, FollowUpKind
+from workers.insights.text import ReportText
+from workers.insights.timing import Interval, add_duration, find_intervals
+
+_TRIGGER = re.compile(
+    r"(?<!\w)(?:recommend\w*|advis\w*|advice|suggest\w*|consider\w*|should be (?:obtained|performed)|"
+    r"warranted|indicated|rec:|advies|geadviseerd|aanbevol\w*|aangeraden|overwe\w*|"
+    r"empfohlen|empfehlung|empf\.|angeraten|anzuraten|sinnvoll|erwägen|indiziert|"
+    r"follow-?up|surveillance|repeat|controle\w*|herhaling|kontroll\w*|verlaufskontroll\w*|"
+    r"nächste|next|verwijzing|vorstellung|konsil|referral)(?!\w)",
+    re.IGNORECASE,
+)
+_NEGATED = re.compile(
+    r"(?<!\w)(?:no (?:further |additional |dedicated )?(?:follow-?up|imaging|work-?up|biopsy|fna)"
+    r"|(?:not|no longer) (?:needed|required|necessary|recommended|indicated|warranted)"
+    r"|need\w* no|geen (?:verdere |aanvullende? |nadere )?\w+ (?:\w+ )?(?:nodig|geïndiceerd|noodzakelijk|vereist)"
+    r"|keine (?:weitere |zusätzliche |weiterführende )?\w+ (?:\w+ )?(?:erforderlich|notwendig|nötig|indiziert)"
+    r"|nicht (?:erforderlich|notwendig|nötig|indiziert)|below the \w+ threshold)",
+    re.IGNORECASE,
+)
+_PAST = re.compile(
+    r"(?<!\w)(?:compared|comparison|vergeleken|vergelijking|im vergleich|referred|verwezen|"
+    r"überwiesen|zugewiesen|prior|previous|eerdere|vorherige|voraufnahme|vom|van \d|of \d{4}|"
+    r"dated|was performed|werd verricht|wurde durchgeführt)(?!\w)",
+    re.IGNORECASE,
+)
+_NOT_ACTION = re.compile(
+    r"(?<!\w)(?:clinical correlation|klinische correlatie|klinische korrelation|decompression|"
+    r"repositioning|terugtrekken|zurückziehen|korrektur der lage)(?!\w)",
+    re.IGNORECASE,
+)
+_BIOPSY = re.compile(
+    r"(?<!\w)(?:[\w-]*biops\w*|FNA|FNAC|fine[- ]needle aspiration|[\w-]*punctie|[\w-]*punktion|"
+    r"stanzbiopsie|vakuumbiopsie|fusionsbiopsie|[\w-]*biopsie)(?!\w)",
+    re.IGNORECASE,
+)
+_GUIDANCE: tuple[tuple[str | None, re.Pattern[str]], ...] = (
+    (None, re.compile(r"targeted|fusion|gezielt|gericht", re.I)),
+    ("US", re.compile(r"ultrasound|US-guided|echo|sonogra|sonograph", re.I)),
+    ("MG", re.compile(r"stereota|tomosynthe", re.I)),
+    ("MR", re.compile(r"\bMR|magnetic", re.I)),
+    ("CT", re.compile(r"\bCT", re.I)),
+)
+_CONSULT = re.compile(
+    r"(?<!\w)(?:[\w-]*consult\w*|referral|refer|verwijzing|verwijzen|doorverwijzing|"
+    r"[\w-]*vorstellung|[\w-]*konsil\w*|sprechstunde|tumou?r ?board|mdt|mdo|tumorkonferenz|"
+    r"(?:\w+ische|\w+e) abklärung|beoordeling door)(?!\w)",
+    re.IGNORECASE,
+)
+_OTHER = re.compile(
+    r"(?<!\w)(?:colonoscopy|coloscopie|koloskopie|endoscopy|endoscopie|endoskopie|"
+    r"gastroscop\w*|gastroskopie|ercp|cystoscop\w*|zystoskopie)(?!\w)",
+    re.IGNORECASE,
+)
+_MODALITIES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("PT", re.compile(r"(?<!\w)(?:PET[/-]?CT|PET[/-]?MRI?|PET|FDG-PET)(?!\w)", re.I)),
+    ("NM", re.compile(r"(?<!\w)(?:bone scan|[\w-]*scintigra\w*|[\w-]*szintigra\w*|SPECT)(?!\w)", re.I)),
+    ("MG", re.compile(r"(?<!\w)(?:[\w-]*mammogra\w*|[\w-]*mammografie|tomosynthes\w*)(?!\w)", re.I)),
+    ("MR", re.compile(r"(?<!\w)(?:[\w-]*MRI|MRT|MRCP|MR|[\w-]*-MRT?|MRT?-[\w-]+|magnetic resonance\w*|kernspin\w*)(?!\w)")),
+    ("CT", re.compile(r"(?<!\w)(?:[\w-]*CT|CCT|CTA|CT-[\w-]+|LDCT|computed tomography|computertomogra\w*)(?!\w)")),
+    ("US", re.compile(r"(?<!\w)(?:[\w-]*ultrasound\w*|ultrasonogra\w*|[\w-]*sonogra\w*|sono|echo|echografie|[\w-]*echografie|doppler\w*|duplex\w*)(?!\w)", re.I)),
+    ("CR", re.compile(r"(?<!\w)(?:[\w-]*radiograph\w*|x-?rays?|[\w-]*röntgen\w*|röntgenkontrolle|[\w-]*-opname|thoraxfoto|x-thorax|[\w-]*serie|[\w-]*aufnahme\w*|röntgenaufnahme)(?!\w)", re.I)),
+)  # fmt: skip
+_ALTERNATIVE_GAP = re.compile(r"\s+(?:or|of|oder|bzw\.)\s+(?:[\w-]+\s+){0,2}", re.IGNORECASE)
+_CONDITION = re.compile(
+    r"(?<!\w)(?:if|unless|should (?:symptoms|pain)|bij persisterende|bij aanhoudende|"
+    r"bij (?:rokers|klachten)|zo nodig|indien|desgewenst|bei persistenz|bei beschwerdepersistenz|"
+    r"bei persistierende\w*|bei fehlender|ggf\.|gegebenenfalls|falls|bei bedarf|as needed|"
+    r"when clinically indicated)(?!\w)",
+    re.IGNORECASE,
+)
+_NOT_CONDITION = re.compile(r"(?<!\w)(?:earlier|sooner|früher|eerder|sofort)(?!\w)", re.IGNORECASE)
+_GUIDELINES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("Fleischner", re.compile(r"fleischner", re.I)),
+    ("ACR TI-RADS", re.compile(r"TI-?RADS", re.I)),
+    ("Lung-RADS", re.compile(r"lung-?rads", re.I)),
+    (
+        "LI-RADS",
+        re.compile(r"LI-?RADS|\bLR-(?:\d|M|TIV)\s+(?:observation|lesion|läsion|laesie)", re.I),
+    ),
+    ("O-RADS", re.compile(r"O-?RADS", re.I)),
+    ("BI-RADS", re.compile(r"BI-?RADS", re.I)),
+)
+_CONTINUES = re.compile(r"^\s*(?:this|it|these|dit|deze|dies|diese|sie)\b", re.IGNORECASE)
+_CLAUSE = re.compile(r",|;|\s(?:or|of|oder|and|en|und)\s", re.IGNORECASE)
+_HISTORY = frozenset({"history", "comparison"})
+_TIME_WORD = re.compile(
+    r"(?:day|week|month|year|dag|wek|weken|maand|jaar|tag|woche|monat|jahr|jährlich|annual|"
+    r"tomorrow|morgen|folgetag|jaarlijks)",
+    re.IGNORECASE,
+)
+"""A word every time frame holds (`workers.insights.timing`): sentences without one are not
+read for a time frame."""
+
+
+@dataclass
+class _Action:
+    kind: FollowUpKind
+    modality: str | None
+    start: int
+    end: int
+    text: str
+    interval: Interval | None = None
+    evidence: tuple[int, int] = (0, 0)
+    conditional: bool = False
+    guideline: str | None = None
+    extra: list[int] = field(default_factory=list)
+
+
+def _free(taken: list[tuple[int, int]], start: int, end: int) -> bool:
+    return not any(s < end and start < e for s, e in taken)
+
+
+def _guidance(before: str) -> str | None:
+    for modality, pattern in _GUIDANCE:
+        if pattern.search(before):
+            return modality
+    return None
+
+
+def _actions(text: str, start: int, end: int) -> list[_Action]:
+    """The actions named in `text[start:end]`, in text order."""
+    actions: list[_Action] = []
+    taken: list[tuple[int, int]] = []
+    for match in _BIOPSY.finditer(text, start, end):
+        phrase_start = max(start, match.start() - 30)
+        before = text[phrase_start : match.end()]
+        cut = max(before.rfind(","), before.rfind(":"), before.rfind(" and "), before.rfind(" en "))
+        before = before[cut + 1 :] if cut >= 0 else before
+        actions.append(
+            _Action("biopsy", _guidance(before), match.start(), match.end(), match.group(0))
+        )
+        taken.append((match.end() - len(before), match.end()))
+    for kind, pattern in (("consultation", _CONSULT), ("other", _OTHER)):
+        for match in pattern.finditer(text, start, end):
+            if _free(taken, *match.span()):
+                actions.append(_Action(kind, None, *match.span(), match.group(0)))  # type: ignore[arg-type]
+                taken.append(match.span())
+    imaging: list[_Action] = []
+    for modality, pattern in _MODALITIES:
+        for match in pattern.finditer(text, start, end):
+            if _free(taken, *match.span()):
+                imaging.append(_Action("imaging", modality, *match.span(), match.group(0)))
+                taken.append(match.span())
+    imaging.sort(key=lambda a: a.start)
+    merged: list[_Action] = []
+    for action in imaging:
+        previous = merged[-1] if merged else None
+        gap = text[previous.end : action.start] if previous else ""
+        if previous is not None and previous.modality == action.modality and not gap.strip():
+            previous.end, previous.text = action.end, text[previous.start : action.end]
+            continue
+        if previous is not None and _ALTERNATIVE_GAP.fullmatch(gap) and "," not in gap:
+            previous.modality = None if previous.modality != action.modality else action.modality
+            previous.end, previous.text = action.end, text[previous.start : action.end]
+            continue
+        merged.append(action)
+    return sorted([*actions, *merged], key=lambda a: a.start)
+
+
+def _clause(text: str, start: int, end: int, position: int) -> tuple[int, int]:
+    low, high = start, end
+    for match in _CLAUSE.finditer(text, start, end):
+        if match.end() <= position:
+            low = match.end()
+        elif match.start() >= position:
+            high = match.start()
+            break
+    return low, high
+
+
+def _conditional(text: str, start: int, end: int, action: _Action) -> bool:
+    low, high = (start, end)
+    comma_low = text.rfind(",", start, action.start)
+    comma_high = text.find(",", action.end, end)
+    clause = text[
+        comma_low + 1 if comma_low >= 0 else low : comma_high if comma_high >= 0 else high
+    ]
+    if comma_low >= 0:  # "If symptoms persist, consider ..."
+        first = text[start:comma_low]
+        if re.match(r"\s*(?:if|bij|bei|falls|indien|should)\b", first, re.IGNORECASE):
+            clause = first + " " + clause
+    for match in _CONDITION.finditer(clause):
+        if not _NOT_CONDITION.search(clause[max(0, match.start() - 15) : match.start()]):
+            return True
+    return False
+
+
+def _assign_intervals(actions: list[_Action], intervals: list[Interval]) -> None:
+    timed = [a for a in actions if a.kind in ("imaging", "biopsy")]
+    for interval in intervals:
+        before = [a for a in timed if a.end <= interval.start and a.interval is None]
+        # only the actions since the previous interval or consultation
+        group: list[_Action] = []
+        for action in reversed(before):
+            between = [a for a in actions if action.end <= a.start < interval.start]
+            if any(a.kind not in ("imaging", "biopsy") for a in between):
+                break
+            group.append(action)
+        if not group:
+            after = [a for a in timed if a.start >= interval.end and a.interval is None]
+            group = after[:1]
+        for action in group:
+            action.interval = interval
+
+
+def _due(action: _Action, report_date: date | None) -> dict[str, date | None]:
+    if action.interval is None or report_date is None:
+        return {}
+    durations = action.interval.durations
+    if len(durations) == 2:
+        return {
+            "due_start": add_duration(report_date, durations[0]),
+            "due_end": add_duration(report_date, durations[1]),
+        }
+    return {"due": add_duration(report_date, durations[0])}
+
+
+def _is_recommendation(
+    doc: ReportText, start: int, end: int, actions: list[_Action], labelled: bool
+) -> bool:
+    sentence = doc.text[start:end]
+    if doc.in_sections(start, _HISTORY) or _NEGATED.search(sentence):
+        return False
+    first_action = min(a.start for a in actions)
+    if _PAST.search(doc.text[start:first_action]) and not _TRIGGER.search(
+        doc.text[first_action:end]
+    ):
+        return False
+    if labelled or _TRIGGER.search(sentence):
+        return True
+    return bool(find_intervals(doc.text, start, end))
+
+
+def find_followups(doc: ReportText, report_date: date | None) -> tuple[FollowUp, ...]:
+    """The follow-up recommendations of this report, in text order."""
+    found: list[_Action] = []
+    previous: list[_Action] = []
+    for sentence_start, end in doc.sentences:
+        start = doc.after_label(sentence_start)
+        labelled = start != sentence_start
+        triggered = labelled or bool(_TRIGGER.search(doc.text, start, end))
+        timed = triggered or _TIME_WORD.search(doc.text, start, end)
+        intervals = find_intervals(doc.text, start, end) if timed else []
+        if not (triggered or intervals):
+            previous = []  # neither a recommendation nor the time frame of the previous one
+            continue
+        if _NOT_ACTION.search(doc.text, start, end) and not _BIOPSY.search(doc.text, start, end):
+            previous = []
+            continue
+        actions = _actions(doc.text, start, end)
+        if not actions:
+            pending = [a for a in previous if a.interval is None and a.kind == "imaging"]
+            if intervals and pending and _CONTINUES.match(doc.text[start:end]):
+                for action in pending:
+                    action.interval = intervals[0]
+                    action.evidence = (action.evidence[0], end)
+            previous = []
+            continue
+        if not _is_recommendation(doc, start, end, actions, labelled):
+            previous = []
+            continue
+        _assign_intervals(actions, intervals)
+        for action in actions:
+            action.evidence = (start, end)
+            action.conditional = _conditional(doc.text, start, end, action)
+            action.guideline = next(
+                (name for name, p in _GUIDELINES if p.search(doc.text, start, end)), None
+            )
+        found.extend(actions)
+        previous = actions
+    return tuple(
+        FollowUp(
+            kind=action.kind,
+            modality=action.modality,
+            procedure_text=action.text,
+            interval=action.interval.durations if action.interval else (),
+            conditional=action.conditional,
+            guideline=action.guideline,
+            evidence=doc.span(*action.evidence),
+            **_due(action, report_date),
+        )
+        for action in found
+    )

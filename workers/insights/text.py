@@ -1,0 +1,124 @@
+"""What every insight rule reads: the flowed text, its sentences, sections and sides."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cached_property
+
+from mappings.insights.model import Span
+from mappings.report import Report
+from mappings.sections import find_sections
+from mappings.units import flowed, unit_spans
+
+_LEFT = re.compile(r"(?<!\w)(?:left|links|linke[rns]?|linker|li\.|LI)(?!\w)", re.IGNORECASE)
+_RIGHT = re.compile(r"(?<!\w)(?:right|rechts|rechte[rns]?|rechter|re\.|RE)(?!\w)", re.IGNORECASE)
+_TITLE_END = re.compile(r"(?<!\w)(?:Prof|Dr|dr|Mr|Mrs|Ms|PD)$")
+_INLINE_LABEL = re.compile(
+    r"(?<!\w)(?:advies|advice|empfehlung|empf\.|recommendations?|rec\.?|aanbeveling)\s*:",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class ReportText:
+    """One report as the insight rules read it (offsets are offsets into `raw`)."""
+
+    raw: str
+    language: str | None
+
+    @classmethod
+    def of(cls, report: Report) -> ReportText:
+        """The report's text and language."""
+        return cls(report.text, report.language)
+
+    @cached_property
+    def text(self) -> str:
+        """Soft line breaks read as spaces: same length and offsets as `raw`."""
+        return flowed(self.raw)
+
+    @cached_property
+    def sentences(self) -> tuple[tuple[int, int], ...]:
+        """(start, end) of each unit (`mappings.units`); a unit cut after a title ("Prof.",
+        "Dr.") goes on in the next one."""
+        merged: list[tuple[int, int]] = []
+        for start, end in unit_spans(self.raw):
+            if (
+                merged
+                and _TITLE_END.search(self.raw, 0, merged[-1][1])
+                and self.raw[merged[-1][1] : start].strip() in (".", "")
+            ):
+                merged[-1] = (merged[-1][0], end)
+            else:
+                merged.append((start, end))
+        return tuple(merged)
+
+    @cached_property
+    def _sections(self) -> tuple[tuple[str, int, int], ...]:
+        return tuple((s.name, s.start, s.end) for s in find_sections(self.raw))
+
+    def section_at(self, position: int) -> str | None:
+        """The name of the section holding `position`, or None."""
+        for name, start, end in self._sections:
+            if start <= position < end:
+                return name
+        return None
+
+    def in_sections(self, position: int, names: frozenset[str]) -> bool:
+        """Whether `position` lies in the first line of text of a section called one of `names`
+        (a history or comparison section runs to the end of its first line of text: sections
+        are found by their headings only, and the labels that follow ("Composition:",
+        "Right:") are not headings)."""
+        for name, start, end in self._sections:
+            if name not in names or not start <= position < end:
+                continue
+            colon = self.text.find(":", start, end)
+            body = colon + 1 if colon >= 0 else start
+            while body < end and self.text[body].isspace():
+                body += 1
+            line_end = self.text.find("\n", body, end)
+            return position < (end if line_end < 0 else line_end)
+        return False
+
+    def sentence_at(self, position: int) -> tuple[int, int]:
+        """The unit holding `position` (or the nearest following one)."""
+        for start, end in self.sentences:
+            if start <= position <= end:
+                return start, end
+            if start > position:
+                return start, end
+        return position, len(self.raw)
+
+    def span(self, start: int, end: int) -> Span:
+        """Evidence for `raw[start:end]`, trimmed of surrounding whitespace."""
+        while start < end and self.raw[start].isspace():
+            start += 1
+        while end > start and self.raw[end - 1].isspace():
+            end -= 1
+        return Span(quote=self.raw[start:end], start=start, end=end)
+
+    def after_label(self, start: int) -> int:
+        """Past an inline label ("Advies:", "Empfehlung:") that opens the sentence at `start`."""
+        match = _INLINE_LABEL.match(self.text, start)
+        return match.end() if match else start
+
+
+def sides_in(text: str) -> set[str]:
+    """The sides `text` names (left, right)."""
+    found = set()
+    if _LEFT.search(text):
+        found.add("left")
+    if _RIGHT.search(text):
+        found.add("right")
+    return found
+
+
+def side_in(text: str, position: int) -> str | None:
+    """The side word nearest to `position` in `text` (left/right), or None."""
+    best: tuple[int, str] | None = None
+    for pattern, side in ((_LEFT, "left"), (_RIGHT, "right")):
+        for match in pattern.finditer(text):
+            distance = abs(match.start() - position)
+            if best is None or distance < best[0]:
+                best = (distance, side)
+    return best[1] if best else None

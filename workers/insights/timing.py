@@ -1,0 +1,116 @@
+"""Time frames of a recommendation: "in 3 months", "over 10 à 14 dagen", "in sechs Wochen",
+"halbjährlich", "tomorrow" -> ISO 8601 durations, and due dates from the report's date.
+
+Months and years are calendar months (a year is 12; a day past the month's end is clamped to
+its last day), weeks are 7 days. A series ("in 6 months, then annually", "na 1, 3 en 5 jaar")
+is its first occurrence.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+_NUMBER_WORDS = {
+    "one": 1, "een": 1, "één": 1, "ein": 1, "einem": 1, "einer": 1, "eine": 1, "a": 1, "an": 1,
+    "two": 2, "twee": 2, "zwei": 2, "three": 3, "drie": 3, "drei": 3, "four": 4, "vier": 4,
+    "five": 5, "vijf": 5, "fünf": 5, "six": 6, "zes": 6, "sechs": 6, "eight": 8, "acht": 8,
+    "ten": 10, "tien": 10, "zehn": 10, "twelve": 12, "twaalf": 12, "zwölf": 12,
+    "eighteen": 18, "achttien": 18, "achtzehn": 18, "twenty-four": 24,
+}  # fmt: skip
+_UNITS = {
+    "day": "D", "days": "D", "dag": "D", "dagen": "D", "tag": "D", "tage": "D", "tagen": "D",
+    "week": "W", "weeks": "W", "weken": "W", "woche": "W", "wochen": "W", "wk": "W", "wks": "W",
+    "month": "M", "months": "M", "maand": "M", "maanden": "M", "monat": "M", "monate": "M",
+    "monaten": "M", "mo": "M", "mnd": "M",
+    "year": "Y", "years": "Y", "jaar": "Y", "jaren": "Y", "jahr": "Y", "jahre": "Y",
+    "jahren": "Y", "yr": "Y", "yrs": "Y",
+}  # fmt: skip
+_NUM = r"(\d{1,2}|" + "|".join(sorted(_NUMBER_WORDS, key=len, reverse=True)) + r")"
+_UNIT = r"(" + "|".join(sorted(_UNITS, key=len, reverse=True)) + r")"
+_LEAD = r"(?:in|over|na|nach|within|binnen|innerhalb(?:\s+von)?|after|at|about|ca\.|circa|approximately|ongeveer|etwa)"
+_RANGE = re.compile(
+    rf"(?<!\w){_LEAD}\s+(?:{_LEAD}\s+)?{_NUM}\s*(?:-|–|to|tot|à|a|bis|or|of|oder)\s*{_NUM}\s*{_UNIT}(?!\w)",
+    re.IGNORECASE,
+)
+_SINGLE = re.compile(
+    rf"(?<!\w){_LEAD}\s+(?:{_LEAD}\s+)?(?:(?:een|ein(?:em)?)\s+)?(half|halben|{_NUM[1:-1]})\s*"
+    rf"(?:(?:,\s*\d+\s*)+(?:en|und|and)\s*\d+\s*)?{_UNIT}(?!\w)",
+    re.IGNORECASE,
+)
+_WORDS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
+    (re.compile(r"(?<!\w)(?:in|over|na|nach)\s+(?:een|ein(?:em)?)\s+half\s*(?:jaar|jahr)", re.I), ("P6M",)),
+    (re.compile(r"(?<!\w)(?:halbjährlich\w*|halfjaarlijks\w*|semiannual\w*|six-monthly)(?!\w)", re.I), ("P6M",)),
+    (re.compile(r"(?<!\w)(?:annual(?:ly)?|yearly|jaarlijks\w*|jährlich\w*)(?!\w)", re.I), ("P1Y",)),
+    (re.compile(r"(?<!\w)(?:tomorrow|morgen(?:früh)?|am folgetag|folgetag|next day|de volgende dag)(?!\w)", re.I), ("P1D",)),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A stated time frame: one duration, or two for a range; its offsets in the text."""
+
+    durations: tuple[str, ...]
+    start: int
+    end: int
+
+
+def _amount(word: str) -> int | None:
+    word = word.lower()
+    if word.isdigit():
+        return int(word)
+    if word in ("half", "halben"):
+        return None
+    return _NUMBER_WORDS.get(word)
+
+
+def find_intervals(text: str, start: int = 0, end: int | None = None) -> list[Interval]:
+    """The time frames stated in `text[start:end]`, in text order (ranges first where both)."""
+    end = len(text) if end is None else end
+    found: list[Interval] = []
+    taken: list[tuple[int, int]] = []
+    for match in _RANGE.finditer(text, start, end):
+        low, high, unit = (
+            _amount(match.group(1)),
+            _amount(match.group(2)),
+            _UNITS[match.group(3).lower()],
+        )
+        if low is None or high is None:
+            continue
+        found.append(Interval((f"P{low}{unit}", f"P{high}{unit}"), *match.span()))
+        taken.append(match.span())
+    for pattern, durations in _WORDS:
+        for match in pattern.finditer(text, start, end):
+            if not any(s <= match.start() < e for s, e in taken):
+                found.append(Interval(durations, *match.span()))
+                taken.append(match.span())
+    for match in _SINGLE.finditer(text, start, end):
+        if any(s <= match.start() < e for s, e in taken):
+            continue
+        unit = _UNITS[match.group(2).lower()]
+        amount = _amount(match.group(1))
+        if amount is None:  # "half a year"
+            if unit != "Y":
+                continue
+            amount, unit = 6, "M"
+        found.append(Interval((f"P{amount}{unit}",), *match.span()))
+        taken.append(match.span())
+    return sorted(found, key=lambda i: i.start)
+
+
+def add_duration(start: date, duration: str) -> date:
+    """`start` + an ISO 8601 duration of one unit (P3M, P1Y, P6W, P10D)."""
+    match = re.fullmatch(r"P(\d+)([YMWD])", duration)
+    if match is None:
+        raise ValueError(f"not a one-unit duration: {duration!r}")
+    amount, unit = int(match.group(1)), match.group(2)
+    if unit == "D":
+        return start + timedelta(days=amount)
+    if unit == "W":
+        return start + timedelta(weeks=amount)
+    months = amount * 12 if unit == "Y" else amount
+    index = start.month - 1 + months
+    year, month = start.year + index // 12, index % 12 + 1
+    return date(year, month, min(start.day, calendar.monthrange(year, month)[1]))
