@@ -755,10 +755,19 @@ def evaluate(
             "OBX per display line does (compare with the unwrapped run)",
         ),
     ] = None,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="no progress on stderr (else a bar on a terminal, a line per tenth elsewhere)",
+        ),
+    ] = False,
 ) -> None:
     """Measure extraction accuracy on labelled reports: metrics.json, report.html, a table."""
     from collections.abc import Callable
 
+    from app.progress import progress as progress_on
     from conformance import evaluate as ev
     from conformance.datasets import is_dragon
     from conformance.errors import EvaluationError
@@ -774,11 +783,10 @@ def evaluate(
             _resolve_templates(template, settings.templates_dir)
         except TemplateError as exc:
             raise _fail(str(exc)) from None
-    with _progress() as progress:
+    with progress_on(err, quiet=quiet) as start_task:
 
         def start(total: int) -> Callable[[], None]:
-            task = progress.add_task("evaluating", total=total)
-            return lambda: progress.advance(task)
+            return start_task(f"evaluating ({stage or settings.stage})", total)
 
         options = ev.EvalOptions(
             settings, stage, template, tolerance, resamples, seed, start, split=split, rewrap=rewrap
