@@ -34,8 +34,8 @@ REPORT_COLUMN_MEANINGS = {
     "template": "the template(s) the report was extracted with (';'-separated when several)",
     "template_version": "each template's version, in the order of `template`",
     "language": "the report's language (BCP-47 primary tag): given in the input or detected",
-    "report_date": "the report's date (YYYY-MM-DD): the record's `date`, OBR-7, or "
-    "DiagnosticReport.effective; empty when the input gives none",
+    "report_date": "the report's date (YYYY-MM-DD): the record's `date`, OBR-7 (else OBR-6, "
+    "OBR-22), or DiagnosticReport.effective (else issued); empty when the input gives none",
     "stage": "the stage that extracted the values: rules, llm or hybrid",
     "model": "the model (name and version) that extracted the values; radbridge-rules for "
     "the rules stage",
