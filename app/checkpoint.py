@@ -66,18 +66,23 @@ def options_id(options: Options) -> str:
 
 
 def describe_changes(old: Options, new: Options) -> list[str]:
-    """One phrase per option that differs: `stage rules -> llm`, `template chest_ct: ...`."""
+    """One phrase per option that differs (`stage: rules -> llm`); for a mapping option, one per
+    changed entry and one for the entries added or dropped (`templates dropped: a, b`)."""
     changes: list[str] = []
     for key in sorted(set(old) | set(new)):
         before, after = old.get(key), new.get(key)
         if before == after:
             continue
-        if isinstance(before, Mapping) and isinstance(after, Mapping):
-            for name in sorted(set(before) | set(after)):
-                if before.get(name) != after.get(name):
-                    changes.append(f"{key} {name}: {before.get(name)} -> {after.get(name)}")
-        else:
+        if not (isinstance(before, Mapping) and isinstance(after, Mapping)):
             changes.append(f"{key}: {before} -> {after}")
+            continue
+        for name in sorted(set(before) & set(after)):
+            if before[name] != after[name]:
+                changes.append(f"{key} {name}: {before[name]} -> {after[name]}")
+        if added := sorted(set(after) - set(before)):
+            changes.append(f"{key} added: {', '.join(added)}")
+        if dropped := sorted(set(before) - set(after)):
+            changes.append(f"{key} dropped: {', '.join(dropped)}")
     return changes
 
 

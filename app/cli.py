@@ -264,16 +264,16 @@ def extract(
     if not sourced and not rejections and not records:
         raise _fail("nothing readable in the input")
     out_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = None
+    checkpoint: Checkpoint | None = None
     if records:  # before any work: a checkpoint written with other options is refused now
         from app.backfill import open_checkpoint
         from app.checkpoint import CheckpointMismatch, Resume
 
-        resume = Resume.RESTART if restart else Resume.RETRY_REJECTED if retry_rejected else None
+        resume = (
+            Resume.RESTART if restart else Resume.RETRY_REJECTED if retry_rejected else Resume.REFUSE
+        )
         try:
-            checkpoint = open_checkpoint(
-                out_dir, templates, template is not None, settings, resume or Resume.REFUSE
-            )
+            checkpoint = open_checkpoint(out_dir, templates, template is not None, settings, resume)
         except CheckpointMismatch as exc:
             raise _fail(str(exc)) from None
         if checkpoint.adopted:
