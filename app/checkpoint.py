@@ -86,6 +86,15 @@ def describe_changes(old: Options, new: Options) -> list[str]:
     return changes
 
 
+def _ends_cut(path: Path) -> bool:
+    """Whether the file ends inside a line (a hard kill during a write)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    with path.open("rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) != b"\n"
+
+
 def _read_lines(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
@@ -112,6 +121,7 @@ class Checkpoint:
         self.adopted = False
         self.retrying: frozenset[str] = frozenset()
         self._lock = threading.Lock()
+        self._cut = _ends_cut(self.path)
         recorded: dict[str, Any] | None = None
         for line in _read_lines(self.path):
             if isinstance(line.get("options"), dict):
@@ -142,6 +152,7 @@ class Checkpoint:
                 (folder / f"{name}.json").unlink(missing_ok=True)
         self.entries = {}
         self.path.unlink(missing_ok=True)
+        self._cut = False
 
     def done(self, report_id: str) -> bool:
         """Whether this run skips the record (done before, and not retried now)."""
@@ -162,6 +173,9 @@ class Checkpoint:
     def _append(self, line: Mapping[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as fh:
+            if self._cut:  # a line cut by a hard kill: the next one starts on its own line
+                fh.write("\n")
+                self._cut = False
             fh.write(json.dumps(line, ensure_ascii=False) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
