@@ -128,18 +128,14 @@ class Checkpoint:
                 recorded = line["options"]
             elif isinstance(line.get("id"), str):
                 self.entries[line["id"]] = line
-        if recorded is None:
-            self.adopted = bool(self.entries)
-            self._append({"options_id": self.options_id, "options": self.options})
-        elif options_id(recorded) != self.options_id:
-            changes = describe_changes(recorded, self.options) or ["options"]
-            if resume is Resume.REFUSE:
-                raise CheckpointMismatch(self.path, changes)
-            if resume is Resume.RESTART:
-                self._remove_all(folder)
-            self._append({"options_id": self.options_id, "options": self.options})
-        elif resume is Resume.RESTART:
+        changed = recorded is not None and options_id(recorded) != self.options_id
+        if changed and resume is Resume.REFUSE:
+            assert recorded is not None
+            raise CheckpointMismatch(self.path, describe_changes(recorded, self.options))
+        if resume is Resume.RESTART:
             self._remove_all(folder)
+        self.adopted = recorded is None and bool(self.entries)
+        if recorded is None or changed or resume is Resume.RESTART:
             self._append({"options_id": self.options_id, "options": self.options})
         if resume is Resume.RETRY_REJECTED:
             self.retrying = frozenset(
