@@ -270,7 +270,11 @@ def extract(
         from app.checkpoint import CheckpointMismatch, Resume
 
         resume = (
-            Resume.RESTART if restart else Resume.RETRY_REJECTED if retry_rejected else Resume.REFUSE
+            Resume.RESTART
+            if restart
+            else Resume.RETRY_REJECTED
+            if retry_rejected
+            else Resume.REFUSE
         )
         try:
             checkpoint = open_checkpoint(out_dir, templates, template is not None, settings, resume)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TextIO
+from typing import IO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -41,7 +41,7 @@ class LineProgress:
     """Progress as plain lines on a stream (see the module docstring)."""
 
     def __init__(
-        self, stream: TextIO, interval_s: float = 30.0, clock: Callable[[], float] = time.monotonic
+        self, stream: IO[str], interval_s: float = 30.0, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.stream = stream
         self.interval_s = interval_s
