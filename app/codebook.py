@@ -41,7 +41,7 @@ REPORT_COLUMN_MEANINGS = {
     "the rules stage",
 }
 STATUS_MEANINGS = {
-    FindingStatus.PRESENT: "stated present (a typed variable: its value is stated)",
+    FindingStatus.PRESENT: "stated present",
     FindingStatus.ABSENT: "stated absent",
     FindingStatus.UNCERTAIN: "stated as uncertain or possible, or the evidence check "
     "downgraded the value",
@@ -98,7 +98,10 @@ def _status_lines(column: str, base: dict[str, str], variable: Variable) -> Iter
             entry = term.require(term.SNOMED, qualifier)
             coded = {"code_system": term.SNOMED, "code": qualifier, "display": entry.display,
                      "code_source": entry.source}  # fmt: skip
-        yield Line(column, status.value, STATUS_MEANINGS[status], **base, **coded)
+        meaning = STATUS_MEANINGS[status]
+        if status is FindingStatus.PRESENT and variable.type is not VariableType.PRESENCE:
+            meaning = "the value is stated"
+        yield Line(column, status.value, meaning, **base, **coded)
 
 
 def _value_lines(column: str, base: dict[str, str], variable: Variable) -> Iterator[Line]:
