@@ -37,6 +37,7 @@ from app.research_table import table_row
 from mappings.errors import MessageRejected
 from mappings.inbound import report_from_record
 from mappings.template import Template
+from workers.lexical import RULES_MODEL
 from workers.process import EngineFactory, Result, process_reports
 
 
@@ -87,9 +88,9 @@ def backfill_options(
     templates: Mapping[str, Template], forced: bool, settings: Settings
 ) -> dict[str, Any]:
     """What a backfill's output depends on, as the checkpoint records it: the template choice
-    (the forced ids, or routing), the stage, the engine and model (not for the rules stage),
-    and each template's version and a digest of its content (an edit without a new version
-    counts too)."""
+    (the forced ids, or routing), the stage, the rules' version (rules, hybrid), the engine and
+    model (llm, hybrid), and each template's version and a digest of its content (an edit
+    without a new version counts too)."""
     options: dict[str, Any] = {
         "template": ";".join(sorted(templates)) if forced else "routed",
         "stage": settings.stage,
@@ -98,6 +99,8 @@ def backfill_options(
             for key, template in sorted(templates.items())
         },
     }
+    if settings.stage != "llm":
+        options["rules"] = f"{RULES_MODEL.name} {RULES_MODEL.version}"
     if settings.stage != "rules":
         options["engine"] = settings.engine
         if settings.engine == "openai":
