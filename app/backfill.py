@@ -6,10 +6,10 @@ goes to the checkpoint there (`app.checkpoint`, flushed and synced): the record'
 came from, the Bundles written, its rejections and its table row. A rerun of the same command
 skips every id in the checkpoint, so after Ctrl-C (the records in flight finish and are
 recorded) the same command continues where it stopped and no report is done twice. The
-checkpoint records the run's options (`backfill_options`: template choice, stage, engine and
-model, each template's version and content): a rerun with other options is refused unless it
-says `--restart` or `--retry-rejected`. A record whose id was seen before in the input is
-rejected (`duplicate_id`).
+checkpoint records the run's options (`backfill_options`: template choice, stage, rules
+version, engine and model, each template's version and content): a rerun with other options is
+refused unless it says `--restart` or `--retry-rejected`. A record whose id was seen before in
+the input is rejected (`duplicate_id`).
 
 Concurrency: with RADBRIDGE_ENGINE=openai, RADBRIDGE_LLM_CONCURRENCY records are in flight
 (threads: each waits on the model server); in-process (llama.cpp, or the rules stage) one at a
