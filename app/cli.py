@@ -350,6 +350,7 @@ def _extract_all(
     across the run; a report that gets no valid extraction (e.g. longer than the model's
     context) is a rejection and the others are written. Returns the table rows."""
     from app.backfill import write_json
+    from app.progress import progress as progress_on
     from app.research_table import table_row
     from workers.engine import get_engine
     from workers.process import process_reports
@@ -357,8 +358,8 @@ def _extract_all(
     if not sourced:
         return []
     origin = {id(item.report): item for item in sourced}
-    with _progress() as progress:
-        task = progress.add_task("extracting", total=len(sourced))
+    with progress_on(err) as start:
+        advance = start("extracting", len(sourced))
         outcome = process_reports(
             [item.report for item in sourced],
             list(templates.values()),
@@ -366,7 +367,7 @@ def _extract_all(
             lambda: get_engine(settings),
             explicit=forced,
             on_routing=_print_routing if explain_routing else None,
-            on_report=lambda _: progress.advance(task),
+            on_report=lambda _: advance(),
             reject_failed=True,
         )
     for rejected in outcome.rejected:
@@ -410,11 +411,12 @@ def _backfill(
     """CSV/JSONL records through `app.backfill` (resumable); adds every run's rows and
     rejections (from the checkpoint); returns whether Ctrl-C stopped it."""
     from app.backfill import run_backfill
+    from app.progress import progress as progress_on
     from mappings.template import load_templates
     from workers.engine import get_engine
 
-    with _progress() as progress:
-        task = progress.add_task("extracting records", total=len(records))
+    with progress_on(err) as start:
+        advance = start("extracting records", len(records))
         run = run_backfill(
             records,
             templates,
@@ -423,7 +425,7 @@ def _backfill(
             lambda: get_engine(settings),
             out_dir,
             builtin=lambda: load_templates(settings.templates_dir),
-            on_done=lambda _: progress.advance(task),
+            on_done=lambda _: advance(),
             checkpoint=checkpoint,
         )
     for result in run.results:

@@ -1,4 +1,4 @@
-"""Progress of a long command on stderr: a bar on a terminal, plain lines elsewhere (a log
+"""Progress of a long command (`eval`, `extract`) on stderr: a bar on a terminal, plain lines elsewhere (a log
 file, CI, a pipe), nothing when asked to be quiet.
 
 A line is printed when a task starts, at each tenth of it, at least every `interval_s` seconds

@@ -61,6 +61,7 @@ def test_table_has_report_columns_and_a_codebook_with_the_bundle_codes(tmp_path:
 
     book = tmp_path / "table.codebook.csv"
     assert book.is_file() and str(book) in " ".join(result.stderr.split())
+    assert "extracting records: 2/2 (100%)" in result.stderr  # progress lines on a pipe
     lines = _csv(book)
     by_column: dict[str, list[dict[str, str]]] = {}
     for line in lines:
