@@ -1,5 +1,5 @@
-"""Progress of a long command (`eval`, `extract`) on stderr: a bar on a terminal, plain lines elsewhere (a log
-file, CI, a pipe), nothing when asked to be quiet.
+"""Progress of a long command (`eval`, `extract`) on stderr: a bar on a terminal, plain lines
+elsewhere (a log file, CI, a pipe), nothing when asked to be quiet.
 
 A line is printed when a task starts, at each tenth of it, at least every `interval_s` seconds
 while it runs (a model can take minutes per tenth) and when it ends:
