@@ -8,6 +8,7 @@ while it runs (a model can take minutes per tenth) and when it ends:
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -46,6 +47,7 @@ class LineProgress:
         self.stream = stream
         self.interval_s = interval_s
         self.clock = clock
+        self._lock = threading.Lock()
 
     def start(self, description: str, total: int) -> Advance:
         """Print the starting line; return what advances the task by one step."""
@@ -53,13 +55,14 @@ class LineProgress:
         task = _Task(description, total, began=now, printed=now)
         self._line(task)
 
-        def advance() -> None:
-            task.done += 1
-            tenth = task.done * 10 // task.total if task.total else 10
-            due = self.clock() - task.printed >= self.interval_s
-            if tenth > task.tenth or due or task.done == task.total:
-                task.tenth = tenth
-                self._line(task)
+        def advance() -> None:  # from several threads (a backfill against a model server)
+            with self._lock:
+                task.done += 1
+                tenth = task.done * 10 // task.total if task.total else 10
+                due = self.clock() - task.printed >= self.interval_s
+                if tenth > task.tenth or due or task.done == task.total:
+                    task.tenth = tenth
+                    self._line(task)
 
         return advance
 
