@@ -416,7 +416,8 @@ def _backfill(
     from workers.engine import get_engine
 
     with progress_on(err) as start:
-        advance = start("extracting records", len(records))
+        pending = [r for r in records if not checkpoint.done(str(r.data.get("id") or "").strip())]
+        advance = start("extracting records", len(pending))  # those done before are skipped
         run = run_backfill(
             records,
             templates,

@@ -96,6 +96,7 @@ def test_retry_rejected_keeps_accepted_records_and_redoes_the_rejected(tmp_path:
     assert same.returncode == 0, same.stderr
     assert "1 record(s) rejected before: done again" in said(same)
     assert "2 record(s) already done" in said(same)
+    assert "extracting records: 1/1 (100%)" in same.stderr  # progress counts what is left
     assert [line["id"] for line in _lines(out) if "id" in line].count("bad") == 2
 
     # other options: allowed with --retry-rejected; the accepted records are kept as they were
