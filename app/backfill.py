@@ -2,28 +2,27 @@
 
 Each record (`id`, `text`, optional `language`, `modality`, `date`, `template`) goes through the
 one use case (`workers.process`); its Bundles are written to the `--out` folder, then one line
-goes to `.radbridge-checkpoint.jsonl` there (flushed and synced): the record's id, where it came
-from, the Bundles written, its rejections and its table row. A rerun of the same command skips
-every id in the checkpoint, so after Ctrl-C (the records in flight finish and are recorded) the
-same command continues where it stopped and no report is done twice. A record whose id was seen
-before in the input is rejected (`duplicate_id`).
+goes to the checkpoint there (`app.checkpoint`, flushed and synced): the record's id, where it
+came from, the Bundles written, its rejections and its table row. A rerun of the same command
+skips every id in the checkpoint, so after Ctrl-C (the records in flight finish and are
+recorded) the same command continues where it stopped and no report is done twice. The
+checkpoint records the run's options (`backfill_options`: template choice, stage, rules
+version, engine and model, each template's version and content): a rerun with other options is
+refused unless it says `--restart` or `--retry-rejected`. A record whose id was seen before in
+the input is rejected (`duplicate_id`).
 
 Concurrency: with RADBRIDGE_ENGINE=openai, RADBRIDGE_LLM_CONCURRENCY records are in flight
 (threads: each waits on the model server); in-process (llama.cpp, or the rules stage) one at a
-time. The table (`--table out.csv`, or `.parquet` with pyarrow) has one row per report and, per
-variable, its value (the status when no value is stated), status, evidence quote and confidence.
+time. The table rows are `app.research_table`'s.
 """
 
 from __future__ import annotations
 
-import csv
-import importlib
-import importlib.util
+import hashlib
 import json
-import os
 import signal
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -33,15 +32,13 @@ from typing import Any
 
 from adapter.inputs import Record, Rejection
 from adapter.settings import Settings
+from app.checkpoint import Checkpoint, Resume
+from app.research_table import table_row
 from mappings.errors import MessageRejected
 from mappings.inbound import report_from_record
-from mappings.report import FindingStatus
 from mappings.template import Template
+from workers.lexical import RULES_MODEL
 from workers.process import EngineFactory, Result, process_reports
-
-CHECKPOINT_FILE = ".radbridge-checkpoint.jsonl"
-TABLE_SUFFIXES = (".csv", ".parquet")
-Row = dict[str, Any]
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
@@ -51,97 +48,13 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
     tmp.replace(path)
 
 
-def table_row(report_id: str, results: Sequence[Result]) -> Row:
-    """One table row: the report id, its template(s), and per variable its value (the status
-    when no value is stated), status, evidence quote, confidence and locations (when stated).
-    Column names are the variable ids; `template.variable` when a report has several templates."""
-    row: Row = {"id": report_id, "template": ";".join(r.template.id for r in results)}
-    for result in results:
-        prefix = f"{result.template.id}." if len(results) > 1 else ""
-        for value in result.extraction.values:
-            name = prefix + value.variable_id
-            stated = value.value is not None and value.status is not FindingStatus.NOT_MENTIONED
-            row[name] = str(value.value) if stated else value.status.value
-            row[f"{name}.status"] = value.status.value
-            row[f"{name}.evidence"] = value.evidence.quote if value.evidence else ""
-            row[f"{name}.confidence"] = "" if value.confidence is None else value.confidence
-            if value.locations:
-                row[f"{name}.locations"] = ";".join(value.locations)
-    return row
-
-
-def check_table_path(path: Path) -> str | None:
-    """Why `--table` cannot be written (None when it can): an unknown suffix, or `.parquet`
-    without pyarrow."""
-    suffix = path.suffix.lower()
-    if suffix not in TABLE_SUFFIXES:
-        return f"--table must end in .csv or .parquet (got {path.name!r})"
-    if suffix == ".parquet" and importlib.util.find_spec("pyarrow") is None:
-        return "--table .parquet needs pyarrow (pip install pyarrow), or write .csv"
-    return None
-
-
-def write_table(path: Path, rows: Sequence[Row]) -> None:
-    """The rows as CSV or Parquet; columns: id, template, then the variables in first-seen order."""
-    columns: dict[str, None] = {"id": None, "template": None}
-    for row in rows:
-        columns.update(dict.fromkeys(row))
-    names = list(columns)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".parquet":
-        arrow: Any = importlib.import_module("pyarrow")
-        parquet: Any = importlib.import_module("pyarrow.parquet")
-        data = {name: [_cell(row.get(name)) for row in rows] for name in names}
-        parquet.write_table(arrow.table(data), path)
-        return
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=names, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
-
-
-def _cell(value: Any) -> str | None:
-    return None if value is None or value == "" else str(value)
-
-
-class Checkpoint:
-    """The `.radbridge-checkpoint.jsonl` of an output folder: one line per record done."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.entries: dict[str, dict[str, Any]] = {}
-        if path.is_file():
-            for line in path.read_text("utf-8").splitlines():
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    continue  # a line cut by a hard kill: that record is done again
-                if isinstance(entry, dict) and isinstance(entry.get("id"), str):
-                    self.entries.setdefault(entry["id"], entry)
-        self._lock = threading.Lock()
-
-    def done(self, report_id: str) -> bool:
-        """Whether the record was done by this or an earlier run."""
-        return report_id in self.entries
-
-    def add(self, entry: dict[str, Any]) -> None:
-        """Record one record as done (appended, flushed and synced)."""
-        with self._lock:
-            with self.path.open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            self.entries[entry["id"]] = entry
-
-
 @dataclass
 class BackfillRun:
     """What a backfill did in this run (the checkpoint holds every run's entries)."""
 
     skipped: int = 0
     done: int = 0
+    retried: int = 0  # of `done`: records an earlier run rejected (`--retry-rejected`)
     interrupted: bool = False
     results: list[Result] = field(default_factory=list)
     unkeyed: list[dict[str, Any]] = field(default_factory=list)  # rows without a usable id
@@ -171,6 +84,49 @@ def _templates_for(
     return [known[named]], True
 
 
+def backfill_options(
+    templates: Mapping[str, Template], forced: bool, settings: Settings
+) -> dict[str, Any]:
+    """What a backfill's output depends on, as the checkpoint records it: the template choice
+    (the forced ids, or routing), the stage, the rules' version (rules, hybrid), the engine and
+    model (llm, hybrid), and each template's version and a digest of its content (an edit
+    without a new version counts too)."""
+    options: dict[str, Any] = {
+        "template": ";".join(sorted(templates)) if forced else "routed",
+        "stage": settings.stage,
+        "templates": {
+            key: f"{template.version} ({_digest(template)})"
+            for key, template in sorted(templates.items())
+        },
+    }
+    if settings.stage != "llm":
+        options["rules"] = f"{RULES_MODEL.name} {RULES_MODEL.version}"
+    if settings.stage != "rules":
+        options["engine"] = settings.engine
+        if settings.engine == "openai":
+            options["model"] = settings.llm_model or "the server's first model"
+        else:
+            options["model"] = settings.model_path.name if settings.model_path else "bundled"
+    return options
+
+
+def _digest(template: Template) -> str:
+    content = template.model_dump_json().encode("utf-8")
+    return "sha256:" + hashlib.sha256(content).hexdigest()[:12]
+
+
+def open_checkpoint(
+    out_dir: Path,
+    templates: Mapping[str, Template],
+    forced: bool,
+    settings: Settings,
+    resume: Resume = Resume.REFUSE,
+) -> Checkpoint:
+    """The output folder's checkpoint, opened for a run with these options (CheckpointMismatch
+    when it was written with others and `resume` does not say what to do)."""
+    return Checkpoint(out_dir, backfill_options(templates, forced, settings), resume)
+
+
 def run_backfill(
     records: Iterable[Record],
     templates: Mapping[str, Template],
@@ -181,9 +137,12 @@ def run_backfill(
     *,
     builtin: Callable[[], Mapping[str, Template]],
     on_done: Callable[[dict[str, Any]], None] | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> BackfillRun:
-    """Extract every record not yet in the checkpoint (see the module docstring)."""
-    checkpoint = Checkpoint(out_dir / CHECKPOINT_FILE)
+    """Extract every record the checkpoint does not skip (see the module docstring); without
+    `checkpoint`, the folder's is opened with these options (refused when they differ)."""
+    if checkpoint is None:
+        checkpoint = open_checkpoint(out_dir, templates, forced, settings)
     run = BackfillRun()
     lock = threading.Lock()
 
@@ -192,6 +151,8 @@ def run_backfill(
             "id": report_id, "source": record.source, "line": record.line,
             "bundles": [], "rejected": [], "row": None,
         }  # fmt: skip
+        for name in checkpoint.previous_bundles(report_id):  # a record done again
+            (out_dir / f"{name}.json").unlink(missing_ok=True)
         chosen = _templates_for(record, templates, forced, builtin)
         if isinstance(chosen, str):
             entry["rejected"].append(_rejection(record, "unknown_template", chosen))
@@ -220,6 +181,7 @@ def run_backfill(
         checkpoint.add(entry)
         with lock:
             run.done += 1
+            run.retried += report_id in checkpoint.retrying
         if on_done is not None:
             on_done(entry)
 

@@ -38,6 +38,7 @@ from app.users_cli import users_app as _users_app
 from mappings.errors import RadbridgeError, TemplateError
 
 if TYPE_CHECKING:
+    from app.checkpoint import Checkpoint
     from mappings.report import Report
     from mappings.routing import Routing
     from mappings.template import Template
@@ -216,17 +217,35 @@ def extract(
         Path | None,
         typer.Option(
             "--table",
-            help="also write one row per report, one column per variable: out.csv, or "
-            "out.parquet (needs pyarrow)",
+            help="also write one row per report, one column per variable, and its codebook "
+            "beside it (OUT.codebook.csv): out.csv, or out.parquet (the parquet extra)",
         ),
     ] = None,
+    restart: Annotated[
+        bool,
+        typer.Option(
+            "--restart",
+            help="CSV/JSONL: drop the output folder's checkpoint and its Bundles, do every "
+            "record again (with these options)",
+        ),
+    ] = False,
+    retry_rejected: Annotated[
+        bool,
+        typer.Option(
+            "--retry-rejected",
+            help="CSV/JSONL: do the records an earlier run rejected again (with these options, "
+            "also when they differ); keep the accepted ones",
+        ),
+    ] = False,
 ) -> None:
     """Extract coded FHIR transaction Bundles from report files, offline."""
-    from app.backfill import check_table_path
+    from app.research_table import check_table_path
 
     settings = _settings(model_path=model, stage=stage)
     if table is not None and (problem := check_table_path(table)) is not None:
         raise _fail(problem)
+    if restart and retry_rejected:
+        raise _fail("--restart and --retry-rejected exclude each other")
     try:
         templates = _resolve_templates(template, settings.templates_dir)
     except TemplateError as exc:
@@ -245,6 +264,24 @@ def extract(
     if not sourced and not rejections and not records:
         raise _fail("nothing readable in the input")
     out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint: Checkpoint | None = None
+    if records:  # before any work: a checkpoint written with other options is refused now
+        from app.backfill import open_checkpoint
+        from app.checkpoint import CheckpointMismatch, Resume
+
+        resume = (
+            Resume.RESTART
+            if restart
+            else Resume.RETRY_REJECTED
+            if retry_rejected
+            else Resume.REFUSE
+        )
+        try:
+            checkpoint = open_checkpoint(out_dir, templates, template is not None, settings, resume)
+        except CheckpointMismatch as exc:
+            raise _fail(str(exc)) from None
+        if checkpoint.adopted:
+            err.print(f"{checkpoint.path} recorded no options: it now records these")
     summary = ExtractSummary(reports=len(sourced) + len(records))
     rows: list[dict[str, Any]] = []
     interrupted = False
@@ -253,10 +290,10 @@ def extract(
             sourced, rejections, templates, template is not None, settings, out_dir, summary,
             explain_routing,
         )  # fmt: skip
-        if records:
+        if checkpoint is not None:
             interrupted = _backfill(
                 records, templates, template is not None, settings, out_dir, summary, rows,
-                rejections,
+                rejections, checkpoint,
             )  # fmt: skip
     except RadbridgeError as exc:
         raise _fail(f"{type(exc).__name__}: {exc}", EXIT_INTERNAL) from None
@@ -265,9 +302,12 @@ def extract(
             fh.write(rejection.to_json() + "\n")
             summary.rejected[rejection.reason] += 1
     if table is not None:
-        from app.backfill import write_table
+        from app.research_table import write_table
+        from mappings.template import load_templates
 
-        write_table(table, rows)
+        known = {**load_templates(settings.templates_dir), **templates}
+        codebook = write_table(table, rows, known)
+        err.print(f"wrote {table} ({len(rows)} rows) and its codebook {codebook}")
     out.print(summary.table())
     if interrupted:
         err.print("interrupted: run the same command again to continue where it stopped")
@@ -309,15 +349,17 @@ def _extract_all(
     """HL7v2/FHIR reports through the one use case (`workers.process`), the timeline linked
     across the run; a report that gets no valid extraction (e.g. longer than the model's
     context) is a rejection and the others are written. Returns the table rows."""
-    from app.backfill import table_row, write_json
+    from app.backfill import write_json
+    from app.progress import progress as progress_on
+    from app.research_table import table_row
     from workers.engine import get_engine
     from workers.process import process_reports
 
     if not sourced:
         return []
     origin = {id(item.report): item for item in sourced}
-    with _progress() as progress:
-        task = progress.add_task("extracting", total=len(sourced))
+    with progress_on(err) as start:
+        advance = start("extracting", len(sourced))
         outcome = process_reports(
             [item.report for item in sourced],
             list(templates.values()),
@@ -325,7 +367,7 @@ def _extract_all(
             lambda: get_engine(settings),
             explicit=forced,
             on_routing=_print_routing if explain_routing else None,
-            on_report=lambda _: progress.advance(task),
+            on_report=lambda _: advance(),
             reject_failed=True,
         )
     for rejected in outcome.rejected:
@@ -364,15 +406,18 @@ def _backfill(
     summary: ExtractSummary,
     rows: list[dict[str, Any]],
     rejections: list[Rejection],
+    checkpoint: Checkpoint,
 ) -> bool:
     """CSV/JSONL records through `app.backfill` (resumable); adds every run's rows and
     rejections (from the checkpoint); returns whether Ctrl-C stopped it."""
-    from app.backfill import CHECKPOINT_FILE, run_backfill
+    from app.backfill import run_backfill
+    from app.progress import progress as progress_on
     from mappings.template import load_templates
     from workers.engine import get_engine
 
-    with _progress() as progress:
-        task = progress.add_task("extracting records", total=len(records))
+    with progress_on(err) as start:
+        pending = [r for r in records if not checkpoint.done(str(r.data.get("id") or "").strip())]
+        advance = start("extracting records", len(pending))  # those done before are skipped
         run = run_backfill(
             records,
             templates,
@@ -381,7 +426,8 @@ def _backfill(
             lambda: get_engine(settings),
             out_dir,
             builtin=lambda: load_templates(settings.templates_dir),
-            on_done=lambda _: progress.advance(task),
+            on_done=lambda _: advance(),
+            checkpoint=checkpoint,
         )
     for result in run.results:
         _count(summary, result)
@@ -390,7 +436,9 @@ def _backfill(
         if entry.get("row"):
             rows.append(entry["row"])
     if run.skipped:
-        err.print(f"{run.skipped} record(s) already done (in {out_dir / CHECKPOINT_FILE}): skipped")
+        err.print(f"{run.skipped} record(s) already done (in {checkpoint.path}): skipped")
+    if run.retried:
+        err.print(f"{run.retried} record(s) rejected before: done again")
     return run.interrupted
 
 
@@ -837,10 +885,19 @@ def evaluate(
             "OBX per display line does (compare with the unwrapped run)",
         ),
     ] = None,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="no progress on stderr (else a bar on a terminal, a line per tenth elsewhere)",
+        ),
+    ] = False,
 ) -> None:
     """Measure extraction accuracy on labelled reports: metrics.json, report.html, a table."""
     from collections.abc import Callable
 
+    from app.progress import progress as progress_on
     from conformance import evaluate as ev
     from conformance.datasets import is_dragon
     from conformance.errors import EvaluationError
@@ -860,11 +917,10 @@ def evaluate(
             _resolve_templates(template, settings.templates_dir)
         except TemplateError as exc:
             raise _fail(str(exc)) from None
-    with _progress() as progress:
+    with progress_on(err, quiet=quiet) as start_task:
 
         def start(total: int) -> Callable[[], None]:
-            task = progress.add_task("evaluating", total=total)
-            return lambda: progress.advance(task)
+            return start_task(f"evaluating ({stage or settings.stage})", total)
 
         options = ev.EvalOptions(
             settings, stage, template, tolerance, resamples, seed, start, split=split, rewrap=rewrap

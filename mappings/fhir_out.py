@@ -61,6 +61,12 @@ _REPORT_STATUS = {
 Resource = dict[str, Any]
 
 
+def presence_value_code(status: FindingStatus) -> str | None:
+    """The SNOMED CT qualifier (system `terminology.SNOMED`) a presence variable's status
+    becomes as `valueCodeableConcept`; None for `not_mentioned` (no Observation)."""
+    return _PRESENCE_VALUE.get(status)
+
+
 def deterministic_id(*parts: str | None) -> str:
     """UUIDv5 of the parts (None -> empty) in the project namespace."""
     return str(uuid.uuid5(RADBRIDGE_NAMESPACE, "|".join(part or "" for part in parts)))

@@ -34,7 +34,8 @@ def _checkpoint_ids(out: Path) -> list[str]:
     path = out / CHECKPOINT
     if not path.is_file():
         return []
-    return [json.loads(line)["id"] for line in path.read_text("utf-8").splitlines()]
+    lines = [json.loads(line) for line in path.read_text("utf-8").splitlines()]
+    return [line["id"] for line in lines if "id" in line]  # options lines left out
 
 
 def test_csv_and_jsonl_write_bundles_rejections_table_and_checkpoint(tmp_path: Path) -> None:
@@ -146,7 +147,7 @@ def test_sigint_mid_run_then_rerun_finishes_without_duplicates(tmp_path: Path) -
 def test_table_row_columns_and_unit() -> None:
     """One row per report: value (the status when none is stated), status, evidence,
     confidence; `template.variable` names when a report has several templates."""
-    from app.backfill import table_row
+    from app.research_table import table_row
     from mappings.inbound import report_from_record
     from mappings.template import get_template
     from workers.lexical import extract_rules

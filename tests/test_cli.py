@@ -169,7 +169,9 @@ def test_extract_table_parquet_without_pyarrow_is_a_clear_error(tmp_path: Path) 
     import importlib.util
 
     if importlib.util.find_spec("pyarrow") is not None:
-        pytest.skip("pyarrow is installed: the Parquet table is written (tests/test_backfill.py)")
+        pytest.skip(
+            "pyarrow is installed: the Parquet table is written (tests/test_research_table.py)"
+        )
     result = run(
         "extract", str(HL7_DIR / "chest_ct.hl7"), "--out", str(tmp_path / "o"),
         "--table", str(tmp_path / "t.parquet"),
