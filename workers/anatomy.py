@@ -25,8 +25,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mappings.report import FindingStatus
 from mappings import stated_sites
+from mappings.report import FindingStatus
 from mappings.template import Template, Variable
 from workers.lexicon_text import terms_pattern
 
@@ -159,4 +159,3 @@ def share(
         listed = template.variable(mention.variable_id).locations
         shared.append(stated_sites.stated(template, pool, listed))
     return shared
-
