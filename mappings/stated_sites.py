@@ -34,6 +34,11 @@ def single_sites(template: Template, location_ids: Sequence[str]) -> tuple[Locat
     return tuple(site for site_id, site in sites.items() if site_id not in inner)
 
 
+def _breadth(template: Template, location_id: str) -> tuple[int, int]:
+    location = template.location(location_id)
+    return -len(template.sites(location_id)), 0 if location.expands_to else 1
+
+
 def stated(
     template: Template, location_ids: Sequence[str], listed: Collection[str] | None = None
 ) -> tuple[str, ...]:
@@ -41,24 +46,27 @@ def stated(
 
     A multi-site location whose sites all stay is kept as named ("both lower lobes"); one that
     lost a site to a smaller stated site gives its remaining sites, when the variable lists them
-    (`listed`; None: any), else it stays whole. A location whose sites an earlier kept location
-    already states is dropped ("right lung" beside "bilateral").
+    (`listed`; None: any), else it stays whole. A location whose sites a wider kept location
+    already states is dropped ("right lung" beside "bilateral", in either order).
     """
     kept = {site.id for site in single_sites(template, location_ids)}
-    found: list[str] = []
-    covered: set[str] = set()
+    groups: list[str] = []
     for location_id in location_ids:
         own = [site.id for site in template.sites(location_id)]
         remaining = [site_id for site_id in own if site_id in kept]
         if len(remaining) == len(own) or (
             listed is not None and not all(site_id in listed for site_id in remaining)
         ):
-            group = [location_id]
+            groups.extend(name for name in [location_id] if name not in groups)
         else:
-            group = remaining
-        for name in group:
-            sites = {site.id for site in template.sites(name)}
-            if name not in found and not sites <= covered:
-                found.append(name)
-                covered |= sites
-    return tuple(found)
+            groups.extend(name for name in remaining if name not in groups)
+    # the widest first, a location named for its sites before them ("lingula" -> upper lobe), so
+    # "right lung" beside "bilateral" is dropped in either order
+    covered: set[str] = set()
+    chosen: set[str] = set()
+    for name in sorted(groups, key=lambda name: _breadth(template, name)):
+        sites = {site.id for site in template.sites(name)}
+        if not sites <= covered:
+            chosen.add(name)
+            covered |= sites
+    return tuple(name for name in groups if name in chosen)

@@ -176,3 +176,17 @@ def test_includes_must_name_other_presence_variables() -> None:
     message = str(raised.value)
     assert "variables.lung_opacity.includes" in message
     assert "'lung_opacity'" in message and "'no_such'" in message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Bilateral effusions, larger on the right.",
+        "Right and bilateral effusions.",
+        "Effusions, right more than left, bilateral.",
+    ],
+)
+def test_a_side_beside_bilateral_is_no_extra_site(text: str) -> None:
+    _, extraction = _extract("chest_findings", text)
+    effusion = extraction.value_of("pleural_effusion")
+    assert effusion is not None and effusion.locations == ("bilateral",)
