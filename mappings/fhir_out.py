@@ -3,8 +3,10 @@
 The Bundle holds a Patient (identifiers only, never names), the model Device, the source
 DiagnosticReport whose `result` lists the Observations, one Observation per emitted value and a
 Provenance (target = the Observations, agent = the Device, entity = the DiagnosticReport).
-`not_mentioned` values give no Observation; a location that expands (e.g. bilateral) gives one
-Observation per site. Every resource carries the AIAST security label.
+`not_mentioned` values give no Observation; a value gives one Observation per stated site
+(`mappings.observation_sites`: a location that expands, e.g. bilateral, gives one per site; a
+side beside a lobe of it gives the lobe only; a general finding is not emitted beside an
+included specific one for the same statement). Every resource carries the AIAST security label.
 
 Ids are UUIDv5 in `RADBRIDGE_NAMESPACE` of (sending facility, accession or report id, template,
 variable, site) and every entry is a `PUT Type/id`, so replaying a report never duplicates.
@@ -32,12 +34,13 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from mappings import terminology as term
 from mappings.errors import FhirMappingError
+from mappings.observation_sites import observation_sites
 from mappings.output_check import check_bundle
 from mappings.report import Extraction, FindingStatus, FindingValue, Report, ResultStatus
 from mappings.template import CodeRef, Location, Template, Variable, VariableType
@@ -143,16 +146,6 @@ def _evidence_extension(value: FindingValue, template: Template) -> dict[str, An
     return {"url": EVIDENCE_EXTENSION, "extension": subs}
 
 
-def _sites(value: FindingValue, template: Template) -> list[Location | None]:
-    if value.status is FindingStatus.ABSENT or not value.locations:
-        return [None]
-    sites: dict[str, Location] = {}
-    for location_id in value.locations:
-        for site in template.sites(location_id):
-            sites.setdefault(site.id, site)
-    return list(sites.values())
-
-
 class _Context:
     """What every resource of one Bundle shares."""
 
@@ -246,13 +239,6 @@ def _diagnostic_report(ctx: _Context, observation_ids: list[str]) -> Resource:
     return resource
 
 
-def _emitted(value: FindingValue, variable: Variable) -> bool:
-    """Whether a value becomes an Observation (typed values need a value)."""
-    if value.status is FindingStatus.NOT_MENTIONED:
-        return False
-    return variable.type is VariableType.PRESENCE or value.value is not None
-
-
 def _observation_id(
     facility: str | None, key: str, template_id: str, variable_id: str, site: Location | None
 ) -> str:
@@ -261,14 +247,19 @@ def _observation_id(
     )
 
 
-def observation_references(report: Report, template: Template, value: FindingValue) -> list[str]:
-    """`Observation/<id>` of each Observation `build_bundle` emits for `value` (for the timeline)."""
-    if not _emitted(value, template.variable(value.variable_id)):
-        return []
+def observation_references(
+    report: Report,
+    template: Template,
+    value: FindingValue,
+    among: Sequence[FindingValue] | None = None,
+) -> list[str]:
+    """`Observation/<id>` of each Observation `build_bundle` emits for `value` (for the timeline);
+    `among`: the extraction's values, for the general-finding rule (`mappings.observation_sites`)."""
+    sites = observation_sites(template, among if among is not None else [value])
     facility, key = report.sending_facility, report.accession_number or report.report_id
     ids = [
         _observation_id(facility, key, template.id, value.variable_id, site)
-        for site in _sites(value, template)
+        for site in sites.get(value.variable_id, [])
     ]
     return [f"Observation/{observation_id}" for observation_id in ids]
 
@@ -396,11 +387,11 @@ def build_bundle(
         if not _OBSERVATION_REF.match(reference):
             raise FhirMappingError(f"derived_from of {variable_id} is not Observation/<id>")
     ctx = _Context(report, extraction, default_tz)
+    sites = observation_sites(template, extraction.values)
     observations = [
         _observation(ctx, template, value, site, observation_status, links.get(value.variable_id))
         for value in extraction.values
-        if _emitted(value, template.variable(value.variable_id))
-        for site in _sites(value, template)
+        for site in sites.get(value.variable_id, [])
     ]
     observation_ids = [obs["id"] for obs in observations]
     resources = [

@@ -171,6 +171,10 @@ class Variable(BaseModel):
     uncoded_reason: str | None = None
     synonyms: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     locations: tuple[str, ...] = ()
+    includes: tuple[str, ...] = ()
+    """A general finding: the more specific presence variables it includes (chest_findings'
+    lung opacity includes ground-glass opacity). Where one of them is emitted for the same
+    statement and site, this one gives no Observation there (`mappings.fhir_out`)."""
     scale: Scale | None = None
     unit: Unit | None = None
     range: Range | None = None
@@ -429,6 +433,18 @@ def _check_locations(problems: _Problems, template: Template) -> None:
         _check_synonyms(problems, field, location.synonyms, _synonym_languages(template))
 
 
+def _check_includes(
+    problems: _Problems, template: Template, variable: Variable, field: str
+) -> None:
+    """`includes` names other presence variables, and only a presence variable has it."""
+    if variable.includes and variable.type is not VariableType.PRESENCE:
+        problems.add(f"{field}.includes", f"not allowed for type {variable.type}")
+    presence = {v.id for v in template.variables if v.type is VariableType.PRESENCE}
+    for included in variable.includes:
+        if included == variable.id or included not in presence:
+            problems.add(f"{field}.includes", f"not another presence variable: {included!r}")
+
+
 def _check_meaning(template: Template, problems: _Problems) -> None:
     _check_locations(problems, template)
     location_ids = {loc.id for loc in template.locations}
@@ -440,6 +456,7 @@ def _check_meaning(template: Template, problems: _Problems) -> None:
         for location_id in variable.locations:
             if location_id not in location_ids:
                 problems.add(f"{field}.locations", f"undeclared location {location_id!r}")
+        _check_includes(problems, template, variable, field)
         if variable.code is None and not variable.uncoded_reason:
             problems.add(f"{field}.uncoded_reason", "an uncoded variable must say why")
         _check_code(problems, f"{field}.code", variable.code)

@@ -59,9 +59,15 @@ def patient_reference(report: Report) -> str | None:
     return f"Patient/{deterministic_id('Patient', report.sending_facility, key)}"
 
 
-def observation_reference(report: Report, template: Template, value: FindingValue) -> str | None:
-    """`Observation/<id>` of the (first) Observation the Bundle emits for `value`, or None."""
-    references = observation_references(report, template, value)
+def observation_reference(
+    report: Report,
+    template: Template,
+    value: FindingValue,
+    among: Sequence[FindingValue] | None = None,
+) -> str | None:
+    """`Observation/<id>` of the (first) Observation the Bundle emits for `value`, or None
+    (`among`: the extraction's values, as `build_bundle` sees them)."""
+    references = observation_references(report, template, value, among)
     return references[0] if references else None
 
 
@@ -76,7 +82,9 @@ def priors_of(entry: TimelineEntry, default_tz: tzinfo = UTC) -> list[PriorObser
     effective = _aware(entry.report.observation_time, default_tz)
     priors: list[PriorObservation] = []
     for value in entry.extraction.values:
-        reference = observation_reference(entry.report, entry.template, value)
+        reference = observation_reference(
+            entry.report, entry.template, value, entry.extraction.values
+        )
         if reference is not None:
             priors.append(
                 PriorObservation(entry.template.id, value.variable_id, reference, effective)

@@ -9,7 +9,8 @@ Within the mention's clause (`sites`):
   lobe" -> right lung, for a pneumothorax located by side only);
 - the smaller location wins over the larger one it is part of ("left pleural effusion with
   atelectasis of the left lower lobe": the atelectasis is in the left lower lobe, not also the
-  left lung), and a multi-site location replaces the sites it expands to.
+  left lung; "bilateral GGO in both lower lobes": the two lower lobes, not also both lungs), and
+  a multi-site location replaces the sites it expands to (`mappings.stated_sites`).
 
 Across clauses (`share`): a finding named without a site takes the sites of the next sentence
 when that sentence refers back to it ("A 7 mm nodule. It is located in the left upper lobe."),
@@ -24,6 +25,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mappings import stated_sites
 from mappings.report import FindingStatus
 from mappings.template import Template, Variable
 from workers.lexicon_text import terms_pattern
@@ -94,21 +96,11 @@ def _named(matches: dict[str, list[tuple[int, int]]]) -> list[str]:
     ]
 
 
-def _containers(template: Template, location_id: str) -> list[str]:
-    """The locations that contain this one, nearest first (`part_of`, transitively)."""
-    found: list[str] = []
-    current = template.location(location_id).part_of
-    while current is not None and current not in found:
-        found.append(current)
-        current = template.location(current).part_of
-    return found
-
-
 def _as_listed(template: Template, variable: Variable, location_id: str) -> list[str]:
     """The variable's own locations for a named one: itself, its sites, or what contains it."""
     if location_id in variable.locations:
         return [location_id]
-    for container in _containers(template, location_id):
+    for container in stated_sites.containers(template, location_id):
         if container in variable.locations:
             return [container]
     expands = template.location(location_id).expands_to
@@ -128,18 +120,7 @@ def sites(
         for location_id in _as_listed(template, variable, named):
             if location_id not in found:
                 found.append(location_id)
-    smaller = {
-        container
-        for location_id in found
-        for site in template.sites(location_id)
-        for container in _containers(template, site.id)
-    }
-    covered = {site for location_id in found for site in template.location(location_id).expands_to}
-    return tuple(
-        location_id
-        for location_id in found
-        if location_id not in covered and location_id not in smaller
-    )
+    return stated_sites.stated(template, found, variable.locations)
 
 
 def _refers_back(text: str, clause: tuple[int, int]) -> bool:
@@ -175,19 +156,6 @@ def share(
             shared.append(locations)
             continue
         pool = pooled.get((mention.variable_id, mention.status), list(locations))
-        shared.append(_without_covered(template, tuple(pool)))
+        listed = template.variable(mention.variable_id).locations
+        shared.append(stated_sites.stated(template, pool, listed))
     return shared
-
-
-def _without_covered(template: Template, locations: tuple[str, ...]) -> tuple[str, ...]:
-    """Drop a location whose sites another location of the list already states."""
-    covered = {
-        container
-        for location_id in locations
-        for site in template.sites(location_id)
-        for container in _containers(template, site.id)
-    }
-    covered |= {
-        site for location_id in locations for site in template.location(location_id).expands_to
-    }
-    return tuple(loc for loc in locations if loc not in covered)
