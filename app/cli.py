@@ -714,6 +714,14 @@ def evaluate(
             "OBX per display line does (compare with the unwrapped run)",
         ),
     ] = None,
+    modality: Annotated[
+        str | None,
+        typer.Option(
+            metavar="CODE",
+            help="Open-i: also route each report as sent with this DICOM modality (e.g. CR) "
+            "and no exam line, and note how many get no template",
+        ),
+    ] = None,
 ) -> None:
     """Measure extraction accuracy on labelled reports: metrics.json, report.html, a table."""
     from collections.abc import Callable
@@ -740,8 +748,9 @@ def evaluate(
             return lambda: progress.advance(task)
 
         options = ev.EvalOptions(
-            settings, stage, template, tolerance, resamples, seed, start, split=split, rewrap=rewrap
-        )
+            settings, stage, template, tolerance, resamples, seed, start, split=split,
+            rewrap=rewrap, modality=modality,
+        )  # fmt: skip
         try:
             result = ev.run_evaluation(dataset, options)
         except EvaluationError as exc:

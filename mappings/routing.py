@@ -13,6 +13,11 @@ Order of evidence:
 5. content: otherwise (modality and/or region unknown: plain text, a backfill row) the template
    whose variables the report mentions most, at least MIN_VARIABLES of them, among the
    templates its known modality and region (or the region its text speaks of) allow.
+6. modality+text region: the modality is known, the region is not and too few variables are
+   mentioned (a normal study: "Both lungs are clear. No active disease."): the templates of
+   that modality whose region the findings and impression name more than any other region,
+   one distinct word sufficing (`content.region_of_text`; on a radiograph "heart", "hilum" and
+   "chest" are chest words too). The history section is not read (the question is not the exam).
 A known modality or region that is not the template's always refuses it: a chest X-ray never
 goes to a brain template or to chest_ct. Nothing applies -> no template; `Routing.detail()`
 lists each candidate and why it was refused.
@@ -38,7 +43,7 @@ MODALITY_PREFERENCE = ("XR", "CT", "MR")
 @dataclass(frozen=True)
 class RouteReason:
     """Why one template was chosen: `rule` is procedure_code | body_part | modality+content |
-    content | keyword | explicit."""
+    content | modality+text region | keyword | explicit."""
 
     template: str
     rule: str
@@ -87,6 +92,7 @@ class _Facts:
     text_region: str | None
     exam: str
     text: str
+    body: str
     scores: dict[str, tuple[int, tuple[str, ...], tuple[str, ...]]] = field(default_factory=dict)
 
     def describe(self) -> str:
@@ -122,6 +128,16 @@ def _exam_line(report: Report) -> str:
     return " \n ".join(p for p in parts if p)
 
 
+def _body(report: Report) -> str:
+    """The report text without its history/indication section(s)."""
+    sections = report.sections or find_sections(report.text)
+    text = report.text
+    for section in sorted(sections, key=lambda s: -s.start):
+        if section.name == "history":
+            text = text[: section.start] + " " + text[section.end :]
+    return text
+
+
 def _facts(report: Report) -> _Facts:
     exam = _exam_line(report)
     family = content.modality_family(report.modality)
@@ -138,7 +154,7 @@ def _facts(report: Report) -> _Facts:
         region_source = "exam line" if regions else "not stated"
     text_region = None if regions else content.region_of_text(report.text)
     return _Facts(modalities, modality_source, regions, region_source, text_region, exam,
-                  report.text)  # fmt: skip
+                  report.text, _body(report))  # fmt: skip
 
 
 def _template_modalities(template: Template) -> frozenset[str]:
@@ -283,7 +299,7 @@ def _by_content(
         else:
             candidates.append(template)
     if not candidates:
-        return [], []
+        return _by_text_region(facts, open_, refused)
     if not facts.modalities:
         candidates = _likely_modality(facts, candidates, refused)
     best = _best(facts, candidates)
@@ -293,6 +309,34 @@ def _by_content(
             refused[template.id] = f"fewer of its variables mentioned ({scores})"
     rule = "modality+content" if facts.modalities else "content"
     return best, [RouteReason(t.id, rule, f"{facts.describe()}; {scores}") for t in best]
+
+
+def _by_text_region(
+    facts: _Facts, open_: list[Template], refused: dict[str, str]
+) -> tuple[list[Template], list[RouteReason]]:
+    """One modality known, region unknown, too few variables mentioned: the templates of that
+    modality and of the region the report body names (one distinct word suffices)."""
+    if len(facts.modalities) != 1 or facts.regions:
+        return [], []
+    modality = next(iter(facts.modalities))
+    region = content.region_of_text(facts.body, modality, min_hits=1)
+    if region is None:
+        return [], []
+    hits = [
+        t
+        for t in open_
+        if modality in _template_modalities(t) and region in _template_regions(t)
+    ]
+    if not hits:
+        return [], []
+    best = _best(facts, hits)
+    for template in best:
+        refused.pop(template.id, None)
+    where = f"{modality} ({facts.modality_source}) + the text speaks of the {region}"
+    return best, [
+        RouteReason(t.id, "modality+text region", f"{where}; {_score_text(facts, t)}")
+        for t in best
+    ]
 
 
 def _likely_modality(

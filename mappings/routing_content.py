@@ -55,7 +55,7 @@ _REGION_WORDS: dict[str, re.Pattern[str]] = {
         _FLAGS,
     ),
     "heart": re.compile(
-        r"\b(?:heart|hearts|cardiac|cardio\w*|cardial\w*|cardiale|kardi\w*|herz\w*|hart|CMR|"
+        r"\b(?:heart|hearts|cardiac|cardio(?!pulmonary)\w*|cardial\w*|cardiale|kardi\w*|herz\w*|hart|CMR|"
         r"myocard\w*|myokard\w*)\b",
         _FLAGS,
     ),
@@ -103,6 +103,18 @@ _REGION_TEXT: dict[str, re.Pattern[str]] = {
     ),
 }
 TEXT_REGION_MIN_HITS = 3
+# On a radiograph, the heart and the chest itself also say "chest" ("Heart size normal. Lungs
+# clear." is a chest radiograph; no radiograph template covers the heart alone), and so does
+# the chest radiograph's normal idiom "no active disease" (Open-i tune half: 4 reports say
+# nothing else).
+_REGION_TEXT_XR: dict[str, re.Pattern[str]] = {
+    "chest": re.compile(
+        r"\b(?:heart|hearts|cardiac|cardio\w*|cardiomediastinal|chest|thorax|thoracic|"
+        r"hart\w*|herz\w*|cor|ribs?|ribben|rippen?|aort\w*|vascular\w*|vasculature|"
+        r"hilum|hila|hilar|hili|mediastin\w*|active disease)\b",
+        _FLAGS,
+    ),
+}
 # Wording that gives a report's modality away when no field or exam line states it (technique
 # words, not modality names: "CT recommended" in a radiograph report names another exam).
 _MODALITY_TEXT: dict[str, re.Pattern[str]] = {
@@ -163,16 +175,26 @@ def modality_cues(text: str) -> dict[str, int]:
     }
 
 
-def region_of_text(text: str) -> str | None:
-    """The region a report's body speaks of most (at least TEXT_REGION_MIN_HITS distinct
-    words, more than any other region); None when unclear."""
-    counts = {
-        region: len({m.group(0).lower() for m in words.finditer(text)})
-        for region, words in _REGION_TEXT.items()
+def _region_counts(text: str, modality: str | None) -> dict[str, int]:
+    words: dict[str, set[str]] = {
+        region: {m.group(0).lower() for m in pattern.finditer(text)}
+        for region, pattern in _REGION_TEXT.items()
     }
+    if modality == "XR":
+        for region, pattern in _REGION_TEXT_XR.items():
+            words[region] |= {m.group(0).lower() for m in pattern.finditer(text)}
+    return {region: len(found) for region, found in words.items()}
+
+
+def region_of_text(text: str, modality: str | None = None, min_hits: int = TEXT_REGION_MIN_HITS
+                   ) -> str | None:  # fmt: skip
+    """The region a report's body speaks of most (at least `min_hits` distinct words, more
+    than any other region); None when unclear. With `modality` XR the heart and chest words of
+    a radiograph count for the chest too."""
+    counts = _region_counts(text, modality)
     ranked = sorted(counts.items(), key=lambda item: -item[1])
     best, hits = ranked[0]
-    if hits < TEXT_REGION_MIN_HITS or (len(ranked) > 1 and ranked[1][1] >= hits):
+    if hits < min_hits or (len(ranked) > 1 and ranked[1][1] >= hits):
         return None
     return best
 
