@@ -170,6 +170,21 @@ class Attribute(BaseModel):
     of: str | None = None
 
 
+class NormalStatement(BaseModel):
+    """A normal statement ("No acute intracranial abnormality", "Geen afwijkingen",
+    "Unauffälliger Befund") and the presence variables it makes absent, with the statement as
+    evidence (a finding stated present elsewhere in the report still wins)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    covers: tuple[str, ...] | Literal["all"] = Field(
+        description="the presence variables it makes absent, or `all`"
+    )
+    phrases: dict[str, tuple[str, ...]] = Field(min_length=1)
+    """The statement's words, whole (negation included): "no acute intracranial abnormality"."""
+
+
 class OrganQualifiers(BaseModel):
     """Words that put a finding in another organ ("thyroid nodule", "mass in the chest wall"): a
     mention of one of `variables` qualified by an `other` word and by no `own` word does not
@@ -265,6 +280,8 @@ class Template(BaseModel):
     probable_existence: Literal["present", "uncertain"] = "uncertain"
     """What a strongly hedged finding ("probable", "likely", "suggestive of") is: `uncertain`
     (the default), or `present` where the template's labelling convention says so."""
+    normal_statements: tuple[NormalStatement, ...] = ()
+    """Normal statements and the findings each makes absent (`workers.normals`)."""
     organ_qualifiers: OrganQualifiers | None = None
     """Findings of another organ that must never become findings of this template's organ."""
     origin: Literal["llm_extractinator"] | None = Field(
@@ -291,6 +308,12 @@ class Template(BaseModel):
             if attribute.id == attribute_id:
                 return attribute
         raise KeyError(attribute_id)
+
+    def covered(self, statement: NormalStatement) -> tuple[str, ...]:
+        """The presence variables a normal statement makes absent."""
+        if statement.covers == "all":
+            return tuple(v.id for v in self.variables if v.type is VariableType.PRESENCE)
+        return statement.covers
 
     def sites(self, location_id: str) -> tuple[Location, ...]:
         """The single sites a location stands for (itself, or what it expands to)."""
@@ -541,9 +564,29 @@ def _check_attributes(problems: _Problems, template: Template) -> None:
             problems.add(field, f"{variable.qualifier.id!r} is also the qualifier's id")
 
 
+def _check_normal_statements(problems: _Problems, template: Template) -> None:
+    ids = [statement.id for statement in template.normal_statements]
+    presence = {v.id for v in template.variables if v.type is VariableType.PRESENCE}
+    for index, statement in enumerate(template.normal_statements):
+        field = f"normal_statements.{statement.id}"
+        if statement.id in ids[:index]:
+            problems.add(f"{field}.id", f"duplicate normal statement id {statement.id!r}")
+        if statement.covers != "all":
+            for variable_id in statement.covers:
+                if variable_id not in presence:
+                    problems.add(f"{field}.covers", f"{variable_id!r} is no presence variable")
+        for language in statement.phrases:
+            if language not in template.languages:
+                problems.add(f"{field}.phrases.{language}", "phrases for an undeclared language")
+        for language in template.languages:
+            if not statement.phrases.get(language):
+                problems.add(f"{field}.phrases.{language}", "no phrases for a declared language")
+
+
 def _check_meaning(template: Template, problems: _Problems) -> None:
     _check_locations(problems, template)
     _check_attributes(problems, template)
+    _check_normal_statements(problems, template)
     location_ids = {loc.id for loc in template.locations}
     variable_ids = [var.id for var in template.variables]
     for index, variable in enumerate(template.variables):

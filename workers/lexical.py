@@ -10,7 +10,8 @@ words ("but", "maar", "aber"); the text is read with each wrapped line break as 
 history/indication section (the clinical question, e.g. "r/o PE", "edema and dyspnea") never
 counts: it is not a finding of this examination. A mention inside one of the variable's
 `excludes` phrases ("pericardial effusion") does not count either; `states` add subject + state
-statements ("heart size normal" -> absent, `workers.states`); a template with
+statements ("heart size normal" -> absent, `workers.states`) and `normal_statements` make the
+findings they cover absent ("No acute intracranial abnormality", `workers.normals`); a template with
 `probable_existence: present` reads a strongly hedged mention ("probable", "likely", "versus") as
 present. The evidence quote is the clause; locations are the template locations named in the
 same clause (a lobe replaces the lung of the same side).
@@ -53,6 +54,7 @@ from mappings.sections import find_sections
 from mappings.template import Template, Variable, VariableType
 from workers import anatomy, organs, values
 from workers.lexicon_text import clauses, mention_status, terms_pattern, text_of
+from workers.normals import normal_hits
 from workers.states import excluded_spans, inside, state_hits
 
 RULES_MODEL = ModelInfo(name="radbridge-rules", sha256="0" * 64, version="stage1-1")
@@ -415,7 +417,7 @@ def _presence_mentions(
 
 def all_mentions(report: Report, template: Template) -> list[Mention]:
     """Synonym mentions (`find_mentions`), plus state statements (`workers.states`: "heart size
-    is enlarged" / "heart size normal")."""
+    is enlarged" / "heart size normal") and normal statements (`workers.normals`)."""
     mentions = find_mentions(report, template)
     text = text_of(report.text)
     spans = clauses(report.text)
@@ -434,6 +436,12 @@ def all_mentions(report: Report, template: Template) -> list[Mention]:
                     locations=locations,
                 )
             )
+    for normal in normal_hits(text, spans, template):
+        mentions.extend(
+            Mention(variable_id, FindingStatus.ABSENT, normal.start, normal.end,
+                    normal.clause_start, normal.clause_end, ())  # fmt: skip
+            for variable_id in normal.variables
+        )
     return mentions
 
 
