@@ -83,7 +83,8 @@ _REGION_TEXT: dict[str, re.Pattern[str]] = {
         r"basalganglien|cerebell\w*|zerebell\w*|pons|corpus callosum|sulci|gyrus|gyri|falx|"
         r"sylvi\w*|microbl\w*|mikroblut\w*|fazekas|dementi\w*|demenz\w*|geheugen\w*|"
         r"frontal lobe|temporal lobe|parietal lobe|occipital lobe|frontaalkwab\w*|"
-        r"temporaalkwab\w*)\b",
+        r"temporaalkwab\w*|subdural\w*|subduraa?l\w*|extradural|epidural\w*|epiduraa?l\w*|"
+        r"subarachno\w*|calvari\w*|midline shift|contrecoup|schedel\w*|sch[äa]del\w*|skull)\b",
         _FLAGS,
     ),
     "heart": re.compile(
@@ -121,7 +122,8 @@ _MODALITY_TEXT: dict[str, re.Pattern[str]] = {
     "CT": re.compile(
         r"\b(?:ground[- ]glass|GGOs?|Hounsfield|HU|axial|mediastinal window|"
         r"lung window|centrilobular|tree-in-bud|crazy[- ]paving|mosaic attenuation|"
-        r"septal thickening|milchglas\w*|matglas\w*)\b|조영",
+        r"septal thickening|milchglas\w*|matglas\w*|hyperdens\w*|hypodens\w*|isodens\w*|"
+        r"attenuation|non-contrast)\b|조영",
         _FLAGS,
     ),
     "XR": re.compile(

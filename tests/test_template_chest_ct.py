@@ -22,6 +22,7 @@ from mappings.template import Template, load_template
 from tests.labelled import (
     MODALITY_OF_TEMPLATE,
     as_report,
+    modality_of,
     bundle_observations,
     class_accuracies,
     coded_observations,
@@ -144,7 +145,7 @@ def test_other_templates_reports_do_not_route_to_chest(
     chest_ct: Template, chest_xray: Template
 ) -> None:
     for name, row in other_rows("chest_ct", "chest_findings"):
-        report = as_report(row, MODALITY_OF_TEMPLATE.get(row["template"], "MR"))
+        report = as_report(row, modality_of(row) or "MR")
         assert not applies(chest_ct, report), (name, row["id"])
         assert not applies(chest_xray, report), (name, row["id"])
 
