@@ -8,7 +8,8 @@ Order of evidence:
    "HEAD"/"hersenen"/"Schädel" -> the brain templates). When several templates share the
    modality and region (memory clinic vs oncology), content chooses among them
    (modality+content): the most variables mentioned, a routing keyword anywhere counting as
-   KEYWORD_WEIGHT more; a tie keeps them all. Such a report is never `no_template`.
+   KEYWORD_WEIGHT more; a tie keeps them all. Such a report is never `no_template`. An exam of
+   two regions ("CT chest + abdomen") gets a template for each.
 4. keyword: a template's keyword in the exam line (for templates that declare no body part).
 5. content: otherwise (modality and/or region unknown: plain text, a backfill row) the template
    whose variables the report mentions most, at least MIN_VARIABLES of them, among the
@@ -262,15 +263,8 @@ def _choose(
         f"{'/'.join(sorted(facts.modalities))} + {'/'.join(sorted(facts.regions))} "
         f"({facts.modality_source}; {facts.region_source})"
     )
-    if len(structural) == 1:
-        return structural, [RouteReason(structural[0].id, "body_part", where)]
     if structural:
-        best = _best(facts, structural)
-        scores = ", ".join(_score_text(facts, t) for t in structural)
-        for t in structural:
-            if t not in best:
-                refused[t.id] = f"fewer of its variables mentioned ({scores})"
-        return best, [RouteReason(t.id, "modality+content", f"{where}; {scores}") for t in best]
+        return _by_region(facts, structural, where, refused)
     by_keyword = [t for t in open_ if content.keywords_named(t, facts.exam)]
     if by_keyword:
         return by_keyword, [
@@ -282,6 +276,34 @@ def _choose(
             for t in by_keyword
         ]
     return _by_content(facts, open_, refused)
+
+
+def _by_region(
+    facts: _Facts, structural: list[Template], where: str, refused: dict[str, str]
+) -> tuple[list[Template], list[RouteReason]]:
+    """Modality and region match: per region the exam names ("CT chest + abdomen" names two),
+    its only template, or among several (memory clinic vs oncology) the ones whose variables the
+    report mentions most."""
+    chosen: list[Template] = []
+    reasons: list[RouteReason] = []
+    for region in sorted(facts.regions):
+        group = [t for t in structural if region in _template_regions(t) and t not in chosen]
+        if len(group) == 1:
+            chosen.append(group[0])
+            reasons.append(RouteReason(group[0].id, "body_part", where))
+        elif group:
+            best = _best(facts, group)
+            scores = ", ".join(_score_text(facts, t) for t in group)
+            chosen.extend(best)
+            reasons.extend(
+                RouteReason(t.id, "modality+content", f"{where}; {scores}") for t in best
+            )
+            for template in group:
+                if template not in best:
+                    refused[template.id] = f"fewer of its variables mentioned ({scores})"
+    for template in chosen:
+        refused.pop(template.id, None)
+    return chosen, reasons
 
 
 def _by_content(

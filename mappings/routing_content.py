@@ -24,7 +24,26 @@ BODY_REGIONS: dict[str, str] = {
     "HEART": "heart", "CARDIAC": "heart", "CMR": "heart", "HERZ": "heart", "HART": "heart",
     "CHEST": "chest", "THORAX": "chest", "LUNG": "chest", "LUNGS": "chest", "LONGEN": "chest",
     "LUNGE": "chest",
+    "ABDOMEN": "abdomen", "ABDOMENPELVIS": "abdomen", "ABDOMEN_PELVIS": "abdomen",
+    "KIDNEY": "abdomen", "KIDNEYS": "abdomen", "RENAL": "abdomen", "LIVER": "abdomen",
+    "GALLBLADDER": "abdomen", "APPENDIX": "abdomen", "BUIK": "abdomen", "BOVENBUIK": "abdomen",
+    "BAUCH": "abdomen", "OBERBAUCH": "abdomen", "NIER": "abdomen", "NIEREN": "abdomen",
+    "LEVER": "abdomen", "LEBER": "abdomen",
+    "PELVIS": "pelvis", "BEKKEN": "pelvis", "BECKEN": "pelvis",
+    "BREAST": "breast", "BREASTS": "breast", "MAMMA": "breast", "MAMMAE": "breast",
+    "BORST": "breast", "BRUST": "breast",
+    "THYROID": "thyroid", "NECK": "thyroid", "SCHILDKLIER": "thyroid", "SCHILDDRÜSE": "thyroid",
+    "SCHILDDRUESE": "thyroid", "HALS": "thyroid",
+    "KNEE": "limb", "WRIST": "limb", "ANKLE": "limb", "HIP": "limb", "SHOULDER": "limb",
+    "ELBOW": "limb", "HAND": "limb", "FOOT": "limb", "FINGER": "limb", "TOE": "limb",
+    "FOREARM": "limb", "HUMERUS": "limb", "FEMUR": "limb", "TIBIA": "limb", "LEG": "limb",
+    "ARM": "limb", "CLAVICLE": "limb", "EXTREMITY": "limb", "KNIE": "limb", "POLS": "limb",
+    "ENKEL": "limb", "HEUP": "limb", "SCHOUDER": "limb", "ELLEBOOG": "limb", "VOET": "limb",
+    "HANDGELENK": "limb", "SPRUNGGELENK": "limb", "HÜFTE": "limb", "HUEFTE": "limb",
+    "SCHULTER": "limb", "ELLENBOGEN": "limb", "FUSS": "limb", "FUẞ": "limb",
 }  # fmt: skip
+"""A neck ultrasound is a thyroid ultrasound here (no other neck template); the pelvis is its own
+region, shared by the abdomen (CT/US) and the radiograph (hip and pelvis) templates."""
 
 _FLAGS = re.IGNORECASE
 # Modality words in an exam line ("MRI hersenen", "Kardio-MRT", "X-thorax", "CXR AP portable").
@@ -64,13 +83,30 @@ _REGION_WORDS: dict[str, re.Pattern[str]] = {
         r"x-?thorax|x-?thx|CXR)\b|흉부",
         _FLAGS,
     ),
+    "abdomen": re.compile(
+        r"\b(?:abdomen|abdominal\w*|abdomens?|buik|bovenbuik|bauch|oberbauch\w*|"
+        r"abdomensonogra\w*|liver|lever|leber|kidneys?|nieren?|nier|renal|KUB|gallbladder|"
+        r"galblaas|gallenblase|appendix|urogra\w*|A/P)\b",
+        _FLAGS,
+    ),
+    "pelvis": re.compile(r"\b(?:pelvis|pelvic|bekken|becken)\b", _FLAGS),
+    "breast": re.compile(
+        r"\b(?:breasts?|mamma\w*|mammo\w*|borst\w*|brust\w*|mamille)\b", _FLAGS
+    ),
+    "thyroid": re.compile(
+        r"\b(?:thyroid\w*|schildklier\w*|schilddr[üu]e?s\w*|struma|neck|hals)\b", _FLAGS
+    ),
+    "limb": re.compile(
+        r"\b(?:knees?|knie|shoulders?|schouder|schulter|hips?|heup|h[üu]e?fte|extremit\w*|"
+        r"ankles?|enkel|wrists?|pols|handgelenk\w*|sprunggelenk\w*|foot|feet|voet|fu[ßs]|"
+        r"hand|hands|elbows?|elleboog|ellenbogen|fingers?|toes?|forearm|humerus|femur|tibia|"
+        r"fibula|clavicle|leg|arm|ginocchio)\b",
+        _FLAGS,
+    ),
     "other": re.compile(
-        r"\b(?:abdomen|abdominal|abdomens?|buik|bauch|pelvis|pelvic|bekken|becken|spine|spinal|"
-        r"wervelkolom|wirbels[äa]ule|[LCT]-?spine|lumbar|lumbal\w*|cervical|thoracic spine|"
-        r"breasts?|mamma\w*|knee|knie|shoulder|schouder|schulter|liver|lever|leber|prostat\w*|"
-        r"kidneys?|nieren?|renal|hips?|heup|h[üu]fte|extremit\w*|ankle|enkel|wrist|pols|"
-        r"handgelenk|foot|voet|fu[ßs]|neck|hals|orbit\w*|sinus\w*|aorta|aortic|IR|whole[- ]?body|"
-        r"total body|ganzk[öo]rper\w*|mammogra\w*)\b",
+        r"\b(?:spine|spinal|wervelkolom|wirbels[äa]ule|[LCT]-?spine|lumbar|lumbal\w*|LWS|HWS|"
+        r"BWS|cervical|thoracic spine|prostat\w*|orbit\w*|sinus\w*|aorta|aortic|IR|"
+        r"whole[- ]?body|total body|ganzk[öo]rper\w*)\b",
         _FLAGS,
     ),
 }
@@ -92,6 +128,36 @@ _REGION_TEXT: dict[str, re.Pattern[str]] = {
         r"ejection fraction|ejektionsfraktion|cardiomyopath\w*|kardiomyopath\w*|"
         r"late (?:gadolinium )?enhancement|left ventric\w*|linke[rn]? ventrikel|"
         r"linksventrikul\w*|septum|septal)\b",
+        _FLAGS,
+    ),
+    "abdomen": re.compile(
+        r"\b(?:liver|hepatic|lever|leber|gallbladder|galblaas|gallenblase|gallstones?|"
+        r"galst\w*|gallenst\w*|bile ducts?|galwegen|gallenwege|CBD|DHC|kidneys?|renal|nier\w*|"
+        r"spleen|splenic|milt|milz|pancrea\w*|append\w*|bowel|colon|sigm\w*|ascites|aszites|"
+        r"ureter\w*|harnleiter\w*|bladder|harnblase|blaas|abdom\w*|bauch\w*|buik|duoden\w*|"
+        r"peritone\w*|douglas|hydronephros\w*|hydronefros\w*|harnstau\w*|cholecyst\w*|"
+        r"choledoch\w*|adrenal\w*|bijnier\w*|nebenniere\w*|diverticul\w*|divertikul\w*)\b",
+        _FLAGS,
+    ),
+    "breast": re.compile(
+        r"\b(?:breasts?|mamma\w*|mammo\w*|borst\w*|brust\w*|nipple|tepel|mamille|areola\w*|"
+        r"axilla\w*|oksel\w*|BI-?RADS|fibroglandular|parenchymdichte|klierweefsel|ACR [a-d])\b|"
+        r"\b\d{1,2}\s*(?:o'?clock|uur|Uhr)\b",
+        _FLAGS,
+    ),
+    "thyroid": re.compile(
+        r"\b(?:thyroid\w*|schildklier\w*|schilddr[üu]e?s\w*|isthmus|TI-?RADS|TR[1-5]|"
+        r"struma|goit\w*|knotenfrei|multinodul\w*)\b",
+        _FLAGS,
+    ),
+    "limb": re.compile(
+        r"\b(?:radius\w*|ulna\w*|tibia\w*|fibula\w*|femur\w*|femoral|humer\w*|patell\w*|"
+        r"malleol\w*|scaphoid|metacarp\w*|metatars\w*|phalan\w*|calcane\w*|talus|clavic\w*|"
+        r"olecranon|acetabul\w*|knees?|knie\w*|wrist|pols|handgelenk\w*|ankle|enkel\w*|"
+        r"sprunggelenk\w*|elbow|elleboog|ellenbogen|shoulder|schouder|schulter\w*|hip|heup|"
+        r"h[üu]fte|gonarthros\w*|coxarthros\w*|omarthros\w*|arthroplast\w*|kellgren\w*|"
+        r"joint effusion|gewrichtsvocht|gelenkerguss|luxat\w*|dislocat\w*|gonartros\w*|"
+        r"tibiaplateau|condyl\w*|epicondyl\w*|meniscus)\b",
         _FLAGS,
     ),
     "chest": re.compile(

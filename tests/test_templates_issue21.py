@@ -45,6 +45,7 @@ class Measured:
 
 SHIPPED: dict[str, Measured] = {
     "head_ct": Measured(0.0, 0.0, 0.0, 0.0),
+    "abdomen": Measured(0.0, 0.0, 0.0, 0.0),
 }
 
 

@@ -203,6 +203,18 @@ def _parse_number(text: str, variable: Variable) -> ScalarValue:
     return number
 
 
+def _in_own_unit(raw: str, match: re.Match[str], variable: Variable) -> str:
+    """The number of a pattern match in the variable's unit: a pattern's optional group `unit`
+    that says cm for a variable in mm ("Spleen 10.5 cm" -> 105) is converted; else as written."""
+    unit = match.groupdict().get("unit")
+    if not unit or variable.unit is None or variable.unit.code != "mm" or unit.lower() != "cm":
+        return raw
+    try:
+        return str(round(float(raw.replace(",", ".")) * 10, 6))
+    except ValueError:
+        return raw
+
+
 def _negated(report: Report, clause: tuple[int, int], start: int, end: int) -> bool:
     text = text_of(report.text)[clause[0] : clause[1]]
     status = _assertion(text, start - clause[0], min(end, clause[1]) - clause[0])
@@ -226,7 +238,7 @@ def _pattern_hits(
             raw = match.group("value")
             if clause is None or raw is None or _CUT_NUMBER.match(text, match.end("value")):
                 continue
-            value = _parse_number(raw, variable)
+            value = _parse_number(_in_own_unit(raw, match, variable), variable)
             # a negated statement keeps the score that says "none": "geen atrofie (GCA 0)"
             scored = values.is_scale_floor(variable, value)
             if value is None or (
