@@ -156,7 +156,7 @@ _REGION_TEXT: dict[str, re.Pattern[str]] = {
         r"olecranon|acetabul\w*|knees?|knie\w*|wrist|pols|handgelenk\w*|ankle|enkel\w*|"
         r"sprunggelenk\w*|elbow|elleboog|ellenbogen|shoulder|schouder|schulter\w*|hip|heup|"
         r"h[üu]fte|gonarthros\w*|coxarthros\w*|omarthros\w*|arthroplast\w*|kellgren\w*|"
-        r"joint effusion|gewrichtsvocht|gelenkerguss|luxat\w*|dislocat\w*|gonartros\w*|"
+        r"gonartros\w*|"
         r"tibiaplateau|condyl\w*|epicondyl\w*|meniscus)\b",
         _FLAGS,
     ),
