@@ -234,6 +234,9 @@ class Variable(BaseModel):
     states: StatePhrases | None = None
     attributes: tuple[str, ...] = ()
     """The template's finding attributes a present finding of this variable may carry."""
+    aggregate: Literal["first", "highest"] = "first"
+    """An ordinal or number stated several times: the first statement's value (default) or the
+    highest stated ("the highest TI-RADS level of any nodule", "the largest diameter")."""
 
     def option(self, option_id: str) -> Option:
         """The enum option with this id (KeyError if none)."""
@@ -472,6 +475,8 @@ def _check_variable_type(
             problems, f"{where}.options", qualifier.options, _synonym_languages(template)
         )
     _check_patterns(problems, f"{field}.patterns", variable.patterns, template.languages)
+    if variable.aggregate != "first" and kind not in (VariableType.ORDINAL, VariableType.NUMBER):
+        problems.add(f"{field}.aggregate", f"not allowed for type {kind}")
     if variable.section is not None and variable.section not in HEADINGS:
         known = ", ".join(sorted(HEADINGS))
         problems.add(f"{field}.section", f"unknown section {variable.section!r} (known: {known})")

@@ -46,6 +46,7 @@ class Measured:
 SHIPPED: dict[str, Measured] = {
     "head_ct": Measured(0.0, 0.0, 0.0, 0.0),
     "abdomen": Measured(0.0, 0.0, 0.0, 0.0),
+    "thyroid_us": Measured(0.0, 0.0, 0.0, 0.0),
 }
 
 

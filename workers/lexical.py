@@ -21,7 +21,8 @@ Typed variables:
   language is unknown or has none), named group `value`; else a synonym followed within
   `NUMBER_WINDOW` characters in the same clause by a number (ordinal: an integer within the
   scale; number: within the range, decimal comma accepted). The first match in text order that
-  is not negated and lies in the scale/range wins; the value is `present`.
+  is not negated and lies in the scale/range wins (the highest with `aggregate: highest`); the
+  value is `present`.
 - enum: every option's synonyms are mentions; the first option mention that is not negated wins.
 - presence with a qualifier: the first non-negated qualifier option named in the clause of the
   chosen mention becomes the value.
@@ -397,6 +398,8 @@ def _typed_value(report: Report, template: Template, variable: Variable) -> Find
             variable_id=variable.id, status=FindingStatus.NOT_MENTIONED, stage=Stage.RULES
         )
     best = hits[0]
+    if variable.aggregate == "highest":  # the highest value stated (first of equals)
+        best = max(hits, key=lambda hit: float(hit.value) if hit.value is not None else -1.0)
     clause = text_of(report.text)[best.clause_start : best.clause_end]
     quote = report.text[best.clause_start : best.clause_end]  # as written, line breaks included
     return FindingValue(
