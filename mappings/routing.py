@@ -345,9 +345,7 @@ def _by_text_region(
     if region is None:
         return [], []
     hits = [
-        t
-        for t in open_
-        if modality in _template_modalities(t) and region in _template_regions(t)
+        t for t in open_ if modality in _template_modalities(t) and region in _template_regions(t)
     ]
     if not hits:
         return [], []
@@ -356,8 +354,7 @@ def _by_text_region(
         refused.pop(template.id, None)
     where = f"{modality} ({facts.modality_source}) + the text speaks of the {region}"
     return best, [
-        RouteReason(t.id, "modality+text region", f"{where}; {_score_text(facts, t)}")
-        for t in best
+        RouteReason(t.id, "modality+text region", f"{where}; {_score_text(facts, t)}") for t in best
     ]
 
 

@@ -90,11 +90,11 @@ _REGION_WORDS: dict[str, re.Pattern[str]] = {
         _FLAGS,
     ),
     "pelvis": re.compile(r"\b(?:pelvis|pelvic|bekken|becken)\b", _FLAGS),
-    "breast": re.compile(
-        r"\b(?:breasts?|mamma\w*|mammo\w*|borst\w*|brust\w*|mamille)\b", _FLAGS
-    ),
+    "breast": re.compile(r"\b(?:breasts?|mamma\w*|mammo\w*|borst\w*|brust\w*|mamille)\b", _FLAGS),
     "thyroid": re.compile(
-        r"\b(?:thyroid\w*|schildklier\w*|schilddr[üu]e?s\w*|struma|neck|hals)\b", _FLAGS
+        r"\b(?:thyroid\w*|schildklier\w*|schilddr[üu]e?s\w*|struma|(?<!gallbladder )neck|"
+        r"(?<!de )hals)\b",
+        _FLAGS,
     ),
     "limb": re.compile(
         r"\b(?:knees?|knie|shoulders?|schouder|schulter|hips?|heup|h[üu]e?fte|extremit\w*|"

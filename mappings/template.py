@@ -556,7 +556,9 @@ def _check_attributes(problems: _Problems, template: Template) -> None:
     ids = [attribute.id for attribute in template.attributes]
     for index, attribute in enumerate(template.attributes):
         if attribute.id in ids[:index]:
-            problems.add(f"attributes.{attribute.id}.id", f"duplicate attribute id {attribute.id!r}")
+            problems.add(
+                f"attributes.{attribute.id}.id", f"duplicate attribute id {attribute.id!r}"
+            )
         _check_attribute(problems, template, attribute)
     for variable in template.variables:
         field = f"variables.{variable.id}.attributes"
@@ -638,7 +640,9 @@ def template_codes(template: Template) -> list[tuple[str, CodeRef]]:
             ]
     for attribute in template.attributes:
         found.append((f"attributes.{attribute.id}.code", attribute.code))
-        found += [(f"attributes.{attribute.id}.options.{o.id}.code", o.code) for o in attribute.options]
+        found += [
+            (f"attributes.{attribute.id}.options.{o.id}.code", o.code) for o in attribute.options
+        ]
     return [(field, code) for field, code in found if code is not None]
 
 

@@ -171,6 +171,4 @@ def test_modality_note_counts_no_template(tmp_path: Path) -> None:
         ],
     )  # fmt: skip
     result = run_evaluation(path, EvalOptions(Settings(), stage="rules", modality="CR"))
-    assert any(
-        n.endswith("chest_findings 1, no_template 1") for n in result.notes
-    ), result.notes
+    assert any(n.endswith("chest_findings 1, no_template 1") for n in result.notes), result.notes

@@ -12,9 +12,9 @@ from mappings.routing import applies
 from mappings.template import Template, load_template
 from tests.labelled import (
     as_report,
-    modality_of,
     class_accuracies,
     coded_observations,
+    modality_of,
     other_rows,
     print_accuracies,
     read_rows,

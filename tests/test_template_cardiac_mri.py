@@ -17,11 +17,11 @@ from mappings.routing import applies, route
 from mappings.template import Template, VariableType, load_template
 from tests.labelled import (
     as_report,
-    modality_of,
     assert_codes_verified,
     assert_gold_complete,
     class_accuracies,
     coded_observations,
+    modality_of,
     other_rows,
     print_accuracies,
     read_rows,

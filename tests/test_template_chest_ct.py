@@ -22,10 +22,10 @@ from mappings.template import Template, load_template
 from tests.labelled import (
     MODALITY_OF_TEMPLATE,
     as_report,
-    modality_of,
     bundle_observations,
     class_accuracies,
     coded_observations,
+    modality_of,
     other_rows,
     print_accuracies,
     read_rows,

@@ -453,8 +453,15 @@ def all_mentions(report: Report, template: Template) -> list[Mention]:
             )
     for normal in normal_hits(text, spans, template):
         mentions.extend(
-            Mention(variable_id, FindingStatus.ABSENT, normal.start, normal.end,
-                    normal.clause_start, normal.clause_end, ())  # fmt: skip
+            Mention(
+                variable_id=variable_id,
+                status=FindingStatus.ABSENT,
+                start=normal.start,
+                end=normal.end,
+                clause_start=normal.clause_start,
+                clause_end=normal.clause_end,
+                locations=(),
+            )
             for variable_id in normal.variables
         )
     return mentions

@@ -31,7 +31,9 @@ class NormalHit:
     clause_end: int
 
 
-def normal_hits(text: str, clause_spans: list[tuple[int, int]], template: Template) -> list[NormalHit]:
+def normal_hits(
+    text: str, clause_spans: list[tuple[int, int]], template: Template
+) -> list[NormalHit]:
     """Every normal statement of the template in `text` (read as `workers.lexicon_text.text_of`)."""
     hits: list[NormalHit] = []
     for statement in template.normal_statements:
