@@ -265,7 +265,11 @@ def _choose(
     )
     if structural:
         return _by_region(facts, structural, where, refused)
-    by_keyword = [t for t in open_ if content.keywords_named(t, facts.exam)]
+    by_keyword = [
+        t
+        for t in open_
+        if content.keywords_named(t, facts.exam) and _text_region_fits(facts, t, refused)
+    ]
     if by_keyword:
         return by_keyword, [
             RouteReason(
@@ -276,6 +280,15 @@ def _choose(
             for t in by_keyword
         ]
     return _by_content(facts, open_, refused)
+
+
+def _text_region_fits(facts: _Facts, template: Template, refused: dict[str, str]) -> bool:
+    """False (and why) when the region the text speaks of is not the template's."""
+    regions = _template_regions(template)
+    if facts.text_region and regions and facts.text_region not in regions:
+        refused[template.id] = f"the text speaks of the {facts.text_region}"
+        return False
+    return True
 
 
 def _by_region(
@@ -311,10 +324,9 @@ def _by_content(
 ) -> tuple[list[Template], list[RouteReason]]:
     candidates: list[Template] = []
     for template in open_:
-        regions = _template_regions(template)
-        if facts.text_region and regions and facts.text_region not in regions:
-            refused[template.id] = f"the text speaks of the {facts.text_region}"
-        elif _score(facts, template)[0] < MIN_VARIABLES:
+        if not _text_region_fits(facts, template, refused):
+            continue
+        if _score(facts, template)[0] < MIN_VARIABLES:
             refused[template.id] = (
                 f"{_score_text(facts, template)} mentioned (at least {MIN_VARIABLES} needed)"
             )
@@ -371,7 +383,13 @@ def _likely_modality(
     cues = content.modality_cues(facts.text)
     order = {family: index for index, family in enumerate(MODALITY_PREFERENCE)}
     pick = max(named, key=lambda f: (cues.get(f, 0), -order.get(f, len(order))))
-    kept = [t for t in candidates if not families[t.id] or pick in families[t.id]]
+    cued = set(MODALITY_PREFERENCE)
+    # a template that also takes a modality without wording cues (US, MG) is not judged by them
+    kept = [
+        t
+        for t in candidates
+        if not families[t.id] or pick in families[t.id] or families[t.id] - cued
+    ]
     for template in candidates:
         if template not in kept:
             refused[template.id] = (

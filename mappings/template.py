@@ -235,8 +235,9 @@ class Variable(BaseModel):
     attributes: tuple[str, ...] = ()
     """The template's finding attributes a present finding of this variable may carry."""
     aggregate: Literal["first", "highest"] = "first"
-    """An ordinal or number stated several times: the first statement's value (default) or the
-    highest stated ("the highest TI-RADS level of any nodule", "the largest diameter")."""
+    """A value stated several times: the first statement's (default) or the highest stated ("the
+    highest TI-RADS level of any nodule", "the largest diameter"; for an enum the option listed
+    last, so options in ascending order: BI-RADS by the ACR hierarchy)."""
 
     def option(self, option_id: str) -> Option:
         """The enum option with this id (KeyError if none)."""
@@ -475,7 +476,7 @@ def _check_variable_type(
             problems, f"{where}.options", qualifier.options, _synonym_languages(template)
         )
     _check_patterns(problems, f"{field}.patterns", variable.patterns, template.languages)
-    if variable.aggregate != "first" and kind not in (VariableType.ORDINAL, VariableType.NUMBER):
+    if variable.aggregate != "first" and kind is VariableType.PRESENCE:
         problems.add(f"{field}.aggregate", f"not allowed for type {kind}")
     if variable.section is not None and variable.section not in HEADINGS:
         known = ", ".join(sorted(HEADINGS))

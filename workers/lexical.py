@@ -23,6 +23,7 @@ Typed variables:
   scale; number: within the range, decimal comma accepted). The first match in text order that
   is not negated and lies in the scale/range wins (the highest with `aggregate: highest`); the
   value is `present`.
+- enum with `aggregate: highest`: of the options stated, the one listed last.
 - enum: every option's synonyms are mentions; the first option mention that is not negated wins.
 - presence with a qualifier: the first non-negated qualifier option named in the clause of the
   chosen mention becomes the value.
@@ -391,6 +392,14 @@ def _lateral_hits(report: Report, template: Template, variable: Variable) -> lis
     return [ValueHit(hit.value, hit.start, hit.end, clause[0], max(clause[1], hit.end))]
 
 
+def _rank(variable: Variable, value: ScalarValue) -> float:
+    """How high a stated value is: a number itself, an enum option its place in the options."""
+    if variable.type is VariableType.ENUM:
+        ids = [option.id for option in variable.options]
+        return float(ids.index(str(value))) if str(value) in ids else -1.0
+    return float(value) if isinstance(value, int | float) else -1.0
+
+
 def _typed_value(report: Report, template: Template, variable: Variable) -> FindingValue:
     hits = _lateral_hits(report, template, variable) or typed_hits(report, variable)
     if not hits:
@@ -399,7 +408,7 @@ def _typed_value(report: Report, template: Template, variable: Variable) -> Find
         )
     best = hits[0]
     if variable.aggregate == "highest":  # the highest value stated (first of equals)
-        best = max(hits, key=lambda hit: float(hit.value) if hit.value is not None else -1.0)
+        best = max(hits, key=lambda hit: _rank(variable, hit.value))
     clause = text_of(report.text)[best.clause_start : best.clause_end]
     quote = report.text[best.clause_start : best.clause_end]  # as written, line breaks included
     return FindingValue(
