@@ -153,9 +153,11 @@ def _facts(report: Report) -> _Facts:
     else:
         regions = content.regions_named(exam)
         region_source = "exam line" if regions else "not stated"
-    text_region = None if regions else content.region_of_text(report.text)
+    body = _body(report)
+    family = next(iter(modalities)) if len(modalities) == 1 else None
+    text_region = None if regions else content.region_of_text(body, family)
     return _Facts(modalities, modality_source, regions, region_source, text_region, exam,
-                  report.text, _body(report))  # fmt: skip
+                  report.text, body)  # fmt: skip
 
 
 def _template_modalities(template: Template) -> frozenset[str]:

@@ -99,7 +99,8 @@ _REGION_WORDS: dict[str, re.Pattern[str]] = {
     "limb": re.compile(
         r"\b(?:knees?|knie|shoulders?|schouder|schulter|hips?|heup|h[üu]e?fte|extremit\w*|"
         r"ankles?|enkel|wrists?|pols|handgelenk\w*|sprunggelenk\w*|foot|feet|voet|fu[ßs]|"
-        r"hand|hands|elbows?|elleboog|ellenbogen|fingers?|toes?|forearm|humerus|femur|tibia|"
+        r"hand|hands|handen|h[äa]e?nde|elbows?|elleboog|ellenbogen|fingers?|toes?|forearm|"
+        r"humerus|femur|tibia|"
         r"fibula|clavicle|leg|arm|ginocchio)\b",
         _FLAGS,
     ),
@@ -157,7 +158,8 @@ _REGION_TEXT: dict[str, re.Pattern[str]] = {
         r"sprunggelenk\w*|elbow|elleboog|ellenbogen|shoulder|schouder|schulter\w*|hip|heup|"
         r"h[üu]fte|gonarthros\w*|coxarthros\w*|omarthros\w*|arthroplast\w*|kellgren\w*|"
         r"gonartros\w*|"
-        r"tibiaplateau|condyl\w*|epicondyl\w*|meniscus)\b",
+        r"tibiaplateau|condyl\w*|epicondyl\w*|meniscus|hand|hands|handen|h[äa]e?nde|"
+        r"finger\w*|vinger\w*)\b",
         _FLAGS,
     ),
     "chest": re.compile(

@@ -5,8 +5,9 @@ A template lists its statements (`normal_statements`: whole phrases, negation in
 presence variables each covers). A phrase found in a clause gives one `absent` mention per
 covered variable; a finding stated present or uncertain elsewhere wins as always ("Otherwise
 normal" after a stated finding), and a phrase in the history section never counts
-(`workers.lexical` filters both). A phrase preceded in its clause by "not" ("not normal") is no
-normal statement.
+(`workers.lexical` filters both). A statement opens its sentence, after a heading ("Conclusie:")
+"otherwise" and an article at most: "Patellofemoraal geen afwijkingen" and "Links geen afwijkingen" are
+limited to a region or side and make nothing absent at report level.
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ from dataclasses import dataclass
 from mappings.template import Template
 from workers.lexicon_text import terms_pattern
 
-_NOT_BEFORE = re.compile(r"\b(?:not|niet|nicht|kein\w*)\s+$", re.IGNORECASE)
+# What may stand before a statement in its clause: list marks, a heading ("Beurteilung:",
+# "Echo bovenbuik:"), "otherwise" / "verder" / "ansonsten" and an article ("The calvarium is
+# intact").
+_OPENING = re.compile(
+    r"^[\W\d_]*(?:[^\W\d_][\w /.-]{0,40}:)?[\W\d_]*"
+    r"(?:(?:otherwise|verder|overigens|ansonsten|sonst|im übrigen)[\W_]+)?"
+    r"(?:(?:the|de|het|die|der|das)\s+)?$",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -43,7 +52,7 @@ def normal_hits(
         for clause_start, clause_end in clause_spans:
             clause = text[clause_start:clause_end]
             for match in pattern.finditer(clause):
-                if _NOT_BEFORE.search(clause, 0, match.start()):
+                if not _OPENING.match(clause[: match.start()]):
                     continue
                 hits.append(
                     NormalHit(
