@@ -169,6 +169,13 @@ class Attribute(BaseModel):
     scale: Scale | None = None
     of: str | None = None
 
+    def option(self, option_id: str) -> Option:
+        """The enum option with this id (KeyError if none)."""
+        for option in self.options:
+            if option.id == option_id:
+                return option
+        raise KeyError(option_id)
+
 
 class NormalStatement(BaseModel):
     """A normal statement ("No acute intracranial abnormality", "Geen afwijkingen",
