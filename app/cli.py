@@ -893,6 +893,14 @@ def evaluate(
             help="no progress on stderr (else a bar on a terminal, a line per tenth elsewhere)",
         ),
     ] = False,
+    modality: Annotated[
+        str | None,
+        typer.Option(
+            metavar="CODE",
+            help="Open-i: also route each report as sent with this DICOM modality (e.g. CR) "
+            "and no exam line, and note how many get no template",
+        ),
+    ] = None,
 ) -> None:
     """Measure extraction accuracy on labelled reports: metrics.json, report.html, a table."""
     from collections.abc import Callable
@@ -923,8 +931,9 @@ def evaluate(
             return start_task(f"evaluating ({stage or settings.stage})", total)
 
         options = ev.EvalOptions(
-            settings, stage, template, tolerance, resamples, seed, start, split=split, rewrap=rewrap
-        )
+            settings, stage, template, tolerance, resamples, seed, start, split=split,
+            rewrap=rewrap, modality=modality,
+        )  # fmt: skip
         try:
             result = ev.run_evaluation(dataset, options)
         except EvaluationError as exc:

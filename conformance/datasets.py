@@ -9,7 +9,9 @@ Formats (`conformance.evaluate.DATASET_FORMATS` pairs each detector here with it
   out);
 - otherwise JSONL in the form of DESIGN.md 'Contracts': one report per line,
   `{"id", "text", "language", "template", "gold": {variable_id: value}}` with optional `_pairs`
-  (lesion–location) and `_episodes` (diagnosis–episode) in `gold`, optional `patient`/`time`
+  (lesion–location), `_episodes` (diagnosis–episode) and `_attributes` (finding instances with
+  their attributes, checked against the template, not scored yet) in `gold`, optional
+  `patient`/`time`
   and `split` (`dev` or `test`: the half the record belongs to; `radbridge eval --split`);
 - the Open-i chest X-ray set is read by `conformance.openi` (`is_openi`).
 
@@ -26,7 +28,13 @@ from datetime import date
 from pathlib import Path
 
 from conformance.errors import ConverterUnavailable, DatasetError
-from conformance.labels import EPISODES_KEY, PAIRS_KEY, gold_label, normalise_pairs
+from conformance.labels import (
+    ATTRIBUTES_KEY,
+    EPISODES_KEY,
+    PAIRS_KEY,
+    gold_label,
+    normalise_pairs,
+)
 from conformance.metrics import Label, Pair
 from mappings.errors import TemplateError
 from mappings.template import Template
@@ -92,6 +100,29 @@ def _pair_list(template: Template, raw: object, key: str) -> list[Pair]:
     return pairs
 
 
+def _check_instances(template: Template, raw: object) -> None:
+    """`_attributes`: each instance names a variable of the template and only the attributes
+    it declares (`site` = its locations); values are not scored yet, so not type-checked."""
+    if not isinstance(raw, list):
+        raise ValueError(f"{ATTRIBUTES_KEY} must be a list of [variable_id, {{...}}] items")
+    for item in raw:
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)
+                and isinstance(item[1], dict)):  # fmt: skip
+            raise ValueError(f"{ATTRIBUTES_KEY}: {item!r} is not a [variable_id, {{...}}] item")
+        try:
+            variable = template.variable(item[0])
+        except KeyError:
+            raise ValueError(f"{ATTRIBUTES_KEY}: unknown variable {item[0]!r}") from None
+        for key, value in item[1].items():
+            if key == "site":
+                sites = value if isinstance(value, list) else [value]
+                wrong = [site for site in sites if site not in variable.locations]
+                if wrong:
+                    raise ValueError(f"{ATTRIBUTES_KEY}: {wrong!r} not a location of {item[0]}")
+            elif template.attributes and key not in variable.attributes:
+                raise ValueError(f"{ATTRIBUTES_KEY}: {item[0]} has no attribute {key!r}")
+
+
 def parse_record(
     record: object,
     source: str,
@@ -126,7 +157,7 @@ def parse_record(
         template = templates(template_id)
     except TemplateError as exc:
         raise bad(f"template {template_id!r}: {exc}") from None
-    known = {v.id for v in template.variables} | {PAIRS_KEY, EPISODES_KEY}
+    known = {v.id for v in template.variables} | {PAIRS_KEY, EPISODES_KEY, ATTRIBUTES_KEY}
     unknown = sorted(set(gold_raw) - known)
     if unknown:
         raise bad(f"gold has unknown variable(s) for {template_id}: {', '.join(unknown)}")
@@ -146,6 +177,8 @@ def parse_record(
             if EPISODES_KEY in gold_raw
             else None
         )
+        if ATTRIBUTES_KEY in gold_raw:
+            _check_instances(template, gold_raw[ATTRIBUTES_KEY])
     except ValueError as exc:
         raise bad(str(exc)) from None
     time_value = record.get("time")

@@ -495,6 +495,9 @@ class EvalOptions:
     rewrap: int | None = None
     """Hard-wrap every report text at this many characters first (`conformance.rewrap`): what
     a RIS that sends one OBX per display line does to the same reports (None: as written)."""
+    modality: str | None = None
+    """Open-i: route every report as one sent with this modality and no exam line, and note
+    how many routing leaves without a template (`routing_notes`)."""
 
     def lookup(self, template_id: str) -> Template:
         """A template by id: built-in or from RADBRIDGE_TEMPLATES_DIR (settings)."""
@@ -516,6 +519,28 @@ def rewrapped(reports: Sequence[LabelledReport], width: int | None) -> tuple[Lab
     if width is None:
         return tuple(reports)
     return tuple(dataclasses.replace(report, text=rewrap(report.text, width)) for report in reports)
+
+
+def routing_notes(
+    cases: Sequence[LabelledReport], modality: str, options: EvalOptions, expected: str
+) -> tuple[str, ...]:
+    """What routing chooses for each case sent with `modality` and no exam line: one note
+    counting the reports per outcome (`no_template`, `expected`, any other template)."""
+    from mappings.routing import decide
+    from mappings.template import load_templates
+
+    templates = list(load_templates(options.settings.templates_dir).values())
+    outcomes: dict[str, int] = {}
+    for item in cases:
+        report = _report(item, options.settings.default_language)
+        chosen = decide(report.model_copy(update={"modality": modality}), templates).chosen
+        key = "+".join(sorted(t.id for t in chosen)) or "no_template"
+        outcomes[key] = outcomes.get(key, 0) + 1
+    counts = ", ".join(f"{key} {n}" for key, n in sorted(outcomes.items()))
+    return (
+        f"routing with modality {modality} and no exam line ({len(cases)} reports; "
+        f"{expected} expected): {counts}",
+    )
 
 
 def _rewrap_notes(width: int | None) -> tuple[str, ...]:
@@ -613,6 +638,8 @@ def evaluate_openi(path: Path, options: EvalOptions) -> EvaluationResult:
         ],
         options.rewrap,
     )
+    if options.modality is not None:
+        notes.extend(routing_notes(cases, options.modality, options, template.id))
 
     def labels_of(
         extraction: Extraction,

@@ -33,6 +33,9 @@ from mappings.template import Template, Variable, VariableType
 
 PAIRS_KEY = "_pairs"
 EPISODES_KEY = "_episodes"
+ATTRIBUTES_KEY = "_attributes"
+"""Gold finding instances `[[variable_id, {attribute: value}], ...]` (issue 21 sets): checked
+against the template's attributes on load, not scored yet."""
 
 
 KINDS: dict[VariableType, Kind] = {

@@ -8,11 +8,17 @@ Order of evidence:
    "HEAD"/"hersenen"/"Schädel" -> the brain templates). When several templates share the
    modality and region (memory clinic vs oncology), content chooses among them
    (modality+content): the most variables mentioned, a routing keyword anywhere counting as
-   KEYWORD_WEIGHT more; a tie keeps them all. Such a report is never `no_template`.
+   KEYWORD_WEIGHT more; a tie keeps them all. Such a report is never `no_template`. An exam of
+   two regions ("CT chest + abdomen") gets a template for each.
 4. keyword: a template's keyword in the exam line (for templates that declare no body part).
 5. content: otherwise (modality and/or region unknown: plain text, a backfill row) the template
    whose variables the report mentions most, at least MIN_VARIABLES of them, among the
    templates its known modality and region (or the region its text speaks of) allow.
+6. modality+text region: the modality is known, the region is not and too few variables are
+   mentioned (a normal study: "Both lungs are clear. No active disease."): the templates of
+   that modality whose region the findings and impression name more than any other region,
+   one distinct word sufficing (`content.region_of_text`; on a radiograph "heart", "hilum" and
+   "chest" are chest words too). The history section is not read (the question is not the exam).
 A known modality or region that is not the template's always refuses it: a chest X-ray never
 goes to a brain template or to chest_ct. Nothing applies -> no template; `Routing.detail()`
 lists each candidate and why it was refused.
@@ -38,7 +44,7 @@ MODALITY_PREFERENCE = ("XR", "CT", "MR")
 @dataclass(frozen=True)
 class RouteReason:
     """Why one template was chosen: `rule` is procedure_code | body_part | modality+content |
-    content | keyword | explicit."""
+    content | modality+text region | keyword | explicit."""
 
     template: str
     rule: str
@@ -87,6 +93,7 @@ class _Facts:
     text_region: str | None
     exam: str
     text: str
+    body: str
     scores: dict[str, tuple[int, tuple[str, ...], tuple[str, ...]]] = field(default_factory=dict)
 
     def describe(self) -> str:
@@ -122,6 +129,16 @@ def _exam_line(report: Report) -> str:
     return " \n ".join(p for p in parts if p)
 
 
+def _body(report: Report) -> str:
+    """The report text without its history/indication section(s)."""
+    sections = report.sections or find_sections(report.text)
+    text = report.text
+    for section in sorted(sections, key=lambda s: -s.start):
+        if section.name == "history":
+            text = text[: section.start] + " " + text[section.end :]
+    return text
+
+
 def _facts(report: Report) -> _Facts:
     exam = _exam_line(report)
     family = content.modality_family(report.modality)
@@ -136,9 +153,11 @@ def _facts(report: Report) -> _Facts:
     else:
         regions = content.regions_named(exam)
         region_source = "exam line" if regions else "not stated"
-    text_region = None if regions else content.region_of_text(report.text)
+    body = _body(report)
+    family = next(iter(modalities)) if len(modalities) == 1 else None
+    text_region = None if regions else content.region_of_text(body, family)
     return _Facts(modalities, modality_source, regions, region_source, text_region, exam,
-                  report.text)  # fmt: skip
+                  report.text, body)  # fmt: skip
 
 
 def _template_modalities(template: Template) -> frozenset[str]:
@@ -246,16 +265,13 @@ def _choose(
         f"{'/'.join(sorted(facts.modalities))} + {'/'.join(sorted(facts.regions))} "
         f"({facts.modality_source}; {facts.region_source})"
     )
-    if len(structural) == 1:
-        return structural, [RouteReason(structural[0].id, "body_part", where)]
     if structural:
-        best = _best(facts, structural)
-        scores = ", ".join(_score_text(facts, t) for t in structural)
-        for t in structural:
-            if t not in best:
-                refused[t.id] = f"fewer of its variables mentioned ({scores})"
-        return best, [RouteReason(t.id, "modality+content", f"{where}; {scores}") for t in best]
-    by_keyword = [t for t in open_ if content.keywords_named(t, facts.exam)]
+        return _by_region(facts, structural, where, refused)
+    by_keyword = [
+        t
+        for t in open_
+        if content.keywords_named(t, facts.exam) and _text_region_fits(facts, t, refused)
+    ]
     if by_keyword:
         return by_keyword, [
             RouteReason(
@@ -268,22 +284,58 @@ def _choose(
     return _by_content(facts, open_, refused)
 
 
+def _text_region_fits(facts: _Facts, template: Template, refused: dict[str, str]) -> bool:
+    """False (and why) when the region the text speaks of is not the template's."""
+    regions = _template_regions(template)
+    if facts.text_region and regions and facts.text_region not in regions:
+        refused[template.id] = f"the text speaks of the {facts.text_region}"
+        return False
+    return True
+
+
+def _by_region(
+    facts: _Facts, structural: list[Template], where: str, refused: dict[str, str]
+) -> tuple[list[Template], list[RouteReason]]:
+    """Modality and region match: per region the exam names ("CT chest + abdomen" names two),
+    its only template, or among several (memory clinic vs oncology) the ones whose variables the
+    report mentions most."""
+    chosen: list[Template] = []
+    reasons: list[RouteReason] = []
+    for region in sorted(facts.regions):
+        group = [t for t in structural if region in _template_regions(t) and t not in chosen]
+        if len(group) == 1:
+            chosen.append(group[0])
+            reasons.append(RouteReason(group[0].id, "body_part", where))
+        elif group:
+            best = _best(facts, group)
+            scores = ", ".join(_score_text(facts, t) for t in group)
+            chosen.extend(best)
+            reasons.extend(
+                RouteReason(t.id, "modality+content", f"{where}; {scores}") for t in best
+            )
+            for template in group:
+                if template not in best:
+                    refused[template.id] = f"fewer of its variables mentioned ({scores})"
+    for template in chosen:
+        refused.pop(template.id, None)
+    return chosen, reasons
+
+
 def _by_content(
     facts: _Facts, open_: list[Template], refused: dict[str, str]
 ) -> tuple[list[Template], list[RouteReason]]:
     candidates: list[Template] = []
     for template in open_:
-        regions = _template_regions(template)
-        if facts.text_region and regions and facts.text_region not in regions:
-            refused[template.id] = f"the text speaks of the {facts.text_region}"
-        elif _score(facts, template)[0] < MIN_VARIABLES:
+        if not _text_region_fits(facts, template, refused):
+            continue
+        if _score(facts, template)[0] < MIN_VARIABLES:
             refused[template.id] = (
                 f"{_score_text(facts, template)} mentioned (at least {MIN_VARIABLES} needed)"
             )
         else:
             candidates.append(template)
     if not candidates:
-        return [], []
+        return _by_text_region(facts, open_, refused)
     if not facts.modalities:
         candidates = _likely_modality(facts, candidates, refused)
     best = _best(facts, candidates)
@@ -293,6 +345,31 @@ def _by_content(
             refused[template.id] = f"fewer of its variables mentioned ({scores})"
     rule = "modality+content" if facts.modalities else "content"
     return best, [RouteReason(t.id, rule, f"{facts.describe()}; {scores}") for t in best]
+
+
+def _by_text_region(
+    facts: _Facts, open_: list[Template], refused: dict[str, str]
+) -> tuple[list[Template], list[RouteReason]]:
+    """One modality known, region unknown, too few variables mentioned: the templates of that
+    modality and of the region the report body names (one distinct word suffices)."""
+    if len(facts.modalities) != 1 or facts.regions:
+        return [], []
+    modality = next(iter(facts.modalities))
+    region = content.region_of_text(facts.body, modality, min_hits=1)
+    if region is None:
+        return [], []
+    hits = [
+        t for t in open_ if modality in _template_modalities(t) and region in _template_regions(t)
+    ]
+    if not hits:
+        return [], []
+    best = _best(facts, hits)
+    for template in best:
+        refused.pop(template.id, None)
+    where = f"{modality} ({facts.modality_source}) + the text speaks of the {region}"
+    return best, [
+        RouteReason(t.id, "modality+text region", f"{where}; {_score_text(facts, t)}") for t in best
+    ]
 
 
 def _likely_modality(
@@ -308,7 +385,13 @@ def _likely_modality(
     cues = content.modality_cues(facts.text)
     order = {family: index for index, family in enumerate(MODALITY_PREFERENCE)}
     pick = max(named, key=lambda f: (cues.get(f, 0), -order.get(f, len(order))))
-    kept = [t for t in candidates if not families[t.id] or pick in families[t.id]]
+    cued = set(MODALITY_PREFERENCE)
+    # a template that also takes a modality without wording cues (US, MG) is not judged by them
+    kept = [
+        t
+        for t in candidates
+        if not families[t.id] or pick in families[t.id] or families[t.id] - cued
+    ]
     for template in candidates:
         if template not in kept:
             refused[template.id] = (

@@ -24,7 +24,26 @@ BODY_REGIONS: dict[str, str] = {
     "HEART": "heart", "CARDIAC": "heart", "CMR": "heart", "HERZ": "heart", "HART": "heart",
     "CHEST": "chest", "THORAX": "chest", "LUNG": "chest", "LUNGS": "chest", "LONGEN": "chest",
     "LUNGE": "chest",
+    "ABDOMEN": "abdomen", "ABDOMENPELVIS": "abdomen", "ABDOMEN_PELVIS": "abdomen",
+    "KIDNEY": "abdomen", "KIDNEYS": "abdomen", "RENAL": "abdomen", "LIVER": "abdomen",
+    "GALLBLADDER": "abdomen", "APPENDIX": "abdomen", "BUIK": "abdomen", "BOVENBUIK": "abdomen",
+    "BAUCH": "abdomen", "OBERBAUCH": "abdomen", "NIER": "abdomen", "NIEREN": "abdomen",
+    "LEVER": "abdomen", "LEBER": "abdomen",
+    "PELVIS": "pelvis", "BEKKEN": "pelvis", "BECKEN": "pelvis",
+    "BREAST": "breast", "BREASTS": "breast", "MAMMA": "breast", "MAMMAE": "breast",
+    "BORST": "breast", "BRUST": "breast",
+    "THYROID": "thyroid", "NECK": "thyroid", "SCHILDKLIER": "thyroid", "SCHILDDRÜSE": "thyroid",
+    "SCHILDDRUESE": "thyroid", "HALS": "thyroid",
+    "KNEE": "limb", "WRIST": "limb", "ANKLE": "limb", "HIP": "limb", "SHOULDER": "limb",
+    "ELBOW": "limb", "HAND": "limb", "FOOT": "limb", "FINGER": "limb", "TOE": "limb",
+    "FOREARM": "limb", "HUMERUS": "limb", "FEMUR": "limb", "TIBIA": "limb", "LEG": "limb",
+    "ARM": "limb", "CLAVICLE": "limb", "EXTREMITY": "limb", "KNIE": "limb", "POLS": "limb",
+    "ENKEL": "limb", "HEUP": "limb", "SCHOUDER": "limb", "ELLEBOOG": "limb", "VOET": "limb",
+    "HANDGELENK": "limb", "SPRUNGGELENK": "limb", "HÜFTE": "limb", "HUEFTE": "limb",
+    "SCHULTER": "limb", "ELLENBOGEN": "limb", "FUSS": "limb", "FUẞ": "limb",
 }  # fmt: skip
+"""A neck ultrasound is a thyroid ultrasound here (no other neck template); the pelvis is its own
+region, shared by the abdomen (CT/US) and the radiograph (hip and pelvis) templates."""
 
 _FLAGS = re.IGNORECASE
 # Modality words in an exam line ("MRI hersenen", "Kardio-MRT", "X-thorax", "CXR AP portable").
@@ -55,7 +74,7 @@ _REGION_WORDS: dict[str, re.Pattern[str]] = {
         _FLAGS,
     ),
     "heart": re.compile(
-        r"\b(?:heart|hearts|cardiac|cardio\w*|cardial\w*|cardiale|kardi\w*|herz\w*|hart|CMR|"
+        r"\b(?:heart|hearts|cardiac|cardio(?!pulmonary)\w*|cardial\w*|cardiale|kardi\w*|herz\w*|hart|CMR|"
         r"myocard\w*|myokard\w*)\b",
         _FLAGS,
     ),
@@ -64,13 +83,31 @@ _REGION_WORDS: dict[str, re.Pattern[str]] = {
         r"x-?thorax|x-?thx|CXR)\b|흉부",
         _FLAGS,
     ),
+    "abdomen": re.compile(
+        r"\b(?:abdomen|abdominal\w*|abdomens?|buik|bovenbuik|bauch|oberbauch\w*|"
+        r"abdomensonogra\w*|liver|lever|leber|kidneys?|nieren?|nier|renal|KUB|gallbladder|"
+        r"galblaas|gallenblase|appendix|urogra\w*|A/P)\b",
+        _FLAGS,
+    ),
+    "pelvis": re.compile(r"\b(?:pelvis|pelvic|bekken|becken)\b", _FLAGS),
+    "breast": re.compile(r"\b(?:breasts?|mamma\w*|mammo\w*|borst\w*|brust\w*|mamille)\b", _FLAGS),
+    "thyroid": re.compile(
+        r"\b(?:thyroid\w*|schildklier\w*|schilddr[üu]e?s\w*|struma|(?<!gallbladder )neck|"
+        r"(?<!de )hals)\b",
+        _FLAGS,
+    ),
+    "limb": re.compile(
+        r"\b(?:knees?|knie|shoulders?|schouder|schulter|hips?|heup|h[üu]e?fte|extremit\w*|"
+        r"ankles?|enkel|wrists?|pols|handgelenk\w*|sprunggelenk\w*|foot|feet|voet|fu[ßs]|"
+        r"hand|hands|handen|h[äa]e?nde|elbows?|elleboog|ellenbogen|fingers?|toes?|forearm|"
+        r"humerus|femur|tibia|"
+        r"fibula|clavicle|leg|arm|ginocchio)\b",
+        _FLAGS,
+    ),
     "other": re.compile(
-        r"\b(?:abdomen|abdominal|abdomens?|buik|bauch|pelvis|pelvic|bekken|becken|spine|spinal|"
-        r"wervelkolom|wirbels[äa]ule|[LCT]-?spine|lumbar|lumbal\w*|cervical|thoracic spine|"
-        r"breasts?|mamma\w*|knee|knie|shoulder|schouder|schulter|liver|lever|leber|prostat\w*|"
-        r"kidneys?|nieren?|renal|hips?|heup|h[üu]fte|extremit\w*|ankle|enkel|wrist|pols|"
-        r"handgelenk|foot|voet|fu[ßs]|neck|hals|orbit\w*|sinus\w*|aorta|aortic|IR|whole[- ]?body|"
-        r"total body|ganzk[öo]rper\w*|mammogra\w*)\b",
+        r"\b(?:spine|spinal|wervelkolom|wirbels[äa]ule|[LCT]-?spine|lumbar|lumbal\w*|LWS|HWS|"
+        r"BWS|cervical|thoracic spine|prostat\w*|orbit\w*|sinus\w*|aorta|aortic|IR|"
+        r"whole[- ]?body|total body|ganzk[öo]rper\w*)\b",
         _FLAGS,
     ),
 }
@@ -83,7 +120,8 @@ _REGION_TEXT: dict[str, re.Pattern[str]] = {
         r"basalganglien|cerebell\w*|zerebell\w*|pons|corpus callosum|sulci|gyrus|gyri|falx|"
         r"sylvi\w*|microbl\w*|mikroblut\w*|fazekas|dementi\w*|demenz\w*|geheugen\w*|"
         r"frontal lobe|temporal lobe|parietal lobe|occipital lobe|frontaalkwab\w*|"
-        r"temporaalkwab\w*)\b",
+        r"temporaalkwab\w*|subdural\w*|subduraa?l\w*|extradural|epidural\w*|epiduraa?l\w*|"
+        r"subarachno\w*|calvari\w*|midline shift|contrecoup|schedel\w*|sch[äa]del\w*|skull)\b",
         _FLAGS,
     ),
     "heart": re.compile(
@@ -91,6 +129,37 @@ _REGION_TEXT: dict[str, re.Pattern[str]] = {
         r"ejection fraction|ejektionsfraktion|cardiomyopath\w*|kardiomyopath\w*|"
         r"late (?:gadolinium )?enhancement|left ventric\w*|linke[rn]? ventrikel|"
         r"linksventrikul\w*|septum|septal)\b",
+        _FLAGS,
+    ),
+    "abdomen": re.compile(
+        r"\b(?:liver|hepatic|lever|leber|gallbladder|galblaas|gallenblase|gallstones?|"
+        r"galst\w*|gallenst\w*|bile ducts?|galwegen|gallenwege|CBD|DHC|kidneys?|renal|nier\w*|"
+        r"spleen|splenic|milt|milz|pancrea\w*|append\w*|bowel|colon|sigm\w*|ascites|aszites|"
+        r"ureter\w*|harnleiter\w*|bladder|harnblase|blaas|abdom\w*|bauch\w*|buik|duoden\w*|"
+        r"peritone\w*|douglas|hydronephros\w*|hydronefros\w*|harnstau\w*|cholecyst\w*|"
+        r"choledoch\w*|adrenal\w*|bijnier\w*|nebenniere\w*|diverticul\w*|divertikul\w*)\b",
+        _FLAGS,
+    ),
+    "breast": re.compile(
+        r"\b(?:breasts?|mamma\w*|mammo\w*|borst\w*|brust\w*|nipple|tepel|mamille|areola\w*|"
+        r"axilla\w*|oksel\w*|BI-?RADS|fibroglandular|parenchymdichte|klierweefsel|ACR [a-d])\b|"
+        r"\b\d{1,2}\s*(?:o'?clock|uur|Uhr)\b",
+        _FLAGS,
+    ),
+    "thyroid": re.compile(
+        r"\b(?:thyroid\w*|schildklier\w*|schilddr[üu]e?s\w*|isthmus|TI-?RADS|TR[1-5]|"
+        r"struma|goit\w*|knotenfrei|multinodul\w*)\b",
+        _FLAGS,
+    ),
+    "limb": re.compile(
+        r"\b(?:radius\w*|ulna\w*|tibia\w*|fibula\w*|femur\w*|femoral|humer\w*|patell\w*|"
+        r"malleol\w*|scaphoid|metacarp\w*|metatars\w*|phalan\w*|calcane\w*|talus|clavic\w*|"
+        r"olecranon|acetabul\w*|knees?|knie\w*|wrist|pols|handgelenk\w*|ankle|enkel\w*|"
+        r"sprunggelenk\w*|elbow|elleboog|ellenbogen|shoulder|schouder|schulter\w*|hip|heup|"
+        r"h[üu]fte|gonarthros\w*|coxarthros\w*|omarthros\w*|arthroplast\w*|kellgren\w*|"
+        r"gonartros\w*|"
+        r"tibiaplateau|condyl\w*|epicondyl\w*|meniscus|hand|hands|handen|h[äa]e?nde|"
+        r"finger\w*|vinger\w*)\b",
         _FLAGS,
     ),
     "chest": re.compile(
@@ -103,13 +172,26 @@ _REGION_TEXT: dict[str, re.Pattern[str]] = {
     ),
 }
 TEXT_REGION_MIN_HITS = 3
+# On a radiograph, the heart and the chest itself also say "chest" ("Heart size normal. Lungs
+# clear." is a chest radiograph; no radiograph template covers the heart alone), and so does
+# the chest radiograph's normal idiom "no active disease" (Open-i tune half: 4 reports say
+# nothing else).
+_REGION_TEXT_XR: dict[str, re.Pattern[str]] = {
+    "chest": re.compile(
+        r"\b(?:heart|hearts|cardiac|cardio\w*|cardiomediastinal|chest|thorax|thoracic|"
+        r"hart\w*|herz\w*|cor|ribs?|ribben|rippen?|aort\w*|vascular\w*|vasculature|"
+        r"hilum|hila|hilar|hili|mediastin\w*|active disease)\b",
+        _FLAGS,
+    ),
+}
 # Wording that gives a report's modality away when no field or exam line states it (technique
 # words, not modality names: "CT recommended" in a radiograph report names another exam).
 _MODALITY_TEXT: dict[str, re.Pattern[str]] = {
     "CT": re.compile(
         r"\b(?:ground[- ]glass|GGOs?|Hounsfield|HU|axial|mediastinal window|"
         r"lung window|centrilobular|tree-in-bud|crazy[- ]paving|mosaic attenuation|"
-        r"septal thickening|milchglas\w*|matglas\w*)\b|조영",
+        r"septal thickening|milchglas\w*|matglas\w*|hyperdens\w*|hypodens\w*|isodens\w*|"
+        r"attenuation|non-contrast)\b|조영",
         _FLAGS,
     ),
     "XR": re.compile(
@@ -163,16 +245,26 @@ def modality_cues(text: str) -> dict[str, int]:
     }
 
 
-def region_of_text(text: str) -> str | None:
-    """The region a report's body speaks of most (at least TEXT_REGION_MIN_HITS distinct
-    words, more than any other region); None when unclear."""
-    counts = {
-        region: len({m.group(0).lower() for m in words.finditer(text)})
-        for region, words in _REGION_TEXT.items()
+def _region_counts(text: str, modality: str | None) -> dict[str, int]:
+    words: dict[str, set[str]] = {
+        region: {m.group(0).lower() for m in pattern.finditer(text)}
+        for region, pattern in _REGION_TEXT.items()
     }
+    if modality == "XR":
+        for region, pattern in _REGION_TEXT_XR.items():
+            words[region] |= {m.group(0).lower() for m in pattern.finditer(text)}
+    return {region: len(found) for region, found in words.items()}
+
+
+def region_of_text(text: str, modality: str | None = None, min_hits: int = TEXT_REGION_MIN_HITS
+                   ) -> str | None:  # fmt: skip
+    """The region a report's body speaks of most (at least `min_hits` distinct words, more
+    than any other region); None when unclear. With `modality` XR the heart and chest words of
+    a radiograph count for the chest too."""
+    counts = _region_counts(text, modality)
     ranked = sorted(counts.items(), key=lambda item: -item[1])
     best, hits = ranked[0]
-    if hits < TEXT_REGION_MIN_HITS or (len(ranked) > 1 and ranked[1][1] >= hits):
+    if hits < min_hits or (len(ranked) > 1 and ranked[1][1] >= hits):
         return None
     return best
 

@@ -1,7 +1,7 @@
 """Extraction templates: YAML -> validated `Template` (loading and checks).
 
 The format is documented in `mappings/templates/README.md`. Variables are `presence` (with
-optional `locations` and one `qualifier`), `ordinal` (integer `scale`), `number` (UCUM `unit`,
+optional `locations`, one `qualifier` and finding `attributes` declared once per template), `ordinal` (integer `scale`), `number` (UCUM `unit`,
 optional `range`) or `enum` (`options`). Loading checks structure (unknown keys, types),
 meaning (unique ids, declared locations, fields consistent with the type, regex `patterns` with
 a `value` group, synonyms for every declared language, also for options, UCUM units, DICOM
@@ -135,6 +135,63 @@ class Location(BaseModel):
     effusion"), never on their own elsewhere in the clause."""
 
 
+class AttributeType(StrEnum):
+    """The kinds of finding attribute (`Attribute`)."""
+
+    ENUM = "enum"
+    NUMBER = "number"
+    NUMBER_LIST = "number_list"
+    INTEGER = "integer"
+    BOOLEAN = "boolean"
+    OPTION = "option"
+
+
+class Attribute(BaseModel):
+    """One attribute of a finding instance (its side, size in mm, grade, a category), declared
+    once per template and named by the presence variables that carry it (`attributes`).
+
+    `enum`: one of `options`; `number` / `number_list`: a value or the stated dimensions in the
+    UCUM `unit`, within `range`; `integer`: within `scale`; `boolean`: true/false; `option`: an
+    option id of the enum variable `of` (the per-side BI-RADS category). A finding's site is not
+    an attribute: it is the variable's `locations`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    label: str
+    type: AttributeType
+    definition: str = Field(min_length=10)
+    code: CodeRef | None = None
+    uncoded_reason: str | None = None
+    options: tuple[Option, ...] = ()
+    unit: Unit | None = None
+    range: Range | None = None
+    scale: Scale | None = None
+    of: str | None = None
+
+    def option(self, option_id: str) -> Option:
+        """The enum option with this id (KeyError if none)."""
+        for option in self.options:
+            if option.id == option_id:
+                return option
+        raise KeyError(option_id)
+
+
+class NormalStatement(BaseModel):
+    """A normal statement ("No acute intracranial abnormality", "Geen afwijkingen",
+    "Unauffälliger Befund") and the presence variables it makes absent, with the statement as
+    evidence (a finding stated present elsewhere in the report still wins)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    covers: tuple[str, ...] | Literal["all"] = Field(
+        description="the presence variables it makes absent, or `all`"
+    )
+    phrases: dict[str, tuple[str, ...]] = Field(min_length=1)
+    """The statement's words, whole (negation included): "no acute intracranial abnormality"."""
+
+
 class OrganQualifiers(BaseModel):
     """Words that put a finding in another organ ("thyroid nodule", "mass in the chest wall"): a
     mention of one of `variables` qualified by an `other` word and by no `own` word does not
@@ -186,6 +243,12 @@ class Variable(BaseModel):
     """Longer phrases that contain a synonym but name something else ("pericardial effusion"
     for pleural effusion): a mention inside one of them does not count."""
     states: StatePhrases | None = None
+    attributes: tuple[str, ...] = ()
+    """The template's finding attributes a present finding of this variable may carry."""
+    aggregate: Literal["first", "highest"] = "first"
+    """A value stated several times: the first statement's (default) or the highest stated ("the
+    highest TI-RADS level of any nodule", "the largest diameter"; for an enum the option listed
+    last, so options in ascending order: BI-RADS by the ACR hierarchy)."""
 
     def option(self, option_id: str) -> Option:
         """The enum option with this id (KeyError if none)."""
@@ -226,10 +289,14 @@ class Template(BaseModel):
     applies_to: AppliesTo = AppliesTo()
     variables: tuple[Variable, ...] = Field(min_length=1)
     locations: tuple[Location, ...] = ()
+    attributes: tuple[Attribute, ...] = ()
+    """Finding attributes (side, size, grade ...) shared by the variables that name them."""
     max_tokens: int | None = Field(default=None, ge=1, le=32768)
     probable_existence: Literal["present", "uncertain"] = "uncertain"
     """What a strongly hedged finding ("probable", "likely", "suggestive of") is: `uncertain`
     (the default), or `present` where the template's labelling convention says so."""
+    normal_statements: tuple[NormalStatement, ...] = ()
+    """Normal statements and the findings each makes absent (`workers.normals`)."""
     organ_qualifiers: OrganQualifiers | None = None
     """Findings of another organ that must never become findings of this template's organ."""
     origin: Literal["llm_extractinator"] | None = Field(
@@ -249,6 +316,19 @@ class Template(BaseModel):
             if location.id == location_id:
                 return location
         raise KeyError(location_id)
+
+    def attribute(self, attribute_id: str) -> Attribute:
+        """The attribute with this id (KeyError if none)."""
+        for attribute in self.attributes:
+            if attribute.id == attribute_id:
+                return attribute
+        raise KeyError(attribute_id)
+
+    def covered(self, statement: NormalStatement) -> tuple[str, ...]:
+        """The presence variables a normal statement makes absent."""
+        if statement.covers == "all":
+            return tuple(v.id for v in self.variables if v.type is VariableType.PRESENCE)
+        return statement.covers
 
     def sites(self, location_id: str) -> tuple[Location, ...]:
         """The single sites a location stands for (itself, or what it expands to)."""
@@ -407,6 +487,8 @@ def _check_variable_type(
             problems, f"{where}.options", qualifier.options, _synonym_languages(template)
         )
     _check_patterns(problems, f"{field}.patterns", variable.patterns, template.languages)
+    if variable.aggregate != "first" and kind is VariableType.PRESENCE:
+        problems.add(f"{field}.aggregate", f"not allowed for type {kind}")
     if variable.section is not None and variable.section not in HEADINGS:
         known = ", ".join(sorted(HEADINGS))
         problems.add(f"{field}.section", f"unknown section {variable.section!r} (known: {known})")
@@ -445,8 +527,97 @@ def _check_includes(
             problems.add(f"{field}.includes", f"not another presence variable: {included!r}")
 
 
+_ATTRIBUTE_FIELDS: dict[AttributeType, frozenset[str]] = {
+    AttributeType.ENUM: frozenset({"options"}),
+    AttributeType.NUMBER: frozenset({"unit", "range"}),
+    AttributeType.NUMBER_LIST: frozenset({"unit", "range"}),
+    AttributeType.INTEGER: frozenset({"scale"}),
+    AttributeType.BOOLEAN: frozenset(),
+    AttributeType.OPTION: frozenset({"of"}),
+}
+_ATTRIBUTE_REQUIRED: dict[AttributeType, tuple[str, ...]] = {
+    AttributeType.ENUM: ("options",),
+    AttributeType.NUMBER: ("unit",),
+    AttributeType.NUMBER_LIST: ("unit",),
+    AttributeType.INTEGER: ("scale",),
+    AttributeType.BOOLEAN: (),
+    AttributeType.OPTION: ("of",),
+}
+
+
+def _check_attribute(problems: _Problems, template: Template, attribute: Attribute) -> None:
+    field = f"attributes.{attribute.id}"
+    if attribute.id in RESERVED_ANSWER_KEYS or attribute.id.startswith("model_"):
+        problems.add(f"{field}.id", f"{attribute.id!r} is a reserved key")
+    _check_coded(problems, field, attribute.code, attribute.uncoded_reason, "attribute")
+    allowed = _ATTRIBUTE_FIELDS[attribute.type]
+    for name in ("options", "unit", "range", "scale", "of"):
+        value = getattr(attribute, name)
+        is_set = bool(value) if isinstance(value, tuple) else value is not None
+        if is_set and name not in allowed:
+            problems.add(f"{field}.{name}", f"not allowed for type {attribute.type}")
+        if not is_set and name in _ATTRIBUTE_REQUIRED[attribute.type]:
+            problems.add(f"{field}.{name}", f"type {attribute.type} needs {name}")
+    if attribute.options:
+        # attribute options are read by the model stage; synonyms are optional
+        _check_options(problems, f"{field}.options", attribute.options, ())
+    if attribute.unit is not None and (unit_problem := ucum_problem(attribute.unit.code)):
+        problems.add(f"{field}.unit.code", unit_problem)
+    for bounds, name in ((attribute.range, "range"), (attribute.scale, "scale")):
+        if bounds is not None and not bounds.min < bounds.max:
+            problems.add(f"{field}.{name}", "min must be below max")
+    if attribute.of is not None:
+        try:
+            target = template.variable(attribute.of)
+        except KeyError:
+            problems.add(f"{field}.of", f"undeclared variable {attribute.of!r}")
+        else:
+            if target.type is not VariableType.ENUM:
+                problems.add(f"{field}.of", f"{attribute.of!r} is not an enum variable")
+
+
+def _check_attributes(problems: _Problems, template: Template) -> None:
+    ids = [attribute.id for attribute in template.attributes]
+    for index, attribute in enumerate(template.attributes):
+        if attribute.id in ids[:index]:
+            problems.add(
+                f"attributes.{attribute.id}.id", f"duplicate attribute id {attribute.id!r}"
+            )
+        _check_attribute(problems, template, attribute)
+    for variable in template.variables:
+        field = f"variables.{variable.id}.attributes"
+        if variable.attributes and variable.type not in (VariableType.PRESENCE, VariableType.ENUM):
+            problems.add(field, f"not allowed for type {variable.type}")
+        for attribute_id in variable.attributes:
+            if attribute_id not in ids:
+                problems.add(field, f"undeclared attribute {attribute_id!r}")
+        if variable.qualifier is not None and variable.qualifier.id in variable.attributes:
+            problems.add(field, f"{variable.qualifier.id!r} is also the qualifier's id")
+
+
+def _check_normal_statements(problems: _Problems, template: Template) -> None:
+    ids = [statement.id for statement in template.normal_statements]
+    presence = {v.id for v in template.variables if v.type is VariableType.PRESENCE}
+    for index, statement in enumerate(template.normal_statements):
+        field = f"normal_statements.{statement.id}"
+        if statement.id in ids[:index]:
+            problems.add(f"{field}.id", f"duplicate normal statement id {statement.id!r}")
+        if statement.covers != "all":
+            for variable_id in statement.covers:
+                if variable_id not in presence:
+                    problems.add(f"{field}.covers", f"{variable_id!r} is no presence variable")
+        for language in statement.phrases:
+            if language not in template.languages:
+                problems.add(f"{field}.phrases.{language}", "phrases for an undeclared language")
+        for language in template.languages:
+            if not statement.phrases.get(language):
+                problems.add(f"{field}.phrases.{language}", "no phrases for a declared language")
+
+
 def _check_meaning(template: Template, problems: _Problems) -> None:
     _check_locations(problems, template)
+    _check_attributes(problems, template)
+    _check_normal_statements(problems, template)
     location_ids = {loc.id for loc in template.locations}
     variable_ids = [var.id for var in template.variables]
     for index, variable in enumerate(template.variables):
@@ -492,6 +663,11 @@ def template_codes(template: Template) -> list[tuple[str, CodeRef]]:
                 (f"{field}.qualifier.options.{o.id}.code", o.code)
                 for o in variable.qualifier.options
             ]
+    for attribute in template.attributes:
+        found.append((f"attributes.{attribute.id}.code", attribute.code))
+        found += [
+            (f"attributes.{attribute.id}.options.{o.id}.code", o.code) for o in attribute.options
+        ]
     return [(field, code) for field, code in found if code is not None]
 
 

@@ -143,3 +143,32 @@ def test_check_half_does_not_regress(openi_dir: Path) -> None:
     for name in headline[0].split("(")[1].split(")")[0].split(", "):
         f1 = variables[name].f1
         assert f1 is not None and f1 >= CHECK_LOWEST_F1 - ALLOWED_DROP, (name, f1)
+
+
+def test_check_half_routes_to_chest_findings_with_modality_cr(openi_dir: Path) -> None:
+    """Issue 21: every check-half report sent with modality CR and no exam line routes to
+    chest_findings (before: 254 of 1,535 were no_template, mostly normal studies)."""
+    result = run_evaluation(
+        openi_dir / "openi_check.jsonl",
+        EvalOptions(Settings(), stage="rules", resamples=20, modality="CR"),
+    )
+    routing = [n for n in result.notes if n.startswith("routing with modality CR")]
+    assert routing == [
+        "routing with modality CR and no exam line (1535 reports; chest_findings expected): "
+        "chest_findings 1535"
+    ]
+
+
+def test_modality_note_counts_no_template(tmp_path: Path) -> None:
+    """A report that no radiograph template fits is counted as no_template, not dropped."""
+    path = _write(
+        tmp_path / "two.jsonl",
+        [
+            {"id": "a", "findings": "Both lungs are clear.", "impression": "No active disease.",
+             "labels": _labels()},
+            {"id": "b", "findings": "Moderate generalised atrophy of the cerebral hemispheres, "
+             "periventricular white matter lesions, normal basal ganglia.", "labels": _labels()},
+        ],
+    )  # fmt: skip
+    result = run_evaluation(path, EvalOptions(Settings(), stage="rules", modality="CR"))
+    assert any(n.endswith("chest_findings 1, no_template 1") for n in result.notes), result.notes

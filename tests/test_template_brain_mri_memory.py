@@ -16,13 +16,13 @@ from mappings.report import FindingStatus, PatientIdentifier
 from mappings.routing import applies, route
 from mappings.template import Template, VariableType, load_template
 from tests.labelled import (
-    MODALITY_OF_TEMPLATE,
     as_report,
     assert_codes_verified,
     assert_gold_complete,
     bundle_observations,
     class_accuracies,
     coded_observations,
+    modality_of,
     other_rows,
     print_accuracies,
     read_rows,
@@ -131,7 +131,7 @@ def test_other_templates_reports_do_not_route_here(template: Template) -> None:
     for name, row in other_rows(TEMPLATE_ID):
         if {v for k, v in row["gold"].items() if not k.startswith("_")} == {"not_mentioned"}:
             continue  # an empty brain report: content cannot choose between the brain templates
-        for modality in (MODALITY_OF_TEMPLATE.get(row["template"]), None):
+        for modality in (modality_of(row), None):
             assert not applies(template, as_report(row, modality)), (name, row["id"])
 
 

@@ -11,10 +11,10 @@ from mappings.report import FindingStatus
 from mappings.routing import applies
 from mappings.template import Template, load_template
 from tests.labelled import (
-    MODALITY_OF_TEMPLATE,
     as_report,
     class_accuracies,
     coded_observations,
+    modality_of,
     other_rows,
     print_accuracies,
     read_rows,
@@ -92,7 +92,7 @@ def test_other_labelled_sets_do_not_route_here(template: Template) -> None:
     for name, row in others:
         if {v for k, v in row["gold"].items() if not k.startswith("_")} == {"not_mentioned"}:
             continue  # an empty brain report: content cannot choose between the brain templates
-        modality = MODALITY_OF_TEMPLATE.get(row["template"])
+        modality = modality_of(row)
         assert not applies(template, as_report(row, modality)), (name, row["id"])
         assert not applies(template, as_report(row, None)), (name, row["id"])
 

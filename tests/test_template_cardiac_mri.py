@@ -16,12 +16,12 @@ from mappings.report import FindingStatus, PatientIdentifier
 from mappings.routing import applies, route
 from mappings.template import Template, VariableType, load_template
 from tests.labelled import (
-    MODALITY_OF_TEMPLATE,
     as_report,
     assert_codes_verified,
     assert_gold_complete,
     class_accuracies,
     coded_observations,
+    modality_of,
     other_rows,
     print_accuracies,
     read_rows,
@@ -94,7 +94,7 @@ def test_every_labelled_report_routes_here_only(
 
 def test_other_templates_reports_do_not_route_here(template: Template) -> None:
     for name, row in other_rows(TEMPLATE_ID):
-        for modality in (MODALITY_OF_TEMPLATE.get(row["template"]), None):
+        for modality in (modality_of(row), None):
             assert not applies(template, as_report(row, modality)), (name, row["id"])
 
 

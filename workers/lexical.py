@@ -10,7 +10,8 @@ words ("but", "maar", "aber"); the text is read with each wrapped line break as 
 history/indication section (the clinical question, e.g. "r/o PE", "edema and dyspnea") never
 counts: it is not a finding of this examination. A mention inside one of the variable's
 `excludes` phrases ("pericardial effusion") does not count either; `states` add subject + state
-statements ("heart size normal" -> absent, `workers.states`); a template with
+statements ("heart size normal" -> absent, `workers.states`) and `normal_statements` make the
+findings they cover absent ("No acute intracranial abnormality", `workers.normals`); a template with
 `probable_existence: present` reads a strongly hedged mention ("probable", "likely", "versus") as
 present. The evidence quote is the clause; locations are the template locations named in the
 same clause (a lobe replaces the lung of the same side).
@@ -20,7 +21,9 @@ Typed variables:
   language is unknown or has none), named group `value`; else a synonym followed within
   `NUMBER_WINDOW` characters in the same clause by a number (ordinal: an integer within the
   scale; number: within the range, decimal comma accepted). The first match in text order that
-  is not negated and lies in the scale/range wins; the value is `present`.
+  is not negated and lies in the scale/range wins (the highest with `aggregate: highest`); the
+  value is `present`.
+- enum with `aggregate: highest`: of the options stated, the one listed last.
 - enum: every option's synonyms are mentions; the first option mention that is not negated wins.
 - presence with a qualifier: the first non-negated qualifier option named in the clause of the
   chosen mention becomes the value.
@@ -53,6 +56,7 @@ from mappings.sections import find_sections
 from mappings.template import Template, Variable, VariableType
 from workers import anatomy, organs, values
 from workers.lexicon_text import clauses, mention_status, terms_pattern, text_of
+from workers.normals import normal_hits
 from workers.states import excluded_spans, inside, state_hits
 
 RULES_MODEL = ModelInfo(name="radbridge-rules", sha256="0" * 64, version="stage1-1")
@@ -201,6 +205,18 @@ def _parse_number(text: str, variable: Variable) -> ScalarValue:
     return number
 
 
+def _in_own_unit(raw: str, match: re.Match[str], variable: Variable) -> str:
+    """The number of a pattern match in the variable's unit: a pattern's optional group `unit`
+    that says cm for a variable in mm ("Spleen 10.5 cm" -> 105) is converted; else as written."""
+    unit = match.groupdict().get("unit")
+    if not unit or variable.unit is None or variable.unit.code != "mm" or unit.lower() != "cm":
+        return raw
+    try:
+        return str(round(float(raw.replace(",", ".")) * 10, 6))
+    except ValueError:
+        return raw
+
+
 def _negated(report: Report, clause: tuple[int, int], start: int, end: int) -> bool:
     text = text_of(report.text)[clause[0] : clause[1]]
     status = _assertion(text, start - clause[0], min(end, clause[1]) - clause[0])
@@ -224,7 +240,7 @@ def _pattern_hits(
             raw = match.group("value")
             if clause is None or raw is None or _CUT_NUMBER.match(text, match.end("value")):
                 continue
-            value = _parse_number(raw, variable)
+            value = _parse_number(_in_own_unit(raw, match, variable), variable)
             # a negated statement keeps the score that says "none": "geen atrofie (GCA 0)"
             scored = values.is_scale_floor(variable, value)
             if value is None or (
@@ -376,6 +392,14 @@ def _lateral_hits(report: Report, template: Template, variable: Variable) -> lis
     return [ValueHit(hit.value, hit.start, hit.end, clause[0], max(clause[1], hit.end))]
 
 
+def _rank(variable: Variable, value: ScalarValue) -> float:
+    """How high a stated value is: a number itself, an enum option its place in the options."""
+    if variable.type is VariableType.ENUM:
+        ids = [option.id for option in variable.options]
+        return float(ids.index(str(value))) if str(value) in ids else -1.0
+    return float(value) if isinstance(value, int | float) else -1.0
+
+
 def _typed_value(report: Report, template: Template, variable: Variable) -> FindingValue:
     hits = _lateral_hits(report, template, variable) or typed_hits(report, variable)
     if not hits:
@@ -383,6 +407,8 @@ def _typed_value(report: Report, template: Template, variable: Variable) -> Find
             variable_id=variable.id, status=FindingStatus.NOT_MENTIONED, stage=Stage.RULES
         )
     best = hits[0]
+    if variable.aggregate == "highest":  # the highest value stated (first of equals)
+        best = max(hits, key=lambda hit: _rank(variable, hit.value))
     clause = text_of(report.text)[best.clause_start : best.clause_end]
     quote = report.text[best.clause_start : best.clause_end]  # as written, line breaks included
     return FindingValue(
@@ -415,7 +441,7 @@ def _presence_mentions(
 
 def all_mentions(report: Report, template: Template) -> list[Mention]:
     """Synonym mentions (`find_mentions`), plus state statements (`workers.states`: "heart size
-    is enlarged" / "heart size normal")."""
+    is enlarged" / "heart size normal") and normal statements (`workers.normals`)."""
     mentions = find_mentions(report, template)
     text = text_of(report.text)
     spans = clauses(report.text)
@@ -434,6 +460,19 @@ def all_mentions(report: Report, template: Template) -> list[Mention]:
                     locations=locations,
                 )
             )
+    for normal in normal_hits(text, spans, template):
+        mentions.extend(
+            Mention(
+                variable_id=variable_id,
+                status=FindingStatus.ABSENT,
+                start=normal.start,
+                end=normal.end,
+                clause_start=normal.clause_start,
+                clause_end=normal.clause_end,
+                locations=(),
+            )
+            for variable_id in normal.variables
+        )
     return mentions
 
 
