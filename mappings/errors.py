@@ -8,6 +8,7 @@
     │   │   ├── TemplateProblems        every problem of one or more template files at once
     │   │   ├── UnsupportedTask         an llm_extractinator task radbridge cannot run (extractinator.py)
     │   │   └── UnsafeParserFormat      a task's parser format would run code (extractinator.py)
+    │   ├── CriticalListError           the critical-findings list is malformed (insights/critical_list.py)
     │   ├── TerminologyError            a code is not in the verified code table
     │   │   └── TerminologyUnavailable  the installed terminology tables are missing (terminology_tables.py)
     │   ├── FhirMappingError            a FHIR resource cannot be read or built

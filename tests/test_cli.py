@@ -50,8 +50,8 @@ def test_extract_writes_bundles_and_rejections(
     out, result = extracted
     assert result.returncode == 0, result.stderr
     names = sorted(p.name for p in out.glob("*.json"))
-    # chest reports (hl7v2 + MLLP + FHIR); the abdomen OBR of multi_obr is routed to no
-    # template: its Bundle carries the report and its insights (issue 20), no_template is listed
+    # chest reports (hl7v2 + MLLP + FHIR); the abdomen OBR of multi_obr goes to the abdomen
+    # template (issue 21; a report no template applies to would still get its Bundle, issue 20)
     assert names == [
         "CT0001-1.json",
         "DE0004-1.json",
@@ -64,7 +64,7 @@ def test_extract_writes_bundles_and_rejections(
         json.loads(line) for line in (out / "rejected.jsonl").read_text("utf-8").splitlines()
     ]
     reasons = sorted(r["reason"] for r in rejected)
-    assert reasons == ["no_message", "no_template", "not_oru_r01"]
+    assert reasons == ["no_message", "not_oru_r01"]
     not_oru = next(r for r in rejected if r["reason"] == "not_oru_r01")
     assert (
         not_oru["control_id"] == "BAD0001"

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import yaml
 
-from mappings.errors import RadbridgeError
+from mappings.errors import MappingError
 
 DEFAULT_LIST = Path(__file__).with_name("critical.yaml")
 
 
-class CriticalListError(RadbridgeError):
+class CriticalListError(MappingError):
     """The critical-findings file is missing or malformed."""
 
 
