@@ -20,13 +20,13 @@ from tests.stores import KINDS, open_store
 from workers.process import process_reports
 from workers.tasks import process_message
 
-ABDOMEN_US = "\r".join(
+SCROTUM_US = "\r".join(
     [
         "MSH|^~\\&|RIS|RBHOSP|RADBRIDGE|RBHOSP|20261102101500||ORU^R01|INS0001|P|2.3",
-        "PID|1||MRN-INS1^^^RBH^MR||TESTPATIENT^GAMMA||19800101|F",
-        "OBR|1|PL9001|ACC9001|76700^US ABDOMEN COMPLETE^CPT|||20261102100000|||||||||||||||"
+        "PID|1||MRN-INS1^^^RBH^MR||TESTPATIENT^GAMMA||19800101|M",
+        "OBR|1|PL9001|ACC9001|76870^US SCROTUM^CPT|||20261102100000|||||||||||||||"
         "20261102101400||US|F",
-        "OBX|1|TX|&GDT||US ABDOMEN~IMPRESSION: Acute appendicitis.~"
+        "OBX|1|TX|&GDT||US SCROTUM~IMPRESSION: Left testicular torsion.~"
         "Recommend follow-up ultrasound in 6 weeks.||||||F",
     ]
 ).encode()
@@ -42,7 +42,7 @@ def test_a_no_template_message_keeps_its_bundle_and_says_no_template(
     store: Store, tmp_path: Path
 ) -> None:
     settings = Settings(data_dir=tmp_path / "data", stage="rules")
-    incoming = Incoming(ABDOMEN_US, "mllp", "RIS", "RBHOSP", "INS0001")
+    incoming = Incoming(SCROTUM_US, "mllp", "RIS", "RBHOSP", "INS0001")
     message_id = store.accept(incoming).message_id
     (bundle_id,) = process_message(store, settings, message_id) or []
     row = store.get_message(message_id)
