@@ -967,8 +967,8 @@ class Store:
         (`save_result`'s rules: a Bundle older than the stored result is kept, not saved, and
         audited `superseded`) and the message `processing -> extracted`, its reason "no
         template" when it had no result or only results no template applied to (their record
-        says `no_template`: the report's own Bundle, issue 20), else the first superseding reason when no Bundle was
-        saved. All or nothing: StoreError (nothing written) when the message is no longer
+        says `no_template`: the report's own Bundle, issue 20), else the first superseding
+        reason when no Bundle was saved. All or nothing: StoreError (nothing written) when the message is no longer
         `processing`."""
         saved: list[SavedResult] = []
         now = _now()
@@ -1405,11 +1405,12 @@ class Store:
         required: Sequence[str] = (),
         reason: str | None = None,
         stamp: datetime | None = None,
-    ) -> int:
-        """Upsert the delivery of a Bundle to a target, counting the attempt; returns how many
-        attempts the delivery has had (this one included). `delivered`: what the target now
-        holds (`mappings.ehr` hashes, or the ORU statuses sent), kept until a later delivery
-        replaces it. A failure (retry, refused, dead) keeps `failing_since` (the first failure
+    ) -> bool:
+        """Upsert the delivery of a Bundle to a target, counting the attempt; returns whether
+        the Bundle was saved again after `stamp` (a decision saved during the push: send it
+        again), read in the same transaction (False without a stamp). `delivered`: what the
+        target now holds (`mappings.ehr` hashes, or the ORU statuses sent), kept until a later
+        delivery replaces it. A failure (retry, refused, dead) keeps `failing_since` (the first failure
         of the run: the retry horizon counts from it) and its `reason`; a delivery clears both.
         `delivered_message`: in the same transaction that message goes `extracted ->
         delivered` (when it is still extracted) once every Bundle of it is delivered to every
@@ -1454,9 +1455,12 @@ class Store:
                 connection, delivered_message, required
             ):
                 _transition_in(connection, delivered_message, DELIVERED)
-            return int(
-                connection.execute(sa.select(deliveries.c.attempts).where(*key)).scalar_one()
-            )
+            if stamp is None:
+                return False
+            current = connection.execute(
+                sa.select(bundles.c.updated_at).where(bundles.c.id == bundle_id)
+            ).scalar()
+            return current is not None and current != stamp
 
     def queue_deliveries(
         self, bundle_ids: Sequence[str], targets: Sequence[str], *, fresh: bool = False
@@ -1513,16 +1517,6 @@ class Store:
                 .values(state=QUEUED)
             )
             return int(released.rowcount or 0)
-
-    def changed_since(self, bundle_id: str, stamp: datetime | None) -> bool:
-        """Whether the Bundle was saved again after `stamp` (its `updated_at` as a task read it)."""
-        if stamp is None:
-            return False
-        with self._tx() as connection:
-            current = connection.execute(
-                sa.select(bundles.c.updated_at).where(bundles.c.id == bundle_id)
-            ).scalar()
-        return current is not None and current != stamp
 
     def bundles_of_message(self, message_id: int) -> list[str]:
         """The Bundles a message wrote last (what its deliveries send), oldest first."""

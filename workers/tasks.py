@@ -383,7 +383,7 @@ def register_tasks(app: Celery) -> None:
             )
         except Exception as exc:
             return delivery_failed(self, bundle_id, "fhir", exc)
-        store.record_delivery_attempt(
+        changed = store.record_delivery_attempt(
             bundle_id,
             "fhir",
             state="delivered",
@@ -393,7 +393,7 @@ def register_tasks(app: Celery) -> None:
             required=destinations.required(settings),
             stamp=job.stamp,
         )
-        if store.changed_since(bundle_id, job.stamp):  # a decision saved during the push
+        if changed:  # a decision saved during the push
             app.send_task(DELIVER_TASK, args=[bundle_id])
         return "delivered"
 
@@ -454,7 +454,7 @@ def register_tasks(app: Celery) -> None:
             )
         except Exception as exc:
             return delivery_failed(self, bundle_id, "oru", exc)
-        store.record_delivery_attempt(
+        changed = store.record_delivery_attempt(
             bundle_id,
             "oru",
             state="delivered",
@@ -463,7 +463,7 @@ def register_tasks(app: Celery) -> None:
             required=destinations.required(settings),
             stamp=job.stamp,
         )
-        if store.changed_since(bundle_id, job.stamp):  # a decision saved during the send
+        if changed:  # a decision saved during the send
             app.send_task(DELIVER_ORU_TASK, args=[bundle_id])
         return "delivered"
 
