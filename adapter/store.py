@@ -305,7 +305,7 @@ def _claim_delivery(connection: Connection, bundle_id: str, target: str, lease: 
 
 def _delivered_as_stored(record: Any, stored_at: Any) -> Any:
     """SQL: the delivery record holds the Bundle as stored now: `delivered`, and the Bundle's
-    `updated_at` it delivered (`delivered_stamp`; a record from before migration 0007: its own
+    `updated_at` it delivered (`delivered_stamp`; a record from before migration 0008: its own
     time) is no older than `stored_at`. A change saved while a push was in flight is newer
     than what that push delivered, so it is sent again, never taken as delivered."""
     return sa.and_(

@@ -150,17 +150,25 @@ class _Index:
         return found
 
 
-def _attachment_text(attachment: Resource) -> tuple[str | None, bool]:
-    """(text, is_binary) of one Attachment."""
-    content_type = str(attachment.get("contentType", ""))
-    media, _, params = content_type.partition(";")
+def _text_charset(attachment: Resource) -> str | None:
+    """The charset of a text Attachment (`contentType` text/*; utf-8 unless it names one);
+    None when the Attachment is not text."""
+    media, _, params = str(attachment.get("contentType", "")).partition(";")
     if not media.strip().lower().startswith("text/"):
-        return None, True
+        return None
     charset = "utf-8"
     for param in params.split(";"):
         key, _, value = param.partition("=")
         if key.strip().lower() == "charset" and value.strip():
             charset = value.strip().strip('"')
+    return charset
+
+
+def _attachment_text(attachment: Resource) -> tuple[str | None, bool]:
+    """(text, is_binary) of one Attachment."""
+    charset = _text_charset(attachment)
+    if charset is None:
+        return None, True
     data = attachment.get("data")
     if not isinstance(data, str):
         return None, False
@@ -173,15 +181,9 @@ def _attachment_text(attachment: Resource) -> tuple[str | None, bool]:
 def _attachment_has_text(attachment: Resource) -> tuple[bool, bool]:
     """(has non-blank text, is_binary) of one Attachment: `_attachment_text`'s checks and
     answer, its data decoded a chunk at a time and no text kept."""
-    content_type = str(attachment.get("contentType", ""))
-    media, _, params = content_type.partition(";")
-    if not media.strip().lower().startswith("text/"):
+    charset = _text_charset(attachment)
+    if charset is None:
         return False, True
-    charset = "utf-8"
-    for param in params.split(";"):
-        key, _, value = param.partition("=")
-        if key.strip().lower() == "charset" and value.strip():
-            charset = value.strip().strip('"')
     data = attachment.get("data")
     if not isinstance(data, str):
         return False, False

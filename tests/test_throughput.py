@@ -268,6 +268,14 @@ def test_link_reports_follows_the_derived_from_rule(tmp_path: Path) -> None:
 # -- the migration ----------------------------------------------------------------------------
 
 
+def _timeline_columns(connection: Any) -> list[Any]:
+    """Each stored Observation's id and timeline columns, sorted."""
+    query = sa.select(
+        resources.c.id, resources.c.template_id, resources.c.variable_id, resources.c.effective
+    ).where(resources.c.resource_type == "Observation")
+    return sorted(connection.execute(query).all())
+
+
 def test_migration_0006_indexes_the_observations_already_stored(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data", stage="rules")
     store = Store.open(settings)
@@ -275,16 +283,7 @@ def test_migration_0006_indexes_the_observations_already_stored(tmp_path: Path) 
         for n in range(3):
             process_message(store, settings, accept(store, oru(300 + n, day=n), 300 + n))
         with store.engine.begin() as connection:
-            expected = sorted(
-                connection.execute(
-                    sa.select(
-                        resources.c.id,
-                        resources.c.template_id,
-                        resources.c.variable_id,
-                        resources.c.effective,
-                    ).where(resources.c.resource_type == "Observation")
-                ).all()
-            )
+            expected = _timeline_columns(connection)
             # a store of before issue 25: no timeline columns filled, at revision 0005
             connection.execute(
                 resources.update().values(template_id=None, variable_id=None, effective=None)
@@ -294,16 +293,7 @@ def test_migration_0006_indexes_the_observations_already_stored(tmp_path: Path) 
             )
         run_migrations(store.engine)
         with store.engine.begin() as connection:
-            filled = sorted(
-                connection.execute(
-                    sa.select(
-                        resources.c.id,
-                        resources.c.template_id,
-                        resources.c.variable_id,
-                        resources.c.effective,
-                    ).where(resources.c.resource_type == "Observation")
-                ).all()
-            )
+            filled = _timeline_columns(connection)
         assert expected and all(row.template_id == "chest_findings" for row in expected)
         assert filled == expected
     finally:
