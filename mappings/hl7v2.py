@@ -28,8 +28,8 @@ import binascii
 import codecs
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any, Literal
 
 from mappings.errors import HL7ErrorCode, MessageRejected, RejectionFactory, map_exceptions
 from mappings.language import detect_language
@@ -441,6 +441,28 @@ def _observation_time(obr: list[str], enc: _Encoding, charset: str) -> datetime 
     return None
 
 
+_SEX: dict[str, Literal["male", "female", "other", "unknown"]] = {
+    "M": "male",
+    "F": "female",
+    "O": "other",
+    "A": "other",
+    "N": "other",
+    "U": "unknown",
+}
+"""PID-8 administrative sex (HL7 table 0001) as FHIR administrative gender."""
+
+
+def _birth_date(value: str) -> date | None:
+    """PID-7 to the day (YYYYMMDD...); None when shorter or impossible."""
+    digits = value.strip()[:8]
+    if len(digits) < 8 or not digits.isdigit():
+        return None
+    try:
+        return date(int(digits[:4]), int(digits[4:6]), int(digits[6:8]))
+    except ValueError:
+        return None
+
+
 def _result_status(obr_status: str, obx_statuses: list[str]) -> ResultStatus:
     """OBR-25; when empty, the first OBX-11; unknown words (e.g. 'Wet Read') -> preliminary."""
     value = obr_status.strip() or next((s.strip() for s in obx_statuses if s.strip()), "")
@@ -502,6 +524,8 @@ def _report(
         filler_order_number=filler,
         patient_identifiers=_patient_identifiers(pid, enc, charset),
         patient_name=structured(_get(pid, 5), enc, charset) if pid else (),
+        patient_sex=_SEX.get(_component(_get(pid, 8), enc, 1, charset).upper()) if pid else None,
+        birth_date=_birth_date(_component(_get(pid, 7), enc, 1, charset)) if pid else None,
         visit=tuple(structured(f, enc, charset) for f in pv1[1:]) if pv1 else None,
         placer_order=_entity(_get(obr, 2), enc, charset),
         filler_order=_entity(_get(obr, 3), enc, charset),
