@@ -12,6 +12,7 @@ Each kind is found at most once per report; its evidence is the first contradict
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -120,9 +121,13 @@ _REGIONS: tuple[tuple[str, frozenset[str]], ...] = tuple(
         (r"hands?|handen|finger\w*|vinger\w*|thumb|duim|daumen", "hand"),
     )
 )  # fmt: skip
-_REGION_RE = tuple(
-    (re.compile(rf"(?<![\w-]){pattern}(?![\w])", _I), regions) for pattern, regions in _REGIONS
+_REGION_RE = re.compile(
+    "|".join(f"(?P<r{i}>{pattern})" for i, (pattern, _) in enumerate(_REGIONS)).join(
+        ("(?<!\\w)(?:", ")(?!\\w)")
+    ),
+    _I,
 )
+_AGE_HINT = re.compile(r"year|yrs?|yo|y/o|y\.o|jarig|jährig|jaar|jahre|j\.", _I)
 _SEXES = {"male", "female"}
 
 
@@ -212,7 +217,7 @@ def age_at(birth: date, day: date) -> int:
 
 
 def _age(doc: ReportText, birth: date | None, day: date | None) -> Mismatch | None:
-    if birth is None or day is None or birth > day:
+    if birth is None or day is None or birth > day or not _AGE_HINT.search(doc.text):
         return None
     match = _AGE.search(doc.text)
     if match is None:
@@ -229,12 +234,12 @@ def _age(doc: ReportText, birth: date | None, day: date | None) -> Mismatch | No
     )
 
 
+@functools.lru_cache(maxsize=1024)
 def regions_of(name: str) -> frozenset[str]:
     """The body regions an exam name covers (empty when it names none this module knows)."""
     regions: set[str] = set()
-    for pattern, named in _REGION_RE:
-        if pattern.search(name):
-            regions |= named
+    for match in _REGION_RE.finditer(name):
+        regions |= _REGIONS[int(str(match.lastgroup)[1:])][1]
     return frozenset(regions)
 
 
