@@ -332,3 +332,19 @@ def test_the_labelled_mismatches_set_has_its_shape_and_positives() -> None:
         for kind in KINDS:
             assert positives.get((split, kind), 0) >= 3, (split, kind)
     assert {row["language"] for row in rows if not row["gold"]["mismatches"]} == {"en", "nl", "de"}
+
+
+def test_the_rules_read_the_ordered_side_the_annotator_read() -> None:
+    # the product has only the exam line (OBR-4): `order_laterality` is the annotator's reading
+    for row in _rows():
+        context = row["context"]
+        expected = context["order_laterality"]
+        assert order_side(context["exam"]) == (None if expected == "bilateral" else expected)
+
+
+def test_dutch_and_german_compounds_name_their_region() -> None:
+    assert regions_of("Oberbauchsonographie") == {"abdomen"}
+    assert regions_of("Thoraxaufnahme p.a.") == {"chest"}
+    assert regions_of("MRT Schultergelenk rechts") == {"shoulder"}
+    assert regions_of("Borstkasfoto") == {"chest"}
+    assert regions_of("Handgelenk links") == {"wrist"}

@@ -89,36 +89,41 @@ _TITLE_LABEL = re.compile(
     r"^\s*(?:exam(?:ination)?|procedure|study|onderzoek|untersuchung)\s*:\s*", _I
 )
 _OTHER_LABEL = re.compile(r"^\s*[\w .\-/]{1,30}:")
-# body regions of an exam name (a word may name several: pelvis is abdomen and hip)
+# body regions of an exam name (a word may name several: pelvis is abdomen and hip); Dutch and
+# German words also open compounds ("Oberbauchsonographie", "Thoraxaufnahme", "Schultergelenk")
 _REGIONS: tuple[tuple[str, frozenset[str]], ...] = tuple(
     (pattern, frozenset(regions.split()))
     for pattern, regions in (
-        (r"head|brain|skull|cranial|cerebr\w*|hersenen|schedel|schädel|schaedel|kopf|hirn|"
-         r"neurocran\w*|cct|cmrt|orbit\w*|sinus\w*", "head"),
-        (r"neck|hals|thyroid|schildklier|schilddrüse|schilddruese|carotid\w*|carotis", "neck"),
-        (r"chest|thorax|thoracic|lungs?|longen?|lunge|thorakal|ribs?|ribben|rippen", "chest"),
-        (r"heart|cardiac|hart|herz|cor|coronar\w*|kardial", "chest heart"),
-        (r"abdomen|abdominal|abd|buik|bauch|bovenbuik|onderbuik|oberbauch|unterbauch|liver|lever|"
-         r"leber|renal|kidneys?|nier\w*|niere\w*|appendix|gallbladder|galblaas|gallenblase|"
-         r"pancreas|pankreas|spleen|milt|milz|urinary|bladder|blaas|harnblase", "abdomen"),
-        (r"pelvis|pelvic|bekken|becken", "abdomen hip"),
-        (r"prostate|prostaat|prostata|uterus|ovar\w*|transvaginal", "abdomen"),
-        (r"scrotum|scrotal|skrotum|testis|testes|testicular|hoden", "scrotum"),
-        (r"spine|spinal|lumbar|lumbaal|cervical|wervelkolom|wirbelsäule|lwk|cwk|twk|lws|hws|bws|"
-         r"[lct]-?spine|sacrum|coccyx", "spine"),
+        (r"head|brain|skull|cranial|cerebr\w*|hersen\w*|schedel\w*|schädel\w*|schaedel\w*|"
+         r"kopf\w*|hirn\w*|neurocran\w*|cct|cmrt|orbit\w*|sinus\w*", "head"),
+        (r"neck|hals\w*|thyroid|schildklier\w*|schilddrüse\w*|schilddruese\w*|carotid\w*|"
+         r"carotis", "neck"),
+        (r"chest|thorax\w*|thoracic|lungs?|longen?|lunge\w*|thorakal|borstkas\w*|ribs?|ribben|"
+         r"rippen\w*", "chest"),
+        (r"heart|cardiac|hart|herz\w*|cor|coronar\w*|kardial", "chest heart"),
+        (r"abdomen\w*|abdominal|abd|buik\w*|bauch\w*|bovenbuik\w*|onderbuik\w*|oberbauch\w*|"
+         r"unterbauch\w*|liver|lever\w*|leber\w*|renal|kidneys?|nier\w*|appendix|gallbladder|"
+         r"galblaas\w*|gallenblase\w*|pancreas|pankreas\w*|spleen|milt\w*|milz\w*|urinary|"
+         r"bladder|blaas\w*|harnblase\w*", "abdomen"),
+        (r"pelvis|pelvic|bekken\w*|becken\w*", "abdomen hip"),
+        (r"prostate|prostaat\w*|prostata\w*|uterus|ovar\w*|transvaginal", "abdomen"),
+        (r"scrotum|scrotal|skrotum\w*|testis|testes|testicular|hoden\w*", "scrotum"),
+        (r"spine|spinal|lumbar|lumbaal|cervical|wervelkolom\w*|wirbelsäule\w*|lwk|cwk|twk|lws|"
+         r"hws|bws|[lct]-?spine|sacrum|coccyx", "spine"),
         (r"breasts?|mamma\w*|mammogra\w*|mammo|borst|axilla", "breast"),
         (r"knees?|knie\w*|patella", "knee"),
-        (r"hips?|heup|hüfte?|huefte?|coxa", "hip"),
-        (r"femur|thigh|bovenbeen|oberschenkel", "hip knee femur"),
-        (r"tibia|fibula|lower leg|onderbeen|unterschenkel", "knee ankle lowerleg"),
-        (r"ankle|enkel|sprunggelenk|osg|usg|malleol\w*", "ankle"),
-        (r"foot|feet|voet|voeten|fu(?:ß|ss)|füße|calcane\w*|toes?|tenen|zehen?", "foot"),
-        (r"shoulder|schouder|schulter|clavicle|clavicula|klavikula|sleutelbeen|scapula", "shoulder"),
-        (r"humerus|upper arm|bovenarm|oberarm", "shoulder elbow humerus"),
-        (r"elbow|elleboog|ellenbogen", "elbow"),
-        (r"forearm|onderarm|unterarm|radius|ulna", "elbow wrist forearm"),
-        (r"wrist|pols|handgelenk|scaphoid", "wrist"),
-        (r"hands?|handen|finger\w*|vinger\w*|thumb|duim|daumen", "hand"),
+        (r"hips?|heup\w*|hüft\w*|huefte?", "hip"),
+        (r"femur|thigh|bovenbeen|oberschenkel\w*", "hip knee femur"),
+        (r"tibia|fibula|lower leg|onderbeen|unterschenkel\w*", "knee ankle lowerleg"),
+        (r"ankle|enkel|sprunggelenk\w*|osg|usg|malleol\w*", "ankle"),
+        (r"foot|feet|voet\w*|fu(?:ß|ss)\w*|füße|calcane\w*|toes?|tenen|zehen?", "foot"),
+        (r"shoulder|schouder\w*|schulter\w*|clavicle|clavicula|klavikula|sleutelbeen|scapula",
+         "shoulder"),
+        (r"humerus|upper arm|bovenarm|oberarm\w*", "shoulder elbow humerus"),
+        (r"elbow|elleboog\w*|ellenbogen\w*", "elbow"),
+        (r"forearm|onderarm|unterarm\w*|radius|ulna", "elbow wrist forearm"),
+        (r"wrist|pols|handgelenk\w*|scaphoid", "wrist"),
+        (r"hands?|handen|hand\w*|finger\w*|vinger\w*|thumb|duim|daumen", "hand"),
     )
 )  # fmt: skip
 _REGION_RE = re.compile(
