@@ -180,3 +180,22 @@ def test_decisions_on_stored_insights(tmp_path: Path, kind: str) -> None:
             review_insight(
                 decided["Flag"].body, Decision.REJECT, REVIEWER, new_version=3, decided=True
             )
+
+
+def test_an_insight_decision_is_not_sent_to_a_fhir_ehr_that_is_not_given_the_insight() -> None:
+    """The EHR write-back (mappings.ehr) sends radbridge's Observations, not its insights: a
+    decision's Provenance on an insight would target a resource the EHR does not hold (a real
+    server refuses the transaction), so it stays out; the ORU destination carries it."""
+    from mappings import ehr
+    from mappings.review import bundle_with_review
+    from tests.test_ehr_identity import BASE, GOLDEN
+
+    request = {**INSIGHTS["ServiceRequest"], "subject": {"reference": "Patient/x"}}
+    bundle = {**GOLDEN, "entry": [*GOLDEN["entry"], {"resource": request}]}
+    decided = bundle_with_review(
+        bundle, review_insight(request, Decision.ACCEPT, REVIEWER, new_version=2)
+    )
+    written = ehr.Plan(None, None, None, "DiagnosticReport/nc-dr-1", "Patient/abc", {})
+    policy = ehr.IdentityPolicy()
+    transaction, hashes = ehr.review_transaction(decided, written, {}, policy, {}, base_url=BASE)
+    assert transaction is None and hashes == {}
