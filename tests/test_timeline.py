@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from adapter.settings import Settings
-from adapter.store import Incoming, Store
+from adapter.store import Store
+from adapter.store.messages import Incoming
 from conformance.validate import validate_resource
 from mappings.fhir_out import build_bundle
 from mappings.report import (

@@ -38,7 +38,8 @@ from adapter.reviews import (
     worklist,
 )
 from adapter.settings import Settings
-from adapter.store import CLOSED, STATES, Store
+from adapter.store import Store
+from adapter.store.messages import CLOSED, STATES
 from adapter.ui import identity
 from adapter.ui.auth import (
     LOGIN_COOKIE,
