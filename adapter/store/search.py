@@ -168,7 +168,8 @@ class SearchStore(StoreBase):
         return found
 
     def observations_of_subject(self, subject: str) -> list[dict[str, Any]]:
-        """Every stored Observation of one subject (`Patient/<id>`), served ones only."""
+        """Every stored Observation of one subject (`Patient/<id>`), served ones only: the
+        patient's whole history (the worker's timeline reads `latest_observations` instead)."""
         query = sa.select(resources.c.body).where(
             resources.c.resource_type == "Observation",
             resources.c.subject == subject,
