@@ -29,7 +29,9 @@ from adapter.errors import AdapterError, StoreError
 from adapter.fhir_routes import FHIR_JSON, fhir_interaction, install_fhir_routes
 from adapter.ingest import INLINE_BODY_BYTES, Hl7Ingest, fhir_messages
 from adapter.settings import Environment, Settings
-from adapter.store import Incoming, Store, field_problem, shown_delivery_state
+from adapter.store import Store
+from adapter.store.deliveries import shown_delivery_state
+from adapter.store.messages import Incoming, field_problem
 from adapter.ui import install_ui
 from mappings.ack import read_ack_code
 from mappings.errors import MessageRejected, RadbridgeError

@@ -31,7 +31,8 @@ from typing import Any
 
 from adapter.control_ids import ControlIds
 from adapter.errors import StoreError, StoreRefused
-from adapter.store import AcceptResult, Incoming, Store, field_problem
+from adapter.store import Store
+from adapter.store.messages import AcceptResult, Incoming, field_problem
 from mappings.ack import AckError, Outcome, build_ack, needs_commit_ack
 from mappings.errors import HL7ErrorCode, MessageRejected
 from mappings.framing import FrameEvent

@@ -20,7 +20,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from adapter.search_index import write_tokens
-from adapter.store import Store, archive_version, shown_delivery_state
+from adapter.store import Store
+from adapter.store.deliveries import shown_delivery_state
+from adapter.store.results import archive_version
 from adapter.tables import (
     audit_events,
     bundles,
@@ -62,7 +64,7 @@ class StoredObservation:
 
 def report_observations(store: Store, report_id: str) -> list[StoredObservation]:
     """Every Observation of a DiagnosticReport (retired ones included), in result order."""
-    with store._tx() as connection:
+    with store.transaction() as connection:
         rows = connection.execute(
             sa.select(resources.c.body, resources.c.version_id, resources.c.bundle_id)
             .where(
@@ -82,7 +84,7 @@ def report_observations(store: Store, report_id: str) -> list[StoredObservation]
 
 def message_of_report(store: Store, report_id: str) -> int | None:
     """The message whose Bundle carries the DiagnosticReport (None for offline Bundles)."""
-    with store._tx() as connection:
+    with store.transaction() as connection:
         value = connection.execute(
             sa.select(bundles.c.message_id)
             .join(resources, resources.c.bundle_id == bundles.c.id)
@@ -99,7 +101,7 @@ def earlier_versions(store: Store, wanted: list[tuple[str, int]]) -> dict[str, d
         sa.and_(resource_versions.c.id == oid, resource_versions.c.version_id == version)
         for oid, version in wanted
     ]
-    with store._tx() as connection:
+    with store.transaction() as connection:
         rows = connection.execute(
             sa.select(resource_versions.c.id, resource_versions.c.body).where(
                 resource_versions.c.resource_type == "Observation", sa.or_(*pairs)
@@ -154,7 +156,7 @@ def report_insights(store: Store, report_id: str) -> list[StoredInsight]:
     """The insights the report's Bundle holds (retired ones included), by type in the order of
     `INSIGHT_REVIEWS`, then as stored."""
     report = resources.alias("report")
-    with store._tx() as connection:
+    with store.transaction() as connection:
         rows = connection.execute(
             sa.select(resources.c.body, resources.c.version_id, resources.c.bundle_id)
             .select_from(resources)
@@ -205,7 +207,7 @@ def _insights(store: Store, report_ids: list[str]) -> dict[str, dict[str, int]]:
     if not report_ids:
         return {}
     report = resources.alias("report")
-    with store._tx() as connection:
+    with store.transaction() as connection:
         rows = connection.execute(
             sa.select(report.c.id, resources.c.resource_type, sa.func.count())
             .select_from(resources)
@@ -254,7 +256,7 @@ def _awaiting_insights(
         query = query.where(resources.c.last_updated >= since)
     if until is not None:
         query = query.where(resources.c.last_updated < until)
-    with store._tx() as connection:
+    with store.transaction() as connection:
         rows = [
             r
             for r in connection.execute(query).all()
@@ -293,7 +295,7 @@ def worklist(
         query = query.where(resources.c.last_updated >= since)
     if until is not None:
         query = query.where(resources.c.last_updated < until)
-    with store._tx() as connection:
+    with store.transaction() as connection:
         rows = connection.execute(query.order_by(resources.c.last_updated)).all()
     grouped: dict[str, list[tuple[dict[str, Any], datetime]]] = {}
     for ref, body, updated in rows:
@@ -355,7 +357,7 @@ def _lock_owner(store: Store, connection: Any, guard: tuple[Any, ...]) -> None:
                 resources.c.bundle_id == owner.bundle_id,
             )
         ).scalar() or str(owner.bundle_id)
-    store._lock_report(connection, str(report), owner.bundle_id)
+    store.lock_report(connection, str(report), owner.bundle_id)
 
 
 def save_review(
@@ -379,7 +381,7 @@ def save_review(
     stored_body = {**decided, "meta": dict(decided["meta"])}
     stored_body["meta"].pop("versionId", None)
     now = _now()
-    with store._tx() as connection:
+    with store.transaction() as connection:
         # take the write lock first (SQLite) / lock the row (PostgreSQL), then compare
         guard = (resources.c.resource_type == resource_type, resources.c.id == decided_id)
         if store.is_sqlite:
@@ -509,7 +511,7 @@ def messages_with_accession(store: Store, accession: str) -> list[int]:
     OBR-3.1."""
     report = (resources.c.resource_type == "DiagnosticReport",)
     has_bundle = sa.select(bundles.c.id).where(bundles.c.message_id == messages.c.id).exists()
-    with store._tx() as connection:
+    with store.transaction() as connection:
         found = {
             int(m)
             for m in connection.execute(
@@ -588,7 +590,7 @@ def console_messages(
         messages.c.reason,
         messages.c.conflict,
     )
-    with store._tx() as connection:
+    with store.transaction() as connection:
         total = int(
             connection.execute(
                 sa.select(sa.func.count()).select_from(messages).where(*conditions)
@@ -647,7 +649,7 @@ def message_detail(store: Store, message_id: int) -> MessageDetail | None:
     rows, _ = console_messages(store, message_id=message_id, limit=1)
     if not rows:
         return None
-    with store._tx() as connection:
+    with store.transaction() as connection:
         base = connection.execute(
             sa.select(messages.c.id, messages.c.ack).where(messages.c.id == message_id)
         ).first()

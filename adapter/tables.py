@@ -1,6 +1,6 @@
 """The store's schema: one SQLAlchemy `MetaData` and its tables (created and upgraded by the
 Alembic migrations in `adapter/migrations/`). Read and written by `adapter.store`, and by
-`adapter.reviews` / `adapter.reextraction` for clinician review."""
+`adapter.reviews` for clinician review."""
 
 from __future__ import annotations
 

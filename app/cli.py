@@ -531,7 +531,8 @@ def _when(value: Any) -> str:
 def _show_deliveries(message_id: int) -> None:
     """The message's state and each delivery of its Bundles, per destination."""
     from adapter import destinations
-    from adapter.store import Store, shown_delivery_state
+    from adapter.store import Store
+    from adapter.store.deliveries import shown_delivery_state
 
     settings = _settings()
     store = Store.open(settings)

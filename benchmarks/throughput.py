@@ -58,7 +58,8 @@ sys.path.insert(0, str(REPO))
 import sqlalchemy as sa  # noqa: E402
 
 from adapter.settings import Settings  # noqa: E402
-from adapter.store import Incoming, Store  # noqa: E402
+from adapter.store import Store  # noqa: E402
+from adapter.store.messages import Incoming  # noqa: E402
 from conformance.openi import load_openi  # noqa: E402
 from mappings.inbound import HL7_ER7, parse_message  # noqa: E402
 from mappings.report import Report  # noqa: E402

@@ -391,7 +391,8 @@ def store_facts(root: Path, settings: dict[str, str]) -> StoreFacts:
     import sqlalchemy as sa
 
     from adapter.settings import Settings
-    from adapter.store import Store, bundles, extractions, messages
+    from adapter.store import Store
+    from adapter.tables import bundles, extractions, messages
 
     store = Store.open(Settings(data_dir=root / "data"), url=settings.get("RADBRIDGE_DATABASE_URL"))
     try:

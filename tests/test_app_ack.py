@@ -9,7 +9,7 @@ from pathlib import Path
 
 from adapter.mllp import FrameEvent, MllpServer
 from adapter.settings import Settings
-from adapter.store import Incoming
+from adapter.store.messages import Incoming
 from mappings.ack import Outcome, build_ack
 from mappings.msh import peek_msh
 from workers.tasks import process_message, send_application_ack, store_for

@@ -15,7 +15,8 @@ from adapter.errors import StoreRefused
 from adapter.ingest import GroupCommitter
 from adapter.mllp import MllpClient
 from adapter.settings import Settings
-from adapter.store import Incoming, Store
+from adapter.store import Store
+from adapter.store.messages import Incoming
 from tests.stores import KINDS, open_store
 from tests.test_mllp import Listener, message, msa
 

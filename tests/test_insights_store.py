@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from adapter.settings import Settings
-from adapter.store import Incoming, Store
+from adapter.store import Store
+from adapter.store.messages import Incoming
 from conformance.validate import validate_resource
 from mappings.inbound import report_from_record
 from mappings.report import Coding, ResultStatus

@@ -15,7 +15,7 @@ import pytest
 
 from adapter.reviews import report_insights, save_review, worklist
 from adapter.settings import Settings
-from adapter.store import Incoming
+from adapter.store.messages import Incoming
 from conformance.validate import validate_resource
 from mappings.review import (
     INSIGHT_REVIEWS,

@@ -11,7 +11,8 @@ import pytest
 
 from adapter.queue import enqueue_extract
 from adapter.settings import Settings
-from adapter.store import Incoming, Store
+from adapter.store import Store
+from adapter.store.messages import Incoming
 from tests.fhir_server import EHR_IDENTITY, FhirServer
 from workers.tasks import make_worker_app, store_for
 

@@ -39,16 +39,10 @@ from adapter.queue import (
     redis_url,
 )
 from adapter.settings import Settings
-from adapter.store import (
-    CLAIMED,
-    DEAD,
-    PROCESSING,
-    REFUSED,
-    RETRY,
-    DeliveryJob,
-    Output,
-    Store,
-)
+from adapter.store import Store
+from adapter.store.deliveries import REFUSED, RETRY, DeliveryJob
+from adapter.store.messages import CLAIMED, DEAD, PROCESSING
+from adapter.store.results import Output
 from mappings import inbound
 from mappings.errors import HL7ErrorCode, MessageRejected
 from mappings.report import FindingStatus, Report
@@ -74,7 +68,7 @@ FHIR_CONTENT = inbound.FHIR_JSON
 
 def store_for(settings: Settings) -> Store:
     """The process's store (opened once)."""
-    from adapter.store import default_database_url
+    from adapter.store.connection import default_database_url
 
     url = default_database_url(settings)
     with _LOCK:

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from adapter.errors import UiRefused
 from adapter.reviews import console_messages, message_detail
-from adapter.store import STATES
+from adapter.store.messages import STATES
 from adapter.ui.context import PAGE, day, ui_of, whole_number
 
 router = APIRouter(prefix="/ui", include_in_schema=False)

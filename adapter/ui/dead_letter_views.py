@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from adapter.errors import StoreError, UiRefused
-from adapter.store import CLOSED
+from adapter.store.messages import CLOSED
 from adapter.ui.context import MAX_REASON, UiContext, log, ui_of, whole_number
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
