@@ -54,6 +54,7 @@ def test_a_no_template_message_keeps_its_bundle_and_says_no_template(
         "ServiceRequest": 1,
         "Flag": 1,
         "Communication": 0,
+        "DetectedIssue": 0,
         "no_template": 1,
     }
     kinds = sorted(e["resource"]["resourceType"] for e in bundle["entry"])

@@ -181,8 +181,9 @@ class SearchStore(StoreBase):
 
     def insight_counts(self) -> dict[str, int]:
         """For metrics (issue 20): the insight resources in force by type (ServiceRequest,
-        Flag, Communication; retired ones left out) and the messages no template applied to."""
-        kinds = ("ServiceRequest", "Flag", "Communication")
+        Flag, Communication, DetectedIssue; retired ones left out) and the messages no template
+        applied to."""
+        kinds = ("ServiceRequest", "Flag", "Communication", "DetectedIssue")
         with self.transaction() as connection:
             rows = connection.execute(
                 sa.select(resources.c.resource_type, sa.func.count())
