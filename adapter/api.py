@@ -31,7 +31,7 @@ from adapter.ingest import INLINE_BODY_BYTES, Hl7Ingest, fhir_messages
 from adapter.settings import Environment, Settings
 from adapter.store import Incoming, Store, field_problem, shown_delivery_state
 from adapter.ui import install_ui
-from mappings.ack import read_ack_code
+from mappings.hl7.ack import read_ack_code
 from mappings.errors import MessageRejected, RadbridgeError
 from mappings.inbound import fhir_report_keys
 

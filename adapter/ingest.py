@@ -32,11 +32,11 @@ from typing import Any
 from adapter.control_ids import ControlIds
 from adapter.errors import StoreError, StoreRefused
 from adapter.store import AcceptResult, Incoming, Store, field_problem
-from mappings.ack import AckError, Outcome, build_ack, needs_commit_ack
+from mappings.hl7.ack import AckError, Outcome, build_ack, needs_commit_ack
 from mappings.errors import HL7ErrorCode, MessageRejected
 from mappings.framing import FrameEvent
-from mappings.hl7v2 import precheck_oru
-from mappings.msh import MshPeek, peek_msh
+from mappings.hl7.oru_in import precheck_oru
+from mappings.hl7.msh import MshPeek, peek_msh
 
 log = logging.getLogger("radbridge.ingest")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from adapter.mllp import FrameEvent, MllpServer
 from adapter.settings import Settings
 from adapter.store import Incoming
-from mappings.ack import Outcome, build_ack
-from mappings.msh import peek_msh
+from mappings.hl7.ack import Outcome, build_ack
+from mappings.hl7.msh import peek_msh
 from workers.tasks import process_message, send_application_ack, store_for
 
 HL7_DIR = Path(__file__).parent / "fixtures" / "hl7v2"

@@ -1,4 +1,4 @@
-"""Unit tests of mappings/hl7v2.py, mappings/framing.py, mappings/msh.py, sections and language."""
+"""Unit tests of mappings/hl7/oru_in.py, mappings/framing.py, mappings/hl7/msh.py, sections and language."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from mappings.errors import HL7ErrorCode, MessageRejected
 from mappings.framing import split_frames
-from mappings.hl7v2 import parse_oru, parse_timestamp, safe_id
+from mappings.hl7.oru_in import parse_oru, parse_timestamp, safe_id
 from mappings.language import detect_language
-from mappings.msh import peek_msh
+from mappings.hl7.msh import peek_msh
 from mappings.report import ResultStatus
 from mappings.sections import find_sections
 
@@ -237,13 +237,13 @@ def test_a_parser_bug_is_an_internal_error_not_a_rejection(
 ) -> None:
     """Issue 14: only the errors the table lists become MessageRejected; a bug (here a KeyError
     deep in the parser) is an internal error with a correlation id, retried by the worker."""
-    import mappings.hl7v2 as hl7v2
+    import mappings.hl7.oru_in as hl7v2
     from mappings.errors import InternalMappingError
 
     def broken(*_: object) -> object:
         raise KeyError("TESTPATIENT")  # what a bug might carry: PHI in the exception text
 
-    monkeypatch.setattr(hl7v2, "_patient_identifiers", broken)
+    monkeypatch.setattr(oru_in, "_patient_identifiers", broken)
     with caplog.at_level("ERROR"), pytest.raises(InternalMappingError) as caught:
         parse_oru((HL7_DIR / "chest_ct.hl7").read_bytes())
     assert not isinstance(caught.value, MessageRejected)

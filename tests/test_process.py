@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from adapter.settings import Settings
-from mappings.ack import read_ack_code
+from mappings.hl7.ack import read_ack_code
 from mappings.errors import HL7ErrorCode
 from mappings.framing import FrameReader, split_frames
 from mappings.inbound import FHIR_JSON, report_from_record

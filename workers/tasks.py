@@ -212,8 +212,8 @@ def send_application_ack(
     store: Store, settings: Settings, message_id: int, *, success: bool
 ) -> None:
     """Enhanced mode: send the application ACK MSH-16 asks for to RADBRIDGE_APP_ACK_TARGET."""
-    from mappings.ack import Outcome, build_ack, needs_application_ack
-    from mappings.msh import peek_msh
+    from mappings.hl7.ack import Outcome, build_ack, needs_application_ack
+    from mappings.hl7.msh import peek_msh
     from workers.delivery import send_mllp
 
     target = settings.app_ack_target  # the table's `app_ack` destination
@@ -241,7 +241,7 @@ def send_application_ack(
 def _application_error(store: Store, settings: Settings, message_id: int) -> Any:
     """The ERR of a negative application ACK: the rejection's own 0357 code when the message
     was rejected (parsed again: rejections are rare), else 207 internal error."""
-    from mappings.ack import AckError
+    from mappings.hl7.ack import AckError
 
     row = store.get_message(message_id)
     if row is not None and (row.reason or "").startswith("rejected:"):

@@ -33,7 +33,7 @@ from typing import Any
 
 from mappings.errors import HL7ErrorCode, MessageRejected, RejectionFactory, map_exceptions
 from mappings.language import detect_language
-from mappings.msh import MshPeek, delimiters
+from mappings.hl7.msh import MshPeek, delimiters
 from mappings.report import (
     Coding,
     EntityIdentifier,

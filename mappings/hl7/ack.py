@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from mappings.errors import HL7ErrorCode
-from mappings.hl7v2 import SUPPORTED_VERSIONS
-from mappings.msh import STANDARD_ENCODING, MshPeek
+from mappings.hl7.oru_in import SUPPORTED_VERSIONS
+from mappings.hl7.msh import STANDARD_ENCODING, MshPeek
 
 DEFAULT_VERSION = "2.5"
 SEPARATOR = "|"
