@@ -89,8 +89,8 @@ def test_oru_with_coded_obx_over_mllp(tmp_path: Path, redis_url: str) -> None:
 
     from adapter.mllp import FrameEvent, MllpServer
     from mappings.hl7.ack import Outcome, build_ack
-    from mappings.hl7.oru_in import parse_oru
     from mappings.hl7.msh import peek_msh
+    from mappings.hl7.oru_in import parse_oru
 
     received: list[bytes] = []
 

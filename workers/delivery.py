@@ -476,15 +476,16 @@ def deliver_oru_message(
     A resend of the same content carries the same MSH-10 (`oru_control_id`), so the receiver
     can de-duplicate it.
     """
-    from mappings.hl7.ack import read_ack_code
+    from mappings.hl7.ack import Outcome, classify_ack
 
     built = oru_message(bundle, report, settings, sent)
     ack = send_mllp(settings.oru_target or "", built.message, settings.delivery_timeout_s)
-    code = read_ack_code(ack) or ""
+    outcome, answered = classify_ack(ack)
+    code = answered or ""
     log.info("oru delivery bundle=%s ack=%s", bundle.get("id"), code)
-    if code in ("AA", "CA"):
+    if outcome is Outcome.ACCEPTED:
         return built
-    if code in ("AR", "CR"):
+    if outcome is Outcome.REJECTED:
         raise DeliveryRejected(
             f"ORU target rejected the message ({code})", status=400, outcome=None
         )

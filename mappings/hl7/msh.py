@@ -1,10 +1,11 @@
-"""A fast MSH peek (fields 1-6, 9-12, 15, 16, 18) without a full HL7 parse: runs before the ACK.
+"""The MSH header, read once with one implementation (`peek_msh`): before the ACK by the
+listener, by the full parse (`MessageHeader`), for the application ACK and by tests.
 
-MSH-1 and MSH-2 are checked here, because every later field is read with them: MSH-1 must be
-one non-alphanumeric character, MSH-2 four (five from v2.7: the truncation character) distinct
-non-alphanumeric characters other than MSH-1. Anything else is a `MessageRejected` naming the
-field (AR before the ACK). Values are decoded as ISO-8859-1, so every byte maps to one character
-and an ACK encoded the same way gives the sender's bytes back unchanged, whatever its charset.
+MSH-1 and MSH-2 are checked (`mappings.hl7.er7.encoding_of`), because every later field is read
+with them: anything unusable is a `MessageRejected` naming the field (AR before the ACK). Values
+are the bytes' ISO-8859-1 view, so every byte maps to one character and an ACK encoded the same
+way gives the sender's bytes back unchanged, whatever its charset; `header` reads them in the
+message's charset, unescaped, for the Reports.
 """
 
 from __future__ import annotations
@@ -12,7 +13,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mappings.errors import HL7ErrorCode, MessageRejected
+from mappings.hl7.er7 import Encoding, Values, encoding_of, fields
 
+SUPPORTED_VERSIONS = (
+    "2.3",
+    "2.3.1",
+    "2.4",
+    "2.5",
+    "2.5.1",
+    "2.6",
+    "2.7",
+    "2.7.1",
+    "2.8",
+    "2.8.1",
+    "2.8.2",
+)
 STANDARD_ENCODING = "^~\\&"
 
 
@@ -33,34 +48,9 @@ class MshPeek:
     accept_ack_type: str
     application_ack_type: str
     charset: str
-
-
-def _is_delimiter(char: str) -> bool:
-    return not char.isalnum() and not char.isspace()
-
-
-def delimiters(msh: str) -> tuple[str, str]:
-    """(MSH-1, MSH-2) of an MSH segment's text; MessageRejected naming the field when unusable."""
-    separator = msh[3:4]
-    if not separator or not _is_delimiter(separator):
-        raise MessageRejected(
-            HL7ErrorCode.REQUIRED_FIELD_MISSING,
-            "unparsable",
-            "MSH-1 (field separator) is missing or not a delimiter character",
-        )
-    encoding = msh[4:].split(separator, 1)[0]
-    if (
-        len(encoding) not in (4, 5)
-        or len(set(encoding)) != len(encoding)
-        or separator in encoding
-        or not all(_is_delimiter(char) for char in encoding)
-    ):
-        raise MessageRejected(
-            HL7ErrorCode.REQUIRED_FIELD_MISSING,
-            "unparsable",
-            "MSH-2 (encoding characters) must be 4 distinct delimiter characters, such as ^~\\&",
-        )
-    return separator, encoding
+    encoding: Encoding
+    fields: tuple[str, ...]
+    """The MSH fields, numbered like HL7 (index 1 = MSH-1), ISO-8859-1 view."""
 
 
 def peek_msh(payload: bytes) -> MshPeek:
@@ -69,27 +59,65 @@ def peek_msh(payload: bytes) -> MshPeek:
     if not start.startswith(b"MSH"):
         raise MessageRejected(HL7ErrorCode.SEGMENT_SEQUENCE_ERROR, "unparsable", "no MSH segment")
     line = start.split(b"\r", 1)[0].split(b"\n", 1)[0].decode("latin-1")
-    separator, encoding = delimiters(line)
-    fields = ["MSH", separator, *line.split(separator)[1:]]
-    component = encoding[0]
+    enc = encoding_of(line)
+    msh = fields(line, enc)
+    component = enc.component
 
     def first(index: int) -> str:
-        value = fields[index] if index < len(fields) else ""
+        value = msh[index] if index < len(msh) else ""
         return value.split(component, 1)[0].strip()
 
-    message_type = fields[9] if len(fields) > 9 else ""
+    message_type = msh[9] if len(msh) > 9 else ""
     return MshPeek(
-        field_separator=separator,
-        encoding_characters=encoding,
+        field_separator=enc.field,
+        encoding_characters=msh[2],
         sending_application=first(3),
         sending_facility=first(4),
         receiving_application=first(5),
         receiving_facility=first(6),
         message_type="^".join(message_type.split(component)[:2]),
-        control_id=(fields[10] if len(fields) > 10 else "").strip(),
+        control_id=(msh[10] if len(msh) > 10 else "").strip(),
         processing_id=first(11),
         version=first(12),
         accept_ack_type=first(15),
         application_ack_type=first(16),
         charset=first(18),
+        encoding=enc,
+        fields=tuple(msh),
+    )
+
+
+@dataclass(frozen=True)
+class MessageHeader:
+    """The MSH fields the Reports carry, read in the message's charset and unescaped."""
+
+    sending_application: str | None
+    sending_facility: str | None
+    message_type: str
+    trigger_event: str
+    control_id: str
+    version: str
+    charset: str
+    accept_ack_type: str | None
+    application_ack_type: str | None
+
+
+def header(peek: MshPeek, values: Values) -> MessageHeader:
+    """The peeked MSH read for the Reports (`values`: the message's charset)."""
+    msh = list(peek.fields)
+
+    def first(index: int) -> str:
+        return values.component(msh[index] if index < len(msh) else "", 1)
+
+    message_type = msh[9] if len(msh) > 9 else ""
+    return MessageHeader(
+        sending_application=first(3) or None,
+        sending_facility=first(4) or None,
+        message_type=values.component(message_type, 1),
+        trigger_event=values.component(message_type, 2),
+        control_id=values.text(msh[10] if len(msh) > 10 else "").strip(),  # ST: the whole field
+        version=first(12),
+        charset=values.charset,
+        accept_ack_type=first(15) or None,
+        application_ack_type=first(16) or None,
     )
