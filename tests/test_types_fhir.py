@@ -228,6 +228,6 @@ def test_oru_of_typed_bundle_parses_back() -> None:
     from mappings.hl7.oru_in import parse_oru
 
     message = oru_from_bundle(build_bundle(REPORT, FULL, TYPED), control_id="OUT2")
-    (parsed,) = parse_oru(message).reports  # hl7apy reads the NM/CWE OBX back
+    (parsed,) = parse_oru(message).reports  # the reader takes the NM/CWE OBX back
     assert parsed.accession_number == "ACC-T1"
     assert "Stable" in parsed.text
