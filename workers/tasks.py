@@ -282,7 +282,7 @@ def register_tasks(app: Celery) -> None:
             if row.attempts >= max_attempts(settings) and not waiting:
                 reason = f"{type(exc).__name__} after {row.attempts} attempts"
                 store.mark_failed(message_id, reason, dead=True)
-                send_application_ack(store, settings, message_id, success=False)
+                send_application_ack(store, settings, message_id, success=False, row=row)
                 return []
             countdown = backoff_seconds(
                 row.attempts - 1, retry_after=getattr(exc, "retry_after", None)
