@@ -13,7 +13,7 @@ row and flagged `conflict` — never dropped. Nothing here logs message content.
 Result order (`save_result`): per DiagnosticReport, a preliminary never replaces a final, a
 corrected/amended result supersedes both, and otherwise the later observation time wins; a
 superseding Bundle retires the Observations and insight resources (ServiceRequest, Flag,
-Communication) it no longer has (`entered-in-error`, carried in the Bundle for the EHR, no longer
+Communication, DetectedIssue) it no longer has (`entered-in-error`, carried in the Bundle for the EHR, no longer
 served by searches).
 """
 
@@ -1682,9 +1682,9 @@ def _with_last_updated(
 
 
 RETIRED_STATUSES = ("entered-in-error", "cancelled")
-RETIRABLE = ("Observation", "ServiceRequest", "Flag", "Communication")
+RETIRABLE = ("Observation", "ServiceRequest", "Flag", "Communication", "DetectedIssue")
 """What a superseding result retires when it no longer has it: the Observations and the
-insights (issue 20: follow-ups, critical flags, communications)."""
+insights (issue 20: follow-ups, critical flags, communications, mismatches)."""
 
 # the timeline's statement, built once (see `Store.latest_observations`)
 _LATEST_OBSERVATION = (

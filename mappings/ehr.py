@@ -422,6 +422,13 @@ def versions_from_response(response: Resource) -> dict[str, str]:
     return found
 
 
+def _targets_written(provenance: Resource) -> bool:
+    """Whether a decision's Provenance targets only resources the write-back sends (`_OWN`):
+    a decision on an insight (a ServiceRequest, Flag, ...) is not, as the EHR is not given it."""
+    targets = [str(t.get("reference", "")).split("/", 1)[0] for t in provenance.get("target", [])]
+    return bool(targets) and all(kind in _OWN for kind in targets)
+
+
 def review_transaction(
     bundle: Resource,
     written: Plan,
@@ -440,7 +447,7 @@ def review_transaction(
     reviewers: dict[str, str] = {}
     for entry in bundle.get("entry", []):
         resource = entry["resource"]
-        if not is_review_provenance(resource):
+        if not is_review_provenance(resource) or not _targets_written(resource):
             continue
         key = f"Provenance/{resource['id']}"
         digest = _digest(resource, written.report_reference)

@@ -6,7 +6,7 @@ Offsets are Unicode code-point offsets into `Report.text`, the normalised report
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Literal
 
@@ -108,6 +108,13 @@ class Report(BaseModel):
     )
     modality: str | None = None
     body_part: str | None = None
+    patient_sex: Literal["male", "female", "other", "unknown"] | None = Field(
+        default=None, description="PID-8 / Patient.gender (the insights' sex check)"
+    )
+    birth_date: date | None = Field(
+        default=None,
+        description="PID-7 / Patient.birthDate to the day; None when absent, partial or impossible",
+    )
     result_status: ResultStatus = ResultStatus.FINAL
     observation_time: datetime | None = None
     language: str | None = Field(default=None, description="BCP-47 primary tag, e.g. 'en', 'nl'")

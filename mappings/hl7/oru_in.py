@@ -29,7 +29,8 @@ import binascii
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Literal
 
 from mappings.errors import HL7ErrorCode, MessageRejected, map_exceptions
 from mappings.hl7.er7 import Values, charset_of, fields, get, segments
@@ -193,6 +194,28 @@ def _observation_time(obr: list[str], v: Values) -> datetime | None:
     return None
 
 
+_SEX: dict[str, Literal["male", "female", "other", "unknown"]] = {
+    "M": "male",
+    "F": "female",
+    "O": "other",
+    "A": "other",
+    "N": "other",
+    "U": "unknown",
+}
+"""PID-8 administrative sex (HL7 table 0001) as FHIR administrative gender."""
+
+
+def _birth_date(value: str) -> date | None:
+    """PID-7 to the day (YYYYMMDD...); None when shorter or impossible."""
+    digits = value.strip()[:8]
+    if len(digits) < 8 or not digits.isdigit():
+        return None
+    try:
+        return date(int(digits[:4]), int(digits[4:6]), int(digits[6:8]))
+    except ValueError:
+        return None
+
+
 def _result_status(obr_status: str, obx_statuses: list[str]) -> ResultStatus:
     """OBR-25; when empty, the first OBX-11; unknown words (e.g. 'Wet Read') -> preliminary."""
     value = obr_status.strip() or next((s.strip() for s in obx_statuses if s.strip()), "")
@@ -250,6 +273,8 @@ def _report(
         filler_order_number=filler,
         patient_identifiers=_patient_identifiers(pid, v),
         patient_name=v.structured(get(pid, 5)) if pid else (),
+        patient_sex=_SEX.get(v.component(get(pid, 8), 1).upper()) if pid else None,
+        birth_date=_birth_date(v.component(get(pid, 7), 1)) if pid else None,
         visit=tuple(v.structured(f) for f in pv1[1:]) if pv1 else None,
         placer_order=_entity(get(obr, 2), v),
         filler_order=_entity(get(obr, 3), v),
