@@ -33,13 +33,14 @@ from adapter.store import Store
 from adapter.store.deliveries import shown_delivery_state
 from adapter.store.messages import Incoming, field_problem
 from adapter.ui import install_ui
-from mappings.ack import read_ack_code
 from mappings.errors import MessageRejected, RadbridgeError
+from mappings.hl7.ack import Outcome, classify_ack
 from mappings.inbound import fhir_report_keys
 
 log = logging.getLogger("radbridge.api")
 MAX_JSON_DEPTH = 100  # FHIR resources nest ~20 deep; Python's json recurses per level
 MAX_JOB_ID = 2**63 - 1  # the store's 64-bit integer ids
+_ACK_STATUS = {Outcome.ACCEPTED: 200, Outcome.REJECTED: 400, Outcome.ERROR: 503}  # POST /hl7v2
 HL7_ER7 = "x-application/hl7-v2+er7"
 _ISSUE_CODES = {
     400: "invalid",
@@ -233,8 +234,7 @@ def create_app(
         )
         if ack is None:
             return Response(status_code=204)
-        code = read_ack_code(ack) or "AE"
-        status = 200 if code in ("AA", "CA") else 400 if code in ("AR", "CR") else 503
+        status = _ACK_STATUS[classify_ack(ack)[0]]
         counters["acked" if status == 200 else "rejected"] += 1
         return Response(ack, status_code=status, media_type=HL7_ER7)
 

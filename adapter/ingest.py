@@ -1,7 +1,8 @@
 """Store-then-ACK: what the MLLP listener (and HL7v2 over HTTP) do with each frame.
 
-1. Peek MSH (no full parse). Unreadable, not ORU^R01, or oversize -> NAK with ERR; nothing
-   stored (nothing was accepted).
+1. Peek MSH (no full parse) and run the ORU checks the full parse runs first
+   (`mappings.hl7.oru_in.CHECKS`). Unreadable, not ORU^R01, failing a check, or oversize -> NAK
+   with ERR; nothing stored (nothing was accepted).
 2. Commit the raw bytes with the ACK that will be sent, through a group committer: frames
    arriving together from any connection share one transaction (fair across connections, one
    fsync per group, durability unchanged: each ACK is sent only after its commit). The HTTP
@@ -33,15 +34,14 @@ from adapter.control_ids import ControlIds
 from adapter.errors import StoreError, StoreRefused
 from adapter.store import Store
 from adapter.store.messages import AcceptResult, Incoming, field_problem
-from mappings.ack import AckError, Outcome, build_ack, needs_commit_ack
 from mappings.errors import HL7ErrorCode, MessageRejected
 from mappings.framing import FrameEvent
-from mappings.hl7v2 import precheck_oru
-from mappings.msh import MshPeek, peek_msh
+from mappings.hl7.ack import AckError, Outcome, build_ack, needs_commit_ack
+from mappings.hl7.msh import MshPeek, peek_msh
+from mappings.hl7.oru_in import precheck_oru
 
 log = logging.getLogger("radbridge.ingest")
 
-ACCEPTED_TYPES = frozenset({"ORU^R01", "ORU"})
 _MSH_FIELDS = {"sending_application": "MSH-3", "sending_facility": "MSH-4", "control_id": "MSH-10"}
 
 
@@ -246,20 +246,11 @@ class Hl7Ingest:
         except MessageRejected as exc:
             log.info("ingest rejected reason=%s size=%d", exc.reason, len(payload))
             return self._nak(None, self.policy.unreadable, exc.code, exc.detail)
-        if peek.message_type not in ACCEPTED_TYPES:
-            return self._nak(
-                peek,
-                self.policy.unsupported_type,
-                HL7ErrorCode.UNSUPPORTED_MESSAGE_TYPE,
-                f"message type {peek.message_type} is not accepted (ORU^R01 only)",
-            )
-        if not peek.control_id:
-            return self._nak(
-                peek, self.policy.unreadable, HL7ErrorCode.REQUIRED_FIELD_MISSING, "MSH-10 is empty"
-            )
-        problem = precheck_oru(payload, peek)  # version, charset, OBR: AR before storing
+        problem = precheck_oru(payload, peek)  # type, MSH-10, version, charset, OBR: AR now
         if problem is not None:
-            return self._nak(peek, self.policy.unreadable, problem.code, problem.detail)
+            unsupported = problem.code is HL7ErrorCode.UNSUPPORTED_MESSAGE_TYPE
+            outcome = self.policy.unsupported_type if unsupported else self.policy.unreadable
+            return self._nak(peek, outcome, problem.code, problem.detail)
         ack = build_ack(peek, Outcome.ACCEPTED, control_id=self._control_id())
         item = Incoming(
             raw=payload,

@@ -32,6 +32,9 @@ messages = sa.Table(
     # task attempt holds a `processing` message (its own redelivery may take it over)
     sa.Column("next_attempt_at", sa.DateTime(timezone=True)),
     sa.Column("claimed_by", sa.String(255)),
+    # a rejected (dead) message's HL7 table 0357 code and detail: its application ACK's ERR
+    sa.Column("rejection_code", sa.String(8)),
+    sa.Column("rejection_detail", sa.Text),
     sa.UniqueConstraint(
         "sending_application", "sending_facility", "control_id", "sha256", name="uq_messages_dedupe"
     ),

@@ -18,7 +18,7 @@ from typing import Any, Literal, cast
 from pydantic import ValidationError
 
 from mappings.errors import HL7ErrorCode, MessageRejected
-from mappings.hl7v2 import normalise_text, safe_id
+from mappings.hl7.oru_in import normalise_text, safe_id
 from mappings.language import detect_language
 from mappings.report import Coding, EntityIdentifier, PatientIdentifier, Report, ResultStatus
 from mappings.sections import find_sections

@@ -1,4 +1,4 @@
-"""A Bundle's insights (issue 20) as OBX segments of the ORU^R01 out (`mappings.oru` calls
+"""A Bundle's insights (issue 20) as OBX segments of the ORU^R01 out (`mappings.hl7.oru_out` calls
 `insight_obx` once, after the Observations' OBX; RADS categories are Observations and go out
 with them).
 

@@ -180,9 +180,9 @@ POISON = """
 import os
 import signal
 
-import mappings.hl7v2 as _hl7v2
+import mappings.hl7.oru_in as _oru_in
 
-_parse = _hl7v2._parse_oru
+_parse = _oru_in._parse_oru
 
 
 def _poisoned(payload, *args, **kwargs):
@@ -193,7 +193,7 @@ def _poisoned(payload, *args, **kwargs):
     return _parse(payload, *args, **kwargs)
 
 
-_hl7v2._parse_oru = _poisoned
+_oru_in._parse_oru = _poisoned
 """
 
 
@@ -204,9 +204,9 @@ import os
 import time
 from pathlib import Path
 
-import mappings.hl7v2 as _hl7v2
+import mappings.hl7.oru_in as _oru_in
 
-_parse_slowly = _hl7v2._parse_oru
+_parse_slowly = _oru_in._parse_oru
 
 
 def _slow(payload, *args, **kwargs):
@@ -216,7 +216,7 @@ def _slow(payload, *args, **kwargs):
     return _parse_slowly(payload, *args, **kwargs)
 
 
-_hl7v2._parse_oru = _slow
+_oru_in._parse_oru = _slow
 """
 
 

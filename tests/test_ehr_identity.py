@@ -11,7 +11,7 @@ import pytest
 
 from mappings import ehr
 from mappings.errors import IdentityRefused
-from mappings.hl7v2 import parse_oru
+from mappings.hl7.oru_in import parse_oru
 from mappings.report import EntityIdentifier, PatientIdentifier, Report
 
 HL7_DIR = Path(__file__).parent / "fixtures" / "hl7v2"

@@ -13,8 +13,8 @@ from app.insight_columns import INSIGHT_COLUMN_MEANINGS, largest_sizes
 from app.research_table import table_columns, table_row
 from app.show_insights import insight_rows
 from mappings.fhir_out import EVIDENCE_EXTENSION
+from mappings.hl7.oru_out import oru_from_bundle
 from mappings.inbound import report_from_record
-from mappings.oru import oru_from_bundle
 from mappings.template import load_builtin_templates
 from tests.fakes import FakeEngine
 from tests.test_insights_bundle import ABDOMEN, CHEST_CT

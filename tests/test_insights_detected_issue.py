@@ -12,7 +12,7 @@ import pytest
 
 from adapter.settings import Settings
 from conformance.validate import find_fhirjs, validate_documents, validate_resource
-from mappings.hl7v2 import parse_oru
+from mappings.hl7.oru_in import parse_oru
 from mappings.report import Report
 from mappings.template import load_builtin_templates
 from tests.fakes import FakeEngine

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from mappings.fhir_in import reports_from_fhir
-from mappings.hl7v2 import parse_oru
+from mappings.hl7.oru_in import parse_oru
 from mappings.insights.model import Mismatch
 from mappings.report import Report
 from workers.insights.extract import InsightContext, extract_insights

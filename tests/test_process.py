@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from adapter.settings import Settings
-from mappings.ack import read_ack_code
 from mappings.errors import HL7ErrorCode
 from mappings.framing import FrameReader, split_frames
+from mappings.hl7.ack import Outcome, classify_ack
 from mappings.inbound import FHIR_JSON, report_from_record
 from mappings.report import Report
 from mappings.template import get_template, load_builtin_templates
@@ -139,14 +139,18 @@ def test_file_and_socket_deframing_share_one_end_rule() -> None:
 
 
 @pytest.mark.parametrize(
-    ("ack", "code"),
+    ("ack", "code", "outcome"),
     [
-        (b"MSH|^~\\&|R|F|S|F|20240101||ACK|1|P|2.5\rMSA|AA|X1\r", "AA"),
-        (b"MSH#^~\\&#R#F#S#F#20240101##ACK#1#P#2.5\rMSA#CR#X1\r", "CR"),  # its own separator
-        (b"MSH|^~\\&|R|F|S|F|20240101||ACK|1|P|2.5\nMSA|AE|X1\nERR|||207\n", "AE"),
-        (b"MSH|^~\\&|R|F|S|F|20240101||ACK|1|P|2.5\r", None),
-        (b"", None),
+        (b"MSH|^~\\&|R|F|S|F|20240101||ACK|1|P|2.5\rMSA|AA|X1\r", "AA", Outcome.ACCEPTED),
+        (b"MSH|^~\\&|R|F|S|F|20240101||ACK|1|P|2.5\rMSA|CA|X1\r", "CA", Outcome.ACCEPTED),
+        (b"MSH#^~\\&#R#F#S#F#20240101##ACK#1#P#2.5\rMSA#CR#X1\r", "CR", Outcome.REJECTED),
+        (b"MSH|^~\\&|R|F|S|F|20240101||ACK|1|P|2.5\rMSA|AR|X1\r", "AR", Outcome.REJECTED),
+        (b"MSH|^~\\&|R|F|S|F|20240101||ACK|1|P|2.5\nMSA|AE|X1\nERR|||207\n", "AE", Outcome.ERROR),
+        (b"MSH|^~\\&|R|F|S|F|20240101||ACK|1|P|2.5\rMSA|ZZ|X1\r", "ZZ", Outcome.ERROR),
+        (b"MSH|^~\\&|R|F|S|F|20240101||ACK|1|P|2.5\r", None, Outcome.ERROR),
+        (b"", None, Outcome.ERROR),
     ],
 )
-def test_one_ack_reader(ack: bytes, code: str | None) -> None:
-    assert read_ack_code(ack) == code
+def test_one_ack_reader(ack: bytes, code: str | None, outcome: Outcome) -> None:
+    """`classify_ack`: the one reader of a received ACK (POST /hl7v2's status, ORU delivery)."""
+    assert classify_ack(ack) == (outcome, code)

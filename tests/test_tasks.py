@@ -89,9 +89,9 @@ def test_oru_with_coded_obx_over_mllp(tmp_path: Path, redis_url: str) -> None:
     from celery.contrib.testing.worker import start_worker
 
     from adapter.mllp import FrameEvent, MllpServer
-    from mappings.ack import Outcome, build_ack
-    from mappings.hl7v2 import parse_oru
-    from mappings.msh import peek_msh
+    from mappings.hl7.ack import Outcome, build_ack
+    from mappings.hl7.msh import peek_msh
+    from mappings.hl7.oru_in import parse_oru
 
     received: list[bytes] = []
 
@@ -142,8 +142,8 @@ def test_application_acks_in_enhanced_mode(tmp_path: Path, redis_url: str) -> No
     from celery.contrib.testing.worker import start_worker
 
     from adapter.mllp import FrameEvent, MllpServer
-    from mappings.ack import Outcome, build_ack
-    from mappings.msh import peek_msh
+    from mappings.hl7.ack import Outcome, build_ack
+    from mappings.hl7.msh import peek_msh
 
     received: list[bytes] = []
 

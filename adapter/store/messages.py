@@ -120,6 +120,8 @@ class MessageRow:
     conflict: bool
     resends: int
     next_attempt_at: datetime | None = None
+    rejection_code: str | None = None  # HL7 table 0357, kept by `mark_rejected`
+    rejection_detail: str | None = None
 
 
 @dataclass(frozen=True)
@@ -395,6 +397,18 @@ class MessageStore(StoreBase):
             message_id, target, reason=reason, retry_at=retry_at, refund_attempt=refund_attempt
         )
         self._require(ok, message_id, target)
+
+    def mark_rejected(self, message_id: int, reason: str, code: str, detail: str) -> None:
+        """-> dead like `mark_failed`, keeping the rejection's 0357 `code` and `detail` (no PHI)."""
+        with self.transaction() as connection:
+            ok = transition_in(connection, message_id, DEAD, reason=reason)
+            if ok:
+                connection.execute(
+                    messages.update()
+                    .where(messages.c.id == message_id)
+                    .values(rejection_code=code, rejection_detail=detail)
+                )
+        self._require(ok, message_id, DEAD)
 
     def requeue(self, message_id: int) -> None:
         """dead/failed/delivered -> accepted again. An operator's requeue of a dead or delivered
