@@ -163,6 +163,25 @@ def test_a_corrected_report_retires_the_insight_at_the_ehr(
     assert medplum.dangling() == []
 
 
+def test_every_insight_kind_is_accepted_by_a_strict_ehr_and_resolves(medplum: MedplumEhr) -> None:
+    """Medplum's strict validation accepts the ServiceRequest, Flag, Communication,
+    DetectedIssue and RADS Observation of one report as written back; nothing dangles."""
+    patient = _ehr_patient(medplum)
+    settings = settings_for(medplum)
+    report, bundle = extracted(ABDOMEN_US, HL7, settings)
+    assert deliver_report(bundle, report, settings, {}).sent
+    for kind in INSIGHT_KINDS:
+        sent = {r["id"] for r in _of(bundle, kind)}
+        assert sent and {r["id"] for r in medplum.resources(kind)} == sent, kind
+    (issue,) = medplum.resources("DetectedIssue")
+    assert issue["patient"]["reference"] == patient
+    (ehr_report,) = medplum.resources("DiagnosticReport")
+    assert {r["reference"] for r in ehr_report["result"]} == {
+        f"Observation/{o['id']}" for o in _of(bundle, "Observation")
+    }  # the RADS category among the results
+    assert medplum.dangling() == []
+
+
 def test_every_insight_kind_is_sent_valid_and_resolvable() -> None:
     """ServiceRequest, Flag, Communication, DetectedIssue and the RADS Observation of one report
     reach the project's test EHR (each checked there against the official R4 JSON schema) and
@@ -195,7 +214,11 @@ def test_every_insight_kind_is_sent_valid_and_resolvable() -> None:
             for reference in _references(resource):
                 assert reference in held, f"{url} -> {reference}"
     problems = validate_documents(
-        [(url, r) for url, r in held.items() if url.split("/")[0] in INSIGHT_KINDS]
+        [
+            (url, r)
+            for url, r in held.items()
+            if url.split("/")[0] in (*INSIGHT_KINDS, "Observation")
+        ]
     )
     if any(p.path == "-" for p in problems):
         pytest.skip(f"FHIR.js is not available: {problems}")
