@@ -19,8 +19,8 @@ DiagnosticReport, with references that resolve there. This module decides, from 
   Observations, the insights - ServiceRequest, Flag, Communication, DetectedIssue - and the
   extraction Provenance) as `PUT Type/id` with references rewritten to the EHR's Patient and
   DiagnosticReport (a retired or decided one is a new version of the same id); the EHR's
-  DiagnosticReport updated WITHOUT dropping its own
-  fields (its `result` gains the Observations: a PUT with `If-Match` on the version read, or a
+  DiagnosticReport updated WITHOUT dropping its own fields (its `result` gains the
+  Observations, the RADS categories included: a PUT with `If-Match` on the version read, or a
   JSON Patch, sent after the transaction so the Observations exist first; an If-Match inside a
   transaction is not honoured by every server); a DiagnosticReport created only when the EHR has
   none (and replaced, with `If-Match`, when it is radbridge's own: a corrected source report); a Patient created only by
@@ -50,8 +50,8 @@ from mappings.report import EntityIdentifier, PatientIdentifier, Report
 
 Resource = dict[str, Any]
 # radbridge's insights (issue 20): written like the Observations, under radbridge's ids
-INSIGHTS = ("ServiceRequest", "Flag", "Communication", "DetectedIssue")
-_CONTENT = ("Observation", *INSIGHTS)  # what makes a report worth writing back
+_INSIGHTS = ("ServiceRequest", "Flag", "Communication", "DetectedIssue")
+_CONTENT = ("Observation", *_INSIGHTS)  # what makes a report worth writing back
 _OWN = ("Device", *_CONTENT)  # radbridge-owned, written with PUT under radbridge's ids
 
 
