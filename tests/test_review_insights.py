@@ -8,6 +8,7 @@ worklist. A stale version is refused and changes nothing.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -182,10 +183,10 @@ def test_decisions_on_stored_insights(tmp_path: Path, kind: str) -> None:
             )
 
 
-def test_an_insight_decision_is_not_sent_to_a_fhir_ehr_that_is_not_given_the_insight() -> None:
-    """The EHR write-back (mappings.ehr) sends radbridge's Observations, not its insights: a
-    decision's Provenance on an insight would target a resource the EHR does not hold (a real
-    server refuses the transaction), so it stays out; the ORU destination carries it."""
+def test_an_insight_decision_is_sent_to_the_fhir_ehr_with_its_target() -> None:
+    """The EHR write-back (mappings.ehr) sends the insights like the Observations, so a
+    decision's Provenance on an insight goes too, its target the version the EHR returned; a
+    decision whose target the write-back does not send stays out (it would dangle there)."""
     from mappings import ehr
     from mappings.review import bundle_with_review
     from tests.test_ehr_identity import BASE, GOLDEN
@@ -197,5 +198,16 @@ def test_an_insight_decision_is_not_sent_to_a_fhir_ehr_that_is_not_given_the_ins
     )
     written = ehr.Plan(None, None, None, "DiagnosticReport/nc-dr-1", "Patient/abc", {})
     policy = ehr.IdentityPolicy()
-    transaction, hashes = ehr.review_transaction(decided, written, {}, policy, {}, base_url=BASE)
-    assert transaction is None and hashes == {}
+    versions = {"ServiceRequest/sr1": "4"}
+    transaction, hashes = ehr.review_transaction(
+        decided, written, versions, policy, {}, base_url=BASE
+    )
+    assert transaction is not None
+    (provenance,) = [e["resource"] for e in transaction["entry"]]
+    assert provenance["target"] == [{"reference": "ServiceRequest/sr1/_history/4"}]
+    assert list(hashes) == [f"Provenance/{provenance['id']}"]
+    elsewhere = copy.deepcopy(decided)
+    for entry in elsewhere["entry"]:
+        if entry["resource"]["id"] == provenance["id"]:
+            entry["resource"]["target"] = [{"reference": "Patient/x"}]
+    assert ehr.review_transaction(elsewhere, written, {}, policy, {}, base_url=BASE) == (None, {})

@@ -2,13 +2,17 @@
 
 Playwright for Python drives Debian's `chromium` against a real `radbridge serve` (embedded
 Redis, SQLite, a worker, RADBRIDGE_STAGE=rules) that delivers ORU^R01 over MLLP to a receiver
-that is not ours (`tests/oru_receiver.py`, python-hl7). A scrotal ultrasound no template applies
+that is not ours (`tests/oru_receiver.py`, python-hl7) and writes back to a FHIR EHR (the
+project's test EHR `tests/fhir_server.py`, checking each resource against the R4 JSON schema).
+A scrotal ultrasound no template applies
 to says "Left testicular torsion" (a critical result: Flag) and recommends a follow-up
 ultrasound (a draft ServiceRequest). The worklist lists the report first (it has only insights
 awaiting review, one a critical result); its review page lists both insights with their
 evidence highlighted in the text; accepting the follow-up makes the stored ServiceRequest
 `active` and the delivered ORU's follow-up OBX final (`F`, was `P`), rejecting the Flag makes it
-`entered-in-error` and its OBX withdrawn (`W`), each decision with a verify Provenance.
+`entered-in-error` and its OBX withdrawn (`W`), each decision with a verify Provenance; the
+FHIR EHR, given the draft ServiceRequest and the active Flag at first, then holds them active
+and entered-in-error with both decisions' Provenance.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from adapter.settings import Settings
 from adapter.store import Store
 from adapter.ui.auth import add_user
 from tests.browser import chromium
+from tests.fhir_server import EHR_IDENTITY_ENV, FhirServer
 from tests.oru_receiver import OruReceiver
 from tests.serve_process import Service, running_serve
 
@@ -51,6 +56,16 @@ def _wait(what: str, check: Callable[[], Any], seconds: float = 120) -> Any:
     pytest.fail(f"timed out waiting for {what}")
 
 
+def _at_ehr(fhir: FhirServer, kind: str) -> dict[str, str]:
+    """What the FHIR EHR holds of one resource type: `id` -> status."""
+    with fhir.lock:
+        return {
+            url.split("/", 1)[1]: str(resource.get("status"))
+            for url, resource in fhir.resources.items()
+            if url.startswith(f"{kind}/")
+        }
+
+
 def _insight_statuses(receiver: OruReceiver) -> list[dict[str, str]]:
     """Per ORU received: OBX-3 text -> OBX-11 of its insight OBX."""
     return [
@@ -60,13 +75,18 @@ def _insight_statuses(receiver: OruReceiver) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, OruReceiver]]:
+def service(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Service, OruReceiver, FhirServer]]:
     root = tmp_path_factory.mktemp("ui-insights")
     users = root / "users"
     add_user(users, REVIEWER[0], "reviewer", REVIEWER[1])
     receiver = OruReceiver().start()
+    fhir = FhirServer().start()
     settings = {
         "RADBRIDGE_ORU_TARGET": receiver.target,
+        "RADBRIDGE_FHIR_BASE_URL": fhir.base_url,
+        **EHR_IDENTITY_ENV,
         "RADBRIDGE_STAGE": "rules",
         "RADBRIDGE_UI_USERS_FILE": str(users),
         "RADBRIDGE_UI_SESSION_SECRET": "browser-test-session-secret-0123456789",
@@ -77,9 +97,11 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service,
             answer = httpx.post(f"{running.http}/hl7v2", content=SCROTUM_US, timeout=30)
             assert answer.status_code == 200, answer.text
             _wait("the report's ORU to be delivered", lambda: receiver.messages)
-            yield running, receiver
+            _wait("the report's write-back", lambda: _at_ehr(fhir, "Flag"))
+            yield running, receiver, fhir
     finally:
         receiver.stop()
+        fhir.stop()
     log = (root / "serve.log").read_text()
     assert "TESTPATIENT" not in log and "MRN-INSUI" not in log and "torsion" not in log
 
@@ -109,12 +131,14 @@ def _sign_in(browser: Any, base: str) -> Any:
 
 
 def test_review_page_shows_insights_and_a_decision_changes_what_is_delivered(
-    service: tuple[Service, OruReceiver], browser: Any
+    service: tuple[Service, OruReceiver, FhirServer], browser: Any
 ) -> None:
-    running, receiver = service
+    running, receiver, fhir = service
     api = running.http
     first_sent = _insight_statuses(receiver)[0]
     assert (first_sent[FOLLOW_UP], first_sent[CRITICAL]) == ("P", "F")
+    assert list(_at_ehr(fhir, "ServiceRequest").values()) == ["draft"]
+    assert list(_at_ehr(fhir, "Flag").values()) == ["active"]  # a critical result: at once
     page = _sign_in(browser, api)
     page.goto(f"{api}/ui/review")
     first = page.locator("table.list tbody tr").first
@@ -168,5 +192,23 @@ def test_review_page_shows_insights_and_a_decision_changes_what_is_delivered(
         verify = [e["resource"] for e in found.get("entry", []) if "activity" in e["resource"]]
         assert [v["target"] for v in verify] == [[{"reference": f"{kind}/{rid}/_history/2"}]]
         assert verify[0]["agent"][0]["who"]["display"] == REVIEWER[0]
+    # what the FHIR EHR holds now: the same decisions, each with its Provenance
+    _wait(
+        "the decisions to be written back",
+        lambda: (
+            _at_ehr(fhir, "ServiceRequest") == {request_id: "active"}
+            and _at_ehr(fhir, "Flag") == {flag_id: "entered-in-error"}
+        ),
+        60,
+    )
+    with fhir.lock:
+        decided = sorted(
+            ref["reference"].split("/_history", 1)[0]
+            for url, resource in fhir.resources.items()
+            if url.startswith("Provenance/") and "activity" in resource
+            for ref in resource["target"]
+        )
+    assert decided == sorted([f"ServiceRequest/{request_id}", f"Flag/{flag_id}"])
+    assert fhir.refused == 0
     page.goto(f"{api}/ui/review")
     assert "Nothing awaits review" in page.content()
