@@ -2,17 +2,22 @@
 
 A size is one to three numbers joined by "x" (decimal point or comma) and a unit, mm or cm
 ("1.4 x 0.9 x 1.1 cm", "2.4 cm x 1.6 cm", "12x9mm"). A range or a group ("4-7 mm", "3 à 5 mm",
-"up to 14 mm") gives its largest value. A size belongs to the finding mention nearest to it in
-its own clause (the ConText unit the mention was asserted in) with no other size in between,
-so "a 15 mm adrenal nodule and a 9 mm liver cyst" gives each finding its own size, and a mention
-with a nearer size on its other side is not a candidate ("Breite 9 mm, Mittellinienverlagerung
-4 mm"). On a tie the longer mention wins, then the one listed later (the caller lists mentions in
-template order, and a template declares an umbrella finding before its parts: a subdural
-haematoma's size is the subdural's, not the intracranial haemorrhage's). It is dropped when
-that mention is negated, when the finding takes no size, when it is a prior exam's value
-("previously 6 mm", "eerder 1,1 cm", "vorbeschrieben 9 mm", "in der Voruntersuchung 12 mm":
-a prior word between the previous size, or the clause start, and this one) or a distance ("4 cm
-from the nipple", "2 cm above the carina"). A restatement (the same largest dimension for the same
+"up to 14 mm") gives its largest value. Left out: a prior exam's value ("previously 6 mm",
+"eerder 1,1 cm", "vorbeschrieben 9 mm", "in der Voruntersuchung 12 mm": a prior word between
+the previous size, or the clause start, and this one), a wall thickness ("wall thickened to
+5 mm", "wandverdikt tot 5 mm") and a distance ("2 cm van de tepel", "4 cm above the carina").
+
+A size belongs to a finding mention of its own clause (the ConText unit the mention was
+asserted in) with no other size in between: the nearest one after it when the size opens a noun
+phrase ("a 9 mm cyst", "with 6 mm midline shift", "Left lobe: 8 mm nodule", "11 mm großer
+Rundherd") and no ",;:()" lies between, else the nearest one before it ("nodule measuring 1.4 cm",
+"Breite 9 mm"), else the nearest one after it. On a tie the longer mention wins, then the one
+listed later (the caller lists mentions in template order, and a template declares an umbrella
+finding before its parts: a subdural haematoma's size is the subdural's). A size with no mention
+of its own goes to the finding of the size before it when only a side lies between ("links
+16 mm ..., rechts 7 mm"), or, in a list item ("- rechts onderpool: solide, 17 mm"), to the
+finding its list opened with ("met meerdere noduli:"). The size is kept only when that finding is
+present or uncertain and takes a size; a restatement (the same largest dimension for the same
 finding, e.g. in the impression) is not a new size. Units are kept as stated (UCUM mm / cm).
 """
 
@@ -128,7 +133,9 @@ def _forward(text: str, clause_start: int, hit: SizeHit) -> bool:
 def _owner(
     text: str,
     clause_start: int,
-    hit: SizeHit, mentions: Sequence[SizedMention], sizes: list[tuple[int, int]]
+    hit: SizeHit,
+    mentions: Sequence[SizedMention],
+    sizes: list[tuple[int, int]],
 ) -> SizedMention | None:
     """The mention a size measures, in its clause and with no other size in between: the
     nearest one after it when the size opens a noun phrase (and none of ",;:()" lies between),
@@ -139,7 +146,9 @@ def _owner(
     for index, mention in enumerate(mentions):
         if not mention.clause_start <= hit.start < mention.clause_end:
             continue
-        low, high = (mention.end, hit.start) if mention.start < hit.start else (hit.end, mention.start)
+        low, high = (
+            (mention.end, hit.start) if mention.start < hit.start else (hit.end, mention.start)
+        )
         if any(low <= a and b <= high for a, b in sizes):
             continue
         rank = (-(mention.end - mention.start), -index)
@@ -148,9 +157,7 @@ def _owner(
             before.append((gap, *rank, mention))
         elif mention.start >= hit.end:
             after.append((mention.start - hit.end, *rank, mention))
-    phrase = [
-        c for c in after if not _PHRASE_BREAK.search(text, hit.end, c[3].start)
-    ]
+    phrase = [c for c in after if not _PHRASE_BREAK.search(text, hit.end, c[3].start)]
     order = (phrase, before, after) if _forward(text, clause_start, hit) else (before, after)
     for candidates in order:
         if candidates:
@@ -163,7 +170,7 @@ def _list_head(
 ) -> SizedMention | None:
     """The finding a list is about: the last present or uncertain sized mention of a clause
     that ends with ":" ("met meerdere noduli:")."""
-    if not text[clause[1] : clause[1] + 1] == ":" and not text[clause[0] : clause[1]].endswith(":"):
+    if not text[clause[0] : clause[1] + 1].rstrip().endswith(":"):
         return None
     inside = [
         m
@@ -197,9 +204,12 @@ def finding_sizes(
         previous: tuple[SizeHit, SizedMention | None] | None = None
         for hit in size_hits(text, clause_start, clause_end):
             owner = _owner(text, clause_start, hit, mentions, sizes)
-            if owner is None and previous is not None:
-                if _NEXT_SIDE.search(text[previous[0].end : hit.start]):
-                    owner = previous[1]
+            if (
+                owner is None
+                and previous is not None
+                and _NEXT_SIDE.search(text[previous[0].end : hit.start])
+            ):
+                owner = previous[1]
             if owner is None:
                 owner = list_owner
             previous = (hit, owner)
@@ -220,5 +230,7 @@ def finding_sizes(
             if any(max(m.dims_mm) == max(measurement.dims_mm) for m in kept):
                 continue  # a restatement of a size already given
             kept.append(measurement)
-        list_owner = _list_head(text, (clause_start, clause_end), mentions, takes_size) or list_owner
+        list_owner = (
+            _list_head(text, (clause_start, clause_end), mentions, takes_size) or list_owner
+        )
     return {variable: tuple(sizes) for variable, sizes in found.items()}
