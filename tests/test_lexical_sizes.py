@@ -46,6 +46,14 @@ def _sizes(template_id: str, text: str, language: str = "en") -> dict[str, list[
             "Left lobe: 8 mm spongiform nodule, TR1.",
             {"thyroid_nodule": [(8.0,)]},
         ),
+        # chest CT: the nodule's size, not the lymph node's, and not the prior one
+        (
+            "chest_ct",
+            "en",
+            "There is an 8 mm solid nodule in the right upper lobe (previously 6 mm) and an "
+            "enlarged subcarinal lymph node of 14 mm.",
+            {"nodule": [(8.0,)], "lymphadenopathy": [(14.0,)]},
+        ),
         (
             "abdomen",
             "en",
