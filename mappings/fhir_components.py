@@ -12,7 +12,7 @@ of its size (quote, start, end): the components of one size share it, which tell
 of several lesions of one finding ("a 9 mm and a 12 mm nodule").
 
 Where a finding gives several Observations (one per site), its sizes go on the first only, so a
-size is never stated twice.
+size is never stated twice. A reviewer's correction to absent removes them (`mappings.review`).
 """
 
 from __future__ import annotations
@@ -69,3 +69,9 @@ def size_components(value: FindingValue, evidence_url: str) -> list[Resource]:
                 }
             )
     return components
+
+
+def is_size_component(component: Resource) -> bool:
+    """True for a component `size_components` made (its code is Long axis or Diameter)."""
+    codings = (component.get("code") or {}).get("coding") or []
+    return any(c.get("system") == term.SNOMED and c.get("code") in _TEXT for c in codings)

@@ -116,3 +116,28 @@ def test_a_size_is_stated_once_when_the_finding_has_several_observations() -> No
     observations = _observations(bundle, template.variable("urolithiasis").label)
     assert len(observations) == 2
     assert [len(_dimensions(o)) for o in observations] == [1, 0]
+
+
+def _liver_lesion() -> Resource:
+    text = "Liver: a 3.2 x 2.1 cm hypodense lesion in segment 7."
+    _, bundle = _bundle("abdomen", text)
+    (observation,) = _observations(bundle, get_template("abdomen").variable("liver_lesion").label)
+    return observation
+
+
+def test_a_finding_corrected_to_absent_loses_its_sizes_and_one_corrected_to_uncertain_keeps_them() -> (
+    None
+):
+    from mappings.review import Correction, Decision, Reviewer, review
+
+    template = get_template("abdomen")
+    absent = review(
+        _liver_lesion(), template, Decision.CORRECT, Reviewer("r"), new_version=2,
+        correction=Correction(status="absent"),
+    ).observation  # fmt: skip
+    assert _dimensions(absent) == []
+    uncertain = review(
+        _liver_lesion(), template, Decision.CORRECT, Reviewer("r"), new_version=2,
+        correction=Correction(status="uncertain"),
+    ).observation  # fmt: skip
+    assert [row[1] for row in _dimensions(uncertain)] == [3.2, 2.1]
