@@ -39,7 +39,13 @@ from conformance.datasets import (
     template_lookup,
 )
 from conformance.errors import EvaluationError
-from conformance.labels import EPISODES_KEY, PAIRS_KEY, predicted_labels, variable_specs
+from conformance.labels import (
+    EPISODES_KEY,
+    PAIRS_KEY,
+    predicted_labels,
+    predicted_sizes,
+    variable_specs,
+)
 from conformance.metrics import (
     NO,
     NOT_MENTIONED,
@@ -149,6 +155,7 @@ class _Run:
     labels: list[Mapping[str, Label]] = field(default_factory=list)
     pairs: list[frozenset[Pair]] = field(default_factory=list)
     episodes: list[frozenset[Pair]] = field(default_factory=list)
+    sizes: list[frozenset[Pair]] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     tokens: int = 0
     decode_seconds: float = 0.0
@@ -195,6 +202,7 @@ def _score(
 ) -> StageResult:
     with_pairs = all(r.pairs is not None for r in reports) and bool(reports)
     with_episodes = all(r.episodes is not None for r in reports) and bool(reports)
+    with_sizes = all(r.sizes is not None for r in reports) and bool(reports)
     metrics = evaluate_labels(
         specs,
         [r.gold for r in reports],
@@ -203,6 +211,8 @@ def _score(
         pred_pairs=run.pairs if with_pairs else None,
         gold_episodes=[r.episodes or frozenset() for r in reports] if with_episodes else None,
         pred_episodes=run.episodes if with_episodes else None,
+        gold_sizes=[r.sizes or frozenset() for r in reports] if with_sizes else None,
+        pred_sizes=run.sizes if with_sizes else None,
         resamples=resamples,
         seed=seed,
     )
@@ -288,6 +298,7 @@ def run_reports(
             run.labels.append(dict(empty))
             run.pairs.append(frozenset())
             run.episodes.append(frozenset())
+            run.sizes.append(frozenset())
         else:
             extraction = outcome.results[0].extraction
             run.tokens += extraction.timings.completion_tokens
@@ -297,6 +308,7 @@ def run_reports(
             run.labels.append(labels)
             run.pairs.append(pairs)
             run.episodes.append(episodes)
+            run.sizes.append(predicted_sizes(extraction))
         if progress is not None:
             progress()
     return run
@@ -815,6 +827,11 @@ def fmt_ci(stage: StageResult, key: str) -> str:
     return text
 
 
+def _size_ci(metrics: LabelMetrics, key: str) -> str:
+    assert metrics.sizes is not None
+    return _with_ci(getattr(metrics.sizes, key), metrics.sizes.ci.get(key))
+
+
 def _summary_rows(stage: StageResult) -> list[tuple[str, str]]:
     m, t = stage.metrics, stage.timing
     rows = [
@@ -838,6 +855,12 @@ def _summary_rows(stage: StageResult) -> list[tuple[str, str]]:
         if pairs is not None:
             rows.append((f"{label} pair F1", fmt(pairs.f1)))
             rows.append((f"{label} per-item accuracy", fmt(pairs.item_accuracy)))
+    if m.sizes is not None:
+        rows.append(
+            (f"size recall ({m.sizes.tp}/{m.sizes.tp + m.sizes.fn})", _size_ci(m, "recall"))
+        )
+        rows.append(("size precision", _size_ci(m, "precision")))
+        rows.append(("size F1", _size_ci(m, "f1")))
     if stage.failed:
         rows.append(("extractions without valid output", str(len(stage.failed))))
     rows.append(("seconds / case (mean)", fmt(t.seconds_per_report_mean, 4)))

@@ -31,6 +31,7 @@ from enum import StrEnum
 from typing import Any
 
 from mappings.errors import MappingError
+from mappings.fhir_components import is_size_component
 from mappings.fhir_out import (
     EVIDENCE_EXTENSION,
     _concept,
@@ -355,6 +356,11 @@ def review(
         elements = _value_elements(value, variable)
         if variable.type is VariableType.PRESENCE and "component" in observation:
             elements.pop("component", None)  # the qualifier is not corrected here: keep it
+            if value.status not in (FindingStatus.PRESENT, FindingStatus.UNCERTAIN):
+                kept = [c for c in new["component"] if not is_size_component(c)]
+                new.pop("component")
+                if kept:
+                    new["component"] = kept  # an absent finding has no size
         new.update(elements)
         new.pop("bodySite", None)
         if value.locations:
