@@ -47,6 +47,15 @@ _TIME = re.compile(
 )
 
 
+_ROLE_NOUN = re.compile(
+    r"(?<!\w)(?:(?:the )?(?:referring|treating|ordering) (?:physician|clinician|team)|clinician|"
+    r"kliniker\w*|stationsärzt\w*|stationsarzt|behandelnde[rn]? (?:arzt|ärztin|kollege|kollegin)|"
+    r"zuweise\w*|aanvrager|behandelend arts|zaalarts|clinicus)(?!\w)",
+    re.IGNORECASE,
+)
+"""A recipient named by its role alone ("Kliniker informiert", "Stationsarzt informiert")."""
+
+
 def _recipient(sentence: str) -> str | None:
     titled = _TITLED.search(sentence)
     if titled:
@@ -54,6 +63,9 @@ def _recipient(sentence: str) -> str | None:
     role = _ROLE.search(sentence)
     if role:
         return role.group(1).strip()
+    noun = _ROLE_NOUN.search(sentence)
+    if noun:
+        return noun.group(0)
     patient = _PATIENT.search(sentence)
     return patient.group(0) if patient else None
 

@@ -11,8 +11,11 @@ from mappings.report import Report
 from mappings.sections import find_sections
 from mappings.units import flowed, unit_spans
 
-_LEFT = re.compile(r"(?<!\w)(?:left|links|linke[rns]?|linker|li\.|LI)(?!\w)", re.IGNORECASE)
-_RIGHT = re.compile(r"(?<!\w)(?:right|rechts|rechte[rns]?|rechter|re\.|RE)(?!\w)", re.IGNORECASE)
+_LEFT = re.compile(r"(?<!\w)(?:left|links|linke[rns]?|linker|li\.|LI(?!-))(?!\w)", re.IGNORECASE)
+_RIGHT = re.compile(
+    r"(?<!\w)(?:right|rechts|rechte[rns]?|rechter|re\.|RE(?!-))(?!\w)", re.IGNORECASE
+)
+"""Side words; "LI"/"RE" but not the "LI-" of "LI-RADS"."""
 _TITLE_END = re.compile(r"(?<!\w)(?:Prof|Dr|dr|Mr|Mrs|Ms|PD)$")
 _INLINE_LABEL = re.compile(
     r"(?<!\w)(?:advies|advice|empfehlung|empf\.|recommendations?|rec\.?|aanbeveling)\s*:",
