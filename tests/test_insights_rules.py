@@ -4,14 +4,22 @@ recommendations, the traps of issue 20 ("Bad input") included."""
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import date
+from pathlib import Path
 
 import pytest
 
+from mappings.insights.critical_list import load_critical_list
 from mappings.insights.model import Insights
 from mappings.report import Report
+from workers.insights import communications, followups, rads, timing
 from workers.insights.extract import InsightContext, extract_insights
+from workers.insights.text import ReportText, may_match
 from workers.insights.timing import add_duration, find_intervals
+
+LABELLED = Path(__file__).parent / "fixtures" / "labelled" / "insights.jsonl"
 
 DAY = date(2025, 8, 31)
 
@@ -343,3 +351,39 @@ def test_more_interval_forms(text: str, durations: tuple[str, ...]) -> None:
 def test_a_time_frame_alone_completes_the_previous_recommendation() -> None:
     (found,) = _insights("Advies: controle-CT. Over 3 maanden.", "nl").followups
     assert (found.modality, found.due) == ("CT", date(2025, 11, 30))
+
+
+# --- the quick test before each scan (issue 20's cost): never hides a match
+
+
+def _patterns() -> list[re.Pattern[str]]:
+    patterns = [finding.pattern for finding in load_critical_list()]
+    patterns += [pattern for _, pattern, _ in rads._PATTERNS]
+    patterns += [pattern for _, pattern in followups._MODALITIES]
+    patterns += [followups._TRIGGER, followups._TIME_WORD, followups._BIOPSY, followups._CONSULT]
+    patterns += [communications._TRIGGER, timing._RANGE, timing._SINGLE, timing._ADJECTIVE]
+    return patterns
+
+
+def test_the_quick_test_never_hides_a_match() -> None:
+    texts = [
+        json.loads(line)["text"]
+        for line in LABELLED.read_text("utf-8").splitlines()
+        if line.strip()
+    ]
+    texts += ["PNEUMOTHORAX RECHTS. LUNGENARTERIENEMBOLIE. ÜBERWEISUNG. KONTROLLE IN 3 MONATEN."]
+    texts += ["Kelvin \u212aontrolle, dotless \u0131ndicated, long \u017fuspected, İnfarct acute."]
+    checked = 0
+    for text in texts:
+        doc = ReportText(text, None)
+        for pattern in _patterns():
+            if pattern.search(text):
+                assert may_match(doc, pattern), (pattern.pattern[:60], text[:40])
+                checked += 1
+    assert checked > 500
+
+
+def test_the_quick_test_skips_reports_without_the_words() -> None:
+    doc = ReportText("Normal chest radiograph. Heart size normal.", "en")
+    skipped = [p for p in _patterns() if not may_match(doc, p)]
+    assert len(skipped) > len(_patterns()) // 2

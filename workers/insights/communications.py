@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from mappings.insights.model import ResultCommunication
-from workers.insights.text import ReportText
+from workers.insights.text import ReportText, may_match
 
 _TRIGGER = re.compile(
     r"(?<!\w)(?:discussed|communicated|informed|notified|reported (?:by \w+ )?to|called|paged|"
@@ -73,6 +73,8 @@ def _recipient(sentence: str) -> str | None:
 def find_communications(doc: ReportText) -> tuple[ResultCommunication, ...]:
     """The communications this report states, in text order (one per sentence)."""
     found: list[ResultCommunication] = []
+    if not may_match(doc, _TRIGGER):
+        return ()
     for start, end in doc.sentences:
         sentence = doc.text[start:end]
         if not _TRIGGER.search(sentence) or _NOT.search(sentence):

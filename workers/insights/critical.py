@@ -15,7 +15,7 @@ import re
 from mappings.insights.critical_list import CriticalFinding
 from mappings.insights.model import CriticalResult
 from workers.context import assess
-from workers.insights.text import ReportText
+from workers.insights.text import ReportText, may_match
 
 _HEDGE_BEFORE = re.compile(
     r"(?<!\w)(?:likely|unlikely|probable|probably|possible|possibly|suspicious|suspected|"
@@ -106,6 +106,8 @@ def find_critical(
     """The listed findings this report states as present, one each, in list order."""
     results: dict[str, CriticalResult] = {}
     for finding in findings:
+        if not may_match(doc, finding.pattern):
+            continue  # none of its words is in the report: no mention to look at
         for match in finding.pattern.finditer(doc.text):
             if _states(doc, match.start(), match.end()):
                 sentence_start, sentence_end = doc.sentence_at(match.start())

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from mappings.insights.model import FollowUp, FollowUpKind
-from workers.insights.text import ReportText
+from workers.insights.text import INLINE_LABEL, ReportText, may_match
 from workers.insights.timing import Interval, add_duration, find_intervals
 
 _TRIGGER = re.compile(
@@ -171,11 +171,12 @@ def _guidance(before: str) -> str | None:
     return None
 
 
-def _actions(text: str, start: int, end: int) -> list[_Action]:
+def _actions(doc: ReportText, start: int, end: int) -> list[_Action]:
     """The actions named in `text[start:end]`, in text order."""
+    text = doc.text
     actions: list[_Action] = []
     taken: list[tuple[int, int]] = []
-    for match in _BIOPSY.finditer(text, start, end):
+    for match in _BIOPSY.finditer(text, start, end) if may_match(doc, _BIOPSY) else ():
         phrase_start = max(start, match.start() - 30)
         before = text[phrase_start : match.end()]
         cut = max(before.rfind(","), before.rfind(":"), before.rfind(" and "), before.rfind(" en "))
@@ -187,6 +188,8 @@ def _actions(text: str, start: int, end: int) -> list[_Action]:
         actions.append(_Action("biopsy", modality, match.start(), match.end(), match.group(0)))
         taken.append((match.end() - len(before), end_taken))
     for kind, pattern in (("consultation", _CONSULT), ("other", _OTHER)):
+        if not may_match(doc, pattern):
+            continue
         for match in pattern.finditer(text, start, end):
             if not _free(taken, *match.span()):
                 continue
@@ -203,6 +206,8 @@ def _actions(text: str, start: int, end: int) -> list[_Action]:
             taken.append(match.span())
     imaging: list[_Action] = []
     for modality, pattern in _MODALITIES:
+        if not may_match(doc, pattern):
+            continue
         for match in pattern.finditer(text, start, end):
             if _free(taken, *match.span()):
                 imaging.append(_Action("imaging", modality, *match.span(), match.group(0)))
@@ -299,6 +304,8 @@ def _is_recommendation(
 
 def find_followups(doc: ReportText, report_date: date | None) -> tuple[FollowUp, ...]:
     """The follow-up recommendations of this report, in text order."""
+    if not (may_match(doc, _TRIGGER) or may_match(doc, _TIME_WORD) or may_match(doc, INLINE_LABEL)):
+        return ()  # no sentence can be a recommendation or give a time frame
     found: list[_Action] = []
     previous: list[_Action] = []
     for sentence_start, end in doc.sentences:
@@ -306,8 +313,12 @@ def find_followups(doc: ReportText, report_date: date | None) -> tuple[FollowUp,
         labelled = start != sentence_start or bool(
             previous and _CONDITION_START.match(doc.text, start, end)
         )
-        triggered = labelled or bool(_TRIGGER.search(doc.text, start, end))
-        timed = triggered or _TIME_WORD.search(doc.text, start, end)
+        triggered = labelled or (
+            may_match(doc, _TRIGGER) and bool(_TRIGGER.search(doc.text, start, end))
+        )
+        timed = triggered or (
+            may_match(doc, _TIME_WORD) and _TIME_WORD.search(doc.text, start, end)
+        )
         intervals = find_intervals(doc.text, start, end) if timed else []
         if not (triggered or intervals):
             previous = []  # neither a recommendation nor the time frame of the previous one
@@ -315,7 +326,7 @@ def find_followups(doc: ReportText, report_date: date | None) -> tuple[FollowUp,
         if _NOT_ACTION.search(doc.text, start, end) and not _BIOPSY.search(doc.text, start, end):
             previous = []
             continue
-        actions = _actions(doc.text, start, end)
+        actions = _actions(doc, start, end)
         if not actions:
             pending = [a for a in previous if a.interval is None and a.kind == "imaging"]
             sentence = doc.text[start:end]
@@ -343,12 +354,11 @@ def find_followups(doc: ReportText, report_date: date | None) -> tuple[FollowUp,
             previous = []
             continue
         _assign_intervals(actions, intervals)
+        guideline = next((name for name, p in _GUIDELINES if p.search(doc.text, start, end)), None)
         for action in actions:
             action.evidence = (start, end)
             action.conditional = _conditional(doc.text, start, end, action)
-            action.guideline = next(
-                (name for name, p in _GUIDELINES if p.search(doc.text, start, end)), None
-            )
+            action.guideline = guideline
         found.extend(actions)
         previous = actions
     return tuple(

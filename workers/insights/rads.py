@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 
 from mappings.insights.model import RadsCategory
-from workers.insights.text import ReportText, side_in, sides_in
+from workers.insights.text import ReportText, may_match, side_in, sides_in
 
 _SEP = (
     r"[\s:®-]*(?:v?\d\.\d|v\d{1,4}|version\s+\S+)?[\s:-]*(?:US|MRI|MR)?[\s:-]*"
@@ -157,6 +157,8 @@ def find_rads(doc: ReportText) -> tuple[RadsCategory, ...]:
     hits: list[tuple[int, int, str, str]] = []
     taken: list[tuple[int, int]] = []
     for system, pattern, category_of in _PATTERNS:
+        if not may_match(doc, pattern):
+            continue
         for match in pattern.finditer(doc.text):
             if any(s <= match.start() < e for s, e in taken):
                 continue

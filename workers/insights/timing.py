@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import calendar
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
+
+from workers.insights.text import anchors, holds
 
 _NUMBER_WORDS = {
     "one": 1, "een": 1, "één": 1, "ein": 1, "einem": 1, "einer": 1, "eine": 1, "a": 1, "an": 1,
@@ -83,6 +86,32 @@ def _amount(word: str) -> int | None:
     return _NUMBER_WORDS.get(word)
 
 
+_ANY_UNIT = re.compile(
+    "|".join(
+        re.escape(word)
+        for word in sorted(
+            [*_UNITS, "half", "halben", "annual", "yearly", "jährlich", "jaarlijks", "tomorrow",
+             "morgen", "folgetag", "next day", "volgende dag", "monatig", "wöchig", "maandelijks",
+             "wekelijks"],
+            key=len,
+            reverse=True,
+        )
+    ),
+    re.IGNORECASE,
+)  # fmt: skip
+"""Every time frame holds one of these: a text without any has none (a quick test)."""
+
+
+def _scan(
+    pattern: re.Pattern[str], text: str, start: int, end: int, lowered: str
+) -> Iterator[re.Match[str]]:
+    """`pattern.finditer(text, start, end)`, skipped when a quick test on the lower-cased
+    `lowered` (= `text[start:end]`) shows it cannot match."""
+    if not holds(anchors(pattern), lowered, 0, len(lowered)):
+        return iter(())
+    return pattern.finditer(text, start, end)
+
+
 def _overlaps(taken: list[tuple[int, int]], start: int, end: int) -> bool:
     return any(s < end and start < e for s, e in taken)
 
@@ -90,9 +119,12 @@ def _overlaps(taken: list[tuple[int, int]], start: int, end: int) -> bool:
 def find_intervals(text: str, start: int = 0, end: int | None = None) -> list[Interval]:
     """The time frames stated in `text[start:end]`, in text order (ranges first where both)."""
     end = len(text) if end is None else end
+    if not _ANY_UNIT.search(text, start, end):
+        return []
+    lowered = text[start:end].lower()
     found: list[Interval] = []
     taken: list[tuple[int, int]] = []
-    for match in _RANGE.finditer(text, start, end):
+    for match in _scan(_RANGE, text, start, end, lowered):
         low, high, unit = (
             _amount(match.group(1)),
             _amount(match.group(2)),
@@ -102,14 +134,14 @@ def find_intervals(text: str, start: int = 0, end: int | None = None) -> list[In
             continue
         found.append(Interval((f"P{low}{unit}", f"P{high}{unit}"), *match.span()))
         taken.append(match.span())
-    for match in _ADJECTIVE_RANGE.finditer(text, start, end):
+    for match in _scan(_ADJECTIVE_RANGE, text, start, end, lowered):
         low, high = _amount(match.group(1)), _amount(match.group(2))
         if low is None or high is None or _overlaps(taken, *match.span()):
             continue
         unit = _UNITS[match.group(3).lower()]
         found.append(Interval((f"P{low}{unit}", f"P{high}{unit}"), *match.span()))
         taken.append(match.span())
-    for match in _ADJECTIVE.finditer(text, start, end):
+    for match in _scan(_ADJECTIVE, text, start, end, lowered):
         if _overlaps(taken, *match.span()):
             continue
         if match.group(1) is not None:
@@ -121,11 +153,11 @@ def find_intervals(text: str, start: int = 0, end: int | None = None) -> list[In
         found.append(Interval((f"P{amount}{unit}",), *match.span()))
         taken.append(match.span())
     for pattern, durations in _WORDS:
-        for match in pattern.finditer(text, start, end):
+        for match in _scan(pattern, text, start, end, lowered):
             if not _overlaps(taken, *match.span()):
                 found.append(Interval(durations, *match.span()))
                 taken.append(match.span())
-    for match in _SINGLE.finditer(text, start, end):
+    for match in _scan(_SINGLE, text, start, end, lowered):
         if _overlaps(taken, *match.span()):
             continue
         unit = _UNITS[match.group(2).lower()]
