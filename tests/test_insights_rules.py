@@ -387,3 +387,16 @@ def test_the_quick_test_skips_reports_without_the_words() -> None:
     doc = ReportText("Normal chest radiograph. Heart size normal.", "en")
     skipped = [p for p in _patterns() if not may_match(doc, p)]
     assert len(skipped) > len(_patterns()) // 2
+
+
+def test_a_resolved_finding_does_not_hide_a_new_one_after_but() -> None:
+    text = (
+        "IMPRESSION: The left pneumothorax has resolved, but there is a new right pneumothorax.\n"
+        "The known left pulmonary embolism is unchanged."
+    )
+    assert [c.finding for c in _insights(text).critical] == ["pneumothorax"]
+
+
+def test_a_telegraphic_german_communication() -> None:
+    (found,) = _insights("Beurteilung: SAB. Befund an Dr. Roth, 13:20 Uhr.", "de").communications
+    assert (found.recipient, found.time) == ("Dr. Roth", "13:20 Uhr")

@@ -18,7 +18,8 @@ _TRIGGER = re.compile(
     r"contacted|made aware|gemeld|gesproken met|telefonisch overleg|doorgebeld|"
     r"doorgegeven|besproken|gebeld|geïnformeerd|medegedeeld|overlegd|"
     r"übermittelt|mitgeteilt|mitteilung|übermittlung|besprochen|informiert|benachrichtigt|"
-    r"telefonisch an|durchgegeben|telefoniert|rücksprache|gesprochen)(?!\w)",
+    r"telefonisch an|durchgegeben|telefoniert|rücksprache|gesprochen|"
+    r"befunde? (?:telefonisch |persönlich |mündlich )?an)(?!\w)",
     re.IGNORECASE,
 )
 _NOT = re.compile(

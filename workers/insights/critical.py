@@ -51,6 +51,12 @@ _STABLE_PATIENT = re.compile(
     re.IGNORECASE,
 )
 """A stable patient is not a known, stable finding."""
+_CONTRAST = re.compile(
+    r"[,;]?\s+(?:but|whereas|while|however|maar|echter|terwijl|aber|jedoch|während|hingegen)(?!\w)",
+    re.IGNORECASE,
+)
+"""Where a sentence turns to another finding ("The left pneumothorax has resolved, but there is a
+new right pneumothorax"): a known or resolved finding before it does not hide the new one."""
 _TITLE_WORDS = 12
 _SENTENCE_BREAK = re.compile(r"[.!?]\s+\S")
 _LABEL = re.compile(r"[^\W\d][\w .-]{0,30}:\s*")
@@ -94,10 +100,15 @@ def _states(doc: ReportText, start: int, end: int) -> bool:
     after = doc.text[end:sentence_end]
     if _HEDGE_AFTER.search(after[: after.find(",") if "," in after else len(after)]):
         return False
-    sentence = _STABLE_PATIENT.sub(
-        " ", _ACUTE_ON_CHRONIC.sub(" ", doc.text[sentence_start:sentence_end])
-    )
-    return not _NOT_NEW.search(sentence)
+    low, high = sentence_start, sentence_end
+    for mark in _CONTRAST.finditer(doc.text, sentence_start, sentence_end):
+        if mark.end() <= start:
+            low = mark.end()
+        elif mark.start() >= end:
+            high = mark.start()
+            break
+    part = _STABLE_PATIENT.sub(" ", _ACUTE_ON_CHRONIC.sub(" ", doc.text[low:high]))
+    return not _NOT_NEW.search(part)
 
 
 def find_critical(
