@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from workers.insights.text import anchors, holds
+from workers.insights.quick import anchors, holds
 
 _NUMBER_WORDS = {
     "one": 1, "een": 1, "één": 1, "ein": 1, "einem": 1, "einer": 1, "eine": 1, "a": 1, "an": 1,
