@@ -400,3 +400,20 @@ def test_a_resolved_finding_does_not_hide_a_new_one_after_but() -> None:
 def test_a_telegraphic_german_communication() -> None:
     (found,) = _insights("Beurteilung: SAB. Befund an Dr. Roth, 13:20 Uhr.", "de").communications
     assert (found.recipient, found.time) == ("Dr. Roth", "13:20 Uhr")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Breast composition: c. Heterogeneously dense.", [("BI-RADS density", "c", None)]),
+        ("Densiteit: ACR-categorie c.", [("BI-RADS density", "c", None)]),
+        ("Befund: Mammadichte: B.", [("BI-RADS density", "b", None)]),
+        ("Composition: almost entirely fatty.", []),
+        ("Knoten links, K-TIRADS 4 bzw. ACR TI-RADS 3.", [("TI-RADS", "TR3", "left")]),
+        ("Nodule right, EU-TIRADS 4.", []),
+    ],
+)
+def test_density_labels_and_non_acr_tirads(
+    text: str, expected: list[tuple[str, str, str | None]]
+) -> None:
+    assert [(r.system, r.category, r.side) for r in _insights(text).rads] == expected

@@ -36,6 +36,8 @@ def _density(value: str) -> str:
     return "abcd"["1234".index(value)] if value.isdigit() else value.lower()
 
 
+_DENSITY_WORD = r"(?:typ(?:e)?|dichte|density|densiteit|categor(?:y|ie)|kategorie|klasse)"
+"""Between "ACR" and a density letter ("ACR-Typ C", "ACR-categorie c")."""
 _SIDE_WORD = r"(?:right|left|rechts|links|re\.|li\.|rechter|linker)"
 """A side written between the system and its category ("BI-RADS rechts 2, links 4")."""
 _PATTERNS: tuple[tuple[str, re.Pattern[str], Callable[[re.Match[str]], str | None]], ...] = (
@@ -60,7 +62,10 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], Callable[[re.Match[str]], str | Non
     ),
     (
         "TI-RADS",
-        re.compile(rf"(?:\bTI-?RADS{_SEP}(?:TR[- ]?)?([1-5])|(?<![\w-])TR[- ]?([1-5]))(?![\w+])"),
+        re.compile(
+            rf"(?:(?:(?<![\w-])|(?<=ACR-))TI-?RADS{_SEP}(?:TR[- ]?)?([1-5])|(?<![\w-])TR[- ]?([1-5]))"
+            r"(?![\w+])"
+        ),
         lambda m: "TR" + (m.group(1) or m.group(2)),
     ),
     (
@@ -76,14 +81,16 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], Callable[[re.Match[str]], str | Non
     (
         "BI-RADS density",
         re.compile(
-            r"(?:\bACR[\s-]*(?:typ(?:e)?\s*|dichte\s*)?([a-d])(?![\w-])"
+            rf"(?:\bACR[\s-]*(?:{_DENSITY_WORD}\s*)?([a-d])(?![\w-])"
             r"|\bACR[\s-]*(?:typ(?:e)?|dichte|density)?[\s-]*([1-4])(?![\w,-]|\.\d)"
             r"|\b(?:dens\w*|dichte)\b[^.\n]{0,40}?\(([a-d])\)"
             r"|\b(?:densiteit|dichte|density)\b\s*:?\s*(?:categorie|kategorie|category)\s+([a-d])\b"
-            r"|\b(?:parenchym|brust)?(?:densiteit|dichte|density)\s*:?\s*(?-i:([A-D]))(?![\w-]))",
+            r"|\b(?:parenchym|brust|mamma)?(?:densiteit|dichte|density)\s*:?\s*(?-i:([A-D]))(?![\w-])"
+            r"|\b(?:breast\s+)?(?:composition|(?:parenchym|brust|mamma)?(?:densiteit|dichte|density))"
+            r"\s*:\s*([a-d])(?![\w-]))",
             re.IGNORECASE,
         ),
-        lambda m: _density(m.group(1) or m.group(2) or m.group(3) or m.group(4) or m.group(5)),
+        lambda m: _density(next(group for group in m.groups() if group)),
     ),
 )
 _PRIOR = re.compile(
