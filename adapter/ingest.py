@@ -24,11 +24,13 @@ import contextlib
 import functools
 import json
 import logging
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from adapter import json_body
 from adapter.control_ids import ControlIds
 from adapter.errors import StoreError, StoreRefused
 from adapter.store import AcceptResult, Incoming, Store, field_problem
@@ -354,7 +356,7 @@ def fhir_messages(
         parts, raws = [], [body]
         keys = keys[:1]
     else:
-        raws = [json.dumps(part, separators=(",", ":")).encode() for _, part in parts]
+        raws = _serialised(body, resource, [part for _, part in parts])
     entries: list[int | None] = [index for index, _ in parts] or [None]
     return [
         (
@@ -368,4 +370,21 @@ def fhir_messages(
             ),
         )
         for entry, raw, key in zip(entries, raws, keys, strict=True)
+    ]
+
+
+def _serialised(body: bytes, bundle: dict[str, Any], parts: list[dict[str, Any]]) -> list[bytes]:
+    """Each part of `bundle` (`split_bundle`) as compact JSON bytes. When the body has large
+    strings (a report's base64 PDF or text) each part is written from the body's stand-in
+    parse (`json_body.stand_ins`, the same entries in the same places) with those strings
+    spliced from the body: the same bytes, without a text of the part or a copy of it."""
+    found = json_body.stand_ins(body, json_body.scan(body, sys.maxsize).large)
+    entries = bundle.get("entry")
+    same = found.value.get("entry") if found is not None and isinstance(found.value, dict) else None
+    if found is None or not isinstance(same, list) or len(same) != len(entries or []):
+        return [json.dumps(part, separators=(",", ":")).encode() for part in parts]
+    index = {id(entry): n for n, entry in enumerate(entries or [])}
+    return [
+        json_body.dumps({**part, "entry": [same[index[id(e)]] for e in part["entry"]]}, found)
+        for part in parts
     ]
