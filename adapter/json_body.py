@@ -128,6 +128,17 @@ def dumps(value: Any, found: StandIns) -> bytes:
     return b"".join(pieces)
 
 
+def drop_large(value: Any) -> None:
+    """Replace every string longer than LARGE_STRING inside `value` (nested dicts and lists) by
+    an empty one, in place: a parse whose large strings are no longer needed lets them go."""
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in list(items):
+        if isinstance(item, str) and len(item) > LARGE_STRING:
+            value[key] = ""
+        elif isinstance(item, (dict, list)):
+            drop_large(item)
+
+
 def _token() -> str:
     """A stand-in prefix no body contains (a NUL is escaped in JSON text)."""
     return f"\x00radbridge-{uuid.uuid4().hex}-"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +175,21 @@ def test_stand_ins_are_small_and_dumps_puts_the_strings_back() -> None:
         == json.dumps(json.loads(body), separators=(",", ":")).encode()
     )
     assert json_body.stand_ins(BODIES[4], json_body.scan(BODIES[4], MAX_JSON_DEPTH).large) is None
+
+
+def test_splitting_a_large_bundle_holds_its_parts_once() -> None:
+    """Python's allocations from the parse of a 4 MB two-report Bundle until it is its messages:
+    the parts' bytes (about the body), the parse's large strings gone before them; before, the
+    large strings, each part's JSON text and its bytes (3x)."""
+    big = report("Effusion. " * 300_000, id="big", **SUBJECT)
+    body = json.dumps(bundle_of({"resource": big}, PATIENT, BUNDLES[0]["entry"][2])).encode()
+    tracemalloc.start()
+    try:
+        resource = json_body.loads(body, json_body.scan(body, MAX_JSON_DEPTH).large)
+        keys = report_keys_from_fhir(resource)
+        messages = fhir_messages(body, resource, keys, "application/fhir+json")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(messages) == 2 and len(body) > 4_000_000
+    assert peak < 1.3 * len(body), peak / len(body)
