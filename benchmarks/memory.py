@@ -15,6 +15,9 @@ from its chunks, parsed, checked, made the messages to store, stored), each step
 above the RSS before the body existed (Linux: VmHWM reset through /proc/self/clear_refs, freed
 memory handed back with malloc_trim between the steps).
 
+Part 3, SQLite's own copies of one blob of that size INSERTed: bound (as `messages.raw` is: a
+column with data follows it) and as a trailing `zeroblob(n)` filled by incremental blob I/O.
+
     .venv/bin/python benchmarks/memory.py [--megabytes 9] [--runs 3] [--baseline DIR]
         [--database-url URL]   (the store of both parts; SQLite in a temporary dir by default)
 """
@@ -195,6 +198,44 @@ def steps(megabytes: float, database_url: str) -> list[tuple[str, str, float]]:
     return rows
 
 
+def sqlite_insert_copies(megabytes: float) -> list[tuple[str, float]]:
+    """SQLite's own copies of one blob INSERTed (this process's peak RSS above the blob's bytes,
+    as a multiple of them): bound as `messages.raw` is (a column with data after it), and as
+    `zeroblob(n)` filled through incremental blob I/O in a table where it is the last column
+    (what a migration could do; SQLite writes a trailing zeroblob without holding it)."""
+    import sqlite3
+
+    libc = ctypes.CDLL("libc.so.6")
+    blob = os.urandom(int(megabytes * MB))
+    rows: list[tuple[str, float]] = []
+    with tempfile.TemporaryDirectory() as root:
+        for name in ("bound, data after it", "zeroblob last, blob I/O"):
+            connection = sqlite3.connect(Path(root) / f"{len(rows)}.db", isolation_level=None)
+            connection.execute("PRAGMA journal_mode=WAL")
+            columns = "raw BLOB, state TEXT" if name.startswith("bound") else "state TEXT, raw BLOB"
+            connection.execute(f"CREATE TABLE t (id INTEGER PRIMARY KEY, {columns})")
+            connection.execute("INSERT INTO t (raw, state) VALUES (x'00', 'warm')")
+            gc.collect()
+            libc.malloc_trim(0)
+            Path("/proc/self/clear_refs").write_text("5")
+            base = memory(os.getpid(), "VmRSS")
+            connection.execute("BEGIN")
+            if name.startswith("bound"):
+                connection.execute("INSERT INTO t (raw, state) VALUES (?, 'accepted')", (blob,))
+            else:
+                rowid = connection.execute(
+                    "INSERT INTO t (state, raw) VALUES ('accepted', zeroblob(?))", (len(blob),)
+                ).lastrowid
+                view = memoryview(blob)
+                with connection.blobopen("t", "raw", rowid or 0) as target:
+                    for start in range(0, len(view), 256 * 1024):
+                        target.write(view[start : start + 256 * 1024])
+            connection.execute("COMMIT")
+            rows.append((name, (memory(os.getpid(), "VmHWM") - base) / len(blob)))
+            connection.close()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megabytes", type=float, default=9.0)
@@ -227,6 +268,11 @@ def main() -> None:
     print("|---|---|---|")
     for kind, step, multiple in steps(args.megabytes, args.database_url):
         print(f"| {kind} | {step} | {multiple:.2f}x |")
+    print(f"\nSQLite's own copies of one {args.megabytes:g} MB blob INSERTed (peak above it)\n")
+    print("| insert | peak |")
+    print("|---|---|")
+    for name, multiple in sqlite_insert_copies(args.megabytes):
+        print(f"| {name} | {multiple:.2f}x |")
     print(f"\nload after: {os.getloadavg()[0]:.1f}")
 
 
