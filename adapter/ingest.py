@@ -25,11 +25,13 @@ import contextlib
 import functools
 import json
 import logging
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from adapter import json_body
 from adapter.control_ids import ControlIds
 from adapter.errors import StoreError, StoreRefused
 from adapter.store import Store
@@ -340,13 +342,14 @@ def fhir_messages(
 ) -> list[tuple[int | None, Incoming]]:
     """What to store for one FHIR body whose reports have the store `keys` (in entry order):
     the body itself for one report; for a Bundle of several, one message per DiagnosticReport
-    (`split_bundle`), each with its Bundle entry index."""
+    (`split_bundle`), each with its Bundle entry index. `resource` (the parsed body) is used up:
+    a split Bundle's large strings are dropped from it once the parts are known (memory)."""
     parts = split_bundle(resource) if len(keys) > 1 else []
     if len(parts) != len(keys):
         parts, raws = [], [body]
         keys = keys[:1]
     else:
-        raws = [json.dumps(part, separators=(",", ":")).encode() for _, part in parts]
+        raws = _serialised(body, resource, [part for _, part in parts])
     entries: list[int | None] = [index for index, _ in parts] or [None]
     return [
         (
@@ -360,4 +363,24 @@ def fhir_messages(
             ),
         )
         for entry, raw, key in zip(entries, raws, keys, strict=True)
+    ]
+
+
+def _serialised(body: bytes, bundle: dict[str, Any], parts: list[dict[str, Any]]) -> list[bytes]:
+    """Each part of `bundle` (`split_bundle`) as compact JSON bytes. When the body has large
+    strings (a report's base64 PDF or text) each part is written from the body's stand-in
+    parse (`json_body.stand_ins`, the same entries in the same places) with those strings
+    spliced from the body: the same bytes, without a text of the part or a copy of it; the
+    large strings of `bundle` are dropped first (the caller's parse, not used after)."""
+    found = json_body.stand_ins(body, json_body.scan(body, sys.maxsize).large)
+    entries = bundle.get("entry")
+    same = found.value.get("entry") if found is not None and isinstance(found.value, dict) else None
+    if found is None or not isinstance(same, list) or len(same) != len(entries or []):
+        return [json.dumps(part, separators=(",", ":")).encode() for part in parts]
+    index = {id(entry): n for n, entry in enumerate(entries or [])}
+    placed = [[index[id(entry)] for entry in part["entry"]] for part in parts]
+    json_body.drop_large(bundle)  # not needed from here: the parts come from the body
+    return [
+        json_body.dumps({**part, "entry": [same[n] for n in numbers]}, found)
+        for part, numbers in zip(parts, placed, strict=True)
     ]
