@@ -187,6 +187,11 @@ class Settings(BaseSettings):
         description="update the EHR's DiagnosticReport with FHIR (JSON) Patch instead of a read "
         "and an If-Match update",
     )
+    flags_hold_until_review: bool = Field(
+        default=False,
+        description="hold critical-result Flags (FHIR and ORU OBX) until a reviewer accepts them; "
+        "off: sent at once, because time matters",
+    )
     oru_sending_application: str = Field(default="RADBRIDGE", description="ORU MSH-3")
     oru_sending_facility: str = Field(default="", description="ORU MSH-4")
     oru_receiving_application: str = Field(default="", description="ORU MSH-5")
