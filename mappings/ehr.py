@@ -364,6 +364,8 @@ def plan(
             continue
         if kind == "Provenance" and held:  # it names no Flag the EHR does not hold
             resource = without_targets(resource, {k for k in held if k not in delivered})
+            if not resource["target"]:  # it named only held Flags: it waits for them
+                continue
         digest = _digest(resource, context)
         hashes[key] = digest
         if delivered.get(key) == digest:

@@ -18,6 +18,7 @@ from tests.ehr_engine import MedplumEhr, medplum
 from tests.oru_receiver import OruReceiver
 from tests.test_ehr_contract import HL7, extracted, settings_for
 from tests.test_ehr_insights import ABDOMEN_US, _decided, _ehr_patient, _of
+from tests.test_ui_insights_browser import SCROTUM_US
 from workers.delivery import deliver_oru_message, deliver_report
 
 __all__ = ["medplum"]  # the fixture
@@ -138,3 +139,25 @@ def test_an_oru_flag_sent_before_the_hold_is_withdrawn_when_rejected(
     rejected = _decided(bundle, {"Flag": Decision.REJECT})
     deliver_oru_message(rejected, on, report, sent)
     assert _obx(receiver.messages[-1])["Critical result"] == "W"
+
+
+def test_a_report_whose_only_insight_is_a_held_flag_sends_no_empty_provenance(
+    medplum: MedplumEhr,
+) -> None:
+    """The extraction Provenance of a report with nothing but a critical result targets only
+    the Flag: held, it is not sent (a Provenance needs a target); accepted, both go out."""
+    _ehr_patient(medplum)
+    settings = _hold(medplum)
+    only_flag = SCROTUM_US.replace(b"~Recommend follow-up ultrasound in 6 weeks.", b"")
+    report, bundle = extracted(only_flag, HL7, settings)
+    assert [len(_of(bundle, kind)) for kind in ("Flag", "ServiceRequest", "Observation")] == [
+        1, 0, 0]  # fmt: skip
+    first = deliver_report(bundle, report, settings, {})
+    assert medplum.resources("Flag") == []
+    assert all(p.get("target") for p in medplum.resources("Provenance"))
+    accepted = _decided(bundle, {"Flag": Decision.ACCEPT})
+    deliver_report(accepted, report, settings, first.hashes)
+    (flag,) = medplum.resources("Flag")
+    extraction = [p for p in medplum.resources("Provenance") if "activity" not in p]
+    assert [t["reference"] for p in extraction for t in p["target"]] == [f"Flag/{flag['id']}"]
+    assert medplum.dangling() == []
