@@ -308,6 +308,15 @@ class Settings(BaseSettings):
             problems.append(
                 ("warning", "the browser UI is off: set RADBRIDGE_UI_USERS_FILE to serve /ui")
             )
+            if self.flags_hold_until_review:
+                problems.append(
+                    (
+                        "error",
+                        "RADBRIDGE_FLAGS_HOLD_UNTIL_REVIEW needs the browser UI "
+                        "(RADBRIDGE_UI_USERS_FILE): no reviewer could release a held critical "
+                        "result",
+                    )
+                )
         elif self.ui_session_secret is None or not self.ui_session_secret.get_secret_value():
             problems.append(
                 (

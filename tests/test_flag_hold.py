@@ -161,3 +161,18 @@ def test_a_report_whose_only_insight_is_a_held_flag_sends_no_empty_provenance(
     extraction = [p for p in medplum.resources("Provenance") if "activity" not in p]
     assert [t["reference"] for p in extraction for t in p["target"]] == [f"Flag/{flag['id']}"]
     assert medplum.dangling() == []
+
+
+def test_production_refuses_a_hold_no_reviewer_could_release() -> None:
+    """Reviews are made in the browser UI: with it off, a held critical result would never go
+    out, so production refuses to start; with the UI on, the hold is fine."""
+    from adapter.errors import ConfigError
+
+    key = "k" * 40
+    with pytest.raises(ConfigError, match="RADBRIDGE_FLAGS_HOLD_UNTIL_REVIEW"):
+        Settings(env="production", api_key=key, flags_hold_until_review=True).check_production()  # type: ignore[arg-type,call-arg]
+    Settings(env="production", api_key=key).check_production()  # type: ignore[arg-type,call-arg]
+    Settings(  # type: ignore[call-arg]
+        env="production", api_key=key, flags_hold_until_review=True,  # type: ignore[arg-type]
+        ui_users_file="users", ui_session_secret="s" * 40,  # type: ignore[arg-type]
+    ).check_production()  # fmt: skip
