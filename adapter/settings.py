@@ -187,6 +187,11 @@ class Settings(BaseSettings):
         description="update the EHR's DiagnosticReport with FHIR (JSON) Patch instead of a read "
         "and an If-Match update",
     )
+    flags_hold_until_review: bool = Field(
+        default=False,
+        description="hold critical-result Flags (FHIR and ORU OBX) until a reviewer accepts them; "
+        "off: sent at once, because time matters",
+    )
     oru_sending_application: str = Field(default="RADBRIDGE", description="ORU MSH-3")
     oru_sending_facility: str = Field(default="", description="ORU MSH-4")
     oru_receiving_application: str = Field(default="", description="ORU MSH-5")
@@ -303,6 +308,15 @@ class Settings(BaseSettings):
             problems.append(
                 ("warning", "the browser UI is off: set RADBRIDGE_UI_USERS_FILE to serve /ui")
             )
+            if self.flags_hold_until_review:
+                problems.append(
+                    (
+                        "error",
+                        "RADBRIDGE_FLAGS_HOLD_UNTIL_REVIEW needs the browser UI "
+                        "(RADBRIDGE_UI_USERS_FILE): no reviewer could release a held critical "
+                        "result",
+                    )
+                )
         elif self.ui_session_secret is None or not self.ui_session_secret.get_secret_value():
             problems.append(
                 (

@@ -25,10 +25,12 @@ DiagnosticReport, with references that resolve there. This module decides, from 
   transaction is not honoured by every server); a DiagnosticReport created only when the EHR has
   none (and replaced, with `If-Match`, when it is radbridge's own: a corrected source report); a Patient created only by
   conditional create (`If-None-Exist`) when the policy says so. Only what changed since the last
-  delivery to this EHR is sent (`hashes`).
+  delivery to this EHR is sent (`hashes`). With `hold_flags` (RADBRIDGE_FLAGS_HOLD_UNTIL_REVIEW)
+  a Flag not accepted yet (or rejected and never sent) is left out (`mappings.flag_hold`), and
+  the extraction Provenance names no Flag the EHR does not hold.
 - `review_transaction`: the clinicians' decisions (VERIFY Provenance, on Observations and on
   insights) sent after them, their targets carrying the version the EHR returned (or no
-  version), the reviewer referenced by identifier or conditionally created.
+  version), the reviewer referenced by identifier or conditionally created; none on a held Flag.
 
 A report without Observations and without insights adds nothing: nothing is written back.
 """
@@ -46,6 +48,7 @@ from urllib.parse import quote
 from mappings import terminology as term
 from mappings.errors import IdentityRefused
 from mappings.fhir_out import deterministic_id, diagnostic_report_of
+from mappings.flag_hold import held_flags, provenance_targets, without_targets
 from mappings.report import EntityIdentifier, PatientIdentifier, Report
 
 Resource = dict[str, Any]
@@ -139,6 +142,7 @@ class Plan:
     report_reference: str
     patient_reference: str
     hashes: dict[str, str]
+    held: frozenset[str] = frozenset()  # `Flag/<id>` held until review (not sent)
 
 
 def _oid_or_uri(universal_id: str | None, universal_id_type: str | None) -> str | None:
@@ -305,8 +309,10 @@ def plan(
     *,
     base_url: str,
     patch: bool = False,
+    hold_flags: bool = False,
 ) -> Plan:
-    """The write-back of one radbridge Bundle (see the module docstring)."""
+    """The write-back of one radbridge Bundle (see the module docstring); `hold_flags`
+    (RADBRIDGE_FLAGS_HOLD_UNTIL_REVIEW): a Flag not accepted yet is held (`mappings.flag_hold`)."""
     internal_report = diagnostic_report_of(bundle) or {}
     internal_patient = next(
         (e["resource"] for e in bundle.get("entry", []) if e["resource"]["resourceType"] == "Patient"),
@@ -345,12 +351,21 @@ def plan(
     if internal_patient is not None:
         mapping[f"Patient/{internal_patient['id']}"] = patient_reference
     context = f"{who.patient}\x00{who.report_reference or who.report_key}"
-    for entry in bundle.get("entry", []):
-        resource = entry["resource"]
+    resources = [e["resource"] for e in bundle.get("entry", [])]
+    held = held_flags(resources, delivered) if hold_flags else frozenset()
+    for resource in resources:
         kind = resource["resourceType"]
         if kind not in _OWN and not (kind == "Provenance" and not is_review_provenance(resource)):
             continue
         key = f"{kind}/{resource['id']}"
+        if key in held:
+            if key in delivered:  # sent before the setting was on: the EHR still holds it
+                hashes[key] = delivered[key]
+            continue
+        if kind == "Provenance" and held:  # it names no Flag the EHR does not hold
+            resource = without_targets(resource, {k for k in held if k not in delivered})
+            if not resource["target"]:  # it named only held Flags: it waits for them
+                continue
         digest = _digest(resource, context)
         hashes[key] = digest
         if delivered.get(key) == digest:
@@ -391,7 +406,8 @@ def plan(
         if not entries or only_patient
         else {"resourceType": "Bundle", "type": "transaction", "entry": entries}
     )
-    return Plan(transaction, report_update, json_patch, report_reference, patient_reference, hashes)
+    return Plan(transaction, report_update, json_patch, report_reference, patient_reference, hashes,
+                held)  # fmt: skip
 
 
 def versions_from_response(response: Resource) -> dict[str, str]:
@@ -455,6 +471,8 @@ def review_transaction(
         resource = entry["resource"]
         if not is_review_provenance(resource) or not _targets_written(resource):
             continue
+        if any(target in written.held for target in provenance_targets(resource)):
+            continue  # a decision on a Flag held until review (a rejected one never sent)
         key = f"Provenance/{resource['id']}"
         digest = _digest(resource, written.report_reference)
         hashes[key] = digest

@@ -9,6 +9,8 @@ for these), OBX-5 what it says (the follow-up's modality, due date or period and
 conditional; the finding; the recipient and time as written; the mismatch and its detail),
 OBX-11 `P` while it awaits review (draft, preliminary), `W` once rejected (entered-in-error),
 else `F`, OBX-14 the report's effective time. The evidence quote is not sent (report text).
+A Flag held until review (RADBRIDGE_FLAGS_HOLD_UNTIL_REVIEW, `mappings.flag_hold`) is left out
+by the caller.
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ INSIGHT_OBX: dict[str, tuple[str, Callable[[Resource], str]]] = {
 _AWAITING = ("draft", "preliminary")
 
 
-def _status(resource: Resource) -> str:
+def insight_status(resource: Resource) -> str:
+    """OBX-11 of an insight: P awaiting review, W rejected, else F."""
     status = resource.get("status")
     if status == "entered-in-error":
         return "W"
@@ -88,6 +91,6 @@ def insight_obx(
             continue
         after += 1
         fields = ["OBX", str(after), "ST", f"^{escape(name)}", "", value, "", "", "", "", "",
-                  _status(resource), "", "", effective]  # fmt: skip
+                  insight_status(resource), "", "", effective]  # fmt: skip
         segments.append("|".join(fields).rstrip("|"))
     return segments

@@ -341,6 +341,7 @@ def deliver_report(
             plan = ehr.plan(
                 bundle, who, state, policy, delivered,
                 base_url=settings.fhir_base_url, patch=settings.ehr_patch,
+                hold_flags=settings.flags_hold_until_review,
             )  # fmt: skip
             try:
                 versions: dict[str, str] = {}
@@ -457,10 +458,13 @@ def oru_message(
             receiving_facility=settings.oru_receiving_facility,
             now=now,
             sent=sent,
+            hold_flags=settings.flags_hold_until_review,
         )
 
     message = build(oru_control_id(build("", datetime(2000, 1, 1, tzinfo=UTC))), None)
-    return OruMessage(message, result_statuses(bundle, sent))
+    return OruMessage(
+        message, result_statuses(bundle, sent, hold_flags=settings.flags_hold_until_review)
+    )
 
 
 def deliver_oru_message(

@@ -32,7 +32,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mappings import terminology as term
-from mappings.oru_insights import insight_obx
+from mappings.flag_hold import held_flags
+from mappings.oru_insights import insight_obx, insight_status
 from mappings.report import EntityIdentifier, HL7Field, Report
 
 _SYSTEM_NAMES = {term.SNOMED: "SCT", term.LOINC: "LN"}
@@ -65,25 +66,33 @@ def result_status(observation: dict[str, Any], previous: str | None) -> str:
 
 
 def result_statuses(
-    bundle: dict[str, Any], sent: Mapping[str, str] | None = None
+    bundle: dict[str, Any], sent: Mapping[str, str] | None = None, *, hold_flags: bool = False
 ) -> dict[str, str]:
-    """`Observation/<id>` -> `<OBX-11>:<digest>` for each Observation of a Bundle: what an ORU
-    built now sends (record it once delivered, and pass it back as `sent` next time)."""
+    """`Observation/<id>` -> `<OBX-11>:<digest>` for each Observation of a Bundle, and
+    `Flag/<id>` -> `<OBX-11>:` for each critical-result Flag it sends (`hold_flags`: not the
+    ones held until review, `mappings.flag_hold`; one the destination got before stays
+    recorded): what an ORU built now sends (record it once delivered, and pass it back as
+    `sent` next time)."""
     previous = sent or {}
     statuses = {}
-    for entry in bundle.get("entry", []):
-        resource = entry.get("resource") or {}
-        if resource.get("resourceType") != "Observation":
-            continue
-        key = f"Observation/{resource.get('id')}"
-        statuses[key] = f"{result_status(resource, previous.get(key))}:{_result_hash(resource)}"
+    resources = [entry.get("resource") or {} for entry in bundle.get("entry", [])]
+    held = held_flags(resources, previous) if hold_flags else frozenset()
+    for resource in resources:
+        kind = resource.get("resourceType")
+        key = f"{kind}/{resource.get('id')}"
+        if kind == "Observation":
+            statuses[key] = f"{result_status(resource, previous.get(key))}:{_result_hash(resource)}"
+        elif kind == "Flag" and key not in held:
+            statuses[key] = f"{insight_status(resource)}:"
+        elif kind == "Flag" and key in previous:
+            statuses[key] = previous[key]
     return statuses
 
 
 def order_status(statuses: Mapping[str, str], report_status: str) -> str:
     """OBR-25 from the OBX-11 letters (`result_statuses`): P while any is P, C when any is C,
     else F; without Observations, the DiagnosticReport's status."""
-    letters = {value.partition(":")[0] for value in statuses.values()}
+    letters = {v.partition(":")[0] for k, v in statuses.items() if k.startswith("Observation/")}
     if not letters:
         return _REPORT_STATUS.get(report_status, "P")
     if "P" in letters:
@@ -168,12 +177,15 @@ def oru_from_bundle(
     receiving_facility: str = "",
     now: datetime | None = None,
     sent: Mapping[str, str] | None = None,
+    hold_flags: bool = False,
 ) -> bytes:
     """The ORU^R01 message (ER7 bytes with `\\r` segment ends) for one transaction Bundle and
     the source `report` it was extracted from (see the module docstring); `sent`: what this
-    destination was sent before (`result_statuses`), for OBX-11 and OBR-25."""
-    statuses = result_statuses(bundle, sent)
+    destination was sent before (`result_statuses`), for OBX-11 and OBR-25; `hold_flags`
+    (RADBRIDGE_FLAGS_HOLD_UNTIL_REVIEW): no OBX for a Flag held until review."""
+    statuses = result_statuses(bundle, sent, hold_flags=hold_flags)
     resources = [entry["resource"] for entry in bundle.get("entry", [])]
+    held = held_flags(resources, sent or {}) if hold_flags else frozenset()
     patient: dict[str, Any] = next((r for r in resources if r["resourceType"] == "Patient"), {})
     diagnostic: dict[str, Any] = next(
         (r for r in resources if r["resourceType"] == "DiagnosticReport"), {}
@@ -228,7 +240,10 @@ def oru_from_bundle(
                     component_units, status, effective, "",
                 )
             )  # fmt: skip
-    segments += insight_obx(resources, index, effective, _escape)
+    segments += insight_obx(
+        [r for r in resources if f"{r['resourceType']}/{r.get('id')}" not in held],
+        index, effective, _escape,
+    )  # fmt: skip
     return ("\r".join(segments) + "\r").encode("utf-8")
 
 
