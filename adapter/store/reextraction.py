@@ -1,10 +1,11 @@
 """A re-extraction and the clinician decisions already stored (called by `Store.save_result`,
 in its transaction, after the result-order check let the Bundle through).
 
-A value is decided when its current version is a reviewer's decision (that version has the
-decision's Provenance). The same report again keeps the decided versions; a superseding report
-(corrected/amended, a final after a preliminary, a later one) reopens them for review. Nothing
-here logs report text, names or identifiers.
+A value or an insight (a resource type of `INSIGHT_REVIEWS`: follow-up, critical result,
+mismatch, communication) is decided when its current version is a reviewer's decision (that
+version has the decision's Provenance). The same report again keeps the decided versions; a
+superseding report (corrected/amended, a final after a preliminary, a later one) reopens them
+for review. Nothing here logs report text, names or identifiers.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ from sqlalchemy.engine import Connection
 from adapter.store.connection import utc_now
 from adapter.tables import audit_events, bundles, extractions, messages, resources
 from mappings.fhir_out import diagnostic_report_of
-from mappings.review import review_provenance_id
+from mappings.review import INSIGHT_REVIEWS, review_provenance_id
 
 log = logging.getLogger("radbridge.reextraction")
 
+
+# what a reviewer decides: values (RADS categories included) and the report's insights
+REVIEWABLE = ("Observation", *INSIGHT_REVIEWS)
 
 SAME_REPORT_RULE = "same report: the reviewed versions are kept"
 SUPERSEDING_RULE = "superseding report: the reviewed values need review again"
@@ -118,8 +122,8 @@ def keep_reviewed(
     """The review rule of a re-extraction, in `Store.save_result`'s transaction (after the
     result-order check let `bundle` through, with the report locked).
 
-    A value is decided when its current version is a reviewer's decision (that version has
-    the decision's Provenance). When the stored result holds decided values:
+    A value or an insight is decided when its current version is a reviewer's decision (that
+    version has the decision's Provenance). When the stored result holds decided ones:
     - the SAME report again (same result status, same message or the same content apart from
       the MSH segment): the decided versions stay (no new version; the Bundle carries them and
       the decisions' Provenance, and keeps a decided value this extraction missed); when every
@@ -130,22 +134,27 @@ def keep_reviewed(
       is back on the worklist.
     Either way the extraction record and the audit trail note it."""
     bundle_id = str(bundle["id"])
-    incoming_ids = [
-        str(e["resource"]["id"])
+    incoming_keys = [
+        (str(e["resource"]["resourceType"]), str(e["resource"]["id"]))
         for e in bundle.get("entry", [])
-        if e["resource"]["resourceType"] == "Observation"
+        if e["resource"]["resourceType"] in REVIEWABLE
     ]
-    columns = (resources.c.id, resources.c.version_id, resources.c.body)
-    observation = resources.c.resource_type == "Observation"
+    columns = (resources.c.resource_type, resources.c.id, resources.c.version_id, resources.c.body)
+    reviewable = resources.c.resource_type.in_(REVIEWABLE)
     stored = connection.execute(  # two index lookups: an OR of both read every Observation
         sa.union(
-            sa.select(*columns).where(observation, resources.c.bundle_id == bundle_id),
-            sa.select(*columns).where(observation, resources.c.id.in_(incoming_ids)),
+            sa.select(*columns).where(reviewable, resources.c.bundle_id == bundle_id),
+            sa.select(*columns).where(
+                reviewable, resources.c.id.in_([rid for _, rid in incoming_keys])
+            ),
         )
     ).all()
     if not stored:
         return ReviewedKept(bundle)
-    decision_of = {review_provenance_id(str(r.id), int(r.version_id)): str(r.id) for r in stored}
+    decision_of = {
+        review_provenance_id(str(r.id), int(r.version_id)): (str(r.resource_type), str(r.id))
+        for r in stored
+    }
     decided_ids = {
         decision_of[str(pid)]
         for pid in connection.execute(
@@ -156,7 +165,11 @@ def keep_reviewed(
     }
     if not decided_ids:
         return ReviewedKept(bundle)
-    decided = {str(r.id): json.loads(r.body) for r in stored if str(r.id) in decided_ids}
+    decided = {
+        (str(r.resource_type), str(r.id)): json.loads(r.body)
+        for r in stored
+        if (str(r.resource_type), str(r.id)) in decided_ids
+    }
     incoming = diagnostic_report_of(bundle)
     stored_bundle = connection.execute(
         sa.select(bundles.c.message_id, bundles.c.body).where(bundles.c.id == bundle_id)
@@ -171,7 +184,7 @@ def keep_reviewed(
         and stored_bundle is not None
         and _same_content(connection, message_id, stored_bundle.message_id)
     )
-    ids = sorted(decided)
+    ids = sorted(rid for _, rid in decided)
     if not same:
         _note(connection, message_id, report_id, "reopened", ids, SUPERSEDING_RULE)
         log.info("re-extraction: %d reviewed values need review again", len(ids))
@@ -179,30 +192,32 @@ def keep_reviewed(
     _note(connection, message_id, report_id, "kept", ids, SAME_REPORT_RULE)
     log.info("re-extraction of the same report: %d reviewed values kept", len(ids))
     assert stored_bundle is not None and incoming is not None
-    if set(incoming_ids) <= set(decided):
+    if set(incoming_keys) <= set(decided):
         return ReviewedKept(
             bundle,
             unchanged=True,
             reason="kept: every value of this report was decided by a reviewer (same report)",
         )
-    missing = [oid for oid in ids if oid not in incoming_ids]
+    missing = [key for key in sorted(decided) if key not in incoming_keys]
+    results_missing = [rid for kind, rid in missing if kind == "Observation"]
     entries = []
     for entry in bundle.get("entry", []):
         resource = entry["resource"]
-        if resource["resourceType"] == "Observation" and str(resource["id"]) in decided:
-            entry = {**entry, "resource": decided[str(resource["id"])]}
-        elif resource["resourceType"] == "DiagnosticReport" and missing:
+        key = (str(resource["resourceType"]), str(resource["id"]))
+        if key in decided:
+            entry = {**entry, "resource": decided[key]}
+        elif resource["resourceType"] == "DiagnosticReport" and results_missing:
             results = [*resource.get("result", [])]
-            results += [{"reference": f"Observation/{oid}"} for oid in missing]
+            results += [{"reference": f"Observation/{oid}"} for oid in results_missing]
             entry = {**entry, "resource": {**resource, "result": results}}
         entries.append(entry)
     entries += [
         {
-            "fullUrl": f"urn:uuid:{oid}",
-            "resource": decided[oid],
-            "request": {"method": "PUT", "url": f"Observation/{oid}"},
+            "fullUrl": f"urn:uuid:{rid}",
+            "resource": decided[(kind, rid)],
+            "request": {"method": "PUT", "url": f"{kind}/{rid}"},
         }
-        for oid in missing
+        for kind, rid in missing
     ]
     present = {(e["resource"]["resourceType"], str(e["resource"]["id"])) for e in entries}
     carried = [  # the decisions' Provenance (bundle_with_review added them)
@@ -211,6 +226,6 @@ def keep_reviewed(
         if e["resource"]["resourceType"] == "Provenance"
         and ("Provenance", str(e["resource"]["id"])) not in present
     ]
-    skip = {("Observation", oid) for oid in decided}
+    skip = set(decided)
     skip |= {("Provenance", str(e["resource"]["id"])) for e in carried}
     return ReviewedKept({**bundle, "entry": entries + carried}, skip=frozenset(skip))

@@ -4,9 +4,11 @@ with each resource's versions, in result order.
 Result order (`save_result`, rules in `mappings.result_order`): per DiagnosticReport, a
 preliminary never replaces a final, a corrected/amended result supersedes both, and otherwise
 the later observation time wins; a superseding Bundle retires the Observations and insight
-resources (ServiceRequest, Flag, Communication, DetectedIssue) it no longer has (`entered-in-error`, carried
-in the Bundle for the EHR, no longer served by searches). A reviewer's decisions survive a
-re-extraction of the same report (`adapter.store.reextraction`).
+resources (ServiceRequest, Flag, Communication, DetectedIssue) it no longer has
+(`entered-in-error`, carried in the Bundle for the EHR, no longer served by searches), the
+report's insights also when another template's Bundle (`report_only`) holds them. A reviewer's
+decisions on values and insights survive a re-extraction of the same report
+(`adapter.store.reextraction`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from adapter.tables import (
 )
 from mappings.fhir_out import diagnostic_report_of
 from mappings.result_order import RETIRABLE, as_retired, stale_reason
+from mappings.review import template_of
 from mappings.search_params import IndexTerms, index_terms
 from mappings.timeline import prior_from_resource
 
@@ -127,8 +130,8 @@ class ResultStore(StoreBase):
         audited `superseded`) and the message `processing -> extracted`, its reason "no
         template" when it had no result or only results no template applied to (their record
         says `no_template`: the report's own Bundle, issue 20), else the first superseding
-        reason when no Bundle was saved. All or nothing: StoreError (nothing written) when the message is no longer
-        `processing`."""
+        reason when no Bundle was saved. All or nothing: StoreError (nothing written) when the
+        message is no longer `processing`."""
         saved: list[SavedResult] = []
         now = _now()
         with self.transaction() as connection:
@@ -215,13 +218,16 @@ class ResultStore(StoreBase):
             if e["resource"]["resourceType"] in RETIRABLE
         }
         dropped = sorted(  # sorted here: ORDER BY id made SQLite read every Observation
-            connection.execute(
-                sa.select(resources.c.resource_type, resources.c.id, resources.c.body).where(
-                    resources.c.resource_type.in_(RETIRABLE),
-                    resources.c.bundle_id == bundle_id,
-                )
-            ).all()
+            (str(kind), str(oid), str(body))
+            for kind, oid, body in connection.execute(_retirable_of(bundle_id))
         )
+        previous = _previous_bundle(connection, incoming, bundle_id)
+        if previous is not None:  # the report's insights, stored under another template's Bundle
+            dropped += sorted(
+                (str(kind), str(oid), str(body))
+                for kind, oid, body in connection.execute(_retirable_of(previous))
+                if _is_insight(json.loads(body))
+            )
         retired = [
             as_retired(json.loads(body))
             for kind, oid, body in dropped
@@ -375,6 +381,38 @@ class ResultStore(StoreBase):
                 )
             ).one()
         return int(row[0]), float(row[1])
+
+
+def _retirable_of(bundle_id: str) -> Any:
+    """The retirable resources (type, id, body) a Bundle wrote last."""
+    return sa.select(resources.c.resource_type, resources.c.id, resources.c.body).where(
+        resources.c.resource_type.in_(RETIRABLE), resources.c.bundle_id == bundle_id
+    )
+
+
+def _is_insight(resource: dict[str, Any]) -> bool:
+    """Whether a resource is one of the report's insights (its evidence names the `insights`
+    pseudo-template: a follow-up, critical result, mismatch, RADS category...)."""
+    found = template_of(resource)
+    return found is not None and found[0] == "insights"
+
+
+def _previous_bundle(
+    connection: Connection, report: dict[str, Any] | None, bundle_id: str
+) -> str | None:
+    """The Bundle that wrote the stored version of `report` (the incoming DiagnosticReport)
+    when it is another one than `bundle_id`: the report was stored under another template (its
+    first version had none, `report_only`, and its correction routes to a template, or the
+    other way round). Its insights are the report's own (the same for every template), so the
+    ones the incoming Bundle no longer has are retired; its values are that template's."""
+    if report is None:
+        return None
+    previous = connection.execute(
+        sa.select(resources.c.bundle_id).where(
+            resources.c.resource_type == "DiagnosticReport", resources.c.id == report["id"]
+        )
+    ).scalar()
+    return None if previous is None or str(previous) == bundle_id else str(previous)
 
 
 def _insert_extraction(connection: Connection, message_id: int, output: Output) -> None:
