@@ -198,3 +198,25 @@ def test_eval_scores_only_the_kinds_a_file_labels() -> None:
     assert list(kinds) == ["mismatches"]  # the file labels no other kind
     assert kinds["mismatches"]["tp"] + kinds["mismatches"]["fn"] == 16
     assert kinds["mismatches"]["f1"] >= 0.9  # issue 20's goal
+
+
+def test_a_size_a_template_states_is_not_stated_again() -> None:
+    text = (
+        "CT HEAD\nFINDINGS: Acute right subdural haematoma, 12 mm thick, with 6 mm midline shift "
+        "to the left. Incidental 9 mm arachnoid cyst.\nIMPRESSION: Acute subdural haematoma."
+    )
+    (result,) = _run(_report("head-1", text))[0]
+    assert result.template.id == "head_ct" and result.bundle is not None
+    assert _errors(result.bundle) == []
+    observations = _resources(result.bundle, "Observation")
+    # 12 mm on the subdural's components, 6 mm as "Midline shift (mm)": neither again
+    stated = [
+        value
+        for o in observations
+        for value in [o.get("valueQuantity", {}).get("value")]
+        + [c["valueQuantity"]["value"] for c in o.get("component", []) if "valueQuantity" in c]
+        if value is not None
+    ]
+    assert sorted(stated) == [6, 9, 12]
+    (cyst,) = [o for o in observations if o["code"].get("text") == "Incidental arachnoid cyst"]
+    assert cyst["component"][0]["valueQuantity"]["value"] == 9

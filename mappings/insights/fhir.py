@@ -18,7 +18,8 @@
   verified for these scores), `valueCodeableConcept.text` the category as the system writes it,
   `bodySite.text` the side when stated; listed in `DiagnosticReport.result`;
 - an `Observation` per size of a finding that no template Observation of the Bundle states
-  already (a size component with the same evidence offsets: never the same fact twice): `code`
+  already (a size component with the same evidence offsets, or a number variable of the same
+  millimetres whose evidence holds the size, "Midline shift (mm)": never the same fact twice): `code`
   text the finding phrase as written (no code is looked up), `valueCodeableConcept` Present
   (SNOMED `52101004`), the size `component`s of `mappings.fhir_components`; listed in
   `DiagnosticReport.result`;
@@ -48,7 +49,7 @@ from mappings.fhir_out import (
     report_key,
 )
 from mappings.insights.critical_list import CriticalFinding
-from mappings.insights.model import Insights, Span
+from mappings.insights.model import Insights, SizedFinding, Span
 from mappings.output_check import check_bundle
 from mappings.report import Report
 
@@ -257,23 +258,59 @@ def _rads_observations(refs: _Refs, insights: Insights, status: str, issued: str
     return resources
 
 
-def _template_sizes(bundle: Resource) -> set[tuple[int, int]]:
-    """The offsets of the sizes the Bundle's template Observations state already."""
+Stated = tuple[set[tuple[int, int]], list[tuple[float, int, int]]]
+_MM = {"mm": 1.0, "cm": 10.0}
+
+
+def _evidence_offsets(resource: Resource) -> tuple[int, int] | None:
+    for extension in resource.get("extension") or []:
+        if extension.get("url") != EVIDENCE_EXTENSION:
+            continue
+        parts = {p["url"]: p for p in extension.get("extension") or []}
+        if "start" in parts and "end" in parts:
+            return parts["start"]["valueInteger"], parts["end"]["valueInteger"]
+    return None
+
+
+def _template_sizes(bundle: Resource) -> Stated:
+    """What the Bundle's template Observations state already: the offsets of their size
+    components, and each number in mm ("Midline shift (mm)" 6) with its evidence's offsets."""
     spans: set[tuple[int, int]] = set()
+    numbers: list[tuple[float, int, int]] = []
     for entry in bundle.get("entry", []):
         resource = entry["resource"]
-        if resource["resourceType"] == "Observation":
-            spans |= size_spans(resource.get("component") or [])
-    return spans
+        if resource["resourceType"] != "Observation":
+            continue
+        spans |= size_spans(resource.get("component") or [])
+        quantity = resource.get("valueQuantity") or {}
+        offsets = _evidence_offsets(resource)
+        if quantity.get("code") in _MM and "value" in quantity and offsets is not None:
+            numbers.append((round(quantity["value"] * _MM[quantity["code"]], 2), *offsets))
+    return spans, numbers
+
+
+def _stated(sized: SizedFinding, stated: Stated) -> bool:
+    """Whether a template Observation states this size: a size component with its offsets, or
+    a number of the same millimetres whose evidence holds it."""
+    spans, numbers = stated
+    start, end = sized.size.evidence.start, sized.size.evidence.end
+    if start is None or end is None:
+        return False
+    if (start, end) in spans:
+        return True
+    return len(sized.size.dims) == 1 and any(
+        value == sized.size.dims_mm[0] and low <= start and end <= high
+        for value, low, high in numbers
+    )
 
 
 def _size_observations(
-    refs: _Refs, insights: Insights, stated: set[tuple[int, int]], status: str, issued: str
+    refs: _Refs, insights: Insights, stated: Stated, status: str, issued: str
 ) -> list[Resource]:
     resources = []
     present = term.require(term.SNOMED, PRESENT)
     for sized in insights.sizes:
-        if (sized.size.evidence.start, sized.size.evidence.end) in stated:
+        if _stated(sized, stated):
             continue
         resource: Resource = {
             "resourceType": "Observation",
