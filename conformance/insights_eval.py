@@ -8,7 +8,10 @@ How each kind is matched, per report (a multiset: the n-th equal item is its own
 - `communications`: that a communication is stated (one item per statement);
 - `communication recipients`: (recipient, time) as written (case-insensitive);
 - `rads`: (system, category) with the side as the attribute;
-- `mismatches`: the mismatch kind (laterality, sex, age, exam_type).
+- `mismatches`: the mismatch kind (laterality, sex, age, exam_type);
+- `sizes`: the dimensions in mm in the order written ("16x11x10"); the finding phrase is free
+  text on both sides and is not compared (two sizes of one report with equal dimensions are
+  rare, and the gold keeps a restatement out as the step does).
 A file is scored on the kinds it labels: those whose gold key every record carries
 (mismatches.jsonl labels only `mismatches`; `communication recipients` needs `communications`).
 An item is right only with its attribute (the n-th equal item and attribute is numbered n, so a
@@ -41,6 +44,7 @@ KINDS = (
     "communication recipients",
     "rads",
     "mismatches",
+    "sizes",
 )
 GOLD_KEY = {"communication recipients": "communications"}
 Row = dict[str, Any]
@@ -83,6 +87,11 @@ def _timing(due: object, start: object, end: object) -> str:
     return f"{start}..{end}" if start or end else "none"
 
 
+def _dims(dims_mm: Iterable[float]) -> str:
+    """Dimensions in mm as one key ("16x11x10"), 0.01 mm apart counting as equal."""
+    return "x".join(f"{round(float(d), 2):g}" for d in dims_mm)
+
+
 def _numbered(keys: Iterable[Key]) -> frozenset[Pair]:
     seen: Counter[Key] = Counter()
     pairs: set[Pair] = set()
@@ -113,6 +122,8 @@ def gold_pairs(gold: Row, kind: str) -> frozenset[Pair]:
         )
     if kind == "mismatches":
         return _numbered((g["kind"], None) for g in gold["mismatches"])
+    if kind == "sizes":
+        return _numbered((_dims(g["dims_mm"]), None) for g in gold["sizes"])
     return _numbered((f"{g['system']}|{g['category']}", g["side"]) for g in gold["rads"])
 
 
@@ -144,6 +155,8 @@ def predicted_pairs(insights: Insights, kind: str) -> frozenset[Pair]:
         )
     if kind == "mismatches":
         return _numbered((m.kind, None) for m in insights.mismatches)
+    if kind == "sizes":
+        return _numbered((_dims(s.size.dims_mm), None) for s in insights.sizes)
     return _numbered((f"{r.system}|{r.category}", r.side) for r in insights.rads)
 
 

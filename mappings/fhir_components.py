@@ -17,6 +17,7 @@ size is never stated twice. A reviewer's correction to absent removes them (`map
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from mappings import terminology as term
@@ -47,8 +48,14 @@ def size_components(value: FindingValue, evidence_url: str) -> list[Resource]:
     """The components of a finding's sizes (none for an absent or unmentioned finding)."""
     if value.status not in (FindingStatus.PRESENT, FindingStatus.UNCERTAIN):
         return []
+    return measurement_components(value.sizes, evidence_url)
+
+
+def measurement_components(sizes: Iterable[Measurement], evidence_url: str) -> list[Resource]:
+    """The components of `sizes`, one per dimension in the order written (also the insights
+    step's size Observations, `mappings.insights.fhir`)."""
     components: list[Resource] = []
-    for size in value.sizes:
+    for size in sizes:
         largest = size.dims.index(max(size.dims))
         for index, dimension in enumerate(size.dims):
             code = LONG_AXIS if len(size.dims) > 1 and index == largest else DIAMETER
@@ -69,6 +76,19 @@ def size_components(value: FindingValue, evidence_url: str) -> list[Resource]:
                 }
             )
     return components
+
+
+def size_spans(components: Iterable[Resource]) -> set[tuple[int, int]]:
+    """The (start, end) of the sizes that size components state (from their evidence)."""
+    spans: set[tuple[int, int]] = set()
+    for component in components:
+        if not is_size_component(component):
+            continue
+        for extension in component.get("extension") or []:
+            parts = {p["url"]: p for p in extension.get("extension") or []}
+            if "start" in parts and "end" in parts:
+                spans.add((parts["start"]["valueInteger"], parts["end"]["valueInteger"]))
+    return spans
 
 
 def is_size_component(component: Resource) -> bool:

@@ -17,6 +17,12 @@
 - an `Observation` per RADS category: `code` text naming the system (no LOINC/RadElement code is
   verified for these scores), `valueCodeableConcept.text` the category as the system writes it,
   `bodySite.text` the side when stated; listed in `DiagnosticReport.result`;
+- an `Observation` per size of a finding that no template Observation of the Bundle states
+  already (a size component with the same evidence offsets, or a number variable of the same
+  millimetres whose evidence holds the size, "Midline shift (mm)": never the same fact twice): `code`
+  text the finding phrase as written (no code is looked up), `valueCodeableConcept` Present
+  (SNOMED `52101004`), the size `component`s of `mappings.fhir_components`; listed in
+  `DiagnosticReport.result`;
 - a `DetectedIssue` per mismatch with the order or the patient: `status` preliminary, `code` text
   naming the kind (no code system has laterality/sex/age/exam-type mismatches), `patient`,
   `identifiedDateTime` the report's effective time, `implicated` and `evidence.detail` the
@@ -35,6 +41,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mappings import terminology as term
+from mappings.fhir_components import measurement_components, size_spans
 from mappings.fhir_out import (
     EVIDENCE_EXTENSION,
     deterministic_id,
@@ -42,11 +49,13 @@ from mappings.fhir_out import (
     report_key,
 )
 from mappings.insights.critical_list import CriticalFinding
-from mappings.insights.model import Insights, Span
+from mappings.insights.model import Insights, SizedFinding, Span
 from mappings.output_check import check_bundle
 from mappings.report import Report
 
 INSIGHTS_VERSION = "1"
+PRESENT = "52101004"
+"""SNOMED CT Present (qualifier value), as the template Observations state presence."""
 FLAG_DETAIL = "http://hl7.org/fhir/StructureDefinition/flag-detail"
 RADS_CODE_TEXT = {
     "BI-RADS": "BI-RADS assessment category",
@@ -249,6 +258,85 @@ def _rads_observations(refs: _Refs, insights: Insights, status: str, issued: str
     return resources
 
 
+Stated = tuple[set[tuple[int, int]], list[tuple[float, int, int]]]
+_MM = {"mm": 1.0, "cm": 10.0}
+
+
+def _evidence_offsets(resource: Resource) -> tuple[int, int] | None:
+    for extension in resource.get("extension") or []:
+        if extension.get("url") != EVIDENCE_EXTENSION:
+            continue
+        parts = {p["url"]: p for p in extension.get("extension") or []}
+        if "start" in parts and "end" in parts:
+            return parts["start"]["valueInteger"], parts["end"]["valueInteger"]
+    return None
+
+
+def _template_sizes(bundle: Resource) -> Stated:
+    """What the Bundle's template Observations state already: the offsets of their size
+    components, and each number in mm ("Midline shift (mm)" 6) with its evidence's offsets."""
+    spans: set[tuple[int, int]] = set()
+    numbers: list[tuple[float, int, int]] = []
+    for entry in bundle.get("entry", []):
+        resource = entry["resource"]
+        if resource["resourceType"] != "Observation":
+            continue
+        spans |= size_spans(resource.get("component") or [])
+        quantity = resource.get("valueQuantity") or {}
+        offsets = _evidence_offsets(resource)
+        if quantity.get("code") in _MM and "value" in quantity and offsets is not None:
+            numbers.append((round(quantity["value"] * _MM[quantity["code"]], 2), *offsets))
+    return spans, numbers
+
+
+def _stated(sized: SizedFinding, stated: Stated) -> bool:
+    """Whether a template Observation states this size: a size component with its offsets, or
+    a number of the same millimetres whose evidence holds it."""
+    spans, numbers = stated
+    start, end = sized.size.evidence.start, sized.size.evidence.end
+    if start is None or end is None:
+        return False
+    if (start, end) in spans:
+        return True
+    return len(sized.size.dims) == 1 and any(
+        value == sized.size.dims_mm[0] and low <= start and end <= high
+        for value, low, high in numbers
+    )
+
+
+def _size_observations(
+    refs: _Refs, insights: Insights, stated: Stated, status: str, issued: str
+) -> list[Resource]:
+    resources = []
+    present = term.require(term.SNOMED, PRESENT)
+    for sized in insights.sizes:
+        if _stated(sized, stated):
+            continue
+        resource: Resource = {
+            "resourceType": "Observation",
+            "id": refs.id(
+                "Observation", "size", sized.finding, "x".join(map(str, sized.size.dims))
+            ),
+            "meta": _security(),
+            "extension": [_evidence(sized.evidence, "size")],
+            "status": status,
+            "category": [{"coding": [_coding(term.OBSERVATION_CATEGORY, "imaging")]}],
+            "code": {"text": sized.finding},
+            "subject": {"reference": refs.patient},
+            "effectiveDateTime": refs.effective,
+            "issued": issued,
+            "valueCodeableConcept": {
+                "coding": [{"system": term.SNOMED, "code": PRESENT, "display": present.display}],
+                "text": "Present",
+            },
+            "component": measurement_components((sized.size,), EVIDENCE_EXTENSION),
+        }
+        if refs.device:
+            resource["device"] = {"reference": refs.device}
+        resources.append(resource)
+    return resources
+
+
 def _detected_issues(refs: _Refs, insights: Insights) -> list[Resource]:
     resources = []
     for mismatch in insights.mismatches:
@@ -284,8 +372,10 @@ def insight_resources(
     refs = _Refs(bundle, report)
     issued = fhir_datetime((created or datetime.now(UTC)).astimezone(UTC))
     rads = _rads_observations(refs, insights, observation_status, issued)
+    sizes = _size_observations(refs, insights, _template_sizes(bundle), observation_status, issued)
     return [
         *rads,
+        *sizes,
         *_service_requests(refs, insights, [r["id"] for r in rads], report.text),
         *_flags(refs, insights, {f.id: f for f in findings}),
         *_communications(refs, insights),

@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mappings.report import Measurement
+
 FollowUpKind = Literal["imaging", "biopsy", "consultation", "other"]
 MismatchKind = Literal["laterality", "sex", "age", "exam_type"]
 
@@ -92,6 +94,18 @@ class Mismatch(BaseModel):
     evidence: Span
 
 
+class SizedFinding(BaseModel):
+    """A size stated for a finding in this exam (Observation with size components): the finding
+    phrase as written ("9 mm hypodense lesion in segment 4" gives "hypodense lesion in segment
+    4"), the size (`workers.measurements`) and the size's evidence."""
+
+    model_config = ConfigDict(frozen=True)
+
+    finding: str
+    size: Measurement
+    evidence: Span
+
+
 class Insights(BaseModel):
     """Everything the insights step found in one report."""
 
@@ -102,9 +116,15 @@ class Insights(BaseModel):
     communications: tuple[ResultCommunication, ...] = ()
     rads: tuple[RadsCategory, ...] = ()
     mismatches: tuple[Mismatch, ...] = ()
+    sizes: tuple[SizedFinding, ...] = ()
 
     def empty(self) -> bool:
         """True when nothing was found."""
         return not (
-            self.followups or self.critical or self.communications or self.rads or self.mismatches
+            self.followups
+            or self.critical
+            or self.communications
+            or self.rads
+            or self.mismatches
+            or self.sizes
         )

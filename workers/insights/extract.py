@@ -1,5 +1,6 @@
 """The insights of one report by rules: RADS categories, critical results, communications,
-follow-up recommendations and mismatches with the order and the patient (`extract_insights`)."""
+follow-up recommendations, mismatches with the order and the patient
+and the sizes of findings (`extract_insights`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from workers.insights.critical import find_critical
 from workers.insights.followups import find_followups
 from workers.insights.mismatch import Patient, find_mismatches
 from workers.insights.rads import find_rads
+from workers.insights.sizes import find_sizes
 from workers.insights.text import ReportText
 
 if TYPE_CHECKING:
@@ -50,6 +52,7 @@ def extract_insights(report: Report, context: InsightContext | None = None) -> I
             doc,
             Patient(context.patient_sex, context.birth_date, context.exam, context.report_date),
         ),
+        sizes=find_sizes(doc),
     )
 
 
