@@ -220,3 +220,31 @@ def test_a_size_a_template_states_is_not_stated_again() -> None:
     assert sorted(stated) == [6, 9, 12]
     (cyst,) = [o for o in observations if o["code"].get("text") == "Incidental arachnoid cyst"]
     assert cyst["component"][0]["valueQuantity"]["value"] == 9
+
+
+def test_a_size_of_a_template_finding_without_a_size_attribute_joins_its_observation() -> None:
+    """Issue 20 item 5: a size goes into the components of its finding's Observation; a template
+    finding that declares no size (a pneumothorax) takes it there, not as a second Observation
+    of the same finding; a size in another sentence stays apart."""
+    text = (
+        "CHEST X-RAY PA\nFINDINGS: Right-sided pneumothorax, about 2 cm at the apex. "
+        "No pleural effusion. Incidental 9 mm nodule in the breast shadow was noted before.\n"
+        "IMPRESSION: Pneumothorax."
+    )
+    (result,) = _run(_report("cxr-size", text))[0]
+    assert result.template.id == "chest_findings" and result.bundle is not None
+    assert _errors(result.bundle) == []
+    observations = _resources(result.bundle, "Observation")
+    pneumothorax = [
+        o for o in observations if "pneumothorax" in o["code"].get("text", "").casefold()
+    ]
+    sized = [o for o in pneumothorax if o.get("component")]
+    assert len(sized) == 1  # one Observation of the finding holds the size, once
+    (component,) = sized[0]["component"]
+    assert component["valueQuantity"] == {
+        "value": 2,
+        "unit": "cm",
+        "system": "http://unitsofmeasure.org",
+        "code": "cm",
+    }
+    assert not [o for o in observations if o["code"].get("text") == "Right-sided pneumothorax"]

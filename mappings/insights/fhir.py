@@ -304,13 +304,77 @@ def _stated(sized: SizedFinding, stated: Stated) -> bool:
     )
 
 
+_SENTENCE_END = re.compile(r"[.;!?](?:\s|$)|\n\s*\n")
+_NEAR = 60  # characters between a finding's mention and its size in one sentence
+
+
+def _quote(resource: Resource) -> str:
+    for extension in resource.get("extension") or []:
+        if extension.get("url") == EVIDENCE_EXTENSION:
+            for part in extension.get("extension") or []:
+                if part.get("url") == "quote":
+                    return str(part.get("valueString") or "")
+    return ""
+
+
+def _finding_observation(bundle: Resource, sized: SizedFinding, text: str) -> Resource | None:
+    """The template Observation of the finding this size measures, if the Bundle has one: a
+    present finding whose evidence names the size's finding phrase (or is named by it), in the
+    same sentence, next to the size — the nearest; its components take the size."""
+    start, end = sized.size.evidence.start, sized.size.evidence.end
+    phrase = sized.finding.casefold()
+    if start is None or end is None or not phrase:
+        return None
+    best: tuple[int, Resource] | None = None
+    for entry in bundle.get("entry", []):
+        resource = entry["resource"]
+        offsets = _evidence_offsets(resource)
+        codings = (resource.get("valueCodeableConcept") or {}).get("coding") or []
+        if (
+            resource["resourceType"] != "Observation"
+            or offsets is None
+            or not any(c.get("code") == PRESENT for c in codings)
+        ):
+            continue
+        quote = _quote(resource).casefold()
+        if not quote or (quote not in phrase and phrase not in quote):
+            continue
+        if offsets[1] <= start:
+            gap = text[offsets[1] : start]  # "pneumothorax, about 2 cm"
+        elif end <= offsets[0]:
+            gap = text[end : offsets[0]]  # "a 9 mm nodule"
+        else:
+            gap = ""
+        distance = len(gap)
+        if distance > _NEAR or _SENTENCE_END.search(gap):
+            continue
+        if best is None or distance < best[0]:
+            best = (distance, resource)
+    return best[1] if best else None
+
+
 def _size_observations(
-    refs: _Refs, insights: Insights, stated: Stated, status: str, issued: str
+    bundle: Resource,
+    refs: _Refs,
+    insights: Insights,
+    text: str,
+    status: str,
+    issued: str,
 ) -> list[Resource]:
+    """Size Observations of the findings no template Observation holds; a size of a template
+    finding (one without a size attribute, e.g. "pneumothorax, about 2 cm") becomes a component
+    of that finding's Observation instead (never the same finding twice)."""
+    stated = _template_sizes(bundle)
     resources = []
     present = term.require(term.SNOMED, PRESENT)
     for sized in insights.sizes:
         if _stated(sized, stated):
+            continue
+        finding = _finding_observation(bundle, sized, text)
+        if finding is not None:
+            finding.setdefault("component", []).extend(
+                measurement_components((sized.size,), EVIDENCE_EXTENSION)
+            )
             continue
         resource: Resource = {
             "resourceType": "Observation",
@@ -372,7 +436,7 @@ def insight_resources(
     refs = _Refs(bundle, report)
     issued = fhir_datetime((created or datetime.now(UTC)).astimezone(UTC))
     rads = _rads_observations(refs, insights, observation_status, issued)
-    sizes = _size_observations(refs, insights, _template_sizes(bundle), observation_status, issued)
+    sizes = _size_observations(bundle, refs, insights, report.text, observation_status, issued)
     return [
         *rads,
         *sizes,
