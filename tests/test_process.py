@@ -12,7 +12,8 @@ from adapter.settings import Settings
 from mappings.ack import read_ack_code
 from mappings.errors import HL7ErrorCode
 from mappings.framing import FrameReader, split_frames
-from mappings.inbound import FHIR_JSON, report_from_record
+from mappings.inbound import report_from_record
+from mappings.media_types import FHIR_JSON
 from mappings.report import Report
 from mappings.template import get_template, load_builtin_templates
 from mappings.timeline import TimelineEntry

@@ -16,7 +16,7 @@ import pytest
 
 from adapter.inputs import read_records
 from conformance.rewrap import rewrap
-from mappings.fhir import reports_from_fhir
+from mappings.fhir_in import reports_from_fhir
 from mappings.framing import split_frames
 from mappings.hl7v2 import parse_oru
 from mappings.inbound import report_from_record

@@ -35,12 +35,12 @@ import httpx
 from adapter.settings import Settings
 from mappings import ehr
 from mappings.errors import AmbiguousMatch, IdentityRefused
+from mappings.media_types import FHIR_JSON, FORM
 from mappings.report import Report
 from workers.errors import DeliveryConflict, DeliveryError, DeliveryRejected, DeliveryRetryable
 from workers.smart_auth import SmartBackendServices, StaticBearer, TokenProvider
 
 log = logging.getLogger("radbridge.delivery")
-FHIR_JSON = "application/fhir+json"
 
 
 @dataclass(frozen=True)
@@ -223,7 +223,7 @@ class _Ehr:
         for attempt in (1, 2):
             sent = {"Accept": FHIR_JSON, **(headers or {})}
             if form is not None:
-                sent["Content-Type"] = "application/x-www-form-urlencoded"
+                sent["Content-Type"] = FORM
             elif body is not None:
                 sent.setdefault("Content-Type", FHIR_JSON)
             if self.provider is not None:

@@ -43,7 +43,7 @@ class NormalHit:
 def normal_hits(
     text: str, clause_spans: list[tuple[int, int]], template: Template
 ) -> list[NormalHit]:
-    """Every normal statement of the template in `text` (read as `workers.lexicon_text.text_of`)."""
+    """Every normal statement of the template in `text` (read as `mappings.units.flowed`)."""
     hits: list[NormalHit] = []
     for statement in template.normal_statements:
         words = tuple(word for phrases in statement.phrases.values() for word in phrases)

@@ -51,6 +51,7 @@ from adapter.store import (
 )
 from mappings import inbound
 from mappings.errors import HL7ErrorCode, MessageRejected
+from mappings.media_types import FHIR_JSON
 from mappings.report import FindingStatus, Report
 from mappings.template import load_templates
 from mappings.timeline import TimelineEntry, link_stored, patient_reference
@@ -69,7 +70,6 @@ log = logging.getLogger("radbridge.tasks")
 _STORES: dict[str, Store] = {}
 _CLIENTS: dict[str, httpx.Client] = {}
 _LOCK = threading.Lock()
-FHIR_CONTENT = inbound.FHIR_JSON
 
 
 def store_for(settings: Settings) -> Store:
@@ -212,18 +212,18 @@ def send_application_ack(
     store: Store, settings: Settings, message_id: int, *, success: bool
 ) -> None:
     """Enhanced mode: send the application ACK MSH-16 asks for to RADBRIDGE_APP_ACK_TARGET."""
-    from mappings.ack import Outcome, build_ack, needs_application_ack
+    from mappings.ack import Disposition, build_ack, needs_application_ack
     from mappings.msh import peek_msh
     from workers.delivery import send_mllp
 
     target = settings.app_ack_target  # the table's `app_ack` destination
-    if not target or _content_type(store, message_id) == FHIR_CONTENT:
+    if not target or _content_type(store, message_id) == FHIR_JSON:
         return
     try:
         peek = peek_msh(store.raw(message_id))
     except MessageRejected:
         return
-    outcome = Outcome.ACCEPTED if success else Outcome.ERROR
+    outcome = Disposition.ACCEPTED if success else Disposition.ERROR
     if not needs_application_ack(peek, outcome):
         return
     error = None if success else _application_error(store, settings, message_id)
@@ -241,15 +241,17 @@ def send_application_ack(
 def _application_error(store: Store, settings: Settings, message_id: int) -> Any:
     """The ERR of a negative application ACK: the rejection's own 0357 code when the message
     was rejected (parsed again: rejections are rare), else 207 internal error."""
-    from mappings.ack import AckError
+    from mappings.ack import AckErrorDetail
 
     row = store.get_message(message_id)
     if row is not None and (row.reason or "").startswith("rejected:"):
         try:
             parse_message(store.raw(message_id), _content_type(store, message_id), settings)
         except MessageRejected as exc:
-            return AckError(exc.code, exc.detail)
-    return AckError(HL7ErrorCode.APPLICATION_INTERNAL_ERROR, "the report could not be processed")
+            return AckErrorDetail(exc.code, exc.detail)
+    return AckErrorDetail(
+        HL7ErrorCode.APPLICATION_INTERNAL_ERROR, "the report could not be processed"
+    )
 
 
 def _content_type(store: Store, message_id: int) -> str:
