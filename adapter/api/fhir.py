@@ -1,6 +1,5 @@
-"""The FHIR read side of the API (`install_fhir_routes`, called by `adapter.api.create_app`).
-
-For every resource type `mappings.search_params.SEARCH_PARAMETERS` lists: read
+"""The FHIR router: write (`POST /fhir/DiagnosticReport`, `POST /fhir` with a Bundle: accepted
+as jobs) and read, for every resource type `mappings.search_params.SEARCH_PARAMETERS` lists: read
 (`GET /fhir/{type}/{id}`, with ETag and Last-Modified), vread (`…/_history/{vid}`), instance
 history (`…/_history`) and search (`GET /fhir/{type}?…`, `POST /fhir/{type}/_search` with a
 form body). Each route carries its FHIR interaction in `openapi_extra` (`x-fhir-type`,
@@ -22,25 +21,28 @@ from email.utils import format_datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fastapi import FastAPI, Request
-from fastapi.params import Depends
-from fastapi.responses import Response
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from adapter import fhir_queries
+from adapter.api.context import AUTH, ApiContext, Context, RequestBody, api_context, parse_json
+from adapter.api.errors import ApiError, fhir_json, operation_outcome
+from adapter.ingest import INLINE_BODY_BYTES, fhir_messages
 from adapter.settings import Settings
-from adapter.store import Store
+from adapter.store import Incoming, field_problem
+from mappings.errors import MessageRejected
+from mappings.fhir_in import report_keys_from_fhir
 from mappings.fhir_responses import capability_statement, history_bundle, searchset
+from mappings.media_types import FHIR_JSON, FHIR_JSON_FORMATS, FORM
 from mappings.search_params import SEARCH_PARAMETERS
 from mappings.search_query import parse_history, parse_search, strict_handling
 
-FHIR_JSON = "application/fhir+json"
 DEFAULT_PAGE = 100  # searchset page size without _count
 MAX_PAGE = 1000
 MAX_SEARCH_FORM_BYTES = 64 * 1024
-_JSON_FORMATS = ("json", "application/json", "application/fhir+json")
 FHIR_TYPE, FHIR_INTERACTION = "x-fhir-type", "x-fhir-interaction"
 
 
@@ -75,7 +77,7 @@ def fhir_base(request: Request, settings: Settings) -> str:
 def _pretty(request: Request) -> bool:
     """`_pretty=true`; 406 when `_format` asks for anything but JSON."""
     for value in request.query_params.getlist("_format"):
-        if value.split(";")[0].strip().lower() not in _JSON_FORMATS:
+        if value.split(";")[0].strip().lower() not in FHIR_JSON_FORMATS:
             raise HTTPException(406, "only JSON is served (_format json or application/fhir+json)")
     return request.query_params.get("_pretty", "").lower() == "true"
 
@@ -99,96 +101,180 @@ def _version_headers(resource: dict[str, Any]) -> dict[str, str]:
     return headers
 
 
-def install_fhir_routes(
-    app: FastAPI, settings: Settings, store: Store, auth: Sequence[Depends]
-) -> None:
-    """Add the FHIR read routes over `store` to `app` (as its own routes, so that the route list
-    the CapabilityStatement reads is the app's); `auth`: the app's authentication."""
-    started = datetime.now(UTC).isoformat(timespec="seconds")
-
-    @app.get("/fhir/metadata", summary="CapabilityStatement (no API key needed)")
-    def metadata(request: Request) -> Response:
-        pretty = _pretty(request)
-        security = (
-            "API key: X-API-Key: <key> or Authorization: Bearer <key>"
-            if settings.api_key is not None
-            else "No authentication configured (RADBRIDGE_API_KEY is unset: development only)"
-        )
-        statement = capability_statement(
-            fhir_base(request, settings),
-            served_interactions(request.app.routes),
-            software_version=str(request.app.version),
-            date=started,
-            security=security,
-        )
-        return fhir_response(statement, pretty=pretty)
-
-    for resource_type in SEARCH_PARAMETERS:
-        _add_type_routes(app, resource_type, settings, store, auth)
+def _read_fhir(
+    context: ApiContext, body: bytes, expected: tuple[str, ...]
+) -> tuple[list[tuple[int | None, Incoming]], int]:
+    """Parse and validate one FHIR body: (the messages to store, `fhir_messages`; reports).
+    A rejection's status is its class's (`MessageRejected.http_status`)."""
+    resource = parse_json(body)
+    if not isinstance(resource, dict) or resource.get("resourceType") not in expected:
+        raise ApiError(400, f"expected resourceType {' or '.join(expected)}")
+    try:  # checked, narratives not read: the worker reads them (memory, issue 25)
+        keys = report_keys_from_fhir(resource, default_language=context.settings.default_language)
+    except MessageRejected as exc:
+        context.counters["rejected"] += 1
+        raise ApiError(exc.http_status, f"{exc.reason}: {exc.detail}", exc.issue_code) from None
+    messages = fhir_messages(body, resource, keys, FHIR_JSON)
+    for _, item in messages:
+        unstorable = field_problem(item)
+        if unstorable is not None:
+            context.counters["rejected"] += 1
+            code = "too-long" if unstorable.limit is not None else None
+            raise ApiError(400, f"a report's id or identifier {unstorable.problem}", code)
+    return messages, len(keys)
 
 
-def _add_type_routes(
-    app: FastAPI,
-    resource_type: str,
-    settings: Settings,
-    store: Store,
-    auth: Sequence[Depends],
-) -> None:
-    """search (GET and POST), read, vread and history of one resource type."""
+def _read_large_fhir(
+    context: ApiContext, body: bytes, expected: tuple[str, ...]
+) -> tuple[list[tuple[int | None, Incoming]], int]:
+    with context.one_large_body:
+        return _read_fhir(context, body, expected)
 
-    def run_search(request: Request, items: list[tuple[str, str]]) -> Response:
-        pretty = _pretty(request)
-        base = fhir_base(request, settings)
-        query = parse_search(
-            resource_type,
-            items,
-            strict=strict_handling(request.headers.get("prefer")),
-            base_url=base,
-            zone=settings.zone(),
-            default_count=DEFAULT_PAGE,
-            max_count=MAX_PAGE,
-        )
-        total, found = fhir_queries.search(store, query)
-        return fhir_response(searchset(base, query, total, found), pretty=pretty)
+
+def _accepted(text: str) -> dict[str, Any]:
+    return operation_outcome(text, "informational", "information")
+
+
+async def _accept_fhir(context: ApiContext, body: bytes, expected: tuple[str, ...]) -> JSONResponse:
+    """Store a DiagnosticReport or a Bundle's reports as jobs: 202 with the job ids."""
+    context.counters["received"] += 1
+    if len(body) > INLINE_BODY_BYTES:  # off the loop the MLLP listener shares
+        messages, reports = await run_in_threadpool(_read_large_fhir, context, body, expected)
+    else:
+        messages, reports = _read_fhir(context, body, expected)
+    items = [item for _, item in messages]
+    results = await run_in_threadpool(context.store.accept_many, items)
+    context.counters["acked"] += 1
+    for result in results:
+        if not result.duplicate and context.on_accepted is not None:
+            context.on_accepted(result.message_id)
+    if len(results) == 1:
+        (result,) = results
+        duplicate = " (duplicate)" if result.duplicate else ""
+        text = f"accepted as job {result.message_id} ({reports} report(s)){duplicate}"
+        return fhir_json(_accepted(text), 202, {"Location": f"/jobs/{result.message_id}"})
+    # a Bundle of several reports: one job per DiagnosticReport, each in an issue of its own
+    outcome = _accepted(
+        f"accepted as {len(results)} jobs, one per DiagnosticReport ({reports} report(s))"
+    )
+    outcome["issue"] += [
+        {
+            "severity": "information",
+            "code": "informational",
+            "diagnostics": f"job {result.message_id}{' (duplicate)' if result.duplicate else ''}",
+            "expression": [f"Bundle.entry[{entry}].resource"],
+        }
+        for (entry, _), result in zip(messages, results, strict=True)
+    ]
+    return fhir_json(outcome, 202)
+
+
+router = APIRouter()
+
+
+@router.post(
+    "/fhir/DiagnosticReport",
+    dependencies=AUTH,
+    status_code=202,
+    description="Accepted as a job (202, Location /jobs/{id}), not stored as sent: "
+    "radbridge extracts it and serves the resulting DiagnosticReport and Observations",
+    openapi_extra=fhir_interaction("DiagnosticReport", "create"),
+)
+async def post_diagnostic_report(body: RequestBody, context: Context) -> JSONResponse:
+    return await _accept_fhir(context, body, ("DiagnosticReport",))
+
+
+@router.post("/fhir", dependencies=AUTH, status_code=202)
+async def post_bundle(body: RequestBody, context: Context) -> JSONResponse:
+    return await _accept_fhir(context, body, ("Bundle",))
+
+
+@router.get("/fhir/metadata", summary="CapabilityStatement (no API key needed)")
+def metadata(request: Request, context: Context) -> Response:
+    pretty = _pretty(request)
+    settings = context.settings
+    security = (
+        "API key: X-API-Key: <key> or Authorization: Bearer <key>"
+        if settings.api_key is not None
+        else "No authentication configured (RADBRIDGE_API_KEY is unset: development only)"
+    )
+    statement = capability_statement(
+        fhir_base(request, settings),
+        served_interactions(request.app.routes),
+        software_version=str(request.app.version),
+        date=context.started,
+        security=security,
+    )
+    return fhir_response(statement, pretty=pretty)
+
+
+def _run_search(request: Request, resource_type: str, items: list[tuple[str, str]]) -> Response:
+    pretty = _pretty(request)
+    context = api_context(request)
+    base = fhir_base(request, context.settings)
+    query = parse_search(
+        resource_type,
+        items,
+        strict=strict_handling(request.headers.get("prefer")),
+        base_url=base,
+        zone=context.settings.zone(),
+        default_count=DEFAULT_PAGE,
+        max_count=MAX_PAGE,
+    )
+    total, found = fhir_queries.search(context.store, query)
+    return fhir_response(searchset(base, query, total, found), pretty=pretty)
+
+
+async def _search_form(request: Request) -> list[tuple[str, str]]:
+    """A POST search's parameters: the query's, then the form body's (415 unless a form, 413
+    above MAX_SEARCH_FORM_BYTES)."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != FORM:
+        raise HTTPException(415, "a POST search takes application/x-www-form-urlencoded")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_SEARCH_FORM_BYTES:
+            raise HTTPException(413, f"search form larger than {MAX_SEARCH_FORM_BYTES} bytes")
+    try:
+        form = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+    except UnicodeDecodeError:
+        raise HTTPException(400, "the search form is not UTF-8") from None
+    return [*request.query_params.multi_items(), *form]
+
+
+def _type_endpoints(resource_type: str) -> list[tuple[str, str, Callable[..., Any], str, str]]:
+    """search (GET and POST), read, vread and history of one resource type: (path, method,
+    endpoint, interaction, summary)."""
 
     def search_get(request: Request) -> Response:
-        return run_search(request, list(request.query_params.multi_items()))
+        return _run_search(request, resource_type, list(request.query_params.multi_items()))
 
     async def search_post(request: Request) -> Response:
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind != "application/x-www-form-urlencoded":
-            raise HTTPException(415, "a POST search takes application/x-www-form-urlencoded")
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_SEARCH_FORM_BYTES:
-                raise HTTPException(413, f"search form larger than {MAX_SEARCH_FORM_BYTES} bytes")
-        try:
-            form = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
-        except UnicodeDecodeError:
-            raise HTTPException(400, "the search form is not UTF-8") from None
-        items = [*request.query_params.multi_items(), *form]
-        return await run_in_threadpool(run_search, request, items)
+        items = await _search_form(request)
+        return await run_in_threadpool(_run_search, request, resource_type, items)
 
-    def read(request: Request, resource_id: str) -> Response:
+    def read(request: Request, resource_id: str, context: Context) -> Response:
         pretty = _pretty(request)
-        resource = store.get_resource(resource_type, resource_id, served=True)
+        resource = context.store.get_resource(resource_type, resource_id, served=True)
         if resource is None:
             raise HTTPException(404, f"{resource_type}/{resource_id} not found")
         return fhir_response(resource, pretty=pretty, headers=_version_headers(resource))
 
-    def vread(request: Request, resource_id: str, version_id: str) -> Response:
+    def vread(request: Request, resource_id: str, version_id: str, context: Context) -> Response:
         pretty = _pretty(request)
         found = None
         if version_id.isascii() and version_id.isdigit() and len(version_id) <= 18:
-            found = fhir_queries.read_version(store, resource_type, resource_id, int(version_id))
+            found = fhir_queries.read_version(
+                context.store, resource_type, resource_id, int(version_id)
+            )
         if found is None:
             raise HTTPException(
                 404, f"{resource_type}/{resource_id}/_history/{version_id} not found"
             )
         return fhir_response(found, pretty=pretty, headers=_version_headers(found))
 
-    def history(request: Request, resource_id: str) -> Response:
+    def history(request: Request, resource_id: str, context: Context) -> Response:
         pretty = _pretty(request)
         query = parse_history(
             list(request.query_params.multi_items()),
@@ -196,28 +282,35 @@ def _add_type_routes(
             default_count=DEFAULT_PAGE,
             max_count=MAX_PAGE,
         )
-        found = fhir_queries.history(store, resource_type, resource_id, query)
+        found = fhir_queries.history(context.store, resource_type, resource_id, query)
         if found is None:
             raise HTTPException(404, f"{resource_type}/{resource_id} not found")
         total, versions = found
-        base = fhir_base(request, settings)
+        base = fhir_base(request, context.settings)
         bundle = history_bundle(base, resource_type, resource_id, query, total, versions)
         return fhir_response(bundle, pretty=pretty)
 
-    routes: list[tuple[str, str, Callable[..., Any], str, str]] = [
+    return [
         ("", "GET", search_get, "search-type", f"Search {resource_type}"),
         ("/_search", "POST", search_post, "search-type", f"Search {resource_type} (form)"),
         ("/{resource_id}", "GET", read, "read", f"Read {resource_type}"),
         ("/{resource_id}/_history", "GET", history, "history-instance", "Instance history"),
         ("/{resource_id}/_history/{version_id}", "GET", vread, "vread", "Read a version"),
     ]
-    for path, method, endpoint, interaction, summary in routes:
-        app.add_api_route(
-            f"/fhir/{resource_type}{path}",
-            endpoint,
-            methods=[method],
-            dependencies=list(auth),
-            summary=summary,
-            response_class=Response,
-            openapi_extra=fhir_interaction(resource_type, interaction),
-        )
+
+
+def _add_type_routes(into: APIRouter) -> None:
+    for resource_type in SEARCH_PARAMETERS:
+        for path, method, endpoint, interaction, summary in _type_endpoints(resource_type):
+            into.add_api_route(
+                f"/fhir/{resource_type}{path}",
+                endpoint,
+                methods=[method],
+                dependencies=AUTH,
+                summary=summary,
+                response_class=Response,
+                openapi_extra=fhir_interaction(resource_type, interaction),
+            )
+
+
+_add_type_routes(router)
