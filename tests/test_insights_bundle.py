@@ -150,11 +150,11 @@ def test_eval_scores_each_insight_kind_on_the_test_half() -> None:
 
 
 def test_show_prints_the_insights_of_a_bundle() -> None:
-    from app.cli import _insight_rows
+    from app.commands.results import insight_rows
 
     results, _ = _run(_report("abd-1", ABDOMEN))
     assert results[0].bundle is not None
-    rows = _insight_rows(results[0].bundle)
+    rows = insight_rows(results[0].bundle)
     assert [row[0] for row in rows] == ["ServiceRequest", "Flag", "Communication"]
     assert rows[0][2] == "due 2025-05-05–2025-06-02"
     assert rows[1][3] == "Acute appendicitis"  # the heading is not evidence
