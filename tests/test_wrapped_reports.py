@@ -25,8 +25,8 @@ from mappings.sections import find_sections
 from mappings.template import get_template
 from workers.context import assess
 from workers.evidence import locate_quote
-from workers.lexical import extract_rules, variable_spans
 from workers.prompt import user_text
+from workers.rules_stage import extract_rules, variable_spans
 from workers.stages import hints_text
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -1,4 +1,4 @@
-"""The text primitives of stage 1, shared by `workers.lexical` and its helpers.
+"""The text primitives of stage 1, shared by `workers.rules_stage` and its helpers.
 
 `terms_pattern` turns lexicon terms into one whole-word regex (longest first; a trailing `*` marks
 a stem; any run of spaces or tabs between its words), `clauses` splits a report into clauses (the
@@ -6,7 +6,7 @@ units of `mappings.units`, cut at contrast words: "but", "maar", "aber"; the rul
 the text as `mappings.units.flowed` gives it: a line wrapped inside a sentence reads as one
 line, same offsets), and `mention_status` is the ConText assertion of one
 mention (`workers.context.assess`). `workers.anatomy`, `workers.organs`, `workers.states` and
-`workers.lexical` import them from here; this module imports none of them.
+`workers.rules_stage` import them from here; this module imports none of them.
 """
 
 from __future__ import annotations

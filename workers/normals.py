@@ -5,7 +5,7 @@ A template lists its statements (`normal_statements`: whole phrases, negation in
 presence variables each covers). A phrase found in a clause gives one `absent` mention per
 covered variable; a finding stated present or uncertain elsewhere wins as always ("Otherwise
 normal" after a stated finding), and a phrase in the history section never counts
-(`workers.lexical` filters both). A statement opens its sentence, after a heading ("Conclusie:")
+(`workers.rules_stage` filters both). A statement opens its sentence, after a heading ("Conclusie:")
 "otherwise" and an article at most: "Patellofemoraal geen afwijkingen" and "Links geen afwijkingen" are
 limited to a region or side and make nothing absent at report level.
 """

@@ -48,7 +48,7 @@ from mappings.timeline import TimelineEntry, link_reports
 from workers.errors import ExtractionError
 from workers.extraction_engine import ExtractionEngine
 from workers.insights.extract import critical_list, insights_of
-from workers.lexical import RULES_MODEL
+from workers.rules_stage import RULES_MODEL
 from workers.stages import run_stage
 
 EngineFactory = Callable[[], ExtractionEngine]
