@@ -30,7 +30,7 @@ class ControlIds:
     @classmethod
     def reserve(cls, store: Store) -> ControlIds:
         """A generator with a generation no other start on this store had (one INSERT)."""
-        with store._tx() as connection:
+        with store.transaction() as connection:
             inserted = connection.execute(
                 ack_generations.insert().values(started_at=datetime.now(UTC))
             ).inserted_primary_key

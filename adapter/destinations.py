@@ -23,7 +23,8 @@ from typing import Any
 
 from adapter.queue import DELIVER_ORU_TASK, DELIVER_TASK
 from adapter.settings import Settings
-from adapter.store import DELIVERY_STATES, Store, shown_delivery_state
+from adapter.store import Store
+from adapter.store.deliveries import DELIVERY_STATES, shown_delivery_state
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from adapter.store import RETIRED_STATUSES, Store, _with_last_updated
+from adapter.store import Store
+from adapter.store.search import with_last_updated
 from adapter.tables import resource_versions, resources, search_tokens
+from mappings.result_order import RETIRED_STATUSES
 from mappings.search_params import SEARCH_PARAMETERS
 from mappings.search_query import Criterion, DateValue, HistoryQuery, SearchQuery, Token
 
@@ -119,7 +121,7 @@ def search(store: Store, query: SearchQuery) -> tuple[int, list[dict[str, Any]]]
     """(How many resources match over all pages, one page of them with `meta.lastUpdated` and
     `meta.versionId`)."""
     conditions = _where(query)
-    with store._tx() as connection:
+    with store.transaction() as connection:
         total = int(
             connection.execute(
                 sa.select(sa.func.count()).select_from(resources).where(*conditions)
@@ -134,7 +136,7 @@ def search(store: Store, query: SearchQuery) -> tuple[int, list[dict[str, Any]]]
                 .limit(query.count)
                 .offset(query.offset)
             ).all()
-    return total, [_with_last_updated(json.loads(b), u, int(v)) for b, u, v in rows]
+    return total, [with_last_updated(json.loads(b), u, int(v)) for b, u, v in rows]
 
 
 def _versions(resource_type: str, resource_id: str) -> Any:
@@ -156,7 +158,7 @@ def read_version(
 ) -> dict[str, Any] | None:
     """One version of a resource (the current one or an archived one), or None."""
     versions = _versions(resource_type, resource_id)
-    with store._tx() as connection:
+    with store.transaction() as connection:
         row = connection.execute(
             sa.select(versions.c.body, versions.c.last_updated).where(
                 versions.c.version_id == version
@@ -164,7 +166,7 @@ def read_version(
         ).first()
     if row is None:
         return None
-    return _with_last_updated(json.loads(row.body), row.last_updated, version)
+    return with_last_updated(json.loads(row.body), row.last_updated, version)
 
 
 def history(
@@ -173,7 +175,7 @@ def history(
     """(How many versions, one page of them newest first), or None for an unknown resource."""
     versions = _versions(resource_type, resource_id)
     conditions = [versions.c.last_updated >= query.since] if query.since is not None else []
-    with store._tx() as connection:
+    with store.transaction() as connection:
         exists = connection.execute(
             sa.select(resources.c.id).where(
                 resources.c.resource_type == resource_type, resources.c.id == resource_id
@@ -193,4 +195,4 @@ def history(
             .limit(query.count)
             .offset(query.offset)
         ).all()
-    return total, [_with_last_updated(json.loads(b), u, int(v)) for v, u, b in rows]
+    return total, [with_last_updated(json.loads(b), u, int(v)) for v, u, b in rows]

@@ -1,7 +1,8 @@
 """Store-then-ACK: what the MLLP listener (and HL7v2 over HTTP) do with each frame.
 
-1. Peek MSH (no full parse). Unreadable, not ORU^R01, or oversize -> NAK with ERR; nothing
-   stored (nothing was accepted).
+1. Peek MSH (no full parse) and run the ORU checks the full parse runs first
+   (`mappings.hl7.oru_in.CHECKS`). Unreadable, not ORU^R01, failing a check, or oversize -> NAK
+   with ERR; nothing stored (nothing was accepted).
 2. Commit the raw bytes with the ACK that will be sent, through a group committer: frames
    arriving together from any connection share one transaction (fair across connections, one
    fsync per group, durability unchanged: each ACK is sent only after its commit). The HTTP
@@ -24,23 +25,25 @@ import contextlib
 import functools
 import json
 import logging
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from adapter import json_body
 from adapter.control_ids import ControlIds
 from adapter.errors import StoreError, StoreRefused
-from adapter.store import AcceptResult, Incoming, Store, field_problem
-from mappings.ack import AckErrorDetail, Disposition, build_ack, needs_commit_ack
+from adapter.store import Store
+from adapter.store.messages import AcceptResult, Incoming, field_problem
 from mappings.errors import HL7ErrorCode, MessageRejected, log_unexpected
 from mappings.framing import FrameEvent
-from mappings.hl7v2 import precheck_oru
-from mappings.msh import MshPeek, peek_msh
+from mappings.hl7.ack import AckErrorDetail, Disposition, build_ack, needs_commit_ack
+from mappings.hl7.msh import MshPeek, peek_msh
+from mappings.hl7.oru_in import precheck_oru
 
 log = logging.getLogger("radbridge.ingest")
 
-ACCEPTED_TYPES = frozenset({"ORU^R01", "ORU"})
 _MSH_FIELDS = {"sending_application": "MSH-3", "sending_facility": "MSH-4", "control_id": "MSH-10"}
 
 
@@ -256,20 +259,11 @@ class Hl7Ingest:
         except MessageRejected as exc:
             log.info("ingest rejected reason=%s size=%d", exc.reason, len(payload))
             return self._nak(None, self.policy.unreadable, exc.code, exc.detail)
-        if peek.message_type not in ACCEPTED_TYPES:
-            return self._nak(
-                peek,
-                self.policy.unsupported_type,
-                HL7ErrorCode.UNSUPPORTED_MESSAGE_TYPE,
-                f"message type {peek.message_type} is not accepted (ORU^R01 only)",
-            )
-        if not peek.control_id:
-            return self._nak(
-                peek, self.policy.unreadable, HL7ErrorCode.REQUIRED_FIELD_MISSING, "MSH-10 is empty"
-            )
-        problem = precheck_oru(payload, peek)  # version, charset, OBR: AR before storing
+        problem = precheck_oru(payload, peek)  # type, MSH-10, version, charset, OBR: AR now
         if problem is not None:
-            return self._nak(peek, self.policy.unreadable, problem.code, problem.detail)
+            unsupported = problem.code is HL7ErrorCode.UNSUPPORTED_MESSAGE_TYPE
+            outcome = self.policy.unsupported_type if unsupported else self.policy.unreadable
+            return self._nak(peek, outcome, problem.code, problem.detail)
         ack = build_ack(peek, Disposition.ACCEPTED, control_id=self._control_id())
         item = Incoming(
             raw=payload,
@@ -359,13 +353,14 @@ def fhir_messages(
 ) -> list[tuple[int | None, Incoming]]:
     """What to store for one FHIR body whose reports have the store `keys` (in entry order):
     the body itself for one report; for a Bundle of several, one message per DiagnosticReport
-    (`split_bundle`), each with its Bundle entry index."""
+    (`split_bundle`), each with its Bundle entry index. `resource` (the parsed body) is used up:
+    a split Bundle's large strings are dropped from it once the parts are known (memory)."""
     parts = split_bundle(resource) if len(keys) > 1 else []
     if len(parts) != len(keys):
         parts, raws = [], [body]
         keys = keys[:1]
     else:
-        raws = [json.dumps(part, separators=(",", ":")).encode() for _, part in parts]
+        raws = _serialised(body, resource, [part for _, part in parts])
     entries: list[int | None] = [index for index, _ in parts] or [None]
     return [
         (
@@ -379,4 +374,24 @@ def fhir_messages(
             ),
         )
         for entry, raw, key in zip(entries, raws, keys, strict=True)
+    ]
+
+
+def _serialised(body: bytes, bundle: dict[str, Any], parts: list[dict[str, Any]]) -> list[bytes]:
+    """Each part of `bundle` (`split_bundle`) as compact JSON bytes. When the body has large
+    strings (a report's base64 PDF or text) each part is written from the body's stand-in
+    parse (`json_body.stand_ins`, the same entries in the same places) with those strings
+    spliced from the body: the same bytes, without a text of the part or a copy of it; the
+    large strings of `bundle` are dropped first (the caller's parse, not used after)."""
+    found = json_body.stand_ins(body, json_body.scan(body, sys.maxsize).large)
+    entries = bundle.get("entry")
+    same = found.value.get("entry") if found is not None and isinstance(found.value, dict) else None
+    if found is None or not isinstance(same, list) or len(same) != len(entries or []):
+        return [json.dumps(part, separators=(",", ":")).encode() for part in parts]
+    index = {id(entry): n for n, entry in enumerate(entries or [])}
+    placed = [[index[id(entry)] for entry in part["entry"]] for part in parts]
+    json_body.drop_large(bundle)  # not needed from here: the parts come from the body
+    return [
+        json_body.dumps({**part, "entry": [same[n] for n in numbers]}, found)
+        for part, numbers in zip(parts, placed, strict=True)
     ]

@@ -7,6 +7,10 @@ is cut out of the text before parsing (a unique stand-in takes its place) and pu
 the parsed value, decoded straight from the body: the body plus one copy of its strings.
 Anything else (a small body, escapes, another encoding than UTF-8) is `json.loads` as it is,
 so the same bodies parse to the same values and the same bodies fail.
+
+`stand_ins` + `dumps` serialise parts of such a body (a Bundle split per report) to the bytes
+`json.dumps(part, separators=(",", ":")).encode()` gives, the large strings spliced in from the
+body: no text of the whole part and no second copy of it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 LARGE_STRING = 64 * 1024
 _CONTROL = re.compile(rb"[\x00-\x1f\\]")  # a raw control character or an escape
 _SPACE = b" \t\r\n"
+_NOT_ASCII = re.compile(rb"[\x80-\xff]")
 _BRACKETS_ONLY = bytes(b for b in range(256) if b not in b"[]{}")
 
 
@@ -75,20 +80,79 @@ def loads(body: bytes, large: list[tuple[int, int]]) -> Any:
     string values (`scan`) put back from the body after a parse without them."""
     if not large or json.detect_encoding(body) != "utf-8":
         return json.loads(body)
-    token = f"\x00radbridge-{uuid.uuid4().hex}-"
+    token = _token()
     view = memoryview(body)
     values: dict[str, str] = {}
-    pieces: list[bytes] = []
-    start = 0
     for number, (first, last) in enumerate(large):  # the characters between the quotes
         try:
             values[f"{token}{number}"] = str(view[first:last], "utf-8")
         except UnicodeDecodeError:
             return json.loads(body)  # json.loads says what is wrong
+    return _put_back(json.loads(_cut(body, large, token)), values)
+
+
+@dataclass(frozen=True)
+class StandIns:
+    """`body` parsed with each large string value left as a unique stand-in string (small)."""
+
+    value: Any
+    body: bytes
+    token: str
+    spans: list[tuple[int, int]]
+
+
+def stand_ins(body: bytes, large: list[tuple[int, int]]) -> StandIns | None:
+    """`body` parsed with its `large` strings as stand-ins; None when there are none or one is
+    not plain ASCII (`json.dumps` would write it escaped, not as the body has it)."""
+    if not large or json.detect_encoding(body) != "utf-8":
+        return None
+    if any(_NOT_ASCII.search(body, first, last) for first, last in large):
+        return None
+    token = _token()
+    return StandIns(json.loads(_cut(body, large, token)), body, token, large)
+
+
+def dumps(value: Any, found: StandIns) -> bytes:
+    """`json.dumps(value, separators=(",", ":")).encode()` for `value` built from `found.value`,
+    each stand-in replaced by its string's bytes from the body (one copy: the result)."""
+    text = json.dumps(value, separators=(",", ":"))  # ASCII: ensure_ascii
+    stand_in = re.compile(re.escape(json.dumps(found.token)[1:-1]) + "([0-9]+)")
+    view = memoryview(found.body)
+    pieces: list[bytes | memoryview] = []
+    start = 0
+    for match in stand_in.finditer(text):
+        first, last = found.spans[int(match[1])]
+        pieces += [text[start : match.start()].encode(), view[first:last]]
+        start = match.end()
+    pieces.append(text[start:].encode())
+    return b"".join(pieces)
+
+
+def drop_large(value: Any) -> None:
+    """Replace every string longer than LARGE_STRING inside `value` (nested dicts and lists) by
+    an empty one, in place: a parse whose large strings are no longer needed lets them go."""
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in list(items):
+        if isinstance(item, str) and len(item) > LARGE_STRING:
+            value[key] = ""
+        elif isinstance(item, (dict, list)):
+            drop_large(item)
+
+
+def _token() -> str:
+    """A stand-in prefix no body contains (a NUL is escaped in JSON text)."""
+    return f"\x00radbridge-{uuid.uuid4().hex}-"
+
+
+def _cut(body: bytes, large: list[tuple[int, int]], token: str) -> bytes:
+    """`body` with its `large` strings' characters replaced by `token` and their number."""
+    pieces: list[bytes] = []
+    start = 0
+    for number, (first, last) in enumerate(large):
         pieces += [body[start:first], json.dumps(f"{token}{number}").encode()[1:-1]]
         start = last
     pieces.append(body[start:])
-    return _put_back(json.loads(b"".join(pieces)), values)
+    return b"".join(pieces)
 
 
 def _put_back(value: Any, values: dict[str, str]) -> Any:

@@ -20,7 +20,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from adapter.search_index import write_tokens
-from adapter.store import Store, archive_version, shown_delivery_state
+from adapter.store import Store
+from adapter.store.deliveries import shown_delivery_state
+from adapter.store.results import archive_version
 from adapter.tables import (
     audit_events,
     bundles,
@@ -32,11 +34,13 @@ from adapter.tables import (
     search_tokens,
 )
 from mappings.review import (
+    INSIGHT_REVIEWS,
     ReviewConflict,
     ReviewRefused,
     ReviewResult,
     bundle_with_review,
     evidence,
+    review_provenance_id,
     template_of,
 )
 from mappings.search_params import index_terms
@@ -60,7 +64,7 @@ class StoredObservation:
 
 def report_observations(store: Store, report_id: str) -> list[StoredObservation]:
     """Every Observation of a DiagnosticReport (retired ones included), in result order."""
-    with store._tx() as connection:
+    with store.transaction() as connection:
         rows = connection.execute(
             sa.select(resources.c.body, resources.c.version_id, resources.c.bundle_id)
             .where(
@@ -80,7 +84,7 @@ def report_observations(store: Store, report_id: str) -> list[StoredObservation]
 
 def message_of_report(store: Store, report_id: str) -> int | None:
     """The message whose Bundle carries the DiagnosticReport (None for offline Bundles)."""
-    with store._tx() as connection:
+    with store.transaction() as connection:
         value = connection.execute(
             sa.select(bundles.c.message_id)
             .join(resources, resources.c.bundle_id == bundles.c.id)
@@ -97,7 +101,7 @@ def earlier_versions(store: Store, wanted: list[tuple[str, int]]) -> dict[str, d
         sa.and_(resource_versions.c.id == oid, resource_versions.c.version_id == version)
         for oid, version in wanted
     ]
-    with store._tx() as connection:
+    with store.transaction() as connection:
         rows = connection.execute(
             sa.select(resource_versions.c.id, resource_versions.c.body).where(
                 resource_versions.c.resource_type == "Observation", sa.or_(*pairs)
@@ -118,6 +122,59 @@ def undoable(store: Store, observations: list[StoredObservation]) -> set[str]:
     return {oid for oid, body in before.items() if body.get("status") == "preliminary"}
 
 
+@dataclass(frozen=True)
+class StoredInsight:
+    """A report-level insight (a resource type of `INSIGHT_REVIEWS`) of a report, its current
+    version, and whether that version is a reviewer's decision."""
+
+    body: dict[str, Any]
+    version: int
+    bundle_id: str
+    decided: bool
+
+    @property
+    def awaiting(self) -> bool:
+        """Whether a reviewer may still accept or reject it."""
+        rule = INSIGHT_REVIEWS[str(self.body["resourceType"])]
+        return not self.decided and self.body.get("status") in rule.awaiting
+
+
+def _decided(connection: Any, versions: list[tuple[str, int]]) -> set[str]:
+    """The ids whose version is a reviewer's decision (its Provenance is stored)."""
+    wanted = {review_provenance_id(rid, version): rid for rid, version in versions}
+    if not wanted:
+        return set()
+    found = connection.execute(
+        sa.select(resources.c.id).where(
+            resources.c.resource_type == "Provenance", resources.c.id.in_(list(wanted))
+        )
+    ).scalars()
+    return {wanted[str(pid)] for pid in found}
+
+
+def report_insights(store: Store, report_id: str) -> list[StoredInsight]:
+    """The insights the report's Bundle holds (retired ones included), by type in the order of
+    `INSIGHT_REVIEWS`, then as stored."""
+    report = resources.alias("report")
+    with store.transaction() as connection:
+        rows = connection.execute(
+            sa.select(resources.c.body, resources.c.version_id, resources.c.bundle_id)
+            .select_from(resources)
+            .join(report, report.c.bundle_id == resources.c.bundle_id)
+            .where(
+                report.c.resource_type == "DiagnosticReport",
+                report.c.id == report_id,
+                resources.c.resource_type.in_(list(INSIGHT_REVIEWS)),
+            )
+            .order_by(resources.c.id)
+        ).all()
+        bodies = [(json.loads(b), int(v), str(bid)) for b, v, bid in rows]
+        decided = _decided(connection, [(str(b["id"]), v) for b, v, _ in bodies])
+    order = list(INSIGHT_REVIEWS)
+    found = [StoredInsight(b, v, bid, str(b["id"]) in decided) for b, v, bid in bodies]
+    return sorted(found, key=lambda i: order.index(str(i.body["resourceType"])))
+
+
 # report-level insights (issue 20) that put a report first: a critical result's Flag, a mismatch's
 # DetectedIssue (retired ones do not count)
 ATTENTION_TYPES = {"Flag": "critical", "DetectedIssue": "mismatch"}
@@ -135,6 +192,7 @@ class WorkItem:
     since: datetime
     critical: int = 0
     mismatches: int = 0
+    insights_waiting: int = 0  # insights (follow-ups, critical results, ...) awaiting a decision
 
     @property
     def needs_attention(self) -> bool:
@@ -149,7 +207,7 @@ def _insights(store: Store, report_ids: list[str]) -> dict[str, dict[str, int]]:
     if not report_ids:
         return {}
     report = resources.alias("report")
-    with store._tx() as connection:
+    with store.transaction() as connection:
         rows = connection.execute(
             sa.select(report.c.id, resources.c.resource_type, sa.func.count())
             .select_from(resources)
@@ -171,6 +229,52 @@ def _insights(store: Store, report_ids: list[str]) -> dict[str, dict[str, int]]:
     return found
 
 
+def _awaiting_insights(
+    store: Store, since: datetime | None, until: datetime | None
+) -> dict[str, tuple[int, datetime]]:
+    """Per report: how many insights await a decision, and since when (stored in the window)."""
+    report = resources.alias("report")
+    awaiting = sorted({status for rule in INSIGHT_REVIEWS.values() for status in rule.awaiting})
+    query = (
+        sa.select(
+            report.c.id,
+            resources.c.resource_type,
+            resources.c.id.label("insight"),
+            resources.c.status,
+            resources.c.version_id,
+            resources.c.last_updated,
+        )
+        .select_from(resources)
+        .join(report, report.c.bundle_id == resources.c.bundle_id)
+        .where(
+            report.c.resource_type == "DiagnosticReport",
+            resources.c.resource_type.in_(list(INSIGHT_REVIEWS)),
+            resources.c.status.in_(awaiting),
+        )
+    )
+    if since is not None:
+        query = query.where(resources.c.last_updated >= since)
+    if until is not None:
+        query = query.where(resources.c.last_updated < until)
+    with store.transaction() as connection:
+        rows = [
+            r
+            for r in connection.execute(query).all()
+            if r.status in INSIGHT_REVIEWS[str(r.resource_type)].awaiting
+        ]
+        decided = _decided(connection, [(str(r.insight), int(r.version_id)) for r in rows])
+    found: dict[str, tuple[int, datetime]] = {}
+    for row in rows:
+        if str(row.insight) in decided:
+            continue
+        updated = (
+            row.last_updated if row.last_updated.tzinfo else row.last_updated.replace(tzinfo=UTC)
+        )
+        count, oldest = found.get(str(row.id), (0, updated))
+        found[str(row.id)] = (count + 1, min(oldest, updated))
+    return found
+
+
 def worklist(
     store: Store,
     *,
@@ -179,8 +283,9 @@ def worklist(
     until: datetime | None = None,
     limit: int = 200,
 ) -> list[WorkItem]:
-    """Reports with preliminary Observations: flagged or low-confidence first, then oldest
-    first; filtered by template id and by when the values were stored."""
+    """Reports with preliminary Observations or insights awaiting a decision: critical results,
+    mismatches, flagged or low-confidence values first, then oldest first; filtered by template
+    id (a report with insights only has none) and by when the values were stored."""
     query = sa.select(resources.c.report_ref, resources.c.body, resources.c.last_updated).where(
         resources.c.resource_type == "Observation",
         resources.c.status == "preliminary",
@@ -190,7 +295,7 @@ def worklist(
         query = query.where(resources.c.last_updated >= since)
     if until is not None:
         query = query.where(resources.c.last_updated < until)
-    with store._tx() as connection:
+    with store.transaction() as connection:
         rows = connection.execute(query.order_by(resources.c.last_updated)).all()
     grouped: dict[str, list[tuple[dict[str, Any], datetime]]] = {}
     for ref, body, updated in rows:
@@ -198,8 +303,12 @@ def worklist(
             (json.loads(body), updated)
         )
     items = []
-    insights = _insights(store, list(grouped))
-    for report_id, entries in grouped.items():
+    waiting_insights = _awaiting_insights(store, since, until)
+    reports = list(grouped) + [r for r in waiting_insights if r not in grouped]
+    insights = _insights(store, reports)
+    for report_id in reports:
+        entries = grouped.get(report_id, [])
+        pending, pending_since = waiting_insights.get(report_id, (0, None))
         templates = sorted(
             {ids[0] for body, _ in entries if (ids := template_of(body)) is not None}
         )
@@ -212,7 +321,8 @@ def worklist(
             if isinstance(c, (int, float))
         ]
         flagged = sum(1 for body, _ in entries if evidence(body).get("flag"))
-        oldest = min(updated for _, updated in entries)
+        stamps = [u if u.tzinfo else u.replace(tzinfo=UTC) for _, u in entries]
+        oldest = min([*stamps, *([pending_since] if pending_since else [])])
         items.append(
             WorkItem(
                 report_id,
@@ -220,13 +330,34 @@ def worklist(
                 len(entries),
                 flagged,
                 min(confidences) if confidences else None,
-                oldest if oldest.tzinfo else oldest.replace(tzinfo=UTC),
+                oldest,
                 insights.get(report_id, {}).get("critical", 0),
                 insights.get(report_id, {}).get("mismatch", 0),
+                pending,
             )
         )
     items.sort(key=lambda item: (not item.needs_attention, item.since, item.report_id))
     return items[:limit]
+
+
+def _lock_owner(store: Store, connection: Any, guard: tuple[Any, ...]) -> None:
+    """PostgreSQL: the report's lock first, as `Store.save_result` takes it (a re-extraction and
+    a decision on the same report are written one after the other); an insight, which has no
+    `report_ref`, is locked by the DiagnosticReport of its Bundle."""
+    owner = connection.execute(
+        sa.select(resources.c.report_ref, resources.c.bundle_id).where(*guard)
+    ).first()
+    if owner is None:
+        return
+    report = str(owner.report_ref or "").removeprefix("DiagnosticReport/")
+    if not report:
+        report = connection.execute(
+            sa.select(resources.c.id).where(
+                resources.c.resource_type == "DiagnosticReport",
+                resources.c.bundle_id == owner.bundle_id,
+            )
+        ).scalar() or str(owner.bundle_id)
+    store.lock_report(connection, str(report), owner.bundle_id)
 
 
 def save_review(
@@ -237,38 +368,34 @@ def save_review(
     reviewer: str,
     decision: str,
 ) -> str:
-    """Store a decision made on version `expected_version`: ReviewConflict (nothing changed)
-    when the Observation moved on since. The report's Bundle carries the new version and the
-    Provenance; returns its id (to deliver: it always holds the report's current state)."""
-    observation = result.observation
-    observation_id = str(observation["id"])
-    new_version = int(observation["meta"]["versionId"])
+    """Store a decision made on version `expected_version` of an Observation or an insight:
+    ReviewConflict (nothing changed) when it moved on since. The report's Bundle carries the new
+    version and the Provenance; returns its id (to deliver: it always holds the report's
+    current state)."""
+    decided = result.observation
+    resource_type = str(decided["resourceType"])
+    decided_id = str(decided["id"])
+    new_version = int(decided["meta"]["versionId"])
     if new_version != expected_version + 1:
         raise ReviewRefused("the decision does not follow the version it was made on")
-    stored_body = {**observation, "meta": dict(observation["meta"])}
+    stored_body = {**decided, "meta": dict(decided["meta"])}
     stored_body["meta"].pop("versionId", None)
     now = _now()
-    with store._tx() as connection:
+    with store.transaction() as connection:
         # take the write lock first (SQLite) / lock the row (PostgreSQL), then compare
-        guard = (resources.c.resource_type == "Observation", resources.c.id == observation_id)
+        guard = (resources.c.resource_type == resource_type, resources.c.id == decided_id)
         if store.is_sqlite:
             connection.execute(resources.update().where(*guard).values(id=resources.c.id))
             select = sa.select(resources).where(*guard)
-        else:  # the report's lock first, as Store.save_result takes it: a re-extraction and
-            # a decision on the same report are written one after the other
-            owner = connection.execute(
-                sa.select(resources.c.report_ref, resources.c.bundle_id).where(*guard)
-            ).first()
-            if owner is not None:
-                report = str(owner.report_ref or "").removeprefix("DiagnosticReport/")
-                store._lock_report(connection, report or str(owner.bundle_id), owner.bundle_id)
+        else:
+            _lock_owner(store, connection, guard)
             select = sa.select(resources).where(*guard).with_for_update()
         current = connection.execute(select).first()
         if current is None:
-            raise ReviewRefused(f"Observation/{observation_id} not found")
+            raise ReviewRefused(f"{resource_type}/{decided_id} not found")
         if int(current.version_id) != expected_version:
             raise ReviewConflict(
-                f"Observation/{observation_id} changed since the page was loaded (version "
+                f"{resource_type}/{decided_id} changed since the page was loaded (version "
                 f"{current.version_id}, the decision was made on version {expected_version}): "
                 "nothing was changed, reload the page"
             )
@@ -281,7 +408,7 @@ def save_review(
             .where(*guard)
             .values(
                 body=json.dumps(stored_body, ensure_ascii=False),
-                status=observation["status"],
+                status=decided["status"],
                 version_id=new_version,
                 last_updated=now,
             )
@@ -325,7 +452,7 @@ def save_review(
                 at=now,
                 message_id=message_id,
                 event=f"review_{decision}",
-                detail=f"Observation/{observation_id}/_history/{new_version} by {reviewer}",
+                detail=f"{resource_type}/{decided_id}/_history/{new_version} by {reviewer}",
             )
         )
     log.info("review %s stored version=%d", decision, new_version)
@@ -384,7 +511,7 @@ def messages_with_accession(store: Store, accession: str) -> list[int]:
     OBR-3.1."""
     report = (resources.c.resource_type == "DiagnosticReport",)
     has_bundle = sa.select(bundles.c.id).where(bundles.c.message_id == messages.c.id).exists()
-    with store._tx() as connection:
+    with store.transaction() as connection:
         found = {
             int(m)
             for m in connection.execute(
@@ -463,7 +590,7 @@ def console_messages(
         messages.c.reason,
         messages.c.conflict,
     )
-    with store._tx() as connection:
+    with store.transaction() as connection:
         total = int(
             connection.execute(
                 sa.select(sa.func.count()).select_from(messages).where(*conditions)
@@ -522,7 +649,7 @@ def message_detail(store: Store, message_id: int) -> MessageDetail | None:
     rows, _ = console_messages(store, message_id=message_id, limit=1)
     if not rows:
         return None
-    with store._tx() as connection:
+    with store.transaction() as connection:
         base = connection.execute(
             sa.select(messages.c.id, messages.c.ack).where(messages.c.id == message_id)
         ).first()

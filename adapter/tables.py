@@ -1,6 +1,6 @@
 """The store's schema: one SQLAlchemy `MetaData` and its tables (created and upgraded by the
 Alembic migrations in `adapter/migrations/`). Read and written by `adapter.store`, and by
-`adapter.reviews` / `adapter.reextraction` for clinician review."""
+`adapter.reviews` for clinician review."""
 
 from __future__ import annotations
 
@@ -32,6 +32,9 @@ messages = sa.Table(
     # task attempt holds a `processing` message (its own redelivery may take it over)
     sa.Column("next_attempt_at", sa.DateTime(timezone=True)),
     sa.Column("claimed_by", sa.String(255)),
+    # a rejected (dead) message's HL7 table 0357 code and detail: its application ACK's ERR
+    sa.Column("rejection_code", sa.String(8)),
+    sa.Column("rejection_detail", sa.Text),
     sa.UniqueConstraint(
         "sending_application", "sending_facility", "control_id", "sha256", name="uq_messages_dedupe"
     ),

@@ -8,7 +8,8 @@ its own (a template, a status, an option, a location): `column`, `value`, `meani
 ones the Bundles carry: the template's codes, the SNOMED CT Present / Absent / Equivocal
 qualifiers of a presence variable's `valueCodeableConcept` (`mappings.fhir_out`). A column
 that several templates share (`pleural_effusion` from chest_findings and chest_ct) has lines
-for each template the table's rows name.
+for each template the table's rows name. The insight columns (`app.insight_columns`) have one
+line each.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from app.insight_columns import insight_column_meaning
 from mappings import terminology as term
 from mappings.fhir_out import presence_value_code
 from mappings.report import FindingStatus
@@ -178,6 +180,10 @@ def codebook(
                     Line(column, key, t.title, template=key, template_version=t.version)
                     for key, t in sorted(used.items())
                 )
+            continue
+        insight = insight_column_meaning(column)
+        if insight is not None:
+            lines.append(Line(column, meaning=insight))
             continue
         found = sources.get(column)
         if not found:

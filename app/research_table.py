@@ -5,7 +5,9 @@ Columns: `id`, `template`, `template_version`, `language`, `report_date`, `stage
 then per variable `VAR` (the value, or the status when no value is stated), `VAR.status`,
 `VAR.evidence` (the verbatim quote), `VAR.confidence` (empty when the stage gives none) and
 `VAR.locations` (location ids, `;`-separated, when stated). A report routed to several templates
-gets `TEMPLATE.VAR` columns and `;`-joined `template` / `template_version` cells.
+gets `TEMPLATE.VAR` columns and `;`-joined `template` / `template_version` cells. The report's
+insights add `followup.*`, `critical`, `critical.findings`, `rads.<system>` and
+`VAR.largest_size_mm` (`app.insight_columns`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from app.insight_columns import insight_cells, largest_sizes
 from mappings.report import FindingStatus
 from mappings.template import Template
 from workers.process import Result
@@ -56,6 +59,11 @@ def table_row(report_id: str, results: Sequence[Result]) -> Row:
             row[f"{name}.confidence"] = "" if value.confidence is None else value.confidence
             if value.locations:
                 row[f"{name}.locations"] = ";".join(value.locations)
+        if result.bundle is not None:
+            resources = (e.get("resource") or {} for e in result.bundle.get("entry", []))
+            row.update(largest_sizes(resources, result.template.id, prefix))
+    if results[0].insights is not None:
+        row.update(insight_cells(results[0].insights))
     return row
 
 

@@ -93,7 +93,7 @@ def opened(database_url: str | None) -> Iterator[Store]:
 
 def everything(store: Store, kind: str) -> list[dict[str, Any]]:
     """The baseline: every stored resource of the type, parsed."""
-    with store._tx() as connection:
+    with store.transaction() as connection:
         bodies = connection.execute(
             sa.select(resources.c.body).where(resources.c.resource_type == kind)
         ).scalars()

@@ -58,7 +58,8 @@ sys.path.insert(0, str(REPO))
 import sqlalchemy as sa  # noqa: E402
 
 from adapter.settings import Settings  # noqa: E402
-from adapter.store import Incoming, Store  # noqa: E402
+from adapter.store import Store  # noqa: E402
+from adapter.store.messages import Incoming  # noqa: E402
 from conformance.openi import load_openi  # noqa: E402
 from mappings.inbound import parse_message  # noqa: E402
 from mappings.media_types import HL7_ER7  # noqa: E402

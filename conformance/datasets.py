@@ -10,7 +10,8 @@ Formats (`conformance.evaluate.DATASET_FORMATS` pairs each detector here with it
 - otherwise JSONL in the form of DESIGN.md 'Contracts': one report per line,
   `{"id", "text", "language", "template", "gold": {variable_id: value}}` with optional `_pairs`
   (lesion–location), `_episodes` (diagnosis–episode) and `_attributes` (finding instances with
-  their attributes, checked against the template, not scored yet) in `gold`, optional
+  their attributes, checked against the template; their `size_mm` is scored as `sizes` when the
+  template has that attribute) in `gold`, optional
   `patient`/`time`
   and `split` (`dev` or `test`: the half the record belongs to; `radbridge eval --split`);
 - the Open-i chest X-ray set is read by `conformance.openi` (`is_openi`).
@@ -33,7 +34,9 @@ from conformance.labels import (
     EPISODES_KEY,
     PAIRS_KEY,
     gold_label,
+    gold_sizes,
     normalise_pairs,
+    takes_sizes,
 )
 from conformance.metrics import Label, Pair
 from mappings.errors import TemplateError
@@ -55,6 +58,8 @@ class LabelledReport:
     gold: dict[str, Label]
     pairs: frozenset[Pair] | None = None
     episodes: frozenset[Pair] | None = None
+    sizes: frozenset[Pair] | None = None
+    """(finding, dimensions in mm) of the gold `_attributes` (`conformance.labels.gold_sizes`)."""
     patient: str | None = None
     time: str | None = None
     span: tuple[int, int] | None = None
@@ -177,8 +182,11 @@ def parse_record(
             if EPISODES_KEY in gold_raw
             else None
         )
+        sizes = None
         if ATTRIBUTES_KEY in gold_raw:
             _check_instances(template, gold_raw[ATTRIBUTES_KEY])
+            if takes_sizes(template):
+                sizes = gold_sizes(gold_raw[ATTRIBUTES_KEY])
     except ValueError as exc:
         raise bad(str(exc)) from None
     time_value = record.get("time")
@@ -197,6 +205,7 @@ def parse_record(
         gold=gold,
         pairs=pairs,
         episodes=episodes,
+        sizes=sizes,
         patient=None if patient is None else str(patient),
         time=None if time_value is None else str(time_value),
     )

@@ -25,6 +25,7 @@ from conformance.eval_results import (
     StageResult,
     Timing,
 )
+from conformance.labels import predicted_sizes
 from conformance.metrics import (
     NO,
     YES,
@@ -46,6 +47,7 @@ class StageRun:
     labels: list[Mapping[str, Label]] = field(default_factory=list)
     pairs: list[frozenset[Pair]] = field(default_factory=list)
     episodes: list[frozenset[Pair]] = field(default_factory=list)
+    sizes: list[frozenset[Pair]] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     tokens: int = 0
     decode_seconds: float = 0.0
@@ -92,6 +94,7 @@ def score_stage(
 ) -> StageResult:
     with_pairs = all(r.pairs is not None for r in reports) and bool(reports)
     with_episodes = all(r.episodes is not None for r in reports) and bool(reports)
+    with_sizes = all(r.sizes is not None for r in reports) and bool(reports)
     metrics = evaluate_labels(
         specs,
         [r.gold for r in reports],
@@ -100,6 +103,8 @@ def score_stage(
         pred_pairs=run.pairs if with_pairs else None,
         gold_episodes=[r.episodes or frozenset() for r in reports] if with_episodes else None,
         pred_episodes=run.episodes if with_episodes else None,
+        gold_sizes=[r.sizes or frozenset() for r in reports] if with_sizes else None,
+        pred_sizes=run.sizes if with_sizes else None,
         resamples=resamples,
         seed=seed,
     )
@@ -185,6 +190,7 @@ def run_reports(
             run.labels.append(dict(empty))
             run.pairs.append(frozenset())
             run.episodes.append(frozenset())
+            run.sizes.append(frozenset())
         else:
             extraction = outcome.results[0].extraction
             run.tokens += extraction.timings.completion_tokens
@@ -194,6 +200,7 @@ def run_reports(
             run.labels.append(labels)
             run.pairs.append(pairs)
             run.episodes.append(episodes)
+            run.sizes.append(predicted_sizes(extraction))
         if progress is not None:
             progress()
     return run

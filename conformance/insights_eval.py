@@ -7,7 +7,10 @@ How each kind is matched, per report (a multiset: the n-th equal item is its own
 - `critical`: the finding id;
 - `communications`: that a communication is stated (one item per statement);
 - `communication recipients`: (recipient, time) as written (case-insensitive);
-- `rads`: (system, category) with the side as the attribute.
+- `rads`: (system, category) with the side as the attribute;
+- `mismatches`: the mismatch kind (laterality, sex, age, exam_type).
+A file is scored on the kinds it labels: those whose gold key every record carries
+(mismatches.jsonl labels only `mismatches`; `communication recipients` needs `communications`).
 An item is right only with its attribute (the n-th equal item and attribute is numbered n, so a
 wrong attribute is one false positive and one false negative); `attribute accuracy` is the share
 of gold items predicted with exactly their attribute. No report text leaves this module.
@@ -31,7 +34,15 @@ from mappings.insights.model import Insights
 from mappings.report import Report
 from workers.insights.extract import InsightContext, extract_insights
 
-KINDS = ("followups", "critical", "communications", "communication recipients", "rads")
+KINDS = (
+    "followups",
+    "critical",
+    "communications",
+    "communication recipients",
+    "rads",
+    "mismatches",
+)
+GOLD_KEY = {"communication recipients": "communications"}
 Row = dict[str, Any]
 Key = tuple[str, str | None]
 
@@ -100,7 +111,16 @@ def gold_pairs(gold: Row, kind: str) -> frozenset[Pair]:
             (str(g["recipient"]).casefold(), (g["time"] or "").casefold() or None)
             for g in gold["communications"]
         )
+    if kind == "mismatches":
+        return _numbered((g["kind"], None) for g in gold["mismatches"])
     return _numbered((f"{g['system']}|{g['category']}", g["side"]) for g in gold["rads"])
+
+
+def labelled_kinds(rows: Sequence[Row]) -> tuple[str, ...]:
+    """The kinds every record of `rows` has gold for (in `KINDS` order)."""
+    return tuple(
+        kind for kind in KINDS if all(GOLD_KEY.get(kind, kind) in row["gold"] for row in rows)
+    )
 
 
 def predicted_pairs(insights: Insights, kind: str) -> frozenset[Pair]:
@@ -122,6 +142,8 @@ def predicted_pairs(insights: Insights, kind: str) -> frozenset[Pair]:
             (str(c.recipient).casefold(), (c.time or "").casefold() or None)
             for c in insights.communications
         )
+    if kind == "mismatches":
+        return _numbered((m.kind, None) for m in insights.mismatches)
     return _numbered((f"{r.system}|{r.category}", r.side) for r in insights.rads)
 
 
@@ -134,13 +156,22 @@ def _report(row: Row) -> Report:
     )
 
 
-def _context(row: Row) -> InsightContext:
-    raw = (row.get("context") or {}).get("report_date")
+def _date(raw: object) -> date | None:
+    """An ISO date, None when absent or impossible ("1985-02-30")."""
     try:
-        report_date = date.fromisoformat(raw) if raw else None
+        return date.fromisoformat(raw) if isinstance(raw, str) and raw else None
     except ValueError:
-        report_date = None
-    return InsightContext(report_date=report_date)
+        return None
+
+
+def _context(row: Row) -> InsightContext:
+    context = row.get("context") or {}
+    return InsightContext(
+        report_date=_date(context.get("report_date")),
+        exam=context.get("exam"),
+        patient_sex=context.get("patient_sex"),
+        birth_date=_date(context.get("birth_date")),
+    )
 
 
 def evaluate_insight_rows(
@@ -159,7 +190,7 @@ def evaluate_insight_rows(
             progress()
     seconds = time.perf_counter() - started
     results: dict[str, PairMetrics] = {}
-    for kind in KINDS:
+    for kind in labelled_kinds(rows):
         metrics = evaluate_labels(
             (),
             [{} for _ in rows],

@@ -11,7 +11,10 @@ Scoring choices (beyond `conformance.metrics`):
 - diagnosis–episode pairs: one per present finding of a variable with a qualifier, the
   episode or null when none is stated (as lesion–location pairs);
 - a typed value (ordinal/number/enum) is scored by its value even when the evidence check made
-  it `uncertain`: it is still emitted, as a preliminary value.
+  it `uncertain`: it is still emitted, as a preliminary value;
+- sizes (`gold_sizes`, `predicted_sizes`): (variable, dimensions in mm in the order written,
+  "16x11x13") pairs, one per gold instance with `size_mm` and per `FindingValue.sizes` item of
+  a present or uncertain finding; a size is right when its finding and every dimension match.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ PAIRS_KEY = "_pairs"
 EPISODES_KEY = "_episodes"
 ATTRIBUTES_KEY = "_attributes"
 """Gold finding instances `[[variable_id, {attribute: value}], ...]` (issue 21 sets): checked
-against the template's attributes on load, not scored yet."""
+against the template's attributes on load; their `size_mm` is scored (`gold_sizes`)."""
+SIZE_ATTRIBUTE = "size_mm"
 
 
 KINDS: dict[VariableType, Kind] = {
@@ -180,6 +184,48 @@ def predicted_episodes(extraction: Extraction, template: Template) -> frozenset[
         if variable.qualifier is not None and value.status is FindingStatus.PRESENT:
             episodes.add((variable.id, value.value if isinstance(value.value, str) else None))
     return frozenset(episodes)
+
+
+def size_pair(variable_id: str, dims_mm: Iterable[float]) -> Pair:
+    """A size as a scored pair: (variable, "16x11x13"), millimetres to 0.01 in written order."""
+    return (variable_id, "x".join(f"{round(float(d), 2):g}" for d in dims_mm))
+
+
+def gold_sizes(instances: Iterable[tuple[str, dict[str, Any]]]) -> frozenset[Pair]:
+    """The size pairs of gold `_attributes` instances that state `size_mm` (a list of positive
+    numbers, else ValueError)."""
+    pairs: set[Pair] = set()
+    for variable_id, attributes in instances:
+        dims = attributes.get(SIZE_ATTRIBUTE)
+        if dims is None:
+            continue
+        if (
+            not isinstance(dims, list)
+            or not dims
+            or not all(
+                isinstance(d, int | float) and not isinstance(d, bool) and d > 0 for d in dims
+            )
+        ):
+            raise ValueError(
+                f"{ATTRIBUTES_KEY}: {variable_id} {SIZE_ATTRIBUTE} must list positive numbers"
+            )
+        pairs.add(size_pair(variable_id, dims))
+    return frozenset(pairs)
+
+
+def predicted_sizes(extraction: Extraction) -> frozenset[Pair]:
+    """The size pairs of the present or uncertain findings of an extraction."""
+    return frozenset(
+        size_pair(value.variable_id, size.dims_mm)
+        for value in extraction.values
+        if value.status in (FindingStatus.PRESENT, FindingStatus.UNCERTAIN)
+        for size in value.sizes
+    )
+
+
+def takes_sizes(template: Template) -> bool:
+    """True when some variable of the template carries the `size_mm` attribute."""
+    return any(SIZE_ATTRIBUTE in variable.attributes for variable in template.variables)
 
 
 def predicted_labels(extraction: Extraction, template: Template) -> dict[str, Any]:

@@ -30,6 +30,9 @@ Conventions:
 - Pairs (lesion–location `_pairs`, diagnosis–episode `_episodes`): sets of (item, attribute)
   per report; P/R/F1 micro over reports; `item_accuracy` (per-lesion accuracy) = share of gold
   items (lesions, per report) whose predicted attribute set is exactly the gold set.
+- Sizes (`_attributes` `size_mm`): (finding, "16x11x13" in mm) pairs per report, counted like
+  pairs (a size is right when the finding and every dimension match); `sizes.recall` is the
+  share of gold sizes found.
 - Confidence intervals: percentile bootstrap over reports (1,000 resamples, seeded, the same
   resampled report sets for every metric of one run); a metric undefined in more than half of
   the resamples gets no interval.
@@ -477,6 +480,7 @@ class LabelMetrics:
     negative_report_specificity: float | None
     pairs: PairMetrics | None
     episodes: PairMetrics | None
+    sizes: PairMetrics | None = None
     ci: dict[str, Interval] = field(default_factory=dict)
 
 
@@ -503,6 +507,8 @@ def evaluate_labels(
     pred_pairs: Sequence[Set[Pair]] | None = None,
     gold_episodes: Sequence[Set[Pair]] | None = None,
     pred_episodes: Sequence[Set[Pair]] | None = None,
+    gold_sizes: Sequence[Set[Pair]] | None = None,
+    pred_sizes: Sequence[Set[Pair]] | None = None,
     resamples: int = RESAMPLES,
     seed: int = 0,
 ) -> LabelMetrics:
@@ -552,6 +558,7 @@ def evaluate_labels(
         negative_report_specificity=ratio(clean, len(negatives)),
         pairs=_pairs_with_ci(gold_pairs, pred_pairs, weights),
         episodes=_pairs_with_ci(gold_episodes, pred_episodes, weights),
+        sizes=_pairs_with_ci(gold_sizes, pred_sizes, weights),
         ci=_intervals(ci_samples),
     )
 

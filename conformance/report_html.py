@@ -210,11 +210,12 @@ def _pairs(task: TaskResult) -> str:
         for label, pairs in (
             ("lesion–location", stage.metrics.pairs),
             ("diagnosis–episode", stage.metrics.episodes),
+            ("finding–size", stage.metrics.sizes),
         )
     ]
     rows = [row for row in rows if row]
     if not rows:
-        return '<p class="note">No relation gold (_pairs / _episodes) in this dataset.</p>'
+        return '<p class="note">No relation gold (_pairs / _episodes / sizes) in this dataset.</p>'
     header = ["stage", "relation", "TP", "FP", "FN", "precision", "recall", "F1",
               "items right", "per-item accuracy", "reports exact"]  # fmt: skip
     return _table(header, rows, left=2)

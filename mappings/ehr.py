@@ -16,19 +16,21 @@ DiagnosticReport, with references that resolve there. This module decides, from 
   mapped in `RADBRIDGE_ACCESSION_SYSTEMS`).
 - `plan`: given what the sender read at the EHR (`EhrState`: the Patient found, the EHR's
   DiagnosticReport and its version), the transaction: radbridge's own resources (Device,
-  Observations, the extraction Provenance) as `PUT Type/id` with references rewritten to the
-  EHR's Patient and DiagnosticReport; the EHR's DiagnosticReport updated WITHOUT dropping its own
-  fields (its `result` gains the Observations: a PUT with `If-Match` on the version read, or a
+  Observations, the insights - ServiceRequest, Flag, Communication, DetectedIssue - and the
+  extraction Provenance) as `PUT Type/id` with references rewritten to the EHR's Patient and
+  DiagnosticReport (a retired or decided one is a new version of the same id); the EHR's
+  DiagnosticReport updated WITHOUT dropping its own fields (its `result` gains the
+  Observations, the RADS categories included: a PUT with `If-Match` on the version read, or a
   JSON Patch, sent after the transaction so the Observations exist first; an If-Match inside a
   transaction is not honoured by every server); a DiagnosticReport created only when the EHR has
   none (and replaced, with `If-Match`, when it is radbridge's own: a corrected source report); a Patient created only by
   conditional create (`If-None-Exist`) when the policy says so. Only what changed since the last
   delivery to this EHR is sent (`hashes`).
-- `review_transaction`: the clinicians' decisions (VERIFY Provenance) sent after the
-  Observations, their targets carrying the version the EHR returned (or no version), the
-  reviewer referenced by identifier or conditionally created.
+- `review_transaction`: the clinicians' decisions (VERIFY Provenance, on Observations and on
+  insights) sent after them, their targets carrying the version the EHR returned (or no
+  version), the reviewer referenced by identifier or conditionally created.
 
-A report without Observations adds nothing: nothing is written back.
+A report without Observations and without insights adds nothing: nothing is written back.
 """
 
 from __future__ import annotations
@@ -47,7 +49,10 @@ from mappings.fhir_out import deterministic_id, diagnostic_report_of
 from mappings.report import EntityIdentifier, PatientIdentifier, Report
 
 Resource = dict[str, Any]
-_OWN = ("Device", "Observation")  # radbridge-owned, written with PUT under radbridge's ids
+# radbridge's insights (issue 20): written like the Observations, under radbridge's ids
+_INSIGHTS = ("ServiceRequest", "Flag", "Communication", "DetectedIssue")
+_CONTENT = ("Observation", *_INSIGHTS)  # what makes a report worth writing back
+_OWN = ("Device", *_CONTENT)  # radbridge-owned, written with PUT under radbridge's ids
 
 
 @dataclass(frozen=True)
@@ -244,8 +249,9 @@ def identity(report: Report, policy: IdentityPolicy) -> Identity:
 
 
 def has_content(bundle: Resource) -> bool:
-    """Whether a radbridge Bundle adds anything to the EHR (at least one Observation)."""
-    return any(e["resource"]["resourceType"] == "Observation" for e in bundle.get("entry", []))
+    """Whether a radbridge Bundle adds anything to the EHR (at least one Observation or
+    insight: a report no template applies to may still hold a follow-up or a critical result)."""
+    return any(e["resource"]["resourceType"] in _CONTENT for e in bundle.get("entry", []))
 
 
 def _digest(resource: Resource, context: str) -> str:
@@ -422,6 +428,13 @@ def versions_from_response(response: Resource) -> dict[str, str]:
     return found
 
 
+def _targets_written(provenance: Resource) -> bool:
+    """Whether a decision's Provenance targets only resources the write-back sends (`_OWN`:
+    Observations and insights); one on anything else would dangle at the EHR."""
+    targets = [str(t.get("reference", "")).split("/", 1)[0] for t in provenance.get("target", [])]
+    return bool(targets) and all(kind in _OWN for kind in targets)
+
+
 def review_transaction(
     bundle: Resource,
     written: Plan,
@@ -440,7 +453,7 @@ def review_transaction(
     reviewers: dict[str, str] = {}
     for entry in bundle.get("entry", []):
         resource = entry["resource"]
-        if not is_review_provenance(resource):
+        if not is_review_provenance(resource) or not _targets_written(resource):
             continue
         key = f"Provenance/{resource['id']}"
         digest = _digest(resource, written.report_reference)

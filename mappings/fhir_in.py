@@ -12,13 +12,13 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
-from datetime import datetime
-from typing import Any
+from datetime import date, datetime
+from typing import Any, Literal, cast
 
 from pydantic import ValidationError
 
 from mappings.errors import HL7ErrorCode, MessageRejected, NoReportText
-from mappings.hl7v2 import normalise_text, safe_id
+from mappings.hl7.oru_in import normalise_text, safe_id
 from mappings.language import detect_language
 from mappings.report import Coding, EntityIdentifier, PatientIdentifier, Report, ResultStatus
 from mappings.sections import find_sections
@@ -324,6 +324,33 @@ def _patient_identifiers(report: Resource, index: _Index) -> tuple[PatientIdenti
     return tuple(result)
 
 
+_GENDERS = {"male", "female", "other", "unknown"}
+
+
+def _patient(report: Resource, index: _Index) -> Resource:
+    """The report's Patient when the Bundle holds it (else empty)."""
+    patient = index.resolve(report.get("subject") or {}, report)
+    return patient if patient is not None and patient.get("resourceType") == "Patient" else {}
+
+
+def _sex(patient: Resource) -> Literal["male", "female", "other", "unknown"] | None:
+    gender = patient.get("gender")
+    if gender in _GENDERS:
+        return cast(Literal["male", "female", "other", "unknown"], gender)
+    return None
+
+
+def _birth_date(patient: Resource) -> date | None:
+    """Patient.birthDate to the day (a year or year-month alone is None)."""
+    value = patient.get("birthDate")
+    if not isinstance(value, str) or len(value) != 10:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return None
+
+
 def _time(report: Resource) -> datetime | None:
     value = (
         report.get("effectiveDateTime")
@@ -385,6 +412,8 @@ def report_from_diagnostic_report(
         report_identifiers=_report_identifiers(resource),
         subject_reference=_subject_reference(resource),
         procedure=_procedure(resource),
+        patient_sex=_sex(_patient(resource, index)),
+        birth_date=_birth_date(_patient(resource, index)),
         result_status=_STATUS[status],
         observation_time=_time(resource),
         language=detect_language(text, default_language) if read_text else default_language,

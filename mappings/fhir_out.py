@@ -23,7 +23,8 @@ qualifiers) and, for a qualifier, one `component` (the qualifier concept, the op
 `valueCodeableConcept`); ordinal -> `valueInteger`; number -> `valueQuantity` (UCUM);
 enum -> `valueCodeableConcept` (the option's code and text, or text only). A typed value whose
 value was dropped (flag `value_invalid`) gives no Observation, like `not_mentioned`: it is in the
-extraction record only. `derived_from` (variable id -> `Observation/<id>` of the same finding in
+extraction record only. A finding's stated sizes are `component`s of its (first) Observation
+(`mappings.fhir_components`). `derived_from` (variable id -> `Observation/<id>` of the same finding in
 the patient's earlier report) becomes `Observation.derivedFrom`.
 
 Each Bundle passes the output check before it is returned (`mappings.output_check`: the
@@ -40,6 +41,7 @@ from typing import Any
 
 from mappings import terminology as term
 from mappings.errors import FhirMappingError
+from mappings.fhir_components import size_components
 from mappings.observation_sites import observation_sites
 from mappings.output_check import check_bundle
 from mappings.report import Extraction, FindingStatus, FindingValue, Report, ResultStatus
@@ -321,6 +323,7 @@ def _observation(
     site: Location | None,
     status: str,
     derived_from: str | None = None,
+    first_site: bool = True,
 ) -> Resource:
     variable = template.variable(value.variable_id)
     resource: Resource = {
@@ -339,6 +342,10 @@ def _observation(
     if derived_from is not None:
         resource["derivedFrom"] = [{"reference": derived_from}]
     resource.update(_value_elements(value, variable))
+    if first_site:
+        sizes = size_components(value, EVIDENCE_EXTENSION)
+        if sizes:
+            resource["component"] = [*resource.get("component", []), *sizes]
     if site is not None:
         resource["bodySite"] = _concept(site.code, site.label)
     return resource
@@ -389,10 +396,13 @@ def build_bundle(
     ctx = _Context(report, extraction, default_tz)
     sites = observation_sites(template, extraction.values)
     observations = [
-        _observation(ctx, template, value, site, observation_status, links.get(value.variable_id))
+        _observation(
+            ctx, template, value, site, observation_status, links.get(value.variable_id),
+            first_site=index == 0,
+        )
         for value in extraction.values
-        for site in sites.get(value.variable_id, [])
-    ]
+        for index, site in enumerate(sites.get(value.variable_id, []))
+    ]  # fmt: skip
     observation_ids = [obs["id"] for obs in observations]
     resources = [
         _patient(ctx),

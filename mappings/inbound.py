@@ -18,10 +18,10 @@ from typing import Any
 from mappings.errors import HL7ErrorCode, MessageRejected, NoReportText
 from mappings.fhir_in import reports_from_fhir
 from mappings.framing import split_frames
-from mappings.hl7v2 import parse_oru
+from mappings.hl7.msh import peek_msh
+from mappings.hl7.oru_in import parse_oru
 from mappings.language import detect_language
 from mappings.media_types import FHIR_JSON
-from mappings.msh import peek_msh
 from mappings.report import Report
 from mappings.sections import find_sections
 

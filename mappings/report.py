@@ -6,7 +6,7 @@ Offsets are Unicode code-point offsets into `Report.text`, the normalised report
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Literal
 
@@ -108,6 +108,13 @@ class Report(BaseModel):
     )
     modality: str | None = None
     body_part: str | None = None
+    patient_sex: Literal["male", "female", "other", "unknown"] | None = Field(
+        default=None, description="PID-8 / Patient.gender (the insights' sex check)"
+    )
+    birth_date: date | None = Field(
+        default=None,
+        description="PID-7 / Patient.birthDate to the day; None when absent, partial or impossible",
+    )
     result_status: ResultStatus = ResultStatus.FINAL
     observation_time: datetime | None = None
     language: str | None = Field(default=None, description="BCP-47 primary tag, e.g. 'en', 'nl'")
@@ -156,6 +163,25 @@ class Evidence(BaseModel):
 
 ScalarValue = str | int | float | bool | None
 
+SizeUnit = Literal["mm", "cm"]
+MM_PER_UNIT: dict[str, float] = {"mm": 1.0, "cm": 10.0}
+
+
+class Measurement(BaseModel):
+    """A size stated for one instance of a finding in this exam ("3.2 x 2.1 cm"): the
+    dimensions in the order written and the unit as written (`workers.measurements`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    dims: tuple[float, ...] = Field(min_length=1, max_length=3)
+    unit: SizeUnit
+    evidence: Evidence
+
+    @property
+    def dims_mm(self) -> tuple[float, ...]:
+        """The dimensions in millimetres (cm x 10), rounded to 0.01 mm."""
+        return tuple(round(d * MM_PER_UNIT[self.unit], 2) for d in self.dims)
+
 
 class FindingValue(BaseModel):
     """One variable of a template, as extracted from one report.
@@ -180,6 +206,9 @@ class FindingValue(BaseModel):
     confidence: float | None = Field(default=None, ge=0.0, le=1.0)
     stage: Stage = Stage.LLM
     flags: tuple[str, ...] = ()
+    sizes: tuple[Measurement, ...] = ()
+    """Sizes stated for this finding (presence variables whose template declares `size_mm`),
+    one per instance and measurement, in text order."""
 
 
 class ModelInfo(BaseModel):

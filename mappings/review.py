@@ -11,8 +11,13 @@ A decision turns the stored (preliminary) Observation into its next version and 
 - undo    -> a decided (final / entered-in-error) Observation gets the version it was decided
   on back (`status: preliminary`, the AI's value) as its next version, and awaits review again.
 
+Report-level insights (issue 20) are accepted or rejected (`review_insight`), each resource type
+by its row of `INSIGHT_REVIEWS`: a follow-up `ServiceRequest` draft -> active on accept; an
+accepted `DetectedIssue` -> final; a rejected `ServiceRequest`, `Flag`, `Communication` or
+`DetectedIssue` -> entered-in-error (RADS categories are Observations, reviewed as above).
+
 The `AIAST` security label stays on every version (the value was AI-asserted first). The
-Provenance targets the new version (`Observation/<id>/_history/<vid>`), names the reviewing
+Provenance targets the new version (`<type>/<id>/_history/<vid>`), names the reviewing
 `Practitioner` as `verifier`, is `recorded` at the decision time and has the verify activity.
 """
 
@@ -26,6 +31,7 @@ from enum import StrEnum
 from typing import Any
 
 from mappings.errors import MappingError
+from mappings.fhir_components import is_size_component
 from mappings.fhir_out import (
     EVIDENCE_EXTENSION,
     _concept,
@@ -132,8 +138,30 @@ class CorrectionField:
 
 
 @dataclass(frozen=True)
+class InsightReview:
+    """How a decision changes one insight resource type: `kind` names it on the page, a
+    decision may be made on a version whose status is in `awaiting`, accept sets `accepted`,
+    reject sets `rejected`."""
+
+    kind: str
+    awaiting: tuple[str, ...]
+    accepted: str
+    rejected: str = "entered-in-error"
+
+
+# One row per reviewable insight resource type (a new insight type is one row here).
+INSIGHT_REVIEWS: dict[str, InsightReview] = {
+    "Flag": InsightReview("Critical result", ("active",), "active"),
+    "DetectedIssue": InsightReview("Mismatch", ("preliminary",), "final"),
+    "ServiceRequest": InsightReview("Follow-up", ("draft",), "active"),
+    "Communication": InsightReview("Result communicated", ("completed",), "completed"),
+}
+
+
+@dataclass(frozen=True)
 class ReviewResult:
-    """The next version of the Observation and the Provenance that records the decision."""
+    """The next version of the reviewed resource (an Observation or an insight; the field keeps
+    its first name) and the Provenance that records the decision."""
 
     observation: dict[str, Any]
     provenance: dict[str, Any]
@@ -328,6 +356,11 @@ def review(
         elements = _value_elements(value, variable)
         if variable.type is VariableType.PRESENCE and "component" in observation:
             elements.pop("component", None)  # the qualifier is not corrected here: keep it
+            if value.status not in (FindingStatus.PRESENT, FindingStatus.UNCERTAIN):
+                kept = [c for c in new["component"] if not is_size_component(c)]
+                new.pop("component")
+                if kept:
+                    new["component"] = kept  # an absent finding has no size
         new.update(elements)
         new.pop("bodySite", None)
         if value.locations:
@@ -391,10 +424,11 @@ def _provenance(
     recorded: datetime | None,
     decision: Decision,
     report: str | None,
+    resource_type: str = "Observation",
 ) -> dict[str, Any]:
     """The Provenance of a decision (or an undo) that made `new_version`."""
     moment = (recorded or datetime.now(UTC)).astimezone(UTC)
-    target = f"Observation/{observation_id}/_history/{new_version}"
+    target = f"{resource_type}/{observation_id}/_history/{new_version}"
     return {
         "resourceType": "Provenance",
         "id": provenance_id,
@@ -405,12 +439,55 @@ def _provenance(
         "entity": [
             {
                 "role": "revision",
-                "what": {"reference": f"Observation/{observation_id}/_history/{new_version - 1}"},
+                "what": {
+                    "reference": f"{resource_type}/{observation_id}/_history/{new_version - 1}"
+                },
             },
             *([{"role": "source", "what": {"reference": report}}] if report else []),
         ],
         "reason": [{"text": decision.value}],
     }
+
+
+def review_insight(
+    resource: dict[str, Any],
+    decision: Decision,
+    reviewer: Reviewer,
+    *,
+    new_version: int,
+    decided: bool = False,
+    recorded: datetime | None = None,
+    report: str | None = None,
+) -> ReviewResult:
+    """Accept or reject one stored insight (version `new_version - 1`; `decided`: that version
+    is already a reviewer's decision) by its row of `INSIGHT_REVIEWS`; returns its next version
+    and the Provenance. ReviewRefused for another type or decision, or a decided insight."""
+    resource_type = str(resource.get("resourceType"))
+    rule = INSIGHT_REVIEWS.get(resource_type)
+    if rule is None:
+        raise ReviewRefused(f"a {resource_type} is not a reviewable insight")
+    if decision not in (Decision.ACCEPT, Decision.REJECT):
+        raise ReviewRefused("an insight is accepted or rejected")
+    status = resource.get("status")
+    if decided or status not in rule.awaiting:
+        raise ReviewRefused(f"{resource_type} is {status}: it is not awaiting review")
+    new = copy.deepcopy(resource)
+    meta = {k: v for k, v in (new.get("meta") or {}).items() if k != "lastUpdated"}
+    meta["versionId"] = str(new_version)
+    new["meta"] = meta  # `security` (AIAST) stays
+    new["status"] = rule.accepted if decision is Decision.ACCEPT else rule.rejected
+    provenance = _provenance(
+        str(resource["id"]),
+        review_provenance_id(str(resource["id"]), new_version),
+        VERIFY_ACTIVITY,
+        reviewer,
+        new_version,
+        recorded,
+        decision,
+        report,
+        resource_type,
+    )
+    return ReviewResult(observation=checked(new), provenance=checked(provenance))
 
 
 def bundle_with_review(bundle: dict[str, Any], result: ReviewResult) -> dict[str, Any]:
@@ -426,7 +503,7 @@ def bundle_with_review(bundle: dict[str, Any], result: ReviewResult) -> dict[str
         key = (resource.get("resourceType"), resource.get("id"))
         if key == ("Provenance", provenance["id"]):
             continue
-        if key == ("Observation", observation["id"]):
+        if key == (observation["resourceType"], observation["id"]):
             entry = {**entry, "resource": observation}
         entries.append(entry)
     entries.append(

@@ -57,6 +57,10 @@ TERMS: tuple[TermEntry, ...] = (
     TermEntry(SNOMED, "52101004", "Present (qualifier value)", GPS, "GPS"),
     TermEntry(SNOMED, "2667000", "Absent (qualifier value)", GPS, "GPS"),
     TermEntry(SNOMED, "42425007", "Equivocal (qualifier value)", GPS, "GPS"),
+    # size components (mappings.fhir_components): DICOM CID 7470 linear measurements, as in the
+    # IPS ValueSet imaging-linear-measure-code-uv-ips (hl7.org/fhir/uv/ips)
+    TermEntry(SNOMED, "81827009", "Diameter (qualifier value)", GPS, "GPS"),
+    TermEntry(SNOMED, "103339001", "Long axis (qualifier value)", GPS, "GPS"),
     # chest findings
     TermEntry(SNOMED, "60046008", "Pleural effusion (disorder)", f"{GPS}; {VERIFIED}", "GPS"),
     TermEntry(SNOMED, "36118008", "Pneumothorax (disorder)", GPS, "GPS"),

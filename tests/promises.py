@@ -180,9 +180,9 @@ POISON = """
 import os
 import signal
 
-import mappings.hl7v2 as _hl7v2
+import mappings.hl7.oru_in as _oru_in
 
-_parse = _hl7v2._parse_oru
+_parse = _oru_in._parse_oru
 
 
 def _poisoned(payload, *args, **kwargs):
@@ -193,7 +193,7 @@ def _poisoned(payload, *args, **kwargs):
     return _parse(payload, *args, **kwargs)
 
 
-_hl7v2._parse_oru = _poisoned
+_oru_in._parse_oru = _poisoned
 """
 
 
@@ -204,9 +204,9 @@ import os
 import time
 from pathlib import Path
 
-import mappings.hl7v2 as _hl7v2
+import mappings.hl7.oru_in as _oru_in
 
-_parse_slowly = _hl7v2._parse_oru
+_parse_slowly = _oru_in._parse_oru
 
 
 def _slow(payload, *args, **kwargs):
@@ -216,7 +216,7 @@ def _slow(payload, *args, **kwargs):
     return _parse_slowly(payload, *args, **kwargs)
 
 
-_hl7v2._parse_oru = _slow
+_oru_in._parse_oru = _slow
 """
 
 
@@ -391,7 +391,8 @@ def store_facts(root: Path, settings: dict[str, str]) -> StoreFacts:
     import sqlalchemy as sa
 
     from adapter.settings import Settings
-    from adapter.store import Store, bundles, extractions, messages
+    from adapter.store import Store
+    from adapter.tables import bundles, extractions, messages
 
     store = Store.open(Settings(data_dir=root / "data"), url=settings.get("RADBRIDGE_DATABASE_URL"))
     try:

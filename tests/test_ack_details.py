@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from mappings.ack import AckErrorDetail, Disposition, build_ack
 from mappings.errors import HL7ErrorCode, MessageRejected
-from mappings.hl7v2 import precheck_oru
-from mappings.msh import peek_msh
+from mappings.hl7.ack import AckErrorDetail, Disposition, build_ack
+from mappings.hl7.msh import peek_msh
+from mappings.hl7.oru_in import precheck_oru
 
 GOOD_MSH = "MSH|^~\\&|RIS|FAC|RB|FAC|20260101120000||ORU^R01|C1|P|2.5"
 OBR = "OBR|1|P1|A1|X^Chest X-ray^L|||20260101110000"

@@ -17,7 +17,8 @@ import pytest
 
 from adapter.queue import RECONCILE_TASK, enqueue_extract
 from adapter.settings import Settings
-from adapter.store import Incoming, Store
+from adapter.store import Store
+from adapter.store.messages import Incoming
 from tests.fhir_server import EHR_IDENTITY, FhirServer
 from tests.helpers.waiting import wait_for
 from workers.tasks import make_worker_app, process_message, store_for
@@ -178,7 +179,7 @@ def test_a_delivery_error_of_another_kind_is_recorded(tmp_path: Path, redis_url:
         with store.engine.connect() as connection:
             import sqlalchemy as sa
 
-            from adapter.store import deliveries
+            from adapter.tables import deliveries
 
             found = connection.execute(sa.select(deliveries.c.state, deliveries.c.attempts))
             return [(str(state), int(n)) for state, n in found.all()]

@@ -402,3 +402,22 @@ def test_load_negex_from_the_folder_reads_the_context_labels(shared_dir: Path) -
     items = load_negex(shared_dir / "data" / "negex")
     assert len(items) == 2376
     assert all(item.temporality is not None for item in items)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "nodule 0.9 cm",
+        "Right lobe: solid hypoechoic nodule measuring 1.4 x 0.9 x 1.1 cm, TR4",
+        "nodus van 2,2 x 0,8 cm",
+    ],
+)
+def test_a_decimal_starting_with_zero_is_no_zero_count(text: str) -> None:
+    """The "0 $" trigger ("Microbloedingen: 0") must not read the 0 of "0.9" as a count of none."""
+    start = text.index("nod")
+    assert not assess(text, start, start + 5).negated
+
+
+def test_a_zero_count_still_negates() -> None:
+    text = "Microbloedingen: 0."
+    assert assess(text, 0, len("Microbloedingen")).negated

@@ -149,7 +149,7 @@ def test_oru_retry_resends_the_same_control_id() -> None:
     import threading
 
     from adapter.mllp import FrameEvent, MllpServer
-    from mappings.msh import peek_msh
+    from mappings.hl7.msh import peek_msh
     from workers.delivery import deliver_oru_message
 
     received: list[bytes] = []

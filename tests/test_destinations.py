@@ -16,8 +16,9 @@ import pytest
 from adapter import destinations
 from adapter.reviews import report_observations, save_review
 from adapter.settings import Settings
-from adapter.store import Incoming, Store
-from mappings.oru import oru_from_bundle, result_statuses
+from adapter.store import Store
+from adapter.store.messages import Incoming
+from mappings.hl7.oru_out import oru_from_bundle, result_statuses
 from mappings.review import Correction, Decision, Reviewer, review
 from mappings.template import load_builtin_templates
 from tests.fhir_server import EHR_IDENTITY, FhirServer

@@ -11,7 +11,7 @@ import pytest
 
 from mappings import ehr
 from mappings.errors import IdentityRefused
-from mappings.hl7v2 import parse_oru
+from mappings.hl7.oru_in import parse_oru
 from mappings.report import EntityIdentifier, PatientIdentifier, Report
 
 HL7_DIR = Path(__file__).parent / "fixtures" / "hl7v2"
@@ -191,3 +191,42 @@ def test_a_bundle_without_observations_has_no_content() -> None:
         "entry": [e for e in GOLDEN["entry"] if e["resource"]["resourceType"] != "Observation"],
     }
     assert not ehr.has_content(empty)
+
+
+def test_insights_alone_are_content_and_reference_the_ehrs_patient_and_report() -> None:
+    """A report no template applies to holds no Observation but may hold insights: they are
+    written back (PUT under radbridge's ids) with the EHR's Patient and DiagnosticReport."""
+    internal_patient = GOLDEN["entry"][0]["resource"]["id"]
+    internal_report = next(
+        e["resource"]["id"]
+        for e in GOLDEN["entry"]
+        if e["resource"]["resourceType"] == "DiagnosticReport"
+    )
+    request = {
+        "resourceType": "ServiceRequest", "id": "sr1", "status": "draft", "intent": "proposal",
+        "code": {"text": "CT"}, "subject": {"reference": f"Patient/{internal_patient}"},
+        "reasonReference": [{"reference": f"DiagnosticReport/{internal_report}"}],
+    }  # fmt: skip
+    insights_only = {
+        **GOLDEN,
+        "entry": [
+            *(e for e in GOLDEN["entry"] if e["resource"]["resourceType"] != "Observation"),
+            {"resource": request},
+        ],
+    }
+    assert ehr.has_content(insights_only)
+    report = chest_ct(
+        source_format="fhir", fhir_resource_id="nc-dr-1", subject_reference="Patient/abc",
+        report_identifiers=(EntityIdentifier(value="NC-1", system="urn:oid:1.2.3"),),
+    )  # fmt: skip
+    policy = ehr.IdentityPolicy()
+    own = {"resourceType": "DiagnosticReport", "id": "nc-dr-1", "status": "final"}
+    state = ehr.EhrState("Patient/abc", own, "1")
+    plan = ehr.plan(insights_only, ehr.identity(report, policy), state, policy, {}, base_url=BASE)
+    assert plan.transaction is not None
+    (sent,) = [
+        e for e in plan.transaction["entry"] if e["resource"]["resourceType"] == "ServiceRequest"
+    ]
+    assert sent["request"] == {"method": "PUT", "url": "ServiceRequest/sr1"}
+    assert sent["resource"]["subject"] == {"reference": "Patient/abc"}
+    assert sent["resource"]["reasonReference"] == [{"reference": "DiagnosticReport/nc-dr-1"}]

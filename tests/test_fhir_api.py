@@ -423,7 +423,7 @@ def test_migration_0005_indexes_what_was_stored_before_it(kind: str, tmp_path: P
     from alembic import command
     from alembic.config import Config
 
-    from adapter.store import run_migrations
+    from adapter.store.connection import run_migrations
 
     settings = Settings(data_dir=data_dir(tmp_path))  # type: ignore[arg-type]
     with open_store(kind, settings) as store:

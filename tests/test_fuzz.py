@@ -34,11 +34,11 @@ from adapter.api.errors import ApiError
 from adapter.mllp import FrameReader, frame
 from adapter.settings import Settings
 from adapter.store import Store
-from mappings.ack import AckErrorDetail, Disposition, build_ack
 from mappings.errors import HL7ErrorCode, MessageRejected
 from mappings.fhir_in import reports_from_fhir
-from mappings.hl7v2 import parse_oru
-from mappings.msh import peek_msh
+from mappings.hl7.ack import AckErrorDetail, Disposition, build_ack
+from mappings.hl7.msh import peek_msh
+from mappings.hl7.oru_in import parse_oru
 from tests.test_mllp import Listener
 
 FIXTURES = Path(__file__).parent / "fixtures"

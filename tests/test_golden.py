@@ -12,7 +12,7 @@ from conformance.validate import validate_resource
 from mappings.errors import MessageRejected
 from mappings.fhir_out import build_bundle
 from mappings.framing import split_frames
-from mappings.hl7v2 import parse_oru
+from mappings.hl7.oru_in import parse_oru
 from mappings.template import get_template
 from tests.golden import expected_extraction
 

@@ -1,4 +1,4 @@
-"""Unit tests of mappings/hl7v2.py, mappings/framing.py, mappings/msh.py, sections and language."""
+"""Unit tests of mappings/hl7/oru_in.py, mappings/framing.py, mappings/hl7/msh.py, sections and language."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from mappings.errors import HL7ErrorCode, MessageRejected
 from mappings.framing import split_frames
-from mappings.hl7v2 import parse_oru, parse_timestamp, safe_id
+from mappings.hl7.msh import peek_msh
+from mappings.hl7.oru_in import parse_oru, parse_timestamp, precheck_oru, safe_id
 from mappings.language import detect_language
-from mappings.msh import peek_msh
 from mappings.report import ResultStatus
 from mappings.sections import find_sections
 
@@ -48,6 +48,51 @@ def test_unsupported_version() -> None:
     with pytest.raises(MessageRejected) as caught:
         parse_oru(message(["OBX|1|TX|&GDT||x||||||F"], version="3.0"))
     assert caught.value.code is HL7ErrorCode.UNSUPPORTED_VERSION_ID
+
+
+def test_a_version_2_7_1_message_with_another_field_separator_is_read() -> None:
+    """Issue 22: hl7apy's structural parse (gone) answered it `unparsable` (its 2.7.1 -> 2.7
+    mapping looked for `|2.7.1` only)."""
+    payload = message(["OBX|1|TX|&GDT||No effusion.||||||F"], version="2.7.1")
+    parsed = parse_oru(payload.replace(b"|", b"#"))
+    assert parsed.header.version == "2.7.1"
+    assert parsed.reports[0].text == "No effusion."
+
+
+@pytest.mark.parametrize(("version", "accepted"), [("2.5", False), ("2.7", True), ("2.8", True)])
+def test_a_truncation_character_only_from_version_2_7(version: str, accepted: bool) -> None:
+    payload = message(["OBX|1|TX|&GDT||No effusion.||||||F"], version=version)
+    payload = payload.replace(b"^~\\&", b"^~\\&#", 1)
+    if accepted:
+        assert parse_oru(payload).reports[0].text == "No effusion."
+        return
+    with pytest.raises(MessageRejected) as caught:
+        parse_oru(payload)
+    assert (caught.value.reason, caught.value.code) == (
+        "unparsable",
+        HL7ErrorCode.SEGMENT_SEQUENCE_ERROR,
+    )
+
+
+def test_the_checks_before_the_ack_are_the_parses_first_checks() -> None:
+    """Issue 22: one list of checks (`CHECKS`) for the listener's AR and the full parse."""
+    cases = [
+        message(["OBX|1|TX|&GDT||x||||||F"]).replace(b"ORU^R01", b"ADT^A01"),
+        message(["OBX|1|TX|&GDT||x||||||F"]).replace(b"|C1|", b"||"),
+        message(["OBX|1|TX|&GDT||x||||||F"], version="3.0"),
+        message(["OBX|1|TX|&GDT||x||||||F"], tail="||||||KOI8"),
+        message(["OBX|1|TX|&GDT||x||||||F"]).replace(b"\rOBR|", b"\rXBR|"),
+    ]
+    for payload in cases:
+        problem = precheck_oru(payload, peek_msh(payload))
+        assert problem is not None
+        with pytest.raises(MessageRejected) as caught:
+            parse_oru(payload)
+        assert (caught.value.reason, caught.value.code, caught.value.detail) == (
+            problem.reason,
+            problem.code,
+            problem.detail,
+        )
 
 
 def test_escapes_and_line_breaks() -> None:
@@ -237,13 +282,13 @@ def test_a_parser_bug_is_an_internal_error_not_a_rejection(
 ) -> None:
     """Issue 14: only the errors the table lists become MessageRejected; a bug (here a KeyError
     deep in the parser) is an internal error with a correlation id, retried by the worker."""
-    import mappings.hl7v2 as hl7v2
+    import mappings.hl7.oru_in as oru_in
     from mappings.errors import InternalMappingError
 
     def broken(*_: object) -> object:
         raise KeyError("TESTPATIENT")  # what a bug might carry: PHI in the exception text
 
-    monkeypatch.setattr(hl7v2, "_patient_identifiers", broken)
+    monkeypatch.setattr(oru_in, "_patient_identifiers", broken)
     with caplog.at_level("ERROR"), pytest.raises(InternalMappingError) as caught:
         parse_oru((HL7_DIR / "chest_ct.hl7").read_bytes())
     assert not isinstance(caught.value, MessageRejected)

@@ -14,7 +14,8 @@ from adapter.errors import StoreRefused
 from adapter.ingest import GroupCommitter, Hl7Ingest
 from adapter.mllp import MllpClient
 from adapter.settings import Settings
-from adapter.store import Incoming, Store
+from adapter.store import Store
+from adapter.store.messages import Incoming
 from tests.stores import open_store
 from tests.test_mllp import Listener, message, msa
 

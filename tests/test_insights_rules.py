@@ -4,14 +4,22 @@ recommendations, the traps of issue 20 ("Bad input") included."""
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import date
+from pathlib import Path
 
 import pytest
 
+from mappings.insights.critical_list import load_critical_list
 from mappings.insights.model import Insights
 from mappings.report import Report
+from workers.insights import communications, followups, rads, timing
 from workers.insights.extract import InsightContext, extract_insights
+from workers.insights.text import ReportText, may_match
 from workers.insights.timing import add_duration, find_intervals
+
+LABELLED = Path(__file__).parent / "fixtures" / "labelled" / "insights.jsonl"
 
 DAY = date(2025, 8, 31)
 
@@ -194,3 +202,218 @@ def test_calendar_months_clamp_to_the_months_end() -> None:
 def test_odd_text_gives_nothing_and_never_raises() -> None:
     for text in ("", "   ", "BI-RADS", "Recommend", "in 3 months", "Dr.", "\n\n;;.."):
         assert _insights(text).empty()
+
+
+# --- error classes of the accuracy work (issue 20): one sentence per notation or phrase family
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Conclusie: verdachte laesie links, BIRADS-4b.", ("BI-RADS", "4B", "left")),
+        ("Beurteilung: Herdbefund, BI-RADS IV links.", ("BI-RADS", "4", "left")),
+        ("Assessment: BI-RADS assessment category 3.", ("BI-RADS", "3", None)),
+        ("IMPRESSION: Lung RADS 2, benign appearance.", ("Lung-RADS", "2", None)),
+        ("Beurteilung: Lung-RADS v2022 Kategorie 4B.", ("Lung-RADS", "4B", None)),
+        ("Conclusie: laesie links, PI-RADS 2.1 score 5.", ("PI-RADS", "5", "left")),
+        ("IMPRESSION: Left lesion, PI-RADS v2.1 score 4.", ("PI-RADS", "4", "left")),
+        ("Conclusie: nodus rechts, TIRADS-4.", ("TI-RADS", "TR4", "right")),
+        ("Beurteilung: Läsion Segment 6, LI-RADS LR 5.", ("LI-RADS", "LR-5", None)),
+        ("Conclusie: laesie segment 8, LI-RADS categorie 4.", ("LI-RADS", "LR-4", None)),
+        ("IMPRESSION: Left ovarian lesion, O-RADS MRI score 4.", ("O-RADS", "4", "left")),
+        ("Befund: Dichte C. Kein Herdbefund.", ("BI-RADS density", "c", None)),
+        ("Befund: Parenchymdichte ACR-Typ 3.", ("BI-RADS density", "c", None)),
+    ],
+)
+def test_rads_notation_variants(text: str, expected: tuple[str, str, str | None]) -> None:
+    found = [(r.system, r.category, r.side) for r in _insights(text).rads]
+    assert found == [expected]
+
+
+def test_a_category_repeated_without_its_side_is_the_sided_one() -> None:
+    text = "Befund: Läsion rechts apikal, PI-RADS-Score 3.\nBeurteilung: PI-RADS 3."
+    assert [(r.category, r.side) for r in _insights(text, "de").rads] == [("3", "right")]
+
+
+def test_per_side_birads_in_one_statement() -> None:
+    found = _insights("Beurteilung: BI-RADS rechts 2, links 4.", "de").rads
+    assert sorted((r.category, r.side) for r in found) == [("2", "right"), ("4", "left")]
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "finding"),
+    [
+        ("IMPRESSION: Small-bowel obstruction with a transition point.", "en", "bowel_obstruction"),
+        ("IMPRESSION: Acute SDH along the left convexity.", "en", "intracranial_haemorrhage"),
+        ("Beurteilung: Akutes subdurales Hämatom rechts.", "de", "intracranial_haemorrhage"),
+        ("Conclusie: passend bij een acuut herseninfarct links.", "nl", "acute_cerebral_infarct"),
+        ("Beurteilung: Frischer Territorialinfarkt links.", "de", "acute_cerebral_infarct"),
+        ("Beurteilung: Freie intraabdominelle Luft.", "de", "pneumoperitoneum"),
+        ("IMPRESSION: Acute on chronic left subdural hematoma.", "en", "intracranial_haemorrhage"),
+        (
+            "Beurteilung: Akut-auf-chronisches Subduralhämatom links.",
+            "de",
+            "intracranial_haemorrhage",
+        ),
+        ("IMPRESSION: Segmental emboli in the right lower lobe.", "en", "pulmonary_embolism"),
+        (
+            "IMPRESSION: Stanford type A dissection to the iliac arteries.",
+            "en",
+            "aortic_dissection",
+        ),
+        ("Beurteilung: Thrombose der linken V. poplitea.", "de", "deep_vein_thrombosis"),
+    ],
+)
+def test_critical_phrase_families(text: str, language: str, finding: str) -> None:
+    assert [c.finding for c in _insights(text, language).critical] == [finding]
+
+
+def test_restricted_diffusion_and_a_stable_patient_do_not_hide_a_finding() -> None:
+    text = (
+        "FINDINGS: Restricted diffusion and acute infarct in the left corona radiata.\n"
+        "IMPRESSION: Segmental pulmonary emboli. The patient is hemodynamically stable."
+    )
+    assert {c.finding for c in _insights(text).critical} == {
+        "acute_cerebral_infarct",
+        "pulmonary_embolism",
+    }
+
+
+def test_a_report_that_opens_with_its_finding_has_no_title_line() -> None:
+    text = (
+        "Large right pneumothorax with complete collapse of the right lung and mild leftward "
+        "shift of the mediastinum.\nSigned: J. Moore"
+    )
+    assert [c.finding for c in _insights(text).critical] == ["pneumothorax"]
+    assert _insights("CTA CHEST PE PROTOCOL\nIMPRESSION: No embolism.").critical == ()
+
+
+def test_a_communication_to_a_role_named_alone() -> None:
+    found = _insights("Beurteilung: Fraktur. Kliniker informiert.", "de").communications
+    assert [c.recipient for c in found] == ["Kliniker"]
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "expected"),
+    [
+        ("IMPRESSION: Recommend multidisciplinary discussion.", "en", [("consultation", None)]),
+        ("Beurteilung: Vorstellung im Tumorboard empfohlen.", "de", [("consultation", None)]),
+        ("Beurteilung: Weitere Abklärung mittels PET-CT empfohlen.", "de", [("imaging", "PT")]),
+        ("Beurteilung: Wir empfehlen eine MRT-gestützte Fusionsbiopsie.", "de", [("biopsy", None)]),
+        ("IMPRESSION: Recall for diagnostic mammogram.", "en", [("imaging", "MG")]),
+        ("IMPRESSION: Repeat CXR recommended.", "en", [("imaging", "CR")]),
+        ("Conclusie: Aanvullend MRI lever ter karakterisering.", "nl", [("imaging", "MR")]),
+        ("Beurteilung: Kontrolle mit Ultraschall empfohlen.", "de", [("imaging", "US")]),
+        ("IMPRESSION: Tissue sampling may be considered.", "en", [("biopsy", None)]),
+        (
+            "Beurteilung: Stanzbiopsie links unter sonographischer Kontrolle empfohlen.",
+            "de",
+            [("biopsy", "US")],
+        ),
+    ],
+)
+def test_followup_phrase_families(
+    text: str, language: str, expected: list[tuple[str, str | None]]
+) -> None:
+    assert [(f.kind, f.modality) for f in _insights(text, language).followups] == expected
+
+
+def test_a_followup_without_its_exam_and_adjectival_intervals() -> None:
+    (bare,) = _insights("Beurteilung: Kontrolle in 1 Jahr.", "de").followups
+    assert (bare.kind, bare.modality, bare.due) == ("imaging", None, date(2026, 8, 31))
+    (ranged,) = _insights("IMPRESSION: A 6-12 month follow-up CT is recommended.").followups
+    assert (ranged.modality, ranged.due_start, ranged.due_end) == (
+        "CT",
+        date(2026, 2, 28),
+        date(2026, 8, 31),
+    )
+
+
+def test_a_conditional_alternative_in_the_next_sentence() -> None:
+    text = "Conclusie: Aanvullend MRI lever. Indien geen MRI mogelijk, een CT met contrast."
+    found = [(f.modality, f.conditional) for f in _insights(text, "nl").followups]
+    assert found == [("MR", False), ("CT", True)]
+
+
+@pytest.mark.parametrize(
+    ("text", "durations"),
+    [
+        ("at 6 and 12 months", ("P6M",)),
+        ("Kontrolle in 3 Mon.", ("P3M",)),
+        ("in sieben Tagen", ("P7D",)),
+        ("6-monatige Kontrolle", ("P6M",)),
+    ],
+)
+def test_more_interval_forms(text: str, durations: tuple[str, ...]) -> None:
+    assert [i.durations for i in find_intervals(text)] == [durations]
+
+
+def test_a_time_frame_alone_completes_the_previous_recommendation() -> None:
+    (found,) = _insights("Advies: controle-CT. Over 3 maanden.", "nl").followups
+    assert (found.modality, found.due) == ("CT", date(2025, 11, 30))
+
+
+# --- the quick test before each scan (issue 20's cost): never hides a match
+
+
+def _patterns() -> list[re.Pattern[str]]:
+    patterns = [finding.pattern for finding in load_critical_list()]
+    patterns += [pattern for _, pattern, _ in rads._PATTERNS]
+    patterns += [pattern for _, pattern in followups._MODALITIES]
+    patterns += [followups._TRIGGER, followups._TIME_WORD, followups._BIOPSY, followups._CONSULT]
+    patterns += [communications._TRIGGER, timing._RANGE, timing._SINGLE, timing._ADJECTIVE]
+    return patterns
+
+
+def test_the_quick_test_never_hides_a_match() -> None:
+    texts = [
+        json.loads(line)["text"]
+        for line in LABELLED.read_text("utf-8").splitlines()
+        if line.strip()
+    ]
+    texts += ["PNEUMOTHORAX RECHTS. LUNGENARTERIENEMBOLIE. ÜBERWEISUNG. KONTROLLE IN 3 MONATEN."]
+    texts += ["Kelvin \u212aontrolle, dotless \u0131ndicated, long \u017fuspected, İnfarct acute."]
+    checked = 0
+    for text in texts:
+        doc = ReportText(text, None)
+        for pattern in _patterns():
+            if pattern.search(text):
+                assert may_match(doc, pattern), (pattern.pattern[:60], text[:40])
+                checked += 1
+    assert checked > 500
+
+
+def test_the_quick_test_skips_reports_without_the_words() -> None:
+    doc = ReportText("Normal chest radiograph. Heart size normal.", "en")
+    skipped = [p for p in _patterns() if not may_match(doc, p)]
+    assert len(skipped) > len(_patterns()) // 2
+
+
+def test_a_resolved_finding_does_not_hide_a_new_one_after_but() -> None:
+    text = (
+        "IMPRESSION: The left pneumothorax has resolved, but there is a new right pneumothorax.\n"
+        "The known left pulmonary embolism is unchanged."
+    )
+    assert [c.finding for c in _insights(text).critical] == ["pneumothorax"]
+
+
+def test_a_telegraphic_german_communication() -> None:
+    (found,) = _insights("Beurteilung: SAB. Befund an Dr. Roth, 13:20 Uhr.", "de").communications
+    assert (found.recipient, found.time) == ("Dr. Roth", "13:20 Uhr")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Breast composition: c. Heterogeneously dense.", [("BI-RADS density", "c", None)]),
+        ("Densiteit: ACR-categorie c.", [("BI-RADS density", "c", None)]),
+        ("Befund: Mammadichte: B.", [("BI-RADS density", "b", None)]),
+        ("Composition: almost entirely fatty.", []),
+        ("Knoten links, K-TIRADS 4 bzw. ACR TI-RADS 3.", [("TI-RADS", "TR3", "left")]),
+        ("Nodule right, EU-TIRADS 4.", []),
+    ],
+)
+def test_density_labels_and_non_acr_tirads(
+    text: str, expected: list[tuple[str, str, str | None]]
+) -> None:
+    assert [(r.system, r.category, r.side) for r in _insights(text).rads] == expected

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from adapter.settings import Settings
-from adapter.store import Incoming, Store
+from adapter.store import Store
+from adapter.store.messages import Incoming
 from conformance.validate import validate_resource
 from mappings.inbound import report_from_record
-from mappings.report import ResultStatus
+from mappings.report import Coding, ResultStatus
 from mappings.template import load_builtin_templates
 from workers.process import process_reports
 from workers.tasks import process_message
@@ -43,6 +44,7 @@ def test_a_no_template_message_keeps_its_bundle_and_says_no_template(
         "ServiceRequest": 1,
         "Flag": 1,
         "Communication": 0,
+        "DetectedIssue": 0,
         "no_template": 1,
     }
     kinds = sorted(e["resource"]["resourceType"] for e in bundle["entry"])
@@ -56,10 +58,10 @@ def test_a_no_template_message_keeps_its_bundle_and_says_no_template(
     ]
 
 
-def _bundle(text: str, status: str, time: str) -> dict[str, Any]:
+def _bundle(text: str, status: str, time: str, **patient: Any) -> dict[str, Any]:
     record = {"id": "ins-corr", "text": text, "date": time}
     report = report_from_record(record, default_language="en")
-    report = report.model_copy(update={"result_status": ResultStatus(status)})
+    report = report.model_copy(update={"result_status": ResultStatus(status), **patient})
     outcome = process_reports(
         [report], list(load_builtin_templates().values()), Settings(stage="rules"), _no_engine
     )
@@ -73,21 +75,11 @@ def _no_engine() -> Any:
 
 
 def test_a_corrected_report_retires_the_insights_it_no_longer_says(store: Store) -> None:
-    first = _bundle(
+    _, stored = _corrected(
+        store,
         "US ABDOMEN\nIMPRESSION: Acute appendicitis. Recommend ultrasound in 6 weeks.",
-        "F",
-        "2026-11-02T10:00:00",
-    )
-    store.save_result(None, "ins-corr", first)
-    corrected = _bundle(
         "US ABDOMEN\nIMPRESSION: Normal appendix. No follow-up needed.",
-        "C",
-        "2026-11-02T12:00:00",
     )
-    saved = store.save_result(None, "ins-corr", corrected)
-    assert saved.saved
-    stored = store.get_bundle(saved.bundle_id)
-    assert stored is not None
     statuses = {
         e["resource"]["resourceType"]: e["resource"]["status"]
         for e in stored["entry"]
@@ -95,4 +87,39 @@ def test_a_corrected_report_retires_the_insights_it_no_longer_says(store: Store)
     }
     assert statuses == {"ServiceRequest": "entered-in-error", "Flag": "entered-in-error"}
     assert store.insight_counts()["Flag"] == 0  # a retired Flag is not counted
+    assert [p for p in validate_resource(stored) if p.severity == "error"] == []
+
+
+def _corrected(
+    store: Store, text: str, corrected_text: str, **patient: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The Bundle of `text` (final) and the stored Bundle after its correction."""
+    first = _bundle(text, "F", "2026-11-02T10:00:00", **patient)
+    store.save_result(None, "ins-corr", first)
+    corrected = _bundle(corrected_text, "C", "2026-11-02T12:00:00", **patient)
+    saved = store.save_result(None, "ins-corr", corrected)
+    assert saved.saved
+    stored = store.get_bundle(saved.bundle_id)
+    assert stored is not None
+    return first, stored
+
+
+def _issues(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "DetectedIssue"
+    ]
+
+
+def test_a_corrected_report_retires_the_mismatch_it_no_longer_says(store: Store) -> None:
+    first, stored = _corrected(
+        store,
+        "US PELVIS\nFINDINGS: The uterus is normal. Bladder normal.",
+        "US PELVIS\nFINDINGS: The prostate is normal. Bladder normal.",
+        patient_sex="male",
+        procedure=Coding(display="US PELVIS"),
+    )
+    (issue,) = _issues(first)
+    assert issue["status"] == "preliminary"
+    (retired,) = _issues(stored)
+    assert (retired["id"], retired["status"]) == (issue["id"], "entered-in-error")
     assert [p for p in validate_resource(stored) if p.severity == "error"] == []

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 
 from adapter import json_body
 from adapter.api.context import MAX_JSON_DEPTH, json_depth
+from adapter.ingest import fhir_messages, split_bundle
 from mappings.errors import MessageRejected
 from mappings.fhir_in import LARGE_DATA, report_keys_from_fhir, reports_from_fhir
 
@@ -119,3 +121,75 @@ def test_report_keys_answer_as_the_reports(resource: Any) -> None:
         assert keys[0] == reports[0]
     else:
         assert keys == reports
+
+
+def bundle_of(*entries: dict[str, Any]) -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": "collection", "entry": list(entries)}
+
+
+PATIENT = {"fullUrl": "urn:uuid:p1", "resource": {"resourceType": "Patient", "id": "p1"}}
+SUBJECT: dict[str, Any] = {"subject": {"reference": "urn:uuid:p1"}}
+BUNDLES = [
+    bundle_of(  # a large report, a small one, their shared Patient (in each part)
+        {"resource": report("No pneumothorax. " * 8000, id="big", **SUBJECT)},
+        PATIENT,
+        {"resource": report("Normal.", id="small", **SUBJECT)},
+    ),
+    bundle_of(  # two large reports, a large string outside the reports, a large key
+        {"resource": report("Effusion. " * 9000, id="a")},
+        {"resource": {"resourceType": "Binary", "id": "b", "data": "Q" * BIG, "k" * BIG: 1}},
+        {"resource": report("Consolidation. " * 7000, id="c", **SUBJECT)},
+        PATIENT,
+    ),
+    bundle_of(  # a large string that json.dumps writes escaped (not ASCII): written as before
+        {"resource": report("x", id="u", conclusion="é" * BIG)},
+        {"resource": report("y" * BIG, id="v")},
+    ),
+]
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=range(len(BUNDLES)))
+@pytest.mark.parametrize("indent", [None, 2])
+def test_a_split_bundle_is_stored_as_json_dumps_writes_each_part(
+    bundle: dict[str, Any], indent: int | None
+) -> None:
+    """Issue 25 item 4: the parts are written from the body, not re-serialised whole; the
+    stored bytes stay those of `json.dumps(part, separators=(",", ":"))`."""
+    body = json.dumps(bundle, indent=indent, ensure_ascii=False).encode()
+    resource = json_body.loads(body, json_body.scan(body, MAX_JSON_DEPTH).large)
+    keys = report_keys_from_fhir(copy.deepcopy(resource))
+    assert len(keys) > 1
+    stored = [item.raw for _, item in fhir_messages(body, resource, keys, "application/fhir+json")]
+    expected = [
+        json.dumps(part, separators=(",", ":")).encode() for _, part in split_bundle(bundle)
+    ]
+    assert stored == expected and len(stored) == len(keys)
+
+
+def test_stand_ins_are_small_and_dumps_puts_the_strings_back() -> None:
+    body = BODIES[1]
+    found = json_body.stand_ins(body, json_body.scan(body, MAX_JSON_DEPTH).large)
+    assert found is not None and len(json.dumps(found.value)) < 200
+    assert (
+        json_body.dumps(found.value, found)
+        == json.dumps(json.loads(body), separators=(",", ":")).encode()
+    )
+    assert json_body.stand_ins(BODIES[4], json_body.scan(BODIES[4], MAX_JSON_DEPTH).large) is None
+
+
+def test_splitting_a_large_bundle_holds_its_parts_once() -> None:
+    """Python's allocations from the parse of a 4 MB two-report Bundle until it is its messages:
+    the parts' bytes (about the body), the parse's large strings gone before them; before, the
+    large strings, each part's JSON text and its bytes (3x)."""
+    big = report("Effusion. " * 300_000, id="big", **SUBJECT)
+    body = json.dumps(bundle_of({"resource": big}, PATIENT, BUNDLES[0]["entry"][2])).encode()
+    tracemalloc.start()
+    try:
+        resource = json_body.loads(body, json_body.scan(body, MAX_JSON_DEPTH).large)
+        keys = report_keys_from_fhir(resource)
+        messages = fhir_messages(body, resource, keys, "application/fhir+json")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(messages) == 2 and len(body) > 4_000_000
+    assert peak < 1.3 * len(body), peak / len(body)

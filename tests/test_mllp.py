@@ -19,8 +19,8 @@ from adapter.ingest import Hl7Ingest
 from adapter.mllp import FrameReader, MllpClient, MllpServer, frame
 from adapter.settings import Settings
 from adapter.store import Store
-from mappings.ack import Disposition, needs_application_ack, needs_commit_ack
-from mappings.msh import peek_msh
+from mappings.hl7.ack import Disposition, needs_application_ack, needs_commit_ack
+from mappings.hl7.msh import peek_msh
 
 MSG = b"MSH|^~\\&|RIS|FAC|RB|RBF|20260101||ORU^R01|C{n}|P|2.5\rPID|1||M1\rOBR|1||A1\rOBX|1|TX|X||text {n}||||||F"
 

@@ -246,7 +246,7 @@ def not_delivered(database_url: str) -> list[tuple[object, ...]]:
     """(message id, state, reason, delivery state) of what is not delivered (diagnostics)."""
     import sqlalchemy as sa
 
-    from adapter.store import bundles, deliveries, messages
+    from adapter.tables import bundles, deliveries, messages
 
     engine = sa.create_engine(database_url)
     try:

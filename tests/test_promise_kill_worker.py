@@ -145,9 +145,9 @@ def stalled_report(ehr: FhirServer) -> str:
 SLOW_PARSE = """
 import time
 
-import mappings.hl7v2 as _hl7v2
+import mappings.hl7.oru_in as _oru_in
 
-_parse_slowly = _hl7v2._parse_oru
+_parse_slowly = _oru_in._parse_oru
 
 
 def _slow(payload, *args, **kwargs):
@@ -155,7 +155,7 @@ def _slow(payload, *args, **kwargs):
     return _parse_slowly(payload, *args, **kwargs)
 
 
-_hl7v2._parse_oru = _slow
+_oru_in._parse_oru = _slow
 """
 
 

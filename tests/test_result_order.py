@@ -19,7 +19,8 @@ from fastapi.testclient import TestClient
 
 from adapter.api import create_app
 from adapter.settings import Settings
-from adapter.store import Incoming, Store
+from adapter.store import Store
+from adapter.store.messages import Incoming
 from tests.stores import KINDS
 from workers.tasks import process_message
 

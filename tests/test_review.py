@@ -18,7 +18,8 @@ from adapter.api import create_app
 from adapter.errors import ConfigError
 from adapter.reviews import report_observations, save_review
 from adapter.settings import Settings
-from adapter.store import Incoming, Store
+from adapter.store import Store
+from adapter.store.messages import Incoming
 from adapter.ui.auth import add_user, read_users
 from conformance.validate import validate_resource
 from mappings.review import (

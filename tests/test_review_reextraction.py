@@ -20,7 +20,9 @@ import sqlalchemy as sa
 
 from adapter.reviews import report_observations, save_review, worklist
 from adapter.settings import Settings
-from adapter.store import Incoming, Store, extractions
+from adapter.store import Store
+from adapter.store.messages import Incoming
+from adapter.tables import extractions
 from mappings.review import Correction, Decision, Reviewer, review
 from mappings.template import load_builtin_templates
 from tests.stores import KINDS, data_dir, open_store
@@ -118,7 +120,7 @@ def bundle_statuses(store: Store, bundle_id: str) -> dict[str, str]:
 
 
 def extraction_notes(store: Store, message_id: int) -> list[dict[str, Any]]:
-    with store._tx() as connection:
+    with store.transaction() as connection:
         payloads = connection.execute(
             sa.select(extractions.c.payload)
             .where(extractions.c.message_id == message_id)
@@ -273,7 +275,7 @@ def test_the_ehr_never_gets_a_preliminary_over_a_decision(tmp_path: Path, redis_
 
     from adapter import destinations
     from adapter.queue import enqueue_extract
-    from adapter.store import bundles
+    from adapter.tables import bundles
     from tests.fhir_server import EHR_IDENTITY, FhirServer
     from tests.helpers.waiting import wait_for
     from workers.tasks import make_worker_app, store_for
@@ -306,7 +308,7 @@ def test_the_ehr_never_gets_a_preliminary_over_a_decision(tmp_path: Path, redis_
             enqueue_extract(app, message_id)
             wait_for(lambda: state(message_id) == "delivered", timeout=60)
             assert set(ehr_statuses().values()) == {"preliminary"}
-            with store._tx() as connection:
+            with store.transaction() as connection:
                 bundle_id = str(
                     connection.execute(
                         sa.select(bundles.c.id).where(bundles.c.message_id == message_id)

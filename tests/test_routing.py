@@ -14,7 +14,7 @@ import pytest
 
 from mappings.errors import MessageRejected
 from mappings.framing import split_frames
-from mappings.hl7v2 import parse_oru
+from mappings.hl7.oru_in import parse_oru
 from mappings.report import Coding, Report
 from mappings.routing import decide, route
 from mappings.template import Template, load_builtin_templates

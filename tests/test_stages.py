@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mappings.framing import split_frames
-from mappings.hl7v2 import parse_oru
+from mappings.hl7.oru_in import parse_oru
 from mappings.report import Evidence, FindingStatus, FindingValue, Report, Stage
 from mappings.template import get_template
 from workers.lexicon_text import clauses

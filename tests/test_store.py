@@ -15,7 +15,8 @@ import sqlalchemy as sa
 
 from adapter.errors import StoreError
 from adapter.settings import Settings
-from adapter.store import Incoming, Store
+from adapter.store import Store
+from adapter.store.messages import Incoming
 
 PG_URL = os.environ.get("RADBRIDGE_TEST_DATABASE_URL")
 FIXTURES = Path(__file__).parent / "fixtures"

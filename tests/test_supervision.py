@@ -19,7 +19,8 @@ import psutil  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
 from adapter.settings import Settings
-from adapter.store import Incoming, Store
+from adapter.store import Store
+from adapter.store.messages import Incoming
 from tests.helpers.waiting import wait_for
 from tests.serve_process import RADBRIDGE, Service, running_serve, serve_env
 from tests.stores import PG_URL, pg_schema_url

@@ -9,7 +9,8 @@ import pytest
 
 from adapter.queue import enqueue_extract
 from adapter.settings import Settings
-from adapter.store import Incoming, Store
+from adapter.store import Store
+from adapter.store.messages import Incoming
 from tests.fhir_server import EHR_IDENTITY, FhirServer
 from tests.helpers.waiting import wait_for
 from workers.tasks import make_worker_app, store_for
@@ -78,9 +79,9 @@ def test_oru_with_coded_obx_over_mllp(tmp_path: Path, redis_url: str) -> None:
     from celery.contrib.testing.worker import start_worker
 
     from adapter.mllp import FrameEvent, MllpServer
-    from mappings.ack import Disposition, build_ack
-    from mappings.hl7v2 import parse_oru
-    from mappings.msh import peek_msh
+    from mappings.hl7.ack import Disposition, build_ack
+    from mappings.hl7.msh import peek_msh
+    from mappings.hl7.oru_in import parse_oru
 
     received: list[bytes] = []
 
@@ -131,8 +132,8 @@ def test_application_acks_in_enhanced_mode(tmp_path: Path, redis_url: str) -> No
     from celery.contrib.testing.worker import start_worker
 
     from adapter.mllp import FrameEvent, MllpServer
-    from mappings.ack import Disposition, build_ack
-    from mappings.msh import peek_msh
+    from mappings.hl7.ack import Disposition, build_ack
+    from mappings.hl7.msh import peek_msh
 
     received: list[bytes] = []
 

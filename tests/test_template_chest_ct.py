@@ -15,7 +15,7 @@ from conformance.labels import normalise_pairs, predicted_pairs
 from conformance.metrics import pair_metrics
 from mappings import terminology as term
 from mappings.framing import split_frames
-from mappings.hl7v2 import parse_oru
+from mappings.hl7.oru_in import parse_oru
 from mappings.report import FindingStatus, Report
 from mappings.routing import applies
 from mappings.template import Template, load_template

@@ -15,7 +15,9 @@ import pytest
 import sqlalchemy as sa
 
 from adapter.settings import Settings
-from adapter.store import Incoming, Store, run_migrations
+from adapter.store import Store
+from adapter.store.connection import run_migrations
+from adapter.store.messages import Incoming
 from adapter.tables import resources
 from mappings.timeline import TimelineEntry, link_reports, link_stored, patient_reference
 from tests.fhir_server import EHR_IDENTITY, FhirServer
@@ -157,9 +159,9 @@ def test_the_timeline_reads_one_observation_per_finding_and_links_as_the_whole_h
 def test_the_timeline_lookup_is_an_index_seek(tmp_path: Path) -> None:
     store = Store.open(Settings(data_dir=tmp_path / "data"))
     try:
-        from adapter.store import _LATEST_OBSERVATION
+        from adapter.store.search import LATEST_OBSERVATION
 
-        query = _LATEST_OBSERVATION.params(
+        query = LATEST_OBSERVATION.params(
             subject="Patient/x",
             template_id="chest_findings",
             variable_id="pleural_effusion",

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from adapter.settings import Settings
-from adapter.store import Incoming, Store
+from adapter.store import Store
+from adapter.store.messages import Incoming
 from conformance.validate import validate_resource
 from mappings.fhir_out import build_bundle
 from mappings.report import (
@@ -302,6 +303,58 @@ def test_task_links_to_the_patients_earlier_report_in_the_store(tmp_path: Path) 
         replayed = store.get_resource("Observation", second["id"])
         assert replayed is not None
         assert replayed["derivedFrom"] == [{"reference": f"Observation/{first['id']}"}]
+    finally:
+        store.close()
+
+
+CHEST_CT = (ROOT / "tests" / "fixtures" / "hl7v2" / "chest_ct.hl7").read_bytes().strip()
+
+
+def _chest_ct(n: int) -> Incoming:
+    """chest_ct.hl7 as its patient's n-th report: its own MSH-10, order and accession numbers,
+    observed n days after the first."""
+    segments = CHEST_CT.split(b"\r")
+    msh = segments[0].replace(b"CT0001", f"CT{n:04d}".encode())
+    obr = segments[2].split(b"|")
+    obr[2], obr[3] = f"PL{n:04d}".encode(), f"ACC{n:04d}".encode()
+    observed = datetime(2026, 1, 1, 8, 45) + timedelta(days=n)
+    obr[7] = observed.strftime("%Y%m%d%H%M%S").encode()
+    raw = b"\r".join([msh, segments[1], b"|".join(obr), *segments[3:]])
+    return Incoming(raw, "mllp", "RIS", "RBHOSP", f"CT{n:04d}")
+
+
+def test_a_reports_store_work_does_not_grow_with_the_patients_history(tmp_path: Path) -> None:
+    """Issue 25: the worker reads for a report what its links need (the latest earlier
+    Observation per finding), never the patient's history. Measured in SQLite's virtual-machine
+    steps (rows read and written; the machine's load aside): the patient's 41st report costs
+    what its 2nd did (reading every earlier Observation, as before issue 25, cost 40 times the
+    rows by then), and it is linked to the 40th."""
+    import sqlalchemy as sa
+
+    from workers.tasks import process_message
+
+    settings = Settings(data_dir=tmp_path / "data", stage="rules")
+    store = Store.open(settings)
+    steps = [0]
+
+    def step() -> int:
+        steps[0] += 1
+        return 0  # go on
+
+    @sa.event.listens_for(store.engine, "before_cursor_execute")
+    def count(conn: Any, *_: Any) -> None:
+        conn.connection.dbapi_connection.set_progress_handler(step, 1)
+
+    try:
+        ids = [store.accept(_chest_ct(n)).message_id for n in range(41)]
+        cost = {}
+        for n, message_id in enumerate(ids):
+            before = steps[0]
+            process_message(store, settings, message_id)
+            cost[n] = steps[0] - before
+        assert cost[40] <= 1.1 * cost[1], cost
+        linked = [o for o in store.search_observations(limit=1000) if "derivedFrom" in o]
+        assert len(linked) >= 40  # every report after the first links to its previous one
     finally:
         store.close()
 

@@ -12,7 +12,7 @@ import pytest
 from conformance.validate import validate_resource
 from mappings.errors import FhirMappingError
 from mappings.fhir_out import build_bundle
-from mappings.oru import oru_from_bundle
+from mappings.hl7.oru_out import oru_from_bundle
 from mappings.report import (
     Evidence,
     Extraction,
@@ -225,9 +225,9 @@ def test_oru_has_nm_with_ucum_units_and_cwe_for_options_and_qualifiers() -> None
 
 
 def test_oru_of_typed_bundle_parses_back() -> None:
-    from mappings.hl7v2 import parse_oru
+    from mappings.hl7.oru_in import parse_oru
 
     message = oru_from_bundle(build_bundle(REPORT, FULL, TYPED), control_id="OUT2")
-    (parsed,) = parse_oru(message).reports  # hl7apy reads the NM/CWE OBX back
+    (parsed,) = parse_oru(message).reports  # the reader takes the NM/CWE OBX back
     assert parsed.accession_number == "ACC-T1"
     assert "Stable" in parsed.text

@@ -25,7 +25,8 @@ from adapter.reviews import (
     worklist,
 )
 from adapter.settings import Settings
-from adapter.store import Incoming, Store
+from adapter.store import Store
+from adapter.store.messages import Incoming
 from adapter.ui.identity import Identities
 from mappings.review import (
     Decision,

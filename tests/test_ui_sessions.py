@@ -193,7 +193,7 @@ def test_migration_0007_adds_the_sessions_table_to_an_older_store(
     from alembic import command
     from alembic.config import Config
 
-    from adapter.store import run_migrations
+    from adapter.store.connection import run_migrations
     from adapter.ui.session_store import session_alive, start_session
 
     with open_store(kind, settings) as store:

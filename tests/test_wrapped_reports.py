@@ -18,7 +18,7 @@ from adapter.inputs import read_records
 from conformance.rewrap import rewrap
 from mappings.fhir_in import reports_from_fhir
 from mappings.framing import split_frames
-from mappings.hl7v2 import parse_oru
+from mappings.hl7.oru_in import parse_oru
 from mappings.inbound import report_from_record
 from mappings.report import Extraction, FindingStatus, Report
 from mappings.sections import find_sections

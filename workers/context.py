@@ -157,7 +157,7 @@ def _alt_regex(alternative: str) -> str:
     if alternative == "#":
         return r"\d+"
     if alternative == "$":
-        return r"(?=\s*(?:[.,;:]|$))"
+        return r"(?=\s*(?:[.,;:](?!\d)|$))"  # "0." ends a statement, "0.9" is a number
     return r"[\s\-]+".join(re.escape(part) for part in alternative.split(" "))
 
 

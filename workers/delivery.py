@@ -429,7 +429,7 @@ def oru_control_id(content: bytes) -> str:
 
 @dataclass(frozen=True)
 class OruMessage:
-    """One ORU^R01 to send and the result statuses it carries (`mappings.oru.result_statuses`:
+    """One ORU^R01 to send and the result statuses it carries (`mappings.hl7.oru_out.result_statuses`:
     recorded once delivered, so the next message knows what this destination holds)."""
 
     message: bytes
@@ -444,7 +444,7 @@ def oru_message(
 ) -> OruMessage:
     """The ORU^R01 of one Bundle (MSH-3..6 from settings), with its content-derived MSH-10;
     `sent`: the statuses this destination already got (OBX-11 C/W follow them)."""
-    from mappings.oru import oru_from_bundle, result_statuses
+    from mappings.hl7.oru_out import oru_from_bundle, result_statuses
 
     def build(control_id: str, now: datetime | None) -> bytes:
         return oru_from_bundle(
@@ -476,15 +476,16 @@ def deliver_oru_message(
     A resend of the same content carries the same MSH-10 (`oru_control_id`), so the receiver
     can de-duplicate it.
     """
-    from mappings.ack import read_ack_code
+    from mappings.hl7.ack import Disposition, classify_ack
 
     built = oru_message(bundle, report, settings, sent)
     ack = send_mllp(settings.oru_target or "", built.message, settings.delivery_timeout_s)
-    code = read_ack_code(ack) or ""
+    outcome, answered = classify_ack(ack)
+    code = answered or ""
     log.info("oru delivery bundle=%s ack=%s", bundle.get("id"), code)
-    if code in ("AA", "CA"):
+    if outcome is Disposition.ACCEPTED:
         return built
-    if code in ("AR", "CR"):
+    if outcome is Disposition.REJECTED:
         raise DeliveryRejected(
             f"ORU target rejected the message ({code})", status=400, outcome=None
         )

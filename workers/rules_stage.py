@@ -46,6 +46,7 @@ from mappings.report import (
     Extraction,
     FindingStatus,
     FindingValue,
+    Measurement,
     ModelInfo,
     Report,
     ScalarValue,
@@ -55,7 +56,7 @@ from mappings.report import (
 from mappings.sections import find_sections
 from mappings.template import Template, Variable, VariableType
 from mappings.units import flowed
-from workers import anatomy, organs, values
+from workers import anatomy, measurements, organs, values
 from workers.lexicon_text import clauses, mention_status, terms_pattern
 from workers.normals import normal_hits
 from workers.states import excluded_spans, inside, state_hits
@@ -470,11 +471,45 @@ def all_mentions(report: Report, template: Template) -> list[Mention]:
     return mentions
 
 
+SIZE_ATTRIBUTE = "size_mm"
+"""The finding attribute that makes a presence variable take sizes (`workers.measurements`)."""
+
+
+def _sizes(
+    report: Report, template: Template, mentions: list[Mention]
+) -> dict[str, tuple[Measurement, ...]]:
+    """Sizes of the findings that take one; the mentions that may own a size are those of
+    presence and number variables (a "TI-RADS" or "BI-RADS" mention owns none), in template
+    order, outside the history section."""
+    sized = [
+        v.id
+        for v in template.variables
+        if v.type is VariableType.PRESENCE and SIZE_ATTRIBUTE in v.attributes
+    ]
+    if not sized:
+        return {}
+    order = {
+        v.id: index
+        for index, v in enumerate(template.variables)
+        if v.type in (VariableType.PRESENCE, VariableType.NUMBER)
+    }
+    owners = sorted(
+        (m for m in _outside_history(report, mentions) if m.variable_id in order),
+        key=lambda m: order[m.variable_id],
+    )
+    return measurements.finding_sizes(
+        flowed(report.text), report.text, clauses(report.text), owners, sized
+    )
+
+
 def rules_values(report: Report, template: Template) -> dict[str, FindingValue]:
-    """The rules-only value of every variable (present beats uncertain beats absent)."""
+    """The rules-only value of every variable (present beats uncertain beats absent); a present
+    or uncertain finding that takes a size carries the sizes stated for it."""
     by_variable: dict[str, list[Mention]] = {}
-    for mention in all_mentions(report, template):
+    mentions = all_mentions(report, template)
+    for mention in mentions:
         by_variable.setdefault(mention.variable_id, []).append(mention)
+    sizes = _sizes(report, template, mentions)
     values: dict[str, FindingValue] = {}
     for variable in template.variables:
         if variable.type is not VariableType.PRESENCE:
@@ -505,6 +540,7 @@ def rules_values(report: Report, template: Template) -> dict[str, FindingValue]:
                 end=best.clause_end,
             ),
             stage=Stage.RULES,
+            sizes=sizes.get(variable.id, ()) if best.status is not FindingStatus.ABSENT else (),
         )
     return values
 

@@ -9,6 +9,8 @@ report (the shared prefix stays shared). Per variable:
 - when the LLM says not mentioned or its value was downgraded (quote missing/unfound), a rules
   finding is used (flag `llm_unverified` when the LLM value was downgraded);
 - otherwise the LLM value stands as it is (downgrades included: never dropped silently).
+A finding's sizes (`FindingValue.sizes`) come from stage 1 only: the hybrid value keeps them
+when it is the rules value or agrees with it (the `llm` stage alone gives no sizes yet).
 
 Agreement means the same status and the same value: the same integer, number (to 1e-6
 relative) or option id for typed variables; for a presence qualifier, the same option when both
@@ -53,7 +55,8 @@ def merge_values(rules: FindingValue, llm: FindingValue) -> FindingValue:
     rules_states = rules.status is not FindingStatus.NOT_MENTIONED
     if llm.status is not FindingStatus.NOT_MENTIONED and _verified(llm):
         if not rules_states or agree(rules, llm):
-            return llm.model_copy(update={"stage": Stage.HYBRID})
+            sizes = rules.sizes if rules_states else ()
+            return llm.model_copy(update={"stage": Stage.HYBRID, "sizes": sizes})
         confidence = (
             None if llm.confidence is None else round(llm.confidence * DISAGREEMENT_FACTOR, 4)
         )

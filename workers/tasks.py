@@ -39,16 +39,10 @@ from adapter.queue import (
     redis_url,
 )
 from adapter.settings import Settings
-from adapter.store import (
-    CLAIMED,
-    DEAD,
-    PROCESSING,
-    REFUSED,
-    RETRY,
-    DeliveryJob,
-    Output,
-    Store,
-)
+from adapter.store import Store
+from adapter.store.deliveries import REFUSED, RETRY, DeliveryJob
+from adapter.store.messages import CLAIMED, DEAD, PROCESSING, MessageRow
+from adapter.store.results import Output
 from mappings import inbound
 from mappings.errors import HL7ErrorCode, MessageRejected
 from mappings.media_types import FHIR_JSON
@@ -74,7 +68,7 @@ _LOCK = threading.Lock()
 
 def store_for(settings: Settings) -> Store:
     """The process's store (opened once)."""
-    from adapter.store import default_database_url
+    from adapter.store.connection import default_database_url
 
     url = default_database_url(settings)
     with _LOCK:
@@ -142,7 +136,8 @@ def process_message(
     )
     rejected = outcome.message_rejected
     if rejected is not None:
-        store.mark_failed(message_id, f"rejected: {rejected.reason}", dead=True)
+        code = (rejected.hl7_code or HL7ErrorCode.APPLICATION_INTERNAL_ERROR).value
+        store.mark_rejected(message_id, f"rejected: {rejected.reason}", code, rejected.detail)
         return []
     invalid = next((r for r in outcome.rejected if r.reason == INVALID_OUTPUT), None)
     if invalid is not None:  # a Bundle that fails its output check: nothing of the message leaves
@@ -209,11 +204,17 @@ def timeline_links(
 
 
 def send_application_ack(
-    store: Store, settings: Settings, message_id: int, *, success: bool
+    store: Store,
+    settings: Settings,
+    message_id: int,
+    *,
+    success: bool,
+    row: MessageRow | None = None,
 ) -> None:
-    """Enhanced mode: send the application ACK MSH-16 asks for to RADBRIDGE_APP_ACK_TARGET."""
-    from mappings.ack import Disposition, build_ack, needs_application_ack
-    from mappings.msh import peek_msh
+    """Enhanced mode: send the application ACK MSH-16 asks for to RADBRIDGE_APP_ACK_TARGET
+    (`row`: the message's row when the caller has read it)."""
+    from mappings.hl7.ack import Disposition, build_ack, needs_application_ack
+    from mappings.hl7.msh import peek_msh
     from workers.delivery import send_mllp
 
     target = settings.app_ack_target  # the table's `app_ack` destination
@@ -226,7 +227,7 @@ def send_application_ack(
     outcome = Disposition.ACCEPTED if success else Disposition.ERROR
     if not needs_application_ack(peek, outcome):
         return
-    error = None if success else _application_error(store, settings, message_id)
+    error = None if success else _application_error(row or store.get_message(message_id))
     ack = build_ack(peek, outcome, control_id=f"RBAPP{message_id}", error=error, application=True)
     try:
         send_mllp(target, ack, settings.delivery_timeout_s)
@@ -238,17 +239,13 @@ def send_application_ack(
         store.audit(message_id, "application_ack_failed", type(exc).__name__)
 
 
-def _application_error(store: Store, settings: Settings, message_id: int) -> Any:
-    """The ERR of a negative application ACK: the rejection's own 0357 code when the message
-    was rejected (parsed again: rejections are rare), else 207 internal error."""
-    from mappings.ack import AckErrorDetail
+def _application_error(row: MessageRow | None) -> Any:
+    """The ERR of a negative application ACK: the rejection's own 0357 code and detail, kept
+    with the dead state (`Store.mark_rejected`), else 207 internal error."""
+    from mappings.hl7.ack import AckErrorDetail
 
-    row = store.get_message(message_id)
-    if row is not None and (row.reason or "").startswith("rejected:"):
-        try:
-            parse_message(store.raw(message_id), _content_type(store, message_id), settings)
-        except MessageRejected as exc:
-            return AckErrorDetail(exc.code, exc.detail)
+    if row is not None and row.rejection_code and (row.reason or "").startswith("rejected:"):
+        return AckErrorDetail(HL7ErrorCode(row.rejection_code), row.rejection_detail or "")
     return AckErrorDetail(
         HL7ErrorCode.APPLICATION_INTERNAL_ERROR, "the report could not be processed"
     )
@@ -280,7 +277,7 @@ def register_tasks(app: Celery) -> None:
             if row.attempts >= max_attempts(settings) and not waiting:
                 reason = f"{type(exc).__name__} after {row.attempts} attempts"
                 store.mark_failed(message_id, reason, dead=True)
-                send_application_ack(store, settings, message_id, success=False)
+                send_application_ack(store, settings, message_id, success=False, row=row)
                 return []
             countdown = backoff_seconds(
                 row.attempts - 1, retry_after=getattr(exc, "retry_after", None)
@@ -298,7 +295,7 @@ def register_tasks(app: Celery) -> None:
             row = store.get_message(message_id)
             if row is not None and row.state in ("extracted", "dead"):
                 success = row.state == "extracted"
-                send_application_ack(store, settings, message_id, success=success)
+                send_application_ack(store, settings, message_id, success=success, row=row)
         destinations.dispatch(app, settings, store, bundle_ids)
         return bundle_ids
 

@@ -32,7 +32,7 @@ from adapter.api.context import AUTH, ApiContext, Context, RequestBody, api_cont
 from adapter.api.errors import ApiError, fhir_json, operation_outcome
 from adapter.ingest import INLINE_BODY_BYTES, fhir_messages
 from adapter.settings import Settings
-from adapter.store import Incoming, field_problem
+from adapter.store.messages import Incoming, field_problem
 from mappings.errors import MessageRejected
 from mappings.fhir_in import report_keys_from_fhir
 from mappings.fhir_responses import capability_statement, history_bundle, searchset

@@ -7,10 +7,11 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from adapter.api.context import AUTH, Context, RequestBody
-from mappings.ack import read_ack_code
+from mappings.hl7.ack import Disposition, classify_ack
 from mappings.media_types import HL7_ER7
 
 router = APIRouter()
+_ACK_STATUS = {Disposition.ACCEPTED: 200, Disposition.REJECTED: 400, Disposition.ERROR: 503}
 
 
 @router.post("/hl7v2", dependencies=AUTH, response_class=Response)
@@ -21,7 +22,6 @@ async def post_hl7v2(body: RequestBody, context: Context) -> Response:
     )
     if ack is None:
         return Response(status_code=204)
-    code = read_ack_code(ack) or "AE"
-    status = 200 if code in ("AA", "CA") else 400 if code in ("AR", "CR") else 503
+    status = _ACK_STATUS[classify_ack(ack)[0]]
     context.counters["acked" if status == 200 else "rejected"] += 1
     return Response(ack, status_code=status, media_type=HL7_ER7)

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from adapter.api.context import AUTH, Context
 from adapter.api.errors import ApiError
-from adapter.store import shown_delivery_state
+from adapter.store.deliveries import shown_delivery_state
 
 MAX_JOB_ID = 2**63 - 1  # the store's 64-bit integer ids
 

@@ -1,4 +1,4 @@
-"""Alembic environment: runs on the connection `adapter.store.run_migrations` passes in."""
+"""Alembic environment: runs on the connection `adapter.store.connection.run_migrations` gives."""
 
 from __future__ import annotations
 

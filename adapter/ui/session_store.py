@@ -30,7 +30,7 @@ def start_session(store: Store, user_name: str, max_age_s: float) -> str:
     """A new session of `user_name` (its token, for the cookie); expired rows are dropped."""
     token = secrets.token_urlsafe(32)
     now = _now()
-    with store._tx() as connection:
+    with store.transaction() as connection:
         connection.execute(ui_sessions.delete().where(ui_sessions.c.expires_at <= now))
         connection.execute(
             ui_sessions.insert().values(
@@ -45,7 +45,7 @@ def start_session(store: Store, user_name: str, max_age_s: float) -> str:
 
 def session_alive(store: Store, token: str, user_name: str) -> bool:
     """Whether the session of `token` exists, belongs to `user_name` and has not expired."""
-    with store._tx() as connection:
+    with store.transaction() as connection:
         row = connection.execute(
             sa.select(ui_sessions.c.user_name).where(
                 ui_sessions.c.id == _key(token), ui_sessions.c.expires_at > _now()
@@ -56,13 +56,13 @@ def session_alive(store: Store, token: str, user_name: str) -> bool:
 
 def end_session(store: Store, token: str) -> None:
     """Sign one session out (nothing when it is gone already)."""
-    with store._tx() as connection:
+    with store.transaction() as connection:
         connection.execute(ui_sessions.delete().where(ui_sessions.c.id == _key(token)))
 
 
 def end_user_sessions(store: Store, user_name: str) -> int:
     """Sign every session of one user out; how many there were."""
-    with store._tx() as connection:
+    with store.transaction() as connection:
         result = connection.execute(
             ui_sessions.delete().where(ui_sessions.c.user_name == user_name)
         )

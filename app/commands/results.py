@@ -52,8 +52,10 @@ def show(
         typer.Option("--message", "-m", help="a stored message (job) id: its delivery states"),
     ] = None,
 ) -> None:
-    """Print the coded Observations of Bundles as a table, or (--message) where a stored
-    message's results stand at each destination."""
+    """Print the coded Observations and the insights of Bundles as tables, or (--message) where
+    a stored message's results stand at each destination."""
+    from app.show_insights import concept_text, quote
+
     if message is not None:
         _show_deliveries(message)
         return
@@ -73,43 +75,27 @@ def show(
             if resource.get("resourceType") != "Observation":
                 continue
             table.add_row(
-                _concept_text(resource.get("code")),
+                concept_text(resource.get("code")),
                 _observation_value_text(resource),
-                _concept_text(resource.get("bodySite") or {}),
-                _evidence_text(resource),
+                concept_text(resource.get("bodySite") or {}),
+                quote(resource),
             )
         out.print(table)
-        insights = insight_rows(bundle)
-        if insights:
-            found = Table(title=f"{path.name}: insights")
-            for column in ("resource", "what", "detail", "evidence"):
-                found.add_column(column)
-            for row in insights:
-                found.add_row(*row)
-            out.print(found)
+        _print_insights(path.name, bundle)
 
 
-def insight_rows(bundle: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """One row per follow-up (ServiceRequest), critical result (Flag) and communication."""
-    rows = []
-    for entry in bundle.get("entry", []):
-        resource = entry.get("resource", {})
-        kind = resource.get("resourceType")
-        if kind == "ServiceRequest":
-            period = resource.get("occurrencePeriod") or {}
-            when = resource.get("occurrenceDateTime") or "–".join(str(v) for v in period.values())
-            detail = f"due {when}" if when else "no time frame"
-            detail += ", conditional" if resource.get("asNeededBoolean") else ""
-            what = _concept_text(resource.get("code"))
-        elif kind == "Flag":
-            what, detail = _concept_text(resource.get("code")), str(resource.get("status"))
-        elif kind == "Communication":
-            names = ", ".join(str(r.get("display")) for r in resource.get("recipient", []))
-            what, detail = (f"to {names}" if names else "communicated"), ""
-        else:
-            continue
-        rows.append((str(kind), what, detail, _evidence_text(resource)))
-    return rows
+def _print_insights(name: str, bundle: dict[str, Any]) -> None:
+    """`show`'s insights table of one Bundle (`app.show_insights`), when it has any."""
+    from app.show_insights import COLUMNS, insight_rows
+
+    rows = insight_rows(bundle)
+    if rows:
+        found = Table(title=f"{name}: insights")
+        for column in COLUMNS:
+            found.add_column(column)
+        for row in rows:
+            found.add_row(*row)
+        out.print(found)
 
 
 def _when(value: Any) -> str:
@@ -119,7 +105,8 @@ def _when(value: Any) -> str:
 def _show_deliveries(message_id: int) -> None:
     """The message's state and each delivery of its Bundles, per destination."""
     from adapter import destinations
-    from adapter.store import Store, shown_delivery_state
+    from adapter.store import Store
+    from adapter.store.deliveries import shown_delivery_state
 
     settings = cli_settings()
     store = Store.open(settings)
@@ -153,33 +140,18 @@ def _show_deliveries(message_id: int) -> None:
 def _observation_value_text(observation: dict[str, Any]) -> str:
     """The Observation's value: a concept, an integer (scale), or a quantity with its unit;
     a qualifier component is appended."""
+    from app.show_insights import concept_text
+
     if "valueInteger" in observation:
         text = str(observation["valueInteger"])
     elif "valueQuantity" in observation:
         quantity = observation["valueQuantity"]
         text = f"{quantity.get('value')} {quantity.get('unit') or quantity.get('code') or ''}"
     else:
-        text = _concept_text(observation.get("valueCodeableConcept"))
+        text = concept_text(observation.get("valueCodeableConcept"))
     for component in observation.get("component") or []:
         text += (
-            f"; {_concept_text(component.get('code'))}: "
-            f"{_concept_text(component.get('valueCodeableConcept'))}"
+            f"; {concept_text(component.get('code'))}: "
+            f"{concept_text(component.get('valueCodeableConcept'))}"
         )
     return text.strip()
-
-
-def _concept_text(concept: dict[str, Any] | None) -> str:
-    if not concept:
-        return ""
-    codings = concept.get("coding") or []
-    if codings:
-        first = codings[0]
-        system = str(first.get("system", "")).rsplit("/", 1)[-1]
-        return f"{first.get('display', '')} ({system} {first.get('code', '')})"
-    return str(concept.get("text", ""))
-
-
-def _evidence_text(resource: dict[str, Any]) -> str:
-    from mappings.review import evidence
-
-    return str((evidence(resource).get("quote") or [""])[0] or "")

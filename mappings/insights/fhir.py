@@ -16,7 +16,11 @@
   (`sent` is not set: a clock time as written is not a FHIR instant);
 - an `Observation` per RADS category: `code` text naming the system (no LOINC/RadElement code is
   verified for these scores), `valueCodeableConcept.text` the category as the system writes it,
-  `bodySite.text` the side when stated; listed in `DiagnosticReport.result`.
+  `bodySite.text` the side when stated; listed in `DiagnosticReport.result`;
+- a `DetectedIssue` per mismatch with the order or the patient: `status` preliminary, `code` text
+  naming the kind (no code system has laterality/sex/age/exam-type mismatches), `patient`,
+  `identifiedDateTime` the report's effective time, `implicated` and `evidence.detail` the
+  DiagnosticReport, `detail` both sides ("Order: left (XR KNEE LEFT); report: right").
 Every resource carries the AIAST security label and the project's evidence extension (quote and
 offsets, `stage` rules, `template` `insights|<version>`, `variable` the insight kind); the
 Provenance of the Bundle targets them too. Ids are UUIDv5 of (sending facility, report key,
@@ -52,6 +56,18 @@ RADS_CODE_TEXT = {
     "TI-RADS": "ACR TI-RADS level",
     "LI-RADS": "LI-RADS category",
     "O-RADS": "O-RADS category",
+}
+MISMATCH_CODE_TEXT = {
+    "laterality": "Laterality mismatch between the order and the report",
+    "sex": "Mismatch between the patient's sex and the report",
+    "age": "Mismatch between the patient's age and the report",
+    "exam_type": "Exam type mismatch between the order and the report",
+}
+MISMATCH_SIDES = {
+    "laterality": ("Order", "report"),
+    "sex": ("Patient's sex", "report describes"),
+    "age": ("Patient's age", "report states"),
+    "exam_type": ("Order", "report"),
 }
 Resource = dict[str, Any]
 
@@ -233,6 +249,28 @@ def _rads_observations(refs: _Refs, insights: Insights, status: str, issued: str
     return resources
 
 
+def _detected_issues(refs: _Refs, insights: Insights) -> list[Resource]:
+    resources = []
+    for mismatch in insights.mismatches:
+        ours, theirs = MISMATCH_SIDES[mismatch.kind]
+        resources.append(
+            {
+                "resourceType": "DetectedIssue",
+                "id": refs.id("DetectedIssue", mismatch.kind),
+                "meta": _security(),
+                "extension": [_evidence(mismatch.evidence, f"mismatch.{mismatch.kind}")],
+                "status": "preliminary",
+                "code": {"text": MISMATCH_CODE_TEXT[mismatch.kind]},
+                "patient": {"reference": refs.patient},
+                "identifiedDateTime": refs.effective,
+                "implicated": [{"reference": refs.report}],
+                "evidence": [{"detail": [{"reference": refs.report}]}],
+                "detail": f"{ours}: {mismatch.expected}; {theirs}: {mismatch.found}",
+            }
+        )
+    return resources
+
+
 def insight_resources(
     bundle: Resource,
     report: Report,
@@ -251,6 +289,7 @@ def insight_resources(
         *_service_requests(refs, insights, [r["id"] for r in rads], report.text),
         *_flags(refs, insights, {f.id: f for f in findings}),
         *_communications(refs, insights),
+        *_detected_issues(refs, insights),
     ]
 
 

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 FollowUpKind = Literal["imaging", "biopsy", "consultation", "other"]
+MismatchKind = Literal["laterality", "sex", "age", "exam_type"]
 
 
 class Span(BaseModel):
@@ -78,6 +79,19 @@ class RadsCategory(BaseModel):
     evidence: Span
 
 
+class Mismatch(BaseModel):
+    """The report contradicts its order or its patient (DetectedIssue)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: MismatchKind
+    expected: str
+    """The order's or the patient's side: "left (order: XR KNEE LEFT)", "male", "67 years"."""
+    found: str
+    """What the report says instead: "right", "uterus", "57 years", "abdomen"."""
+    evidence: Span
+
+
 class Insights(BaseModel):
     """Everything the insights step found in one report."""
 
@@ -87,7 +101,10 @@ class Insights(BaseModel):
     critical: tuple[CriticalResult, ...] = ()
     communications: tuple[ResultCommunication, ...] = ()
     rads: tuple[RadsCategory, ...] = ()
+    mismatches: tuple[Mismatch, ...] = ()
 
     def empty(self) -> bool:
         """True when nothing was found."""
-        return not (self.followups or self.critical or self.communications or self.rads)
+        return not (
+            self.followups or self.critical or self.communications or self.rads or self.mismatches
+        )

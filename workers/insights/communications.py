@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from mappings.insights.model import ResultCommunication
-from workers.insights.text import ReportText
+from workers.insights.text import ReportText, may_match
 
 _TRIGGER = re.compile(
     r"(?<!\w)(?:discussed|communicated|informed|notified|reported (?:by \w+ )?to|called|paged|"
@@ -18,7 +18,8 @@ _TRIGGER = re.compile(
     r"contacted|made aware|gemeld|gesproken met|telefonisch overleg|doorgebeld|"
     r"doorgegeven|besproken|gebeld|geïnformeerd|medegedeeld|overlegd|"
     r"übermittelt|mitgeteilt|mitteilung|übermittlung|besprochen|informiert|benachrichtigt|"
-    r"telefonisch an|durchgegeben|telefoniert|rücksprache|gesprochen)(?!\w)",
+    r"telefonisch an|durchgegeben|telefoniert|rücksprache|gesprochen|"
+    r"befunde? (?:telefonisch |persönlich |mündlich )?an)(?!\w)",
     re.IGNORECASE,
 )
 _NOT = re.compile(
@@ -47,6 +48,15 @@ _TIME = re.compile(
 )
 
 
+_ROLE_NOUN = re.compile(
+    r"(?<!\w)(?:(?:the )?(?:referring|treating|ordering) (?:physician|clinician|team)|clinician|"
+    r"kliniker\w*|stationsärzt\w*|stationsarzt|behandelnde[rn]? (?:arzt|ärztin|kollege|kollegin)|"
+    r"zuweise\w*|aanvrager|behandelend arts|zaalarts|clinicus)(?!\w)",
+    re.IGNORECASE,
+)
+"""A recipient named by its role alone ("Kliniker informiert", "Stationsarzt informiert")."""
+
+
 def _recipient(sentence: str) -> str | None:
     titled = _TITLED.search(sentence)
     if titled:
@@ -54,6 +64,9 @@ def _recipient(sentence: str) -> str | None:
     role = _ROLE.search(sentence)
     if role:
         return role.group(1).strip()
+    noun = _ROLE_NOUN.search(sentence)
+    if noun:
+        return noun.group(0)
     patient = _PATIENT.search(sentence)
     return patient.group(0) if patient else None
 
@@ -61,6 +74,8 @@ def _recipient(sentence: str) -> str | None:
 def find_communications(doc: ReportText) -> tuple[ResultCommunication, ...]:
     """The communications this report states, in text order (one per sentence)."""
     found: list[ResultCommunication] = []
+    if not may_match(doc, _TRIGGER):
+        return ()
     for start, end in doc.sentences:
         sentence = doc.text[start:end]
         if not _TRIGGER.search(sentence) or _NOT.search(sentence):

@@ -15,7 +15,7 @@ import re
 from mappings.insights.critical_list import CriticalFinding
 from mappings.insights.model import CriticalResult
 from workers.context import assess
-from workers.insights.text import ReportText
+from workers.insights.text import ReportText, may_match
 
 _HEDGE_BEFORE = re.compile(
     r"(?<!\w)(?:likely|unlikely|probable|probably|possible|possibly|suspicious|suspected|"
@@ -35,10 +35,30 @@ _NOT_NEW = re.compile(
     r"(?<!\w)(?:known|unchanged|stable|chronic|resolv\w*|resolution|improv\w*|expected|"
     r"postoperative|post-operative|bekend\w*|ongewijzigd\w*|stabiel\w*|chronisch\w*|verbeterd|"
     r"afgenomen|postoperatie\w*|bekannt\w*|unverändert\w*|chronisch\w*|rückläufig\w*|"
-    r"regredient\w*|postoperativ\w*|residual|rest\w*|z\.n\.|zustand nach|status na|"
+    r"regredient\w*|postoperativ\w*|residual|rest(?!rict|less|ing|or|aur)\w*|z\.n\.|zustand nach|"
+    r"status na|"
     r"no (?:new|residual)|geen (?:nieuwe|resterende))(?!\w)",
     re.IGNORECASE,
 )
+_ACUTE_ON_CHRONIC = re.compile(
+    r"(?<!\w)(?:acute|akut|acuut)[- ](?:on|auf|op)[- ]chronic\w*|akut-auf-chronisch\w*",
+    re.IGNORECASE,
+)
+"""An acute-on-chronic finding is new: its "chronic" does not make it known."""
+_STABLE_PATIENT = re.compile(
+    r"(?<!\w)(?:ha?emodynamically|hämodynamisch|hemodynamisch|clinically|klinisch|kreislauf)\s+"
+    r"(?:\w+\s+)?(?:stable|stabil\w*)",
+    re.IGNORECASE,
+)
+"""A stable patient is not a known, stable finding."""
+_CONTRAST = re.compile(
+    r"[,;]?\s+(?:but|whereas|while|however|maar|echter|terwijl|aber|jedoch|während|hingegen)(?!\w)",
+    re.IGNORECASE,
+)
+"""Where a sentence turns to another finding ("The left pneumothorax has resolved, but there is a
+new right pneumothorax"): a known or resolved finding before it does not hide the new one."""
+_TITLE_WORDS = 12
+_SENTENCE_BREAK = re.compile(r"[.!?]\s+\S")
 _LABEL = re.compile(r"[^\W\d][\w .-]{0,30}:\s*")
 """A heading or label that opens the sentence ("IMPRESSION:", "Beurteilung:"): not evidence."""
 _HISTORY = frozenset({"history"})
@@ -53,9 +73,14 @@ def _clause_before(doc: ReportText, sentence_start: int, start: int) -> str:
 
 
 def _title(doc: ReportText, start: int) -> bool:
-    """Whether `start` lies in the exam title (the first line, or an exam section)."""
+    """Whether `start` lies in the exam title (a short first line that is no sentence and no
+    findings section, or an exam section): a report that opens with its findings has no title."""
     first_line = doc.text.find("\n")
-    return start < first_line or doc.in_sections(start, _EXAM)
+    line = doc.text[:first_line]
+    section = doc.section_at(start)
+    if start < first_line and section in (None, "exam") and len(line.split()) <= _TITLE_WORDS:
+        return not _SENTENCE_BREAK.search(line)  # at most 12 words and one sentence
+    return doc.in_sections(start, _EXAM)
 
 
 def _states(doc: ReportText, start: int, end: int) -> bool:
@@ -75,7 +100,15 @@ def _states(doc: ReportText, start: int, end: int) -> bool:
     after = doc.text[end:sentence_end]
     if _HEDGE_AFTER.search(after[: after.find(",") if "," in after else len(after)]):
         return False
-    return not _NOT_NEW.search(doc.text[sentence_start:sentence_end])
+    low, high = sentence_start, sentence_end
+    for mark in _CONTRAST.finditer(doc.text, sentence_start, sentence_end):
+        if mark.end() <= start:
+            low = mark.end()
+        elif mark.start() >= end:
+            high = mark.start()
+            break
+    part = _STABLE_PATIENT.sub(" ", _ACUTE_ON_CHRONIC.sub(" ", doc.text[low:high]))
+    return not _NOT_NEW.search(part)
 
 
 def find_critical(
@@ -84,6 +117,8 @@ def find_critical(
     """The listed findings this report states as present, one each, in list order."""
     results: dict[str, CriticalResult] = {}
     for finding in findings:
+        if not may_match(doc, finding.pattern):
+            continue  # none of its words is in the report: no mention to look at
         for match in finding.pattern.finditer(doc.text):
             if _states(doc, match.start(), match.end()):
                 sentence_start, sentence_end = doc.sentence_at(match.start())

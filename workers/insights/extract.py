@@ -1,5 +1,5 @@
-"""The insights of one report by rules: RADS categories, critical results, communications and
-follow-up recommendations (`extract_insights`)."""
+"""The insights of one report by rules: RADS categories, critical results, communications,
+follow-up recommendations and mismatches with the order and the patient (`extract_insights`)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from mappings.report import Report
 from workers.insights.communications import find_communications
 from workers.insights.critical import find_critical
 from workers.insights.followups import find_followups
+from workers.insights.mismatch import Patient, find_mismatches
 from workers.insights.rads import find_rads
 from workers.insights.text import ReportText
 
@@ -23,11 +24,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class InsightContext:
-    """What the message says beside the text: the date due dates count from."""
+    """What the message says beside the text: the date due dates count from, the order and the
+    patient's sex and birth date (the mismatch checks)."""
 
     report_date: date | None = None
     critical_findings: tuple[CriticalFinding, ...] | None = None
     """The critical list (None: the shipped default)."""
+    exam: str | None = None
+    """The order as the RIS names it (OBR-4 / DiagnosticReport.code)."""
+    patient_sex: str | None = None
+    birth_date: date | None = None
 
 
 def extract_insights(report: Report, context: InsightContext | None = None) -> Insights:
@@ -40,6 +46,10 @@ def extract_insights(report: Report, context: InsightContext | None = None) -> I
         critical=find_critical(doc, findings),
         communications=find_communications(doc),
         followups=find_followups(doc, context.report_date),
+        mismatches=find_mismatches(
+            doc,
+            Patient(context.patient_sex, context.birth_date, context.exam, context.report_date),
+        ),
     )
 
 
@@ -58,5 +68,12 @@ def insights_of(report: Report, settings: Settings) -> Insights:
         report_date = (
             moment.date() if moment.tzinfo is None else moment.astimezone(settings.zone()).date()
         )
-    context = InsightContext(report_date, critical_list(settings.critical_findings))
+    procedure = report.procedure
+    context = InsightContext(
+        report_date,
+        critical_list(settings.critical_findings),
+        exam=(procedure.display or procedure.code) if procedure else None,
+        patient_sex=report.patient_sex,
+        birth_date=report.birth_date,
+    )
     return extract_insights(report, context)

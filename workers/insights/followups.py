@@ -19,15 +19,19 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from mappings.insights.model import FollowUp, FollowUpKind
-from workers.insights.text import ReportText
+from workers.insights.text import INLINE_LABEL, ReportText, may_match
 from workers.insights.timing import Interval, add_duration, find_intervals
 
 _TRIGGER = re.compile(
     r"(?<!\w)(?:recommend\w*|advis\w*|advice|suggest\w*|consider\w*|should be (?:obtained|performed)|"
     r"warranted|indicated|rec:|advies|geadviseerd|aanbevol\w*|aangeraden|overwe\w*|"
-    r"empfohlen|empfehlung|empf\.|angeraten|anzuraten|sinnvoll|erwägen|indiziert|"
-    r"follow-?up|surveillance|repeat|controle\w*|herhaling|kontroll\w*|verlaufskontroll\w*|"
-    r"nächste|next|verwijzing|vorstellung|konsil|referral)(?!\w)",
+    r"empfohlen|empfehlung|empf\.|empfehl\w*|empfiehlt|angeraten|anzuraten|sinnvoll|erwägen|indiziert|"
+    r"follow[- ]?up|f/u|(?-i:FU)|surveillance|repeat|controle\w*|herhaling|kontroll\w*|verlaufskontroll\w*|"
+    r"nächste|next|verwijzing|vorstellung|konsil|referral|recall|"
+    r"further (?:evaluation|assessment|characteri[sz]ation|work-?up|imaging)|"
+    r"additional (?:imaging|views?|evaluation)|aanvullend\w*|"
+    r"ter (?:verdere )?(?:karakterisering|analyse|evaluatie)|weiter\w* abklärung|"
+    r"zur (?:weiteren )?abklärung|ergänzend\w*)(?!\w)",
     re.IGNORECASE,
 )
 _NEGATED = re.compile(
@@ -51,9 +55,16 @@ _NOT_ACTION = re.compile(
 )
 _BIOPSY = re.compile(
     r"(?<!\w)(?:[\w-]*biops\w*|FNA|FNAC|fine[- ]needle aspiration|[\w-]*punctie|[\w-]*punktion|"
+    r"tissue (?:sampling|diagnosis)|weefselafname|gewebeprobe\w*|histologische sicherung|"
     r"stanzbiopsie|vakuumbiopsie|fusionsbiopsie|[\w-]*biopsie)(?!\w)",
     re.IGNORECASE,
 )
+_GUIDED_AFTER = re.compile(
+    r"[^,;.]{0,30}?\b(?:under|unter|onder|with|mit|met)\s+(?:[\w-]+\s+){0,2}?"
+    r"(?:[\w-]*(?:guidance|kontrolle|steuerung|geleide|begeleiding|leiding))\b",
+    re.IGNORECASE,
+)
+"""The guidance named after a biopsy ("biopsy under ultrasound guidance")."""
 _GUIDANCE: tuple[tuple[str | None, re.Pattern[str]], ...] = (
     (None, re.compile(r"targeted|fusion|gezielt|gericht", re.I)),
     ("US", re.compile(r"ultrasound|US-guided|echo|sonogra|sonograph", re.I)),
@@ -64,7 +75,8 @@ _GUIDANCE: tuple[tuple[str | None, re.Pattern[str]], ...] = (
 _CONSULT = re.compile(
     r"(?<!\w)(?:[\w-]*consult\w*|referral|refer|verwijzing|verwijzen|doorverwijzing|"
     r"[\w-]*vorstellung|[\w-]*konsil\w*|sprechstunde|tumou?r ?board|mdt|mdo|tumorkonferenz|"
-    r"(?:\w+ische|\w+e) abklärung|beoordeling door)(?!\w)",
+    r"multidisciplina\w*(?: (?:discussion|overleg|meeting|conference|team|board))?|overleg|"
+    r"bespreking|[\w-]*besprechung|(?:\w+ische|fachärztliche) abklärung|beoordeling door)(?!\w)",
     re.IGNORECASE,
 )
 _OTHER = re.compile(
@@ -76,17 +88,22 @@ _MODALITIES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("PT", re.compile(r"(?<!\w)(?:PET[/-]?CT|PET[/-]?MRI?|PET|FDG-PET)(?!\w)", re.I)),
     ("NM", re.compile(r"(?<!\w)(?:bone scan|[\w-]*scintigra\w*|[\w-]*szintigra\w*|SPECT)(?!\w)", re.I)),
     ("MG", re.compile(r"(?<!\w)(?:[\w-]*mammogra\w*|[\w-]*mammografie|tomosynthes\w*)(?!\w)", re.I)),
-    ("MR", re.compile(r"(?<!\w)(?:[\w-]*MRI|MRT|MRCP|MR|[\w-]*-MRT?|MRT?-[\w-]+|magnetic resonance\w*|kernspin\w*)(?!\w)")),
+    ("MR", re.compile(r"(?<!\w)(?:[\w-]*MRI|[\w-]*MRT|MRCP|MR|[\w-]*-MRT?|MRT?-[\w-]+|magnetic resonance\w*|kernspin\w*)(?!\w)")),
     ("CT", re.compile(r"(?<!\w)(?:[\w-]*CT|CCT|CTA|CT-[\w-]+|LDCT|computed tomography|computertomogra\w*)(?!\w)")),
-    ("US", re.compile(r"(?<!\w)(?:[\w-]*ultrasound\w*|ultrasonogra\w*|[\w-]*sonogra\w*|sono|echo|echografie|[\w-]*echografie|doppler\w*|duplex\w*)(?!\w)", re.I)),
-    ("CR", re.compile(r"(?<!\w)(?:[\w-]*radiograph\w*|x-?rays?|[\w-]*röntgen\w*|röntgenkontrolle|[\w-]*-opname|thoraxfoto|x-thorax|[\w-]*serie|[\w-]*aufnahme\w*|röntgenaufnahme)(?!\w)", re.I)),
+    ("US", re.compile(r"(?<!\w)(?:[\w-]*ultrasound\w*|ultrasonogra\w*|[\w-]*sonogra\w*|sono|echo|[\w-]*echogra\w*|[\w-]*ultraschall\w*|doppler\w*|duplex\w*|(?-i:US|CEUS|TVUS|TVU))(?!\w)", re.I)),
+    ("CR", re.compile(r"(?<!\w)(?:[\w-]*radiograph\w*|x-?rays?|CXR|AXR|KUB|RX|plain films?|röntgenfoto\w*|[\w-]*röntgen\w*|röntgenkontrolle|[\w-]*-opname|thoraxfoto|x-thorax|[\w-]*serie|[\w-]*aufnahme\w*|röntgenaufnahme)(?!\w)", re.I)),
 )  # fmt: skip
+_ONE_PHRASE = re.compile(
+    r"\s+(?:(?:in|im|at|to|naar|bij|zur|zum|in het|in de|an der|by the|the|de|het|der|die|das)\s+)*",
+    re.IGNORECASE,
+)
+"""Between two consultation words of one phrase ("Vorstellung im Tumorboard")."""
 _ALTERNATIVE_GAP = re.compile(r"\s+(?:or|of|oder|bzw\.)\s+(?:[\w-]+\s+){0,2}", re.IGNORECASE)
 _CONDITION = re.compile(
     r"(?<!\w)(?:if|unless|should (?:symptoms|pain)|bij persisterende|bij aanhoudende|"
     r"bij (?:rokers|klachten)|zo nodig|indien|desgewenst|bei persistenz|bei beschwerdepersistenz|"
     r"bei persistierende\w*|bei fehlender|ggf\.|gegebenenfalls|falls|bei bedarf|as needed|"
-    r"when clinically indicated)(?!\w)",
+    r"when clinically indicated|eventueel|eventuell|optional\w*)(?!\w)",
     re.IGNORECASE,
 )
 _NOT_CONDITION = re.compile(r"(?<!\w)(?:earlier|sooner|früher|eerder|sofort)(?!\w)", re.IGNORECASE)
@@ -101,11 +118,27 @@ _GUIDELINES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("O-RADS", re.compile(r"O-?RADS", re.I)),
     ("BI-RADS", re.compile(r"BI-?RADS", re.I)),
 )
-_CONTINUES = re.compile(r"^\s*(?:this|it|these|dit|deze|dies|diese|sie)\b", re.IGNORECASE)
+_FOLLOWUP_NOUN = re.compile(
+    r"(?<!\w)(?:follow[- ]?up|surveillance|(?:verlaufs)?kontrolle|controle|control|"
+    r"re-?evaluation|reassessment|herhaling)(?!\w)",
+    re.IGNORECASE,
+)
+"""A follow-up named without its exam ("Kontrolle in 1 Jahr."): imaging of no stated modality."""
+_CONDITION_START = re.compile(r"\s*(?:if|indien|als|falls|wenn|sollte|should)\b", re.IGNORECASE)
+"""A sentence that opens with a condition right after a recommendation ("Indien geen MRI mogelijk,
+een CT met contrast.") gives its conditional alternative."""
+_CONTINUES = re.compile(
+    r"^\s*(?:this|it|these|dit|deze|dies|diese|sie|(?:suggested |recommended )?interval|timing|"
+    r"preferably|ideally|bij voorkeur|zeitpunkt|idealerweise|vorzugsweise|am besten|termijn)\b",
+    re.IGNORECASE,
+)
+_TIME_ONLY_WORDS = 5
+"""A sentence of at most this many words that gives a time frame ("Over 3 maanden.") completes
+the previous recommendation too."""
 _CLAUSE = re.compile(r",|;|\s(?:or|of|oder|and|en|und)\s", re.IGNORECASE)
 _HISTORY = frozenset({"history", "comparison"})
 _TIME_WORD = re.compile(
-    r"(?:day|week|month|year|dag|wek|weken|maand|jaar|tag|woche|monat|jahr|jährlich|annual|"
+    r"(?:day|week|month|year|dag|wek|weken|maand|jaar|tag|woche|wöch|monat|jahr|jährlich|annual|"
     r"tomorrow|morgen|folgetag|jaarlijks)",
     re.IGNORECASE,
 )
@@ -138,26 +171,43 @@ def _guidance(before: str) -> str | None:
     return None
 
 
-def _actions(text: str, start: int, end: int) -> list[_Action]:
+def _actions(doc: ReportText, start: int, end: int) -> list[_Action]:
     """The actions named in `text[start:end]`, in text order."""
+    text = doc.text
     actions: list[_Action] = []
     taken: list[tuple[int, int]] = []
-    for match in _BIOPSY.finditer(text, start, end):
+    for match in _BIOPSY.finditer(text, start, end) if may_match(doc, _BIOPSY) else ():
         phrase_start = max(start, match.start() - 30)
         before = text[phrase_start : match.end()]
         cut = max(before.rfind(","), before.rfind(":"), before.rfind(" and "), before.rfind(" en "))
         before = before[cut + 1 :] if cut >= 0 else before
-        actions.append(
-            _Action("biopsy", _guidance(before), match.start(), match.end(), match.group(0))
-        )
-        taken.append((match.end() - len(before), match.end()))
+        modality, end_taken = _guidance(before), match.end()
+        after = _GUIDED_AFTER.match(text, match.end(), end)
+        if after is not None:  # "Stanzbiopsie links unter sonographischer Kontrolle"
+            modality, end_taken = _guidance(after.group(0)) or modality, after.end()
+        actions.append(_Action("biopsy", modality, match.start(), match.end(), match.group(0)))
+        taken.append((match.end() - len(before), end_taken))
     for kind, pattern in (("consultation", _CONSULT), ("other", _OTHER)):
+        if not may_match(doc, pattern):
+            continue
         for match in pattern.finditer(text, start, end):
-            if _free(taken, *match.span()):
+            if not _free(taken, *match.span()):
+                continue
+            previous = actions[-1] if actions else None
+            if (
+                kind == "consultation"
+                and previous is not None
+                and previous.kind == "consultation"
+                and _ONE_PHRASE.fullmatch(text[previous.end : match.start()])
+            ):  # "Vorstellung im Tumorboard", "bespreking in het multidisciplinair overleg"
+                previous.end, previous.text = match.end(), text[previous.start : match.end()]
+            else:
                 actions.append(_Action(kind, None, *match.span(), match.group(0)))  # type: ignore[arg-type]
-                taken.append(match.span())
+            taken.append(match.span())
     imaging: list[_Action] = []
     for modality, pattern in _MODALITIES:
+        if not may_match(doc, pattern):
+            continue
         for match in pattern.finditer(text, start, end):
             if _free(taken, *match.span()):
                 imaging.append(_Action("imaging", modality, *match.span(), match.group(0)))
@@ -254,13 +304,21 @@ def _is_recommendation(
 
 def find_followups(doc: ReportText, report_date: date | None) -> tuple[FollowUp, ...]:
     """The follow-up recommendations of this report, in text order."""
+    if not (may_match(doc, _TRIGGER) or may_match(doc, _TIME_WORD) or may_match(doc, INLINE_LABEL)):
+        return ()  # no sentence can be a recommendation or give a time frame
     found: list[_Action] = []
     previous: list[_Action] = []
     for sentence_start, end in doc.sentences:
         start = doc.after_label(sentence_start)
-        labelled = start != sentence_start
-        triggered = labelled or bool(_TRIGGER.search(doc.text, start, end))
-        timed = triggered or _TIME_WORD.search(doc.text, start, end)
+        labelled = start != sentence_start or bool(
+            previous and _CONDITION_START.match(doc.text, start, end)
+        )
+        triggered = labelled or (
+            may_match(doc, _TRIGGER) and bool(_TRIGGER.search(doc.text, start, end))
+        )
+        timed = triggered or (
+            may_match(doc, _TIME_WORD) and _TIME_WORD.search(doc.text, start, end)
+        )
         intervals = find_intervals(doc.text, start, end) if timed else []
         if not (triggered or intervals):
             previous = []  # neither a recommendation nor the time frame of the previous one
@@ -268,25 +326,39 @@ def find_followups(doc: ReportText, report_date: date | None) -> tuple[FollowUp,
         if _NOT_ACTION.search(doc.text, start, end) and not _BIOPSY.search(doc.text, start, end):
             previous = []
             continue
-        actions = _actions(doc.text, start, end)
+        actions = _actions(doc, start, end)
         if not actions:
             pending = [a for a in previous if a.interval is None and a.kind == "imaging"]
-            if intervals and pending and _CONTINUES.match(doc.text[start:end]):
+            sentence = doc.text[start:end]
+            if (
+                intervals
+                and pending
+                and (_CONTINUES.match(sentence) or len(sentence.split()) <= _TIME_ONLY_WORDS)
+            ):
                 for action in pending:
                     action.interval = intervals[0]
                     action.evidence = (action.evidence[0], end)
-            previous = []
-            continue
+                previous = []
+                continue
+            noun = _FOLLOWUP_NOUN.search(doc.text, start, end) if intervals else None
+            if noun is None:
+                previous = []
+                continue
+            actions = [_Action("imaging", None, *noun.span(), noun.group(0))]
+        condition = _CONDITION_START.match(doc.text, start, end)
+        comma = doc.text.find(",", start, end) if condition else -1
+        if comma >= 0 and any(a.start > comma for a in actions):
+            # "If MRI is not possible, CT with contrast": the condition's exam is not advised
+            actions = [a for a in actions if a.start > comma]
         if not _is_recommendation(doc, start, end, actions, labelled):
             previous = []
             continue
         _assign_intervals(actions, intervals)
+        guideline = next((name for name, p in _GUIDELINES if p.search(doc.text, start, end)), None)
         for action in actions:
             action.evidence = (start, end)
             action.conditional = _conditional(doc.text, start, end, action)
-            action.guideline = next(
-                (name for name, p in _GUIDELINES if p.search(doc.text, start, end)), None
-            )
+            action.guideline = guideline
         found.extend(actions)
         previous = actions
     return tuple(

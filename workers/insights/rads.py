@@ -4,7 +4,8 @@ ACR TI-RADS, LI-RADS and O-RADS, one per system, category and side.
 A category stated as a prior result (comparison or history section, "destijds BI-RADS 3",
 "(Lung-RADS 3)" after a prior exam, "nach Screening (BI-RADS 0 links)") is not this report's.
 The side is the side word nearest the category in its sentence, else in the sentence before
-(the lesion named just before its category), else the one side of the exam title.
+(the lesion named just before its category), else the one side of the exam title; a category
+repeated without a side where the report also ties it to a side is that sided one.
 """
 
 from __future__ import annotations
@@ -13,49 +14,83 @@ import re
 from collections.abc import Callable
 
 from mappings.insights.model import RadsCategory
-from workers.insights.text import ReportText, side_in, sides_in
+from workers.insights.text import ReportText, may_match, side_in, sides_in
 
-_SEP = r"[\s:®]*(?:category|categorie|kategorie|score|v2\.1|US)?[\s:]*"
+_SEP = (
+    r"[\s:®-]*(?:v?\d\.\d|v\d{1,4}|version\s+\S+)?[\s:-]*(?:US|MRI|MR)?[\s:-]*"
+    r"(?:(?:assessment|final|risk)\s+)?(?:category|categorie|kategorie|cat\.?|kat\.?|score|level|"
+    r"stufe|klasse|klassifikation|classificatie|classification)?[\s:-]*"
+)
+"""Between a system's name and its category: separators, a version ("v2.1", "2.1", "v2022"), the
+O-RADS modality ("US", "MRI") and a category word ("category", "Kategorie", "score", "level")."""
+_ROMAN = {"I": "1", "II": "2", "III": "3", "IV": "4", "V": "5", "VI": "6"}
+"""BI-RADS categories in the 4th edition's Roman numerals ("BI-RADS IV")."""
+
+
+def _birads(category: str, subcategory: str) -> str:
+    return category + (subcategory.upper() if category == "4" else "")
+
+
+def _density(value: str) -> str:
+    """a-d, also from the 4th edition's numbers (ACR 1-4)."""
+    return "abcd"["1234".index(value)] if value.isdigit() else value.lower()
+
+
+_DENSITY_WORD = r"(?:typ(?:e)?|dichte|density|densiteit|categor(?:y|ie)|kategorie|klasse)"
+"""Between "ACR" and a density letter ("ACR-Typ C", "ACR-categorie c")."""
+_SIDE_WORD = r"(?:right|left|rechts|links|re\.|li\.|rechter|linker)"
+"""A side written between the system and its category ("BI-RADS rechts 2, links 4")."""
 _PATTERNS: tuple[tuple[str, re.Pattern[str], Callable[[re.Match[str]], str | None]], ...] = (
     (
         "BI-RADS",
-        re.compile(rf"\bBI-?RADS{_SEP}([0-6])([abc]?)(?![\w])", re.IGNORECASE),
-        lambda m: m.group(1) + (m.group(2).upper() if m.group(1) == "4" else ""),
+        re.compile(
+            rf"\bBI[- ]?RADS{_SEP}(?:{_SIDE_WORD}[\s:]*)?(?:([0-6])|(?-i:(VI|IV|V|III|II|I)))"
+            r"\s?([abc]?)(?![\w])",
+            re.IGNORECASE,
+        ),
+        lambda m: _birads(m.group(1) or _ROMAN[m.group(2)], m.group(3)),
     ),
     (
         "Lung-RADS",
-        re.compile(rf"\bLung-?RADS{_SEP}([0-4])([ABX]?)(S?)(?![\w])", re.IGNORECASE),
+        re.compile(rf"\bLung[- ]?RADS{_SEP}([0-4])([ABX]?)(S?)(?![\w])", re.IGNORECASE),
         lambda m: m.group(1) + m.group(2).upper() + m.group(3).upper(),
     ),
     (
         "PI-RADS",
-        re.compile(rf"\bPI-?RADS{_SEP}([1-5])(?![\w])", re.IGNORECASE),
+        re.compile(rf"\bPI[- ]?RADS{_SEP}([1-5])(?![\w])", re.IGNORECASE),
         lambda m: m.group(1),
     ),
     (
         "TI-RADS",
-        re.compile(rf"(?:\bTI-?RADS{_SEP}(?:TR)?([1-5])|(?<![\w-])TR[- ]?([1-5]))(?![\w+])"),
+        re.compile(
+            rf"(?:(?:(?<![\w-])|(?<=ACR-))TI-?RADS{_SEP}(?:TR[- ]?)?([1-5])|(?<![\w-])TR[- ]?([1-5]))"
+            r"(?![\w+])"
+        ),
         lambda m: "TR" + (m.group(1) or m.group(2)),
     ),
     (
         "LI-RADS",
-        re.compile(r"(?:\bLI-?RADS[\s:]*(?:LR-?)?|(?<![\w-])LR-)(TIV|NC|M|[1-5])(?![\w])"),
+        re.compile(rf"(?:\bLI-?RADS{_SEP}(?:LR[- ]?)?|(?<![\w-])LR[- ]?)(TIV|NC|M|[1-5])(?![\w])"),
         lambda m: "LR-" + m.group(1),
     ),
     (
         "O-RADS",
-        re.compile(rf"\bO-?RADS{_SEP}([0-5])(?![\w])", re.IGNORECASE),
+        re.compile(rf"\bO[- ]?RADS{_SEP}([0-5])(?![\w])", re.IGNORECASE),
         lambda m: m.group(1),
     ),
     (
         "BI-RADS density",
         re.compile(
-            r"(?:\bACR[\s-]*(?:typ(?:e)?\s*|dichte\s*)?([a-d])(?![\w-])"
+            rf"(?:\bACR[\s-]*(?:{_DENSITY_WORD}\s*)?([a-d])(?![\w-])"
+            r"|\bACR[\s-]*(?:typ(?:e)?|dichte|density)?[\s-]*([1-4])(?![\w,-]|\.\d)"
             r"|\b(?:dens\w*|dichte)\b[^.\n]{0,40}?\(([a-d])\)"
-            r"|\b(?:densiteit|dichte|density)\b\s*:?\s*(?:categorie|kategorie|category)\s+([a-d])\b)",
+            r"|\b(?:densiteit|dichte|density)\b\s*:?\s*(?:categorie|kategorie|category)\s+([a-d])\b"
+            r"|\b(?:parenchym|brust|mamma)?(?:densiteit|dichte|density)\s*:?\s*(?-i:([A-D]))(?![\w-])"
+            r"|\b(?:breast\s+)?(?:composition|(?:parenchym|brust|mamma)?(?:densiteit|dichte|density))"
+            r"\s*:\s*([a-d])(?![\w-]))",
             re.IGNORECASE,
         ),
-        lambda m: (m.group(1) or m.group(2) or m.group(3)).lower(),
+        lambda m: _density(next(group for group in m.groups() if group)),
     ),
 )
 _PRIOR = re.compile(
@@ -64,13 +99,27 @@ _PRIOR = re.compile(
     r"indication|indicatie|fragestellung)\b",
     re.IGNORECASE,
 )
-_ANY = re.compile(r"RADS|TR[- ]?[1-5]|LR-|ACR|dens|dichte", re.IGNORECASE)
+_ANY = re.compile(r"RADS|TR[- ]?[1-5]|LR[- ]?(?:[1-5]|M|TIV|NC)|ACR|dens|dichte", re.IGNORECASE)
 """What every category pattern holds: a report without it has no category."""
 _HISTORY_SECTIONS = frozenset({"history", "comparison"})
 _PRIOR_WINDOW = 40
 _SIDELESS = frozenset({"BI-RADS density", "Lung-RADS"})
 _TITLE_LINES = 1
 _LABEL_MAX = 30
+
+
+_CONTINUED = re.compile(rf"\s*[,;/]\s*({_SIDE_WORD})[\s:]*([0-6])([abc]?)(?![\w])", re.IGNORECASE)
+"""The other side's category after a sided one: "BI-RADS rechts 2, links 4"."""
+
+
+def _continued(text: str, hits: list[tuple[int, int, str, str]]) -> list[tuple[int, int, str, str]]:
+    more = []
+    for _, end, system, _ in hits:
+        match = _CONTINUED.match(text, end) if system == "BI-RADS" else None
+        if match is not None:
+            category = match.group(2) + (match.group(3).upper() if match.group(2) == "4" else "")
+            more.append((match.start(1), match.end(), system, category))
+    return more
 
 
 def _prior(doc: ReportText, start: int) -> bool:
@@ -115,6 +164,8 @@ def find_rads(doc: ReportText) -> tuple[RadsCategory, ...]:
     hits: list[tuple[int, int, str, str]] = []
     taken: list[tuple[int, int]] = []
     for system, pattern, category_of in _PATTERNS:
+        if not may_match(doc, pattern):
+            continue
         for match in pattern.finditer(doc.text):
             if any(s <= match.start() < e for s, e in taken):
                 continue
@@ -123,6 +174,7 @@ def find_rads(doc: ReportText) -> tuple[RadsCategory, ...]:
                 continue
             hits.append((match.start(), match.end(), system, category))
             taken.append(match.span())
+    hits.extend(_continued(doc.text, hits))
     for start, end, system, category in sorted(hits):
         if _prior(doc, start):
             continue
@@ -132,4 +184,10 @@ def find_rads(doc: ReportText) -> tuple[RadsCategory, ...]:
             found[key] = RadsCategory(
                 system=system, category=category, side=side, evidence=doc.span(start, end)
             )
-    return tuple(found.values())
+    sided = {(system, category) for system, category, side in found if side is not None}
+    # a category repeated without a side ("Beurteilung: PI-RADS 3.") is the sided one again
+    return tuple(
+        rads
+        for (system, category, side), rads in found.items()
+        if side is not None or (system, category) not in sided
+    )

@@ -10,14 +10,22 @@ from mappings.insights.model import Span
 from mappings.report import Report
 from mappings.sections import find_sections
 from mappings.units import flowed, unit_spans
+from workers.insights.quick import anchors, holds
 
-_LEFT = re.compile(r"(?<!\w)(?:left|links|linke[rns]?|linker|li\.|LI)(?!\w)", re.IGNORECASE)
-_RIGHT = re.compile(r"(?<!\w)(?:right|rechts|rechte[rns]?|rechter|re\.|RE)(?!\w)", re.IGNORECASE)
+_LEFT = re.compile(r"(?<!\w)(?:left|links|linke[rns]?|linker|li\.|LI(?!-))(?!\w)", re.IGNORECASE)
+_RIGHT = re.compile(
+    r"(?<!\w)(?:right|rechts|rechte[rns]?|rechter|re\.|RE(?!-))(?!\w)", re.IGNORECASE
+)
+"""Side words; "LI"/"RE" but not the "LI-" of "LI-RADS"."""
 _TITLE_END = re.compile(r"(?<!\w)(?:Prof|Dr|dr|Mr|Mrs|Ms|PD)$")
-_INLINE_LABEL = re.compile(
+INLINE_LABEL = re.compile(
     r"(?<!\w)(?:advies|advice|empfehlung|empf\.|recommendations?|rec\.?|aanbeveling)\s*:",
     re.IGNORECASE,
 )
+
+
+_FOLD = str.maketrans({"İ": "i", "ı": "i", "ſ": "s", "\u212a": "k"})
+"""Letters a case-insensitive pattern matches to i, s or k (İ also keeps `lower` one letter)."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,18 @@ class ReportText:
     def text(self) -> str:
         """Soft line breaks read as spaces: same length and offsets as `raw`."""
         return flowed(self.raw)
+
+    @cached_property
+    def folded(self) -> str:
+        """`text` in lower case, same length and offsets, with the letters a case-insensitive
+        pattern also takes for i, k and s made those letters: for quick tests of which words
+        a report (or one of its sentences) holds."""
+        return self.text.translate(_FOLD).lower()
+
+    @cached_property
+    def quick(self) -> dict[re.Pattern[str], bool]:
+        """`may_match` of whole reports, remembered per pattern."""
+        return {}
 
     @cached_property
     def sentences(self) -> tuple[tuple[int, int], ...]:
@@ -99,7 +119,7 @@ class ReportText:
 
     def after_label(self, start: int) -> int:
         """Past an inline label ("Advies:", "Empfehlung:") that opens the sentence at `start`."""
-        match = _INLINE_LABEL.match(self.text, start)
+        match = INLINE_LABEL.match(self.text, start)
         return match.end() if match else start
 
 
@@ -122,3 +142,16 @@ def side_in(text: str, position: int) -> str | None:
             if best is None or distance < best[0]:
                 best = (distance, side)
     return best[1] if best else None
+
+
+def may_match(
+    doc: ReportText, pattern: re.Pattern[str], start: int = 0, end: int | None = None
+) -> bool:
+    """False only when `pattern` cannot match in `text[start:end]` (a quick literal test
+    before a slow scan; never changes what the scan finds)."""
+    if start or end is not None:
+        return holds(anchors(pattern), doc.folded, start, len(doc.folded) if end is None else end)
+    known = doc.quick.get(pattern)
+    if known is None:
+        known = doc.quick[pattern] = holds(anchors(pattern), doc.folded, 0, len(doc.folded))
+    return known

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import calendar
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
+
+from workers.insights.quick import anchors, holds
 
 _NUMBER_WORDS = {
     "one": 1, "een": 1, "één": 1, "ein": 1, "einem": 1, "einer": 1, "eine": 1, "a": 1, "an": 1,
     "two": 2, "twee": 2, "zwei": 2, "three": 3, "drie": 3, "drei": 3, "four": 4, "vier": 4,
     "five": 5, "vijf": 5, "fünf": 5, "six": 6, "zes": 6, "sechs": 6, "eight": 8, "acht": 8,
+    "seven": 7, "zeven": 7, "sieben": 7, "nine": 9, "negen": 9, "neun": 9,
+    "fifteen": 15, "vijftien": 15, "fünfzehn": 15,
     "ten": 10, "tien": 10, "zehn": 10, "twelve": 12, "twaalf": 12, "zwölf": 12,
     "eighteen": 18, "achttien": 18, "achtzehn": 18, "twenty-four": 24,
 }  # fmt: skip
@@ -24,7 +29,8 @@ _UNITS = {
     "day": "D", "days": "D", "dag": "D", "dagen": "D", "tag": "D", "tage": "D", "tagen": "D",
     "week": "W", "weeks": "W", "weken": "W", "woche": "W", "wochen": "W", "wk": "W", "wks": "W",
     "month": "M", "months": "M", "maand": "M", "maanden": "M", "monat": "M", "monate": "M",
-    "monaten": "M", "mo": "M", "mnd": "M",
+    "monaten": "M", "mo": "M", "mos": "M", "mon": "M", "mth": "M", "mths": "M", "mnd": "M",
+    "mndn": "M", "wo": "W", "wkn": "W", "jr": "Y",
     "year": "Y", "years": "Y", "jaar": "Y", "jaren": "Y", "jahr": "Y", "jahre": "Y",
     "jahren": "Y", "yr": "Y", "yrs": "Y",
 }  # fmt: skip
@@ -37,9 +43,23 @@ _RANGE = re.compile(
 )
 _SINGLE = re.compile(
     rf"(?<!\w){_LEAD}\s+(?:{_LEAD}\s+)?(?:(?:een|ein(?:em)?)\s+)?(half|halben|{_NUM[1:-1]})\s*"
-    rf"(?:(?:,\s*\d+\s*)+(?:en|und|and)\s*\d+\s*)?{_UNIT}(?!\w)",
+    rf"(?:(?:,\s*\d+\s*)*(?:en|und|and)\s*\d+\s*)?{_UNIT}(?!\w)",
     re.IGNORECASE,
 )
+_BEFORE_FOLLOWUP = (
+    r"(?=[- ]?(?:follow|surveillance|interval|repeat|re-?imaging|check|controle|kontroll|verlaufs))"
+)
+_ADJECTIVE_RANGE = re.compile(
+    rf"(?<![\w-]){_NUM}\s*(?:-|–|to)\s*{_NUM}[- ]{_UNIT}s?{_BEFORE_FOLLOWUP}", re.IGNORECASE
+)
+_ADJECTIVE = re.compile(
+    rf"(?<![\w-]){_NUM}[- ]{_UNIT}s?{_BEFORE_FOLLOWUP}"
+    r"|(?<![\w-])(\d{1,2})-?(monatig|wöchig|maandelijks|wekelijks)\w*",
+    re.IGNORECASE,
+)
+"""Time frames as adjectives before the follow-up: "a 6-12 month follow-up CT", "3-month
+follow-up", "6-monatige Kontrolle"."""
+_ADJECTIVE_UNITS = {"monatig": "M", "wöchig": "W", "maandelijks": "M", "wekelijks": "W"}
 _WORDS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
     (re.compile(r"(?<!\w)(?:in|over|na|nach)\s+(?:een|ein(?:em)?)\s+half\s*(?:jaar|jahr)", re.I), ("P6M",)),
     (re.compile(r"(?<!\w)(?:halbjährlich\w*|halfjaarlijks\w*|semiannual\w*|six-monthly)(?!\w)", re.I), ("P6M",)),
@@ -66,12 +86,45 @@ def _amount(word: str) -> int | None:
     return _NUMBER_WORDS.get(word)
 
 
+_ANY_UNIT = re.compile(
+    "|".join(
+        re.escape(word)
+        for word in sorted(
+            [*_UNITS, "half", "halben", "annual", "yearly", "jährlich", "jaarlijks", "tomorrow",
+             "morgen", "folgetag", "next day", "volgende dag", "monatig", "wöchig", "maandelijks",
+             "wekelijks"],
+            key=len,
+            reverse=True,
+        )
+    ),
+    re.IGNORECASE,
+)  # fmt: skip
+"""Every time frame holds one of these: a text without any has none (a quick test)."""
+
+
+def _scan(
+    pattern: re.Pattern[str], text: str, start: int, end: int, lowered: str
+) -> Iterator[re.Match[str]]:
+    """`pattern.finditer(text, start, end)`, skipped when a quick test on the lower-cased
+    `lowered` (= `text[start:end]`) shows it cannot match."""
+    if not holds(anchors(pattern), lowered, 0, len(lowered)):
+        return iter(())
+    return pattern.finditer(text, start, end)
+
+
+def _overlaps(taken: list[tuple[int, int]], start: int, end: int) -> bool:
+    return any(s < end and start < e for s, e in taken)
+
+
 def find_intervals(text: str, start: int = 0, end: int | None = None) -> list[Interval]:
     """The time frames stated in `text[start:end]`, in text order (ranges first where both)."""
     end = len(text) if end is None else end
+    if not _ANY_UNIT.search(text, start, end):
+        return []
+    lowered = text[start:end].lower()
     found: list[Interval] = []
     taken: list[tuple[int, int]] = []
-    for match in _RANGE.finditer(text, start, end):
+    for match in _scan(_RANGE, text, start, end, lowered):
         low, high, unit = (
             _amount(match.group(1)),
             _amount(match.group(2)),
@@ -81,13 +134,31 @@ def find_intervals(text: str, start: int = 0, end: int | None = None) -> list[In
             continue
         found.append(Interval((f"P{low}{unit}", f"P{high}{unit}"), *match.span()))
         taken.append(match.span())
+    for match in _scan(_ADJECTIVE_RANGE, text, start, end, lowered):
+        low, high = _amount(match.group(1)), _amount(match.group(2))
+        if low is None or high is None or _overlaps(taken, *match.span()):
+            continue
+        unit = _UNITS[match.group(3).lower()]
+        found.append(Interval((f"P{low}{unit}", f"P{high}{unit}"), *match.span()))
+        taken.append(match.span())
+    for match in _scan(_ADJECTIVE, text, start, end, lowered):
+        if _overlaps(taken, *match.span()):
+            continue
+        if match.group(1) is not None:
+            amount, unit = _amount(match.group(1)), _UNITS[match.group(2).lower()]
+        else:
+            amount, unit = int(match.group(3)), _ADJECTIVE_UNITS[match.group(4).lower()]
+        if amount is None:
+            continue
+        found.append(Interval((f"P{amount}{unit}",), *match.span()))
+        taken.append(match.span())
     for pattern, durations in _WORDS:
-        for match in pattern.finditer(text, start, end):
-            if not any(s <= match.start() < e for s, e in taken):
+        for match in _scan(pattern, text, start, end, lowered):
+            if not _overlaps(taken, *match.span()):
                 found.append(Interval(durations, *match.span()))
                 taken.append(match.span())
-    for match in _SINGLE.finditer(text, start, end):
-        if any(s <= match.start() < e for s, e in taken):
+    for match in _scan(_SINGLE, text, start, end, lowered):
+        if _overlaps(taken, *match.span()):
             continue
         unit = _UNITS[match.group(2).lower()]
         amount = _amount(match.group(1))

@@ -2,17 +2,18 @@
 "use strict";
 (function () {
   const marks = Array.from(document.querySelectorAll("mark[data-evidence]"));
-  const rows = Array.from(document.querySelectorAll("[data-observation]"));
+  const rows = Array.from(document.querySelectorAll("[data-observation], [data-insight]"));
+  const idOf = (r) => r.dataset.observation || r.dataset.insight;
   function light(id, on) {
     for (const m of marks) {
       if (m.dataset.evidence.split(" ").includes(id)) m.classList.toggle("lit", on);
     }
     for (const r of rows) {
-      if (r.dataset.observation === id) r.classList.toggle("lit", on);
+      if (idOf(r) === id) r.classList.toggle("lit", on);
     }
   }
   for (const r of rows) {
-    const id = r.dataset.observation;
+    const id = idOf(r);
     for (const [event, on] of [["mouseenter", true], ["mouseleave", false], ["focusin", true], ["focusout", false]]) {
       r.addEventListener(event, () => light(id, on));
     }
@@ -25,9 +26,9 @@
   }
 })();
 
-// Keyboard: j/k move between values, a/r/c/u act on the focused value, t shows the codes.
+// Keyboard: j/k move between values and insights, a/r/c/u act on the focused one, t shows the codes.
 (function () {
-  const rows = Array.from(document.querySelectorAll("article[data-observation]"));
+  const rows = Array.from(document.querySelectorAll("article[data-observation], article[data-insight]"));
   if (!rows.length) return;
   const toggle = document.getElementById("show-codes");
   function current() {

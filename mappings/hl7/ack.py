@@ -7,6 +7,7 @@ for one: AL always, NE never, ER only on error, SU only on success.
 The ACK mirrors the inbound encoding characters and version, swaps sender and receiver, sets
 MSA-2 to the inbound MSH-10 and, on error, adds an ERR segment with the table 0357 code: ERR-3
 and severity ERR-4 for v2.5 and later, ERR-1 for v2.3/2.4. Texts never contain report content.
+`classify_ack` is the one reader of a received ACK (the HTTP API and ORU delivery).
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from mappings.errors import HL7ErrorCode
-from mappings.hl7v2 import SUPPORTED_VERSIONS
-from mappings.msh import STANDARD_ENCODING, MshPeek
+from mappings.hl7.msh import STANDARD_ENCODING, SUPPORTED_VERSIONS, MshPeek
 
 DEFAULT_VERSION = "2.5"
 SEPARATOR = "|"
@@ -181,12 +181,23 @@ def peek_trigger(peek: MshPeek | None) -> str:
     return "R01"
 
 
-def read_ack_code(ack: bytes) -> str | None:
-    """MSA-1 of an ACK (AA, AE, AR, CA, CE, CR), read with the ACK's own field separator
-    (MSH-1); None when there is no MSA segment. The one ACK reader (HTTP API, ORU delivery)."""
+def _msa1(ack: bytes) -> str | None:
+    """MSA-1 of an ACK, read with the ACK's own field separator (MSH-1); None without an MSA."""
     separator = ack[3:4] if ack.startswith(b"MSH") and len(ack) > 3 else b"|"
     for segment in ack.replace(b"\n", b"\r").split(b"\r"):
         if segment.startswith(b"MSA" + separator):
             code = segment.split(separator)[1].strip()
             return code.decode("ascii", errors="replace") or None
     return None
+
+
+def classify_ack(ack: bytes) -> tuple[Disposition, str | None]:
+    """(what the receiver did, its MSA-1) for an ACK radbridge received (the HTTP API's own
+    answer, an ORU destination's): AA/CA accepted, AR/CR rejected (do not resend unchanged),
+    anything else (AE, CE, no MSA, an unknown code) an error worth retrying."""
+    code = _msa1(ack)
+    if code in (AckCode.AA, AckCode.CA):
+        return Disposition.ACCEPTED, code
+    if code in (AckCode.AR, AckCode.CR):
+        return Disposition.REJECTED, code
+    return Disposition.ERROR, code

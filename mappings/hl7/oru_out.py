@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mappings import terminology as term
+from mappings.oru_insights import insight_obx
 from mappings.report import EntityIdentifier, HL7Field, Report
 
 _SYSTEM_NAMES = {term.SNOMED: "SCT", term.LOINC: "LN"}
@@ -227,6 +228,7 @@ def oru_from_bundle(
                     component_units, status, effective, "",
                 )
             )  # fmt: skip
+    segments += insight_obx(resources, index, effective, _escape)
     return ("\r".join(segments) + "\r").encode("utf-8")
 
 

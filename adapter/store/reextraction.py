@@ -12,21 +12,17 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from adapter.store.connection import utc_now
 from adapter.tables import audit_events, bundles, extractions, messages, resources
 from mappings.fhir_out import diagnostic_report_of
 from mappings.review import review_provenance_id
 
 log = logging.getLogger("radbridge.reextraction")
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 SAME_REPORT_RULE = "same report: the reviewed versions are kept"
@@ -105,7 +101,7 @@ def _note(
         )
     connection.execute(
         audit_events.insert().values(
-            at=_now(),
+            at=utc_now(),
             message_id=message_id,
             event=f"review_{key}",
             detail=f"{len(observation_ids)} reviewed values: {rule}",

@@ -1,0 +1,439 @@
+"""The store's results: extraction records, Bundles and the index rows of their resources,
+with each resource's versions, in result order.
+
+Result order (`save_result`, rules in `mappings.result_order`): per DiagnosticReport, a
+preliminary never replaces a final, a corrected/amended result supersedes both, and otherwise
+the later observation time wins; a superseding Bundle retires the Observations and insight
+resources (ServiceRequest, Flag, Communication, DetectedIssue) it no longer has (`entered-in-error`, carried
+in the Bundle for the EHR, no longer served by searches). A reviewer's decisions survive a
+re-extraction of the same report (`adapter.store.reextraction`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from adapter.errors import StoreError
+from adapter.search_index import keys_condition, write_tokens
+from adapter.store.connection import StoreBase
+from adapter.store.connection import utc_now as _now
+from adapter.store.messages import EXTRACTED, transition_in
+from adapter.store.reextraction import keep_reviewed
+from adapter.tables import (
+    audit_events,
+    bundles,
+    extractions,
+    messages,
+    resource_versions,
+    resources,
+)
+from mappings.fhir_out import diagnostic_report_of
+from mappings.result_order import RETIRABLE, as_retired, stale_reason
+from mappings.search_params import IndexTerms, index_terms
+from mappings.timeline import prior_from_resource
+
+log = logging.getLogger("radbridge.store")
+
+
+@dataclass(frozen=True)
+class SavedResult:
+    """What `Store.save_result` did: stored the Bundle (retiring Observations it no longer
+    has), or kept the stored result because the incoming one is older (`reason`)."""
+
+    bundle_id: str
+    saved: bool
+    retired: tuple[str, ...]
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class Output:
+    """One result of a processed message to keep (`Store.finish_extraction`): its extraction
+    record and, unless evaluating, its Bundle."""
+
+    report_id: str
+    template_id: str
+    template_version: str
+    stage: str
+    record: dict[str, Any]
+    bundle: dict[str, Any] | None
+
+
+@cache
+def _upserts(is_sqlite: bool) -> tuple[Any, Any]:
+    """The store's two upserts (INSERT ... ON CONFLICT DO UPDATE: one statement, no
+    delete-and-insert race), built once per dialect: the Bundle (its message: the one that wrote it
+    last, kept for an offline Bundle) and the index rows of its resources (every column but the
+    key; run with one parameter set per resource)."""
+    if is_sqlite:
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
+    bundle = insert(bundles)
+    bundle = bundle.on_conflict_do_update(
+        index_elements=["id"],
+        set_={
+            "body": bundle.excluded.body,
+            "updated_at": bundle.excluded.updated_at,
+            "report_id": bundle.excluded.report_id,
+            "message_id": sa.func.coalesce(bundle.excluded.message_id, bundles.c.message_id),
+        },
+    )
+    resource = insert(resources)
+    resource = resource.on_conflict_do_update(
+        index_elements=["resource_type", "id"],
+        set_={
+            column.name: resource.excluded[column.name]
+            for column in resources.c
+            if column.name not in ("resource_type", "id")
+        },
+    )
+    return bundle, resource
+
+
+_SHARED_TYPES = frozenset({"Patient", "Device", "Practitioner"})
+
+
+class ResultStore(StoreBase):
+    """Extraction records and results (Bundles, their resources and versions)."""
+
+    # -- results ----------------------------------------------------------------------------
+    def save_extraction(
+        self,
+        message_id: int,
+        report_id: str,
+        template_id: str,
+        template_version: str,
+        stage: str,
+        payload: dict[str, Any],
+    ) -> None:
+        """Keep the extraction record (including not-mentioned values, which FHIR omits)."""
+        output = Output(report_id, template_id, template_version, stage, payload, None)
+        with self.transaction() as connection:
+            _insert_extraction(connection, message_id, output)
+
+    def finish_extraction(self, message_id: int, outputs: Sequence[Output]) -> list[SavedResult]:
+        """A processed message's results in ONE transaction: each extraction record and Bundle
+        (`save_result`'s rules: a Bundle older than the stored result is kept, not saved, and
+        audited `superseded`) and the message `processing -> extracted`, its reason "no
+        template" when it had no result or only results no template applied to (their record
+        says `no_template`: the report's own Bundle, issue 20), else the first superseding
+        reason when no Bundle was saved. All or nothing: StoreError (nothing written) when the message is no longer
+        `processing`."""
+        saved: list[SavedResult] = []
+        now = _now()
+        with self.transaction() as connection:
+            for output in outputs:
+                _insert_extraction(connection, message_id, output)
+                if output.bundle is None:
+                    continue
+                result = self._save_result_in(
+                    connection, message_id, output.report_id, output.bundle, now
+                )
+                saved.append(result)
+                if not result.saved:
+                    connection.execute(
+                        audit_events.insert().values(
+                            at=now, message_id=message_id, event="superseded", detail=result.reason
+                        )
+                    )
+            kept = [r for r in saved if not r.saved]
+            reason = None
+            if not any(r.saved for r in saved):
+                reason = (kept[0].reason or "superseded") if kept else "no template"
+            elif outputs and all(output.record.get("no_template") for output in outputs):
+                reason = "no template"  # its Bundle (report and insights) was kept all the same
+            if not transition_in(connection, message_id, EXTRACTED, reason=reason):
+                raise StoreError(f"message {message_id}: no longer processing, nothing was saved")
+        for result in saved:
+            if result.retired:
+                log.info("bundle %s retired %d observations", result.bundle_id, len(result.retired))
+        return saved
+
+    def save_bundle(self, message_id: int | None, report_id: str, bundle: dict[str, Any]) -> str:
+        """Store a transaction Bundle (see `save_result`); returns its id."""
+        return self.save_result(message_id, report_id, bundle).bundle_id
+
+    def save_result(
+        self, message_id: int | None, report_id: str, bundle: dict[str, Any]
+    ) -> SavedResult:
+        """Store a transaction Bundle and index its resources for pull, unless the report it
+        carries is older than the one stored for the same DiagnosticReport (result order);
+        idempotent per id.
+
+        A superseding Bundle retires the stored Observations it no longer has: each is added to
+        the Bundle as `entered-in-error` (so the EHR gets it too) and no longer served.
+        Shared resources (Patient, Device) are upserted: concurrent workers never collide.
+        A reviewer's decisions survive a re-extraction of the same report (see
+        `adapter.store.reextraction.keep_reviewed`); a superseding report reopens them.
+        """
+        with self.transaction() as connection:
+            result = self._save_result_in(connection, message_id, report_id, bundle, _now())
+        if result.retired:
+            log.info("bundle %s retired %d observations", result.bundle_id, len(result.retired))
+        return result
+
+    def _save_result_in(
+        self,
+        connection: Connection,
+        message_id: int | None,
+        report_id: str,
+        bundle: dict[str, Any],
+        now: datetime,
+    ) -> SavedResult:
+        """`save_result` inside the caller's transaction."""
+        bundle_id = str(bundle["id"])
+        incoming = diagnostic_report_of(bundle)
+        self.lock_report(connection, incoming["id"] if incoming else bundle_id, bundle_id)
+        if incoming is not None:
+            stored = connection.execute(
+                sa.select(resources.c.body).where(
+                    resources.c.resource_type == "DiagnosticReport",
+                    resources.c.id == incoming["id"],
+                )
+            ).scalar()
+            reason = stale_reason(incoming, json.loads(stored)) if stored else None
+            if reason is not None:
+                return SavedResult(bundle_id, saved=False, retired=(), reason=reason)
+
+        kept = keep_reviewed(connection, message_id, report_id, bundle)
+        if kept.unchanged:  # the same report, every value decided: the stored one stays
+            return SavedResult(bundle_id, saved=False, retired=(), reason=kept.reason)
+        bundle = kept.bundle
+        current = {
+            (e["resource"]["resourceType"], e["resource"]["id"])
+            for e in bundle.get("entry", [])
+            if e["resource"]["resourceType"] in RETIRABLE
+        }
+        dropped = sorted(  # sorted here: ORDER BY id made SQLite read every Observation
+            connection.execute(
+                sa.select(resources.c.resource_type, resources.c.id, resources.c.body).where(
+                    resources.c.resource_type.in_(RETIRABLE),
+                    resources.c.bundle_id == bundle_id,
+                )
+            ).all()
+        )
+        retired = [
+            as_retired(json.loads(body))
+            for kind, oid, body in dropped
+            if (str(kind), str(oid)) not in current
+        ]
+        if retired:
+            bundle = {
+                **bundle,
+                "entry": [
+                    *bundle.get("entry", []),
+                    *(
+                        {
+                            "fullUrl": f"urn:uuid:{r['id']}",
+                            "resource": r,
+                            "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"},
+                        }
+                        for r in retired
+                    ),
+                ],
+            }
+        body = json.dumps(bundle, ensure_ascii=False)
+        bundle_row = {
+            "id": bundle_id,
+            "message_id": message_id,
+            "report_id": report_id,
+            "body": body,
+            "created_at": now,
+            "updated_at": now,
+        }
+        if message_id is not None:  # delivery marks the message that wrote it last
+            self._note_replaced(connection, bundle_id, message_id, now)
+        upsert_bundle, upsert_resource = _upserts(self.is_sqlite)
+        connection.execute(upsert_bundle, bundle_row)
+        report_of = {
+            ref["reference"]: f"DiagnosticReport/{e['resource']['id']}"
+            for e in bundle.get("entry", [])
+            if e["resource"]["resourceType"] == "DiagnosticReport"
+            for ref in e["resource"].get("result", [])
+        }
+        written = [  # a reviewer's decision is kept as it is stored
+            (entry["resource"], index_terms(entry["resource"]))
+            for entry in bundle.get("entry", [])
+            if (entry["resource"]["resourceType"], entry["resource"]["id"]) not in kept.skip
+        ]
+        rows = [_index_row(r, bundle_id, now, report_of, terms) for r, terms in written]
+        self._keep_versions(connection, rows)  # each resource's history
+        if rows:  # one statement for all of them (executemany)
+            connection.execute(upsert_resource, rows)
+        write_tokens(connection, written)
+        return SavedResult(
+            bundle_id, saved=True, retired=tuple(str(r["id"]) for r in retired), reason=None
+        )
+
+    def _note_replaced(
+        self, connection: Connection, bundle_id: str, message_id: int, now: datetime
+    ) -> None:
+        """The message whose result this Bundle held until now, if another and still waiting
+        for its delivery, says why nothing of it will be delivered (it stays `extracted`)."""
+        previous = connection.execute(
+            sa.select(bundles.c.message_id).where(bundles.c.id == bundle_id)
+        ).scalar()
+        if previous is None or int(previous) == message_id:
+            return
+        reason = f"superseded: its result was replaced by message {message_id}"
+        replaced = connection.execute(
+            messages.update()
+            .where(messages.c.id == previous, messages.c.state == EXTRACTED)
+            .values(reason=reason, updated_at=now)
+        )
+        if replaced.rowcount:
+            connection.execute(
+                audit_events.insert().values(
+                    at=now, message_id=previous, event="superseded", detail=reason
+                )
+            )
+
+    def lock_report(self, connection: Connection, report_id: str, bundle_id: str) -> None:
+        """Serialise writers of one DiagnosticReport for the rest of the transaction, so two
+        results of the same accession are compared and written one after the other."""
+        if self.is_sqlite:  # a write first: SQLite takes its (database-wide) write lock now
+            connection.execute(
+                bundles.update().where(bundles.c.id == bundle_id).values(id=bundles.c.id)
+            )
+        else:
+            connection.execute(
+                sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(report_id, 0)))
+            )
+
+    def _keep_versions(self, connection: Connection, rows: list[dict[str, Any]]) -> None:
+        """Set each index row's `version_id` before it is written, with one read of the stored
+        rows: a resource rewritten with a different body has its current version kept in
+        `resource_versions` and becomes the next version (same body: same version; a new one: 1).
+        On PostgreSQL the stored rows are locked, and a Patient, Device or Practitioner that
+        reports share is written by one transaction at a time (one report's own resources
+        already are, by `lock_report`)."""
+        keys = sorted({(str(row["resource_type"]), str(row["id"])) for row in rows})
+        for row in rows:
+            row["version_id"] = 1
+        if not keys:
+            return
+        if not self.is_sqlite:
+            # A row lock cannot cover a Patient or Device that does not exist yet, and reports
+            # sharing two of them could each insert one and wait for the other (a deadlock
+            # PostgreSQL breaks by failing one): one advisory lock per key, always in this order.
+            for resource_type, resource_id in keys:
+                if resource_type in _SHARED_TYPES:
+                    connection.execute(
+                        sa.select(
+                            sa.func.pg_advisory_xact_lock(
+                                sa.func.hashtextextended(f"{resource_type}/{resource_id}", 0)
+                            )
+                        )
+                    )
+        query = sa.select(
+            resources.c.resource_type,
+            resources.c.id,
+            resources.c.version_id,
+            resources.c.body,
+            resources.c.last_updated,
+        ).where(keys_condition(resources.c.resource_type, resources.c.id, keys))
+        stored = {
+            (str(current.resource_type), str(current.id)): current
+            for current in connection.execute(
+                query if self.is_sqlite else query.with_for_update()
+            ).all()
+        }
+        for row in rows:
+            current = stored.get((str(row["resource_type"]), str(row["id"])))
+            if current is None:
+                continue
+            if current.body == row["body"]:
+                row["version_id"] = current.version_id
+            else:
+                archive_version(connection, current)
+                row["version_id"] = current.version_id + 1
+
+    def get_bundle(self, bundle_id: str) -> dict[str, Any] | None:
+        """A stored Bundle, or None."""
+        with self.transaction() as connection:
+            body = connection.execute(
+                sa.select(bundles.c.body).where(bundles.c.id == bundle_id)
+            ).scalar()
+        return json.loads(body) if body else None
+
+    def extraction_seconds(self) -> tuple[int, float]:
+        """(number of extractions, total model seconds) for metrics."""
+        with self.transaction() as connection:
+            row = connection.execute(
+                sa.select(
+                    sa.func.count(), sa.func.coalesce(sa.func.sum(extractions.c.seconds), 0.0)
+                )
+            ).one()
+        return int(row[0]), float(row[1])
+
+
+def _insert_extraction(connection: Connection, message_id: int, output: Output) -> None:
+    """One extraction record (including not-mentioned values, which FHIR omits)."""
+    connection.execute(
+        extractions.insert().values(
+            message_id=message_id,
+            report_id=output.report_id,
+            template_id=output.template_id,
+            template_version=output.template_version,
+            stage=output.stage,
+            payload=json.dumps(output.record, sort_keys=True),
+            seconds=float((output.record.get("timings") or {}).get("seconds") or 0.0),
+            created_at=_now(),
+        )
+    )
+
+
+def _index_row(
+    resource: dict[str, Any],
+    bundle_id: str,
+    now: datetime,
+    report_of: dict[str, str],
+    terms: IndexTerms,
+) -> dict[str, Any]:
+    """The search columns of one resource (code = first coding as `system|code`)."""
+    codings = (resource.get("code") or {}).get("coding") or []
+    code = f"{codings[0].get('system', '')}|{codings[0].get('code', '')}" if codings else None
+    report_ref = report_of.get(f"{resource['resourceType']}/{resource['id']}")
+    point = prior_from_resource(resource)  # None unless a radbridge Observation
+    return {
+        "resource_type": resource["resourceType"],
+        "id": resource["id"],
+        "bundle_id": bundle_id,
+        "subject": (resource.get("subject") or {}).get("reference"),
+        "code": code,
+        "report_ref": report_ref,
+        "status": resource.get("status"),
+        "last_updated": now,
+        "body": json.dumps(resource, ensure_ascii=False),
+        "date_start": terms.date_start,
+        "date_end": terms.date_end,
+        "template_id": point.template_id if point else None,
+        "variable_id": point.variable_id if point else None,
+        "effective": point.effective.astimezone(UTC) if point else None,
+    }
+
+
+# -- resource versions (issue 13; the review itself is in adapter/reviews.py) ------------------
+def archive_version(connection: Connection, current: Any) -> None:
+    """Keep a resource's current version (a row with resource_type, id, version_id, last_updated,
+    body) in `resource_versions` before it is rewritten (a re-extraction, a superseding report or
+    a clinician's decision)."""
+    connection.execute(
+        resource_versions.insert().values(
+            resource_type=current.resource_type,
+            id=current.id,
+            version_id=current.version_id,
+            last_updated=current.last_updated,
+            body=current.body,
+        )
+    )
