@@ -258,19 +258,21 @@ def test_an_unexpected_error_is_logged_once_with_its_frames_and_never_its_messag
     assert "Jane Doe" not in caplog.text and "MRN123" not in caplog.text
 
 
-def test_metrics_is_the_apps_own_route_and_answers_without_arguments(
+def test_the_consoles_samples_are_the_metrics_text(
     setup: tuple[TestClient, Store, list[int]],
 ) -> None:
-    """The UI's console reads the samples by calling /metrics's endpoint with no arguments."""
+    """The UI's console reads its samples from `metrics_text` of the app's API context: the
+    samples of what /metrics answers, without help lines."""
     import asyncio
 
-    from fastapi.routing import APIRoute
+    from starlette.requests import Request
+
+    from adapter.ui.console_views import metrics_lines
 
     client, _, _ = setup
-    (route,) = [
-        r
-        for r in client.app.routes  # type: ignore[attr-defined]
-        if isinstance(r, APIRoute) and r.path == "/metrics"
-    ]
-    answer = asyncio.run(route.endpoint())
-    assert b"radbridge_http_received_total 0" in bytes(answer.body)
+    client.post("/hl7v2", content=b"not hl7")
+    answered = client.get("/metrics").text
+    lines = asyncio.run(metrics_lines(Request({"type": "http", "app": client.app})))
+    samples = [line for line in answered.splitlines() if line and not line.startswith("#")]
+    assert [f"{name} {value}" for name, value in lines] == samples
+    assert ("radbridge_http_received_total", "1") in lines

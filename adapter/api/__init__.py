@@ -75,6 +75,5 @@ def create_app(
     install_error_handlers(app)
     for router in (hl7v2.router, fhir.router, jobs.router, operations.router):
         app.include_router(router)
-    operations.install_metrics(app, context)
     install_ui(app, settings, store)
     return app

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -136,17 +136,6 @@ def metrics_text(context: ApiContext) -> str:
     return "\n".join(lines) + "\n"
 
 
-def install_metrics(app: FastAPI, context: ApiContext) -> None:
-    """/metrics as the app's own route whose endpoint takes no arguments: the UI's console
-    finds it in `app.routes` and calls it for its samples (adapter/ui/routes.py)."""
-
-    async def metrics() -> PlainTextResponse:
-        return PlainTextResponse(metrics_text(context), media_type=PROMETHEUS_TEXT)
-
-    app.add_api_route(
-        "/metrics",
-        metrics,
-        methods=["GET"],
-        dependencies=OPERATOR,
-        response_class=PlainTextResponse,
-    )
+@router.get("/metrics", dependencies=OPERATOR, response_class=PlainTextResponse)
+def metrics(context: Context) -> PlainTextResponse:
+    return PlainTextResponse(metrics_text(context), media_type=PROMETHEUS_TEXT)
