@@ -1,1 +1,2 @@
-"""Edges and state: settings, store, queue, MLLP, HTTP API and the CLI (composition root)."""
+"""Edges and state: settings, store, queue, MLLP, the HTTP API (`adapter.api`, one router per
+area) and the browser UI (`adapter.ui`). The CLI is `app` (the composition root)."""

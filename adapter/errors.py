@@ -4,10 +4,11 @@ RadbridgeError (mappings.errors)
 └── AdapterError                   adapter/: I/O at the edges or configuration      500, NAK AE 207
     ├── ConfigError                settings are unusable (e.g. production without auth)
     ├── InputError                 a CLI input path cannot be read                  400
+    │   └── CheckpointMismatch     app/checkpoint.py: a checkpoint of other options  400
     ├── StoreError                 the store failed (no content in the message)     503, NAK AE 207
     │   └── StoreRefused           the database refused a row's values: permanent   400, NAK AR 207
     ├── MllpError                  adapter/mllp.py: an MLLP peer or frame failed
-    ├── ApiError                   adapter/api.py: an HTTP error, its status chosen where raised
+    ├── ApiError                   adapter/api/errors.py: an HTTP error, its status chosen where raised
     └── UiRefused                  adapter/ui/: a page or form refused (role, CSRF)  its status, 403
         └── PasswordsBusy          adapter/ui/passwords.py: the argon2 pool is full  429
 """

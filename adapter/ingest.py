@@ -36,9 +36,9 @@ from adapter.control_ids import ControlIds
 from adapter.errors import StoreError, StoreRefused
 from adapter.store import Store
 from adapter.store.messages import AcceptResult, Incoming, field_problem
-from mappings.errors import HL7ErrorCode, MessageRejected
+from mappings.errors import HL7ErrorCode, MessageRejected, log_unexpected
 from mappings.framing import FrameEvent
-from mappings.hl7.ack import AckError, Outcome, build_ack, needs_commit_ack
+from mappings.hl7.ack import AckErrorDetail, Disposition, build_ack, needs_commit_ack
 from mappings.hl7.msh import MshPeek, peek_msh
 from mappings.hl7.oru_in import precheck_oru
 
@@ -51,12 +51,14 @@ _MSH_FIELDS = {"sending_application": "MSH-3", "sending_facility": "MSH-4", "con
 class NakPolicy:
     """Which outcome (AE = error, AR = rejected) each kind of problem gets."""
 
-    unreadable: Outcome = Outcome.REJECTED
-    unsupported_type: Outcome = Outcome.REJECTED
-    oversize: Outcome = Outcome.REJECTED
-    storage_failure: Outcome = Outcome.ERROR
-    unstorable: Outcome = Outcome.REJECTED  # a value the store cannot hold: resending won't help
-    internal_error: Outcome = Outcome.ERROR
+    unreadable: Disposition = Disposition.REJECTED
+    unsupported_type: Disposition = Disposition.REJECTED
+    oversize: Disposition = Disposition.REJECTED
+    storage_failure: Disposition = Disposition.ERROR
+    unstorable: Disposition = (
+        Disposition.REJECTED
+    )  # a value the store cannot hold: resending won't help
+    internal_error: Disposition = Disposition.ERROR
 
 
 @dataclass
@@ -130,7 +132,7 @@ class GroupCommitter:
                 )
                 self.groups += 1
             except Exception as exc:  # commit_isolating returns errors; this is a bug
-                results = [StoreError(type(exc).__name__)] * len(group)
+                results = [_unexpected_store_error("the group commit", exc)] * len(group)
             by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Pending, object]]] = {}
             for pending, result in zip(group, results, strict=True):
                 by_loop.setdefault(pending.future.get_loop(), []).append((pending, result))
@@ -156,7 +158,14 @@ def _storing(commit: Callable[[], list[AcceptResult]]) -> list[AcceptResult] | S
     except StoreError as exc:
         return exc
     except Exception as exc:  # a bug or a driver error outside SQLAlchemy's tree
-        return StoreError(type(exc).__name__)
+        return _unexpected_store_error("a commit", exc)
+
+
+def _unexpected_store_error(where: str, exc: Exception) -> StoreError:
+    """An unexpected failure of a commit, logged once with its traceback (no values) and
+    answered as a store failure (AE: the sender resends), its correlation id in the text."""
+    correlation = log_unexpected(log, f"ingest {where}", exc)
+    return StoreError(f"{type(exc).__name__} (correlation id {correlation})")
 
 
 def commit_isolating(
@@ -209,19 +218,21 @@ class Hl7Ingest:
         await self.committer.stop()
 
     def _nak(
-        self, peek: MshPeek | None, outcome: Outcome, code: HL7ErrorCode, text: str
+        self, peek: MshPeek | None, outcome: Disposition, code: HL7ErrorCode, text: str
     ) -> bytes | None:
         self.counters["rejected"] += 1
         if not needs_commit_ack(peek, outcome):
             return None
-        return build_ack(peek, outcome, control_id=self._control_id(), error=AckError(code, text))
+        return build_ack(
+            peek, outcome, control_id=self._control_id(), error=AckErrorDetail(code, text)
+        )
 
     async def __call__(self, event: FrameEvent) -> bytes | None:
         """Answer one frame (the MllpServer handler)."""
         try:
             return await self._handle(event)
         except Exception as exc:
-            log.error("ingest internal error type=%s", type(exc).__name__)
+            log_unexpected(log, "ingest", exc)
             return self._nak(
                 None,
                 self.policy.internal_error,
@@ -253,7 +264,7 @@ class Hl7Ingest:
             unsupported = problem.code is HL7ErrorCode.UNSUPPORTED_MESSAGE_TYPE
             outcome = self.policy.unsupported_type if unsupported else self.policy.unreadable
             return self._nak(peek, outcome, problem.code, problem.detail)
-        ack = build_ack(peek, Outcome.ACCEPTED, control_id=self._control_id())
+        ack = build_ack(peek, Disposition.ACCEPTED, control_id=self._control_id())
         item = Incoming(
             raw=payload,
             channel=self.channel,
@@ -293,13 +304,13 @@ class Hl7Ingest:
         if duplicate:
             self.counters["duplicates"] += 1
             log.info("ingest duplicate message_id=%d", message_id)
-            if not needs_commit_ack(peek, Outcome.ACCEPTED):
+            if not needs_commit_ack(peek, Disposition.ACCEPTED):
                 return None
             return stored_ack if stored_ack is not None else ack
         if self.on_accepted is not None:
             self.on_accepted(message_id)
         log.info("ingest accepted message_id=%d size=%d", message_id, len(payload))
-        return ack if needs_commit_ack(peek, Outcome.ACCEPTED) else None
+        return ack if needs_commit_ack(peek, Disposition.ACCEPTED) else None
 
 
 def split_bundle(bundle: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:

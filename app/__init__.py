@@ -1,1 +1,2 @@
-"""Composition root: the commands (`cli.py`) and the process tree that serves (`serve.py`)."""
+"""Composition root: the commands (`cli.py` registers those of `app.commands`, one module per
+command group) and the process tree that serves (`serve.py`)."""

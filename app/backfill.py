@@ -37,8 +37,8 @@ from app.research_table import table_row
 from mappings.errors import MessageRejected
 from mappings.inbound import report_from_record
 from mappings.template import Template
-from workers.lexical import RULES_MODEL
 from workers.process import EngineFactory, Result, process_reports
+from workers.rules_stage import RULES_MODEL
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:

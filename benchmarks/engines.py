@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/engines.py [--reports 6] [--in-flight 1,4,8] [--model PATH]
     .venv/bin/python benchmarks/engines.py --gpu --model /models/qwen2.5-7b-instruct-q4_k_m.gguf
 
-One run, one table: the LLM stage (`workers.pipeline.extract`, template chest_findings, the
+One run, one table: the LLM stage (`workers.llm_stage.extract`, template chest_findings, the
 reports of tests/fixtures/eval/chest_findings.jsonl cycled to --reports) through
 
 - `in-process`: the llamacpp engine (llguidance loop, prefix reuse), one report at a time;
@@ -43,7 +43,7 @@ from mappings.template import get_template  # noqa: E402
 from workers.engine_openai import OpenAIEngine  # noqa: E402
 from workers.extraction_engine import ExtractionEngine  # noqa: E402
 from workers.llm_server import start_llm_server  # noqa: E402
-from workers.pipeline import extract  # noqa: E402
+from workers.llm_stage import extract  # noqa: E402
 
 REPORTS = ROOT / "tests" / "fixtures" / "eval" / "chest_findings.jsonl"
 

@@ -4,7 +4,7 @@ For each model x template, on N scout reports routed to the template (read with 
 readers; a template with too few scout reports is filled up from
 `tests/fixtures/labelled/<template>.jsonl`), everything in one run and one process:
 
-- rules / llm / hybrid: the real stages (`workers.stages.run_stage`, `workers.pipeline.extract`),
+- rules / llm / hybrid: the real stages (`workers.stages.run_stage`, `workers.llm_stage.extract`),
   wall time of the whole stage (prompt, tokenize, constrained decode, parse, evidence check);
 - builtin: llama-cpp-python's own JSON-schema grammar (`Engine.generate_builtin_grammar`, i.e.
   `create_completion(grammar=LlamaGrammar.from_json_schema(...))`) on the same model, template,
@@ -58,9 +58,9 @@ from mappings.template import Template, get_template, load_builtin_templates  # 
 from mappings.template_output import output_json_schema  # noqa: E402
 from workers.engine import Engine, Generation, default_model_path  # noqa: E402
 from workers.errors import WorkerError  # noqa: E402
-from workers.lexical import extract_rules  # noqa: E402
-from workers.pipeline import max_tokens_for  # noqa: E402
+from workers.llm_stage import max_tokens_for  # noqa: E402
 from workers.prompt import build_prompt, user_text  # noqa: E402
+from workers.rules_stage import extract_rules  # noqa: E402
 from workers.stages import hints_text, run_stage  # noqa: E402
 
 # --------------------------------------------------------------------------- models and reports

@@ -2,7 +2,7 @@
 rules stage without it, on the labelled insights set (tests/fixtures/labelled/insights.jsonl).
 
 Per round, back to back in one process (warm caches for both): the rules stage
-(`workers.lexical.extract_rules`) of every routed (report, template) pair, then the insights
+(`workers.rules_stage.extract_rules`) of every routed (report, template) pair, then the insights
 step (`workers.insights.extract.insights_of`) of the same routed reports; the ratio is
 (rules + insights) / rules, the median over rounds. The insights step of the reports no template
 applies to (which the rules stage never sees) is reported apart, per report.
@@ -28,7 +28,7 @@ from mappings.report import Report
 from mappings.routing import decide
 from mappings.template import load_builtin_templates
 from workers.insights.extract import insights_of
-from workers.lexical import extract_rules
+from workers.rules_stage import extract_rules
 
 SET = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "labelled" / "insights.jsonl"
 

@@ -44,9 +44,9 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from mappings.media_types import FHIR_JSON  # noqa: E402
 
 MB = 1024 * 1024
-FHIR_JSON = "application/fhir+json"
 SENTENCE = "Findings: small left pleural effusion. No pneumothorax. "
 
 
@@ -146,11 +146,11 @@ def serving_growth(code: Path, kind: str, megabytes: float, database_url: str) -
 
 def steps(megabytes: float, database_url: str) -> list[tuple[str, str, float]]:
     """(body kind, step, peak RSS above the RSS before the body, as a multiple of its size)."""
-    from adapter.api import parse_json
+    from adapter.api.context import parse_json
     from adapter.ingest import fhir_messages
     from adapter.settings import Settings
     from adapter.store import Store
-    from mappings.inbound import fhir_report_keys
+    from mappings.fhir_in import report_keys_from_fhir
 
     libc = ctypes.CDLL("libc.so.6")
 
@@ -166,7 +166,7 @@ def steps(megabytes: float, database_url: str) -> list[tuple[str, str, float]]:
         for kind in BODIES:
             small = body_of(kind, 1, 0.01)
             resource = parse_json(small)
-            keys = fhir_report_keys(resource, default_language="en")
+            keys = report_keys_from_fhir(resource, default_language="en")
             store.accept_many([m for _, m in fhir_messages(small, resource, keys, FHIR_JSON)])
             whole = body_of(kind, random.randrange(10**9), megabytes)
             size = len(whole)
@@ -184,7 +184,7 @@ def steps(megabytes: float, database_url: str) -> list[tuple[str, str, float]]:
             resource = parse_json(body)
             peak("parsed (adapter.json_body)")
             reset()
-            keys = fhir_report_keys(resource, default_language="en")
+            keys = report_keys_from_fhir(resource, default_language="en")
             peak("checked (report keys)")
             reset()
             messages = fhir_messages(body, resource, keys, FHIR_JSON)

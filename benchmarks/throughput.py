@@ -61,7 +61,8 @@ from adapter.settings import Settings  # noqa: E402
 from adapter.store import Store  # noqa: E402
 from adapter.store.messages import Incoming  # noqa: E402
 from conformance.openi import load_openi  # noqa: E402
-from mappings.inbound import HL7_ER7, parse_message  # noqa: E402
+from mappings.inbound import parse_message  # noqa: E402
+from mappings.media_types import HL7_ER7  # noqa: E402
 from mappings.report import Report  # noqa: E402
 from mappings.template import Template, load_builtin_templates  # noqa: E402
 from workers.process import process_reports, route  # noqa: E402

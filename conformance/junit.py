@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
-Outcome = Literal["passed", "failed", "error", "skipped"]
+CaseOutcome = Literal["passed", "failed", "error", "skipped"]
 # characters XML 1.0 cannot carry (ElementTree would write them and break the file)
 _NOT_XML = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -29,7 +29,7 @@ class CaseResult:
 
     name: str
     classname: str
-    outcome: Outcome
+    outcome: CaseOutcome
     seconds: float = 0.0
     message: str = ""
     detail: str = ""
@@ -38,7 +38,7 @@ class CaseResult:
 def junit_tree(suite: str, cases: Sequence[CaseResult]) -> ET.ElementTree[ET.Element]:
     """The JUnit XML document for one suite of cases."""
     counts = {
-        outcome: sum(1 for c in cases if c.outcome == outcome) for outcome in get_args(Outcome)
+        outcome: sum(1 for c in cases if c.outcome == outcome) for outcome in get_args(CaseOutcome)
     }
     total_seconds = sum(c.seconds for c in cases)
     totals = {

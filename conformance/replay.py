@@ -48,6 +48,7 @@ from conformance.golden import (
     unified_diff,
 )
 from conformance.junit import CaseResult
+from mappings.media_types import FHIR_JSON, HL7_ER7
 
 ACK_SUFFIX = ".ack"
 FHIR_SUFFIX = ".fhir.json"
@@ -227,7 +228,7 @@ async def _send_hl7v2(
             response = await http.post(
                 f"{options.target.url}/hl7v2",
                 content=frame.payload,
-                headers={"Content-Type": "x-application/hl7-v2+er7"},
+                headers={"Content-Type": HL7_ER7},
             )
             if response.status_code == 204:
                 ack = None
@@ -249,7 +250,7 @@ async def _send_fhir(fixture: Fixture, options: ReplayOptions, http: httpx.Async
         resource_type = None
     path = "/fhir/DiagnosticReport" if resource_type == "DiagnosticReport" else "/fhir"
     response = await http.post(
-        f"{options.api}{path}", content=data, headers={"Content-Type": "application/fhir+json"}
+        f"{options.api}{path}", content=data, headers={"Content-Type": FHIR_JSON}
     )
     if response.status_code in (401, 403, 404, 405) or response.status_code >= 500:
         raise ReplayError(f"POST {path} answered HTTP {response.status_code}")

@@ -15,7 +15,8 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from conformance.evaluate import EvaluationResult, StageResult, TaskResult, fmt
+from conformance.eval_output import fmt
+from conformance.eval_results import EvaluationResult, StageResult, TaskResult
 from conformance.metrics import MACRO_KEYS, ConfusionMatrix, Interval, PairMetrics
 
 if TYPE_CHECKING:

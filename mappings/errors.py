@@ -3,6 +3,7 @@
     RadbridgeError                      root of every error radbridge raises on purpose
     ├── MappingError                    mappings/: a definition or transformation failed
     │   ├── MessageRejected             an inbound message cannot be used (carries an HL7 0357 code)
+    │   │   └── NoReportText            no readable report text (no narrative, PDF only)  422
     │   ├── InternalMappingError        a bug while mapping (carries a correlation id; retried)
     │   ├── TemplateError               a template file is malformed (carries file and field)
     │   │   ├── TemplateProblems        every problem of one or more template files at once
@@ -19,20 +20,37 @@
     │   └── SearchRefused               a FHIR search that is not run (search_query.py)  400
     │       └── SearchUnsupported       an unsupported parameter, modifier or prefix     400
     ├── AdapterError                    adapter/ (see adapter/errors.py)
-    │   ├── ConfigError, InputError, StoreError
+    │   ├── ConfigError                 settings are unusable
+    │   ├── InputError                  a CLI input path cannot be read                  400
+    │   │   └── CheckpointMismatch      app/checkpoint.py: a checkpoint of other options
+    │   ├── StoreError                  the store failed                                 503
+    │   │   └── StoreRefused            the database refused a row's values              400
     │   ├── MllpError                   adapter/mllp.py
-    │   └── ApiError                    adapter/api.py: an HTTP error with its status
+    │   ├── ApiError                    adapter/api/errors.py: an HTTP error with its status
+    │   └── UiRefused                   adapter/ui/: a page or form refused              403
+    │       └── PasswordsBusy           adapter/ui/passwords.py: the argon2 pool is full 429
     ├── WorkerError                     workers/ (see workers/errors.py)
-    │   ├── EngineError, ExtractionError
-    │   ├── DeliveryError               DeliveryRetryable, DeliveryRejected
-    │   └── SpanError                   workers/context.py
+    │   ├── EngineError                 the model cannot be loaded
+    │   │   └── EngineUnavailable       the model server cannot be reached now           503
+    │   ├── ExtractionError             no valid output for a report
+    │   │   └── InvalidModelOutput      a model server's answer is not valid JSON
+    │   ├── DeliveryError               a Bundle or ORU could not be delivered
+    │   │   ├── DeliveryRetryable       a passing failure: retried                       503
+    │   │   │   └── DeliveryConflict    409/412 on a conditional write                   503
+    │   │   └── DeliveryRejected        the receiver refused it for good                 502
+    │   ├── SpanError                   workers/context.py
+    │   └── TriggerTableError           a ConText trigger table is malformed
     └── ConformanceError                conformance/ (see conformance/errors.py)
-        ├── SchemaUnavailable, EvaluationError (DatasetError, ConverterUnavailable)
+        ├── SchemaUnavailable           the FHIR R4 JSON schema is missing
+        ├── EvaluationError             `radbridge eval` cannot run
+        │   ├── DatasetError            a dataset line is invalid                        400
+        │   └── ConverterUnavailable    a dataset format's converter is not installed
         └── ReplayError                 conformance/replay.py
 
 Every class says how it is answered: `hl7_code` (HL7 table 0357, ERR-3 of a NAK or an application
-ACK), `http_status` and `issue_code` (the OperationOutcome of the HTTP API); a test checks each
-class in this tree has them and appears in this docstring. Messages never contain report text or
+ACK), `http_status` and `issue_code` (the OperationOutcome of the HTTP API); a test
+(tests/test_error_map.py) checks each class has them and that this drawing is the class tree:
+every class, each under its parent. Messages never contain report text or
 patient identifiers.
 """
 
@@ -79,25 +97,40 @@ class MappingError(RadbridgeError):
     """A pure mapping or definition step failed."""
 
 
+def traceback_frames(exc: BaseException) -> str:
+    """`exc`'s traceback as file, line and function only, one frame a line: no exception
+    message and no source lines (either may quote report values)."""
+    return "\n".join(
+        f"  {frame.filename}:{frame.lineno} in {frame.name}"
+        for frame in traceback.extract_tb(exc.__traceback__)
+    )
+
+
+def log_unexpected(
+    logger: logging.Logger, where: str, exc: BaseException, correlation_id: str | None = None
+) -> str:
+    """The one way an edge logs an unexpected exception: once, at ERROR, with a correlation id,
+    the exception's type and its frames (`traceback_frames`), never its message. Returns the
+    correlation id (drawn unless given) for the answer (NAK text, OperationOutcome, CLI line)."""
+    correlation = correlation_id or uuid.uuid4().hex
+    logger.error(
+        "internal error in %s correlation=%s type=%s\n%s",
+        where,
+        correlation,
+        type(exc).__name__,
+        traceback_frames(exc),
+    )
+    return correlation
+
+
 class InternalMappingError(MappingError):
     """A mapping step failed in a way no table lists: a bug, not bad input. The message holds only
     the exception type and a correlation id; the traceback (no values) is in the log under it."""
 
     def __init__(self, where: str, exc: BaseException) -> None:
-        self.correlation_id = uuid.uuid4().hex
+        self.correlation_id = log_unexpected(log, where, exc)
         super().__init__(
             f"internal error in {where} ({type(exc).__name__}, correlation id {self.correlation_id})"
-        )
-        frames = "\n".join(  # file, line and function only: source lines may quote values
-            f"  {frame.filename}:{frame.lineno} in {frame.name}"
-            for frame in traceback.extract_tb(exc.__traceback__)
-        )
-        log.error(
-            "internal error in %s correlation=%s type=%s\n%s",
-            where,
-            self.correlation_id,
-            type(exc).__name__,
-            frames,
         )
 
 
@@ -138,6 +171,13 @@ class MessageRejected(MappingError):
         self.code = code
         self.reason = reason
         self.detail = detail
+
+
+class NoReportText(MessageRejected):
+    """A well-formed message holds no report text radbridge can read (no narrative, or only a
+    PDF): understood but unprocessable, 422 over HTTP."""
+
+    http_status = 422
 
 
 class TemplateError(MappingError):

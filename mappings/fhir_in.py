@@ -17,7 +17,7 @@ from typing import Any, Literal, cast
 
 from pydantic import ValidationError
 
-from mappings.errors import HL7ErrorCode, MessageRejected
+from mappings.errors import HL7ErrorCode, MessageRejected, NoReportText
 from mappings.hl7.oru_in import normalise_text, safe_id
 from mappings.language import detect_language
 from mappings.report import Coding, EntityIdentifier, PatientIdentifier, Report, ResultStatus
@@ -42,6 +42,10 @@ def _reject(
     reason: str, detail: str, code: HL7ErrorCode = HL7ErrorCode.DATA_TYPE_ERROR
 ) -> MessageRejected:
     return MessageRejected(code, reason, detail)
+
+
+def _no_text(reason: str, detail: str) -> NoReportText:
+    return NoReportText(HL7ErrorCode.DATA_TYPE_ERROR, reason, detail)
 
 
 def _check_model(resource: Resource) -> None:
@@ -220,10 +224,10 @@ def _check_narrative(report: Resource, index: _Index) -> None:
     if found or (isinstance(conclusion, str) and conclusion.strip()):
         return
     if saw_binary:
-        raise _reject(
+        raise _no_text(
             "pdf_only", "only non-text attachments (e.g. PDF); radbridge needs text/plain"
         )
-    raise _reject(
+    raise _no_text(
         "no_narrative", "no report text in presentedForm, result Observations or conclusion"
     )
 
@@ -254,10 +258,10 @@ def _narrative(report: Resource, index: _Index) -> str:
     normalised = normalise_text(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
     if not normalised.strip():
         if saw_binary:
-            raise _reject(
+            raise _no_text(
                 "pdf_only", "only non-text attachments (e.g. PDF); radbridge needs text/plain"
             )
-        raise _reject(
+        raise _no_text(
             "no_narrative", "no report text in presentedForm, result Observations or conclusion"
         )
     return normalised

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from mappings.media_types import FHIR_JSON
 from mappings.search_params import SEARCH_PARAMETERS
 from mappings.search_query import HistoryQuery, SearchQuery
 
@@ -183,7 +184,7 @@ def capability_statement(
         "software": {"name": "radbridge", "version": software_version},
         "implementation": {"description": "radbridge FHIR API", "url": base},
         "fhirVersion": FHIR_VERSION,
-        "format": ["json", "application/fhir+json"],
+        "format": ["json", FHIR_JSON],
         "rest": [
             {
                 "mode": "server",

@@ -2,7 +2,7 @@
 
 Every channel turns its input into Reports here: the worker (`parse_message`, one stored
 message, strict), the CLI's files (`read_bytes`, lenient: each frame's rejection is kept and the
-others are read), the HTTP API (`parse_fhir_resource` after its own bounded JSON read), and plain
+others are read), the HTTP API (`mappings.fhir_in.report_keys_from_fhir` after its own bounded JSON read), and plain
 text records (`report_from_record`: a backfill CSV/JSONL row or a labelled evaluation case).
 Nothing here does I/O; no report text goes into a rejection.
 """
@@ -15,17 +15,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from mappings.errors import HL7ErrorCode, MessageRejected
-from mappings.fhir import report_keys_from_fhir, reports_from_fhir
+from mappings.errors import HL7ErrorCode, MessageRejected, NoReportText
+from mappings.fhir_in import reports_from_fhir
 from mappings.framing import split_frames
 from mappings.hl7.msh import peek_msh
 from mappings.hl7.oru_in import parse_oru
 from mappings.language import detect_language
+from mappings.media_types import FHIR_JSON
 from mappings.report import Report
 from mappings.sections import find_sections
-
-FHIR_JSON = "application/fhir+json"
-HL7_ER7 = "x-application/hl7-v2+er7"
 
 
 @dataclass(frozen=True)
@@ -60,17 +58,6 @@ def looks_like_json(data: bytes) -> bool:
     return data.lstrip()[:1] in (b"{", b"[")
 
 
-def parse_fhir_resource(resource: Any, *, default_language: str) -> list[Report]:
-    """Reports from a parsed FHIR resource (DiagnosticReport or Bundle); MessageRejected."""
-    return reports_from_fhir(resource, default_language=default_language)
-
-
-def fhir_report_keys(resource: Any, *, default_language: str) -> list[str]:
-    """`parse_fhir_resource`'s checks and rejections without reading the narratives: each
-    report's store key (the HTTP API, before it stores the body: its memory stays bounded)."""
-    return report_keys_from_fhir(resource, default_language=default_language)
-
-
 def parse_message(
     raw: bytes, content_type: str, *, default_charset: str, default_language: str
 ) -> list[Report]:
@@ -83,7 +70,7 @@ def parse_message(
             raise MessageRejected(
                 HL7ErrorCode.DATA_TYPE_ERROR, "not_fhir_json", "invalid JSON"
             ) from None
-        return parse_fhir_resource(resource, default_language=default_language)
+        return reports_from_fhir(resource, default_language=default_language)
     parsed = parse_oru(raw, default_charset=default_charset, default_language=default_language)
     return list(parsed.reports)
 
@@ -113,7 +100,7 @@ def _read_fhir(data: bytes, default_language: str) -> Inbound:
         detail = "JSON is not a FHIR resource"
         return Inbound(rejections=[InboundRejection(None, None, "not_fhir_json", detail)])
     try:
-        reports = parse_fhir_resource(resource, default_language=default_language)
+        reports = reports_from_fhir(resource, default_language=default_language)
     except MessageRejected as exc:
         return Inbound(rejections=[InboundRejection(None, None, exc.reason, exc.detail)])
     return Inbound(reports=[InboundReport(report, None) for report in reports])
@@ -176,7 +163,7 @@ def report_from_record(record: Mapping[str, object], *, default_language: str) -
     raw_text = record.get("text")
     text = str(raw_text).replace("\r\n", "\n").replace("\r", "\n") if raw_text else ""
     if not text.strip():
-        raise MessageRejected(
+        raise NoReportText(
             HL7ErrorCode.REQUIRED_FIELD_MISSING, "no_narrative", "the record has no report text"
         )
     modality = _optional(record, "modality")

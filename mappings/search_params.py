@@ -2,7 +2,7 @@
 
 `SEARCH_PARAMETERS` names, per resource type served, every search parameter with its FHIR type,
 the official R4 definition it implements and where its values live. Three readers share it and
-nothing else: the search routes (`adapter/fhir_routes.py`: a parameter not listed here is
+nothing else: the search routes (`adapter/api/fhir.py`: a parameter not listed here is
 unknown), the store's index (`index_terms`: what a resource puts in `search_tokens` and the date
 columns when it is written) and the CapabilityStatement (`/fhir/metadata`). A parameter cannot be
 served without being declared, nor declared without being served.

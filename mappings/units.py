@@ -5,7 +5,7 @@ per display line and many exports are hard-wrapped, at 60-80 characters in the m
 sentences ("There is no pericardial⏎effusion."). So a line break is either *soft* (inside a
 sentence or a wrapped line: it reads as a space) or *hard* (the author's own line break). This
 module makes that decision, once, for every reader of report text: section detection
-(`mappings.sections`), the rules stage (`workers.lexicon_text.clauses`, `workers.lexical`),
+(`mappings.sections`), the rules stage (`workers.lexicon_text.clauses`, `workers.rules_stage`),
 ConText scope (`workers.context`), the LLM prompt (`workers.prompt`) and the insights step.
 Pure functions, cached per text.
 

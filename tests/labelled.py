@@ -25,7 +25,7 @@ from mappings.template import (
     load_template,
 )
 from mappings.terminology_tables import code_problems
-from workers.lexical import extract_rules
+from workers.rules_stage import extract_rules
 
 Row = dict[str, Any]
 

@@ -8,7 +8,6 @@ generation the store hands out once per start. Real sockets, a real store, a rea
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,7 +19,7 @@ from adapter.control_ids import ControlIds
 from adapter.settings import Settings
 from adapter.store import Store
 from tests.serve_process import running_serve
-from tests.stores import KINDS, data_dir, open_store
+from tests.stores import data_dir
 from tests.test_mllp import Listener, send_raw
 
 MSG = b"MSH|^~\\&|RIS|FAC|RB|RBF|20260101||ORU^R01|{id}|P|2.5\rPID|1||M1\rOBR|1||A1\rOBX|1|TX|X||text||||||F"
@@ -34,12 +33,6 @@ def framed(payload: bytes) -> bytes:
 def control_id(ack: bytes) -> str:
     """MSH-10 of an ACK."""
     return ack.split(b"\r")[0].split(b"|")[9].decode()
-
-
-@pytest.fixture(params=KINDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    with open_store(request.param, Settings(data_dir=data_dir(tmp_path))) as opened:  # type: ignore[arg-type]
-        yield opened
 
 
 def acks_of_one_serve(store: Store, settings: Settings, tag: str) -> list[str]:

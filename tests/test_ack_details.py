@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from mappings.errors import HL7ErrorCode, MessageRejected
-from mappings.hl7.ack import AckError, Outcome, build_ack
+from mappings.hl7.ack import AckErrorDetail, Disposition, build_ack
 from mappings.hl7.msh import peek_msh
 from mappings.hl7.oru_in import precheck_oru
 
@@ -44,7 +44,7 @@ def test_unusable_msh_is_a_typed_rejection_naming_the_field(payload: bytes, name
 def test_control_id_with_a_component_character_is_kept_whole_and_echoed_whole() -> None:
     peek = peek_msh(er7(GOOD_MSH.replace("|C1|", "|C1^X&Y|"), OBR))
     assert peek.control_id == "C1^X&Y"
-    ack = build_ack(peek, Outcome.ACCEPTED, control_id="RB1")
+    ack = build_ack(peek, Disposition.ACCEPTED, control_id="RB1")
     assert b"\rMSA|AA|C1^X&Y\r" in ack
 
 
@@ -54,9 +54,9 @@ def test_ack_uses_standard_delimiters_whatever_the_sender_used() -> None:
     assert (peek.field_separator, peek.control_id) == ("#", "C2$7")
     ack = build_ack(
         peek,
-        Outcome.REJECTED,
+        Disposition.REJECTED,
         control_id="RB2",
-        error=AckError(HL7ErrorCode.REQUIRED_FIELD_MISSING, "MSH-2 a|b^c"),
+        error=AckErrorDetail(HL7ErrorCode.REQUIRED_FIELD_MISSING, "MSH-2 a|b^c"),
     )
     segments = ack.split(b"\r")
     assert segments[0].startswith(b"MSH|^~\\&|RB|FAC|RIS|FAC|")
@@ -68,7 +68,7 @@ def test_ack_uses_standard_delimiters_whatever_the_sender_used() -> None:
 @pytest.mark.parametrize("charset", ["utf-8", "latin-1"])
 def test_ack_gives_back_the_senders_bytes_unchanged(charset: str) -> None:
     payload = er7(GOOD_MSH.replace("|FAC|RB|", "|Zürich|RB|"), OBR, charset=charset)
-    ack = build_ack(peek_msh(payload), Outcome.ACCEPTED, control_id="RB3")
+    ack = build_ack(peek_msh(payload), Disposition.ACCEPTED, control_id="RB3")
     assert "Zürich".encode(charset) in ack
 
 

@@ -1,4 +1,4 @@
-"""adapter/api.py over a real store, through FastAPI's test client (HTTP semantics, no mocks)."""
+"""adapter/api (its routers) over a real store, through FastAPI's test client (HTTP semantics, no mocks)."""
 
 from __future__ import annotations
 
@@ -194,3 +194,85 @@ def test_observation_search_pages_with_count_next_and_a_true_total(
     assert "lastUpdated" in client.get("/fhir/Observation/obs-0001").json()["meta"]
     assert client.get("/fhir/Observation", params={"_count": "-1"}).status_code == 400
     assert client.get("/fhir/Observation", params={"_count": "100000"}).status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "reason"),
+    [
+        ((FIXTURES / "fhir" / "bad_pdf_only.json").read_bytes(), 422, "pdf_only"),
+        (
+            json.dumps(
+                {"resourceType": "DiagnosticReport", "status": "final", "code": {"text": "CT"}}
+            ).encode(),
+            422,
+            "no_narrative",
+        ),
+        (
+            json.dumps(
+                {
+                    "resourceType": "DiagnosticReport",
+                    "status": "bogus",
+                    "code": {"text": "CT"},
+                    "conclusion": "No effusion.",
+                }
+            ).encode(),
+            400,
+            "unusable_status",
+        ),
+    ],
+)
+def test_a_rejection_is_answered_with_its_classs_status(
+    setup: tuple[TestClient, Store, list[int]], body: bytes, status: int, reason: str
+) -> None:
+    """422 for a report without readable text (`NoReportText`), 400 for other rejections: the
+    error class decides, not the reason string."""
+    from mappings.errors import MessageRejected, NoReportText
+
+    assert (NoReportText.http_status, MessageRejected.http_status) == (422, 400)
+    client, _, accepted = setup
+    response = client.post("/fhir/DiagnosticReport", content=body)
+    assert response.status_code == status, response.text
+    assert response.json()["issue"][0]["diagnostics"].startswith(f"{reason}: ")
+    assert accepted == []
+
+
+def test_an_unexpected_error_is_logged_once_with_its_frames_and_never_its_message(
+    setup: tuple[TestClient, Store, list[int]], caplog: pytest.LogCaptureFixture
+) -> None:
+    client, _, _ = setup
+
+    @client.app.get("/fhir/Patient/{patient_id}/boom")  # type: ignore[attr-defined]
+    async def boom(patient_id: str) -> None:
+        raise ValueError(f"Jane Doe {patient_id}: 4 cm mass")
+
+    with caplog.at_level("ERROR", logger="radbridge.api"):
+        response = client.get("/fhir/Patient/MRN123/boom")
+    assert response.status_code == 500
+    diagnostics = response.json()["issue"][0]["diagnostics"]
+    correlation = diagnostics.split("correlation id ")[1].rstrip(")")
+    (record,) = [r for r in caplog.records if r.name == "radbridge.api"]  # logged once
+    logged = record.getMessage()
+    assert f"correlation={correlation}" in logged and "type=ValueError" in logged
+    assert "in boom" in logged  # the traceback's frames
+    assert "/fhir/Patient/{patient_id}/boom" in logged  # the route, never the path's identifier
+    assert "Jane Doe" not in caplog.text and "MRN123" not in caplog.text
+
+
+def test_the_consoles_samples_are_the_metrics_text(
+    setup: tuple[TestClient, Store, list[int]],
+) -> None:
+    """The UI's console reads its samples from `metrics_text` of the app's API context: the
+    samples of what /metrics answers, without help lines."""
+    import asyncio
+
+    from starlette.requests import Request
+
+    from adapter.ui.console_views import metrics_lines
+
+    client, _, _ = setup
+    client.post("/hl7v2", content=b"not hl7")
+    answered = client.get("/metrics").text
+    lines = asyncio.run(metrics_lines(Request({"type": "http", "app": client.app})))
+    samples = [line for line in answered.splitlines() if line and not line.startswith("#")]
+    assert [f"{name} {value}" for name, value in lines] == samples
+    assert ("radbridge_http_received_total", "1") in lines

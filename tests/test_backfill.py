@@ -150,8 +150,8 @@ def test_table_row_columns_and_unit() -> None:
     from app.research_table import table_row
     from mappings.inbound import report_from_record
     from mappings.template import get_template
-    from workers.lexical import extract_rules
     from workers.process import Result
+    from workers.rules_stage import extract_rules
 
     report = report_from_record({"id": "x", "text": TEXTS[0]}, default_language="en")
     template = get_template("chest_findings")

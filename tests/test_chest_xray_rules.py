@@ -12,7 +12,7 @@ import pytest
 from mappings.report import Report
 from mappings.sections import find_sections
 from mappings.template import get_template
-from workers.lexical import extract_rules
+from workers.rules_stage import extract_rules
 
 
 def _status(text: str, variable: str) -> str:

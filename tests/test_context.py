@@ -24,7 +24,8 @@ from conformance.negex import (
     locate,
     score_negex,
 )
-from workers.context import ContextResult, SpanError, assess, sentence_bounds
+from workers.context import ContextResult, SpanError, assess, check_rules, sentence_bounds
+from workers.errors import TriggerTableError
 
 
 def _flags(result: ContextResult) -> set[str]:
@@ -352,6 +353,43 @@ def test_bad_span() -> None:
     with pytest.raises(SpanError):
         assess("short", 2, 10)
     assert assess("", 0, 0) == ContextResult()
+
+
+@pytest.mark.parametrize(
+    ("rule", "problem"),
+    [
+        (("NEGATED", "FOWARD", "no"), "rule 1: direction 'FOWARD' is not one of FORWARD"),
+        (("NEGATD", "FORWARD", "no"), "rule 1: category 'NEGATD' is not ALL or among"),
+        (("NEGATED POSIBLE", "TERMINATE", "but"), "category 'NEGATED POSIBLE'"),
+        (("ALL", "FORWARD", "no"), "category ALL is for TERMINATE rules only"),
+        (("", "FORWARD", "no"), "category '' is not"),
+        (("NEGATED", "FORWARD", "no  sign"), "has an empty token or alternative"),
+        (("NEGATED", "FORWARD", "no|"), "has an empty token or alternative"),
+        (("NEGATED", "FORWARD", "likely$"), "$ is a token of its own"),
+    ],
+)
+def test_a_malformed_trigger_rule_is_refused_with_its_place(
+    rule: tuple[str, str, str], problem: str
+) -> None:
+    good = ("NEGATED", "FORWARD", "no evidence of")
+    with pytest.raises(TriggerTableError, match="ConText table TEST, rule 1: ") as caught:
+        check_rules("TEST", (good, rule))
+    assert problem in str(caught.value)
+
+
+def test_the_shipped_trigger_tables_are_well_formed() -> None:
+    """Each table is checked when workers.context loads (the import above would have failed);
+    the check accepts every form the syntax allows."""
+    check_rules(
+        "TEST",
+        (
+            ("NEGATED POSSIBLE", "TERMINATE", "cause|causes for|of"),
+            ("ALL", "TERMINATE", "but"),
+            ("PROBABLE", "BACKWARD", "is|are? likely $"),
+            ("FAMILY", "BIDIRECTIONAL", "wife 's|'?"),
+            ("HISTORICAL", "PSEUDO", "no_longer #"),
+        ),
+    )
 
 
 def test_side_abbreviation_at_sentence_end_ends_the_sentence() -> None:

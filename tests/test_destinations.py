@@ -22,20 +22,12 @@ from mappings.hl7.oru_out import oru_from_bundle, result_statuses
 from mappings.review import Correction, Decision, Reviewer, review
 from mappings.template import load_builtin_templates
 from tests.fhir_server import EHR_IDENTITY, FhirServer
+from tests.helpers.waiting import wait_for
 from tests.oru_receiver import OruReceiver
 from tests.stores import KINDS, open_store
 from tests.test_ehr_contract import HL7, decided, extracted
 
 HL7_DIR = Path(__file__).parent / "fixtures" / "hl7v2"
-
-
-def wait_for(predicate: Any, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("timed out")
 
 
 # -- the table ------------------------------------------------------------------------------
@@ -296,18 +288,18 @@ def test_an_outage_longer_than_the_old_give_up_loses_nothing_and_keeps_order(
     try:
         with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=30):
             enqueue_extract(app, message.message_id)
-            wait_for(lambda: len(store.delivery_states(message.message_id)) == 2)
+            wait_for(lambda: len(store.delivery_states(message.message_id)) == 2, 180)
             (bundle_id,) = store.bundles_of_message(message.message_id)
 
             def attempts(target: str) -> int:
                 record = store.delivery(bundle_id, target)
                 return int(record["attempts"]) if record else 0
 
-            wait_for(lambda: attempts("fhir") >= 3 and attempts("oru") >= 3)
+            wait_for(lambda: attempts("fhir") >= 3 and attempts("oru") >= 3, 180)
             health = destinations.health(settings, store)
             assert health["fhir"]["failing"] and health["oru"]["failing"]
             accepted_id = _accept_first(store, settings, app, bundle_id)
-            wait_for(lambda: attempts("fhir") >= 5 and attempts("oru") >= 5)
+            wait_for(lambda: attempts("fhir") >= 5 and attempts("oru") >= 5, 180)
             retrying = {r["target"]: r for r in store.delivery_states(message.message_id)}
             assert {r["state"] for r in retrying.values()} <= {"retry", "sending", "queued"}
             assert all(r["reason"] for r in retrying.values() if r["state"] == "retry")
@@ -315,7 +307,8 @@ def test_an_outage_longer_than_the_old_give_up_loses_nothing_and_keeps_order(
                 server.script.clear()  # the EHR is back
             receiver.answers.clear()
             wait_for(
-                lambda: store.get_message(message.message_id).state == "delivered"  # type: ignore[union-attr]
+                lambda: store.get_message(message.message_id).state == "delivered",  # type: ignore[union-attr]
+                180,
             )
     finally:
         server.stop()
@@ -480,13 +473,15 @@ def test_bad_input_gives_each_destination_a_visible_state(tmp_path: Path, redis_
     try:
         with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=30):
             enqueue_extract(app, first.message_id)
-            wait_for(lambda: states(first.message_id) == {"fhir": "refused", "oru": "delivered"})
+            wait_for(
+                lambda: states(first.message_id) == {"fhir": "refused", "oru": "delivered"}, 180
+            )
             receiver.answers = ["AR"]
             second = store.accept(
                 Incoming(raw.replace(b"ACC1001", b"ACC1002"), "mllp", "RIS", "RBHOSP", "B2")
             )
             enqueue_extract(app, second.message_id)
-            wait_for(lambda: states(second.message_id).get("oru") == "refused")
+            wait_for(lambda: states(second.message_id).get("oru") == "refused", 180)
     finally:
         server.stop()
         receiver.stop()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from adapter.settings import Settings
-from mappings.inbound import FHIR_JSON
+from mappings.media_types import FHIR_JSON
 from mappings.report import Report
 from mappings.review import Correction, Decision, Reviewer, bundle_with_review, review
 from mappings.template import load_builtin_templates

@@ -19,7 +19,7 @@ from mappings.template_output import output_json_schema, output_model
 from workers import engine as engine_module
 from workers.engine import Engine, default_model_path, get_engine
 from workers.errors import EngineError, ExtractionError
-from workers.pipeline import extract
+from workers.llm_stage import extract
 from workers.prompt import build_prompt, user_text
 
 pytestmark = pytest.mark.llm

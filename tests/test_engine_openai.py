@@ -27,7 +27,7 @@ from workers.engine import get_engine, probe_engine, worker_pool
 from workers.engine_openai import PROBE_SCHEMA, OpenAIEngine, probe
 from workers.errors import EngineError, EngineUnavailable, ExtractionError, InvalidModelOutput
 from workers.extraction_engine import ChatPrompt
-from workers.pipeline import extract
+from workers.llm_stage import extract
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = get_template("chest_findings")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import importlib
 import pkgutil
+import re
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,9 @@ from fastapi.testclient import TestClient
 from mappings.errors import HL7ErrorCode, RadbridgeError
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("mappings", "adapter", "workers", "conformance")
+PACKAGES = ("mappings", "adapter", "workers", "conformance", "app")
+DRAWN = ("mappings", "adapter", "workers", "conformance")  # the packages with an errors module
+_NAME = re.compile(r"^(?P<indent>[ │├└─]*)(?P<name>[A-Z][A-Za-z]+)\b")
 # FHIR R4 IssueType codes (http://hl7.org/fhir/R4/valueset-issue-type.html)
 ISSUE_TYPES = {
     "invalid", "structure", "required", "value", "invariant", "security", "login", "unknown",
@@ -66,12 +69,69 @@ def test_every_exception_class_is_in_the_radbridge_tree() -> None:
     assert outside == []
 
 
-def test_every_class_of_the_tree_is_drawn_in_the_docstrings() -> None:
-    drawn = "".join(
-        importlib.import_module(f"{package}.errors").__doc__ or "" for package in PACKAGES
-    )
-    missing = [cls.__name__ for cls in _tree() if cls.__name__ not in drawn]
-    assert missing == []
+def drawing(text: str) -> dict[str, str | None]:
+    """The class tree a docstring draws: each class name -> its parent's (None for the root).
+    A line draws a class when a name follows its box-drawing prefix (├── / └──, or none for the
+    root); its depth is the prefix's width over 4. Other lines (prose, continued notes) are
+    skipped."""
+    tree: dict[str, str | None] = {}
+    stack: list[str] = []
+    margin = 0  # the root's indentation: the drawing's left edge
+    for line in text.splitlines():
+        if line.lstrip().startswith("RadbridgeError"):
+            margin = len(line) - len(line.lstrip())
+        found = _NAME.match(line[margin:])
+        if found is None or not (found["name"] == "RadbridgeError" or "──" in found["indent"]):
+            continue
+        depth = len(found["indent"]) // 4
+        del stack[depth:]
+        tree[found["name"]] = stack[-1] if stack else None
+        stack.append(found["name"])
+    return tree
+
+
+def _real(classes: list[type[RadbridgeError]]) -> dict[str, str | None]:
+    return {
+        cls.__name__: (None if cls is RadbridgeError else cls.__bases__[0].__name__)
+        for cls in classes
+    }
+
+
+def test_the_drawing_parser_reads_depth_and_skips_prose() -> None:
+    text = """Root.
+
+    RadbridgeError                root
+    ├── AError                    a
+    │   ├── BError                b, its note
+    │   │                         continued on a line of its own
+    │   └── CError                c
+    └── DError                    d
+    Some prose.
+"""
+    assert drawing(text) == {
+        "RadbridgeError": None,
+        "AError": "RadbridgeError",
+        "BError": "AError",
+        "CError": "AError",
+        "DError": "RadbridgeError",
+    }
+
+
+def test_the_root_drawing_is_the_class_tree() -> None:
+    """mappings/errors.py draws every class of the tree, each under its real parent: a class
+    added, moved or renamed without its line fails here."""
+    import mappings.errors
+
+    assert drawing(mappings.errors.__doc__ or "") == _real(_tree())
+
+
+@pytest.mark.parametrize("package", DRAWN[1:])
+def test_each_package_drawing_is_its_subtree(package: str) -> None:
+    """adapter/, workers/ and conformance/ errors.py draw their root's whole subtree."""
+    drawn = drawing(importlib.import_module(f"{package}.errors").__doc__ or "")
+    (top,) = [name for name, parent in drawn.items() if parent == "RadbridgeError"]
+    below = [cls for cls in _tree() if top in (c.__name__ for c in cls.__mro__)]
+    assert drawn == {"RadbridgeError": None} | _real(below)
 
 
 @pytest.mark.parametrize("cls", _tree(), ids=lambda c: c.__name__)
@@ -85,7 +145,7 @@ def test_every_error_maps_to_a_nak_code_and_an_operation_outcome(
     assert isinstance(cls.hl7_code, HL7ErrorCode)
     assert 400 <= cls.http_status < 600 and cls.issue_code in ISSUE_TYPES
 
-    from adapter.api import ApiError
+    from adapter.api.errors import ApiError
 
     error = cls.__new__(cls)
     Exception.__init__(error, "the error's own text")

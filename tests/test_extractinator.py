@@ -17,7 +17,7 @@ from adapter.settings import Settings
 from conformance.datasets import load_dragon
 from conformance.dragon import DragonSet, load_dragon_set, sample_text
 from conformance.errors import DatasetError
-from conformance.evaluate import evaluate_dataset
+from conformance.eval_labelled import evaluate_dataset
 from mappings.errors import TemplateError
 from mappings.extractinator import (
     NER_REASON,
@@ -435,7 +435,7 @@ def test_real_model_runs_a_regression_and_a_classification_sample_to_a_valid_bun
 ) -> None:
     from conformance.labels import predicted_labels
     from conformance.validate import validate_resource
-    from mappings.fhir import build_bundle
+    from mappings.fhir_out import build_bundle
     from mappings.report import FindingStatus, Report
     from workers.engine import get_engine
     from workers.stages import run_stage

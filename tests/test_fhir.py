@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from mappings.errors import MessageRejected
-from mappings.fhir import build_bundle, reports_from_fhir
+from mappings.fhir_in import reports_from_fhir
+from mappings.fhir_out import build_bundle
 from mappings.report import ResultStatus
 
 FHIR_DIR = Path(__file__).parent / "fixtures" / "fhir"

@@ -20,6 +20,7 @@ from adapter.reviews import save_review
 from adapter.settings import Settings
 from adapter.store import Store
 from mappings.review import Decision, Reviewer, review
+from tests.helpers.routes import api_routes
 from tests.stores import KINDS, data_dir, open_store
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -363,7 +364,7 @@ def test_the_capability_statement_is_generated_from_the_routes_served(served: An
         (r["type"], i["code"]) for r in statement["rest"][0]["resource"] for i in r["interaction"]
     }
     served_routes = set()
-    for route in client.app.routes:  # type: ignore[attr-defined]
+    for route in api_routes(client.app.routes):  # type: ignore[attr-defined]
         path = getattr(route, "path", "")
         parts = path.split("/")
         if not path.startswith("/fhir/") or parts[2] == "metadata" or len(parts) < 3:

@@ -19,7 +19,7 @@ from mappings.report import (
 )
 from mappings.sections import find_sections
 from mappings.template import get_template
-from workers.lexical import extract_rules
+from workers.rules_stage import extract_rules
 
 Resource = dict[str, Any]
 

@@ -29,13 +29,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapter.api import ApiError, parse_json
+from adapter.api.context import parse_json
+from adapter.api.errors import ApiError
 from adapter.mllp import FrameReader, frame
 from adapter.settings import Settings
 from adapter.store import Store
 from mappings.errors import HL7ErrorCode, MessageRejected
 from mappings.fhir_in import reports_from_fhir
-from mappings.hl7.ack import AckError, Outcome, build_ack
+from mappings.hl7.ack import AckErrorDetail, Disposition, build_ack
 from mappings.hl7.msh import peek_msh
 from mappings.hl7.oru_in import parse_oru
 from tests.test_mllp import Listener
@@ -109,8 +110,12 @@ def test_fuzz_msh_peek_and_every_ack_it_gives(payload: bytes) -> None:
         peek = peek_msh(payload)
     except MessageRejected:
         peek = None
-    for outcome in Outcome:
-        error = None if outcome == Outcome.ACCEPTED else AckError(HL7ErrorCode.DATA_TYPE_ERROR, "x")
+    for outcome in Disposition:
+        error = (
+            None
+            if outcome == Disposition.ACCEPTED
+            else AckErrorDetail(HL7ErrorCode.DATA_TYPE_ERROR, "x")
+        )
         for application in (False, True):
             ack = build_ack(peek, outcome, control_id="RB1.1", error=error, application=application)
             segments = ack.rstrip(b"\r").split(b"\r")

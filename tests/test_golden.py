@@ -10,7 +10,7 @@ import pytest
 
 from conformance.validate import validate_resource
 from mappings.errors import MessageRejected
-from mappings.fhir import build_bundle
+from mappings.fhir_out import build_bundle
 from mappings.framing import split_frames
 from mappings.hl7.oru_in import parse_oru
 from mappings.template import get_template

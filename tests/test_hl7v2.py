@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mappings.errors import HL7ErrorCode, MessageRejected
+from mappings.errors import HL7ErrorCode, MessageRejected, NoReportText
 from mappings.framing import split_frames
 from mappings.hl7.msh import peek_msh
 from mappings.hl7.oru_in import parse_oru, parse_timestamp, precheck_oru, safe_id
@@ -93,6 +93,23 @@ def test_the_checks_before_the_ack_are_the_parses_first_checks() -> None:
             problem.code,
             problem.detail,
         )
+
+
+@pytest.mark.parametrize(
+    ("name", "reason", "code"),
+    [
+        ("bad_no_narrative.hl7", "no_narrative", HL7ErrorCode.REQUIRED_FIELD_MISSING),
+        ("bad_pdf_only.hl7", "pdf_only", HL7ErrorCode.DATA_TYPE_ERROR),
+    ],
+)
+def test_a_message_without_report_text_is_no_report_text(
+    name: str, reason: str, code: HL7ErrorCode
+) -> None:
+    """No narrative and PDF only are `NoReportText` (422 over HTTP), as in FHIR, keeping their
+    own 0357 code for the ACK."""
+    with pytest.raises(NoReportText) as caught:
+        parse_oru((HL7_DIR / name).read_bytes())
+    assert (caught.value.reason, caught.value.code) == (reason, code)
 
 
 def test_escapes_and_line_breaks() -> None:

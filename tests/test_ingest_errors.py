@@ -4,7 +4,6 @@ the real listener with its group commit, on SQLite and PostgreSQL (tests/stores.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,23 +11,17 @@ from fastapi.testclient import TestClient
 
 from adapter.api import create_app
 from adapter.errors import StoreRefused
-from adapter.ingest import GroupCommitter
+from adapter.ingest import GroupCommitter, Hl7Ingest
 from adapter.mllp import MllpClient
 from adapter.settings import Settings
 from adapter.store import Store
 from adapter.store.messages import Incoming
-from tests.stores import KINDS, open_store
+from tests.stores import open_store
 from tests.test_mllp import Listener, message, msa
 
 SENDERS = 8
 PER_SENDER = 25
 LONG_ID = "L" * 300  # MSH-10 longer than the store's 255-character column
-
-
-@pytest.fixture(params=KINDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    with open_store(request.param, Settings(data_dir=tmp_path / "data")) as opened:
-        yield opened
 
 
 def err_code(ack: bytes) -> str:
@@ -138,3 +131,34 @@ def test_fhir_report_with_an_overlong_identifier_is_a_4xx_outcome(store: Store) 
     issue = response.json()["issue"][0]
     assert issue["code"] == "too-long" and "255" in issue["diagnostics"]
     assert sum(store.counts_by_state().values()) == 0
+
+
+def test_a_bug_inside_the_group_commit_is_ae_and_logged_with_its_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A unit test of the code around the store: its accept_many raises what no store raises
+    (a bug), with report text in the message. The sender gets AE (resend); the log has the
+    correlation id, the type and the frames, never the message."""
+    with open_store("sqlite", Settings(data_dir=tmp_path / "data")) as store:
+        ingest = Hl7Ingest(store)
+
+        def broken(*args: object, **kwargs: object) -> object:
+            raise KeyError("Jane Doe: 4 cm mass in the left lung")
+
+        monkeypatch.setattr(store, "accept_many", broken)
+
+        async def send() -> bytes | None:
+            try:
+                return await ingest.handle_message(message(1))
+            finally:
+                await ingest.close()
+
+        with caplog.at_level("ERROR", logger="radbridge.ingest"):
+            ack = asyncio.run(send())
+        assert ack is not None and msa(ack)[1] == "AE"
+        assert err_code(ack) == "207"
+        logged = "\n".join(record.getMessage() for record in caplog.records)
+        assert "internal error in ingest a commit correlation=" in logged
+        assert "type=KeyError" in logged and "in broken" in logged  # the frames
+        assert "Jane Doe" not in caplog.text and "mass" not in caplog.text
+        assert logged.count("type=KeyError") == 1  # logged once

@@ -4,11 +4,8 @@ a corrected report retires the insights it no longer says."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from adapter.settings import Settings
 from adapter.store import Store
@@ -17,7 +14,6 @@ from conformance.validate import validate_resource
 from mappings.inbound import report_from_record
 from mappings.report import Coding, ResultStatus
 from mappings.template import load_builtin_templates
-from tests.stores import KINDS, open_store
 from workers.process import process_reports
 from workers.tasks import process_message
 
@@ -31,12 +27,6 @@ SCROTUM_US = "\r".join(
         "Recommend follow-up ultrasound in 6 weeks.||||||F",
     ]
 ).encode()
-
-
-@pytest.fixture(params=KINDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    with open_store(request.param, Settings(data_dir=tmp_path / "data")) as opened:
-        yield opened
 
 
 def test_a_no_template_message_keeps_its_bundle_and_says_no_template(

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from adapter import json_body
-from adapter.api import MAX_JSON_DEPTH, json_depth
+from adapter.api.context import MAX_JSON_DEPTH, json_depth
 from adapter.ingest import fhir_messages, split_bundle
 from mappings.errors import MessageRejected
 from mappings.fhir_in import LARGE_DATA, report_keys_from_fhir, reports_from_fhir

@@ -246,7 +246,7 @@ def test_a_bundle_of_5000_reports_is_5000_jobs(tmp_path: Path) -> None:
     assert issues[1]["expression"] == ["Bundle.entry[1].resource"]
     assert store.counts_by_state()["accepted"] == 5000
     # each job holds its own report and the Patient it references, nothing else
-    from mappings.fhir import reports_from_fhir
+    from mappings.fhir_in import reports_from_fhir
 
     stored = json.loads(store.raw(jobs[4321]))
     assert [e["resource"]["id"] for e in stored["entry"]] == ["dr4321", "p4321"]

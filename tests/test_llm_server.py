@@ -24,7 +24,7 @@ import pytest
 from adapter.queue import enqueue_extract
 from adapter.settings import Settings
 from adapter.store.messages import Incoming
-from tests.test_tasks import wait_for
+from tests.helpers.waiting import wait_for
 from workers.tasks import make_worker_app, store_for
 
 pytestmark = pytest.mark.llm

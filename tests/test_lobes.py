@@ -13,7 +13,7 @@ from conformance.labels import predicted_pairs
 from mappings.report import Report
 from mappings.template import Template, TemplateError, load_template, parse_template
 from tests.labelled import template_path
-from workers.lexical import extract_rules
+from workers.rules_stage import extract_rules
 
 
 @pytest.fixture(scope="module")

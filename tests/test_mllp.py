@@ -19,7 +19,7 @@ from adapter.ingest import Hl7Ingest
 from adapter.mllp import FrameReader, MllpClient, MllpServer, frame
 from adapter.settings import Settings
 from adapter.store import Store
-from mappings.hl7.ack import Outcome, needs_application_ack, needs_commit_ack
+from mappings.hl7.ack import Disposition, needs_application_ack, needs_commit_ack
 from mappings.hl7.msh import peek_msh
 
 MSG = b"MSH|^~\\&|RIS|FAC|RB|RBF|20260101||ORU^R01|C{n}|P|2.5\rPID|1||M1\rOBR|1||A1\rOBX|1|TX|X||text {n}||||||F"
@@ -72,14 +72,14 @@ def test_enhanced_mode_table() -> None:
     rules = {"AL": (True, True), "NE": (False, False), "ER": (False, True), "SU": (True, False)}
     for rule, (on_success, on_error) in rules.items():
         peek = peek_msh(message(1, b"|||" + rule.encode() + b"|AL"))
-        assert needs_commit_ack(peek, Outcome.ACCEPTED) is on_success, rule
-        assert needs_commit_ack(peek, Outcome.REJECTED) is on_error, rule
+        assert needs_commit_ack(peek, Disposition.ACCEPTED) is on_success, rule
+        assert needs_commit_ack(peek, Disposition.REJECTED) is on_error, rule
     original = peek_msh(message(1))
-    assert needs_commit_ack(original, Outcome.ACCEPTED) and needs_commit_ack(
-        original, Outcome.ERROR
+    assert needs_commit_ack(original, Disposition.ACCEPTED) and needs_commit_ack(
+        original, Disposition.ERROR
     )
-    assert needs_application_ack(peek_msh(message(1, b"|||AL|ER")), Outcome.ERROR)
-    assert not needs_application_ack(peek_msh(message(1, b"|||AL|ER")), Outcome.ACCEPTED)
+    assert needs_application_ack(peek_msh(message(1, b"|||AL|ER")), Disposition.ERROR)
+    assert not needs_application_ack(peek_msh(message(1, b"|||AL|ER")), Disposition.ACCEPTED)
 
 
 # -- listener on real sockets ------------------------------------------------------------------

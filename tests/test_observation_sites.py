@@ -19,7 +19,7 @@ from mappings.observation_sites import observation_sites
 from mappings.report import Evidence, Extraction, FindingStatus, FindingValue, Report, Stage
 from mappings.sections import find_sections
 from mappings.template import get_template, parse_template
-from workers.lexical import extract_rules
+from workers.rules_stage import extract_rules
 
 BOTH_LOWER = ["left lower lobe", "right lower lobe"]
 BOTH_LUNGS = ["left lung / left side", "right lung / right side"]

@@ -14,7 +14,8 @@ import pytest
 
 from adapter.settings import Settings
 from conformance.errors import DatasetError, EvaluationError
-from conformance.evaluate import EvalOptions, detect_format, run_evaluation
+from conformance.eval_scoring import EvalOptions
+from conformance.evaluate import detect_format, run_evaluation
 from conformance.openi import LABEL_VARIABLES, is_openi, load_openi, report_text
 from mappings.template import get_template
 

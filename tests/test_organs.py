@@ -11,7 +11,7 @@ import pytest
 from mappings.report import Report
 from mappings.template import Template, TemplateError, load_template, parse_template
 from tests.labelled import template_path
-from workers.lexical import extract_rules
+from workers.rules_stage import extract_rules
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,9 @@ import pytest
 from adapter.settings import Settings
 from mappings.errors import HL7ErrorCode
 from mappings.framing import FrameReader, split_frames
-from mappings.hl7.ack import Outcome, classify_ack
-from mappings.inbound import FHIR_JSON, report_from_record
+from mappings.hl7.ack import Disposition, classify_ack
+from mappings.inbound import report_from_record
+from mappings.media_types import FHIR_JSON
 from mappings.report import Report
 from mappings.template import get_template, load_builtin_templates
 from mappings.timeline import TimelineEntry
@@ -141,16 +142,20 @@ def test_file_and_socket_deframing_share_one_end_rule() -> None:
 @pytest.mark.parametrize(
     ("ack", "code", "outcome"),
     [
-        (b"MSH|^~\\&|R|F|S|F|20240101||ACK|1|P|2.5\rMSA|AA|X1\r", "AA", Outcome.ACCEPTED),
-        (b"MSH|^~\\&|R|F|S|F|20240101||ACK|1|P|2.5\rMSA|CA|X1\r", "CA", Outcome.ACCEPTED),
-        (b"MSH#^~\\&#R#F#S#F#20240101##ACK#1#P#2.5\rMSA#CR#X1\r", "CR", Outcome.REJECTED),
-        (b"MSH|^~\\&|R|F|S|F|20240101||ACK|1|P|2.5\rMSA|AR|X1\r", "AR", Outcome.REJECTED),
-        (b"MSH|^~\\&|R|F|S|F|20240101||ACK|1|P|2.5\nMSA|AE|X1\nERR|||207\n", "AE", Outcome.ERROR),
-        (b"MSH|^~\\&|R|F|S|F|20240101||ACK|1|P|2.5\rMSA|ZZ|X1\r", "ZZ", Outcome.ERROR),
-        (b"MSH|^~\\&|R|F|S|F|20240101||ACK|1|P|2.5\r", None, Outcome.ERROR),
-        (b"", None, Outcome.ERROR),
+        (b"MSH|^~\\&|R|F|S|F|20240101||ACK|1|P|2.5\rMSA|AA|X1\r", "AA", Disposition.ACCEPTED),
+        (b"MSH|^~\\&|R|F|S|F|20240101||ACK|1|P|2.5\rMSA|CA|X1\r", "CA", Disposition.ACCEPTED),
+        (b"MSH#^~\\&#R#F#S#F#20240101##ACK#1#P#2.5\rMSA#CR#X1\r", "CR", Disposition.REJECTED),
+        (b"MSH|^~\\&|R|F|S|F|20240101||ACK|1|P|2.5\rMSA|AR|X1\r", "AR", Disposition.REJECTED),
+        (
+            b"MSH|^~\\&|R|F|S|F|20240101||ACK|1|P|2.5\nMSA|AE|X1\nERR|||207\n",
+            "AE",
+            Disposition.ERROR,
+        ),
+        (b"MSH|^~\\&|R|F|S|F|20240101||ACK|1|P|2.5\rMSA|ZZ|X1\r", "ZZ", Disposition.ERROR),
+        (b"MSH|^~\\&|R|F|S|F|20240101||ACK|1|P|2.5\r", None, Disposition.ERROR),
+        (b"", None, Disposition.ERROR),
     ],
 )
-def test_one_ack_reader(ack: bytes, code: str | None, outcome: Outcome) -> None:
+def test_one_ack_reader(ack: bytes, code: str | None, outcome: Disposition) -> None:
     """`classify_ack`: the one reader of a received ACK (POST /hl7v2's status, ORU delivery)."""
     assert classify_ack(ack) == (outcome, code)

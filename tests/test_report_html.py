@@ -11,15 +11,9 @@ import pytest
 
 from adapter.settings import Settings
 from conformance.datasets import load_jsonl
-from conformance.evaluate import (
-    CellError,
-    EvaluationResult,
-    StageResult,
-    TaskResult,
-    Timing,
-    compare_stages,
-    evaluate_dataset,
-)
+from conformance.eval_labelled import evaluate_dataset
+from conformance.eval_results import CellError, EvaluationResult, StageResult, TaskResult, Timing
+from conformance.eval_scoring import compare_stages
 from conformance.metrics import NOT_MENTIONED, VariableSpec, evaluate_labels
 from conformance.report_html import render_html, write_report
 from tests.browser import chromium

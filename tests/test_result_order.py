@@ -11,7 +11,6 @@ the pull API and a real FHIR server: a final (OBR-25 F), then an OLDER prelimina
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from adapter.api import create_app
 from adapter.settings import Settings
 from adapter.store import Store
 from adapter.store.messages import Incoming
-from tests.stores import KINDS, open_store
+from tests.stores import KINDS
 from workers.tasks import process_message
 
 HL7 = (Path(__file__).parent / "fixtures" / "hl7v2" / "chest_ct.hl7").read_bytes().strip()
@@ -82,12 +81,6 @@ def diagnostic_report(store: Store, bundle_id: str) -> dict[str, Any]:
     stored = store.get_resource("DiagnosticReport", report["id"])
     assert stored is not None
     return stored
-
-
-@pytest.fixture(params=KINDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    with open_store(request.param, Settings(data_dir=tmp_path / "data")) as opened:
-        yield opened
 
 
 def test_an_older_preliminary_never_replaces_a_final_and_a_correction_retires(
@@ -195,7 +188,7 @@ def test_the_ehr_gets_the_final_never_the_older_preliminary_then_the_retirement(
 
     from adapter.queue import enqueue_extract
     from tests.fhir_server import EHR_IDENTITY, FhirServer
-    from tests.test_tasks import wait_for
+    from tests.helpers.waiting import wait_for
     from workers.tasks import make_worker_app, store_for
 
     server = FhirServer().start()

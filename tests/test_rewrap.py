@@ -17,7 +17,9 @@ import pytest
 
 from adapter.settings import Settings
 from conformance.errors import EvaluationError
-from conformance.evaluate import EvalOptions, EvaluationResult, run_evaluation
+from conformance.eval_results import EvaluationResult
+from conformance.eval_scoring import EvalOptions
+from conformance.evaluate import run_evaluation
 from conformance.rewrap import rewrap
 from mappings.template import load_builtin_templates
 

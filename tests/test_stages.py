@@ -1,4 +1,4 @@
-"""Stage 1 (workers/lexical.py) on the hand-written fixtures, and the hybrid merge rules.
+"""Stage 1 (workers/rules_stage.py) on the hand-written fixtures, and the hybrid merge rules.
 
 The fixture expectations (tests/fixtures/hl7v2/*.expected.json) were written before the trigger
 lists, but by the same hand: treat the agreement below as a smoke test, not as accuracy."""
@@ -14,8 +14,8 @@ from mappings.framing import split_frames
 from mappings.hl7.oru_in import parse_oru
 from mappings.report import Evidence, FindingStatus, FindingValue, Report, Stage
 from mappings.template import get_template
-from workers.lexical import extract_rules
 from workers.lexicon_text import clauses
+from workers.rules_stage import extract_rules
 from workers.stages import merge_values
 
 HL7_DIR = Path(__file__).parent / "fixtures" / "hl7v2"

@@ -11,7 +11,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -21,6 +21,7 @@ import pytest
 from adapter.settings import Settings
 from adapter.store import Store
 from adapter.store.messages import Incoming
+from tests.helpers.waiting import wait_for
 from tests.serve_process import RADBRIDGE, Service, running_serve, serve_env
 from tests.stores import PG_URL, pg_schema_url
 
@@ -41,16 +42,6 @@ def send(service: Service, payload: bytes) -> bytes:
 
     with MLLPClient("127.0.0.1", service.mllp_port) as client:
         return bytes(client.send_message(payload.decode()))
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll until `predicate()`; the seconds it took (pytest.fail naming `what` on timeout)."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if predicate():
-            return time.monotonic() - start
-        time.sleep(0.2)
-    pytest.fail(f"not within {timeout} s: {what}")
 
 
 def children(data_dir: Path) -> dict[str, int]:

@@ -3,9 +3,7 @@ a real store, the real model and a real FHIR server: accepted -> extracted -> de
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -14,19 +12,11 @@ from adapter.settings import Settings
 from adapter.store import Store
 from adapter.store.messages import Incoming
 from tests.fhir_server import EHR_IDENTITY, FhirServer
+from tests.helpers.waiting import wait_for
 from workers.tasks import make_worker_app, store_for
 
 HL7_DIR = Path(__file__).parent / "fixtures" / "hl7v2"
 pytestmark = pytest.mark.llm
-
-
-def wait_for(predicate: Any, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError("timed out")
 
 
 def test_message_flows_to_the_fhir_server(tmp_path: Path, redis_url: str) -> None:
@@ -89,7 +79,7 @@ def test_oru_with_coded_obx_over_mllp(tmp_path: Path, redis_url: str) -> None:
     from celery.contrib.testing.worker import start_worker
 
     from adapter.mllp import FrameEvent, MllpServer
-    from mappings.hl7.ack import Outcome, build_ack
+    from mappings.hl7.ack import Disposition, build_ack
     from mappings.hl7.msh import peek_msh
     from mappings.hl7.oru_in import parse_oru
 
@@ -98,7 +88,7 @@ def test_oru_with_coded_obx_over_mllp(tmp_path: Path, redis_url: str) -> None:
     async def handler(event: FrameEvent) -> bytes:
         assert event.payload is not None
         received.append(event.payload)
-        return build_ack(peek_msh(event.payload), Outcome.ACCEPTED, control_id="EHR1")
+        return build_ack(peek_msh(event.payload), Disposition.ACCEPTED, control_id="EHR1")
 
     loop = asyncio.new_event_loop()
     threading.Thread(target=loop.run_forever, daemon=True).start()
@@ -142,7 +132,7 @@ def test_application_acks_in_enhanced_mode(tmp_path: Path, redis_url: str) -> No
     from celery.contrib.testing.worker import start_worker
 
     from adapter.mllp import FrameEvent, MllpServer
-    from mappings.hl7.ack import Outcome, build_ack
+    from mappings.hl7.ack import Disposition, build_ack
     from mappings.hl7.msh import peek_msh
 
     received: list[bytes] = []
@@ -150,7 +140,7 @@ def test_application_acks_in_enhanced_mode(tmp_path: Path, redis_url: str) -> No
     async def handler(event: FrameEvent) -> bytes:
         assert event.payload is not None
         received.append(event.payload)
-        return build_ack(peek_msh(event.payload), Outcome.ACCEPTED, control_id="SENDER1")
+        return build_ack(peek_msh(event.payload), Disposition.ACCEPTED, control_id="SENDER1")
 
     loop = asyncio.new_event_loop()
     threading.Thread(target=loop.run_forever, daemon=True).start()

@@ -31,7 +31,7 @@ from tests.labelled import (
     template_codes,
     template_path,
 )
-from workers.lexical import extract_rules
+from workers.rules_stage import extract_rules
 
 TEMPLATE_ID = "brain_mri_memory"
 # Per-variable class-accuracy floors and the overall floor on the TEST half of the labelled set
@@ -207,8 +207,8 @@ def test_hybrid_extraction_with_the_default_model_gives_a_valid_coded_bundle(
     from conformance.validate import validate_resource
     from mappings.fhir_out import build_bundle
     from workers.engine import get_engine
-    from workers.lexical import variable_spans
     from workers.prompt import system_text, user_text
+    from workers.rules_stage import variable_spans
     from workers.stages import hints_text, run_stage
 
     settings = Settings(stage="hybrid")

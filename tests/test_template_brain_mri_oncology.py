@@ -21,7 +21,7 @@ from tests.labelled import (
     rule_extractions,
     template_path,
 )
-from workers.lexical import extract_rules
+from workers.rules_stage import extract_rules
 
 TEMPLATE_ID = "brain_mri_oncology"
 MALIGNANT = ("glioma", "lymphoma", "metastasis")

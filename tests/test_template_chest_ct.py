@@ -32,7 +32,7 @@ from tests.labelled import (
     rule_extractions,
     template_path,
 )
-from workers.lexical import extract_rules
+from workers.rules_stage import extract_rules
 
 HL7_DIR = Path(__file__).resolve().parent / "fixtures" / "hl7v2"
 SNOMED = "http://snomed.info/sct"

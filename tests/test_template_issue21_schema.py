@@ -14,7 +14,7 @@ from mappings.errors import TemplateProblems
 from mappings.report import FindingStatus
 from mappings.template import Template, parse_template
 from tests.labelled import as_report
-from workers.lexical import extract_rules
+from workers.rules_stage import extract_rules
 
 BASE = """
 id: kidney_us

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from adapter.settings import Settings
-from conformance.evaluate import EvalOptions, run_evaluation
+from conformance.eval_scoring import EvalOptions
+from conformance.evaluate import run_evaluation
 from mappings.report import Coding
 from mappings.routing import decide
 from mappings.template import Template, load_builtin_templates, template_codes

@@ -7,7 +7,6 @@ worker pool's default, and a Bundle failing its output check never leaving."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ from adapter.store.messages import Incoming
 from adapter.tables import resources
 from mappings.timeline import TimelineEntry, link_reports, link_stored, patient_reference
 from tests.fhir_server import EHR_IDENTITY, FhirServer
-from tests.stores import KINDS, open_store
 from workers.engine import cpu_cores, worker_pool
 from workers.process import process_message as run_message
 from workers.tasks import make_worker_app, process_message, timeline_links
@@ -57,12 +55,6 @@ class Transactions:
 
     def begin(self, _connection: Any) -> None:
         self.count += 1
-
-
-@pytest.fixture(params=KINDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    with open_store(request.param, Settings(data_dir=tmp_path / "data")) as opened:
-        yield opened
 
 
 def accept(store: Store, raw: bytes, n: int) -> int:
@@ -228,7 +220,8 @@ def test_no_statement_of_a_message_reads_the_whole_store(
 def test_link_reports_follows_the_derived_from_rule(tmp_path: Path) -> None:
     """`radbridge extract`'s timeline (sorted once per finding, a binary search per report) gives
     what `derived_from` gives over all the patient's other reports, ties and out of order too."""
-    from mappings.inbound import HL7_ER7, parse_message
+    from mappings.inbound import parse_message
+    from mappings.media_types import HL7_ER7
     from mappings.timeline import _aware, _emitted, derived_from, priors_of
 
     settings = Settings(stage="rules")

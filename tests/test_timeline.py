@@ -38,7 +38,7 @@ from mappings.timeline import (
     prior_from_resource,
     priors_of,
 )
-from workers.lexical import RULES_MODEL, extract_rules
+from workers.rules_stage import RULES_MODEL, extract_rules
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = load_template(ROOT / "mappings" / "templates" / "brain_mri_oncology.yaml")

@@ -11,7 +11,7 @@ import pytest
 
 from conformance.validate import validate_resource
 from mappings.errors import FhirMappingError
-from mappings.fhir import build_bundle
+from mappings.fhir_out import build_bundle
 from mappings.hl7.oru_out import oru_from_bundle
 from mappings.report import (
     Evidence,

@@ -10,17 +10,16 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import uvicorn
-from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from adapter.api import create_app
 from adapter.settings import Settings
 from adapter.store import Store
+from tests.helpers.routes import api_routes
 from tests.serve_process import free_port
 from tests.test_bad_input import HOSTILE_SEGMENTS
 
@@ -63,16 +62,6 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
 
 def csrf_of(client: TestClient) -> str:
     return str(client.app.state.ui_sessions.development_user().csrf)  # type: ignore[attr-defined]
-
-
-def api_routes(routes: list[Any]) -> Iterator[APIRoute]:
-    """Every APIRoute, also inside included routers (FastAPI keeps those nested)."""
-    for route in routes:
-        if isinstance(route, APIRoute):
-            yield route
-        inner = getattr(route, "original_router", None)
-        if inner is not None:
-            yield from api_routes(inner.routes)
 
 
 def requests(client: TestClient) -> Iterator[tuple[str, str, dict[str, str] | bytes | None]]:

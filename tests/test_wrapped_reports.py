@@ -16,7 +16,7 @@ import pytest
 
 from adapter.inputs import read_records
 from conformance.rewrap import rewrap
-from mappings.fhir import reports_from_fhir
+from mappings.fhir_in import reports_from_fhir
 from mappings.framing import split_frames
 from mappings.hl7.oru_in import parse_oru
 from mappings.inbound import report_from_record
@@ -25,8 +25,8 @@ from mappings.sections import find_sections
 from mappings.template import get_template
 from workers.context import assess
 from workers.evidence import locate_quote
-from workers.lexical import extract_rules, variable_spans
 from workers.prompt import user_text
+from workers.rules_stage import extract_rules, variable_spans
 from workers.stages import hints_text
 
 FIXTURES = Path(__file__).parent / "fixtures"

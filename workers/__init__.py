@@ -1,1 +1,2 @@
-"""The worker side: the llama.cpp engine, the extraction pipeline and (later) Celery tasks."""
+"""The worker side: the one use case (`process`), the rules stage (`rules_stage`) and the LLM
+stage (`llm_stage`) with their engines, delivery, and the Celery tasks (`tasks`)."""

@@ -53,10 +53,6 @@ class Located:
     """False for a mention that lends no sites (history section)."""
 
 
-def _pattern(words: tuple[str, ...]) -> re.Pattern[str]:
-    return terms_pattern(words)
-
-
 def _words(phrases: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
     return tuple(word for words in phrases.values() for word in words)
 
@@ -66,9 +62,9 @@ def _matches(
 ) -> dict[str, list[tuple[int, int]]]:
     matches: dict[str, list[tuple[int, int]]] = {}
     for location in template.locations:
-        spans = [m.span() for m in _pattern(_words(location.synonyms)).finditer(clause)]
+        spans = [m.span() for m in terms_pattern(_words(location.synonyms)).finditer(clause)]
         if mention is not None and location.modifiers:
-            for match in _pattern(_words(location.modifiers)).finditer(clause, 0, mention[0]):
+            for match in terms_pattern(_words(location.modifiers)).finditer(clause, 0, mention[0]):
                 if _MODIFIER_GAP.fullmatch(clause, match.end(), mention[0]) or (
                     match.end() == mention[0]
                 ):

@@ -41,7 +41,7 @@ from workers.context_triggers import (
     NL_RADBRIDGE,
     Rule,
 )
-from workers.errors import WorkerError
+from workers.errors import TriggerTableError, WorkerError
 
 MAX_FORWARD = {
     "NEGATED": 10,
@@ -68,8 +68,39 @@ _LATIN = "0-9A-Za-zÀ-ÖØ-öø-ÿĀ-ſ"
 _WORD = re.compile(r"\S+")
 
 
+DIRECTIONS = ("FORWARD", "BACKWARD", "BIDIRECTIONAL", "PSEUDO", "TERMINATE")
+
+
 class SpanError(WorkerError, ValueError):
     """The mention span is not inside the text."""
+
+
+def _rule_problem(category: str, direction: str, pattern: str) -> str | None:
+    """What is wrong with one trigger rule (`workers.context_triggers`' syntax), or None."""
+    if direction not in DIRECTIONS:
+        return f"direction {direction!r} is not one of {', '.join(DIRECTIONS)}"
+    words = category.split()
+    if category == "ALL" and direction != "TERMINATE":
+        return "category ALL is for TERMINATE rules only"
+    unknown = [word for word in words if word not in CATEGORIES] if category != "ALL" else []
+    if not words or unknown:
+        return f"category {category!r} is not ALL or among {', '.join(CATEGORIES)}"
+    for part in pattern.split(" "):
+        alternatives = part.removesuffix("?").split("|")
+        if not part or any(not alternative for alternative in alternatives):
+            return f"pattern {pattern!r} has an empty token or alternative"
+        if "$" in part and part != "$":
+            return f"pattern {pattern!r}: $ is a token of its own"
+    return None
+
+
+def check_rules(table: str, rules: tuple[Rule, ...]) -> None:
+    """TriggerTableError naming the table, the rule's place and the problem, for the first
+    malformed rule (a misspelt direction or category would silently make a dead rule)."""
+    for index, (category, direction, pattern) in enumerate(rules):
+        problem = _rule_problem(category, direction, pattern)
+        if problem is not None:
+            raise TriggerTableError(f"ConText table {table}, rule {index}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -211,6 +242,16 @@ _LANGUAGE_RULES = {
     "*": (*_EN, *_NL, *_DE, *_KO),
 }
 _COMPILED: dict[str, _Compiled] = {}
+for _table, _rules in {
+    "EN_MEDSPACY": EN_MEDSPACY,
+    "EN_RADBRIDGE": EN_RADBRIDGE,
+    "NL_MEDSPACY": NL_MEDSPACY,
+    "NL_RADBRIDGE": NL_RADBRIDGE,
+    "NL_ONLY": NL_ONLY,
+    "DE_RADBRIDGE": DE_RADBRIDGE,
+    "KO_RADBRIDGE": KO_RADBRIDGE,
+}.items():
+    check_rules(_table, _rules)  # on load: a malformed table stops the import
 
 
 def _compiled(language: str | None) -> _Compiled:

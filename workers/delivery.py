@@ -35,12 +35,12 @@ import httpx
 from adapter.settings import Settings
 from mappings import ehr
 from mappings.errors import AmbiguousMatch, IdentityRefused
+from mappings.media_types import FHIR_JSON, FORM
 from mappings.report import Report
 from workers.errors import DeliveryConflict, DeliveryError, DeliveryRejected, DeliveryRetryable
 from workers.smart_auth import SmartBackendServices, StaticBearer, TokenProvider
 
 log = logging.getLogger("radbridge.delivery")
-FHIR_JSON = "application/fhir+json"
 
 
 @dataclass(frozen=True)
@@ -223,7 +223,7 @@ class _Ehr:
         for attempt in (1, 2):
             sent = {"Accept": FHIR_JSON, **(headers or {})}
             if form is not None:
-                sent["Content-Type"] = "application/x-www-form-urlencoded"
+                sent["Content-Type"] = FORM
             elif body is not None:
                 sent.setdefault("Content-Type", FHIR_JSON)
             if self.provider is not None:
@@ -480,16 +480,16 @@ def deliver_oru_message(
     A resend of the same content carries the same MSH-10 (`oru_control_id`), so the receiver
     can de-duplicate it.
     """
-    from mappings.hl7.ack import Outcome, classify_ack
+    from mappings.hl7.ack import Disposition, classify_ack
 
     built = oru_message(bundle, report, settings, sent)
     ack = send_mllp(settings.oru_target or "", built.message, settings.delivery_timeout_s)
     outcome, answered = classify_ack(ack)
     code = answered or ""
     log.info("oru delivery bundle=%s ack=%s", bundle.get("id"), code)
-    if outcome is Outcome.ACCEPTED:
+    if outcome is Disposition.ACCEPTED:
         return built
-    if outcome is Outcome.REJECTED:
+    if outcome is Disposition.REJECTED:
         raise DeliveryRejected(
             f"ORU target rejected the message ({code})", status=400, outcome=None
         )

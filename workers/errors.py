@@ -12,7 +12,8 @@ RadbridgeError (mappings.errors)
     │   ├── DeliveryRetryable      a passing failure (429, 5xx, timeout): retried     503
     │   │   └── DeliveryConflict   409/412 on a conditional write (read again, retried)  503
     │   └── DeliveryRejected       the receiver refused it for good: dead             502
-    └── SpanError                  workers/context.py: a span outside the text (a bug)
+    ├── SpanError                  workers/context.py: a span outside the text (a bug)
+    └── TriggerTableError          a ConText trigger table is malformed (checked on load)
 """
 
 from __future__ import annotations
@@ -84,3 +85,8 @@ class DeliveryRejected(DeliveryError):
         super().__init__(message)
         self.status = status
         self.outcome = outcome
+
+
+class TriggerTableError(WorkerError):
+    """A ConText trigger table (`workers.context_triggers`) holds a malformed rule: an unknown
+    direction or category, an empty token. Raised when `workers.context` loads."""

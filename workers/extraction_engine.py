@@ -1,6 +1,6 @@
 """What the LLM stage needs from a model backend: the `ExtractionEngine` Protocol.
 
-The pipeline (`workers.pipeline.extract`) and the stage runner (`workers.stages.run_stage`)
+The pipeline (`workers.llm_stage.extract`) and the stage runner (`workers.stages.run_stage`)
 depend on this Protocol only. Implementations, one class each (a new backend = one class):
 
 - `llamacpp` (`workers.engine.Engine`): the model in this process, llama-cpp-python's low-level

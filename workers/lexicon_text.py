@@ -1,12 +1,12 @@
-"""The text primitives of stage 1, shared by `workers.lexical` and its helpers.
+"""The text primitives of stage 1, shared by `workers.rules_stage` and its helpers.
 
 `terms_pattern` turns lexicon terms into one whole-word regex (longest first; a trailing `*` marks
 a stem; any run of spaces or tabs between its words), `clauses` splits a report into clauses (the
-units of `mappings.units`, cut at contrast words: "but", "maar", "aber"), `text_of` is the text
-the rules stage reads (`mappings.units.flowed`: a line wrapped inside a sentence reads as one
+units of `mappings.units`, cut at contrast words: "but", "maar", "aber"; the rules stage reads
+the text as `mappings.units.flowed` gives it: a line wrapped inside a sentence reads as one
 line, same offsets), and `mention_status` is the ConText assertion of one
 mention (`workers.context.assess`). `workers.anatomy`, `workers.organs`, `workers.states` and
-`workers.lexical` import them from here; this module imports none of them.
+`workers.rules_stage` import them from here; this module imports none of them.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ def _spaced(term: str) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def _terms_pattern(terms: tuple[str, ...]) -> re.Pattern[str]:
+def terms_pattern(terms: tuple[str, ...]) -> re.Pattern[str]:
+    """One regex for any of `terms` as whole words (longest first; `*` marks a stem)."""
     alternatives = sorted({t.lower() for t in terms if t}, key=len, reverse=True)
     if not alternatives:
         return re.compile(r"(?!x)x")  # matches nothing
@@ -46,17 +47,6 @@ def _terms_pattern(terms: tuple[str, ...]) -> re.Pattern[str]:
         r"(?<!\w)(?:" + "|".join(_alternative(a) for a in alternatives) + r")" + _RIGHT_BOUNDARY,
         re.IGNORECASE,
     )
-
-
-def terms_pattern(terms: tuple[str, ...]) -> re.Pattern[str]:
-    """One regex for any of `terms` as whole words (longest first; `*` marks a stem)."""
-    return _terms_pattern(terms)
-
-
-def text_of(text: str) -> str:
-    """The report text as the rules stage reads it: each soft line break a space
-    (`mappings.units.flowed`), so offsets into it are offsets into `text`."""
-    return flowed(text)
 
 
 @functools.lru_cache(maxsize=256)
@@ -77,7 +67,7 @@ def _clauses(text: str) -> tuple[tuple[int, int], ...]:
 
 
 def clauses(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each clause of the report text `text` (as received, not `text_of`): its
+    """(start, end) of each clause of the report text `text` (as received, not `mappings.units.flowed`): its
     units (`mappings.units.unit_spans`) cut at contrast words, whitespace excluded."""
     return list(_clauses(text))
 

@@ -5,7 +5,7 @@ A template lists its statements (`normal_statements`: whole phrases, negation in
 presence variables each covers). A phrase found in a clause gives one `absent` mention per
 covered variable; a finding stated present or uncertain elsewhere wins as always ("Otherwise
 normal" after a stated finding), and a phrase in the history section never counts
-(`workers.lexical` filters both). A statement opens its sentence, after a heading ("Conclusie:")
+(`workers.rules_stage` filters both). A statement opens its sentence, after a heading ("Conclusie:")
 "otherwise" and an article at most: "Patellofemoraal geen afwijkingen" and "Links geen afwijkingen" are
 limited to a region or side and make nothing absent at report level.
 """
@@ -43,7 +43,7 @@ class NormalHit:
 def normal_hits(
     text: str, clause_spans: list[tuple[int, int]], template: Template
 ) -> list[NormalHit]:
-    """Every normal statement of the template in `text` (read as `workers.lexicon_text.text_of`)."""
+    """Every normal statement of the template in `text` (read as `mappings.units.flowed`)."""
     hits: list[NormalHit] = []
     for statement in template.normal_statements:
         words = tuple(word for phrases in statement.phrases.values() for word in phrases)

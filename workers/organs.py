@@ -52,15 +52,11 @@ def _words(phrases: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
     return tuple(word for words in phrases.values() for word in words)
 
 
-def _pattern(words: tuple[str, ...]) -> re.Pattern[str]:
-    return terms_pattern(words)
-
-
 def _qualified(text: str, organs: OrganQualifiers, own_sites: re.Pattern[str]) -> bool:
     """True when `text` names another organ and not the template's own."""
-    if not _pattern(_words(organs.other)).search(text):
+    if not terms_pattern(_words(organs.other)).search(text):
         return False
-    own = _pattern(_words(organs.own))
+    own = terms_pattern(_words(organs.own))
     return not own.search(text) and not own_sites.search(text)
 
 
@@ -88,7 +84,7 @@ def _korean_before(clause: str, start: int, organs: OrganQualifiers) -> str | No
     if not _HANGUL.search(before):
         return None
     last = None
-    for match in _pattern(_words(organs.other)).finditer(before):
+    for match in terms_pattern(_words(organs.other)).finditer(before):
         last = match
     return before[last.start() :] if last else None
 
@@ -102,7 +98,7 @@ def _own_sites(template: Template) -> re.Pattern[str]:
         for words in location.synonyms.values()
         for word in words
     )
-    return _pattern(words)
+    return terms_pattern(words)
 
 
 def other_organ(template: Template, variable_id: str, clause: str, start: int, end: int) -> bool:

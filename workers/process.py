@@ -4,7 +4,7 @@
                                                    ├─> Reports ─> route (mappings.routing.decide)
     Reports (files, records, labelled cases) ──────┘     ─> stages (workers.stages.run_stage,
                                                             any ExtractionEngine)
-                                                         ─> timeline links ─> Bundle ─> Outcome
+                                                         ─> timeline links ─> Bundle ─> ProcessedReports
 
 The Celery task (`workers.tasks`), `radbridge extract` (`app.cli`, `app.backfill`),
 `radbridge eval` (`conformance.evaluate`) and replay's expected routing (`conformance.replay`)
@@ -36,7 +36,7 @@ from typing import Any
 
 from adapter.settings import Settings
 from mappings.errors import FhirMappingError, HL7ErrorCode, MessageRejected, RadbridgeError
-from mappings.fhir import build_bundle
+from mappings.fhir_out import build_bundle
 from mappings.inbound import parse_message
 from mappings.insights.fhir import add_insights
 from mappings.insights.model import Insights
@@ -48,7 +48,7 @@ from mappings.timeline import TimelineEntry, link_reports
 from workers.errors import ExtractionError
 from workers.extraction_engine import ExtractionEngine
 from workers.insights.extract import critical_list, insights_of
-from workers.lexical import RULES_MODEL
+from workers.rules_stage import RULES_MODEL
 from workers.stages import run_stage
 
 EngineFactory = Callable[[], ExtractionEngine]
@@ -104,7 +104,7 @@ class Result:
 
 
 @dataclass
-class Outcome:
+class ProcessedReports:
     """What one call produced: results in input order, and rejections."""
 
     results: list[Result] = field(default_factory=list)
@@ -130,7 +130,7 @@ def _finish(
     settings: Settings,
     derived_from: dict[str, str],
     started: float,
-    outcome: Outcome,
+    outcome: ProcessedReports,
 ) -> Result | None:
     """`result` with its Bundle (the time building it took added to its seconds), added to
     `outcome`; None when its Bundle cannot be built or fails the output check: the report is
@@ -196,10 +196,10 @@ def process_reports(
     on_report: Callable[[Report], None] | None = None,
     reject_failed: bool = False,
     with_bundles: bool = True,
-) -> Outcome:
+) -> ProcessedReports:
     """Route each report, run the configured stage for each chosen template, link the timeline
     and build the Bundles (see the module docstring for what each option changes)."""
-    outcome = Outcome()
+    outcome = ProcessedReports()
     pending: list[Result] = []
     for report in reports:
         routing = route(report, templates, explicit=explicit)
@@ -266,9 +266,9 @@ def process_message(
     settings: Settings,
     engine: EngineFactory,
     **options: Any,
-) -> Outcome:
+) -> ProcessedReports:
     """One stored message: parse it (`mappings.inbound.parse_message`), then `process_reports`
-    with `options`. A message that cannot be used is an Outcome with one message rejection."""
+    with `options`. A message that cannot be used is an ProcessedReports with one message rejection."""
     try:
         reports = parse_message(
             raw,
@@ -277,5 +277,5 @@ def process_message(
             default_language=settings.default_language,
         )
     except MessageRejected as exc:
-        return Outcome(rejected=[Rejected.of(exc, exc.reason)])
+        return ProcessedReports(rejected=[Rejected.of(exc, exc.reason)])
     return process_reports(reports, templates, settings, engine, **options)

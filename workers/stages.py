@@ -27,8 +27,8 @@ from adapter.settings import Settings
 from mappings.report import Extraction, FindingStatus, FindingValue, Report, ScalarValue, Stage
 from mappings.template import Template
 from workers.extraction_engine import ExtractionEngine
-from workers.lexical import extract_rules, variable_spans
-from workers.pipeline import extract as extract_llm
+from workers.llm_stage import extract as extract_llm
+from workers.rules_stage import extract_rules, variable_spans
 
 DISAGREEMENT_FACTOR = 0.5
 

@@ -42,15 +42,11 @@ def _words(phrases: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
     return tuple(word for words in phrases.values() for word in words)
 
 
-def _pattern(words: tuple[str, ...]) -> re.Pattern[str]:
-    return terms_pattern(words)
-
-
 def excluded_spans(text: str, variable: Variable) -> list[tuple[int, int]]:
     """The spans of the variable's excluded phrases in `text`."""
     if not variable.excludes:
         return []
-    return [m.span() for m in _pattern(_words(variable.excludes)).finditer(text)]
+    return [m.span() for m in terms_pattern(_words(variable.excludes)).finditer(text)]
 
 
 def inside(spans: list[tuple[int, int]], start: int, end: int) -> bool:
@@ -74,9 +70,12 @@ def _nearest_state(
 
 def _state_words(clause: str, phrases: StatePhrases) -> list[tuple[int, int, bool]]:
     found = [
-        (m.start(), m.end(), False) for m in _pattern(_words(phrases.abnormal)).finditer(clause)
+        (m.start(), m.end(), False)
+        for m in terms_pattern(_words(phrases.abnormal)).finditer(clause)
     ]
-    normal = [(m.start(), m.end(), True) for m in _pattern(_words(phrases.normal)).finditer(clause)]
+    normal = [
+        (m.start(), m.end(), True) for m in terms_pattern(_words(phrases.normal)).finditer(clause)
+    ]
     # a normal phrase that contains an abnormal word ("upper limits of normal" vs "large") wins
     found = [s for s in found if not any(a <= s[0] and s[1] <= b for a, b, _ in normal)]
     return sorted(found + normal)
@@ -89,7 +88,7 @@ def state_hits(
     phrases = variable.states
     if phrases is None:
         return []
-    subjects = _pattern(_words(phrases.subjects))
+    subjects = terms_pattern(_words(phrases.subjects))
     hits: list[StateHit] = []
     for clause_start, clause_end in clause_spans:
         clause = text[clause_start:clause_end]

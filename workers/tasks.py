@@ -45,6 +45,7 @@ from adapter.store.messages import CLAIMED, DEAD, PROCESSING, MessageRow
 from adapter.store.results import Output
 from mappings import inbound
 from mappings.errors import HL7ErrorCode, MessageRejected
+from mappings.media_types import FHIR_JSON
 from mappings.report import FindingStatus, Report
 from mappings.template import load_templates
 from mappings.timeline import TimelineEntry, link_stored, patient_reference
@@ -63,7 +64,6 @@ log = logging.getLogger("radbridge.tasks")
 _STORES: dict[str, Store] = {}
 _CLIENTS: dict[str, httpx.Client] = {}
 _LOCK = threading.Lock()
-FHIR_CONTENT = inbound.FHIR_JSON
 
 
 def store_for(settings: Settings) -> Store:
@@ -213,18 +213,18 @@ def send_application_ack(
 ) -> None:
     """Enhanced mode: send the application ACK MSH-16 asks for to RADBRIDGE_APP_ACK_TARGET
     (`row`: the message's row when the caller has read it)."""
-    from mappings.hl7.ack import Outcome, build_ack, needs_application_ack
+    from mappings.hl7.ack import Disposition, build_ack, needs_application_ack
     from mappings.hl7.msh import peek_msh
     from workers.delivery import send_mllp
 
     target = settings.app_ack_target  # the table's `app_ack` destination
-    if not target or _content_type(store, message_id) == FHIR_CONTENT:
+    if not target or _content_type(store, message_id) == FHIR_JSON:
         return
     try:
         peek = peek_msh(store.raw(message_id))
     except MessageRejected:
         return
-    outcome = Outcome.ACCEPTED if success else Outcome.ERROR
+    outcome = Disposition.ACCEPTED if success else Disposition.ERROR
     if not needs_application_ack(peek, outcome):
         return
     error = None if success else _application_error(row or store.get_message(message_id))
@@ -242,11 +242,13 @@ def send_application_ack(
 def _application_error(row: MessageRow | None) -> Any:
     """The ERR of a negative application ACK: the rejection's own 0357 code and detail, kept
     with the dead state (`Store.mark_rejected`), else 207 internal error."""
-    from mappings.hl7.ack import AckError
+    from mappings.hl7.ack import AckErrorDetail
 
     if row is not None and row.rejection_code and (row.reason or "").startswith("rejected:"):
-        return AckError(HL7ErrorCode(row.rejection_code), row.rejection_detail or "")
-    return AckError(HL7ErrorCode.APPLICATION_INTERNAL_ERROR, "the report could not be processed")
+        return AckErrorDetail(HL7ErrorCode(row.rejection_code), row.rejection_detail or "")
+    return AckErrorDetail(
+        HL7ErrorCode.APPLICATION_INTERNAL_ERROR, "the report could not be processed"
+    )
 
 
 def _content_type(store: Store, message_id: int) -> str:

@@ -1,4 +1,4 @@
-"""Typed values as radiologists write them, for stage 1 (`workers.lexical`).
+"""Typed values as radiologists write them, for stage 1 (`workers.rules_stage`).
 
 - `shadow`: the report text with number words (NL/DE/EN, 0-99) written as digits and
   approximation and linking words ("ongeveer", "circa", "etwa", "ca.", "approximately",

@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from adapter.errors import UiRefused
 from adapter.reviews import console_messages, message_detail
@@ -20,17 +21,19 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 
 
 async def metrics_lines(request: Request) -> list[tuple[str, str]]:
-    """The Prometheus samples of `/metrics` (same app), without help lines."""
-    for route in request.app.routes:
-        if getattr(route, "path", None) == "/metrics":
-            answer = await route.endpoint()
-            text = bytes(answer.body).decode()
-            return [
-                (line.rsplit(" ", 1)[0], line.rsplit(" ", 1)[1])
-                for line in text.splitlines()
-                if line and not line.startswith("#") and " " in line
-            ]
-    return []
+    """The Prometheus samples of `/metrics` (`adapter.api.operations.metrics_text` of the same
+    app), without help lines; none when the app serves no API."""
+    from adapter.api.operations import metrics_text
+
+    context = getattr(request.app.state, "api", None)
+    if context is None:
+        return []
+    text = await run_in_threadpool(metrics_text, context)
+    return [
+        (line.rsplit(" ", 1)[0], line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#") and " " in line
+    ]
 
 
 @router.get("/messages", response_class=HTMLResponse)

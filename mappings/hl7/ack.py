@@ -35,21 +35,30 @@ class AckCode(StrEnum):
     CR = "CR"
 
 
-class Outcome(StrEnum):
-    """What happened to an inbound message."""
+class Disposition(StrEnum):
+    """What became of an inbound message, which the ACK code tells: accepted (AA/CA), an error
+    the sender may resend after (AE/CE), rejected for good (AR/CR)."""
 
     ACCEPTED = "accepted"
     ERROR = "error"
     REJECTED = "rejected"
 
 
-_ORIGINAL = {Outcome.ACCEPTED: AckCode.AA, Outcome.ERROR: AckCode.AE, Outcome.REJECTED: AckCode.AR}
-_ENHANCED = {Outcome.ACCEPTED: AckCode.CA, Outcome.ERROR: AckCode.CE, Outcome.REJECTED: AckCode.CR}
+_ORIGINAL = {
+    Disposition.ACCEPTED: AckCode.AA,
+    Disposition.ERROR: AckCode.AE,
+    Disposition.REJECTED: AckCode.AR,
+}
+_ENHANCED = {
+    Disposition.ACCEPTED: AckCode.CA,
+    Disposition.ERROR: AckCode.CE,
+    Disposition.REJECTED: AckCode.CR,
+}
 
 
 @dataclass(frozen=True)
-class AckError:
-    """The ERR content of a negative acknowledgement."""
+class AckErrorDetail:
+    """The ERR content of a negative acknowledgement (data, not an exception)."""
 
     code: HL7ErrorCode
     text: str
@@ -61,7 +70,7 @@ def is_enhanced(peek: MshPeek | None) -> bool:
     return peek is not None and bool(peek.accept_ack_type or peek.application_ack_type)
 
 
-def needs_commit_ack(peek: MshPeek | None, outcome: Outcome) -> bool:
+def needs_commit_ack(peek: MshPeek | None, outcome: Disposition) -> bool:
     """Whether an ACK is sent now (always in original mode; per MSH-15 in enhanced mode)."""
     if not is_enhanced(peek):
         return True
@@ -70,25 +79,25 @@ def needs_commit_ack(peek: MshPeek | None, outcome: Outcome) -> bool:
     if rule == "NE":
         return False
     if rule == "ER":
-        return outcome is not Outcome.ACCEPTED
+        return outcome is not Disposition.ACCEPTED
     if rule == "SU":
-        return outcome is Outcome.ACCEPTED
+        return outcome is Disposition.ACCEPTED
     return True  # AL and anything unknown: answering is the safe side
 
 
-def needs_application_ack(peek: MshPeek | None, outcome: Outcome) -> bool:
+def needs_application_ack(peek: MshPeek | None, outcome: Disposition) -> bool:
     """Whether an application ACK is owed later (enhanced mode, MSH-16 AL/ER/SU)."""
     if peek is None or not peek.application_ack_type:
         return False
     rule = peek.application_ack_type.upper()
     return (
         rule == "AL"
-        or (rule == "ER" and outcome is not Outcome.ACCEPTED)
-        or (rule == "SU" and outcome is Outcome.ACCEPTED)
+        or (rule == "ER" and outcome is not Disposition.ACCEPTED)
+        or (rule == "SU" and outcome is Disposition.ACCEPTED)
     )
 
 
-def ack_code(peek: MshPeek | None, outcome: Outcome, *, application: bool = False) -> AckCode:
+def ack_code(peek: MshPeek | None, outcome: Disposition, *, application: bool = False) -> AckCode:
     """The MSA-1 code for an outcome: commit codes in enhanced mode, AA/AE/AR otherwise and for
     application acknowledgements."""
     return (_ENHANCED if is_enhanced(peek) and not application else _ORIGINAL)[outcome]
@@ -117,10 +126,10 @@ def _translate(raw: str, peek: MshPeek) -> str:
 
 def build_ack(
     peek: MshPeek | None,
-    outcome: Outcome,
+    outcome: Disposition,
     *,
     control_id: str,
-    error: AckError | None = None,
+    error: AckErrorDetail | None = None,
     now: datetime | None = None,
     application: bool = False,
 ) -> bytes:
@@ -182,13 +191,13 @@ def _msa1(ack: bytes) -> str | None:
     return None
 
 
-def classify_ack(ack: bytes) -> tuple[Outcome, str | None]:
+def classify_ack(ack: bytes) -> tuple[Disposition, str | None]:
     """(what the receiver did, its MSA-1) for an ACK radbridge received (the HTTP API's own
     answer, an ORU destination's): AA/CA accepted, AR/CR rejected (do not resend unchanged),
     anything else (AE, CE, no MSA, an unknown code) an error worth retrying."""
     code = _msa1(ack)
     if code in (AckCode.AA, AckCode.CA):
-        return Outcome.ACCEPTED, code
+        return Disposition.ACCEPTED, code
     if code in (AckCode.AR, AckCode.CR):
-        return Outcome.REJECTED, code
-    return Outcome.ERROR, code
+        return Disposition.REJECTED, code
+    return Disposition.ERROR, code

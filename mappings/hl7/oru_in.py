@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Literal
 
-from mappings.errors import HL7ErrorCode, MessageRejected, map_exceptions
+from mappings.errors import HL7ErrorCode, MessageRejected, NoReportText, map_exceptions
 from mappings.hl7.er7 import Values, charset_of, fields, get, segments
 from mappings.hl7.msh import SUPPORTED_VERSIONS, MessageHeader, MshPeek, header, peek_msh
 from mappings.language import detect_language
@@ -243,12 +243,12 @@ def _report(
     text = normalise_text([line for *_, lines in keyed for line in lines])
     if not text.strip():
         if saw_binary:
-            raise _reject(
+            raise NoReportText(
                 HL7ErrorCode.DATA_TYPE_ERROR,
                 "pdf_only",
                 f"OBR {set_id}: only non-text (e.g. PDF) content; radbridge needs text/plain narrative",
             )
-        raise _reject(
+        raise NoReportText(
             HL7ErrorCode.REQUIRED_FIELD_MISSING,
             "no_narrative",
             f"OBR {set_id}: no report text in OBX",
@@ -422,5 +422,5 @@ def _parse_oru(payload: bytes, default_charset: str, default_language: str) -> P
             rejected.append(exc)
     if not reports:
         first = rejected[0]
-        raise _reject(first.code, first.reason, first.detail)
+        raise type(first)(first.code, first.reason, first.detail)  # NoReportText stays one
     return ParsedMessage(header=head, reports=tuple(reports), rejected=tuple(rejected))

@@ -1,4 +1,4 @@
-"""Stage 1 sizes (`workers.measurements` through `workers.lexical`): a size belongs to the
+"""Stage 1 sizes (`workers.measurements` through `workers.rules_stage`): a size belongs to the
 finding it measures, in that finding's own clause; prior values, distances and wall
 thicknesses are no size of the finding; the labelled sets score it (`sizes.jsonl` and the
 `_attributes` of the issue 21 sets)."""
@@ -14,7 +14,7 @@ from conformance.labels import gold_sizes, predicted_sizes
 from mappings.report import Report
 from mappings.sections import find_sections
 from mappings.template import get_template
-from workers.lexical import extract_rules
+from workers.rules_stage import extract_rules
 
 LABELLED = Path(__file__).parent / "fixtures" / "labelled"
 SIZED_SETS = ("sizes", "abdomen", "breast", "head_ct", "msk_radiograph", "thyroid_us")

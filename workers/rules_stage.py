@@ -6,7 +6,7 @@ uncertain or hypothetical -> `uncertain`, historical -> `present`; a mention abo
 (family history) does not vote at all. Clauses are the units of `mappings.units` (sentences and
 statements, not display lines: a line wrapped inside a sentence continues it) cut at contrast
 words ("but", "maar", "aber"); the text is read with each wrapped line break as a space
-(`text_of`, same offsets) and quoted as written, line breaks included. A mention in the
+(`mappings.units.flowed`, same offsets) and quoted as written, line breaks included. A mention in the
 history/indication section (the clinical question, e.g. "r/o PE", "edema and dyspnea") never
 counts: it is not a finding of this examination. A mention inside one of the variable's
 `excludes` phrases ("pericardial effusion") does not count either; `states` add subject + state
@@ -55,8 +55,9 @@ from mappings.report import (
 )
 from mappings.sections import find_sections
 from mappings.template import Template, Variable, VariableType
+from mappings.units import flowed
 from workers import anatomy, measurements, organs, values
-from workers.lexicon_text import clauses, mention_status, terms_pattern, text_of
+from workers.lexicon_text import clauses, mention_status, terms_pattern
 from workers.normals import normal_hits
 from workers.states import excluded_spans, inside, state_hits
 
@@ -86,13 +87,6 @@ def _assertion(clause: str, mention_start: int, mention_end: int) -> FindingStat
     return FindingStatus.UNCERTAIN if status is None else status
 
 
-def _locations(template: Template, variable: Variable, clause: str) -> tuple[str, ...]:
-    """The variable's locations named in the clause (`workers.anatomy.sites`: a match inside a
-    longer one is dropped, a lobe replaces the lung it is part of, a multi-site location the
-    sites it expands to)."""
-    return anatomy.sites(template, variable, clause)
-
-
 def find_mentions(report: Report, template: Template) -> list[Mention]:
     """Every synonym mention of every variable, with assertion and locations.
 
@@ -101,7 +95,7 @@ def find_mentions(report: Report, template: Template) -> list[Mention]:
     for the mention in its clause, then shared across the report's statements of the finding.
     """
     mentions: list[Mention] = []
-    text = text_of(report.text)
+    text = flowed(report.text)
     spans = clauses(report.text)
     probable_present = template.probable_existence == "present"
     for variable in template.variables:
@@ -219,7 +213,7 @@ def _in_own_unit(raw: str, match: re.Match[str], variable: Variable) -> str:
 
 
 def _negated(report: Report, clause: tuple[int, int], start: int, end: int) -> bool:
-    text = text_of(report.text)[clause[0] : clause[1]]
+    text = flowed(report.text)[clause[0] : clause[1]]
     status = _assertion(text, start - clause[0], min(end, clause[1]) - clause[0])
     return status is FindingStatus.ABSENT
 
@@ -234,7 +228,7 @@ def _pattern_hits(
         regexes = tuple(r for rs in variable.patterns.values() for r in rs)
     hits: list[ValueHit] = []
     # number words as digits, same offsets
-    text = values.shadow(text_of(report.text), report.language)
+    text = values.shadow(flowed(report.text), report.language)
     for regex in regexes:
         for match in re.finditer(regex, text, re.IGNORECASE):
             clause = _clause_at(spans, match.start())
@@ -251,7 +245,7 @@ def _pattern_hits(
             hits.append(
                 ValueHit(value, match.start(), match.end(), clause[0], max(clause[1], match.end()))
             )
-        for row in values.table_lines(text_of(report.text)):
+        for row in values.table_lines(flowed(report.text)):
             for match in re.finditer(regex, row.statement, re.IGNORECASE):
                 value = _parse_number(match.group("value") or "", variable)
                 if value is not None:
@@ -288,7 +282,7 @@ def _window_hits(
     """A synonym followed within NUMBER_WINDOW characters (same clause) by a valid number."""
     pattern = _pattern(list(variable.terms()))
     hits: list[ValueHit] = []
-    flow = text_of(report.text)
+    flow = flowed(report.text)
     text = values.shadow(flow, report.language)
     for clause_start, clause_end in spans:
         clause = flow[clause_start:clause_end]
@@ -323,7 +317,7 @@ def _option_hits(
 ) -> list[ValueHit]:
     """Non-negated option mentions in text[start:end], by clause, in text order."""
     hits: list[ValueHit] = []
-    flow = text_of(report.text)
+    flow = flowed(report.text)
     for clause_start, clause_end in clauses(report.text):
         if clause_end <= start or clause_start >= end:
             continue
@@ -385,7 +379,7 @@ def typed_hits(report: Report, variable: Variable) -> list[ValueHit]:
 
 def _lateral_hits(report: Report, template: Template, variable: Variable) -> list[ValueHit]:
     """One side of a left/right scale pair, read in any order (`workers.values`)."""
-    shadowed = values.shadow(text_of(report.text), report.language)
+    shadowed = values.shadow(flowed(report.text), report.language)
     hit = values.lateral_value(shadowed, template, variable)
     if hit is None:
         return []
@@ -410,14 +404,14 @@ def _typed_value(report: Report, template: Template, variable: Variable) -> Find
     best = hits[0]
     if variable.aggregate == "highest":  # the highest value stated (first of equals)
         best = max(hits, key=lambda hit: _rank(variable, hit.value))
-    clause = text_of(report.text)[best.clause_start : best.clause_end]
+    clause = flowed(report.text)[best.clause_start : best.clause_end]
     quote = report.text[best.clause_start : best.clause_end]  # as written, line breaks included
     return FindingValue(
         variable_id=variable.id,
         status=FindingStatus.PRESENT,
         value=best.value,
         unit=variable.unit.code if variable.unit is not None else None,
-        locations=_locations(template, variable, clause) if variable.locations else (),
+        locations=anatomy.sites(template, variable, clause) if variable.locations else (),
         evidence=Evidence(quote=quote, start=best.clause_start, end=best.clause_end),
         stage=Stage.RULES,
     )
@@ -444,12 +438,12 @@ def all_mentions(report: Report, template: Template) -> list[Mention]:
     """Synonym mentions (`find_mentions`), plus state statements (`workers.states`: "heart size
     is enlarged" / "heart size normal") and normal statements (`workers.normals`)."""
     mentions = find_mentions(report, template)
-    text = text_of(report.text)
+    text = flowed(report.text)
     spans = clauses(report.text)
     for variable in template.variables:
         for hit in state_hits(text, spans, variable):
             clause = text[hit.clause_start : hit.clause_end]
-            locations = _locations(template, variable, clause) if variable.locations else ()
+            locations = anatomy.sites(template, variable, clause) if variable.locations else ()
             mentions.append(
                 Mention(
                     variable_id=variable.id,
@@ -504,7 +498,7 @@ def _sizes(
         key=lambda m: order[m.variable_id],
     )
     return measurements.finding_sizes(
-        text_of(report.text), report.text, clauses(report.text), owners, sized
+        flowed(report.text), report.text, clauses(report.text), owners, sized
     )
 
 

@@ -13,6 +13,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.params import Depends
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
+from mappings.media_types import FHIR_JSON
 from mappings.reference import INSTALL_HINT, reference_path
 
 SWAGGER_DIR = "swagger-ui"
@@ -61,6 +62,6 @@ def install_docs(app: FastAPI, dependencies: Sequence[Depends]) -> None:
                     "issue": [{"severity": "error", "code": "not-found", "diagnostics": name}],
                 },
                 status_code=404,
-                media_type="application/fhir+json",
+                media_type=FHIR_JSON,
             )
         return FileResponse(folder / name, media_type=ASSETS[name])

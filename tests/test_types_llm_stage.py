@@ -21,8 +21,7 @@ from mappings.template import Template, load_template
 from mappings.template_output import TypedAnswer, VariableAnswer, output_json_schema, output_model
 from tests.fakes import FakeEngine, fake_generation
 from workers.errors import ExtractionError
-from workers.lexical import variable_spans
-from workers.pipeline import (
+from workers.llm_stage import (
     extract,
     finding_value,
     max_tokens_for,
@@ -30,6 +29,7 @@ from workers.pipeline import (
     typed_value,
 )
 from workers.prompt import answer_format, system_text
+from workers.rules_stage import variable_spans
 from workers.stages import hints_text, merge_values
 
 TYPED: Template = load_template(
@@ -326,7 +326,7 @@ def test_merge_typed_values_agree_on_the_same_value() -> None:
 
 
 def test_hints_show_typed_values() -> None:
-    from workers.lexical import extract_rules
+    from workers.rules_stage import extract_rules
 
     hints = hints_text(extract_rules(REPORT, TYPED))
     assert "- fazekas: present = 2:" in hints

@@ -1,4 +1,4 @@
-"""Stage 1 (workers/lexical.py) for typed variables: patterns, synonym + number, enum options,
+"""Stage 1 (workers/rules_stage.py) for typed variables: patterns, synonym + number, enum options,
 presence qualifiers and section preference, on short hand-written sentences."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from mappings.report import FindingStatus, Report
 from mappings.sections import find_sections
 from mappings.template import Template, load_template
-from workers.lexical import extract_rules, typed_hits, variable_spans
+from workers.rules_stage import extract_rules, typed_hits, variable_spans
 
 TYPED: Template = load_template(
     Path(__file__).resolve().parent / "fixtures" / "templates" / "typed_demo.yaml"

@@ -1,4 +1,4 @@
-"""workers/pipeline.py around the engine: parsing, evidence downgrades, locations, confidence.
+"""workers/llm_stage.py around the engine: parsing, evidence downgrades, locations, confidence.
 
 A FAKE engine and hand-built `Generation` objects stand in for the model here: these are unit
 tests of the code around the engine (the real model runs in tests/test_engine.py).
@@ -19,7 +19,7 @@ from mappings.template_output import VariableAnswer
 from mappings.units import flowed
 from tests.fakes import FakeEngine, fake_generation
 from workers.errors import ExtractionError
-from workers.pipeline import extract, finding_value, status_confidences
+from workers.llm_stage import extract, finding_value, status_confidences
 
 TEMPLATE = get_template("chest_findings")
 TEXT = "FINDINGS:\nSmall right  pleural\neffusion. No pneumothorax.\nGröße ±2 cm; 우측 폐 consolidation."
