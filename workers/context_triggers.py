@@ -11,7 +11,14 @@ were dropped; "behalve" moved from negation to termination; "decline" kept only 
 terminators end every category; Dutch words that are German or English words too ("noch",
 "nicht", "kind") apply only to Dutch text.
 The tables marked "radbridge" (radiology phrasing in English and Dutch, all of German and
-Korean) were written for this project.
+Korean) were written for this project. Their hedge classes follow pyConText's lexicon
+(github.com/chapmanbe/pyConTextNLP, KB/lexical_kb_05042016.tsv: "likely", "probable" and
+"highly suggestive" are probable or definite existence, so PROBABLE here, in every language:
+"waarschijnlijk", "vermoedelijk", "wahrscheinlich", "vermutlich", "am ehesten") and the
+uncertainty patterns of CheXpert (`../shared/data/chexpert-phrases/patterns`: "concern for",
+"suspicion for"); where the labelled sets read a phrase otherwise, the sets win ("suggesting",
+pyConText's probable existence, stays POSSIBLE: Open-i labels "hyperinflated suggesting
+emphysema" as no emphysema).
 
 medspaCy licence (MIT):
     Copyright (c) 2020 medspacy
@@ -172,7 +179,7 @@ EN_RADBRIDGE: tuple[Rule, ...] = (
     ("NEGATED", "BACKWARD", "is|are|was|were? excluded"),
     ("NEGATED", "BACKWARD", "is|are|was|were? no longer seen|visible|visualized|present|identified|evident|demonstrated|noted|apparent"),
     ("NEGATED", "BACKWARD", "is|are|was|were|has|have? not|n't been? seen|identified|visualized|visualised|demonstrated|appreciated|present|evident|detected|noted|visible|apparent|depicted|shown"),
-    ("POSSIBLE", "FORWARD", "possibly|questionable|suspect|suspected|equivocal|indeterminate"),
+    ("POSSIBLE", "FORWARD", "possibly|questionable|suspect|suspected|equivocal"),
     ("PROBABLE", "FORWARD", "probable|presumed|presumably|presumptive"),
     ("POSSIBLE", "FORWARD", "suspicious|concerning|worrisome for|of"),
     ("POSSIBLE", "FORWARD", "suggestive for|of"),
@@ -189,7 +196,13 @@ EN_RADBRIDGE: tuple[Rule, ...] = (
     ("POSSIBLE", "BIDIRECTIONAL", "less|least likely|probable"),
     ("POSSIBLE", "BIDIRECTIONAL", "differential consideration|considerations|diagnosis|diagnoses"),
     ("POSSIBLE", "BACKWARD", "in the differential"),
+    # "suggesting" stays a weak hedge: pyConText (lexical_kb_05042016) calls "suggest[a-z]+" probable
+    # existence, but the Open-i labels read "hyperinflated suggesting emphysema" as not emphysema
     ("POSSIBLE", "FORWARD", "suggesting|suggests|favoring|favouring|favors|favours"),
+    # pyConText lexical_kb_05042016: "highly suggestive" is definite existence (probable here)
+    ("PROBABLE", "FORWARD", "highly|strongly suggestive for|of"),
+    # CheXpert uncertainty patterns: "concern for", "suspicion for"
+    ("POSSIBLE", "FORWARD", "concern|suspicion for|of"),
     ("NEGATED", "FORWARD", "not|n't suspicious|concerning|worrisome for|of"),
     ("NEGATED", "FORWARD", "no|without findings|evidence|signs|features suggesting|suggestive|to_suggest|to_indicate|indicating|indicative of|for?"),
     ("NEGATED", "FORWARD", "low suspicion|probability|likelihood for|of"),
@@ -344,9 +357,13 @@ NL_RADBRIDGE: tuple[Rule, ...] = (
     ("NEGATED", "BACKWARD", "is|zijn|was|waren? afwezig|verdwenen"),
     ("NEGATED", "BACKWARD", "is|zijn|wordt|worden|werd|werden? niet meer? gezien|zichtbaar|waarneembaar|aantoonbaar|afgrensbaar|aanwezig|vastgesteld|te_zien"),
     ("NEGATED", "BACKWARD", "is|zijn|was|waren? niet meer? aanwezig"),
-    ("POSSIBLE", "FORWARD", "mogelijk|mogelijke|mogelijkerwijs|waarschijnlijk|waarschijnlijke|vermoedelijk|vermoedelijke|twijfelachtige|dubieuze|eventueel|eventuele"),
+    ("POSSIBLE", "FORWARD", "mogelijk|mogelijke|mogelijkerwijs|twijfelachtige|dubieuze|eventueel|eventuele"),
+    # "likely", "presumably" (pyConText probable existence; strong hedges in the labelled sets)
+    ("PROBABLE", "FORWARD", "waarschijnlijk|waarschijnlijke|vermoedelijk|vermoedelijke"),
     ("POSSIBLE", "FORWARD", "verdacht|suspect voor|op"),
     ("POSSIBLE", "FORWARD", "verdenking|vermoeden op|van|voor"),
+    ("POSSIBLE", "FORWARD", "verdenking|vermoeden"),
+    ("PROBABLE", "FORWARD", "suggereert|suggererend|suggereren"),
     ("POSSIBLE", "FORWARD", "dd|ddx|differentiaal_diagnostisch|differentiaaldiagnostisch|differentiaaldiagnose"),
     ("POSSIBLE", "FORWARD", "kan|kunnen passen bij"),
     ("POSSIBLE", "BIDIRECTIONAL", "minder|minst waarschijnlijk"),
@@ -356,8 +373,10 @@ NL_RADBRIDGE: tuple[Rule, ...] = (
     ("POSSIBLE", "BIDIRECTIONAL", "niet uit te sluiten"),
     ("PROBABLE", "BIDIRECTIONAL", "versus|vs.|vs"),
     ("POSSIBLE", "BACKWARD", "wordt|worden? vermoed|verondersteld|gesuggereerd"),
-    ("POSSIBLE", "BACKWARD", "is|zijn waarschijnlijk|mogelijk|twijfelachtig|dubieus"),
-    ("POSSIBLE", "BACKWARD", "waarschijnlijk|mogelijk|twijfelachtig|dubieus $"),
+    ("POSSIBLE", "BACKWARD", "is|zijn mogelijk|twijfelachtig|dubieus"),
+    ("POSSIBLE", "BACKWARD", "mogelijk|twijfelachtig|dubieus $"),
+    ("PROBABLE", "BACKWARD", "is|zijn waarschijnlijk"),
+    ("PROBABLE", "BACKWARD", "waarschijnlijk $"),
     ("POSSIBLE", "BACKWARD", "kan|kunnen niet worden uitgesloten"),
     ("HISTORICAL", "FORWARD", "status_na|status_post|s/p|st.p.|st._p."),
     ("HISTORICAL", "FORWARD", "eerder|eerdere|voorheen|voormalige|bekende|oude"),
@@ -365,6 +384,7 @@ NL_RADBRIDGE: tuple[Rule, ...] = (
     ("HISTORICAL", "PSEUDO", "eerder|vorig|voorgaand|voorgaande onderzoek|onderzoeken|ct|mri|opname|opnamen|foto"),
     ("HISTORICAL", "PSEUDO", "jaar|jaren|maanden|weken|dagen oud"),
     ("NEGATED", "FORWARD", "ter uitsluiting|evaluatie van"),
+    ("POSSIBLE", "FORWARD", "uitsluiten"),
     ("FAMILY", "FORWARD", "familieanamnese|fam._anamnese"),
     ("NEGATED", "BACKWARD", "geen|nihil|afwezig|0 $"),
     ("NEGATED", "BACKWARD", ": geen|nihil|afwezig|nee|0 $"),
@@ -414,8 +434,11 @@ DE_RADBRIDGE: tuple[Rule, ...] = (
     ("NEGATED", "PSEUDO", "gram negativ|positiv"),
     ("POSSIBLE", "FORWARD", "verdacht|v.a.|v._a. auf?"),
     ("POSSIBLE", "FORWARD", "dringender|hochgradiger verdacht auf?"),
-    ("POSSIBLE", "FORWARD", "fraglich|fragliche|fraglicher|fragliches|fraglichen|möglich|mögliche|möglicher|mögliches|möglichen|möglicherweise|wahrscheinlich|wahrscheinliche|wahrscheinlicher|wahrscheinlichen|vermutlich|vermutliche|vermutlichen|eventuell|evtl.|ggf.|a.e.|a._e.|suspekt|verdächtig"),
-    ("POSSIBLE", "FORWARD", "am ehesten"),
+    ("POSSIBLE", "FORWARD", "fraglich|fragliche|fraglicher|fragliches|fraglichen|möglich|mögliche|möglicher|mögliches|möglichen|möglicherweise|eventuell|evtl.|ggf.|suspekt|verdächtig"),
+    # "likely", "presumably", "most likely" (pyConText probable existence; strong hedges in the labelled sets)
+    ("PROBABLE", "FORWARD", "wahrscheinlich|wahrscheinliche|wahrscheinlicher|wahrscheinlichen|vermutlich|vermutliche|vermutlichen|a.e.|a._e."),
+    ("PROBABLE", "FORWARD", "am ehesten"),
+    ("PROBABLE", "FORWARD", "spricht|sprechen am_ehesten? für"),
     ("POSSIBLE", "BIDIRECTIONAL", "weniger|am_wenigsten wahrscheinlich"),
     ("NEGATED", "BIDIRECTIONAL", "eher? unwahrscheinlich"),
     ("NEGATED", "BACKWARD", "(-)|(neg)|(negativ)"),
@@ -428,8 +451,10 @@ DE_RADBRIDGE: tuple[Rule, ...] = (
     ("POSSIBLE", "BACKWARD", "ist|sind|kann|können? nicht sicher|eindeutig|sicher_eindeutig? auszuschließen|auszuschliessen|ausgeschlossen_werden"),
     ("POSSIBLE", "BACKWARD", "ist|sind|war|waren? nicht sicher|eindeutig ausgeschlossen|abgrenzbar|abzugrenzen|nachweisbar"),
     ("POSSIBLE", "FORWARD", "wahrscheinlich|vermutlich|möglicherweise kein|keine|keinen|nicht"),
-    ("POSSIBLE", "BACKWARD", "ist|sind|wird|werden vermutet|wahrscheinlich|möglich|fraglich|denkbar|nicht_auszuschließen"),
-    ("POSSIBLE", "BACKWARD", "vermutet|wahrscheinlich|möglich|fraglich|denkbar $"),
+    ("POSSIBLE", "BACKWARD", "ist|sind|wird|werden vermutet|möglich|fraglich|denkbar|nicht_auszuschließen"),
+    ("POSSIBLE", "BACKWARD", "vermutet|möglich|fraglich|denkbar $"),
+    ("PROBABLE", "BACKWARD", "ist|sind|wird|werden wahrscheinlich"),
+    ("PROBABLE", "BACKWARD", "wahrscheinlich $"),
     ("POSSIBLE", "BACKWARD", "kommt|kommen differentialdiagnostisch? in_frage|infrage|in_betracht"),
     ("POSSIBLE", "BACKWARD", "zu diskutieren|erwägen"),
     ("HISTORICAL", "FORWARD", "z.n.|z._n.|st.n.|st._n.|s.p."),
