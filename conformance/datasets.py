@@ -7,7 +7,7 @@ Formats (`conformance.evaluate.DATASET_FORMATS` pairs each detector here with it
   (records in the JSONL form below, each task with its template imported from its
   llm_extractinator task file; the dataset carries those templates and notes on the tasks left
   out);
-- otherwise JSONL in the form of DESIGN.md 'Contracts': one report per line,
+- otherwise JSONL in the form of docs/architecture.md 'Contracts': one report per line,
   `{"id", "text", "language", "template", "gold": {variable_id: value}}` with optional `_pairs`
   (lesion–location), `_episodes` (diagnosis–episode) and `_attributes` (finding instances with
   their attributes, checked against the template; their `size_mm` is scored as `sizes` when the

@@ -1,6 +1,6 @@
 """Labels in the gold form: gold values checked against a template, extractions turned into labels.
 
-The form is DESIGN.md 'Contracts' (`{variable_id: value}`, `not_mentioned` …), read by the metric
+The form is docs/architecture.md 'Contracts' (`{variable_id: value}`, `not_mentioned` …), read by the metric
 core (`conformance.metrics`) through `variable_specs`. `predicted_labels` turns an `Extraction`
 into the same form, with `_pairs` (lesion–location) and `_episodes` (diagnosis–episode).
 

@@ -3,7 +3,7 @@
 `radbridge eval`, the extraction tests and the benchmarks all count with this module, so a
 number means the same wherever it is printed.
 
-Labels. One report gives one label per variable, in the gold form of DESIGN.md 'Contracts':
+Labels. One report gives one label per variable, in the gold form of docs/architecture.md 'Contracts':
 presence `"present" | "absent" | "uncertain" | "not_mentioned"`; ordinal an `int`, number a
 `float`, enum an option id, each or `"not_mentioned"`; binary (assertion sets such as NegEx:
 "is this mention negated?") `"yes" | "no"`.

@@ -70,7 +70,7 @@ class Problem:
 
 
 def format_problem(problem: Problem) -> str:
-    """`path<TAB>severity<TAB>fhirpath<TAB>message` (DESIGN.md 'Contracts')."""
+    """`path<TAB>severity<TAB>fhirpath<TAB>message` (README, radbridge validate)."""
     return f"{problem.path}\t{problem.severity}\t{problem.fhirpath}\t{problem.message}"
 
 

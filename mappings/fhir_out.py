@@ -1,4 +1,4 @@
-"""`Extraction` -> FHIR R4 transaction Bundle (DESIGN.md 'Observation shapes').
+"""`Extraction` -> FHIR R4 transaction Bundle (docs/architecture.md 'Observation shapes').
 
 The Bundle holds a Patient (identifiers only, never names), the model Device, the source
 DiagnosticReport whose `result` lists the Observations, one Observation per emitted value and a

@@ -53,7 +53,7 @@ class TermEntry:
 
 
 TERMS: tuple[TermEntry, ...] = (
-    # presence qualifiers (DESIGN.md 'Observation shapes')
+    # presence qualifiers (docs/architecture.md 'Observation shapes')
     TermEntry(SNOMED, "52101004", "Present (qualifier value)", GPS, "GPS"),
     TermEntry(SNOMED, "2667000", "Absent (qualifier value)", GPS, "GPS"),
     TermEntry(SNOMED, "42425007", "Equivocal (qualifier value)", GPS, "GPS"),

@@ -1,4 +1,4 @@
-"""The per-patient timeline (DESIGN.md 'Contracts' -> Timeline): link each report's Observation
+"""The per-patient timeline (docs/architecture.md, step 10 of the way of one message): link each report's Observation
 of a finding to the same finding's Observation in the patient's most recent earlier report.
 
 The link goes to `Observation.derivedFrom` (`mappings.fhir_out.build_bundle(derived_from=...)`):

@@ -1,6 +1,6 @@
 """Per report and template: prompt -> constrained decode -> parse -> evidence check -> Extraction.
 
-Evidence rules (DESIGN.md 'Evidence first'): a value other than `not_mentioned` must rest on a
+Evidence rules (docs/architecture.md 'Contracts': evidence first): a value other than `not_mentioned` must rest on a
 verbatim quote found in the report text. When the quote is missing, too short to carry meaning,
 not found, or off topic, the value is DOWNGRADED, never kept silently: `present`/`absent` become
 `uncertain`, the confidence is halved and a flag says why (`evidence_missing`,

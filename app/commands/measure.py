@@ -103,7 +103,7 @@ def evaluate(
     dataset: Annotated[
         Path,
         typer.Argument(
-            help="labelled JSONL (DESIGN.md 'Contracts'), Open-i JSONL, NegEx annotations or DRAGON"
+            help="labelled JSONL (docs/architecture.md 'Contracts'), Open-i JSONL, NegEx annotations or DRAGON"
         ),
     ],
     out_dir: Annotated[Path, typer.Option("--out", help="folder for metrics.json, report.html")],
