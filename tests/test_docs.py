@@ -4,6 +4,7 @@ the `eval` formats are listed."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +60,23 @@ def test_eval_formats_are_listed() -> None:
     }
     for fmt in DATASET_FORMATS:
         assert f"| {names[fmt.name]} |" in section, fmt.name
+
+
+ARCHITECTURE = (ROOT / "docs" / "architecture.md").read_text("utf-8")
+PACKAGES = ("mappings", "adapter", "workers", "conformance", "app")
+
+
+def test_the_architecture_map_names_every_module_and_only_modules_that_exist() -> None:
+    """Issue 22 item 7: docs/architecture.md is the map; a module added, moved or removed
+    without the map fails here."""
+    modules = {
+        path.relative_to(ROOT)
+        for package in PACKAGES
+        for path in (ROOT / package).rglob("*.py")
+        if path.name != "__init__.py" and "migrations" not in path.parts
+    }
+    unnamed = sorted(str(m) for m in modules if m.name not in ARCHITECTURE)
+    assert unnamed == [], f"modules docs/architecture.md does not name: {unnamed}"
+    named = {m.group(1) for m in re.finditer(r"\b([a-z_0-9]+/[a-z_0-9/]+\.py)\b", ARCHITECTURE)}
+    missing = sorted(p for p in named if not (ROOT / p).is_file())
+    assert missing == [], f"docs/architecture.md names paths that do not exist: {missing}"
