@@ -20,7 +20,6 @@ messages = sa.Table(
     sa.Column("sha256", sa.String(64), nullable=False),
     sa.Column("size", sa.Integer, nullable=False),
     sa.Column("content_type", sa.String(64), nullable=False),
-    sa.Column("raw", sa.LargeBinary, nullable=False),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("reason", sa.Text),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
@@ -35,6 +34,10 @@ messages = sa.Table(
     # a rejected (dead) message's HL7 table 0357 code and detail: its application ACK's ERR
     sa.Column("rejection_code", sa.String(8)),
     sa.Column("rejection_detail", sa.Text),
+    # the raw bytes LAST (migration 0010): SQLite writes a trailing zeroblob(n) without holding
+    # it, so the store fills a large body through incremental blob I/O without copying it;
+    # a column added to `messages` later must keep it last (see 0010)
+    sa.Column("raw", sa.LargeBinary, nullable=False),
     sa.UniqueConstraint(
         "sending_application", "sending_facility", "control_id", "sha256", name="uq_messages_dedupe"
     ),

@@ -15,8 +15,9 @@ from its chunks, parsed, checked, made the messages to store, stored), each step
 above the RSS before the body existed (Linux: VmHWM reset through /proc/self/clear_refs, freed
 memory handed back with malloc_trim between the steps).
 
-Part 3, SQLite's own copies of one blob of that size INSERTed: bound (as `messages.raw` is: a
-column with data follows it) and as a trailing `zeroblob(n)` filled by incremental blob I/O.
+Part 3, SQLite's own copies of one blob of that size INSERTed: bound into a column with data
+after it (as `messages.raw` was before migration 0010) and as a trailing `zeroblob(n)` filled by
+incremental blob I/O (as the store writes it since 0010).
 
     .venv/bin/python benchmarks/memory.py [--megabytes 9] [--runs 3] [--baseline DIR]
         [--database-url URL]   (the store of both parts; SQLite in a temporary dir by default)
@@ -200,9 +201,10 @@ def steps(megabytes: float, database_url: str) -> list[tuple[str, str, float]]:
 
 def sqlite_insert_copies(megabytes: float) -> list[tuple[str, float]]:
     """SQLite's own copies of one blob INSERTed (this process's peak RSS above the blob's bytes,
-    as a multiple of them): bound as `messages.raw` is (a column with data after it), and as
+    as a multiple of them): bound as `messages.raw` was (a column with data after it), and as
     `zeroblob(n)` filled through incremental blob I/O in a table where it is the last column
-    (what a migration could do; SQLite writes a trailing zeroblob without holding it)."""
+    (what the store does since migration 0010; SQLite writes a trailing zeroblob without holding
+    it)."""
     import sqlite3
 
     libc = ctypes.CDLL("libc.so.6")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -42,6 +43,11 @@ _COUNT_RESEND = (
     .values(resends=messages.c.resends + 1)
 )
 _INSERT_MESSAGE = messages.insert()
+# SQLite: the body as a trailing zeroblob(n), then written through incremental blob I/O, so
+# SQLite never builds a record holding a copy of it (issue 25 item 4; `raw` is the last column)
+_INSERT_MESSAGE_ZEROBLOB = messages.insert().values(
+    raw=sa.func.zeroblob(sa.bindparam("raw_size", type_=sa.Integer))
+)
 
 CLAIMED, TAKEN = "claimed", "taken"  # claim_attempt outcomes (besides DEAD)
 ACCEPTED, PROCESSING, EXTRACTED, DELIVERED, FAILED, DEAD = (
@@ -194,6 +200,15 @@ def transition_in(
     return result.rowcount == 1
 
 
+def _write_blob(connection: Connection, message_id: int, raw: bytes) -> None:
+    """Fill the SQLite row's zeroblob `raw` with the body, in this transaction, without a copy."""
+    driver = connection.connection.driver_connection
+    if not isinstance(driver, sqlite3.Connection):
+        raise StoreError("the SQLite store has no sqlite3 connection for the body")
+    with driver.blobopen("messages", "raw", message_id) as blob:
+        blob.write(raw)
+
+
 class MessageStore(StoreBase):
     """Messages: ingest, the state machine, dead letters, reads."""
 
@@ -218,29 +233,32 @@ class MessageStore(StoreBase):
                 )
         conflict = bool(existing) and bool(item.control_id)
         now = _now()
-        inserted = connection.execute(
-            _INSERT_MESSAGE,
-            {
-                "received_at": now,
-                "channel": item.channel,
-                "sending_application": item.sending_application,
-                "sending_facility": item.sending_facility,
-                "control_id": item.control_id,
-                "sha256": digest,
-                "size": len(item.raw),
-                "content_type": item.content_type,
-                "raw": item.raw,
-                "state": ACCEPTED,
-                "attempts": 0,
-                "conflict": conflict,
-                "resends": 0,
-                "ack": ack,
-                "updated_at": now,
-            },
-        ).inserted_primary_key
+        values: dict[str, Any] = {
+            "received_at": now,
+            "channel": item.channel,
+            "sending_application": item.sending_application,
+            "sending_facility": item.sending_facility,
+            "control_id": item.control_id,
+            "sha256": digest,
+            "size": len(item.raw),
+            "content_type": item.content_type,
+            "state": ACCEPTED,
+            "attempts": 0,
+            "conflict": conflict,
+            "resends": 0,
+            "ack": ack,
+            "updated_at": now,
+        }
+        if self.is_sqlite:
+            statement, values["raw_size"] = _INSERT_MESSAGE_ZEROBLOB, len(item.raw)
+        else:
+            statement, values["raw"] = _INSERT_MESSAGE, item.raw
+        inserted = connection.execute(statement, values).inserted_primary_key
         if inserted is None:
             raise StoreError("the database returned no id for the stored message")
         message_id = inserted[0]
+        if self.is_sqlite and item.raw:
+            _write_blob(connection, int(message_id), item.raw)
         if conflict:
             connection.execute(
                 audit_events.insert().values(
