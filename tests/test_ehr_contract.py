@@ -1,6 +1,6 @@
 """Contract tests of the write-back (issue 19 items 1, 2, 3's ORU content, 6) against an EHR that
-is not ours: Medplum's FHIR router with strict validation (tests/ehr_engine.py), and an ORU
-receiver built on python-hl7 (tests/oru_receiver.py). The engine keeps resources in memory and
+is not ours: Medplum's FHIR router with strict validation (tests/helpers/ehr_engine.py), and an ORU
+receiver built on python-hl7 (tests/helpers/oru_receiver.py). The engine keeps resources in memory and
 enforces no referential integrity, so every test resolves every reference itself."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from mappings.media_types import FHIR_JSON
 from mappings.report import Report
 from mappings.review import Correction, Decision, Reviewer, bundle_with_review, review
 from mappings.template import load_builtin_templates
-from tests.ehr_engine import MedplumEhr, medplum
-from tests.oru_receiver import OruReceiver
+from tests.helpers.ehr_engine import MedplumEhr, medplum
+from tests.helpers.oru_receiver import OruReceiver
 from workers.delivery import WriteBack, deliver_oru_message, deliver_report, oru_message
 from workers.errors import DeliveryRejected, DeliveryRetryable
 from workers.process import process_message

@@ -1,6 +1,6 @@
 """Insights in the FHIR write-back (issue 20: every insight resource is delivered like the
-Observations). Against Medplum's strict FHIR router (tests/ehr_engine.py, an EHR that is not
-ours; every reference resolved by the test) and the project's test EHR (tests/fhir_server.py,
+Observations). Against Medplum's strict FHIR router (tests/helpers/ehr_engine.py, an EHR that is not
+ours; every reference resolved by the test) and the project's test EHR (tests/helpers/fhir_server.py,
 each received resource checked against the official R4 JSON schema), with what was sent also
 run through FHIR.js: ServiceRequest, Flag, Communication, DetectedIssue and RADS Observations
 reference the EHR's Patient and DiagnosticReport, a decision makes a new version with its
@@ -18,8 +18,8 @@ from adapter.settings import Settings
 from adapter.store import Store
 from conformance.validate import validate_documents
 from mappings.review import Decision, Reviewer, bundle_with_review, review_insight
-from tests.ehr_engine import MedplumEhr, medplum
-from tests.fhir_server import EHR_IDENTITY, FhirServer
+from tests.helpers.ehr_engine import MedplumEhr, medplum
+from tests.helpers.fhir_server import EHR_IDENTITY, FhirServer
 from tests.test_ehr_contract import HL7, RBH, extracted, history_length, settings_for
 from tests.test_ui_insights_browser import SCROTUM_US
 from workers.delivery import deliver_report

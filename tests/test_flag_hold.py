@@ -1,6 +1,6 @@
 """RADBRIDGE_FLAGS_HOLD_UNTIL_REVIEW (issue 20 item 3): critical-result Flags go out at once by
 default; with the setting on, a Flag reaches neither the FHIR EHR (Medplum's strict router,
-tests/ehr_engine.py) nor the ORU receiver (python-hl7's MLLP server, tests/oru_receiver.py)
+tests/helpers/ehr_engine.py) nor the ORU receiver (python-hl7's MLLP server, tests/helpers/oru_receiver.py)
 until a reviewer accepts it; a rejected one never goes out unless the destination got it
 before (it then gets the retraction); the rest of the report (follow-up, Communication) goes
 out as usual and nothing dangles."""
@@ -14,8 +14,8 @@ import pytest
 
 from adapter.settings import Settings
 from mappings.review import Decision
-from tests.ehr_engine import MedplumEhr, medplum
-from tests.oru_receiver import OruReceiver
+from tests.helpers.ehr_engine import MedplumEhr, medplum
+from tests.helpers.oru_receiver import OruReceiver
 from tests.test_ehr_contract import HL7, extracted, settings_for
 from tests.test_ehr_insights import ABDOMEN_US, _decided, _ehr_patient, _of
 from tests.test_ui_insights_browser import SCROTUM_US

@@ -39,8 +39,9 @@ from typing import IO
 import httpx
 import pytest
 
-from tests.fhir_server import EHR_IDENTITY_ENV, FhirServer
-from tests.promises import RADBRIDGE, msa, oru, send_mllp, serve_env, wait_until
+from tests.helpers.fhir_server import EHR_IDENTITY_ENV, FhirServer
+from tests.helpers.waiting import wait_for
+from tests.promises import RADBRIDGE, SERVE_DOWN, msa, oru, send_mllp, serve_env
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]
 MESSAGES = 500
@@ -230,7 +231,13 @@ def start_db_host(net: Network, pg_data: Path) -> tuple[str, str]:
          "-c", f"unix_socket_directories={pg_data}", "-c", "fsync=off",
          "-c", "synchronous_commit=off", "-c", "max_connections=200"],
     )  # fmt: skip
-    wait_until(lambda: reachable(db, 6379) and reachable(db, 5432), 60, "redis and postgres")
+    wait_for(
+        lambda: reachable(db, 6379) and reachable(db, 5432),
+        60,
+        "redis and postgres",
+        interval=0.5,
+        tolerate=SERVE_DOWN,
+    )
     return f"redis://{db}:6379/0", f"postgresql+psycopg://postgres@{db}:5432/postgres"
 
 
@@ -287,8 +294,12 @@ def test_scale_out_over_four_hosts_survives_losing_a_worker_host(tmp_path: Path)
             )  # fmt: skip
             net.start("api", "api", [*RADBRIDGE, "serve", "--no-worker"], api_env)
             api = f"http://{net.ip('api')}:8080"
-            wait_until(
-                lambda: httpx.get(f"{api}/readyz", timeout=2).status_code == 200, 90, "the API"
+            wait_for(
+                lambda: httpx.get(f"{api}/readyz", timeout=2).status_code == 200,
+                90,
+                "the API",
+                interval=0.5,
+                tolerate=SERVE_DOWN,
             )
             for host, extra in (("worker1", []), ("worker2", ["--beat"])):
                 env = serve_env(tmp_path / host, common)
@@ -298,14 +309,26 @@ def test_scale_out_over_four_hosts_survives_losing_a_worker_host(tmp_path: Path)
             started = time.monotonic()
             acks = send_mllp(2575, payloads, host=net.ip("api"))
             assert [msa(a)[0] for a in acks] == ["CA"] * MESSAGES
-            wait_until(lambda: delivered(api) >= KILL_AFTER, 240, f"{KILL_AFTER} delivered")
+            wait_for(
+                lambda: delivered(api) >= KILL_AFTER,
+                240,
+                f"{KILL_AFTER} delivered",
+                interval=0.5,
+                tolerate=SERVE_DOWN,
+            )
             at_kill = delivered(api)
             killed = net.kill_host("worker1")
             kill_s = time.monotonic() - started
             time.sleep(1)  # a request the host had fully sent is still answered
             worker1_before = ehr.by_peer[net.ip("worker1")]
             try:
-                waited = wait_until(lambda: delivered(api) == MESSAGES, 180, "all delivered")
+                waited = wait_for(
+                    lambda: delivered(api) == MESSAGES,
+                    180,
+                    "all delivered",
+                    interval=0.5,
+                    tolerate=SERVE_DOWN,
+                )
             except BaseException:
                 print(f"not delivered: {not_delivered(database_url)}")
                 raise

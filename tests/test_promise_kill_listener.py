@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.promises import database, make_serve, msa, oru, send_mllp, store_facts, wait_until
+from tests.helpers.waiting import wait_for
+from tests.promises import SERVE_DOWN, database, make_serve, msa, oru, send_mllp, store_facts
 
 pytestmark = pytest.mark.integration
 STREAM = 200
@@ -49,10 +50,12 @@ def test_kill_9_of_the_listener_mid_stream_loses_and_duplicates_nothing(
             serve.start().ready()
             second = send_mllp(serve.mllp_port, payloads)
             assert [msa(a) for a in second] == [("CA", f"KL{n:04d}") for n in range(STREAM)]
-            waited = wait_until(
+            waited = wait_for(
                 lambda: serve.states().get("extracted", 0) == STREAM,
                 240,
                 f"{STREAM} messages extracted",
+                interval=0.5,
+                tolerate=SERVE_DOWN,
             )
         finally:
             serve.stop()

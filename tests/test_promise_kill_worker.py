@@ -20,9 +20,11 @@ from typing import Any
 
 import pytest
 
-from tests.fhir_server import EHR_IDENTITY_ENV, FhirServer
+from tests.helpers.fhir_server import EHR_IDENTITY_ENV, FhirServer
+from tests.helpers.waiting import wait_for
 from tests.promises import (
     FINDINGS,
+    SERVE_DOWN,
     SLOW_EXTRACT,
     Serve,
     command_line,
@@ -34,7 +36,6 @@ from tests.promises import (
     send_mllp,
     sitecustomize_env,
     store_facts,
-    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -86,24 +87,42 @@ def test_kill_9_of_the_worker_mid_extraction_and_mid_delivery(tmp_path: Path) ->
         acks = send_mllp(serve.mllp_port, payloads)
         assert [msa(a)[0] for a in acks] == ["CA"] * MESSAGES
 
-        wait_until(marker.exists, 60, "the slow report's extraction to start")
+        wait_for(
+            marker.exists,
+            60,
+            "the slow report's extraction to start",
+            interval=0.5,
+            tolerate=SERVE_DOWN,
+        )
         victims = worker_pids(serve)
         assert int(marker.read_text()) in victims  # the process parsing it is the worker's
         kill9(victims)
         kills.append(("mid-extraction", len(victims)))
-        wait_until(
+        wait_for(
             lambda: bool(worker_pids(serve)) and not set(worker_pids(serve)) & set(victims),
             60,
             "serve to restart its worker",
+            interval=0.5,
+            tolerate=SERVE_DOWN,
         )
 
-        wait_until(ehr.stalled.is_set, 120, "the EHR to hold a stored transaction")
+        wait_for(
+            ehr.stalled.is_set,
+            120,
+            "the EHR to hold a stored transaction",
+            interval=0.5,
+            tolerate=SERVE_DOWN,
+        )
         victims = worker_pids(serve)
         kill9(victims)
         kills.append(("mid-delivery", len(victims)))
         ehr.stall_release.set()
-        waited = wait_until(
-            lambda: serve.states().get("delivered", 0) == MESSAGES, 180, "all delivered"
+        waited = wait_for(
+            lambda: serve.states().get("delivered", 0) == MESSAGES,
+            180,
+            "all delivered",
+            interval=0.5,
+            tolerate=SERVE_DOWN,
         )
         total_s = time.monotonic() - started
         time.sleep(3)  # a late duplicate delivery (reconcile runs every 2 s) would land now
@@ -176,7 +195,13 @@ def test_reconcile_never_redoes_a_delivery_that_is_only_queued(tmp_path: Path) -
     try:
         serve.start().ready()
         send_mllp(serve.mllp_port, [oru(f"RQ{n:03d}", mrn=f"MRN-RQ{n:03d}") for n in range(count)])
-        wait_until(lambda: serve.states().get("delivered", 0) == count, 120, "all delivered")
+        wait_for(
+            lambda: serve.states().get("delivered", 0) == count,
+            120,
+            "all delivered",
+            interval=0.5,
+            tolerate=SERVE_DOWN,
+        )
         time.sleep(3)
     finally:
         serve.stop()
@@ -233,10 +258,22 @@ def test_a_worker_lost_between_the_push_and_its_record_is_repaired_by_reconcile(
     try:
         serve.start().ready()
         send_mllp(serve.mllp_port, [oru("DM001", mrn="MRN-DM001")])
-        wait_until(marker.exists, 60, "the worker to die before recording the delivery")
+        wait_for(
+            marker.exists,
+            60,
+            "the worker to die before recording the delivery",
+            interval=0.5,
+            tolerate=SERVE_DOWN,
+        )
         state = "extracted"
         with suppress(BaseException):  # pytest.fail on timeout: the state says what happened
-            wait_until(lambda: serve.job(1)["state"] == "delivered", 15, "the repair")
+            wait_for(
+                lambda: serve.job(1)["state"] == "delivered",
+                15,
+                "the repair",
+                interval=0.5,
+                tolerate=SERVE_DOWN,
+            )
         state = serve.job(1)["state"]
     finally:
         serve.stop()

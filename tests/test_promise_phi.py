@@ -19,15 +19,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fhir_server import EHR_IDENTITY_ENV, FhirServer
+from tests.helpers.fhir_server import EHR_IDENTITY_ENV, FhirServer
+from tests.helpers.waiting import wait_for
 from tests.promises import (
+    SERVE_DOWN,
     debug_logging_env,
     make_serve,
     msa,
     oru,
     send_mllp,
     stopped_at_exit,
-    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -140,7 +141,13 @@ def test_a_phi_canary_reaches_no_log_no_error_body_and_no_metric(tmp_path: Path)
             # 1 dead (without text); 2 extracted whose delivery the EHR refused (`refused` for
             # that destination, issue 19: the message is not dead)
             expected = {"delivered": 5, "dead": 1, "extracted": 2}
-            waited = wait_until(lambda: serve.states() == expected, 120, f"states {expected}")
+            waited = wait_for(
+                lambda: serve.states() == expected,
+                120,
+                f"states {expected}",
+                interval=0.5,
+                tolerate=SERVE_DOWN,
+            )
             records = [serve.job(i) for i in range(1, jobs + 1)]
             states = sorted(r["state"] for r in records)
             metrics = http.get("/metrics").text

@@ -15,16 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.fhir_server import EHR_IDENTITY_ENV, FhirServer
+from tests.helpers.fhir_server import EHR_IDENTITY_ENV, FhirServer
+from tests.helpers.waiting import wait_for
 from tests.promises import (
     FINDINGS,
     POISON,
+    SERVE_DOWN,
     make_serve,
     msa,
     oru,
     send_mllp,
     sitecustomize_env,
-    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -52,13 +53,19 @@ def test_poison_messages_go_dead_with_a_reason_while_others_flow(tmp_path: Path)
         started = time.monotonic()
         acks = send_mllp(serve.mllp_port, payloads)
         assert [msa(a)[0] for a in acks] == ["CA"] * len(payloads)
-        good_s = wait_until(
-            lambda: serve.states().get("delivered", 0) == GOOD, 180, "the good messages"
+        good_s = wait_for(
+            lambda: serve.states().get("delivered", 0) == GOOD,
+            180,
+            "the good messages",
+            interval=0.5,
+            tolerate=SERVE_DOWN,
         )
-        dead_s = wait_until(
+        dead_s = wait_for(
             lambda: all(serve.job(i)["state"] == "dead" for i in poison_ids.values()),
             180,
             "the poisons to go dead",
+            interval=0.5,
+            tolerate=SERVE_DOWN,
         )
         jobs = {name: serve.job(i) for name, i in poison_ids.items()}
         total_s = time.monotonic() - started

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.fhir_server import EHR_IDENTITY_ENV, FhirServer
-from tests.promises import database, make_serve, msa, oru, send_mllp, store_facts, wait_until
+from tests.helpers.fhir_server import EHR_IDENTITY_ENV, FhirServer
+from tests.helpers.waiting import wait_for
+from tests.promises import SERVE_DOWN, database, make_serve, msa, oru, send_mllp, store_facts
 
 pytestmark = pytest.mark.integration
 SENDERS = 8
@@ -48,8 +49,12 @@ def test_eight_senders_replaying_fifty_messages_store_extract_and_write_each_onc
             sent_s = time.monotonic() - started
             expected = [("CA", f"RP{n:03d}") for n in range(MESSAGES)]
             assert all([msa(a) for a in sender_acks] == expected for sender_acks in acks)
-            waited = wait_until(
-                lambda: serve.states().get("delivered", 0) == MESSAGES, 120, "all delivered"
+            waited = wait_for(
+                lambda: serve.states().get("delivered", 0) == MESSAGES,
+                120,
+                "all delivered",
+                interval=0.5,
+                tolerate=SERVE_DOWN,
             )
             time.sleep(2)  # a late duplicate delivery would land now
         finally:

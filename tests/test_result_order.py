@@ -187,7 +187,7 @@ def test_the_ehr_gets_the_final_never_the_older_preliminary_then_the_retirement(
     from celery.contrib.testing.worker import start_worker
 
     from adapter.queue import enqueue_extract
-    from tests.fhir_server import EHR_IDENTITY, FhirServer
+    from tests.helpers.fhir_server import EHR_IDENTITY, FhirServer
     from tests.helpers.waiting import wait_for
     from workers.tasks import make_worker_app, store_for
 
@@ -245,8 +245,9 @@ def test_through_serve_the_ehr_never_gets_a_preliminary_over_a_final(
     """The EHR push with real processes (`radbridge serve` over MLLP, SQLite or PostgreSQL): a
     preliminary whose delivery was refused (503) and retried only after the final arrived, and
     a later preliminary after the final, never show at the EHR; the correction supersedes."""
-    from tests.fhir_server import EHR_IDENTITY_ENV, FhirServer
-    from tests.promises import database, make_serve, msa, send_mllp, wait_until
+    from tests.helpers.fhir_server import EHR_IDENTITY_ENV, FhirServer
+    from tests.helpers.waiting import wait_for
+    from tests.promises import SERVE_DOWN, database, make_serve, msa, send_mllp
 
     ehr = FhirServer().start()
     ehr.script.append((503, {"Retry-After": "2"}, None))  # the first push: come back in 2 s
@@ -264,21 +265,45 @@ def test_through_serve_the_ehr_never_gets_a_preliminary_over_a_final(
         try:
             serve.start().ready()
             send(first_preliminary)
-            wait_until(lambda: len(ehr.requests) == 1, 60, "the refused push")
+            wait_for(
+                lambda: len(ehr.requests) == 1,
+                60,
+                "the refused push",
+                interval=0.5,
+                tolerate=SERVE_DOWN,
+            )
             send(FINAL)
-            wait_until(lambda: serve.job(2)["state"] == "delivered", 60, "the final pushed")
+            wait_for(
+                lambda: serve.job(2)["state"] == "delivered",
+                60,
+                "the final pushed",
+                interval=0.5,
+                tolerate=SERVE_DOWN,
+            )
             # the refused push's retry (due 2 s after the 503) finds the Bundle, now the final's,
             # already delivered and pushes nothing
             time.sleep(4)
             assert len(ehr.requests) == 2
             after_final = ehr.transactions
             send(later_preliminary)
-            wait_until(lambda: serve.job(3)["state"] == "extracted", 60, "the later one")
+            wait_for(
+                lambda: serve.job(3)["state"] == "extracted",
+                60,
+                "the later one",
+                interval=0.5,
+                tolerate=SERVE_DOWN,
+            )
             superseded = serve.job(3)["reason"]
             time.sleep(2)  # a push of it would land now
             after_later = ehr.transactions
             send(CORRECTED)
-            wait_until(lambda: serve.job(4)["state"] == "delivered", 60, "the correction")
+            wait_for(
+                lambda: serve.job(4)["state"] == "delivered",
+                60,
+                "the correction",
+                interval=0.5,
+                tolerate=SERVE_DOWN,
+            )
         finally:
             serve.stop()
             ehr.stop()

@@ -276,7 +276,7 @@ def test_the_ehr_never_gets_a_preliminary_over_a_decision(tmp_path: Path, redis_
     from adapter import destinations
     from adapter.queue import enqueue_extract
     from adapter.tables import bundles
-    from tests.fhir_server import EHR_IDENTITY, FhirServer
+    from tests.helpers.fhir_server import EHR_IDENTITY, FhirServer
     from tests.helpers.waiting import wait_for
     from workers.tasks import make_worker_app, store_for
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fhir_server import EHR_IDENTITY_ENV, FhirServer
+from tests.helpers.fhir_server import EHR_IDENTITY_ENV, FhirServer
 from tests.serve_process import running_serve
 
 HL7_DIR = Path(__file__).parent / "fixtures" / "hl7v2"

@@ -11,7 +11,7 @@ from adapter.queue import enqueue_extract
 from adapter.settings import Settings
 from adapter.store import Store
 from adapter.store.messages import Incoming
-from tests.fhir_server import EHR_IDENTITY, FhirServer
+from tests.helpers.fhir_server import EHR_IDENTITY, FhirServer
 from tests.helpers.waiting import wait_for
 from workers.tasks import make_worker_app, store_for
 

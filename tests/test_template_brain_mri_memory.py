@@ -1,4 +1,5 @@
-"""The brain_mri_memory template: loading, codes, routing, stage-1 accuracy, one real-model run.
+"""The brain_mri_memory template: its variables, scores and wording, stage-1 accuracy, one
+real-model run (the checks every built-in template passes: tests/test_builtin_templates.py).
 
 The labelled set (tests/fixtures/labelled/brain_mri_memory.jsonl) was written by hand before the
 template's synonyms and patterns; the floors below sit slightly under what stage 1 measured.
@@ -11,19 +12,14 @@ from typing import Any
 
 import pytest
 
-from mappings import terminology
 from mappings.report import FindingStatus, PatientIdentifier
-from mappings.routing import applies, route
+from mappings.routing import applies
 from mappings.template import Template, VariableType, load_template
 from tests.labelled import (
     as_report,
-    assert_codes_verified,
-    assert_gold_complete,
     bundle_observations,
     class_accuracies,
     coded_observations,
-    modality_of,
-    other_rows,
     print_accuracies,
     read_rows,
     rule_extractions,
@@ -83,15 +79,7 @@ def test_template_loads_with_verified_codes(template: Template) -> None:
     assert {o.id for o in template.variable("conclusion").options} == {
         "normal", "alzheimer", "frontotemporal", "vascular", "mixed", "other",
     }  # fmt: skip
-    codes = template_codes(template)
-    assert len(codes) == 10
-    assert_codes_verified(codes)
-    for variable in template.variables:
-        if variable.code is None:
-            assert variable.id in terminology.UNCODED_CONCEPTS, variable.id
-            assert variable.uncoded_reason
-        for option in variable.options:
-            assert option.code is not None or option.uncoded_reason, option.id
+    assert len(template_codes(template)) == 10  # verified in tests/test_builtin_templates.py
     assert template.variable("lacunes").code is not None
     assert template.variable("lacunes").code.code == "230698000"  # type: ignore[union-attr]
 
@@ -104,35 +92,22 @@ def test_prompt_definitions_stay_compact(template: Template) -> None:
     assert template.max_tokens is not None and template.max_tokens >= 900
 
 
-def test_labelled_set_covers_every_variable(template: Template, rows: list[dict[str, Any]]) -> None:
-    assert len(rows) >= 50
+def test_labelled_set_languages_and_empty_reports(rows: list[dict[str, Any]]) -> None:
     assert {row["language"] for row in rows} == {"nl", "en", "de"}
     assert len([r for r in rows if r["language"] == "nl"]) >= 45
-    assert {row["split"] for row in rows} == {"dev", "test"}
-    assert_gold_complete(template, rows)
     empty = [r["id"] for r in rows if set(r["gold"].values()) == {"not_mentioned"}]
     assert len(empty) == 3
 
 
-def test_every_labelled_report_routes_here(template: Template, rows: list[dict[str, Any]]) -> None:
-    """With MR or no modality; a report with nothing to extract may also go to the oncology
-    template (content cannot choose), every other one routes here only."""
+def test_labelled_reports_do_not_route_to_oncology(rows: list[dict[str, Any]]) -> None:
+    """With MR or no modality (that they route here: tests/test_builtin_templates.py); a report
+    with nothing to extract may also go to the oncology template (content cannot choose)."""
+    oncology = load_template(template_path("brain_mri_oncology"))
     for row in rows:
-        empty = set(row["gold"].values()) == {"not_mentioned"}
+        if set(row["gold"].values()) == {"not_mentioned"}:
+            continue
         for modality in ("MR", None):
-            report = as_report(row, modality)
-            assert applies(template, report), (row["id"], modality)
-            if not empty:
-                assert not applies(load_template(template_path("brain_mri_oncology")), report)
-        assert route(as_report(row, modality="CT"), [template]) == []
-
-
-def test_other_templates_reports_do_not_route_here(template: Template) -> None:
-    for name, row in other_rows(TEMPLATE_ID):
-        if {v for k, v in row["gold"].items() if not k.startswith("_")} == {"not_mentioned"}:
-            continue  # an empty brain report: content cannot choose between the brain templates
-        for modality in (modality_of(row), None):
-            assert not applies(template, as_report(row, modality)), (name, row["id"])
+            assert not applies(oncology, as_report(row, modality)), (row["id"], modality)
 
 
 def test_stage1_accuracy_on_the_test_half(template: Template, rows: list[dict[str, Any]]) -> None:

@@ -1,4 +1,5 @@
-"""The cardiac_mri template: loading, codes, routing, stage-1 accuracy, one real-model run.
+"""The cardiac_mri template: its variables, units and wording, stage-1 accuracy, one real-model
+run (the checks every built-in template passes: tests/test_builtin_templates.py).
 
 The labelled set (tests/fixtures/labelled/cardiac_mri.jsonl) was written by hand before the
 template's synonyms and patterns; the floors below sit slightly under what stage 1 measured.
@@ -11,23 +12,16 @@ from typing import Any
 
 import pytest
 
-from mappings import terminology
 from mappings.report import FindingStatus, PatientIdentifier
-from mappings.routing import applies, route
 from mappings.template import Template, VariableType, load_template
 from tests.labelled import (
     as_report,
-    assert_codes_verified,
-    assert_gold_complete,
     class_accuracies,
     coded_observations,
-    modality_of,
-    other_rows,
     print_accuracies,
     read_rows,
     rule_extractions,
     rule_values,
-    template_codes,
     template_path,
 )
 
@@ -65,37 +59,13 @@ def test_template_loads_with_verified_codes(template: Template) -> None:
     }  # fmt: skip
     units = {v.unit.code for v in template.variables if v.unit is not None}
     assert units == {"%", "mL", "mL/m2", "g", "g/m2", "ms"}  # UCUM codes
-    assert_codes_verified(template_codes(template))
-    for variable in template.variables:
-        if variable.code is None:
-            assert variable.id in terminology.UNCODED_CONCEPTS, variable.id
-        for option in variable.options:
-            assert option.code is not None or option.uncoded_reason, option.id
     amyloid = template.variable("diagnosis").option("cardiac_amyloidosis")
     assert amyloid.code is None  # 128404006 is Right heart failure, never cardiac amyloidosis
 
 
-def test_labelled_set_covers_every_variable(template: Template, rows: list[dict[str, Any]]) -> None:
-    assert len(rows) >= 50
+def test_labelled_set_languages(rows: list[dict[str, Any]]) -> None:
     assert len([r for r in rows if r["language"] == "de"]) >= 45
     assert {r["language"] for r in rows} == {"de", "en", "nl"}
-    assert {row["split"] for row in rows} == {"dev", "test"}
-    assert_gold_complete(template, rows)
-
-
-def test_every_labelled_report_routes_here_only(
-    template: Template, rows: list[dict[str, Any]]
-) -> None:
-    for row in rows:
-        for modality in ("MR", None):
-            assert applies(template, as_report(row, modality)), (row["id"], modality)
-        assert route(as_report(row, modality="CT"), [template]) == []
-
-
-def test_other_templates_reports_do_not_route_here(template: Template) -> None:
-    for name, row in other_rows(TEMPLATE_ID):
-        for modality in (modality_of(row), None):
-            assert not applies(template, as_report(row, modality)), (name, row["id"])
 
 
 def test_stage1_accuracy_on_the_test_half(template: Template, rows: list[dict[str, Any]]) -> None:

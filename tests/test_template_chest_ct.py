@@ -1,4 +1,5 @@
-"""chest_ct (and the X-ray template chest_findings): codes, routing, stage-1 accuracy, FHIR pairs.
+"""chest_ct (and the X-ray template chest_findings): codes, sites, which chest template, stage-1
+accuracy, FHIR pairs (the checks every built-in template passes: tests/test_builtin_templates.py).
 
 Stage 1 is measured on the hand-written labelled sets (written before the lexicon) with the
 shared metric core; the floors sit just below what was measured on 2026-11-23.
@@ -25,8 +26,6 @@ from tests.labelled import (
     bundle_observations,
     class_accuracies,
     coded_observations,
-    modality_of,
-    other_rows,
     print_accuracies,
     read_rows,
     rule_extractions,
@@ -86,8 +85,6 @@ def test_template_loads_and_every_code_is_verified(chest_ct: Template) -> None:
     for variable in chest_ct.variables:
         assert variable.type.value == "presence"
         assert bool(variable.locations) is (variable.id not in UNLOCATED), variable.id
-        if variable.code is None:
-            assert variable.uncoded_reason and variable.id in term.UNCODED_CONCEPTS
     for location in chest_ct.locations:
         assert location.code is not None or location.id in term.UNCODED_CONCEPTS
     assert [s.id for s in chest_ct.sites("both_lower_lobes")] == ["rll", "lll"]
@@ -130,24 +127,14 @@ def test_chest_findings_is_the_xray_template(chest_xray: Template) -> None:
     [("chest_ct", "chest_findings", "CT"), ("chest_findings", "chest_ct", "CR")],
 )
 @pytest.mark.parametrize("with_modality", [True, False])
-def test_labelled_reports_route_to_their_template_only(
+def test_labelled_reports_do_not_route_to_the_other_chest_template(
     own: str, other: str, modality: str, with_modality: bool
 ) -> None:
-    mine = load_template(template_path(own))
+    """(That they route to their own: tests/test_builtin_templates.py.)"""
     theirs = load_template(template_path(other))
     for row in read_rows(own):
         report = as_report(row, modality if with_modality else None)
-        assert applies(mine, report), row["id"]
         assert not applies(theirs, report), row["id"]
-
-
-def test_other_templates_reports_do_not_route_to_chest(
-    chest_ct: Template, chest_xray: Template
-) -> None:
-    for name, row in other_rows("chest_ct", "chest_findings"):
-        report = as_report(row, modality_of(row) or "MR")
-        assert not applies(chest_ct, report), (name, row["id"])
-        assert not applies(chest_xray, report), (name, row["id"])
 
 
 @pytest.mark.parametrize(
@@ -177,10 +164,6 @@ def test_fixture_messages_route_by_modality(
 def test_stage1_accuracy_on_the_labelled_set(template_id: str) -> None:
     template = load_template(template_path(template_id))
     data = read_rows(template_id)
-    assert len(data) >= (14 if template_id == "chest_ct" else 12)
-    ids = {v.id for v in template.variables}
-    for row in data:
-        assert set(row["gold"]) == {*ids, "_pairs"}, row["id"]
     extractions = rule_extractions(template, data, MODALITY_OF_TEMPLATE[template_id])
     accuracies, overall = class_accuracies(template, data, extractions)
     pairs = pair_metrics(

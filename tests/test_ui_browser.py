@@ -2,7 +2,7 @@
 
 Playwright for Python (pinned) drives Debian's `chromium` (never `playwright install`) against a
 real `radbridge serve` (embedded Redis, SQLite, a worker, RADBRIDGE_STAGE=rules) that delivers
-to the real test FHIR server (`tests/fhir_server.py`). A reviewer signs in, opens the worklist
+to the real test FHIR server (`tests/helpers/fhir_server.py`). A reviewer signs in, opens the worklist
 and a report, sees the highlighted evidence, accepts one value, corrects another and rejects a
 third; the Observations, their versions and Provenance are then checked through `GET /fhir/...`
 and on the EHR server. An operator requeues a dead letter and never sees report text.
@@ -24,7 +24,7 @@ import pytest
 
 from adapter.ui.auth import add_user
 from tests.browser import chromium
-from tests.fhir_server import EHR_IDENTITY_ENV, FhirServer
+from tests.helpers.fhir_server import EHR_IDENTITY_ENV, FhirServer
 from tests.serve_process import Service, running_serve
 
 HL7_DIR = Path(__file__).parent / "fixtures" / "hl7v2"

@@ -2,8 +2,8 @@
 
 Playwright for Python drives Debian's `chromium` against a real `radbridge serve` (embedded
 Redis, SQLite, a worker, RADBRIDGE_STAGE=rules) that delivers ORU^R01 over MLLP to a receiver
-that is not ours (`tests/oru_receiver.py`, python-hl7) and writes back to a FHIR EHR (the
-project's test EHR `tests/fhir_server.py`, checking each resource against the R4 JSON schema).
+that is not ours (`tests/helpers/oru_receiver.py`, python-hl7) and writes back to a FHIR EHR (the
+project's test EHR `tests/helpers/fhir_server.py`, checking each resource against the R4 JSON schema).
 A scrotal ultrasound no template applies
 to says "Left testicular torsion" (a critical result: Flag) and recommends a follow-up
 ultrasound (a draft ServiceRequest). The worklist lists the report first (it has only insights
@@ -28,8 +28,8 @@ from adapter.settings import Settings
 from adapter.store import Store
 from adapter.ui.auth import add_user
 from tests.browser import chromium
-from tests.fhir_server import EHR_IDENTITY_ENV, FhirServer
-from tests.oru_receiver import OruReceiver
+from tests.helpers.fhir_server import EHR_IDENTITY_ENV, FhirServer
+from tests.helpers.oru_receiver import OruReceiver
 from tests.serve_process import Service, running_serve
 
 REVIEWER = ("rita", "reviewer-password")

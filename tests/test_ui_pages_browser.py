@@ -23,7 +23,7 @@ import pytest
 
 from adapter.ui.auth import add_user
 from tests.browser import chromium
-from tests.fhir_server import EHR_IDENTITY_ENV, FhirServer
+from tests.helpers.fhir_server import EHR_IDENTITY_ENV, FhirServer
 from tests.serve_process import Service, running_serve
 
 HL7_DIR = Path(__file__).parent / "fixtures" / "hl7v2"

@@ -317,13 +317,22 @@ def _read_segment(
                 loose.append(pending_number)
             else:
                 loose.append((value, match.start(), match.end()))
-    if not found and header and len(loose) >= 2:
-        for side, (value, start, end) in zip(header, loose, strict=False):
-            put((side,), value, start, end)
-    elif not found and loose:
-        value, start, end = loose[0]
-        put(("left", "right"), value, start, end)
+    if not found:
+        for sides, (value, start, end) in _unlabelled(header, loose):
+            put(sides, value, start, end)
     return found
+
+
+def _unlabelled(
+    header: list[str] | None, loose: list[tuple[int, int, int]]
+) -> list[tuple[tuple[str, ...], tuple[int, int, int]]]:
+    """Sides for the numbers no side word claimed: a header's sides in order when there
+    are two or more numbers, else the first number for both sides."""
+    if header and len(loose) >= 2:
+        return [((side,), number) for side, number in zip(header, loose, strict=False)]
+    if loose:
+        return [(("left", "right"), loose[0])]
+    return []
 
 
 def lateral_value(text: str, template: Template, variable: Variable) -> LateralHit | None:

