@@ -366,8 +366,16 @@ def test_the_oru_carries_the_source_content_and_keeps_its_control_id() -> None:
     assert [str(obr(n)) for n in (2, 3, 4)] == ["PL1001", "ACC1001", "24627-2^Chest CT^LN"]
     assert str(resent.segment("MSH")(10)) == str(msh(10))
     assert str(after.segment("MSH")(10)) != str(msh(10))
-    statuses = [str(obx(11)) for obx in after.segments("OBX")]
+    # OBX-11 per value: an OBX with its value's OBX-4 sub-ID is that value's size component
+    segments = list(after.segments("OBX"))
+    values = [
+        o
+        for i, o in enumerate(segments)
+        if i == 0 or str(o(4)) != str(segments[i - 1](4)) or not str(o(4))
+    ]
+    statuses = [str(obx(11)) for obx in values]
     assert statuses[0] == "W" and "W" not in statuses[1:]
+    assert str(segments[1](11)) == "W"  # the rejected nodule's size component
 
 
 def test_the_oru_message_is_built_without_a_receiver() -> None:
