@@ -3,7 +3,8 @@ critical result, RADS categories and the largest size stated per finding, read f
 `Insights` and its Bundle. The codebook's meanings of these columns are here too.
 
 Follow-up cells list one entry per recommendation, `;`-separated, in the same order in
-`followup.modality`, `followup.due` and `followup.conditional`.
+`followup.modality`, `followup.due` and `followup.conditional`; likewise the insights step's
+size Observations (findings no template holds) in `size.finding` and `size.largest_mm`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,12 @@ INSIGHT_COLUMN_MEANINGS = {
     "critical": "true when the report states a finding of the critical-results list as "
     "present (a Flag), else false",
     "critical.findings": "the critical-list ids of those findings, ';'-separated",
+    "size.finding": "each finding the report sizes that no template variable holds (the "
+    "report's finding phrase, a size Observation); ';'-separated, one per finding",
+    "size.largest_mm": "each of those findings' largest stated dimension in mm; "
+    "';'-separated, one per finding, in the order of size.finding",
 }
+SIZE_TEMPLATE = ("insights", "size")  # template and variable of the insights step's sizes
 RADS_MEANING = (
     "the category the report assigns in this scoring system, as the system writes it "
     "(side: prefix when stated; ';'-separated when several); no code: no LOINC/RadElement code "
@@ -93,6 +99,20 @@ def largest_sizes(resources: Iterable[dict[str, Any]], template_id: str, prefix:
         largest = max(sizes)
         row[column] = f"{largest:g}"
     return row
+
+
+def insight_sizes(resources: Iterable[dict[str, Any]]) -> Row:
+    """`size.finding` and `size.largest_mm` of the insights step's size Observations (evidence
+    variable `size`, `code.text` the finding phrase), in Bundle order; empty cells when none."""
+    findings: list[str] = []
+    largest: list[str] = []
+    for resource in resources:
+        if resource.get("resourceType") != "Observation" or template_of(resource) != SIZE_TEMPLATE:
+            continue
+        sizes = [s for c in resource.get("component") or [] if (s := _size_mm(c)) is not None]
+        findings.append(str((resource.get("code") or {}).get("text") or ""))
+        largest.append(f"{max(sizes):g}" if sizes else "")
+    return {"size.finding": ";".join(findings), "size.largest_mm": ";".join(largest)}
 
 
 def insight_column_meaning(column: str) -> str | None:

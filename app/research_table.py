@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from app.insight_columns import insight_cells, largest_sizes
+from app.insight_columns import insight_cells, insight_sizes, largest_sizes
 from mappings.report import FindingStatus
 from mappings.template import Template
 from workers.process import Result
@@ -64,6 +64,14 @@ def table_row(report_id: str, results: Sequence[Result]) -> Row:
             row.update(largest_sizes(resources, result.template.id, prefix))
     if results[0].insights is not None:
         row.update(insight_cells(results[0].insights))
+        bundles = [r.bundle for r in results if r.bundle is not None]
+        by_id = {  # each size Observation once, whichever Bundle carries it
+            str(e["resource"].get("id")): e["resource"]
+            for bundle in bundles
+            for e in bundle.get("entry", [])
+            if e.get("resource")
+        }
+        row.update(insight_sizes(by_id.values()))
     return row
 
 

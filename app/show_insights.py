@@ -1,7 +1,8 @@
 """`radbridge show`'s insights table (issue 20): one row per follow-up (ServiceRequest),
 critical result (Flag), communication (Communication) and mismatch (DetectedIssue) of a Bundle,
-with its status (a reviewer's decision changes it) and evidence quote. RADS categories are
-Observations: the Observations table shows them."""
+with its status (a reviewer's decision changes it) and evidence quote. RADS categories and the
+size Observations of findings no template holds (`code.text` the finding phrase, its sizes as
+components) are Observations: the Observations table shows them, once."""
 
 from __future__ import annotations
 

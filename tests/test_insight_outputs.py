@@ -5,16 +5,26 @@ included)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
 from adapter.settings import Settings
+from adapter.ui.report_view import value_label_text, value_text
+from app.cli import app
 from app.codebook import codebook
+from app.commands import results
 from app.insight_columns import INSIGHT_COLUMN_MEANINGS, largest_sizes
 from app.research_table import table_columns, table_row
 from app.show_insights import insight_rows
 from mappings.fhir_out import EVIDENCE_EXTENSION
 from mappings.hl7.oru_out import oru_from_bundle
 from mappings.inbound import report_from_record
+from mappings.review import template_of
 from mappings.template import load_builtin_templates
 from tests.fakes import FakeEngine
 from tests.test_insights_bundle import ABDOMEN, CHEST_CT
@@ -125,3 +135,36 @@ def test_show_lists_every_insight_type_with_its_status() -> None:
     assert [row[0] for row in rows] == ["ServiceRequest", "Flag", "Communication", "DetectedIssue"]
     assert rows[0][4] == "draft" and rows[1][4] == "active"
     assert rows[3][1:3] == ("laterality mismatch", "ordered: left knee; report: right knee")
+
+
+def _size_observations(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in _resources(bundle, "Observation") if template_of(r) == ("insights", "size")]
+
+
+def test_research_table_lists_the_insight_size_observations() -> None:
+    abdomen = table_row("abd-1", _results("abd-1", ABDOMEN))
+    assert abdomen["size.finding"] == "Non-compressible appendix;Incidental left adnexal cyst"
+    assert abdomen["size.largest_mm"] == "11;20"  # 2 cm in mm
+    chest = table_row("ct-1", _results("ct-1", CHEST_CT))  # the nodule's size is the template's
+    assert (chest["size.finding"], chest["size.largest_mm"]) == ("", "")
+    assert chest["nodule.largest_size_mm"] == "9"
+
+
+def test_show_and_the_review_page_give_a_size_observation_its_size_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    [result] = _results("abd-1", ABDOMEN)[:1]
+    assert result.bundle is not None
+    cyst = _size_observations(result.bundle)[1]
+    assert cyst["code"]["text"] == "Incidental left adnexal cyst"
+    path = tmp_path / "abd-1.json"
+    path.write_text(json.dumps(result.bundle), "utf-8")
+    monkeypatch.setattr(results, "out", Console(width=300))  # one line per row
+    shown = CliRunner().invoke(app, ["show", str(path)])
+    assert shown.exit_code == 0, shown.output
+    [line] = [row for row in shown.output.splitlines() if "Incidental left adnexal cyst" in row]
+    assert "(sct 81827009): 2 cm" in line  # its diameter, once (not in the insights table)
+    assert value_text(cyst).endswith("; diameter 2 cm")
+    assert value_label_text(cyst) == "Present; diameter 2 cm"
+    # an Observation: the Observations table (and review rows) list it, the insights table not
+    assert "Observation" not in {row[0] for row in insight_rows(result.bundle)}

@@ -8,12 +8,11 @@ third; the Observations, their versions and Provenance are then checked through 
 and on the EHR server. An operator requeues a dead letter and never sees report text.
 
 Screenshots for the README: `RADBRIDGE_UI_SCREENSHOTS=docs pytest tests/test_ui_browser.py`
-writes `docs/ui-review.png` and `docs/ui-console.png` (not on ordinary runs).
+writes `docs/ui-review.png` and `docs/ui-console.png` (not on ordinary runs; `tests.browser.shoot`).
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ import httpx
 import pytest
 
 from adapter.ui.auth import add_user
-from tests.browser import chromium
+from tests.browser import chromium, shoot
 from tests.helpers.fhir_server import EHR_IDENTITY_ENV, FhirServer
 from tests.serve_process import Service, running_serve
 
@@ -106,14 +105,6 @@ def _sign_in(browser: Any, base: str, user: tuple[str, str]) -> Any:
     return page
 
 
-def _shoot(page: Any, name: str) -> None:
-    folder = os.environ.get("RADBRIDGE_UI_SCREENSHOTS")
-    if folder:
-        target = (ROOT / folder) if not Path(folder).is_absolute() else Path(folder)
-        target.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(target / name), full_page=True)
-
-
 def test_reviewer_accepts_corrects_and_rejects(
     service: tuple[Service, FhirServer], browser: Any
 ) -> None:
@@ -132,7 +123,7 @@ def test_reviewer_accepts_corrects_and_rejects(
     page.locator(f'article[data-observation="{first}"] h3').hover()
     lit = page.locator(f'mark.lit[data-evidence~="{first}"]')
     assert lit.count() >= 1
-    _shoot(page, "ui-review.png")
+    shoot(page, "ui-review.png")
     before = httpx.get(f"{running.http}/fhir/Observation/{second}").json()
     was_present = before["valueCodeableConcept"]["coding"][0]["code"] == "52101004"
     corrected_to = "absent" if was_present else "present"
@@ -213,7 +204,7 @@ def test_operator_requeues_a_dead_letter_and_sees_no_report_text(
     page.goto(f"{running.http}/ui/messages")
     content = page.content()
     assert "CT0001" in content or "chest_ct" in content
-    _shoot(page, "ui-console.png")
+    shoot(page, "ui-console.png")
     segments = (HL7_DIR / "chest_ct.hl7").read_text().replace("\r", "\n").splitlines()
     narrative = " ".join(s.split("|")[5] for s in segments if s.startswith("OBX|"))
     words = [w for w in narrative.split() if len(w) > 6 and w.isalpha()]

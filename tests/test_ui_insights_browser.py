@@ -27,7 +27,7 @@ import pytest
 from adapter.settings import Settings
 from adapter.store import Store
 from adapter.ui.auth import add_user
-from tests.browser import chromium
+from tests.browser import chromium, shoot
 from tests.helpers.fhir_server import EHR_IDENTITY_ENV, FhirServer
 from tests.helpers.oru_receiver import OruReceiver
 from tests.serve_process import Service, running_serve
@@ -158,6 +158,7 @@ def test_review_page_shows_insights_and_a_decision_changes_what_is_delivered(
     follow_up.locator("h3").hover()
     lit = page.locator(f'mark.lit[data-evidence~="{request_id}"]')
     assert lit.count() >= 1 and "6 weeks" in lit.first.inner_text()
+    shoot(page, "ui-review-insights.png")
 
     follow_up.get_by_role("button", name="Accept", exact=True).click()
     page.wait_for_load_state()

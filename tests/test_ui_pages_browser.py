@@ -12,7 +12,6 @@ discards and resolves dead letters with a reason (audited; the stored message st
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ import httpx
 import pytest
 
 from adapter.ui.auth import add_user
-from tests.browser import chromium
+from tests.browser import chromium, shoot
 from tests.helpers.fhir_server import EHR_IDENTITY_ENV, FhirServer
 from tests.serve_process import Service, running_serve
 
@@ -113,15 +112,6 @@ def _sign_in(browser: Any, base: str, user: tuple[str, str], height: int = 1000)
     return page
 
 
-def _shoot(page: Any, name: str) -> None:
-    """README screenshots: `RADBRIDGE_UI_SCREENSHOTS=docs pytest tests/test_ui_pages_browser.py`."""
-    folder = os.environ.get("RADBRIDGE_UI_SCREENSHOTS")
-    if folder:
-        target = (ROOT / folder) if not Path(folder).is_absolute() else Path(folder)
-        target.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(target / name), full_page=True)
-
-
 def _observation(base: str, oid: str) -> dict[str, Any]:
     return dict(httpx.get(f"{base}/fhir/Observation/{oid}", timeout=30).json())
 
@@ -148,7 +138,7 @@ def test_worklist_names_the_patient_and_exam(service: Service, browser: Any) -> 
     cells = [c.strip() for c in row.locator("td").all_inner_texts()]
     assert cells[:4] == ["TESTPATIENT, ALPHA", "MRN0001", "ACC1001", "Chest CT"]
     assert cells[4].startswith("2026-11-01")
-    _shoot(page, "ui-worklist.png")
+    shoot(page, "ui-worklist.png")
     headers = page.locator("table.worklist th").all_inner_texts()
     assert headers[:5] == ["Patient", "MRN", "Accession", "Exam", "Exam date"]
     row.get_by_role("link", name="TESTPATIENT, ALPHA").click()
@@ -321,7 +311,7 @@ def test_dead_letters_are_discarded_or_resolved_with_a_reason(
     text = closed.inner_text()
     assert "by otto: a test message the RIS sent by mistake" in text
     assert "by otto: entered by hand in the EHR" in text
-    _shoot(page, "ui-dead-letters.png")
+    shoot(page, "ui-dead-letters.png")
     assert [
         t.strip()
         for t in page.locator("table.list").first.locator("tbody td:nth-child(2)").all_inner_texts()

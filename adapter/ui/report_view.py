@@ -4,6 +4,7 @@ row per Observation with its value, codes behind a toggle, evidence and correcti
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,9 +105,21 @@ def value_label_text(resource: dict[str, Any]) -> str:
     if "valueCodeableConcept" in resource:
         text = label(resource["valueCodeableConcept"])
         for component in resource.get("component") or []:
-            text += f"; {label(component.get('valueCodeableConcept'))}"
+            text += f"; {_component_text(component, label)}"
         return text
     return value_text(resource)
+
+
+def _quantity_text(quantity: dict[str, Any]) -> str:
+    return f"{quantity.get('value')} {quantity.get('unit', '')}".strip()
+
+
+def _component_text(component: dict[str, Any], show: Callable[[Any], str]) -> str:
+    """A component's value: a size as `diameter 12 mm` (the insights step's size Observations
+    and sized template findings), else its concept."""
+    if "valueQuantity" in component:
+        return f"{label(component.get('code'))} {_quantity_text(component['valueQuantity'])}"
+    return show(component.get("valueCodeableConcept"))
 
 
 def coded_text(concept: dict[str, Any] | None) -> str:
@@ -126,13 +139,12 @@ def value_text(resource: dict[str, Any]) -> str:
     if "valueCodeableConcept" in resource:
         text = coded_text(resource["valueCodeableConcept"])
         for component in resource.get("component") or []:
-            text += f"; {coded_text(component.get('valueCodeableConcept'))}"
+            text += f"; {_component_text(component, coded_text)}"
         return text
     if "valueInteger" in resource:
         return str(resource["valueInteger"])
     if "valueQuantity" in resource:
-        quantity = resource["valueQuantity"]
-        return f"{quantity.get('value')} {quantity.get('unit', '')}".strip()
+        return _quantity_text(resource["valueQuantity"])
     return ""
 
 

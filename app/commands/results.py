@@ -150,8 +150,11 @@ def _observation_value_text(observation: dict[str, Any]) -> str:
     else:
         text = concept_text(observation.get("valueCodeableConcept"))
     for component in observation.get("component") or []:
-        text += (
-            f"; {concept_text(component.get('code'))}: "
-            f"{concept_text(component.get('valueCodeableConcept'))}"
+        quantity = component.get("valueQuantity")
+        value = (
+            f"{quantity.get('value')} {quantity.get('unit') or quantity.get('code') or ''}".strip()
+            if quantity
+            else concept_text(component.get("valueCodeableConcept"))
         )
+        text += f"; {concept_text(component.get('code'))}: {value}"
     return text.strip()
