@@ -11,9 +11,9 @@ version, engine and model, each template's version and content): a rerun with ot
 refused unless it says `--restart` or `--retry-rejected`. A record whose id was seen before in
 the input is rejected (`duplicate_id`).
 
-Concurrency: with RADBRIDGE_ENGINE=openai, RADBRIDGE_LLM_CONCURRENCY records are in flight
-(threads: each waits on the model server); in-process (llama.cpp, or the rules stage) one at a
-time. The table rows are `app.research_table`'s.
+Concurrency: the engine registry's (`workers.engine_registry`): with a model stage and
+RADBRIDGE_ENGINE=openai, RADBRIDGE_LLM_CONCURRENCY records are in flight (threads: each waits
+on the model server); in-process (llama.cpp, or the rules stage) one at a time. The table rows are `app.research_table`'s.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from app.research_table import table_row
 from mappings.errors import MessageRejected
 from mappings.inbound import report_from_record
 from mappings.template import Template
+from workers.engine_registry import entry_for
 from workers.lexical import RULES_MODEL
 from workers.process import EngineFactory, Result, process_reports
 
@@ -101,12 +102,7 @@ def backfill_options(
     }
     if settings.stage != "llm":
         options["rules"] = f"{RULES_MODEL.name} {RULES_MODEL.version}"
-    if settings.stage != "rules":
-        options["engine"] = settings.engine
-        if settings.engine == "openai":
-            options["model"] = settings.llm_model or "the server's first model"
-        else:
-            options["model"] = settings.model_path.name if settings.model_path else "bundled"
+    options.update(entry_for(settings).checkpoint_options(settings))
     return options
 
 
@@ -193,7 +189,7 @@ def run_backfill(
             on_done(entry)
 
     seen: set[str] = set()
-    workers = settings.llm_concurrency if settings.engine == "openai" else 1
+    workers = entry_for(settings).concurrency(settings)
     pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
     in_flight: set[Future[None]] = set()
     with _stop_on_interrupt() as stopping:

@@ -122,7 +122,7 @@ def process_message(
     lookup (one per report and template, bounded) and one transaction that keeps every result
     and marks the message extracted (all or nothing).
     """
-    from workers.engine import get_engine
+    from workers.engine_registry import get_engine
 
     claim = store.claim_message(message_id, token=token, max_attempts=max_attempts(settings))
     if claim.outcome != CLAIMED:
