@@ -11,9 +11,9 @@ version, engine and model, each template's version and content): a rerun with ot
 refused unless it says `--restart` or `--retry-rejected`. A record whose id was seen before in
 the input is rejected (`duplicate_id`).
 
-Concurrency: with RADBRIDGE_ENGINE=openai, RADBRIDGE_LLM_CONCURRENCY records are in flight
-(threads: each waits on the model server); in-process (llama.cpp, or the rules stage) one at a
-time. The table rows are `app.research_table`'s.
+Concurrency: the engine registry's (`workers.engine_registry`): with a model stage and
+RADBRIDGE_ENGINE=openai, RADBRIDGE_LLM_CONCURRENCY records are in flight (threads: each waits
+on the model server); in-process (llama.cpp, or the rules stage) one at a time. The table rows are `app.research_table`'s.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ from app.checkpoint import Checkpoint, Resume
 from app.research_table import table_row
 from mappings.errors import MessageRejected
 from mappings.inbound import report_from_record
+from mappings.report import Report
 from mappings.template import Template
+from workers.engine_registry import entry_for
 from workers.process import EngineFactory, Result, process_reports
 from workers.rules_stage import RULES_MODEL
 
@@ -101,12 +103,7 @@ def backfill_options(
     }
     if settings.stage != "llm":
         options["rules"] = f"{RULES_MODEL.name} {RULES_MODEL.version}"
-    if settings.stage != "rules":
-        options["engine"] = settings.engine
-        if settings.engine == "openai":
-            options["model"] = settings.llm_model or "the server's first model"
-        else:
-            options["model"] = settings.model_path.name if settings.model_path else "bundled"
+    options.update(entry_for(settings).checkpoint_options(settings))
     return options
 
 
@@ -143,94 +140,136 @@ def run_backfill(
     `checkpoint`, the folder's is opened with these options (refused when they differ)."""
     if checkpoint is None:
         checkpoint = open_checkpoint(out_dir, templates, forced, settings)
-    run = BackfillRun()
-    lock = threading.Lock()
-
-    def one(record: Record, report_id: str) -> None:
-        entry: dict[str, Any] = {
-            "id": report_id, "source": record.source, "line": record.line,
-            "bundles": [], "rejected": [], "row": None,
-        }  # fmt: skip
-        for name in checkpoint.previous_bundles(report_id):  # a record done again
-            (out_dir / f"{name}.json").unlink(missing_ok=True)
-        chosen = _templates_for(record, templates, forced, builtin)
-        if isinstance(chosen, str):
-            entry["rejected"].append(_rejection(record, "unknown_template", chosen))
-        else:
-            try:
-                report = report_from_record(record.data, default_language=settings.default_language)
-            except MessageRejected as exc:
-                entry["rejected"].append(_rejection(record, exc.reason, exc.detail, exc.code.value))
-            else:
-                outcome = process_reports(
-                    [report], chosen[0], settings, engine, explicit=chosen[1], reject_failed=True
-                )
-                for result in outcome.results:
-                    assert result.bundle is not None
-                    write_json(out_dir / f"{result.name}.json", result.bundle)
-                    entry["bundles"].append(result.name)
-                for rejected in outcome.rejected:
-                    code = rejected.hl7_code.value if rejected.hl7_code else None
-                    entry["rejected"].append(
-                        _rejection(record, rejected.reason, rejected.detail, code)
-                    )
-                if outcome.results:
-                    entry["row"] = table_row(report_id, outcome.results)
-                with lock:
-                    run.results.extend(outcome.results)
-        checkpoint.add(entry)
-        with lock:
-            run.done += 1
-            run.retried += report_id in checkpoint.retrying
-        if on_done is not None:
-            on_done(entry)
-
-    def reject_now(record: Record, reason: str, detail: str) -> None:
-        # a row without a usable id is rejected on every run (there is nothing to resume by)
-        entry = {"rejected": [_rejection(record, reason, detail)]}
-        run.unkeyed.append(entry)
-        if on_done is not None:
-            on_done(entry)
-
+    job = _Backfill(templates, forced, settings, engine, out_dir, builtin, on_done, checkpoint)
     seen: set[str] = set()
-    workers = settings.llm_concurrency if settings.engine == "openai" else 1
+    workers = entry_for(settings).concurrency(settings)
     pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
     in_flight: set[Future[None]] = set()
     with _stop_on_interrupt() as stopping:
         try:
             for record in records:
                 if stopping.is_set():
-                    run.interrupted = True
+                    job.run.interrupted = True
                     break
-                if record.problem is not None:
-                    reject_now(record, "not_a_record", record.problem)
-                    continue
-                report_id = str(record.data.get("id") or "").strip()
-                if not report_id:
-                    reject_now(record, "no_id", "the record has no id")
-                    continue
-                if report_id in seen:
-                    reject_now(record, "duplicate_id", "an earlier record has the same id")
-                    continue
-                seen.add(report_id)
-                if checkpoint.done(report_id):
-                    run.skipped += 1
-                    continue
-                if pool is None:
-                    one(record, report_id)
-                    continue
-                if len(in_flight) >= workers:
-                    finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        future.result()
-                in_flight.add(pool.submit(one, record, report_id))
+                key = _record_key(record, seen)
+                if isinstance(key, tuple):
+                    job.reject_now(record, *key)
+                elif checkpoint.done(key):
+                    job.run.skipped += 1
+                elif pool is None:
+                    job.one(record, key)
+                else:
+                    in_flight = _submit(pool, in_flight, workers, job.one, record, key)
         finally:
             if pool is not None:
                 pool.shutdown(wait=True)  # the records in flight finish and are recorded
     for future in in_flight:
         future.result()
-    run.entries = list(checkpoint.entries.values())
-    return run
+    job.run.entries = list(checkpoint.entries.values())
+    return job.run
+
+
+def _record_key(record: Record, seen: set[str]) -> str | tuple[str, str]:
+    """A record's id (added to `seen`), or why it is rejected without one: a row without a
+    usable id is rejected on every run (there is nothing to resume by)."""
+    if record.problem is not None:
+        return "not_a_record", record.problem
+    report_id = str(record.data.get("id") or "").strip()
+    if not report_id:
+        return "no_id", "the record has no id"
+    if report_id in seen:
+        return "duplicate_id", "an earlier record has the same id"
+    seen.add(report_id)
+    return report_id
+
+
+def _submit(
+    pool: ThreadPoolExecutor,
+    in_flight: set[Future[None]],
+    limit: int,
+    work: Callable[[Record, str], None],
+    record: Record,
+    report_id: str,
+) -> set[Future[None]]:
+    """Submit one record, first waiting while `limit` are in flight; returns those in flight."""
+    if len(in_flight) >= limit:
+        finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+        for future in finished:
+            future.result()
+    in_flight.add(pool.submit(work, record, report_id))
+    return in_flight
+
+
+@dataclass
+class _Backfill:
+    """One run's work on a record (thread-safe: the pool's threads share it)."""
+
+    templates: Mapping[str, Template]
+    forced: bool
+    settings: Settings
+    engine: EngineFactory
+    out_dir: Path
+    builtin: Callable[[], Mapping[str, Template]]
+    on_done: Callable[[dict[str, Any]], None] | None
+    checkpoint: Checkpoint
+    run: BackfillRun = field(default_factory=BackfillRun)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def one(self, record: Record, report_id: str) -> None:
+        """Extract one record, write its Bundles, then record it in the checkpoint."""
+        entry: dict[str, Any] = {
+            "id": report_id, "source": record.source, "line": record.line,
+            "bundles": [], "rejected": [], "row": None,
+        }  # fmt: skip
+        for name in self.checkpoint.previous_bundles(report_id):  # a record done again
+            (self.out_dir / f"{name}.json").unlink(missing_ok=True)
+        chosen = _templates_for(record, self.templates, self.forced, self.builtin)
+        if isinstance(chosen, str):
+            entry["rejected"].append(_rejection(record, "unknown_template", chosen))
+        else:
+            try:
+                report = report_from_record(
+                    record.data, default_language=self.settings.default_language
+                )
+            except MessageRejected as exc:
+                entry["rejected"].append(_rejection(record, exc.reason, exc.detail, exc.code.value))
+            else:
+                self._extract(record, report, chosen, entry)
+        self.checkpoint.add(entry)
+        with self.lock:
+            self.run.done += 1
+            self.run.retried += report_id in self.checkpoint.retrying
+        if self.on_done is not None:
+            self.on_done(entry)
+
+    def _extract(
+        self,
+        record: Record,
+        report: Report,
+        chosen: tuple[list[Template], bool],
+        entry: dict[str, Any],
+    ) -> None:
+        outcome = process_reports(
+            [report], chosen[0], self.settings, self.engine, explicit=chosen[1], reject_failed=True
+        )
+        for result in outcome.results:
+            assert result.bundle is not None
+            write_json(self.out_dir / f"{result.name}.json", result.bundle)
+            entry["bundles"].append(result.name)
+        for rejected in outcome.rejected:
+            code = rejected.hl7_code.value if rejected.hl7_code else None
+            entry["rejected"].append(_rejection(record, rejected.reason, rejected.detail, code))
+        if outcome.results:
+            entry["row"] = table_row(entry["id"], outcome.results)
+        with self.lock:
+            self.run.results.extend(outcome.results)
+
+    def reject_now(self, record: Record, reason: str, detail: str) -> None:
+        """A row without a usable id: a rejection line, never in the checkpoint."""
+        entry = {"rejected": [_rejection(record, reason, detail)]}
+        self.run.unkeyed.append(entry)
+        if self.on_done is not None:
+            self.on_done(entry)
 
 
 @contextmanager

@@ -345,7 +345,7 @@ def run_worker(
     Redis): a reconcile at start requeues messages left `processing` by a worker that died."""
     from celery.exceptions import SecurityWarning
 
-    from workers.engine import probe_engine, worker_pool
+    from workers.engine_registry import probe_engine, worker_pool
     from workers.tasks import make_worker_app
 
     # Celery's multi-line "superuser privileges" warning: `check-config` says it in one line

@@ -170,7 +170,7 @@ def run_reports(
 ) -> StageRun:
     """One stage on every report: labels (`empty` when no valid output), pairs, timing.
     Each report goes through the one use case (`workers.process`) with its template named."""
-    from workers.engine import get_engine
+    from workers.engine_registry import get_engine
     from workers.process import process_reports
 
     stage_settings = settings.model_copy(update={"stage": stage})

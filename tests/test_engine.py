@@ -17,7 +17,8 @@ from mappings.report import FindingStatus, Report
 from mappings.template import get_template
 from mappings.template_output import output_json_schema, output_model
 from workers import engine as engine_module
-from workers.engine import Engine, default_model_path, get_engine
+from workers.engine import Engine, default_model_path
+from workers.engine_registry import get_engine
 from workers.errors import EngineError, ExtractionError
 from workers.llm_stage import extract
 from workers.prompt import build_prompt, user_text

@@ -23,8 +23,8 @@ from adapter.settings import Settings
 from mappings.report import FindingStatus, Report
 from mappings.template import get_template
 from mappings.template_output import output_json_schema
-from workers.engine import get_engine, probe_engine, worker_pool
 from workers.engine_openai import PROBE_SCHEMA, OpenAIEngine, probe
+from workers.engine_registry import get_engine, probe_engine, worker_pool
 from workers.errors import EngineError, EngineUnavailable, ExtractionError, InvalidModelOutput
 from workers.extraction_engine import ChatPrompt
 from workers.llm_stage import extract
@@ -244,6 +244,20 @@ def test_a_slow_server_times_out_with_the_time_it_was_given() -> None:
 def test_a_server_that_ignores_the_schema_stops_the_worker(server: FakeServer) -> None:
     with pytest.raises(EngineError, match="does not honour response_format json_schema"):
         probe(_engine(server.base_url))
+
+
+@pytest.mark.parametrize("server", [[_completion("Hello! How can I help?")]], indirect=True)
+def test_the_start_probe_asks_the_server_only_when_a_stage_uses_the_model(
+    server: FakeServer,
+) -> None:
+    """The engine registry: a rules-stage worker needs no model server, so it is not asked
+    (and its answer cannot stop the worker); a model stage's worker is stopped by it."""
+    settings = Settings(engine="openai", llm_base_url=server.base_url, llm_model="m")
+    probe_engine(settings.model_copy(update={"stage": "rules"}))
+    assert server.requests == []
+    with pytest.raises(EngineError, match="does not honour response_format json_schema"):
+        probe_engine(settings.model_copy(update={"stage": "hybrid"}))
+    assert len(server.requests) == 1
 
 
 @pytest.mark.parametrize(

@@ -437,7 +437,7 @@ def test_real_model_runs_a_regression_and_a_classification_sample_to_a_valid_bun
     from conformance.validate import validate_resource
     from mappings.fhir_out import build_bundle
     from mappings.report import FindingStatus, Report
-    from workers.engine import get_engine
+    from workers.engine_registry import get_engine
     from workers.stages import run_stage
 
     dragon = load_dragon_set(samples_dir, languages=("english",))

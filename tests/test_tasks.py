@@ -201,3 +201,24 @@ def test_an_unexpected_error_leaves_the_message_dead_with_a_reason(
     row = store.get_message(message.message_id)
     assert row is not None and row.reason == "RuntimeError after 1 attempts"
     assert row.attempts == 1  # the reason and the attempts column agree
+
+
+def test_the_tasks_are_bound_in_one_place_and_deliveries_share_one_body(tmp_path: Path) -> None:
+    """Issue 22 item 3: the tasks are module-level functions bound by `register_tasks`; each
+    Bundle destination of the table gets a task of the same `deliver` body and a push."""
+    import workers.tasks
+    from adapter.destinations import DESTINATIONS
+    from adapter.queue import EXTRACT_TASK, RECONCILE_TASK
+    from workers.delivery import PUSHES
+
+    settings = Settings(data_dir=tmp_path / "data", redis_url="redis://127.0.0.1:1/0")
+    app = make_worker_app(settings)
+    bundle_tasks = {d.task: d.name for d in DESTINATIONS if d.task is not None}
+    registered = {name: task for name, task in app.tasks.items() if name.startswith("radbridge.")}
+    assert set(registered) == {EXTRACT_TASK, RECONCILE_TASK, *bundle_tasks}
+    assert registered[EXTRACT_TASK].run.__func__ is workers.tasks.extract_report
+    assert registered[RECONCILE_TASK].run.__func__ is workers.tasks.reconcile
+    for name, destination in bundle_tasks.items():
+        assert registered[name].run.__func__ is workers.tasks.deliver
+        assert workers.tasks.destination_of(name) == destination
+    assert set(PUSHES) == set(bundle_tasks.values())

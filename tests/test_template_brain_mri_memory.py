@@ -181,7 +181,7 @@ def test_hybrid_extraction_with_the_default_model_gives_a_valid_coded_bundle(
     from adapter.settings import Settings
     from conformance.validate import validate_resource
     from mappings.fhir_out import build_bundle
-    from workers.engine import get_engine
+    from workers.engine_registry import get_engine
     from workers.prompt import system_text, user_text
     from workers.rules_stage import variable_spans
     from workers.stages import hints_text, run_stage

@@ -106,7 +106,7 @@ def test_hybrid_real_model_gives_a_valid_coded_bundle(template: Template) -> Non
     from adapter.settings import Settings
     from conformance.validate import validate_resource
     from mappings.fhir_out import build_bundle
-    from workers.engine import get_engine
+    from workers.engine_registry import get_engine
     from workers.stages import run_stage
 
     settings = Settings(stage="hybrid")

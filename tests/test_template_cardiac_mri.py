@@ -102,7 +102,7 @@ def test_hybrid_extraction_with_the_default_model_gives_a_valid_coded_bundle(
     from adapter.settings import Settings
     from conformance.validate import validate_resource
     from mappings.fhir_out import build_bundle
-    from workers.engine import get_engine
+    from workers.engine_registry import get_engine
     from workers.stages import run_stage
 
     row = next(r for r in rows if r["id"] == "cmr-09")  # English, short, LVEF/RVEF coded

@@ -21,7 +21,7 @@ from adapter.store.messages import Incoming
 from adapter.tables import resources
 from mappings.timeline import TimelineEntry, link_reports, link_stored, patient_reference
 from tests.helpers.fhir_server import EHR_IDENTITY, FhirServer
-from workers.engine import cpu_cores, worker_pool
+from workers.engine_registry import cpu_cores, worker_pool
 from workers.process import process_message as run_message
 from workers.tasks import make_worker_app, process_message, timeline_links
 

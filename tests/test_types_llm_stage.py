@@ -352,7 +352,7 @@ def test_extract_typed_with_a_stand_in_engine_uses_the_template_cap() -> None:
 
 @pytest.mark.llm
 def test_real_model_fills_the_typed_template() -> None:
-    from workers.engine import get_engine
+    from workers.engine_registry import get_engine
 
     settings = Settings(n_threads=2, n_ctx=4096, max_tokens=512)
     engine = get_engine(settings)
@@ -393,7 +393,7 @@ def test_llguidance_grammar_holds_values_to_scale_range_and_options(
     """The compiled grammar (the one decoding uses) accepts exactly the valid typed answers."""
     import llguidance
 
-    from workers.engine import get_engine
+    from workers.engine_registry import get_engine
 
     engine = get_engine(Settings(n_threads=2, n_ctx=4096, max_tokens=512))
     grammar = engine.grammar_for(output_json_schema(TYPED))

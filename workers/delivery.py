@@ -24,7 +24,9 @@ import email.utils
 import json
 import logging
 import random
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -494,3 +496,54 @@ def deliver_oru_message(
             f"ORU target rejected the message ({code})", status=400, outcome=None
         )
     raise DeliveryRetryable(f"ORU target answered {code or 'no MSA'}")
+
+
+_CLIENTS: dict[float, httpx.Client] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def http_client(settings: Settings) -> httpx.Client:
+    """The process's HTTP client for FHIR delivery (made once per process, after the fork;
+    thread-safe): a new client per delivery cost ~20-170 ms of TLS set-up (its certificate
+    store) and a new connection to the EHR each time."""
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.get(settings.delivery_timeout_s)
+        if client is None:
+            client = _CLIENTS[settings.delivery_timeout_s] = httpx.Client(
+                timeout=settings.delivery_timeout_s
+            )
+        return client
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """What one push of a Bundle left at its destination, to record: `status` (the HTTP status
+    when something was sent, else None) and `delivered` (what the destination now holds: the
+    FHIR write-back's hashes, the ORU's result statuses)."""
+
+    status: int | None
+    delivered: dict[str, str]
+
+
+Push = Callable[[dict[str, Any], Report | None, Settings, dict[str, str]], Pushed]
+"""A destination's push: (Bundle, source report, settings, what it holds already) -> Pushed."""
+
+
+def push_fhir(
+    bundle: dict[str, Any], report: Report | None, settings: Settings, delivered: dict[str, str]
+) -> Pushed:
+    """Write a report back to the EHR's FHIR server (`deliver_report`)."""
+    result = deliver_report(bundle, report, settings, delivered, client=http_client(settings))
+    return Pushed(200 if result.sent else None, result.hashes)
+
+
+def push_oru(
+    bundle: dict[str, Any], report: Report | None, settings: Settings, delivered: dict[str, str]
+) -> Pushed:
+    """Send a Bundle as ORU^R01 (`deliver_oru_message`): the next OBX-11 C/W follow what the
+    receiver holds."""
+    return Pushed(None, deliver_oru_message(bundle, settings, report, delivered).statuses)
+
+
+PUSHES: dict[str, Push] = {"fhir": push_fhir, "oru": push_oru}
+"""How each Bundle destination of `adapter.destinations`' table is pushed, by its name."""

@@ -16,8 +16,9 @@ Prefix reuse: the engine remembers which tokens are in the KV cache (llama-cpp-p
 prompt, so instructions and schema go first and the report last. No LlamaRAMCache or
 LlamaDiskCache: each save copies the whole logits array.
 
-`get_engine` is the entry point for every caller: it returns the `ExtractionEngine` of
-RADBRIDGE_ENGINE (this module's `Engine`, or `workers.engine_openai.OpenAIEngine`).
+Callers get it through the engine registry (`workers.engine_registry.get_engine`), which
+returns the `ExtractionEngine` of RADBRIDGE_ENGINE (this module's `Engine`, or
+`workers.engine_openai.OpenAIEngine`) and holds the worker-pool policy.
 
 Processes and threads: `get_llamacpp_engine` loads lazily (nothing at import) and keeps one
 engine per (model file, parameters) in the process. Celery workers call it from `worker_process_init`, i.e.
@@ -52,7 +53,7 @@ from adapter.settings import BUNDLED_MODEL_FILE, Settings
 from mappings.report import ModelInfo
 from workers.decoding import TokenStep, decode_constrained
 from workers.errors import EngineError, ExtractionError
-from workers.extraction_engine import ChatPrompt, ExtractionEngine, Generation, JsonSchema
+from workers.extraction_engine import ChatPrompt, Generation, JsonSchema
 from workers.model_file import file_sha256
 
 log = logging.getLogger("radbridge.engine")
@@ -67,10 +68,7 @@ __all__ = [
     "close_engines",
     "default_model_path",
     "file_sha256",
-    "get_engine",
     "get_llamacpp_engine",
-    "probe_engine",
-    "worker_pool",
 ]
 
 
@@ -397,19 +395,6 @@ def close_engines() -> None:
         _ENGINES.clear()
 
 
-def get_engine(settings: Settings) -> ExtractionEngine:
-    """The process's engine for RADBRIDGE_ENGINE: the one entry point callers use.
-
-    `llamacpp`: `get_llamacpp_engine` (the model in this process); `openai`: the process's
-    `workers.engine_openai.OpenAIEngine` for RADBRIDGE_LLM_BASE_URL (no model loaded here).
-    """
-    if settings.engine == "openai":
-        from workers.engine_openai import get_openai_engine
-
-        return get_openai_engine(settings)
-    return get_llamacpp_engine(settings)
-
-
 def get_llamacpp_engine(settings: Settings) -> Engine:
     """The process's in-process engine for these settings, loaded on first use and kept.
 
@@ -430,69 +415,3 @@ def get_llamacpp_engine(settings: Settings) -> Engine:
             engine = Engine(settings)
             _ENGINES[key] = engine
         return engine
-
-
-def worker_pool(settings: Settings, processes: int | None = None) -> tuple[str, int]:
-    """The Celery pool and concurrency of a worker: the one place of the pool policy.
-
-    `processes`: `radbridge worker --concurrency`, else RADBRIDGE_WORKER_PROCESSES, else the
-    default below.
-
-    The rules stage (no model): the PREFORK pool with one process per CPU core (the cores this
-    process may run on). The work is CPU-bound Python (parse, rules, Bundle, store), so
-    processes, not threads, use the cores; each opens its own store and costs ~100 MB.
-
-    `openai` (a model server): the THREAD pool with RADBRIDGE_LLM_CONCURRENCY threads in one
-    process, so that many extractions are in flight against the server. Why threads: a task
-    spends nearly all its time waiting on the server's HTTP answer (the GIL is released while
-    waiting; the rules stage and the Bundle take milliseconds), so N threads keep N requests in
-    flight at the cost of one process (one store pool, one keep-alive connection pool, imports
-    loaded once). Each message stays one Celery task - `acks_late`, bounded retries, the
-    store's claim and `worker_prefetch_multiplier=1` keep their per-message meaning, and the
-    worker reserves only as many messages as it has threads, the rest wait in Redis for other
-    workers. asyncio was rejected: Celery does not run coroutines as tasks and the pipeline and
-    store are synchronous; prefork with N processes would work but pays N processes for
-    I/O-bound work. `processes` is not used: start more workers to add more.
-
-    `llamacpp` with a model stage (llm, hybrid): one generation at a time per process (a
-    llama.cpp context serves one sequence; threads would queue on the engine's lock): `solo`
-    by default, or `prefork` with `processes` processes, each loading the model (and using
-    RADBRIDGE_N_THREADS threads: more processes than cores only compete).
-    """
-    wanted = processes or settings.worker_processes
-    if settings.stage == "rules":
-        count = wanted or cpu_cores()
-    elif settings.engine == "openai":
-        return "threads", settings.llm_concurrency
-    else:
-        count = wanted or 1
-    return ("prefork" if count > 1 else "solo"), count
-
-
-def cpu_cores() -> int:
-    """The CPU cores this process may run on (its affinity; the machine's count elsewhere)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
-
-
-def probe_engine(settings: Settings) -> None:
-    """Worker start: check the `openai` engine's server (nothing to check in-process: the model
-    loads on the first message).
-
-    Unreachable: log a warning and return - the worker starts, messages wait and are retried
-    until the server answers. Reachable but refusing or ignoring `json_schema`: EngineError,
-    the worker must not start.
-    """
-    if settings.engine != "openai":
-        return
-    from workers.engine_openai import get_openai_engine, probe
-
-    result = probe(get_openai_engine(settings))
-    if result.reachable:
-        log.info("model server ready: %s", result.detail)
-    else:
-        log.warning(
-            "model server not reachable, starting anyway (messages wait and are retried): %s",
-            result.detail,
-        )

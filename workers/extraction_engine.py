@@ -9,8 +9,9 @@ depend on this Protocol only. Implementations, one class each (a new backend = o
   `/v1/chat/completions` server that honours `response_format: json_schema` (llama.cpp's
   `llama-server` or `radbridge llm-server`, vLLM, Ollama); many generations in flight.
 
-`get_engine(settings)` in `workers.engine` returns the process's engine for
-`RADBRIDGE_ENGINE`; callers never pick a class themselves.
+`get_engine(settings)` in `workers.engine_registry` returns the process's engine for
+`RADBRIDGE_ENGINE`; callers never pick a class themselves (the registry's entry per backend
+also holds its worker pool, probe, concurrency and what a backfill records of it).
 
 An engine is given the prompt as a system and a user turn (`ChatPrompt`): the in-process
 engine renders them with the model's chat template, a server does it itself. It returns a
@@ -23,15 +24,14 @@ every confidence is None (unavailable), never a made-up number.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from mappings.report import ModelInfo
 from workers.decoding import TokenStep
 
-EngineKind = Literal["llamacpp", "openai"]
 JsonSchema = dict[str, Any]
 
-__all__ = ["ChatPrompt", "EngineKind", "ExtractionEngine", "Generation", "JsonSchema", "TokenStep"]
+__all__ = ["ChatPrompt", "ExtractionEngine", "Generation", "JsonSchema", "TokenStep"]
 
 
 @dataclass(frozen=True)

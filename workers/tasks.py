@@ -1,4 +1,7 @@
-"""Celery tasks: extract_report, deliver, reconcile (registered on adapter.queue's app).
+"""Celery tasks: `extract_report`, `deliver` (one body, bound once per Bundle destination of
+`adapter.destinations`' table; `workers.delivery.PUSHES` pushes) and `reconcile`: module-level
+functions bound to a Celery app made by `adapter.queue.make_celery` in one place,
+`register_tasks`; each reads its settings from the app it is bound to.
 
 The store is the truth: a task first claims its message (so two workers never process the same
 one), and every outcome is written back (extracted, failed with a retry, dead with a reason).
@@ -24,13 +27,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 from celery import Celery, Task
 
 from adapter import destinations
 from adapter.queue import (
-    DELIVER_ORU_TASK,
-    DELIVER_TASK,
     EXTRACT_TASK,
     RECONCILE_DONE_KEY,
     RECONCILE_TASK,
@@ -49,7 +49,7 @@ from mappings.media_types import FHIR_JSON
 from mappings.report import FindingStatus, Report
 from mappings.template import load_templates
 from mappings.timeline import TimelineEntry, link_stored, patient_reference
-from workers.delivery import backoff_seconds, deliver_report
+from workers.delivery import PUSHES, backoff_seconds
 from workers.errors import (
     DeliveryError,
     DeliveryRejected,
@@ -62,7 +62,6 @@ from workers.process import process_message as run_message
 
 log = logging.getLogger("radbridge.tasks")
 _STORES: dict[str, Store] = {}
-_CLIENTS: dict[str, httpx.Client] = {}
 _LOCK = threading.Lock()
 
 
@@ -75,18 +74,6 @@ def store_for(settings: Settings) -> Store:
         if url not in _STORES:
             _STORES[url] = Store.open(settings)
         return _STORES[url]
-
-
-def http_client(settings: Settings) -> httpx.Client:
-    """The process's HTTP client for FHIR delivery (made once per process, after the fork;
-    thread-safe): a new client per delivery cost ~20-170 ms of TLS set-up (its certificate
-    store) and a new connection to the EHR each time."""
-    key = f"http-{settings.delivery_timeout_s}"
-    with _LOCK:
-        client = _CLIENTS.get(key)
-        if client is None:
-            client = _CLIENTS[key] = httpx.Client(timeout=settings.delivery_timeout_s)
-        return client
 
 
 def parse_message(raw: bytes, content_type: str, settings: Settings) -> list[Report]:
@@ -116,7 +103,7 @@ def process_message(
     lookup (one per report and template, bounded) and one transaction that keeps every result
     and marks the message extracted (all or nothing).
     """
-    from workers.engine import get_engine
+    from workers.engine_registry import get_engine
 
     claim = store.claim_message(message_id, token=token, max_attempts=max_attempts(settings))
     if claim.outcome != CLAIMED:
@@ -255,218 +242,219 @@ def _content_type(store: Store, message_id: int) -> str:
     return store.content_type(message_id)
 
 
-def register_tasks(app: Celery) -> None:
-    """Register the radbridge tasks on a Celery app made by `adapter.queue.make_celery`."""
-    settings: Settings = app.conf.radbridge_settings
+def _settings(task: Task) -> Settings:
+    """The settings of the app a task is bound to (`adapter.queue.make_celery` keeps them)."""
+    settings: Settings = task.app.conf.radbridge_settings
+    return settings
 
-    @app.task(name=EXTRACT_TASK, bind=True, shared=False, max_retries=None)  # type: ignore[untyped-decorator]
-    def extract_report(self: Task, message_id: int) -> list[str]:
-        # the attempt cap is counted in the store (every claim), not by Celery: a retry, a
-        # redelivery after a crash and a reconcile requeue all count alike
-        store = store_for(settings)
-        try:
-            bundle_ids = process_message(store, settings, message_id, token=self.request.id)
-        except Exception as exc:
-            # any failure (a bad template file, a bug) leaves the message `failed` with a reason
-            # and retries bounded: never stuck in `processing` until the visibility timeout
-            row = store.get_message(message_id)
-            if row is None or row.state != PROCESSING:
-                raise  # failed before its claim (e.g. the store): Celery logs it, reconcile retries
-            # the model server is down or busy: the message waits for it, never goes dead
-            waiting = isinstance(exc, EngineUnavailable)
-            if row.attempts >= max_attempts(settings) and not waiting:
-                reason = f"{type(exc).__name__} after {row.attempts} attempts"
-                store.mark_failed(message_id, reason, dead=True)
-                send_application_ack(store, settings, message_id, success=False, row=row)
-                return []
-            countdown = backoff_seconds(
-                row.attempts - 1, retry_after=getattr(exc, "retry_after", None)
-            )
-            store.mark_failed(
-                message_id,
-                type(exc).__name__,
-                retry_at=datetime.now(UTC) + timedelta(seconds=countdown),
-                refund_attempt=waiting,
-            )
-            raise self.retry(countdown=countdown, exc=exc) from None
-        if bundle_ids is None:  # not claimed: another worker has it, it is done, or dead
-            return []
-        if settings.app_ack_target:  # the state is read only when an application ACK may go
-            row = store.get_message(message_id)
-            if row is not None and row.state in ("extracted", "dead"):
-                success = row.state == "extracted"
-                send_application_ack(store, settings, message_id, success=success, row=row)
-        destinations.dispatch(app, settings, store, bundle_ids)
-        return bundle_ids
 
-    def delivery_failed(task: Task, bundle_id: str, target: str, exc: Exception) -> str:
-        """A delivery attempt to one destination failed: retried with capped exponential
-        backoff while RADBRIDGE_DELIVERY_RETRY_FOR has not passed since the run's first failure
-        (raises Celery's Retry), else `dead`; a refusal (a 4xx other than 408/429, a NAK AR,
-        an identity refused) is `refused` at once. Returns the state. Only this destination's
-        record changes; every error is recorded, a bug too (retried)."""
-        store = store_for(settings)
-        retryable = isinstance(exc, DeliveryRetryable) or not isinstance(exc, DeliveryError)
-        name = type(exc).__name__
-        status = getattr(exc, "status", None)
-        status = status if isinstance(status, int) else None
-        detail = f"{name} ({status})" if status is not None else name
-        if retryable:
-            record = store.delivery(bundle_id, target) or {}
-            attempts = int(record.get("attempts") or 0) + 1
-            now = datetime.now(UTC)
-            since = record.get("failing_since") or now
-            if since.tzinfo is None:  # SQLite keeps naive UTC
-                since = since.replace(tzinfo=UTC)
-            left = settings.delivery_retry_for - (now - since).total_seconds()
-            if left > 0:
-                countdown = min(
-                    left,
-                    backoff_seconds(
-                        attempts - 1,
-                        cap=settings.delivery_retry_max_interval_s,
-                        retry_after=getattr(exc, "retry_after", None),
-                    ),
-                )
-                store.record_delivery_attempt(
-                    bundle_id,
-                    target,
-                    state=RETRY,
-                    status=status,
-                    next_attempt_at=now + timedelta(seconds=countdown),
-                    reason=detail,
-                )
-                log.info(
-                    "bundle %s delivery to %s retry in %.1fs: %s",
-                    bundle_id,
-                    target,
-                    countdown,
-                    name,
-                )
-                raise task.retry(countdown=countdown, exc=exc) from None
-            state = DEAD
-            reason = f"{detail}: still failing after {attempts} attempts"
-        else:
-            state = REFUSED
-            reason = f"refused: {exc}" if isinstance(exc, DeliveryRejected) else f"{detail}: {exc}"
-        store.record_delivery_attempt(
-            bundle_id,
-            target,
-            state=state,
-            status=status,
-            outcome=getattr(exc, "outcome", None),
-            reason=reason,
+def extract_report(task: Task, message_id: int) -> list[str]:
+    """Celery task: extract one stored message (`process_message`), then send its application
+    ACK (enhanced mode) and queue its Bundles to every destination; a failure is retried
+    (`extraction_failed`)."""
+    # the attempt cap is counted in the store (every claim), not by Celery: a retry, a
+    # redelivery after a crash and a reconcile requeue all count alike
+    settings = _settings(task)
+    store = store_for(settings)
+    try:
+        bundle_ids = process_message(store, settings, message_id, token=task.request.id)
+    except Exception as exc:
+        return extraction_failed(task, store, settings, message_id, exc)
+    if bundle_ids is None:  # not claimed: another worker has it, it is done, or dead
+        return []
+    if settings.app_ack_target:  # the state is read only when an application ACK may go
+        row = store.get_message(message_id)
+        if row is not None and row.state in ("extracted", "dead"):
+            success = row.state == "extracted"
+            send_application_ack(store, settings, message_id, success=success, row=row)
+    destinations.dispatch(task.app, settings, store, bundle_ids)
+    return bundle_ids
+
+
+def extraction_failed(
+    task: Task, store: Store, settings: Settings, message_id: int, exc: Exception
+) -> list[str]:
+    """Any failure of an extraction (a bad template file, a bug) leaves the message `failed`
+    with a reason and a retry in its backoff (raises Celery's Retry), or `dead` at the attempt
+    cap: never stuck in `processing` until the visibility timeout. A model server that is down
+    or busy (EngineUnavailable) refunds the attempt: the message waits for it, never goes dead."""
+    row = store.get_message(message_id)
+    if row is None or row.state != PROCESSING:
+        raise exc  # failed before its claim (e.g. the store): Celery logs it, reconcile retries
+    waiting = isinstance(exc, EngineUnavailable)
+    if row.attempts >= max_attempts(settings) and not waiting:
+        store.mark_failed(
+            message_id, f"{type(exc).__name__} after {row.attempts} attempts", dead=True
         )
-        log.warning("bundle %s delivery to %s %s: %s", bundle_id, target, state, name)
-        return state
+        send_application_ack(store, settings, message_id, success=False, row=row)
+        return []
+    countdown = backoff_seconds(row.attempts - 1, retry_after=getattr(exc, "retry_after", None))
+    store.mark_failed(
+        message_id,
+        type(exc).__name__,
+        retry_at=datetime.now(UTC) + timedelta(seconds=countdown),
+        refund_attempt=waiting,
+    )
+    raise task.retry(countdown=countdown, exc=exc) from None
 
-    @app.task(name=DELIVER_TASK, bind=True, shared=False, max_retries=None)  # type: ignore[untyped-decorator]
-    def deliver(self: Task, bundle_id: str) -> str:
-        # two store round trips: the job (Bundle, message, delivered already?) and the record
-        # of the delivery with the message's state
-        store = store_for(settings)
-        job = store.delivery_job(bundle_id, "fhir", lease=delivery_lease(settings))
-        if job is None:
-            return "missing"
-        if job.busy:  # another copy holds the claim and pushes
-            return "busy"
-        if job.delivered_already:  # a second copy (reconcile): push nothing
-            return "already delivered"
-        try:
-            result = deliver_report(
-                job.bundle,
-                source_report(job, settings),
-                settings,
-                job.delivered,
-                client=http_client(settings),
+
+def deliver(task: Task, bundle_id: str) -> str:
+    """Celery task, one per Bundle destination (`adapter.destinations`; the task's name says
+    which): push one Bundle (`workers.delivery.PUSHES`) and record it. Two store round trips:
+    the claimed job (Bundle, message, delivered already?) and the record of the delivery with
+    the message's state. A copy that finds the claim held or the Bundle delivered pushes
+    nothing; a decision saved during the push queues the Bundle again."""
+    settings = _settings(task)
+    target = destination_of(task.name)
+    store = store_for(settings)
+    job = store.delivery_job(bundle_id, target, lease=delivery_lease(settings))
+    if job is None:
+        return "missing"
+    if job.busy:  # another copy holds the claim and pushes
+        return "busy"
+    if job.delivered_already:  # a second copy (reconcile): push nothing
+        return "already delivered"
+    try:
+        pushed = PUSHES[target](job.bundle, source_report(job, settings), settings, job.delivered)
+    except Exception as exc:
+        return delivery_failed(task, store, settings, bundle_id, target, exc)
+    changed = store.record_delivery_attempt(
+        bundle_id,
+        target,
+        state="delivered",
+        status=pushed.status,
+        delivered=pushed.delivered,
+        delivered_message=job.message_id,
+        required=destinations.required(settings),
+        stamp=job.stamp,
+    )
+    if changed:  # a decision saved during the push
+        task.app.send_task(task.name, args=[bundle_id])
+    return "delivered"
+
+
+def destination_of(task_name: str) -> str:
+    """The destination (`adapter.destinations` table) whose Bundles a task delivers."""
+    return next(d.name for d in destinations.DESTINATIONS if d.task == task_name)
+
+
+def delivery_failed(
+    task: Task, store: Store, settings: Settings, bundle_id: str, target: str, exc: Exception
+) -> str:
+    """A delivery attempt to one destination failed: retried with capped exponential backoff
+    while RADBRIDGE_DELIVERY_RETRY_FOR has not passed since the run's first failure (raises
+    Celery's Retry), else `dead`; a refusal (a 4xx other than 408/429, a NAK AR, an identity
+    refused) is `refused` at once. Returns the state. Only this destination's record changes;
+    every error is recorded, a bug too (retried)."""
+    retryable = isinstance(exc, DeliveryRetryable) or not isinstance(exc, DeliveryError)
+    name = type(exc).__name__
+    status = getattr(exc, "status", None)
+    status = status if isinstance(status, int) else None
+    detail = f"{name} ({status})" if status is not None else name
+    if retryable:
+        record = store.delivery(bundle_id, target) or {}
+        attempts = int(record.get("attempts") or 0) + 1
+        countdown = _retry_countdown(record, attempts, settings, exc)
+        if countdown is not None:
+            store.record_delivery_attempt(
+                bundle_id,
+                target,
+                state=RETRY,
+                status=status,
+                next_attempt_at=datetime.now(UTC) + timedelta(seconds=countdown),
+                reason=detail,
             )
-        except Exception as exc:
-            return delivery_failed(self, bundle_id, "fhir", exc)
-        changed = store.record_delivery_attempt(
-            bundle_id,
-            "fhir",
-            state="delivered",
-            status=200 if result.sent else None,
-            delivered=result.hashes,
-            delivered_message=job.message_id,
-            required=destinations.required(settings),
-            stamp=job.stamp,
-        )
-        if changed:  # a decision saved during the push
-            app.send_task(DELIVER_TASK, args=[bundle_id])
-        return "delivered"
+            log.info(
+                "bundle %s delivery to %s retry in %.1fs: %s", bundle_id, target, countdown, name
+            )
+            raise task.retry(countdown=countdown, exc=exc) from None
+        state = DEAD
+        reason = f"{detail}: still failing after {attempts} attempts"
+    else:
+        state = REFUSED
+        reason = f"refused: {exc}" if isinstance(exc, DeliveryRejected) else f"{detail}: {exc}"
+    store.record_delivery_attempt(
+        bundle_id,
+        target,
+        state=state,
+        status=status,
+        outcome=getattr(exc, "outcome", None),
+        reason=reason,
+    )
+    log.warning("bundle %s delivery to %s %s: %s", bundle_id, target, state, name)
+    return state
 
-    @app.task(name=RECONCILE_TASK, shared=False)  # type: ignore[untyped-decorator]
-    def reconcile(claimed_before: str | None = None) -> int:
-        """Re-enqueue what the store says is not done and Redis may have lost: accepted
-        messages, failed ones whose retry is due (never during their backoff), processing ones
-        past the visibility timeout (their worker is gone; the claim counts the attempt and
-        gives up at the cap), deliveries never made or due again (a copy of a deliver task still
-        queued finds its Bundle delivered and pushes nothing), and messages whose delivery was
-        recorded but whose worker was lost before marking them delivered. `claimed_before` (ISO
-        time; sent by serve's only worker at its start): processing claims older than it are
-        stale at once (the worker that held them is dead)."""
-        store = store_for(settings)
-        stale = timedelta(seconds=settings.task_visibility_timeout_s)
-        if claimed_before is not None:
-            since = datetime.now(UTC) - datetime.fromisoformat(claimed_before)
-            stale = min(stale, max(since, timedelta(0)))
-        requeued = 0
-        for message_id in store.pending():
-            row = store.get_message(message_id)
-            if row is None:
-                continue
-            if row.state == PROCESSING and not store.reclaim_stale(message_id, stale):
-                continue  # a worker is on it
-            enqueue_extract(app, message_id)
+
+def _retry_countdown(
+    record: dict[str, Any], attempts: int, settings: Settings, exc: Exception
+) -> float | None:
+    """Seconds until the next try of a failing delivery (`attempts`: this one included), or
+    None when RADBRIDGE_DELIVERY_RETRY_FOR has passed since the run's first failure."""
+    now = datetime.now(UTC)
+    since = record.get("failing_since") or now
+    if since.tzinfo is None:  # SQLite keeps naive UTC
+        since = since.replace(tzinfo=UTC)
+    left = settings.delivery_retry_for - (now - since).total_seconds()
+    if left <= 0:
+        return None
+    wait = backoff_seconds(
+        attempts - 1,
+        cap=settings.delivery_retry_max_interval_s,
+        retry_after=getattr(exc, "retry_after", None),
+    )
+    return min(left, wait)
+
+
+def reconcile(task: Task, claimed_before: str | None = None) -> int:
+    """Celery task: re-enqueue what the store says is not done and Redis may have lost:
+    accepted messages, failed ones whose retry is due (never during their backoff), processing
+    ones past the visibility timeout (their worker is gone; the claim counts the attempt and
+    gives up at the cap), deliveries never made or due again (a copy of a deliver task still
+    queued finds its Bundle delivered and pushes nothing), and messages whose delivery was
+    recorded but whose worker was lost before marking them delivered. `claimed_before` (ISO
+    time; sent by serve's only worker at its start): processing claims older than it are
+    stale at once (the worker that held them is dead)."""
+    settings = _settings(task)
+    store = store_for(settings)
+    stale = timedelta(seconds=settings.task_visibility_timeout_s)
+    if claimed_before is not None:
+        since = datetime.now(UTC) - datetime.fromisoformat(claimed_before)
+        stale = min(stale, max(since, timedelta(0)))
+    requeued = 0
+    for message_id in store.pending():
+        row = store.get_message(message_id)
+        if row is None:
+            continue
+        if row.state == PROCESSING and not store.reclaim_stale(message_id, stale):
+            continue  # a worker is on it
+        enqueue_extract(task.app, message_id)
+        requeued += 1
+    # a delivery enqueued right after extraction has had a reconcile interval to start
+    settle = timedelta(seconds=settings.reconcile_interval_s)
+    repaired = store.repair_delivered(destinations.required(settings))
+    if repaired:
+        log.info("reconcile: %d delivered messages were left extracted", len(repaired))
+    for destination in destinations.bundle_destinations(settings):
+        assert destination.task is not None
+        # a claim older than `stale` is a lost worker's: free it for the task sent below
+        store.release_stale_claims(destination.name, stale)
+        for bundle_id in store.undelivered(destination.name, older_than=settle, lease=stale):
+            task.app.send_task(destination.task, args=[bundle_id])
             requeued += 1
-        # a delivery enqueued right after extraction has had a reconcile interval to start
-        settle = timedelta(seconds=settings.reconcile_interval_s)
-        repaired = store.repair_delivered(destinations.required(settings))
-        if repaired:
-            log.info("reconcile: %d delivered messages were left extracted", len(repaired))
-        for destination in destinations.bundle_destinations(settings):
-            assert destination.task is not None
-            # a claim older than `stale` is a lost worker's: free it for the task sent below
-            store.release_stale_claims(destination.name, stale)
-            for bundle_id in store.undelivered(destination.name, older_than=settle, lease=stale):
-                app.send_task(destination.task, args=[bundle_id])
-                requeued += 1
-        _stamp_reconcile(settings)
-        return requeued
+    _stamp_reconcile(settings)
+    return requeued
 
-    @app.task(name=DELIVER_ORU_TASK, bind=True, shared=False, max_retries=None)  # type: ignore[untyped-decorator]
-    def deliver_oru(self: Task, bundle_id: str) -> str:
-        from workers.delivery import deliver_oru_message
 
-        store = store_for(settings)
-        job = store.delivery_job(bundle_id, "oru", lease=delivery_lease(settings))
-        if job is None:
-            return "missing"
-        if job.busy:  # another copy holds the claim and sends
-            return "busy"
-        if job.delivered_already:  # a second copy (reconcile): send nothing
-            return "already delivered"
-        try:
-            sent = deliver_oru_message(
-                job.bundle, settings, source_report(job, settings), job.delivered
-            )
-        except Exception as exc:
-            return delivery_failed(self, bundle_id, "oru", exc)
-        changed = store.record_delivery_attempt(
-            bundle_id,
-            "oru",
-            state="delivered",
-            delivered=sent.statuses,  # what the receiver holds: the next OBX-11 C/W follow it
-            delivered_message=job.message_id,
-            required=destinations.required(settings),
-            stamp=job.stamp,
-        )
-        if changed:  # a decision saved during the send
-            app.send_task(DELIVER_ORU_TASK, args=[bundle_id])
-        return "delivered"
-
-    _ = (extract_report, deliver, reconcile, deliver_oru)
+def register_tasks(app: Celery) -> None:
+    """Bind the radbridge tasks to a Celery app made by `adapter.queue.make_celery` (the one
+    place they are bound): extraction, one delivery task per Bundle destination of the table
+    (one body, `deliver`), and reconcile. The attempt caps are the store's, not Celery's."""
+    options: dict[str, Any] = {"bind": True, "shared": False}
+    app.task(name=EXTRACT_TASK, max_retries=None, **options)(extract_report)
+    for destination in destinations.DESTINATIONS:
+        if destination.task is not None:
+            app.task(name=destination.task, max_retries=None, **options)(deliver)
+    app.task(name=RECONCILE_TASK, **options)(reconcile)
 
 
 def _stamp_reconcile(settings: Settings) -> None:

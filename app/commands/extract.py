@@ -254,7 +254,7 @@ def _extract_all(
     from app.backfill import write_json
     from app.progress import progress as progress_on
     from app.research_table import table_row
-    from workers.engine import get_engine
+    from workers.engine_registry import get_engine
     from workers.process import process_reports
 
     if not sourced:
@@ -315,7 +315,7 @@ def _backfill(
     from app.backfill import run_backfill
     from app.progress import progress as progress_on
     from mappings.template import load_templates
-    from workers.engine import get_engine
+    from workers.engine_registry import get_engine
 
     with progress_on(err) as start:
         pending = [r for r in records if not checkpoint.done(str(r.data.get("id") or "").strip())]
