@@ -34,8 +34,10 @@ from conformance.labels import (
     EPISODES_KEY,
     PAIRS_KEY,
     gold_label,
+    gold_sides,
     gold_sizes,
     normalise_pairs,
+    takes_sides,
     takes_sizes,
 )
 from conformance.metrics import Label, Pair
@@ -60,6 +62,8 @@ class LabelledReport:
     episodes: frozenset[Pair] | None = None
     sizes: frozenset[Pair] | None = None
     """(finding, dimensions in mm) of the gold `_attributes` (`conformance.labels.gold_sizes`)."""
+    sides: frozenset[Pair] | None = None
+    """(finding, side) of the gold `_attributes` (`conformance.labels.gold_sides`)."""
     patient: str | None = None
     time: str | None = None
     span: tuple[int, int] | None = None
@@ -183,10 +187,13 @@ def parse_record(
             else None
         )
         sizes = None
+        sides = None
         if ATTRIBUTES_KEY in gold_raw:
             _check_instances(template, gold_raw[ATTRIBUTES_KEY])
             if takes_sizes(template):
                 sizes = gold_sizes(gold_raw[ATTRIBUTES_KEY])
+            if takes_sides(template):
+                sides = gold_sides(gold_raw[ATTRIBUTES_KEY])
     except ValueError as exc:
         raise bad(str(exc)) from None
     time_value = record.get("time")
@@ -206,6 +213,7 @@ def parse_record(
         pairs=pairs,
         episodes=episodes,
         sizes=sizes,
+        sides=sides,
         patient=None if patient is None else str(patient),
         time=None if time_value is None else str(time_value),
     )

@@ -12,7 +12,7 @@ from typing import Any
 from rich.table import Table
 
 from conformance.eval_results import EvaluationResult, StageResult, TaskResult
-from conformance.metrics import Interval, LabelMetrics
+from conformance.metrics import Interval, PairMetrics
 
 
 def _jsonable(value: Any) -> Any:
@@ -71,9 +71,8 @@ def fmt_ci(stage: StageResult, key: str) -> str:
     return text
 
 
-def _size_ci(metrics: LabelMetrics, key: str) -> str:
-    assert metrics.sizes is not None
-    return _with_ci(getattr(metrics.sizes, key), metrics.sizes.ci.get(key))
+def _pair_ci(pairs: PairMetrics, key: str) -> str:
+    return _with_ci(getattr(pairs, key), pairs.ci.get(key))
 
 
 def _summary_rows(stage: StageResult) -> list[tuple[str, str]]:
@@ -99,12 +98,12 @@ def _summary_rows(stage: StageResult) -> list[tuple[str, str]]:
         if pairs is not None:
             rows.append((f"{label} pair F1", fmt(pairs.f1)))
             rows.append((f"{label} per-item accuracy", fmt(pairs.item_accuracy)))
-    if m.sizes is not None:
-        rows.append(
-            (f"size recall ({m.sizes.tp}/{m.sizes.tp + m.sizes.fn})", _size_ci(m, "recall"))
-        )
-        rows.append(("size precision", _size_ci(m, "precision")))
-        rows.append(("size F1", _size_ci(m, "f1")))
+    for name, attribute in (("size", m.sizes), ("side", m.sides)):
+        if attribute is not None:
+            found = f"{attribute.tp}/{attribute.tp + attribute.fn}"
+            rows.append((f"{name} recall ({found})", _pair_ci(attribute, "recall")))
+            rows.append((f"{name} precision", _pair_ci(attribute, "precision")))
+            rows.append((f"{name} F1", _pair_ci(attribute, "f1")))
     if stage.failed:
         rows.append(("extractions without valid output", str(len(stage.failed))))
     rows.append(("seconds / case (mean)", fmt(t.seconds_per_report_mean, 4)))

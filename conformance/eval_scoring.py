@@ -25,7 +25,7 @@ from conformance.eval_results import (
     StageResult,
     Timing,
 )
-from conformance.labels import predicted_sizes
+from conformance.labels import predicted_sides, predicted_sizes
 from conformance.metrics import (
     NO,
     YES,
@@ -48,6 +48,7 @@ class StageRun:
     pairs: list[frozenset[Pair]] = field(default_factory=list)
     episodes: list[frozenset[Pair]] = field(default_factory=list)
     sizes: list[frozenset[Pair]] = field(default_factory=list)
+    sides: list[frozenset[Pair]] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     tokens: int = 0
     decode_seconds: float = 0.0
@@ -95,6 +96,7 @@ def score_stage(
     with_pairs = all(r.pairs is not None for r in reports) and bool(reports)
     with_episodes = all(r.episodes is not None for r in reports) and bool(reports)
     with_sizes = all(r.sizes is not None for r in reports) and bool(reports)
+    with_sides = all(r.sides is not None for r in reports) and bool(reports)
     metrics = evaluate_labels(
         specs,
         [r.gold for r in reports],
@@ -105,6 +107,8 @@ def score_stage(
         pred_episodes=run.episodes if with_episodes else None,
         gold_sizes=[r.sizes or frozenset() for r in reports] if with_sizes else None,
         pred_sizes=run.sizes if with_sizes else None,
+        gold_sides=[r.sides or frozenset() for r in reports] if with_sides else None,
+        pred_sides=run.sides if with_sides else None,
         resamples=resamples,
         seed=seed,
     )
@@ -191,6 +195,7 @@ def run_reports(
             run.pairs.append(frozenset())
             run.episodes.append(frozenset())
             run.sizes.append(frozenset())
+            run.sides.append(frozenset())
         else:
             extraction = outcome.results[0].extraction
             run.tokens += extraction.timings.completion_tokens
@@ -201,6 +206,7 @@ def run_reports(
             run.pairs.append(pairs)
             run.episodes.append(episodes)
             run.sizes.append(predicted_sizes(extraction))
+            run.sides.append(predicted_sides(extraction))
         if progress is not None:
             progress()
     return run

@@ -14,7 +14,10 @@ Scoring choices (beyond `conformance.metrics`):
   it `uncertain`: it is still emitted, as a preliminary value;
 - sizes (`gold_sizes`, `predicted_sizes`): (variable, dimensions in mm in the order written,
   "16x11x13") pairs, one per gold instance with `size_mm` and per `FindingValue.sizes` item of
-  a present or uncertain finding; a size is right when its finding and every dimension match.
+  a present or uncertain finding; a size is right when its finding and every dimension match;
+- sides (`gold_sides`, `predicted_sides`): (variable, side) pairs, one per side a gold instance
+  states and per `FindingValue.sides` item of a present or uncertain finding (each once per
+  report: two right-sided stones are one pair).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ ATTRIBUTES_KEY = "_attributes"
 """Gold finding instances `[[variable_id, {attribute: value}], ...]` (issue 21 sets): checked
 against the template's attributes on load; their `size_mm` is scored (`gold_sizes`)."""
 SIZE_ATTRIBUTE = "size_mm"
+SIDE_ATTRIBUTE = "side"
 
 
 KINDS: dict[VariableType, Kind] = {
@@ -221,6 +225,35 @@ def predicted_sizes(extraction: Extraction) -> frozenset[Pair]:
         if value.status in (FindingStatus.PRESENT, FindingStatus.UNCERTAIN)
         for size in value.sizes
     )
+
+
+def gold_sides(instances: Iterable[tuple[str, dict[str, Any]]]) -> frozenset[Pair]:
+    """The (variable, side) pairs of gold `_attributes` instances that state `side` (a string,
+    else ValueError)."""
+    pairs: set[Pair] = set()
+    for variable_id, attributes in instances:
+        side = attributes.get(SIDE_ATTRIBUTE)
+        if side is None:
+            continue
+        if not isinstance(side, str):
+            raise ValueError(f"{ATTRIBUTES_KEY}: {variable_id} {SIDE_ATTRIBUTE} must be a string")
+        pairs.add((variable_id, side))
+    return frozenset(pairs)
+
+
+def predicted_sides(extraction: Extraction) -> frozenset[Pair]:
+    """The (variable, side) pairs of the present or uncertain findings of an extraction."""
+    return frozenset(
+        (value.variable_id, side)
+        for value in extraction.values
+        if value.status in (FindingStatus.PRESENT, FindingStatus.UNCERTAIN)
+        for side in value.sides
+    )
+
+
+def takes_sides(template: Template) -> bool:
+    """True when some variable of the template carries the `side` attribute."""
+    return any(SIDE_ATTRIBUTE in variable.attributes for variable in template.variables)
 
 
 def takes_sizes(template: Template) -> bool:

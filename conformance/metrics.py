@@ -33,6 +33,7 @@ Conventions:
 - Sizes (`_attributes` `size_mm`): (finding, "16x11x13" in mm) pairs per report, counted like
   pairs (a size is right when the finding and every dimension match); `sizes.recall` is the
   share of gold sizes found.
+- Sides (`_attributes` `side`): (finding, side) pairs per report, counted the same way.
 - Confidence intervals: percentile bootstrap over reports (1,000 resamples, seeded, the same
   resampled report sets for every metric of one run); a metric undefined in more than half of
   the resamples gets no interval.
@@ -481,6 +482,7 @@ class LabelMetrics:
     pairs: PairMetrics | None
     episodes: PairMetrics | None
     sizes: PairMetrics | None = None
+    sides: PairMetrics | None = None
     ci: dict[str, Interval] = field(default_factory=dict)
 
 
@@ -509,6 +511,8 @@ def evaluate_labels(
     pred_episodes: Sequence[Set[Pair]] | None = None,
     gold_sizes: Sequence[Set[Pair]] | None = None,
     pred_sizes: Sequence[Set[Pair]] | None = None,
+    gold_sides: Sequence[Set[Pair]] | None = None,
+    pred_sides: Sequence[Set[Pair]] | None = None,
     resamples: int = RESAMPLES,
     seed: int = 0,
 ) -> LabelMetrics:
@@ -559,6 +563,7 @@ def evaluate_labels(
         pairs=_pairs_with_ci(gold_pairs, pred_pairs, weights),
         episodes=_pairs_with_ci(gold_episodes, pred_episodes, weights),
         sizes=_pairs_with_ci(gold_sizes, pred_sizes, weights),
+        sides=_pairs_with_ci(gold_sides, pred_sides, weights),
         ci=_intervals(ci_samples),
     )
 

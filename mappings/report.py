@@ -209,6 +209,9 @@ class FindingValue(BaseModel):
     sizes: tuple[Measurement, ...] = ()
     """Sizes stated for this finding (presence variables whose template declares `size_mm`),
     one per instance and measurement, in text order."""
+    sides: tuple[str, ...] = ()
+    """Sides stated for this finding (presence variables whose template declares `side`): the
+    side attribute's option ids (`right`, `left`, `bilateral`, ...), each once."""
 
 
 class ModelInfo(BaseModel):

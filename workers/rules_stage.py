@@ -56,7 +56,7 @@ from mappings.report import (
 from mappings.sections import find_sections
 from mappings.template import Template, Variable, VariableType
 from mappings.units import flowed
-from workers import anatomy, measurements, organs, values
+from workers import anatomy, measurements, organs, sides, values
 from workers.lexicon_text import clauses, mention_status, terms_pattern
 from workers.normals import normal_hits
 from workers.states import excluded_spans, inside, state_hits
@@ -502,6 +502,51 @@ def _sizes(
     )
 
 
+SIDE_ATTRIBUTE = "side"
+"""The finding attribute that makes a presence variable take sides (`workers.sides`)."""
+
+
+def _exam_title(report: Report, mentions: list[Mention]) -> str:
+    """The report's first line up to its first ":" when no finding mention starts in it."""
+    start = len(report.text) - len(report.text.lstrip())
+    end = report.text.find("\n", start)
+    end = len(report.text) if end < 0 else end
+    colon = report.text.find(":", start, end)
+    end = end if colon < 0 else colon
+    if any(start <= m.start < end for m in mentions):
+        return ""
+    return report.text[start:end]
+
+
+def _sides(
+    report: Report, template: Template, variable: Variable, found: list[Mention], title: str
+) -> tuple[str, ...]:
+    """The sides the clauses of a finding's present or uncertain mentions (outside the history
+    section) state, each once in text order, else the side of a one-sided exam `title`; none
+    when the variable takes no side."""
+    if SIDE_ATTRIBUTE not in variable.attributes:
+        return ()
+    attribute = next((a for a in template.attributes if a.id == SIDE_ATTRIBUTE), None)
+    if attribute is None:
+        return ()
+    allowed = {option.id for option in attribute.options}
+    stated: list[str] = []
+    for mention in sorted(_outside_history(report, found), key=lambda m: m.start):
+        if mention.status is FindingStatus.ABSENT:
+            continue
+        for side in sides.clause_sides(
+            report.text, mention.clause_start, mention.clause_end, allowed
+        ):
+            if side not in stated:
+                stated.append(side)
+    if "bilateral" in stated:
+        return ("bilateral",)
+    if not stated and any(m.status is not FindingStatus.ABSENT for m in found):
+        titled = sides.exam_side(title, allowed)
+        return () if titled is None else (titled,)
+    return tuple(stated)
+
+
 def rules_values(report: Report, template: Template) -> dict[str, FindingValue]:
     """The rules-only value of every variable (present beats uncertain beats absent); a present
     or uncertain finding that takes a size carries the sizes stated for it."""
@@ -510,6 +555,7 @@ def rules_values(report: Report, template: Template) -> dict[str, FindingValue]:
     for mention in mentions:
         by_variable.setdefault(mention.variable_id, []).append(mention)
     sizes = _sizes(report, template, mentions)
+    title = _exam_title(report, mentions)
     values: dict[str, FindingValue] = {}
     for variable in template.variables:
         if variable.type is not VariableType.PRESENCE:
@@ -541,6 +587,9 @@ def rules_values(report: Report, template: Template) -> dict[str, FindingValue]:
             ),
             stage=Stage.RULES,
             sizes=sizes.get(variable.id, ()) if best.status is not FindingStatus.ABSENT else (),
+            sides=_sides(report, template, variable, found, title)
+            if best.status is not FindingStatus.ABSENT
+            else (),
         )
     return values
 

@@ -9,8 +9,9 @@ report (the shared prefix stays shared). Per variable:
 - when the LLM says not mentioned or its value was downgraded (quote missing/unfound), a rules
   finding is used (flag `llm_unverified` when the LLM value was downgraded);
 - otherwise the LLM value stands as it is (downgrades included: never dropped silently).
-A finding's sizes (`FindingValue.sizes`) come from stage 1 only: the hybrid value keeps them
-when it is the rules value or agrees with it (the `llm` stage alone gives no sizes yet).
+
+A finding's sizes and sides (`FindingValue.sizes`, `.sides`) come from stage 1 only: the hybrid
+value keeps them when it is the rules value or agrees with it (the `llm` stage alone gives none).
 
 Agreement means the same status and the same value: the same integer, number (to 1e-6
 relative) or option id for typed variables; for a presence qualifier, the same option when both
@@ -56,7 +57,8 @@ def merge_values(rules: FindingValue, llm: FindingValue) -> FindingValue:
     if llm.status is not FindingStatus.NOT_MENTIONED and _verified(llm):
         if not rules_states or agree(rules, llm):
             sizes = rules.sizes if rules_states else ()
-            return llm.model_copy(update={"stage": Stage.HYBRID, "sizes": sizes})
+            sides = rules.sides if rules_states else ()
+            return llm.model_copy(update={"stage": Stage.HYBRID, "sizes": sizes, "sides": sides})
         confidence = (
             None if llm.confidence is None else round(llm.confidence * DISAGREEMENT_FACTOR, 4)
         )
