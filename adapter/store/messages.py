@@ -24,6 +24,7 @@ from adapter.errors import StoreError
 from adapter.store.connection import StoreBase
 from adapter.store.connection import utc_now as _now
 from adapter.tables import audit_events, messages
+from mappings.media_types import HL7_V2
 
 log = logging.getLogger("radbridge.store")
 
@@ -85,7 +86,7 @@ class Incoming:
     sending_application: str = ""
     sending_facility: str = ""
     control_id: str = ""
-    content_type: str = "application/hl7-v2"
+    content_type: str = HL7_V2
 
 
 @dataclass(frozen=True)
