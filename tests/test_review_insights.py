@@ -9,14 +9,19 @@ worklist. A stale version is refused and changes nothing.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
-from adapter.reviews import report_insights, save_review, worklist
+from adapter.api import create_app
+from adapter.reviews import StoredInsight, report_insights, save_review, worklist
 from adapter.settings import Settings
+from adapter.store import Store
 from adapter.store.messages import Incoming
+from adapter.ui.insight_view import insight_view
 from conformance.validate import validate_resource
 from mappings.review import (
     INSIGHT_REVIEWS,
@@ -211,3 +216,37 @@ def test_an_insight_decision_is_sent_to_the_fhir_ehr_with_its_target() -> None:
         if entry["resource"]["id"] == provenance["id"]:
             entry["resource"]["target"] = [{"reference": "Patient/x"}]
     assert ehr.review_transaction(elsewhere, written, {}, policy, {}, base_url=BASE) == (None, {})
+
+
+def test_an_insight_heading_names_its_kind_once() -> None:
+    """A Flag's code text starts with its kind ("Critical result: torsion", the wording the EHR
+    and the ORU carry); the page's heading is `kind: what`, so `what` drops the repeated kind."""
+    flag = insight_view(StoredInsight(INSIGHTS["Flag"], 1, "b1", decided=False))
+    assert (flag.kind, flag.what) == ("Critical result", "torsion")
+    issue = insight_view(StoredInsight(INSIGHTS["DetectedIssue"], 1, "b1", decided=False))
+    assert (issue.kind, issue.what) == ("Mismatch", "laterality mismatch")  # not a prefix: kept
+    bare = {**INSIGHTS["Flag"], "code": {"text": "Critical result:"}}
+    assert insight_view(StoredInsight(bare, 1, "b1", decided=False)).what == "Flag"
+
+
+def test_the_page_of_a_report_with_only_insights(tmp_path: Path) -> None:
+    """The review page of a report no template applies to: each insight's heading names its
+    kind once, and no empty "Extracted values" heading stands under the insights."""
+    settings = Settings(data_dir=data_dir(tmp_path), stage="rules")  # type: ignore[call-arg]
+    store = Store.open(settings)
+    try:
+        message_id = store.accept(
+            Incoming(SCROTUM_US, "mllp", "RIS", "RBHOSP", "INSUI01")
+        ).message_id
+        process_message(store, settings, message_id)
+        [item] = worklist(store)
+        page = TestClient(create_app(settings, store)).get(f"/ui/reports/{item.report_id}")
+    finally:
+        store.close()
+    assert page.status_code == 200
+    headings = re.findall(r"<h3>([^<]*)</h3>", page.text)
+    assert "Critical result: Testicular torsion" in headings, headings
+    assert not [h for h in headings if h.count("Critical result") > 1]
+    assert "Extracted values" not in page.text and 'id="values-heading"' not in page.text
+    labelled = re.findall(r'aria-labelledby="([^"]+)"', page.text)
+    assert labelled and all(f'id="{name}"' in page.text for name in labelled)

@@ -61,18 +61,26 @@ def details(body: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(found)
 
 
+def _without_kind(text: str, kind: str) -> str:
+    """`text` less a leading `kind:` (a Flag's code text starts with it; the heading adds it)."""
+    prefix = f"{kind}:"
+    return text[len(prefix) :].strip() if text.lower().startswith(prefix.lower()) else text
+
+
 def insight_view(stored: StoredInsight) -> InsightView:
     """The review page's row of one stored insight."""
     body = stored.body
     subs = evidence(body)
     resource_type = str(body["resourceType"])
-    what = label(body.get("code")) or label((body.get("reasonCode") or [None])[0]) or resource_type
+    kind = INSIGHT_REVIEWS[resource_type].kind
+    said = label(body.get("code")) or label((body.get("reasonCode") or [None])[0])
+    what = _without_kind(said, kind) or resource_type
     return InsightView(
         id=str(body["id"]),
         resource_type=resource_type,
         version=stored.version,
         status=str(body.get("status")),
-        kind=INSIGHT_REVIEWS[resource_type].kind,
+        kind=kind,
         what=what,
         details=details(body),
         quote=str((subs.get("quote") or [""])[0]),
