@@ -6,17 +6,20 @@ Provenance (target = the Observations, agent = the Device, entity = the Diagnost
 `not_mentioned` values give no Observation; a value gives one Observation per stated site
 (`mappings.observation_sites`: a location that expands, e.g. bilateral, gives one per site; a
 side beside a lobe of it gives the lobe only; a general finding is not emitted beside an
-included specific one for the same statement). Every resource carries the AIAST security label.
+included specific one for the same statement). A finding's stated side is its `bodySite`'s
+laterality (`LATERALITY_EXTENSION`, the template's side option code; bilateral gives one
+Observation per side; a site that names its side gets none). Every resource carries the AIAST security label.
 
 Ids are UUIDv5 in `RADBRIDGE_NAMESPACE` of (sending facility, accession or report id, template,
-variable, site) and every entry is a `PUT Type/id`, so replaying a report never duplicates.
+variable, site, and the side where a finding has one Observation per side) and every entry is a `PUT Type/id`, so replaying a report never duplicates.
 
 Project extension (one canonical base, `EXTENSION_BASE`): `EXTENSION_BASE/evidence` on each
 Observation, with sub-extensions `quote` (string), `start`/`end` (integer code-point offsets
 into the normalised report text, present when the quote was found), `verified` (boolean),
 `confidence` (decimal), `stage` (code), `flag` (code, repeated), `template` (string
 `id|version`) and `variable` (string); a clinician's correction (`mappings/review.py`) adds
-`ai-value` (the AI's value[x]) and `ai-body-site` (CodeableConcept).
+`ai-value` (the AI's value[x]) and `ai-body-site` (CodeableConcept). `EXTENSION_BASE/laterality`
+(valueCodeableConcept) on `bodySite` is the finding's stated side.
 
 Values by variable type: presence -> `valueCodeableConcept` Present/Absent/Equivocal (SNOMED CT
 qualifiers) and, for a qualifier, one `component` (the qualifier concept, the option as
@@ -42,13 +45,14 @@ from typing import Any
 from mappings import terminology as term
 from mappings.errors import FhirMappingError
 from mappings.fhir_components import size_components
-from mappings.observation_sites import observation_sites
+from mappings.observation_sites import Place, observation_places
 from mappings.output_check import check_bundle
 from mappings.report import Extraction, FindingStatus, FindingValue, Report, ResultStatus
-from mappings.template import CodeRef, Location, Template, Variable, VariableType
+from mappings.template import CodeRef, Template, Variable, VariableType
 
 EXTENSION_BASE = "https://radbridge.org/fhir/StructureDefinition"
 EVIDENCE_EXTENSION = f"{EXTENSION_BASE}/evidence"
+LATERALITY_EXTENSION = f"{EXTENSION_BASE}/laterality"
 MODEL_HASH_SYSTEM = "https://radbridge.org/fhir/sid/model-sha256"
 RADBRIDGE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://radbridge.org/fhir")
 
@@ -242,11 +246,28 @@ def _diagnostic_report(ctx: _Context, observation_ids: list[str]) -> Resource:
 
 
 def _observation_id(
-    facility: str | None, key: str, template_id: str, variable_id: str, site: Location | None
+    facility: str | None, key: str, template_id: str, variable_id: str, place: Place
 ) -> str:
-    return deterministic_id(
-        "Observation", facility, key, template_id, variable_id, site.id if site else ""
-    )
+    """The site's id; a side only where the finding has one Observation per side there, so
+    a finding with one side keeps the id it had before sides reached the Bundle."""
+    site = place.site.id if place.site else ""
+    sides = (place.side.id,) if place.split and place.side is not None else ()
+    return deterministic_id("Observation", facility, key, template_id, variable_id, site, *sides)
+
+
+def _body_site(place: Place) -> Resource | None:
+    """The site's concept (its code and label, as without a side: the review view and the ORU
+    output read them) with the stated side's laterality; a side without a site: the side as
+    text, with its laterality."""
+    site, side = place.site, place.side
+    if side is None:
+        return None if site is None else _concept(site.code, site.label)
+    concept = _concept(site.code, site.label) if site else {"text": side.label}
+    laterality = {
+        "url": LATERALITY_EXTENSION,
+        "valueCodeableConcept": _concept(side.code, side.label),
+    }
+    return {"extension": [laterality], **concept}
 
 
 def observation_references(
@@ -257,11 +278,11 @@ def observation_references(
 ) -> list[str]:
     """`Observation/<id>` of each Observation `build_bundle` emits for `value` (for the timeline);
     `among`: the extraction's values, for the general-finding rule (`mappings.observation_sites`)."""
-    sites = observation_sites(template, among if among is not None else [value])
+    places = observation_places(template, among if among is not None else [value])
     facility, key = report.sending_facility, report.accession_number or report.report_id
     ids = [
-        _observation_id(facility, key, template.id, value.variable_id, site)
-        for site in sites.get(value.variable_id, [])
+        _observation_id(facility, key, template.id, value.variable_id, place)
+        for place in places.get(value.variable_id, [])
     ]
     return [f"Observation/{observation_id}" for observation_id in ids]
 
@@ -320,7 +341,7 @@ def _observation(
     ctx: _Context,
     template: Template,
     value: FindingValue,
-    site: Location | None,
+    place: Place,
     status: str,
     derived_from: str | None = None,
     first_site: bool = True,
@@ -328,7 +349,7 @@ def _observation(
     variable = template.variable(value.variable_id)
     resource: Resource = {
         "resourceType": "Observation",
-        "id": _observation_id(ctx.facility, ctx.key, template.id, value.variable_id, site),
+        "id": _observation_id(ctx.facility, ctx.key, template.id, value.variable_id, place),
         "meta": _security(),
         "extension": [_evidence_extension(value, template)],
         "status": status,
@@ -346,8 +367,9 @@ def _observation(
         sizes = size_components(value, EVIDENCE_EXTENSION)
         if sizes:
             resource["component"] = [*resource.get("component", []), *sizes]
-    if site is not None:
-        resource["bodySite"] = _concept(site.code, site.label)
+    body_site = _body_site(place)
+    if body_site is not None:
+        resource["bodySite"] = body_site
     return resource
 
 
@@ -394,14 +416,14 @@ def build_bundle(
         if not _OBSERVATION_REF.match(reference):
             raise FhirMappingError(f"derived_from of {variable_id} is not Observation/<id>")
     ctx = _Context(report, extraction, default_tz)
-    sites = observation_sites(template, extraction.values)
+    places = observation_places(template, extraction.values)
     observations = [
         _observation(
-            ctx, template, value, site, observation_status, links.get(value.variable_id),
+            ctx, template, value, place, observation_status, links.get(value.variable_id),
             first_site=index == 0,
         )
         for value in extraction.values
-        for index, site in enumerate(sites.get(value.variable_id, []))
+        for index, place in enumerate(places.get(value.variable_id, []))
     ]  # fmt: skip
     observation_ids = [obs["id"] for obs in observations]
     resources = [

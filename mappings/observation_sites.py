@@ -8,15 +8,20 @@
   is emitted for the same statement (overlapping evidence) at the same site or a site within it:
   "ground-glass opacity in both lower lobes" is one finding, not also a lung opacity. Its
   Observations at other sites, or for another statement, stay.
+- A finding's stated sides (`FindingValue.sides`) are its sites' laterality (`observation_places`):
+  a site that carries its own side (right lung) gets none; bilateral is right and left, one
+  Observation each, as the bilateral location gives one per lung; no site and a side: one
+  Observation per side without a site.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from mappings.report import FindingStatus, FindingValue
 from mappings.stated_sites import containers, single_sites
-from mappings.template import Location, Template, Variable, VariableType
+from mappings.template import Location, Option, Template, Variable, VariableType
 
 
 def emitted(value: FindingValue, variable: Variable) -> bool:
@@ -72,4 +77,59 @@ def observation_sites(
             own = [site for site in own if not _covered(template, site, sites[included])]
         if own:
             result[variable_id] = own
+    return result
+
+
+_SIDE_WORDS = frozenset({"right", "left", "both", "bilateral"})
+_BILATERAL = ("right", "left")
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where one Observation is: its site (None: no `bodySite` site) and its stated side (None:
+    none); `split`: the finding has one Observation per side there, so the side names it."""
+
+    site: Location | None
+    side: Option | None = None
+    split: bool = False
+
+
+def carries_side(site: Location) -> bool:
+    """Whether a site names its own side (right_lung, both_lower_lobes)."""
+    return bool(_SIDE_WORDS & set(site.id.split("_")))
+
+
+def stated_sides(template: Template, value: FindingValue) -> tuple[Option, ...]:
+    """The value's sides as the template's side options, bilateral as right and left."""
+    if value.status is FindingStatus.ABSENT or not value.sides:
+        return ()
+    try:
+        attribute = template.attribute("side")
+    except KeyError:
+        return ()
+    ids: list[str] = []
+    for side in value.sides:
+        for one in _BILATERAL if side == "bilateral" else (side,):
+            if one not in ids:
+                ids.append(one)
+    known = {option.id: option for option in attribute.options}
+    return tuple(known[side] for side in ids if side in known)
+
+
+def observation_places(
+    template: Template, values: Sequence[FindingValue]
+) -> dict[str, list[Place]]:
+    """Variable id -> the places of its Observations: `observation_sites`, each site (or no
+    site) once per stated side unless the site carries its own side."""
+    by_id = {value.variable_id: value for value in values}
+    result: dict[str, list[Place]] = {}
+    for variable_id, sites in observation_sites(template, values).items():
+        sides = stated_sides(template, by_id[variable_id])
+        places: list[Place] = []
+        for site in sites:
+            if not sides or (site is not None and carries_side(site)):
+                places.append(Place(site))
+            else:
+                places.extend(Place(site, side, len(sides) > 1) for side in sides)
+        result[variable_id] = places
     return result
