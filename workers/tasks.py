@@ -449,7 +449,7 @@ def register_tasks(app: Celery) -> None:
     """Bind the radbridge tasks to a Celery app made by `adapter.queue.make_celery` (the one
     place they are bound): extraction, one delivery task per Bundle destination of the table
     (one body, `deliver`), and reconcile. The attempt caps are the store's, not Celery's."""
-    options: dict[str, Any] = {"bind": True, "shared": False}
+    options: dict[str, Any] = dict(bind=True, shared=False)  # bound to this app only
     app.task(name=EXTRACT_TASK, max_retries=None, **options)(extract_report)
     for destination in destinations.DESTINATIONS:
         if destination.task is not None:
