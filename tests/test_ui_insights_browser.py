@@ -194,23 +194,28 @@ def test_review_page_shows_insights_and_a_decision_changes_what_is_delivered(
         verify = [e["resource"] for e in found.get("entry", []) if "activity" in e["resource"]]
         assert [v["target"] for v in verify] == [[{"reference": f"{kind}/{rid}/_history/2"}]]
         assert verify[0]["agent"][0]["who"]["display"] == REVIEWER[0]
-    # what the FHIR EHR holds now: the same decisions, each with its Provenance
+
+    # what the FHIR EHR holds now: the same decisions, each with its Provenance (posted after
+    # the decision's transaction, in the same delivery)
+    def decided() -> list[str]:
+        with fhir.lock:
+            return sorted(
+                ref["reference"].split("/_history", 1)[0]
+                for url, resource in fhir.resources.items()
+                if url.startswith("Provenance/") and "activity" in resource
+                for ref in resource["target"]
+            )
+
     _wait(
-        "the decisions to be written back",
+        "the decisions and their Provenance to be written back",
         lambda: (
             _at_ehr(fhir, "ServiceRequest") == {request_id: "active"}
             and _at_ehr(fhir, "Flag") == {flag_id: "entered-in-error"}
+            and len(decided()) >= 2
         ),
         60,
     )
-    with fhir.lock:
-        decided = sorted(
-            ref["reference"].split("/_history", 1)[0]
-            for url, resource in fhir.resources.items()
-            if url.startswith("Provenance/") and "activity" in resource
-            for ref in resource["target"]
-        )
-    assert decided == sorted([f"ServiceRequest/{request_id}", f"Flag/{flag_id}"])
+    assert decided() == sorted([f"ServiceRequest/{request_id}", f"Flag/{flag_id}"])
     assert fhir.refused == 0
     page.goto(f"{api}/ui/review")
     assert "Nothing awaits review" in page.content()
