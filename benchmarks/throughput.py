@@ -5,7 +5,7 @@ a patient of its own with the chest X-ray LOINC code, modality CR; evaluation te
 memory and in a temporary folder that is deleted) go, in one run and one process, through:
 
 - (a) the rules stage alone: `workers.process.route` + `workers.stages.run_stage` per report,
-  templates only (issue 20's insights step, when the build has one, is its own row);
+  templates only (issue 20's insights step is its own row, (a'));
 - (b) `workers.process.process_reports`: (a) plus the timeline and the Bundles (built and
   validated);
 - (c) `radbridge extract` over a folder of the N `.hl7` files, in this process (the command's
@@ -522,7 +522,10 @@ def main() -> None:
 
         a = len(reports) / timed(rules)
         rows.append(("(a) rules stage alone", a, f"{extractions} extractions"))
-        rows.append(("(a') insights step", None, "no insights step in this build"))
+        from workers.insights.extract import insights_of
+
+        aprime = len(reports) / timed(lambda: [insights_of(r, settings) for r in reports])
+        rows.append(("(a') insights step alone", aprime, "issue 20: on every report"))
         results: list[Any] = []
         b = len(reports) / timed(
             lambda: results.extend(
