@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from adapter.ui.auth import add_user
-from tests.browser import chromium, shoot
+from tests.browser import launched, shoot, sign_in
 from tests.helpers.fhir_server import EHR_IDENTITY_ENV, FhirServer
 from tests.serve_process import Service, running_serve
 
@@ -30,10 +30,6 @@ HL7_DIR = Path(__file__).parent / "fixtures" / "hl7v2"
 ROOT = Path(__file__).resolve().parents[1]
 REVIEWER = ("rita", "reviewer-password")
 OPERATOR = ("otto", "operator-password")
-
-
-def _chromium() -> str:
-    return chromium("the browser UI tests")
 
 
 def _wait(what: str, check: Callable[[], Any], seconds: float = 120) -> Any:
@@ -83,33 +79,15 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service,
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    executable = _chromium()
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=executable, headless=True, args=["--no-sandbox", "--disable-gpu"]
-        )
-        yield launched
-        launched.close()
-
-
-def _sign_in(browser: Any, base: str, user: tuple[str, str]) -> Any:
-    page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-    page.on("dialog", lambda dialog: dialog.accept())  # Reject asks first
-    page.goto(f"{base}/ui/login")
-    page.get_by_label("User name").fill(user[0])
-    page.get_by_label("Password").fill(user[1])
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_load_state()
-    return page
+    with launched("the browser UI tests") as opened:
+        yield opened
 
 
 def test_reviewer_accepts_corrects_and_rejects(
     service: tuple[Service, FhirServer], browser: Any
 ) -> None:
     running, fhir = service
-    page = _sign_in(browser, running.http, REVIEWER)
+    page = sign_in(browser, running.http, REVIEWER, accept_dialogs=True)
     page.goto(f"{running.http}/ui/review")
     page.locator("table.list td a").first.click()
     page.wait_for_url("**/ui/reports/**")
@@ -180,7 +158,7 @@ def test_reviewer_accepts_corrects_and_rejects(
     )
     # a decision made on a page loaded before someone else decided: refused, nothing changed
     fourth = ids[3]
-    stale_page = _sign_in(browser, running.http, REVIEWER)
+    stale_page = sign_in(browser, running.http, REVIEWER, accept_dialogs=True)
     stale_page.goto(f"{running.http}/ui/reports/{report_id}")
     page.goto(f"{running.http}/ui/reports/{report_id}")
     page.locator(f'article[data-observation="{fourth}"]').get_by_role(
@@ -200,7 +178,7 @@ def test_operator_requeues_a_dead_letter_and_sees_no_report_text(
     service: tuple[Service, FhirServer], browser: Any
 ) -> None:
     running, _ = service
-    page = _sign_in(browser, running.http, OPERATOR)
+    page = sign_in(browser, running.http, OPERATOR, accept_dialogs=True)
     page.goto(f"{running.http}/ui/messages")
     content = page.content()
     assert "CT0001" in content or "chest_ct" in content

@@ -27,7 +27,7 @@ import pytest
 from adapter.settings import Settings
 from adapter.store import Store
 from adapter.ui.auth import add_user
-from tests.browser import chromium, shoot
+from tests.browser import launched, shoot, sign_in
 from tests.helpers.fhir_server import EHR_IDENTITY_ENV, FhirServer
 from tests.helpers.oru_receiver import OruReceiver
 from tests.serve_process import Service, running_serve
@@ -108,26 +108,8 @@ def service(
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    executable = chromium("the browser UI tests")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=executable, headless=True, args=["--no-sandbox", "--disable-gpu"]
-        )
-        yield launched
-        launched.close()
-
-
-def _sign_in(browser: Any, base: str) -> Any:
-    page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-    page.on("dialog", lambda dialog: dialog.accept())  # Reject asks first
-    page.goto(f"{base}/ui/login")
-    page.get_by_label("User name").fill(REVIEWER[0])
-    page.get_by_label("Password").fill(REVIEWER[1])
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_load_state()
-    return page
+    with launched("the browser UI tests") as opened:
+        yield opened
 
 
 def test_review_page_shows_insights_and_a_decision_changes_what_is_delivered(
@@ -139,7 +121,7 @@ def test_review_page_shows_insights_and_a_decision_changes_what_is_delivered(
     assert (first_sent[FOLLOW_UP], first_sent[CRITICAL]) == ("P", "F")
     assert list(_at_ehr(fhir, "ServiceRequest").values()) == ["draft"]
     assert list(_at_ehr(fhir, "Flag").values()) == ["active"]  # a critical result: at once
-    page = _sign_in(browser, api)
+    page = sign_in(browser, api, REVIEWER, accept_dialogs=True)
     page.goto(f"{api}/ui/review")
     first = page.locator("table.list tbody tr").first
     assert "critical result" in first.inner_text()  # flagged: first, though it has no values

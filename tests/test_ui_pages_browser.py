@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from adapter.ui.auth import add_user
-from tests.browser import chromium, shoot
+from tests.browser import launched, shoot, sign_in
 from tests.helpers.fhir_server import EHR_IDENTITY_ENV, FhirServer
 from tests.serve_process import Service, running_serve
 
@@ -90,26 +90,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=chromium("the browser UI tests"),
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu"],
-        )
-        yield launched
-        launched.close()
-
-
-def _sign_in(browser: Any, base: str, user: tuple[str, str], height: int = 1000) -> Any:
-    page = browser.new_context(viewport={"width": 1400, "height": height}).new_page()
-    page.goto(f"{base}/ui/login")
-    page.get_by_label("User name").fill(user[0])
-    page.get_by_label("Password").fill(user[1])
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_load_state()
-    return page
+    with launched("the browser UI tests") as opened:
+        yield opened
 
 
 def _observation(base: str, oid: str) -> dict[str, Any]:
@@ -132,7 +114,7 @@ def _answer_next_dialog(page: Any, accept: bool) -> list[str]:
 
 
 def test_worklist_names_the_patient_and_exam(service: Service, browser: Any) -> None:
-    page = _sign_in(browser, service.http, REVIEWER)
+    page = sign_in(browser, service.http, REVIEWER)
     page.goto(f"{service.http}/ui/review")
     row = page.locator("table.worklist tbody tr").first
     cells = [c.strip() for c in row.locator("td").all_inner_texts()]
@@ -163,7 +145,7 @@ def _report_page(page: Any, base: str) -> tuple[str, list[str]]:
 def test_report_text_stays_in_view_and_codes_are_behind_a_toggle(
     service: Service, browser: Any
 ) -> None:
-    page = _sign_in(browser, service.http, REVIEWER, height=450)
+    page = sign_in(browser, service.http, REVIEWER, height=450)
     _report_page(page, service.http)
     text = page.locator("section.report")
     values = page.locator("section.values")
@@ -186,7 +168,7 @@ def test_report_text_stays_in_view_and_codes_are_behind_a_toggle(
 
 def test_reject_asks_first_and_a_decision_can_be_undone(service: Service, browser: Any) -> None:
     base = service.http
-    page = _sign_in(browser, base, REVIEWER)
+    page = sign_in(browser, base, REVIEWER)
     report_id, ids = _report_page(page, base)
     first = ids[0]
     before = _observation(base, first)
@@ -226,7 +208,7 @@ def test_reject_asks_first_and_a_decision_can_be_undone(service: Service, browse
 
 def test_keyboard_decisions_and_accept_all_asks_first(service: Service, browser: Any) -> None:
     base = service.http
-    page = _sign_in(browser, base, REVIEWER)
+    page = sign_in(browser, base, REVIEWER)
     _, ids = _report_page(page, base)
     waiting = [oid for oid in ids if _observation(base, oid)["status"] == "preliminary"]
     assert len(waiting) >= 3
@@ -275,7 +257,7 @@ def _filter(page: Any, base: str, **fields: str) -> list[str]:
 
 def test_console_search_sender_and_conflicts(service: Service, browser: Any) -> None:
     base = service.http
-    page = _sign_in(browser, base, OPERATOR)
+    page = sign_in(browser, base, OPERATOR)
     page.goto(f"{base}/ui/messages")
     assert "TESTPATIENT" not in page.content()  # operators never see names
     assert _filter(page, base, **{"MSH-10": "CT0001"}) == ["1"]
@@ -296,7 +278,7 @@ def test_dead_letters_are_discarded_or_resolved_with_a_reason(
     service: Service, browser: Any
 ) -> None:
     base = service.http
-    page = _sign_in(browser, base, OPERATOR)
+    page = sign_in(browser, base, OPERATOR)
     page.goto(f"{base}/ui/dead-letters")
     page.get_by_label("Reason for message 2").fill("a test message the RIS sent by mistake")
     asked = _answer_next_dialog(page, accept=True)
