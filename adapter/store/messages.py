@@ -477,15 +477,19 @@ class MessageStore(StoreBase):
             ).first()
         return MessageRow(**row._mapping) if row else None
 
-    def content_type(self, message_id: int) -> str:
-        """The stored message's content type."""
+    def _message_value(self, message_id: int, column: sa.Column[Any]) -> Any:
+        """One column of a stored message (StoreError if unknown)."""
         with self.transaction() as connection:
             value = connection.execute(
-                sa.select(messages.c.content_type).where(messages.c.id == message_id)
+                sa.select(column).where(messages.c.id == message_id)
             ).scalar()
         if value is None:
             raise StoreError(f"message {message_id} not found")
-        return str(value)
+        return value
+
+    def content_type(self, message_id: int) -> str:
+        """The stored message's content type."""
+        return str(self._message_value(message_id, messages.c.content_type))
 
     def mark_delivered_if_extracted(self, message_id: int) -> bool:
         """extracted -> delivered; False when already delivered (several Bundles per message)."""
@@ -493,13 +497,7 @@ class MessageStore(StoreBase):
 
     def raw(self, message_id: int) -> bytes:
         """The message's raw bytes (StoreError if unknown)."""
-        with self.transaction() as connection:
-            raw = connection.execute(
-                sa.select(messages.c.raw).where(messages.c.id == message_id)
-            ).scalar()
-        if raw is None:
-            raise StoreError(f"message {message_id} not found")
-        return bytes(raw)
+        return bytes(self._message_value(message_id, messages.c.raw))
 
     def pending(self, older_than: timedelta = timedelta(0)) -> list[int]:
         """Messages the store says are not done: accepted, failed with its retry due (never
