@@ -45,6 +45,7 @@ from typing import Any
 from mappings import terminology as term
 from mappings.errors import FhirMappingError
 from mappings.fhir_components import size_components
+from mappings.normal_result import NORMAL_RESULT, is_normal_study
 from mappings.observation_sites import Place, observation_places
 from mappings.output_check import check_bundle
 from mappings.report import Extraction, FindingStatus, FindingValue, Report, ResultStatus
@@ -207,7 +208,7 @@ def _device(ctx: _Context) -> Resource:
     return resource
 
 
-def _diagnostic_report(ctx: _Context, observation_ids: list[str]) -> Resource:
+def _diagnostic_report(ctx: _Context, observation_ids: list[str], normal: bool = False) -> Resource:
     report = ctx.report
     identifiers: list[dict[str, Any]] = []
     if report.accession_number:
@@ -240,6 +241,8 @@ def _diagnostic_report(ctx: _Context, observation_ids: list[str]) -> Resource:
     }
     if identifiers:
         resource["identifier"] = identifiers
+    if normal:  # a global normal statement and no finding (mappings.normal_result)
+        resource["conclusionCode"] = [{"coding": [_coding(term.SNOMED, NORMAL_RESULT)]}]
     if not observation_ids:
         del resource["result"]
     return resource
@@ -429,7 +432,7 @@ def build_bundle(
     resources = [
         _patient(ctx),
         _device(ctx),
-        _diagnostic_report(ctx, observation_ids),
+        _diagnostic_report(ctx, observation_ids, is_normal_study(template, extraction)),
         *observations,
     ]
     if observations:

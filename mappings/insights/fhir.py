@@ -2,20 +2,23 @@
 
 `add_insights(bundle, report, insights, ...)` adds to a Bundle built by `mappings.fhir_out`:
 - a `ServiceRequest` per follow-up: `status` draft, `intent` proposal, `code` with the DICOM
-  modality (`http://dicom.nema.org/resources/ontology/DCM`, CID 29) when stated and the text,
+  modality (`http://dicom.nema.org/resources/ontology/DCM`, CID 29) when stated, the procedure
+  code of `mappings.procedure_codes` (LOINC region + modality, else SNOMED CT) and the text,
   `occurrenceDateTime` (one due date) or `occurrencePeriod` (a range), `asNeededBoolean` true when
   conditional, `reasonReference` the DiagnosticReport and the RADS Observation of its sentence or
   the sentence before (the finding it is for), `supportingInfo` the DiagnosticReport, the
   guideline in `note`;
   no `requester`;
-- a `Flag` per critical result: `status` active, category clinical, `code` the finding as text
-  (no concept code is verified yet), `subject` the patient, the `flag-detail` extension to the
+- a `Flag` per critical result: `status` active, category clinical, `code` the finding's
+  concept from the critical list (SNOMED CT, when the list gives one) and its text,
+  `subject` the patient, the `flag-detail` extension to the
   DiagnosticReport, `period.start` the report's effective time;
 - a `Communication` per statement that the result was passed on: `status` completed, `subject`,
   `recipient` as `Reference.display`, `about` the DiagnosticReport, the time as written in `note`
   (`sent` is not set: a clock time as written is not a FHIR instant);
-- an `Observation` per RADS category: `code` text naming the system (no LOINC/RadElement code is
-  verified for these scores), `valueCodeableConcept.text` the category as the system writes it,
+- an `Observation` per RADS category: `code` text naming the system, `valueCodeableConcept.text`
+  the category as the system writes it, with the SNOMED CT codings of `mappings.rads_codes`
+  where verified (a mammogram's BI-RADS 0-5, breast density; the rest text only),
   `bodySite.text` the side when stated; listed in `DiagnosticReport.result`;
 - an `Observation` per size of a finding that no template Observation of the Bundle states
   already (a size component with the same evidence offsets, or a number variable of the same
@@ -51,6 +54,8 @@ from mappings.fhir_out import (
 from mappings.insights.critical_list import CriticalFinding
 from mappings.insights.model import Insights, SizedFinding, Span
 from mappings.output_check import check_bundle
+from mappings.procedure_codes import procedure_codings
+from mappings.rads_codes import rads_code_codings, rads_value_codings
 from mappings.report import Report
 
 INSIGHTS_VERSION = "1"
@@ -119,6 +124,7 @@ class _Refs:
         self.device = f"Device/{by_type['Device']['id']}" if "Device" in by_type else None
         self.provenance = by_type.get("Provenance")
         self.facility = report.sending_facility
+        self.modality = report.modality
         self.key = report_key(report)
         self._ranks: Counter[tuple[str, ...]] = Counter()
 
@@ -160,8 +166,11 @@ def _service_requests(
             if _finding_of(text, followup.evidence, rads.evidence)
         ]
         code: dict[str, Any] = {"text": followup.procedure_text}
+        codings = procedure_codings(followup.kind, followup.modality, followup.procedure_text)
         if followup.modality and term.is_known(term.DCM, followup.modality):
-            code["coding"] = [_coding(term.DCM, followup.modality)]
+            codings.insert(0, _coding(term.DCM, followup.modality))
+        if codings:
+            code["coding"] = codings
         resource: Resource = {
             "resourceType": "ServiceRequest",
             "id": refs.id("ServiceRequest", followup.kind, followup.modality),
@@ -195,6 +204,12 @@ def _flags(refs: _Refs, insights: Insights, findings: dict[str, CriticalFinding]
     for result in insights.critical:
         finding = findings.get(result.finding)
         label = finding.label if finding else result.finding
+        code: dict[str, Any] = {"text": f"Critical result: {label}"}
+        if finding is not None and finding.code is not None:
+            concept = finding.code
+            code["coding"] = [
+                {"system": concept.system, "code": concept.code, "display": concept.display}
+            ]
         resources.append(
             {
                 "resourceType": "Flag",
@@ -206,7 +221,7 @@ def _flags(refs: _Refs, insights: Insights, findings: dict[str, CriticalFinding]
                 ],
                 "status": "active",
                 "category": [{"coding": [_coding(term.FLAG_CATEGORY, "clinical")]}],
-                "code": {"text": f"Critical result: {label}"},
+                "code": code,
                 "subject": {"reference": refs.patient},
                 "period": {"start": refs.effective},
             }
@@ -250,6 +265,10 @@ def _rads_observations(refs: _Refs, insights: Insights, status: str, issued: str
             "issued": issued,
             "valueCodeableConcept": {"text": rads.category},
         }
+        if codings := rads_code_codings(rads.system):
+            resource["code"]["coding"] = codings
+        if codings := rads_value_codings(rads.system, rads.category, refs.modality):
+            resource["valueCodeableConcept"]["coding"] = codings
         if refs.device:
             resource["device"] = {"reference": refs.device}
         if rads.side:
