@@ -1,6 +1,7 @@
 """The procedure code of a follow-up recommendation (ServiceRequest.code, issue 20 item 2).
 
-An imaging follow-up whose text names one body region ("low-dose chest CT", "echo schildklier",
+An imaging follow-up whose clause (the part of its sentence between punctuation that holds its
+action) names one body region ("Recommend low-dose chest CT in 3 months", "echo schildklier",
 "MRT der Prostata") and whose modality is known gets the LOINC radiology code of that region and
 modality ("Chest CT" 24627-2), from the FHIR R4 LOINC document codes radbridge installs (c80);
 otherwise the SNOMED CT procedure of the modality (and region where the GPS has one: "Computed
@@ -137,10 +138,27 @@ def _coding(system: str, code: str) -> dict[str, Any]:
     return {"system": system, "code": code, "display": entry.display}
 
 
-def procedure_codings(kind: str, modality: str | None, text: str) -> list[dict[str, Any]]:
-    """The procedure coding of a follow-up (empty: text only); see the module docstring."""
+_CLAUSE_END = re.compile(r"[,;:.()\n]")
+
+
+def action_clause(sentence: str, action: str) -> str:
+    """The clause of `sentence` (the follow-up's evidence) that holds its action's words
+    ("Recommend low-dose chest CT in 3 months" for "CT"); the sentence when not found."""
+    at = sentence.casefold().find(action.casefold())
+    if not action or at < 0:
+        return sentence
+    starts = [m.end() for m in _CLAUSE_END.finditer(sentence, 0, at)]
+    end = _CLAUSE_END.search(sentence, at + len(action))
+    return sentence[starts[-1] if starts else 0 : end.start() if end else len(sentence)]
+
+
+def procedure_codings(
+    kind: str, modality: str | None, action: str, sentence: str = ""
+) -> list[dict[str, Any]]:
+    """The procedure coding of a follow-up (empty: text only): `action` its words ("CT"),
+    `sentence` its evidence, whose clause around the action names the region."""
     family = _KIND.get(modality or "")
-    region = body_region(text)
+    region = body_region(action_clause(sentence, action) if sentence else action)
     if kind == "biopsy":
         code = SNOMED_GUIDED_BIOPSY.get(family or "") or SNOMED_REGION_BIOPSY.get(region or "")
         return [_coding(term.SNOMED, code or BIOPSY)]

@@ -166,7 +166,9 @@ def _service_requests(
             if _finding_of(text, followup.evidence, rads.evidence)
         ]
         code: dict[str, Any] = {"text": followup.procedure_text}
-        codings = procedure_codings(followup.kind, followup.modality, followup.procedure_text)
+        codings = procedure_codings(
+            followup.kind, followup.modality, followup.procedure_text, followup.evidence.quote
+        )
         if followup.modality and term.is_known(term.DCM, followup.modality):
             codings.insert(0, _coding(term.DCM, followup.modality))
         if codings:
