@@ -6,6 +6,7 @@ display (and, for SNOMED CT, in the GPS 2019 of ../shared with the same FSN)."""
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 from typing import Any
 
@@ -236,3 +237,13 @@ def test_a_normal_study_gets_its_conclusion_code() -> None:
     # about each finding (Open-i conventions), so no conclusion code either
     chest = _bundle("CHEST PA AND LATERAL\nIMPRESSION: No active disease.", "CR")
     assert all("conclusionCode" not in r for r in _of(chest, "DiagnosticReport"))
+
+
+def test_the_critical_findings_doc_lists_each_finding_s_code() -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "critical-findings.md").read_text("utf-8")
+    table = doc.split("## Concept codes", 1)[1].split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\| ([a-z_]+) \| ([^|]+) \|", table, re.M))
+    findings = load_critical_list()
+    assert list(rows) == [f.id for f in findings]
+    for finding in findings:
+        assert rows[finding.id].strip() == (finding.code.code if finding.code else "text only")
