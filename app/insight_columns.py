@@ -38,8 +38,9 @@ INSIGHT_COLUMN_MEANINGS = {
 SIZE_TEMPLATE = ("insights", "size")  # template and variable of the insights step's sizes
 RADS_MEANING = (
     "the category the report assigns in this scoring system, as the system writes it "
-    "(side: prefix when stated; ';'-separated when several); no code: no LOINC/RadElement code "
-    "is verified for these categories"
+    "(side: prefix when stated; ';'-separated when several); no LOINC/RadElement code is "
+    "verified for these categories: the Bundle's Observation codes only a mammogram's BI-RADS "
+    "0-5 and breast density (SNOMED CT, mappings/rads_codes.py)"
 )
 LARGEST_SIZE_MEANING = "the largest stated dimension of the finding, in mm (its size components)"
 
