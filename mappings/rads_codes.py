@@ -4,8 +4,10 @@ carry beside their text, and why the rest stays text only.
 Verified in the SNOMED CT Global Patient Set (GPS 2019 in ../shared/terminology and the GPS
 20200930 radbridge installs, same FSN; `mappings.terminology.TERMS`):
 - BI-RADS assessment categories 0-5 of a **mammogram** (modality MG): 397138000 ... 397145000
-  "Mammography assessment (Category N) - ..."; the concepts name mammography, so a category of
-  a breast ultrasound or MRI, 4A/4B/4C (the GPS has Category 4 only) and 6 stay text only;
+  "Mammography assessment (Category N) - ..." (the same codes as the HL7 Lithuanian breast IG's
+  ValueSet birads-category, https://build.fhir.org/ig/HL7LT/ig-lt-breast/en/ValueSet-birads-category.html);
+  the concepts name mammography, so a category of a breast ultrasound or MRI, 4A/4B/4C (the GPS
+  has Category 4 only) and 6 (the IG's 6111000179101 is not in the GPS) stay text only;
 - breast density a-d: 129716005 ... 129719003, and the Observation's code 129715009
   "Mammographic breast composition finding", as the breast template codes `breast_density`.
 No LOINC code for any of these categories is in the LOINC table radbridge installs (the FHIR
