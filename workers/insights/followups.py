@@ -27,7 +27,8 @@ _TRIGGER = re.compile(
     r"warranted|indicated|rec:|advies|geadviseerd|aanbevol\w*|aangeraden|overwe\w*|"
     r"empfohlen|empfehlung|empf\.|empfehl\w*|empfiehlt|angeraten|anzuraten|sinnvoll|erwägen|indiziert|"
     r"follow[- ]?up|f/u|(?-i:FU)|surveillance|repeat|controle\w*|herhaling|kontroll\w*|verlaufskontroll\w*|"
-    r"nächste|next|verwijzing|vorstellung|konsil|referral|recall|"
+    r"nächste|next|verwijzing|vorstellung|konsil|referral|recall|voortzett\w*|fortsetz\w*|fortführ\w*|"
+    r"continue (?:annual|routine|yearly|screening|surveillance)|return to (?:annual|routine|screening)|"
     r"further (?:evaluation|assessment|characteri[sz]ation|work-?up|imaging)|"
     r"additional (?:imaging|views?|evaluation)|aanvullend\w*|"
     r"ter (?:verdere )?(?:karakterisering|analyse|evaluatie)|weiter\w* abklärung|"
@@ -39,7 +40,9 @@ _NEGATED = re.compile(
     r"|(?:not|no longer) (?:needed|required|necessary|recommended|indicated|warranted)"
     r"|need\w* no|geen (?:verdere |aanvullende? |nadere )?\w+ (?:\w+ )?(?:nodig|geïndiceerd|noodzakelijk|vereist)"
     r"|keine (?:weitere |zusätzliche |weiterführende )?\w+ (?:\w+ )?(?:erforderlich|notwendig|nötig|indiziert)"
-    r"|nicht (?:erforderlich|notwendig|nötig|indiziert)|below the \w+ threshold)",
+    r"|nicht (?:erforderlich|notwendig|nötig|indiziert)|(?:below|under) the (?:[\w-]+ )?thresholds?"
+    r"|onder de (?:[\w-]+ )?drempel\w*|unter(?:halb)? de[rs] (?:[\w-]+ )?(?:schwelle|grenzwert\w*)"
+    r"|does not (?:meet|fulfil+) (?:the )?criteria|voldoet niet aan|erfüllt (?:nicht|keine))",
     re.IGNORECASE,
 )
 _PAST = re.compile(
@@ -76,7 +79,9 @@ _CONSULT = re.compile(
     r"(?<!\w)(?:[\w-]*consult\w*|referral|refer|verwijzing|verwijzen|doorverwijzing|"
     r"[\w-]*vorstellung|[\w-]*konsil\w*|sprechstunde|tumou?r ?board|mdt|mdo|tumorkonferenz|"
     r"multidisciplina\w*(?: (?:discussion|overleg|meeting|conference|team|board))?|overleg|"
-    r"bespreking|[\w-]*besprechung|(?:\w+ische|fachärztliche) abklärung|beoordeling door)(?!\w)",
+    r"bespreking|[\w-]*besprechung|(?:\w+ische|fachärztliche) abklärung|beoordeling door|"
+    r"[\w-]*(?:ologische|ologic(?:al)?|ology|ische) (?:evaluatie|evaluation|assessment|beoordeling|"
+    r"review|opinion|mitbeurteilung))(?!\w)",
     re.IGNORECASE,
 )
 _OTHER = re.compile(
@@ -91,7 +96,7 @@ _MODALITIES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("MR", re.compile(r"(?<!\w)(?:[\w-]*MRI|[\w-]*MRT|MRCP|MR|[\w-]*-MRT?|MRT?-[\w-]+|magnetic resonance\w*|kernspin\w*)(?!\w)")),
     ("CT", re.compile(r"(?<!\w)(?:[\w-]*CT|CCT|CTA|CT-[\w-]+|LDCT|computed tomography|computertomogra\w*)(?!\w)")),
     ("US", re.compile(r"(?<!\w)(?:[\w-]*ultrasound\w*|ultrasonogra\w*|[\w-]*sonogra\w*|sono|echo|[\w-]*echogra\w*|[\w-]*ultraschall\w*|doppler\w*|duplex\w*|(?-i:US|CEUS|TVUS|TVU))(?!\w)", re.I)),
-    ("CR", re.compile(r"(?<!\w)(?:[\w-]*radiograph\w*|x-?rays?|CXR|AXR|KUB|RX|plain films?|röntgenfoto\w*|[\w-]*röntgen\w*|röntgenkontrolle|[\w-]*-opname|thoraxfoto|x-thorax|[\w-]*serie|[\w-]*aufnahme\w*|röntgenaufnahme)(?!\w)", re.I)),
+    ("CR", re.compile(r"(?<!\w)(?:[\w-]*radiograph\w*|x-?rays?|CXR|AXR|KUB|RX|plain films?|röntgenfoto\w*|[\w-]*röntgen\w*|röntgenkontrolle|[\w-]*-opname|opnamen|thoraxfoto|x-thorax|[\w-]*serie|[\w-]*aufnahme\w*|röntgenaufnahme)(?!\w)", re.I)),
 )  # fmt: skip
 _ONE_PHRASE = re.compile(
     r"\s+(?:(?:in|im|at|to|naar|bij|zur|zum|in het|in de|an der|by the|the|de|het|der|die|das)\s+)*",
@@ -102,6 +107,9 @@ _ALTERNATIVE_GAP = re.compile(r"\s+(?:or|of|oder|bzw\.)\s+(?:[\w-]+\s+){0,2}", r
 _CONDITION = re.compile(
     r"(?<!\w)(?:if|unless|should (?:symptoms|pain)|bij persisterende|bij aanhoudende|"
     r"bij (?:rokers|klachten)|zo nodig|indien|desgewenst|bei persistenz|bei beschwerdepersistenz|"
+    r"bij (?:klinische |blijvende |toenemende )?(?:verdenking|twijfel|progressie|toename|verergering|pijn)|"
+    r"bei (?:klinische[mnr]? |anhaltende[rnm]? |zunehmende[rnm]? )?(?:verdacht|beschwerden|progredienz|zunahme|schmerzen)|"
+    r"in case of|in the event of|should (?:the )?(?:symptoms?|pain|\w+) persist|"
     r"bei persistierende\w*|bei fehlender|ggf\.|gegebenenfalls|falls|bei bedarf|as needed|"
     r"when clinically indicated|eventueel|eventuell|optional\w*)(?!\w)",
     re.IGNORECASE,
@@ -120,7 +128,7 @@ _GUIDELINES: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 _FOLLOWUP_NOUN = re.compile(
     r"(?<!\w)(?:follow[- ]?up|surveillance|(?:verlaufs)?kontrolle|controle|control|"
-    r"re-?evaluation|reassessment|herhaling)(?!\w)",
+    r"re-?evaluation|reassessment|herhaling|screening)(?!\w)",
     re.IGNORECASE,
 )
 """A follow-up named without its exam ("Kontrolle in 1 Jahr."): imaging of no stated modality."""
@@ -132,6 +140,13 @@ _CONTINUES = re.compile(
     r"preferably|ideally|bij voorkeur|zeitpunkt|idealerweise|vorzugsweise|am besten|termijn)\b",
     re.IGNORECASE,
 )
+_INTERVAL_NOUN = re.compile(
+    r"(?<!\w)(?:interval|timing|time ?frame|termijn|tijdsinterval|intervall|zeitraum|zeitpunkt|"
+    r"zeitabstand)(?!\w)",
+    re.IGNORECASE,
+)
+"""A sentence without an action that names the interval ("Suggest an interval of 12 months.")
+gives the time frame of the previous recommendation."""
 _TIME_ONLY_WORDS = 5
 """A sentence of at most this many words that gives a time frame ("Over 3 maanden.") completes
 the previous recommendation too."""
@@ -185,7 +200,17 @@ def _actions(doc: ReportText, start: int, end: int) -> list[_Action]:
         after = _GUIDED_AFTER.match(text, match.end(), end)
         if after is not None:  # "Stanzbiopsie links unter sonographischer Kontrolle"
             modality, end_taken = _guidance(after.group(0)) or modality, after.end()
-        actions.append(_Action("biopsy", modality, match.start(), match.end(), match.group(0)))
+        previous = actions[-1] if actions else None
+        if (
+            previous is not None
+            and previous.kind == "biopsy"
+            and _ALTERNATIVE_GAP.fullmatch(text[previous.end : match.start()])
+        ):  # "gerichte biopsie of fusiebiopsie": one biopsy, two ways
+            if previous.modality != modality:
+                previous.modality = None
+            previous.end, previous.text = match.end(), text[previous.start : match.end()]
+        else:
+            actions.append(_Action("biopsy", modality, match.start(), match.end(), match.group(0)))
         taken.append((match.end() - len(before), end_taken))
     for kind, pattern in (("consultation", _CONSULT), ("other", _OTHER)):
         if not may_match(doc, pattern):
@@ -217,10 +242,12 @@ def _actions(doc: ReportText, start: int, end: int) -> list[_Action]:
     for action in imaging:
         previous = merged[-1] if merged else None
         gap = text[previous.end : action.start] if previous else ""
-        if previous is not None and previous.modality == action.modality and not gap.strip():
+        if previous is not None and previous.modality == action.modality and gap.strip() in "/":
             previous.end, previous.text = action.end, text[previous.start : action.end]
             continue
-        if previous is not None and _ALTERNATIVE_GAP.fullmatch(gap) and "," not in gap:
+        if previous is not None and (
+            (_ALTERNATIVE_GAP.fullmatch(gap) and "," not in gap) or gap.strip() == "/"
+        ):
             previous.modality = None if previous.modality != action.modality else action.modality
             previous.end, previous.text = action.end, text[previous.start : action.end]
             continue
@@ -309,6 +336,8 @@ def find_followups(doc: ReportText, report_date: date | None) -> tuple[FollowUp,
     found: list[_Action] = []
     previous: list[_Action] = []
     for sentence_start, end in doc.sentences:
+        if end <= doc.title_end:
+            continue  # the exam's title ("... SCREENING, ANNUAL") recommends nothing
         start = doc.after_label(sentence_start)
         labelled = start != sentence_start or bool(
             previous and _CONDITION_START.match(doc.text, start, end)
@@ -333,7 +362,11 @@ def find_followups(doc: ReportText, report_date: date | None) -> tuple[FollowUp,
             if (
                 intervals
                 and pending
-                and (_CONTINUES.match(sentence) or len(sentence.split()) <= _TIME_ONLY_WORDS)
+                and (
+                    _CONTINUES.match(sentence)
+                    or _INTERVAL_NOUN.search(sentence)
+                    or len(sentence.split()) <= _TIME_ONLY_WORDS
+                )
             ):
                 for action in pending:
                     action.interval = intervals[0]

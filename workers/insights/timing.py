@@ -36,7 +36,7 @@ _UNITS = {
 }  # fmt: skip
 _NUM = r"(\d{1,2}|" + "|".join(sorted(_NUMBER_WORDS, key=len, reverse=True)) + r")"
 _UNIT = r"(" + "|".join(sorted(_UNITS, key=len, reverse=True)) + r")"
-_LEAD = r"(?:in|over|na|nach|within|binnen|innerhalb(?:\s+von)?|after|at|about|ca\.|circa|approximately|ongeveer|etwa)"
+_LEAD = r"(?:in|over|na|nach|within|binnen|innerhalb(?:\s+von)?|after|at|about|ca\.|circa|approximately|ongeveer|etwa|(?:interval|intervall|termijn|zeitraum) (?:of|van|von))"
 _RANGE = re.compile(
     rf"(?<!\w){_LEAD}\s+(?:{_LEAD}\s+)?{_NUM}\s*(?:-|–|to|tot|à|a|bis|or|of|oder)\s*{_NUM}\s*{_UNIT}(?!\w)",
     re.IGNORECASE,
