@@ -57,6 +57,14 @@ _CONTRAST = re.compile(
 )
 """Where a sentence turns to another finding ("The left pneumothorax has resolved, but there is a
 new right pneumothorax"): a known or resolved finding before it does not hide the new one."""
+_ANOTHER_FINDING = re.compile(
+    r"(?<!\w)(?:paralytic|paralytische[rnsm]?|adynamic|adynamische[rnsm]?|functional|functionele|"
+    r"funktionelle[rnsm]?|reflex|sentinel)\s+(?:[\w-]+\s+)?$",
+    re.IGNORECASE,
+)
+"""A qualifier that makes a listed term another, not critical finding ("paralytic ileus",
+"paralytischer Ileus"): no flag."""
+_QUALIFIER_WINDOW = 30
 _TITLE_WORDS = 12
 _SENTENCE_BREAK = re.compile(r"[.!?]\s+\S")
 _LABEL = re.compile(r"[^\W\d][\w .-]{0,30}:\s*")
@@ -86,6 +94,8 @@ def _title(doc: ReportText, start: int) -> bool:
 def _states(doc: ReportText, start: int, end: int) -> bool:
     """Whether the mention `text[start:end]` states the finding as present in this exam."""
     if doc.in_sections(start, _HISTORY) or _title(doc, start):
+        return False
+    if _ANOTHER_FINDING.search(doc.text, max(0, start - _QUALIFIER_WINDOW), start):
         return False
     # ConText over the sentence up to the end of the mention's clause: a trigger of the next
     # clause ("... rechts met vrij vocht") is not about this mention

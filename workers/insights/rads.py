@@ -52,7 +52,7 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], Callable[[re.Match[str]], str | Non
     ),
     (
         "Lung-RADS",
-        re.compile(rf"\bLung[- ]?RADS{_SEP}([0-4])([ABX]?)(S?)(?![\w])", re.IGNORECASE),
+        re.compile(rf"\bLung[- ]?RADS{_SEP}([0-4])([ABX]?)(?:\s*/\s*|\s)?(S?)(?![\w])", re.IGNORECASE),
         lambda m: m.group(1) + m.group(2).upper() + m.group(3).upper(),
     ),
     (
@@ -96,14 +96,18 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], Callable[[re.Match[str]], str | Non
 _PRIOR = re.compile(
     r"\b(?:prior|previous(?:ly)?|destijds|voorheen|eerder|vormals|damals|zuvor|nach\s+screening"
     r"|recall\s+from|compared|vergeleken|im\s+vergleich|voraufnahme|screening\s+\(|"
-    r"indication|indicatie|fragestellung)\b",
+    r"indication|indicatie|fragestellung|voruntersuchung\w*|vorbefund\w*|vorbild\w*|vorunters\.|"
+    r"vooronderzoek\w*|voorgaande?|vorige|earlier|last (?:exam|study|year)|outside)\b",
     re.IGNORECASE,
 )
+_NOW = re.compile(r"\)|\b(?:now|currently|today|jetzt|aktuell|heute|nu|thans|inmiddels|momenteel)\b", re.I)
+"""After a prior result, what makes the category that follows this report's."""
 _ANY = re.compile(r"RADS|TR[- ]?[1-5]|LR[- ]?(?:[1-5]|M|TIV|NC)|ACR|dens|dichte", re.IGNORECASE)
 """What every category pattern holds: a report without it has no category."""
 _HISTORY_SECTIONS = frozenset({"history", "comparison"})
 _PRIOR_WINDOW = 40
-_SIDELESS = frozenset({"BI-RADS density", "Lung-RADS"})
+_SIDELESS = frozenset({"BI-RADS density", "Lung-RADS", "LI-RADS"})
+"""Systems of unpaired organs (and density): no side ("LR-TIV" of the right portal vein)."""
 _TITLE_LINES = 1
 _LABEL_MAX = 30
 
@@ -127,7 +131,11 @@ def _prior(doc: ReportText, start: int) -> bool:
         return True
     sentence_start, _ = doc.sentence_at(start)
     before = doc.text[max(sentence_start, start - _PRIOR_WINDOW) : start]
-    return bool(_PRIOR.search(before))
+    prior = None
+    for prior in _PRIOR.finditer(before):
+        pass
+    # "Im Vergleich zur Voruntersuchung (PI-RADS 3) jetzt PI-RADS 4": the prior result is closed
+    return prior is not None and not _NOW.search(before, prior.end())
 
 
 def _title_side(doc: ReportText) -> str | None:
@@ -153,6 +161,11 @@ def _side(doc: ReportText, system: str, start: int, end: int) -> str | None:
         previous_start, previous_end = doc.sentence_at(max(0, sentence_start - 2))
         if previous_end <= sentence_start and "\n" not in doc.raw[previous_end:sentence_start]:
             side = side_in(doc.text[previous_start:previous_end], previous_end - previous_start)
+    if side is None and doc.text[sentence_end : sentence_end + 1] == ";":
+        # "BIRADS 0 - incomplete; a focal asymmetry in the left breast ...": the clause after
+        next_start, next_end = doc.sentence_at(sentence_end + 1)
+        if "\n" not in doc.raw[sentence_end:next_start]:
+            side = side_in(doc.text[next_start:next_end], 0)
     return side if side is not None else _title_side(doc)
 
 
