@@ -19,7 +19,7 @@ _TRIGGER = re.compile(
     r"doorgegeven|besproken|gebeld|geïnformeerd|medegedeeld|overlegd|"
     r"übermittelt|mitgeteilt|mitteilung|übermittlung|besprochen|informiert|benachrichtigt|"
     r"telefonisch an|durchgegeben|telefoniert|rücksprache|gesprochen|"
-    r"befunde? (?:telefonisch |persönlich |mündlich )?an)(?!\w)",
+    r"befunde? (?:telefonisch |persönlich |mündlich )?an|information an|informatie aan)(?!\w)",
     re.IGNORECASE,
 )
 _NOT = re.compile(
@@ -31,23 +31,39 @@ _NOT = re.compile(
 _TITLED = re.compile(
     r"(?<!\w)(?:(?:Prof\.\s+)?(?:Dr|dr|DR|Mr|Mrs|Ms|Prof|PD Dr)\.?\s+"
     r"(?:[A-Z]\.\s*)*(?:(?:van|de|der|den|von|Van|De|Von)\s+)*[A-Z][\w'’-]+"
-    r"|(?:Schwester|Pfleger|Sister|Nurse|NURSE|RN)\s+[A-Z][\w'-]+"
+    r"|(?:(?:ICU|ED|ER|IC|SEH|OR|Ward|ward|Charge|charge)\s+)?(?:Schwester|Pfleger|Sister|Nurse|NURSE|RN)"
+    r"\s+[A-Z][\w'-]+"
     r"|(?:(?:CHARGE|STAFF|WARD|ICU|ED)\s+)?(?:NURSE|DR\.?)\s+(?:[A-Z]\.\s*)*[A-Z]+)"
 )
 _ROLE = re.compile(
     r"(?:\bwith|\bto|\baan|\bmet|\ban|\bmit)\s+((?:the|de|het|den|dem|die)\s+[^,.;()]{3,50}?)"
-    r"(?=\s+(?:at|om|um|by|via|on|per|who|telefonisch)\b|[,.;()]|$)",
+    r"(?=\s+(?:at|om|um|by|via|on(?![- ]call)|per|who|telefonisch|besprochen|übermittelt|informiert|"
+    r"mitgeteilt|gesprochen|benachrichtigt|besproken|overlegd|doorgegeven|gemeld|geïnformeerd)\b"
+    r"|[,.;()]|$)",
     re.IGNORECASE,
 )
 _PATIENT = re.compile(
     r"(?<!\w)(?:the patient|patiënte?|de patiënt|dem patienten|der patientin)(?!\w)", re.I
 )
 _TIME = re.compile(
-    r"(?<!\d)(?:[01]?\d|2[0-3])[:.][0-5]\d(?!\d)(?:\s*(?:uur|Uhr|u|h|hrs)(?!\w))?"
+    r"(?:\d{1,2}\.\d{1,2}\.\d{2,4}\s+(?:um|om|at)\s+)?"
+    r"(?<![\d.])(?:[01]?\d|2[0-3])[:.][0-5]\d(?![\d]|\.\d)(?:\s*(?:uur|Uhr|u|h|hrs)(?!\w))?"
     r"(?:\s+on\s+(?:\d{1,2}/\d{1,2}/\d{2,4}|\d{1,2}\s+[A-Z][a-z]+\s+\d{4}))?"
 )
 
 
+_SUBJECT = re.compile(
+    r"(?:^|(?<=[.:;]\s))\s*((?:(?:the|de|het|der|die|das)\s+)?(?:[\w-]+\s+){0,2}?[\w-]*(?:team|surgery|surgeon|"
+    r"chirurgie|chirurg(?:en)?|ology|ologie|oloog|ologe|ologist|arzt|ärztin|arts|nurse|registrar|"
+    r"resident|fellow|physician|service|dienst))\s+(?:(?:was|were|has been|have been|is|wurde|wurden|"
+    r"werd|werden|ist)\s+)?(?:(?:um|om|at)\s+\d{1,2}[:.]\d{2}\s*(?:uhr|uur|h)?\s+)?"
+    r"(?:(?:telefonisch|by phone|by telephone|persönlich|direct|directly|direkt|mündlich)\s+)?"
+    r"(?:discussed|communicated|informed|notified|called|paged|contacted|informiert|benachrichtigt|"
+    r"geïnformeerd|gebeld|ingelicht)(?!\w)",
+    re.IGNORECASE,
+)
+"""A recipient named as the subject ("Stroke team notified", "Der diensthabende Urologe wurde um
+01:50 Uhr telefonisch informiert", "Herzchirurgie um 18:20 Uhr informiert")."""
 _ROLE_NOUN = re.compile(
     r"(?<!\w)(?:(?:the )?(?:referring|treating|ordering) (?:physician|clinician|team)|clinician|"
     r"kliniker\w*|stationsärzt\w*|stationsarzt|behandelnde[rn]? (?:arzt|ärztin|kollege|kollegin)|"
@@ -64,6 +80,9 @@ def _recipient(sentence: str) -> str | None:
     role = _ROLE.search(sentence)
     if role:
         return role.group(1).strip()
+    subject = _SUBJECT.search(sentence)
+    if subject:
+        return subject.group(1).strip()
     noun = _ROLE_NOUN.search(sentence)
     if noun:
         return noun.group(0)

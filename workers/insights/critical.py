@@ -22,7 +22,9 @@ _HEDGE_BEFORE = re.compile(
     r"suspicion|concerning|questionable|equivocal|presumed|may represent|might|could|versus|vs\.?|"
     r"r/o|rule out|waarschijnlijk|mogelijk|mogelijke|verdacht|verdenking|twijfelachtig|"
     r"v\.a\.|verdacht auf|verdachts?|fraglich\w*|wahrscheinlich\w*|möglich\w*|dd|"
-    r"differentialdiagnos\w*|eher|bedenkelijk)(?!\w)",
+    r"differentialdiagnos\w*|eher|bedenkelijk|evaluation for|evaluate for|assessment for|"
+    r"to assess for|screening for|ter uitsluiting|uitsluiting van|beoordeling op|zum ausschluss|"
+    r"ausschluss|frage nach)(?!\w)",
     re.IGNORECASE,
 )
 _HEDGE_AFTER = re.compile(
@@ -36,7 +38,8 @@ _NOT_NEW = re.compile(
     r"postoperative|post-operative|bekend\w*|ongewijzigd\w*|stabiel\w*|chronisch\w*|verbeterd|"
     r"afgenomen|postoperatie\w*|bekannt\w*|unverändert\w*|chronisch\w*|rückläufig\w*|"
     r"regredient\w*|postoperativ\w*|residual|rest(?!rict|less|ing|or|aur)\w*|z\.n\.|zustand nach|"
-    r"status na|"
+    r"status na|(?:interval )?decrease[sd]? in size|decreasing|now smaller|evolving|regressing|"
+    r"verkleind|kleiner geworden|größenregredient\w*|abnehmend\w*|"
     r"no (?:new|residual)|geen (?:nieuwe|resterende))(?!\w)",
     re.IGNORECASE,
 )

@@ -319,9 +319,11 @@ def _is_recommendation(
     sentence = doc.text[start:end]
     if doc.in_sections(start, _HISTORY) or _NEGATED.search(sentence):
         return False
-    first_action = min(a.start for a in actions)
-    if _PAST.search(doc.text[start:first_action]) and not _TRIGGER.search(
-        doc.text[first_action:end]
+    first = min(actions, key=lambda a: a.start)
+    # "Compared with the prior CT, recommend MRI": a trigger after the past words; "This study was
+    # performed as a 12 month follow-up": the study itself, nothing recommended after it
+    if _PAST.search(doc.text[start : first.start]) and not _TRIGGER.search(
+        doc.text[first.start if first.kind != "imaging" or first.modality else first.end : end]
     ):
         return False
     if labelled or _TRIGGER.search(sentence):

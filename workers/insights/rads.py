@@ -52,7 +52,9 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], Callable[[re.Match[str]], str | Non
     ),
     (
         "Lung-RADS",
-        re.compile(rf"\bLung[- ]?RADS{_SEP}([0-4])([ABX]?)(?:\s*/\s*|\s)?(S?)(?![\w])", re.IGNORECASE),
+        re.compile(
+            rf"\bLung[- ]?RADS{_SEP}([0-4])([ABX]?)(?:\s*/\s*|\s)?(S?)(?![\w])", re.IGNORECASE
+        ),
         lambda m: m.group(1) + m.group(2).upper() + m.group(3).upper(),
     ),
     (
@@ -83,7 +85,7 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], Callable[[re.Match[str]], str | Non
         re.compile(
             rf"(?:\bACR[\s-]*(?:{_DENSITY_WORD}\s*)?([a-d])(?![\w-])"
             r"|\bACR[\s-]*(?:typ(?:e)?|dichte|density)?[\s-]*([1-4])(?![\w,-]|\.\d)"
-            r"|\b(?:dens\w*|dichte)\b[^.\n]{0,40}?\(([a-d])\)"
+            r"|\b(?:dens\w*|dichte|fatty|fett\w*|vetrijk\w*|fibroglandular)\b[^.\n]{0,40}?\(([a-d])\)"
             r"|\b(?:densiteit|dichte|density)\b\s*:?\s*(?:categorie|kategorie|category)\s+([a-d])\b"
             r"|\b(?:parenchym|brust|mamma)?(?:densiteit|dichte|density)\s*:?\s*(?-i:([A-D]))(?![\w-])"
             r"|\b(?:breast\s+)?(?:composition|(?:parenchym|brust|mamma)?(?:densiteit|dichte|density))"
@@ -100,9 +102,14 @@ _PRIOR = re.compile(
     r"vooronderzoek\w*|voorgaande?|vorige|earlier|last (?:exam|study|year)|outside)\b",
     re.IGNORECASE,
 )
-_NOW = re.compile(r"\)|\b(?:now|currently|today|jetzt|aktuell|heute|nu|thans|inmiddels|momenteel)\b", re.I)
+_NOW = re.compile(
+    r"\)|\b(?:now|currently|today|jetzt|aktuell|heute|nu|thans|inmiddels|momenteel)\b", re.I
+)
 """After a prior result, what makes the category that follows this report's."""
-_ANY = re.compile(r"RADS|TR[- ]?[1-5]|LR[- ]?(?:[1-5]|M|TIV|NC)|ACR|dens|dichte", re.IGNORECASE)
+_ANY = re.compile(
+    r"RADS|TR[- ]?[1-5]|LR[- ]?(?:[1-5]|M|TIV|NC)|ACR|dens|dichte|fatty|fett|vetrijk|fibroglandular",
+    re.IGNORECASE,
+)
 """What every category pattern holds: a report without it has no category."""
 _HISTORY_SECTIONS = frozenset({"history", "comparison"})
 _PRIOR_WINDOW = 40
@@ -131,9 +138,7 @@ def _prior(doc: ReportText, start: int) -> bool:
         return True
     sentence_start, _ = doc.sentence_at(start)
     before = doc.text[max(sentence_start, start - _PRIOR_WINDOW) : start]
-    prior = None
-    for prior in _PRIOR.finditer(before):
-        pass
+    prior = max(_PRIOR.finditer(before), key=lambda m: m.start(), default=None)
     # "Im Vergleich zur Voruntersuchung (PI-RADS 3) jetzt PI-RADS 4": the prior result is closed
     return prior is not None and not _NOW.search(before, prior.end())
 
