@@ -41,6 +41,8 @@ _NEGATED = re.compile(
     r"|need\w* no|geen (?:verdere |aanvullende? |nadere )?\w+ (?:\w+ )?(?:nodig|geïndiceerd|noodzakelijk|vereist)"
     r"|keine (?:weitere |zusätzliche |weiterführende )?\w+ (?:\w+ )?(?:erforderlich|notwendig|nötig|indiziert)"
     r"|nicht (?:erforderlich|notwendig|nötig|indiziert)|(?:below|under) the (?:[\w-]+ )?thresholds?"
+    r"|no need (?:for|of)|geen noodzaak|keine notwendigkeit|kein(?:e[rn]?)? (?:weitere[rn]? )?\w*bedarf"
+    r"|entbehrlich|unnötig|überflüssig|unnecessary|niet zinvol|nicht sinnvoll"
     r"|onder de (?:[\w-]+ )?drempel\w*|unter(?:halb)? de[rs] (?:[\w-]+ )?(?:schwelle|grenzwert\w*)"
     r"|does not (?:meet|fulfil+) (?:the )?criteria|voldoet niet aan|erfüllt (?:nicht|keine))",
     re.IGNORECASE,
@@ -93,10 +95,10 @@ _MODALITIES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("PT", re.compile(r"(?<!\w)(?:PET[/-]?CT|PET[/-]?MRI?|PET|FDG-PET)(?!\w)", re.I)),
     ("NM", re.compile(r"(?<!\w)(?:bone scan|[\w-]*scintigra\w*|[\w-]*szintigra\w*|SPECT)(?!\w)", re.I)),
     ("MG", re.compile(r"(?<!\w)(?:[\w-]*mammogra\w*|[\w-]*mammografie|tomosynthes\w*)(?!\w)", re.I)),
-    ("MR", re.compile(r"(?<!\w)(?:[\w-]*MRI|[\w-]*MRT|MRCP|MR|[\w-]*-MRT?|MRT?-[\w-]+|magnetic resonance\w*|kernspin\w*)(?!\w)")),
+    ("MR", re.compile(r"(?<!\w)(?:[\w-]*MRI|[\w-]*MRT|MRCP|MRA|MR|[\w-]*-MRT?|MRT?-[\w-]+|magnetic resonance\w*|kernspin\w*)(?!\w)")),
     ("CT", re.compile(r"(?<!\w)(?:[\w-]*CT|CCT|CTA|CT-[\w-]+|LDCT|computed tomography|computertomogra\w*)(?!\w)")),
     ("US", re.compile(r"(?<!\w)(?:[\w-]*ultrasound\w*|ultrasonogra\w*|[\w-]*sonogra\w*|sono|echo|[\w-]*echogra\w*|[\w-]*ultraschall\w*|doppler\w*|duplex\w*|(?-i:US|CEUS|TVUS|TVU))(?!\w)", re.I)),
-    ("CR", re.compile(r"(?<!\w)(?:[\w-]*radiograph\w*|x-?rays?|CXR|AXR|KUB|RX|plain films?|röntgenfoto\w*|[\w-]*röntgen\w*|röntgenkontrolle|[\w-]*-opname|opnamen|thoraxfoto|x-thorax|[\w-]*serie|[\w-]*aufnahme\w*|röntgenaufnahme)(?!\w)", re.I)),
+    ("CR", re.compile(r"(?<!\w)(?:[\w-]*radiograph\w*|x-?rays?|CXR|AXR|KUB|RX|plain films?|röntgenfoto\w*|[\w-]*röntgen\w*|röntgenkontrolle|[\w-]*-opname|opnamen|thoraxfoto|x-foto\w*|controlefoto\w*|x-thorax|[\w-]*serie|[\w-]*aufnahme\w*|röntgenaufnahme)(?!\w)", re.I)),
 )  # fmt: skip
 _ONE_PHRASE = re.compile(
     r"\s+(?:(?:in|im|at|to|naar|bij|zur|zum|in het|in de|an der|by the|the|de|het|der|die|das)\s+)*",
@@ -109,7 +111,10 @@ _CONDITION = re.compile(
     r"bij (?:rokers|klachten)|zo nodig|indien|desgewenst|bei persistenz|bei beschwerdepersistenz|"
     r"bij (?:klinische |blijvende |toenemende )?(?:verdenking|twijfel|progressie|toename|verergering|pijn)|"
     r"bei (?:klinische[mnr]? |anhaltende[rnm]? |zunehmende[rnm]? )?(?:verdacht|beschwerden|progredienz|zunahme|schmerzen)|"
-    r"in case of|in the event of|should (?:the )?(?:symptoms?|pain|\w+) persist|"
+    r"in case of|in the event of|wenn|sofern|wanneer|as clinically (?:indicated|appropriate|warranted)|"
+    r"bij (?:klinische )?indicatie|op indicatie|bei (?:klinischer )?indikation|je nach klinik|"
+    r"depending on|afhankelijk van|abhängig von|im zweifel|bij twijfel|als (?:de )?(?:klachten|pijn|symptomen)|"
+    r"should (?:the )?(?:symptoms?|pain|\w+) persist|"
     r"bei persistierende\w*|bei fehlender|ggf\.|gegebenenfalls|falls|bei bedarf|as needed|"
     r"when clinically indicated|eventueel|eventuell|optional\w*)(?!\w)",
     re.IGNORECASE,
@@ -135,6 +140,10 @@ _FOLLOWUP_NOUN = re.compile(
 _CONDITION_START = re.compile(r"\s*(?:if|indien|als|falls|wenn|sollte|should)\b", re.IGNORECASE)
 """A sentence that opens with a condition right after a recommendation ("Indien geen MRI mogelijk,
 een CT met contrast.") gives its conditional alternative."""
+_TRAILING_CONDITION = re.compile(
+    r"\s*(?:if|indien|als|falls|wenn|sofern|unless|zo nodig|ggf\.|bei bedarf)(?!\w)", re.IGNORECASE
+)
+"""The clause after the action's that makes it conditional ("..., wenn klinisch indiziert")."""
 _CONTINUES = re.compile(
     r"^\s*(?:this|it|these|dit|deze|dies|diese|sie|(?:suggested |recommended )?interval|timing|"
     r"preferably|ideally|bij voorkeur|zeitpunkt|idealerweise|vorzugsweise|am besten|termijn)\b",
@@ -277,6 +286,14 @@ def _conditional(text: str, start: int, end: int, action: _Action) -> bool:
         first = text[start:comma_low]
         if re.match(r"\s*(?:if|bij|bei|falls|indien|should)\b", first, re.IGNORECASE):
             clause = first + " " + clause
+    if comma_high >= 0:  # "MRT-Kontrolle in 3 Monaten, wenn klinisch indiziert."
+        following = text[comma_high + 1 : end]
+        following = following[: following.find(",")] if "," in following else following
+        names_action = any(
+            p.search(following) for p in (_BIOPSY, _CONSULT, _OTHER, *(m for _, m in _MODALITIES))
+        )
+        if _TRAILING_CONDITION.match(following) and not names_action:
+            clause = clause + " " + following
     for match in _CONDITION.finditer(clause):
         if not _NOT_CONDITION.search(clause[max(0, match.start() - 15) : match.start()]):
             return True
