@@ -52,7 +52,7 @@ AMOUNT_WORDS: dict[int, tuple[str, ...]] = {
     2: ("two", "twee", "zwei"),
     3: ("three", "drie", "drei"),
     4: ("four", "vier"),
-    6: ("six", "zes", "sechs", "half jaar", "halbjährlich"),
+    6: ("six", "zes", "sechs", "half jaar", "halbjährlich", "halben jahr"),
     12: ("twelve", "twaalf", "zwölf"),
 }  # fmt: skip
 
