@@ -24,7 +24,8 @@ from workers.insights.timing import Interval, add_duration, find_intervals
 
 _TRIGGER = re.compile(
     r"(?<!\w)(?:recommend\w*|advis\w*|advice|suggest\w*|consider\w*|should be (?:obtained|performed)|"
-    r"warranted|indicated|rec:|advies|geadviseerd|aanbevol\w*|aangeraden|overwe\w*|"
+    r"warranted|indicated|rec:|advies|geadviseerd|aanbevol\w*|aanbeveling|advisable|ratsam|"
+    r"zu empfehlen|(?:might|may|could|would) be (?:helpful|useful|of value)|aangeraden|overwe\w*|"
     r"empfohlen|empfehlung|empf\.|empfehl\w*|empfiehlt|angeraten|anzuraten|sinnvoll|erwägen|indiziert|"
     r"follow[- ]?up|f/u|(?-i:FU)|surveillance|repeat|controle\w*|herhaling|kontroll\w*|verlaufskontroll\w*|"
     r"nächste|next|verwijzing|vorstellung|konsil|referral|recall|voortzett\w*|fortsetz\w*|fortführ\w*|"
@@ -63,6 +64,33 @@ _BIOPSY = re.compile(
     r"tissue (?:sampling|diagnosis)|weefselafname|gewebeprobe\w*|histologische sicherung|"
     r"stanzbiopsie|vakuumbiopsie|fusionsbiopsie|[\w-]*biopsie)(?!\w)",
     re.IGNORECASE,
+)
+_DRAINAGE = re.compile(
+    r"(?<!\w)(?:[\w-]*drainage|drain placement|drainieren|draineren|[\w-]*drainering)(?!\w)",
+    re.IGNORECASE,
+)
+"""A drainage: an action of kind other, with its guidance like a biopsy's."""
+_NOT_THE_ACTION = re.compile(
+    r"(?:\b(?:na|after|nach|following|post|bij|bei)\s+(?:[\w-]+\s+)?"
+    r"|(?:consult\w*|overleg|bespreking|rücksprache|besprechung|discussion|discuss)[^,;.]{0,40}"
+    r"\b(?:over|about|regarding|bezüglich|hinsichtlich|zwecks|betreffende|inzake)\s+(?:[\w-]+\s+)?)$",
+    re.IGNORECASE,
+)
+"""Before a drainage that is a time anchor ("na drainage") or a consultation's topic ("overleg
+met de chirurg over percutane drainage"), not an action of its own."""
+_SECOND_TARGET = re.compile(
+    r"\s+(?:of|van|von)\s+[^,;.]{1,40}?\s+(?:and|en|und)\s+(?:of|van|von)\s+", re.IGNORECASE
+)
+"""One biopsy of two targets, each with its preposition: two biopsies."""
+_SHARED_HEAD = re.compile(
+    r"(?<![\w-])[\w-]*(?:ology|ologie|ological|ologische|urgery|urgical|chirurgie|chirurgische)\s+"
+    r"(?:and|en|und)\s+(?:[\w-]+\s+){1,2}$",
+    re.IGNORECASE,
+)
+"""Two specialties sharing one consultation word ("oncology and spinal surgery referral")."""
+_GUIDED_KINDS: tuple[tuple[FollowUpKind, re.Pattern[str]], ...] = (
+    ("biopsy", _BIOPSY),
+    ("other", _DRAINAGE),
 )
 _GUIDED_AFTER = re.compile(
     r"[^,;.]{0,30}?\b(?:under|unter|onder|with|mit|met)\s+(?:[\w-]+\s+){0,2}?"
@@ -156,6 +184,13 @@ _INTERVAL_NOUN = re.compile(
 )
 """A sentence without an action that names the interval ("Suggest an interval of 12 months.")
 gives the time frame of the previous recommendation."""
+_TELEGRAPHIC_WORDS = 6
+_FINITE = re.compile(
+    r"(?<!\w)(?:was|were|is|are|has|had|been|wurde|wurden|werd|werden|ist|sind|hat|zijn|heeft|"
+    r"besproken|besprochen|discussed|erfolgt|gepland|geplant|planned|scheduled)(?!\w)",
+    re.IGNORECASE,
+)
+"""Verbs that make a sentence a statement (past or planned), not a telegraphic recommendation."""
 _TIME_ONLY_WORDS = 5
 """A sentence of at most this many words that gives a time frame ("Over 3 maanden.") completes
 the previous recommendation too."""
@@ -200,7 +235,17 @@ def _actions(doc: ReportText, start: int, end: int) -> list[_Action]:
     text = doc.text
     actions: list[_Action] = []
     taken: list[tuple[int, int]] = []
-    for match in _BIOPSY.finditer(text, start, end) if may_match(doc, _BIOPSY) else ():
+    guided = [
+        (kind, m)
+        for kind, p in _GUIDED_KINDS
+        if may_match(doc, p)
+        for m in p.finditer(text, start, end)
+    ]
+    for kind, match in sorted(guided, key=lambda item: item[1].start()):
+        if kind == "other" and _NOT_THE_ACTION.search(
+            text, max(start, match.start() - 60), match.start()
+        ):
+            continue  # "Controle-opname na drainage", "Overleg met de chirurg over percutane drainage"
         phrase_start = max(start, match.start() - 30)
         before = text[phrase_start : match.end()]
         cut = max(before.rfind(","), before.rfind(":"), before.rfind(" and "), before.rfind(" en "))
@@ -212,14 +257,16 @@ def _actions(doc: ReportText, start: int, end: int) -> list[_Action]:
         previous = actions[-1] if actions else None
         if (
             previous is not None
-            and previous.kind == "biopsy"
+            and previous.kind == kind
             and _ALTERNATIVE_GAP.fullmatch(text[previous.end : match.start()])
         ):  # "gerichte biopsie of fusiebiopsie": one biopsy, two ways
             if previous.modality != modality:
                 previous.modality = None
             previous.end, previous.text = match.end(), text[previous.start : match.end()]
         else:
-            actions.append(_Action("biopsy", modality, match.start(), match.end(), match.group(0)))
+            actions.append(_Action(kind, modality, match.start(), match.end(), match.group(0)))
+            if _SECOND_TARGET.match(text, match.end(), end):  # "biopsie van de massa en van ..."
+                actions.append(_Action(kind, modality, match.start(), match.end(), match.group(0)))
         taken.append((match.end() - len(before), end_taken))
     for kind, pattern in (("consultation", _CONSULT), ("other", _OTHER)):
         if not may_match(doc, pattern):
@@ -236,7 +283,14 @@ def _actions(doc: ReportText, start: int, end: int) -> list[_Action]:
             ):  # "Vorstellung im Tumorboard", "bespreking in het multidisciplinair overleg"
                 previous.end, previous.text = match.end(), text[previous.start : match.end()]
             else:
-                actions.append(_Action(kind, None, *match.span(), match.group(0)))  # type: ignore[arg-type]
+                shared = (
+                    _SHARED_HEAD.search(text, start, match.start())
+                    if kind == "consultation"
+                    else None
+                )
+                if shared is not None:  # "oncology and spinal surgery referral": two referrals
+                    actions.append(_Action(kind, None, shared.start(), match.end(), match.group(0)))
+                actions.append(_Action(kind, None, *match.span(), match.group(0)))
             taken.append(match.span())
     imaging: list[_Action] = []
     for modality, pattern in _MODALITIES:
@@ -348,6 +402,16 @@ def _is_recommendation(
     return bool(find_intervals(doc.text, start, end))
 
 
+def _telegraphic_consultation(text: str, start: int, end: int) -> bool:
+    """A short verbless sentence that opens with a consultation ("Bespreking in het MDO HCC.",
+    "Urology referral."): a recommendation in telegraphic style."""
+    sentence = text[start:end].strip()
+    opening = _CONSULT.match(sentence) or re.match(r"[\w-]+\s+", sentence)
+    if opening is None or len(sentence.split()) > _TELEGRAPHIC_WORDS or _FINITE.search(sentence):
+        return False
+    return bool(_CONSULT.match(sentence) or _CONSULT.match(sentence, opening.end()))
+
+
 def find_followups(doc: ReportText, report_date: date | None) -> tuple[FollowUp, ...]:
     """The follow-up recommendations of this report, in text order."""
     if not (may_match(doc, _TRIGGER) or may_match(doc, _TIME_WORD) or may_match(doc, INLINE_LABEL)):
@@ -361,6 +425,7 @@ def find_followups(doc: ReportText, report_date: date | None) -> tuple[FollowUp,
         labelled = start != sentence_start or bool(
             previous and _CONDITION_START.match(doc.text, start, end)
         )
+        labelled = labelled or _telegraphic_consultation(doc.text, start, end)
         triggered = labelled or (
             may_match(doc, _TRIGGER) and bool(_TRIGGER.search(doc.text, start, end))
         )
@@ -392,7 +457,8 @@ def find_followups(doc: ReportText, report_date: date | None) -> tuple[FollowUp,
                     action.evidence = (action.evidence[0], end)
                 previous = []
                 continue
-            noun = _FOLLOWUP_NOUN.search(doc.text, start, end) if intervals else None
+            conditioned = bool(_CONDITION.search(doc.text, start, end))
+            noun = _FOLLOWUP_NOUN.search(doc.text, start, end) if intervals or conditioned else None
             if noun is None:
                 previous = []
                 continue
