@@ -83,6 +83,36 @@ def _followups(
             "de",
             [("imaging", "MR", ("P3M",), True)],
         ),
+        # a bare follow-up with a condition; "aanbeveling" recommends
+        (
+            "Beurteilung: Kontrolle nur bei Beschwerdepersistenz.",
+            "de",
+            [("imaging", None, (), True)],
+        ),
+        (
+            "Conclusie: Het verdient aanbeveling een MRI van de lever te verrichten.",
+            "nl",
+            [("imaging", "MR", (), False)],
+        ),
+        # a drainage is an action, unless a time anchor or a consultation's topic
+        (
+            "Beurteilung: Interventionelle Drainage erwägen.",
+            "de",
+            [("other", None, (), False)],
+        ),
+        ("Conclusie: Controle-opname na drainage.", "nl", [("imaging", "CR", (), False)]),
+        (
+            "Conclusie: Overleg met de chirurg over percutane drainage geadviseerd.",
+            "nl",
+            [("consultation", None, (), False)],
+        ),
+        # telegraphic consultation; two specialties share one consultation word
+        ("Conclusie: LR-5. Bespreking in het MDO.", "nl", [("consultation", None, (), False)]),
+        (
+            "IMPRESSION: Urgent oncology and spinal surgery referral recommended.",
+            "en",
+            [("consultation", None, (), False), ("consultation", None, (), False)],
+        ),
         # the study itself described as a follow-up
         ("This study was performed as a 12 month follow-up.\nImpression: stable.", "en", []),
     ],
