@@ -414,7 +414,12 @@ def _telegraphic_consultation(text: str, start: int, end: int) -> bool:
 
 def find_followups(doc: ReportText, report_date: date | None) -> tuple[FollowUp, ...]:
     """The follow-up recommendations of this report, in text order."""
-    if not (may_match(doc, _TRIGGER) or may_match(doc, _TIME_WORD) or may_match(doc, INLINE_LABEL)):
+    if not (
+        may_match(doc, _TRIGGER)
+        or may_match(doc, _TIME_WORD)
+        or may_match(doc, INLINE_LABEL)
+        or may_match(doc, _CONSULT)
+    ):
         return ()  # no sentence can be a recommendation or give a time frame
     found: list[_Action] = []
     previous: list[_Action] = []
