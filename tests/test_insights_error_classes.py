@@ -168,6 +168,11 @@ def test_interval_classes(phrase: str, durations: tuple[str, ...]) -> None:
         ("IMPRESSION: Interval decrease in size of the right pneumothorax.", "en", []),
         ("IMPRESSION: Evolving left subdural hematoma, decreased in size.", "en", []),
         ("IMPRESSION: Evaluation for pulmonary embolism is limited by motion.", "en", []),
+        ("IMPRESSION: Right MCA territory infarct, acute.", "en", ["acute_cerebral_infarct"]),
+        ("Conclusie: Vrij intraperitoneaal lucht.", "nl", ["pneumoperitoneum"]),
+        ("Beurteilung: Am ehesten beginnende Appendizitis.", "de", []),
+        ("IMPRESSION: Findings suggestive of early appendicitis.", "en", []),
+        ("Conclusie: Vermoedelijk een kleine longembolie.", "nl", []),
     ],
 )
 def test_critical_classes(text: str, language: str, expected: list[str]) -> None:
@@ -195,6 +200,15 @@ def test_critical_classes(text: str, language: str, expected: list[str]) -> None
             [("BI-RADS", "0", "left")],
         ),
         ("The breasts are almost entirely fatty (a).", [("BI-RADS density", "a", None)]),
+        ("Beurteilung: Kategorie 4a nach BI-RADS rechts.", [("BI-RADS", "4A", "right")]),
+        (
+            "IMPRESSION: TI-RADS 4 nodule of the right lobe and TI-RADS 2 nodule of the left lobe.",
+            [("TI-RADS", "TR4", "right"), ("TI-RADS", "TR2", "left")],
+        ),
+        (
+            "INDICATION: Follow-up of a finding in the left breast.\nIMPRESSION: BI-RADS 2.",
+            [("BI-RADS", "2", None)],
+        ),
     ],
 )
 def test_rads_classes(text: str, expected: list[tuple[str, str, str | None]]) -> None:

@@ -24,13 +24,16 @@ _HEDGE_BEFORE = re.compile(
     r"v\.a\.|verdacht auf|verdachts?|fraglich\w*|wahrscheinlich\w*|möglich\w*|dd|"
     r"differentialdiagnos\w*|eher|bedenkelijk|evaluation for|evaluate for|assessment for|"
     r"to assess for|screening for|ter uitsluiting|uitsluiting van|beoordeling op|zum ausschluss|"
-    r"ausschluss|frage nach)(?!\w)",
+    r"ausschluss|frage nach|am ehesten|ehesten|vermutlich|a\.e\.|verdächtig\w*|suspekt\w*|"
+    r"suggestive|suggesting|suggests|worrisome|favou?red|presumably|vermoedelijk\w*|suggestief|"
+    r"dubieu\w*|kan passen|zou kunnen|kann|könnte|could represent|may be)(?!\w)",
     re.IGNORECASE,
 )
 _HEDGE_AFTER = re.compile(
     r"(?<!\w)(?:cannot be (?:excluded|ruled out)|can ?not be (?:excluded|ruled out)|not excluded|"
     r"is not excluded|niet uit te sluiten|niet uitgesloten|nicht (?:sicher )?auszuschließen|"
-    r"nicht ausgeschlossen|is suspected|wordt vermoed|\?)",
+    r"nicht ausgeschlossen|is suspected|wordt vermoed|denkbar|vermutet|is (?:also )?possible|"
+    r"not entirely excluded|\?)",
     re.IGNORECASE,
 )
 _NOT_NEW = re.compile(

@@ -51,6 +51,15 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], Callable[[re.Match[str]], str | Non
         lambda m: _birads(m.group(1) or _ROMAN[m.group(2)], m.group(3)),
     ),
     (
+        "BI-RADS",
+        re.compile(
+            r"\b(?:kategorie|categorie|category|klasse|cat\.)\s*([0-6])\s?([abc]?)\s+"
+            r"(?:nach|volgens|according to|per)\s+(?:(?:dem|het|the)\s+)?(?:ACR[- ])?BI[- ]?RADS\b",
+            re.IGNORECASE,
+        ),
+        lambda m: _birads(m.group(1), m.group(2)),
+    ),
+    (
         "Lung-RADS",
         re.compile(
             rf"\bLung[- ]?RADS{_SEP}([0-4])([ABX]?)(?:\s*/\s*|\s)?(S?)(?![\w])", re.IGNORECASE
@@ -115,7 +124,8 @@ _HISTORY_SECTIONS = frozenset({"history", "comparison"})
 _PRIOR_WINDOW = 40
 _SIDELESS = frozenset({"BI-RADS density", "Lung-RADS", "LI-RADS"})
 """Systems of unpaired organs (and density): no side ("LR-TIV" of the right portal vein)."""
-_TITLE_LINES = 1
+_CLAUSE_BREAK = re.compile(r",|;|\s(?:and|en|und)\s", re.IGNORECASE)
+"""Where a category's clause ends: "TI-RADS 4 nodule of the right lobe and TI-RADS 2 ... left"."""
 _LABEL_MAX = 30
 
 
@@ -144,7 +154,9 @@ def _prior(doc: ReportText, start: int) -> bool:
 
 
 def _title_side(doc: ReportText) -> str | None:
-    sides = sides_in(doc.text.split("\n", _TITLE_LINES)[0])
+    if not doc.title_end:  # the first line is no title ("INDICATION: ... left breast.")
+        return None
+    sides = sides_in(doc.text[: doc.title_end])
     return sides.pop() if len(sides) == 1 else None
 
 
@@ -152,9 +164,10 @@ def _side(doc: ReportText, system: str, start: int, end: int) -> str | None:
     if system in _SIDELESS:
         return None
     sentence_start, sentence_end = doc.sentence_at(start)
-    clause_start = max(doc.text.rfind(",", sentence_start, start) + 1, sentence_start)
-    clause_end = doc.text.find(",", end, sentence_end)
-    clause_end = sentence_end if clause_end < 0 else clause_end
+    before = [m.end() for m in _CLAUSE_BREAK.finditer(doc.text, sentence_start, start)]
+    clause_start = before[-1] if before else sentence_start
+    after = _CLAUSE_BREAK.search(doc.text, end, sentence_end)
+    clause_end = after.start() if after else sentence_end
     side = side_in(doc.text[clause_start:clause_end], start - clause_start)
     if side is None:
         side = side_in(doc.text[sentence_start:sentence_end], start - sentence_start)
