@@ -113,6 +113,25 @@ def _followups(
             "en",
             [("consultation", None, (), False), ("consultation", None, (), False)],
         ),
+        # mammographic views; a follow-up named without its exam but advised; its exam in the
+        # next sentence ("Bij voorkeur met een CT")
+        (
+            "IMPRESSION: Recall for spot compression views of the left breast.",
+            "en",
+            [("imaging", "MG", (), False)],
+        ),
+        ("IMPRESSION: Further imaging is recommended.", "en", [("imaging", None, (), False)]),
+        (
+            "Conclusie: Controle wordt geadviseerd. Bij voorkeur met een CT over zes maanden.",
+            "nl",
+            [("imaging", "CT", ("P6M",), False)],
+        ),
+        ("IMPRESSION: No routine follow-up is recommended.", "en", []),
+        (
+            "Beurteilung: Rundherd.\nProcedere: Kontroll-CT in 3 Monaten.",
+            "de",
+            [("imaging", "CT", ("P3M",), False)],
+        ),
         # the study itself described as a follow-up
         ("This study was performed as a 12 month follow-up.\nImpression: stable.", "en", []),
     ],

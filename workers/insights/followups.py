@@ -37,7 +37,8 @@ _TRIGGER = re.compile(
     re.IGNORECASE,
 )
 _NEGATED = re.compile(
-    r"(?<!\w)(?:no (?:further |additional |dedicated )?(?:follow-?up|imaging|work-?up|biopsy|fna)"
+    r"(?<!\w)(?:no (?:[\w-]+ ){0,2}(?:follow-?up|imaging|work-?up|biopsy|fna|surveillance)"
+    r"|geen (?:[\w-]+ )?(?:follow-?up|controle|beeldvorming)|keine (?:[\w-]+ )?(?:kontrolle|verlaufskontrolle|bildgebung)"
     r"|(?:not|no longer) (?:needed|required|necessary|recommended|indicated|warranted)"
     r"|need\w* no|geen (?:verdere |aanvullende? |nadere )?\w+ (?:\w+ )?(?:nodig|geïndiceerd|noodzakelijk|vereist)"
     r"|keine (?:weitere |zusätzliche |weiterführende )?\w+ (?:\w+ )?(?:erforderlich|notwendig|nötig|indiziert)"
@@ -122,7 +123,7 @@ _OTHER = re.compile(
 _MODALITIES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("PT", re.compile(r"(?<!\w)(?:PET[/-]?CT|PET[/-]?MRI?|PET|FDG-PET)(?!\w)", re.I)),
     ("NM", re.compile(r"(?<!\w)(?:bone scan|[\w-]*scintigra\w*|[\w-]*szintigra\w*|SPECT)(?!\w)", re.I)),
-    ("MG", re.compile(r"(?<!\w)(?:[\w-]*mammogra\w*|[\w-]*mammografie|tomosynthes\w*)(?!\w)", re.I)),
+    ("MG", re.compile(r"(?<!\w)(?:[\w-]*mammogra\w*|[\w-]*mammografie|tomosynthes\w*|(?:spot(?:[- ]compression)?|magnification|tangential|rolled|mammographic) views?|(?:vergrößerungs|spot|spotkompressions)aufnahme\w*|(?:vergrotings|spot)opname\w*)(?!\w)", re.I)),
     ("MR", re.compile(r"(?<!\w)(?:[\w-]*MRI|[\w-]*MRT|MRCP|MRA|MR|[\w-]*-MRT?|MRT?-[\w-]+|magnetic resonance\w*|kernspin\w*)(?!\w)")),
     ("CT", re.compile(r"(?<!\w)(?:[\w-]*CT|CCT|CTA|CT-[\w-]+|LDCT|computed tomography|computertomogra\w*)(?!\w)")),
     ("US", re.compile(r"(?<!\w)(?:[\w-]*ultrasound\w*|ultrasonogra\w*|[\w-]*sonogra\w*|sono|echo|[\w-]*echogra\w*|[\w-]*ultraschall\w*|doppler\w*|duplex\w*|(?-i:US|CEUS|TVUS|TVU))(?!\w)", re.I)),
@@ -160,11 +161,20 @@ _GUIDELINES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("BI-RADS", re.compile(r"BI-?RADS", re.I)),
 )
 _FOLLOWUP_NOUN = re.compile(
-    r"(?<!\w)(?:follow[- ]?up|surveillance|(?:verlaufs)?kontrolle|controle|control|"
-    r"re-?evaluation|reassessment|herhaling|screening)(?!\w)",
+    r"(?<!\w)(?<!clinical )(?<!klinische )(?:follow[- ]?up|surveillance|(?:verlaufs)?kontrolle|"
+    r"controle|control|re-?evaluation|reassessment|herhaling|screening|re-?imaging|"
+    r"(?:repeat |further |additional |aanvullende |verdere |weitere |erneute )?(?:imaging|beeldvorming|"
+    r"bildgebung)|repeat(?: (?:study|examination|exam|scan))?)(?!\w)",
     re.IGNORECASE,
 )
 """A follow-up named without its exam ("Kontrolle in 1 Jahr."): imaging of no stated modality."""
+_RECOMMEND_VERB = re.compile(
+    r"(?<!\w)(?:recommend\w*|advis\w*|suggest\w*|consider\w*|advies|geadviseerd|aanbevol\w*|"
+    r"aangeraden|overwe\w*|empfohlen|empfehl\w*|angeraten|anzuraten|erwägen|ratsam)(?!\w)",
+    re.IGNORECASE,
+)
+"""A verb that recommends: a follow-up named without its exam is one even with no time frame
+("Further imaging is recommended.")."""
 _CONDITION_START = re.compile(r"\s*(?:if|indien|als|falls|wenn|sollte|should)\b", re.IGNORECASE)
 """A sentence that opens with a condition right after a recommendation ("Indien geen MRI mogelijk,
 een CT met contrast.") gives its conditional alternative."""
@@ -217,6 +227,8 @@ class _Action:
     conditional: bool = False
     guideline: str | None = None
     extra: list[int] = field(default_factory=list)
+    named_only: bool = False
+    """A follow-up named without its exam ("Controle wordt geadviseerd.")."""
 
 
 def _free(taken: list[tuple[int, int]], start: int, end: int) -> bool:
@@ -463,11 +475,16 @@ def find_followups(doc: ReportText, report_date: date | None) -> tuple[FollowUp,
                 previous = []
                 continue
             conditioned = bool(_CONDITION.search(doc.text, start, end))
-            noun = _FOLLOWUP_NOUN.search(doc.text, start, end) if intervals or conditioned else None
+            advised = bool(_RECOMMEND_VERB.search(doc.text, start, end))
+            noun = (
+                _FOLLOWUP_NOUN.search(doc.text, start, end)
+                if intervals or conditioned or advised
+                else None
+            )
             if noun is None:
                 previous = []
                 continue
-            actions = [_Action("imaging", None, *noun.span(), noun.group(0))]
+            actions = [_Action("imaging", None, *noun.span(), noun.group(0), named_only=True)]
         condition = _CONDITION_START.match(doc.text, start, end)
         comma = doc.text.find(",", start, end) if condition else -1
         if comma >= 0 and any(a.start > comma for a in actions):
@@ -478,8 +495,17 @@ def find_followups(doc: ReportText, report_date: date | None) -> tuple[FollowUp,
             continue
         _assign_intervals(actions, intervals)
         guideline = next((name for name, p in _GUIDELINES if p.search(doc.text, start, end)), None)
+        evidence_start = start
+        if (
+            len(previous) == 1
+            and previous[0].named_only
+            and previous[0] in found
+            and _CONTINUES.match(doc.text[start:end])
+        ):  # "Controle wordt geadviseerd. Bij voorkeur met een CT over zes maanden.": one follow-up
+            found.remove(previous[0])
+            evidence_start = previous[0].evidence[0]
         for action in actions:
-            action.evidence = (start, end)
+            action.evidence = (evidence_start, end)
             action.conditional = _conditional(doc.text, start, end, action)
             action.guideline = guideline
         found.extend(actions)
