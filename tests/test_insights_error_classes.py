@@ -277,6 +277,8 @@ def test_rads_classes(text: str, expected: list[tuple[str, str, str | None]]) ->
             ("Dr. Weber", "12:40 Uhr"),
         ),
         ("Discussed with ED physician at 14:10.", "en", ("ED physician", "14:10")),
+        ("Befund um 14 Uhr mit Dr. med. Schulz besprochen.", "de", ("Dr. med. Schulz", "14 Uhr")),
+        ("Discussed with Dr. Ng at 1430 hrs.", "en", ("Dr. Ng", "1430 hrs")),
     ],
 )
 def test_communication_classes(text: str, language: str, expected: tuple[str, str | None]) -> None:

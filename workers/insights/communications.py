@@ -32,7 +32,7 @@ _NOT = re.compile(
     re.IGNORECASE,
 )
 _TITLED = re.compile(
-    r"(?<!\w)(?:(?:Prof\.\s+)?(?:Dr|dr|DR|Mr|Mrs|Ms|Prof|PD Dr)\.?\s+"
+    r"(?<!\w)(?:(?:Prof\.\s+)?(?:Dr|dr|DR|Mr|Mrs|Ms|Prof|PD Dr)\.?\s+(?:med\.\s+)?"
     r"(?:[A-Z]\.\s*)*(?:(?:van|de|der|den|von|Van|De|Von)\s+)*[A-Z][\w'’-]+"
     r"|(?:(?:ICU|ED|ER|IC|SEH|OR|Ward|ward|Charge|charge)\s+)?(?:Schwester|Pfleger|Sister|Nurse|NURSE|RN)"
     r"\s+[A-Z][\w'-]+"
@@ -51,7 +51,8 @@ _PATIENT = re.compile(
 _DATE = r"(?:\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{1,2}\.?\s+[A-Za-zäé]+\.?\s+\d{4})"
 _TIME = re.compile(
     rf"(?:{_DATE}\s+(?:um|om|at)\s+)?"
-    r"(?<![\d.])(?:[01]?\d|2[0-3])[:.][0-5]\d(?![\d]|\.\d)"
+    r"(?<![\d.])(?:(?:[01]?\d|2[0-3])[:.][0-5]\d(?![\d]|\.\d)"
+    r"|(?:[01]?\d|2[0-3])(?=\s*(?:uur|Uhr|h)\b)|[01]\d[0-5]\d(?=\s*(?:h|hrs|hours)\b))"
     r"(?:\s*(?:uur|Uhr|u|h|hrs|hours|am|pm|a\.m\.|p\.m\.)(?!\w))?"
     rf"(?:\s+(?:on|op|am)\s+{_DATE})?"
 )
