@@ -52,7 +52,7 @@ AMOUNT_WORDS: dict[int, tuple[str, ...]] = {
     2: ("two", "twee", "zwei"),
     3: ("three", "drie", "drei"),
     4: ("four", "vier"),
-    6: ("six", "zes", "sechs", "half jaar", "halbjährlich"),
+    6: ("six", "zes", "sechs", "half jaar", "halbjährlich", "halben jahr"),
     12: ("twelve", "twaalf", "zwölf"),
 }  # fmt: skip
 
@@ -107,7 +107,7 @@ def _amount_stated(duration: str, evidence: str) -> bool:
 
 
 NUMBER = r"\d+(?:[.,]\d+)?"
-MEASUREMENT = re.compile(rf"({NUMBER}(?:\s*[x×]\s*{NUMBER})*)\s*(mm|cm)\b")
+MEASUREMENT = re.compile(rf"({NUMBER}(?:\s*[x×]\s*{NUMBER})*)\s*(mm|cm)\b", re.I)
 
 
 def _lengths_mm(text: str) -> set[float]:
@@ -116,7 +116,7 @@ def _lengths_mm(text: str) -> set[float]:
     for numbers, unit in MEASUREMENT.findall(text):
         for number in re.findall(NUMBER, numbers):
             value = float(number.replace(",", "."))
-            lengths.add(round(value * 10 if unit == "cm" else value, 6))
+            lengths.add(round(value * 10 if unit.lower() == "cm" else value, 6))
     return lengths
 
 

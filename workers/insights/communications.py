@@ -15,11 +15,14 @@ from workers.insights.text import ReportText, may_match
 _TRIGGER = re.compile(
     r"(?<!\w)(?:discussed|communicated|informed|notified|reported (?:by \w+ )?to|called|paged|"
     r"relayed|conveyed|telephoned|phoned|read back|spoke (?:to|with)|spoken (?:to|with)|"
-    r"contacted|made aware|gemeld|gesproken met|telefonisch overleg|doorgebeld|"
+    r"contacted|made aware|alerted|demonstrated to|shown to|handed over|verbally (?:reported|given)|"
+    r"ingelicht|op de hoogte (?:gebracht|gesteld)|contact opgenomen|teruggekoppeld|terugkoppeling|"
+    r"overgedragen|doorgesproken|demonstriert|in kenntnis gesetzt|kontaktiert|weitergegeben|"
+    r"befundweitergabe|gemeld|gesproken met|telefonisch overleg|doorgebeld|"
     r"doorgegeven|besproken|gebeld|geïnformeerd|medegedeeld|overlegd|"
-    r"übermittelt|mitgeteilt|mitteilung|übermittlung|besprochen|informiert|benachrichtigt|"
+    r"übermittelt|mitgeteilt|[\w-]*mitteilung|[\w-]*übermittlung|besprochen|informiert|benachrichtigt|"
     r"telefonisch an|durchgegeben|telefoniert|rücksprache|gesprochen|"
-    r"befunde? (?:telefonisch |persönlich |mündlich )?an)(?!\w)",
+    r"befunde? (?:telefonisch |persönlich |mündlich )?an|information an|informatie aan)(?!\w)",
     re.IGNORECASE,
 )
 _NOT = re.compile(
@@ -29,25 +32,59 @@ _NOT = re.compile(
     re.IGNORECASE,
 )
 _TITLED = re.compile(
-    r"(?<!\w)(?:(?:Prof\.\s+)?(?:Dr|dr|DR|Mr|Mrs|Ms|Prof|PD Dr)\.?\s+"
+    r"(?<!\w)(?:(?:Prof\.\s+)?(?:Dr|dr|DR|Mr|Mrs|Ms|Prof|PD Dr)\.?\s+(?:med\.\s+)?"
     r"(?:[A-Z]\.\s*)*(?:(?:van|de|der|den|von|Van|De|Von)\s+)*[A-Z][\w'’-]+"
-    r"|(?:Schwester|Pfleger|Sister|Nurse|NURSE|RN)\s+[A-Z][\w'-]+"
+    r"|(?:(?:ICU|ED|ER|IC|SEH|OR|Ward|ward|Charge|charge)\s+)?(?:Schwester|Pfleger|Sister|Nurse|NURSE|RN)"
+    r"\s+[A-Z][\w'-]+"
     r"|(?:(?:CHARGE|STAFF|WARD|ICU|ED)\s+)?(?:NURSE|DR\.?)\s+(?:[A-Z]\.\s*)*[A-Z]+)"
 )
 _ROLE = re.compile(
     r"(?:\bwith|\bto|\baan|\bmet|\ban|\bmit)\s+((?:the|de|het|den|dem|die)\s+[^,.;()]{3,50}?)"
-    r"(?=\s+(?:at|om|um|by|via|on|per|who|telefonisch)\b|[,.;()]|$)",
+    r"(?=\s+(?:at|om|um|by|via|on(?![- ]call)|(?:op|am)(?=\s+\d)|per|who|telefonisch|besprochen|übermittelt|informiert|"
+    r"mitgeteilt|gesprochen|benachrichtigt|besproken|overlegd|doorgegeven|gemeld|geïnformeerd)\b"
+    r"|[,.;()]|$)",
     re.IGNORECASE,
 )
 _PATIENT = re.compile(
     r"(?<!\w)(?:the patient|patiënte?|de patiënt|dem patienten|der patientin)(?!\w)", re.I
 )
+_DATE = r"(?:\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{1,2}\.?\s+[A-Za-zäé]+\.?\s+\d{4})"
 _TIME = re.compile(
-    r"(?<!\d)(?:[01]?\d|2[0-3])[:.][0-5]\d(?!\d)(?:\s*(?:uur|Uhr|u|h|hrs)(?!\w))?"
-    r"(?:\s+on\s+(?:\d{1,2}/\d{1,2}/\d{2,4}|\d{1,2}\s+[A-Z][a-z]+\s+\d{4}))?"
+    rf"(?:{_DATE}\s+(?:um|om|at)\s+)?"
+    r"(?<![\d.])(?:(?:[01]?\d|2[0-3])[:.][0-5]\d(?![\d]|\.\d)"
+    r"|(?:[01]?\d|2[0-3])(?=\s*(?:uur|Uhr|h)\b)|[01]\d[0-5]\d(?=\s*(?:h|hrs|hours)\b))"
+    r"(?:\s*(?:uur|Uhr|u|h|hrs|hours|am|pm|a\.m\.|p\.m\.)(?!\w))?"
+    rf"(?:\s+(?:on|op|am)\s+{_DATE})?"
 )
 
 
+_HEAD = (
+    r"[\w-]*(?:team|surgery|surgeon|chirurgie|chirurg(?:en|in)?|ology|ologie|oloog|ologe|ologen|ologin|"
+    r"ologist|arzt|arztes|ärztin|arts|nurse|registrar|resident|fellow|physician|clinician|attending|"
+    r"consultant|doctor|intern|provider|service|dienst|kollegen?|kollegin|collega|verpleegkundige|"
+    r"specialist|assistent\w*)"
+)
+"""The last word of a recipient named by a role ("ED physician", "de dienstdoende chirurg")."""
+_ROLE_BARE = re.compile(
+    rf"(?:\bwith|\bto|\baan|\bmet|\ban|\bmit)\s+((?:[\w-]+\s+){{0,3}}?{_HEAD})(?!\w)", re.IGNORECASE
+)
+"""A role after its preposition without an article ("discussed with ED physician")."""
+_DATIVE = re.compile(
+    rf"(?<!\w)((?:dem|der|den)\s+(?:[\w-]+\s+){{0,2}}?{_HEAD})(?!\w)", re.IGNORECASE
+)
+"""A German recipient in the dative without a preposition ("dem Stationsarzt mitgeteilt")."""
+_SUBJECT = re.compile(
+    r"(?:^|(?<=[.:;]\s))\s*((?:(?:the|de|het|der|die|das)\s+)?(?:[\w-]+\s+){0,2}?[\w-]*(?:team|surgery|surgeon|"
+    r"chirurgie|chirurg(?:en)?|ology|ologie|oloog|ologe|ologist|arzt|ärztin|arts|nurse|registrar|"
+    r"resident|fellow|physician|service|dienst))\s+(?:(?:was|were|has been|have been|is|wurde|wurden|"
+    r"werd|werden|ist)\s+)?(?:(?:um|om|at)\s+\d{1,2}[:.]\d{2}\s*(?:uhr|uur|h)?\s+)?"
+    r"(?:(?:telefonisch|by phone|by telephone|persönlich|direct|directly|direkt|mündlich)\s+)?"
+    r"(?:discussed|communicated|informed|notified|called|paged|contacted|informiert|benachrichtigt|"
+    r"geïnformeerd|gebeld|ingelicht)(?!\w)",
+    re.IGNORECASE,
+)
+"""A recipient named as the subject ("Stroke team notified", "Der diensthabende Urologe wurde um
+01:50 Uhr telefonisch informiert", "Herzchirurgie um 18:20 Uhr informiert")."""
 _ROLE_NOUN = re.compile(
     r"(?<!\w)(?:(?:the )?(?:referring|treating|ordering) (?:physician|clinician|team)|clinician|"
     r"kliniker\w*|stationsärzt\w*|stationsarzt|behandelnde[rn]? (?:arzt|ärztin|kollege|kollegin)|"
@@ -64,6 +101,13 @@ def _recipient(sentence: str) -> str | None:
     role = _ROLE.search(sentence)
     if role:
         return role.group(1).strip()
+    subject = _SUBJECT.search(sentence)
+    if subject:
+        return subject.group(1).strip()
+    for pattern in (_ROLE_BARE, _DATIVE):
+        bare = pattern.search(sentence)
+        if bare:
+            return bare.group(1).strip()
     noun = _ROLE_NOUN.search(sentence)
     if noun:
         return noun.group(0)

@@ -22,13 +22,18 @@ _HEDGE_BEFORE = re.compile(
     r"suspicion|concerning|questionable|equivocal|presumed|may represent|might|could|versus|vs\.?|"
     r"r/o|rule out|waarschijnlijk|mogelijk|mogelijke|verdacht|verdenking|twijfelachtig|"
     r"v\.a\.|verdacht auf|verdachts?|fraglich\w*|wahrscheinlich\w*|möglich\w*|dd|"
-    r"differentialdiagnos\w*|eher|bedenkelijk)(?!\w)",
+    r"differentialdiagnos\w*|eher|bedenkelijk|evaluation for|evaluate for|assessment for|"
+    r"to assess for|screening for|ter uitsluiting|uitsluiting van|beoordeling op|zum ausschluss|"
+    r"ausschluss|frage nach|am ehesten|ehesten|vermutlich|a\.e\.|verdächtig\w*|suspekt\w*|"
+    r"suggestive|suggesting|suggests|worrisome|favou?red|presumably|vermoedelijk\w*|suggestief|"
+    r"dubieu\w*|kan passen|zou kunnen|kann|könnte|could represent|may be)(?!\w)",
     re.IGNORECASE,
 )
 _HEDGE_AFTER = re.compile(
     r"(?<!\w)(?:cannot be (?:excluded|ruled out)|can ?not be (?:excluded|ruled out)|not excluded|"
     r"is not excluded|niet uit te sluiten|niet uitgesloten|nicht (?:sicher )?auszuschließen|"
-    r"nicht ausgeschlossen|is suspected|wordt vermoed|\?)",
+    r"nicht ausgeschlossen|is suspected|wordt vermoed|denkbar|vermutet|is (?:also )?possible|"
+    r"not entirely excluded|\?)",
     re.IGNORECASE,
 )
 _NOT_NEW = re.compile(
@@ -36,7 +41,8 @@ _NOT_NEW = re.compile(
     r"postoperative|post-operative|bekend\w*|ongewijzigd\w*|stabiel\w*|chronisch\w*|verbeterd|"
     r"afgenomen|postoperatie\w*|bekannt\w*|unverändert\w*|chronisch\w*|rückläufig\w*|"
     r"regredient\w*|postoperativ\w*|residual|rest(?!rict|less|ing|or|aur)\w*|z\.n\.|zustand nach|"
-    r"status na|"
+    r"status na|(?:interval )?decrease[sd]? in size|decreasing|now smaller|evolving|regressing|"
+    r"verkleind|kleiner geworden|größenregredient\w*|abnehmend\w*|"
     r"no (?:new|residual)|geen (?:nieuwe|resterende))(?!\w)",
     re.IGNORECASE,
 )
@@ -57,6 +63,14 @@ _CONTRAST = re.compile(
 )
 """Where a sentence turns to another finding ("The left pneumothorax has resolved, but there is a
 new right pneumothorax"): a known or resolved finding before it does not hide the new one."""
+_ANOTHER_FINDING = re.compile(
+    r"(?<!\w)(?:paralytic|paralytische[rnsm]?|adynamic|adynamische[rnsm]?|functional|functionele|"
+    r"funktionelle[rnsm]?|reflex|sentinel)\s+(?:[\w-]+\s+)?$",
+    re.IGNORECASE,
+)
+"""A qualifier that makes a listed term another, not critical finding ("paralytic ileus",
+"paralytischer Ileus"): no flag."""
+_QUALIFIER_WINDOW = 30
 _TITLE_WORDS = 12
 _SENTENCE_BREAK = re.compile(r"[.!?]\s+\S")
 _LABEL = re.compile(r"[^\W\d][\w .-]{0,30}:\s*")
@@ -86,6 +100,8 @@ def _title(doc: ReportText, start: int) -> bool:
 def _states(doc: ReportText, start: int, end: int) -> bool:
     """Whether the mention `text[start:end]` states the finding as present in this exam."""
     if doc.in_sections(start, _HISTORY) or _title(doc, start):
+        return False
+    if _ANOTHER_FINDING.search(doc.text, max(0, start - _QUALIFIER_WINDOW), start):
         return False
     # ConText over the sentence up to the end of the mention's clause: a trigger of the next
     # clause ("... rechts met vrij vocht") is not about this mention

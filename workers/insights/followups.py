@@ -24,10 +24,12 @@ from workers.insights.timing import Interval, add_duration, find_intervals
 
 _TRIGGER = re.compile(
     r"(?<!\w)(?:recommend\w*|advis\w*|advice|suggest\w*|consider\w*|should be (?:obtained|performed)|"
-    r"warranted|indicated|rec:|advies|geadviseerd|aanbevol\w*|aangeraden|overwe\w*|"
+    r"warranted|indicated|rec:|advies|geadviseerd|aanbevol\w*|aanbeveling|advisable|ratsam|"
+    r"zu empfehlen|(?:might|may|could|would) be (?:helpful|useful|of value)|aangeraden|overwe\w*|"
     r"empfohlen|empfehlung|empf\.|empfehl\w*|empfiehlt|angeraten|anzuraten|sinnvoll|erwägen|indiziert|"
     r"follow[- ]?up|f/u|(?-i:FU)|surveillance|repeat|controle\w*|herhaling|kontroll\w*|verlaufskontroll\w*|"
-    r"nächste|next|verwijzing|vorstellung|konsil|referral|recall|"
+    r"nächste|next|verwijzing|vorstellung|konsil|referral|recall|voortzett\w*|fortsetz\w*|fortführ\w*|"
+    r"continue (?:annual|routine|yearly|screening|surveillance)|return to (?:annual|routine|screening)|"
     r"further (?:evaluation|assessment|characteri[sz]ation|work-?up|imaging)|"
     r"additional (?:imaging|views?|evaluation)|aanvullend\w*|"
     r"ter (?:verdere )?(?:karakterisering|analyse|evaluatie)|weiter\w* abklärung|"
@@ -35,11 +37,16 @@ _TRIGGER = re.compile(
     re.IGNORECASE,
 )
 _NEGATED = re.compile(
-    r"(?<!\w)(?:no (?:further |additional |dedicated )?(?:follow-?up|imaging|work-?up|biopsy|fna)"
+    r"(?<!\w)(?:no (?:[\w-]+ ){0,2}(?:follow-?up|imaging|work-?up|biopsy|fna|surveillance)"
+    r"|geen (?:[\w-]+ )?(?:follow-?up|controle|beeldvorming)|keine (?:[\w-]+ )?(?:kontrolle|verlaufskontrolle|bildgebung)"
     r"|(?:not|no longer) (?:needed|required|necessary|recommended|indicated|warranted)"
     r"|need\w* no|geen (?:verdere |aanvullende? |nadere )?\w+ (?:\w+ )?(?:nodig|geïndiceerd|noodzakelijk|vereist)"
     r"|keine (?:weitere |zusätzliche |weiterführende )?\w+ (?:\w+ )?(?:erforderlich|notwendig|nötig|indiziert)"
-    r"|nicht (?:erforderlich|notwendig|nötig|indiziert)|below the \w+ threshold)",
+    r"|nicht (?:erforderlich|notwendig|nötig|indiziert)|(?:below|under) the (?:[\w-]+ )?thresholds?"
+    r"|no need (?:for|of)|geen noodzaak|keine notwendigkeit|kein(?:e[rn]?)? (?:weitere[rn]? )?\w*bedarf"
+    r"|entbehrlich|unnötig|überflüssig|unnecessary|niet zinvol|nicht sinnvoll"
+    r"|onder de (?:[\w-]+ )?drempel\w*|unter(?:halb)? de[rs] (?:[\w-]+ )?(?:schwelle|grenzwert\w*)"
+    r"|does not (?:meet|fulfil+) (?:the )?criteria|voldoet niet aan|erfüllt (?:nicht|keine))",
     re.IGNORECASE,
 )
 _PAST = re.compile(
@@ -59,6 +66,33 @@ _BIOPSY = re.compile(
     r"stanzbiopsie|vakuumbiopsie|fusionsbiopsie|[\w-]*biopsie)(?!\w)",
     re.IGNORECASE,
 )
+_DRAINAGE = re.compile(
+    r"(?<!\w)(?:[\w-]*drainage|drain placement|drainieren|draineren|[\w-]*drainering)(?!\w)",
+    re.IGNORECASE,
+)
+"""A drainage: an action of kind other, with its guidance like a biopsy's."""
+_NOT_THE_ACTION = re.compile(
+    r"(?:\b(?:na|after|nach|following|post|bij|bei)\s+(?:[\w-]+\s+)?"
+    r"|(?:consult\w*|overleg|bespreking|rücksprache|besprechung|discussion|discuss)[^,;.]{0,40}"
+    r"\b(?:over|about|regarding|bezüglich|hinsichtlich|zwecks|betreffende|inzake)\s+(?:[\w-]+\s+)?)$",
+    re.IGNORECASE,
+)
+"""Before a drainage that is a time anchor ("na drainage") or a consultation's topic ("overleg
+met de chirurg over percutane drainage"), not an action of its own."""
+_SECOND_TARGET = re.compile(
+    r"\s+(?:of|van|von)\s+[^,;.]{1,40}?\s+(?:and|en|und)\s+(?:of|van|von)\s+", re.IGNORECASE
+)
+"""One biopsy of two targets, each with its preposition: two biopsies."""
+_SHARED_HEAD = re.compile(
+    r"(?<![\w-])[\w-]*(?:ology|ologie|ological|ologische|urgery|urgical|chirurgie|chirurgische)\s+"
+    r"(?:and|en|und)\s+(?:[\w-]+\s+){1,2}$",
+    re.IGNORECASE,
+)
+"""Two specialties sharing one consultation word ("oncology and spinal surgery referral")."""
+_GUIDED_KINDS: tuple[tuple[FollowUpKind, re.Pattern[str]], ...] = (
+    ("biopsy", _BIOPSY),
+    ("other", _DRAINAGE),
+)
 _GUIDED_AFTER = re.compile(
     r"[^,;.]{0,30}?\b(?:under|unter|onder|with|mit|met)\s+(?:[\w-]+\s+){0,2}?"
     r"(?:[\w-]*(?:guidance|kontrolle|steuerung|geleide|begeleiding|leiding))\b",
@@ -76,7 +110,9 @@ _CONSULT = re.compile(
     r"(?<!\w)(?:[\w-]*consult\w*|referral|refer|verwijzing|verwijzen|doorverwijzing|"
     r"[\w-]*vorstellung|[\w-]*konsil\w*|sprechstunde|tumou?r ?board|mdt|mdo|tumorkonferenz|"
     r"multidisciplina\w*(?: (?:discussion|overleg|meeting|conference|team|board))?|overleg|"
-    r"bespreking|[\w-]*besprechung|(?:\w+ische|fachärztliche) abklärung|beoordeling door)(?!\w)",
+    r"bespreking|[\w-]*besprechung|(?:\w+ische|fachärztliche) abklärung|beoordeling door|"
+    r"[\w-]*(?:ologische|ologic(?:al)?|ology|ische) (?:evaluatie|evaluation|assessment|beoordeling|"
+    r"review|opinion|mitbeurteilung))(?!\w)",
     re.IGNORECASE,
 )
 _OTHER = re.compile(
@@ -87,11 +123,11 @@ _OTHER = re.compile(
 _MODALITIES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("PT", re.compile(r"(?<!\w)(?:PET[/-]?CT|PET[/-]?MRI?|PET|FDG-PET)(?!\w)", re.I)),
     ("NM", re.compile(r"(?<!\w)(?:bone scan|[\w-]*scintigra\w*|[\w-]*szintigra\w*|SPECT)(?!\w)", re.I)),
-    ("MG", re.compile(r"(?<!\w)(?:[\w-]*mammogra\w*|[\w-]*mammografie|tomosynthes\w*)(?!\w)", re.I)),
-    ("MR", re.compile(r"(?<!\w)(?:[\w-]*MRI|[\w-]*MRT|MRCP|MR|[\w-]*-MRT?|MRT?-[\w-]+|magnetic resonance\w*|kernspin\w*)(?!\w)")),
+    ("MG", re.compile(r"(?<!\w)(?:[\w-]*mammogra\w*|[\w-]*mammografie|tomosynthes\w*|(?:spot(?:[- ]compression)?|magnification|tangential|rolled|mammographic) views?|(?:vergrößerungs|spot|spotkompressions)aufnahme\w*|(?:vergrotings|spot)opname\w*)(?!\w)", re.I)),
+    ("MR", re.compile(r"(?<!\w)(?:[\w-]*MRI|[\w-]*MRT|MRCP|MRA|MR|[\w-]*-MRT?|MRT?-[\w-]+|magnetic resonance\w*|kernspin\w*)(?!\w)")),
     ("CT", re.compile(r"(?<!\w)(?:[\w-]*CT|CCT|CTA|CT-[\w-]+|LDCT|computed tomography|computertomogra\w*)(?!\w)")),
     ("US", re.compile(r"(?<!\w)(?:[\w-]*ultrasound\w*|ultrasonogra\w*|[\w-]*sonogra\w*|sono|echo|[\w-]*echogra\w*|[\w-]*ultraschall\w*|doppler\w*|duplex\w*|(?-i:US|CEUS|TVUS|TVU))(?!\w)", re.I)),
-    ("CR", re.compile(r"(?<!\w)(?:[\w-]*radiograph\w*|x-?rays?|CXR|AXR|KUB|RX|plain films?|röntgenfoto\w*|[\w-]*röntgen\w*|röntgenkontrolle|[\w-]*-opname|thoraxfoto|x-thorax|[\w-]*serie|[\w-]*aufnahme\w*|röntgenaufnahme)(?!\w)", re.I)),
+    ("CR", re.compile(r"(?<!\w)(?:[\w-]*radiograph\w*|x-?rays?|CXR|AXR|KUB|RX|plain films?|röntgenfoto\w*|[\w-]*röntgen\w*|röntgenkontrolle|[\w-]*-opname|opnamen|thoraxfoto|x-foto\w*|controlefoto\w*|x-thorax|[\w-]*serie|[\w-]*aufnahme\w*|röntgenaufnahme)(?!\w)", re.I)),
 )  # fmt: skip
 _ONE_PHRASE = re.compile(
     r"\s+(?:(?:in|im|at|to|naar|bij|zur|zum|in het|in de|an der|by the|the|de|het|der|die|das)\s+)*",
@@ -102,6 +138,12 @@ _ALTERNATIVE_GAP = re.compile(r"\s+(?:or|of|oder|bzw\.)\s+(?:[\w-]+\s+){0,2}", r
 _CONDITION = re.compile(
     r"(?<!\w)(?:if|unless|should (?:symptoms|pain)|bij persisterende|bij aanhoudende|"
     r"bij (?:rokers|klachten)|zo nodig|indien|desgewenst|bei persistenz|bei beschwerdepersistenz|"
+    r"bij (?:klinische |blijvende |toenemende )?(?:verdenking|twijfel|progressie|toename|verergering|pijn)|"
+    r"bei (?:klinische[mnr]? |anhaltende[rnm]? |zunehmende[rnm]? )?(?:verdacht|beschwerden|progredienz|zunahme|schmerzen)|"
+    r"in case of|in the event of|wenn|sofern|wanneer|as clinically (?:indicated|appropriate|warranted)|"
+    r"bij (?:klinische )?indicatie|op indicatie|bei (?:klinischer )?indikation|je nach klinik|"
+    r"depending on|afhankelijk van|abhängig von|im zweifel|bij twijfel|als (?:de )?(?:klachten|pijn|symptomen)|"
+    r"should (?:the )?(?:symptoms?|pain|\w+) persist|"
     r"bei persistierende\w*|bei fehlender|ggf\.|gegebenenfalls|falls|bei bedarf|as needed|"
     r"when clinically indicated|eventueel|eventuell|optional\w*)(?!\w)",
     re.IGNORECASE,
@@ -119,19 +161,46 @@ _GUIDELINES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("BI-RADS", re.compile(r"BI-?RADS", re.I)),
 )
 _FOLLOWUP_NOUN = re.compile(
-    r"(?<!\w)(?:follow[- ]?up|surveillance|(?:verlaufs)?kontrolle|controle|control|"
-    r"re-?evaluation|reassessment|herhaling)(?!\w)",
+    r"(?<!\w)(?<!clinical )(?<!klinische )(?:follow[- ]?up|surveillance|(?:verlaufs)?kontrolle|"
+    r"controle|control|re-?evaluation|reassessment|herhaling|screening|re-?imaging|"
+    r"(?:repeat |further |additional |aanvullende |verdere |weitere |erneute )?(?:imaging|beeldvorming|"
+    r"bildgebung)|repeat(?: (?:study|examination|exam|scan))?)(?!\w)",
     re.IGNORECASE,
 )
 """A follow-up named without its exam ("Kontrolle in 1 Jahr."): imaging of no stated modality."""
+_RECOMMEND_VERB = re.compile(
+    r"(?<!\w)(?:recommend\w*|advis\w*|suggest\w*|consider\w*|advies|geadviseerd|aanbevol\w*|"
+    r"aangeraden|overwe\w*|empfohlen|empfehl\w*|angeraten|anzuraten|erwägen|ratsam)(?!\w)",
+    re.IGNORECASE,
+)
+"""A verb that recommends: a follow-up named without its exam is one even with no time frame
+("Further imaging is recommended.")."""
 _CONDITION_START = re.compile(r"\s*(?:if|indien|als|falls|wenn|sollte|should)\b", re.IGNORECASE)
 """A sentence that opens with a condition right after a recommendation ("Indien geen MRI mogelijk,
 een CT met contrast.") gives its conditional alternative."""
+_TRAILING_CONDITION = re.compile(
+    r"\s*(?:if|indien|als|falls|wenn|sofern|unless|zo nodig|ggf\.|bei bedarf)(?!\w)", re.IGNORECASE
+)
+"""The clause after the action's that makes it conditional ("..., wenn klinisch indiziert")."""
 _CONTINUES = re.compile(
     r"^\s*(?:this|it|these|dit|deze|dies|diese|sie|(?:suggested |recommended )?interval|timing|"
     r"preferably|ideally|bij voorkeur|zeitpunkt|idealerweise|vorzugsweise|am besten|termijn)\b",
     re.IGNORECASE,
 )
+_INTERVAL_NOUN = re.compile(
+    r"(?<!\w)(?:interval|timing|time ?frame|termijn|tijdsinterval|intervall|zeitraum|zeitpunkt|"
+    r"zeitabstand)(?!\w)",
+    re.IGNORECASE,
+)
+"""A sentence without an action that names the interval ("Suggest an interval of 12 months.")
+gives the time frame of the previous recommendation."""
+_TELEGRAPHIC_WORDS = 6
+_FINITE = re.compile(
+    r"(?<!\w)(?:was|were|is|are|has|had|been|wurde|wurden|werd|werden|ist|sind|hat|zijn|heeft|"
+    r"besproken|besprochen|discussed|erfolgt|gepland|geplant|planned|scheduled)(?!\w)",
+    re.IGNORECASE,
+)
+"""Verbs that make a sentence a statement (past or planned), not a telegraphic recommendation."""
 _TIME_ONLY_WORDS = 5
 """A sentence of at most this many words that gives a time frame ("Over 3 maanden.") completes
 the previous recommendation too."""
@@ -158,6 +227,8 @@ class _Action:
     conditional: bool = False
     guideline: str | None = None
     extra: list[int] = field(default_factory=list)
+    named_only: bool = False
+    """A follow-up named without its exam ("Controle wordt geadviseerd.")."""
 
 
 def _free(taken: list[tuple[int, int]], start: int, end: int) -> bool:
@@ -176,7 +247,17 @@ def _actions(doc: ReportText, start: int, end: int) -> list[_Action]:
     text = doc.text
     actions: list[_Action] = []
     taken: list[tuple[int, int]] = []
-    for match in _BIOPSY.finditer(text, start, end) if may_match(doc, _BIOPSY) else ():
+    guided = [
+        (kind, m)
+        for kind, p in _GUIDED_KINDS
+        if may_match(doc, p)
+        for m in p.finditer(text, start, end)
+    ]
+    for kind, match in sorted(guided, key=lambda item: item[1].start()):
+        if kind == "other" and _NOT_THE_ACTION.search(
+            text, max(start, match.start() - 60), match.start()
+        ):
+            continue  # "Controle-opname na drainage", "Overleg met de chirurg over percutane drainage"
         phrase_start = max(start, match.start() - 30)
         before = text[phrase_start : match.end()]
         cut = max(before.rfind(","), before.rfind(":"), before.rfind(" and "), before.rfind(" en "))
@@ -185,7 +266,19 @@ def _actions(doc: ReportText, start: int, end: int) -> list[_Action]:
         after = _GUIDED_AFTER.match(text, match.end(), end)
         if after is not None:  # "Stanzbiopsie links unter sonographischer Kontrolle"
             modality, end_taken = _guidance(after.group(0)) or modality, after.end()
-        actions.append(_Action("biopsy", modality, match.start(), match.end(), match.group(0)))
+        previous = actions[-1] if actions else None
+        if (
+            previous is not None
+            and previous.kind == kind
+            and _ALTERNATIVE_GAP.fullmatch(text[previous.end : match.start()])
+        ):  # "gerichte biopsie of fusiebiopsie": one biopsy, two ways
+            if previous.modality != modality:
+                previous.modality = None
+            previous.end, previous.text = match.end(), text[previous.start : match.end()]
+        else:
+            actions.append(_Action(kind, modality, match.start(), match.end(), match.group(0)))
+            if _SECOND_TARGET.match(text, match.end(), end):  # "biopsie van de massa en van ..."
+                actions.append(_Action(kind, modality, match.start(), match.end(), match.group(0)))
         taken.append((match.end() - len(before), end_taken))
     for kind, pattern in (("consultation", _CONSULT), ("other", _OTHER)):
         if not may_match(doc, pattern):
@@ -202,7 +295,14 @@ def _actions(doc: ReportText, start: int, end: int) -> list[_Action]:
             ):  # "Vorstellung im Tumorboard", "bespreking in het multidisciplinair overleg"
                 previous.end, previous.text = match.end(), text[previous.start : match.end()]
             else:
-                actions.append(_Action(kind, None, *match.span(), match.group(0)))  # type: ignore[arg-type]
+                shared = (
+                    _SHARED_HEAD.search(text, start, match.start())
+                    if kind == "consultation"
+                    else None
+                )
+                if shared is not None:  # "oncology and spinal surgery referral": two referrals
+                    actions.append(_Action(kind, None, shared.start(), match.end(), match.group(0)))
+                actions.append(_Action(kind, None, *match.span(), match.group(0)))
             taken.append(match.span())
     imaging: list[_Action] = []
     for modality, pattern in _MODALITIES:
@@ -217,10 +317,12 @@ def _actions(doc: ReportText, start: int, end: int) -> list[_Action]:
     for action in imaging:
         previous = merged[-1] if merged else None
         gap = text[previous.end : action.start] if previous else ""
-        if previous is not None and previous.modality == action.modality and not gap.strip():
+        if previous is not None and previous.modality == action.modality and gap.strip() in "/":
             previous.end, previous.text = action.end, text[previous.start : action.end]
             continue
-        if previous is not None and _ALTERNATIVE_GAP.fullmatch(gap) and "," not in gap:
+        if previous is not None and (
+            (_ALTERNATIVE_GAP.fullmatch(gap) and "," not in gap) or gap.strip() == "/"
+        ):
             previous.modality = None if previous.modality != action.modality else action.modality
             previous.end, previous.text = action.end, text[previous.start : action.end]
             continue
@@ -250,6 +352,14 @@ def _conditional(text: str, start: int, end: int, action: _Action) -> bool:
         first = text[start:comma_low]
         if re.match(r"\s*(?:if|bij|bei|falls|indien|should)\b", first, re.IGNORECASE):
             clause = first + " " + clause
+    if comma_high >= 0:  # "MRT-Kontrolle in 3 Monaten, wenn klinisch indiziert."
+        following = text[comma_high + 1 : end]
+        following = following[: following.find(",")] if "," in following else following
+        names_action = any(
+            p.search(following) for p in (_BIOPSY, _CONSULT, _OTHER, *(m for _, m in _MODALITIES))
+        )
+        if _TRAILING_CONDITION.match(following) and not names_action:
+            clause = clause + " " + following
     for match in _CONDITION.finditer(clause):
         if not _NOT_CONDITION.search(clause[max(0, match.start() - 15) : match.start()]):
             return True
@@ -292,9 +402,11 @@ def _is_recommendation(
     sentence = doc.text[start:end]
     if doc.in_sections(start, _HISTORY) or _NEGATED.search(sentence):
         return False
-    first_action = min(a.start for a in actions)
-    if _PAST.search(doc.text[start:first_action]) and not _TRIGGER.search(
-        doc.text[first_action:end]
+    first = min(actions, key=lambda a: a.start)
+    # "Compared with the prior CT, recommend MRI": a trigger after the past words; "This study was
+    # performed as a 12 month follow-up": the study itself, nothing recommended after it
+    if _PAST.search(doc.text[start : first.start]) and not _TRIGGER.search(
+        doc.text[first.start if first.kind != "imaging" or first.modality else first.end : end]
     ):
         return False
     if labelled or _TRIGGER.search(sentence):
@@ -302,17 +414,35 @@ def _is_recommendation(
     return bool(find_intervals(doc.text, start, end))
 
 
+def _telegraphic_consultation(text: str, start: int, end: int) -> bool:
+    """A short verbless sentence that opens with a consultation ("Bespreking in het MDO HCC.",
+    "Urology referral."): a recommendation in telegraphic style."""
+    sentence = text[start:end].strip()
+    opening = _CONSULT.match(sentence) or re.match(r"[\w-]+\s+", sentence)
+    if opening is None or len(sentence.split()) > _TELEGRAPHIC_WORDS or _FINITE.search(sentence):
+        return False
+    return bool(_CONSULT.match(sentence) or _CONSULT.match(sentence, opening.end()))
+
+
 def find_followups(doc: ReportText, report_date: date | None) -> tuple[FollowUp, ...]:
     """The follow-up recommendations of this report, in text order."""
-    if not (may_match(doc, _TRIGGER) or may_match(doc, _TIME_WORD) or may_match(doc, INLINE_LABEL)):
+    if not (
+        may_match(doc, _TRIGGER)
+        or may_match(doc, _TIME_WORD)
+        or may_match(doc, INLINE_LABEL)
+        or may_match(doc, _CONSULT)
+    ):
         return ()  # no sentence can be a recommendation or give a time frame
     found: list[_Action] = []
     previous: list[_Action] = []
     for sentence_start, end in doc.sentences:
+        if end <= doc.title_end:
+            continue  # the exam's title ("... SCREENING, ANNUAL") recommends nothing
         start = doc.after_label(sentence_start)
         labelled = start != sentence_start or bool(
             previous and _CONDITION_START.match(doc.text, start, end)
         )
+        labelled = labelled or _telegraphic_consultation(doc.text, start, end)
         triggered = labelled or (
             may_match(doc, _TRIGGER) and bool(_TRIGGER.search(doc.text, start, end))
         )
@@ -333,18 +463,28 @@ def find_followups(doc: ReportText, report_date: date | None) -> tuple[FollowUp,
             if (
                 intervals
                 and pending
-                and (_CONTINUES.match(sentence) or len(sentence.split()) <= _TIME_ONLY_WORDS)
+                and (
+                    _CONTINUES.match(sentence)
+                    or _INTERVAL_NOUN.search(sentence)
+                    or len(sentence.split()) <= _TIME_ONLY_WORDS
+                )
             ):
                 for action in pending:
                     action.interval = intervals[0]
                     action.evidence = (action.evidence[0], end)
                 previous = []
                 continue
-            noun = _FOLLOWUP_NOUN.search(doc.text, start, end) if intervals else None
+            conditioned = bool(_CONDITION.search(doc.text, start, end))
+            advised = bool(_RECOMMEND_VERB.search(doc.text, start, end))
+            noun = (
+                _FOLLOWUP_NOUN.search(doc.text, start, end)
+                if intervals or conditioned or advised
+                else None
+            )
             if noun is None:
                 previous = []
                 continue
-            actions = [_Action("imaging", None, *noun.span(), noun.group(0))]
+            actions = [_Action("imaging", None, *noun.span(), noun.group(0), named_only=True)]
         condition = _CONDITION_START.match(doc.text, start, end)
         comma = doc.text.find(",", start, end) if condition else -1
         if comma >= 0 and any(a.start > comma for a in actions):
@@ -355,8 +495,17 @@ def find_followups(doc: ReportText, report_date: date | None) -> tuple[FollowUp,
             continue
         _assign_intervals(actions, intervals)
         guideline = next((name for name, p in _GUIDELINES if p.search(doc.text, start, end)), None)
+        evidence_start = start
+        if (
+            len(previous) == 1
+            and previous[0].named_only
+            and previous[0] in found
+            and _CONTINUES.match(doc.text[start:end])
+        ):  # "Controle wordt geadviseerd. Bij voorkeur met een CT over zes maanden.": one follow-up
+            found.remove(previous[0])
+            evidence_start = previous[0].evidence[0]
         for action in actions:
-            action.evidence = (start, end)
+            action.evidence = (evidence_start, end)
             action.conditional = _conditional(doc.text, start, end, action)
             action.guideline = guideline
         found.extend(actions)

@@ -51,8 +51,19 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], Callable[[re.Match[str]], str | Non
         lambda m: _birads(m.group(1) or _ROMAN[m.group(2)], m.group(3)),
     ),
     (
+        "BI-RADS",
+        re.compile(
+            r"\b(?:kategorie|categorie|category|klasse|cat\.)\s*([0-6])\s?([abc]?)\s+"
+            r"(?:nach|volgens|according to|per)\s+(?:(?:dem|het|the)\s+)?(?:ACR[- ])?BI[- ]?RADS\b",
+            re.IGNORECASE,
+        ),
+        lambda m: _birads(m.group(1), m.group(2)),
+    ),
+    (
         "Lung-RADS",
-        re.compile(rf"\bLung[- ]?RADS{_SEP}([0-4])([ABX]?)(S?)(?![\w])", re.IGNORECASE),
+        re.compile(
+            rf"\bLung[- ]?RADS{_SEP}([0-4])([ABX]?)(?:\s*/\s*|\s)?(S?)(?![\w])", re.IGNORECASE
+        ),
         lambda m: m.group(1) + m.group(2).upper() + m.group(3).upper(),
     ),
     (
@@ -83,7 +94,7 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], Callable[[re.Match[str]], str | Non
         re.compile(
             rf"(?:\bACR[\s-]*(?:{_DENSITY_WORD}\s*)?([a-d])(?![\w-])"
             r"|\bACR[\s-]*(?:typ(?:e)?|dichte|density)?[\s-]*([1-4])(?![\w,-]|\.\d)"
-            r"|\b(?:dens\w*|dichte)\b[^.\n]{0,40}?\(([a-d])\)"
+            r"|\b(?:dens\w*|dichte|fatty|fett\w*|vetrijk\w*|fibroglandular)\b[^.\n]{0,40}?\(([a-d])\)"
             r"|\b(?:densiteit|dichte|density)\b\s*:?\s*(?:categorie|kategorie|category)\s+([a-d])\b"
             r"|\b(?:parenchym|brust|mamma)?(?:densiteit|dichte|density)\s*:?\s*(?-i:([A-D]))(?![\w-])"
             r"|\b(?:breast\s+)?(?:composition|(?:parenchym|brust|mamma)?(?:densiteit|dichte|density))"
@@ -96,15 +107,25 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], Callable[[re.Match[str]], str | Non
 _PRIOR = re.compile(
     r"\b(?:prior|previous(?:ly)?|destijds|voorheen|eerder|vormals|damals|zuvor|nach\s+screening"
     r"|recall\s+from|compared|vergeleken|im\s+vergleich|voraufnahme|screening\s+\(|"
-    r"indication|indicatie|fragestellung)\b",
+    r"indication|indicatie|fragestellung|voruntersuchung\w*|vorbefund\w*|vorbild\w*|vorunters\.|"
+    r"vooronderzoek\w*|voorgaande?|vorige|earlier|last (?:exam|study|year)|outside)\b",
     re.IGNORECASE,
 )
-_ANY = re.compile(r"RADS|TR[- ]?[1-5]|LR[- ]?(?:[1-5]|M|TIV|NC)|ACR|dens|dichte", re.IGNORECASE)
+_NOW = re.compile(
+    r"\)|\b(?:now|currently|today|jetzt|aktuell|heute|nu|thans|inmiddels|momenteel)\b", re.I
+)
+"""After a prior result, what makes the category that follows this report's."""
+_ANY = re.compile(
+    r"RADS|TR[- ]?[1-5]|LR[- ]?(?:[1-5]|M|TIV|NC)|ACR|dens|dichte|fatty|fett|vetrijk|fibroglandular",
+    re.IGNORECASE,
+)
 """What every category pattern holds: a report without it has no category."""
 _HISTORY_SECTIONS = frozenset({"history", "comparison"})
 _PRIOR_WINDOW = 40
-_SIDELESS = frozenset({"BI-RADS density", "Lung-RADS"})
-_TITLE_LINES = 1
+_SIDELESS = frozenset({"BI-RADS density", "Lung-RADS", "LI-RADS"})
+"""Systems of unpaired organs (and density): no side ("LR-TIV" of the right portal vein)."""
+_CLAUSE_BREAK = re.compile(r",|;|\s(?:and|en|und)\s", re.IGNORECASE)
+"""Where a category's clause ends: "TI-RADS 4 nodule of the right lobe and TI-RADS 2 ... left"."""
 _LABEL_MAX = 30
 
 
@@ -127,11 +148,15 @@ def _prior(doc: ReportText, start: int) -> bool:
         return True
     sentence_start, _ = doc.sentence_at(start)
     before = doc.text[max(sentence_start, start - _PRIOR_WINDOW) : start]
-    return bool(_PRIOR.search(before))
+    prior = max(_PRIOR.finditer(before), key=lambda m: m.start(), default=None)
+    # "Im Vergleich zur Voruntersuchung (PI-RADS 3) jetzt PI-RADS 4": the prior result is closed
+    return prior is not None and not _NOW.search(before, prior.end())
 
 
 def _title_side(doc: ReportText) -> str | None:
-    sides = sides_in(doc.text.split("\n", _TITLE_LINES)[0])
+    if not doc.title_end:  # the first line is no title ("INDICATION: ... left breast.")
+        return None
+    sides = sides_in(doc.text[: doc.title_end])
     return sides.pop() if len(sides) == 1 else None
 
 
@@ -139,9 +164,10 @@ def _side(doc: ReportText, system: str, start: int, end: int) -> str | None:
     if system in _SIDELESS:
         return None
     sentence_start, sentence_end = doc.sentence_at(start)
-    clause_start = max(doc.text.rfind(",", sentence_start, start) + 1, sentence_start)
-    clause_end = doc.text.find(",", end, sentence_end)
-    clause_end = sentence_end if clause_end < 0 else clause_end
+    before = [m.end() for m in _CLAUSE_BREAK.finditer(doc.text, sentence_start, start)]
+    clause_start = before[-1] if before else sentence_start
+    after = _CLAUSE_BREAK.search(doc.text, end, sentence_end)
+    clause_end = after.start() if after else sentence_end
     side = side_in(doc.text[clause_start:clause_end], start - clause_start)
     if side is None:
         side = side_in(doc.text[sentence_start:sentence_end], start - sentence_start)
@@ -153,6 +179,11 @@ def _side(doc: ReportText, system: str, start: int, end: int) -> str | None:
         previous_start, previous_end = doc.sentence_at(max(0, sentence_start - 2))
         if previous_end <= sentence_start and "\n" not in doc.raw[previous_end:sentence_start]:
             side = side_in(doc.text[previous_start:previous_end], previous_end - previous_start)
+    if side is None and doc.text[sentence_end : sentence_end + 1] == ";":
+        # "BIRADS 0 - incomplete; a focal asymmetry in the left breast ...": the clause after
+        next_start, next_end = doc.sentence_at(sentence_end + 1)
+        if "\n" not in doc.raw[sentence_end:next_start]:
+            side = side_in(doc.text[next_start:next_end], 0)
     return side if side is not None else _title_side(doc)
 
 

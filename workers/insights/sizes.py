@@ -46,7 +46,9 @@ _NEGATION = re.compile(
 )
 _THRESHOLD = re.compile(
     r"\b(?:threshold|cut-?off|larger than|greater than|smaller than|drempel|groter dan"
-    r"|kleiner dan|schwelle\w*|grenzwert|größer als|kleiner als)\b|[<>≥≤]",
+    r"|kleiner dan|schwelle\w*|grenzwert|größer als|kleiner als|more than|meer dan|mehr als"
+    r"|exceeding|at least|mindestens|minstens|withdraw\w*|advanc\w*|retract\w*|terugtrek\w*"
+    r"|zurückzieh\w*|zurückgezogen|vorschieben|opvoeren)\b|[<>≥≤]",
     re.IGNORECASE,
 )
 _SIDE = re.compile(

@@ -17,6 +17,8 @@ _RIGHT = re.compile(
     r"(?<!\w)(?:right|rechts|rechte[rns]?|rechter|re\.|RE(?!-))(?!\w)", re.IGNORECASE
 )
 """Side words; "LI"/"RE" but not the "LI-" of "LI-RADS"."""
+_TITLE_WORDS = 12
+"""At most this many words in a first line that is the exam's title."""
 _TITLE_END = re.compile(r"(?<!\w)(?:Prof|Dr|dr|Mr|Mrs|Ms|PD)$")
 INLINE_LABEL = re.compile(
     r"(?<!\w)(?:advies|advice|empfehlung|empf\.|recommendations?|rec\.?|aanbeveling)\s*:",
@@ -72,6 +74,21 @@ class ReportText:
             else:
                 merged.append((start, end))
         return tuple(merged)
+
+    @cached_property
+    def title_end(self) -> int:
+        """The end of the report's first line when that line is the exam's title ("LOW-DOSE CT
+        LUNG CANCER SCREENING, ANNUAL"): more lines follow, and it is short, without a label
+        (":") or a full stop; else 0."""
+        stripped = self.raw.lstrip()
+        lead = len(self.raw) - len(stripped)
+        line_end = self.raw.find("\n", lead)
+        if line_end < 0 or not self.raw[line_end:].strip():
+            return 0
+        line = self.raw[lead:line_end].strip()
+        if not line or ":" in line or line.endswith(".") or len(line.split()) > _TITLE_WORDS:
+            return 0
+        return line_end
 
     @cached_property
     def _sections(self) -> tuple[tuple[str, int, int], ...]:

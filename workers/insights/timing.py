@@ -36,11 +36,16 @@ _UNITS = {
 }  # fmt: skip
 _NUM = r"(\d{1,2}|" + "|".join(sorted(_NUMBER_WORDS, key=len, reverse=True)) + r")"
 _UNIT = r"(" + "|".join(sorted(_UNITS, key=len, reverse=True)) + r")"
-_LEAD = r"(?:in|over|na|nach|within|binnen|innerhalb(?:\s+von)?|after|at|about|ca\.|circa|approximately|ongeveer|etwa)"
+_LEAD = r"(?:in|over|na|nach|within|binnen|innerhalb(?:\s+von)?|after|at|about|ca\.|circa|approximately|ongeveer|etwa|(?:interval|intervall|termijn|zeitraum) (?:of|van|von)|every|each|alle|jede[nmrs]?|iedere?|elke?|om de)"
 _RANGE = re.compile(
     rf"(?<!\w){_LEAD}\s+(?:{_LEAD}\s+)?{_NUM}\s*(?:-|–|to|tot|à|a|bis|or|of|oder)\s*{_NUM}\s*{_UNIT}(?!\w)",
     re.IGNORECASE,
 )
+_BETWEEN = re.compile(
+    rf"(?<!\w)(?:between|tussen|zwischen)\s+{_NUM}\s*(?:and|en|und|-|–)\s*{_NUM}\s*{_UNIT}(?!\w)",
+    re.IGNORECASE,
+)
+"""A range said with "between": "between 6 and 12 months", "tussen 6 en 12 maanden"."""
 _SINGLE = re.compile(
     rf"(?<!\w){_LEAD}\s+(?:{_LEAD}\s+)?(?:(?:een|ein(?:em)?)\s+)?(half|halben|{_NUM[1:-1]})\s*"
     rf"(?:(?:,\s*\d+\s*)*(?:en|und|and)\s*\d+\s*)?{_UNIT}(?!\w)",
@@ -54,14 +59,19 @@ _ADJECTIVE_RANGE = re.compile(
 )
 _ADJECTIVE = re.compile(
     rf"(?<![\w-]){_NUM}[- ]{_UNIT}s?{_BEFORE_FOLLOWUP}"
-    r"|(?<![\w-])(\d{1,2})-?(monatig|wöchig|maandelijks|wekelijks)\w*",
+    r"|(?<![\w-])(\d{1,2})-?(monatig|wöchig|maandelijks|wekelijks|monthly|weekly|monatlich|"
+    r"wöchentlich)\w*",
     re.IGNORECASE,
 )
 """Time frames as adjectives before the follow-up: "a 6-12 month follow-up CT", "3-month
 follow-up", "6-monatige Kontrolle"."""
-_ADJECTIVE_UNITS = {"monatig": "M", "wöchig": "W", "maandelijks": "M", "wekelijks": "W"}
+_ADJECTIVE_UNITS = {
+    "monatig": "M", "wöchig": "W", "maandelijks": "M", "wekelijks": "W", "monthly": "M",
+    "weekly": "W", "monatlich": "M", "wöchentlich": "W",
+}  # fmt: skip
 _WORDS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
     (re.compile(r"(?<!\w)(?:in|over|na|nach)\s+(?:een|ein(?:em)?)\s+half\s*(?:jaar|jahr)", re.I), ("P6M",)),
+    (re.compile(r"(?<!\w)(?:(?:in|within|after|every)\s+half\s+a\s+year|(?:elk|ieder|om het)\s+half\s+jaar)(?!\w)", re.I), ("P6M",)),
     (re.compile(r"(?<!\w)(?:halbjährlich\w*|halfjaarlijks\w*|semiannual\w*|six-monthly)(?!\w)", re.I), ("P6M",)),
     (re.compile(r"(?<!\w)(?:annual(?:ly)?|yearly|jaarlijks\w*|jährlich\w*)(?!\w)", re.I), ("P1Y",)),
     (re.compile(r"(?<!\w)(?:tomorrow|morgen(?:früh)?|am folgetag|folgetag|next day|de volgende dag)(?!\w)", re.I), ("P1D",)),
@@ -92,7 +102,7 @@ _ANY_UNIT = re.compile(
         for word in sorted(
             [*_UNITS, "half", "halben", "annual", "yearly", "jährlich", "jaarlijks", "tomorrow",
              "morgen", "folgetag", "next day", "volgende dag", "monatig", "wöchig", "maandelijks",
-             "wekelijks"],
+             "wekelijks", "monthly", "weekly", "monatlich", "wöchentlich"],
             key=len,
             reverse=True,
         )
@@ -132,6 +142,13 @@ def find_intervals(text: str, start: int = 0, end: int | None = None) -> list[In
         )
         if low is None or high is None:
             continue
+        found.append(Interval((f"P{low}{unit}", f"P{high}{unit}"), *match.span()))
+        taken.append(match.span())
+    for match in _scan(_BETWEEN, text, start, end, lowered):
+        low, high = _amount(match.group(1)), _amount(match.group(2))
+        if low is None or high is None or _overlaps(taken, *match.span()):
+            continue
+        unit = _UNITS[match.group(3).lower()]
         found.append(Interval((f"P{low}{unit}", f"P{high}{unit}"), *match.span()))
         taken.append(match.span())
     for match in _scan(_ADJECTIVE_RANGE, text, start, end, lowered):
