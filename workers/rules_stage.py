@@ -531,12 +531,12 @@ def _sides(
     if attribute is None:
         return ()
     allowed = {option.id for option in attribute.options}
-    stated: list[str] = []
+    by_clause: dict[int, list[str]] = {}
     for mention in sorted(_outside_history(report, found), key=lambda m: m.start):
         if mention.status is FindingStatus.ABSENT:
             continue
         in_clause = [(m.start, m.end) for m in mentions if m.clause_start == mention.clause_start]
-        stated.extend(
+        by_clause.setdefault(mention.clause_start, []).extend(
             sides.finding_sides(
                 report.text,
                 (mention.clause_start, mention.clause_end),
@@ -545,12 +545,23 @@ def _sides(
                 allowed,
             )
         )
+    stated = [
+        side
+        for clause_sides in by_clause.values()
+        for side in sides.combined_sides(clause_sides, absorb=True)
+    ]
     if not stated and any(m.status is not FindingStatus.ABSENT for m in found):
+        exam_words = (*template.applies_to.body_parts, *_keywords(template))
         for title in titles:
-            titled = sides.exam_side(title, allowed, template.applies_to.body_parts)
+            titled = sides.exam_side(title, allowed, exam_words)
             if titled is not None:
                 return (titled,)
     return sides.combined_sides(stated, absorb=False)
+
+
+def _keywords(template: Template) -> tuple[str, ...]:
+    """The exam keywords of every language of the template ("X-knie", "Mammographie")."""
+    return tuple(word for words in template.applies_to.keywords.values() for word in words)
 
 
 def rules_values(report: Report, template: Template) -> dict[str, FindingValue]:

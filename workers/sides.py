@@ -33,7 +33,9 @@ _WORDS: tuple[tuple[str, re.Pattern[str]], ...] = (
         _BILATERAL,
         re.compile(
             r"\b(?:bilateral\w*|both|bilater\w*|beiderzijds|dubbelzijdig\w*|beide[nr]?\b"
-            r"|beidseit\w*|bds\.|bi(?:frontal|temporal|parietal|pariëtal|occipital|okzipital)\w*)",
+            r"|beidseit\w*|bds\.|bi(?:frontal|temporal|parietal|pariëtal|occipital|okzipital)\w*)"
+            # "in beiden Ebenen", "on both views", "in beide richtingen": views, not sides
+            r"(?!\s+(?:views|projections|planes|Ebenen|Projektionen|richtingen|opnamen|projecties))",
             re.IGNORECASE,
         ),
     ),
@@ -145,21 +147,34 @@ def finding_sides(
         for index, (seg_start, seg_end, _before) in enumerate(segments)
         if seg_start <= mention[0] - clause[0] < seg_end or index == len(segments) - 1
     )
-    stated: list[str] = [] if own[here] is None else [own[here] or ""]
+    # each segment's sides: its own, else those it shares with the finding before it
+    shared: list[str | None] = list(own)
+    front: list[bool] = [  # the side word stands in front of the segment's finding
+        at is not None and mentioned is not None and at < mentioned
+        for at, mentioned in zip(first_word, named, strict=True)
+    ]
+    for index in range(1, len(segments)):
+        if named[index] is None or shared[index] is not None:
+            continue
+        joined = segments[index][2]
+        before = next((i for i in range(index - 1, -1, -1) if named[i] is not None), None)
+        if before is None or shared[before] is None:
+            continue
+        if _WITH.match(joined) or (_COORDINATION.match(joined) and front[before]):
+            shared[index], front[index] = shared[before], front[before]
+    stated: list[str] = [] if shared[here] is None else [shared[here] or ""]
     for index, side in enumerate(own):
         if side is None or named[index] is not None:
+            continue
+        if body[segments[index][1] : segments[index][1] + 1] == ":":  # "RIGHT BREAST: …"
+            if index < here and own[here] is None:
+                stated.append(side)
             continue
         owner = next((i for i in range(index - 1, -1, -1) if named[i] is not None), None)
         if owner is None:
             owner = next((i for i in range(index + 1, len(segments)) if named[i] is not None), None)
         if owner == here:
             stated.append(side)
-    if not stated and here > 0:
-        previous, at, mentioned = own[here - 1], first_word[here - 1], named[here - 1]
-        joined = segments[here][2]
-        if previous is not None and at is not None and mentioned is not None:
-            if _WITH.match(joined) or (_COORDINATION.match(joined) and at < mentioned):
-                stated.append(previous)
     return combined_sides(stated, absorb=True)
 
 
