@@ -551,7 +551,7 @@ def _sides(
         for side in sides.combined_sides(clause_sides, absorb=True)
     ]
     if not stated and any(m.status is not FindingStatus.ABSENT for m in found):
-        exam_words = (*template.applies_to.body_parts, *_keywords(template))
+        exam_words = (*template.applies_to.body_parts, *_exam_words(template))
         for title in titles:
             titled = sides.exam_side(title, allowed, exam_words)
             if titled is not None:
@@ -559,9 +559,12 @@ def _sides(
     return sides.combined_sides(stated, absorb=False)
 
 
-def _keywords(template: Template) -> tuple[str, ...]:
-    """The exam keywords of every language of the template ("X-knie", "Mammographie")."""
-    return tuple(word for words in template.applies_to.keywords.values() for word in words)
+def _exam_words(template: Template) -> tuple[str, ...]:
+    """The exam keywords and body-site words of every language of the template ("X-knie",
+    "Mammographie", "OSG"), stems without their "*"."""
+    keywords = (word for words in template.applies_to.keywords.values() for word in words)
+    sites = (w for site in template.locations for words in site.synonyms.values() for w in words)
+    return tuple(word.rstrip("*") for word in (*keywords, *sites))
 
 
 def rules_values(report: Report, template: Template) -> dict[str, FindingValue]:
