@@ -19,10 +19,10 @@ from mappings.template import Template
 from workers.lexicon_text import terms_pattern
 
 # What may stand before a statement in its clause: list marks, a heading ("Beurteilung:",
-# "Echo bovenbuik:"), "otherwise" / "verder" / "ansonsten" and an article ("The calvarium is
+# "Echo bovenbuik:", "Right ankle, 3 views:"), "otherwise" / "verder" / "ansonsten" and an article ("The calvarium is
 # intact").
 _OPENING = re.compile(
-    r"^[\W\d_]*(?:[^\W\d_][\w /.-]{0,40}:)?[\W\d_]*"
+    r"^[\W\d_]*(?:[^\W\d_][\w /.,-]{0,40}:)?[\W\d_]*"
     r"(?:(?:otherwise|verder|overigens|ansonsten|sonst|im übrigen)[\W_]+)?"
     r"(?:(?:the|de|het|die|der|das)\s+)?$",
     re.IGNORECASE,

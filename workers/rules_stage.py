@@ -506,45 +506,65 @@ SIDE_ATTRIBUTE = "side"
 """The finding attribute that makes a presence variable take sides (`workers.sides`)."""
 
 
-def _exam_title(report: Report, mentions: list[Mention]) -> str:
-    """The report's first line up to its first ":" when no finding mention starts in it."""
-    start = len(report.text) - len(report.text.lstrip())
-    end = report.text.find("\n", start)
-    end = len(report.text) if end < 0 else end
-    colon = report.text.find(":", start, end)
-    end = end if colon < 0 else colon
-    if any(start <= m.start < end for m in mentions):
-        return ""
-    return report.text[start:end]
+def _exam_titles(report: Report) -> tuple[str, ...]:
+    """The exam titles a side may come from: the procedure's text (OBR-4 / the order) and the
+    report's first line up to its first ":" or sentence end (`workers.sides.report_title`)."""
+    procedure = report.procedure.display if report.procedure is not None else None
+    return tuple(t for t in (procedure, sides.report_title(report.text)) if t)
 
 
 def _sides(
-    report: Report, template: Template, variable: Variable, found: list[Mention], title: str
+    report: Report,
+    template: Template,
+    variable: Variable,
+    found: list[Mention],
+    mentions: list[Mention],
+    titles: tuple[str, ...],
 ) -> tuple[str, ...]:
     """The sides the clauses of a finding's present or uncertain mentions (outside the history
-    section) state, each once in text order, else the side of a one-sided exam `title`; none
-    when the variable takes no side."""
+    section) state for it (`workers.sides.finding_sides`, given every mention of the clause),
+    else the side of a one-sided exam title naming a body part of the template; none when the
+    variable takes no side."""
     if SIDE_ATTRIBUTE not in variable.attributes:
         return ()
     attribute = next((a for a in template.attributes if a.id == SIDE_ATTRIBUTE), None)
     if attribute is None:
         return ()
     allowed = {option.id for option in attribute.options}
-    stated: list[str] = []
+    by_clause: dict[int, list[str]] = {}
     for mention in sorted(_outside_history(report, found), key=lambda m: m.start):
         if mention.status is FindingStatus.ABSENT:
             continue
-        for side in sides.clause_sides(
-            report.text, mention.clause_start, mention.clause_end, allowed
-        ):
-            if side not in stated:
-                stated.append(side)
-    if "bilateral" in stated:
-        return ("bilateral",)
+        in_clause = [(m.start, m.end) for m in mentions if m.clause_start == mention.clause_start]
+        by_clause.setdefault(mention.clause_start, []).extend(
+            sides.finding_sides(
+                report.text,
+                (mention.clause_start, mention.clause_end),
+                (mention.start, mention.end),
+                in_clause,
+                allowed,
+            )
+        )
+    stated = [
+        side
+        for clause_sides in by_clause.values()
+        for side in sides.combined_sides(clause_sides, absorb=True)
+    ]
     if not stated and any(m.status is not FindingStatus.ABSENT for m in found):
-        titled = sides.exam_side(title, allowed)
-        return () if titled is None else (titled,)
-    return tuple(stated)
+        exam_words = (*template.applies_to.body_parts, *_exam_words(template))
+        for title in titles:
+            titled = sides.exam_side(title, allowed, exam_words)
+            if titled is not None:
+                return (titled,)
+    return sides.combined_sides(stated, absorb=False)
+
+
+def _exam_words(template: Template) -> tuple[str, ...]:
+    """The exam keywords and body-site words of every language of the template ("X-knie",
+    "Mammographie", "OSG"), stems without their "*"."""
+    keywords = (word for words in template.applies_to.keywords.values() for word in words)
+    sites = (w for site in template.locations for words in site.synonyms.values() for w in words)
+    return tuple(word.rstrip("*") for word in (*keywords, *sites))
 
 
 def rules_values(report: Report, template: Template) -> dict[str, FindingValue]:
@@ -555,7 +575,7 @@ def rules_values(report: Report, template: Template) -> dict[str, FindingValue]:
     for mention in mentions:
         by_variable.setdefault(mention.variable_id, []).append(mention)
     sizes = _sizes(report, template, mentions)
-    title = _exam_title(report, mentions)
+    titles = _exam_titles(report)
     values: dict[str, FindingValue] = {}
     for variable in template.variables:
         if variable.type is not VariableType.PRESENCE:
@@ -587,7 +607,7 @@ def rules_values(report: Report, template: Template) -> dict[str, FindingValue]:
             ),
             stage=Stage.RULES,
             sizes=sizes.get(variable.id, ()) if best.status is not FindingStatus.ABSENT else (),
-            sides=_sides(report, template, variable, found, title)
+            sides=_sides(report, template, variable, found, mentions, titles)
             if best.status is not FindingStatus.ABSENT
             else (),
         )
