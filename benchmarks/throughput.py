@@ -20,7 +20,7 @@ memory and in a temporary folder that is deleted) go, in one run and one process
 
 It prints reports/s of each and the ratios (b)/(a+a'), (b)/(a), (c)/(a), (d)/(c), then the per-stage split
 of the worker's path, each stage timed in a loop of its own over the same reports: parse,
-route, rules, build, validate (the Bundle's output check alone), store (the worker's
+route, rules, insights, build (the timeline and the Bundles), validate (the Bundle's output check alone), store (the worker's
 `workers.tasks.process_message` minus the stages before it: claim, timeline lookup, writes),
 deliver (the deliver task: store reads, the HTTP push to the test EHR, store writes), with the
 store transactions per message counted by an SQLAlchemy event listener. Last, the timeline:
@@ -276,12 +276,15 @@ def stage_split(
     split.seconds["rules"] = timed(
         lambda: [run_stage(r, t, settings, _no_engine) for r, t in pairs]
     )
+    from workers.insights.extract import insights_of
+
+    split.seconds["insights"] = timed(lambda: [insights_of(r, settings) for r in reports])
     with without_output_check():
         built = process_reports(reports, templates, settings, _no_engine).results
         split.seconds["build"] = timed(
             lambda: process_reports(reports, templates, settings, _no_engine)
         )
-    split.seconds["build"] -= split.seconds["route"] + split.seconds["rules"]
+    split.seconds["build"] -= sum(split.seconds[s] for s in ("route", "rules", "insights"))
     split.seconds["validate"] = check_alone([r.bundle for r in built if r.bundle is not None])
 
     ehr = FhirServer(validate=False).start()
@@ -304,7 +307,7 @@ def stage_split(
             ]
         )
         split.seconds["store"] = worker_seconds - sum(
-            split.seconds[s] for s in ("parse", "route", "rules", "build", "validate")
+            split.seconds[s] for s in ("parse", "route", "rules", "insights", "build", "validate")
         )
         split.notes["store"] = f"{count.count / len(ids):.1f} transactions/message"
         app = make_worker_app(serving.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}))
