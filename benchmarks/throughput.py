@@ -18,9 +18,10 @@ memory and in a temporary folder that is deleted) go, in one run and one process
   own validation is not radbridge's cost) as RADBRIDGE_FHIR_BASE_URL; the N messages are sent
   over one MLLP connection and the clock stops when every message is `delivered`.
 
-It prints reports/s of each and the ratios (b)/(a+a'), (b)/(a), (c)/(a), (d)/(c), then the per-stage split
-of the worker's path, each stage timed in a loop of its own over the same reports: parse,
-route, rules, insights, build (the timeline and the Bundles), validate (the Bundle's output check alone), store (the worker's
+It prints reports/s of each and the ratios (b)/(a+a'), (b)/(a), (c)/(a), (d)/(c), then the
+per-stage split of the worker's path, each stage timed in a loop of its own over the same
+reports: parse, route, rules, insights, build (the timeline and the Bundles), validate (the
+Bundle's output check alone), store (the worker's
 `workers.tasks.process_message` minus the stages before it: claim, timeline lookup, writes),
 deliver (the deliver task: store reads, the HTTP push to the test EHR, store writes), with the
 store transactions per message counted by an SQLAlchemy event listener. Last, the timeline:
