@@ -5,11 +5,11 @@ official FHIR R4 JSON schema (the Bundle's `entry.resource` as an object: each r
 checked on its own, so a problem names its element and no 146-way `oneOf` is tried; and every
 complex type required to be a JSON object, which FHIR JSON says and the schema leaves out), with
 one validator compiled once per process by jsonschema-rs (Rust; compiling reads the whole
-schema, about 0.2 s, so one validator for all types, not one per type). Measured on the same Bundles
-(`benchmarks/output_check.py`): about 20 µs a resource, where the fhir.resources R4B models took
-about 1.7 ms to validate one and 5.7 ms to validate and dump it back (what was done before), and
-the models let a code outside a required value set through (`Observation.status` "x"), which
-the schema refuses.
+schema, about 0.2 s, so one validator for all types, not one per type). Measured on the same
+Bundles (`benchmarks/output_check.py`): about 20 µs a resource, where the fhir.resources R4B
+models took about 1.7 ms to validate one and 5.7 ms to validate and dump it back (what was done
+before), and the models let a code outside a required value set through (`Observation.status`
+"x"), which the schema refuses.
 
 A Bundle that fails never leaves: `FhirMappingError` names the resource, the element and the
 schema's rule, never the value (it may be patient data). `radbridge validate` keeps its three
@@ -140,6 +140,9 @@ class _SchemaCheck:
                         "then": {"$ref": f"#/definitions/{kind}"},
                         "else": chain,
                     }
+                # draft 7 for if/then/else; the schema's keywords (type, properties, items,
+                # pattern, enum, const, required, additionalProperties, oneOf, $ref) mean
+                # the same in its draft 6
                 self.compiled = jsonschema_rs.Draft7Validator(
                     {"definitions": self.definitions, **chain}
                 )
