@@ -403,11 +403,14 @@ def build_bundle(
     observation_status: str = "preliminary",
     default_tz: tzinfo = UTC,
     derived_from: Mapping[str, str] | None = None,
+    check: bool = True,
 ) -> Resource:
     """The transaction Bundle for one report and template (R4 JSON, deterministic).
 
     `derived_from`: variable id -> `Observation/<id>` of the same finding in the patient's
     earlier report (timeline); it becomes `derivedFrom` on that variable's Observations.
+    `check` False: the caller checks the Bundle itself once it is complete (the insights are
+    added to it first, `workers.process`), so it is checked once.
     """
     if extraction.template_id != template.id:
         raise FhirMappingError("extraction and template do not match")
@@ -451,5 +454,6 @@ def build_bundle(
         "type": "transaction",
         "entry": entries,
     }
-    check_bundle(bundle)  # the output check: an invalid Bundle never leaves
+    if check:
+        check_bundle(bundle)  # the output check: an invalid Bundle never leaves
     return bundle

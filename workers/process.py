@@ -41,6 +41,7 @@ from mappings.inbound import parse_message
 from mappings.insights.fhir import add_insights
 from mappings.insights.model import Insights
 from mappings.insights.report_only import report_only_template
+from mappings.output_check import check_bundle
 from mappings.report import Extraction, Report, Stage
 from mappings.routing import RouteReason, Routing, decide
 from mappings.template import Template
@@ -143,6 +144,7 @@ def _finish(
             observation_status=settings.observation_status,
             default_tz=settings.zone(),
             derived_from=derived_from,
+            check=False,
         )
         if result.insights is not None:
             bundle = add_insights(
@@ -152,7 +154,9 @@ def _finish(
                 findings=critical_list(settings.critical_findings),
                 observation_status=settings.observation_status,
                 created=result.extraction.created,
+                check=False,
             )
+        check_bundle(bundle)  # once, complete: an invalid Bundle never leaves
     except FhirMappingError as exc:
         outcome.rejected.append(Rejected.of(exc, INVALID_OUTPUT, result.report))
         return None

@@ -476,9 +476,11 @@ def add_insights(
     findings: tuple[CriticalFinding, ...] = (),
     observation_status: str = "preliminary",
     created: datetime | None = None,
+    check: bool = True,
 ) -> Resource:
     """`bundle` with the insight resources added (the DiagnosticReport lists the RADS
-    Observations, the Provenance targets every insight resource), checked again."""
+    Observations, the Provenance targets every insight resource), checked again (`check`
+    False: the caller checks the complete Bundle once)."""
     if insights.empty():
         return bundle
     resources = insight_resources(
@@ -501,7 +503,8 @@ def add_insights(
     elif refs.device is not None:
         entries.append(_entry(_provenance(refs, references, created)))
     entries.extend(_entry(resource) for resource in resources)
-    check_bundle(bundle)
+    if check:
+        check_bundle(bundle)
     return bundle
 
 
