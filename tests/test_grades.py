@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from adapter.settings import Settings
@@ -133,10 +135,10 @@ def test_the_grade_keeps_its_words_and_place() -> None:
 
 def test_grade_pairs_from_gold_and_extraction() -> None:
     abdomen = get_template("abdomen")
-    instances = [
-        ["hydronephrosis", {"side": "right", "grade": 3, "severity": "moderate"}],
-        ["hydronephrosis", {"side": "left", "grade": 2}],
-        ["urolithiasis", {"size_mm": [5]}],
+    instances: list[tuple[str, dict[str, Any]]] = [
+        ("hydronephrosis", {"side": "right", "grade": 3, "severity": "moderate"}),
+        ("hydronephrosis", {"side": "left", "grade": 2}),
+        ("urolithiasis", {"size_mm": [5]}),
     ]
     assert gold_grades(instances, abdomen) == {
         ("hydronephrosis", "grade=3"),
