@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from adapter.settings import Settings
-from conformance.evaluate import EvalOptions, run_evaluation
+from conformance.eval_scoring import EvalOptions
+from conformance.evaluate import run_evaluation
 from conformance.labels import gold_grades, predicted_grades, takes_grades
 from mappings.inbound import report_from_record
 from mappings.report import FindingStatus
