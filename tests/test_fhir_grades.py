@@ -12,6 +12,7 @@ from mappings.fhir_components import is_size_component
 from mappings.fhir_grades import ATTRIBUTE_PART, grade_components, is_grade_component
 from mappings.fhir_out import EVIDENCE_EXTENSION, build_bundle
 from mappings.report import Evidence, FindingStatus, FindingValue, Report, StatedGrade
+from mappings.review import Correction, Decision, Reviewer, review
 from mappings.sections import find_sections
 from mappings.template import get_template
 from workers.rules_stage import extract_rules
@@ -92,3 +93,19 @@ def test_grades_of_undeclared_attributes_are_left_out() -> None:
     assert component["valueInteger"] == 2 and component["code"] == {"text": "Grade"}
     absent = value.model_copy(update={"status": FindingStatus.ABSENT})
     assert grade_components(template, absent, EVIDENCE_EXTENSION) == []
+
+
+def test_a_correction_to_absent_removes_the_grades() -> None:
+    text = "XR KNEE RIGHT\nSevere osteoarthritis, KL 4."
+    (observation,) = _observations("msk_radiograph", text, "osteoarthritis")
+    observation["meta"]["versionId"] = "1"
+    assert any(map(is_grade_component, observation["component"]))
+    result = review(
+        observation,
+        get_template("msk_radiograph"),
+        Decision.CORRECT,
+        Reviewer("dr-a"),
+        new_version=2,
+        correction=Correction(status="absent"),
+    )
+    assert not any(map(is_grade_component, result.observation.get("component", [])))
