@@ -4,7 +4,10 @@ with its codebook beside it (`app.codebook`).
 Columns: `id`, `template`, `template_version`, `language`, `report_date`, `stage`, `model`,
 then per variable `VAR` (the value, or the status when no value is stated), `VAR.status`,
 `VAR.evidence` (the verbatim quote), `VAR.confidence` (empty when the stage gives none) and
-`VAR.locations` (location ids, `;`-separated, when stated). A report routed to several templates
+`VAR.locations` (location ids, `;`-separated, when stated); a finding whose template declares
+a side or grade attribute for it has `VAR.side` (the stated side ids, `;`-separated) and one
+`VAR.ATTRIBUTE` per grade attribute (`osteoarthritis.kl_grade`, `hydronephrosis.grade`,
+`VAR.severity`: the stated values, `;`-separated), empty when none is stated. A report routed to several templates
 gets `TEMPLATE.VAR` columns and `;`-joined `template` / `template_version` cells. The report's
 insights add `followup.*`, `critical`, `critical.findings`, `rads.<system>` and
 `VAR.largest_size_mm` (`app.insight_columns`).
@@ -20,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from app.insight_columns import insight_cells, insight_sizes, largest_sizes
-from mappings.report import FindingStatus
-from mappings.template import Template
+from mappings.report import FindingStatus, FindingValue
+from mappings.template import Attribute, Template, Variable
+from workers.grades import grade_attributes
 from workers.process import Result
 
 TABLE_SUFFIXES = (".csv", ".parquet")
@@ -29,6 +33,34 @@ REPORT_COLUMNS = ("id", "template", "template_version", "language", "report_date
 VALUE_SUFFIXES = ("status", "evidence", "confidence", "locations")
 PARQUET_HINT = "pip install 'radbridge[parquet]'"
 Row = dict[str, Any]
+
+
+SIDE_ATTRIBUTE = "side"
+
+
+def attribute_columns(template: Template, variable: Variable) -> tuple[Attribute, ...]:
+    """The attributes a variable has table columns for (`VAR.<id>`): its side, then its grade
+    and severity attributes (`workers.grades`)."""
+    sides = tuple(
+        a for a in template.attributes if a.id == SIDE_ATTRIBUTE and a.id in variable.attributes
+    )
+    return (*sides, *grade_attributes(template, variable))
+
+
+def _attribute_cells(template: Template, value: FindingValue, name: str) -> Row:
+    try:
+        attributes = attribute_columns(template, template.variable(value.variable_id))
+    except KeyError:
+        return {}
+    stated = value.status in (FindingStatus.PRESENT, FindingStatus.UNCERTAIN)
+    cells: Row = {}
+    for attribute in attributes:
+        if attribute.id == SIDE_ATTRIBUTE:
+            found = list(value.sides)
+        else:
+            found = [str(g.value) for g in value.grades if g.attribute == attribute.id]
+        cells[f"{name}.{attribute.id}"] = ";".join(found) if stated else ""
+    return cells
 
 
 def _joined(values: Sequence[str]) -> str:
@@ -59,6 +91,7 @@ def table_row(report_id: str, results: Sequence[Result]) -> Row:
             row[f"{name}.confidence"] = "" if value.confidence is None else value.confidence
             if value.locations:
                 row[f"{name}.locations"] = ";".join(value.locations)
+            row.update(_attribute_cells(result.template, value, name))
         if result.bundle is not None:
             resources = (e.get("resource") or {} for e in result.bundle.get("entry", []))
             row.update(largest_sizes(resources, result.template.id, prefix))
