@@ -95,6 +95,8 @@ def test_grade_words_in_three_languages(text: str, mention: str, expected: list[
         ("Harnstau I°", [("grade", 1)]),
         ("Harnstau II.-gradig", [("grade", 2)]),
         ("zweitgradiger Harnstau", [("grade", 2)]),
+        ("Harnstau II. Grades", [("grade", 2)]),
+        ("Harnstau dritten Grades", [("grade", 3)]),
         ("HYDRONEPHROSIS, GRADE IV", [("grade", 4)]),
         ("hydronephrosis grade 0", []),  # the scale is 1-4
         ("hydronephrosis, angle 30°", []),

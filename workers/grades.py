@@ -5,13 +5,14 @@ A grade attribute is one a template declares and a presence variable names (`att
 - an integer attribute whose label names a grade ("Grade", "Kellgren-Lawrence grade", "Fazekas
   grade") takes a number (0-9 or a Roman numeral I-V, within the attribute's scale) written after
   a grade word (grade, graad, Grad) or after the grading system's name from the label
-  ("Kellgren-Lawrence", "Kellgren", its initials "KL", "Fazekas"), or before "°" ("I°") or
-  "-gradig" ("II.-gradig", "zweitgradig");
+  ("Kellgren-Lawrence", "Kellgren", its initials "KL", "Fazekas"), or before "°" ("I°"),
+  "-gradig" or "Grades" ("II.-gradig", "zweitgradig", "II. Grades", "zweiten Grades");
 - an enum attribute whose options are `mild`, `moderate`, `severe` takes the severity word of the
   template's definition in English, Dutch and German (minimal/slight/gering/licht = mild;
   moderate/matig/mäßig/mittelgradig = moderate; marked/ausgeprägt/fors/uitgesproken/hochgradig =
-  severe; "early"/"beginnend" is a stage, not a severity), the one nearest to the finding's mention in its clause; a size
-  word (small/klein = mild, large/groot/groß = severe) only as the finding's own adjective.
+  severe; "early"/"beginnend" is a stage, not a severity), the one nearest to the finding's
+  mention in its clause; a size word (small/klein = mild, large/groot/groß = severe) only as
+  the finding's own adjective.
 Both are read from the clause the mention was asserted in (the ConText unit, as for sizes and
 sides) and kept as written (`StatedGrade.text`): no code is given to a grade (none is verified;
 mild/moderate/severe keep the option codes the template cites).
@@ -33,21 +34,23 @@ _ROMAN = {"I": 1, "II": 2, "III": 3, "IV": 4, "V": 5}
 _ORDINAL_WORDS = {"erst": 1, "zweit": 2, "dritt": 3, "viert": 4}
 _NUMBER = r"(?P<num>IV|V|I{1,3}|\d)(?![\d.,]\d)(?!\s*(?:mm|cm|%|x\b))\b"
 _GRADE_WORDS = r"(?:grade|graad|grad)"
-_AFTER = re.compile(r"(?P<num>IV|V|I{1,3}|\d)\.?\s*(?:°|-?\s*gradig)", re.IGNORECASE)
-_WORD_ORDINAL = re.compile(r"\b(?P<word>erst|zweit|dritt|viert)gradig", re.IGNORECASE)
+_AFTER = re.compile(r"(?P<num>IV|V|I{1,3}|\d)\.?\s*(?:°|-?\s*gradig|Grades\b)", re.IGNORECASE)
+_WORD_ORDINAL = re.compile(
+    r"\b(?P<word>erst|zweit|dritt|viert)(?:gradig|en\s+Grades\b)", re.IGNORECASE
+)
 
 _SEVERITY: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "moderate",
         re.compile(
-            r"\b(?:moderate(?:ly)?|matig\w*|m(?:ä|ae|a)(?:ß|ss)ig\w*|mittelgradig\w*|mittelschwer\w*)",
+            r"\b(?:moderate(?:ly)?|matig\w*|m(?:ä|ae)(?:ß|ss)ig\w*|mittelgradig\w*|mittelschwer\w*)",
             re.IGNORECASE,
         ),
     ),
     (
         "severe",
         re.compile(
-            r"\b(?:severe(?:ly)?|marked(?:ly)?|fors\w*|uitgesproken\w*|ernstig\w*"
+            r"\b(?:severe(?:ly)?|marked(?:ly)?|forse?|uitgesproken\w*|ernstig\w*"
             r"|ausgepr(?:ä|ae)gt\w*|hochgradig\w*|schwer(?:e[nmrs]?|gradig\w*)?)\b",
             re.IGNORECASE,
         ),
