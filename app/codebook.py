@@ -10,7 +10,7 @@ qualifiers of a presence variable's `valueCodeableConcept` (`mappings.fhir_out`)
 that several templates share (`pleural_effusion` from chest_findings and chest_ct) has lines
 for each template the table's rows name. The insight columns (`app.insight_columns`) have one
 line each. An attribute column (`VAR.side`, `VAR.kl_grade`, `VAR.severity` ...,
-`app.research_table.attribute_columns`) has a line with the attribute's definition and one per
+`attribute_columns`) has a line with the attribute's definition and one per
 option (side and severity options with the codes the template cites).
 """
 
@@ -27,6 +27,7 @@ from mappings import terminology as term
 from mappings.fhir_out import presence_value_code
 from mappings.report import FindingStatus
 from mappings.template import Attribute, CodeRef, Template, Variable, VariableType
+from workers.grades import grade_attributes
 
 FIELDS = (
     "column", "value", "meaning", "template", "template_version", "variable", "code_system",
@@ -58,6 +59,18 @@ SUFFIX_MEANINGS = {
     "server without log-probabilities)",
     "locations": "the stated location ids, ';'-separated",
 }
+
+
+SIDE_ATTRIBUTE = "side"
+
+
+def attribute_columns(template: Template, variable: Variable) -> tuple[Attribute, ...]:
+    """The attributes a variable has table columns for (`VAR.<id>`): its side, then its grade
+    and severity attributes (`workers.grades`)."""
+    sides = tuple(
+        a for a in template.attributes if a.id == SIDE_ATTRIBUTE and a.id in variable.attributes
+    )
+    return (*sides, *grade_attributes(template, variable))
 
 
 @dataclass(frozen=True)
@@ -174,8 +187,6 @@ def _attribute_lines(
 
 def _sources(templates: Mapping[str, Template]) -> dict[str, list[tuple[Template, Variable, str]]]:
     """Every column name a template's variables can give -> (template, variable, suffix)."""
-    from app.research_table import attribute_columns
-
     sources: dict[str, list[tuple[Template, Variable, str]]] = {}
     for template in templates.values():
         for variable in template.variables:

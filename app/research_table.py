@@ -22,10 +22,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from app.codebook import SIDE_ATTRIBUTE, attribute_columns, codebook_path, write_codebook
 from app.insight_columns import insight_cells, insight_sizes, largest_sizes
 from mappings.report import FindingStatus, FindingValue
-from mappings.template import Attribute, Template, Variable
-from workers.grades import grade_attributes
+from mappings.template import Template
 from workers.process import Result
 
 TABLE_SUFFIXES = (".csv", ".parquet")
@@ -33,18 +33,6 @@ REPORT_COLUMNS = ("id", "template", "template_version", "language", "report_date
 VALUE_SUFFIXES = ("status", "evidence", "confidence", "locations")
 PARQUET_HINT = "pip install 'radbridge[parquet]'"
 Row = dict[str, Any]
-
-
-SIDE_ATTRIBUTE = "side"
-
-
-def attribute_columns(template: Template, variable: Variable) -> tuple[Attribute, ...]:
-    """The attributes a variable has table columns for (`VAR.<id>`): its side, then its grade
-    and severity attributes (`workers.grades`)."""
-    sides = tuple(
-        a for a in template.attributes if a.id == SIDE_ATTRIBUTE and a.id in variable.attributes
-    )
-    return (*sides, *grade_attributes(template, variable))
 
 
 def _attribute_cells(template: Template, value: FindingValue, name: str) -> Row:
@@ -135,8 +123,6 @@ def table_columns(rows: Sequence[Row]) -> list[str]:
 def write_table(path: Path, rows: Sequence[Row], templates: Mapping[str, Template]) -> Path:
     """Write the rows as CSV or Parquet and the codebook beside them (`templates`: every
     template a row names, by id); returns the codebook's path."""
-    from app.codebook import codebook_path, write_codebook
-
     names = table_columns(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".parquet":
