@@ -9,7 +9,9 @@ ones the Bundles carry: the template's codes, the SNOMED CT Present / Absent / E
 qualifiers of a presence variable's `valueCodeableConcept` (`mappings.fhir_out`). A column
 that several templates share (`pleural_effusion` from chest_findings and chest_ct) has lines
 for each template the table's rows name. The insight columns (`app.insight_columns`) have one
-line each.
+line each. An attribute column (`VAR.side`, `VAR.kl_grade`, `VAR.severity` ...,
+`attribute_columns`) has a line with the attribute's definition and one per
+option (side and severity options with the codes the template cites).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from app.insight_columns import insight_column_meaning
 from mappings import terminology as term
 from mappings.fhir_out import presence_value_code
 from mappings.report import FindingStatus
-from mappings.template import CodeRef, Template, Variable, VariableType
+from mappings.template import Attribute, CodeRef, Template, Variable, VariableType
+from workers.grades import grade_attributes
 
 FIELDS = (
     "column", "value", "meaning", "template", "template_version", "variable", "code_system",
@@ -56,6 +59,18 @@ SUFFIX_MEANINGS = {
     "server without log-probabilities)",
     "locations": "the stated location ids, ';'-separated",
 }
+
+
+SIDE_ATTRIBUTE = "side"
+
+
+def attribute_columns(template: Template, variable: Variable) -> tuple[Attribute, ...]:
+    """The attributes a variable has table columns for (`VAR.<id>`): its side, then its grade
+    and severity attributes (`workers.grades`)."""
+    sides = tuple(
+        a for a in template.attributes if a.id == SIDE_ATTRIBUTE and a.id in variable.attributes
+    )
+    return (*sides, *grade_attributes(template, variable))
 
 
 @dataclass(frozen=True)
@@ -144,8 +159,30 @@ def _variable_lines(
                 else _uncoded(site.code, site.uncoded_reason)
             )
             yield Line(column, site.id, site.label, **base, **_coded(site.code), note=note)
-    else:
+    elif suffix in SUFFIX_MEANINGS:
         yield Line(column, "", f"{variable.label}: {SUFFIX_MEANINGS[suffix]}", **base)
+    else:
+        yield from _attribute_lines(column, template, variable, template.attribute(suffix))
+
+
+def _attribute_lines(
+    column: str, template: Template, variable: Variable, attribute: Attribute
+) -> Iterator[Line]:
+    """A `VAR.<attribute>` column: the attribute's meaning, then its options (codes as cited)."""
+    base = {"template": template.id, "template_version": template.version,
+            "variable": variable.id}  # fmt: skip
+    kind = attribute.type.value
+    if attribute.scale is not None:
+        kind += f", {attribute.scale.min} to {attribute.scale.max}"
+    meaning = (
+        f"{variable.label}: {attribute.label} ({kind}) as stated, ';'-separated when several; "
+        f"empty when none is stated. {attribute.definition}"
+    )
+    note = _uncoded(attribute.code, attribute.uncoded_reason)
+    yield Line(column, "", meaning, **base, **_coded(attribute.code), note=note)
+    for option in attribute.options:
+        note = _uncoded(option.code, option.uncoded_reason)
+        yield Line(column, option.id, option.label, **base, **_coded(option.code), note=note)
 
 
 def _sources(templates: Mapping[str, Template]) -> dict[str, list[tuple[Template, Variable, str]]]:
@@ -153,7 +190,8 @@ def _sources(templates: Mapping[str, Template]) -> dict[str, list[tuple[Template
     sources: dict[str, list[tuple[Template, Variable, str]]] = {}
     for template in templates.values():
         for variable in template.variables:
-            for suffix in ("", *SUFFIX_MEANINGS):
+            attributes = tuple(a.id for a in attribute_columns(template, variable))
+            for suffix in ("", *SUFFIX_MEANINGS, *attributes):
                 name = variable.id + (f".{suffix}" if suffix else "")
                 for column in (name, f"{template.id}.{name}"):
                     sources.setdefault(column, []).append((template, variable, suffix))

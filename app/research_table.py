@@ -4,7 +4,10 @@ with its codebook beside it (`app.codebook`).
 Columns: `id`, `template`, `template_version`, `language`, `report_date`, `stage`, `model`,
 then per variable `VAR` (the value, or the status when no value is stated), `VAR.status`,
 `VAR.evidence` (the verbatim quote), `VAR.confidence` (empty when the stage gives none) and
-`VAR.locations` (location ids, `;`-separated, when stated). A report routed to several templates
+`VAR.locations` (location ids, `;`-separated, when stated); a finding whose template declares
+a side or grade attribute for it has `VAR.side` (the stated side ids, `;`-separated) and one
+`VAR.ATTRIBUTE` per grade attribute (`osteoarthritis.kl_grade`, `hydronephrosis.grade`,
+`VAR.severity`: the stated values, `;`-separated), empty when none is stated. A report routed to several templates
 gets `TEMPLATE.VAR` columns and `;`-joined `template` / `template_version` cells. The report's
 insights add `followup.*`, `critical`, `critical.findings`, `rads.<system>` and
 `VAR.largest_size_mm` (`app.insight_columns`).
@@ -19,8 +22,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from app.codebook import SIDE_ATTRIBUTE, attribute_columns, codebook_path, write_codebook
 from app.insight_columns import insight_cells, insight_sizes, largest_sizes
-from mappings.report import FindingStatus
+from mappings.report import FindingStatus, FindingValue
 from mappings.template import Template
 from workers.process import Result
 
@@ -29,6 +33,22 @@ REPORT_COLUMNS = ("id", "template", "template_version", "language", "report_date
 VALUE_SUFFIXES = ("status", "evidence", "confidence", "locations")
 PARQUET_HINT = "pip install 'radbridge[parquet]'"
 Row = dict[str, Any]
+
+
+def _attribute_cells(template: Template, value: FindingValue, name: str) -> Row:
+    try:
+        attributes = attribute_columns(template, template.variable(value.variable_id))
+    except KeyError:
+        return {}
+    stated = value.status in (FindingStatus.PRESENT, FindingStatus.UNCERTAIN)
+    cells: Row = {}
+    for attribute in attributes:
+        if attribute.id == SIDE_ATTRIBUTE:
+            found = list(value.sides)
+        else:
+            found = [str(g.value) for g in value.grades if g.attribute == attribute.id]
+        cells[f"{name}.{attribute.id}"] = ";".join(found) if stated else ""
+    return cells
 
 
 def _joined(values: Sequence[str]) -> str:
@@ -59,6 +79,7 @@ def table_row(report_id: str, results: Sequence[Result]) -> Row:
             row[f"{name}.confidence"] = "" if value.confidence is None else value.confidence
             if value.locations:
                 row[f"{name}.locations"] = ";".join(value.locations)
+            row.update(_attribute_cells(result.template, value, name))
         if result.bundle is not None:
             resources = (e.get("resource") or {} for e in result.bundle.get("entry", []))
             row.update(largest_sizes(resources, result.template.id, prefix))
@@ -102,8 +123,6 @@ def table_columns(rows: Sequence[Row]) -> list[str]:
 def write_table(path: Path, rows: Sequence[Row], templates: Mapping[str, Template]) -> Path:
     """Write the rows as CSV or Parquet and the codebook beside them (`templates`: every
     template a row names, by id); returns the codebook's path."""
-    from app.codebook import codebook_path, write_codebook
-
     names = table_columns(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".parquet":

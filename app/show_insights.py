@@ -2,13 +2,16 @@
 critical result (Flag), communication (Communication) and mismatch (DetectedIssue) of a Bundle,
 with its status (a reviewer's decision changes it) and evidence quote. RADS categories and the
 size Observations of findings no template holds (`code.text` the finding phrase, its sizes as
-components) are Observations: the Observations table shows them, once."""
+components) are Observations: the Observations table shows them, once. The Observations table
+shows a finding's stated side (`side_text`, the laterality on its body site) in its own column
+and its grades with its value (`component_text`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+from mappings.fhir_out import LATERALITY_EXTENSION
 from mappings.review import evidence
 
 Resource = dict[str, Any]
@@ -25,6 +28,26 @@ def concept_text(concept: dict[str, Any] | None) -> str:
         system = str(first.get("system", "")).rsplit("/", 1)[-1]
         return f"{first.get('display', '')} ({system} {first.get('code', '')})"
     return str(concept.get("text", ""))
+
+
+def side_text(observation: Resource) -> str:
+    """The side stated on an Observation's body site (its laterality), "" when none."""
+    for extension in (observation.get("bodySite") or {}).get("extension") or []:
+        if extension.get("url") == LATERALITY_EXTENSION:
+            return concept_text(extension.get("valueCodeableConcept"))
+    return ""
+
+
+def component_text(component: Resource) -> str:
+    """A component as `code: value`: a size with its unit, a grade's integer, else a concept."""
+    quantity = component.get("valueQuantity")
+    if quantity:
+        value = f"{quantity.get('value')} {quantity.get('unit') or quantity.get('code') or ''}"
+    elif "valueInteger" in component:
+        value = str(component["valueInteger"])
+    else:
+        value = concept_text(component.get("valueCodeableConcept"))
+    return f"{concept_text(component.get('code'))}: {value.strip()}"
 
 
 def quote(resource: Resource) -> str:

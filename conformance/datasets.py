@@ -33,10 +33,12 @@ from conformance.labels import (
     ATTRIBUTES_KEY,
     EPISODES_KEY,
     PAIRS_KEY,
+    gold_grades,
     gold_label,
     gold_sides,
     gold_sizes,
     normalise_pairs,
+    takes_grades,
     takes_sides,
     takes_sizes,
 )
@@ -64,6 +66,10 @@ class LabelledReport:
     """(finding, dimensions in mm) of the gold `_attributes` (`conformance.labels.gold_sizes`)."""
     sides: frozenset[Pair] | None = None
     """(finding, side) of the gold `_attributes` (`conformance.labels.gold_sides`)."""
+    grades: frozenset[Pair] | None = None
+    """(finding, "attribute=grade") of the gold `_attributes` (`conformance.labels.gold_grades`)."""
+    severities: frozenset[Pair] | None = None
+    """(finding, "severity=option") of the gold `_attributes` (`gold_grades(severity=True)`)."""
     patient: str | None = None
     time: str | None = None
     span: tuple[int, int] | None = None
@@ -188,12 +194,18 @@ def parse_record(
         )
         sizes = None
         sides = None
+        grades = None
+        severities = None
         if ATTRIBUTES_KEY in gold_raw:
             _check_instances(template, gold_raw[ATTRIBUTES_KEY])
             if takes_sizes(template):
                 sizes = gold_sizes(gold_raw[ATTRIBUTES_KEY])
             if takes_sides(template):
                 sides = gold_sides(gold_raw[ATTRIBUTES_KEY])
+            if takes_grades(template):
+                grades = gold_grades(gold_raw[ATTRIBUTES_KEY], template)
+            if takes_grades(template, severity=True):
+                severities = gold_grades(gold_raw[ATTRIBUTES_KEY], template, severity=True)
     except ValueError as exc:
         raise bad(str(exc)) from None
     time_value = record.get("time")
@@ -214,6 +226,8 @@ def parse_record(
         episodes=episodes,
         sizes=sizes,
         sides=sides,
+        grades=grades,
+        severities=severities,
         patient=None if patient is None else str(patient),
         time=None if time_value is None else str(time_value),
     )

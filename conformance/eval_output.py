@@ -98,7 +98,12 @@ def _summary_rows(stage: StageResult) -> list[tuple[str, str]]:
         if pairs is not None:
             rows.append((f"{label} pair F1", fmt(pairs.f1)))
             rows.append((f"{label} per-item accuracy", fmt(pairs.item_accuracy)))
-    for name, attribute in (("size", m.sizes), ("side", m.sides)):
+    for name, attribute in (
+        ("size", m.sizes),
+        ("side", m.sides),
+        ("grade", m.grades),
+        ("severity", m.severities),
+    ):
         if attribute is not None:
             found = f"{attribute.tp}/{attribute.tp + attribute.fn}"
             rows.append((f"{name} recall ({found})", _pair_ci(attribute, "recall")))

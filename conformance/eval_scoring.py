@@ -25,7 +25,7 @@ from conformance.eval_results import (
     StageResult,
     Timing,
 )
-from conformance.labels import predicted_sides, predicted_sizes
+from conformance.labels import predicted_grades, predicted_sides, predicted_sizes
 from conformance.metrics import (
     NO,
     YES,
@@ -49,6 +49,8 @@ class StageRun:
     episodes: list[frozenset[Pair]] = field(default_factory=list)
     sizes: list[frozenset[Pair]] = field(default_factory=list)
     sides: list[frozenset[Pair]] = field(default_factory=list)
+    grades: list[frozenset[Pair]] = field(default_factory=list)
+    severities: list[frozenset[Pair]] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     tokens: int = 0
     decode_seconds: float = 0.0
@@ -97,6 +99,8 @@ def score_stage(
     with_episodes = all(r.episodes is not None for r in reports) and bool(reports)
     with_sizes = all(r.sizes is not None for r in reports) and bool(reports)
     with_sides = all(r.sides is not None for r in reports) and bool(reports)
+    with_grades = all(r.grades is not None for r in reports) and bool(reports)
+    with_severities = all(r.severities is not None for r in reports) and bool(reports)
     metrics = evaluate_labels(
         specs,
         [r.gold for r in reports],
@@ -109,6 +113,10 @@ def score_stage(
         pred_sizes=run.sizes if with_sizes else None,
         gold_sides=[r.sides or frozenset() for r in reports] if with_sides else None,
         pred_sides=run.sides if with_sides else None,
+        gold_grades=[r.grades or frozenset() for r in reports] if with_grades else None,
+        pred_grades=run.grades if with_grades else None,
+        gold_severities=[r.severities or frozenset() for r in reports] if with_severities else None,
+        pred_severities=run.severities if with_severities else None,
         resamples=resamples,
         seed=seed,
     )
@@ -196,6 +204,8 @@ def run_reports(
             run.episodes.append(frozenset())
             run.sizes.append(frozenset())
             run.sides.append(frozenset())
+            run.grades.append(frozenset())
+            run.severities.append(frozenset())
         else:
             extraction = outcome.results[0].extraction
             run.tokens += extraction.timings.completion_tokens
@@ -207,6 +217,8 @@ def run_reports(
             run.episodes.append(episodes)
             run.sizes.append(predicted_sizes(extraction))
             run.sides.append(predicted_sides(extraction))
+            run.grades.append(predicted_grades(extraction, template))
+            run.severities.append(predicted_grades(extraction, template, severity=True))
         if progress is not None:
             progress()
     return run

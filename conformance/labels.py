@@ -17,7 +17,12 @@ Scoring choices (beyond `conformance.metrics`):
   a present or uncertain finding; a size is right when its finding and every dimension match;
 - sides (`gold_sides`, `predicted_sides`): (variable, side) pairs, one per side a gold instance
   states and per `FindingValue.sides` item of a present or uncertain finding (each once per
-  report: two right-sided stones are one pair).
+  report: two right-sided stones are one pair);
+- grades and severities (`gold_grades`, `predicted_grades`, `workers.grades`): (variable,
+  "attribute=value") pairs, e.g. ("osteoarthritis", "kl_grade=3"), ("hydronephrosis",
+  "severity=mild"), one per value a gold instance states and per `FindingValue.grades` item of a
+  present or uncertain finding (each once per report); integer grades and severity words are
+  scored apart (`severity=True`). A grade's recall is its accuracy where the gold has one.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from conformance.metrics import (
 )
 from mappings.report import Extraction, FindingStatus
 from mappings.template import Template, Variable, VariableType
+from workers.grades import is_grade, is_severity
 
 PAIRS_KEY = "_pairs"
 EPISODES_KEY = "_episodes"
@@ -249,6 +255,49 @@ def predicted_sides(extraction: Extraction) -> frozenset[Pair]:
         if value.status in (FindingStatus.PRESENT, FindingStatus.UNCERTAIN)
         for side in value.sides
     )
+
+
+def grade_pair(variable_id: str, attribute: str, value: object) -> Pair:
+    """The scored form of one grade: (variable, "attribute=value")."""
+    return (variable_id, f"{attribute}={value}")
+
+
+def _grade_ids(template: Template, severity: bool) -> set[str]:
+    kind = is_severity if severity else is_grade
+    return {a.id for a in template.attributes if kind(a)}
+
+
+def gold_grades(
+    instances: Iterable[tuple[str, dict[str, Any]]], template: Template, *, severity: bool = False
+) -> frozenset[Pair]:
+    """The grade pairs (severity pairs with `severity`) of gold `_attributes` instances."""
+    ids = _grade_ids(template, severity)
+    return frozenset(
+        grade_pair(variable_id, key, value)
+        for variable_id, attributes in instances
+        for key, value in attributes.items()
+        if key in ids
+    )
+
+
+def predicted_grades(
+    extraction: Extraction, template: Template, *, severity: bool = False
+) -> frozenset[Pair]:
+    """The grade pairs (severity pairs with `severity`) of the present or uncertain findings."""
+    ids = _grade_ids(template, severity)
+    return frozenset(
+        grade_pair(value.variable_id, grade.attribute, grade.value)
+        for value in extraction.values
+        if value.status in (FindingStatus.PRESENT, FindingStatus.UNCERTAIN)
+        for grade in value.grades
+        if grade.attribute in ids
+    )
+
+
+def takes_grades(template: Template, *, severity: bool = False) -> bool:
+    """True when some variable of the template carries a grade (severity) attribute."""
+    ids = _grade_ids(template, severity)
+    return any(ids & set(variable.attributes) for variable in template.variables)
 
 
 def takes_sides(template: Template) -> bool:

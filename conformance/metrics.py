@@ -34,6 +34,8 @@ Conventions:
   pairs (a size is right when the finding and every dimension match); `sizes.recall` is the
   share of gold sizes found.
 - Sides (`_attributes` `side`): (finding, side) pairs per report, counted the same way.
+- Grades and severities (`_attributes` `grade`, `kl_grade` ... / `severity`): (finding,
+  "attribute=value") pairs per report, counted the same way.
 - Confidence intervals: percentile bootstrap over reports (1,000 resamples, seeded, the same
   resampled report sets for every metric of one run); a metric undefined in more than half of
   the resamples gets no interval.
@@ -483,6 +485,8 @@ class LabelMetrics:
     episodes: PairMetrics | None
     sizes: PairMetrics | None = None
     sides: PairMetrics | None = None
+    grades: PairMetrics | None = None
+    severities: PairMetrics | None = None
     ci: dict[str, Interval] = field(default_factory=dict)
 
 
@@ -513,6 +517,10 @@ def evaluate_labels(
     pred_sizes: Sequence[Set[Pair]] | None = None,
     gold_sides: Sequence[Set[Pair]] | None = None,
     pred_sides: Sequence[Set[Pair]] | None = None,
+    gold_grades: Sequence[Set[Pair]] | None = None,
+    pred_grades: Sequence[Set[Pair]] | None = None,
+    gold_severities: Sequence[Set[Pair]] | None = None,
+    pred_severities: Sequence[Set[Pair]] | None = None,
     resamples: int = RESAMPLES,
     seed: int = 0,
 ) -> LabelMetrics:
@@ -564,6 +572,8 @@ def evaluate_labels(
         episodes=_pairs_with_ci(gold_episodes, pred_episodes, weights),
         sizes=_pairs_with_ci(gold_sizes, pred_sizes, weights),
         sides=_pairs_with_ci(gold_sides, pred_sides, weights),
+        grades=_pairs_with_ci(gold_grades, pred_grades, weights),
+        severities=_pairs_with_ci(gold_severities, pred_severities, weights),
         ci=_intervals(ci_samples),
     )
 

@@ -212,11 +212,13 @@ def _pairs(task: TaskResult) -> str:
             ("diagnosis–episode", stage.metrics.episodes),
             ("finding–size", stage.metrics.sizes),
             ("finding–side", stage.metrics.sides),
+            ("finding–grade", stage.metrics.grades),
+            ("finding–severity", stage.metrics.severities),
         )
     ]
     rows = [row for row in rows if row]
     if not rows:
-        return '<p class="note">No relation gold (_pairs / _episodes / sizes / sides) in this dataset.</p>'
+        return '<p class="note">No relation gold (_pairs / _episodes / sizes / sides / grades) in this dataset.</p>'
     header = ["stage", "relation", "TP", "FP", "FN", "precision", "recall", "F1",
               "items right", "per-item accuracy", "reports exact"]  # fmt: skip
     return _table(header, rows, left=2)

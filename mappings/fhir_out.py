@@ -27,8 +27,8 @@ qualifiers) and, for a qualifier, one `component` (the qualifier concept, the op
 enum -> `valueCodeableConcept` (the option's code and text, or text only). A typed value whose
 value was dropped (flag `value_invalid`) gives no Observation, like `not_mentioned`: it is in the
 extraction record only. A finding's stated sizes are `component`s of its (first) Observation
-(`mappings.fhir_components`). `derived_from` (variable id -> `Observation/<id>` of the same finding in
-the patient's earlier report) becomes `Observation.derivedFrom`.
+(`mappings.fhir_components`), its grades too (`mappings.fhir_grades`). `derived_from` (variable id
+-> `Observation/<id>` of the same finding in the patient's earlier report) becomes `Observation.derivedFrom`.
 
 Each Bundle passes the output check before it is returned (`mappings.output_check`: the
 official R4 JSON schema, once per Bundle); a Bundle that fails raises FhirMappingError.
@@ -46,6 +46,7 @@ from mappings import terminology as term
 from mappings.errors import FhirMappingError
 from mappings.fhir_components import size_components
 from mappings.normal_result import NORMAL_RESULT, is_normal_study
+from mappings.fhir_grades import grade_components
 from mappings.observation_sites import Place, observation_places
 from mappings.output_check import check_bundle
 from mappings.report import Extraction, FindingStatus, FindingValue, Report, ResultStatus
@@ -368,6 +369,7 @@ def _observation(
     resource.update(_value_elements(value, variable))
     if first_site:
         sizes = size_components(value, EVIDENCE_EXTENSION)
+        sizes += grade_components(template, value, EVIDENCE_EXTENSION)
         if sizes:
             resource["component"] = [*resource.get("component", []), *sizes]
     body_site = _body_site(place)

@@ -183,6 +183,23 @@ class Measurement(BaseModel):
         return tuple(round(d * MM_PER_UNIT[self.unit], 2) for d in self.dims)
 
 
+class StatedGrade(BaseModel):
+    """A grade or severity stated for a finding: the template attribute (`kl_grade`, `grade`,
+    `severity` ...), its value (an integer in the attribute's scale, or the option id) and, as
+    `evidence`, the words as the report writes them ("KL 3", "graad III", "matige")."""
+
+    model_config = ConfigDict(frozen=True)
+
+    attribute: str
+    value: int | str
+    evidence: Evidence
+
+    @property
+    def text(self) -> str:
+        """The grade as written."""
+        return self.evidence.quote
+
+
 class FindingValue(BaseModel):
     """One variable of a template, as extracted from one report.
 
@@ -212,6 +229,9 @@ class FindingValue(BaseModel):
     sides: tuple[str, ...] = ()
     """Sides stated for this finding (presence variables whose template declares `side`): the
     side attribute's option ids (`right`, `left`, `bilateral`, ...), each once."""
+    grades: tuple[StatedGrade, ...] = ()
+    """Grades and severities stated for this finding (presence variables whose template declares
+    a grade attribute, `workers.grades`), in text order, each (attribute, value) once."""
 
 
 class ModelInfo(BaseModel):

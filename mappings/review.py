@@ -32,6 +32,7 @@ from typing import Any
 
 from mappings.errors import MappingError
 from mappings.fhir_components import is_size_component
+from mappings.fhir_grades import is_grade_component
 from mappings.fhir_out import (
     EVIDENCE_EXTENSION,
     _concept,
@@ -357,10 +358,14 @@ def review(
         if variable.type is VariableType.PRESENCE and "component" in observation:
             elements.pop("component", None)  # the qualifier is not corrected here: keep it
             if value.status not in (FindingStatus.PRESENT, FindingStatus.UNCERTAIN):
-                kept = [c for c in new["component"] if not is_size_component(c)]
+                kept = [
+                    c
+                    for c in new["component"]
+                    if not is_size_component(c) and not is_grade_component(c)
+                ]
                 new.pop("component")
                 if kept:
-                    new["component"] = kept  # an absent finding has no size
+                    new["component"] = kept  # an absent finding has no size nor grade
         new.update(elements)
         new.pop("bodySite", None)
         if value.locations:

@@ -61,6 +61,8 @@ TERMS: tuple[TermEntry, ...] = (
     # IPS ValueSet imaging-linear-measure-code-uv-ips (hl7.org/fhir/uv/ips)
     TermEntry(SNOMED, "81827009", "Diameter (qualifier value)", GPS, "GPS"),
     TermEntry(SNOMED, "103339001", "Long axis (qualifier value)", GPS, "GPS"),
+    # the laterality OBX of the ORU output (mappings.hl7.oru_out); GPS 2019 line 16098
+    TermEntry(SNOMED, "272741003", "Laterality (attribute)", GPS, "GPS"),
     # chest findings
     TermEntry(SNOMED, "60046008", "Pleural effusion (disorder)", f"{GPS}; {VERIFIED}", "GPS"),
     TermEntry(SNOMED, "36118008", "Pneumothorax (disorder)", GPS, "GPS"),

@@ -141,3 +141,44 @@ def test_parquet_without_pyarrow_names_the_extra(
     assert research_table.check_table_path(tmp_path / "t.xlsx") is not None
     monkeypatch.undo()
     assert research_table.check_table_path(tmp_path / "t.csv") is None
+
+
+def test_side_and_grade_columns_with_their_codebook_and_show(tmp_path: Path) -> None:
+    records = [
+        {"id": "k1", "text": "XR KNEE LEFT\nModerate osteoarthritis of the knee, KL 3.",
+         "language": "en", "template": "msk_radiograph"},
+        {"id": "a1", "text": "US KIDNEYS\nGrade 3 hydronephrosis on the right, grade 2 on the "
+         "left. Mild hepatic steatosis.", "language": "en", "template": "abdomen"},
+        {"id": "k2", "text": "XR KNEE RIGHT\nNo osteoarthritis.", "language": "en",
+         "template": "msk_radiograph"},
+    ]  # fmt: skip
+    source = tmp_path / "reports.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in records), "utf-8")
+    table, out = tmp_path / "table.csv", tmp_path / "out"
+    result = run("extract", str(source), "--out", str(out), "--table", str(table))
+    assert result.returncode == 0, result.stderr
+    rows = {row["id"]: row for row in _csv(table)}
+    knee, kidneys, normal = rows["k1"], rows["a1"], rows["k2"]
+    assert knee["osteoarthritis.side"] == "left"  # from the exam title
+    assert (knee["osteoarthritis.kl_grade"], knee["osteoarthritis.severity"]) == ("3", "moderate")
+    assert knee["fracture.side"] == ""  # the column of a finding that takes a side, not stated
+    assert kidneys["hydronephrosis.grade"] == "3;2"
+    assert kidneys["hydronephrosis.side"] == "right;left"
+    assert kidneys["hepatic_steatosis.severity"] == "mild"
+    assert normal["osteoarthritis"] == "absent" and normal["osteoarthritis.kl_grade"] == ""
+    book = _csv(table.with_name("table.codebook.csv"))
+    kl = [line for line in book if line["column"] == "osteoarthritis.kl_grade"]
+    assert kl and "Kellgren-Lawrence grade (integer, 0 to 4)" in kl[0]["meaning"]
+    assert kl[0]["note"].startswith("no code: ")  # text only, with the reason
+    severity = {line["value"]: line for line in book if line["column"] == "hydronephrosis.severity"}
+    assert severity["moderate"]["code"] == "6736007"
+    sides = {line["value"]: line for line in book if line["column"] == "osteoarthritis.side"}
+    assert sides["left"]["code"] == "7771000"
+    env = {**os.environ, "COLUMNS": "1000"}  # one line per row: no cell wraps
+    shown = subprocess.run(
+        [*RADBRIDGE, "show", str(out)], capture_output=True, text=True, timeout=600, env=env,
+        check=False,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert "Kellgren-Lawrence grade: 3" in shown.stdout
+    assert "7771000" in shown.stdout  # the side column: Left (qualifier value) (sct 7771000)

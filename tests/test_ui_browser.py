@@ -4,7 +4,7 @@ Playwright for Python (pinned) drives Debian's `chromium` (never `playwright ins
 real `radbridge serve` (embedded Redis, SQLite, a worker, RADBRIDGE_STAGE=rules) that delivers
 to the real test FHIR server (`tests/helpers/fhir_server.py`). A reviewer signs in, opens the worklist
 and a report, sees the highlighted evidence, accepts one value, corrects another and rejects a
-third; the Observations, their versions and Provenance are then checked through `GET /fhir/...`
+third, and sees the side and grade of a knee radiograph's finding next to its value; the Observations, their versions and Provenance are then checked through `GET /fhir/...`
 and on the EHR server. An operator requeues a dead letter and never sees report text.
 
 Screenshots for the README: `RADBRIDGE_UI_SCREENSHOTS=docs pytest tests/test_ui_browser.py`
@@ -30,6 +30,24 @@ HL7_DIR = Path(__file__).parent / "fixtures" / "hl7v2"
 ROOT = Path(__file__).resolve().parents[1]
 REVIEWER = ("rita", "reviewer-password")
 OPERATOR = ("otto", "operator-password")
+
+
+def _knee_message() -> bytes:
+    """A left knee radiograph with a graded finding (side and grade on the review page), made
+    from the chest CT fixture's header and order with another patient, order and exam."""
+    msh, pid, obr = (HL7_DIR / "chest_ct.hl7").read_bytes().decode().splitlines()[:3]
+    lines = [
+        msh.replace("|CT0001|", "|XR0001|"),
+        pid.replace("MRN0001", "MRN0002").replace("ALPHA", "BETA"),
+        obr.replace("PL1001", "PL2001").replace("ACC1001", "ACC2001")
+        .replace("24627-2^Chest CT^LN", "^XR KNEE LEFT").replace("|CT|", "|CR|")
+        .replace("CHEST", "KNEE"),
+        "OBX|1|ST|59776-5^Findings^LN|1|XR KNEE LEFT, AP AND LATERAL:||||||F",
+        "OBX|2|ST|59776-5^Findings^LN|1|Moderate osteoarthritis, Kellgren-Lawrence grade 3."
+        "||||||F",
+        "OBX|3|ST|59776-5^Findings^LN|1|No fracture.||||||F",
+    ]  # fmt: skip
+    return "\r".join(lines).encode()
 
 
 def _wait(what: str, check: Callable[[], Any], seconds: float = 120) -> Any:
@@ -59,15 +77,18 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service,
     }
     try:
         with running_serve(root, settings, ready_s=90) as running:
-            for name in ("chest_ct.hl7", "bad_no_narrative.hl7"):
-                body = (HL7_DIR / name).read_bytes().strip()
+            bodies = [
+                (HL7_DIR / n).read_bytes().strip() for n in ("chest_ct.hl7", "bad_no_narrative.hl7")
+            ]
+            for body in [*bodies, _knee_message()]:
                 answer = httpx.post(f"{running.http}/hl7v2", content=body, timeout=30)
                 assert answer.status_code == 200, answer.text
             _wait(
-                "the report to be delivered and the bad one to go dead",
+                "the reports to be delivered and the bad one to go dead",
                 lambda: (
                     httpx.get(f"{running.http}/jobs/1").json()["state"] == "delivered"
                     and httpx.get(f"{running.http}/jobs/2").json()["state"] == "dead"
+                    and httpx.get(f"{running.http}/jobs/3").json()["state"] == "delivered"
                 ),
             )
             yield running, fhir
@@ -89,7 +110,7 @@ def test_reviewer_accepts_corrects_and_rejects(
     running, fhir = service
     page = sign_in(browser, running.http, REVIEWER, accept_dialogs=True)
     page.goto(f"{running.http}/ui/review")
-    page.locator("table.list td a").first.click()
+    page.locator("table.list tr", has_text="ACC1001").locator("a").first.click()  # the chest CT
     page.wait_for_url("**/ui/reports/**")
     report_id = page.url.rsplit("/", 1)[-1].split("?")[0]
     marks = page.locator("mark[data-evidence]")
@@ -172,6 +193,25 @@ def test_reviewer_accepts_corrects_and_rejects(
     assert "changed since the page was loaded" in stale_page.content()
     still = httpx.get(f"{api}/fhir/Observation/{fourth}").json()
     assert still["status"] == "entered-in-error" and still["meta"]["versionId"] == "2"
+
+
+def test_the_review_page_shows_the_side_and_the_grade_of_each_value(
+    service: tuple[Service, FhirServer], browser: Any
+) -> None:
+    running, _ = service
+    page = sign_in(browser, running.http, REVIEWER)
+    page.goto(f"{running.http}/ui/review")
+    page.locator("table.list tr", has_text="ACC2001").locator("a").first.click()
+    page.wait_for_url("**/ui/reports/**")
+    row = page.locator("article[data-observation]", has_text="Osteoarthritis")
+    side = row.locator("dd.laterality")
+    assert side.inner_text().split()[0] == "left"  # next to the value, as the report states it
+    assert "7771000" in str(side.text_content())  # its code, behind the codes toggle
+    value = str(row.locator("dd.value").text_content())
+    assert "Kellgren-Lawrence grade 3" in value and "Severity Moderate" in value
+    # a finding stated absent has no side
+    absent = page.locator("article[data-observation]", has_text="Fracture")
+    assert absent.locator("dd.laterality").count() == 0
 
 
 def test_operator_requeues_a_dead_letter_and_sees_no_report_text(

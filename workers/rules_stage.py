@@ -52,11 +52,12 @@ from mappings.report import (
     ScalarValue,
     Section,
     Stage,
+    StatedGrade,
 )
 from mappings.sections import find_sections
 from mappings.template import Template, Variable, VariableType
 from mappings.units import flowed
-from workers import anatomy, measurements, organs, sides, values
+from workers import anatomy, grades, measurements, organs, sides, values
 from workers.lexicon_text import clauses, mention_status, terms_pattern
 from workers.normals import normal_hits
 from workers.states import excluded_spans, inside, state_hits
@@ -567,6 +568,27 @@ def _exam_words(template: Template) -> tuple[str, ...]:
     return tuple(word.rstrip("*") for word in (*keywords, *sites))
 
 
+def _grades(
+    report: Report, template: Template, variable: Variable, found: list[Mention]
+) -> tuple[StatedGrade, ...]:
+    """The grades and severities the clauses of a finding's present or uncertain mentions
+    (outside the history section) state (`workers.grades`), each once in text order."""
+    attributes = grades.grade_attributes(template, variable)
+    if not attributes:
+        return ()
+    stated: list[StatedGrade] = []
+    for mention in sorted(_outside_history(report, found), key=lambda m: m.start):
+        if mention.status is FindingStatus.ABSENT:
+            continue
+        stated += grades.clause_grades(
+            report.text,
+            (mention.clause_start, mention.clause_end),
+            (mention.start, mention.end),
+            attributes,
+        )
+    return grades.merged(stated)
+
+
 def rules_values(report: Report, template: Template) -> dict[str, FindingValue]:
     """The rules-only value of every variable (present beats uncertain beats absent); a present
     or uncertain finding that takes a size carries the sizes stated for it."""
@@ -608,6 +630,9 @@ def rules_values(report: Report, template: Template) -> dict[str, FindingValue]:
             stage=Stage.RULES,
             sizes=sizes.get(variable.id, ()) if best.status is not FindingStatus.ABSENT else (),
             sides=_sides(report, template, variable, found, mentions, titles)
+            if best.status is not FindingStatus.ABSENT
+            else (),
+            grades=_grades(report, template, variable, found)
             if best.status is not FindingStatus.ABSENT
             else (),
         )

@@ -10,8 +10,9 @@ report (the shared prefix stays shared). Per variable:
   finding is used (flag `llm_unverified` when the LLM value was downgraded);
 - otherwise the LLM value stands as it is (downgrades included: never dropped silently).
 
-A finding's sizes and sides (`FindingValue.sizes`, `.sides`) come from stage 1 only: the hybrid
-value keeps them when it is the rules value or agrees with it (the `llm` stage alone gives none).
+A finding's sizes, sides and grades (`FindingValue.sizes`, `.sides`, `.grades`) come from stage 1
+only: the hybrid value keeps them when it is the rules value or agrees with it (the `llm` stage
+alone gives none).
 
 Agreement means the same status and the same value: the same integer, number (to 1e-6
 relative) or option id for typed variables; for a presence qualifier, the same option when both
@@ -58,7 +59,10 @@ def merge_values(rules: FindingValue, llm: FindingValue) -> FindingValue:
         if not rules_states or agree(rules, llm):
             sizes = rules.sizes if rules_states else ()
             sides = rules.sides if rules_states else ()
-            return llm.model_copy(update={"stage": Stage.HYBRID, "sizes": sizes, "sides": sides})
+            grades = rules.grades if rules_states else ()
+            return llm.model_copy(
+                update={"stage": Stage.HYBRID, "sizes": sizes, "sides": sides, "grades": grades}
+            )
         confidence = (
             None if llm.confidence is None else round(llm.confidence * DISAGREEMENT_FACTOR, 4)
         )

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapter.reviews import StoredObservation
+from mappings.fhir_grades import is_grade_component
+from mappings.fhir_out import LATERALITY_EXTENSION
 from mappings.review import CorrectionField, correction_field, evidence, template_of
 from mappings.template import Template
 
@@ -55,6 +57,8 @@ class ObservationView:
     label: str = ""  # the finding's name without its codes (codes are behind a toggle)
     value_label: str = ""
     body_site_label: str = ""
+    laterality: str = ""  # the stated side on the body site, with its code ("" when none)
+    laterality_label: str = ""
 
 
 _PRESENCE_CODES = {"52101004": "present", "2667000": "absent", "42425007": "uncertain"}
@@ -116,10 +120,24 @@ def _quantity_text(quantity: dict[str, Any]) -> str:
 
 def _component_text(component: dict[str, Any], show: Callable[[Any], str]) -> str:
     """A component's value: a size as `diameter 12 mm` (the insights step's size Observations
-    and sized template findings), else its concept."""
+    and sized template findings), a grade as `Kellgren-Lawrence grade 3` or `Severity
+    moderate`, else its concept."""
     if "valueQuantity" in component:
         return f"{label(component.get('code'))} {_quantity_text(component['valueQuantity'])}"
+    if "valueInteger" in component:
+        return f"{label(component.get('code'))} {component['valueInteger']}"
+    if is_grade_component(component):
+        return f"{label(component.get('code'))} {show(component.get('valueCodeableConcept'))}"
     return show(component.get("valueCodeableConcept"))
+
+
+def laterality(body_site: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The side stated on a body site (the `…/laterality` extension's concept), or None."""
+    for extension in (body_site or {}).get("extension") or []:
+        if extension.get("url") == LATERALITY_EXTENSION:
+            concept: dict[str, Any] | None = extension.get("valueCodeableConcept")
+            return concept
+    return None
 
 
 def coded_text(concept: dict[str, Any] | None) -> str:
@@ -177,13 +195,17 @@ def observation_view(
             field = None
         current, location = _current(body, template, variable_id)
     confidence = (subs.get("confidence") or [None])[0]
+    site = body.get("bodySite") or {}
+    side = laterality(site)
+    if side is not None and not site.get("coding") and site.get("text") == label(side):
+        site = {}  # a side without a site: shown once, as the side
     return ObservationView(
         id=str(body["id"]),
         version=stored.version,
         status=str(body.get("status")),
         code=coded_text(body.get("code")),
         value=value_text(body),
-        body_site=coded_text(body.get("bodySite")),
+        body_site=coded_text(site),
         confidence=f"{confidence:.2f}" if isinstance(confidence, (int, float)) else "",
         flags=tuple(str(f) for f in subs.get("flag", [])),
         quote=str((subs.get("quote") or [""])[0]),
@@ -196,5 +218,7 @@ def observation_view(
         undoable=can_undo,
         label=label(body.get("code")),
         value_label=value_label_text(body),
-        body_site_label=label(body.get("bodySite")),
+        body_site_label=label(site),
+        laterality=coded_text(side),
+        laterality_label=label(side),
     )

@@ -54,7 +54,7 @@ def show(
 ) -> None:
     """Print the coded Observations and the insights of Bundles as tables, or (--message) where
     a stored message's results stand at each destination."""
-    from app.show_insights import concept_text, quote
+    from app.show_insights import concept_text, quote, side_text
 
     if message is not None:
         _show_deliveries(message)
@@ -68,7 +68,7 @@ def show(
     for path in files:
         bundle = json.loads(path.read_text("utf-8"))
         table = Table(title=path.name)
-        for column in ("code", "value", "body site", "evidence"):
+        for column in ("code", "value", "body site", "side", "evidence"):
             table.add_column(column)
         for entry in bundle.get("entry", []):
             resource = entry.get("resource", {})
@@ -78,6 +78,7 @@ def show(
                 concept_text(resource.get("code")),
                 _observation_value_text(resource),
                 concept_text(resource.get("bodySite") or {}),
+                side_text(resource),
                 quote(resource),
             )
         out.print(table)
@@ -139,8 +140,8 @@ def _show_deliveries(message_id: int) -> None:
 
 def _observation_value_text(observation: dict[str, Any]) -> str:
     """The Observation's value: a concept, an integer (scale), or a quantity with its unit;
-    a qualifier component is appended."""
-    from app.show_insights import concept_text
+    its components (qualifier, sizes, grades) are appended."""
+    from app.show_insights import component_text, concept_text
 
     if "valueInteger" in observation:
         text = str(observation["valueInteger"])
@@ -150,11 +151,5 @@ def _observation_value_text(observation: dict[str, Any]) -> str:
     else:
         text = concept_text(observation.get("valueCodeableConcept"))
     for component in observation.get("component") or []:
-        quantity = component.get("valueQuantity")
-        value = (
-            f"{quantity.get('value')} {quantity.get('unit') or quantity.get('code') or ''}".strip()
-            if quantity
-            else concept_text(component.get("valueCodeableConcept"))
-        )
-        text += f"; {concept_text(component.get('code'))}: {value}"
+        text += f"; {component_text(component)}"
     return text.strip()

@@ -7,7 +7,12 @@ PV1 when the source had one, OBR-2/OBR-3 the placer/filler order numbers (EI wit
 universal id), OBR-4 the procedure with its code (`24627-2^Chest CT^LN`); without it, what the
 Bundle holds (PID-3 from the Patient's identifiers, OBR-3 the accession, OBR-4 text). OBR-25 the
 result status and one OBX per Observation: OBX-3 the finding (SNOMED CT code `^…^SCT`, or text only when the
-concept is uncoded), OBX-5 the value, OBX-11 the result status, OBX-20 the body site.
+concept is uncoded), OBX-5 the value, OBX-11 the result status, OBX-20 the body site (the
+Observation Site, CWE, as the HL7 v2-to-FHIR mapping pairs OBX-20 with `Observation.bodySite`).
+A stated side (the laterality extension on `bodySite`) has no field of its own in v2.5.1's OBX
+(OBX-20 holds the site's code, and a second OBX-20 repetition would read as a second site): it
+follows its finding as one more CWE OBX in the finding's group (same OBX-4 sub-id), OBX-3
+`272741003^Laterality (attribute)^SCT`, OBX-5 the side (`24028007^Right (qualifier value)^SCT`).
 
 Result status (HL7 table 0085) follows the clinician's decision and what this destination was
 sent before (`sent`, from `result_statuses`): `P` while preliminary, `F` once final (accepted or
@@ -32,6 +37,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mappings import terminology as term
+from mappings.fhir_out import LATERALITY_EXTENSION
 from mappings.flag_hold import held_flags
 from mappings.oru_insights import insight_obx, insight_status
 from mappings.report import EntityIdentifier, HL7Field, Report
@@ -122,6 +128,23 @@ def cwe(concept: dict[str, Any] | None) -> str:
         if system and coding.get("code"):
             return f"{_escape(coding['code'])}^{_escape(coding.get('display', ''))}^{system}"
     return f"^{_escape(str(concept.get('text', '')))}"
+
+
+LATERALITY_CODE = "272741003"
+"""SNOMED CT Laterality (attribute): OBX-3 of a finding's laterality OBX."""
+
+
+def _laterality_code() -> str:
+    entry = term.require(term.SNOMED, LATERALITY_CODE)
+    return f"{entry.code}^{_escape(entry.display)}^SCT"
+
+
+def _laterality(observation: dict[str, Any]) -> str:
+    """The side on an Observation's `bodySite` as CWE ("" when none is stated)."""
+    for extension in (observation.get("bodySite") or {}).get("extension", []):
+        if extension.get("url") == LATERALITY_EXTENSION:
+            return cwe(extension.get("valueCodeableConcept"))
+    return ""
 
 
 def er7_field(value: HL7Field) -> str:
@@ -222,7 +245,8 @@ def oru_from_bundle(
     for group, observation in enumerate(observations, start=1):
         status = statuses[f"Observation/{observation.get('id')}"].partition(":")[0]
         components = observation.get("component", [])
-        sub_id = str(group) if components else ""
+        laterality = _laterality(observation)
+        sub_id = str(group) if components or laterality else ""
         value_type, value, units = obx_value(observation)
         index += 1
         segments.append(
@@ -231,6 +255,13 @@ def oru_from_bundle(
                 effective, cwe(observation.get("bodySite")),
             )
         )  # fmt: skip
+        if laterality:
+            index += 1
+            segments.append(
+                _obx(
+                    index, "CWE", _laterality_code(), sub_id, laterality, "", status, effective, "",
+                )
+            )  # fmt: skip
         for component in components:
             index += 1
             component_type, component_value, component_units = obx_value(component)
