@@ -45,8 +45,8 @@ from typing import Any
 from mappings import terminology as term
 from mappings.errors import FhirMappingError
 from mappings.fhir_components import size_components
-from mappings.normal_result import NORMAL_RESULT, is_normal_study
 from mappings.fhir_grades import grade_components
+from mappings.normal_result import NORMAL_RESULT, is_normal_study
 from mappings.observation_sites import Place, observation_places
 from mappings.output_check import check_bundle
 from mappings.report import Extraction, FindingStatus, FindingValue, Report, ResultStatus
