@@ -360,3 +360,44 @@ def test_built_insight_resources_pass_fhirjs() -> None:
     assert {k for k in INSIGHT_TYPES if _of(bundle, k)} == set(INSIGHT_TYPES)
     problems = validate_documents([("all-kinds", bundle)])
     assert [p for p in problems if p.severity == "error"] == []
+
+
+def test_the_html_eval_report_shows_each_insight_kind() -> None:
+    """`radbridge eval` of the labelled insights set (dev half): report.html has a row per
+    insight kind with its counts, and no report text."""
+    from html.parser import HTMLParser
+    from pathlib import Path
+
+    from conformance.insights_eval import insights_html, run_insights_evaluation
+
+    labelled = Path(__file__).parent / "fixtures" / "labelled" / "insights.jsonl"
+    result, _ = run_insights_evaluation(labelled, "dev", resamples=20)
+    page = insights_html(result)
+
+    class Rows(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rows: list[list[str]] = []
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            if tag == "tr":
+                self.rows.append([])
+
+        def handle_data(self, data: str) -> None:
+            if self.rows and data.strip():
+                self.rows[-1].append(data.strip())
+
+    parser = Rows()
+    parser.feed(page)
+    shown = {row[0]: row[1:4] for row in parser.rows[1:]}
+    kinds = ("followups", "critical", "communications", "rads", "mismatches", "sizes")
+    assert set(kinds) <= set(shown)
+    for kind in kinds:
+        counts = result["kinds"][kind]
+        assert shown[kind] == [
+            str(counts["tp"] + counts["fn"]),
+            str(counts["tp"]),
+            str(counts["fp"]),
+        ]
+    first = json.loads(labelled.read_text("utf-8").splitlines()[0])
+    assert first["text"][:40] not in page
