@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -366,7 +367,6 @@ def test_the_html_eval_report_shows_each_insight_kind() -> None:
     """`radbridge eval` of the labelled insights set (dev half): report.html has a row per
     insight kind with its counts, and no report text."""
     from html.parser import HTMLParser
-    from pathlib import Path
 
     from conformance.insights_eval import insights_html, run_insights_evaluation
 
@@ -401,3 +401,29 @@ def test_the_html_eval_report_shows_each_insight_kind() -> None:
         ]
     first = json.loads(labelled.read_text("utf-8").splitlines()[0])
     assert first["text"][:40] not in page
+
+
+def test_show_of_an_output_folder_says_which_report_had_no_template(tmp_path: Path) -> None:
+    """Issue 20 item 1: `radbridge show DIR` shows the no-template report's Bundle (its insights)
+    and says `no_template` for it (from DIR/rejected.jsonl)."""
+    import os
+    import subprocess
+    import sys
+
+    records = tmp_path / "in.jsonl"
+    text = "US SCROTUM\nIMPRESSION: Left testicular torsion. Recommend ultrasound in 6 weeks."
+    record = {"id": "nt1", "text": text, "language": "en", "date": "2025-03-10"}
+    records.write_text(json.dumps(record) + "\n", "utf-8")
+    out = tmp_path / "out"
+    env = {**os.environ, "COLUMNS": "200"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "app.cli", *args]
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+
+    assert cli("extract", str(records), "--out", str(out), "--stage", "rules").returncode == 0
+    shown = cli("show", str(out))
+    assert shown.returncode == 0, shown.stderr
+    assert "ServiceRequest" in shown.stdout and "Flag" in shown.stdout
+    (row,) = [line for line in shown.stdout.splitlines() if "no_template" in line]
+    assert "nt1" in row
