@@ -83,6 +83,23 @@ def show(
             )
         out.print(table)
         _print_insights(path.name, bundle)
+    for folder in (p for p in paths if p.is_dir()):
+        _print_rejections(folder / "rejected.jsonl")
+
+
+def _print_rejections(path: Path) -> None:
+    """`show DIR`: the reports `extract` rejected or found no template for (its
+    `rejected.jsonl`: id and reason; a `no_template` report's Bundle is shown above)."""
+    if not path.is_file():
+        return
+    lines = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+    if lines:
+        table = Table(title=f"{path.parent.name}/{path.name}")
+        for column in ("id", "reason"):
+            table.add_column(column)
+        for line in lines:
+            table.add_row(str(line.get("control_id") or ""), str(line.get("reason") or ""))
+        out.print(table)
 
 
 def _print_insights(name: str, bundle: dict[str, Any]) -> None:
