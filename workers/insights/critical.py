@@ -4,7 +4,7 @@ A mention flags unless ConText (`workers.context.assess`) finds it negated, hist
 hypothetical or about someone else, or a hedge sits before it in its clause ("likely",
 "suspicious for", "mogelijk", "V.a.", "fraglich") or after it ("cannot be excluded", "niet uit te
 sluiten"); "consistent with" / "passend bij" / "vereinbar mit" are statements, not hedges. The
-history/indication line, known-unchanged findings and expected postoperative states do not
+history/indication and comparison lines, known-unchanged findings and expected postoperative states do not
 flag. One result per finding per report; a finding listed in `supersedes` hides the other.
 """
 
@@ -75,7 +75,9 @@ _TITLE_WORDS = 12
 _SENTENCE_BREAK = re.compile(r"[.!?]\s+\S")
 _LABEL = re.compile(r"[^\W\d][\w .-]{0,30}:\s*")
 """A heading or label that opens the sentence ("IMPRESSION:", "Beurteilung:"): not evidence."""
-_HISTORY = frozenset({"history"})
+_HISTORY = frozenset({"history", "comparison"})
+"""A history or comparison line tells of before this exam ("Comparison: ..., which showed a
+small right pneumothorax")."""
 _EXAM = frozenset({"exam"})
 _CLAUSE_MARK = re.compile(r"[,;:(]|\b(?:and|en|und|with|met|mit|bei|but|maar|aber)\b", re.I)
 
