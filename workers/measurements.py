@@ -53,8 +53,13 @@ _DISTANCE = re.compile(
     r"|van de (?:tepel|carina)|boven|onder|vanaf|vom|von der|oberhalb|unterhalb|ab)\b",
     re.IGNORECASE,
 )
-_WALL = re.compile(r"\b(?:wall|wand\w*)\b", re.IGNORECASE)
-"""A wall thickness ("wall thickened to 5 mm", "wandverdikt tot 5 mm") is not the finding's size."""
+_WALL = re.compile(
+    r"\b(?:wall|wand\w*|\w+(?<!hinter)(?<!vorder)(?<!seiten)(?<!achter)(?<!voor)(?<!zij)wand"
+    r"(?:dicke|stärke|dikte)?)\b",
+    re.IGNORECASE,
+)
+"""A wall thickness ("wall thickened to 5 mm", "wandverdikt tot 5 mm", "Gallenblasenwand verdickt
+auf 6 mm") is not the finding's size; a site on a wall ("Myom an der Hinterwand") is no wall."""
 _DIAMETER = re.compile(
     r"\b(?:diameter|durchmesser|doorsnede|kaliber|caliber|calibre|size|größe|grootte)\b|Ø",
     re.IGNORECASE,
@@ -120,10 +125,8 @@ def size_hits(text: str, start: int, end: int) -> list[SizeHit]:
 def _wall(before: str) -> bool:
     """Whether the text before a size makes it a wall thickness (a wall word with no diameter
     word after it)."""
-    wall = None
-    for wall in _WALL.finditer(before):
-        pass
-    return wall is not None and not _DIAMETER.search(before, wall.end())
+    ends = [wall.end() for wall in _WALL.finditer(before)]
+    return bool(ends) and not _DIAMETER.search(before, ends[-1])
 
 
 def _all_sizes(text: str, start: int, end: int) -> list[tuple[int, int]]:
