@@ -106,11 +106,13 @@ def _states(doc: ReportText, start: int, end: int) -> bool:
     if _ANOTHER_FINDING.search(doc.text, max(0, start - _QUALIFIER_WINDOW), start):
         return False
     # ConText over the sentence up to the end of the mention's clause: a trigger of the next
-    # clause ("... rechts met vrij vocht") is not about this mention
+    # clause ("... rechts met vrij vocht") is not about this mention; only the sentence is
+    # passed, so ConText does not find the units of the whole report again for each mention
     sentence_start, sentence_end = doc.sentence_at(start)
     mark = _CLAUSE_MARK.search(doc.text, end, sentence_end)
     clause_end = mark.start() if mark else sentence_end
-    context = assess(doc.text[:clause_end], start, end, doc.language)
+    low = sentence_start if sentence_start <= start else 0
+    context = assess(doc.text[low:clause_end], start - low, end - low, doc.language)
     if context.negated or context.historical or context.hypothetical or context.other_experiencer:
         return False
     if _HEDGE_BEFORE.search(_clause_before(doc, sentence_start, start)):

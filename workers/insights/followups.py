@@ -207,6 +207,7 @@ _IMPERATIVE = re.compile(
     re.IGNORECASE,
 )
 """An imperative that opens a telegraphic consultation ("Discuss at the tumour board.")."""
+_FIRST_WORD = re.compile(r"[\w-]+\s+")
 _TIME_ONLY_WORDS = 5
 """A sentence of at most this many words that gives a time frame ("Over 3 maanden.") completes
 the previous recommendation too."""
@@ -425,7 +426,9 @@ def _telegraphic_consultation(text: str, start: int, end: int) -> bool:
     "Urology referral.") or with an imperative before it ("Discuss at the multidisciplinary
     tumour board."): a recommendation in telegraphic style."""
     sentence = text[start:end].strip()
-    opening = _CONSULT.match(sentence) or re.match(r"[\w-]+\s+", sentence)
+    if sentence.count(" ") >= _TELEGRAPHIC_WORDS * 2:
+        return False  # surely more than six words: no need to split it
+    opening = _CONSULT.match(sentence) or _FIRST_WORD.match(sentence)
     if opening is None or len(sentence.split()) > _TELEGRAPHIC_WORDS or _FINITE.search(sentence):
         return False
     if _CONSULT.match(sentence) or _CONSULT.match(sentence, opening.end()):
@@ -452,7 +455,9 @@ def find_followups(doc: ReportText, report_date: date | None) -> tuple[FollowUp,
         labelled = start != sentence_start or bool(
             previous and _CONDITION_START.match(doc.text, start, end)
         )
-        labelled = labelled or _telegraphic_consultation(doc.text, start, end)
+        labelled = labelled or (
+            may_match(doc, _CONSULT) and _telegraphic_consultation(doc.text, start, end)
+        )
         triggered = labelled or (
             may_match(doc, _TRIGGER) and bool(_TRIGGER.search(doc.text, start, end))
         )

@@ -20,6 +20,9 @@ _RIGHT = re.compile(
 _TITLE_WORDS = 12
 """At most this many words in a first line that is the exam's title."""
 _TITLE_END = re.compile(r"(?<!\w)(?:Prof|Dr|dr|Mr|Mrs|Ms|PD)$")
+_TITLE_REACH = 6
+"""How far back from a unit's end `_TITLE_END` is looked for (its longest title is 4 letters; the
+look-behind still sees the letter before): not from the report's start for every unit."""
 INLINE_LABEL = re.compile(
     r"(?<!\w)(?:advies|advice|empfehlung|empf\.|recommendations?|rec\.?|aanbeveling)\s*:",
     re.IGNORECASE,
@@ -67,7 +70,7 @@ class ReportText:
         for start, end in unit_spans(self.raw):
             if (
                 merged
-                and _TITLE_END.search(self.raw, 0, merged[-1][1])
+                and _TITLE_END.search(self.raw, max(0, merged[-1][1] - _TITLE_REACH), merged[-1][1])
                 and self.raw[merged[-1][1] : start].strip() in (".", "")
             ):
                 merged[-1] = (merged[-1][0], end)
