@@ -122,11 +122,15 @@ def _normal(phrase: str) -> bool:
 
 def find_sizes(doc: ReportText) -> tuple[SizedFinding, ...]:
     """The current sizes of `doc`, each with the finding phrase it measures."""
-    text = doc.text
+    text, folded = doc.text, doc.folded
     found: list[SizedFinding] = []
     seen: dict[float, int] = {}
+    if "mm" not in folded and "cm" not in folded:
+        return ()  # every size has its unit (a quick test before the sentences' scans)
     for sentence in doc.sentences:
         start, end = sentence
+        if folded.find("mm", start, end) < 0 and folded.find("cm", start, end) < 0:
+            continue
         if doc.section_at(start) in _HISTORY and doc.in_sections(start, _HISTORY):
             continue
         for hit in size_hits(text, start, end):
