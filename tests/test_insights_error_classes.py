@@ -8,11 +8,12 @@ from datetime import date
 
 import pytest
 
+from mappings.insights.critical_list import load_critical_list
 from mappings.insights.model import Insights
 from mappings.report import Report
 from workers.insights.communications import find_communications
 from workers.insights.extract import InsightContext, extract_insights
-from workers.insights.text import ReportText
+from workers.insights.text import ReportText, may_match, quick_anchors
 from workers.insights.timing import find_intervals
 
 DAY = date(2025, 3, 10)
@@ -382,3 +383,20 @@ def test_ordered_side_not_imaged_keeps_the_mismatch(text: str, expected: int) ->
     context = InsightContext(report_date=DAY, exam="XR SHOULDER RIGHT")
     kinds = [m.kind for m in extract_insights(report, context).mismatches]
     assert kinds == ["laterality"] * expected
+
+
+def test_quick_anchors_keep_only_the_strings_that_hold_no_other() -> None:
+    """The reduced quick test says no only where the critical pattern cannot match."""
+    pneumothorax = next(f for f in load_critical_list() if f.id == "pneumothorax").pattern
+    groups = quick_anchors(pneumothorax)
+    assert groups is not None
+    assert all(not any(t != s and t in s for t in group) for group in groups for s in group)
+    assert quick_anchors(pneumothorax) is groups  # remembered
+    for text, found in (
+        ("Kleine Mantelpneumothorax links.", True),
+        ("Small right PTX.", True),
+        ("Lungs clear. No effusion.", False),
+    ):
+        doc = ReportText(text, "en")
+        assert may_match(doc, pneumothorax) == found
+        assert (pneumothorax.search(doc.text) is not None) == found
