@@ -364,6 +364,8 @@ def run_worker(
         # --quiet: no banner; Celery logs at RADBRIDGE_LOG_LEVEL (warning: quiet by default)
         argv = ["--quiet", "worker", f"--loglevel={settings.log_level.upper()}"]
         argv += [f"--concurrency={concurrency}", f"--pool={pool}"]
+        # one line even with --quiet (as Celery's banner says it): the pool that runs
+        print(f"radbridge worker: concurrency: {concurrency} ({pool})", flush=True)
         if beat:
             argv += ["--beat", f"--schedule={beat_schedule_path(settings)}"]
         app.worker_main(argv)
