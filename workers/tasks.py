@@ -23,7 +23,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -42,7 +43,7 @@ from adapter.settings import Settings
 from adapter.store import Store
 from adapter.store.deliveries import REFUSED, RETRY, DeliveryJob
 from adapter.store.messages import CLAIMED, DEAD, PROCESSING, MessageRow
-from adapter.store.results import Output
+from adapter.store.results import Output, SavedResult
 from mappings import inbound
 from mappings.errors import HL7ErrorCode, MessageRejected
 from mappings.media_types import FHIR_JSON
@@ -66,13 +67,19 @@ _LOCK = threading.Lock()
 
 
 def store_for(settings: Settings) -> Store:
-    """The process's store (opened once)."""
+    """The process's store (opened once). SQLite: with RADBRIDGE_WORKER_SQLITE_SYNCHRONOUS
+    (NORMAL: a commit does not wait for an fsync). The worker's writes are redone when lost:
+    in WAL mode a power cut loses only the last transactions, never one committed before an
+    fsync of serve's (an accepted message: its ACK waited for it), and what the worker had
+    written of a message after its acceptance is claimed, extracted and delivered again
+    (deliveries are idempotent)."""
     from adapter.store.connection import default_database_url
 
     url = default_database_url(settings)
     with _LOCK:
         if url not in _STORES:
-            _STORES[url] = Store.open(settings)
+            update = {"sqlite_synchronous": settings.worker_sqlite_synchronous}
+            _STORES[url] = Store.open(settings.model_copy(update=update))
         return _STORES[url]
 
 
@@ -91,30 +98,60 @@ def max_attempts(settings: Settings) -> int:
     return settings.task_max_retries + 1
 
 
+@dataclass(frozen=True)
+class Extracted:
+    """What `extract_message` kept of one message: its saved Bundles (with the deliveries it
+    claimed for its own push) and the source Report of each, by Bundle id."""
+
+    saved: list[SavedResult]
+    reports: dict[str, Report] = field(default_factory=dict)
+
+    @property
+    def bundle_ids(self) -> list[str]:
+        """The Bundles saved (superseded ones are not)."""
+        return [s.bundle_id for s in self.saved if s.saved]
+
+
 def process_message(
     store: Store, settings: Settings, message_id: int, *, token: str | None = None
 ) -> list[str] | None:
-    """Claim, parse, route, extract and store Bundles for one message; returns the Bundle ids
-    (None when the message could not be claimed: done, taken, or dead after the attempt cap).
+    """`extract_message` without deliveries: the Bundle ids (None when not claimed)."""
+    extracted = extract_message(store, settings, message_id, token=token)
+    return None if extracted is None else extracted.bundle_ids
+
+
+def extract_message(
+    store: Store,
+    settings: Settings,
+    message_id: int,
+    *,
+    token: str | None = None,
+    queue: Sequence[str] = (),
+    claim: Sequence[str] = (),
+) -> Extracted | None:
+    """Claim, parse, route, extract and store Bundles for one message (None when the message
+    could not be claimed: done, taken, or dead after the attempt cap); `queue` and `claim`:
+    the destinations whose deliveries of each saved Bundle are recorded in the same
+    transaction (`Store.finish_extraction`).
 
     The claim counts the attempt in the store, so an attempt that crashed its process counts
     too. Raises WorkerError subclasses for failures worth retrying; unusable messages go dead.
     Three store round trips per message: the claim (with the message's bytes), the timeline
-    lookup (one per report and template, bounded) and one transaction that keeps every result
-    and marks the message extracted (all or nothing).
+    lookup (one per report and template, bounded) and one transaction that keeps every result,
+    records its deliveries and marks the message extracted (all or nothing).
     """
     from workers.engine_registry import get_engine
 
-    claim = store.claim_message(message_id, token=token, max_attempts=max_attempts(settings))
-    if claim.outcome != CLAIMED:
-        log.info("message %d not claimed (%s)", message_id, claim.outcome)
-        if claim.outcome == DEAD:
+    claimed = store.claim_message(message_id, token=token, max_attempts=max_attempts(settings))
+    if claimed.outcome != CLAIMED:
+        log.info("message %d not claimed (%s)", message_id, claimed.outcome)
+        if claimed.outcome == DEAD:
             send_application_ack(store, settings, message_id, success=False)
         return None
     finished: list[Result] = []  # this message's results so far: the timeline sees them too
     outcome = run_message(
-        claim.raw,
-        claim.content_type,
+        claimed.raw,
+        claimed.content_type,
         list(load_templates(settings.templates_dir).values()),
         settings,
         lambda: get_engine(settings),
@@ -125,21 +162,29 @@ def process_message(
     if rejected is not None:
         code = (rejected.hl7_code or HL7ErrorCode.APPLICATION_INTERNAL_ERROR).value
         store.mark_rejected(message_id, f"rejected: {rejected.reason}", code, rejected.detail)
-        return []
+        return Extracted([])
     invalid = next((r for r in outcome.rejected if r.reason == INVALID_OUTPUT), None)
     if invalid is not None:  # a Bundle that fails its output check: nothing of the message leaves
         log.error("message %d rejected: a built Bundle failed its output check", message_id)
         store.mark_failed(message_id, f"rejected: {INVALID_OUTPUT}: {invalid.detail}", dead=True)
-        return []
-    saved = store.finish_extraction(message_id, [_output(result) for result in outcome.results])
-    bundle_ids = [s.bundle_id for s in saved if s.saved]
+        return Extracted([])
+    saved = store.finish_extraction(
+        message_id,
+        [_output(result) for result in outcome.results],
+        queue=queue,
+        claim=claim,
+        lease=delivery_lease(settings),
+    )
+    extracted = Extracted(
+        saved, {str(r.bundle["id"]): r.report for r in outcome.results if r.bundle is not None}
+    )
     log.info(
         "message %d extracted bundles=%d superseded=%d",
         message_id,
-        len(bundle_ids),
-        len(saved) - len(bundle_ids),
+        len(extracted.bundle_ids),
+        len(saved) - len(extracted.bundle_ids),
     )
-    return bundle_ids
+    return extracted
 
 
 def source_report(job: DeliveryJob, settings: Settings) -> Report | None:
@@ -249,26 +294,95 @@ def _settings(task: Task) -> Settings:
 
 
 def extract_report(task: Task, message_id: int) -> list[str]:
-    """Celery task: extract one stored message (`process_message`), then send its application
-    ACK (enhanced mode) and queue its Bundles to every destination; a failure is retried
-    (`extraction_failed`)."""
+    """Celery task: extract one stored message (`extract_message`), then send its application
+    ACK (enhanced mode) and deliver its Bundles to every destination: pushed here, in this
+    task (RADBRIDGE_DELIVER_INLINE, `deliver_inline`), else one deliver task per Bundle and
+    destination; a failure of the extraction is retried (`extraction_failed`)."""
     # the attempt cap is counted in the store (every claim), not by Celery: a retry, a
     # redelivery after a crash and a reconcile requeue all count alike
     settings = _settings(task)
     store = store_for(settings)
+    chosen = destinations.bundle_destinations(settings)
+    inline = [d.name for d in chosen if settings.deliver_inline and not _paused(d.name)]
+    later = [d for d in chosen if d.name not in inline]
     try:
-        bundle_ids = process_message(store, settings, message_id, token=task.request.id)
+        extracted = extract_message(
+            store,
+            settings,
+            message_id,
+            token=task.request.id,
+            queue=[d.name for d in later],
+            claim=inline,
+        )
     except Exception as exc:
         return extraction_failed(task, store, settings, message_id, exc)
-    if bundle_ids is None:  # not claimed: another worker has it, it is done, or dead
+    if extracted is None:  # not claimed: another worker has it, it is done, or dead
         return []
     if settings.app_ack_target:  # the state is read only when an application ACK may go
         row = store.get_message(message_id)
         if row is not None and row.state in ("extracted", "dead"):
             success = row.state == "extracted"
             send_application_ack(store, settings, message_id, success=success, row=row)
-    destinations.dispatch(task.app, settings, store, bundle_ids)
-    return bundle_ids
+    for bundle_id in extracted.bundle_ids:
+        for destination in later:
+            assert destination.task is not None
+            task.app.send_task(destination.task, args=[bundle_id])
+    deliver_inline(task.app, store, settings, message_id, extracted)
+    return extracted.bundle_ids
+
+
+INLINE_PAUSE_S = 60.0
+"""After a push from the extraction task fails, this process sends that destination's
+Bundles through deliver tasks (with their backoff) for this long: an EHR outage must not hold
+up extraction for a timeout per message."""
+_PAUSED_UNTIL: dict[str, float] = {}
+
+
+def _paused(target: str) -> bool:
+    return time.monotonic() < _PAUSED_UNTIL.get(target, 0.0)
+
+
+def deliver_inline(
+    app: Celery, store: Store, settings: Settings, message_id: int, extracted: Extracted
+) -> None:
+    """Push each saved Bundle to the destinations `Store.finish_extraction` claimed for this
+    task, and record each outcome as the deliver task does (one transaction each; with the
+    last one the message goes `delivered`). A failed push is recorded by `delivery_failed`:
+    retried by a deliver task after its backoff (sent with a countdown; reconcile sends it
+    when due if Redis lost it), or refused/dead; the extraction stays done either way."""
+    required = destinations.required(settings)
+    for result in extracted.saved:
+        for target, held in result.claimed.items():
+            bundle, task_name = result.bundle, destinations.by_name(target).task
+            assert bundle is not None and task_name is not None
+            bundle_id = result.bundle_id
+
+            def later(
+                countdown: float, exc: Exception, name: str = task_name, sent: str = bundle_id
+            ) -> None:
+                try:
+                    app.send_task(name, args=[sent], countdown=countdown)
+                except Exception as error:  # the record says when: reconcile sends it
+                    log.warning("deliver task not sent (%s)", type(error).__name__)
+
+            try:
+                pushed = PUSHES[target](bundle, extracted.reports.get(bundle_id), settings, held)
+            except Exception as exc:
+                _PAUSED_UNTIL[target] = time.monotonic() + INLINE_PAUSE_S
+                delivery_failed(later, store, settings, bundle_id, target, exc)
+                continue
+            changed = store.record_delivery_attempt(
+                bundle_id,
+                target,
+                state="delivered",
+                status=pushed.status,
+                delivered=pushed.delivered,
+                delivered_message=message_id,
+                required=required,
+                stamp=result.stamp,
+            )
+            if changed:  # a decision saved during the push
+                app.send_task(task_name, args=[bundle_id])
 
 
 def extraction_failed(
@@ -317,7 +431,11 @@ def deliver(task: Task, bundle_id: str) -> str:
     try:
         pushed = PUSHES[target](job.bundle, source_report(job, settings), settings, job.delivered)
     except Exception as exc:
-        return delivery_failed(task, store, settings, bundle_id, target, exc)
+
+        def retry(countdown: float, error: Exception) -> None:
+            raise task.retry(countdown=countdown, exc=error) from None
+
+        return delivery_failed(retry, store, settings, bundle_id, target, exc)
     changed = store.record_delivery_attempt(
         bundle_id,
         target,
@@ -339,11 +457,17 @@ def destination_of(task_name: str) -> str:
 
 
 def delivery_failed(
-    task: Task, store: Store, settings: Settings, bundle_id: str, target: str, exc: Exception
+    retry: Callable[[float, Exception], None],
+    store: Store,
+    settings: Settings,
+    bundle_id: str,
+    target: str,
+    exc: Exception,
 ) -> str:
     """A delivery attempt to one destination failed: retried with capped exponential backoff
-    while RADBRIDGE_DELIVERY_RETRY_FOR has not passed since the run's first failure (raises
-    Celery's Retry), else `dead`; a refusal (a 4xx other than 408/429, a NAK AR, an identity
+    while RADBRIDGE_DELIVERY_RETRY_FOR has not passed since the run's first failure
+    (`retry(countdown, exc)`: the deliver task raises Celery's Retry, the extraction task
+    sends a deliver task with that countdown), else `dead`; a refusal (a 4xx other than 408/429, a NAK AR, an identity
     refused) is `refused` at once. Returns the state. Only this destination's record changes;
     every error is recorded, a bug too (retried)."""
     retryable = isinstance(exc, DeliveryRetryable) or not isinstance(exc, DeliveryError)
@@ -367,7 +491,8 @@ def delivery_failed(
             log.info(
                 "bundle %s delivery to %s retry in %.1fs: %s", bundle_id, target, countdown, name
             )
-            raise task.retry(countdown=countdown, exc=exc) from None
+            retry(countdown, exc)
+            return RETRY
         state = DEAD
         reason = f"{detail}: still failing after {attempts} attempts"
     else:
