@@ -36,6 +36,7 @@ from adapter.queue import (
     RECONCILE_DONE_KEY,
     RECONCILE_TASK,
     enqueue_extract,
+    queued_extractions,
     redis_client,
     redis_url,
 )
@@ -534,7 +535,8 @@ def reconcile(task: Task, claimed_before: str | None = None) -> int:
     """Celery task: re-enqueue what the store says is not done and Redis may have lost:
     accepted messages, failed ones whose retry is due (never during their backoff), processing
     ones past the visibility timeout (their worker is gone; the claim counts the attempt and
-    gives up at the cap), deliveries never made or due again (a copy of a deliver task still
+    gives up at the cap) - never one whose task is in the broker (`queued_extractions`: a
+    backlog is not queued again each interval), deliveries never made or due again (a copy of a deliver task still
     queued finds its Bundle delivered and pushes nothing), and messages whose delivery was
     recorded but whose worker was lost before marking them delivered. `claimed_before` (ISO
     time; sent by serve's only worker at its start): processing claims older than it are
@@ -546,12 +548,15 @@ def reconcile(task: Task, claimed_before: str | None = None) -> int:
         since = datetime.now(UTC) - datetime.fromisoformat(claimed_before)
         stale = min(stale, max(since, timedelta(0)))
     requeued = 0
+    in_broker = queued_extractions(redis_url(settings)) or set()
     for message_id in store.pending():
         row = store.get_message(message_id)
         if row is None:
             continue
         if row.state == PROCESSING and not store.reclaim_stale(message_id, stale):
             continue  # a worker is on it
+        if row.state != PROCESSING and message_id in in_broker:
+            continue  # its task waits in the queue (or in a worker's hands): not lost
         enqueue_extract(task.app, message_id)
         requeued += 1
     # a delivery enqueued right after extraction has had a reconcile interval to start
