@@ -346,13 +346,14 @@ def run_worker(
     from celery.exceptions import SecurityWarning
 
     from workers.engine_registry import probe_engine, worker_pool
-    from workers.tasks import make_worker_app
+    from workers.tasks import make_worker_app, warm_up
 
     # Celery's multi-line "superuser privileges" warning: `check-config` says it in one line
     warnings.filterwarnings("ignore", category=SecurityWarning)
     started_at = datetime.now(UTC)
     probe_engine(settings)  # EngineError: a model server that ignores json_schema; no start
     pool, concurrency = worker_pool(settings, concurrency)
+    warm_up(settings)  # before the pool forks: each process starts warm
     with ExitStack() as cleanup:
         if not settings.redis_url:
             embedded = EmbeddedRedis(settings.data_dir)
