@@ -333,9 +333,9 @@ def extract_report(task: Task, message_id: int) -> list[str]:
 
 
 INLINE_PAUSE_S = 60.0
-"""After a push from the extraction task fails, this process sends that destination's
-Bundles through deliver tasks (with their backoff) for this long: an EHR outage must not hold
-up extraction for a timeout per message."""
+"""After a push from the extraction task fails (not a refusal of that Bundle), this process
+sends that destination's Bundles through deliver tasks (with their backoff) for this long: an
+EHR outage must not hold up extraction for a timeout per message."""
 _PAUSED_UNTIL: dict[str, float] = {}
 
 
@@ -369,7 +369,8 @@ def deliver_inline(
             try:
                 pushed = PUSHES[target](bundle, extracted.reports.get(bundle_id), settings, held)
             except Exception as exc:
-                _PAUSED_UNTIL[target] = time.monotonic() + INLINE_PAUSE_S
+                if not isinstance(exc, DeliveryRejected):  # the destination, not this Bundle
+                    _PAUSED_UNTIL[target] = time.monotonic() + INLINE_PAUSE_S
                 delivery_failed(later, store, settings, bundle_id, target, exc)
                 continue
             changed = store.record_delivery_attempt(
