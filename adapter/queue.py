@@ -85,14 +85,14 @@ def enqueue_extract(
 
 QUEUE = "celery"
 """The Redis list of the default queue (kombu adds one per priority step: `QUEUE\\x06\\x16N`)."""
-UNACKED = "unacked"
-"""kombu's hash of the messages a worker has reserved and not acknowledged (acks_late)."""
 
 
 def queued_extractions(url: str) -> set[int] | None:
-    """The message ids whose extraction task is in the broker now: waiting in the queue or
-    reserved by a worker (reconcile does not queue those again: a backlog would be queued once
-    more each interval). None when the broker cannot be read (reconcile then queues all)."""
+    """The message ids whose extraction task waits in the broker's queue now (reconcile does
+    not queue those again: a backlog would be queued once more each interval). Tasks a worker
+    has reserved (kombu's `unacked` hash) do not count: their worker may be dead, and Redis
+    would give them back only after the visibility timeout. None when the broker cannot be
+    read (reconcile then queues all)."""
     import base64
     import json
 
@@ -102,8 +102,6 @@ def queued_extractions(url: str) -> set[int] | None:
         try:
             if isinstance(payload, (bytes, str)):
                 payload = json.loads(payload)
-            if isinstance(payload, list):  # an unacked entry: [message, exchange, routing key]
-                payload = payload[0]
             if payload["headers"]["task"] != EXTRACT_TASK:
                 return None
             body = payload["body"]
@@ -118,7 +116,6 @@ def queued_extractions(url: str) -> set[int] | None:
     try:
         queues = [QUEUE, *(f"{QUEUE}\x06\x16{step}" for step in (1, 2, 3, 4, 5, 6, 7, 8, 9))]
         waiting = [item for name in queues for item in client.lrange(name, 0, -1)]
-        reserved = list(client.hvals(UNACKED))
     except redis.RedisError:
         return None
-    return {m for m in map(message_id, [*waiting, *reserved]) if m is not None}
+    return {m for m in map(message_id, waiting) if m is not None}

@@ -537,7 +537,7 @@ def reconcile(task: Task, claimed_before: str | None = None) -> int:
     accepted messages, failed ones whose retry is due (never during their backoff), processing
     ones past the visibility timeout (their worker is gone; the claim counts the attempt and
     gives up at the cap) - never one whose task is in the broker (`queued_extractions`: a
-    backlog is not queued again each interval), deliveries never made or due again (a copy of a deliver task still
+    backlog is not queued again each interval; a task a worker reserved counts as lost), deliveries never made or due again (a copy of a deliver task still
     queued finds its Bundle delivered and pushes nothing), and messages whose delivery was
     recorded but whose worker was lost before marking them delivered. `claimed_before` (ISO
     time; sent by serve's only worker at its start): processing claims older than it are
@@ -557,7 +557,7 @@ def reconcile(task: Task, claimed_before: str | None = None) -> int:
         if row.state == PROCESSING and not store.reclaim_stale(message_id, stale):
             continue  # a worker is on it
         if row.state != PROCESSING and message_id in in_broker:
-            continue  # its task waits in the queue (or in a worker's hands): not lost
+            continue  # its task waits in the queue: not lost
         enqueue_extract(task.app, message_id)
         requeued += 1
     # a delivery enqueued right after extraction has had a reconcile interval to start
