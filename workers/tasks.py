@@ -536,7 +536,7 @@ def reconcile(task: Task, claimed_before: str | None = None) -> int:
     """Celery task: re-enqueue what the store says is not done and Redis may have lost:
     accepted messages, failed ones whose retry is due (never during their backoff), processing
     ones past the visibility timeout (their worker is gone; the claim counts the attempt and
-    gives up at the cap) - never one whose task is in the broker (`queued_extractions`: a
+    gives up at the cap) - never one whose task waits in the queue (`queued_extractions`: a
     backlog is not queued again each interval; a task a worker reserved counts as lost), deliveries never made or due again (a copy of a deliver task still
     queued finds its Bundle delivered and pushes nothing), and messages whose delivery was
     recorded but whose worker was lost before marking them delivered. `claimed_before` (ISO
