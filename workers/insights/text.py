@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from mappings.insights.model import Span
-from mappings.report import Report
-from mappings.sections import Section, find_sections
+from mappings.report import Report, Section
+from mappings.sections import find_sections
 from mappings.units import flowed, unit_spans
 from workers.insights.quick import anchors, holds
 
