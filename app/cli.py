@@ -69,3 +69,7 @@ def main() -> None:
         correlation = log_unexpected(log, where, exc)
         err.print(f"[bold red]error:[/] internal error (correlation id {correlation}; see the log)")
         sys.exit(EXIT_INTERNAL)
+
+
+if __name__ == "__main__":  # `python -m app.cli …` runs the same command line as `radbridge …`
+    main()
