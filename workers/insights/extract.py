@@ -70,8 +70,8 @@ def insights_of(
 ) -> Insights:
     """The insights of one report in the per-message use case: due dates count from the
     report's observation time (in the source zone when naive), else today. With a model stage
-    (llm, hybrid) and `engine`, the model's checked insights are merged in
-    (`workers.insights.llm`: the rules win)."""
+    (llm, hybrid), `engine` and RADBRIDGE_INSIGHTS_MODEL on, the model's checked insights are
+    merged in (`workers.insights.llm`: the rules win)."""
     moment = report.observation_time
     if moment is None:
         report_date = datetime.now(UTC).astimezone(settings.zone()).date()
@@ -88,7 +88,7 @@ def insights_of(
         birth_date=report.birth_date,
     )
     rules = extract_insights(report, context)
-    if engine is None or settings.stage == "rules":
+    if engine is None or settings.stage == "rules" or not settings.insights_model:
         return rules
     findings = context.critical_findings or load_critical_list()
     return with_model_insights(

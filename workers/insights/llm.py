@@ -211,7 +211,7 @@ Copy evidence verbatim from the report, in its language. Empty lists when there 
 
 def system_text(findings: Sequence[CriticalFinding]) -> str:
     """The system turn: the same for every report (a prefix cache reuses it)."""
-    return INSTRUCTIONS.replace("{ids}", ", ".join(f"{f.id} ({f.label})" for f in findings))
+    return INSTRUCTIONS.replace("{ids}", ", ".join(f.id for f in findings))
 
 
 def _locate(text: str, quote: str) -> Span | None:
@@ -236,9 +236,7 @@ def _kind(procedure: str, modality: str | None) -> FollowUpKind:
     return "consultation" if _CONSULT.search(procedure) else "other"
 
 
-def _followup(
-    text: str, item: ModelFollowUp, span: Span, report_date: date | None
-) -> FollowUp:
+def _followup(text: str, item: ModelFollowUp, span: Span, report_date: date | None) -> FollowUp:
     quote = span.quote
     modality = item.modality
     if modality is not None and not _MODALITY_WORDS[modality].search(quote):
@@ -315,7 +313,9 @@ def check_model_insights(
         span = _locate(report.text, item.evidence)
         if span is not None and _rads_holds(item, span):
             rads.append(
-                RadsCategory(system=item.system, category=item.category, side=item.side, evidence=span)
+                RadsCategory(
+                    system=item.system, category=item.category, side=item.side, evidence=span
+                )
             )
     return Insights(followups=tuple(followups), critical=tuple(critical.values()), rads=tuple(rads))
 
@@ -329,7 +329,9 @@ def merge_insights(
 ) -> Insights:
     """The rules' insights plus what only the model found (module docstring: rules win)."""
     followups = [
-        f for f in model.followups if not any(_overlaps(f.evidence, r.evidence) for r in rules.followups)
+        f
+        for f in model.followups
+        if not any(_overlaps(f.evidence, r.evidence) for r in rules.followups)
     ]
     flagged = {c.finding for c in rules.critical}
     hidden = flagged | {s for f in findings if f.id in flagged for s in f.supersedes}
