@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from adapter.settings import Settings
+from conformance.errors import EvaluationError
 from mappings.inbound import report_from_record
 from mappings.insights.critical_list import load_critical_list
 from mappings.insights.model import CriticalResult, FollowUp, Insights, RadsCategory, Span
@@ -268,3 +270,48 @@ def test_the_shipped_model_answers_the_schema_and_only_quotes_stand() -> None:
     assert set(rules.followups) <= set(merged.followups)  # the rules' finds stay
     assert set(rules.critical) <= set(merged.critical)
     assert set(rules.rads) <= set(merged.rads)
+
+
+def _dev_rows(tmp_path: Path, count: int = 6) -> Path:
+    source = Path(__file__).parent / "fixtures" / "labelled" / "insights.jsonl"
+    rows = [line for line in source.read_text("utf-8").splitlines() if '"split": "dev"' in line]
+    path = tmp_path / "set.jsonl"
+    path.write_text("\n".join(rows[:count]) + "\n", "utf-8")
+    return path
+
+
+def test_eval_of_the_model_path_scores_the_merge_and_the_model_alone(tmp_path: Path) -> None:
+    from conformance.insights_eval import insights_html, run_insights_evaluation
+
+    path = _dev_rows(tmp_path)
+    rules, _ = run_insights_evaluation(path, None, resamples=20)
+    empty = json.dumps({"followups": [], "critical": [], "rads": []})
+    for answer, invalid in ((empty, 0), ("{", 6)):
+        result, tables = run_insights_evaluation(
+            path, None, resamples=20, stage="llm", engine=lambda a=answer: SchemaEngine(a)
+        )
+        assert result["stage"] == "llm" and len(tables) == 2
+        assert result["model"]["invalid_answers"] == invalid
+        # the model found nothing: the merge is the rules' result, the model alone scores 0 TP
+        for kind, scores in result["kinds"].items():
+            assert (scores["tp"], scores["fp"]) == (
+                rules["kinds"][kind]["tp"],
+                rules["kinds"][kind]["fp"],
+            )
+        assert set(result["model_only"]) <= {"followups", "critical", "rads"}
+        assert all(m["tp"] == 0 and m["fp"] == 0 for m in result["model_only"].values())
+        assert "The model alone" in insights_html(result)
+    with pytest.raises(EvaluationError, match="needs a model engine"):
+        run_insights_evaluation(path, None, resamples=20, stage="llm")
+
+
+def test_eval_refuses_stage_all_on_an_insights_set(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from app.cli import app
+
+    path = _dev_rows(tmp_path, 2)
+    answer = CliRunner().invoke(
+        app, ["eval", str(path), "--stage", "all", "--out", str(tmp_path / "out")]
+    )
+    assert answer.exit_code == 2 and "--stage all" in answer.output
