@@ -130,6 +130,24 @@ def test_the_quote_must_state_the_attribute_and_the_finding() -> None:
     assert checked.critical == () and checked.rads == ()
 
 
+def test_an_item_the_model_repeats_is_kept_once() -> None:
+    report = _report(NOTE)
+    quote = "Suggest MRI of the liver in 6 months if symptoms persist."
+    rads = {"evidence": "BI-RADS 3", "system": "BI-RADS", "category": "3", "side": "right"}
+    checked = check_model_insights(
+        report,
+        _answer(
+            followups=[_followup(quote), _followup(quote), _followup(quote, modality=None)],
+            critical=[{"evidence": "Pneumoperitoneum", "finding": "pneumoperitoneum"}] * 2,
+            rads=[rads, rads],
+        ),
+        FINDINGS,
+        DAY,
+    )
+    assert [f.modality for f in checked.followups] == ["MR", None]
+    assert len(checked.critical) == 1 and len(checked.rads) == 1
+
+
 def test_a_range_is_kept_only_as_stated() -> None:
     report = _report("IMPRESSION: Nodule. Follow-up CT chest in 6-12 months.")
     quote = "Follow-up CT chest in 6-12 months."

@@ -10,7 +10,8 @@ categories (quote, system, category, side). Communications, mismatches and sizes
 rules (they need the order, the patient and exact numbers the rules read).
 
 Evidence check (`check_model_insights`), per item; an item that fails is DROPPED, never kept
-with an invented quote:
+with an invented quote, and an item repeated (same quote and attributes, or the same RADS system,
+category and side, or the same critical finding) is kept once:
 - the quote must carry meaning (`workers.evidence.is_meaningful`) and be found verbatim in the
   report (`workers.evidence.locate_quote`: case, whitespace and accents normalised); the
   evidence is the passage as the report writes it, with its offsets;
@@ -295,11 +296,13 @@ def check_model_insights(
     """The model's items whose quotes hold (module docstring); the others are dropped."""
     text = flowed(report.text)  # soft line breaks as spaces: the same offsets as report.text
     listed = {f.id: f for f in findings}
-    followups: list[FollowUp] = []
-    for followup in answer.followups:
-        span = _locate(report.text, followup.evidence)
+    followups: dict[tuple[object, ...], FollowUp] = {}
+    for item in answer.followups:
+        span = _locate(report.text, item.evidence)
         if span is not None:
-            followups.append(_followup(text, followup, span, report_date))
+            followup = _followup(text, item, span, report_date)
+            same = (span.start, span.end, followup.modality, followup.interval, followup.kind)
+            followups.setdefault(same, followup)  # an item repeated is one recommendation
     critical: dict[str, CriticalResult] = {}
     for result in answer.critical:
         span = _locate(report.text, result.evidence)
@@ -308,16 +311,24 @@ def check_model_insights(
             continue
         if _states_finding(text, report.language, span, finding):
             critical.setdefault(finding.id, CriticalResult(finding=finding.id, evidence=span))
-    rads: list[RadsCategory] = []
-    for item in answer.rads:
-        span = _locate(report.text, item.evidence)
-        if span is not None and _rads_holds(item, span):
-            rads.append(
+    rads: dict[tuple[str, str, str | None], RadsCategory] = {}
+    for rads_item in answer.rads:
+        span = _locate(report.text, rads_item.evidence)
+        if span is not None and _rads_holds(rads_item, span):
+            rads.setdefault(
+                (rads_item.system, rads_item.category, rads_item.side),
                 RadsCategory(
-                    system=item.system, category=item.category, side=item.side, evidence=span
-                )
+                    system=rads_item.system,
+                    category=rads_item.category,
+                    side=rads_item.side,
+                    evidence=span,
+                ),
             )
-    return Insights(followups=tuple(followups), critical=tuple(critical.values()), rads=tuple(rads))
+    return Insights(
+        followups=tuple(followups.values()),
+        critical=tuple(critical.values()),
+        rads=tuple(rads.values()),
+    )
 
 
 def _overlaps(a: Span, b: Span) -> bool:
