@@ -148,6 +148,30 @@ def test_an_item_the_model_repeats_is_kept_once() -> None:
     assert len(checked.critical) == 1 and len(checked.rads) == 1
 
 
+@pytest.mark.parametrize(
+    ("quote", "system", "category", "holds"),
+    [
+        ("ACR TI-RADS TR4", "TI-RADS", "TR4", True),
+        ("TI-RADS 4 nodule", "TI-RADS", "TR4", True),
+        ("ACR TI-RADS TR4", "TI-RADS", "TR5", False),
+        ("LI-RADS LR-5", "LI-RADS", "LR-5", True),
+        ("LR5 observation", "LI-RADS", "LR-5", True),
+        ("LI-RADS LR-5", "LI-RADS", "LR-M", False),
+        ("Lung-RADS 4A", "Lung-RADS", "4A", True),
+        ("Lung-RADS 4A", "Lung-RADS", "4", False),
+        ("Lung-RADS 4A", "BI-RADS", "4A", False),
+        ("Density ACR c", "BI-RADS density", "c", True),
+    ],
+)
+def test_a_rads_quote_must_hold_its_system_and_category(
+    quote: str, system: str, category: str, holds: bool
+) -> None:
+    report = _report(f"IMPRESSION: {quote}.")
+    item = {"evidence": quote, "system": system, "category": category, "side": None}
+    checked = check_model_insights(report, _answer(rads=[item]), FINDINGS, DAY)
+    assert len(checked.rads) == int(holds)
+
+
 def test_a_range_is_kept_only_as_stated() -> None:
     report = _report("IMPRESSION: Nodule. Follow-up CT chest in 6-12 months.")
     quote = "Follow-up CT chest in 6-12 months."

@@ -283,8 +283,11 @@ def _rads_holds(item: ModelRads, span: Span) -> bool:
         return False
     if not _SYSTEM_NAMES[item.system].search(span.quote):
         return False
-    token = re.escape(item.category.removeprefix("LR-").removeprefix("TR"))
-    return re.search(rf"(?<![A-Za-z0-9]){token}(?![A-Za-z0-9])", span.quote, re.I) is not None
+    bare = item.category.removeprefix("LR-").removeprefix("TR")
+    prefix = item.category[: len(item.category) - len(bare)].rstrip("-")
+    written = rf"(?:{re.escape(prefix)}[- ]?)?{re.escape(bare)}" if prefix else re.escape(bare)
+    found = re.search(rf"(?<![A-Za-z0-9]){written}(?![A-Za-z0-9])", span.quote, re.I)
+    return found is not None  # "TR4", "TR 4", "LR-5", "LR5", "4A", "c"
 
 
 def check_model_insights(
