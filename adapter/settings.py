@@ -247,6 +247,12 @@ class Settings(BaseSettings):
         description="a YAML list of critical findings (the insights step's Flags) replacing the "
         "shipped default (mappings/insights/critical.yaml)",
     )
+    insights_model: bool = Field(
+        default=True,
+        description="with a model stage (llm, hybrid) the insights step also asks the model "
+        "(one more generation per report; the rules win, workers/insights/llm.py); false: the "
+        "insights of the rules only",
+    )
     stage: Literal["rules", "llm", "hybrid"] = Field(
         default="rules",
         description="unset: hybrid when a model other than the bundled test model is configured "
