@@ -255,6 +255,11 @@ def test_an_invalid_answer_leaves_the_rules_insights() -> None:
 
 
 def test_the_use_case_asks_the_engine_for_insights_only_with_a_model_stage() -> None:
+    # RADBRIDGE_INSIGHTS_MODEL false (the default with the bundled model): the engine is not asked
+    report = _report(NOTE, "note-0")
+    engine = SchemaEngine(json.dumps({"followups": [], "critical": [], "rads": []}))
+    process_reports([report], [], Settings(stage="llm"), lambda e=engine: e)  # type: ignore[misc]
+    assert engine.asked == []
     text = NOTE + "\nProstate: the PI-RADS assessment is 4."  # the rules do not read this one
     report = _report(text, "note-1")
     answer = json.dumps(
@@ -273,7 +278,8 @@ def test_the_use_case_asks_the_engine_for_insights_only_with_a_model_stage() -> 
     for stage in ("rules", "llm", "hybrid"):
         engine = SchemaEngine(answer)
         # no templates: the report's own Bundle (report_only) with its insights
-        outcome = process_reports([report], [], Settings(stage=stage), lambda e=engine: e)  # type: ignore[misc]
+        settings = Settings(stage=stage, insights_model=True)  # as with a hospital's model
+        outcome = process_reports([report], [], settings, lambda e=engine: e)  # type: ignore[misc]
         [result] = outcome.results
         assert result.insights is not None and result.bundle is not None
         found = [c.finding for c in result.insights.critical]
