@@ -24,13 +24,18 @@ log = logging.getLogger("radbridge.search_index")
 
 def keys_condition(type_column: Any, id_column: Any, keys: Iterable[tuple[str, str]]) -> Any:
     """`(type, id) IN keys` as an OR of `type = t AND id IN (...)` per type: both databases look
-    each up in the primary key (SQLite scans the table for a row-value IN list)."""
+    each up in the primary key (SQLite scans the table for a row-value IN list). Each id list
+    is one expanding parameter: building the condition costs a few objects per type, not one
+    bound parameter per id (a message's Bundle has a dozen resources)."""
     by_type: dict[str, set[str]] = {}
     for kind, ident in keys:
         by_type.setdefault(kind, set()).add(ident)
     return sa.or_(
         *(
-            sa.and_(type_column == kind, id_column.in_(sorted(ids)))
+            sa.and_(
+                type_column == kind,
+                id_column.in_(sa.bindparam("ids", sorted(ids), expanding=True, unique=True)),
+            )
             for kind, ids in sorted(by_type.items())
         )
     )
