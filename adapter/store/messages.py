@@ -187,18 +187,32 @@ def transition_in(
     if target != PROCESSING:
         values["claimed_by"] = None
     values["next_attempt_at"] = retry_at if target == FAILED else None
-    result = connection.execute(
-        messages.update()
-        .where(messages.c.id == message_id, messages.c.state.in_(allowed_from))
-        .values(**values)
-    )
+    plain = {k: v for k, v in values.items() if not isinstance(v, sa.ColumnElement)}
+    if len(plain) == len(values):  # the hot path: one statement built once, values bound
+        result = connection.execute(
+            _TRANSITION, {**plain, "message": message_id, "allowed": allowed_from}
+        )
+    else:
+        result = connection.execute(
+            messages.update()
+            .where(messages.c.id == message_id, messages.c.state.in_(allowed_from))
+            .values(**values)
+        )
     if result.rowcount == 1:
         connection.execute(
-            audit_events.insert().values(
-                at=_now(), message_id=message_id, event=target, detail=reason
-            )
+            AUDIT_INSERT,
+            {"at": _now(), "message_id": message_id, "event": target, "detail": reason},
         )
     return result.rowcount == 1
+
+
+_TRANSITION = messages.update().where(
+    messages.c.id == sa.bindparam("message"),
+    messages.c.state.in_(sa.bindparam("allowed", expanding=True)),
+)
+"""`transition_in`'s UPDATE, built once: the columns it sets are those of its parameters."""
+AUDIT_INSERT = audit_events.insert()
+"""An audit row, built once (executed with the row's values)."""
 
 
 def _write_blob(connection: Connection, message_id: int, raw: bytes) -> None:

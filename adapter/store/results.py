@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from adapter.errors import StoreError
-from adapter.search_index import keys_condition, write_tokens
+from adapter.search_index import key_params, keys_condition, write_tokens
 from adapter.store.connection import StoreBase
 from adapter.store.connection import utc_now as _now
 from adapter.store.deliveries import queue_delivery
@@ -109,6 +109,20 @@ def _upserts(is_sqlite: bool) -> tuple[Any, Any]:
         },
     )
     return bundle, resource
+
+
+@cache
+def _stored_rows(types: int, is_sqlite: bool) -> Any:
+    """`_keep_versions`' read of the stored rows of resources of `types` types (locked on
+    PostgreSQL), built once per shape (`adapter.search_index.keys_condition`)."""
+    query = sa.select(
+        resources.c.resource_type,
+        resources.c.id,
+        resources.c.version_id,
+        resources.c.body,
+        resources.c.last_updated,
+    ).where(keys_condition(resources.c.resource_type, resources.c.id, types))
+    return query if is_sqlite else query.with_for_update()
 
 
 _SHARED_TYPES = frozenset({"Patient", "Device", "Practitioner"})
@@ -380,18 +394,10 @@ class ResultStore(StoreBase):
                             )
                         )
                     )
-        query = sa.select(
-            resources.c.resource_type,
-            resources.c.id,
-            resources.c.version_id,
-            resources.c.body,
-            resources.c.last_updated,
-        ).where(keys_condition(resources.c.resource_type, resources.c.id, keys))
+        types, params = key_params(keys)
         stored = {
             (str(current.resource_type), str(current.id)): current
-            for current in connection.execute(
-                query if self.is_sqlite else query.with_for_update()
-            ).all()
+            for current in connection.execute(_stored_rows(types, self.is_sqlite), params).all()
         }
         for row in rows:
             current = stored.get((str(row["resource_type"]), str(row["id"])))
