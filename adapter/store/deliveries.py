@@ -177,6 +177,9 @@ _KEY = (
 )
 _DELIVERY_ID = sa.select(deliveries.c.id).where(*_KEY)
 _DELIVERY_INSERT = deliveries.insert()
+_COUNTED_UPDATE = deliveries.update().where(*_KEY).values(attempts=deliveries.c.attempts + 1)
+"""A delivery attempt counted; the columns it sets are those of its parameters."""
+_BUNDLE_STAMP = sa.select(bundles.c.updated_at).where(bundles.c.id == sa.bindparam("bundle"))
 
 
 @cache
@@ -419,10 +422,17 @@ class DeliveryStore(StoreBase):
                 .scalar_subquery()
             )
         with self.transaction() as connection:
-            key = (deliveries.c.bundle_id == bundle_id, deliveries.c.target == target)
-            updated = connection.execute(
-                deliveries.update().where(*key).values(attempts=deliveries.c.attempts + 1, **values)
-            )
+            if any(isinstance(v, sa.ColumnElement) for v in values.values()):
+                key = (deliveries.c.bundle_id == bundle_id, deliveries.c.target == target)
+                updated = connection.execute(
+                    deliveries.update()
+                    .where(*key)
+                    .values(attempts=deliveries.c.attempts + 1, **values)
+                )
+            else:  # the hot path (a delivery with its stamp): one statement built once
+                updated = connection.execute(
+                    _COUNTED_UPDATE, {**values, "bundle": bundle_id, "target_": target}
+                )
             if updated.rowcount == 0:
                 values["failing_since"] = now if failed else None
                 connection.execute(
@@ -436,9 +446,7 @@ class DeliveryStore(StoreBase):
                 transition_in(connection, delivered_message, DELIVERED)
             if stamp is None:
                 return False
-            current = connection.execute(
-                sa.select(bundles.c.updated_at).where(bundles.c.id == bundle_id)
-            ).scalar()
+            current = connection.execute(_BUNDLE_STAMP, {"bundle": bundle_id}).scalar()
             return current is not None and _utc(current) != _utc(stamp)
 
     def queue_deliveries(
