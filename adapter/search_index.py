@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,17 +23,38 @@ from mappings.search_params import IndexTerms
 log = logging.getLogger("radbridge.search_index")
 
 
-def keys_condition(type_column: Any, id_column: Any, keys: Iterable[tuple[str, str]]) -> Any:
-    """`(type, id) IN keys` as an OR of `type = t AND id IN (...)` per type: both databases look
-    each up in the primary key (SQLite scans the table for a row-value IN list)."""
+def keys_condition(type_column: Any, id_column: Any, types: int) -> Any:
+    """`(type, id) IN keys` for keys of `types` resource types, as an OR of `type = :kind_i AND
+    id IN :ids_i` (values from `key_params`): both databases look each up in the primary key
+    (SQLite scans the table for a row-value IN list). The condition depends only on the number
+    of types, so a statement holding it is built once and its compiled form cached."""
+    return sa.or_(
+        *(
+            sa.and_(
+                type_column == sa.bindparam(f"kind_{i}"),
+                id_column.in_(sa.bindparam(f"ids_{i}", expanding=True)),
+            )
+            for i in range(types)
+        )
+    )
+
+
+def key_params(keys: Iterable[tuple[str, str]]) -> tuple[int, dict[str, Any]]:
+    """The number of resource types in `keys` and the parameters of `keys_condition`."""
     by_type: dict[str, set[str]] = {}
     for kind, ident in keys:
         by_type.setdefault(kind, set()).add(ident)
-    return sa.or_(
-        *(
-            sa.and_(type_column == kind, id_column.in_(sorted(ids)))
-            for kind, ids in sorted(by_type.items())
-        )
+    params: dict[str, Any] = {}
+    for i, (kind, ids) in enumerate(sorted(by_type.items())):
+        params[f"kind_{i}"] = kind
+        params[f"ids_{i}"] = sorted(ids)
+    return len(by_type), params
+
+
+@cache
+def _delete_tokens(types: int) -> Any:
+    return search_tokens.delete().where(
+        keys_condition(search_tokens.c.resource_type, search_tokens.c.resource_id, types)
     )
 
 
@@ -58,11 +80,8 @@ def write_tokens(
             }
             for name, system, code in terms.tokens
         ]
-    connection.execute(
-        search_tokens.delete().where(
-            keys_condition(search_tokens.c.resource_type, search_tokens.c.resource_id, keys)
-        )
-    )
+    types, params = key_params(keys)
+    connection.execute(_delete_tokens(types), params)
     if rows:
         unique = {tuple(row.values()): row for row in rows}  # one resource written twice
         connection.execute(_insert_ignoring_present(connection), list(unique.values()))

@@ -9,6 +9,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -102,22 +103,34 @@ def delivered_as_stored(record: Any, stored_at: Any) -> Any:
 def all_delivered(connection: Connection, message_id: int, targets: Sequence[str]) -> bool:
     """Whether every Bundle of the message is delivered, as stored now, to each of `targets`."""
     for target in targets:
-        record = deliveries.alias("record")
-        done = (
-            sa.select(record.c.id)
-            .where(
-                record.c.bundle_id == bundles.c.id,
-                record.c.target == target,
-                delivered_as_stored(record, bundles.c.updated_at),
-            )
-            .exists()
-        )
         missing = connection.execute(
-            sa.select(bundles.c.id).where(bundles.c.message_id == message_id, ~done).limit(1)
+            _UNDELIVERED_OF_MESSAGE, {"message": message_id, "target": target}
         ).first()
         if missing is not None:
             return False
     return True
+
+
+def _undelivered_of_message() -> Any:
+    record = deliveries.alias("record")
+    done = (
+        sa.select(record.c.id)
+        .where(
+            record.c.bundle_id == bundles.c.id,
+            record.c.target == sa.bindparam("target"),
+            delivered_as_stored(record, bundles.c.updated_at),
+        )
+        .exists()
+    )
+    return (
+        sa.select(bundles.c.id)
+        .where(bundles.c.message_id == sa.bindparam("message"), ~done)
+        .limit(1)
+    )
+
+
+_UNDELIVERED_OF_MESSAGE = _undelivered_of_message()
+"""`all_delivered`'s query (a Bundle of the message not delivered as stored), built once."""
 
 
 def queue_delivery(
@@ -134,38 +147,60 @@ def queue_delivery(
     the caller's own push; returns what `target` holds of the Bundle (`DeliveryJob.delivered`)
     when claimed, None when not (a copy in flight holds it: its task sends the Bundle as
     stored now)."""
-    key = (deliveries.c.bundle_id == bundle_id, deliveries.c.target == target)
-    ended = deliveries.c.state.in_((DELIVERED, REFUSED, DEAD))
-    since = None if fresh else sa.case((ended, sa.null()), else_=deliveries.c.failing_since)
-    free = deliveries.c.state != SENDING
-    if claim is not None:
-        free = sa.or_(free, deliveries.c.updated_at <= now - claim)
+    key = {"bundle": bundle_id, "target_": target}
+    state = SENDING if claim is not None else QUEUED
     updated = connection.execute(
-        deliveries.update()
-        .where(*key, free)
-        .values(
-            state=SENDING if claim is not None else QUEUED,
-            next_attempt_at=None,
-            updated_at=now,
-            failing_since=since,
-        )
-        .returning(deliveries.c.delivered)
+        _queue_update(fresh, claim is not None),
+        {**key, "new_state": state, "now": now, **({"stale": now - claim} if claim else {})},
     ).first()
     if updated is not None:
         held = json.loads(updated.delivered) if updated.delivered else {}
         return {str(k): str(v) for k, v in held.items()} if claim is not None else None
-    if connection.execute(sa.select(deliveries.c.id).where(*key)).first():
+    if connection.execute(_DELIVERY_ID, key).first():
         return None  # in flight: its task sends the Bundle as stored now
     connection.execute(
-        deliveries.insert().values(
-            bundle_id=bundle_id,
-            target=target,
-            state=SENDING if claim is not None else QUEUED,
-            attempts=0,
-            updated_at=now,
-        )
+        _DELIVERY_INSERT,
+        {
+            "bundle_id": bundle_id,
+            "target": target,
+            "state": state,
+            "attempts": 0,
+            "updated_at": now,
+        },
     )
     return {} if claim is not None else None
+
+
+_KEY = (
+    deliveries.c.bundle_id == sa.bindparam("bundle"),
+    deliveries.c.target == sa.bindparam("target_"),
+)
+_DELIVERY_ID = sa.select(deliveries.c.id).where(*_KEY)
+_DELIVERY_INSERT = deliveries.insert()
+_COUNTED_UPDATE = deliveries.update().where(*_KEY).values(attempts=deliveries.c.attempts + 1)
+"""A delivery attempt counted; the columns it sets are those of its parameters."""
+_BUNDLE_STAMP = sa.select(bundles.c.updated_at).where(bundles.c.id == sa.bindparam("bundle"))
+
+
+@cache
+def _queue_update(fresh: bool, claim: bool) -> Any:
+    """`queue_delivery`'s UPDATE ... RETURNING, built once per kind (its values bound)."""
+    ended = deliveries.c.state.in_((DELIVERED, REFUSED, DEAD))
+    since = None if fresh else sa.case((ended, sa.null()), else_=deliveries.c.failing_since)
+    free = deliveries.c.state != SENDING
+    if claim:
+        free = sa.or_(free, deliveries.c.updated_at <= sa.bindparam("stale"))
+    return (
+        deliveries.update()
+        .where(*_KEY, free)
+        .values(
+            state=sa.bindparam("new_state"),
+            next_attempt_at=None,
+            updated_at=sa.bindparam("now"),
+            failing_since=since,
+        )
+        .returning(deliveries.c.delivered)
+    )
 
 
 class DeliveryStore(StoreBase):
@@ -387,10 +422,17 @@ class DeliveryStore(StoreBase):
                 .scalar_subquery()
             )
         with self.transaction() as connection:
-            key = (deliveries.c.bundle_id == bundle_id, deliveries.c.target == target)
-            updated = connection.execute(
-                deliveries.update().where(*key).values(attempts=deliveries.c.attempts + 1, **values)
-            )
+            if any(isinstance(v, sa.ColumnElement) for v in values.values()):
+                key = (deliveries.c.bundle_id == bundle_id, deliveries.c.target == target)
+                updated = connection.execute(
+                    deliveries.update()
+                    .where(*key)
+                    .values(attempts=deliveries.c.attempts + 1, **values)
+                )
+            else:  # the hot path (a delivery with its stamp): one statement built once
+                updated = connection.execute(
+                    _COUNTED_UPDATE, {**values, "bundle": bundle_id, "target_": target}
+                )
             if updated.rowcount == 0:
                 values["failing_since"] = now if failed else None
                 connection.execute(
@@ -404,9 +446,7 @@ class DeliveryStore(StoreBase):
                 transition_in(connection, delivered_message, DELIVERED)
             if stamp is None:
                 return False
-            current = connection.execute(
-                sa.select(bundles.c.updated_at).where(bundles.c.id == bundle_id)
-            ).scalar()
+            current = connection.execute(_BUNDLE_STAMP, {"bundle": bundle_id}).scalar()
             return current is not None and _utc(current) != _utc(stamp)
 
     def queue_deliveries(

@@ -187,18 +187,47 @@ def transition_in(
     if target != PROCESSING:
         values["claimed_by"] = None
     values["next_attempt_at"] = retry_at if target == FAILED else None
-    result = connection.execute(
-        messages.update()
-        .where(messages.c.id == message_id, messages.c.state.in_(allowed_from))
-        .values(**values)
-    )
+    plain = {k: v for k, v in values.items() if not isinstance(v, sa.ColumnElement)}
+    if len(plain) == len(values):  # the hot path: one statement built once, values bound
+        result = connection.execute(
+            _TRANSITION, {**plain, "message": message_id, "allowed": allowed_from}
+        )
+    else:
+        result = connection.execute(
+            messages.update()
+            .where(messages.c.id == message_id, messages.c.state.in_(allowed_from))
+            .values(**values)
+        )
     if result.rowcount == 1:
         connection.execute(
-            audit_events.insert().values(
-                at=_now(), message_id=message_id, event=target, detail=reason
-            )
+            AUDIT_INSERT,
+            {"at": _now(), "message_id": message_id, "event": target, "detail": reason},
         )
     return result.rowcount == 1
+
+
+_TRANSITION = messages.update().where(
+    messages.c.id == sa.bindparam("message"),
+    messages.c.state.in_(sa.bindparam("allowed", expanding=True)),
+)
+"""`transition_in`'s UPDATE, built once: the columns it sets are those of its parameters."""
+AUDIT_INSERT = audit_events.insert()
+"""An audit row, built once (executed with the row's values)."""
+_CLAIM_READ = sa.select(
+    messages.c.state,
+    messages.c.attempts,
+    messages.c.claimed_by,
+    messages.c.reason,
+    messages.c.raw,
+    messages.c.content_type,
+).where(messages.c.id == sa.bindparam("message"))
+_GUARDED_UPDATE = messages.update().where(
+    messages.c.id == sa.bindparam("message"),
+    messages.c.state == sa.bindparam("seen_state"),
+    messages.c.attempts == sa.bindparam("seen_attempts"),
+)
+"""`claim_message`'s write, only when the message is as read; sets its parameters' columns."""
+_CLAIM = _GUARDED_UPDATE.values(attempts=messages.c.attempts + 1)
 
 
 def _write_blob(connection: Connection, message_id: int, raw: bytes) -> None:
@@ -341,26 +370,13 @@ class MessageStore(StoreBase):
         """`claim_attempt`, and with a claim the message's raw bytes and content type, read in
         the same transaction (the worker's first and only read of the message)."""
         with self.transaction() as connection:
-            row = connection.execute(
-                sa.select(
-                    messages.c.state,
-                    messages.c.attempts,
-                    messages.c.claimed_by,
-                    messages.c.reason,
-                    messages.c.raw,
-                    messages.c.content_type,
-                ).where(messages.c.id == message_id)
-            ).first()
+            row = connection.execute(_CLAIM_READ, {"message": message_id}).first()
             if row is None:
                 return Claim(TAKEN)
             own = token is not None and row.state == PROCESSING and row.claimed_by == token
             if row.state not in (ACCEPTED, FAILED) and not own:
                 return Claim(TAKEN)
-            guard = (
-                messages.c.id == message_id,
-                messages.c.state == row.state,
-                messages.c.attempts == row.attempts,
-            )
+            guard = {"message": message_id, "seen_state": row.state, "seen_attempts": row.attempts}
             now = _now()
             if max_attempts is not None and row.attempts >= max_attempts:
                 last = row.reason if row.state == FAILED and row.reason else "worker lost"
@@ -371,20 +387,17 @@ class MessageStore(StoreBase):
                 values = {
                     "state": PROCESSING,
                     "reason": None,
-                    "attempts": messages.c.attempts + 1,
                     "claimed_by": token,
                     "next_attempt_at": None,
                 }
                 outcome, event, reason = CLAIMED, PROCESSING, None
-            updated = connection.execute(
-                messages.update().where(*guard).values(updated_at=now, **values)
-            )
+            statement = _CLAIM if outcome == CLAIMED else _GUARDED_UPDATE
+            updated = connection.execute(statement, {**guard, "updated_at": now, **values})
             if updated.rowcount != 1:
                 return Claim(TAKEN)  # another worker changed it between the read and the write
             connection.execute(
-                audit_events.insert().values(
-                    at=now, message_id=message_id, event=event, detail=reason
-                )
+                AUDIT_INSERT,
+                {"at": now, "message_id": message_id, "event": event, "detail": reason},
             )
         if outcome == DEAD:
             log.warning("message %d dead after %d attempts", message_id, row.attempts)

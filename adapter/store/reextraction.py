@@ -113,6 +113,22 @@ def _note(
     )
 
 
+def _stored_reviewable() -> Any:
+    columns = (resources.c.resource_type, resources.c.id, resources.c.version_id, resources.c.body)
+    reviewable = resources.c.resource_type.in_(REVIEWABLE)
+    return sa.union(  # two index lookups: an OR of both read every Observation
+        sa.select(*columns).where(reviewable, resources.c.bundle_id == sa.bindparam("bundle")),
+        sa.select(*columns).where(
+            reviewable, resources.c.id.in_(sa.bindparam("ids", expanding=True))
+        ),
+    )
+
+
+_STORED_REVIEWABLE = _stored_reviewable()
+"""`keep_reviewed`'s read of the stored reviewable resources (of the Bundle, or with the
+incoming ids), built once."""
+
+
 def keep_reviewed(
     connection: Connection,
     message_id: int | None,
@@ -139,15 +155,8 @@ def keep_reviewed(
         for e in bundle.get("entry", [])
         if e["resource"]["resourceType"] in REVIEWABLE
     ]
-    columns = (resources.c.resource_type, resources.c.id, resources.c.version_id, resources.c.body)
-    reviewable = resources.c.resource_type.in_(REVIEWABLE)
-    stored = connection.execute(  # two index lookups: an OR of both read every Observation
-        sa.union(
-            sa.select(*columns).where(reviewable, resources.c.bundle_id == bundle_id),
-            sa.select(*columns).where(
-                reviewable, resources.c.id.in_([rid for _, rid in incoming_keys])
-            ),
-        )
+    stored = connection.execute(
+        _STORED_REVIEWABLE, {"bundle": bundle_id, "ids": [rid for _, rid in incoming_keys]}
     ).all()
     if not stored:
         return ReviewedKept(bundle)

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from adapter.errors import StoreError
-from adapter.search_index import keys_condition, write_tokens
+from adapter.search_index import key_params, keys_condition, write_tokens
 from adapter.store.connection import StoreBase
 from adapter.store.connection import utc_now as _now
 from adapter.store.deliveries import queue_delivery
@@ -112,6 +112,20 @@ def _upserts(is_sqlite: bool) -> tuple[Any, Any]:
         },
     )
     return bundle, resource
+
+
+@cache
+def _stored_rows(types: int, is_sqlite: bool) -> Any:
+    """`_keep_versions`' read of the stored rows of resources of `types` types (locked on
+    PostgreSQL), built once per shape (`adapter.search_index.keys_condition`)."""
+    query = sa.select(
+        resources.c.resource_type,
+        resources.c.id,
+        resources.c.version_id,
+        resources.c.body,
+        resources.c.last_updated,
+    ).where(keys_condition(resources.c.resource_type, resources.c.id, types))
+    return query if is_sqlite else query.with_for_update()
 
 
 _SHARED_TYPES = frozenset({"Patient", "Device", "Practitioner"})
@@ -243,13 +257,10 @@ class ResultStore(StoreBase):
         bundle_id = str(bundle["id"])
         incoming = diagnostic_report_of(bundle)
         self.lock_report(connection, incoming["id"] if incoming else bundle_id, bundle_id)
+        writer = None  # the Bundle that wrote the stored version of the report
         if incoming is not None:
-            stored = connection.execute(
-                sa.select(resources.c.body).where(
-                    resources.c.resource_type == "DiagnosticReport",
-                    resources.c.id == incoming["id"],
-                )
-            ).scalar()
+            row = connection.execute(_STORED_REPORT, {"report": incoming["id"]}).first()
+            stored, writer = (row.body, row.bundle_id) if row is not None else (None, None)
             reason = stale_reason(incoming, json.loads(stored)) if stored else None
             if reason is not None:
                 return SavedResult(bundle_id, saved=False, retired=(), reason=reason)
@@ -265,13 +276,16 @@ class ResultStore(StoreBase):
         }
         dropped = sorted(  # sorted here: ORDER BY id made SQLite read every Observation
             (str(kind), str(oid), str(body))
-            for kind, oid, body in connection.execute(_retirable_of(bundle_id))
+            for kind, oid, body in connection.execute(_RETIRABLE_OF, {"bundle": bundle_id})
         )
-        previous = _previous_bundle(connection, incoming, bundle_id)
+        # the report stored under another template's Bundle (its first version had none,
+        # `report_only`, and its correction routes to a template, or the other way round): its
+        # insights are the report's own, so the ones the incoming Bundle no longer has retire
+        previous = None if writer is None or str(writer) == bundle_id else str(writer)
         if previous is not None:  # the report's insights, stored under another template's Bundle
             dropped += sorted(
                 (str(kind), str(oid), str(body))
-                for kind, oid, body in connection.execute(_retirable_of(previous))
+                for kind, oid, body in connection.execute(_RETIRABLE_OF, {"bundle": previous})
                 if _is_insight(json.loads(body))
             )
         if no_template and incoming is not None:  # the values of the templates it had before
@@ -341,9 +355,7 @@ class ResultStore(StoreBase):
     ) -> None:
         """The message whose result this Bundle held until now, if another and still waiting
         for its delivery, says why nothing of it will be delivered (it stays `extracted`)."""
-        previous = connection.execute(
-            sa.select(bundles.c.message_id).where(bundles.c.id == bundle_id)
-        ).scalar()
+        previous = connection.execute(_BUNDLE_MESSAGE, {"bundle": bundle_id}).scalar()
         if previous is None or int(previous) == message_id:
             return
         reason = f"superseded: its result was replaced by message {message_id}"
@@ -363,9 +375,7 @@ class ResultStore(StoreBase):
         """Serialise writers of one DiagnosticReport for the rest of the transaction, so two
         results of the same accession are compared and written one after the other."""
         if self.is_sqlite:  # a write first: SQLite takes its (database-wide) write lock now
-            connection.execute(
-                bundles.update().where(bundles.c.id == bundle_id).values(id=bundles.c.id)
-            )
+            connection.execute(_TOUCH_BUNDLE, {"bundle": bundle_id})
         else:
             connection.execute(
                 sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(report_id, 0)))
@@ -396,18 +406,10 @@ class ResultStore(StoreBase):
                             )
                         )
                     )
-        query = sa.select(
-            resources.c.resource_type,
-            resources.c.id,
-            resources.c.version_id,
-            resources.c.body,
-            resources.c.last_updated,
-        ).where(keys_condition(resources.c.resource_type, resources.c.id, keys))
+        types, params = key_params(keys)
         stored = {
             (str(current.resource_type), str(current.id)): current
-            for current in connection.execute(
-                query if self.is_sqlite else query.with_for_update()
-            ).all()
+            for current in connection.execute(_stored_rows(types, self.is_sqlite), params).all()
         }
         for row in rows:
             current = stored.get((str(row["resource_type"]), str(row["id"])))
@@ -438,11 +440,21 @@ class ResultStore(StoreBase):
         return int(row[0]), float(row[1])
 
 
-def _retirable_of(bundle_id: str) -> Any:
-    """The retirable resources (type, id, body) a Bundle wrote last."""
-    return sa.select(resources.c.resource_type, resources.c.id, resources.c.body).where(
-        resources.c.resource_type.in_(RETIRABLE), resources.c.bundle_id == bundle_id
-    )
+# The hot path's statements, built once (their values bound at each execution): building a
+# statement per call cost more CPU than running it.
+_RETIRABLE_OF = sa.select(resources.c.resource_type, resources.c.id, resources.c.body).where(
+    resources.c.resource_type.in_(RETIRABLE), resources.c.bundle_id == sa.bindparam("bundle")
+)
+"""The retirable resources (type, id, body) a Bundle wrote last."""
+_STORED_REPORT = sa.select(resources.c.body, resources.c.bundle_id).where(
+    resources.c.resource_type == "DiagnosticReport", resources.c.id == sa.bindparam("report")
+)
+"""A stored DiagnosticReport's body and the Bundle that wrote it."""
+_BUNDLE_MESSAGE = sa.select(bundles.c.message_id).where(bundles.c.id == sa.bindparam("bundle"))
+_TOUCH_BUNDLE = (
+    bundles.update().where(bundles.c.id == sa.bindparam("bundle")).values(id=bundles.c.id)
+)
+_EXTRACTION_INSERT = extractions.insert()
 
 
 def _values_elsewhere(report: dict[str, Any], bundle_id: str) -> Any:
@@ -462,37 +474,20 @@ def _is_insight(resource: dict[str, Any]) -> bool:
     return found is not None and found[0] == "insights"
 
 
-def _previous_bundle(
-    connection: Connection, report: dict[str, Any] | None, bundle_id: str
-) -> str | None:
-    """The Bundle that wrote the stored version of `report` (the incoming DiagnosticReport)
-    when it is another one than `bundle_id`: the report was stored under another template (its
-    first version had none, `report_only`, and its correction routes to a template, or the
-    other way round). Its insights are the report's own (the same for every template), so the
-    ones the incoming Bundle no longer has are retired; its values are that template's."""
-    if report is None:
-        return None
-    previous = connection.execute(
-        sa.select(resources.c.bundle_id).where(
-            resources.c.resource_type == "DiagnosticReport", resources.c.id == report["id"]
-        )
-    ).scalar()
-    return None if previous is None or str(previous) == bundle_id else str(previous)
-
-
 def _insert_extraction(connection: Connection, message_id: int, output: Output) -> None:
     """One extraction record (including not-mentioned values, which FHIR omits)."""
     connection.execute(
-        extractions.insert().values(
-            message_id=message_id,
-            report_id=output.report_id,
-            template_id=output.template_id,
-            template_version=output.template_version,
-            stage=output.stage,
-            payload=json.dumps(output.record, sort_keys=True),
-            seconds=float((output.record.get("timings") or {}).get("seconds") or 0.0),
-            created_at=_now(),
-        )
+        _EXTRACTION_INSERT,
+        {
+            "message_id": message_id,
+            "report_id": output.report_id,
+            "template_id": output.template_id,
+            "template_version": output.template_version,
+            "stage": output.stage,
+            "payload": json.dumps(output.record, sort_keys=True),
+            "seconds": float((output.record.get("timings") or {}).get("seconds") or 0.0),
+            "created_at": _now(),
+        },
     )
 
 

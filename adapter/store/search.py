@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -34,20 +35,38 @@ def with_last_updated(
     return resource
 
 
-# the timeline's statement, built once (see `Store.latest_observations`)
-LATEST_OBSERVATION = (
-    sa.select(resources.c.body)
-    .where(
-        resources.c.subject == sa.bindparam("subject"),
-        resources.c.template_id == sa.bindparam("template_id"),
-        resources.c.variable_id == sa.bindparam("variable_id"),
-        resources.c.effective < sa.bindparam("before"),
-        resources.c.resource_type == "Observation",
-        served_status(),
+def _latest_select(variable: str) -> Any:
+    """The timeline's index seek: the subject's latest served Observation of a template and
+    variable (the parameter named `variable`) before a time."""
+    return (
+        sa.select(resources.c.body)
+        .where(
+            resources.c.subject == sa.bindparam("subject"),
+            resources.c.template_id == sa.bindparam("template_id"),
+            resources.c.variable_id == sa.bindparam(variable),
+            resources.c.effective < sa.bindparam("before"),
+            resources.c.resource_type == "Observation",
+            served_status(),
+        )
+        .order_by(resources.c.effective.desc(), resources.c.id.desc())
+        .limit(1)
     )
-    .order_by(resources.c.effective.desc(), resources.c.id.desc())
-    .limit(1)
-)
+
+
+LATEST_OBSERVATION = _latest_select("variable_id")
+"""One variable's seek (see `Store.latest_observations`)."""
+
+
+@cache
+def _latest_observations(count: int) -> Any:
+    """`Store.latest_observations` for `count` variables in one statement: a UNION ALL of one
+    index seek per variable (`ix_resources_timeline`; the parameters `variable_0`...), built
+    once per count."""
+    if count == 1:
+        return _latest_select("variable_0")
+    # a UNION ALL cannot hold ORDER BY ... LIMIT but in subqueries
+    parts = [_latest_select(f"variable_{i}").subquery() for i in range(count)]
+    return sa.union_all(*(sa.select(part.c.body) for part in parts))
 
 
 class SearchStore(StoreBase):
@@ -149,23 +168,17 @@ class SearchStore(StoreBase):
         """The timeline's lookup: per variable, the subject's served radbridge Observation of
         that template and variable with the latest effective time strictly before `before`
         (a tie: the greatest id). One transaction, one index seek per variable
-        (`ix_resources_timeline`): its cost does not grow with the patient's history."""
+        (`ix_resources_timeline`), all in one statement: its cost does not grow with the
+        patient's history."""
         moment = before.astimezone(UTC) if before.tzinfo else before.replace(tzinfo=UTC)
-        found: list[dict[str, Any]] = []
+        wanted = list(dict.fromkeys(variable_ids))
+        if not wanted:
+            return []
+        params: dict[str, Any] = {"subject": subject, "template_id": template_id, "before": moment}
+        params.update({f"variable_{i}": variable_id for i, variable_id in enumerate(wanted)})
         with self.transaction() as connection:
-            for variable_id in dict.fromkeys(variable_ids):
-                body = connection.execute(
-                    LATEST_OBSERVATION,
-                    {
-                        "subject": subject,
-                        "template_id": template_id,
-                        "variable_id": variable_id,
-                        "before": moment,
-                    },
-                ).scalar()
-                if body is not None:
-                    found.append(json.loads(body))
-        return found
+            bodies = connection.execute(_latest_observations(len(wanted)), params).scalars().all()
+        return [json.loads(body) for body in bodies]
 
     def observations_of_subject(self, subject: str) -> list[dict[str, Any]]:
         """Every stored Observation of one subject (`Patient/<id>`), served ones only: the
