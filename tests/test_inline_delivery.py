@@ -213,11 +213,17 @@ def test_queued_extractions_is_none_when_the_broker_is_away() -> None:
 
 
 def test_the_worker_warms_up_the_rules_stage(caplog: pytest.LogCaptureFixture) -> None:
+    import gc
     import logging
 
-    with caplog.at_level(logging.INFO, logger="radbridge.tasks"):
-        workers.tasks.warm_up(Settings(stage="rules"))
-    assert any("warmed up" in r.getMessage() for r in caplog.records)
+    gc.unfreeze()
+    try:
+        with caplog.at_level(logging.INFO, logger="radbridge.tasks"):
+            workers.tasks.warm_up(Settings(stage="rules"))
+        assert any("warmed up" in r.getMessage() for r in caplog.records)
+        assert gc.get_freeze_count() > 0  # what it loaded is out of the collector's walks
+    finally:
+        gc.unfreeze()  # this test process goes on collecting as before
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="radbridge.tasks"):
         workers.tasks.warm_up(Settings(stage="llm"))  # a model stage: nothing to run
