@@ -203,8 +203,8 @@ def test_bad_input_gives_a_valid_bundle_with_only_the_stated_insights(
 
 
 def test_a_rads_category_of_a_prior_exam_gives_no_template_value_either() -> None:
-    """The breast template read "Prior mammogram 2023 was BI-RADS 3" (COMPARISON section) as
-    this exam's BI-RADS until the prior-exam rule covered ordinal/enum values too."""
+    """A prior exam's BI-RADS ("Prior mammogram 2023 was BI-RADS 3", COMPARISON section) is not
+    this exam's: the prior-result rule covers the templates' score/category variables too."""
     (result,) = _run(
         _report(
             "prior-birads",
@@ -213,8 +213,6 @@ def test_a_rads_category_of_a_prior_exam_gives_no_template_value_either() -> Non
         )
     )
     (birads,) = [v for v in result.extraction.values if v.variable_id == "birads"]
-    if birads.value == "birads_3":
-        pytest.xfail("GAP: the breast template takes a prior exam's BI-RADS (COMPARISON section)")
     assert birads.value == "birads_2"
 
 
@@ -227,8 +225,6 @@ def test_a_tirads_level_of_a_prior_exam_is_not_this_exams() -> None:
         )
     )
     (tirads,) = [v for v in result.extraction.values if v.variable_id == "tirads_highest"]
-    if tirads.value == 4:
-        pytest.xfail("GAP: the thyroid template takes a prior exam's TI-RADS (HISTORY section)")
     assert tirads.value is None
 
 
