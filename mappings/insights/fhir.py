@@ -16,7 +16,10 @@
 - a `Communication` per statement that the result was passed on: `status` completed, `subject`,
   `recipient` as `Reference.display`, `about` the DiagnosticReport, the time as written in `note`
   (`sent` is not set: a clock time as written is not a FHIR instant);
-- an `Observation` per RADS category: `code` text naming the system, `valueCodeableConcept.text`
+- an `Observation` per RADS category that no template Observation of the Bundle states already
+  (`mappings.insights.stated_rads`: same system and category, evidence holding it; that
+  Observation takes the verified codings it lacks and the follow-up's `reasonReference` names
+  it): `code` text naming the system, `valueCodeableConcept.text`
   the category as the system writes it, with the SNOMED CT codings of `mappings.rads_codes`
   where verified (a mammogram's BI-RADS 0-5, breast density; the rest text only),
   `bodySite.text` the side when stated; listed in `DiagnosticReport.result`;
@@ -53,6 +56,7 @@ from mappings.fhir_out import (
 )
 from mappings.insights.critical_list import CriticalFinding
 from mappings.insights.model import Insights, SizedFinding, Span
+from mappings.insights.stated_rads import adopt_codings, stated_rads
 from mappings.output_check import check_bundle
 from mappings.procedure_codes import procedure_codings
 from mappings.rads_codes import rads_code_codings, rads_value_codings
@@ -251,9 +255,13 @@ def _communications(refs: _Refs, insights: Insights) -> list[Resource]:
     return resources
 
 
-def _rads_observations(refs: _Refs, insights: Insights, status: str, issued: str) -> list[Resource]:
+def _rads_observations(
+    refs: _Refs, insights: Insights, status: str, issued: str, stated: dict[int, str]
+) -> list[Resource]:
     resources = []
-    for rads in insights.rads:
+    for index, rads in enumerate(insights.rads):
+        if index in stated:  # a template Observation states it already
+            continue
         resource: Resource = {
             "resourceType": "Observation",
             "id": refs.id("Observation", rads.system, rads.category, rads.side),
@@ -444,6 +452,10 @@ def _detected_issues(refs: _Refs, insights: Insights) -> list[Resource]:
     return resources
 
 
+def _resource(bundle: Resource, resource_id: str) -> Resource:
+    return next(e["resource"] for e in bundle["entry"] if e["resource"].get("id") == resource_id)
+
+
 def insight_resources(
     bundle: Resource,
     report: Report,
@@ -456,12 +468,22 @@ def insight_resources(
     """The resources `insights` adds to `bundle` (a radbridge Bundle of `report`)."""
     refs = _Refs(bundle, report)
     issued = fhir_datetime((created or datetime.now(UTC)).astimezone(UTC))
-    rads = _rads_observations(refs, insights, observation_status, issued)
+    stated = stated_rads(bundle, insights.rads)
+    for index, observation_id in stated.items():  # its verified codings join the template's
+        rads = insights.rads[index]
+        adopt_codings(
+            _resource(bundle, observation_id),
+            rads_code_codings(rads.system),
+            rads_value_codings(rads.system, rads.category, refs.modality),
+        )
+    rads = _rads_observations(refs, insights, observation_status, issued, stated)
+    ids = iter(r["id"] for r in rads)
+    rads_ids = [stated[i] if i in stated else next(ids) for i in range(len(insights.rads))]
     sizes = _size_observations(bundle, refs, insights, report.text, observation_status, issued)
     return [
         *rads,
         *sizes,
-        *_service_requests(refs, insights, [r["id"] for r in rads], report.text),
+        *_service_requests(refs, insights, rads_ids, report.text),
         *_flags(refs, insights, {f.id: f for f in findings}),
         *_communications(refs, insights),
         *_detected_issues(refs, insights),
