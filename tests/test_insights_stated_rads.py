@@ -36,7 +36,7 @@ def _of(bundle: dict[str, Any], kind: str) -> list[dict[str, Any]]:
 
 def _variable(resource: dict[str, Any]) -> str:
     (evidence,) = [e for e in resource["extension"] if e["url"].endswith("/evidence")]
-    return next(p["valueString"] for p in evidence["extension"] if p["url"] == "variable")
+    return str(next(p["valueString"] for p in evidence["extension"] if p["url"] == "variable"))
 
 
 def test_a_category_the_template_states_is_one_observation_with_the_verified_coding() -> None:

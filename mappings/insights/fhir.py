@@ -470,11 +470,11 @@ def insight_resources(
     issued = fhir_datetime((created or datetime.now(UTC)).astimezone(UTC))
     stated = stated_rads(bundle, insights.rads)
     for index, observation_id in stated.items():  # its verified codings join the template's
-        rads = insights.rads[index]
+        category = insights.rads[index]
         adopt_codings(
             _resource(bundle, observation_id),
-            rads_code_codings(rads.system),
-            rads_value_codings(rads.system, rads.category, refs.modality),
+            rads_code_codings(category.system),
+            rads_value_codings(category.system, category.category, refs.modality),
         )
     rads = _rads_observations(refs, insights, observation_status, issued, stated)
     ids = iter(r["id"] for r in rads)
