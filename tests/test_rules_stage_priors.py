@@ -31,11 +31,12 @@ def _value(templates: dict[str, Template], template_id: str, variable: str, text
     ("template_id", "variable", "text", "expected"),
     [
         # a prior category in a sentence of the findings, no heading: the insights' prior rule
-        (
+        (  # the highest level stated is a prior one: not this exam's
             "thyroid_us",
             "tirads_highest",
-            "US THYROID\nA nodule previously classified as TI-RADS 4 has resolved. No nodule.",
-            None,
+            "US THYROID\nFINDINGS: Right lobe nodule, previously TI-RADS 4, now 8 mm spongiform, "
+            "TI-RADS 1.",
+            1,
         ),
         (
             "breast",
