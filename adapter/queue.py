@@ -81,3 +81,41 @@ def enqueue_extract(
     if retry_policy is None:
         return app.send_task(EXTRACT_TASK, args=[message_id])
     return app.send_task(EXTRACT_TASK, args=[message_id], retry=True, retry_policy=retry_policy)
+
+
+QUEUE = "celery"
+"""The Redis list of the default queue (kombu adds one per priority step: `QUEUE\\x06\\x16N`)."""
+
+
+def queued_extractions(url: str) -> set[int] | None:
+    """The message ids whose extraction task waits in the broker's queue now (reconcile does
+    not queue those again: a backlog would be queued once more each interval). Tasks a worker
+    has reserved (kombu's `unacked` hash) do not count: their worker may be dead, and Redis
+    would give them back only after the visibility timeout. None when the broker cannot be
+    read (reconcile then queues all)."""
+    import base64
+    import json
+
+    import redis
+
+    def message_id(payload: Any) -> int | None:
+        try:
+            if isinstance(payload, (bytes, str)):
+                payload = json.loads(payload)
+            if payload["headers"]["task"] != EXTRACT_TASK:
+                return None
+            body = payload["body"]
+            if payload.get("properties", {}).get("body_encoding") == "base64":
+                body = base64.b64decode(body)
+            args = json.loads(body)[0]
+            return int(args[0])
+        except (ValueError, KeyError, IndexError, TypeError):
+            return None
+
+    client = redis_client(url)
+    try:
+        queues = [QUEUE, *(f"{QUEUE}\x06\x16{step}" for step in (1, 2, 3, 4, 5, 6, 7, 8, 9))]
+        waiting = [item for name in queues for item in client.lrange(name, 0, -1)]
+    except redis.RedisError:
+        return None
+    return {m for m in map(message_id, waiting) if m is not None}

@@ -128,6 +128,16 @@ class Settings(BaseSettings):
         description="worker pool processes (`radbridge worker --concurrency` wins); default: "
         "one per CPU core for the rules stage, 1 where each process loads the model",
     )
+    deliver_inline: bool = Field(
+        default=True,
+        description="the extraction task pushes its Bundles itself (one task per message); "
+        "false: a deliver task per Bundle and destination",
+    )
+    worker_sqlite_synchronous: Literal["FULL", "NORMAL", "EXTRA"] = Field(
+        default="NORMAL",
+        description="SQLite durability of the worker's writes (redone after a power cut; "
+        "an accepted message is committed by serve with RADBRIDGE_SQLITE_SYNCHRONOUS)",
+    )
 
     # delivery to the EHR
     fhir_base_url: str | None = None

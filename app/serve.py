@@ -247,6 +247,8 @@ async def run_services(settings: Settings, *, with_worker: bool = True) -> None:
         if worker is not None:
             cleanup.callback(worker.stop)  # runs before Redis stops (LIFO)
             worker.start()
+            # a restart repairs what the dead worker left: at once, its pool warms up on the way
+            worker.argv = [*worker.argv, "--no-warm-up"]
         record_children()
         server = uvicorn.Server(
             uvicorn.Config(api, host=settings.host, port=settings.http_port, log_level="warning")
@@ -337,22 +339,31 @@ def _queue_reconcile(celery_app: Any) -> None:
 
 
 def run_worker(
-    settings: Settings, *, beat: bool, concurrency: int | None, reclaim_on_start: bool = False
+    settings: Settings,
+    *,
+    beat: bool,
+    concurrency: int | None,
+    reclaim_on_start: bool = False,
+    warm: bool = True,
 ) -> None:
     """A Celery worker for the radbridge tasks (blocks). Without RADBRIDGE_REDIS_URL it starts
     the embedded Redis (or uses the one running on the data dir's socket) and stops what it
     started when it exits. `reclaim_on_start` (serve's own worker, the only one on its embedded
-    Redis): a reconcile at start requeues messages left `processing` by a worker that died."""
+    Redis): a reconcile at start requeues messages left `processing` by a worker that died.
+    `warm`: `workers.tasks.warm_up` before the pool forks (serve restarts its worker without:
+    the new one repairs what the dead one left first)."""
     from celery.exceptions import SecurityWarning
 
     from workers.engine_registry import probe_engine, worker_pool
-    from workers.tasks import make_worker_app
+    from workers.tasks import make_worker_app, warm_up
 
     # Celery's multi-line "superuser privileges" warning: `check-config` says it in one line
     warnings.filterwarnings("ignore", category=SecurityWarning)
     started_at = datetime.now(UTC)
     probe_engine(settings)  # EngineError: a model server that ignores json_schema; no start
     pool, concurrency = worker_pool(settings, concurrency)
+    if warm:
+        warm_up(settings)  # before the pool forks: each process starts warm
     with ExitStack() as cleanup:
         if not settings.redis_url:
             embedded = EmbeddedRedis(settings.data_dir)
@@ -364,6 +375,8 @@ def run_worker(
         # --quiet: no banner; Celery logs at RADBRIDGE_LOG_LEVEL (warning: quiet by default)
         argv = ["--quiet", "worker", f"--loglevel={settings.log_level.upper()}"]
         argv += [f"--concurrency={concurrency}", f"--pool={pool}"]
+        # one line even with --quiet (as Celery's banner says it): the pool that runs
+        print(f"radbridge worker: concurrency: {concurrency} ({pool})", flush=True)
         if beat:
             argv += ["--beat", f"--schedule={beat_schedule_path(settings)}"]
         app.worker_main(argv)

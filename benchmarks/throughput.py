@@ -16,14 +16,17 @@ memory and in a temporary folder that is deleted) go, in one run and one process
 - (d) the service: `radbridge serve` (embedded Redis, SQLite, the worker's default pool, stage
   rules) with the project's test EHR (`tests/helpers/fhir_server.py`, its schema check off: the EHR's
   own validation is not radbridge's cost) as RADBRIDGE_FHIR_BASE_URL; the N messages are sent
-  over one MLLP connection and the clock stops when every message is `delivered`.
+  over one MLLP connection and the clock stops when every message is `delivered`; the CPU it
+  took is shown per report, in all and by process (serve, the worker's consumer, its pool,
+  Redis).
 
 It prints reports/s of each and the ratios (b)/(a+a'), (b)/(a), (c)/(a), (d)/(c), then the
 per-stage split of the worker's path, each stage timed in a loop of its own over the same
 reports: parse, route, rules, insights, build (the timeline and the Bundles), validate (the
 Bundle's output check alone), store (the worker's
 `workers.tasks.process_message` minus the stages before it: claim, timeline lookup, writes),
-deliver (the deliver task: store reads, the HTTP push to the test EHR, store writes), with the
+deliver (the deliver task, as RADBRIDGE_DELIVER_INLINE=false runs it and as a retry does:
+store reads, the HTTP push to the test EHR, store writes), with the
 store transactions per message counted by an SQLAlchemy event listener. Last, the timeline:
 one patient's M reports (increasing observation times) through `workers.tasks.process_message`
 on a SQLite store, the median per-report time of reports 1-100 against the last 100.
@@ -398,24 +401,33 @@ async def _send_all(port: int, messages: Sequence[bytes]) -> None:
         await client.close()
 
 
-def _tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of a process and its living descendants (Linux /proc)."""
-    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, CPU seconds)
+def _tree_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) of a process and its living descendants (Linux /proc), by
+    role: `serve` (MLLP, API, group commit), `worker` (Celery's consumer: the broker, the pool's
+    feed), `pool` (its children: the tasks), `redis`."""
+    stats: dict[int, tuple[int, float, bool]] = {}  # pid -> (parent, CPU seconds, redis?)
     ticks = os.sysconf("SC_CLK_TCK")
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         with contextlib.suppress(OSError, ValueError, IndexError):
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks)
-    tree, total, frontier = {pid}, 0.0, [pid]
+            redis = b"redis-server" in (entry / "cmdline").read_bytes()
+            cpu = (int(fields[11]) + int(fields[12])) / ticks
+            stats[int(entry.name)] = (int(fields[1]), cpu, redis)
+    roles: dict[str, float] = {"serve": 0.0, "worker": 0.0, "pool": 0.0, "redis": 0.0}
+    frontier = [(pid, 0)]
+    seen = {pid}
     while frontier:
-        parent = frontier.pop()
-        total += stats.get(parent, (0, 0.0))[1]
-        children = [child for child, (ppid, _) in stats.items() if ppid == parent]
-        frontier += [child for child in children if child not in tree]
-        tree.update(children)
-    return total
+        parent, depth = frontier.pop()
+        _, cpu, redis = stats.get(parent, (0, 0.0, False))
+        role = "redis" if redis else ("serve", "worker", "pool")[min(depth, 2)]
+        roles[role] += cpu
+        for child, (ppid, _, _) in stats.items():
+            if ppid == parent and child not in seen:
+                seen.add(child)
+                frontier.append((child, depth + 1))
+    return roles
 
 
 @dataclass
@@ -426,7 +438,7 @@ class ServiceRun:
     sent_seconds: float
     pool: str
     delivered: int
-    cpu: float  # CPU seconds of serve and its children (API, MLLP, worker pool, Redis)
+    cpu: dict[str, float]  # CPU seconds of serve and its children by role (`_tree_cpu`)
 
 
 def service(messages: Sequence[bytes], work: Path) -> ServiceRun:
@@ -475,7 +487,8 @@ def service(messages: Sequence[bytes], work: Path) -> ServiceRun:
                 raise SystemExit(f"not drained after {DRAIN_TIMEOUT_S:.0f} s: {states}")
             time.sleep(0.1)
         seconds = time.perf_counter() - started
-        cpu = _tree_cpu(process.pid) - cpu_before
+        cpu_after = _tree_cpu(process.pid)
+        cpu = {role: cpu_after[role] - cpu_before.get(role, 0.0) for role in cpu_after}
         pool = next(
             (
                 line.split("concurrency:", 1)[1].strip()
@@ -666,13 +679,21 @@ def main() -> None:
     if run is not None and EXTRACT_CPU:
         # on a machine shared with other jobs the rates follow the CPU share each got; CPU time
         # per report does not: (d) can use every core, (c) one
-        c_cpu, d_cpu = EXTRACT_CPU[0] / len(reports), run.cpu / len(messages)
+        c_cpu, d_cpu = EXTRACT_CPU[0] / len(reports), sum(run.cpu.values()) / len(messages)
         cores = os.cpu_count() or 1
         print(
             f"CPU per report: (c) {c_cpu * 1000:.1f} ms (one process), (d) {d_cpu * 1000:.1f} ms "
             f"(serve, worker pool, Redis); on {cores} idle cores (d) could drain at "
             f"{cores / d_cpu:.0f} reports/s, (c) run at {1 / c_cpu:.0f}: "
             f"{cores * c_cpu / d_cpu:.2f}x"
+        )
+        print(
+            "(d) CPU per report by process: "
+            + ", ".join(
+                f"{role} {seconds * 1000 / len(messages):.1f} ms"
+                for role, seconds in run.cpu.items()
+            )
+            + " (the test EHR runs in this process: not counted)"
         )
     if split is not None:
         total = sum(split.seconds.values())

@@ -8,11 +8,12 @@ from datetime import date
 
 import pytest
 
+from mappings.insights.critical_list import load_critical_list
 from mappings.insights.model import Insights
 from mappings.report import Report
 from workers.insights.communications import find_communications
 from workers.insights.extract import InsightContext, extract_insights
-from workers.insights.text import ReportText
+from workers.insights.text import ReportText, may_match, quick_anchors
 from workers.insights.timing import find_intervals
 
 DAY = date(2025, 3, 10)
@@ -291,3 +292,111 @@ def test_withdrawal_distance_is_no_size() -> None:
         "FINDINGS: Endotracheal tube tip in the right main bronchus. Recommend withdrawing by 3 cm."
     )
     assert _insights(text).sizes == ()
+
+
+# --- task insacc2: classes found on batch w5's dev records ------------------------------------
+
+
+def _sizes(text: str, language: str = "en") -> list[tuple[float, ...]]:
+    return [s.size.dims for s in _insights(text, language).sizes]
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "expected"),
+    [
+        # a comparison line tells of the prior exam
+        (
+            "COMPARISON: CT 01/02/2025, which demonstrated a left pneumothorax.\n"
+            "FINDINGS: Lungs expanded.\nIMPRESSION: No acute abnormality.",
+            "en",
+            [],
+        ),
+        ("COMPARISON: None.\nFINDINGS: Large right pneumothorax.", "en", ["pneumothorax"]),
+        # "acuut" closing the finding's phrase after its site
+        (
+            "Conclusie: Herseninfarct links in het stroomgebied van de arteria cerebri posterior,"
+            " acuut.",
+            "nl",
+            ["acute_cerebral_infarct"],
+        ),
+        ("Impression: Old brain infarct in the right frontal lobe, no acute bleed.", "en", []),
+    ],
+)
+def test_critical_classes_w5(text: str, language: str, expected: list[str]) -> None:
+    assert [c.finding for c in _insights(text, language).critical] == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "expected"),
+    [
+        # the distance's "from" is no prior word for the size after it
+        ("FINDINGS: At 10 o'clock, 6 cm from the nipple: 12 mm irregular mass.", "en", [(12.0,)]),
+        # a diameter after the wall word is the finding's size; a wall thickness is none
+        ("Befund: Wandverdickter Dünndarm mit einem Durchmesser von 35 mm.", "de", [(35.0,)]),
+        ("Befund: Gallenblasenwand verdickt auf 6 mm.", "de", []),
+        ("Befund: Myom an der Vorderwand von 2,4 cm.", "de", [(2.4,)]),
+        # a phrase that calls its structure normal measures no finding
+        ("FINDINGS: Appendix visualised, normal in diameter (4 mm).", "en", []),
+        ("Befund: Aorta abdominalis regelrecht weit (18 mm).", "de", []),
+        ("FINDINGS: Liver normal in size with a 2 cm cyst in segment 6.", "en", [(2.0,)]),
+    ],
+)
+def test_size_classes_w5(text: str, language: str, expected: list[tuple[float, ...]]) -> None:
+    assert _sizes(text, language) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "expected"),
+    [
+        ("Urologe vor Ort informiert.", "de", ("Urologe", None)),
+        ("Chirurg ter plaatse ingelicht om 09.10 uur.", "nl", ("Chirurg", "09.10 uur")),
+    ],
+)
+def test_communication_classes_w5(
+    text: str, language: str, expected: tuple[str, str | None]
+) -> None:
+    found = [(c.recipient, c.time) for c in find_communications(ReportText(text, language))]
+    assert found == [expected]
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("Impression: Suspicious lesion. Discuss at the tumour board.", "en"),
+        ("Conclusie: Verdachte laesie. Bespreken in het MDO.", "nl"),
+    ],
+)
+def test_imperative_telegraphic_consultation(text: str, language: str) -> None:
+    assert _followups(text, language) == [("consultation", None, (), False)]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # the ordered side said not to be imaged does not settle the order
+        ("XR SHOULDER\nFindings: Left shoulder: Hill-Sachs lesion. Right shoulder not imaged.", 1),
+        ("XR SHOULDER\nFindings: Right shoulder: no fracture. Left shoulder: old fracture.", 0),
+    ],
+)
+def test_ordered_side_not_imaged_keeps_the_mismatch(text: str, expected: int) -> None:
+    report = Report(source_format="fhir", report_id="t", text=text, language="en")
+    context = InsightContext(report_date=DAY, exam="XR SHOULDER RIGHT")
+    kinds = [m.kind for m in extract_insights(report, context).mismatches]
+    assert kinds == ["laterality"] * expected
+
+
+def test_quick_anchors_keep_only_the_strings_that_hold_no_other() -> None:
+    """The reduced quick test says no only where the critical pattern cannot match."""
+    pneumothorax = next(f for f in load_critical_list() if f.id == "pneumothorax").pattern
+    groups = quick_anchors(pneumothorax)
+    assert groups is not None
+    assert all(not any(t != s and t in s for t in group) for group in groups for s in group)
+    assert quick_anchors(pneumothorax) is groups  # remembered
+    for text, found in (
+        ("Kleine Mantelpneumothorax links.", True),
+        ("Small right PTX.", True),
+        ("Lungs clear. No effusion.", False),
+    ):
+        doc = ReportText(text, "en")
+        assert may_match(doc, pneumothorax) == found
+        assert (pneumothorax.search(doc.text) is not None) == found

@@ -5,7 +5,10 @@ A size is one to three numbers joined by "x" (decimal point or comma) and a unit
 "up to 14 mm") gives its largest value. Left out: a prior exam's value ("previously 6 mm",
 "eerder 1,1 cm", "vorbeschrieben 9 mm", "in der Voruntersuchung 12 mm": a prior word between
 the previous size, or the clause start, and this one), a wall thickness ("wall thickened to
-5 mm", "wandverdikt tot 5 mm") and a distance ("2 cm van de tepel", "4 cm above the carina").
+5 mm", "wandverdikt tot 5 mm"; a diameter named after the wall word is the finding's:
+"wandverdickte Appendix mit einem Durchmesser von 11 mm") and a distance ("2 cm van de tepel",
+"4 cm above the carina"; its "from" is no prior word for the size after it: "4 cm from the
+nipple: 7 mm mass").
 
 A size belongs to a finding mention of its own clause (the ConText unit the mention was
 asserted in) with no other size in between: the nearest one after it when the size opens a noun
@@ -50,8 +53,19 @@ _DISTANCE = re.compile(
     r"|van de (?:tepel|carina)|boven|onder|vanaf|vom|von der|oberhalb|unterhalb|ab)\b",
     re.IGNORECASE,
 )
-_WALL = re.compile(r"\b(?:wall|wand\w*)\b", re.IGNORECASE)
-"""A wall thickness ("wall thickened to 5 mm", "wandverdikt tot 5 mm") is not the finding's size."""
+_WALL = re.compile(
+    r"\b(?:wall|wand\w*|\w+(?<!hinter)(?<!vorder)(?<!seiten)(?<!achter)(?<!voor)(?<!zij)wand"
+    r"(?:dicke|stärke|dikte)?)\b",
+    re.IGNORECASE,
+)
+"""A wall thickness ("wall thickened to 5 mm", "wandverdikt tot 5 mm", "Gallenblasenwand verdickt
+auf 6 mm") is not the finding's size; a site on a wall ("Myom an der Hinterwand") is no wall."""
+_DIAMETER = re.compile(
+    r"\b(?:diameter|durchmesser|doorsnede|kaliber|caliber|calibre|size|größe|grootte)\b|Ø",
+    re.IGNORECASE,
+)
+"""A diameter word after the wall word: the size is the finding's ("wandverdickte Appendix mit
+einem Durchmesser von 11 mm"), not its wall's."""
 _MAX_MM = 400.0
 
 
@@ -93,7 +107,11 @@ def size_hits(text: str, start: int, end: int) -> list[SizeHit]:
     for match in _SIZE.finditer(text, start, end):
         before = text[previous_end : match.start()]
         previous_end = match.end()
-        if _PRIOR.search(before) or _WALL.search(before) or _DISTANCE.match(text, match.end(), end):
+        distance = _DISTANCE.match(text, match.end(), end)
+        if distance:
+            previous_end = distance.end()  # its "from" is no prior word for the next size
+            continue
+        if _PRIOR.search(before) or _wall(before):
             continue
         dims = tuple(_number(n) for n in _NUMBER.findall(match["dims"]))
         unit: SizeUnit = "cm" if match["unit"].lower() == "cm" else "mm"
@@ -102,6 +120,13 @@ def size_hits(text: str, start: int, end: int) -> list[SizeHit]:
             continue
         hits.append(SizeHit(dims, unit, match.start(), match.end()))
     return hits
+
+
+def _wall(before: str) -> bool:
+    """Whether the text before a size makes it a wall thickness (a wall word with no diameter
+    word after it)."""
+    ends = [wall.end() for wall in _WALL.finditer(before)]
+    return bool(ends) and not _DIAMETER.search(before, ends[-1])
 
 
 def _all_sizes(text: str, start: int, end: int) -> list[tuple[int, int]]:

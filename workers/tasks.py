@@ -23,7 +23,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,6 +36,7 @@ from adapter.queue import (
     RECONCILE_DONE_KEY,
     RECONCILE_TASK,
     enqueue_extract,
+    queued_extractions,
     redis_client,
     redis_url,
 )
@@ -42,7 +44,7 @@ from adapter.settings import Settings
 from adapter.store import Store
 from adapter.store.deliveries import REFUSED, RETRY, DeliveryJob
 from adapter.store.messages import CLAIMED, DEAD, PROCESSING, MessageRow
-from adapter.store.results import Output
+from adapter.store.results import Output, SavedResult
 from mappings import inbound
 from mappings.errors import HL7ErrorCode, MessageRejected
 from mappings.media_types import FHIR_JSON
@@ -66,13 +68,19 @@ _LOCK = threading.Lock()
 
 
 def store_for(settings: Settings) -> Store:
-    """The process's store (opened once)."""
+    """The process's store (opened once). SQLite: with RADBRIDGE_WORKER_SQLITE_SYNCHRONOUS
+    (NORMAL: a commit does not wait for an fsync). The worker's writes are redone when lost:
+    in WAL mode a power cut loses only the last transactions, never one committed before an
+    fsync of serve's (an accepted message: its ACK waited for it), and what the worker had
+    written of a message after its acceptance is claimed, extracted and delivered again
+    (deliveries are idempotent)."""
     from adapter.store.connection import default_database_url
 
     url = default_database_url(settings)
     with _LOCK:
         if url not in _STORES:
-            _STORES[url] = Store.open(settings)
+            update = {"sqlite_synchronous": settings.worker_sqlite_synchronous}
+            _STORES[url] = Store.open(settings.model_copy(update=update))
         return _STORES[url]
 
 
@@ -91,30 +99,60 @@ def max_attempts(settings: Settings) -> int:
     return settings.task_max_retries + 1
 
 
+@dataclass(frozen=True)
+class Extracted:
+    """What `extract_message` kept of one message: its saved Bundles (with the deliveries it
+    claimed for its own push) and the source Report of each, by Bundle id."""
+
+    saved: list[SavedResult]
+    reports: dict[str, Report] = field(default_factory=dict)
+
+    @property
+    def bundle_ids(self) -> list[str]:
+        """The Bundles saved (superseded ones are not)."""
+        return [s.bundle_id for s in self.saved if s.saved]
+
+
 def process_message(
     store: Store, settings: Settings, message_id: int, *, token: str | None = None
 ) -> list[str] | None:
-    """Claim, parse, route, extract and store Bundles for one message; returns the Bundle ids
-    (None when the message could not be claimed: done, taken, or dead after the attempt cap).
+    """`extract_message` without deliveries: the Bundle ids (None when not claimed)."""
+    extracted = extract_message(store, settings, message_id, token=token)
+    return None if extracted is None else extracted.bundle_ids
+
+
+def extract_message(
+    store: Store,
+    settings: Settings,
+    message_id: int,
+    *,
+    token: str | None = None,
+    queue: Sequence[str] = (),
+    claim: Sequence[str] = (),
+) -> Extracted | None:
+    """Claim, parse, route, extract and store Bundles for one message (None when the message
+    could not be claimed: done, taken, or dead after the attempt cap); `queue` and `claim`:
+    the destinations whose deliveries of each saved Bundle are recorded in the same
+    transaction (`Store.finish_extraction`).
 
     The claim counts the attempt in the store, so an attempt that crashed its process counts
     too. Raises WorkerError subclasses for failures worth retrying; unusable messages go dead.
     Three store round trips per message: the claim (with the message's bytes), the timeline
-    lookup (one per report and template, bounded) and one transaction that keeps every result
-    and marks the message extracted (all or nothing).
+    lookup (one per report and template, bounded) and one transaction that keeps every result,
+    records its deliveries and marks the message extracted (all or nothing).
     """
     from workers.engine_registry import get_engine
 
-    claim = store.claim_message(message_id, token=token, max_attempts=max_attempts(settings))
-    if claim.outcome != CLAIMED:
-        log.info("message %d not claimed (%s)", message_id, claim.outcome)
-        if claim.outcome == DEAD:
+    claimed = store.claim_message(message_id, token=token, max_attempts=max_attempts(settings))
+    if claimed.outcome != CLAIMED:
+        log.info("message %d not claimed (%s)", message_id, claimed.outcome)
+        if claimed.outcome == DEAD:
             send_application_ack(store, settings, message_id, success=False)
         return None
     finished: list[Result] = []  # this message's results so far: the timeline sees them too
     outcome = run_message(
-        claim.raw,
-        claim.content_type,
+        claimed.raw,
+        claimed.content_type,
         list(load_templates(settings.templates_dir).values()),
         settings,
         lambda: get_engine(settings),
@@ -125,21 +163,29 @@ def process_message(
     if rejected is not None:
         code = (rejected.hl7_code or HL7ErrorCode.APPLICATION_INTERNAL_ERROR).value
         store.mark_rejected(message_id, f"rejected: {rejected.reason}", code, rejected.detail)
-        return []
+        return Extracted([])
     invalid = next((r for r in outcome.rejected if r.reason == INVALID_OUTPUT), None)
     if invalid is not None:  # a Bundle that fails its output check: nothing of the message leaves
         log.error("message %d rejected: a built Bundle failed its output check", message_id)
         store.mark_failed(message_id, f"rejected: {INVALID_OUTPUT}: {invalid.detail}", dead=True)
-        return []
-    saved = store.finish_extraction(message_id, [_output(result) for result in outcome.results])
-    bundle_ids = [s.bundle_id for s in saved if s.saved]
+        return Extracted([])
+    saved = store.finish_extraction(
+        message_id,
+        [_output(result) for result in outcome.results],
+        queue=queue,
+        claim=claim,
+        lease=delivery_lease(settings),
+    )
+    extracted = Extracted(
+        saved, {str(r.bundle["id"]): r.report for r in outcome.results if r.bundle is not None}
+    )
     log.info(
         "message %d extracted bundles=%d superseded=%d",
         message_id,
-        len(bundle_ids),
-        len(saved) - len(bundle_ids),
+        len(extracted.bundle_ids),
+        len(saved) - len(extracted.bundle_ids),
     )
-    return bundle_ids
+    return extracted
 
 
 def source_report(job: DeliveryJob, settings: Settings) -> Report | None:
@@ -249,26 +295,96 @@ def _settings(task: Task) -> Settings:
 
 
 def extract_report(task: Task, message_id: int) -> list[str]:
-    """Celery task: extract one stored message (`process_message`), then send its application
-    ACK (enhanced mode) and queue its Bundles to every destination; a failure is retried
-    (`extraction_failed`)."""
+    """Celery task: extract one stored message (`extract_message`), then send its application
+    ACK (enhanced mode) and deliver its Bundles to every destination: pushed here, in this
+    task (RADBRIDGE_DELIVER_INLINE, `deliver_inline`), else one deliver task per Bundle and
+    destination; a failure of the extraction is retried (`extraction_failed`)."""
     # the attempt cap is counted in the store (every claim), not by Celery: a retry, a
     # redelivery after a crash and a reconcile requeue all count alike
     settings = _settings(task)
     store = store_for(settings)
+    chosen = destinations.bundle_destinations(settings)
+    inline = [d.name for d in chosen if settings.deliver_inline and not _paused(d.name)]
+    later = [d for d in chosen if d.name not in inline]
     try:
-        bundle_ids = process_message(store, settings, message_id, token=task.request.id)
+        extracted = extract_message(
+            store,
+            settings,
+            message_id,
+            token=task.request.id,
+            queue=[d.name for d in later],
+            claim=inline,
+        )
     except Exception as exc:
         return extraction_failed(task, store, settings, message_id, exc)
-    if bundle_ids is None:  # not claimed: another worker has it, it is done, or dead
+    if extracted is None:  # not claimed: another worker has it, it is done, or dead
         return []
     if settings.app_ack_target:  # the state is read only when an application ACK may go
         row = store.get_message(message_id)
         if row is not None and row.state in ("extracted", "dead"):
             success = row.state == "extracted"
             send_application_ack(store, settings, message_id, success=success, row=row)
-    destinations.dispatch(task.app, settings, store, bundle_ids)
-    return bundle_ids
+    for bundle_id in extracted.bundle_ids:
+        for destination in later:
+            assert destination.task is not None
+            task.app.send_task(destination.task, args=[bundle_id])
+    deliver_inline(task.app, store, settings, message_id, extracted)
+    return extracted.bundle_ids
+
+
+INLINE_PAUSE_S = 60.0
+"""After a push from the extraction task fails (not a refusal of that Bundle), this process
+sends that destination's Bundles through deliver tasks (with their backoff) for this long: an
+EHR outage must not hold up extraction for a timeout per message."""
+_PAUSED_UNTIL: dict[str, float] = {}
+
+
+def _paused(target: str) -> bool:
+    return time.monotonic() < _PAUSED_UNTIL.get(target, 0.0)
+
+
+def deliver_inline(
+    app: Celery, store: Store, settings: Settings, message_id: int, extracted: Extracted
+) -> None:
+    """Push each saved Bundle to the destinations `Store.finish_extraction` claimed for this
+    task, and record each outcome as the deliver task does (one transaction each; with the
+    last one the message goes `delivered`). A failed push is recorded by `delivery_failed`:
+    retried by a deliver task after its backoff (sent with a countdown; reconcile sends it
+    when due if Redis lost it), or refused/dead; the extraction stays done either way."""
+    required = destinations.required(settings)
+    for result in extracted.saved:
+        for target, held in result.claimed.items():
+            bundle, task_name = result.bundle, destinations.by_name(target).task
+            assert bundle is not None and task_name is not None
+            bundle_id = result.bundle_id
+
+            def later(
+                countdown: float, exc: Exception, name: str = task_name, sent: str = bundle_id
+            ) -> None:
+                try:
+                    app.send_task(name, args=[sent], countdown=countdown)
+                except Exception as error:  # the record says when: reconcile sends it
+                    log.warning("deliver task not sent (%s)", type(error).__name__)
+
+            try:
+                pushed = PUSHES[target](bundle, extracted.reports.get(bundle_id), settings, held)
+            except Exception as exc:
+                if not isinstance(exc, DeliveryRejected):  # the destination, not this Bundle
+                    _PAUSED_UNTIL[target] = time.monotonic() + INLINE_PAUSE_S
+                delivery_failed(later, store, settings, bundle_id, target, exc)
+                continue
+            changed = store.record_delivery_attempt(
+                bundle_id,
+                target,
+                state="delivered",
+                status=pushed.status,
+                delivered=pushed.delivered,
+                delivered_message=message_id,
+                required=required,
+                stamp=result.stamp,
+            )
+            if changed:  # a decision saved during the push
+                app.send_task(task_name, args=[bundle_id])
 
 
 def extraction_failed(
@@ -317,7 +433,11 @@ def deliver(task: Task, bundle_id: str) -> str:
     try:
         pushed = PUSHES[target](job.bundle, source_report(job, settings), settings, job.delivered)
     except Exception as exc:
-        return delivery_failed(task, store, settings, bundle_id, target, exc)
+
+        def retry(countdown: float, error: Exception) -> None:
+            raise task.retry(countdown=countdown, exc=error) from None
+
+        return delivery_failed(retry, store, settings, bundle_id, target, exc)
     changed = store.record_delivery_attempt(
         bundle_id,
         target,
@@ -339,11 +459,17 @@ def destination_of(task_name: str) -> str:
 
 
 def delivery_failed(
-    task: Task, store: Store, settings: Settings, bundle_id: str, target: str, exc: Exception
+    retry: Callable[[float, Exception], None],
+    store: Store,
+    settings: Settings,
+    bundle_id: str,
+    target: str,
+    exc: Exception,
 ) -> str:
     """A delivery attempt to one destination failed: retried with capped exponential backoff
-    while RADBRIDGE_DELIVERY_RETRY_FOR has not passed since the run's first failure (raises
-    Celery's Retry), else `dead`; a refusal (a 4xx other than 408/429, a NAK AR, an identity
+    while RADBRIDGE_DELIVERY_RETRY_FOR has not passed since the run's first failure
+    (`retry(countdown, exc)`: the deliver task raises Celery's Retry, the extraction task
+    sends a deliver task with that countdown), else `dead`; a refusal (a 4xx other than 408/429, a NAK AR, an identity
     refused) is `refused` at once. Returns the state. Only this destination's record changes;
     every error is recorded, a bug too (retried)."""
     retryable = isinstance(exc, DeliveryRetryable) or not isinstance(exc, DeliveryError)
@@ -367,7 +493,8 @@ def delivery_failed(
             log.info(
                 "bundle %s delivery to %s retry in %.1fs: %s", bundle_id, target, countdown, name
             )
-            raise task.retry(countdown=countdown, exc=exc) from None
+            retry(countdown, exc)
+            return RETRY
         state = DEAD
         reason = f"{detail}: still failing after {attempts} attempts"
     else:
@@ -409,7 +536,8 @@ def reconcile(task: Task, claimed_before: str | None = None) -> int:
     """Celery task: re-enqueue what the store says is not done and Redis may have lost:
     accepted messages, failed ones whose retry is due (never during their backoff), processing
     ones past the visibility timeout (their worker is gone; the claim counts the attempt and
-    gives up at the cap), deliveries never made or due again (a copy of a deliver task still
+    gives up at the cap) - never one whose task waits in the queue (`queued_extractions`: a
+    backlog is not queued again each interval; a task a worker reserved counts as lost), deliveries never made or due again (a copy of a deliver task still
     queued finds its Bundle delivered and pushes nothing), and messages whose delivery was
     recorded but whose worker was lost before marking them delivered. `claimed_before` (ISO
     time; sent by serve's only worker at its start): processing claims older than it are
@@ -421,12 +549,15 @@ def reconcile(task: Task, claimed_before: str | None = None) -> int:
         since = datetime.now(UTC) - datetime.fromisoformat(claimed_before)
         stale = min(stale, max(since, timedelta(0)))
     requeued = 0
+    in_broker = queued_extractions(redis_url(settings)) or set()
     for message_id in store.pending():
         row = store.get_message(message_id)
         if row is None:
             continue
         if row.state == PROCESSING and not store.reclaim_stale(message_id, stale):
             continue  # a worker is on it
+        if row.state != PROCESSING and message_id in in_broker:
+            continue  # its task waits in the queue: not lost
         enqueue_extract(task.app, message_id)
         requeued += 1
     # a delivery enqueued right after extraction has had a reconcile interval to start
@@ -471,6 +602,42 @@ def delivery_lease(settings: Settings) -> timedelta:
     """How long a deliver task's claim holds off another copy (then its worker counts as lost):
     the task visibility timeout, after which Redis would redeliver the task itself."""
     return timedelta(seconds=settings.task_visibility_timeout_s)
+
+
+WARM_UP_ORU = "\r".join(
+    [
+        "MSH|^~\\&|RADBRIDGE|WARMUP|RADBRIDGE|WARMUP|20260101080000||ORU^R01|WARMUP1|P|2.5.1",
+        "PID|1||WARMUP1^^^WARMUP^MR||WARMUP^WARMUP||19600101|U",
+        "OBR|1|WARMUP1|WARMUP1|36643-5^Chest X-ray 2 views^LN|||20260101080000"
+        + "|" * 18
+        + "20260101080000||CR|F",
+        "OBX|1|TX|59776-5^Findings^LN|1|No pleural effusion. The heart size is normal.||||||F",
+    ]
+).encode()
+"""A chest X-ray report of no patient (the LOINC codes of the throughput benchmark's ORUs)."""
+
+
+def warm_up(settings: Settings) -> None:
+    """Rules stage: run `WARM_UP_ORU` through the pipeline once, in the worker before it forks
+    its pool, so that every pool process starts with the templates loaded and the patterns
+    and output check compiled (a cold process took seconds over its first message). Nothing
+    is stored; a failure is logged and the worker starts all the same."""
+    from mappings.media_types import HL7_ER7
+
+    if settings.stage != "rules":
+        return
+    started = time.perf_counter()
+    try:
+        templates = list(load_templates(settings.templates_dir).values())
+        run_message(WARM_UP_ORU, HL7_ER7, templates, settings, _no_engine)
+    except Exception as exc:  # a template error shows on the first message as before
+        log.warning("worker warm-up failed: %s", type(exc).__name__)
+        return
+    log.info("worker warmed up in %.1fs", time.perf_counter() - started)
+
+
+def _no_engine() -> Any:
+    raise EngineUnavailable("the rules stage uses no model")
 
 
 def make_worker_app(settings: Settings) -> Celery:

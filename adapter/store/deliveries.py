@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -83,6 +83,11 @@ def _claim_delivery(connection: Connection, bundle_id: str, target: str, lease: 
     return bool(inserted.rowcount)
 
 
+def _utc(moment: datetime) -> datetime:
+    """An aware UTC time (SQLite returns the store's times naive, in UTC)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def delivered_as_stored(record: Any, stored_at: Any) -> Any:
     """SQL: the delivery record holds the Bundle as stored now: `delivered`, and the Bundle's
     `updated_at` it delivered (`delivered_stamp`; a record from before migration 0008: its own
@@ -113,6 +118,54 @@ def all_delivered(connection: Connection, message_id: int, targets: Sequence[str
         if missing is not None:
             return False
     return True
+
+
+def queue_delivery(
+    connection: Connection,
+    bundle_id: str,
+    target: str,
+    now: datetime,
+    *,
+    fresh: bool = False,
+    claim: timedelta | None = None,
+) -> dict[str, str] | None:
+    """`Store.queue_deliveries` of one Bundle and target in the caller's transaction. `claim`
+    (a lease): claim the delivery at once (state `sending`, as `Store.delivery_job` does) for
+    the caller's own push; returns what `target` holds of the Bundle (`DeliveryJob.delivered`)
+    when claimed, None when not (a copy in flight holds it: its task sends the Bundle as
+    stored now)."""
+    key = (deliveries.c.bundle_id == bundle_id, deliveries.c.target == target)
+    ended = deliveries.c.state.in_((DELIVERED, REFUSED, DEAD))
+    since = None if fresh else sa.case((ended, sa.null()), else_=deliveries.c.failing_since)
+    free = deliveries.c.state != SENDING
+    if claim is not None:
+        free = sa.or_(free, deliveries.c.updated_at <= now - claim)
+    updated = connection.execute(
+        deliveries.update()
+        .where(*key, free)
+        .values(
+            state=SENDING if claim is not None else QUEUED,
+            next_attempt_at=None,
+            updated_at=now,
+            failing_since=since,
+        )
+        .returning(deliveries.c.delivered)
+    ).first()
+    if updated is not None:
+        held = json.loads(updated.delivered) if updated.delivered else {}
+        return {str(k): str(v) for k, v in held.items()} if claim is not None else None
+    if connection.execute(sa.select(deliveries.c.id).where(*key)).first():
+        return None  # in flight: its task sends the Bundle as stored now
+    connection.execute(
+        deliveries.insert().values(
+            bundle_id=bundle_id,
+            target=target,
+            state=SENDING if claim is not None else QUEUED,
+            attempts=0,
+            updated_at=now,
+        )
+    )
+    return {} if claim is not None else None
 
 
 class DeliveryStore(StoreBase):
@@ -354,7 +407,7 @@ class DeliveryStore(StoreBase):
             current = connection.execute(
                 sa.select(bundles.c.updated_at).where(bundles.c.id == bundle_id)
             ).scalar()
-            return current is not None and current != stamp
+            return current is not None and _utc(current) != _utc(stamp)
 
     def queue_deliveries(
         self, bundle_ids: Sequence[str], targets: Sequence[str], *, fresh: bool = False
@@ -364,36 +417,10 @@ class DeliveryStore(StoreBase):
         refused, dead) starts a new retry horizon; one retrying keeps its run's start unless
         `fresh` (an operator's resend)."""
         now = _now()
-        ended = deliveries.c.state.in_((DELIVERED, REFUSED, DEAD))
         with self.transaction() as connection:
             for bundle_id in bundle_ids:
                 for target in targets:
-                    key = (deliveries.c.bundle_id == bundle_id, deliveries.c.target == target)
-                    since = (
-                        None
-                        if fresh
-                        else sa.case((ended, sa.null()), else_=deliveries.c.failing_since)
-                    )
-                    updated = connection.execute(
-                        deliveries.update()
-                        .where(*key, deliveries.c.state != SENDING)
-                        .values(
-                            state=QUEUED, next_attempt_at=None, updated_at=now, failing_since=since
-                        )
-                    )
-                    if updated.rowcount:
-                        continue
-                    if connection.execute(sa.select(deliveries.c.id).where(*key)).first():
-                        continue  # in flight: its task sends the Bundle as stored now
-                    connection.execute(
-                        deliveries.insert().values(
-                            bundle_id=bundle_id,
-                            target=target,
-                            state=QUEUED,
-                            attempts=0,
-                            updated_at=now,
-                        )
-                    )
+                    queue_delivery(connection, bundle_id, target, now, fresh=fresh)
 
     def release_stale_claims(self, target: str, older_than: timedelta) -> int:
         """Deliveries to `target` claimed (`sending`) longer than `older_than` ago (their worker

@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -28,6 +28,7 @@ from adapter.errors import StoreError
 from adapter.search_index import keys_condition, write_tokens
 from adapter.store.connection import StoreBase
 from adapter.store.connection import utc_now as _now
+from adapter.store.deliveries import queue_delivery
 from adapter.store.messages import EXTRACTED, transition_in
 from adapter.store.reextraction import keep_reviewed
 from adapter.tables import (
@@ -56,6 +57,13 @@ class SavedResult:
     saved: bool
     retired: tuple[str, ...]
     reason: str | None
+    # the Bundle as stored (with its retired Observations and a reviewer's kept decisions)
+    bundle: dict[str, Any] | None = None
+    # its `updated_at` as stored (`DeliveryJob.stamp` of a push of it)
+    stamp: datetime | None = None
+    # the destinations whose delivery `finish_extraction` claimed for the caller's own push:
+    # what each holds of the Bundle (`DeliveryJob.delivered`)
+    claimed: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -124,14 +132,27 @@ class ResultStore(StoreBase):
         with self.transaction() as connection:
             _insert_extraction(connection, message_id, output)
 
-    def finish_extraction(self, message_id: int, outputs: Sequence[Output]) -> list[SavedResult]:
+    def finish_extraction(
+        self,
+        message_id: int,
+        outputs: Sequence[Output],
+        *,
+        queue: Sequence[str] = (),
+        claim: Sequence[str] = (),
+        lease: timedelta = timedelta(hours=1),
+    ) -> list[SavedResult]:
         """A processed message's results in ONE transaction: each extraction record and Bundle
         (`save_result`'s rules: a Bundle older than the stored result is kept, not saved, and
         audited `superseded`) and the message `processing -> extracted`, its reason "no
         template" when it had no result or only results no template applied to (their record
         says `no_template`: the report's own Bundle, issue 20), else the first superseding
         reason when no Bundle was saved. All or nothing: StoreError (nothing written) when the
-        message is no longer `processing`."""
+        message is no longer `processing`.
+
+        Each saved Bundle's deliveries, in the same transaction: to the destinations in `queue`
+        recorded `queued` (`Store.queue_deliveries`: the caller sends their tasks), to those in
+        `claim` claimed for `lease` for the caller's own push (`SavedResult.claimed`; one
+        that a copy in flight holds is left to it)."""
         saved: list[SavedResult] = []
         now = _now()
         with self.transaction() as connection:
@@ -142,6 +163,20 @@ class ResultStore(StoreBase):
                 result = self._save_result_in(
                     connection, message_id, output.report_id, output.bundle, now
                 )
+                if result.saved:
+                    for target in queue:
+                        queue_delivery(connection, result.bundle_id, target, now)
+                    claimed = {
+                        target: held
+                        for target in claim
+                        if (
+                            held := queue_delivery(
+                                connection, result.bundle_id, target, now, claim=lease
+                            )
+                        )
+                        is not None
+                    }
+                    result = replace(result, stamp=now, claimed=claimed)
                 saved.append(result)
                 if not result.saved:
                     connection.execute(
@@ -278,7 +313,11 @@ class ResultStore(StoreBase):
             connection.execute(upsert_resource, rows)
         write_tokens(connection, written)
         return SavedResult(
-            bundle_id, saved=True, retired=tuple(str(r["id"]) for r in retired), reason=None
+            bundle_id,
+            saved=True,
+            retired=tuple(str(r["id"]) for r in retired),
+            reason=None,
+            bundle=bundle,
         )
 
     def _note_replaced(

@@ -67,6 +67,10 @@ def worker(
     reclaim_on_start: Annotated[
         bool, typer.Option(hidden=True, help="serve's only worker: reclaim older claims at start")
     ] = False,
+    warm_up: Annotated[
+        bool,
+        typer.Option(hidden=True, help="warm up before the pool forks (serve: not on a restart)"),
+    ] = True,
 ) -> None:
     """Run a Celery worker that extracts and delivers (RADBRIDGE_REDIS_URL, else embedded Redis,
     stopped when the worker exits)."""
@@ -74,7 +78,13 @@ def worker(
 
     settings = cli_settings() if supervised else serving_settings()
     try:
-        run_worker(settings, beat=beat, concurrency=concurrency, reclaim_on_start=reclaim_on_start)
+        run_worker(
+            settings,
+            beat=beat,
+            concurrency=concurrency,
+            reclaim_on_start=reclaim_on_start,
+            warm=warm_up,
+        )
     except ConfigError as exc:
         raise fail(str(exc)) from None
 

@@ -78,13 +78,16 @@ _SUBJECT = re.compile(
     r"chirurgie|chirurg(?:en)?|ology|ologie|oloog|ologe|ologist|arzt|ärztin|arts|nurse|registrar|"
     r"resident|fellow|physician|service|dienst))\s+(?:(?:was|were|has been|have been|is|wurde|wurden|"
     r"werd|werden|ist)\s+)?(?:(?:um|om|at)\s+\d{1,2}[:.]\d{2}\s*(?:uhr|uur|h)?\s+)?"
-    r"(?:(?:telefonisch|by phone|by telephone|persönlich|direct|directly|direkt|mündlich)\s+)?"
+    r"(?:(?:telefonisch|by phone|by telephone|persönlich|direct|directly|direkt|mündlich|in person|"
+    r"face to face|at the bedside|vor ort|am telefon|per telefon|ter plaatse|persoonlijk|mondeling)"
+    r"\s+)?"
     r"(?:discussed|communicated|informed|notified|called|paged|contacted|informiert|benachrichtigt|"
     r"geïnformeerd|gebeld|ingelicht)(?!\w)",
     re.IGNORECASE,
 )
 """A recipient named as the subject ("Stroke team notified", "Der diensthabende Urologe wurde um
-01:50 Uhr telefonisch informiert", "Herzchirurgie um 18:20 Uhr informiert")."""
+01:50 Uhr telefonisch informiert", "Herzchirurgie um 18:20 Uhr informiert", "Gynäkologe vor Ort
+informiert")."""
 _ROLE_NOUN = re.compile(
     r"(?<!\w)(?:(?:the )?(?:referring|treating|ordering) (?:physician|clinician|team)|clinician|"
     r"kliniker\w*|stationsärzt\w*|stationsarzt|behandelnde[rn]? (?:arzt|ärztin|kollege|kollegin)|"

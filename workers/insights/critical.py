@@ -4,7 +4,7 @@ A mention flags unless ConText (`workers.context.assess`) finds it negated, hist
 hypothetical or about someone else, or a hedge sits before it in its clause ("likely",
 "suspicious for", "mogelijk", "V.a.", "fraglich") or after it ("cannot be excluded", "niet uit te
 sluiten"); "consistent with" / "passend bij" / "vereinbar mit" are statements, not hedges. The
-history/indication line, known-unchanged findings and expected postoperative states do not
+history/indication and comparison lines, known-unchanged findings and expected postoperative states do not
 flag. One result per finding per report; a finding listed in `supersedes` hides the other.
 """
 
@@ -75,7 +75,9 @@ _TITLE_WORDS = 12
 _SENTENCE_BREAK = re.compile(r"[.!?]\s+\S")
 _LABEL = re.compile(r"[^\W\d][\w .-]{0,30}:\s*")
 """A heading or label that opens the sentence ("IMPRESSION:", "Beurteilung:"): not evidence."""
-_HISTORY = frozenset({"history"})
+_HISTORY = frozenset({"history", "comparison"})
+"""A history or comparison line tells of before this exam ("Comparison: ..., which showed a
+small right pneumothorax")."""
 _EXAM = frozenset({"exam"})
 _CLAUSE_MARK = re.compile(r"[,;:(]|\b(?:and|en|und|with|met|mit|bei|but|maar|aber)\b", re.I)
 
@@ -104,11 +106,13 @@ def _states(doc: ReportText, start: int, end: int) -> bool:
     if _ANOTHER_FINDING.search(doc.text, max(0, start - _QUALIFIER_WINDOW), start):
         return False
     # ConText over the sentence up to the end of the mention's clause: a trigger of the next
-    # clause ("... rechts met vrij vocht") is not about this mention
+    # clause ("... rechts met vrij vocht") is not about this mention; only the sentence is
+    # passed, so ConText does not find the units of the whole report again for each mention
     sentence_start, sentence_end = doc.sentence_at(start)
     mark = _CLAUSE_MARK.search(doc.text, end, sentence_end)
     clause_end = mark.start() if mark else sentence_end
-    context = assess(doc.text[:clause_end], start, end, doc.language)
+    low = sentence_start if sentence_start <= start else 0
+    context = assess(doc.text[low:clause_end], start - low, end - low, doc.language)
     if context.negated or context.historical or context.hypothetical or context.other_experiencer:
         return False
     if _HEDGE_BEFORE.search(_clause_before(doc, sentence_start, start)):

@@ -201,6 +201,13 @@ _FINITE = re.compile(
     re.IGNORECASE,
 )
 """Verbs that make a sentence a statement (past or planned), not a telegraphic recommendation."""
+_IMPERATIVE = re.compile(
+    r"(?:discuss|present|refer|bespreken|presenteren|verwijzen|besprechen|vorstellen)\s+"
+    r"(?:(?:at|in|to|with|for|bij|aan|naar|im|in der|zur|zum|an|the|de|het|der|die|das|dem|den)\s+)*",
+    re.IGNORECASE,
+)
+"""An imperative that opens a telegraphic consultation ("Discuss at the tumour board.")."""
+_FIRST_WORD = re.compile(r"[\w-]+\s+")
 _TIME_ONLY_WORDS = 5
 """A sentence of at most this many words that gives a time frame ("Over 3 maanden.") completes
 the previous recommendation too."""
@@ -416,12 +423,18 @@ def _is_recommendation(
 
 def _telegraphic_consultation(text: str, start: int, end: int) -> bool:
     """A short verbless sentence that opens with a consultation ("Bespreking in het MDO HCC.",
-    "Urology referral."): a recommendation in telegraphic style."""
+    "Urology referral.") or with an imperative before it ("Discuss at the multidisciplinary
+    tumour board."): a recommendation in telegraphic style."""
     sentence = text[start:end].strip()
-    opening = _CONSULT.match(sentence) or re.match(r"[\w-]+\s+", sentence)
+    if sentence.count(" ") >= _TELEGRAPHIC_WORDS * 2:
+        return False  # surely more than six words: no need to split it
+    opening = _CONSULT.match(sentence) or _FIRST_WORD.match(sentence)
     if opening is None or len(sentence.split()) > _TELEGRAPHIC_WORDS or _FINITE.search(sentence):
         return False
-    return bool(_CONSULT.match(sentence) or _CONSULT.match(sentence, opening.end()))
+    if _CONSULT.match(sentence) or _CONSULT.match(sentence, opening.end()):
+        return True
+    imperative = _IMPERATIVE.match(sentence)
+    return bool(imperative and _CONSULT.match(sentence, imperative.end()))
 
 
 def find_followups(doc: ReportText, report_date: date | None) -> tuple[FollowUp, ...]:
@@ -442,7 +455,9 @@ def find_followups(doc: ReportText, report_date: date | None) -> tuple[FollowUp,
         labelled = start != sentence_start or bool(
             previous and _CONDITION_START.match(doc.text, start, end)
         )
-        labelled = labelled or _telegraphic_consultation(doc.text, start, end)
+        labelled = labelled or (
+            may_match(doc, _CONSULT) and _telegraphic_consultation(doc.text, start, end)
+        )
         triggered = labelled or (
             may_match(doc, _TRIGGER) and bool(_TRIGGER.search(doc.text, start, end))
         )

@@ -85,6 +85,14 @@ _EXAM_WORD = re.compile(
     r"richtingen|opnamen?|angio\w*|doppler|duplex|scintigra\w*|szintigra\w*|tomogra\w*)(?!\w)",
     _I,
 )
+_NOT_IMAGED = re.compile(
+    r"\s*(?:(?:is|was|wird|wurde|werd|wordt|ist)\s+)?(?:not (?:imaged|included|shown|visuali[sz]ed|"
+    r"examined|in the field of view)|niet (?:afgebeeld|meegenomen|onderzocht|in beeld)|"
+    r"nicht (?:abgebildet|erfasst|miterfasst|untersucht|dargestellt))(?!\w)",
+    _I,
+)
+"""After a side and part: the ordered part is not in the images, which does not settle the
+order's side."""
 _TITLE_LABEL = re.compile(
     r"^\s*(?:exam(?:ination)?|procedure|study|onderzoek|untersuchung)\s*:\s*", _I
 )
@@ -172,6 +180,12 @@ def _negated(doc: ReportText, start: int) -> bool:
     return _NEGATION.search(doc.text, sentence_start, start) is not None
 
 
+def _not_imaged(doc: ReportText, end: int) -> bool:
+    """Whether the part named just before `end` is said not to be in the images ("Linker heup
+    niet afgebeeld", "left hip not included")."""
+    return _NOT_IMAGED.match(doc.text, end) is not None
+
+
 def _side_of(match: re.Match[str]) -> str:
     side = _SIDE.fullmatch(match.group("side1") or match.group("side2") or "")
     return "left" if side is not None and side.lastgroup == "left" else "right"
@@ -185,7 +199,9 @@ def _laterality(doc: ReportText, exam: str | None) -> Mismatch | None:
     for match in _SIDE_PART.finditer(doc.text):
         side = _side_of(match)
         if side == ordered:
-            return None
+            if not _not_imaged(doc, match.end()):
+                return None
+            continue
         if first is None and not _negated(doc, match.start()):
             first = match
     if first is None:

@@ -116,10 +116,10 @@ _NOW = re.compile(
 )
 """After a prior result, what makes the category that follows this report's."""
 _ANY = re.compile(
-    r"RADS|TR[- ]?[1-5]|LR[- ]?(?:[1-5]|M|TIV|NC)|ACR|dens|dichte|fatty|fett|vetrijk|fibroglandular",
-    re.IGNORECASE,
+    r"rads|tr[- ]?[1-5]|lr[- ]?(?:[1-5]|m|tiv|nc)|acr|dens|dichte|fatty|fett|vetrijk|fibroglandular"
 )
-"""What every category pattern holds: a report without it has no category."""
+"""What every category pattern holds (in `ReportText.folded`, lower case): a report without it
+has no category."""
 _HISTORY_SECTIONS = frozenset({"history", "comparison"})
 _PRIOR_WINDOW = 40
 _SIDELESS = frozenset({"BI-RADS density", "Lung-RADS", "LI-RADS"})
@@ -209,14 +209,14 @@ def _hits(doc: ReportText) -> list[tuple[int, int, str, str]]:
 def prior_spans(doc: ReportText) -> tuple[tuple[int, int], ...]:
     """(start, end) of each category stated as a prior result (the rule `find_rads` skips):
     a template's score variable does not read these as this exam's either."""
-    if not _ANY.search(doc.text):
+    if not _ANY.search(doc.folded):
         return ()
     return tuple((start, end) for start, end, _, _ in _hits(doc) if _prior(doc, start))
 
 
 def find_rads(doc: ReportText) -> tuple[RadsCategory, ...]:
     """The RADS categories of this report, in text order, one per (system, category, side)."""
-    if not _ANY.search(doc.text):
+    if not _ANY.search(doc.folded):
         return ()
     found: dict[tuple[str, str, str | None], RadsCategory] = {}
     for start, end, system, category in _hits(doc):

@@ -7,7 +7,8 @@ measures, as written: the words after it when the size opens a noun phrase ("a 9
 lesion in segment 4"), else the words before it in its phrase ("Baker cyst measuring 3.5 x
 1.2 cm"), trimmed of linking words ("measuring", "van", "mit"), after the sentence's label when
 it is only a side ("Kidneys: Right 10.9 cm"); no code is looked up. The size of a normal structure
-("CBD 4 mm", "Milt 11 cm", "Kidneys: Right 10.9 cm") and a threshold ("below the FNA threshold
+("CBD 4 mm", "Milt 11 cm", "Kidneys: Right 10.9 cm", "The appendix is normal in caliber (5 mm)")
+and a threshold ("below the FNA threshold
 (2.5 cm)") are not findings' sizes. A size with no more dimensions than an earlier one of the same
 largest dimension restates it; a fuller one (the ultrasound's "8 x 5 x 6 mm" after the
 mammogram's "8 mm") is its own.
@@ -60,6 +61,12 @@ _NORMAL = re.compile(
     r"|schildklierkwab|schilddrüsenlappen|uterus|ovary|ovarium|ovar|ovaries|prostate|prostaat"
     r"|prostata|pancreas|pancreatic|aorta|thickness|stripe|ventricle|the|de|het|der|die|das"
 )
+_STATED_NORMAL = re.compile(
+    r"\b(?:normal|normaal|normale?|regelrecht\w*|unauffällig\w*|not (?:enlarged|dilated|thickened)"
+    r"|niet (?:vergroot|verwijd|verdikt)|nicht (?:vergrößert|erweitert|verdickt))\b",
+    re.IGNORECASE,
+)
+"""A phrase that calls its structure normal ("The appendix is normal in caliber (5 mm)")."""
 _LABEL = re.compile(r"([^:\n]{1,40}):")
 """The label a sentence opens with ("Kidneys: Right 10.9 cm, left 11.2 cm")."""
 _HISTORY = frozenset({"history", "comparison", "indication", "clinical"})
@@ -115,11 +122,15 @@ def _normal(phrase: str) -> bool:
 
 def find_sizes(doc: ReportText) -> tuple[SizedFinding, ...]:
     """The current sizes of `doc`, each with the finding phrase it measures."""
-    text = doc.text
+    text, folded = doc.text, doc.folded
     found: list[SizedFinding] = []
     seen: dict[float, int] = {}
+    if "mm" not in folded and "cm" not in folded:
+        return ()  # every size has its unit (a quick test before the sentences' scans)
     for sentence in doc.sentences:
         start, end = sentence
+        if folded.find("mm", start, end) < 0 and folded.find("cm", start, end) < 0:
+            continue
         if doc.section_at(start) in _HISTORY and doc.in_sections(start, _HISTORY):
             continue
         for hit in size_hits(text, start, end):
@@ -131,6 +142,7 @@ def find_sizes(doc: ReportText) -> tuple[SizedFinding, ...]:
             if (
                 not phrase
                 or _normal(phrase)
+                or _STATED_NORMAL.search(phrase)
                 or _NEGATION.search(between)
                 or _THRESHOLD.search(between)
             ):

@@ -20,6 +20,9 @@ _RIGHT = re.compile(
 _TITLE_WORDS = 12
 """At most this many words in a first line that is the exam's title."""
 _TITLE_END = re.compile(r"(?<!\w)(?:Prof|Dr|dr|Mr|Mrs|Ms|PD)$")
+_TITLE_REACH = 6
+"""How far back from a unit's end `_TITLE_END` is looked for (its longest title is 4 letters; the
+look-behind still sees the letter before): not from the report's start for every unit."""
 INLINE_LABEL = re.compile(
     r"(?<!\w)(?:advies|advice|empfehlung|empf\.|recommendations?|rec\.?|aanbeveling)\s*:",
     re.IGNORECASE,
@@ -55,8 +58,8 @@ class ReportText:
         return self.text.translate(_FOLD).lower()
 
     @cached_property
-    def quick(self) -> dict[re.Pattern[str], bool]:
-        """`may_match` of whole reports, remembered per pattern."""
+    def quick(self) -> dict[int, tuple[re.Pattern[str], bool]]:
+        """`may_match` of whole reports, remembered per pattern (by its id, with the pattern)."""
         return {}
 
     @cached_property
@@ -67,7 +70,7 @@ class ReportText:
         for start, end in unit_spans(self.raw):
             if (
                 merged
-                and _TITLE_END.search(self.raw, 0, merged[-1][1])
+                and _TITLE_END.search(self.raw, max(0, merged[-1][1] - _TITLE_REACH), merged[-1][1])
                 and self.raw[merged[-1][1] : start].strip() in (".", "")
             ):
                 merged[-1] = (merged[-1][0], end)
@@ -161,14 +164,44 @@ def side_in(text: str, position: int) -> str | None:
     return best[1] if best else None
 
 
+Anchors = tuple[tuple[str, ...], ...] | None
+_ANCHORS: dict[int, tuple[re.Pattern[str], Anchors]] = {}
+"""`anchors` per pattern, found by the pattern's id: hashing a compiled pattern hashes its whole
+code (about 20 µs for a critical finding's), which a lookup per report and pattern would repeat.
+Each entry keeps its pattern alive, so an id is not reused while it is here."""
+_MAX_ANCHORED = 4096
+
+
+def _minimal(group: tuple[str, ...]) -> tuple[str, ...]:
+    """The strings of `group` that hold no other one: a text holds one of `group` exactly when
+    it holds one of these ("pneu" for "pneumothorax", "pneumothora", "pneu")."""
+    return tuple(s for s in group if not any(t != s and t in s for t in group))
+
+
+def quick_anchors(pattern: re.Pattern[str]) -> Anchors:
+    """`workers.insights.quick.anchors(pattern)` with each group reduced to its `_minimal`
+    strings, remembered by the pattern's identity."""
+    known = _ANCHORS.get(id(pattern))
+    if known is None or known[0] is not pattern:
+        if len(_ANCHORS) >= _MAX_ANCHORED:
+            _ANCHORS.clear()  # patterns made at run time (many critical lists): start again
+        groups = anchors(pattern)
+        reduced = None if groups is None else tuple(_minimal(group) for group in groups)
+        known = _ANCHORS[id(pattern)] = (pattern, reduced)
+    return known[1]
+
+
 def may_match(
     doc: ReportText, pattern: re.Pattern[str], start: int = 0, end: int | None = None
 ) -> bool:
     """False only when `pattern` cannot match in `text[start:end]` (a quick literal test
     before a slow scan; never changes what the scan finds)."""
     if start or end is not None:
-        return holds(anchors(pattern), doc.folded, start, len(doc.folded) if end is None else end)
-    known = doc.quick.get(pattern)
-    if known is None:
-        known = doc.quick[pattern] = holds(anchors(pattern), doc.folded, 0, len(doc.folded))
-    return known
+        return holds(
+            quick_anchors(pattern), doc.folded, start, len(doc.folded) if end is None else end
+        )
+    known = doc.quick.get(id(pattern))
+    if known is None or known[0] is not pattern:
+        found = holds(quick_anchors(pattern), doc.folded, 0, len(doc.folded))
+        known = doc.quick[id(pattern)] = (pattern, found)
+    return known[1]

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from workers.insights.quick import anchors, holds
+from workers.insights.quick import holds
+from workers.insights.text import quick_anchors
 
 _NUMBER_WORDS = {
     "one": 1, "een": 1, "één": 1, "ein": 1, "einem": 1, "einer": 1, "eine": 1, "a": 1, "an": 1,
@@ -117,7 +118,7 @@ def _scan(
 ) -> Iterator[re.Match[str]]:
     """`pattern.finditer(text, start, end)`, skipped when a quick test on the lower-cased
     `lowered` (= `text[start:end]`) shows it cannot match."""
-    if not holds(anchors(pattern), lowered, 0, len(lowered)):
+    if not holds(quick_anchors(pattern), lowered, 0, len(lowered)):
         return iter(())
     return pattern.finditer(text, start, end)
 
