@@ -28,7 +28,11 @@ Typed variables:
 - presence with a qualifier: the first non-negated qualifier option named in the clause of the
   chosen mention becomes the value.
 A variable with `section` is searched in that section first (when the report has it) and in the
-whole text only when the section says nothing. Every assertion is decided by `_assertion`.
+whole text only when the section says nothing. A score or category (ordinal, enum) stated for a
+prior exam is not this exam's: neither in the first line of a history/comparison section
+("COMPARISON: Prior mammogram 2023 was BI-RADS 3") nor where the insights' RADS rule reads it as a
+prior result (`workers.insights.rads.prior_spans`: "previously TI-RADS 4"). Every assertion is
+decided by `_assertion`.
 
 The trigger tables live in `workers.context_triggers` (English and Dutch adapted from the
 MIT-licensed ConText rules, German and Korean written for radbridge).
