@@ -41,6 +41,7 @@ MIT-licensed ConText rules, German and Korean written for radbridge).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -370,14 +371,23 @@ def _all_typed_hits(report: Report, variable: Variable) -> list[list[ValueHit]]:
 _PRIOR_SECTIONS = frozenset({"history", "comparison"})
 
 
+@functools.lru_cache(maxsize=16)
+def _prior_context(
+    text: str, language: str | None
+) -> tuple[ReportText, tuple[tuple[int, int], ...]]:
+    """The report as the insight rules read it and its prior RADS spans (read once per report,
+    not once per score variable)."""
+    doc = ReportText(text, language)
+    return doc, rads.prior_spans(doc)
+
+
 def _current_score(hits: list[ValueHit], report: Report) -> list[ValueHit]:
     """The score/category hits that are this exam's: a score in the first line of a history or
     comparison section ("COMPARISON: Prior mammogram 2023 was BI-RADS 3") or a RADS category
     the insights step reads as a prior result ("previously classified as TI-RADS 4") is not."""
     if not hits:
         return hits
-    doc = ReportText.of(report)
-    priors = rads.prior_spans(doc)
+    doc, priors = _prior_context(report.text, report.language)
     return [
         h
         for h in hits
