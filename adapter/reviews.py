@@ -93,21 +93,31 @@ def message_of_report(store: Store, report_id: str) -> int | None:
     return int(value) if value is not None else None
 
 
-def earlier_versions(store: Store, wanted: list[tuple[str, int]]) -> dict[str, dict[str, Any]]:
-    """Observation bodies of earlier versions (`(id, version)` pairs), by Observation id."""
+def earlier_versions(
+    store: Store, wanted: list[tuple[str, int]], resource_type: str = "Observation"
+) -> dict[str, dict[str, Any]]:
+    """Bodies of earlier versions (`(id, version)` pairs) of one resource type, by id."""
+    if not wanted:
+        return {}
+    with store.transaction() as connection:
+        return _earlier_versions(connection, wanted, resource_type)
+
+
+def _earlier_versions(
+    connection: Any, wanted: list[tuple[str, int]], resource_type: str
+) -> dict[str, dict[str, Any]]:
     if not wanted:
         return {}
     pairs = [
-        sa.and_(resource_versions.c.id == oid, resource_versions.c.version_id == version)
-        for oid, version in wanted
+        sa.and_(resource_versions.c.id == rid, resource_versions.c.version_id == version)
+        for rid, version in wanted
     ]
-    with store.transaction() as connection:
-        rows = connection.execute(
-            sa.select(resource_versions.c.id, resource_versions.c.body).where(
-                resource_versions.c.resource_type == "Observation", sa.or_(*pairs)
-            )
-        ).all()
-    return {str(oid): json.loads(body) for oid, body in rows}
+    rows = connection.execute(
+        sa.select(resource_versions.c.id, resource_versions.c.body).where(
+            resource_versions.c.resource_type == resource_type, sa.or_(*pairs)
+        )
+    ).all()
+    return {str(rid): json.loads(body) for rid, body in rows}
 
 
 def undoable(store: Store, observations: list[StoredObservation]) -> set[str]:
@@ -131,6 +141,16 @@ class StoredInsight:
     version: int
     bundle_id: str
     decided: bool
+    previous: dict[str, Any] | None = None
+    """The version before a decision when it awaited review (an undo brings it back)."""
+
+    @property
+    def undoable(self) -> bool:
+        """Whether the current version is a decision that an undo can take back."""
+        if not self.decided or self.previous is None:
+            return False
+        rule = INSIGHT_REVIEWS[str(self.body["resourceType"])]
+        return self.previous.get("status") in rule.awaiting
 
     @property
     def awaiting(self) -> bool:
@@ -170,8 +190,22 @@ def report_insights(store: Store, report_id: str) -> list[StoredInsight]:
         ).all()
         bodies = [(json.loads(b), int(v), str(bid)) for b, v, bid in rows]
         decided = _decided(connection, [(str(b["id"]), v) for b, v, _ in bodies])
+        before: dict[tuple[str, str], dict[str, Any]] = {}
+        for kind in INSIGHT_REVIEWS:  # the versions decisions were made on (an undo)
+            wanted = [
+                (str(b["id"]), v - 1)
+                for b, v, _ in bodies
+                if b["resourceType"] == kind and str(b["id"]) in decided and v > 1
+            ]
+            found_before = _earlier_versions(connection, wanted, kind)
+            before.update({(kind, rid): body for rid, body in found_before.items()})
     order = list(INSIGHT_REVIEWS)
-    found = [StoredInsight(b, v, bid, str(b["id"]) in decided) for b, v, bid in bodies]
+    found = [
+        StoredInsight(
+            b, v, bid, str(b["id"]) in decided, before.get((str(b["resourceType"]), str(b["id"])))
+        )
+        for b, v, bid in bodies
+    ]
     return sorted(found, key=lambda i: order.index(str(i.body["resourceType"])))
 
 

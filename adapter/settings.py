@@ -247,6 +247,13 @@ class Settings(BaseSettings):
         description="a YAML list of critical findings (the insights step's Flags) replacing the "
         "shipped default (mappings/insights/critical.yaml)",
     )
+    insights_model: bool = Field(
+        default=False,
+        description="with a model stage (llm, hybrid) the insights step also asks the model "
+        "(one more generation per report; the rules win, workers/insights/llm.py); false: the "
+        "insights of the rules only; unset: true when a model other than the bundled test model "
+        "is configured (as for `stage`), else false",
+    )
     stage: Literal["rules", "llm", "hybrid"] = Field(
         default="rules",
         description="unset: hybrid when a model other than the bundled test model is configured "
@@ -266,6 +273,10 @@ class Settings(BaseSettings):
         Open-i, so the model runs by default only when another model is configured."""
         if "stage" not in self.model_fields_set and self.uses_real_model():
             self.stage = "hybrid"
+        if "insights_model" not in self.model_fields_set:
+            # the bundled model's insights all fail the quote check (README "With a model"), at
+            # one more constrained generation per report
+            self.insights_model = self.uses_real_model()
         return self
 
     def uses_real_model(self) -> bool:

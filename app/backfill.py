@@ -91,7 +91,7 @@ def backfill_options(
 ) -> dict[str, Any]:
     """What a backfill's output depends on, as the checkpoint records it: the template choice
     (the forced ids, or routing), the stage, the rules' version (rules, hybrid), the engine and
-    model (llm, hybrid), and each template's version and a digest of its content (an edit
+    model and whether the insights ask it (llm, hybrid), and each template's version and a digest of its content (an edit
     without a new version counts too)."""
     options: dict[str, Any] = {
         "template": ";".join(sorted(templates)) if forced else "routed",
@@ -103,6 +103,8 @@ def backfill_options(
     }
     if settings.stage != "llm":
         options["rules"] = f"{RULES_MODEL.name} {RULES_MODEL.version}"
+    if settings.stage != "rules":
+        options["insights_model"] = settings.insights_model
     options.update(entry_for(settings).checkpoint_options(settings))
     return options
 

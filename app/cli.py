@@ -71,5 +71,5 @@ def main() -> None:
         sys.exit(EXIT_INTERNAL)
 
 
-if __name__ == "__main__":  # `python -m app.cli`, as the `radbridge` entry point
+if __name__ == "__main__":  # `python -m app.cli …` runs the same command line as `radbridge …`
     main()

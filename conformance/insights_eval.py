@@ -1,5 +1,10 @@
 """`radbridge eval` on the labelled insights set (issue 20; tests/fixtures/labelled/README.md):
-the insights step's rules against the gold of each insight kind, P/R/F1 with 95% bootstrap CIs.
+the insights step against the gold of each insight kind, P/R/F1 with 95% bootstrap CIs. Stage
+`rules` scores the rules; `llm` (or `hybrid`: the insights step's model path is the same) scores
+what that path delivers, the rules merged with the model's checked items
+(`workers.insights.llm`), and beside it the model alone on the kinds it is asked (follow-ups,
+critical results, RADS); a report whose model answer is not valid counts as the model finding
+nothing (`model_invalid` says how many).
 
 How each kind is matched, per report (a multiset: the n-th equal item is its own item):
 - `followups`: (modality, timing) with `conditional` as the attribute; timing is `due`, or
@@ -25,6 +30,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -33,9 +39,13 @@ from rich.table import Table
 
 from conformance.errors import DatasetError, EvaluationError
 from conformance.metrics import Pair, PairMetrics, evaluate_labels
+from mappings.insights.critical_list import load_critical_list
 from mappings.insights.model import Insights
 from mappings.report import Report
+from workers.errors import ExtractionError
+from workers.extraction_engine import ExtractionEngine
 from workers.insights.extract import InsightContext, extract_insights
+from workers.insights.llm import merge_insights, model_insights
 
 KINDS = (
     "followups",
@@ -187,23 +197,45 @@ def _context(row: Row) -> InsightContext:
     )
 
 
-def evaluate_insight_rows(
+MODEL_KINDS = ("followups", "critical", "rads")
+"""The kinds the model is asked for (`workers.insights.llm`)."""
+
+
+@dataclass
+class ModelPath:
+    """What the model path of an evaluation found: per report the model's checked insights
+    (empty when its answer was not valid) and how many answers were not valid."""
+
+    engine: ExtractionEngine
+    max_tokens: int
+    found: list[Insights] = field(default_factory=list)
+    invalid: int = 0
+
+    def insights(self, report: Report, rules: Insights, context: InsightContext) -> Insights:
+        """`rules` merged with the model's insights of `report` (recorded in `found`)."""
+        findings = context.critical_findings or load_critical_list()
+        try:
+            found = model_insights(
+                report, self.engine, findings, context.report_date, max_tokens=self.max_tokens
+            )
+        except ExtractionError:
+            self.invalid += 1
+            found = Insights()
+        self.found.append(found)
+        return merge_insights(rules, found, findings)
+
+
+def score_kinds(
     rows: Sequence[Row],
+    predicted: Sequence[Insights],
+    kinds: Sequence[str],
     *,
     resamples: int = 1000,
     seed: int = 0,
-    progress: Callable[[], None] | None = None,
-) -> tuple[dict[str, PairMetrics], float]:
-    """Pair metrics per insight kind (with CIs) and the seconds the rules took."""
-    predicted: list[Insights] = []
-    started = time.perf_counter()
-    for row in rows:
-        predicted.append(extract_insights(_report(row), _context(row)))
-        if progress is not None:
-            progress()
-    seconds = time.perf_counter() - started
+) -> dict[str, PairMetrics]:
+    """Pair metrics (with CIs) of `predicted` against the rows' gold, per kind."""
     results: dict[str, PairMetrics] = {}
-    for kind in labelled_kinds(rows):
+    for kind in kinds:
         metrics = evaluate_labels(
             (),
             [{} for _ in rows],
@@ -215,13 +247,35 @@ def evaluate_insight_rows(
         )
         assert metrics.pairs is not None
         results[kind] = metrics.pairs
-    return results, seconds
+    return results
 
 
-def insights_json(
-    path: Path, split: str | None, metrics: dict[str, PairMetrics], seconds: float, reports: int
-) -> dict[str, Any]:
-    """metrics.json of an insights evaluation."""
+def evaluate_insight_rows(
+    rows: Sequence[Row],
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    progress: Callable[[], None] | None = None,
+    model: ModelPath | None = None,
+) -> tuple[dict[str, PairMetrics], float]:
+    """Pair metrics per insight kind (with CIs) and the seconds the step took (the rules, or
+    with `model` the model path, whose own finds `model.found` collects)."""
+    predicted: list[Insights] = []
+    started = time.perf_counter()
+    for row in rows:
+        report, context = _report(row), _context(row)
+        insights = extract_insights(report, context)
+        if model is not None:
+            insights = model.insights(report, insights, context)
+        predicted.append(insights)
+        if progress is not None:
+            progress()
+    seconds = time.perf_counter() - started
+    kinds = labelled_kinds(rows)
+    return score_kinds(rows, predicted, kinds, resamples=resamples, seed=seed), seconds
+
+
+def _kinds_json(metrics: dict[str, PairMetrics]) -> dict[str, Any]:
     kinds: dict[str, Any] = {}
     for kind, m in metrics.items():
         kinds[kind] = {
@@ -235,16 +289,36 @@ def insights_json(
             "report_exact": m.report_exact,
             "ci": {k: [v.low, v.high] for k, v in m.ci.items()},
         }
-    return {
+    return kinds
+
+
+def insights_json(
+    path: Path,
+    split: str | None,
+    metrics: dict[str, PairMetrics],
+    seconds: float,
+    reports: int,
+    *,
+    stage: str = "rules",
+    model_only: dict[str, PairMetrics] | None = None,
+    model: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """metrics.json of an insights evaluation (`model_only` and `model`: the model path's)."""
+    result: dict[str, Any] = {
         "dataset": str(path),
         "format": "insights",
         "split": split,
-        "stage": "rules",
+        "stage": stage,
         "created": datetime.now(UTC).isoformat(),
         "reports": reports,
         "seconds_total": seconds,
-        "kinds": kinds,
+        "kinds": _kinds_json(metrics),
     }
+    if model_only is not None:
+        result["model_only"] = _kinds_json(model_only)
+    if model is not None:
+        result["model"] = model
+    return result
 
 
 def _cell(value: float | None, interval: Any) -> str:
@@ -275,15 +349,46 @@ def insights_table(metrics: dict[str, PairMetrics], title: str) -> Table:
 
 
 def run_insights_evaluation(
-    path: Path, split: str | None, *, resamples: int = 1000, seed: int = 0
-) -> tuple[dict[str, Any], Table]:
-    """Evaluate the insights rules on `path` (one half with `split`): metrics.json and a table."""
+    path: Path,
+    split: str | None,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    stage: str = "rules",
+    engine: Callable[[], ExtractionEngine] | None = None,
+    max_tokens: int = 768,
+    progress: Callable[[int], Callable[[], None]] | None = None,
+) -> tuple[dict[str, Any], list[Table]]:
+    """Evaluate the insights step on `path` (one half with `split`): metrics.json and tables.
+    `stage` llm or hybrid needs `engine` (the model path; rules otherwise)."""
     rows = load_insight_rows(path, split)
     if not rows:
         raise EvaluationError(f"{path}: no insights records" + (f" in {split}" if split else ""))
-    metrics, seconds = evaluate_insight_rows(rows, resamples=resamples, seed=seed)
-    title = f"radbridge eval: insights (rules){f', {split} half' if split else ''}"
-    return insights_json(path, split, metrics, seconds, len(rows)), insights_table(metrics, title)
+    model = None
+    if stage != "rules":
+        if engine is None:
+            raise EvaluationError(f"--stage {stage} needs a model engine")
+        model = ModelPath(engine(), max_tokens)
+    tick = progress(len(rows)) if progress is not None else None
+    metrics, seconds = evaluate_insight_rows(
+        rows, resamples=resamples, seed=seed, progress=tick, model=model
+    )
+    half = f", {split} half" if split else ""
+    tables = [insights_table(metrics, f"radbridge eval: insights ({stage}{half})")]
+    if model is None:
+        return insights_json(path, split, metrics, seconds, len(rows)), tables
+    kinds = [k for k in labelled_kinds(rows) if k in MODEL_KINDS]
+    alone = score_kinds(rows, model.found, kinds, resamples=resamples, seed=seed)
+    tables.append(insights_table(alone, f"the model alone (before the merge){half}"))
+    info = {
+        "name": model.engine.model_info.name,
+        "sha256": model.engine.model_info.sha256,
+        "invalid_answers": model.invalid,
+    }
+    result = insights_json(
+        path, split, metrics, seconds, len(rows), stage=stage, model_only=alone, model=info
+    )
+    return result, tables
 
 
 def insights_html(result: dict[str, Any]) -> str:
@@ -293,21 +398,32 @@ def insights_html(result: dict[str, Any]) -> str:
     def fmt(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.3f}"
 
-    rows = []
-    for kind, m in result["kinds"].items():
-        ci = m["ci"].get("f1")
-        f1 = fmt(m["f1"]) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
-        cells = [kind, m["tp"] + m["fn"], m["tp"], m["fp"], m["fn"], fmt(m["precision"])]
-        cells += [fmt(m["recall"]), f1, fmt(m["attribute_accuracy"])]
-        rows.append("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in cells) + "</tr>")
+    def rows(kinds: dict[str, Any]) -> list[str]:
+        lines = []
+        for kind, m in kinds.items():
+            ci = m["ci"].get("f1")
+            f1 = fmt(m["f1"]) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+            cells = [kind, m["tp"] + m["fn"], m["tp"], m["fp"], m["fn"], fmt(m["precision"])]
+            cells += [fmt(m["recall"]), f1, fmt(m["attribute_accuracy"])]
+            lines.append("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in cells) + "</tr>")
+        return lines
+
     head = "".join(
         f"<th>{h}</th>"
         for h in ("kind", "gold", "tp", "fp", "fn", "precision", "recall", "F1 (95% CI)", "attr.")
     )
     split = result["split"] or "all records"
-    return (
+    html = (
         "<!doctype html><meta charset='utf-8'><title>radbridge eval: insights</title>"
-        f"<h1>radbridge eval: insights ({escape(split)}, stage rules)</h1>"
+        f"<h1>radbridge eval: insights ({escape(split)}, stage {escape(result['stage'])})</h1>"
         f"<p>{result['reports']} reports, {escape(result['dataset'])}</p>"
-        f"<table border='1'><tr>{head}</tr>{''.join(rows)}</table>\n"
+        f"<table border='1'><tr>{head}</tr>{''.join(rows(result['kinds']))}</table>\n"
     )
+    if "model_only" in result:
+        model = result.get("model") or {}
+        html += (
+            f"<h2>The model alone ({escape(str(model.get('name', '')))}, before the merge; "
+            f"{model.get('invalid_answers', 0)} answers not valid)</h2>"
+            f"<table border='1'><tr>{head}</tr>{''.join(rows(result['model_only']))}</table>\n"
+        )
+    return html

@@ -6,7 +6,9 @@ One text OBX (OBX-2 `ST`) per follow-up recommendation (ServiceRequest), critica
 (Flag), communication (Communication) and mismatch (DetectedIssue): OBX-3 text only (`^Follow-up
 recommendation`, `^Critical result`, `^Result communicated`, `^Mismatch`: no code is verified
 for these), OBX-5 what it says (the follow-up's modality, due date or period and whether it is
-conditional; the finding; the recipient and time as written; the mismatch and its detail),
+conditional; the finding; the recipient and time as written; the mismatch and its detail;
+never OBX-3's name again: a Flag's `code.text` "Critical result: pneumothorax" gives OBX-5
+"pneumothorax"),
 OBX-11 `P` while it awaits review (draft, preliminary), `W` once rejected (entered-in-error),
 else `F`, OBX-14 the report's effective time. The evidence quote is not sent (report text).
 A Flag held until review (RADBRIDGE_FLAGS_HOLD_UNTIL_REVIEW, `mappings.flag_hold`) is left out
@@ -75,6 +77,14 @@ def insight_status(resource: Resource) -> str:
     return "P" if status in _AWAITING else "F"
 
 
+def _without_name(name: str, value: str) -> str:
+    """`value` without a leading "`name`:" (OBX-3 already says it)."""
+    head, colon, rest = value.partition(":")
+    if colon and head.strip().casefold() == name.casefold() and rest.strip():
+        return rest.strip()
+    return value
+
+
 def insight_obx(
     resources: Sequence[Resource], after: int, effective: str, escape: Callable[[str], str]
 ) -> list[str]:
@@ -86,7 +96,7 @@ def insight_obx(
         if found is None:
             continue
         name, describe = found
-        value = escape(describe(resource))
+        value = escape(_without_name(name, describe(resource)))
         if not value:
             continue
         after += 1

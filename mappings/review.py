@@ -14,7 +14,10 @@ A decision turns the stored (preliminary) Observation into its next version and 
 Report-level insights (issue 20) are accepted or rejected (`review_insight`), each resource type
 by its row of `INSIGHT_REVIEWS`: a follow-up `ServiceRequest` draft -> active on accept; an
 accepted `DetectedIssue` -> final; a rejected `ServiceRequest`, `Flag`, `Communication` or
-`DetectedIssue` -> entered-in-error (RADS categories are Observations, reviewed as above).
+`DetectedIssue` -> entered-in-error (RADS categories are Observations, reviewed as above). An
+insight decision is undone like a value's: the version it was made on (awaiting review: a
+`ServiceRequest` draft again, a rejected one back from entered-in-error) is its next version,
+with an UNDO Provenance.
 
 The `AIAST` security label stays on every version (the value was AI-asserted first). The
 Provenance targets the new version (`<type>/<id>/_history/<vid>`), names the reviewing
@@ -396,7 +399,9 @@ def _undo(
     recorded: datetime | None,
     report: str | None,
 ) -> ReviewResult:
-    """The restored preliminary version as version `new_version`, and its Provenance."""
+    """The restored version awaiting review as version `new_version`, and its Provenance (an
+    Observation or an insight: the resource type is the resource's own)."""
+    resource_type = str(observation.get("resourceType") or "Observation")
     meta = {k: v for k, v in (restored.get("meta") or {}).items() if k != "lastUpdated"}
     meta["versionId"] = str(new_version)
     restored["meta"] = meta
@@ -410,11 +415,12 @@ def _undo(
         recorded,
         Decision.UNDO,
         report,
+        resource_type,
     )
     provenance["entity"].append(  # the version whose value comes back
         {
             "role": "revision",
-            "what": {"reference": f"Observation/{observation_id}/_history/{new_version - 2}"},
+            "what": {"reference": f"{resource_type}/{observation_id}/_history/{new_version - 2}"},
         }
     )
     return ReviewResult(observation=checked(restored), provenance=checked(provenance))
@@ -454,6 +460,29 @@ def _provenance(
     }
 
 
+def _undone_insight(
+    resource: dict[str, Any],
+    rule: InsightReview,
+    decided: bool,
+    previous: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The version an insight decision was made on, to be stored again (ReviewRefused when the
+    current version is no decision or `previous` did not await review)."""
+    resource_type = str(resource.get("resourceType"))
+    if not decided or resource.get("status") not in (rule.accepted, rule.rejected):
+        raise ReviewRefused(
+            f"{resource_type} is {resource.get('status')}: only a decision can be undone"
+        )
+    if (
+        previous is None
+        or previous.get("id") != resource.get("id")
+        or previous.get("resourceType") != resource_type
+        or previous.get("status") not in rule.awaiting
+    ):
+        raise ReviewRefused("the version before the decision is not an insight awaiting review")
+    return copy.deepcopy(previous)
+
+
 def review_insight(
     resource: dict[str, Any],
     decision: Decision,
@@ -463,16 +492,22 @@ def review_insight(
     decided: bool = False,
     recorded: datetime | None = None,
     report: str | None = None,
+    previous: dict[str, Any] | None = None,
 ) -> ReviewResult:
     """Accept or reject one stored insight (version `new_version - 1`; `decided`: that version
-    is already a reviewer's decision) by its row of `INSIGHT_REVIEWS`; returns its next version
-    and the Provenance. ReviewRefused for another type or decision, or a decided insight."""
+    is already a reviewer's decision) by its row of `INSIGHT_REVIEWS`, or undo a decision
+    (`previous`: the version it was made on, `new_version - 2`); returns its next version and
+    the Provenance. ReviewRefused for another type or decision, a decided insight, or an undo of
+    a version that is no decision."""
     resource_type = str(resource.get("resourceType"))
     rule = INSIGHT_REVIEWS.get(resource_type)
     if rule is None:
         raise ReviewRefused(f"a {resource_type} is not a reviewable insight")
+    if decision is Decision.UNDO:
+        restored = _undone_insight(resource, rule, decided, previous)
+        return _undo(resource, restored, reviewer, new_version, recorded, report)
     if decision not in (Decision.ACCEPT, Decision.REJECT):
-        raise ReviewRefused("an insight is accepted or rejected")
+        raise ReviewRefused("an insight is accepted or rejected, or its decision undone")
     status = resource.get("status")
     if decided or status not in rule.awaiting:
         raise ReviewRefused(f"{resource_type} is {status}: it is not awaiting review")

@@ -61,6 +61,10 @@ def test_model_stages_take_the_configured_engine() -> None:
     assert entry_for(openai).concurrency(openai) == 5
     assert backfill_options({}, False, openai)["model"] == "m"
     assert backfill_options({}, False, llamacpp)["model"] == "bundled"
+    # whether the insights ask the model changes the output: a rerun with another is refused
+    assert backfill_options({}, False, openai)["insights_model"] is True
+    assert backfill_options({}, False, llamacpp)["insights_model"] is False
+    assert "insights_model" not in backfill_options({}, False, Settings(stage="rules"))
 
 
 def test_a_new_backend_is_one_class(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -109,7 +109,7 @@ def test_what_cannot_be_decided_is_refused() -> None:
     flag = INSIGHTS["Flag"]
     with pytest.raises(ReviewRefused, match="accepted or rejected"):
         review_insight(flag, Decision.CORRECT, REVIEWER, new_version=2)
-    with pytest.raises(ReviewRefused, match="accepted or rejected"):
+    with pytest.raises(ReviewRefused, match="only a decision can be undone"):
         review_insight(flag, Decision.UNDO, REVIEWER, new_version=2)
     with pytest.raises(ReviewRefused, match="not awaiting review"):
         review_insight(flag, Decision.ACCEPT, REVIEWER, new_version=3, decided=True)

@@ -99,3 +99,12 @@ def test_embedded_redis_socket_is_in_the_data_dir_or_a_clear_error(tmp_path: Pat
     deep = tmp_path / ("d" * (MAX_SOCKET_PATH_BYTES - len(str(tmp_path.resolve())) - 10))
     with pytest.raises(ConfigError, match="RADBRIDGE_DATA_DIR is too long"):
         socket_path(deep)
+
+
+def test_the_insights_ask_the_model_only_when_a_real_one_is_configured(tmp_path: Path) -> None:
+    real = tmp_path / "hospital-model.gguf"
+    assert Settings(stage="llm").insights_model is False  # the bundled test model
+    assert Settings(stage="llm", engine="openai").insights_model is True
+    assert Settings(model_path=real).insights_model is True
+    assert Settings(model_path=real, insights_model=False).insights_model is False
+    assert Settings(stage="llm", insights_model=True).insights_model is True

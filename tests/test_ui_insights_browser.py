@@ -151,7 +151,10 @@ def test_review_page_shows_insights_and_a_decision_changes_what_is_delivered(
     ).click()
     page.wait_for_load_state()
     assert "Saved: reject" in page.content()
-    assert page.locator("article[data-insight] button").count() == 0  # both decided
+    decided_page = page.url
+    assert page.locator("article[data-insight] button.accept").count() == 0  # both decided
+    assert page.locator("article[data-insight] button.reject").count() == 0
+    assert page.locator("article[data-insight] button.undo").count() == 2  # each can be undone
 
     # what the receiver gets now: the follow-up final, the critical result withdrawn
     _wait(
@@ -201,3 +204,23 @@ def test_review_page_shows_insights_and_a_decision_changes_what_is_delivered(
     assert fhir.refused == 0
     page.goto(f"{api}/ui/review")
     assert "Nothing awaits review" in page.content()
+
+    # Undo of the follow-up's decision: a draft awaiting review again, at the ORU and the EHR
+    page.goto(decided_page)
+    follow_up = page.locator('article[data-type="ServiceRequest"]')
+    follow_up.get_by_role("button", name="Undo", exact=True).click()
+    page.wait_for_load_state()
+    assert "Saved: undo" in page.content()
+    follow_up = page.locator('article[data-type="ServiceRequest"]')
+    assert follow_up.get_by_role("button", name="Accept", exact=True).count() == 1
+    assert "draft (version 3)" in follow_up.inner_text()
+    _wait(
+        "the undo to be delivered",
+        lambda: (
+            _insight_statuses(receiver)[-1].get(FOLLOW_UP) == "P"
+            and _at_ehr(fhir, "ServiceRequest") == {request_id: "draft"}
+        ),
+        60,
+    )
+    page.goto(f"{api}/ui/review")
+    assert "Nothing awaits review" not in page.content()

@@ -209,7 +209,8 @@ def process_reports(
         routing = route(report, templates, explicit=explicit)
         if on_routing is not None:
             on_routing(report, routing)
-        insights = insights_of(report, settings)
+        # the model's insights only where they are delivered (an evaluation scores templates)
+        insights = insights_of(report, settings, engine if with_bundles else None)
         if not routing.chosen:
             detail = f"no template applies to this report: {routing.detail()}"
             outcome.rejected.append(Rejected(NO_TEMPLATE, detail, None, "not-supported", report))

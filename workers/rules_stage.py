@@ -43,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -595,7 +596,52 @@ def _sides(
             titled = sides.exam_side(title, allowed, exam_words)
             if titled is not None:
                 return (titled,)
+        if variable.locations:
+            return _previous_sides(report, found, mentions, allowed)
     return sides.combined_sides(stated, absorb=False)
+
+
+def _previous_sides(
+    report: Report, found: list[Mention], mentions: list[Mention], allowed: Collection[str]
+) -> tuple[str, ...]:
+    """For a finding whose clauses and exam title state no side, and whose first present or
+    uncertain mention states no site of its own (it goes on describing the finding before it):
+    the one side stated for the findings asserted in the nearest earlier clause of the same
+    paragraph that asserts one ("Left total hip arthroplasty. Periprosthetic lucency around the
+    cup, loosening."); else none. A finding with a site of its own ("calculus in the bladder",
+    "blood in the fourth ventricle") may be midline and starts a new description; one whose
+    clause states sides for other findings only has none."""
+    first = min(
+        (m for m in _outside_history(report, found) if m.status is not FindingStatus.ABSENT),
+        key=lambda m: m.start,
+        default=None,
+    )
+    if first is None or first.locations:
+        return ()
+    present = [m for m in _outside_history(report, found) if m.status is not FindingStatus.ABSENT]
+    if any(sides.clause_sides(report.text, m.clause_start, m.clause_end, allowed) for m in present):
+        return ()  # its clause gives sides to other findings, none to it ("SDH rechts und IVH")
+    before = [
+        m
+        for m in _outside_history(report, mentions)
+        if m.clause_end <= first.clause_start and m.status is not FindingStatus.ABSENT
+    ]
+    if not before:
+        return ()
+    last = max(m.clause_start for m in before)
+    if "\n\n" in report.text[last : first.clause_start]:
+        return ()
+    in_clause = [(m.start, m.end) for m in mentions if m.clause_start == last]
+    stated = [
+        side
+        for m in before
+        if m.clause_start == last
+        for side in sides.finding_sides(
+            report.text, (m.clause_start, m.clause_end), (m.start, m.end), in_clause, allowed
+        )
+    ]
+    found_sides = sides.combined_sides(stated, absorb=True)
+    return found_sides if len(found_sides) == 1 else ()
 
 
 def _exam_words(template: Template) -> tuple[str, ...]:

@@ -16,7 +16,9 @@ both-sides word ("both", "beiderzijds", "beidseits", "bifrontal") are `bilateral
 described once per side ("bilateral haematomas, 12 mm on the right and 10 mm on the left") has
 the two sides. A finding whose clauses state no side takes the side of a one-sided exam title
 that names a body part of the template (`exam_side`: "XR LEFT WRIST", "Knie rechts a.p.",
-"RX knie links staand", "L knee 2v"). Only the side ids the template's `side` attribute declares
+"RX knie links staand", "L knee 2v"); failing that, `workers.rules_stage` gives a finding with no
+site of its own the one side of the nearest earlier finding clause ("Left TKA. Loosening of the
+tibial component."). Only the side ids the template's `side` attribute declares
 are kept (head CT's `midline` has no rule yet: its words are not side words).
 """
 

@@ -6,7 +6,9 @@ preliminary never replaces a final, a corrected/amended result supersedes both, 
 the later observation time wins; a superseding Bundle retires the Observations and insight
 resources (ServiceRequest, Flag, Communication, DetectedIssue) it no longer has
 (`entered-in-error`, carried in the Bundle for the EHR, no longer served by searches), the
-report's insights also when another template's Bundle (`report_only`) holds them. A reviewer's
+report's insights also when another template's Bundle (`report_only`) holds them, and every
+template's Observations of the report when the superseding result has no template any more
+(`report_only`: the corrected report routes to no template). A reviewer's
 decisions on values and insights survive a re-extraction of the same report
 (`adapter.store.reextraction`).
 """
@@ -40,6 +42,7 @@ from adapter.tables import (
     resources,
 )
 from mappings.fhir_out import diagnostic_report_of
+from mappings.insights.report_only import REPORT_ONLY
 from mappings.result_order import RETIRABLE, as_retired, stale_reason
 from mappings.review import template_of
 from mappings.search_params import IndexTerms, index_terms
@@ -161,7 +164,12 @@ class ResultStore(StoreBase):
                 if output.bundle is None:
                     continue
                 result = self._save_result_in(
-                    connection, message_id, output.report_id, output.bundle, now
+                    connection,
+                    message_id,
+                    output.report_id,
+                    output.bundle,
+                    now,
+                    no_template=output.template_id == REPORT_ONLY,
                 )
                 if result.saved:
                     for target in queue:
@@ -227,8 +235,11 @@ class ResultStore(StoreBase):
         report_id: str,
         bundle: dict[str, Any],
         now: datetime,
+        *,
+        no_template: bool = False,
     ) -> SavedResult:
-        """`save_result` inside the caller's transaction."""
+        """`save_result` inside the caller's transaction (`no_template`: the Bundle is the
+        report's `report_only` result, so no template's values of the report stay in force)."""
         bundle_id = str(bundle["id"])
         incoming = diagnostic_report_of(bundle)
         self.lock_report(connection, incoming["id"] if incoming else bundle_id, bundle_id)
@@ -263,10 +274,15 @@ class ResultStore(StoreBase):
                 for kind, oid, body in connection.execute(_retirable_of(previous))
                 if _is_insight(json.loads(body))
             )
+        if no_template and incoming is not None:  # the values of the templates it had before
+            dropped += sorted(
+                (str(kind), str(oid), str(body))
+                for kind, oid, body in connection.execute(_values_elsewhere(incoming, bundle_id))
+            )
         retired = [
             as_retired(json.loads(body))
-            for kind, oid, body in dropped
-            if (str(kind), str(oid)) not in current
+            for (kind, oid), body in {(kind, oid): body for kind, oid, body in dropped}.items()
+            if (kind, oid) not in current
         ]
         if retired:
             bundle = {
@@ -426,6 +442,16 @@ def _retirable_of(bundle_id: str) -> Any:
     """The retirable resources (type, id, body) a Bundle wrote last."""
     return sa.select(resources.c.resource_type, resources.c.id, resources.c.body).where(
         resources.c.resource_type.in_(RETIRABLE), resources.c.bundle_id == bundle_id
+    )
+
+
+def _values_elsewhere(report: dict[str, Any], bundle_id: str) -> Any:
+    """The retirable resources (type, id, body) of `report` (the DiagnosticReport's results)
+    that other Bundles wrote last: the values of the templates the report had before."""
+    return sa.select(resources.c.resource_type, resources.c.id, resources.c.body).where(
+        resources.c.resource_type.in_(RETIRABLE),
+        resources.c.report_ref == f"DiagnosticReport/{report['id']}",
+        resources.c.bundle_id != bundle_id,
     )
 
 

@@ -1,5 +1,5 @@
 """The review page's view of a report's insights (pure; issue 20): what each says, its evidence
-and whether a reviewer may still accept or reject it."""
+and whether a reviewer may still accept or reject it, or undo the decision."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ class InsightView:
     quote: str
     found: bool
     awaiting: bool
+    undoable: bool = False
+    """A reviewer's decision that Undo can take back (the version before awaits review)."""
 
 
 def _timing(body: dict[str, Any]) -> list[tuple[str, str]]:
@@ -86,6 +88,7 @@ def insight_view(stored: StoredInsight) -> InsightView:
         quote=str((subs.get("quote") or [""])[0]),
         found=isinstance((subs.get("start") or [None])[0], int),
         awaiting=stored.awaiting,
+        undoable=stored.undoable,
     )
 
 

@@ -2,7 +2,7 @@
 flagged first) and `/ui/reports/{id}` (patient banner, report text with `<mark data-evidence>`
 spans kept in view beside the values, per Observation Accept / Correct / Reject / Undo, Accept
 all; the report's insights (follow-ups, critical results, communications, mismatches) with
-their evidence and Accept / Reject). Every decision names the reviewer and is delivered like
+their evidence and Accept / Reject / Undo). Every decision names the reviewer and is delivered like
 the report."""
 
 from __future__ import annotations
@@ -217,7 +217,8 @@ def decide_insight(
     data: dict[str, str],
     decision: Decision,
 ) -> str:
-    """Accept or reject one insight (`(resource type, id)`) of the report, and deliver."""
+    """Accept or reject one insight (`(resource type, id)`) of the report, or undo its
+    decision, and deliver."""
     resource_type, insight_id = insight
     if resource_type not in INSIGHT_REVIEWS:
         raise UiRefused(404, "No such kind of insight.")
@@ -246,6 +247,7 @@ def decide_insight(
             new_version=version + 1,
             decided=current.decided,
             report=f"DiagnosticReport/{report_id}",
+            previous=current.previous if decision is Decision.UNDO else None,
         )
     except ReviewRefused as exc:
         raise UiRefused(exc.http_status, f"{exc} Nothing was changed.") from None
@@ -279,9 +281,13 @@ async def decide_one_insight(
     if isinstance(found, RedirectResponse):
         return found
     user, data = found
-    decision = {"accept": Decision.ACCEPT, "reject": Decision.REJECT}.get(data.get("decision", ""))
+    decision = {
+        "accept": Decision.ACCEPT,
+        "reject": Decision.REJECT,
+        "undo": Decision.UNDO,
+    }.get(data.get("decision", ""))
     if decision is None:
-        raise UiRefused(400, "Choose Accept or Reject.")
+        raise UiRefused(400, "Choose Accept, Reject or Undo.")
     decide_insight(ui, user, report_id, (resource_type, insight_id), data, decision)
     return RedirectResponse(
         f"/ui/reports/{report_id}?done={decision.value}#insight-{insight_id}",

@@ -167,8 +167,8 @@ def evaluate(
         raise fail(f"--stage must be rules, llm, hybrid or all (got {stage!r})")
     if split is not None and split not in ("dev", "test"):
         raise fail(f"--split must be dev or test (got {split!r})")
-    if is_insights(dataset):  # the labelled insights set (issue 20): the rules of the insights step
-        _eval_insights(dataset, out_dir, split, resamples, seed)
+    if is_insights(dataset):  # the labelled insights set (issue 20): the insights step
+        _eval_insights(dataset, out_dir, split, resamples, seed, stage, model, quiet)
         return
     settings = cli_settings(model_path=model, stage=None if stage == "all" else stage)
     if template is not None and not is_dragon(dataset):  # DRAGON: its own task templates
@@ -202,20 +202,42 @@ def evaluate(
 
 
 def _eval_insights(
-    dataset: Path, out_dir: Path, split: str | None, resamples: int, seed: int
+    dataset: Path,
+    out_dir: Path,
+    split: str | None,
+    resamples: int,
+    seed: int,
+    stage: str | None,
+    model: Path | None,
+    quiet: bool,
 ) -> None:
-    """`radbridge eval` on an insights set: metrics.json, report.html and the table."""
+    """`radbridge eval` on an insights set: metrics.json, report.html and the tables. The
+    rules unless `--stage llm|hybrid` (the model path: rules merged with the model's items)."""
     import json
 
+    from app.progress import progress as progress_on
     from conformance.errors import EvaluationError
     from conformance.insights_eval import insights_html, run_insights_evaluation
+    from workers.engine_registry import get_engine
 
-    try:
-        result, table = run_insights_evaluation(dataset, split, resamples=resamples, seed=seed)
-    except EvaluationError as exc:
-        raise fail(str(exc)) from None
+    if stage == "all":
+        raise fail("--stage all is for templates; an insights set takes rules, llm or hybrid")
+    chosen = stage or "rules"
+    settings = cli_settings(model_path=model, stage=chosen)
+    with progress_on(err, quiet=quiet) as start_task:
+        try:
+            result, tables = run_insights_evaluation(
+                dataset, split, resamples=resamples, seed=seed, stage=chosen,
+                engine=lambda: get_engine(settings), max_tokens=settings.max_tokens,
+                progress=lambda total: start_task(f"evaluating insights ({chosen})", total),
+            )  # fmt: skip
+        except EvaluationError as exc:
+            raise fail(str(exc)) from None
+        except RadbridgeError as exc:
+            raise fail(f"{type(exc).__name__}: {exc}", EXIT_INTERNAL) from None
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     (out_dir / "report.html").write_text(insights_html(result), encoding="utf-8")
-    out.print(table)
+    for table in tables:
+        out.print(table)
     err.print(f"wrote {out_dir / 'metrics.json'} and {out_dir / 'report.html'}")

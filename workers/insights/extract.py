@@ -15,13 +15,17 @@ from mappings.report import Report
 from workers.insights.communications import find_communications
 from workers.insights.critical import find_critical
 from workers.insights.followups import find_followups
+from workers.insights.llm import with_model_insights
 from workers.insights.mismatch import Patient, find_mismatches
 from workers.insights.rads import find_rads
 from workers.insights.sizes import find_sizes
 from workers.insights.text import ReportText
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from adapter.settings import Settings
+    from workers.extraction_engine import ExtractionEngine
 
 
 @dataclass(frozen=True)
@@ -61,9 +65,13 @@ def critical_list(path: Path | None) -> tuple[CriticalFinding, ...]:
     return load_critical_list(path) if path is not None else load_critical_list()
 
 
-def insights_of(report: Report, settings: Settings) -> Insights:
+def insights_of(
+    report: Report, settings: Settings, engine: Callable[[], ExtractionEngine] | None = None
+) -> Insights:
     """The insights of one report in the per-message use case: due dates count from the
-    report's observation time (in the source zone when naive), else today."""
+    report's observation time (in the source zone when naive), else today. With a model stage
+    (llm, hybrid), `engine` and RADBRIDGE_INSIGHTS_MODEL on, the model's checked insights are
+    merged in (`workers.insights.llm`: the rules win)."""
     moment = report.observation_time
     if moment is None:
         report_date = datetime.now(UTC).astimezone(settings.zone()).date()
@@ -79,4 +87,10 @@ def insights_of(report: Report, settings: Settings) -> Insights:
         patient_sex=report.patient_sex,
         birth_date=report.birth_date,
     )
-    return extract_insights(report, context)
+    rules = extract_insights(report, context)
+    if engine is None or settings.stage == "rules" or not settings.insights_model:
+        return rules
+    findings = context.critical_findings or load_critical_list()
+    return with_model_insights(
+        report, rules, engine(), findings, report_date, max_tokens=settings.max_tokens
+    )

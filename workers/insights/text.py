@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from mappings.insights.model import Span
-from mappings.report import Report
+from mappings.report import Report, Section
 from mappings.sections import find_sections
 from mappings.units import flowed, unit_spans
 from workers.insights.quick import anchors, holds
@@ -39,11 +39,14 @@ class ReportText:
 
     raw: str
     language: str | None
+    found_sections: tuple[Section, ...] = field(default=(), compare=False)
+    """The sections the parser already found in `raw` (`Report.sections`); found again when
+    empty."""
 
     @classmethod
     def of(cls, report: Report) -> ReportText:
-        """The report's text and language."""
-        return cls(report.text, report.language)
+        """The report's text and language, with the sections its parser found."""
+        return cls(report.text, report.language, report.sections)
 
     @cached_property
     def text(self) -> str:
@@ -95,7 +98,8 @@ class ReportText:
 
     @cached_property
     def _sections(self) -> tuple[tuple[str, int, int], ...]:
-        return tuple((s.name, s.start, s.end) for s in find_sections(self.raw))
+        found = self.found_sections or find_sections(self.raw)
+        return tuple((s.name, s.start, s.end) for s in found)
 
     def section_at(self, position: int) -> str | None:
         """The name of the section holding `position`, or None."""
