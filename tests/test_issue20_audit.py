@@ -317,8 +317,6 @@ def test_a_communication_with_a_stated_date_and_time_has_sent() -> None:
     )
     assert result.bundle is not None
     (communication,) = _of(result.bundle, "Communication")
-    if "sent" not in communication:
-        pytest.xfail("GAP: a stated date and time ('on 2025-03-10 at 09:40') gives no `sent`")
     assert communication["sent"].startswith("2025-03-10T09:40")
 
 
@@ -328,8 +326,6 @@ def test_a_conditional_recommendation_without_a_verb_is_a_service_request() -> N
     )
     assert result.bundle is not None
     requests = _of(result.bundle, "ServiceRequest")
-    if not requests:
-        pytest.xfail("GAP: 'MRI knee if symptoms persist.' (no recommend verb) gives nothing")
     (request,) = requests
     assert request["asNeededBoolean"] is True
 

@@ -14,8 +14,9 @@
   `subject` the patient, the `flag-detail` extension to the
   DiagnosticReport, `period.start` the report's effective time;
 - a `Communication` per statement that the result was passed on: `status` completed, `subject`,
-  `recipient` as `Reference.display`, `about` the DiagnosticReport, the time as written in `note`
-  (`sent` is not set: a clock time as written is not a FHIR instant);
+  `recipient` as `Reference.display`, `about` the DiagnosticReport, the time as written in `note`,
+  `sent` when the sentence states one unambiguous date and clock time (in the offset of the
+  report's effective time, within a day of it; a clock time alone is not a FHIR dateTime);
 - an `Observation` per RADS category that no template Observation of the Bundle states already
   (`mappings.insights.stated_rads`: same system and category, evidence holding it; that
   Observation takes the verified codings it lacks and the follow-up's `reasonReference` names
@@ -235,6 +236,25 @@ def _flags(refs: _Refs, insights: Insights, findings: dict[str, CriticalFinding]
     return resources
 
 
+_SENT_DAYS = 1
+"""A stated date at most this many days from the report's effective time takes its offset."""
+
+
+def _sent(stated: datetime | None, effective: str) -> str | None:
+    """A communication's `sent`: the stated local date and time with the offset of the report's
+    effective time (None when no moment is stated, the effective time has no offset, or the
+    dates lie apart: the offset may differ then)."""
+    if stated is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(effective.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None or abs((stated.date() - moment.date()).days) > _SENT_DAYS:
+        return None
+    return fhir_datetime(stated.replace(tzinfo=moment.tzinfo))
+
+
 def _communications(refs: _Refs, insights: Insights) -> list[Resource]:
     resources = []
     for communication in insights.communications:
@@ -251,6 +271,8 @@ def _communications(refs: _Refs, insights: Insights) -> list[Resource]:
             resource["recipient"] = [{"display": communication.recipient}]
         if communication.time:
             resource["note"] = [{"text": f"Time as stated: {communication.time}"}]
+        if (sent := _sent(communication.sent, refs.effective)) is not None:
+            resource["sent"] = sent
         resources.append(resource)
     return resources
 
