@@ -9,7 +9,9 @@ Order of evidence:
    modality and region (memory clinic vs oncology), content chooses among them
    (modality+content): the most variables mentioned, a routing keyword anywhere counting as
    KEYWORD_WEIGHT more; a tie keeps them all. Such a report is never `no_template`. An exam of
-   two regions ("CT chest + abdomen") gets a template for each.
+   two regions ("CT chest + abdomen") gets a template for each. A region word inside a
+   diagnosis of the exam line ("MRI brain for follow-up of breast cancer", "Mammakarzinom")
+   is not the exam's region when the line names another (`content.regions_named`).
 4. keyword: a template's keyword in the exam line (for templates that declare no body part).
 5. content: otherwise (modality and/or region unknown: plain text, a backfill row) the template
    whose variables the report mentions most, at least MIN_VARIABLES of them, among the

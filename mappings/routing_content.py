@@ -232,9 +232,31 @@ def modalities_named(text: str) -> frozenset[str]:
     return named
 
 
+_DISEASE = (
+    r"(?:cancer|carcinoma|carcinoom|karzinom|kanker|krebs|tumou?r|neoplasm|malignan\w*|"
+    r"metasta\w*)"
+)
+_DISEASE_AFTER = re.compile(rf"[ \t]*-?[ \t]*(?:{_DISEASE}|ca)\b", _FLAGS)
+_DISEASE_IN_WORD = re.compile(rf"\w+?{_DISEASE}\w*", _FLAGS)
+"""A diagnosis named by its organ: "breast cancer", "Mamma-Ca", "borstkanker", "Mammakarzinom"."""
+
+
+def _names_a_diagnosis(text: str, word: re.Match[str]) -> bool:
+    """Whether a region word is the organ of a diagnosis, not the exam's region."""
+    return bool(_DISEASE_IN_WORD.fullmatch(word.group(0)) or _DISEASE_AFTER.match(text, word.end()))
+
+
 def regions_named(text: str) -> frozenset[str]:
-    """The body regions an exam line names."""
-    return frozenset(region for region, words in _REGION_WORDS.items() if words.search(text))
+    """The body regions an exam line names. A region named only inside a diagnosis ("MRI brain
+    for follow-up of breast cancer", "CT thorax bij mammacarcinoom") is not the exam's region
+    when the line names another region; alone ("Breast cancer staging") it is."""
+    named: dict[str, bool] = {}
+    for region, words in _REGION_WORDS.items():
+        hits = list(words.finditer(text))
+        if hits:
+            named[region] = all(_names_a_diagnosis(text, hit) for hit in hits)
+    exam_regions = frozenset(region for region, diagnosis in named.items() if not diagnosis)
+    return exam_regions or frozenset(named)
 
 
 def modality_cues(text: str) -> dict[str, int]:

@@ -139,6 +139,7 @@ def test_health_metrics_and_openapi(setup: tuple[TestClient, Store, list[int]]) 
     assert 'radbridge_messages{state="accepted"} 0' in metrics
     assert "radbridge_extraction_seconds_count 0" in metrics
     assert 'radbridge_insights{type="Flag"} 0' in metrics
+    assert "radbridge_flagged_reports 0" in metrics
     assert "radbridge_no_template_messages 0" in metrics
     assert "radbridge_http_received_total" in metrics
     assert client.get("/openapi.json").status_code == 200

@@ -45,6 +45,7 @@ def test_a_no_template_message_keeps_its_bundle_and_says_no_template(
         "Flag": 1,
         "Communication": 0,
         "DetectedIssue": 0,
+        "flagged_reports": 1,
         "no_template": 1,
     }
     kinds = sorted(e["resource"]["resourceType"] for e in bundle["entry"])
@@ -87,6 +88,7 @@ def test_a_corrected_report_retires_the_insights_it_no_longer_says(store: Store)
     }
     assert statuses == {"ServiceRequest": "entered-in-error", "Flag": "entered-in-error"}
     assert store.insight_counts()["Flag"] == 0  # a retired Flag is not counted
+    assert store.insight_counts()["flagged_reports"] == 0
     assert [p for p in validate_resource(stored) if p.severity == "error"] == []
 
 
@@ -123,3 +125,17 @@ def test_a_corrected_report_retires_the_mismatch_it_no_longer_says(store: Store)
     (retired,) = _issues(stored)
     assert (retired["id"], retired["status"]) == (issue["id"], "entered-in-error")
     assert [p for p in validate_resource(stored) if p.severity == "error"] == []
+
+
+def test_metrics_count_flagged_reports_not_flags(store: Store, tmp_path: Path) -> None:
+    """Issue 20: `/metrics` counts flagged reports; a report with two critical results is one
+    flagged report with two Flags."""
+    settings = Settings(data_dir=tmp_path / "data", stage="rules")
+    two_critical = SCROTUM_US.replace(
+        b"IMPRESSION: Left testicular torsion.~",
+        b"IMPRESSION: Left testicular torsion. Free intraperitoneal air.~",
+    ).replace(b"INS0001", b"INS0002")
+    message_id = store.accept(Incoming(two_critical, "mllp", "RIS", "RBHOSP", "INS0002")).message_id
+    assert process_message(store, settings, message_id)
+    counts = store.insight_counts()
+    assert (counts["Flag"], counts["flagged_reports"]) == (2, 1)

@@ -29,9 +29,9 @@ from workers.process import NO_TEMPLATE, process_reports
 TEMPLATES = sorted(load_builtin_templates())
 SAME_REGION = {frozenset({"brain_mri_memory", "brain_mri_oncology"})}
 """Pairs of one body region and modality: a report both weigh may go to both."""
-KNOWN_CROSSES = {("brain_mri_oncology", "breast")}
-"""GAP: an exam line's clinical question ("MRI brain for follow-up of breast cancer brain
-metastases") makes its body region brain/breast, so the report also goes to `breast`."""
+KNOWN_CROSSES: set[tuple[str, str]] = set()
+"""Known gaps (none now: a region inside a diagnosis of the exam line, "MRI brain for follow-up
+of breast cancer brain metastases", is no longer the exam's region)."""
 CLI = [sys.executable, "-m", "app.cli"]
 
 

@@ -339,3 +339,33 @@ def test_labelled_routing_cases(templates: list[Template], row: dict[str, object
     assert got <= expected, (row["id"], row["note"], got)
     if expected <= shipped:
         assert got == expected, (row["id"], row["note"], got)
+
+
+@pytest.mark.parametrize(
+    ("exam", "body"),
+    [
+        ("MRI brain for follow-up of breast cancer", "Two enhancing lesions in the cerebellum."),
+        ("MRI hersenen bij borstkanker", "Geen aankleurende laesies."),
+        ("MRT Schädel bei Mammakarzinom", "Keine KM-aufnehmenden Läsionen."),
+        ("MRT Schädel, Z.n. Mamma-Ca", "Keine Metastasen."),
+    ],
+)
+@pytest.mark.parametrize("modality", ["MR", None])
+def test_a_region_inside_a_diagnosis_is_not_the_exams_region(
+    templates: list[Template], exam: str, body: str, modality: str | None
+) -> None:
+    """ "breast cancer", "borstkanker", "Mammakarzinom" in the exam line's question name the
+    diagnosis, not the region examined: the brain exam never goes to `breast`."""
+    ids = chosen(templates, report(f"{exam}\n{body}", modality=modality))
+    assert "breast" not in ids
+    assert ids and ids <= BRAIN
+
+
+@pytest.mark.parametrize(
+    "exam",
+    ["Breast cancer staging MRI", "MRI breast, history of breast cancer", "Mammakarzinom links"],
+)
+def test_a_diagnosis_region_alone_is_the_exams_region(templates: list[Template], exam: str) -> None:
+    """With no other region in the exam line, the diagnosis's organ is the region examined."""
+    text = f"{exam}\nNo suspicious enhancement. BI-RADS 2."
+    assert chosen(templates, report(text, modality="MR")) == {"breast"}

@@ -206,12 +206,16 @@ def test_a_mammogram_s_bi_rads_and_density_are_coded() -> None:
         "or architectural distortion.\nIMPRESSION: BI-RADS 1: negative.",
         "MG",
     )
+    # the breast template states both: one Observation each (issue 20 item 5), which takes the
+    # insights' verified codings (`mappings.insights.stated_rads`)
     observations = {o["code"]["text"]: o for o in _of(bundle, "Observation")}
-    birads = observations["BI-RADS assessment category"]["valueCodeableConcept"]
-    assert birads["text"] == "1"
+    assert "BI-RADS assessment category" not in observations
+    assert "BI-RADS breast density category" not in observations
+    birads = observations["BI-RADS final assessment category"]["valueCodeableConcept"]
+    assert birads["text"].startswith("BI-RADS 1")
     assert [c["code"] for c in birads["coding"]] == ["397140005"]
-    density = observations["BI-RADS breast density category"]
-    assert density["valueCodeableConcept"]["text"] == "b"
+    density = observations["Breast density (ACR composition)"]
+    assert density["valueCodeableConcept"]["text"].startswith("b")
     assert [c["code"] for c in density["valueCodeableConcept"]["coding"]] == ["129717001"]
     assert [c["code"] for c in density["code"]["coding"]] == ["129715009"]
 

@@ -28,7 +28,11 @@ Typed variables:
 - presence with a qualifier: the first non-negated qualifier option named in the clause of the
   chosen mention becomes the value.
 A variable with `section` is searched in that section first (when the report has it) and in the
-whole text only when the section says nothing. Every assertion is decided by `_assertion`.
+whole text only when the section says nothing. A score or category (ordinal, enum) stated for a
+prior exam is not this exam's: neither in the first line of a history/comparison section
+("COMPARISON: Prior mammogram 2023 was BI-RADS 3") nor where the insights' RADS rule reads it as a
+prior result (`workers.insights.rads.prior_spans`: "previously TI-RADS 4"). Every assertion is
+decided by `_assertion`.
 
 The trigger tables live in `workers.context_triggers` (English and Dutch adapted from the
 MIT-licensed ConText rules, German and Korean written for radbridge).
@@ -37,6 +41,7 @@ MIT-licensed ConText rules, German and Korean written for radbridge).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -59,6 +64,8 @@ from mappings.sections import find_sections
 from mappings.template import Template, Variable, VariableType
 from mappings.units import flowed
 from workers import anatomy, grades, measurements, organs, sides, values
+from workers.insights import rads
+from workers.insights.text import ReportText
 from workers.lexicon_text import clauses, mention_status, terms_pattern
 from workers.normals import normal_hits
 from workers.states import excluded_spans, inside, state_hits
@@ -362,15 +369,46 @@ def _all_typed_hits(report: Report, variable: Variable) -> list[list[ValueHit]]:
     return [_pattern_hits(report, variable, spans), _window_hits(report, variable, spans)]
 
 
+_PRIOR_SECTIONS = frozenset({"history", "comparison"})
+
+
+@functools.lru_cache(maxsize=16)
+def _prior_context(
+    text: str, language: str | None
+) -> tuple[ReportText, tuple[tuple[int, int], ...]]:
+    """The report as the insight rules read it and its prior RADS spans (read once per report,
+    not once per score variable)."""
+    doc = ReportText(text, language)
+    return doc, rads.prior_spans(doc)
+
+
+def _current_score(hits: list[ValueHit], report: Report) -> list[ValueHit]:
+    """The score/category hits that are this exam's: a score in the first line of a history or
+    comparison section ("COMPARISON: Prior mammogram 2023 was BI-RADS 3") or a RADS category
+    the insights step reads as a prior result ("previously classified as TI-RADS 4") is not."""
+    if not hits:
+        return hits
+    doc, priors = _prior_context(report.text, report.language)
+    return [
+        h
+        for h in hits
+        if not doc.in_sections(h.start, _PRIOR_SECTIONS)
+        and not any(a < h.end and h.start < b for a, b in priors)
+    ]
+
+
 def typed_hits(report: Report, variable: Variable) -> list[ValueHit]:
     """The stage-1 values of a typed variable stage 1 prefers: in the variable's section first,
-    there the first method that finds any (patterns, then synonym + number); text order within."""
+    there the first method that finds any (patterns, then synonym + number); text order within.
+    A score or category (enum, ordinal) stated for a prior exam does not count."""
     found = _all_typed_hits(report, variable)
     if variable.type is VariableType.ENUM:  # the clinical question is no diagnosis
         history = _history_spans(report)
         found = [
             [h for h in hits if not any(a <= h.start < b for a, b in history)] for hits in found
         ]
+    if variable.type in (VariableType.ENUM, VariableType.ORDINAL):
+        found = [_current_score(hits, report) for hits in found]
     for area_start, area_end in _search_areas(report, variable):
         for hits in found:
             inside = [h for h in hits if area_start <= h.start < area_end]

@@ -108,6 +108,13 @@ def _work_lines(context: ApiContext) -> list[str]:
         )
     insights = context.store.insight_counts()
     unrouted = insights.pop("no_template")
+    flagged = insights.pop("flagged_reports")
+    lines += _metric(
+        "radbridge_flagged_reports",
+        "gauge",
+        "reports with a Flag (critical result) in force (issue 20)",
+        f"radbridge_flagged_reports {flagged}",
+    )
     lines += _metric(
         "radbridge_insights",
         "gauge",

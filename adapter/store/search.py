@@ -194,8 +194,9 @@ class SearchStore(StoreBase):
 
     def insight_counts(self) -> dict[str, int]:
         """For metrics (issue 20): the insight resources in force by type (ServiceRequest,
-        Flag, Communication, DetectedIssue; retired ones left out) and the messages no template
-        applied to."""
+        Flag, Communication, DetectedIssue; retired ones left out), the flagged reports (the
+        report Bundles holding a Flag in force: a report with two critical results is one) and
+        the messages no template applied to."""
         kinds = ("ServiceRequest", "Flag", "Communication", "DetectedIssue")
         with self.transaction() as connection:
             rows = connection.execute(
@@ -203,10 +204,16 @@ class SearchStore(StoreBase):
                 .where(resources.c.resource_type.in_(kinds), served_status())
                 .group_by(resources.c.resource_type)
             ).all()
+            flagged = connection.execute(
+                sa.select(sa.func.count(sa.distinct(resources.c.bundle_id))).where(
+                    resources.c.resource_type == "Flag", served_status()
+                )
+            ).scalar()
             unrouted = connection.execute(
                 sa.select(sa.func.count()).where(messages.c.reason == "no template")
             ).scalar()
         counts = dict.fromkeys(kinds, 0)
         counts.update({str(kind): int(n) for kind, n in rows})
+        counts["flagged_reports"] = int(flagged or 0)
         counts["no_template"] = int(unrouted or 0)
         return counts

@@ -14,9 +14,13 @@
   `subject` the patient, the `flag-detail` extension to the
   DiagnosticReport, `period.start` the report's effective time;
 - a `Communication` per statement that the result was passed on: `status` completed, `subject`,
-  `recipient` as `Reference.display`, `about` the DiagnosticReport, the time as written in `note`
-  (`sent` is not set: a clock time as written is not a FHIR instant);
-- an `Observation` per RADS category: `code` text naming the system, `valueCodeableConcept.text`
+  `recipient` as `Reference.display`, `about` the DiagnosticReport, the time as written in `note`,
+  `sent` when the sentence states one unambiguous date and clock time (in the offset of the
+  report's effective time, within a day of it; a clock time alone is not a FHIR dateTime);
+- an `Observation` per RADS category that no template Observation of the Bundle states already
+  (`mappings.insights.stated_rads`: same system and category, evidence holding it; that
+  Observation takes the verified codings it lacks and the follow-up's `reasonReference` names
+  it): `code` text naming the system, `valueCodeableConcept.text`
   the category as the system writes it, with the SNOMED CT codings of `mappings.rads_codes`
   where verified (a mammogram's BI-RADS 0-5, breast density; the rest text only),
   `bodySite.text` the side when stated; listed in `DiagnosticReport.result`;
@@ -53,6 +57,7 @@ from mappings.fhir_out import (
 )
 from mappings.insights.critical_list import CriticalFinding
 from mappings.insights.model import Insights, SizedFinding, Span
+from mappings.insights.stated_rads import adopt_codings, stated_rads
 from mappings.output_check import check_bundle
 from mappings.procedure_codes import procedure_codings
 from mappings.rads_codes import rads_code_codings, rads_value_codings
@@ -231,6 +236,25 @@ def _flags(refs: _Refs, insights: Insights, findings: dict[str, CriticalFinding]
     return resources
 
 
+_SENT_DAYS = 1
+"""A stated date at most this many days from the report's effective time takes its offset."""
+
+
+def _sent(stated: datetime | None, effective: str) -> str | None:
+    """A communication's `sent`: the stated local date and time with the offset of the report's
+    effective time (None when no moment is stated, the effective time has no offset, or the
+    dates lie apart: the offset may differ then)."""
+    if stated is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(effective.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None or abs((stated.date() - moment.date()).days) > _SENT_DAYS:
+        return None
+    return fhir_datetime(stated.replace(tzinfo=moment.tzinfo))
+
+
 def _communications(refs: _Refs, insights: Insights) -> list[Resource]:
     resources = []
     for communication in insights.communications:
@@ -247,13 +271,19 @@ def _communications(refs: _Refs, insights: Insights) -> list[Resource]:
             resource["recipient"] = [{"display": communication.recipient}]
         if communication.time:
             resource["note"] = [{"text": f"Time as stated: {communication.time}"}]
+        if (sent := _sent(communication.sent, refs.effective)) is not None:
+            resource["sent"] = sent
         resources.append(resource)
     return resources
 
 
-def _rads_observations(refs: _Refs, insights: Insights, status: str, issued: str) -> list[Resource]:
+def _rads_observations(
+    refs: _Refs, insights: Insights, status: str, issued: str, stated: dict[int, str]
+) -> list[Resource]:
     resources = []
-    for rads in insights.rads:
+    for index, rads in enumerate(insights.rads):
+        if index in stated:  # a template Observation states it already
+            continue
         resource: Resource = {
             "resourceType": "Observation",
             "id": refs.id("Observation", rads.system, rads.category, rads.side),
@@ -444,6 +474,10 @@ def _detected_issues(refs: _Refs, insights: Insights) -> list[Resource]:
     return resources
 
 
+def _resource(bundle: Resource, resource_id: str) -> Resource:
+    return next(e["resource"] for e in bundle["entry"] if e["resource"].get("id") == resource_id)
+
+
 def insight_resources(
     bundle: Resource,
     report: Report,
@@ -456,12 +490,22 @@ def insight_resources(
     """The resources `insights` adds to `bundle` (a radbridge Bundle of `report`)."""
     refs = _Refs(bundle, report)
     issued = fhir_datetime((created or datetime.now(UTC)).astimezone(UTC))
-    rads = _rads_observations(refs, insights, observation_status, issued)
+    stated = stated_rads(bundle, insights.rads)
+    for index, observation_id in stated.items():  # its verified codings join the template's
+        category = insights.rads[index]
+        adopt_codings(
+            _resource(bundle, observation_id),
+            rads_code_codings(category.system),
+            rads_value_codings(category.system, category.category, refs.modality),
+        )
+    rads = _rads_observations(refs, insights, observation_status, issued, stated)
+    ids = iter(r["id"] for r in rads)
+    rads_ids = [stated[i] if i in stated else next(ids) for i in range(len(insights.rads))]
     sizes = _size_observations(bundle, refs, insights, report.text, observation_status, issued)
     return [
         *rads,
         *sizes,
-        *_service_requests(refs, insights, [r["id"] for r in rads], report.text),
+        *_service_requests(refs, insights, rads_ids, report.text),
         *_flags(refs, insights, {f.id: f for f in findings}),
         *_communications(refs, insights),
         *_detected_issues(refs, insights),

@@ -7,7 +7,7 @@ the report text). Dates are the report's effective date plus the stated interval
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -65,6 +65,9 @@ class ResultCommunication(BaseModel):
     recipient: str | None = None
     time: str | None = None
     """The time as written ("03:25 on 02/03/2025", "21.47 uur")."""
+    sent: datetime | None = None
+    """The date and time stated, when both are unambiguous ("on 2025-03-10 at 09:40"; naive:
+    local time as written)."""
     evidence: Span
 
 

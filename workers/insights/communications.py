@@ -1,5 +1,6 @@
 """Communications of a result: a sentence saying the result was passed on directly (phone, in
-person, chat, "discussed with the patient"), with its recipient and time as written.
+person, chat, "discussed with the patient"), with its recipient and time as written, and the
+moment (`sent`) when the sentence states one unambiguous date and one clock time.
 
 Requests ("please call"), future discussions ("will be discussed at the MDT") and routine
 report transmission are not communications.
@@ -8,6 +9,7 @@ report transmission are not communications.
 from __future__ import annotations
 
 import re
+from datetime import date, datetime
 
 from mappings.insights.model import ResultCommunication
 from workers.insights.text import ReportText, may_match
@@ -48,7 +50,11 @@ _ROLE = re.compile(
 _PATIENT = re.compile(
     r"(?<!\w)(?:the patient|patiënte?|de patiënt|dem patienten|der patientin)(?!\w)", re.I
 )
-_DATE = r"(?:\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{1,2}\.?\s+[A-Za-zäé]+\.?\s+\d{4})"
+_DATE = (
+    r"(?:(?<![\d./-])\d{4}-\d{2}-\d{2}|(?<![\d./-])\d{1,2}[./-]\d{1,2}[./-]\d{2,4}"
+    r"|\d{1,2}\.?\s+[A-Za-zäé]+\.?\s+\d{4})"
+)
+"""A date in a time as written: ISO, day first, or with its month named (never a part of one)."""
 _TIME = re.compile(
     rf"(?:{_DATE}\s+(?:um|om|at)\s+)?"
     r"(?<![\d.])(?:(?:[01]?\d|2[0-3])[:.][0-5]\d(?![\d]|\.\d)"
@@ -118,6 +124,87 @@ def _recipient(sentence: str) -> str | None:
     return patient.group(0) if patient else None
 
 
+_MONTHS = {
+    name: number
+    for number, names in enumerate(
+        (
+            ("january", "jan", "januari", "januar", "jänner"),
+            ("february", "feb", "februari", "februar"),
+            ("march", "mar", "maart", "märz", "maerz", "mrt"),
+            ("april", "apr"),
+            ("may", "mei", "mai"),
+            ("june", "jun", "juni"),
+            ("july", "jul", "juli"),
+            ("august", "aug", "augustus"),
+            ("september", "sep", "sept"),
+            ("october", "oct", "oktober", "okt"),
+            ("november", "nov"),
+            ("december", "dec", "dezember", "dez"),
+        ),
+        start=1,
+    )
+    for name in names
+}
+_ISO_DATE = re.compile(r"(?<![\d./-])(\d{4})-(\d{2})-(\d{2})(?![\d./-])")
+_DAY_FIRST = re.compile(r"(?<![\d./-])(\d{1,2})([./-])(\d{1,2})\2(\d{4})(?![\d./-])")
+_NAMED = re.compile(
+    r"(?<![\w.])(\d{1,2})\.?\s+([^\W\d_]{3,9})\.?,?\s+(\d{4})(?!\d)"
+    r"|(?<!\w)([^\W\d_]{3,9})\.?\s+(\d{1,2})(?:st|nd|rd|th)?,?\s+(\d{4})(?!\d)"
+)
+_CLOCK = re.compile(
+    r"(?<![\d.:/-])([01]?\d|2[0-3])[:.]([0-5]\d)(?![\d]|[./-]\d)"
+    r"(?:\s*(am|pm|a\.m\.|p\.m\.)(?!\w))?",
+    re.IGNORECASE,
+)
+
+
+def _dates(sentence: str, language: str | None) -> set[date]:
+    """The calendar dates a sentence states unambiguously: ISO, a month named, or day first
+    (dots always; dashes and slashes in Dutch or German, or with a day above 12)."""
+    found: set[tuple[int, int, int]] = set()
+    for match in _ISO_DATE.finditer(sentence):
+        found.add((int(match.group(1)), int(match.group(2)), int(match.group(3))))
+    for match in _DAY_FIRST.finditer(sentence):
+        day, month = int(match.group(1)), int(match.group(3))
+        if match.group(2) == "." or (language or "")[:2] in ("nl", "de") or day > 12:
+            found.add((int(match.group(4)), month, day))
+        else:
+            return set()  # "02/03/2025" in English: March 2 or February 3
+    for match in _NAMED.finditer(sentence):
+        first = match.group(1) is not None
+        day_text, name, year_text = (
+            str(match.group(i)) for i in ((1, 2, 3) if first else (5, 4, 6))
+        )
+        named = _MONTHS.get(name.casefold())
+        if named is not None:
+            found.add((int(year_text), named, int(day_text)))
+    dates: set[date] = set()
+    for year, month, day in found:
+        try:
+            dates.add(date(year, month, day))
+        except ValueError:
+            continue
+    return dates
+
+
+def _sent(sentence: str, language: str | None) -> datetime | None:
+    """The moment a communication sentence states: one date and one clock time, else None."""
+    dates = _dates(sentence, language)
+    clocks = {
+        (int(m.group(1)), int(m.group(2)), (m.group(3) or "").replace(".", "").lower())
+        for m in _CLOCK.finditer(_ISO_DATE.sub(" ", _DAY_FIRST.sub(" ", sentence)))
+    }
+    if len(dates) != 1 or len(clocks) != 1:
+        return None
+    hour, minute, half = clocks.pop()
+    if half:
+        if not 1 <= hour <= 12:
+            return None
+        hour = hour % 12 + (12 if half == "pm" else 0)
+    (day,) = dates
+    return datetime(day.year, day.month, day.day, hour, minute)
+
+
 def find_communications(doc: ReportText) -> tuple[ResultCommunication, ...]:
     """The communications this report states, in text order (one per sentence)."""
     found: list[ResultCommunication] = []
@@ -137,6 +224,7 @@ def find_communications(doc: ReportText) -> tuple[ResultCommunication, ...]:
             ResultCommunication(
                 recipient=recipient,
                 time=time.group(0).strip() if time else None,
+                sent=_sent(sentence, doc.language) if time else None,
                 evidence=doc.span(start, end),
             )
         )

@@ -8,7 +8,10 @@ not negated ("no follow-up needed", "geen aanvullend onderzoek nodig", "keine we
 erforderlich") nor past or referenced (history/comparison line, "compared with the follow-up CT",
 "referred for follow-up"). Each action of the sentence is one follow-up; two modalities joined
 by "or" are one with no modality. A time frame goes to the imaging/biopsy actions before it in
-its sentence (or the first after it); a sentence that only gives a time frame ("This should be
+its sentence (or the first after it; next to an imaging action, to the imaging actions only:
+a biopsy named before "follow-up ultrasound in 12 months" is not timed); a short verbless
+sentence that opens with an exam and states a condition ("MRI knee if symptoms persist.") is a
+conditional recommendation; a sentence that only gives a time frame ("This should be
 obtained in six weeks") completes the previous one.
 """
 
@@ -195,6 +198,9 @@ _INTERVAL_NOUN = re.compile(
 """A sentence without an action that names the interval ("Suggest an interval of 12 months.")
 gives the time frame of the previous recommendation."""
 _TELEGRAPHIC_WORDS = 6
+_CONDITIONAL_WORDS = 8
+"""At most this many words in a telegraphic conditional recommendation ("MRI knee if symptoms
+persist.")."""
 _FINITE = re.compile(
     r"(?<!\w)(?:was|were|is|are|has|had|been|wurde|wurden|werd|werden|ist|sind|hat|zijn|heeft|"
     r"besproken|besprochen|discussed|erfolgt|gepland|geplant|planned|scheduled)(?!\w)",
@@ -384,6 +390,10 @@ def _assign_intervals(actions: list[_Action], intervals: list[Interval]) -> None
             if any(a.kind not in ("imaging", "biopsy") for a in between):
                 break
             group.append(action)
+        if group and group[0].kind == "imaging":
+            # "fine-needle aspiration and follow-up ultrasound in 12 months": the interval is
+            # the imaging's next to it, not the biopsy's before it
+            group = [action for action in group if action.kind == "imaging"]
         if not group:
             after = [a for a in timed if a.start >= interval.end and a.interval is None]
             group = after[:1]
@@ -437,6 +447,27 @@ def _telegraphic_consultation(text: str, start: int, end: int) -> bool:
     return bool(imperative and _CONSULT.match(sentence, imperative.end()))
 
 
+_ACTION_OPENING = re.compile(
+    r"\s*(?:(?:further|dedicated|repeat|additional|aanvullende?|verdere?|weitere|erneute)\s+)?"
+    r"(?=\S)",
+    re.IGNORECASE,
+)
+"""What may come before the exam that opens a telegraphic conditional recommendation."""
+
+
+def _telegraphic_conditional(text: str, start: int, end: int) -> bool:
+    """A short verbless sentence that opens with an exam and states its condition ("MRI knee if
+    symptoms persist.", "CT bij aanhoudende klachten.", "MRT bei Beschwerdepersistenz."): a
+    conditional recommendation in telegraphic style."""
+    sentence = text[start:end].strip()
+    if sentence.count(" ") >= _TELEGRAPHIC_WORDS * 2 or len(sentence.split()) > _CONDITIONAL_WORDS:
+        return False
+    opening = _ACTION_OPENING.match(sentence)
+    at = opening.end() if opening else 0
+    opens = any(p.match(sentence, at) for p in (_BIOPSY, *(pattern for _, pattern in _MODALITIES)))
+    return opens and not _FINITE.search(sentence) and bool(_CONDITION.search(sentence))
+
+
 def find_followups(doc: ReportText, report_date: date | None) -> tuple[FollowUp, ...]:
     """The follow-up recommendations of this report, in text order."""
     if not (
@@ -444,6 +475,7 @@ def find_followups(doc: ReportText, report_date: date | None) -> tuple[FollowUp,
         or may_match(doc, _TIME_WORD)
         or may_match(doc, INLINE_LABEL)
         or may_match(doc, _CONSULT)
+        or may_match(doc, _CONDITION)
     ):
         return ()  # no sentence can be a recommendation or give a time frame
     found: list[_Action] = []
@@ -457,6 +489,9 @@ def find_followups(doc: ReportText, report_date: date | None) -> tuple[FollowUp,
         )
         labelled = labelled or (
             may_match(doc, _CONSULT) and _telegraphic_consultation(doc.text, start, end)
+        )
+        labelled = labelled or (
+            may_match(doc, _CONDITION) and _telegraphic_conditional(doc.text, start, end)
         )
         triggered = labelled or (
             may_match(doc, _TRIGGER) and bool(_TRIGGER.search(doc.text, start, end))

@@ -187,11 +187,8 @@ def _side(doc: ReportText, system: str, start: int, end: int) -> str | None:
     return side if side is not None else _title_side(doc)
 
 
-def find_rads(doc: ReportText) -> tuple[RadsCategory, ...]:
-    """The RADS categories of this report, in text order, one per (system, category, side)."""
-    if not _ANY.search(doc.folded):
-        return ()
-    found: dict[tuple[str, str, str | None], RadsCategory] = {}
+def _hits(doc: ReportText) -> list[tuple[int, int, str, str]]:
+    """Every category stated in the text, prior or not: (start, end, system, category)."""
     hits: list[tuple[int, int, str, str]] = []
     taken: list[tuple[int, int]] = []
     for system, pattern, category_of in _PATTERNS:
@@ -206,7 +203,23 @@ def find_rads(doc: ReportText) -> tuple[RadsCategory, ...]:
             hits.append((match.start(), match.end(), system, category))
             taken.append(match.span())
     hits.extend(_continued(doc.text, hits))
-    for start, end, system, category in sorted(hits):
+    return sorted(hits)
+
+
+def prior_spans(doc: ReportText) -> tuple[tuple[int, int], ...]:
+    """(start, end) of each category stated as a prior result (the rule `find_rads` skips):
+    a template's score variable does not read these as this exam's either."""
+    if not _ANY.search(doc.folded):
+        return ()
+    return tuple((start, end) for start, end, _, _ in _hits(doc) if _prior(doc, start))
+
+
+def find_rads(doc: ReportText) -> tuple[RadsCategory, ...]:
+    """The RADS categories of this report, in text order, one per (system, category, side)."""
+    if not _ANY.search(doc.folded):
+        return ()
+    found: dict[tuple[str, str, str | None], RadsCategory] = {}
+    for start, end, system, category in _hits(doc):
         if _prior(doc, start):
             continue
         side = _side(doc, system, start, end)
