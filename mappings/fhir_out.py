@@ -135,6 +135,17 @@ def fhir_datetime(moment: datetime, default_tz: tzinfo = UTC) -> str:
     return text[: -len("+00:00")] + "Z" if text.endswith("+00:00") else text
 
 
+def evidence_offsets(resource: Resource) -> tuple[int, int] | None:
+    """The (start, end) of a resource's evidence extension in the report text, or None."""
+    for extension in resource.get("extension") or []:
+        if extension.get("url") != EVIDENCE_EXTENSION:
+            continue
+        parts = {p["url"]: p for p in extension.get("extension") or []}
+        if "start" in parts and "end" in parts:
+            return parts["start"]["valueInteger"], parts["end"]["valueInteger"]
+    return None
+
+
 def _evidence_extension(value: FindingValue, template: Template) -> dict[str, Any]:
     subs: list[dict[str, Any]] = []
     if value.evidence is not None:

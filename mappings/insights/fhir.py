@@ -52,6 +52,7 @@ from mappings.fhir_components import measurement_components, size_spans
 from mappings.fhir_out import (
     EVIDENCE_EXTENSION,
     deterministic_id,
+    evidence_offsets,
     fhir_datetime,
     report_key,
 )
@@ -313,16 +314,6 @@ Stated = tuple[set[tuple[int, int]], list[tuple[float, int, int]]]
 _MM = {"mm": 1.0, "cm": 10.0}
 
 
-def _evidence_offsets(resource: Resource) -> tuple[int, int] | None:
-    for extension in resource.get("extension") or []:
-        if extension.get("url") != EVIDENCE_EXTENSION:
-            continue
-        parts = {p["url"]: p for p in extension.get("extension") or []}
-        if "start" in parts and "end" in parts:
-            return parts["start"]["valueInteger"], parts["end"]["valueInteger"]
-    return None
-
-
 def _template_sizes(bundle: Resource) -> Stated:
     """What the Bundle's template Observations state already: the offsets of their size
     components, and each number in mm ("Midline shift (mm)" 6) with its evidence's offsets."""
@@ -334,7 +325,7 @@ def _template_sizes(bundle: Resource) -> Stated:
             continue
         spans |= size_spans(resource.get("component") or [])
         quantity = resource.get("valueQuantity") or {}
-        offsets = _evidence_offsets(resource)
+        offsets = evidence_offsets(resource)
         if quantity.get("code") in _MM and "value" in quantity and offsets is not None:
             numbers.append((round(quantity["value"] * _MM[quantity["code"]], 2), *offsets))
     return spans, numbers
@@ -379,7 +370,7 @@ def _finding_observation(bundle: Resource, sized: SizedFinding, text: str) -> Re
     best: tuple[int, Resource] | None = None
     for entry in bundle.get("entry", []):
         resource = entry["resource"]
-        offsets = _evidence_offsets(resource)
+        offsets = evidence_offsets(resource)
         codings = (resource.get("valueCodeableConcept") or {}).get("coding") or []
         if (
             resource["resourceType"] != "Observation"

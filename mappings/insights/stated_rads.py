@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from mappings.fhir_out import EVIDENCE_EXTENSION
+from mappings.fhir_out import evidence_offsets
 from mappings.insights.model import RadsCategory
 
 __all__ = ["adopt_codings", "stated_rads"]
@@ -29,16 +29,6 @@ _PREFIX = re.compile(r"^(?:TR|LR-)")
 def _system_word(system: str) -> str:
     """What a template Observation's code text names for `system` ("density" for density)."""
     return "density" if system.endswith("density") else system
-
-
-def _offsets(resource: Resource) -> tuple[int, int] | None:
-    for extension in resource.get("extension") or []:
-        if extension.get("url") != EVIDENCE_EXTENSION:
-            continue
-        parts = {p["url"]: p for p in extension.get("extension") or []}
-        if "start" in parts and "end" in parts:
-            return parts["start"]["valueInteger"], parts["end"]["valueInteger"]
-    return None
 
 
 def _value_text(resource: Resource) -> str:
@@ -63,7 +53,7 @@ def stated_rads(bundle: Resource, rads: tuple[RadsCategory, ...]) -> dict[int, s
         (entry["resource"], offsets)
         for entry in bundle.get("entry", [])
         if entry["resource"]["resourceType"] == "Observation"
-        and (offsets := _offsets(entry["resource"])) is not None
+        and (offsets := evidence_offsets(entry["resource"])) is not None
     ]
     stated: dict[int, str] = {}
     for index, category in enumerate(rads):
