@@ -140,6 +140,17 @@ _REGION_RE = re.compile(
     ),
     _I,
 )
+_SPINE_SEGMENTS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (segment, re.compile(rf"(?<!\w)(?:{pattern})(?!\w)", _I))
+    for segment, pattern in (
+        ("cervical", r"cervical|cervicale?|hws|cwk|c-?spine|halswirbels\w*|halswervel\w*"),
+        ("thoracic", r"thoracic|thoracale?|bws|twk|t-?spine|brustwirbels\w*"),
+        ("lumbar", r"lumbar|lumbale?|lumbaal|lws|lwk|l-?spine|lendenwirbels\w*|lendenwervel\w*|"
+         r"lumbosacral|sacrum|sacral"),
+    )
+)  # fmt: skip
+"""Segments of the spine an exam name states: a cervical report on a lumbar order is another
+exam although both are "spine"."""
 _AGE_HINT = re.compile(r"year|yrs?|yo|y/o|y\.o|jarig|jährig|jaar|jahre|j\.", _I)
 _SEXES = {"male", "female"}
 
@@ -282,6 +293,20 @@ def title_line(doc: ReportText) -> tuple[int, int] | None:
     return start, end
 
 
+def spine_segments(name: str) -> frozenset[str]:
+    """The spine segments (cervical, thoracic, lumbar) an exam name states."""
+    return frozenset(segment for segment, pattern in _SPINE_SEGMENTS if pattern.search(name))
+
+
+def _other_segment(exam: str, title: str) -> bool:
+    """Whether the order and the report's title share only the spine, at segments both state
+    and that differ ("MRT LWS" ordered, "MRT der HWS" reported)."""
+    if regions_of(exam) & regions_of(title) != {"spine"}:
+        return False
+    ordered, reported = spine_segments(exam), spine_segments(title)
+    return bool(ordered and reported and not ordered & reported)
+
+
 def _exam_type(doc: ReportText, exam: str | None) -> Mismatch | None:
     if not exam:
         return None
@@ -290,7 +315,7 @@ def _exam_type(doc: ReportText, exam: str | None) -> Mismatch | None:
     if not ordered or title is None:
         return None
     reported = regions_of(doc.raw[title[0] : title[1]])
-    if not reported or reported & ordered:
+    if not reported or (reported & ordered and not _other_segment(exam, doc.raw[slice(*title)])):
         return None
     return Mismatch(
         kind="exam_type",

@@ -40,6 +40,8 @@ _DENSITY_WORD = r"(?:typ(?:e)?|dichte|density|densiteit|categor(?:y|ie)|kategori
 """Between "ACR" and a density letter ("ACR-Typ C", "ACR-categorie c")."""
 _SIDE_WORD = r"(?:right|left|rechts|links|re\.|li\.|rechter|linker)"
 """A side written between the system and its category ("BI-RADS rechts 2, links 4")."""
+_NOT_POINTS = r"(?!\s*(?i:points?|pts?\b|punten|punt\b|punkt(?:e|en)?\b))"
+"""A TI-RADS number followed by "points" is the points ("TI-RADS 5 points (TR4)"), not the level."""
 _PATTERNS: tuple[tuple[str, re.Pattern[str], Callable[[re.Match[str]], str | None]], ...] = (
     (
         "BI-RADS",
@@ -75,7 +77,7 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], Callable[[re.Match[str]], str | Non
         "TI-RADS",
         re.compile(
             rf"(?:(?:(?<![\w-])|(?<=ACR-))TI-?RADS{_SEP}(?:TR[- ]?)?([1-5])|(?<![\w-])TR[- ]?([1-5]))"
-            r"(?![\w+])"
+            rf"(?![\w+]){_NOT_POINTS}"
         ),
         lambda m: "TR" + (m.group(1) or m.group(2)),
     ),
@@ -131,6 +133,45 @@ _LABEL_MAX = 30
 
 _CONTINUED = re.compile(rf"\s*[,;/]\s*({_SIDE_WORD})[\s:]*([0-6])([abc]?)(?![\w])", re.IGNORECASE)
 """The other side's category after a sided one: "BI-RADS rechts 2, links 4"."""
+
+
+_STRUCTURED = re.compile(
+    r"^[ \t]*(?:(?:assessment|final|overall|eind)\s*)?(?:category|categorie|kategorie|"
+    r"classification|classificatie|klassifikation|einstufung)[ \t]*:[ \t]*([0-6])([abc]?)(?![\w])",
+    re.IGNORECASE | re.MULTILINE,
+)
+"""A category on a line of its own under a heading that names the system ("ACR BI-RADS
+ASSESSMENT" ... "Assessment category: 4B")."""
+_HEADING_SYSTEMS: tuple[tuple[str, re.Pattern[str], str], ...] = (
+    ("BI-RADS", re.compile(r"\bBI[- ]?RADS\b", re.IGNORECASE), "0123456"),
+    ("Lung-RADS", re.compile(r"\bLung[- ]?RADS\b", re.IGNORECASE), "01234"),
+    ("PI-RADS", re.compile(r"\bPI[- ]?RADS\b", re.IGNORECASE), "12345"),
+    ("O-RADS", re.compile(r"\bO[- ]?RADS\b", re.IGNORECASE), "012345"),
+)
+"""The systems a heading may name, with the numbers their categories take."""
+_HEADING_LINES = 3
+
+
+def _heading_system(text: str, line_start: int) -> str | None:
+    """The one system named by the lines just above `line_start` that state no category."""
+    above = text[:line_start].rstrip("\n").split("\n")[-_HEADING_LINES:]
+    for line in reversed(above):
+        named = [system for system, pattern, _ in _HEADING_SYSTEMS if pattern.search(line)]
+        if named:
+            return named[0] if len(named) == 1 and not re.search(r"\d", line) else None
+    return None
+
+
+def _structured(text: str) -> list[tuple[int, int, str, str]]:
+    hits = []
+    for match in _STRUCTURED.finditer(text):
+        system = _heading_system(text, match.start())
+        numbers = next((n for s, _, n in _HEADING_SYSTEMS if s == system), "")
+        if system is None or match.group(1) not in numbers:
+            continue
+        letter = match.group(2).upper() if system == "BI-RADS" and match.group(1) == "4" else ""
+        hits.append((match.start(1), match.end(), system, match.group(1) + letter))
+    return hits
 
 
 def _continued(text: str, hits: list[tuple[int, int, str, str]]) -> list[tuple[int, int, str, str]]:
@@ -203,6 +244,7 @@ def _hits(doc: ReportText) -> list[tuple[int, int, str, str]]:
             hits.append((match.start(), match.end(), system, category))
             taken.append(match.span())
     hits.extend(_continued(doc.text, hits))
+    hits.extend(_structured(doc.text))
     return sorted(hits)
 
 
