@@ -400,3 +400,48 @@ def test_quick_anchors_keep_only_the_strings_that_hold_no_other() -> None:
         doc = ReportText(text, "en")
         assert may_match(doc, pneumothorax) == found
         assert (pneumothorax.search(doc.text) is not None) == found
+
+
+# --- round 3 (task rads3, batch w6) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # points before the level: the number is the points, the TR level is the category
+        ("Left lobe nodule. ACR TI-RADS 6 points (TR4).", [("TI-RADS", "TR4", "left")]),
+        ("Knoten rechts, TI-RADS 3 Punkten, TR3.", [("TI-RADS", "TR3", "right")]),
+        ("Nodus rechts: TI-RADS 2 punten, TR2.", [("TI-RADS", "TR2", "right")]),
+        # still the level when no points word follows
+        ("Nodule of the right lobe, ACR TI-RADS 4.", [("TI-RADS", "TR4", "right")]),
+        # a category line under a heading that names the system
+        (
+            "Left breast: spiculated mass.\nBI-RADS assessment\nFinal category: 5",
+            [("BI-RADS", "5", "left")],
+        ),
+        ("PI-RADS SCORE\nZone: peripheral, right\nCategory: 4", [("PI-RADS", "4", "right")]),
+        # no system heading above, or a heading that already states one: no category line
+        ("Density heading\nCategory: 4", []),
+        ("BI-RADS 2 right\nCategory: 3 (hypothetical)", [("BI-RADS", "2", "right")]),
+    ],
+)
+def test_rads_classes_w6(text: str, expected: list[tuple[str, str, str | None]]) -> None:
+    found = [(r.system, r.category, r.side) for r in _insights(text, "en").rads]
+    assert found == expected
+
+
+@pytest.mark.parametrize(
+    ("exam", "text", "expected"),
+    [
+        ("MR L-SPINE WO CONTRAST", "MRI CERVICAL SPINE\nFindings: C5-C6 disc protrusion.", 1),
+        ("MRT HWS", "MRT der LWS\nBefund: Bandscheibenvorfall L4/5.", 1),
+        # the same segment, or a generic spine on either side: no mismatch
+        ("MR LUMBAR SPINE", "MRI L-SPINE\nFindings: L4-L5 disc bulge.", 0),
+        ("MR SPINE", "MRI CERVICAL SPINE\nFindings: C5-C6 disc protrusion.", 0),
+    ],
+)
+def test_spine_segment_exam_type(exam: str, text: str, expected: int) -> None:
+    report = Report(source_format="fhir", report_id="t", text=text, language="en")
+    context = InsightContext(report_date=DAY, exam=exam)
+    kinds = [m.kind for m in extract_insights(report, context).mismatches]
+    assert kinds == ["exam_type"] * expected

@@ -174,6 +174,14 @@ def _structured(text: str) -> list[tuple[int, int, str, str]]:
     return hits
 
 
+def _block_side(doc: ReportText, start: int) -> str | None:
+    """The one side stated on the lines just above a structured category line (its block)."""
+    line_start = doc.text.rfind("\n", 0, start) + 1
+    above = doc.text[:line_start].rstrip("\n").split("\n")[-_HEADING_LINES:]
+    sides = sides_in("\n".join(above))
+    return sides.pop() if len(sides) == 1 else None
+
+
 def _continued(text: str, hits: list[tuple[int, int, str, str]]) -> list[tuple[int, int, str, str]]:
     more = []
     for _, end, system, _ in hits:
@@ -261,10 +269,12 @@ def find_rads(doc: ReportText) -> tuple[RadsCategory, ...]:
     if not _ANY.search(doc.folded):
         return ()
     found: dict[tuple[str, str, str | None], RadsCategory] = {}
+    structured = {hit[0] for hit in _structured(doc.text)}
     for start, end, system, category in _hits(doc):
         if _prior(doc, start):
             continue
-        side = _side(doc, system, start, end)
+        side = _block_side(doc, start) if start in structured and system not in _SIDELESS else None
+        side = side or _side(doc, system, start, end)
         key = (system, category, side)
         if key not in found:
             found[key] = RadsCategory(
