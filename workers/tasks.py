@@ -52,7 +52,7 @@ from mappings.media_types import FHIR_JSON
 from mappings.report import FindingStatus, Report
 from mappings.template import load_templates
 from mappings.timeline import TimelineEntry, link_stored, patient_reference
-from workers.delivery import PUSHES, backoff_seconds
+from workers.delivery import PUSHES, Pushed, backoff_seconds
 from workers.errors import (
     DeliveryError,
     DeliveryRejected,
@@ -374,18 +374,15 @@ def deliver_inline(
                     _PAUSED_UNTIL[target] = time.monotonic() + INLINE_PAUSE_S
                 delivery_failed(later, store, settings, bundle_id, target, exc)
                 continue
-            changed = store.record_delivery_attempt(
-                bundle_id,
-                target,
-                state="delivered",
-                status=pushed.status,
-                delivered=pushed.delivered,
-                delivered_message=message_id,
-                required=required,
-                stamp=result.stamp,
+            record_delivered(
+                app,
+                store,
+                (bundle_id, target, task_name),
+                pushed,
+                message_id,
+                required,
+                result.stamp,
             )
-            if changed:  # a decision saved during the push
-                app.send_task(task_name, args=[bundle_id])
 
 
 def extraction_failed(
@@ -439,19 +436,43 @@ def deliver(task: Task, bundle_id: str) -> str:
             raise task.retry(countdown=countdown, exc=error) from None
 
         return delivery_failed(retry, store, settings, bundle_id, target, exc)
+    record_delivered(
+        task.app,
+        store,
+        (bundle_id, target, task.name),
+        pushed,
+        job.message_id,
+        destinations.required(settings),
+        job.stamp,
+    )
+    return "delivered"
+
+
+def record_delivered(
+    app: Celery,
+    store: Store,
+    delivery: tuple[str, str, str],
+    pushed: Pushed,
+    message_id: int | None,
+    required: Sequence[str],
+    stamp: datetime | None,
+) -> None:
+    """Record a push that went through (`delivery`: Bundle id, destination, its deliver
+    task), by the deliver task and the extraction task's inline push alike; a decision saved
+    during the push queues the Bundle again."""
+    bundle_id, target, task_name = delivery
     changed = store.record_delivery_attempt(
         bundle_id,
         target,
         state="delivered",
         status=pushed.status,
         delivered=pushed.delivered,
-        delivered_message=job.message_id,
-        required=destinations.required(settings),
-        stamp=job.stamp,
+        delivered_message=message_id,
+        required=required,
+        stamp=stamp,
     )
     if changed:  # a decision saved during the push
-        task.app.send_task(task.name, args=[bundle_id])
-    return "delivered"
+        app.send_task(task_name, args=[bundle_id])
 
 
 def destination_of(task_name: str) -> str:
