@@ -135,30 +135,14 @@ def find_intervals(text: str, start: int = 0, end: int | None = None) -> list[In
     lowered = text[start:end].lower()
     found: list[Interval] = []
     taken: list[tuple[int, int]] = []
-    for match in _scan(_RANGE, text, start, end, lowered):
-        low, high, unit = (
-            _amount(match.group(1)),
-            _amount(match.group(2)),
-            _UNITS[match.group(3).lower()],
-        )
-        if low is None or high is None:
-            continue
-        found.append(Interval((f"P{low}{unit}", f"P{high}{unit}"), *match.span()))
-        taken.append(match.span())
-    for match in _scan(_BETWEEN, text, start, end, lowered):
-        low, high = _amount(match.group(1)), _amount(match.group(2))
-        if low is None or high is None or _overlaps(taken, *match.span()):
-            continue
-        unit = _UNITS[match.group(3).lower()]
-        found.append(Interval((f"P{low}{unit}", f"P{high}{unit}"), *match.span()))
-        taken.append(match.span())
-    for match in _scan(_ADJECTIVE_RANGE, text, start, end, lowered):
-        low, high = _amount(match.group(1)), _amount(match.group(2))
-        if low is None or high is None or _overlaps(taken, *match.span()):
-            continue
-        unit = _UNITS[match.group(3).lower()]
-        found.append(Interval((f"P{low}{unit}", f"P{high}{unit}"), *match.span()))
-        taken.append(match.span())
+    for ranged in (_RANGE, _BETWEEN, _ADJECTIVE_RANGE):  # (low, high, unit); the first wins
+        for match in _scan(ranged, text, start, end, lowered):
+            low, high = _amount(match.group(1)), _amount(match.group(2))
+            if low is None or high is None or _overlaps(taken, *match.span()):
+                continue
+            unit = _UNITS[match.group(3).lower()]
+            found.append(Interval((f"P{low}{unit}", f"P{high}{unit}"), *match.span()))
+            taken.append(match.span())
     for match in _scan(_ADJECTIVE, text, start, end, lowered):
         if _overlaps(taken, *match.span()):
             continue
