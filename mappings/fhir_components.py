@@ -22,12 +22,22 @@ from typing import Any
 
 from mappings import terminology as term
 from mappings.report import FindingStatus, FindingValue, Measurement
+from mappings.template import CodeRef
 
 Resource = dict[str, Any]
 
 LONG_AXIS = "103339001"
 DIAMETER = "81827009"
 _TEXT = {LONG_AXIS: "long axis (largest stated dimension)", DIAMETER: "diameter"}
+
+
+def code_concept(code: CodeRef | None, text: str) -> dict[str, Any]:
+    """A CodeableConcept of a template's code (its label as text), or the text alone; the
+    code was checked when the template loaded (mappings.terminology_tables)."""
+    if code is None:
+        return {"text": text}
+    coding = {"system": code.system, "code": code.code, "display": code.display}
+    return {"coding": [coding], "text": text}
 
 
 def _number(value: float) -> int | float:
@@ -59,14 +69,10 @@ def measurement_components(sizes: Iterable[Measurement], evidence_url: str) -> l
         largest = size.dims.index(max(size.dims))
         for index, dimension in enumerate(size.dims):
             code = LONG_AXIS if len(size.dims) > 1 and index == largest else DIAMETER
-            entry = term.require(term.SNOMED, code)
             components.append(
                 {
                     "extension": [_evidence(size, evidence_url)],
-                    "code": {
-                        "coding": [{"system": term.SNOMED, "code": code, "display": entry.display}],
-                        "text": _TEXT[code],
-                    },
+                    "code": {"coding": [term.coding(term.SNOMED, code)], "text": _TEXT[code]},
                     "valueQuantity": {
                         "value": _number(dimension),
                         "unit": size.unit,

@@ -19,22 +19,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from mappings.fhir_components import code_concept
 from mappings.report import FindingStatus, FindingValue, StatedGrade
-from mappings.template import Attribute, CodeRef, Template
+from mappings.template import Attribute, Template
 
 Resource = dict[str, Any]
 
 ATTRIBUTE_PART = "attribute"
 """The evidence sub-extension naming the template attribute of a grade component."""
-
-
-def _concept(code: CodeRef | None, text: str) -> Resource:
-    if code is None:
-        return {"text": text}
-    return {
-        "coding": [{"system": code.system, "code": code.code, "display": code.display}],
-        "text": text,
-    }
 
 
 def _evidence(grade: StatedGrade, evidence_url: str) -> Resource:
@@ -53,7 +45,7 @@ def _value(attribute: Attribute, grade: StatedGrade) -> Resource:
         return {"valueInteger": grade.value}
     option = next((o for o in attribute.options if o.id == grade.value), None)
     code = None if option is None else option.code
-    return {"valueCodeableConcept": _concept(code, grade.text)}
+    return {"valueCodeableConcept": code_concept(code, grade.text)}
 
 
 def grade_components(template: Template, value: FindingValue, evidence_url: str) -> list[Resource]:
@@ -70,7 +62,7 @@ def grade_components(template: Template, value: FindingValue, evidence_url: str)
         components.append(
             {
                 "extension": [_evidence(grade, evidence_url)],
-                "code": _concept(attribute.code, attribute.label),
+                "code": code_concept(attribute.code, attribute.label),
                 **_value(attribute, grade),
             }
         )

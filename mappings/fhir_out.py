@@ -44,13 +44,13 @@ from typing import Any
 
 from mappings import terminology as term
 from mappings.errors import FhirMappingError
-from mappings.fhir_components import size_components
+from mappings.fhir_components import code_concept, size_components
 from mappings.fhir_grades import grade_components
 from mappings.normal_result import NORMAL_RESULT, is_normal_study
 from mappings.observation_sites import Place, observation_places
 from mappings.output_check import check_bundle
 from mappings.report import Extraction, FindingStatus, FindingValue, Report, ResultStatus
-from mappings.template import CodeRef, Template, Variable, VariableType
+from mappings.template import Template, Variable, VariableType
 
 EXTENSION_BASE = "https://radbridge.org/fhir/StructureDefinition"
 EVIDENCE_EXTENSION = f"{EXTENSION_BASE}/evidence"
@@ -109,21 +109,8 @@ def diagnostic_report_of(bundle: Resource) -> Resource | None:
     return None
 
 
-def _coding(system: str, code: str) -> dict[str, str]:
-    entry = term.require(system, code)
-    return {"system": system, "code": code, "display": entry.display}
-
-
-def _concept(code: CodeRef | None, text: str) -> dict[str, Any]:
-    if code is None:
-        return {"text": text}
-    # a template's code was checked when the template loaded (mappings.terminology_tables)
-    coding = {"system": code.system, "code": code.code, "display": code.display}
-    return {"coding": [coding], "text": text}
-
-
 def _security() -> dict[str, Any]:
-    return {"security": [_coding(term.V3_OBSERVATION_VALUE, "AIAST")]}
+    return {"security": [term.coding(term.V3_OBSERVATION_VALUE, "AIAST")]}
 
 
 def fhir_datetime(moment: datetime, default_tz: tzinfo = UTC) -> str:
@@ -225,7 +212,10 @@ def _diagnostic_report(ctx: _Context, observation_ids: list[str], normal: bool =
     identifiers: list[dict[str, Any]] = []
     if report.accession_number:
         identifiers.append(
-            {"type": {"coding": [_coding(term.V2_0203, "ACSN")]}, "value": report.accession_number}
+            {
+                "type": {"coding": [term.coding(term.V2_0203, "ACSN")]},
+                "value": report.accession_number,
+            }
         )
     code: dict[str, Any] = {
         "text": (report.procedure.display or report.procedure.code)
@@ -239,13 +229,13 @@ def _diagnostic_report(ctx: _Context, observation_ids: list[str], normal: bool =
         and procedure.system in (term.LOINC, "LN")
         and term.is_known(term.LOINC, procedure.code)
     ):
-        code["coding"] = [_coding(term.LOINC, procedure.code)]
+        code["coding"] = [term.coding(term.LOINC, procedure.code)]
     resource: Resource = {
         "resourceType": "DiagnosticReport",
         "id": ctx.report_fhir_id,
         "meta": _security(),
         "status": _REPORT_STATUS[report.result_status],
-        "category": [{"coding": [_coding(term.V2_0074, "RAD")]}],
+        "category": [{"coding": [term.coding(term.V2_0074, "RAD")]}],
         "code": code,
         "subject": {"reference": f"Patient/{ctx.patient_id}"},
         "effectiveDateTime": ctx.effective,
@@ -254,7 +244,7 @@ def _diagnostic_report(ctx: _Context, observation_ids: list[str], normal: bool =
     if identifiers:
         resource["identifier"] = identifiers
     if normal:  # a global normal statement and no finding (mappings.normal_result)
-        resource["conclusionCode"] = [{"coding": [_coding(term.SNOMED, NORMAL_RESULT)]}]
+        resource["conclusionCode"] = [{"coding": [term.coding(term.SNOMED, NORMAL_RESULT)]}]
     if not observation_ids:
         del resource["result"]
     return resource
@@ -276,11 +266,11 @@ def _body_site(place: Place) -> Resource | None:
     text, with its laterality."""
     site, side = place.site, place.side
     if side is None:
-        return None if site is None else _concept(site.code, site.label)
-    concept = _concept(site.code, site.label) if site else {"text": side.label}
+        return None if site is None else code_concept(site.code, site.label)
+    concept = code_concept(site.code, site.label) if site else {"text": side.label}
     laterality = {
         "url": LATERALITY_EXTENSION,
-        "valueCodeableConcept": _concept(side.code, side.label),
+        "valueCodeableConcept": code_concept(side.code, side.label),
     }
     return {"extension": [laterality], **concept}
 
@@ -325,10 +315,10 @@ def _value_elements(value: FindingValue, variable: Variable) -> Resource:
             option = variable.option(str(value.value))
         except KeyError:
             raise FhirMappingError(f"{variable.id}: unknown option {value.value!r}") from None
-        return {"valueCodeableConcept": _concept(option.code, option.label)}
+        return {"valueCodeableConcept": code_concept(option.code, option.label)}
     elements: Resource = {
         "valueCodeableConcept": {
-            "coding": [_coding(term.SNOMED, _PRESENCE_VALUE[value.status])],
+            "coding": [term.coding(term.SNOMED, _PRESENCE_VALUE[value.status])],
             "text": value.status.value,
         }
     }
@@ -342,8 +332,8 @@ def _value_elements(value: FindingValue, variable: Variable) -> Resource:
             ) from None
         elements["component"] = [
             {
-                "code": _concept(qualifier.code, qualifier.label),
-                "valueCodeableConcept": _concept(option.code, option.label),
+                "code": code_concept(qualifier.code, qualifier.label),
+                "valueCodeableConcept": code_concept(option.code, option.label),
             }
         ]
     return elements
@@ -368,8 +358,8 @@ def _observation(
         "meta": _security(),
         "extension": [_evidence_extension(value, template)],
         "status": status,
-        "category": [{"coding": [_coding(term.OBSERVATION_CATEGORY, "imaging")]}],
-        "code": _concept(variable.code, variable.label),
+        "category": [{"coding": [term.coding(term.OBSERVATION_CATEGORY, "imaging")]}],
+        "code": code_concept(variable.code, variable.label),
         "subject": {"reference": f"Patient/{ctx.patient_id}"},
         "effectiveDateTime": ctx.effective,
         "issued": fhir_datetime(ctx.extraction.created.astimezone(UTC)),
@@ -398,7 +388,7 @@ def _provenance(ctx: _Context, observation_ids: list[str]) -> Resource:
         "recorded": fhir_datetime(ctx.extraction.created.astimezone(UTC)),
         "agent": [
             {
-                "type": {"coding": [_coding(term.PROVENANCE_PARTICIPANT_TYPE, "assembler")]},
+                "type": {"coding": [term.coding(term.PROVENANCE_PARTICIPANT_TYPE, "assembler")]},
                 "who": {"reference": f"Device/{ctx.device_id}"},
             }
         ],

@@ -133,11 +133,6 @@ def body_region(text: str) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
-def _coding(system: str, code: str) -> dict[str, Any]:
-    entry = term.require(system, code)
-    return {"system": system, "code": code, "display": entry.display}
-
-
 _CLAUSE_END = re.compile(r"[,;:.()\n]")
 
 
@@ -161,14 +156,14 @@ def procedure_codings(
     region = body_region(action_clause(sentence, action) if sentence else action)
     if kind == "biopsy":
         code = SNOMED_GUIDED_BIOPSY.get(family or "") or SNOMED_REGION_BIOPSY.get(region or "")
-        return [_coding(term.SNOMED, code or BIOPSY)]
+        return [term.coding(term.SNOMED, code or BIOPSY)]
     if kind != "imaging" or family is None:
         return []
     if family == "MG":
         region = "breast"
     if region is not None and (region, family) in LOINC_PROCEDURES:
-        return [_coding(term.LOINC, LOINC_PROCEDURES[(region, family)])]
+        return [term.coding(term.LOINC, LOINC_PROCEDURES[(region, family)])]
     code = SNOMED_REGION_PROCEDURES.get((region or "", family)) or SNOMED_MODALITY_PROCEDURES.get(
         family
     )
-    return [_coding(term.SNOMED, code)] if code else []
+    return [term.coding(term.SNOMED, code)] if code else []

@@ -57,21 +57,16 @@ UNCODED_RADS: dict[str, str] = {
 """Why a RADS system's Observation (or part of it) is text only."""
 
 
-def _coding(code: str) -> dict[str, str]:
-    entry = term.require(term.SNOMED, code)
-    return {"system": term.SNOMED, "code": code, "display": entry.display}
-
-
 def rads_code_codings(system: str) -> list[dict[str, Any]]:
     """The codings of a RADS Observation's `code` (empty: text only)."""
-    return [_coding(DENSITY_CODE)] if system == "BI-RADS density" else []
+    return [term.coding(term.SNOMED, DENSITY_CODE)] if system == "BI-RADS density" else []
 
 
 def rads_value_codings(system: str, category: str, modality: str | None) -> list[dict[str, Any]]:
     """The codings of a RADS category's `valueCodeableConcept` (empty: text only); `modality`
     is the report's DICOM modality (BI-RADS categories are coded for MG only)."""
     if system == "BI-RADS" and modality == "MG" and category in BIRADS_MAMMOGRAPHY:
-        return [_coding(BIRADS_MAMMOGRAPHY[category])]
+        return [term.coding(term.SNOMED, BIRADS_MAMMOGRAPHY[category])]
     if system == "BI-RADS density" and category in DENSITY:
-        return [_coding(DENSITY[category])]
+        return [term.coding(term.SNOMED, DENSITY[category])]
     return []

@@ -34,11 +34,10 @@ from enum import StrEnum
 from typing import Any
 
 from mappings.errors import MappingError
-from mappings.fhir_components import is_size_component
+from mappings.fhir_components import code_concept, is_size_component
 from mappings.fhir_grades import is_grade_component
 from mappings.fhir_out import (
     EVIDENCE_EXTENSION,
-    _concept,
     _value_elements,
     deterministic_id,
     fhir_datetime,
@@ -373,7 +372,7 @@ def review(
         new.pop("bodySite", None)
         if value.locations:
             site = template.location(value.locations[0])
-            new["bodySite"] = _concept(site.code, site.label)
+            new["bodySite"] = code_concept(site.code, site.label)
         elif "bodySite" in observation and correction and correction.location is None:
             new["bodySite"] = observation["bodySite"]  # location not part of this correction
         new["status"] = "final"

@@ -594,3 +594,9 @@ def require(system: str, code: str) -> TermEntry:
     if entry is None:
         raise TerminologyError(f"{system}|{code} is not in the verified code table")
     return entry
+
+
+def coding(system: str, code: str) -> dict[str, str]:
+    """A FHIR Coding of a verified code with its table display (`require`: TerminologyError
+    when unknown)."""
+    return {"system": system, "code": code, "display": require(system, code).display}

@@ -92,13 +92,8 @@ MISMATCH_SIDES = {
 Resource = dict[str, Any]
 
 
-def _coding(system: str, code: str) -> dict[str, str]:
-    entry = term.require(system, code)
-    return {"system": system, "code": code, "display": entry.display}
-
-
 def _security() -> dict[str, Any]:
-    return {"security": [_coding(term.V3_OBSERVATION_VALUE, "AIAST")]}
+    return {"security": [term.coding(term.V3_OBSERVATION_VALUE, "AIAST")]}
 
 
 def _evidence(span: Span, kind: str) -> dict[str, Any]:
@@ -176,7 +171,7 @@ def _service_requests(
             followup.kind, followup.modality, followup.procedure_text, followup.evidence.quote
         )
         if followup.modality and term.is_known(term.DCM, followup.modality):
-            codings.insert(0, _coding(term.DCM, followup.modality))
+            codings.insert(0, term.coding(term.DCM, followup.modality))
         if codings:
             code["coding"] = codings
         resource: Resource = {
@@ -228,7 +223,7 @@ def _flags(refs: _Refs, insights: Insights, findings: dict[str, CriticalFinding]
                     _evidence(result.evidence, "critical"),
                 ],
                 "status": "active",
-                "category": [{"coding": [_coding(term.FLAG_CATEGORY, "clinical")]}],
+                "category": [{"coding": [term.coding(term.FLAG_CATEGORY, "clinical")]}],
                 "code": code,
                 "subject": {"reference": refs.patient},
                 "period": {"start": refs.effective},
@@ -291,7 +286,7 @@ def _rads_observations(
             "meta": _security(),
             "extension": [_evidence(rads.evidence, "rads")],
             "status": status,
-            "category": [{"coding": [_coding(term.OBSERVATION_CATEGORY, "imaging")]}],
+            "category": [{"coding": [term.coding(term.OBSERVATION_CATEGORY, "imaging")]}],
             "code": {"text": RADS_CODE_TEXT.get(rads.system, rads.system)},
             "subject": {"reference": refs.patient},
             "effectiveDateTime": refs.effective,
@@ -426,7 +421,7 @@ def _size_observations(
             "meta": _security(),
             "extension": [_evidence(sized.evidence, "size")],
             "status": status,
-            "category": [{"coding": [_coding(term.OBSERVATION_CATEGORY, "imaging")]}],
+            "category": [{"coding": [term.coding(term.OBSERVATION_CATEGORY, "imaging")]}],
             "code": {"text": sized.finding},
             "subject": {"reference": refs.patient},
             "effectiveDateTime": refs.effective,
@@ -552,7 +547,7 @@ def _provenance(refs: _Refs, references: list[str], created: datetime | None) ->
         "recorded": fhir_datetime((created or datetime.now(UTC)).astimezone(UTC)),
         "agent": [
             {
-                "type": {"coding": [_coding(term.PROVENANCE_PARTICIPANT_TYPE, "assembler")]},
+                "type": {"coding": [term.coding(term.PROVENANCE_PARTICIPANT_TYPE, "assembler")]},
                 "who": {"reference": refs.device},
             }
         ],
