@@ -374,12 +374,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _metric_states(http: str) -> dict[str, int]:
+def _metric_states(http: str, client: Any) -> dict[str, int]:
+    """The message counts by state from serve's /metrics (`client`: one httpx.Client for the
+    whole poll: a new one per call built an SSL context each time, tens of ms of this
+    process's CPU competing with the service it measures)."""
     import re
 
-    import httpx
-
-    text = httpx.get(f"{http}/metrics", timeout=10).text
+    text = client.get(f"{http}/metrics", timeout=10).text
     return {
         m["state"]: int(m["count"])
         for m in re.finditer(
@@ -479,13 +480,14 @@ def service(messages: Sequence[bytes], work: Path) -> ServiceRun:
         asyncio.run(_send_all(mllp, messages))
         sent = time.perf_counter() - started
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
-        while True:
-            states = _metric_states(http)
-            if states.get("delivered", 0) + states.get("dead", 0) >= len(messages):
-                break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"not drained after {DRAIN_TIMEOUT_S:.0f} s: {states}")
-            time.sleep(0.1)
+        with httpx.Client() as poll:
+            while True:
+                states = _metric_states(http, poll)
+                if states.get("delivered", 0) + states.get("dead", 0) >= len(messages):
+                    break
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"not drained after {DRAIN_TIMEOUT_S:.0f} s: {states}")
+                time.sleep(0.1)
         seconds = time.perf_counter() - started
         cpu_after = _tree_cpu(process.pid)
         cpu = {role: cpu_after[role] - cpu_before.get(role, 0.0) for role in cpu_after}

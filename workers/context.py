@@ -262,6 +262,13 @@ def _compiled(language: str | None) -> _Compiled:
     return _COMPILED[key]
 
 
+def compile_all() -> None:
+    """Compile every language's rules now (the worker's warm-up, before its pool forks: each
+    pool process would otherwise compile the language of its first report itself)."""
+    for key in _LANGUAGE_RULES:
+        _compiled(key)
+
+
 @lru_cache(maxsize=8192)
 def _scan(sentence: str, language: str | None) -> tuple[_Trigger, ...]:
     compiled = _compiled(language)

@@ -65,6 +65,7 @@ from workers.process import process_message as run_message
 
 log = logging.getLogger("radbridge.tasks")
 _STORES: dict[str, Store] = {}
+_MIGRATED: set[str] = set()  # databases the worker brought to the schema's head before its fork
 _LOCK = threading.Lock()
 
 
@@ -74,15 +75,31 @@ def store_for(settings: Settings) -> Store:
     in WAL mode a power cut loses only the last transactions, never one committed before an
     fsync of serve's (an accepted message: its ACK waited for it), and what the worker had
     written of a message after its acceptance is claimed, extracted and delivered again
-    (deliveries are idempotent)."""
+    (deliveries are idempotent). Migrations run unless `warm_up` ran them before the fork."""
     from adapter.store.connection import default_database_url
 
     url = default_database_url(settings)
     with _LOCK:
         if url not in _STORES:
             update = {"sqlite_synchronous": settings.worker_sqlite_synchronous}
-            _STORES[url] = Store.open(settings.model_copy(update=update))
+            migrate = url not in _MIGRATED
+            _STORES[url] = Store.open(settings.model_copy(update=update), migrate=migrate)
         return _STORES[url]
+
+
+def migrate_before_fork(settings: Settings) -> None:
+    """Bring the store's schema to head once, in the worker before its pool forks (each pool
+    process then opens the store without loading Alembic and its scripts); a store that cannot
+    be opened now is left to the pool processes, which migrate it themselves."""
+    from adapter.store.connection import default_database_url
+    from adapter.errors import StoreError
+
+    try:
+        Store.open(settings).close()
+    except StoreError as exc:
+        log.warning("worker warm-up: store not migrated before the fork (%s)", type(exc).__name__)
+        return
+    _MIGRATED.add(default_database_url(settings))
 
 
 def parse_message(raw: bytes, content_type: str, settings: Settings) -> list[Report]:
@@ -640,21 +657,26 @@ WARM_UP_ORU = "\r".join(
 
 
 def warm_up(settings: Settings) -> None:
-    """Rules stage: run `WARM_UP_ORU` through the pipeline once, in the worker before it forks
-    its pool, so that every pool process starts with the templates loaded and the patterns
-    and output check compiled (a cold process took seconds over its first message); then
+    """In the worker before it forks its pool: bring the store's schema to head
+    (`migrate_before_fork`); for the rules stage, run `WARM_UP_ORU` through the pipeline once
+    and compile ConText's rules of every language, so that every pool process starts with the
+    templates loaded and the patterns and output check compiled (a cold process took seconds
+    over its first message, and each compiled its first report's language itself); then
     `gc.freeze()`: what is loaded so far stays out of the collector's walks (a full
     collection walked those ~100k long-lived objects, about 0.3 ms a report in the throughput
-    benchmark's split) and the pool processes share its pages. Nothing is stored; a failure is
-    logged and the worker starts all the same."""
+    benchmark's split) and the pool processes share its pages. No report is stored; a failure
+    is logged and the worker starts all the same."""
     from mappings.media_types import HL7_ER7
+    from workers.context import compile_all
 
+    migrate_before_fork(settings)
     if settings.stage != "rules":
         return
     started = time.perf_counter()
     try:
         templates = list(load_templates(settings.templates_dir).values())
         run_message(WARM_UP_ORU, HL7_ER7, templates, settings, _no_engine)
+        compile_all()
     except Exception as exc:  # a template error shows on the first message as before
         log.warning("worker warm-up failed: %s", type(exc).__name__)
         return

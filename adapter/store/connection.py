@@ -71,8 +71,9 @@ class StoreBase:
         self.is_sqlite = engine.dialect.name == "sqlite"
 
     @classmethod
-    def open(cls, settings: Settings, *, url: str | None = None) -> Self:
-        """Connect (creating the data dir for SQLite) and run migrations."""
+    def open(cls, settings: Settings, *, url: str | None = None, migrate: bool = True) -> Self:
+        """Connect (creating the data dir for SQLite) and run migrations (`migrate=False`: a
+        worker's pool process, whose worker brought the schema to head before it forked)."""
         url = url or default_database_url(settings)
         try:
             if url.startswith("sqlite"):
@@ -83,7 +84,8 @@ class StoreBase:
                 sa.event.listen(engine, "connect", _sqlite_pragmas(settings.sqlite_synchronous))
             else:
                 engine = sa.create_engine(url, pool_pre_ping=True)
-            run_migrations(engine)
+            if migrate:
+                run_migrations(engine)
         except sa.exc.SQLAlchemyError as exc:
             raise StoreError(
                 f"cannot open the store ({type(exc).__name__}; check RADBRIDGE_DATABASE_URL)"

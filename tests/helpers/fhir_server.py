@@ -33,6 +33,9 @@ class FhirServer:
     def __init__(self, host: str = "127.0.0.1", *, validate: bool = True) -> None:
         self.validate = validate  # False: no schema check (a benchmark's EHR, not under test)
         self.resources: dict[str, dict[str, Any]] = {}
+        # (type, system, value) -> the urls of resources with that identifier: a search reads
+        # only its matches (a scan of every resource made a long benchmark quadratic)
+        self.identified: dict[tuple[str, object, object], set[str]] = {}
         self.requests: list[dict[str, str]] = []  # the writes (POST, PUT)
         self.reads: list[str] = []  # the GETs (reads and searches)
         self.script: list[tuple[int, dict[str, str], dict[str, Any] | None]] = []
@@ -238,6 +241,11 @@ class FhirServer:
         if created or self.resources[url] != resource:
             self.versions[url] += 1
             self.history.setdefault(url, []).append(resource)
+            kind = url.split("/", 1)[0]
+            for key in _identifier_keys(kind, self.resources.get(url)):
+                self.identified[key].discard(url)
+            for key in _identifier_keys(kind, resource):
+                self.identified.setdefault(key, set()).add(url)
         self.resources[url] = resource
         return created
 
@@ -251,16 +259,8 @@ class FhirServer:
     def search(self, kind: str, identifier: str) -> list[dict[str, Any]]:
         """Resources of `kind` with the identifier `system|value` (under the lock)."""
         system, _, value = identifier.partition("|")
-        return [
-            found
-            for url in sorted(self.resources)
-            if url.startswith(f"{kind}/")
-            and (found := self.read(url)) is not None
-            and any(
-                i.get("system") == system and i.get("value") == value
-                for i in found.get("identifier", [])
-            )
-        ]
+        urls = sorted(self.identified.get((kind, system, value), ()))
+        return [found for url in urls if (found := self.read(url)) is not None]
 
     def conditional_creates(self, bundle: dict[str, Any]) -> dict[str, str]:
         """Carry out a transaction's `POST` entries with `ifNoneExist` (created, or the one
@@ -290,6 +290,15 @@ class FhirServer:
         self.stall_release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def _identifier_keys(kind: str, resource: dict[str, Any] | None) -> set[tuple[str, object, object]]:
+    """The (type, system, value) search keys of a resource's identifiers."""
+    return {
+        (kind, i.get("system"), i.get("value"))
+        for i in (resource or {}).get("identifier", [])
+        if isinstance(i, dict)
+    }
 
 
 def _resolve(value: Any, resolved: dict[str, str]) -> Any:
