@@ -8,6 +8,7 @@ visibility timeout above the longest task.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery
@@ -15,6 +16,7 @@ from celery import Celery
 from adapter.settings import Settings
 
 EXTRACT_TASK = "radbridge.extract_report"
+EXTRACT_BATCH_TASK = "radbridge.extract_batch"
 DELIVER_TASK = "radbridge.deliver"
 RECONCILE_TASK = "radbridge.reconcile"
 DELIVER_ORU_TASK = "radbridge.deliver_oru"
@@ -83,6 +85,19 @@ def enqueue_extract(
     return app.send_task(EXTRACT_TASK, args=[message_id], retry=True, retry_policy=retry_policy)
 
 
+def enqueue_extract_batch(
+    app: Celery, message_ids: Sequence[int], *, retry_policy: dict[str, float] | None = None
+) -> Any:
+    """Queue the extraction of stored messages as one task (`extract_batch`; one message: the
+    `extract_report` task)."""
+    if len(message_ids) == 1:
+        return enqueue_extract(app, message_ids[0], retry_policy=retry_policy)
+    options: dict[str, Any] = {"args": [list(message_ids)]}
+    if retry_policy is not None:
+        options.update(retry=True, retry_policy=retry_policy)
+    return app.send_task(EXTRACT_BATCH_TASK, **options)
+
+
 QUEUE = "celery"
 """The Redis list of the default queue (kombu adds one per priority step: `QUEUE\\x06\\x16N`)."""
 
@@ -98,19 +113,20 @@ def queued_extractions(url: str) -> set[int] | None:
 
     import redis
 
-    def message_id(payload: Any) -> int | None:
+    def message_ids(payload: Any) -> list[int]:
         try:
             if isinstance(payload, (bytes, str)):
                 payload = json.loads(payload)
-            if payload["headers"]["task"] != EXTRACT_TASK:
-                return None
+            task = payload["headers"]["task"]
+            if task not in (EXTRACT_TASK, EXTRACT_BATCH_TASK):
+                return []
             body = payload["body"]
             if payload.get("properties", {}).get("body_encoding") == "base64":
                 body = base64.b64decode(body)
-            args = json.loads(body)[0]
-            return int(args[0])
+            first = json.loads(body)[0][0]
+            return [int(m) for m in first] if task == EXTRACT_BATCH_TASK else [int(first)]
         except (ValueError, KeyError, IndexError, TypeError):
-            return None
+            return []
 
     client = redis_client(url)
     try:
@@ -118,4 +134,4 @@ def queued_extractions(url: str) -> set[int] | None:
         waiting = [item for name in queues for item in client.lrange(name, 0, -1)]
     except redis.RedisError:
         return None
-    return {m for m in map(message_id, waiting) if m is not None}
+    return {m for item in waiting for m in message_ids(item)}

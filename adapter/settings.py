@@ -128,6 +128,21 @@ class Settings(BaseSettings):
         description="worker pool processes (`radbridge worker --concurrency` wins); default: "
         "one per CPU core for the rules stage, 1 where each process loads the model",
     )
+    extract_batch: int = Field(
+        default=16,
+        ge=1,
+        le=256,
+        description="serve queues the messages it accepts as extraction tasks of up to this "
+        "many (the worker claims, stores and records them with the store round trips of one); "
+        "1: one task per message",
+    )
+    extract_batch_wait_ms: float = Field(
+        default=20.0,
+        ge=0,
+        le=1000,
+        description="how long serve holds an accepted message's extraction task for more "
+        "messages to join it (a report's added delay; 0: only those already waiting)",
+    )
     deliver_inline: bool = Field(
         default=True,
         description="the extraction task pushes its Bundles itself (one task per message); "

@@ -24,8 +24,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack, suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 
 from adapter.api import create_app
 from adapter.control_ids import ControlIds
+from adapter.enqueue import BatchEnqueuer
 from adapter.errors import ConfigError
 from adapter.ingest import Hl7Ingest
 from adapter.mllp import MllpServer
@@ -43,7 +43,7 @@ from adapter.queue import (
     RECONCILE_TASK,
     WORKER_HEARTBEAT_KEY,
     WORKER_HEARTBEAT_TTL_S,
-    enqueue_extract,
+    enqueue_extract_batch,
     make_celery,
     redis_client,
 )
@@ -190,24 +190,19 @@ async def run_services(settings: Settings, *, with_worker: bool = True) -> None:
         cleanup.callback(store.close)
         celery_app = make_celery(settings)
 
-        enqueuer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="radbridge-enqueue")
-        cleanup.callback(enqueuer.shutdown, wait=True, cancel_futures=True)
+        def enqueue(message_ids: Sequence[int]) -> None:
+            enqueue_extract_batch(celery_app, message_ids, retry_policy=INGEST_RETRY_POLICY)
 
-        def enqueue(message_id: int) -> None:
-            try:
-                enqueue_extract(celery_app, message_id, retry_policy=INGEST_RETRY_POLICY)
-            except Exception as exc:  # any broker failure: reconcile redoes it
-                log.warning(
-                    "enqueue of message %d failed (%s): reconcile will queue it",
-                    message_id,
-                    type(exc).__name__,
-                )
-
-        def on_accepted(message_id: int) -> None:
-            # the store is the truth: a stored message is ACKed whatever Redis does; the
-            # enqueue runs off the event loop (a Redis that is away must not hold up ACKs)
-            # and, when it fails, is left to reconcile (serve queues one when Redis is back)
-            enqueuer.submit(enqueue, message_id)
+        # the store is the truth: a stored message is ACKed whatever Redis does; the enqueue
+        # runs off the event loop on the enqueuer's thread (a Redis that is away must not hold
+        # up ACKs), several messages per task, and what it could not send is left to reconcile
+        enqueuer = BatchEnqueuer(
+            enqueue,
+            batch=settings.extract_batch,
+            wait_s=settings.extract_batch_wait_ms / 1000,
+        ).start()
+        cleanup.callback(enqueuer.close)
+        on_accepted = enqueuer.submit
 
         worker = (
             worker_child(settings, broker, reclaim=embedded is not None) if with_worker else None

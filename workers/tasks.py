@@ -32,7 +32,9 @@ from typing import Any
 from celery import Celery, Task
 
 from adapter import destinations
+from adapter.destinations import Destination
 from adapter.queue import (
+    EXTRACT_BATCH_TASK,
     EXTRACT_TASK,
     RECONCILE_DONE_KEY,
     RECONCILE_TASK,
@@ -44,7 +46,7 @@ from adapter.queue import (
 from adapter.settings import Settings
 from adapter.store import Store
 from adapter.store.deliveries import REFUSED, RETRY, DeliveryJob
-from adapter.store.messages import CLAIMED, DEAD, PROCESSING, MessageRow
+from adapter.store.messages import CLAIMED, DEAD, PROCESSING, Claim, MessageRow
 from adapter.store.results import Output, SavedResult
 from mappings import inbound
 from mappings.errors import HL7ErrorCode, MessageRejected
@@ -91,8 +93,8 @@ def migrate_before_fork(settings: Settings) -> None:
     """Bring the store's schema to head once, in the worker before its pool forks (each pool
     process then opens the store without loading Alembic and its scripts); a store that cannot
     be opened now is left to the pool processes, which migrate it themselves."""
-    from adapter.store.connection import default_database_url
     from adapter.errors import StoreError
+    from adapter.store.connection import default_database_url
 
     try:
         Store.open(settings).close()
@@ -159,44 +161,76 @@ def extract_message(
     lookup (one per report and template, bounded) and one transaction that keeps every result,
     records its deliveries and marks the message extracted (all or nothing).
     """
-    from workers.engine_registry import get_engine
-
     claimed = store.claim_message(message_id, token=token, max_attempts=max_attempts(settings))
     if claimed.outcome != CLAIMED:
         log.info("message %d not claimed (%s)", message_id, claimed.outcome)
         if claimed.outcome == DEAD:
             send_application_ack(store, settings, message_id, success=False)
         return None
-    finished: list[Result] = []  # this message's results so far: the timeline sees them too
-    outcome = run_message(
-        claimed.raw,
-        claimed.content_type,
-        list(load_templates(settings.templates_dir).values()),
-        settings,
-        lambda: get_engine(settings),
-        stored_links=lambda entry: timeline_links(store, settings, entry, finished),
-        on_result=finished.append,
+    processed = process_claimed(store, settings, message_id, claimed, [])
+    if processed is None:
+        return Extracted([])
+    saved = store.finish_extraction(
+        message_id, processed.outputs, queue=queue, claim=claim, lease=delivery_lease(settings)
     )
+    return extracted_of(message_id, saved, processed)
+
+
+@dataclass(frozen=True)
+class Processed:
+    """A claimed message run through the pipeline: what the store keeps of each result
+    (`finish_extraction`) and the source Report of each Bundle, by Bundle id."""
+
+    message_id: int
+    outputs: list[Output]
+    reports: dict[str, Report]
+
+
+def process_claimed(
+    store: Store, settings: Settings, message_id: int, claimed: Claim, earlier: list[Result]
+) -> Processed | None:
+    """Parse, route and extract a claimed message; None when it was rejected (recorded dead
+    here: nothing of it leaves). `earlier`: the results not stored yet that the timeline sees
+    (those of the message itself and, in a batch, of the messages before it); this message's
+    are appended, and taken out again when it is rejected."""
+    from workers.engine_registry import get_engine
+
+    before = len(earlier)
+    try:
+        outcome = run_message(
+            claimed.raw,
+            claimed.content_type,
+            list(load_templates(settings.templates_dir).values()),
+            settings,
+            lambda: get_engine(settings),
+            stored_links=lambda entry: timeline_links(store, settings, entry, earlier),
+            on_result=earlier.append,
+        )
+    except Exception:
+        del earlier[before:]
+        raise
     rejected = outcome.message_rejected
+    invalid = next((r for r in outcome.rejected if r.reason == INVALID_OUTPUT), None)
+    if rejected is not None or invalid is not None:
+        del earlier[before:]
     if rejected is not None:
         code = (rejected.hl7_code or HL7ErrorCode.APPLICATION_INTERNAL_ERROR).value
         store.mark_rejected(message_id, f"rejected: {rejected.reason}", code, rejected.detail)
-        return Extracted([])
-    invalid = next((r for r in outcome.rejected if r.reason == INVALID_OUTPUT), None)
+        return None
     if invalid is not None:  # a Bundle that fails its output check: nothing of the message leaves
         log.error("message %d rejected: a built Bundle failed its output check", message_id)
         store.mark_failed(message_id, f"rejected: {INVALID_OUTPUT}: {invalid.detail}", dead=True)
-        return Extracted([])
-    saved = store.finish_extraction(
+        return None
+    return Processed(
         message_id,
         [_output(result) for result in outcome.results],
-        queue=queue,
-        claim=claim,
-        lease=delivery_lease(settings),
+        {str(r.bundle["id"]): r.report for r in outcome.results if r.bundle is not None},
     )
-    extracted = Extracted(
-        saved, {str(r.bundle["id"]): r.report for r in outcome.results if r.bundle is not None}
-    )
+
+
+def extracted_of(message_id: int, saved: list[SavedResult], processed: Processed) -> Extracted:
+    """What `extract_message` returns of a stored message (logged: counts only)."""
+    extracted = Extracted(saved, processed.reports)
     log.info(
         "message %d extracted bundles=%d superseded=%d",
         message_id,
@@ -314,16 +348,13 @@ def _settings(task: Task) -> Settings:
 
 def extract_report(task: Task, message_id: int) -> list[str]:
     """Celery task: extract one stored message (`extract_message`), then send its application
-    ACK (enhanced mode) and deliver its Bundles to every destination: pushed here, in this
-    task (RADBRIDGE_DELIVER_INLINE, `deliver_inline`), else one deliver task per Bundle and
-    destination; a failure of the extraction is retried (`extraction_failed`)."""
+    ACK (enhanced mode) and deliver its Bundles to every destination (`after_extraction`); a
+    failure of the extraction is retried (`extraction_failed`)."""
     # the attempt cap is counted in the store (every claim), not by Celery: a retry, a
     # redelivery after a crash and a reconcile requeue all count alike
     settings = _settings(task)
     store = store_for(settings)
-    chosen = destinations.bundle_destinations(settings)
-    inline = [d.name for d in chosen if settings.deliver_inline and not _paused(d.name)]
-    later = [d for d in chosen if d.name not in inline]
+    inline, later = split_destinations(settings)
     try:
         extracted = extract_message(
             store,
@@ -337,6 +368,79 @@ def extract_report(task: Task, message_id: int) -> list[str]:
         return extraction_failed(task, store, settings, message_id, exc)
     if extracted is None:  # not claimed: another worker has it, it is done, or dead
         return []
+    after_extraction(task.app, store, settings, message_id, extracted, later)
+    return extracted.bundle_ids
+
+
+def extract_batch(task: Task, message_ids: list[int]) -> list[str]:
+    """Celery task: extract several stored messages (serve queues the messages it accepts
+    close together as one task, `adapter.enqueue`) with the store round trips of one: one
+    transaction claims them all, each runs through the pipeline (the timeline sees the
+    results of the batch's earlier messages), one transaction stores every result, then each
+    goes on as in `extract_report`. A message that fails is retried on its own
+    (`extract_report` with its backoff, `failed_in_batch`); the others go on."""
+    settings = _settings(task)
+    store = store_for(settings)
+    inline, later = split_destinations(settings)
+    claims = store.claim_messages(
+        message_ids, token=task.request.id, max_attempts=max_attempts(settings)
+    )
+    earlier: list[Result] = []  # the batch's results so far: the timeline sees them too
+    processed: list[Processed] = []
+    for message_id, claimed in claims.items():
+        if claimed.outcome != CLAIMED:
+            log.info("message %d not claimed (%s)", message_id, claimed.outcome)
+            if claimed.outcome == DEAD:
+                send_application_ack(store, settings, message_id, success=False)
+            continue
+        try:
+            done = process_claimed(store, settings, message_id, claimed, earlier)
+        except Exception as exc:
+            failed_in_batch(task.app, store, settings, message_id, exc)
+            continue
+        if done is not None:
+            processed.append(done)
+    queue, lease = [d.name for d in later], delivery_lease(settings)
+    finished = [(p.message_id, p.outputs) for p in processed]
+    try:
+        stored = store.finish_extractions(finished, queue=queue, claim=inline, lease=lease)
+    except Exception:  # a message no longer processing, or a value refused: each on its own
+        stored = {}
+        for message_id, outputs in finished:
+            try:
+                stored[message_id] = store.finish_extraction(
+                    message_id, outputs, queue=queue, claim=inline, lease=lease
+                )
+            except Exception as exc:
+                failed_in_batch(task.app, store, settings, message_id, exc)
+    bundle_ids: list[str] = []
+    for done in processed:
+        if done.message_id in stored:
+            extracted = extracted_of(done.message_id, stored[done.message_id], done)
+            after_extraction(task.app, store, settings, done.message_id, extracted, later)
+            bundle_ids += extracted.bundle_ids
+    return bundle_ids
+
+
+def split_destinations(settings: Settings) -> tuple[list[str], list[Destination]]:
+    """The Bundle destinations (`adapter.destinations`) an extraction task pushes to itself
+    (RADBRIDGE_DELIVER_INLINE, unless that destination's pushes are paused after a failure)
+    and those it leaves to a deliver task per Bundle."""
+    chosen = destinations.bundle_destinations(settings)
+    inline = [d.name for d in chosen if settings.deliver_inline and not _paused(d.name)]
+    return inline, [d for d in chosen if d.name not in inline]
+
+
+def after_extraction(
+    app: Celery,
+    store: Store,
+    settings: Settings,
+    message_id: int,
+    extracted: Extracted,
+    later: Sequence[Destination],
+) -> None:
+    """A stored message's next steps: its application ACK (enhanced mode), a deliver task per
+    Bundle and destination of `later`, and the inline pushes (`deliver_inline`)."""
     if settings.app_ack_target:  # the state is read only when an application ACK may go
         row = store.get_message(message_id)
         if row is not None and row.state in ("extracted", "dead"):
@@ -345,9 +449,8 @@ def extract_report(task: Task, message_id: int) -> list[str]:
     for bundle_id in extracted.bundle_ids:
         for destination in later:
             assert destination.task is not None
-            task.app.send_task(destination.task, args=[bundle_id])
-    deliver_inline(task.app, store, settings, message_id, extracted)
-    return extracted.bundle_ids
+            app.send_task(destination.task, args=[bundle_id])
+    deliver_inline(app, store, settings, message_id, extracted)
 
 
 INLINE_PAUSE_S = 60.0
@@ -407,18 +510,54 @@ def extraction_failed(
 ) -> list[str]:
     """Any failure of an extraction (a bad template file, a bug) leaves the message `failed`
     with a reason and a retry in its backoff (raises Celery's Retry), or `dead` at the attempt
-    cap: never stuck in `processing` until the visibility timeout. A model server that is down
-    or busy (EngineUnavailable) refunds the attempt: the message waits for it, never goes dead."""
+    cap: never stuck in `processing` until the visibility timeout (`record_failure`)."""
+    countdown = record_failure(store, settings, message_id, exc)
+    if countdown is None:
+        return []
+    raise task.retry(countdown=countdown, exc=exc) from None
+
+
+def failed_in_batch(
+    app: Celery, store: Store, settings: Settings, message_id: int, exc: Exception
+) -> None:
+    """`extraction_failed` for one message of an `extract_batch` task: its retry is an
+    `extract_report` task of its own, sent with the backoff (reconcile sends it when due if
+    that fails); the batch's other messages go on."""
+    log.warning(
+        "message %d failed in a batch (%s): retried on its own", message_id, type(exc).__name__
+    )
+    log.debug("message %d failure", message_id, exc_info=exc)
+    try:
+        countdown = record_failure(store, settings, message_id, exc)
+    except Exception as error:  # not processing any more, or the store: reconcile retries
+        log.warning("message %d failure not recorded (%s)", message_id, type(error).__name__)
+        return
+    if countdown is None:
+        return
+    try:
+        app.send_task(EXTRACT_TASK, args=[message_id], countdown=countdown)
+    except Exception as error:
+        log.warning("retry of message %d not sent (%s)", message_id, type(error).__name__)
+
+
+def record_failure(
+    store: Store, settings: Settings, message_id: int, exc: Exception
+) -> float | None:
+    """Record a failed extraction: `failed` with a retry due after the returned seconds, or
+    `dead` at the attempt cap (None; the negative application ACK sent). A model server that
+    is down or busy (EngineUnavailable) refunds the attempt: the message waits for it, never
+    goes dead. Raises `exc` when the message is not `processing` (the failure came before
+    its claim, e.g. the store: reconcile retries it)."""
     row = store.get_message(message_id)
     if row is None or row.state != PROCESSING:
-        raise exc  # failed before its claim (e.g. the store): Celery logs it, reconcile retries
+        raise exc
     waiting = isinstance(exc, EngineUnavailable)
     if row.attempts >= max_attempts(settings) and not waiting:
         store.mark_failed(
             message_id, f"{type(exc).__name__} after {row.attempts} attempts", dead=True
         )
         send_application_ack(store, settings, message_id, success=False, row=row)
-        return []
+        return None
     countdown = backoff_seconds(row.attempts - 1, retry_after=getattr(exc, "retry_after", None))
     store.mark_failed(
         message_id,
@@ -426,7 +565,7 @@ def extraction_failed(
         retry_at=datetime.now(UTC) + timedelta(seconds=countdown),
         refund_attempt=waiting,
     )
-    raise task.retry(countdown=countdown, exc=exc) from None
+    return countdown
 
 
 def deliver(task: Task, bundle_id: str) -> str:
@@ -621,6 +760,7 @@ def register_tasks(app: Celery) -> None:
     (one body, `deliver`), and reconcile. The attempt caps are the store's, not Celery's."""
     options: dict[str, Any] = dict(bind=True, shared=False)  # bound to this app only
     app.task(name=EXTRACT_TASK, max_retries=None, **options)(extract_report)
+    app.task(name=EXTRACT_BATCH_TASK, max_retries=None, **options)(extract_batch)
     for destination in destinations.DESTINATIONS:
         if destination.task is not None:
             app.task(name=destination.task, max_retries=None, **options)(deliver)

@@ -369,40 +369,25 @@ class MessageStore(StoreBase):
     ) -> Claim:
         """`claim_attempt`, and with a claim the message's raw bytes and content type, read in
         the same transaction (the worker's first and only read of the message)."""
+        return self.claim_messages([message_id], token=token, max_attempts=max_attempts)[message_id]
+
+    def claim_messages(
+        self,
+        message_ids: Sequence[int],
+        *,
+        token: str | None = None,
+        max_attempts: int | None = None,
+    ) -> dict[int, Claim]:
+        """`claim_message` for several messages in ONE transaction (an extraction task of a
+        batch): each message's own outcome, by id."""
+        claims: dict[int, Claim] = {}
         with self.transaction() as connection:
-            row = connection.execute(_CLAIM_READ, {"message": message_id}).first()
-            if row is None:
-                return Claim(TAKEN)
-            own = token is not None and row.state == PROCESSING and row.claimed_by == token
-            if row.state not in (ACCEPTED, FAILED) and not own:
-                return Claim(TAKEN)
-            guard = {"message": message_id, "seen_state": row.state, "seen_attempts": row.attempts}
-            now = _now()
-            if max_attempts is not None and row.attempts >= max_attempts:
-                last = row.reason if row.state == FAILED and row.reason else "worker lost"
-                reason = f"{last} after {row.attempts} attempts"
-                values: dict[str, Any] = {"state": DEAD, "reason": reason, "claimed_by": None}
-                outcome, event = DEAD, DEAD
-            else:
-                values = {
-                    "state": PROCESSING,
-                    "reason": None,
-                    "claimed_by": token,
-                    "next_attempt_at": None,
-                }
-                outcome, event, reason = CLAIMED, PROCESSING, None
-            statement = _CLAIM if outcome == CLAIMED else _GUARDED_UPDATE
-            updated = connection.execute(statement, {**guard, "updated_at": now, **values})
-            if updated.rowcount != 1:
-                return Claim(TAKEN)  # another worker changed it between the read and the write
-            connection.execute(
-                AUDIT_INSERT,
-                {"at": now, "message_id": message_id, "event": event, "detail": reason},
-            )
-        if outcome == DEAD:
-            log.warning("message %d dead after %d attempts", message_id, row.attempts)
-            return Claim(DEAD)
-        return Claim(CLAIMED, bytes(row.raw), str(row.content_type))
+            for message_id in message_ids:
+                claims[message_id] = _claim_in(connection, message_id, token, max_attempts)
+        for message_id, claim in claims.items():
+            if claim.outcome == DEAD:
+                log.warning("message %d dead after the attempt cap", message_id)
+        return claims
 
     def mark_extracted(self, message_id: int, reason: str | None = None) -> None:
         """processing -> extracted (reason e.g. "no template" when nothing applied)."""
@@ -598,3 +583,41 @@ class MessageStore(StoreBase):
         counts = dict.fromkeys(STATES, 0)
         counts.update({state: int(n) for state, n in rows})
         return counts
+
+
+def _claim_in(
+    connection: Connection, message_id: int, token: str | None, max_attempts: int | None
+) -> Claim:
+    """Claim one message inside the caller's transaction (`MessageStore.claim_message`)."""
+    row = connection.execute(_CLAIM_READ, {"message": message_id}).first()
+    if row is None:
+        return Claim(TAKEN)
+    own = token is not None and row.state == PROCESSING and row.claimed_by == token
+    if row.state not in (ACCEPTED, FAILED) and not own:
+        return Claim(TAKEN)
+    guard = {"message": message_id, "seen_state": row.state, "seen_attempts": row.attempts}
+    now = _now()
+    if max_attempts is not None and row.attempts >= max_attempts:
+        last = row.reason if row.state == FAILED and row.reason else "worker lost"
+        reason = f"{last} after {row.attempts} attempts"
+        values: dict[str, Any] = {"state": DEAD, "reason": reason, "claimed_by": None}
+        outcome, event = DEAD, DEAD
+    else:
+        values = {
+            "state": PROCESSING,
+            "reason": None,
+            "claimed_by": token,
+            "next_attempt_at": None,
+        }
+        outcome, event, reason = CLAIMED, PROCESSING, None
+    statement = _CLAIM if outcome == CLAIMED else _GUARDED_UPDATE
+    updated = connection.execute(statement, {**guard, "updated_at": now, **values})
+    if updated.rowcount != 1:
+        return Claim(TAKEN)  # another worker changed it between the read and the write
+    connection.execute(
+        AUDIT_INSERT,
+        {"at": now, "message_id": message_id, "event": event, "detail": reason},
+    )
+    if outcome == DEAD:
+        return Claim(DEAD)
+    return Claim(CLAIMED, bytes(row.raw), str(row.content_type))

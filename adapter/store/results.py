@@ -170,53 +170,93 @@ class ResultStore(StoreBase):
         recorded `queued` (`Store.queue_deliveries`: the caller sends their tasks), to those in
         `claim` claimed for `lease` for the caller's own push (`SavedResult.claimed`; one
         that a copy in flight holds is left to it)."""
-        saved: list[SavedResult] = []
+        return self.finish_extractions(
+            [(message_id, outputs)], queue=queue, claim=claim, lease=lease
+        )[message_id]
+
+    def finish_extractions(
+        self,
+        finished: Sequence[tuple[int, Sequence[Output]]],
+        *,
+        queue: Sequence[str] = (),
+        claim: Sequence[str] = (),
+        lease: timedelta = timedelta(hours=1),
+    ) -> dict[int, list[SavedResult]]:
+        """`finish_extraction` for several messages (message id, its outputs) in ONE
+        transaction (an extraction task of a batch); all or nothing: StoreError when any of
+        them is no longer `processing` (the caller may then finish each on its own)."""
+        done: dict[int, list[SavedResult]] = {}
         now = _now()
         with self.transaction() as connection:
-            for output in outputs:
-                _insert_extraction(connection, message_id, output)
-                if output.bundle is None:
-                    continue
-                result = self._save_result_in(
-                    connection,
-                    message_id,
-                    output.report_id,
-                    output.bundle,
-                    now,
-                    no_template=output.template_id == REPORT_ONLY,
+            for message_id, outputs in finished:
+                done[message_id] = self._finish_in(
+                    connection, message_id, outputs, now, queue=queue, claim=claim, lease=lease
                 )
-                if result.saved:
-                    for target in queue:
-                        queue_delivery(connection, result.bundle_id, target, now)
-                    claimed = {
-                        target: held
-                        for target in claim
-                        if (
-                            held := queue_delivery(
-                                connection, result.bundle_id, target, now, claim=lease
-                            )
-                        )
-                        is not None
-                    }
-                    result = replace(result, stamp=now, claimed=claimed)
-                saved.append(result)
-                if not result.saved:
-                    connection.execute(
-                        audit_events.insert().values(
-                            at=now, message_id=message_id, event="superseded", detail=result.reason
+                # each message its own stamp: a later message of the batch that saves the same
+                # Bundle again (a correction) shows as a change to the earlier one's push
+                now = max(_now(), now + timedelta(microseconds=1))
+        for saved in done.values():
+            for result in saved:
+                if result.retired:
+                    log.info(
+                        "bundle %s retired %d observations", result.bundle_id, len(result.retired)
+                    )
+        return done
+
+    def _finish_in(
+        self,
+        connection: Connection,
+        message_id: int,
+        outputs: Sequence[Output],
+        now: datetime,
+        *,
+        queue: Sequence[str],
+        claim: Sequence[str],
+        lease: timedelta,
+    ) -> list[SavedResult]:
+        """One message of `finish_extractions`, inside the caller's transaction."""
+        saved: list[SavedResult] = []
+        for output in outputs:
+            _insert_extraction(connection, message_id, output)
+            if output.bundle is None:
+                continue
+            result = self._save_result_in(
+                connection,
+                message_id,
+                output.report_id,
+                output.bundle,
+                now,
+                no_template=output.template_id == REPORT_ONLY,
+            )
+            if result.saved:
+                for target in queue:
+                    queue_delivery(connection, result.bundle_id, target, now)
+                claimed = {
+                    target: held
+                    for target in claim
+                    if (
+                        held := queue_delivery(
+                            connection, result.bundle_id, target, now, claim=lease
                         )
                     )
-            kept = [r for r in saved if not r.saved]
-            reason = None
-            if not any(r.saved for r in saved):
-                reason = (kept[0].reason or "superseded") if kept else "no template"
-            elif outputs and all(output.record.get("no_template") for output in outputs):
-                reason = "no template"  # its Bundle (report and insights) was kept all the same
-            if not transition_in(connection, message_id, EXTRACTED, reason=reason):
-                raise StoreError(f"message {message_id}: no longer processing, nothing was saved")
-        for result in saved:
-            if result.retired:
-                log.info("bundle %s retired %d observations", result.bundle_id, len(result.retired))
+                    is not None
+                }
+                result = replace(result, stamp=now, claimed=claimed)
+            saved.append(result)
+            if not result.saved:
+                connection.execute(
+                    audit_events.insert().values(
+                        at=now, message_id=message_id, event="superseded", detail=result.reason
+                    )
+                )
+        kept = [r for r in saved if not r.saved]
+        reason = None
+        if not any(r.saved for r in saved):
+            reason = (kept[0].reason or "superseded") if kept else "no template"
+        elif outputs and all(output.record.get("no_template") for output in outputs):
+            reason = "no template"  # its Bundle (report and insights) was kept all the same
+        if not transition_in(connection, message_id, EXTRACTED, reason=reason):
+            raise StoreError(f"message {message_id}: no longer processing, nothing was saved")
         return saved
 
     def save_bundle(self, message_id: int | None, report_id: str, bundle: dict[str, Any]) -> str:
