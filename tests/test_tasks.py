@@ -208,15 +208,16 @@ def test_the_tasks_are_bound_in_one_place_and_deliveries_share_one_body(tmp_path
     Bundle destination of the table gets a task of the same `deliver` body and a push."""
     import workers.tasks
     from adapter.destinations import DESTINATIONS
-    from adapter.queue import EXTRACT_TASK, RECONCILE_TASK
+    from adapter.queue import EXTRACT_BATCH_TASK, EXTRACT_TASK, RECONCILE_TASK
     from workers.delivery import PUSHES
 
     settings = Settings(data_dir=tmp_path / "data", redis_url="redis://127.0.0.1:1/0")
     app = make_worker_app(settings)
     bundle_tasks = {d.task: d.name for d in DESTINATIONS if d.task is not None}
     registered = {name: task for name, task in app.tasks.items() if name.startswith("radbridge.")}
-    assert set(registered) == {EXTRACT_TASK, RECONCILE_TASK, *bundle_tasks}
+    assert set(registered) == {EXTRACT_TASK, EXTRACT_BATCH_TASK, RECONCILE_TASK, *bundle_tasks}
     assert registered[EXTRACT_TASK].run.__func__ is workers.tasks.extract_report
+    assert registered[EXTRACT_BATCH_TASK].run.__func__ is workers.tasks.extract_batch
     assert registered[RECONCILE_TASK].run.__func__ is workers.tasks.reconcile
     for name, destination in bundle_tasks.items():
         assert registered[name].run.__func__ is workers.tasks.deliver

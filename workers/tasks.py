@@ -45,7 +45,7 @@ from adapter.queue import (
 )
 from adapter.settings import Settings
 from adapter.store import Store
-from adapter.store.deliveries import REFUSED, RETRY, DeliveryJob
+from adapter.store.deliveries import REFUSED, RETRY, DeliveryJob, DeliveryRecord
 from adapter.store.messages import CLAIMED, DEAD, PROCESSING, Claim, MessageRow
 from adapter.store.results import Output, SavedResult
 from mappings import inbound
@@ -368,7 +368,7 @@ def extract_report(task: Task, message_id: int) -> list[str]:
         return extraction_failed(task, store, settings, message_id, exc)
     if extracted is None:  # not claimed: another worker has it, it is done, or dead
         return []
-    after_extraction(task.app, store, settings, message_id, extracted, later)
+    after_extraction(task.app, store, settings, [(message_id, extracted)], later)
     return extracted.bundle_ids
 
 
@@ -413,13 +413,13 @@ def extract_batch(task: Task, message_ids: list[int]) -> list[str]:
                 )
             except Exception as exc:
                 failed_in_batch(task.app, store, settings, message_id, exc)
-    bundle_ids: list[str] = []
-    for done in processed:
-        if done.message_id in stored:
-            extracted = extracted_of(done.message_id, stored[done.message_id], done)
-            after_extraction(task.app, store, settings, done.message_id, extracted, later)
-            bundle_ids += extracted.bundle_ids
-    return bundle_ids
+    extractions = [
+        (done.message_id, extracted_of(done.message_id, stored[done.message_id], done))
+        for done in processed
+        if done.message_id in stored
+    ]
+    after_extraction(task.app, store, settings, extractions, later)
+    return [bundle_id for _, extracted in extractions for bundle_id in extracted.bundle_ids]
 
 
 def split_destinations(settings: Settings) -> tuple[list[str], list[Destination]]:
@@ -435,22 +435,23 @@ def after_extraction(
     app: Celery,
     store: Store,
     settings: Settings,
-    message_id: int,
-    extracted: Extracted,
+    extractions: Sequence[tuple[int, Extracted]],
     later: Sequence[Destination],
 ) -> None:
-    """A stored message's next steps: its application ACK (enhanced mode), a deliver task per
-    Bundle and destination of `later`, and the inline pushes (`deliver_inline`)."""
-    if settings.app_ack_target:  # the state is read only when an application ACK may go
-        row = store.get_message(message_id)
-        if row is not None and row.state in ("extracted", "dead"):
-            success = row.state == "extracted"
-            send_application_ack(store, settings, message_id, success=success, row=row)
-    for bundle_id in extracted.bundle_ids:
-        for destination in later:
-            assert destination.task is not None
-            app.send_task(destination.task, args=[bundle_id])
-    deliver_inline(app, store, settings, message_id, extracted)
+    """Stored messages' next steps (message id, what was kept): each one's application ACK
+    (enhanced mode), a deliver task per Bundle and destination of `later`, and the inline
+    pushes (`deliver_inline`)."""
+    for message_id, extracted in extractions:
+        if settings.app_ack_target:  # the state is read only when an application ACK may go
+            row = store.get_message(message_id)
+            if row is not None and row.state in ("extracted", "dead"):
+                success = row.state == "extracted"
+                send_application_ack(store, settings, message_id, success=success, row=row)
+        for bundle_id in extracted.bundle_ids:
+            for destination in later:
+                assert destination.task is not None
+                app.send_task(destination.task, args=[bundle_id])
+    deliver_inline(app, store, settings, extractions)
 
 
 INLINE_PAUSE_S = 60.0
@@ -465,44 +466,63 @@ def _paused(target: str) -> bool:
 
 
 def deliver_inline(
-    app: Celery, store: Store, settings: Settings, message_id: int, extracted: Extracted
+    app: Celery, store: Store, settings: Settings, extractions: Sequence[tuple[int, Extracted]]
 ) -> None:
-    """Push each saved Bundle to the destinations `Store.finish_extraction` claimed for this
-    task, and record each outcome as the deliver task does (one transaction each; with the
-    last one the message goes `delivered`). A failed push is recorded by `delivery_failed`:
-    retried by a deliver task after its backoff (sent with a countdown; reconcile sends it
-    when due if Redis lost it), or refused/dead; the extraction stays done either way."""
+    """Push each saved Bundle of the extracted messages (message id, what was kept) to the
+    destinations `Store.finish_extraction` claimed for this task, then record every push that
+    went through in one transaction (`Store.record_deliveries`, as the deliver task records
+    one; with its last Bundle a message goes `delivered`); a Bundle saved again meanwhile is
+    queued again. A failed push is recorded by `delivery_failed`: retried by a deliver task
+    after its backoff (sent with a countdown; reconcile sends it when due if Redis lost it),
+    or refused/dead; after such a failure the task's later Bundles for that destination are
+    not pushed but go the same way (an outage costs one timeout, not one per Bundle). The
+    extraction stays done either way."""
     required = destinations.required(settings)
-    for result in extracted.saved:
-        for target, held in result.claimed.items():
-            bundle, task_name = result.bundle, destinations.by_name(target).task
-            assert bundle is not None and task_name is not None
-            bundle_id = result.bundle_id
+    records: list[DeliveryRecord] = []
+    tasks: list[str] = []
+    for message_id, extracted in extractions:
+        for result in extracted.saved:
+            for target, held in result.claimed.items():
+                bundle, task_name = result.bundle, destinations.by_name(target).task
+                assert bundle is not None and task_name is not None
+                bundle_id = result.bundle_id
 
-            def later(
-                countdown: float, exc: Exception, name: str = task_name, sent: str = bundle_id
-            ) -> None:
+                def later(
+                    countdown: float, exc: Exception, name: str = task_name, sent: str = bundle_id
+                ) -> None:
+                    try:
+                        app.send_task(name, args=[sent], countdown=countdown)
+                    except Exception as error:  # the record says when: reconcile sends it
+                        log.warning("deliver task not sent (%s)", type(error).__name__)
+
                 try:
-                    app.send_task(name, args=[sent], countdown=countdown)
-                except Exception as error:  # the record says when: reconcile sends it
-                    log.warning("deliver task not sent (%s)", type(error).__name__)
-
-            try:
-                pushed = PUSHES[target](bundle, extracted.reports.get(bundle_id), settings, held)
-            except Exception as exc:
-                if not isinstance(exc, DeliveryRejected):  # the destination, not this Bundle
-                    _PAUSED_UNTIL[target] = time.monotonic() + INLINE_PAUSE_S
-                delivery_failed(later, store, settings, bundle_id, target, exc)
-                continue
-            record_delivered(
-                app,
-                store,
-                (bundle_id, target, task_name),
-                pushed,
-                message_id,
-                required,
-                result.stamp,
-            )
+                    if _paused(target):
+                        raise DeliveryRetryable("a push to this destination failed just before")
+                    report = extracted.reports.get(bundle_id)
+                    pushed = PUSHES[target](bundle, report, settings, held)
+                except Exception as exc:
+                    if not isinstance(exc, DeliveryRejected) and not _paused(target):
+                        _PAUSED_UNTIL[target] = time.monotonic() + INLINE_PAUSE_S
+                    delivery_failed(later, store, settings, bundle_id, target, exc)
+                    continue
+                records.append(
+                    DeliveryRecord(
+                        bundle_id,
+                        target,
+                        pushed.status,
+                        pushed.delivered,
+                        message_id,
+                        required,
+                        result.stamp,
+                    )
+                )
+                tasks.append(task_name)
+    if not records:
+        return
+    changed = store.record_deliveries(records)
+    for record, task_name, again in zip(records, tasks, changed, strict=True):
+        if again:  # a decision saved during the push
+            app.send_task(task_name, args=[record.bundle_id])
 
 
 def extraction_failed(

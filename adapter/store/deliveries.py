@@ -398,56 +398,41 @@ class DeliveryStore(StoreBase):
         delivered` (when it is still extracted) once every Bundle of it is delivered to every
         target in `required` (none given: at once). `stamp`: the Bundle's `updated_at` that was
         delivered (`DeliveryJob.stamp`; none given: the Bundle as stored now)."""
-        now = _now()
-        failed = state in FAILING_DELIVERY
-        values: dict[str, Any] = {
-            "state": state,
-            "last_status": status,
-            "outcome": json.dumps(outcome) if outcome is not None else None,
-            "next_attempt_at": next_attempt_at,
-            "updated_at": now,
-            "reason": reason if failed else None,
-            "failing_since": (
-                sa.func.coalesce(deliveries.c.failing_since, now) if failed else None
-            ),
-        }
-        if delivered is not None:
-            values["delivered"] = json.dumps(delivered, sort_keys=True)
-        if state == DELIVERED:
-            values["delivered_stamp"] = (
-                stamp
-                if stamp is not None
-                else sa.select(bundles.c.updated_at)
-                .where(bundles.c.id == bundle_id)
-                .scalar_subquery()
-            )
         with self.transaction() as connection:
-            if any(isinstance(v, sa.ColumnElement) for v in values.values()):
-                key = (deliveries.c.bundle_id == bundle_id, deliveries.c.target == target)
-                updated = connection.execute(
-                    deliveries.update()
-                    .where(*key)
-                    .values(attempts=deliveries.c.attempts + 1, **values)
+            return _record_in(
+                connection,
+                bundle_id,
+                target,
+                state=state,
+                status=status,
+                outcome=outcome,
+                next_attempt_at=next_attempt_at,
+                delivered=delivered,
+                delivered_message=delivered_message,
+                required=required,
+                reason=reason,
+                stamp=stamp,
+            )
+
+    def record_deliveries(self, pushes: Sequence[DeliveryRecord]) -> list[bool]:
+        """`record_delivery_attempt` of several pushes that went through, in ONE transaction
+        (an extraction task of a batch): for each, whether its Bundle was saved again after
+        its stamp (send it again)."""
+        with self.transaction() as connection:
+            return [
+                _record_in(
+                    connection,
+                    push.bundle_id,
+                    push.target,
+                    state=DELIVERED,
+                    status=push.status,
+                    delivered=push.delivered,
+                    delivered_message=push.message_id,
+                    required=push.required,
+                    stamp=push.stamp,
                 )
-            else:  # the hot path (a delivery with its stamp): one statement built once
-                updated = connection.execute(
-                    _COUNTED_UPDATE, {**values, "bundle": bundle_id, "target_": target}
-                )
-            if updated.rowcount == 0:
-                values["failing_since"] = now if failed else None
-                connection.execute(
-                    deliveries.insert().values(
-                        bundle_id=bundle_id, target=target, attempts=1, **values
-                    )
-                )
-            if delivered_message is not None and all_delivered(
-                connection, delivered_message, required
-            ):
-                transition_in(connection, delivered_message, DELIVERED)
-            if stamp is None:
-                return False
-            current = connection.execute(_BUNDLE_STAMP, {"bundle": bundle_id}).scalar()
-            return current is not None and _utc(current) != _utc(stamp)
+                for push in pushes
+            ]
 
     def queue_deliveries(
         self, bundle_ids: Sequence[str], targets: Sequence[str], *, fresh: bool = False
@@ -567,3 +552,76 @@ class DeliveryStore(StoreBase):
                 )
             ).first()
         return dict(row._mapping) if row else None
+
+
+@dataclass(frozen=True)
+class DeliveryRecord:
+    """A push that went through, to record (`DeliveryStore.record_deliveries`): the Bundle,
+    its destination, the HTTP status, what the destination now holds, the message that goes
+    `delivered` with its last Bundle (with the destinations `required`), and the Bundle's
+    stamp that was pushed."""
+
+    bundle_id: str
+    target: str
+    status: int | None
+    delivered: dict[str, str]
+    message_id: int | None
+    required: Sequence[str]
+    stamp: datetime | None
+
+
+def _record_in(
+    connection: Connection,
+    bundle_id: str,
+    target: str,
+    *,
+    state: str,
+    status: int | None = None,
+    outcome: dict[str, Any] | None = None,
+    next_attempt_at: datetime | None = None,
+    delivered: dict[str, str] | None = None,
+    delivered_message: int | None = None,
+    required: Sequence[str] = (),
+    reason: str | None = None,
+    stamp: datetime | None = None,
+) -> bool:
+    """`DeliveryStore.record_delivery_attempt` inside the caller's transaction."""
+    now = _now()
+    failed = state in FAILING_DELIVERY
+    values: dict[str, Any] = {
+        "state": state,
+        "last_status": status,
+        "outcome": json.dumps(outcome) if outcome is not None else None,
+        "next_attempt_at": next_attempt_at,
+        "updated_at": now,
+        "reason": reason if failed else None,
+        "failing_since": (sa.func.coalesce(deliveries.c.failing_since, now) if failed else None),
+    }
+    if delivered is not None:
+        values["delivered"] = json.dumps(delivered, sort_keys=True)
+    if state == DELIVERED:
+        values["delivered_stamp"] = (
+            stamp
+            if stamp is not None
+            else sa.select(bundles.c.updated_at).where(bundles.c.id == bundle_id).scalar_subquery()
+        )
+    if any(isinstance(v, sa.ColumnElement) for v in values.values()):
+        key = (deliveries.c.bundle_id == bundle_id, deliveries.c.target == target)
+        updated = connection.execute(
+            deliveries.update().where(*key).values(attempts=deliveries.c.attempts + 1, **values)
+        )
+    else:  # the hot path (a delivery with its stamp): one statement built once
+        updated = connection.execute(
+            _COUNTED_UPDATE, {**values, "bundle": bundle_id, "target_": target}
+        )
+    if updated.rowcount == 0:
+        values["failing_since"] = now if failed else None
+        connection.execute(
+            deliveries.insert().values(bundle_id=bundle_id, target=target, attempts=1, **values)
+        )
+    if delivered_message is not None and all_delivered(connection, delivered_message, required):
+        transition_in(connection, delivered_message, DELIVERED)
+    if stamp is None:
+        return False
+    current = connection.execute(_BUNDLE_STAMP, {"bundle": bundle_id}).scalar()
+    return current is not None and _utc(current) != _utc(stamp)

@@ -1,0 +1,245 @@
+"""Issue 25 item 3, several messages per extraction task: serve's `BatchEnqueuer` gathers
+accepted ids into tasks, and `extract_batch` claims, stores and records them with the store
+round trips of one task, while each message keeps its own outcome (a failure retried on its
+own, a message another worker holds left alone, the timeline across the batch, a correction in
+the same batch reaching the EHR last). Real stores (SQLite and PostgreSQL), a real FHIR server,
+a real Redis for the broker's view."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+import workers.tasks
+from adapter.enqueue import BatchEnqueuer
+from adapter.queue import (
+    EXTRACT_BATCH_TASK,
+    EXTRACT_TASK,
+    enqueue_extract_batch,
+    queued_extractions,
+    redis_client,
+)
+from adapter.settings import Settings
+from adapter.store import Store
+from adapter.store.messages import Incoming
+from adapter.tables import bundles, deliveries
+from tests.helpers.fhir_server import EHR_IDENTITY, FhirServer
+from tests.test_inline_delivery import Sent, worker_app
+from tests.test_throughput import Transactions, oru
+from workers.tasks import make_worker_app
+
+
+def accept(store: Store, raw: bytes, control_id: str) -> int:
+    return store.accept(Incoming(raw, "mllp", "RIS", "RBHOSP", control_id)).message_id
+
+
+def settings_for(ehr: FhirServer, tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data", stage="rules", fhir_base_url=ehr.base_url, **EHR_IDENTITY
+    )
+
+
+# -- serve's side: the enqueuer ----------------------------------------------------------------
+
+
+def test_the_enqueuer_gathers_ids_into_tasks_of_the_batch_size() -> None:
+    sent: list[list[int]] = []
+    enqueuer = BatchEnqueuer(sent.append, batch=4, wait_s=0.5).start()  # type: ignore[arg-type]
+    for message_id in range(1, 11):
+        enqueuer.submit(message_id)
+    enqueuer.close()  # sends what waits
+    assert [m for ids in sent for m in ids] == list(range(1, 11))  # each once, in order
+    assert all(len(ids) <= 4 for ids in sent)
+    assert len(sent) == 3
+
+
+def test_a_lone_message_waits_no_longer_than_the_wait() -> None:
+    sent: list[tuple[float, list[int]]] = []
+    arrived = threading.Event()
+
+    def send(ids: Sequence[int]) -> None:
+        sent.append((time.monotonic(), list(ids)))
+        arrived.set()
+
+    enqueuer = BatchEnqueuer(send, batch=16, wait_s=0.05).start()
+    try:
+        submitted = time.monotonic()
+        enqueuer.submit(7)
+        assert arrived.wait(10)
+        ((at, ids),) = sent
+        assert ids == [7]
+        assert at - submitted >= 0.05  # it waited for others to join it
+    finally:
+        enqueuer.close()
+
+
+def test_a_broker_failure_is_logged_and_the_next_task_goes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sent: list[list[int]] = []
+
+    def send(ids: Sequence[int]) -> None:
+        if 1 in ids:
+            raise ConnectionError("broker away")
+        sent.append(list(ids))
+
+    enqueuer = BatchEnqueuer(send, batch=1, wait_s=0).start()
+    enqueuer.submit(1)
+    enqueuer.submit(2)
+    enqueuer.close()
+    assert sent == [[2]]
+    assert "reconcile will queue them" in caplog.text
+    assert "broker away" not in caplog.text  # the type only
+
+
+def test_reconcile_sees_the_messages_of_a_batch_task_in_the_broker(
+    tmp_path: Path, redis_url: str
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", redis_url=redis_url, stage="rules")
+    app = make_worker_app(settings)
+    enqueue_extract_batch(app, [11, 12, 13])
+    enqueue_extract_batch(app, [14])  # one message: the single task
+    try:
+        assert queued_extractions(redis_url) == {11, 12, 13, 14}
+    finally:
+        redis_client(redis_url).flushdb()
+
+
+# -- the worker's side: extract_batch ----------------------------------------------------------
+
+
+def test_a_batch_takes_three_transactions_and_a_timeline_lookup_per_report(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ehr = FhirServer().start()
+    try:
+        app = worker_app(store, settings_for(ehr, tmp_path), monkeypatch)
+        sent = Sent(app, monkeypatch)
+        ids = [accept(store, oru(n, mrn=f"MRN-B{n}"), f"B{n}") for n in range(5)]
+        count = Transactions(store)
+        bundle_ids = app.tasks[EXTRACT_BATCH_TASK](ids)
+        # the claims, the results with their deliveries claimed, the records; one lookup each
+        assert count.count == 3 + len(ids)
+        assert len(bundle_ids) == len(ids)
+        assert sent.tasks == []
+        assert ehr.transactions == len(ids)
+        for message_id in ids:
+            row = store.get_message(message_id)
+            assert row is not None and row.state == "delivered"
+            assert store.audit_trail(message_id) == ["processing", "extracted", "delivered"]
+    finally:
+        ehr.stop()
+
+
+def test_a_failing_message_is_retried_on_its_own_and_the_others_go_on(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ehr = FhirServer().start()
+    try:
+        app = worker_app(store, settings_for(ehr, tmp_path), monkeypatch)
+        sent = Sent(app, monkeypatch)
+        ids = [accept(store, oru(n, mrn=f"MRN-F{n}"), f"F{n}") for n in range(3)]
+        from workers.process import process_message as real
+
+        def run_message(raw: bytes, *args: Any, **kwargs: Any) -> Any:
+            if b"MRN-F1" in raw:
+                raise RuntimeError("a bug")
+            return real(raw, *args, **kwargs)
+
+        monkeypatch.setattr(workers.tasks, "run_message", run_message)
+        assert len(app.tasks[EXTRACT_BATCH_TASK](ids)) == 2
+        states = {m: store.get_message(m).state for m in ids}  # type: ignore[union-attr]
+        assert states == {ids[0]: "delivered", ids[1]: "failed", ids[2]: "delivered"}
+        ((name, args, countdown),) = sent.tasks
+        assert (name, args) == (EXTRACT_TASK, [ids[1]])
+        assert countdown is not None and countdown > 0
+        monkeypatch.setattr(workers.tasks, "run_message", real)
+        assert len(app.tasks[EXTRACT_TASK](ids[1])) == 1  # its own retry
+        assert store.get_message(ids[1]).state == "delivered"  # type: ignore[union-attr]
+    finally:
+        ehr.stop()
+
+
+def test_a_message_another_task_holds_is_left_alone(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ehr = FhirServer().start()
+    try:
+        app = worker_app(store, settings_for(ehr, tmp_path), monkeypatch)
+        Sent(app, monkeypatch)
+        ids = [accept(store, oru(n, mrn=f"MRN-H{n}"), f"H{n}") for n in range(3)]
+        assert store.claim_message(ids[1], token="another-task").outcome == "claimed"
+        assert len(app.tasks[EXTRACT_BATCH_TASK](ids)) == 2
+        row = store.get_message(ids[1])
+        assert row is not None and row.state == "processing"
+        assert store.audit_trail(ids[1]) == ["processing"]  # its one claim, the other task's
+    finally:
+        ehr.stop()
+
+
+def test_a_report_links_to_the_same_patients_report_earlier_in_the_batch(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The timeline sees the batch's results before they are stored: the links are those of
+    one task per message."""
+    findings = "FINDINGS: Small right pleural effusion. Heart size is enlarged."
+    ehr = FhirServer().start()
+    try:
+        app = worker_app(store, settings_for(ehr, tmp_path), monkeypatch)
+        Sent(app, monkeypatch)
+        first = accept(store, oru(1, day=0, findings=findings), "L1")
+        second = accept(store, oru(2, day=1, findings=findings), "L2")
+        earlier_id, later_id = app.tasks[EXTRACT_BATCH_TASK]([first, second])
+        earlier, later = store.get_bundle(earlier_id), store.get_bundle(later_id)
+        assert earlier is not None and later is not None
+        mine = {
+            f"Observation/{e['resource']['id']}"
+            for e in earlier["entry"]
+            if e["resource"]["resourceType"] == "Observation"
+        }
+        linked = {
+            d["reference"]
+            for e in later["entry"]
+            for d in e["resource"].get("derivedFrom", [])
+            if e["resource"]["resourceType"] == "Observation"
+        }
+        assert linked and linked <= mine
+    finally:
+        ehr.stop()
+
+
+def test_a_correction_in_the_same_batch_reaches_the_ehr_last(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both messages save the same report's Bundle: the first's push is of the older content,
+    so its record sees the Bundle changed and queues it again; what the EHR ends with is
+    what the store holds."""
+    ehr = FhirServer().start()
+    try:
+        app = worker_app(store, settings_for(ehr, tmp_path), monkeypatch)
+        sent = Sent(app, monkeypatch)
+        ids = [
+            accept(store, oru(8, findings="FINDINGS: Small right pleural effusion."), "C1"),
+            accept(store, oru(8, findings="FINDINGS: No pleural effusion."), "C2"),
+        ]
+        app.tasks[EXTRACT_BATCH_TASK](ids)
+        while sent.tasks:  # the deliver tasks it queued, run as the worker would
+            name, args, _ = sent.tasks.pop(0)
+            app.tasks[name](*args)
+        with store.transaction() as connection:
+            rows = connection.execute(
+                sa.select(bundles.c.updated_at, deliveries.c.delivered_stamp).join(
+                    deliveries, deliveries.c.bundle_id == bundles.c.id
+                )
+            ).all()
+        assert len(rows) == 1
+        stored_at, delivered = rows[0]
+        assert delivered is not None and stored_at == delivered  # the current content went last
+    finally:
+        ehr.stop()
