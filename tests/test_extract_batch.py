@@ -7,6 +7,7 @@ a real Redis for the broker's view."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -37,6 +38,12 @@ from workers.tasks import make_worker_app
 
 def accept(store: Store, raw: bytes, control_id: str) -> int:
     return store.accept(Incoming(raw, "mllp", "RIS", "RBHOSP", control_id)).message_id
+
+
+@pytest.fixture(autouse=True)
+def no_paused_destination(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A push that failed in an earlier test pauses nothing here."""
+    monkeypatch.setattr(workers.tasks, "_PAUSED_UNTIL", {})
 
 
 def settings_for(ehr: FhirServer, tmp_path: Path) -> Settings:
@@ -83,6 +90,7 @@ def test_a_broker_failure_is_logged_and_the_next_task_goes(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     sent: list[list[int]] = []
+    logging.getLogger("radbridge.enqueue").addHandler(caplog.handler)  # whatever propagates
 
     def send(ids: Sequence[int]) -> None:
         if 1 in ids:
@@ -90,9 +98,12 @@ def test_a_broker_failure_is_logged_and_the_next_task_goes(
         sent.append(list(ids))
 
     enqueuer = BatchEnqueuer(send, batch=1, wait_s=0).start()
-    enqueuer.submit(1)
-    enqueuer.submit(2)
-    enqueuer.close()
+    try:
+        enqueuer.submit(1)
+        enqueuer.submit(2)
+        enqueuer.close()
+    finally:
+        logging.getLogger("radbridge.enqueue").removeHandler(caplog.handler)
     assert sent == [[2]]
     assert "reconcile will queue them" in caplog.text
     assert "broker away" not in caplog.text  # the type only

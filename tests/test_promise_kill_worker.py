@@ -217,12 +217,12 @@ import os
 import signal
 from pathlib import Path
 
-import adapter.store as _store
+import adapter.store.deliveries as _deliveries
 
-_record = _store.Store.record_delivery_attempt
+_record = _deliveries._record_in
 
 
-def _die_first(self, bundle_id, target, **options):
+def _die_first(connection, bundle_id, target, **options):
     marker = Path(os.environ["TEST_DIE_MARKER"])
     if options.get("state") == "delivered" and not marker.exists():
         marker.write_text(bundle_id)
@@ -230,10 +230,11 @@ def _die_first(self, bundle_id, target, **options):
         if b"worker" in parent:  # a pool process: its worker goes too (solo: this is it)
             os.kill(os.getppid(), signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)
-    return _record(self, bundle_id, target, **options)
+    return _record(connection, bundle_id, target, **options)
 
 
-_store.Store.record_delivery_attempt = _die_first
+# every record of a push goes through it (the deliver task's and the extraction task's)
+_deliveries._record_in = _die_first
 """
 
 
