@@ -3,10 +3,15 @@
 `deliver_report` writes one report back against the EHR's own Patient and DiagnosticReport
 (`mappings.ehr` decides what; this module reads the EHR, then sends): it finds the Patient and
 the DiagnosticReport (searches by identifier with a system, as `POST Type/_search` so that
-identifiers never appear in a URL or a request log; two matches are refused, never picked), posts radbridge's changed resources as one transaction, updates the EHR's
-DiagnosticReport with `If-Match` on the version read (or a JSON Patch, RADBRIDGE_EHR_PATCH),
-re-reading and retrying once on 409/412, then posts the decisions' Provenance with the versions
-the EHR returned. `deliver_bundle` posts one transaction Bundle as it is.
+identifiers never appear in a URL or a request log; two matches are refused, never picked),
+then posts ONE transaction: radbridge's changed resources and the EHR's DiagnosticReport with
+their links, a `PUT` with `ifMatch` on the version read (`ehr.write_transaction`), so the results
+and the report's link to them land together or not at all (a new report: two searches and one
+transaction). An update alone is a plain `PUT` with `If-Match`; with RADBRIDGE_EHR_PATCH the
+report gets a JSON Patch (with `If-Match`) after the transaction. A 409/412 (a stale version:
+the whole transaction refused) is re-read and retried once, then `DeliveryConflict`. Last, the
+decisions' Provenance goes with the versions the EHR returned. `deliver_bundle` posts one
+transaction Bundle as it is.
 
 radbridge's own entries are `PUT Type/id` with deterministic ids, so a retry never duplicates.
 2xx -> delivered; 429 and 5xx, timeouts and refused connections -> `DeliveryRetryable` (honouring
@@ -348,21 +353,23 @@ def deliver_report(
             try:
                 versions: dict[str, str] = {}
                 sent = False
-                if plan.transaction is not None:
+                transaction = ehr.write_transaction(plan, base_url=settings.fhir_base_url)
+                if transaction is not None:  # with the report's update, when there is one
                     answer = server.checked(
-                        server.request("POST", "", body=plan.transaction), "transaction"
+                        server.request("POST", "", body=transaction), "transaction"
                     )
                     versions = ehr.versions_from_response(answer.json() if answer.content else {})
                     sent = True
-                if plan.report_update is not None or plan.patch is not None:
-                    patching = plan.report_update is None  # JSON Patch, else the whole resource
+                alone = plan.report_update if transaction is None else None
+                if alone is not None or plan.patch is not None:
+                    patching = alone is None  # JSON Patch, else the whole resource
                     headers = {"Content-Type": "application/json-patch+json"} if patching else {}
-                    if state.report_version:
-                        headers["If-Match"] = f'W/"{state.report_version}"'
+                    if plan.report_version:
+                        headers["If-Match"] = f'W/"{plan.report_version}"'
                     server.checked(
                         server.request(
                             "PATCH" if patching else "PUT", plan.report_reference,
-                            body=plan.patch if patching else plan.report_update, headers=headers,
+                            body=plan.patch if patching else alone, headers=headers,
                         ),
                         "DiagnosticReport update",
                     )  # fmt: skip
