@@ -250,17 +250,32 @@ class _Ehr:
         status = response.status_code
         if 200 <= status < 300:
             return response
-        if status in (409, 412):
-            raise DeliveryConflict(f"the EHR answered {status} to the {what}", status=status)
-        if status in (408, 429) or status >= 500:
-            raise DeliveryRetryable(
-                f"FHIR server answered {status} to the {what}",
-                status=status,
-                retry_after=parse_retry_after(response.headers.get("Retry-After")),
-            )
-        raise DeliveryRejected(
-            f"FHIR server refused the {what} ({status})", status=status, outcome=_outcome(response)
+        raise _failure(
+            status,
+            what,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            outcome=_outcome(response),
         )
+
+    def transaction(self, bundle: dict[str, Any], what: str) -> dict[str, Any]:
+        """POST a transaction; its transaction-response. An entry answered with a failure in a
+        2xx (a server that runs a transaction like a batch: Medplum's router answers a stale
+        `ifMatch` so) fails it like that status would: 409/412 a conflict."""
+        response = self.checked(self.request("POST", "", body=bundle), what)
+        answer = response.json() if response.content else {}
+        if not isinstance(answer, dict):
+            return {}
+        for entry in answer.get("entry", []):
+            reply = (entry.get("response") or {}) if isinstance(entry, dict) else {}
+            code = str(reply.get("status", "")).split(" ", 1)[0]
+            if code.isdigit() and not 200 <= int(code) < 300:
+                outcome = reply.get("outcome")
+                raise _failure(
+                    int(code),
+                    f"{what} (an entry)",
+                    outcome=outcome if isinstance(outcome, dict) else None,
+                )
+        return answer
 
     def search(self, kind: str, key: ehr.Key) -> list[dict[str, Any]]:
         response = self.checked(
@@ -284,6 +299,24 @@ class _Ehr:
             return None
         found: dict[str, Any] = self.checked(response, "read").json()
         return found
+
+
+def _failure(
+    status: int,
+    what: str,
+    *,
+    retry_after: float | None = None,
+    outcome: dict[str, Any] | None = None,
+) -> DeliveryError:
+    """A non-2xx answer classified: 409/412 a conflict, 408/429/5xx retryable, else rejected."""
+    if status in (409, 412):
+        return DeliveryConflict(f"the EHR answered {status} to the {what}", status=status)
+    if status in (408, 429) or status >= 500:
+        return DeliveryRetryable(
+            f"FHIR server answered {status} to the {what}", status=status, retry_after=retry_after
+        )
+    return DeliveryRejected(f"FHIR server refused the {what} ({status})", status=status,
+                            outcome=outcome)  # fmt: skip
 
 
 def _one(found: list[dict[str, Any]], kind: str, key: ehr.Key) -> dict[str, Any] | None:
@@ -355,10 +388,9 @@ def deliver_report(
                 sent = False
                 transaction = ehr.write_transaction(plan, base_url=settings.fhir_base_url)
                 if transaction is not None:  # with the report's update, when there is one
-                    answer = server.checked(
-                        server.request("POST", "", body=transaction), "transaction"
+                    versions = ehr.versions_from_response(
+                        server.transaction(transaction, "transaction")
                     )
-                    versions = ehr.versions_from_response(answer.json() if answer.content else {})
                     sent = True
                 alone = plan.report_update if transaction is None else None
                 if alone is not None or plan.patch is not None:
@@ -378,7 +410,7 @@ def deliver_report(
                     bundle, plan, versions, policy, delivered, base_url=settings.fhir_base_url
                 )
                 if reviews is not None:
-                    server.checked(server.request("POST", "", body=reviews), "review transaction")
+                    server.transaction(reviews, "review transaction")
                     sent = True
             except DeliveryConflict as conflict:
                 log.info(
