@@ -20,11 +20,15 @@ DiagnosticReport, with references that resolve there. This module decides, from 
   extraction Provenance) as `PUT Type/id` with references rewritten to the EHR's Patient and
   DiagnosticReport (a retired or decided one is a new version of the same id); the EHR's
   DiagnosticReport updated WITHOUT dropping its own fields (its `result` gains the
-  Observations, the RADS categories included: the whole resource on the version read, or a
-  JSON Patch, RADBRIDGE_EHR_PATCH, sent after the transaction so the Observations exist first);
+  Observations, the RADS categories included: the whole resource on the version read, sent in
+  the transaction with them (`write_transaction`), or a JSON Patch, RADBRIDGE_EHR_PATCH, sent
+  after the transaction so the Observations exist first);
   a DiagnosticReport created only when the EHR has none (and replaced on the version read when
   it is radbridge's own: a corrected source report); a Patient created only by conditional
-  create (`If-None-Exist`) when the policy says so.
+  create (`If-None-Exist`) when the policy says so. Only what changed since the last delivery
+  to this EHR is sent (`hashes`). With `hold_flags` (RADBRIDGE_FLAGS_HOLD_UNTIL_REVIEW) a Flag
+  not accepted yet (or rejected and never sent) is left out (`mappings.flag_hold`), and the
+  extraction Provenance names no Flag the EHR does not hold.
 - `write_transaction`: what is POSTed. A whole-resource update of the EHR's DiagnosticReport
   rides in the transaction as one more entry, `PUT` with `request.ifMatch` on the version read
   (FHIR R4 Bundle.entry.request.ifMatch), so the results and the report's link to them land
@@ -32,10 +36,7 @@ DiagnosticReport, with references that resolve there. This module decides, from 
   An update with nothing else to send stays a plain `PUT` with `If-Match` (one request either
   way, and the form every server honours); a JSON Patch stays a `PATCH` after the transaction.
   A server that ignores `ifMatch` inside a transaction (some do) overwrites a concurrent change
-  to its report: use RADBRIDGE_EHR_PATCH there. Only what changed since the last
-  delivery to this EHR is sent (`hashes`). With `hold_flags` (RADBRIDGE_FLAGS_HOLD_UNTIL_REVIEW)
-  a Flag not accepted yet (or rejected and never sent) is left out (`mappings.flag_hold`), and
-  the extraction Provenance names no Flag the EHR does not hold.
+  to its report: use RADBRIDGE_EHR_PATCH there.
 - `review_transaction`: the clinicians' decisions (VERIFY Provenance, on Observations and on
   insights) sent after them, their targets carrying the version the EHR returned (or no
   version), the reviewer referenced by identifier or conditionally created; none on a held Flag.

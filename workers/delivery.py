@@ -315,8 +315,9 @@ def _failure(
         return DeliveryRetryable(
             f"FHIR server answered {status} to the {what}", status=status, retry_after=retry_after
         )
-    return DeliveryRejected(f"FHIR server refused the {what} ({status})", status=status,
-                            outcome=outcome)  # fmt: skip
+    return DeliveryRejected(
+        f"FHIR server refused the {what} ({status})", status=status, outcome=outcome
+    )
 
 
 def _one(found: list[dict[str, Any]], kind: str, key: ehr.Key) -> dict[str, Any] | None:
