@@ -20,14 +20,23 @@ DiagnosticReport, with references that resolve there. This module decides, from 
   extraction Provenance) as `PUT Type/id` with references rewritten to the EHR's Patient and
   DiagnosticReport (a retired or decided one is a new version of the same id); the EHR's
   DiagnosticReport updated WITHOUT dropping its own fields (its `result` gains the
-  Observations, the RADS categories included: a PUT with `If-Match` on the version read, or a
-  JSON Patch, sent after the transaction so the Observations exist first; an If-Match inside a
-  transaction is not honoured by every server); a DiagnosticReport created only when the EHR has
-  none (and replaced, with `If-Match`, when it is radbridge's own: a corrected source report); a Patient created only by
-  conditional create (`If-None-Exist`) when the policy says so. Only what changed since the last
-  delivery to this EHR is sent (`hashes`). With `hold_flags` (RADBRIDGE_FLAGS_HOLD_UNTIL_REVIEW)
-  a Flag not accepted yet (or rejected and never sent) is left out (`mappings.flag_hold`), and
-  the extraction Provenance names no Flag the EHR does not hold.
+  Observations, the RADS categories included: the whole resource on the version read, sent in
+  the transaction with them (`write_transaction`), or a JSON Patch, RADBRIDGE_EHR_PATCH, sent
+  after the transaction so the Observations exist first);
+  a DiagnosticReport created only when the EHR has none (and replaced on the version read when
+  it is radbridge's own: a corrected source report); a Patient created only by conditional
+  create (`If-None-Exist`) when the policy says so. Only what changed since the last delivery
+  to this EHR is sent (`hashes`). With `hold_flags` (RADBRIDGE_FLAGS_HOLD_UNTIL_REVIEW) a Flag
+  not accepted yet (or rejected and never sent) is left out (`mappings.flag_hold`), and the
+  extraction Provenance names no Flag the EHR does not hold.
+- `write_transaction`: what is POSTed. A whole-resource update of the EHR's DiagnosticReport
+  rides in the transaction as one more entry, `PUT` with `request.ifMatch` on the version read
+  (FHIR R4 Bundle.entry.request.ifMatch), so the results and the report's link to them land
+  together or not at all, in one request; a stale version fails the whole transaction (409/412).
+  An update with nothing else to send stays a plain `PUT` with `If-Match` (one request either
+  way, and the form every server honours); a JSON Patch stays a `PATCH` after the transaction.
+  A server that ignores `ifMatch` inside a transaction (some do) overwrites a concurrent change
+  to its report: use RADBRIDGE_EHR_PATCH there.
 - `review_transaction`: the clinicians' decisions (VERIFY Provenance, on Observations and on
   insights) sent after them, their targets carrying the version the EHR returned (or no
   version), the reviewer referenced by identifier or conditionally created; none on a held Flag.
@@ -130,11 +139,12 @@ class EhrState:
 
 @dataclass(frozen=True)
 class Plan:
-    """What to send, in this order: `transaction` (radbridge's changed resources; None when
-    nothing changed), then the EHR's DiagnosticReport with radbridge's Observations added:
-    `report_update` (the whole resource, PUT with `If-Match` on the version read) or `patch`
-    (JSON Patch, patch mode), None when its `result` already lists them all. `hashes` are
-    recorded once everything was accepted."""
+    """What changes at the EHR: `transaction` (radbridge's changed resources; None when
+    nothing changed) and the EHR's DiagnosticReport with radbridge's Observations added:
+    `report_update` (the whole resource, on `report_version`, the version read) or `patch`
+    (JSON Patch, patch mode, sent after the transaction), None when its `result` already lists
+    them all. `write_transaction` folds `report_update` into the transaction (one atomic
+    request). `hashes` are recorded once everything was accepted."""
 
     transaction: Resource | None
     report_update: Resource | None
@@ -143,6 +153,7 @@ class Plan:
     patient_reference: str
     hashes: dict[str, str]
     held: frozenset[str] = frozenset()  # `Flag/<id>` held until review (not sent)
+    report_version: str | None = None  # the EHR report's version read (If-Match / ifMatch)
 
 
 def _oid_or_uri(universal_id: str | None, universal_id_type: str | None) -> str | None:
@@ -407,7 +418,21 @@ def plan(
         else {"resourceType": "Bundle", "type": "transaction", "entry": entries}
     )
     return Plan(transaction, report_update, json_patch, report_reference, patient_reference, hashes,
-                held)  # fmt: skip
+                held, state.report_version)  # fmt: skip
+
+
+def write_transaction(written: Plan, *, base_url: str) -> Resource | None:
+    """The transaction to POST (see the module docstring): `written.transaction` plus, when there
+    is a `report_update` too, the EHR's DiagnosticReport as a `PUT` entry with `ifMatch` on the
+    version read (none when the EHR gave no version). None without a transaction: a lone
+    `report_update` goes as a plain PUT with `If-Match`."""
+    if written.transaction is None or written.report_update is None:
+        return written.transaction
+    request: Resource = {"method": "PUT", "url": written.report_reference}
+    if written.report_version:
+        request["ifMatch"] = f'W/"{written.report_version}"'
+    update = _entry(base_url, written.report_update, request)
+    return {**written.transaction, "entry": [*written.transaction["entry"], update]}
 
 
 def versions_from_response(response: Resource) -> dict[str, str]:

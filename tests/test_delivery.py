@@ -7,15 +7,20 @@ import random
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from adapter.settings import Settings
-from tests.helpers.fhir_server import FhirServer
-from workers.delivery import backoff_seconds, deliver_bundle, parse_retry_after
-from workers.errors import DeliveryError, DeliveryRejected, DeliveryRetryable
+from mappings.report import Report
+from mappings.template import load_builtin_templates
+from tests.helpers.fhir_server import EHR_IDENTITY, FhirServer
+from workers.delivery import backoff_seconds, deliver_bundle, deliver_report, parse_retry_after
+from workers.errors import DeliveryConflict, DeliveryError, DeliveryRejected, DeliveryRetryable
+from workers.process import process_message
 
 GOLDEN = Path(__file__).parent / "fixtures" / "hl7v2" / "chest_ct.fhir.json"
 
@@ -184,3 +189,132 @@ def test_oru_retry_resends_the_same_control_id() -> None:
     ids = [peek_msh(payload).control_id for payload in received]
     assert len(ids) == 4 and ids[0] == ids[1] == ids[2] != ids[3]
     assert all(0 < len(i) <= 20 for i in ids)  # MSH-10 is ST(20) in v2.5.1
+
+
+# the write-back of one report against an EHR that holds its own DiagnosticReport (issue 25)
+EHR_PATIENT = {
+    "resourceType": "Patient",
+    "id": "ehr-p1",
+    "identifier": [{"system": EHR_IDENTITY["identifier_systems"]["RBH"], "value": "MRN0001"}],
+}
+EHR_REPORT = {
+    "resourceType": "DiagnosticReport",
+    "id": "ehr-dr1",
+    "identifier": [{"system": EHR_IDENTITY["accession_systems"]["RBHOSP"], "value": "ACC1001"}],
+    "status": "final",
+    "code": {"coding": [{"system": "http://loinc.org", "code": "24627-2"}], "text": "CT Chest"},
+    "subject": {"reference": "Patient/ehr-p1"},
+    "conclusion": "The EHR's conclusion.",
+}
+
+
+def chest_ct(settings: Settings) -> tuple[Report, dict[str, Any]]:
+    """The HL7 chest CT's report and its Bundle, as the worker builds them (rules stage)."""
+
+    def no_model() -> Any:
+        raise AssertionError("the rules stage needs no model")
+
+    raw = (GOLDEN.parent / "chest_ct.hl7").read_bytes()
+    templates = list(load_builtin_templates().values())
+    (result,) = process_message(
+        raw, "x-application/hl7-v2+er7", templates, settings, no_model
+    ).results
+    assert result.bundle is not None
+    return result.report, result.bundle
+
+
+@pytest.fixture
+def ehr(server: FhirServer) -> tuple[FhirServer, Settings]:
+    """The test EHR holding the chest CT's Patient and its own DiagnosticReport (by accession)."""
+    with server.lock:
+        server.store("Patient/ehr-p1", EHR_PATIENT)
+        server.store("DiagnosticReport/ehr-dr1", EHR_REPORT)
+    settings = Settings(fhir_base_url=server.base_url, stage="rules", **EHR_IDENTITY)  # type: ignore[arg-type]
+    return server, settings
+
+
+def observations(server: FhirServer) -> list[str]:
+    return sorted(url for url in server.resources if url.startswith("Observation/"))
+
+
+def test_a_new_report_is_written_back_in_two_searches_and_one_transaction(
+    ehr: tuple[FhirServer, Settings],
+) -> None:
+    """The EHR's DiagnosticReport gains its results in the transaction that writes them (a PUT
+    entry with ifMatch on the version read), not in a PUT after it: three requests, not four."""
+    server, settings = ehr
+    report, bundle = chest_ct(settings)
+    deliver_report(bundle, report, settings, {})
+    assert server.reads == ["/fhir/Patient/_search", "/fhir/DiagnosticReport/_search"]
+    assert [r["path"] for r in server.requests] == ["/fhir/"]  # one write: the transaction
+    assert (server.transactions, server.conflicts) == (1, 0)
+    written = server.resources["DiagnosticReport/ehr-dr1"]
+    assert written["conclusion"] == "The EHR's conclusion."  # its own fields kept
+    assert sorted(r["reference"] for r in written["result"]) == observations(server) != []
+    assert server.versions["DiagnosticReport/ehr-dr1"] == 2  # the EHR's, radbridge's update
+    assert [u for u in server.resources if u.startswith("DiagnosticReport/")] == [
+        "DiagnosticReport/ehr-dr1"
+    ]
+
+
+def test_a_stale_version_refuses_the_whole_transaction_then_a_reread_succeeds(
+    ehr: tuple[FhirServer, Settings],
+) -> None:
+    """The EHR's report changes between the read and the write: 412 for the whole transaction,
+    nothing of it stored; radbridge reads again and its second transaction, on the new version,
+    keeps the EHR's change. Twice stale: DeliveryConflict, still nothing stored."""
+    server, settings = ehr
+    report, bundle = chest_ct(settings)
+    matches: list[str] = []  # the ifMatch of each transaction
+    stale = [2]  # how many transactions find the report changed
+
+    def amend(request: httpx.Request) -> None:  # a clinician amends the report meanwhile
+        if request.method == "POST" and request.url.path == "/fhir/":
+            (update,) = [e for e in json.loads(request.content)["entry"]
+                         if e["request"]["url"] == "DiagnosticReport/ehr-dr1"]  # fmt: skip
+            matches.append(update["request"]["ifMatch"])
+            if stale[0] > 0:
+                stale[0] -= 1
+                with server.lock:
+                    url = "DiagnosticReport/ehr-dr1"
+                    changed = {**server.resources[url]}
+                    changed["conclusion"] = f"Amended after version {len(server.history[url])}."
+                    server.store(url, changed)
+
+    with httpx.Client(event_hooks={"request": [amend]}) as client:
+        with pytest.raises(DeliveryConflict, match="412"):
+            deliver_report(bundle, report, settings, {}, client=client)
+        assert matches == ['W/"1"', 'W/"2"']
+        assert (server.transactions, server.conflicts) == (0, 2)
+        assert observations(server) == []  # nothing of either transaction stored
+        assert "result" not in server.resources["DiagnosticReport/ehr-dr1"]
+
+        stale[0], matches[:] = 1, []
+        server.reads.clear()
+        deliver_report(bundle, report, settings, {}, client=client)
+    assert matches == ['W/"3"', 'W/"4"']
+    assert server.reads == ["/fhir/Patient/_search", "/fhir/DiagnosticReport/_search"] * 2
+    assert (server.transactions, server.conflicts) == (1, 3)
+    assert observations(server) != []
+    assert all(server.puts[url] == 1 for url in observations(server))  # stored once
+    written = server.resources["DiagnosticReport/ehr-dr1"]
+    assert written["conclusion"] == "Amended after version 3."  # the EHR's change kept
+    assert sorted(r["reference"] for r in written["result"]) == observations(server)
+
+
+def test_a_failed_entry_in_a_2xx_transaction_response_is_that_failure(
+    ehr: tuple[FhirServer, Settings],
+) -> None:
+    """A server that answers a transaction like a batch (200, one entry 412) did not write the
+    report's link: a conflict (read again, retried once), never a delivery recorded."""
+    server, settings = ehr
+    report, bundle = chest_ct(settings)
+    failed = {"resourceType": "Bundle", "type": "transaction-response",
+              "entry": [{"response": {"status": "200 OK"}},
+                        {"response": {"status": "412 Precondition Failed"}}]}  # fmt: skip
+    server.script.extend([(200, {}, failed), (200, {}, failed)])
+    with pytest.raises(DeliveryConflict, match="412"):
+        deliver_report(bundle, report, settings, {})
+    server.script.append((200, {}, failed))
+    deliver_report(bundle, report, settings, {})  # read again, the second try goes through
+    assert server.transactions == 1

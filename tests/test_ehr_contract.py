@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from adapter.settings import Settings
@@ -249,8 +250,9 @@ def test_reviewer_created_once_by_conditional_create(medplum: MedplumEhr) -> Non
 def test_a_version_conflict_is_read_again_and_retried_once(
     medplum: MedplumEhr, patch: bool
 ) -> None:
-    """Bad input: a 412 on the conditional update of the EHR's report is re-read and retried
-    once; a second 412 leaves the delivery to be retried later, nothing lost."""
+    """Bad input: a 412 on the conditional update of the EHR's report (the transaction that
+    carries it, or the JSON Patch) is re-read and retried once; a second 412 leaves the delivery
+    to be retried later, nothing lost."""
     medplum.put(
         {
             "resourceType": "Patient",
@@ -261,7 +263,7 @@ def test_a_version_conflict_is_read_again_and_retried_once(
     medplum.put(ehr_source_report())
     settings = settings_for(medplum, ehr_patch=patch)
     report, bundle = extracted(json.dumps(ehr_source_report()).encode(), FHIR_JSON, settings)
-    method = "PATCH" if patch else "PUT"
+    method = "PATCH" if patch else "POST"  # the update rides in the transaction (no search here)
     medplum.fail(412, count=2, method=method)
     with pytest.raises(DeliveryRetryable, match="412"):
         deliver_report(bundle, report, settings, {})
@@ -270,6 +272,52 @@ def test_a_version_conflict_is_read_again_and_retried_once(
     (ehr_report,) = medplum.resources("DiagnosticReport")
     assert len(ehr_report["result"]) == len(medplum.resources("Observation"))
     assert ehr_report["conclusion"] == "Right pleural effusion."
+    assert medplum.dangling() == []
+
+
+def test_a_stale_version_fails_the_whole_transaction_then_the_retry_keeps_the_ehrs_change(
+    medplum: MedplumEhr,
+) -> None:
+    """The EHR's report changes between radbridge's read and its write: Medplum checks the
+    transaction entry's `ifMatch` (it answers that entry 412 inside a 200, like a batch, and keeps
+    the other entries: "nothing stored" is the project EHR's test, tests/test_delivery.py);
+    radbridge takes the entry's 412 as a conflict, reads again, and its second transaction links
+    the results to the report as the EHR left it (the EHR's change kept, never overwritten); the
+    decision's Provenance that follows targets versions the EHR returned."""
+    medplum.put({"resourceType": "Patient", "id": "abc",
+                 "identifier": [{"system": "urn:oid:1.2.3", "value": "P-1"}]})  # fmt: skip
+    medplum.put(ehr_source_report())
+    settings = settings_for(medplum)
+    report, bundle = extracted(json.dumps(ehr_source_report()).encode(), FHIR_JSON, settings)
+    bundle = decided(bundle, [(Decision.ACCEPT, None)])
+    sent: list[dict[str, Any]] = []
+
+    def meanwhile(request: httpx.Request) -> None:
+        if request.method == "POST" and request.url.path == "/fhir/":
+            sent.append(json.loads(request.content))
+            if len(sent) == 1:  # a clinician amends the report at the EHR meanwhile
+                medplum.put({**ehr_source_report(), "conclusion": "Amended at the EHR."})
+
+    with httpx.Client(timeout=60, event_hooks={"request": [meanwhile]}) as client:
+        deliver_report(bundle, report, settings, {}, client=client)
+    history = medplum.get("DiagnosticReport/nc-dr-1/_history").json()["entry"]
+    versions = [h["resource"]["meta"]["versionId"] for h in reversed(history)]
+    assert len(versions) == 3  # the EHR's, its amendment, radbridge's one update
+    updates = [
+        [e["request"] for e in b["entry"] if e["request"]["url"] == "DiagnosticReport/nc-dr-1"]
+        for b in sent[:2]
+    ]
+    assert updates == [
+        [{"method": "PUT", "url": "DiagnosticReport/nc-dr-1", "ifMatch": f'W/"{v}"'}]
+        for v in versions[:2]
+    ]
+    (ehr_report,) = medplum.resources("DiagnosticReport")
+    assert ehr_report["conclusion"] == "Amended at the EHR."
+    assert len(ehr_report["result"]) == len(medplum.resources("Observation")) > 0
+    (review,) = [p for p in medplum.resources("Provenance") if "activity" in p]
+    (target,) = review["target"]
+    assert "/_history/" in target["reference"]
+    assert medplum.get(target["reference"]).status_code == 200
     assert medplum.dangling() == []
 
 

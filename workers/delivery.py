@@ -3,10 +3,15 @@
 `deliver_report` writes one report back against the EHR's own Patient and DiagnosticReport
 (`mappings.ehr` decides what; this module reads the EHR, then sends): it finds the Patient and
 the DiagnosticReport (searches by identifier with a system, as `POST Type/_search` so that
-identifiers never appear in a URL or a request log; two matches are refused, never picked), posts radbridge's changed resources as one transaction, updates the EHR's
-DiagnosticReport with `If-Match` on the version read (or a JSON Patch, RADBRIDGE_EHR_PATCH),
-re-reading and retrying once on 409/412, then posts the decisions' Provenance with the versions
-the EHR returned. `deliver_bundle` posts one transaction Bundle as it is.
+identifiers never appear in a URL or a request log; two matches are refused, never picked),
+then posts ONE transaction: radbridge's changed resources and the EHR's DiagnosticReport with
+their links, a `PUT` with `ifMatch` on the version read (`ehr.write_transaction`), so the results
+and the report's link to them land together or not at all (a new report: two searches and one
+transaction). An update alone is a plain `PUT` with `If-Match`; with RADBRIDGE_EHR_PATCH the
+report gets a JSON Patch (with `If-Match`) after the transaction. A 409/412 (a stale version:
+the whole transaction refused) is re-read and retried once, then `DeliveryConflict`. Last, the
+decisions' Provenance goes with the versions the EHR returned. `deliver_bundle` posts one
+transaction Bundle as it is.
 
 radbridge's own entries are `PUT Type/id` with deterministic ids, so a retry never duplicates.
 2xx -> delivered; 429 and 5xx, timeouts and refused connections -> `DeliveryRetryable` (honouring
@@ -245,17 +250,32 @@ class _Ehr:
         status = response.status_code
         if 200 <= status < 300:
             return response
-        if status in (409, 412):
-            raise DeliveryConflict(f"the EHR answered {status} to the {what}", status=status)
-        if status in (408, 429) or status >= 500:
-            raise DeliveryRetryable(
-                f"FHIR server answered {status} to the {what}",
-                status=status,
-                retry_after=parse_retry_after(response.headers.get("Retry-After")),
-            )
-        raise DeliveryRejected(
-            f"FHIR server refused the {what} ({status})", status=status, outcome=_outcome(response)
+        raise _failure(
+            status,
+            what,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            outcome=_outcome(response),
         )
+
+    def transaction(self, bundle: dict[str, Any], what: str) -> dict[str, Any]:
+        """POST a transaction; its transaction-response. An entry answered with a failure in a
+        2xx (a server that runs a transaction like a batch: Medplum's router answers a stale
+        `ifMatch` so) fails it like that status would: 409/412 a conflict."""
+        response = self.checked(self.request("POST", "", body=bundle), what)
+        answer = response.json() if response.content else {}
+        if not isinstance(answer, dict):
+            return {}
+        for entry in answer.get("entry", []):
+            reply = (entry.get("response") or {}) if isinstance(entry, dict) else {}
+            code = str(reply.get("status", "")).split(" ", 1)[0]
+            if code.isdigit() and not 200 <= int(code) < 300:
+                outcome = reply.get("outcome")
+                raise _failure(
+                    int(code),
+                    f"{what} (an entry)",
+                    outcome=outcome if isinstance(outcome, dict) else None,
+                )
+        return answer
 
     def search(self, kind: str, key: ehr.Key) -> list[dict[str, Any]]:
         response = self.checked(
@@ -279,6 +299,25 @@ class _Ehr:
             return None
         found: dict[str, Any] = self.checked(response, "read").json()
         return found
+
+
+def _failure(
+    status: int,
+    what: str,
+    *,
+    retry_after: float | None = None,
+    outcome: dict[str, Any] | None = None,
+) -> DeliveryError:
+    """A non-2xx answer classified: 409/412 a conflict, 408/429/5xx retryable, else rejected."""
+    if status in (409, 412):
+        return DeliveryConflict(f"the EHR answered {status} to the {what}", status=status)
+    if status in (408, 429) or status >= 500:
+        return DeliveryRetryable(
+            f"FHIR server answered {status} to the {what}", status=status, retry_after=retry_after
+        )
+    return DeliveryRejected(
+        f"FHIR server refused the {what} ({status})", status=status, outcome=outcome
+    )
 
 
 def _one(found: list[dict[str, Any]], kind: str, key: ehr.Key) -> dict[str, Any] | None:
@@ -348,21 +387,22 @@ def deliver_report(
             try:
                 versions: dict[str, str] = {}
                 sent = False
-                if plan.transaction is not None:
-                    answer = server.checked(
-                        server.request("POST", "", body=plan.transaction), "transaction"
+                transaction = ehr.write_transaction(plan, base_url=settings.fhir_base_url)
+                if transaction is not None:  # with the report's update, when there is one
+                    versions = ehr.versions_from_response(
+                        server.transaction(transaction, "transaction")
                     )
-                    versions = ehr.versions_from_response(answer.json() if answer.content else {})
                     sent = True
-                if plan.report_update is not None or plan.patch is not None:
-                    patching = plan.report_update is None  # JSON Patch, else the whole resource
+                alone = plan.report_update if transaction is None else None
+                if alone is not None or plan.patch is not None:
+                    patching = alone is None  # JSON Patch, else the whole resource
                     headers = {"Content-Type": "application/json-patch+json"} if patching else {}
-                    if state.report_version:
-                        headers["If-Match"] = f'W/"{state.report_version}"'
+                    if plan.report_version:
+                        headers["If-Match"] = f'W/"{plan.report_version}"'
                     server.checked(
                         server.request(
                             "PATCH" if patching else "PUT", plan.report_reference,
-                            body=plan.patch if patching else plan.report_update, headers=headers,
+                            body=plan.patch if patching else alone, headers=headers,
                         ),
                         "DiagnosticReport update",
                     )  # fmt: skip
@@ -371,7 +411,7 @@ def deliver_report(
                     bundle, plan, versions, policy, delivered, base_url=settings.fhir_base_url
                 )
                 if reviews is not None:
-                    server.checked(server.request("POST", "", body=reviews), "review transaction")
+                    server.transaction(reviews, "review transaction")
                     sent = True
             except DeliveryConflict as conflict:
                 log.info(

@@ -9,7 +9,8 @@
 //        requests are answered with that status (an outage, a version conflict)
 //   GET  /control/resources - every current resource, for the tests to resolve references
 // The in-memory repository does not enforce referential integrity: the tests resolve every
-// reference themselves.
+// reference themselves. Nor does it roll a transaction back: a failed entry (a stale ifMatch:
+// 412) comes back inside a 200 transaction-response, the entries before it written.
 import http from "node:http";
 import { createRequire } from "node:module";
 import path from "node:path";
