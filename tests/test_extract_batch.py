@@ -254,3 +254,38 @@ def test_a_correction_in_the_same_batch_reaches_the_ehr_last(
         assert delivered is not None and stored_at == delivered  # the current content went last
     finally:
         ehr.stop()
+
+
+def test_a_batch_leaves_the_search_index_one_task_per_message_leaves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch writes the search index once, at the end of its transaction, as each
+    resource's last write left it: the same rows as one task per message, a correction of the
+    same report in the batch included."""
+    from adapter.tables import search_tokens
+
+    raws = [
+        oru(8, findings="FINDINGS: Small right pleural effusion. Heart size is enlarged."),
+        oru(9, mrn="MRN-I9"),
+        oru(8, findings="FINDINGS: No pleural effusion. Normal heart size."),
+    ]
+    indexes = []
+    for kind in ("batch", "one by one"):
+        settings = Settings(data_dir=tmp_path / kind, stage="rules")
+        store = Store.open(settings)
+        try:
+            app = worker_app(store, settings, monkeypatch)
+            Sent(app, monkeypatch)
+            ids = [accept(store, raw, f"I{n}") for n, raw in enumerate(raws)]
+            if kind == "batch":
+                app.tasks[EXTRACT_BATCH_TASK](ids)
+            else:
+                for message_id in ids:
+                    app.tasks[EXTRACT_TASK](message_id)
+            with store.transaction() as connection:
+                indexes.append(sorted(map(tuple, connection.execute(sa.select(search_tokens)))))
+        finally:
+            store.close()
+    batch, one_by_one = indexes
+    assert batch == one_by_one
+    assert len(batch) > 20

@@ -187,14 +187,25 @@ class ResultStore(StoreBase):
         them is no longer `processing` (the caller may then finish each on its own)."""
         done: dict[int, list[SavedResult]] = {}
         now = _now()
+        tokens: dict[tuple[str, str], tuple[dict[str, Any], IndexTerms]] = {}
         with self.transaction() as connection:
             for message_id, outputs in finished:
                 done[message_id] = self._finish_in(
-                    connection, message_id, outputs, now, queue=queue, claim=claim, lease=lease
+                    connection,
+                    message_id,
+                    outputs,
+                    now,
+                    queue=queue,
+                    claim=claim,
+                    lease=lease,
+                    tokens=tokens,
                 )
                 # each message its own stamp: a later message of the batch that saves the same
                 # Bundle again (a correction) shows as a change to the earlier one's push
                 now = max(_now(), now + timedelta(microseconds=1))
+            # the search index of every resource written, as its last write left it: one DELETE
+            # and one INSERT for the whole batch (nothing in it reads the index before)
+            write_tokens(connection, list(tokens.values()))
         for saved in done.values():
             for result in saved:
                 if result.retired:
@@ -213,8 +224,10 @@ class ResultStore(StoreBase):
         queue: Sequence[str],
         claim: Sequence[str],
         lease: timedelta,
+        tokens: dict[tuple[str, str], tuple[dict[str, Any], IndexTerms]],
     ) -> list[SavedResult]:
-        """One message of `finish_extractions`, inside the caller's transaction."""
+        """One message of `finish_extractions`, inside the caller's transaction (`tokens`: the
+        resources whose search index the caller writes at the end, `_save_result_in`)."""
         saved: list[SavedResult] = []
         for output in outputs:
             _insert_extraction(connection, message_id, output)
@@ -227,6 +240,7 @@ class ResultStore(StoreBase):
                 output.bundle,
                 now,
                 no_template=output.template_id == REPORT_ONLY,
+                tokens=tokens,
             )
             if result.saved:
                 for target in queue:
@@ -291,9 +305,12 @@ class ResultStore(StoreBase):
         now: datetime,
         *,
         no_template: bool = False,
+        tokens: dict[tuple[str, str], tuple[dict[str, Any], IndexTerms]] | None = None,
     ) -> SavedResult:
         """`save_result` inside the caller's transaction (`no_template`: the Bundle is the
-        report's `report_only` result, so no template's values of the report stay in force)."""
+        report's `report_only` result, so no template's values of the report stay in force;
+        `tokens`: where the written resources' search terms go, by resource, for the caller to
+        write (`write_tokens`) before its commit; without it they are written here)."""
         bundle_id = str(bundle["id"])
         incoming = diagnostic_report_of(bundle)
         self.lock_report(connection, incoming["id"] if incoming else bundle_id, bundle_id)
@@ -381,7 +398,10 @@ class ResultStore(StoreBase):
         self._keep_versions(connection, rows)  # each resource's history
         if rows:  # one statement for all of them (executemany)
             connection.execute(upsert_resource, rows)
-        write_tokens(connection, written)
+        if tokens is None:
+            write_tokens(connection, written)
+        else:
+            tokens.update(((str(r["resourceType"]), str(r["id"])), (r, t)) for r, t in written)
         return SavedResult(
             bundle_id,
             saved=True,
