@@ -393,3 +393,58 @@ def test_a_4xx_entry_in_the_batch_read_is_refused_with_its_outcome(
         deliver_report(bundle, report, settings, {})
     assert caught.value.status == 400 and caught.value.outcome == outcome
     assert server.requests == []
+
+
+def test_a_known_report_is_read_in_the_batch_and_a_404_entry_falls_back_to_its_search(
+    ehr: tuple[FhirServer, Settings],
+) -> None:
+    """The report's reference known, its Patient by identifier: the batch reads the report
+    (`GET DiagnosticReport/<id>`); a 404 entry means no such report, then its accession is
+    searched as before."""
+    from mappings import ehr as ehr_mapping
+    from workers.delivery import _Ehr, _read_state, identity_policy
+
+    server, settings = ehr
+    patient = ehr_mapping.Key(EHR_IDENTITY["identifier_systems"]["RBH"], "MRN0001")
+    accession = ehr_mapping.Key(EHR_IDENTITY["accession_systems"]["RBHOSP"], "ACC1001")
+
+    def who(reference: str) -> ehr_mapping.Identity:
+        return ehr_mapping.Identity(None, patient, (patient,), reference, accession, ())
+
+    with httpx.Client() as http:
+        client = _Ehr(http, server.base_url, None)
+        found = _read_state(client, who("DiagnosticReport/ehr-dr1"), identity_policy(settings))
+        assert (found.patient, found.report_version) == ("Patient/ehr-p1", "1")
+        assert server.calls == ["POST /fhir/"]
+        assert server.reads == ["batch: Patient?identifier", "batch: DiagnosticReport/ehr-dr1"]
+        server.calls.clear()
+        found = _read_state(client, who("DiagnosticReport/gone"), identity_policy(settings))
+    assert found.report is not None and found.report["id"] == "ehr-dr1"  # by its accession
+    assert server.calls == ["POST /fhir/", "POST /fhir/DiagnosticReport/_search"]
+
+
+def test_a_401_entry_in_the_batch_read_gets_one_new_token(
+    ehr: tuple[FhirServer, Settings],
+) -> None:
+    """An entry answered 401 inside the batch: the provider fetches a new token and the batch
+    is sent once more, as a 401 to the request itself would be."""
+    from workers.smart_auth import StaticBearer
+
+    class Counting(StaticBearer):
+        invalidated = 0
+
+        def invalidate(self) -> None:
+            Counting.invalidated += 1
+
+    server, settings = ehr
+    report, bundle = chest_ct(settings)
+    unauthorized = {"resourceType": "Bundle", "type": "batch-response",
+                    "entry": [{"response": {"status": "401 Unauthorized"}},
+                              {"response": {"status": "401 Unauthorized"}}]}  # fmt: skip
+    server.script = [(200, {}, unauthorized)]
+    deliver_report(bundle, report, settings, {}, auth=Counting("t"))
+    assert Counting.invalidated == 1 and server.transactions == 1
+    server.script = [(200, {}, unauthorized)] * 2
+    with pytest.raises(DeliveryRejected, match="Patient search"):
+        deliver_report(bundle, report, settings, {}, auth=Counting("t"))
+    assert Counting.invalidated == 2
