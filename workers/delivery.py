@@ -368,7 +368,13 @@ class _Answer:
             return None
         if not 200 <= self.status < 300:
             raise _failure(self.status, what, retry_after=self.retry_after, outcome=self.outcome)
-        return self.resource or {}
+        if self.resource is None:  # never read as "none there": that would write a duplicate
+            raise DeliveryRejected(
+                f"the EHR's batch-response answered the {what} without a resource",
+                status=self.status,
+                outcome=None,
+            )
+        return self.resource
 
 
 def _failure(
