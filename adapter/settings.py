@@ -212,6 +212,11 @@ class Settings(BaseSettings):
         description="update the EHR's DiagnosticReport with FHIR (JSON) Patch instead of a read "
         "and an If-Match update",
     )
+    ehr_batch_reads: bool = Field(
+        default=True,
+        description="read the EHR's Patient and DiagnosticReport in one FHIR batch request; "
+        "false: one search each, for an EHR that does not answer batches",
+    )
     flags_hold_until_review: bool = Field(
         default=False,
         description="hold critical-result Flags (FHIR and ORU OBX) until a reviewer accepts them; "

@@ -237,15 +237,24 @@ def observations(server: FhirServer) -> list[str]:
     return sorted(url for url in server.resources if url.startswith("Observation/"))
 
 
-def test_a_new_report_is_written_back_in_two_searches_and_one_transaction(
-    ehr: tuple[FhirServer, Settings],
+SEARCHES = ["/fhir/Patient/_search", "/fhir/DiagnosticReport/_search"]
+BATCHED = ["batch: Patient?identifier", "batch: DiagnosticReport?identifier"]
+
+
+@pytest.mark.parametrize("batch", [True, False])
+def test_a_new_report_is_written_back_in_one_batch_read_and_one_transaction(
+    ehr: tuple[FhirServer, Settings], batch: bool
 ) -> None:
     """The EHR's DiagnosticReport gains its results in the transaction that writes them (a PUT
-    entry with ifMatch on the version read), not in a PUT after it: three requests, not four."""
+    entry with ifMatch on the version read), not in a PUT after it; its Patient and report are
+    read in one batch: two requests (RADBRIDGE_EHR_BATCH_READS=false: two searches, three)."""
     server, settings = ehr
+    settings = settings.model_copy(update={"ehr_batch_reads": batch})
     report, bundle = chest_ct(settings)
     deliver_report(bundle, report, settings, {})
-    assert server.reads == ["/fhir/Patient/_search", "/fhir/DiagnosticReport/_search"]
+    assert server.reads == (BATCHED if batch else SEARCHES)
+    reads = ["POST /fhir/"] if batch else [f"POST {path}" for path in SEARCHES]
+    assert server.calls == [*reads, "POST /fhir/"]  # the read(s), the transaction
     assert [r["path"] for r in server.requests] == ["/fhir/"]  # one write: the transaction
     assert (server.transactions, server.conflicts) == (1, 0)
     written = server.resources["DiagnosticReport/ehr-dr1"]
@@ -269,8 +278,9 @@ def test_a_stale_version_refuses_the_whole_transaction_then_a_reread_succeeds(
     stale = [2]  # how many transactions find the report changed
 
     def amend(request: httpx.Request) -> None:  # a clinician amends the report meanwhile
-        if request.method == "POST" and request.url.path == "/fhir/":
-            (update,) = [e for e in json.loads(request.content)["entry"]
+        sent = json.loads(request.content) if request.method == "POST" else {}
+        if request.url.path == "/fhir/" and sent.get("type") == "transaction":
+            (update,) = [e for e in sent["entry"]
                          if e["request"]["url"] == "DiagnosticReport/ehr-dr1"]  # fmt: skip
             matches.append(update["request"]["ifMatch"])
             if stale[0] > 0:
@@ -293,7 +303,7 @@ def test_a_stale_version_refuses_the_whole_transaction_then_a_reread_succeeds(
         server.reads.clear()
         deliver_report(bundle, report, settings, {}, client=client)
     assert matches == ['W/"3"', 'W/"4"']
-    assert server.reads == ["/fhir/Patient/_search", "/fhir/DiagnosticReport/_search"] * 2
+    assert server.reads == BATCHED * 2
     assert (server.transactions, server.conflicts) == (1, 3)
     assert observations(server) != []
     assert all(server.puts[url] == 1 for url in observations(server))  # stored once
@@ -312,9 +322,129 @@ def test_a_failed_entry_in_a_2xx_transaction_response_is_that_failure(
     failed = {"resourceType": "Bundle", "type": "transaction-response",
               "entry": [{"response": {"status": "200 OK"}},
                         {"response": {"status": "412 Precondition Failed"}}]}  # fmt: skip
+    settings = settings.model_copy(update={"ehr_batch_reads": False})  # script: writes only
     server.script.extend([(200, {}, failed), (200, {}, failed)])
     with pytest.raises(DeliveryConflict, match="412"):
         deliver_report(bundle, report, settings, {})
     server.script.append((200, {}, failed))
     deliver_report(bundle, report, settings, {})  # read again, the second try goes through
     assert server.transactions == 1
+
+
+def test_two_patients_matching_in_the_batch_answer_are_refused(
+    ehr: tuple[FhirServer, Settings],
+) -> None:
+    """Two EHR Patients with the report's identifier, found by the batch read: refused as the
+    separate search refused them (none picked), nothing written."""
+    server, settings = ehr
+    with server.lock:
+        server.store("Patient/ehr-p2", {**EHR_PATIENT, "id": "ehr-p2"})
+    report, bundle = chest_ct(settings)
+    with pytest.raises(DeliveryRejected, match="2 Patient resources at the EHR match") as caught:
+        deliver_report(bundle, report, settings, {})
+    assert caught.value.outcome is not None
+    assert server.calls == ["POST /fhir/"] and server.reads == BATCHED  # the batch, no write
+    assert server.requests == [] and observations(server) == []
+
+
+def test_a_503_or_429_answer_to_the_batch_read_is_retryable(
+    ehr: tuple[FhirServer, Settings],
+) -> None:
+    """The batch read answered 503, 429 (Retry-After), or a 503 entry inside it: retryable, as
+    the search's answer was; nothing written. Then the write-back goes through."""
+    server, settings = ehr
+    report, bundle = chest_ct(settings)
+    server.script = [(503, {}, None), (429, {"Retry-After": "7"}, None)]
+    with pytest.raises(DeliveryRetryable) as first:
+        deliver_report(bundle, report, settings, {})
+    assert (first.value.status, first.value.retry_after) == (503, None)
+    with pytest.raises(DeliveryRetryable) as second:
+        deliver_report(bundle, report, settings, {})
+    assert (second.value.status, second.value.retry_after) == (429, 7.0)
+    busy = {"resourceType": "Bundle", "type": "batch-response",
+            "entry": [{"response": {"status": "200 OK"},
+                       "resource": {"resourceType": "Bundle", "type": "searchset", "entry": []}},
+                      {"response": {"status": "503 Service Unavailable"}}]}  # fmt: skip
+    server.script = [(200, {"Retry-After": "3"}, busy)]
+    with pytest.raises(DeliveryRetryable, match="DiagnosticReport search") as third:
+        deliver_report(bundle, report, settings, {})
+    assert (third.value.status, third.value.retry_after) == (503, 3.0)
+    assert server.requests == [] and server.transactions == 0
+    deliver_report(bundle, report, settings, {})
+    assert server.transactions == 1
+
+
+def test_a_4xx_entry_in_the_batch_read_is_refused_with_its_outcome(
+    ehr: tuple[FhirServer, Settings],
+) -> None:
+    """A batch entry answered 400 with an OperationOutcome: refused with that outcome, as the
+    search's own 400 would be."""
+    server, settings = ehr
+    report, bundle = chest_ct(settings)
+    outcome = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "invalid", "diagnostics": "bad search"}],
+    }
+    refused = {"resourceType": "Bundle", "type": "batch-response",
+               "entry": [{"response": {"status": "400 Bad Request", "outcome": outcome}},
+                         {"response": {"status": "200 OK"}}]}  # fmt: skip
+    server.script = [(200, {}, refused)]
+    with pytest.raises(DeliveryRejected, match="Patient search") as caught:
+        deliver_report(bundle, report, settings, {})
+    assert caught.value.status == 400 and caught.value.outcome == outcome
+    assert server.requests == []
+
+
+def test_a_known_report_is_read_in_the_batch_and_a_404_entry_falls_back_to_its_search(
+    ehr: tuple[FhirServer, Settings],
+) -> None:
+    """The report's reference known, its Patient by identifier: the batch reads the report
+    (`GET DiagnosticReport/<id>`); a 404 entry means no such report, then its accession is
+    searched as before."""
+    from mappings import ehr as ehr_mapping
+    from workers.delivery import _Ehr, _read_state, identity_policy
+
+    server, settings = ehr
+    patient = ehr_mapping.Key(EHR_IDENTITY["identifier_systems"]["RBH"], "MRN0001")
+    accession = ehr_mapping.Key(EHR_IDENTITY["accession_systems"]["RBHOSP"], "ACC1001")
+
+    def who(reference: str) -> ehr_mapping.Identity:
+        return ehr_mapping.Identity(None, patient, (patient,), reference, accession, ())
+
+    with httpx.Client() as http:
+        client = _Ehr(http, server.base_url, None)
+        found = _read_state(client, who("DiagnosticReport/ehr-dr1"), identity_policy(settings))
+        assert (found.patient, found.report_version) == ("Patient/ehr-p1", "1")
+        assert server.calls == ["POST /fhir/"]
+        assert server.reads == ["batch: Patient?identifier", "batch: DiagnosticReport/ehr-dr1"]
+        server.calls.clear()
+        found = _read_state(client, who("DiagnosticReport/gone"), identity_policy(settings))
+    assert found.report is not None and found.report["id"] == "ehr-dr1"  # by its accession
+    assert server.calls == ["POST /fhir/", "POST /fhir/DiagnosticReport/_search"]
+
+
+def test_a_401_entry_in_the_batch_read_gets_one_new_token(
+    ehr: tuple[FhirServer, Settings],
+) -> None:
+    """An entry answered 401 inside the batch: the provider fetches a new token and the batch
+    is sent once more, as a 401 to the request itself would be."""
+    from workers.smart_auth import StaticBearer
+
+    class Counting(StaticBearer):
+        invalidated = 0
+
+        def invalidate(self) -> None:
+            Counting.invalidated += 1
+
+    server, settings = ehr
+    report, bundle = chest_ct(settings)
+    unauthorized = {"resourceType": "Bundle", "type": "batch-response",
+                    "entry": [{"response": {"status": "401 Unauthorized"}},
+                              {"response": {"status": "401 Unauthorized"}}]}  # fmt: skip
+    server.script = [(200, {}, unauthorized)]
+    deliver_report(bundle, report, settings, {}, auth=Counting("t"))
+    assert Counting.invalidated == 1 and server.transactions == 1
+    server.script = [(200, {}, unauthorized)] * 2
+    with pytest.raises(DeliveryRejected, match="Patient search"):
+        deliver_report(bundle, report, settings, {}, auth=Counting("t"))
+    assert Counting.invalidated == 2

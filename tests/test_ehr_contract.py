@@ -190,6 +190,42 @@ def test_an_existing_ehr_report_found_by_accession_gains_the_results(medplum: Me
     assert medplum.dangling() == []
 
 
+@pytest.mark.parametrize("batch", [True, False])
+def test_the_patient_and_report_are_read_in_one_batch(medplum: MedplumEhr, batch: bool) -> None:
+    """Issue 25: Medplum answers the batch read (two GET search entries, the identifiers in the
+    body, never in a URL): the write-back is two requests (RADBRIDGE_EHR_BATCH_READS=false: the
+    two searches, three); two Patients matching in its answer are refused, none picked."""
+    patient = medplum.post(
+        {"resourceType": "Patient", "identifier": [{"system": RBH, "value": "MRN0001"}]}
+    )
+    own = medplum.post({
+        "resourceType": "DiagnosticReport", "status": "final", "code": {"text": "CT chest"},
+        "identifier": [{"system": ACCESSIONS, "value": "ACC1001"}],
+        "subject": {"reference": f"Patient/{patient['id']}"},
+    })  # fmt: skip
+    settings = settings_for(medplum, ehr_batch_reads=batch)
+    report, bundle = chest_ct(settings)
+    sent: list[str] = []
+
+    def record(request: httpx.Request) -> None:
+        assert "MRN0001" not in str(request.url) and "ACC1001" not in str(request.url)
+        sent.append(f"{request.method} {request.url.path}")
+
+    with httpx.Client(timeout=60, event_hooks={"request": [record]}) as client:
+        deliver_report(bundle, report, settings, {}, client=client)
+        searches = ["POST /fhir/Patient/_search", "POST /fhir/DiagnosticReport/_search"]
+        assert sent == [*(["POST /fhir/"] if batch else searches), "POST /fhir/"]
+        (ehr_report,) = medplum.resources("DiagnosticReport")
+        assert ehr_report["id"] == own["id"]
+        assert len(ehr_report["result"]) == len(medplum.resources("Observation")) > 0
+        medplum.post(
+            {"resourceType": "Patient", "identifier": [{"system": RBH, "value": "MRN0001"}]}
+        )
+        with pytest.raises(DeliveryRejected, match="2 Patient resources at the EHR match"):
+            deliver_report(bundle, report, settings, {}, client=client)
+    assert medplum.dangling() == []
+
+
 def test_decisions_reach_the_ehr_with_resolvable_provenance_and_only_what_changed(
     medplum: MedplumEhr,
 ) -> None:

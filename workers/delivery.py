@@ -2,12 +2,17 @@
 
 `deliver_report` writes one report back against the EHR's own Patient and DiagnosticReport
 (`mappings.ehr` decides what; this module reads the EHR, then sends): it finds the Patient and
-the DiagnosticReport (searches by identifier with a system, as `POST Type/_search` so that
-identifiers never appear in a URL or a request log; two matches are refused, never picked),
-then posts ONE transaction: radbridge's changed resources and the EHR's DiagnosticReport with
-their links, a `PUT` with `ifMatch` on the version read (`ehr.write_transaction`), so the results
-and the report's link to them land together or not at all (a new report: two searches and one
-transaction). An update alone is a plain `PUT` with `If-Match`; with RADBRIDGE_EHR_PATCH the
+the DiagnosticReport (searches by identifier with a system; two matches are refused, never
+picked). Identifiers never appear in the URL of an HTTP request (nor in a request log): when
+both are looked up they go as ONE FHIR `batch` (`POST <base>`, two `GET` entries: a search, or
+the report's read; their URLs are in the request body; FHIR R4 RESTful API 3.1.0.11
+Batch/Transaction, https://hl7.org/fhir/R4/http.html#transaction: entries may be reads and
+searches, answered in a `batch-response` entry by entry), an entry's failure handled as the
+request's own would be; one lookup alone, or RADBRIDGE_EHR_BATCH_READS=false, is a
+`POST Type/_search` (form body) or `GET DiagnosticReport/<id>`. Then it posts ONE transaction:
+radbridge's changed resources and the EHR's DiagnosticReport with their links, a `PUT` with
+`ifMatch` on the version read (`ehr.write_transaction`), so the results and the report's link
+to them land together or not at all (a new report: one batch read and one transaction). An update alone is a plain `PUT` with `If-Match`; with RADBRIDGE_EHR_PATCH the
 report gets a JSON Patch (with `If-Match`) after the transaction. A 409/412 (a stale version:
 the whole transaction refused) is re-read and retried once, then `DeliveryConflict`. Last, the
 decisions' Provenance goes with the versions the EHR returned. `deliver_bundle` posts one
@@ -284,14 +289,34 @@ class _Ehr:
             ),
             f"{kind} search",
         )
-        body = response.json()
-        return [
-            e["resource"]
-            for e in body.get("entry", [])
-            if isinstance(e, dict)
-            and (e.get("resource") or {}).get("resourceType") == kind
-            and (e.get("search") or {}).get("mode", "match") == "match"
-        ]
+        return _matches(response.json(), kind)
+
+    def batch(self, urls: list[str]) -> list[_Answer]:
+        """GET each of `urls` (`Type?params` or `Type/id`) in one FHIR batch; each entry's answer.
+        The request's own failure is classified as any; an entry 401 gets one new token."""
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "batch",
+            "entry": [{"request": {"method": "GET", "url": url}} for url in urls],
+        }
+        for attempt in (1, 2):
+            response = self.checked(self.request("POST", "", body=bundle), "batch read")
+            body = response.json() if response.content else {}
+            entries = body.get("entry") if isinstance(body, dict) else None
+            if not isinstance(entries, list) or len(entries) != len(urls):
+                raise DeliveryRejected(
+                    "the EHR's batch-response does not answer each entry "
+                    "(RADBRIDGE_EHR_BATCH_READS=false reads with one search each)",
+                    status=response.status_code,
+                    outcome=None,
+                )
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            answers = [_Answer.of(entry, retry_after) for entry in entries]
+            if attempt == 1 and self.provider is not None and any(a.status == 401 for a in answers):
+                self.provider.invalidate()
+                continue
+            return answers
+        raise AssertionError("unreachable")
 
     def read(self, reference: str) -> dict[str, Any] | None:
         response = self.request("GET", reference)
@@ -299,6 +324,57 @@ class _Ehr:
             return None
         found: dict[str, Any] = self.checked(response, "read").json()
         return found
+
+
+def _matches(body: Any, kind: str) -> list[dict[str, Any]]:
+    """The `kind` resources a searchset Bundle matched (its `include`s left out)."""
+    entries = body.get("entry", []) if isinstance(body, dict) else []
+    return [
+        e["resource"]
+        for e in entries
+        if isinstance(e, dict)
+        and (e.get("resource") or {}).get("resourceType") == kind
+        and (e.get("search") or {}).get("mode", "match") == "match"
+    ]
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """One entry of a batch-response: its status, resource and OperationOutcome."""
+
+    status: int
+    resource: dict[str, Any] | None
+    outcome: dict[str, Any] | None
+    retry_after: float | None  # the batch response's Retry-After (an entry has none)
+
+    @classmethod
+    def of(cls, entry: Any, retry_after: float | None) -> _Answer:
+        entry = entry if isinstance(entry, dict) else {}
+        reply = entry.get("response") or {}
+        code = str(reply.get("status", "") if isinstance(reply, dict) else "").split(" ", 1)[0]
+        outcome = reply.get("outcome") if isinstance(reply, dict) else None
+        resource = entry.get("resource")
+        return cls(
+            int(code) if code.isdigit() else 0,
+            resource if isinstance(resource, dict) else None,
+            outcome if isinstance(outcome, dict) else None,
+            retry_after,
+        )
+
+    def checked(self, what: str, *, missing_ok: bool = False) -> dict[str, Any] | None:
+        """The entry's resource, or its failure raised as the request's own would be; None for
+        a read answered 404/410 when `missing_ok`."""
+        if missing_ok and self.status in (404, 410):
+            return None
+        if not 200 <= self.status < 300:
+            raise _failure(self.status, what, retry_after=self.retry_after, outcome=self.outcome)
+        if self.resource is None:  # never read as "none there": that would write a duplicate
+            raise DeliveryRejected(
+                f"the EHR's batch-response answered the {what} without a resource",
+                status=self.status,
+                outcome=None,
+            )
+        return self.resource
 
 
 def _failure(
@@ -329,26 +405,53 @@ def _one(found: list[dict[str, Any]], kind: str, key: ehr.Key) -> dict[str, Any]
     return found[0] if found else None
 
 
-def _read_state(server: _Ehr, who: ehr.Identity, policy: ehr.IdentityPolicy) -> ehr.EhrState:
+def _read_state(
+    server: _Ehr, who: ehr.Identity, policy: ehr.IdentityPolicy, *, batch: bool = True
+) -> ehr.EhrState:
+    """The EHR's Patient and DiagnosticReport of a report: one batch when both are looked up
+    and `batch` (RADBRIDGE_EHR_BATCH_READS), else a request each; refusals in the same order."""
+    key = who.patient_key if who.patient_reference is None else None
+    answers: list[_Answer] | None = None
+    if batch and key is not None and (who.report_reference or who.report_key):
+        report_url = who.report_reference or f"DiagnosticReport?{_key(who).query}"
+        answers = server.batch([f"Patient?{key.query}", report_url])
     patient = who.patient_reference
-    if patient is None:
-        assert who.patient_key is not None
-        found = _one(server.search("Patient", who.patient_key), "Patient", who.patient_key)
-        if found is not None:
-            patient = f"Patient/{found['id']}"
+    if key is not None:
+        found = (
+            _matches(answers[0].checked("Patient search"), "Patient")
+            if answers
+            else server.search("Patient", key)
+        )
+        found_patient = _one(found, "Patient", key)
+        if found_patient is not None:
+            patient = f"Patient/{found_patient['id']}"
         elif not policy.create_patient:
             raise IdentityRefused(
                 f"no Patient at the EHR has the report's identifier (system "
-                f"{who.patient_key.system}); RADBRIDGE_EHR_PATIENT=match writes results only "
+                f"{key.system}); RADBRIDGE_EHR_PATIENT=match writes results only "
                 "against an existing Patient"
             )
-    report = server.read(who.report_reference) if who.report_reference else None
-    if report is None and who.report_key is not None:
-        report = _one(
-            server.search("DiagnosticReport", who.report_key), "DiagnosticReport", who.report_key
+    report: dict[str, Any] | None = None
+    if who.report_reference:
+        report = (
+            answers[1].checked("read", missing_ok=True)
+            if answers
+            else server.read(who.report_reference)
         )
+    if report is None and who.report_key is not None:
+        reports = (
+            _matches(answers[1].checked("DiagnosticReport search"), "DiagnosticReport")
+            if answers and not who.report_reference
+            else server.search("DiagnosticReport", who.report_key)
+        )  # a read answered 404: the search after it
+        report = _one(reports, "DiagnosticReport", who.report_key)
     version = str((report or {}).get("meta", {}).get("versionId") or "") or None
     return ehr.EhrState(patient=patient, report=report, report_version=version)
+
+
+def _key(who: ehr.Identity) -> ehr.Key:
+    assert who.report_key is not None
+    return who.report_key
 
 
 def deliver_report(
@@ -378,7 +481,7 @@ def deliver_report(
     try:
         who = ehr.identity(report, policy)
         for attempt in (1, 2):
-            state = _read_state(server, who, policy)
+            state = _read_state(server, who, policy, batch=settings.ehr_batch_reads)
             plan = ehr.plan(
                 bundle, who, state, policy, delivered,
                 base_url=settings.fhir_base_url, patch=settings.ehr_patch,

@@ -4,13 +4,16 @@ transaction-response, and can be told to answer 429/503/400 for the next request
 
 Beside transactions it answers what radbridge's write-back asks (workers/delivery.py): reads
 (`GET Type/id`, `meta.versionId` = its version count), searches `POST Type/_search` by
-`identifier=system|value`,
-a `PUT Type/id` honouring `If-Match`, and inside a transaction conditional creates
+`identifier=system|value`, a `batch` of those two as `GET` entries (`Type?identifier=...`,
+`Type/id`; a batch-response, a missing resource a 404 entry), a `PUT Type/id` honouring `If-Match`, and inside a transaction conditional creates
 (`ifNoneExist`, their `urn:uuid` fullUrls resolved in the other entries) and PUT entries
 honouring `ifMatch` (one stale: 412 for the whole transaction, nothing of it stored, counted in
 `conflicts`). Its transaction-response carries no versions (a server radbridge must cope with).
 
-It counts what a test of exactly-once delivery needs: `puts[url]` (every PUT of a transaction
+Records: `requests` (the writes: PUTs and transactions), `reads` (each read or search, a
+batch's entries each as `batch: Type?identifier` or `batch: Type/id`), `calls` (every FHIR HTTP
+request, `METHOD path`). `script` answers the next PUTs and POSTs, batches included (never a
+`POST Type/_search`). It counts what a test of exactly-once delivery needs: `puts[url]` (every PUT of a transaction
 it accepted) and `versions[url]` (distinct contents, like a server that keeps a new version only
 when a PUT changes the resource); `refuse(bundle)` may answer 400 for chosen transactions, and
 `stall(bundle)` hold the answer to a transaction it stored (a client killed meanwhile never
@@ -38,7 +41,8 @@ class FhirServer:
         # only its matches (a scan of every resource made a long benchmark quadratic)
         self.identified: dict[tuple[str, object, object], set[str]] = {}
         self.requests: list[dict[str, str]] = []  # the writes (POST, PUT)
-        self.reads: list[str] = []  # the GETs (reads and searches)
+        self.reads: list[str] = []  # the reads and searches (a batch's: one per entry)
+        self.calls: list[str] = []  # every FHIR HTTP request: "METHOD path"
         self.script: list[tuple[int, dict[str, str], dict[str, Any] | None]] = []
         self.lock = threading.Lock()
         self.public_key: bytes | None = None  # set -> SMART token endpoint on, bearer required
@@ -71,12 +75,18 @@ class FhirServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def _scripted(self) -> bool:
-                """Count a write; answer it from `script` when one is queued (True)."""
+            def _scripted(self, *, write: bool = True) -> bool:
+                """Count a write; answer it (a batch read too) from `script` when one is queued
+                (True)."""
                 with server.lock:
-                    server.requests.append(
-                        {"path": self.path, "authorization": self.headers.get("Authorization", "")}
-                    )
+                    server.calls.append(f"{self.command} {self.path}")
+                    if write:
+                        server.requests.append(
+                            {
+                                "path": self.path,
+                                "authorization": self.headers.get("Authorization", ""),
+                            }
+                        )
                     if not server.script:
                         return False
                     status, headers, payload = server.script.pop(0)
@@ -86,6 +96,7 @@ class FhirServer:
             def do_GET(self) -> None:
                 path = self.path.removeprefix("/fhir/")
                 with server.lock:
+                    server.calls.append(f"GET {self.path}")
                     server.reads.append(self.path)
                     found = server.read(path)
                 if found is None:
@@ -97,17 +108,43 @@ class FhirServer:
 
                 kind = self.path.removeprefix("/fhir/").removesuffix("/_search")
                 with server.lock:
+                    server.calls.append(f"POST {self.path}")
                     server.reads.append(self.path)
                     wanted = parse_qs(body.decode()).get("identifier", [""])[0]
                     matches = server.search(kind, wanted)
+                return self._answer(200, _searchset(matches))
+
+            def _batch(self, bundle: dict[str, Any]) -> None:
+                """A batch of GET entries: searches by identifier and reads, answered each."""
+                from urllib.parse import parse_qs
+
+                entries: list[dict[str, Any]] = []
+                with server.lock:
+                    for entry in bundle.get("entry", []):
+                        request = entry.get("request") or {}
+                        url = str(request.get("url", ""))
+                        kind, query = url.split("?", 1) if "?" in url else (url, None)
+                        if request.get("method") != "GET":
+                            entries.append(_entry_failure("400 Bad Request", "GET entries only"))
+                        elif query is not None:
+                            server.reads.append(f"batch: {kind}?identifier")
+                            wanted = parse_qs(query).get("identifier", [""])[0]
+                            found = _searchset(server.search(kind, wanted))
+                            entries.append({"resource": found, "response": {"status": "200 OK"}})
+                        elif (resource := server.read(kind)) is not None:
+                            server.reads.append(f"batch: {kind}")
+                            etag = f'W/"{resource["meta"]["versionId"]}"'
+                            entries.append(
+                                {
+                                    "resource": resource,
+                                    "response": {"status": "200 OK", "etag": etag},
+                                }
+                            )
+                        else:
+                            server.reads.append(f"batch: {kind}")
+                            entries.append(_entry_failure("404 Not Found", "not found"))
                 return self._answer(
-                    200,
-                    {
-                        "resourceType": "Bundle",
-                        "type": "searchset",
-                        "total": len(matches),
-                        "entry": [{"resource": m, "search": {"mode": "match"}} for m in matches],
-                    },
+                    200, {"resourceType": "Bundle", "type": "batch-response", "entry": entries}
                 )
 
             def do_PUT(self) -> None:
@@ -131,12 +168,17 @@ class FhirServer:
                     token = self.headers.get("Authorization", "").removeprefix("Bearer ")
                     if token not in server.issued:
                         return self._answer(401, _outcome("unknown or expired token"))
-                if self._scripted():
-                    return None
                 try:
                     bundle = json.loads(body)
                 except ValueError:
+                    bundle = None
+                batch = isinstance(bundle, dict) and bundle.get("type") == "batch"
+                if self._scripted(write=not batch):
+                    return None
+                if not isinstance(bundle, dict):
                     return self._answer(400, _outcome("invalid JSON"))
+                if batch:
+                    return self._batch(bundle)
                 # each resource on its own (a delta write-back is not a whole radbridge Bundle,
                 # so the Bundle-level rules of `radbridge validate` do not apply)
                 problems = [
@@ -345,6 +387,20 @@ EHR_IDENTITY_ENV: dict[str, str] = {
     for name, value in EHR_IDENTITY.items()
 }
 """EHR_IDENTITY as the environment of a `radbridge serve` subprocess."""
+
+
+def _searchset(matches: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": len(matches),
+        "entry": [{"resource": m, "search": {"mode": "match"}} for m in matches],
+    }
+
+
+def _entry_failure(status: str, text: str) -> dict[str, Any]:
+    """A batch-response entry that failed, with its OperationOutcome."""
+    return {"response": {"status": status, "outcome": _outcome(text)}}
 
 
 def _outcome(text: str) -> dict[str, Any]:
