@@ -5,9 +5,9 @@
 the DiagnosticReport (searches by identifier with a system; two matches are refused, never
 picked). Identifiers never appear in the URL of an HTTP request (nor in a request log): when
 both are looked up they go as ONE FHIR `batch` (`POST <base>`, two `GET` entries: a search, or
-the report's read; their URLs are in the request body; FHIR R4 RESTful API 3.1.0.11
-Batch/Transaction, https://hl7.org/fhir/R4/http.html#transaction: entries may be reads and
-searches, answered in a `batch-response` entry by entry), an entry's failure handled as the
+the report's read; their URLs are in the request body; FHIR R4 RESTful API, batch/transaction,
+https://hl7.org/fhir/R4/http.html#transaction: entries may be reads and searches, answered in
+a `batch-response` entry by entry), an entry's failure handled as the
 request's own would be; one lookup alone, or RADBRIDGE_EHR_BATCH_READS=false, is a
 `POST Type/_search` (form body) or `GET DiagnosticReport/<id>`. Then it posts ONE transaction:
 radbridge's changed resources and the EHR's DiagnosticReport with their links, a `PUT` with
