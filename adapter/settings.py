@@ -132,9 +132,9 @@ class Settings(BaseSettings):
         default=16,
         ge=1,
         le=256,
-        description="serve queues the messages it accepts as extraction tasks of up to this "
-        "many (the worker claims, stores and records them with the store round trips of one); "
-        "1: one task per message",
+        description="rules stage: serve queues the messages it accepts as extraction tasks of "
+        "up to this many (the worker claims, stores and records them with the store round trips "
+        "of one); 1: one task per message, as always with a model (llm, hybrid)",
     )
     extract_batch_wait_ms: float = Field(
         default=20.0,

@@ -196,10 +196,13 @@ async def run_services(settings: Settings, *, with_worker: bool = True) -> None:
         # the store is the truth: a stored message is ACKed whatever Redis does; the enqueue
         # runs off the event loop on the enqueuer's thread (a Redis that is away must not hold
         # up ACKs), several messages per task, and what it could not send is left to reconcile
+        # with a model each message is a task of its own: a batch would hold back its first
+        # result for the whole batch's generation and lose all of it with a worker
+        rules = settings.stage == "rules"
         enqueuer = BatchEnqueuer(
             enqueue,
-            batch=settings.extract_batch,
-            wait_s=settings.extract_batch_wait_ms / 1000,
+            batch=settings.extract_batch if rules else 1,
+            wait_s=settings.extract_batch_wait_ms / 1000 if rules else 0.0,
         ).start()
         cleanup.callback(enqueuer.close)
         on_accepted = enqueuer.submit
