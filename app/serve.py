@@ -162,6 +162,16 @@ def reconcile_probe(settings: Settings, broker: str) -> Callable[[], bool]:
     return fresh
 
 
+def extract_batching(settings: Settings) -> tuple[int, float]:
+    """(messages per extraction task, seconds a task waits for more) of serve's enqueuer:
+    RADBRIDGE_EXTRACT_BATCH and RADBRIDGE_EXTRACT_BATCH_WAIT_MS for the rules stage; with a
+    model (llm, hybrid) one message per task, sent at once (a batch would hold back its first
+    result for the whole batch's generation)."""
+    if settings.stage != "rules":
+        return 1, 0.0
+    return settings.extract_batch, settings.extract_batch_wait_ms / 1000
+
+
 async def run_services(settings: Settings, *, with_worker: bool = True) -> None:
     """Run API, MLLP and (unless `with_worker` is False) a supervised worker until a stop signal.
 
@@ -196,14 +206,8 @@ async def run_services(settings: Settings, *, with_worker: bool = True) -> None:
         # the store is the truth: a stored message is ACKed whatever Redis does; the enqueue
         # runs off the event loop on the enqueuer's thread (a Redis that is away must not hold
         # up ACKs), several messages per task, and what it could not send is left to reconcile
-        # with a model each message is a task of its own: a batch would hold back its first
-        # result for the whole batch's generation and lose all of it with a worker
-        rules = settings.stage == "rules"
-        enqueuer = BatchEnqueuer(
-            enqueue,
-            batch=settings.extract_batch if rules else 1,
-            wait_s=settings.extract_batch_wait_ms / 1000 if rules else 0.0,
-        ).start()
+        batch, wait_s = extract_batching(settings)
+        enqueuer = BatchEnqueuer(enqueue, batch=batch, wait_s=wait_s).start()
         cleanup.callback(enqueuer.close)
         on_accepted = enqueuer.submit
 

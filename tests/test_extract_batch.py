@@ -109,6 +109,17 @@ def test_a_broker_failure_is_logged_and_the_next_task_goes(
     assert "broker away" not in caplog.text  # the type only
 
 
+@pytest.mark.parametrize(
+    ("stage", "expected"), [("rules", (16, 0.02)), ("llm", (1, 0.0)), ("hybrid", (1, 0.0))]
+)
+def test_only_the_rules_stage_batches(stage: str, expected: tuple[int, float]) -> None:
+    """With a model each message is a task of its own (its result is not held back for a
+    batch's whole generation)."""
+    from app.serve import extract_batching
+
+    assert extract_batching(Settings(stage=stage)) == expected  # type: ignore[arg-type]
+
+
 def test_reconcile_sees_the_messages_of_a_batch_task_in_the_broker(
     tmp_path: Path, redis_url: str
 ) -> None:
