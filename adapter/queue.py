@@ -102,31 +102,35 @@ QUEUE = "celery"
 """The Redis list of the default queue (kombu adds one per priority step: `QUEUE\\x06\\x16N`)."""
 
 
+def task_message_ids(payload: Any) -> list[int]:
+    """The message ids of a task message as the broker holds it (kombu's JSON envelope: an
+    `extract_report` task names one, an `extract_batch` task several; any other task, or
+    what cannot be read, none)."""
+    import base64
+    import json
+
+    try:
+        if isinstance(payload, (bytes, str)):
+            payload = json.loads(payload)
+        task = payload["headers"]["task"]
+        if task not in (EXTRACT_TASK, EXTRACT_BATCH_TASK):
+            return []
+        body = payload["body"]
+        if payload.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        first = json.loads(body)[0][0]
+        return [int(m) for m in first] if task == EXTRACT_BATCH_TASK else [int(first)]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return []
+
+
 def queued_extractions(url: str) -> set[int] | None:
     """The message ids whose extraction task waits in the broker's queue now (reconcile does
     not queue those again: a backlog would be queued once more each interval). Tasks a worker
     has reserved (kombu's `unacked` hash) do not count: their worker may be dead, and Redis
     would give them back only after the visibility timeout. None when the broker cannot be
     read (reconcile then queues all)."""
-    import base64
-    import json
-
     import redis
-
-    def message_ids(payload: Any) -> list[int]:
-        try:
-            if isinstance(payload, (bytes, str)):
-                payload = json.loads(payload)
-            task = payload["headers"]["task"]
-            if task not in (EXTRACT_TASK, EXTRACT_BATCH_TASK):
-                return []
-            body = payload["body"]
-            if payload.get("properties", {}).get("body_encoding") == "base64":
-                body = base64.b64decode(body)
-            first = json.loads(body)[0][0]
-            return [int(m) for m in first] if task == EXTRACT_BATCH_TASK else [int(first)]
-        except (ValueError, KeyError, IndexError, TypeError):
-            return []
 
     client = redis_client(url)
     try:
@@ -134,4 +138,4 @@ def queued_extractions(url: str) -> set[int] | None:
         waiting = [item for name in queues for item in client.lrange(name, 0, -1)]
     except redis.RedisError:
         return None
-    return {m for item in waiting for m in message_ids(item)}
+    return {m for item in waiting for m in task_message_ids(item)}

@@ -90,6 +90,7 @@ def test_a_broker_failure_is_logged_and_the_next_task_goes(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     sent: list[list[int]] = []
+    caplog.set_level(logging.WARNING, logger="radbridge.enqueue")
     logging.getLogger("radbridge.enqueue").addHandler(caplog.handler)  # whatever propagates
 
     def send(ids: Sequence[int]) -> None:
@@ -300,3 +301,28 @@ def test_a_batch_leaves_the_search_index_one_task_per_message_leaves(
     batch, one_by_one = indexes
     assert batch == one_by_one
     assert len(batch) > 20
+
+
+def test_a_batch_whose_worker_was_lost_sends_each_message_to_a_task_of_its_own(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Celery delivers the batch again after its worker died (a message that kills its
+    process): each message goes back, due now, to a task of its own, so that only the one at
+    fault can end dead; the lost attempt counts, the claim that found it does not."""
+    ehr = FhirServer().start()
+    try:
+        app = worker_app(store, settings_for(ehr, tmp_path), monkeypatch)
+        sent = Sent(app, monkeypatch)
+        ids = [accept(store, oru(n, mrn=f"MRN-K{n}"), f"K{n}") for n in range(3)]
+        store.claim_messages(ids, token="lost-batch", max_attempts=6)  # the run that died
+        assert app.tasks[EXTRACT_BATCH_TASK].apply(args=[ids], task_id="lost-batch").get() == []
+        assert sorted(args[0] for name, args, _ in sent.tasks if name == EXTRACT_TASK) == ids
+        for message_id in ids:
+            row = store.get_message(message_id)
+            assert row is not None and (row.state, row.attempts) == ("failed", 1)
+        assert ehr.transactions == 0
+        for message_id in ids:  # each on its own
+            assert len(app.tasks[EXTRACT_TASK](message_id)) == 1
+            assert store.get_message(message_id).state == "delivered"  # type: ignore[union-attr]
+    finally:
+        ehr.stop()

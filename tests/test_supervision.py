@@ -187,6 +187,8 @@ def test_flushed_redis_is_recovered_by_reconcile(service: Service) -> None:
     they stay queued): reconcile queues every one again and all are extracted."""
     import redis
 
+    from adapter.queue import task_message_ids
+
     worker = worker_of(service)
     family = [psutil.Process(worker), *psutil.Process(worker).children(recursive=True)]
     for process in family:
@@ -196,8 +198,16 @@ def test_flushed_redis_is_recovered_by_reconcile(service: Service) -> None:
         for n in range(count):
             assert b"MSA|AA|" in send(service, message(f"FLUSH{n:04d}"))
         client = redis.Redis(unix_socket_path=str(service.data_dir / "redis.sock"))
-        # all queued (one may be reserved by the suspended worker); the enqueue follows the ACK
-        wait_for(lambda: client.llen("celery") >= count - 1, 10, "the messages queued")
+
+        def in_broker() -> set[int]:
+            """The messages whose task is queued or reserved (serve queues several per task);
+            the task a suspended consumer's pending BRPOP took is in neither."""
+            reserved = [json.loads(v)[0] for v in client.hvals("unacked")]
+            held = [*client.lrange("celery", 0, -1), *reserved]
+            return {m for task in held for m in task_message_ids(task)}
+
+        # the last message's task is in the broker: serve queues them in order, after the ACK
+        wait_for(lambda: count in in_broker(), 10, "the messages queued")
         client.flushdb()
         flushed = time.monotonic()
     finally:

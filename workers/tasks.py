@@ -385,6 +385,8 @@ def extract_batch(task: Task, message_ids: list[int]) -> list[str]:
     claims = store.claim_messages(
         message_ids, token=task.request.id, max_attempts=max_attempts(settings)
     )
+    if any(claim.again for claim in claims.values()):  # its worker was lost during this batch
+        return split_batch(task.app, store, settings, claims)
     earlier: list[Result] = []  # the batch's results so far: the timeline sees them too
     processed: list[Processed] = []
     for message_id, claimed in claims.items():
@@ -420,6 +422,33 @@ def extract_batch(task: Task, message_ids: list[int]) -> list[str]:
     ]
     after_extraction(task.app, store, settings, extractions, later)
     return [bundle_id for _, extracted in extractions for bundle_id in extracted.bundle_ids]
+
+
+def split_batch(
+    app: Celery, store: Store, settings: Settings, claims: dict[int, Claim]
+) -> list[str]:
+    """A batch whose worker was lost while it ran (a message that kills its process, as a
+    native crash would): every message it claims again goes back, `failed` and due now, to a
+    task of its own (`extract_report`), so that the one at fault ends `dead` at its attempt cap
+    alone while the others are extracted. The claim that found this is refunded; the lost
+    attempt counts."""
+    for message_id, claimed in claims.items():
+        if claimed.outcome == DEAD:
+            send_application_ack(store, settings, message_id, success=False)
+        if claimed.outcome != CLAIMED:
+            continue
+        store.mark_failed(
+            message_id,
+            "worker lost during a batch: retried on its own",
+            retry_at=datetime.now(UTC),
+            refund_attempt=True,
+        )
+        try:
+            app.send_task(EXTRACT_TASK, args=[message_id])
+        except Exception as error:  # due now: reconcile sends it
+            log.warning("retry of message %d not sent (%s)", message_id, type(error).__name__)
+    log.warning("a batch of %d message(s) lost its worker: each retried on its own", len(claims))
+    return []
 
 
 def split_destinations(settings: Settings) -> tuple[list[str], list[Destination]]:

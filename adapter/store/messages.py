@@ -102,11 +102,13 @@ class AcceptResult:
 @dataclass(frozen=True)
 class Claim:
     """What `Store.claim_message` got: CLAIMED with the message's raw bytes and content type,
-    or TAKEN / DEAD (nothing to process)."""
+    or TAKEN / DEAD (nothing to process); `again`: the message was `processing` under this same
+    task (Celery delivered the task again after its worker was lost)."""
 
     outcome: str
     raw: bytes = b""
     content_type: str = ""
+    again: bool = False
 
 
 @dataclass(frozen=True)
@@ -620,4 +622,4 @@ def _claim_in(
     )
     if outcome == DEAD:
         return Claim(DEAD)
-    return Claim(CLAIMED, bytes(row.raw), str(row.content_type))
+    return Claim(CLAIMED, bytes(row.raw), str(row.content_type), again=own)
