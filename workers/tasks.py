@@ -498,18 +498,20 @@ def deliver_inline(
     app: Celery, store: Store, settings: Settings, extractions: Sequence[tuple[int, Extracted]]
 ) -> None:
     """Push each saved Bundle of the extracted messages (message id, what was kept) to the
-    destinations `Store.finish_extraction` claimed for this task, then record every push that
-    went through in one transaction (`Store.record_deliveries`, as the deliver task records
-    one; with its last Bundle a message goes `delivered`); a Bundle saved again meanwhile is
-    queued again. A failed push is recorded by `delivery_failed`: retried by a deliver task
-    after its backoff (sent with a countdown; reconcile sends it when due if Redis lost it),
-    or refused/dead; after such a failure the task's later Bundles for that destination are
-    not pushed but go the same way (an outage costs one timeout, not one per Bundle). The
-    extraction stays done either way."""
+    destinations `Store.finish_extraction` claimed for this task, message by message, and
+    record each message's pushes that went through in one transaction as soon as they are
+    done (`Store.record_deliveries`, as the deliver task records one; with its last Bundle the
+    message goes `delivered`): a worker lost mid-batch leaves at most one message's pushes
+    unrecorded (pushed again, idempotently, when their claim runs out). A Bundle saved again
+    meanwhile is queued again. A failed push is recorded by `delivery_failed`: retried by a
+    deliver task after its backoff (sent with a countdown; reconcile sends it when due if
+    Redis lost it), or refused/dead; after such a failure the task's later Bundles for that
+    destination are not pushed but go the same way (an outage costs one timeout, not one per
+    Bundle). The extraction stays done either way."""
     required = destinations.required(settings)
-    records: list[DeliveryRecord] = []
-    tasks: list[str] = []
     for message_id, extracted in extractions:
+        records: list[DeliveryRecord] = []
+        tasks: list[str] = []
         for result in extracted.saved:
             for target, held in result.claimed.items():
                 bundle, task_name = result.bundle, destinations.by_name(target).task
@@ -546,12 +548,12 @@ def deliver_inline(
                     )
                 )
                 tasks.append(task_name)
-    if not records:
-        return
-    changed = store.record_deliveries(records)
-    for record, task_name, again in zip(records, tasks, changed, strict=True):
-        if again:  # a decision saved during the push
-            app.send_task(task_name, args=[record.bundle_id])
+        if not records:
+            continue
+        changed = store.record_deliveries(records)
+        for record, task_name, again in zip(records, tasks, changed, strict=True):
+            if again:  # a decision saved during the push
+                app.send_task(task_name, args=[record.bundle_id])
 
 
 def extraction_failed(
