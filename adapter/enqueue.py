@@ -3,7 +3,7 @@
 serve stores a message, ACKs it, then hands its id here (`BatchEnqueuer.submit`, never
 blocking). One thread sends the tasks: it holds an id for up to RADBRIDGE_EXTRACT_BATCH_WAIT_MS
 for others to join it and sends up to RADBRIDGE_EXTRACT_BATCH ids as one task
-(`adapter.queue.enqueue_extract_batch`): the worker then claims, stores and records them with
+(`adapter.queue.enqueue_extract_batch`): the worker then claims and stores them with
 the store round trips and the Celery overhead of one message. The store stays the truth: an id
 whose task was never sent (Redis away, serve stopped first) is an accepted message, and
 reconcile queues it.

@@ -133,7 +133,7 @@ class Settings(BaseSettings):
         ge=1,
         le=256,
         description="rules stage: serve queues the messages it accepts as extraction tasks of "
-        "up to this many (the worker claims, stores and records them with the store round trips "
+        "up to this many (the worker claims and stores them with the store round trips "
         "of one); 1: one task per message, as always with a model (llm, hybrid)",
     )
     extract_batch_wait_ms: float = Field(
