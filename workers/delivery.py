@@ -271,15 +271,9 @@ class _Ehr:
         if not isinstance(answer, dict):
             return {}
         for entry in answer.get("entry", []):
-            reply = (entry.get("response") or {}) if isinstance(entry, dict) else {}
-            code = str(reply.get("status", "")).split(" ", 1)[0]
-            if code.isdigit() and not 200 <= int(code) < 300:
-                outcome = reply.get("outcome")
-                raise _failure(
-                    int(code),
-                    f"{what} (an entry)",
-                    outcome=outcome if isinstance(outcome, dict) else None,
-                )
+            reply = _Answer.of(entry, None)
+            if reply.status and not 200 <= reply.status < 300:  # 0: no status given
+                raise _failure(reply.status, f"{what} (an entry)", outcome=reply.outcome)
         return answer
 
     def search(self, kind: str, key: ehr.Key) -> list[dict[str, Any]]:

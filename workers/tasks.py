@@ -54,7 +54,7 @@ from mappings.media_types import FHIR_JSON
 from mappings.report import FindingStatus, Report
 from mappings.template import load_templates
 from mappings.timeline import TimelineEntry, link_stored, patient_reference
-from workers.delivery import PUSHES, Pushed, backoff_seconds
+from workers.delivery import PUSHES, backoff_seconds
 from workers.errors import (
     DeliveryError,
     DeliveryRejected,
@@ -163,9 +163,7 @@ def extract_message(
     """
     claimed = store.claim_message(message_id, token=token, max_attempts=max_attempts(settings))
     if claimed.outcome != CLAIMED:
-        log.info("message %d not claimed (%s)", message_id, claimed.outcome)
-        if claimed.outcome == DEAD:
-            send_application_ack(store, settings, message_id, success=False)
+        unclaimed(store, settings, message_id, claimed)
         return None
     processed = process_claimed(store, settings, message_id, claimed, [])
     if processed is None:
@@ -174,6 +172,14 @@ def extract_message(
         message_id, processed.outputs, queue=queue, claim=claim, lease=delivery_lease(settings)
     )
     return extracted_of(message_id, saved, processed)
+
+
+def unclaimed(store: Store, settings: Settings, message_id: int, claimed: Claim) -> None:
+    """A message a task did not claim (done, another task's, or dead at its attempt cap: then
+    its negative application ACK goes)."""
+    log.info("message %d not claimed (%s)", message_id, claimed.outcome)
+    if claimed.outcome == DEAD:
+        send_application_ack(store, settings, message_id, success=False)
 
 
 @dataclass(frozen=True)
@@ -391,9 +397,7 @@ def extract_batch(task: Task, message_ids: list[int]) -> list[str]:
     processed: list[Processed] = []
     for message_id, claimed in claims.items():
         if claimed.outcome != CLAIMED:
-            log.info("message %d not claimed (%s)", message_id, claimed.outcome)
-            if claimed.outcome == DEAD:
-                send_application_ack(store, settings, message_id, success=False)
+            unclaimed(store, settings, message_id, claimed)
             continue
         try:
             done = process_claimed(store, settings, message_id, claimed, earlier)
@@ -433,9 +437,8 @@ def split_batch(
     alone while the others are extracted. The claim that found this is refunded; the lost
     attempt counts."""
     for message_id, claimed in claims.items():
-        if claimed.outcome == DEAD:
-            send_application_ack(store, settings, message_id, success=False)
         if claimed.outcome != CLAIMED:
+            unclaimed(store, settings, message_id, claimed)
             continue
         store.mark_failed(
             message_id,
@@ -443,10 +446,7 @@ def split_batch(
             retry_at=datetime.now(UTC),
             refund_attempt=True,
         )
-        try:
-            app.send_task(EXTRACT_TASK, args=[message_id])
-        except Exception as error:  # due now: reconcile sends it
-            log.warning("retry of message %d not sent (%s)", message_id, type(error).__name__)
+        send_or_leave(app, EXTRACT_TASK, message_id)
     log.warning("a batch of %d message(s) lost its worker: each retried on its own", len(claims))
     return []
 
@@ -510,8 +510,7 @@ def deliver_inline(
     Bundle). The extraction stays done either way."""
     required = destinations.required(settings)
     for message_id, extracted in extractions:
-        records: list[DeliveryRecord] = []
-        tasks: list[str] = []
+        pushes: list[tuple[DeliveryRecord, str]] = []
         for result in extracted.saved:
             for target, held in result.claimed.items():
                 bundle, task_name = result.bundle, destinations.by_name(target).task
@@ -521,10 +520,7 @@ def deliver_inline(
                 def later(
                     countdown: float, exc: Exception, name: str = task_name, sent: str = bundle_id
                 ) -> None:
-                    try:
-                        app.send_task(name, args=[sent], countdown=countdown)
-                    except Exception as error:  # the record says when: reconcile sends it
-                        log.warning("deliver task not sent (%s)", type(error).__name__)
+                    send_or_leave(app, name, sent, countdown)
 
                 try:
                     if _paused(target):
@@ -536,24 +532,26 @@ def deliver_inline(
                         _PAUSED_UNTIL[target] = time.monotonic() + INLINE_PAUSE_S
                     delivery_failed(later, store, settings, bundle_id, target, exc)
                     continue
-                records.append(
-                    DeliveryRecord(
-                        bundle_id,
-                        target,
-                        pushed.status,
-                        pushed.delivered,
-                        message_id,
-                        required,
-                        result.stamp,
-                    )
+                record = DeliveryRecord(
+                    bundle_id,
+                    target,
+                    pushed.status,
+                    pushed.delivered,
+                    message_id,
+                    required,
+                    result.stamp,
                 )
-                tasks.append(task_name)
-        if not records:
-            continue
-        changed = store.record_deliveries(records)
-        for record, task_name, again in zip(records, tasks, changed, strict=True):
-            if again:  # a decision saved during the push
-                app.send_task(task_name, args=[record.bundle_id])
+                pushes.append((record, task_name))
+        record_pushes(app, store, pushes)
+
+
+def send_or_leave(app: Celery, name: str, argument: Any, countdown: float | None = None) -> None:
+    """Send a task for work the store already records as due (a retry, a delivery after its
+    backoff); a broker that refuses it is logged (the error's type): reconcile sends it."""
+    try:
+        app.send_task(name, args=[argument], countdown=countdown)
+    except Exception as error:
+        log.warning("%s task not sent (%s): reconcile sends it", name, type(error).__name__)
 
 
 def extraction_failed(
@@ -583,12 +581,8 @@ def failed_in_batch(
     except Exception as error:  # not processing any more, or the store: reconcile retries
         log.warning("message %d failure not recorded (%s)", message_id, type(error).__name__)
         return
-    if countdown is None:
-        return
-    try:
-        app.send_task(EXTRACT_TASK, args=[message_id], countdown=countdown)
-    except Exception as error:
-        log.warning("retry of message %d not sent (%s)", message_id, type(error).__name__)
+    if countdown is not None:
+        send_or_leave(app, EXTRACT_TASK, message_id, countdown)
 
 
 def record_failure(
@@ -643,43 +637,29 @@ def deliver(task: Task, bundle_id: str) -> str:
             raise task.retry(countdown=countdown, exc=error) from None
 
         return delivery_failed(retry, store, settings, bundle_id, target, exc)
-    record_delivered(
-        task.app,
-        store,
-        (bundle_id, target, task.name),
-        pushed,
+    record = DeliveryRecord(
+        bundle_id,
+        target,
+        pushed.status,
+        pushed.delivered,
         job.message_id,
         destinations.required(settings),
         job.stamp,
     )
+    record_pushes(task.app, store, [(record, task.name)])
     return "delivered"
 
 
-def record_delivered(
-    app: Celery,
-    store: Store,
-    delivery: tuple[str, str, str],
-    pushed: Pushed,
-    message_id: int | None,
-    required: Sequence[str],
-    stamp: datetime | None,
-) -> None:
-    """Record a push that went through (`delivery`: Bundle id, destination, its deliver
-    task), by the deliver task and the extraction task's inline push alike; a decision saved
-    during the push queues the Bundle again."""
-    bundle_id, target, task_name = delivery
-    changed = store.record_delivery_attempt(
-        bundle_id,
-        target,
-        state="delivered",
-        status=pushed.status,
-        delivered=pushed.delivered,
-        delivered_message=message_id,
-        required=required,
-        stamp=stamp,
-    )
-    if changed:  # a decision saved during the push
-        app.send_task(task_name, args=[bundle_id])
+def record_pushes(app: Celery, store: Store, pushes: Sequence[tuple[DeliveryRecord, str]]) -> None:
+    """Record pushes that went through, each with its deliver task's name, in one transaction
+    (`Store.record_deliveries`), by the deliver task and the extraction task's inline pushes
+    alike; a Bundle saved again during its push (a decision) is queued again."""
+    if not pushes:
+        return
+    changed = store.record_deliveries([record for record, _ in pushes])
+    for (record, task_name), again in zip(pushes, changed, strict=True):
+        if again:
+            app.send_task(task_name, args=[record.bundle_id])
 
 
 def destination_of(task_name: str) -> str:

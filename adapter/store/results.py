@@ -50,6 +50,10 @@ from mappings.timeline import prior_from_resource
 
 log = logging.getLogger("radbridge.store")
 
+PendingTokens = dict[tuple[str, str], tuple[dict[str, Any], IndexTerms]]
+"""Resources whose search index a batch's transaction writes at its end (`write_tokens`), by
+(type, id): each as its last write left it."""
+
 
 @dataclass(frozen=True)
 class SavedResult:
@@ -187,7 +191,7 @@ class ResultStore(StoreBase):
         them is no longer `processing` (the caller may then finish each on its own)."""
         done: dict[int, list[SavedResult]] = {}
         now = _now()
-        tokens: dict[tuple[str, str], tuple[dict[str, Any], IndexTerms]] = {}
+        tokens: PendingTokens = {}
         with self.transaction() as connection:
             for message_id, outputs in finished:
                 done[message_id] = self._finish_in(
@@ -224,7 +228,7 @@ class ResultStore(StoreBase):
         queue: Sequence[str],
         claim: Sequence[str],
         lease: timedelta,
-        tokens: dict[tuple[str, str], tuple[dict[str, Any], IndexTerms]],
+        tokens: PendingTokens,
     ) -> list[SavedResult]:
         """One message of `finish_extractions`, inside the caller's transaction (`tokens`: the
         resources whose search index the caller writes at the end, `_save_result_in`)."""
@@ -305,7 +309,7 @@ class ResultStore(StoreBase):
         now: datetime,
         *,
         no_template: bool = False,
-        tokens: dict[tuple[str, str], tuple[dict[str, Any], IndexTerms]] | None = None,
+        tokens: PendingTokens | None = None,
     ) -> SavedResult:
         """`save_result` inside the caller's transaction (`no_template`: the Bundle is the
         report's `report_only` result, so no template's values of the report stay in force;
