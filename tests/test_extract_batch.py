@@ -8,6 +8,7 @@ a real Redis for the broker's view."""
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ from adapter.store import Store
 from adapter.store.messages import Incoming
 from adapter.tables import bundles, deliveries
 from tests.helpers.fhir_server import EHR_IDENTITY, FhirServer
+from tests.stores import KINDS, open_store
 from tests.test_inline_delivery import Sent, worker_app
 from tests.test_throughput import Transactions, oru
 from workers.tasks import make_worker_app
@@ -269,39 +271,120 @@ def test_a_correction_in_the_same_batch_reaches_the_ehr_last(
         ehr.stop()
 
 
-def test_a_batch_leaves_the_search_index_one_task_per_message_leaves(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The batch writes the search index once, at the end of its transaction, as each
-    resource's last write left it: the same rows as one task per message, a correction of the
-    same report in the batch included."""
-    from adapter.tables import search_tokens
+def with_identifier(raw: bytes, identifier: bytes) -> bytes:
+    """The message with one more patient identifier (PID-3): the Patient's body changes."""
+    segments = raw.split(b"\r")
+    pid = segments[1].split(b"|")
+    pid[3] += b"~" + identifier
+    segments[1] = b"|".join(pid)
+    return b"\r".join(segments)
 
+
+def stored_state(store: Store) -> dict[str, list[tuple[Any, ...]]]:
+    """What the store holds of results, without the times it wrote them."""
+    from adapter.tables import audit_events, messages, resource_versions, resources, search_tokens
+
+    reads = {
+        "resources": sa.select(
+            resources.c.resource_type,
+            resources.c.id,
+            resources.c.version_id,
+            resources.c.bundle_id,
+            resources.c.status,
+            resources.c.subject,
+            resources.c.code,
+            resources.c.report_ref,
+            resources.c.template_id,
+            resources.c.variable_id,
+            resources.c.body,
+        ),
+        "versions": sa.select(
+            resource_versions.c.resource_type,
+            resource_versions.c.id,
+            resource_versions.c.version_id,
+            resource_versions.c.body,
+        ),
+        "bundles": sa.select(bundles.c.id, bundles.c.message_id, bundles.c.body),
+        "deliveries": sa.select(deliveries.c.bundle_id, deliveries.c.target, deliveries.c.state),
+        "messages": sa.select(messages.c.id, messages.c.state, messages.c.reason),
+        "audit": sa.select(audit_events.c.message_id, audit_events.c.event, audit_events.c.detail),
+        "tokens": sa.select(search_tokens),
+    }
+    with store.transaction() as connection:
+        return {
+            name: sorted(
+                tuple(_NOW.sub("<now>", str(v)) for v in row) for row in connection.execute(read)
+            )
+            for name, read in reads.items()
+        }
+
+
+_NOW = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+(Z|[+-]\d\d:\d\d)?")
+"""A time the store or the pipeline took when it wrote (`issued`, `recorded`...)."""
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_batch_stores_what_one_task_per_message_stores(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch writes its new results with one statement per table and reads the store only
+    for the others; what it leaves is what one task per message leaves: the same index rows
+    and search terms, resource versions (a Patient changed within the batch gets its next
+    version), deliveries, message states and audit trail, with a correction of a report of the
+    batch and the same report sent again in it."""
     raws = [
         oru(8, findings="FINDINGS: Small right pleural effusion. Heart size is enlarged."),
         oru(9, mrn="MRN-I9"),
-        oru(8, findings="FINDINGS: No pleural effusion. Normal heart size."),
+        with_identifier(oru(10, mrn="MRN-I9"), b"NH-77^^^NHS^NH"),  # the Patient changes
+        oru(8, findings="FINDINGS: No pleural effusion. Normal heart size."),  # a correction
+        oru(9, mrn="MRN-I9"),  # the same report again
+        oru(11, mrn="MRN-I11"),
     ]
-    indexes = []
-    for kind in ("batch", "one by one"):
-        settings = Settings(data_dir=tmp_path / kind, stage="rules")
-        store = Store.open(settings)
-        try:
+    states = []
+    for way in ("batch", "one by one"):
+        settings = Settings(data_dir=tmp_path / way, stage="rules")
+        with open_store(kind, settings) as store:
             app = worker_app(store, settings, monkeypatch)
             Sent(app, monkeypatch)
             ids = [accept(store, raw, f"I{n}") for n, raw in enumerate(raws)]
-            if kind == "batch":
+            if way == "batch":
                 app.tasks[EXTRACT_BATCH_TASK](ids)
             else:
                 for message_id in ids:
                     app.tasks[EXTRACT_TASK](message_id)
-            with store.transaction() as connection:
-                indexes.append(sorted(map(tuple, connection.execute(sa.select(search_tokens)))))
-        finally:
-            store.close()
-    batch, one_by_one = indexes
-    assert batch == one_by_one
-    assert len(batch) > 20
+            states.append(stored_state(store))
+    batch, one_by_one = states
+    for table in batch:
+        assert batch[table] == one_by_one[table], table
+    assert len(batch["tokens"]) > 20
+    assert any(row[0] == "Patient" for row in batch["versions"])  # the rename's earlier version
+
+
+class Inserts:
+    """Counts the INSERT statements an engine runs (an executemany counts once), by table."""
+
+    def __init__(self, store: Store) -> None:
+        self.into: dict[str, int] = {}
+        sa.event.listen(store.engine, "before_cursor_execute", self.counted)
+
+    def counted(self, _c: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        words = statement.split()
+        if words[:2] == ["INSERT", "INTO"]:
+            self.into[words[2]] = self.into.get(words[2], 0) + 1
+
+
+def test_a_batch_of_new_reports_writes_each_table_with_one_statement(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", stage="rules")
+    app = worker_app(store, settings, monkeypatch)
+    Sent(app, monkeypatch)
+    ids = [accept(store, oru(n, mrn=f"MRN-N{n}"), f"N{n}") for n in range(6)]
+    count = Inserts(store)
+    assert len(app.tasks[EXTRACT_BATCH_TASK](ids)) == len(ids)
+    for table in ("extractions", "bundles", "resources", "search_tokens"):
+        assert count.into.get(table) == 1, table
+    assert [store.audit_trail(m) for m in ids] == [["processing", "extracted"]] * len(ids)
 
 
 def test_a_batch_whose_worker_was_lost_sends_each_message_to_a_task_of_its_own(

@@ -26,13 +26,19 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from adapter.errors import StoreError
-from adapter.search_index import key_params, keys_condition, write_tokens
+from adapter.search_index import key_params, write_tokens
+from adapter.store.batch_writes import (
+    SHARED_TYPES,
+    BatchResults,
+    PendingWrites,
+    prefetch,
+    stored_rows,
+)
 from adapter.store.connection import StoreBase
 from adapter.store.connection import utc_now as _now
-from adapter.store.deliveries import queue_delivery
-from adapter.store.messages import EXTRACTED, transition_in
-from adapter.store.reextraction import keep_reviewed
+from adapter.store.deliveries import QUEUED, SENDING, queue_delivery
+from adapter.store.messages import EXTRACTED
+from adapter.store.reextraction import REVIEWABLE, keep_reviewed
 from adapter.tables import (
     audit_events,
     bundles,
@@ -118,23 +124,6 @@ def _upserts(is_sqlite: bool) -> tuple[Any, Any]:
     return bundle, resource
 
 
-@cache
-def _stored_rows(types: int, is_sqlite: bool) -> Any:
-    """`_keep_versions`' read of the stored rows of resources of `types` types (locked on
-    PostgreSQL), built once per shape (`adapter.search_index.keys_condition`)."""
-    query = sa.select(
-        resources.c.resource_type,
-        resources.c.id,
-        resources.c.version_id,
-        resources.c.body,
-        resources.c.last_updated,
-    ).where(keys_condition(resources.c.resource_type, resources.c.id, types))
-    return query if is_sqlite else query.with_for_update()
-
-
-_SHARED_TYPES = frozenset({"Patient", "Device", "Practitioner"})
-
-
 class ResultStore(StoreBase):
     """Extraction records and results (Bundles, their resources and versions)."""
 
@@ -192,7 +181,10 @@ class ResultStore(StoreBase):
         done: dict[int, list[SavedResult]] = {}
         now = _now()
         tokens: PendingTokens = {}
+        batch = [o.bundle for _, outputs in finished for o in outputs if o.bundle is not None]
+        pending = PendingWrites()
         with self.transaction() as connection:
+            known = prefetch(connection, batch, self.is_sqlite)
             for message_id, outputs in finished:
                 done[message_id] = self._finish_in(
                     connection,
@@ -203,10 +195,13 @@ class ResultStore(StoreBase):
                     claim=claim,
                     lease=lease,
                     tokens=tokens,
+                    known=known,
+                    pending=pending,
                 )
                 # each message its own stamp: a later message of the batch that saves the same
                 # Bundle again (a correction) shows as a change to the earlier one's push
                 now = max(_now(), now + timedelta(microseconds=1))
+            pending.flush(connection, _upserts(self.is_sqlite))
             # the search index of every resource written, as its last write left it: one DELETE
             # and one INSERT for the whole batch (nothing in it reads the index before)
             write_tokens(connection, list(tokens.values()))
@@ -229,14 +224,27 @@ class ResultStore(StoreBase):
         claim: Sequence[str],
         lease: timedelta,
         tokens: PendingTokens,
+        known: BatchResults,
+        pending: PendingWrites,
     ) -> list[SavedResult]:
         """One message of `finish_extractions`, inside the caller's transaction (`tokens`: the
-        resources whose search index the caller writes at the end, `_save_result_in`)."""
+        resources whose search index the caller writes at the end; `known`, `pending`: a new
+        result's rows wait in `pending` for the caller's flush, any other is saved by
+        `_save_result_in` after a flush)."""
         saved: list[SavedResult] = []
         for output in outputs:
-            _insert_extraction(connection, message_id, output)
+            pending.extractions.append(_extraction_row(message_id, output))
             if output.bundle is None:
                 continue
+            if known.fresh(output.bundle, REVIEWABLE):
+                result = self._save_fresh(message_id, output, now, tokens, known, pending)
+                for target in queue:
+                    pending.deliveries.append(_delivery_row(result.bundle_id, target, QUEUED, now))
+                for target in claim:
+                    pending.deliveries.append(_delivery_row(result.bundle_id, target, SENDING, now))
+                saved.append(replace(result, stamp=now, claimed={t: {} for t in claim}))
+                continue
+            pending.flush(connection, _upserts(self.is_sqlite))
             result = self._save_result_in(
                 connection,
                 message_id,
@@ -245,6 +253,7 @@ class ResultStore(StoreBase):
                 now,
                 no_template=output.template_id == REPORT_ONLY,
                 tokens=tokens,
+                known=known,
             )
             if result.saved:
                 for target in queue:
@@ -262,10 +271,13 @@ class ResultStore(StoreBase):
                 result = replace(result, stamp=now, claimed=claimed)
             saved.append(result)
             if not result.saved:
-                connection.execute(
-                    audit_events.insert().values(
-                        at=now, message_id=message_id, event="superseded", detail=result.reason
-                    )
+                pending.audits.append(
+                    {
+                        "at": now,
+                        "message_id": message_id,
+                        "event": "superseded",
+                        "detail": result.reason,
+                    }
                 )
         kept = [r for r in saved if not r.saved]
         reason = None
@@ -273,9 +285,48 @@ class ResultStore(StoreBase):
             reason = (kept[0].reason or "superseded") if kept else "no template"
         elif outputs and all(output.record.get("no_template") for output in outputs):
             reason = "no template"  # its Bundle (report and insights) was kept all the same
-        if not transition_in(connection, message_id, EXTRACTED, reason=reason):
-            raise StoreError(f"message {message_id}: no longer processing, nothing was saved")
+        if reason is None:
+            pending.extracted_plain.append({"message": message_id, "now": _now()})
+        else:
+            pending.extracted.append({"message": message_id, "now": _now(), "why": reason})
+        pending.audits.append(
+            {"at": _now(), "message_id": message_id, "event": EXTRACTED, "detail": reason}
+        )
         return saved
+
+    def _save_fresh(
+        self,
+        message_id: int,
+        output: Output,
+        now: datetime,
+        tokens: PendingTokens,
+        known: BatchResults,
+        pending: PendingWrites,
+    ) -> SavedResult:
+        """`_save_result_in` of a new result (`BatchResults.fresh`): nothing stored to compare
+        it with, keep of it or retire, so its rows go to `pending` (a shared resource rewritten
+        with another body gets its next version)."""
+        bundle = output.bundle
+        assert bundle is not None
+        bundle_id = str(bundle["id"])
+        pending.bundles.append(
+            {
+                "id": bundle_id,
+                "message_id": message_id,
+                "report_id": output.report_id,
+                "body": json.dumps(bundle, ensure_ascii=False),
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        written = [(e["resource"], index_terms(e["resource"])) for e in bundle.get("entry", [])]
+        report_of = _report_of(bundle)
+        rows = [_index_row(r, bundle_id, now, report_of, terms) for r, terms in written]
+        pending.archived.extend(known.set_versions(rows))
+        pending.resources.extend(rows)
+        known.wrote(bundle_id, rows)
+        tokens.update(((str(r["resourceType"]), str(r["id"])), (r, t)) for r, t in written)
+        return SavedResult(bundle_id, saved=True, retired=(), reason=None, bundle=bundle)
 
     def save_bundle(self, message_id: int | None, report_id: str, bundle: dict[str, Any]) -> str:
         """Store a transaction Bundle (see `save_result`); returns its id."""
@@ -310,6 +361,7 @@ class ResultStore(StoreBase):
         *,
         no_template: bool = False,
         tokens: PendingTokens | None = None,
+        known: BatchResults | None = None,
     ) -> SavedResult:
         """`save_result` inside the caller's transaction (`no_template`: the Bundle is the
         report's `report_only` result, so no template's values of the report stay in force;
@@ -387,12 +439,7 @@ class ResultStore(StoreBase):
             self._note_replaced(connection, bundle_id, message_id, now)
         upsert_bundle, upsert_resource = _upserts(self.is_sqlite)
         connection.execute(upsert_bundle, bundle_row)
-        report_of = {
-            ref["reference"]: f"DiagnosticReport/{e['resource']['id']}"
-            for e in bundle.get("entry", [])
-            if e["resource"]["resourceType"] == "DiagnosticReport"
-            for ref in e["resource"].get("result", [])
-        }
+        report_of = _report_of(bundle)
         written = [  # a reviewer's decision is kept as it is stored
             (entry["resource"], index_terms(entry["resource"]))
             for entry in bundle.get("entry", [])
@@ -402,6 +449,8 @@ class ResultStore(StoreBase):
         self._keep_versions(connection, rows)  # each resource's history
         if rows:  # one statement for all of them (executemany)
             connection.execute(upsert_resource, rows)
+        if known is not None:
+            known.wrote(bundle_id, rows)
         if tokens is None:
             write_tokens(connection, written)
         else:
@@ -462,7 +511,7 @@ class ResultStore(StoreBase):
             # sharing two of them could each insert one and wait for the other (a deadlock
             # PostgreSQL breaks by failing one): one advisory lock per key, always in this order.
             for resource_type, resource_id in keys:
-                if resource_type in _SHARED_TYPES:
+                if resource_type in SHARED_TYPES:
                     connection.execute(
                         sa.select(
                             sa.func.pg_advisory_xact_lock(
@@ -473,7 +522,7 @@ class ResultStore(StoreBase):
         types, params = key_params(keys)
         stored = {
             (str(current.resource_type), str(current.id)): current
-            for current in connection.execute(_stored_rows(types, self.is_sqlite), params).all()
+            for current in connection.execute(stored_rows(types, self.is_sqlite), params).all()
         }
         for row in rows:
             current = stored.get((str(row["resource_type"]), str(row["id"])))
@@ -521,6 +570,27 @@ _TOUCH_BUNDLE = (
 _EXTRACTION_INSERT = extractions.insert()
 
 
+def _report_of(bundle: dict[str, Any]) -> dict[str, str]:
+    """Each result reference of a Bundle's DiagnosticReport: the report's reference."""
+    return {
+        ref["reference"]: f"DiagnosticReport/{e['resource']['id']}"
+        for e in bundle.get("entry", [])
+        if e["resource"]["resourceType"] == "DiagnosticReport"
+        for ref in e["resource"].get("result", [])
+    }
+
+
+def _delivery_row(bundle_id: str, target: str, state: str, now: datetime) -> dict[str, Any]:
+    """A new Bundle's delivery row (`queue_delivery` of a Bundle no delivery knows yet)."""
+    return {
+        "bundle_id": bundle_id,
+        "target": target,
+        "state": state,
+        "attempts": 0,
+        "updated_at": now,
+    }
+
+
 def _values_elsewhere(report: dict[str, Any], bundle_id: str) -> Any:
     """The retirable resources (type, id, body) of `report` (the DiagnosticReport's results)
     that other Bundles wrote last: the values of the templates the report had before."""
@@ -540,19 +610,21 @@ def _is_insight(resource: dict[str, Any]) -> bool:
 
 def _insert_extraction(connection: Connection, message_id: int, output: Output) -> None:
     """One extraction record (including not-mentioned values, which FHIR omits)."""
-    connection.execute(
-        _EXTRACTION_INSERT,
-        {
-            "message_id": message_id,
-            "report_id": output.report_id,
-            "template_id": output.template_id,
-            "template_version": output.template_version,
-            "stage": output.stage,
-            "payload": json.dumps(output.record, sort_keys=True),
-            "seconds": float((output.record.get("timings") or {}).get("seconds") or 0.0),
-            "created_at": _now(),
-        },
-    )
+    connection.execute(_EXTRACTION_INSERT, _extraction_row(message_id, output))
+
+
+def _extraction_row(message_id: int, output: Output) -> dict[str, Any]:
+    """An extraction record's row."""
+    return {
+        "message_id": message_id,
+        "report_id": output.report_id,
+        "template_id": output.template_id,
+        "template_version": output.template_version,
+        "stage": output.stage,
+        "payload": json.dumps(output.record, sort_keys=True),
+        "seconds": float((output.record.get("timings") or {}).get("seconds") or 0.0),
+        "created_at": _now(),
+    }
 
 
 def _index_row(
