@@ -209,6 +209,41 @@ def test_a_message_another_task_holds_is_left_alone(
         ehr.stop()
 
 
+@pytest.mark.parametrize("one_by_one", [False, True])
+def test_a_batch_claims_each_message_as_a_claim_of_its_own_would(
+    store: Store, monkeypatch: pytest.MonkeyPatch, one_by_one: bool
+) -> None:
+    """One read and one write for the batch (`_claim_all`), or, when a message changed
+    between them, each message on its own: the same outcome either way: claimed, held by
+    another task, dead at the attempt cap, no such message, and this task's own claim again
+    (its worker was lost)."""
+    import adapter.store.messages as store_messages
+
+    if one_by_one:
+
+        def changed(*_args: Any) -> Any:
+            raise store_messages.StoreError("changed")
+
+        monkeypatch.setattr(store_messages, "_claim_all", changed)
+    ids = [accept(store, oru(n, mrn=f"MRN-K{n}"), f"K{n}") for n in range(4)]
+    assert store.claim_message(ids[1], token="another-task").outcome == "claimed"
+    for attempt in range(2):
+        assert store.claim_message(ids[2], token=f"t{attempt}").outcome == "claimed"
+        store.mark_failed(ids[2], "boom", retry_at=None)
+    assert store.claim_message(ids[3], token="mine").outcome == "claimed"
+    claims = store.claim_messages([*ids, 999_999], token="mine", max_attempts=2)
+    assert {m: (c.outcome, c.again) for m, c in claims.items()} == {
+        ids[0]: ("claimed", False),
+        ids[1]: ("taken", False),
+        ids[2]: ("dead", False),
+        ids[3]: ("claimed", True),
+        999_999: ("taken", False),
+    }
+    assert claims[ids[0]].raw.startswith(b"MSH")
+    assert store.audit_trail(ids[0]) == ["processing"]
+    assert store.audit_trail(ids[2])[-1] == "dead"
+
+
 def test_a_report_links_to_the_same_patients_report_earlier_in_the_batch(
     store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

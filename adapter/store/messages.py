@@ -223,6 +223,16 @@ _CLAIM_READ = sa.select(
     messages.c.raw,
     messages.c.content_type,
 ).where(messages.c.id == sa.bindparam("message"))
+_CLAIMS_READ = sa.select(
+    messages.c.id,
+    messages.c.state,
+    messages.c.attempts,
+    messages.c.claimed_by,
+    messages.c.reason,
+    messages.c.raw,
+    messages.c.content_type,
+).where(messages.c.id.in_(sa.bindparam("ids", expanding=True)))
+_TOUCH_MESSAGE = messages.update().where(messages.c.id == -1).values(id=messages.c.id)
 _GUARDED_UPDATE = messages.update().where(
     messages.c.id == sa.bindparam("message"),
     messages.c.state == sa.bindparam("seen_state"),
@@ -383,9 +393,13 @@ class MessageStore(StoreBase):
         """`claim_message` for several messages in ONE transaction (an extraction task of a
         batch): each message's own outcome, by id."""
         claims: dict[int, Claim] = {}
-        with self.transaction() as connection:
-            for message_id in message_ids:
-                claims[message_id] = _claim_in(connection, message_id, token, max_attempts)
+        try:  # one read and one write for all of them
+            with self.transaction() as connection:
+                claims = _claim_all(connection, message_ids, token, max_attempts, self.is_sqlite)
+        except StoreError:  # one of them changed under us: each on its own
+            with self.transaction() as connection:
+                for message_id in message_ids:
+                    claims[message_id] = _claim_in(connection, message_id, token, max_attempts)
         for message_id, claim in claims.items():
             if claim.outcome == DEAD:
                 log.warning("message %d dead after the attempt cap", message_id)
@@ -587,23 +601,32 @@ class MessageStore(StoreBase):
         return counts
 
 
-def _claim_in(
-    connection: Connection, message_id: int, token: str | None, max_attempts: int | None
-) -> Claim:
-    """Claim one message inside the caller's transaction (`MessageStore.claim_message`)."""
-    row = connection.execute(_CLAIM_READ, {"message": message_id}).first()
+@dataclass(frozen=True)
+class _ClaimStep:
+    """What claiming a message read as it is: the claim it gets, its guarded write (None: no
+    write, the claim is TAKEN) and the write's audit row."""
+
+    claim: Claim
+    write: dict[str, Any] | None = None
+    audit: dict[str, Any] | None = None
+
+
+def _claim_step(
+    row: Any, message_id: int, token: str | None, max_attempts: int | None
+) -> _ClaimStep:
+    """`_claim_in`'s decision on a message row as read (None: no such message)."""
     if row is None:
-        return Claim(TAKEN)
+        return _ClaimStep(Claim(TAKEN))
     own = token is not None and row.state == PROCESSING and row.claimed_by == token
     if row.state not in (ACCEPTED, FAILED) and not own:
-        return Claim(TAKEN)
+        return _ClaimStep(Claim(TAKEN))
     guard = {"message": message_id, "seen_state": row.state, "seen_attempts": row.attempts}
     now = _now()
     if max_attempts is not None and row.attempts >= max_attempts:
         last = row.reason if row.state == FAILED and row.reason else "worker lost"
-        reason = f"{last} after {row.attempts} attempts"
+        reason: str | None = f"{last} after {row.attempts} attempts"
         values: dict[str, Any] = {"state": DEAD, "reason": reason, "claimed_by": None}
-        outcome, event = DEAD, DEAD
+        claim, event = Claim(DEAD), DEAD
     else:
         values = {
             "state": PROCESSING,
@@ -611,15 +634,47 @@ def _claim_in(
             "claimed_by": token,
             "next_attempt_at": None,
         }
-        outcome, event, reason = CLAIMED, PROCESSING, None
-    statement = _CLAIM if outcome == CLAIMED else _GUARDED_UPDATE
-    updated = connection.execute(statement, {**guard, "updated_at": now, **values})
-    if updated.rowcount != 1:
+        reason, event = None, PROCESSING
+        claim = Claim(CLAIMED, bytes(row.raw), str(row.content_type), again=own)
+    audit = {"at": now, "message_id": message_id, "event": event, "detail": reason}
+    return _ClaimStep(claim, {**guard, "updated_at": now, **values}, audit)
+
+
+def _claim_in(
+    connection: Connection, message_id: int, token: str | None, max_attempts: int | None
+) -> Claim:
+    """Claim one message inside the caller's transaction (`MessageStore.claim_message`)."""
+    row = connection.execute(_CLAIM_READ, {"message": message_id}).first()
+    step = _claim_step(row, message_id, token, max_attempts)
+    if step.write is None:
+        return step.claim
+    statement = _CLAIM if step.claim.outcome == CLAIMED else _GUARDED_UPDATE
+    if connection.execute(statement, step.write).rowcount != 1:
         return Claim(TAKEN)  # another worker changed it between the read and the write
-    connection.execute(
-        AUDIT_INSERT,
-        {"at": now, "message_id": message_id, "event": event, "detail": reason},
-    )
-    if outcome == DEAD:
-        return Claim(DEAD)
-    return Claim(CLAIMED, bytes(row.raw), str(row.content_type), again=own)
+    connection.execute(AUDIT_INSERT, step.audit)
+    return step.claim
+
+
+def _claim_all(
+    connection: Connection,
+    message_ids: Sequence[int],
+    token: str | None,
+    max_attempts: int | None,
+    is_sqlite: bool,
+) -> dict[int, Claim]:
+    """`_claim_in` of several messages with one read and one write per kind of claim (the
+    messages locked first: SQLite's write lock, PostgreSQL's rows); StoreError (the caller's
+    transaction writes nothing) when a message changed between the read and the write."""
+    if is_sqlite:  # a write first: SQLite takes its (database-wide) write lock now
+        connection.execute(_TOUCH_MESSAGE)
+    read = _CLAIMS_READ if is_sqlite else _CLAIMS_READ.with_for_update()
+    rows = {int(r.id): r for r in connection.execute(read, {"ids": list(message_ids)})}
+    steps = {m: _claim_step(rows.get(m), m, token, max_attempts) for m in message_ids}
+    for outcome, statement in ((CLAIMED, _CLAIM), (DEAD, _GUARDED_UPDATE)):
+        writes = [s.write for s in steps.values() if s.write and s.claim.outcome == outcome]
+        if writes and connection.execute(statement, writes).rowcount != len(writes):
+            raise StoreError("a message changed while the batch claimed it")
+    audits = [s.audit for s in steps.values() if s.audit is not None]
+    if audits:
+        connection.execute(AUDIT_INSERT, audits)
+    return {m: step.claim for m, step in steps.items()}
