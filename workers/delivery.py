@@ -18,6 +18,14 @@ the whole transaction refused) is re-read and retried once, then `DeliveryConfli
 decisions' Provenance goes with the versions the EHR returned. `deliver_bundle` posts one
 transaction Bundle as it is.
 
+`read_states` reads the state of several reports (an extraction task's pushes) in ONE batch,
+each report's two entries as above, for `deliver_report`'s first attempt; an entry's failure or
+a refusal stays its own report's. A report that shares a Patient identifier or a report key
+with another of them reads on its own, at its turn: the first one's write may create the
+Patient (RADBRIDGE_EHR_PATIENT=create) or the report that the other's stale read would
+duplicate. A report read ahead and changed meanwhile is safe: its update carries `ifMatch`, and
+the conflict's retry reads afresh.
+
 radbridge's own entries are `PUT Type/id` with deterministic ids, so a retry never duplicates.
 2xx -> delivered; 429 and 5xx, timeouts and refused connections -> `DeliveryRetryable` (honouring
 `Retry-After`, seconds or HTTP-date); other 4xx -> `DeliveryRejected` with the server's
