@@ -400,6 +400,46 @@ def test_a_missing_patient_is_refused_or_conditionally_created_by_policy(
     assert medplum.dangling() == []
 
 
+def test_several_reports_read_ahead_in_one_batch_each_refusal_its_own(
+    medplum: MedplumEhr,
+) -> None:
+    """Issue 25: the states of three reports read in one batch from Medplum (six entries): one
+    Patient missing under RADBRIDGE_EHR_PATIENT=match refuses that report alone; the others are
+    written back with the states read, the EHR's own report on the version read."""
+    from mappings.ehr import EhrState
+    from mappings.errors import IdentityRefused
+    from tests.test_throughput import oru
+    from workers.delivery import read_states
+
+    for mrn in ("MRN-K0", "MRN-K2"):
+        medplum.post({"resourceType": "Patient", "identifier": [{"system": RBH, "value": mrn}]})
+    own = medplum.post(
+        {
+            "resourceType": "DiagnosticReport",
+            "identifier": [{"system": ACCESSIONS, "value": "ACC-T25-2"}],
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "36643-5"}]},
+            "conclusion": "The EHR's conclusion.",
+        }
+    )
+    settings = settings_for(medplum)
+    reports = [extracted(oru(n, mrn=f"MRN-K{n}"), HL7, settings) for n in range(3)]
+    states = read_states([report for report, _ in reports], settings)
+    assert isinstance(states[1], IdentityRefused)
+    assert isinstance(states[0], EhrState) and states[0].report is None
+    assert isinstance(states[2], EhrState) and states[2].report is not None
+    assert states[2].report["id"] == own["id"] and states[2].report_version
+    with pytest.raises(DeliveryRejected, match="no Patient at the EHR"):
+        deliver_report(reports[1][1], reports[1][0], settings, {}, state=states[1])
+    for n in (0, 2):
+        assert deliver_report(reports[n][1], reports[n][0], settings, {}, state=states[n]).sent
+    written = medplum.get(f"DiagnosticReport/{own['id']}").json()
+    assert written["conclusion"] == "The EHR's conclusion." and written["result"]
+    assert len(medplum.resources("Patient")) == 2
+    assert len(medplum.resources("DiagnosticReport")) == 2  # the EHR's and report 0's
+    assert medplum.dangling() == []
+
+
 def test_a_report_without_observations_is_not_written_back(medplum: MedplumEhr) -> None:
     settings = settings_for(medplum)
     report, bundle = chest_ct(settings)

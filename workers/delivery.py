@@ -18,6 +18,14 @@ the whole transaction refused) is re-read and retried once, then `DeliveryConfli
 decisions' Provenance goes with the versions the EHR returned. `deliver_bundle` posts one
 transaction Bundle as it is.
 
+`read_states` reads the state of several reports (an extraction task's pushes) in ONE batch,
+each report's two entries as above, for `deliver_report`'s first attempt; an entry's failure or
+a refusal stays its own report's. A report that shares a Patient identifier or a report key
+with another of them reads on its own, at its turn: the first one's write may create the
+Patient (RADBRIDGE_EHR_PATIENT=create) or the report that the other's stale read would
+duplicate. A report read ahead and changed meanwhile is safe: its update carries `ifMatch`, and
+the conflict's retry reads afresh.
+
 radbridge's own entries are `PUT Type/id` with deterministic ids, so a retry never duplicates.
 2xx -> delivered; 429 and 5xx, timeouts and refused connections -> `DeliveryRetryable` (honouring
 `Retry-After`, seconds or HTTP-date); other 4xx -> `DeliveryRejected` with the server's
@@ -36,10 +44,11 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import httpx
@@ -399,16 +408,40 @@ def _one(found: list[dict[str, Any]], kind: str, key: ehr.Key) -> dict[str, Any]
     return found[0] if found else None
 
 
+def _batched(who: ehr.Identity) -> bool:
+    """Whether a report's reads are one batch: its Patient by identifier and its report."""
+    return (
+        who.patient_reference is None
+        and who.patient_key is not None
+        and bool(who.report_reference or who.report_key)
+    )
+
+
+def _read_urls(who: ehr.Identity) -> list[str]:
+    """A batched report's two GET entries: its Patient search, its report's read or search."""
+    assert who.patient_key is not None
+    report_url = who.report_reference or f"DiagnosticReport?{_key(who).query}"
+    return [f"Patient?{who.patient_key.query}", report_url]
+
+
 def _read_state(
     server: _Ehr, who: ehr.Identity, policy: ehr.IdentityPolicy, *, batch: bool = True
 ) -> ehr.EhrState:
     """The EHR's Patient and DiagnosticReport of a report: one batch when both are looked up
     and `batch` (RADBRIDGE_EHR_BATCH_READS), else a request each; refusals in the same order."""
+    answers = server.batch(_read_urls(who)) if batch and _batched(who) else None
+    return _state_of(server, who, policy, answers)
+
+
+def _state_of(
+    server: _Ehr,
+    who: ehr.Identity,
+    policy: ehr.IdentityPolicy,
+    answers: Sequence[_Answer] | None,
+) -> ehr.EhrState:
+    """A report's EHR state from its batch's two answers (`_read_urls`' order), else read with a
+    request each; a read answered 404 is followed by the report's search."""
     key = who.patient_key if who.patient_reference is None else None
-    answers: list[_Answer] | None = None
-    if batch and key is not None and (who.report_reference or who.report_key):
-        report_url = who.report_reference or f"DiagnosticReport?{_key(who).query}"
-        answers = server.batch([f"Patient?{key.query}", report_url])
     patient = who.patient_reference
     if key is not None:
         found = (
@@ -443,6 +476,81 @@ def _read_state(
     return ehr.EhrState(patient=patient, report=report, report_version=version)
 
 
+PreRead = ehr.EhrState | DeliveryError | IdentityRefused
+"""A report's EHR state read ahead with others' (`read_states`), or what its own read raised."""
+
+
+def _written_keys(who: ehr.Identity) -> set[tuple[str, object]]:
+    """What a report's write may find or create at the EHR: its Patient's identifiers, its
+    report's reference and identifier."""
+    keys: set[tuple[str, object]] = {("Patient", key) for key in who.patient_identifiers}
+    keys |= {("Patient", who.patient_key), ("DiagnosticReport", who.report_key)}
+    keys |= {("DiagnosticReport", who.report_reference)}
+    return {(kind, key) for kind, key in keys if key is not None}
+
+
+def _read_ahead(reports: Sequence[Report], policy: ehr.IdentityPolicy) -> list[ehr.Identity | None]:
+    """The identity of each report whose state may be read ahead, else None: a report whose
+    reads are one batch and that shares no Patient identifier or report key with another of
+    `reports` (the first one's write may create what the other would then duplicate)."""
+    identities: list[ehr.Identity | None] = []
+    for report in reports:
+        try:
+            identities.append(ehr.identity(report, policy))
+        except IdentityRefused:  # refused at its own turn, without a request
+            identities.append(None)
+    seen: Counter[tuple[str, object]] = Counter(
+        key for who in identities if who is not None for key in _written_keys(who)
+    )
+    return [
+        who
+        if who is not None and _batched(who) and all(seen[k] == 1 for k in _written_keys(who))
+        else None
+        for who in identities
+    ]
+
+
+def read_states(
+    reports: Sequence[Report],
+    settings: Settings,
+    *,
+    client: httpx.Client | None = None,
+    auth: TokenProvider | None = None,
+) -> list[PreRead | None]:
+    """The EHR states of several reports read in ONE FHIR batch (each report's two entries, as
+    its own read), for `deliver_report`'s `state`: per report its state, or the refusal or
+    entry failure its own read would raise; None where it must read on its own (not a batch
+    read, a key shared with another report, RADBRIDGE_EHR_BATCH_READS=false, or fewer than two
+    reports to read). The batch request's own failure is raised (DeliveryError)."""
+    found: list[PreRead | None] = [None] * len(reports)
+    if not settings.fhir_base_url or not settings.ehr_batch_reads:
+        return found
+    policy = identity_policy(settings)
+    ahead = [(n, who) for n, who in enumerate(_read_ahead(reports, policy)) if who is not None]
+    if len(ahead) < 2:  # a batch of one saves no request
+        return found
+    provider = auth if auth is not None else token_provider(settings)
+    own_client = client is None
+    http = client or httpx.Client(timeout=settings.delivery_timeout_s)
+    started = time.perf_counter()
+    try:
+        server = _Ehr(http, settings.fhir_base_url, provider)
+        answers = server.batch([url for _, who in ahead for url in _read_urls(who)])
+        for at, (n, who) in enumerate(ahead):
+            try:
+                found[n] = _state_of(server, who, policy, answers[2 * at : 2 * at + 2])
+            except (DeliveryError, IdentityRefused) as exc:
+                found[n] = exc
+    finally:
+        if own_client:
+            http.close()
+    log.info(
+        "ehr read ahead reports=%d of=%d seconds=%.3f",
+        len(ahead), len(reports), time.perf_counter() - started,
+    )  # fmt: skip
+    return found
+
+
 def _key(who: ehr.Identity) -> ehr.Key:
     assert who.report_key is not None
     return who.report_key
@@ -456,10 +564,13 @@ def deliver_report(
     *,
     client: httpx.Client | None = None,
     auth: TokenProvider | None = None,
+    state: PreRead | None = None,
 ) -> WriteBack:
     """Write one report's current state back to the EHR (see the module docstring).
-    `delivered`: the hashes recorded by the last delivery (only what changed is sent).
-    DeliveryRejected (with an OperationOutcome) when the identity policy refuses it."""
+    `delivered`: the hashes recorded by the last delivery (only what changed is sent);
+    `state`: its EHR state read ahead (`read_states`), used by the first attempt only (a
+    conflict's retry reads again). DeliveryRejected (with an OperationOutcome) when the
+    identity policy refuses it."""
     if not settings.fhir_base_url:
         raise DeliveryError("no delivery target: RADBRIDGE_FHIR_BASE_URL is not set")
     if not ehr.has_content(bundle):
@@ -475,9 +586,10 @@ def deliver_report(
     try:
         who = ehr.identity(report, policy)
         for attempt in (1, 2):
-            state = _read_state(server, who, policy, batch=settings.ehr_batch_reads)
+            ahead = state if attempt == 1 else None  # a conflict's retry reads again
+            current = _current_state(server, who, policy, settings, ahead)
             plan = ehr.plan(
-                bundle, who, state, policy, delivered,
+                bundle, who, current, policy, delivered,
                 base_url=settings.fhir_base_url, patch=settings.ehr_patch,
                 hold_flags=settings.flags_hold_until_review,
             )  # fmt: skip
@@ -531,6 +643,21 @@ def deliver_report(
         if own_client:
             http.close()
     raise AssertionError("unreachable")
+
+
+def _current_state(
+    server: _Ehr,
+    who: ehr.Identity,
+    policy: ehr.IdentityPolicy,
+    settings: Settings,
+    ahead: PreRead | None,
+) -> ehr.EhrState:
+    """The state read ahead (what its read raised, raised), else the report's own read."""
+    if ahead is None:
+        return _read_state(server, who, policy, batch=settings.ehr_batch_reads)
+    if isinstance(ahead, ehr.EhrState):
+        return ahead
+    raise ahead
 
 
 def send_mllp(target_url: str, message: bytes, timeout: float) -> bytes:
@@ -662,23 +789,47 @@ class Pushed:
     delivered: dict[str, str]
 
 
-Push = Callable[[dict[str, Any], Report | None, Settings, dict[str, str]], Pushed]
-"""A destination's push: (Bundle, source report, settings, what it holds already) -> Pushed."""
+class Push(Protocol):
+    """A destination's push: (Bundle, source report, settings, what it holds already) -> Pushed;
+    `state`: the EHR state read ahead (`read_states`, the FHIR push's), else None."""
+
+    def __call__(
+        self,
+        bundle: dict[str, Any],
+        report: Report | None,
+        settings: Settings,
+        delivered: dict[str, str],
+        /,
+        *,
+        state: PreRead | None = None,
+    ) -> Pushed: ...
 
 
 def push_fhir(
-    bundle: dict[str, Any], report: Report | None, settings: Settings, delivered: dict[str, str]
+    bundle: dict[str, Any],
+    report: Report | None,
+    settings: Settings,
+    delivered: dict[str, str],
+    *,
+    state: PreRead | None = None,
 ) -> Pushed:
-    """Write a report back to the EHR's FHIR server (`deliver_report`)."""
-    result = deliver_report(bundle, report, settings, delivered, client=http_client(settings))
+    """Write a report back to the EHR's FHIR server (`deliver_report`; `state` read ahead)."""
+    result = deliver_report(
+        bundle, report, settings, delivered, client=http_client(settings), state=state
+    )
     return Pushed(200 if result.sent else None, result.hashes)
 
 
 def push_oru(
-    bundle: dict[str, Any], report: Report | None, settings: Settings, delivered: dict[str, str]
+    bundle: dict[str, Any],
+    report: Report | None,
+    settings: Settings,
+    delivered: dict[str, str],
+    *,
+    state: PreRead | None = None,
 ) -> Pushed:
     """Send a Bundle as ORU^R01 (`deliver_oru_message`): the next OBX-11 C/W follow what the
-    receiver holds."""
+    receiver holds (`state`, an EHR read, is not used)."""
     return Pushed(None, deliver_oru_message(bundle, settings, report, delivered).statuses)
 
 

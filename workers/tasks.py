@@ -48,13 +48,13 @@ from adapter.store import Store
 from adapter.store.deliveries import REFUSED, RETRY, DeliveryJob, DeliveryRecord
 from adapter.store.messages import CLAIMED, DEAD, PROCESSING, Claim, MessageRow
 from adapter.store.results import Output, SavedResult
-from mappings import inbound
+from mappings import ehr, inbound
 from mappings.errors import HL7ErrorCode, MessageRejected
 from mappings.media_types import FHIR_JSON
 from mappings.report import FindingStatus, Report
 from mappings.template import load_templates
 from mappings.timeline import TimelineEntry, link_stored, patient_reference
-from workers.delivery import PUSHES, backoff_seconds
+from workers.delivery import PUSHES, PreRead, backoff_seconds, http_client, read_states
 from workers.errors import (
     DeliveryError,
     DeliveryRejected,
@@ -507,8 +507,10 @@ def deliver_inline(
     deliver task after its backoff (sent with a countdown; reconcile sends it when due if
     Redis lost it), or refused/dead; after such a failure the task's later Bundles for that
     destination are not pushed but go the same way (an outage costs one timeout, not one per
-    Bundle). The extraction stays done either way."""
+    Bundle). The extraction stays done either way. The EHR state of the Bundles pushed to the
+    FHIR destination is read first, in one request (`read_ahead`)."""
     required = destinations.required(settings)
+    ahead = read_ahead(settings, extractions)
     for message_id, extracted in extractions:
         pushes: list[tuple[DeliveryRecord, str]] = []
         for result in extracted.saved:
@@ -526,7 +528,8 @@ def deliver_inline(
                     if _paused(target):
                         raise DeliveryRetryable("a push to this destination failed just before")
                     report = extracted.reports.get(bundle_id)
-                    pushed = PUSHES[target](bundle, report, settings, held)
+                    state = ahead.get(bundle_id) if target == FHIR else None
+                    pushed = PUSHES[target](bundle, report, settings, held, state=state)
                 except Exception as exc:
                     if not isinstance(exc, DeliveryRejected) and not _paused(target):
                         _PAUSED_UNTIL[target] = time.monotonic() + INLINE_PAUSE_S
@@ -543,6 +546,45 @@ def deliver_inline(
                 )
                 pushes.append((record, task_name))
         record_pushes(app, store, pushes)
+
+
+FHIR = "fhir"
+"""The FHIR write-back's destination (`adapter.destinations`), whose reads go ahead."""
+
+
+def read_ahead(
+    settings: Settings, extractions: Sequence[tuple[int, Extracted]]
+) -> dict[str, PreRead]:
+    """The EHR states of the Bundles `deliver_inline` pushes to the FHIR destination (claimed,
+    with content, with a source report), by Bundle id, read in one request
+    (`workers.delivery.read_states`; a Bundle left out reads on its own). A failure of that
+    request leaves each to read on its own (and fail as it would): it pauses nothing."""
+    if _paused(FHIR):
+        return {}
+    wanted = [
+        (result.bundle_id, report)
+        for _, extracted in extractions
+        for result in extracted.saved
+        if FHIR in result.claimed
+        and result.bundle is not None
+        and ehr.has_content(result.bundle)
+        and (report := extracted.reports.get(result.bundle_id)) is not None
+    ]
+    if len(wanted) < 2:
+        return {}
+    try:
+        states = read_states([r for _, r in wanted], settings, client=http_client(settings))
+    except Exception as exc:
+        log.warning(
+            "the EHR reads of %d report(s) ahead failed (%s): each reads on its own",
+            len(wanted), type(exc).__name__,
+        )  # fmt: skip
+        return {}
+    return {
+        bundle_id: state
+        for (bundle_id, _), state in zip(wanted, states, strict=True)
+        if state is not None
+    }
 
 
 def send_or_leave(app: Celery, name: str, argument: Any, countdown: float | None = None) -> None:
