@@ -128,10 +128,12 @@ def test_the_reads_of_several_reports_are_one_batch_then_a_transaction_each(
     assert all(len(patients_with(server, f"MRN-A{n}")) == 1 for n in range(3))
 
 
-def test_a_refused_entry_fails_its_own_report_only(server: FhirServer) -> None:
+def test_a_refused_entry_is_its_own_reports_and_its_own_read_decides(
+    server: FhirServer,
+) -> None:
     """The batch answers one report's Patient search 403: that report's state is the
-    refusal its own read would raise (raised by its push without a request); the others
-    deliver with theirs."""
+    refusal its own read would raise, and its push reads again before a refusal that is
+    final (here the EHR answers it: it delivers); the others deliver with theirs."""
     settings = settings_for(server)
     reports = [written(n, f"MRN-E{n}") for n in range(3)]
     outcome = {
@@ -148,14 +150,12 @@ def test_a_refused_entry_fails_its_own_report_only(server: FhirServer) -> None:
     refused = states[1]
     assert isinstance(refused, DeliveryRejected)
     assert (refused.status, refused.outcome) == (403, outcome)
-    calls = len(server.calls)
-    with pytest.raises(DeliveryRejected, match="Patient search"):
-        deliver_report(reports[1][1], reports[1][0], settings, {}, state=refused)
-    assert len(server.calls) == calls  # its refusal, raised without a request
+    assert deliver_report(reports[1][1], reports[1][0], settings, {}, state=refused).sent
+    assert server.calls == ["POST /fhir/"] * 3  # the read ahead, its own read, its transaction
     for n in (0, 2):
         deliver_report(reports[n][1], reports[n][0], settings, {}, state=states[n])
-    assert server.transactions == 2
-    assert patients_with(server, "MRN-E1") == []
+    assert server.transactions == 3
+    assert len(patients_with(server, "MRN-E1")) == 1
 
 
 def test_a_report_without_its_patient_is_refused_alone_under_match(server: FhirServer) -> None:
@@ -168,10 +168,10 @@ def test_a_report_without_its_patient_is_refused_alone_under_match(server: FhirS
     assert isinstance(states[1], IdentityRefused)
     with pytest.raises(DeliveryRejected, match="RADBRIDGE_EHR_PATIENT=match") as caught:
         deliver_report(reports[1][1], reports[1][0], settings, {}, state=states[1])
-    assert caught.value.outcome is not None  # refused as its own read's refusal is
+    assert caught.value.outcome is not None  # refused by its own read, which confirmed it
     for n in (0, 2):
         deliver_report(reports[n][1], reports[n][0], settings, {}, state=states[n])
-    assert server.calls == ["POST /fhir/"] * 3 and server.transactions == 2
+    assert server.calls == ["POST /fhir/"] * 4 and server.transactions == 2
 
 
 def test_the_batch_request_failing_fails_them_all(server: FhirServer) -> None:
@@ -294,7 +294,8 @@ def test_a_refused_report_in_a_task_leaves_the_others_delivered(
     ids = [accept(store, n, f"MRN-R{n}") for n in range(3)]
     app.tasks[EXTRACT_BATCH_TASK](ids)
     assert states_of(store, ids) == ["delivered", "refused", "delivered"]
-    assert server.calls == ["POST /fhir/"] * 3  # the read ahead, two transactions
+    # the read ahead, the refused report's own read (its refusal is final), two transactions
+    assert server.calls == ["POST /fhir/"] * 4
     assert sent.tasks == [] and not workers.tasks._paused("fhir")
 
 

@@ -652,12 +652,15 @@ def _current_state(
     settings: Settings,
     ahead: PreRead | None,
 ) -> ehr.EhrState:
-    """The state read ahead (what its read raised, raised), else the report's own read."""
-    if ahead is None:
-        return _read_state(server, who, policy, batch=settings.ehr_batch_reads)
+    """The state read ahead, else the report's own read. What the read ahead raised is
+    raised when it is retryable; a refusal (no Patient under `match`, an entry refused, two
+    matches) is the report's own read's to make: the read ahead may be up to a task's
+    pushes old, and a refusal is final."""
     if isinstance(ahead, ehr.EhrState):
         return ahead
-    raise ahead
+    if isinstance(ahead, DeliveryRetryable):
+        raise ahead
+    return _read_state(server, who, policy, batch=settings.ehr_batch_reads)
 
 
 def send_mllp(target_url: str, message: bytes, timeout: float) -> bytes:
