@@ -80,6 +80,19 @@ class SavedResult:
 
 
 @dataclass(frozen=True)
+class Written:
+    """A result's rows as a new result writes them (`_written`), made before the transaction:
+    its extraction record and, with a Bundle, the Bundle's row, its resources with their
+    search terms, and their index rows (`version_id` set under the lock)."""
+
+    extraction: dict[str, Any]
+    bundle: dict[str, Any] | None = None
+    bundle_row: dict[str, Any] = field(default_factory=dict)
+    written: list[tuple[dict[str, Any], IndexTerms]] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Output:
     """One result of a processed message to keep (`Store.finish_extraction`): its extraction
     record and, unless evaluating, its Bundle."""
@@ -179,18 +192,27 @@ class ResultStore(StoreBase):
         transaction (an extraction task of a batch); all or nothing: StoreError when any of
         them is no longer `processing` (the caller may then finish each on its own)."""
         done: dict[int, list[SavedResult]] = {}
-        now = _now()
         tokens: PendingTokens = {}
+        # each message its own stamp: a later message of the batch that saves the same Bundle
+        # again (a correction) shows as a change to the earlier one's push
+        stamps: list[datetime] = []
+        for _ in finished:
+            stamps.append(max(_now(), stamps[-1] + timedelta(microseconds=1)) if stamps else _now())
+        # a new result's rows, made before the transaction takes the write lock
+        prepared = [
+            [_written(message_id, output, stamp) for output in outputs]
+            for (message_id, outputs), stamp in zip(finished, stamps, strict=True)
+        ]
         batch = [o.bundle for _, outputs in finished for o in outputs if o.bundle is not None]
         pending = PendingWrites()
         with self.transaction() as connection:
             known = prefetch(connection, batch, self.is_sqlite)
-            for message_id, outputs in finished:
+            for (message_id, outputs), stamp, made in zip(finished, stamps, prepared, strict=True):
                 done[message_id] = self._finish_in(
                     connection,
                     message_id,
-                    outputs,
-                    now,
+                    list(zip(outputs, made, strict=True)),
+                    stamp,
                     queue=queue,
                     claim=claim,
                     lease=lease,
@@ -198,9 +220,6 @@ class ResultStore(StoreBase):
                     known=known,
                     pending=pending,
                 )
-                # each message its own stamp: a later message of the batch that saves the same
-                # Bundle again (a correction) shows as a change to the earlier one's push
-                now = max(_now(), now + timedelta(microseconds=1))
             pending.flush(connection, _upserts(self.is_sqlite))
             # the search index of every resource written, as its last write left it: one DELETE
             # and one INSERT for the whole batch (nothing in it reads the index before)
@@ -217,7 +236,7 @@ class ResultStore(StoreBase):
         self,
         connection: Connection,
         message_id: int,
-        outputs: Sequence[Output],
+        outputs: Sequence[tuple[Output, Written]],
         now: datetime,
         *,
         queue: Sequence[str],
@@ -232,12 +251,12 @@ class ResultStore(StoreBase):
         result's rows wait in `pending` for the caller's flush, any other is saved by
         `_save_result_in` after a flush)."""
         saved: list[SavedResult] = []
-        for output in outputs:
-            pending.extractions.append(_extraction_row(message_id, output))
+        for output, made in outputs:
+            pending.extractions.append(made.extraction)
             if output.bundle is None:
                 continue
             if known.fresh(output.bundle, REVIEWABLE):
-                result = self._save_fresh(message_id, output, now, tokens, known, pending)
+                result = self._save_fresh(made, tokens, known, pending)
                 for target in queue:
                     pending.deliveries.append(_delivery_row(result.bundle_id, target, QUEUED, now))
                 for target in claim:
@@ -283,7 +302,7 @@ class ResultStore(StoreBase):
         reason = None
         if not any(r.saved for r in saved):
             reason = (kept[0].reason or "superseded") if kept else "no template"
-        elif outputs and all(output.record.get("no_template") for output in outputs):
+        elif outputs and all(output.record.get("no_template") for output, _ in outputs):
             reason = "no template"  # its Bundle (report and insights) was kept all the same
         if reason is None:
             pending.extracted_plain.append({"message": message_id, "now": _now()})
@@ -295,38 +314,20 @@ class ResultStore(StoreBase):
         return saved
 
     def _save_fresh(
-        self,
-        message_id: int,
-        output: Output,
-        now: datetime,
-        tokens: PendingTokens,
-        known: BatchResults,
-        pending: PendingWrites,
+        self, made: Written, tokens: PendingTokens, known: BatchResults, pending: PendingWrites
     ) -> SavedResult:
         """`_save_result_in` of a new result (`BatchResults.fresh`): nothing stored to compare
-        it with, keep of it or retire, so its rows go to `pending` (a shared resource rewritten
-        with another body gets its next version)."""
-        bundle = output.bundle
-        assert bundle is not None
-        bundle_id = str(bundle["id"])
-        pending.bundles.append(
-            {
-                "id": bundle_id,
-                "message_id": message_id,
-                "report_id": output.report_id,
-                "body": json.dumps(bundle, ensure_ascii=False),
-                "created_at": now,
-                "updated_at": now,
-            }
-        )
-        written = [(e["resource"], index_terms(e["resource"])) for e in bundle.get("entry", [])]
-        report_of = _report_of(bundle)
-        rows = [_index_row(r, bundle_id, now, report_of, terms) for r, terms in written]
+        it with, keep of it or retire, so its rows (`_written`) go to `pending` (a shared
+        resource rewritten with another body gets its next version)."""
+        assert made.bundle is not None
+        bundle_id = str(made.bundle["id"])
+        pending.bundles.append(made.bundle_row)
+        rows = [dict(row) for row in made.rows]
         pending.archived.extend(known.set_versions(rows))
         pending.resources.extend(rows)
         known.wrote(bundle_id, rows)
-        tokens.update(((str(r["resourceType"]), str(r["id"])), (r, t)) for r, t in written)
-        return SavedResult(bundle_id, saved=True, retired=(), reason=None, bundle=bundle)
+        tokens.update(((str(r["resourceType"]), str(r["id"])), (r, t)) for r, t in made.written)
+        return SavedResult(bundle_id, saved=True, retired=(), reason=None, bundle=made.bundle)
 
     def save_bundle(self, message_id: int | None, report_id: str, bundle: dict[str, Any]) -> str:
         """Store a transaction Bundle (see `save_result`); returns its id."""
@@ -611,6 +612,31 @@ def _is_insight(resource: dict[str, Any]) -> bool:
 def _insert_extraction(connection: Connection, message_id: int, output: Output) -> None:
     """One extraction record (including not-mentioned values, which FHIR omits)."""
     connection.execute(_EXTRACTION_INSERT, _extraction_row(message_id, output))
+
+
+def _written(message_id: int, output: Output, now: datetime) -> Written:
+    """The rows a result writes when it is new (`Store._save_fresh`)."""
+    extraction = _extraction_row(message_id, output)
+    bundle = output.bundle
+    if bundle is None:
+        return Written(extraction)
+    bundle_id = str(bundle["id"])
+    written = [(e["resource"], index_terms(e["resource"])) for e in bundle.get("entry", [])]
+    report_of = _report_of(bundle)
+    return Written(
+        extraction,
+        bundle,
+        {
+            "id": bundle_id,
+            "message_id": message_id,
+            "report_id": output.report_id,
+            "body": json.dumps(bundle, ensure_ascii=False),
+            "created_at": now,
+            "updated_at": now,
+        },
+        written,
+        [_index_row(r, bundle_id, now, report_of, terms) for r, terms in written],
+    )
 
 
 def _extraction_row(message_id: int, output: Output) -> dict[str, Any]:
