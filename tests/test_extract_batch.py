@@ -139,7 +139,7 @@ def test_reconcile_sees_the_messages_of_a_batch_task_in_the_broker(
 # -- the worker's side: extract_batch ----------------------------------------------------------
 
 
-def test_a_batch_takes_two_transactions_and_a_lookup_and_a_record_per_report(
+def test_a_batch_takes_three_transactions_and_a_lookup_per_report(
     store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ehr = FhirServer().start()
@@ -149,9 +149,9 @@ def test_a_batch_takes_two_transactions_and_a_lookup_and_a_record_per_report(
         ids = [accept(store, oru(n, mrn=f"MRN-B{n}"), f"B{n}") for n in range(5)]
         count = Transactions(store)
         bundle_ids = app.tasks[EXTRACT_BATCH_TASK](ids)
-        # the claims and the results with their deliveries claimed; per report its timeline
-        # lookup and the record of its pushes (a lost worker leaves one message's unrecorded)
-        assert count.count == 2 + 2 * len(ids)
+        # the claims, the results with their deliveries claimed, the record of every push;
+        # per report its timeline lookup
+        assert count.count == 3 + len(ids)
         assert len(bundle_ids) == len(ids)
         assert sent.tasks == []
         assert ehr.transactions == len(ids)
@@ -304,6 +304,46 @@ def test_a_correction_in_the_same_batch_reaches_the_ehr_last(
         assert delivered is not None and stored_at == delivered  # the current content went last
     finally:
         ehr.stop()
+
+
+@pytest.mark.parametrize("missing", [False, True])
+def test_the_record_of_a_tasks_pushes_is_each_push_record(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, missing: bool
+) -> None:
+    """`record_deliveries` writes the pushes of a task with one statement per kind of write;
+    a delivery row that is not there (deleted meanwhile) sends it back to a record per push,
+    which writes the row: either way each delivery is `delivered` with its stamp and what the
+    EHR holds, and each message `delivered` once, audited once."""
+    from adapter.store.deliveries import DeliveryRecord
+
+    settings = Settings(data_dir=tmp_path / "data", stage="rules")
+    app = worker_app(store, settings, monkeypatch)
+    Sent(app, monkeypatch)
+    ids = [accept(store, oru(n, mrn=f"MRN-R{n}"), f"R{n}") for n in range(3)]
+    app.tasks[EXTRACT_BATCH_TASK](ids)  # no destination: extracted, nothing claimed
+    bundle_of = {m: store.bundles_of_message(m)[0] for m in ids}
+    store.queue_deliveries(list(bundle_of.values()), ["fhir"])
+    if missing:
+        with store.transaction() as connection:
+            connection.execute(
+                deliveries.delete().where(deliveries.c.bundle_id == bundle_of[ids[1]])
+            )
+    with store.transaction() as connection:
+        stamp_of = dict(connection.execute(sa.select(bundles.c.id, bundles.c.updated_at)).all())
+    records = [
+        DeliveryRecord(
+            bundle_of[m], "fhir", 200, {"k": m_hash}, m, ("fhir",), stamp_of[bundle_of[m]]
+        )
+        for m, m_hash in zip(ids, ("a", "b", "c"), strict=True)
+    ]
+    assert store.record_deliveries(records) == [False, False, False]
+    for m in ids:
+        (state,) = store.delivery_states(m)
+        assert (state["state"], state["last_status"]) == ("delivered", 200)
+        assert store.audit_trail(m) == ["processing", "extracted", "delivered"]
+    # the same pushes recorded again (a re-push): nothing moves twice, nothing is audited twice
+    store.record_deliveries(records)
+    assert all(store.audit_trail(m).count("delivered") == 1 for m in ids)
 
 
 def with_identifier(raw: bytes, identifier: bytes) -> bytes:

@@ -220,21 +220,34 @@ from pathlib import Path
 import adapter.store.deliveries as _deliveries
 
 _record = _deliveries._record_in
+_record_all = _deliveries._record_all
 
 
-def _die_first(connection, bundle_id, target, **options):
+def _die(bundle_id):
     marker = Path(os.environ["TEST_DIE_MARKER"])
-    if options.get("state") == "delivered" and not marker.exists():
+    if not marker.exists():
         marker.write_text(bundle_id)
         parent = Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
         if b"worker" in parent:  # a pool process: its worker goes too (solo: this is it)
             os.kill(os.getppid(), signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _die_first(connection, bundle_id, target, **options):
+    if options.get("state") == "delivered":
+        _die(bundle_id)
     return _record(connection, bundle_id, target, **options)
 
 
-# every record of a push goes through it (the deliver task's and the extraction task's)
+def _die_first_of_all(connection, pushes):
+    _die(pushes[0].bundle_id)
+    return _record_all(connection, pushes)
+
+
+# every record of a push goes through one of them (the deliver task's and the extraction
+# task's, one push or several)
 _deliveries._record_in = _die_first
+_deliveries._record_all = _die_first_of_all
 """
 
 

@@ -498,11 +498,13 @@ def deliver_inline(
     app: Celery, store: Store, settings: Settings, extractions: Sequence[tuple[int, Extracted]]
 ) -> None:
     """Push each saved Bundle of the extracted messages (message id, what was kept) to the
-    destinations `Store.finish_extraction` claimed for this task, message by message, and
-    record each message's pushes that went through in one transaction as soon as they are
-    done (`Store.record_deliveries`, as the deliver task records one; with its last Bundle the
-    message goes `delivered`): a worker lost mid-batch leaves at most one message's pushes
-    unrecorded (pushed again, idempotently, when their claim runs out). A Bundle saved again
+    destinations `Store.finish_extraction` claimed for this task, message by message, then
+    record the pushes that went through in one transaction (`Store.record_deliveries`, as the
+    deliver task records one; with its last Bundle a message goes `delivered`): one write
+    lock for the task, not one per message (each lock a writer waits for costs SQLite's
+    busy-wait sleeps). A worker lost before the record leaves the task's pushes unrecorded,
+    as it leaves the Bundles it had not pushed yet: both are pushed, idempotently, when their
+    claim runs out. A Bundle saved again
     meanwhile is queued again. A failed push is recorded by `delivery_failed`: retried by a
     deliver task after its backoff (sent with a countdown; reconcile sends it when due if
     Redis lost it), or refused/dead; after such a failure the task's later Bundles for that
@@ -511,8 +513,8 @@ def deliver_inline(
     FHIR destination is read first, in one request (`read_ahead`)."""
     required = destinations.required(settings)
     ahead = read_ahead(settings, extractions)
+    pushes: list[tuple[DeliveryRecord, str]] = []
     for message_id, extracted in extractions:
-        pushes: list[tuple[DeliveryRecord, str]] = []
         for result in extracted.saved:
             for target, held in result.claimed.items():
                 bundle, task_name = result.bundle, destinations.by_name(target).task
@@ -545,7 +547,7 @@ def deliver_inline(
                     result.stamp,
                 )
                 pushes.append((record, task_name))
-        record_pushes(app, store, pushes)
+    record_pushes(app, store, pushes)
 
 
 FHIR = "fhir"

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 
 from adapter.store.connection import StoreBase
 from adapter.store.connection import utc_now as _now
-from adapter.store.messages import DEAD, DELIVERED, EXTRACTED, transition_in
+from adapter.store.messages import AUDIT_INSERT, DEAD, DELIVERED, EXTRACTED, transition_in
 from adapter.tables import bundles, deliveries, messages
 
 # delivery record states besides DELIVERED and DEAD (`adapter.destinations`): waiting for its
@@ -111,9 +111,10 @@ def all_delivered(connection: Connection, message_id: int, targets: Sequence[str
     return True
 
 
-def _undelivered_of_message() -> Any:
+def _delivered_here() -> Any:
+    """SQL: the current Bundle row is delivered, as stored, to `:target`."""
     record = deliveries.alias("record")
-    done = (
+    return (
         sa.select(record.c.id)
         .where(
             record.c.bundle_id == bundles.c.id,
@@ -122,15 +123,48 @@ def _undelivered_of_message() -> Any:
         )
         .exists()
     )
+
+
+def _undelivered_of_message() -> Any:
     return (
         sa.select(bundles.c.id)
-        .where(bundles.c.message_id == sa.bindparam("message"), ~done)
+        .where(bundles.c.message_id == sa.bindparam("message"), ~_delivered_here())
         .limit(1)
     )
 
 
 _UNDELIVERED_OF_MESSAGE = _undelivered_of_message()
 """`all_delivered`'s query (a Bundle of the message not delivered as stored), built once."""
+
+
+def _undelivered_messages() -> Any:
+    return (
+        sa.select(bundles.c.message_id)
+        .where(bundles.c.message_id.in_(sa.bindparam("ids", expanding=True)), ~_delivered_here())
+        .distinct()
+    )
+
+
+_UNDELIVERED_MESSAGES = _undelivered_messages()
+"""Of the messages `ids`, those with a Bundle not delivered as stored to `target`."""
+_DELIVERED_MOVE = (
+    messages.update()
+    .where(messages.c.id == sa.bindparam("message"), messages.c.state == EXTRACTED)
+    .values(
+        state=DELIVERED,
+        reason=None,
+        updated_at=sa.bindparam("now"),
+        claimed_by=None,
+        next_attempt_at=None,
+    )
+)
+"""A message `extracted -> delivered` (as `transition_in` moves it), built once."""
+_EXTRACTED_OF = sa.select(messages.c.id).where(
+    messages.c.id.in_(sa.bindparam("ids", expanding=True)), messages.c.state == EXTRACTED
+)
+_BUNDLE_STAMPS = sa.select(bundles.c.id, bundles.c.updated_at).where(
+    bundles.c.id.in_(sa.bindparam("ids", expanding=True))
+)
 
 
 def queue_delivery(
@@ -418,6 +452,12 @@ class DeliveryStore(StoreBase):
         """`record_delivery_attempt` of several pushes that went through, in ONE transaction
         (an extraction task of a batch): for each, whether its Bundle was saved again after
         its stamp (send it again)."""
+        if all(push.stamp is not None for push in pushes):
+            try:  # one statement per kind of write for all of them
+                with self.transaction() as connection:
+                    return _record_all(connection, pushes)
+            except _NotAsQueued:  # a delivery row missing: each on its own (inserted)
+                pass
         with self.transaction() as connection:
             return [
                 _record_in(
@@ -568,6 +608,79 @@ class DeliveryRecord:
     message_id: int | None
     required: Sequence[str]
     stamp: datetime | None
+
+
+class _NotAsQueued(Exception):
+    """`_record_all` found a delivery or message not as its batch left them (rolled back)."""
+
+
+def _record_all(connection: Connection, pushes: Sequence[DeliveryRecord]) -> list[bool]:
+    """`record_deliveries` of pushes that each have their stamp, with one statement per kind
+    of write: each delivery `delivered` (its attempt counted), the messages whose every Bundle
+    is now delivered to each of their `required` destinations `delivered` (audited); for each
+    push, whether its Bundle was saved again after its stamp. `_NotAsQueued` when a delivery
+    row is missing (the caller rolls back)."""
+    now = _now()
+    updates = [
+        {
+            "state": DELIVERED,
+            "last_status": push.status,
+            "outcome": None,
+            "next_attempt_at": None,
+            "updated_at": now,
+            "reason": None,
+            "failing_since": None,
+            "delivered": json.dumps(push.delivered, sort_keys=True),
+            "delivered_stamp": push.stamp,
+            "bundle": push.bundle_id,
+            "target_": push.target,
+        }
+        for push in pushes
+    ]
+    if connection.execute(_COUNTED_UPDATE, updates).rowcount != len(updates):
+        raise _NotAsQueued
+    done: set[int] = set()
+    by_required: dict[tuple[str, ...], set[int]] = {}
+    for push in pushes:
+        if push.message_id is not None:
+            by_required.setdefault(tuple(push.required), set()).add(push.message_id)
+    for required, message_ids in by_required.items():
+        waiting: set[int] = set()
+        for target in required:
+            waiting.update(
+                int(m)
+                for m in connection.execute(
+                    _UNDELIVERED_MESSAGES, {"ids": sorted(message_ids), "target": target}
+                ).scalars()
+            )
+        done.update(message_ids - waiting)
+    if done:  # those still `extracted` (a Bundle pushed again after a decision: already moved)
+        done = {int(m) for m in connection.execute(_EXTRACTED_OF, {"ids": sorted(done)}).scalars()}
+    if done:
+        moved = connection.execute(
+            _DELIVERED_MOVE, [{"message": m, "now": now} for m in sorted(done)]
+        )
+        if moved.rowcount != len(done):
+            raise _NotAsQueued
+        connection.execute(
+            AUDIT_INSERT,
+            [
+                {"at": now, "message_id": m, "event": DELIVERED, "detail": None}
+                for m in sorted(done)
+            ],
+        )
+    stamps = {
+        str(bundle_id): stored
+        for bundle_id, stored in connection.execute(
+            _BUNDLE_STAMPS, {"ids": sorted({push.bundle_id for push in pushes})}
+        )
+    }
+    return [
+        push.bundle_id in stamps
+        and push.stamp is not None
+        and _utc(stamps[push.bundle_id]) != _utc(push.stamp)
+        for push in pushes
+    ]
 
 
 def _record_in(
