@@ -129,7 +129,7 @@ class Settings(BaseSettings):
         "one per CPU core for the rules stage, 1 where each process loads the model",
     )
     extract_batch: int = Field(
-        default=16,
+        default=32,
         ge=1,
         le=256,
         description="rules stage: serve queues the messages it accepts as extraction tasks of "
@@ -137,7 +137,7 @@ class Settings(BaseSettings):
         "of one); 1: one task per message, as always with a model (llm, hybrid)",
     )
     extract_batch_wait_ms: float = Field(
-        default=20.0,
+        default=100.0,
         ge=0,
         le=1000,
         description="how long serve holds an accepted message's extraction task for more "

@@ -113,7 +113,7 @@ def test_a_broker_failure_is_logged_and_the_next_task_goes(
 
 
 @pytest.mark.parametrize(
-    ("stage", "expected"), [("rules", (16, 0.02)), ("llm", (1, 0.0)), ("hybrid", (1, 0.0))]
+    ("stage", "expected"), [("rules", (32, 0.1)), ("llm", (1, 0.0)), ("hybrid", (1, 0.0))]
 )
 def test_only_the_rules_stage_batches(stage: str, expected: tuple[int, float]) -> None:
     """With a model each message is a task of its own (its result is not held back for a
