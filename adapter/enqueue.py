@@ -4,7 +4,10 @@ serve stores a message, ACKs it, then hands its id here (`BatchEnqueuer.submit`,
 blocking). One thread sends the tasks: it holds an id for up to RADBRIDGE_EXTRACT_BATCH_WAIT_MS
 for others to join it and sends up to RADBRIDGE_EXTRACT_BATCH ids as one task
 (`adapter.queue.enqueue_extract_batch`): the worker then claims and stores them with
-the store round trips and the Celery overhead of one message. The store stays the truth: an id
+the store round trips and the Celery overhead of one message. When the wait ends with fewer
+ids than a batch (the flow paused: the end of a burst), they are spread over `spread` tasks
+sent at once, one per worker process, so that no process waits while another works through
+the burst's last batch alone. The store stays the truth: an id
 whose task was never sent (Redis away, serve stopped first) is an accepted message, and
 reconcile queues it.
 """
@@ -22,12 +25,21 @@ log = logging.getLogger("radbridge.enqueue")
 
 class BatchEnqueuer:
     """Sends `send(ids)` from its own thread, with up to `batch` ids each, waiting up to
-    `wait_s` after the first id for more (`close` sends what is left, then stops)."""
+    `wait_s` after the first id for more; a partial batch goes as up to `spread` tasks
+    (`close` sends what is left, then stops)."""
 
-    def __init__(self, send: Callable[[Sequence[int]], None], *, batch: int, wait_s: float) -> None:
+    def __init__(
+        self,
+        send: Callable[[Sequence[int]], None],
+        *,
+        batch: int,
+        wait_s: float,
+        spread: int = 1,
+    ) -> None:
         self._send = send
         self.batch = max(1, batch)
         self.wait_s = max(0.0, wait_s)
+        self.spread = max(1, spread)
         self._waiting: deque[int] = deque()
         self._ready = threading.Condition()
         self._closing = False
@@ -52,8 +64,9 @@ class BatchEnqueuer:
         if self._thread.is_alive():
             self._thread.join()
 
-    def _next(self) -> list[int] | None:
-        """The next task's ids (None: closed and nothing left)."""
+    def _next(self) -> list[list[int]] | None:
+        """The next tasks' ids (None: closed and nothing left): a full batch, or what the wait
+        gathered spread over up to `spread` tasks."""
         with self._ready:
             while not self._waiting and not self._closing:
                 self._ready.wait()
@@ -65,17 +78,22 @@ class BatchEnqueuer:
                 if left <= 0:
                     break
                 self._ready.wait(left)
-            count = min(self.batch, len(self._waiting))
-            return [self._waiting.popleft() for _ in range(count)]
+            if len(self._waiting) >= self.batch:
+                return [[self._waiting.popleft() for _ in range(self.batch)]]
+            ids = list(self._waiting)
+            self._waiting.clear()
+            size = -(-len(ids) // self.spread)  # ceil: `spread` tasks at most
+            return [ids[start : start + size] for start in range(0, len(ids), size)]
 
     def _run(self) -> None:
-        while (ids := self._next()) is not None:
-            self.tasks += 1
-            try:
-                self._send(ids)
-            except Exception as exc:  # any broker failure: the messages are stored, reconcile
-                log.warning(
-                    "enqueue of %d message(s) failed (%s): reconcile will queue them",
-                    len(ids),
-                    type(exc).__name__,
-                )
+        while (tasks := self._next()) is not None:
+            for ids in tasks:
+                self.tasks += 1
+                try:
+                    self._send(ids)
+                except Exception as exc:  # a broker failure: the messages are stored, reconcile
+                    log.warning(
+                        "enqueue of %d message(s) failed (%s): reconcile will queue them",
+                        len(ids),
+                        type(exc).__name__,
+                    )

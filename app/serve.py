@@ -207,7 +207,10 @@ async def run_services(settings: Settings, *, with_worker: bool = True) -> None:
         # runs off the event loop on the enqueuer's thread (a Redis that is away must not hold
         # up ACKs), several messages per task, and what it could not send is left to reconcile
         batch, wait_s = extract_batching(settings)
-        enqueuer = BatchEnqueuer(enqueue, batch=batch, wait_s=wait_s).start()
+        from workers.engine_registry import cpu_cores
+
+        spread = settings.worker_processes or cpu_cores()  # the rules stage's pool
+        enqueuer = BatchEnqueuer(enqueue, batch=batch, wait_s=wait_s, spread=spread).start()
         cleanup.callback(enqueuer.close)
         on_accepted = enqueuer.submit
 

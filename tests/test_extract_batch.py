@@ -68,6 +68,28 @@ def test_the_enqueuer_gathers_ids_into_tasks_of_the_batch_size() -> None:
     assert len(sent) == 3
 
 
+def test_the_end_of_a_burst_is_spread_over_the_workers_processes() -> None:
+    """Full batches go whole; what the wait gathered short of a batch goes as one task per
+    worker process, sent together (no process idles while another works through the end of
+    a burst alone)."""
+    sent: list[tuple[float, list[int]]] = []
+    enqueuer = BatchEnqueuer(
+        lambda ids: sent.append((time.monotonic(), list(ids))), batch=8, wait_s=0.05, spread=3
+    )
+    for message_id in range(1, 19):  # two full batches and two ids, waiting before the start
+        enqueuer.submit(message_id)
+    enqueuer.start()
+    deadline = time.monotonic() + 10
+    while sum(len(ids) for _, ids in sent) < 18 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    enqueuer.close()
+    assert [ids for _, ids in sent] == [list(range(1, 9)), list(range(9, 17)), [17], [18]]
+    waiting = BatchEnqueuer(lambda ids: None, batch=8, wait_s=0.01, spread=3)
+    for message_id in range(1, 8):  # seven, short of a batch: three tasks, sent together
+        waiting.submit(message_id)
+    assert waiting._next() == [[1, 2, 3], [4, 5, 6], [7]]
+
+
 def test_a_lone_message_waits_no_longer_than_the_wait() -> None:
     sent: list[tuple[float, list[int]]] = []
     arrived = threading.Event()
