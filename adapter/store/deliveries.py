@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from adapter.errors import StoreError
 from adapter.store.connection import StoreBase
 from adapter.store.connection import utc_now as _now
 from adapter.store.messages import AUDIT_INSERT, DEAD, DELIVERED, EXTRACTED, transition_in
@@ -610,7 +611,7 @@ class DeliveryRecord:
     stamp: datetime | None
 
 
-class _NotAsQueued(Exception):
+class _NotAsQueued(StoreError):
     """`_record_all` found a delivery or message not as its batch left them (rolled back)."""
 
 
