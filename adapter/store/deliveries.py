@@ -457,7 +457,7 @@ class DeliveryStore(StoreBase):
             try:  # one statement per kind of write for all of them
                 with self.transaction() as connection:
                     return _record_all(connection, pushes)
-            except _NotAsQueued:  # a delivery row missing: each on its own (inserted)
+            except StoreError:  # a delivery row missing (or the database): each on its own
                 pass
         with self.transaction() as connection:
             return [
@@ -611,15 +611,11 @@ class DeliveryRecord:
     stamp: datetime | None
 
 
-class _NotAsQueued(StoreError):
-    """`_record_all` found a delivery or message not as its batch left them (rolled back)."""
-
-
 def _record_all(connection: Connection, pushes: Sequence[DeliveryRecord]) -> list[bool]:
     """`record_deliveries` of pushes that each have their stamp, with one statement per kind
     of write: each delivery `delivered` (its attempt counted), the messages whose every Bundle
     is now delivered to each of their `required` destinations `delivered` (audited); for each
-    push, whether its Bundle was saved again after its stamp. `_NotAsQueued` when a delivery
+    push, whether its Bundle was saved again after its stamp. StoreError when a delivery
     row is missing (the caller rolls back)."""
     now = _now()
     updates = [
@@ -639,7 +635,7 @@ def _record_all(connection: Connection, pushes: Sequence[DeliveryRecord]) -> lis
         for push in pushes
     ]
     if connection.execute(_COUNTED_UPDATE, updates).rowcount != len(updates):
-        raise _NotAsQueued
+        raise StoreError("a delivery of the task is not as it was queued")
     done: set[int] = set()
     by_required: dict[tuple[str, ...], set[int]] = {}
     for push in pushes:
@@ -662,7 +658,7 @@ def _record_all(connection: Connection, pushes: Sequence[DeliveryRecord]) -> lis
             _DELIVERED_MOVE, [{"message": m, "now": now} for m in sorted(done)]
         )
         if moved.rowcount != len(done):
-            raise _NotAsQueued
+            raise StoreError("a delivery of the task is not as it was queued")
         connection.execute(
             AUDIT_INSERT,
             [
