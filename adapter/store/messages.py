@@ -215,23 +215,19 @@ _TRANSITION = messages.update().where(
 """`transition_in`'s UPDATE, built once: the columns it sets are those of its parameters."""
 AUDIT_INSERT = audit_events.insert()
 """An audit row, built once (executed with the row's values)."""
-_CLAIM_READ = sa.select(
+_CLAIM_COLUMNS = (
     messages.c.state,
     messages.c.attempts,
     messages.c.claimed_by,
     messages.c.reason,
     messages.c.raw,
     messages.c.content_type,
-).where(messages.c.id == sa.bindparam("message"))
-_CLAIMS_READ = sa.select(
-    messages.c.id,
-    messages.c.state,
-    messages.c.attempts,
-    messages.c.claimed_by,
-    messages.c.reason,
-    messages.c.raw,
-    messages.c.content_type,
-).where(messages.c.id.in_(sa.bindparam("ids", expanding=True)))
+)
+"""What a claim reads of a message row."""
+_CLAIM_READ = sa.select(*_CLAIM_COLUMNS).where(messages.c.id == sa.bindparam("message"))
+_CLAIMS_READ = sa.select(messages.c.id, *_CLAIM_COLUMNS).where(
+    messages.c.id.in_(sa.bindparam("ids", expanding=True))
+)
 _TOUCH_MESSAGE = messages.update().where(messages.c.id == -1).values(id=messages.c.id)
 _GUARDED_UPDATE = messages.update().where(
     messages.c.id == sa.bindparam("message"),
