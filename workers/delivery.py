@@ -45,7 +45,8 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -167,16 +168,9 @@ def deliver_bundle(
     new token); 408/429/5xx/409/412 retryable, other 4xx rejected with the OperationOutcome."""
     if not settings.fhir_base_url:
         raise DeliveryError("no delivery target: RADBRIDGE_FHIR_BASE_URL is not set")
-    provider = auth if auth is not None else token_provider(settings)
-    own_client = client is None
-    http = client or httpx.Client(timeout=settings.delivery_timeout_s)
     started = time.perf_counter()
-    try:
-        server = _Ehr(http, settings.fhir_base_url, provider)
+    with _connected(settings, client, auth) as server:
         response = server.checked(server.request("POST", "", body=bundle), "Bundle")
-    finally:
-        if own_client:
-            http.close()
     seconds = time.perf_counter() - started
     log.info(
         "delivery bundle=%s status=%d seconds=%.3f", bundle.get("id"), response.status_code, seconds
@@ -218,6 +212,22 @@ def _refused(exc: IdentityRefused) -> DeliveryRejected:
         "issue": [{"severity": "error", "code": exc.issue_code, "diagnostics": str(exc)}],
     }
     return DeliveryRejected(str(exc), status=exc.http_status, outcome=outcome)
+
+
+@contextmanager
+def _connected(
+    settings: Settings, client: httpx.Client | None, auth: TokenProvider | None
+) -> Iterator[_Ehr]:
+    """The EHR's FHIR base over `client` (else a client of its own, closed after the block)
+    with `auth` (else RADBRIDGE_SMART_* / the configured token provider)."""
+    assert settings.fhir_base_url is not None
+    provider = auth if auth is not None else token_provider(settings)
+    http = client or httpx.Client(timeout=settings.delivery_timeout_s)
+    try:
+        yield _Ehr(http, settings.fhir_base_url, provider)
+    finally:
+        if client is None:
+            http.close()
 
 
 class _Ehr:
@@ -529,21 +539,14 @@ def read_states(
     ahead = [(n, who) for n, who in enumerate(_read_ahead(reports, policy)) if who is not None]
     if len(ahead) < 2:  # a batch of one saves no request
         return found
-    provider = auth if auth is not None else token_provider(settings)
-    own_client = client is None
-    http = client or httpx.Client(timeout=settings.delivery_timeout_s)
     started = time.perf_counter()
-    try:
-        server = _Ehr(http, settings.fhir_base_url, provider)
+    with _connected(settings, client, auth) as server:
         answers = server.batch([url for _, who in ahead for url in _read_urls(who)])
         for at, (n, who) in enumerate(ahead):
             try:
                 found[n] = _state_of(server, who, policy, answers[2 * at : 2 * at + 2])
             except (DeliveryError, IdentityRefused) as exc:
                 found[n] = exc
-    finally:
-        if own_client:
-            http.close()
     log.info(
         "ehr read ahead reports=%d of=%d seconds=%.3f",
         len(ahead), len(reports), time.perf_counter() - started,
@@ -578,70 +581,68 @@ def deliver_report(
     if report is None:
         raise _refused(IdentityRefused("the Bundle has no source message: its identity is unknown"))
     policy = identity_policy(settings)
-    provider = auth if auth is not None else token_provider(settings)
-    own_client = client is None
-    http = client or httpx.Client(timeout=settings.delivery_timeout_s)
-    server = _Ehr(http, settings.fhir_base_url, provider)
-    started = time.perf_counter()
-    try:
-        who = ehr.identity(report, policy)
-        for attempt in (1, 2):
-            ahead = state if attempt == 1 else None  # a conflict's retry reads again
-            current = _current_state(server, who, policy, settings, ahead)
-            plan = ehr.plan(
-                bundle, who, current, policy, delivered,
-                base_url=settings.fhir_base_url, patch=settings.ehr_patch,
-                hold_flags=settings.flags_hold_until_review,
-            )  # fmt: skip
-            try:
-                versions: dict[str, str] = {}
-                sent = False
-                transaction = ehr.write_transaction(plan, base_url=settings.fhir_base_url)
-                if transaction is not None:  # with the report's update, when there is one
-                    versions = ehr.versions_from_response(
-                        server.transaction(transaction, "transaction")
-                    )
-                    sent = True
-                alone = plan.report_update if transaction is None else None
-                if alone is not None or plan.patch is not None:
-                    patching = alone is None  # JSON Patch, else the whole resource
-                    headers = {"Content-Type": "application/json-patch+json"} if patching else {}
-                    if plan.report_version:
-                        headers["If-Match"] = f'W/"{plan.report_version}"'
-                    server.checked(
-                        server.request(
-                            "PATCH" if patching else "PUT", plan.report_reference,
-                            body=plan.patch if patching else alone, headers=headers,
-                        ),
-                        "DiagnosticReport update",
-                    )  # fmt: skip
-                    sent = True
-                reviews, review_hashes = ehr.review_transaction(
-                    bundle, plan, versions, policy, delivered, base_url=settings.fhir_base_url
-                )
-                if reviews is not None:
-                    server.transaction(reviews, "review transaction")
-                    sent = True
-            except DeliveryConflict as conflict:
-                log.info(
-                    "delivery bundle=%s conflict=%s attempt=%d",
-                    bundle.get("id"), conflict.status, attempt,
+    with _connected(settings, client, auth) as server:
+        started = time.perf_counter()
+        try:
+            who = ehr.identity(report, policy)
+            for attempt in (1, 2):
+                ahead = state if attempt == 1 else None  # a conflict's retry reads again
+                current = _current_state(server, who, policy, settings, ahead)
+                plan = ehr.plan(
+                    bundle, who, current, policy, delivered,
+                    base_url=settings.fhir_base_url, patch=settings.ehr_patch,
+                    hold_flags=settings.flags_hold_until_review,
                 )  # fmt: skip
-                if attempt == 2:
-                    raise DeliveryConflict(
-                        f"the EHR answered {conflict.status} to a conditional write twice",
-                        status=conflict.status,
-                    ) from None
-                continue
-            seconds = time.perf_counter() - started
-            log.info("delivery bundle=%s sent=%s seconds=%.3f", bundle.get("id"), sent, seconds)
-            return WriteBack(hashes={**plan.hashes, **review_hashes}, sent=sent, seconds=seconds)
-    except IdentityRefused as exc:
-        log.warning("delivery bundle=%s refused: %s", bundle.get("id"), type(exc).__name__)
-        raise _refused(exc) from None
-    finally:
-        if own_client:
-            http.close()
+                try:
+                    versions: dict[str, str] = {}
+                    sent = False
+                    transaction = ehr.write_transaction(plan, base_url=settings.fhir_base_url)
+                    if transaction is not None:  # with the report's update, when there is one
+                        versions = ehr.versions_from_response(
+                            server.transaction(transaction, "transaction")
+                        )
+                        sent = True
+                    alone = plan.report_update if transaction is None else None
+                    if alone is not None or plan.patch is not None:
+                        patching = alone is None  # JSON Patch, else the whole resource
+                        headers = (
+                            {"Content-Type": "application/json-patch+json"} if patching else {}
+                        )
+                        if plan.report_version:
+                            headers["If-Match"] = f'W/"{plan.report_version}"'
+                        server.checked(
+                            server.request(
+                                "PATCH" if patching else "PUT", plan.report_reference,
+                                body=plan.patch if patching else alone, headers=headers,
+                            ),
+                            "DiagnosticReport update",
+                        )  # fmt: skip
+                        sent = True
+                    reviews, review_hashes = ehr.review_transaction(
+                        bundle, plan, versions, policy, delivered, base_url=settings.fhir_base_url
+                    )
+                    if reviews is not None:
+                        server.transaction(reviews, "review transaction")
+                        sent = True
+                except DeliveryConflict as conflict:
+                    log.info(
+                        "delivery bundle=%s conflict=%s attempt=%d",
+                        bundle.get("id"), conflict.status, attempt,
+                    )  # fmt: skip
+                    if attempt == 2:
+                        raise DeliveryConflict(
+                            f"the EHR answered {conflict.status} to a conditional write twice",
+                            status=conflict.status,
+                        ) from None
+                    continue
+                seconds = time.perf_counter() - started
+                log.info("delivery bundle=%s sent=%s seconds=%.3f", bundle.get("id"), sent, seconds)
+                return WriteBack(
+                    hashes={**plan.hashes, **review_hashes}, sent=sent, seconds=seconds
+                )
+        except IdentityRefused as exc:
+            log.warning("delivery bundle=%s refused: %s", bundle.get("id"), type(exc).__name__)
+            raise _refused(exc) from None
     raise AssertionError("unreachable")
 
 
