@@ -97,28 +97,45 @@ class BatchResults:
             )
 
     def set_versions(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """`Store._keep_versions` from what is known: each row's `version_id` (a stored
-        resource rewritten with another body becomes its next version); the versions to
-        archive (`resource_versions` rows)."""
-        archived: list[dict[str, Any]] = []
-        for row in rows:
-            current = self.rows.get((str(row["resource_type"]), str(row["id"])))
-            if current is None:
-                row["version_id"] = 1
-            elif current.body == row["body"]:
-                row["version_id"] = current.version_id
-            else:
-                archived.append(
-                    {
-                        "resource_type": current.resource_type,
-                        "id": current.id,
-                        "version_id": current.version_id,
-                        "last_updated": current.last_updated,
-                        "body": current.body,
-                    }
-                )
-                row["version_id"] = current.version_id + 1
-        return archived
+        """`next_versions` from what is known."""
+        return next_versions(self.rows, rows)
+
+
+def next_versions(
+    stored: dict[tuple[str, str], StoredRow], rows: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Set each index row's `version_id` from the stored rows: a resource rewritten with
+    another body becomes its next version, the same body keeps its version, a new one is 1;
+    the versions to archive (`resource_versions` rows)."""
+    archived: list[dict[str, Any]] = []
+    for row in rows:
+        current = stored.get((str(row["resource_type"]), str(row["id"])))
+        if current is None:
+            row["version_id"] = 1
+        elif current.body == row["body"]:
+            row["version_id"] = current.version_id
+        else:
+            archived.append(
+                {
+                    "resource_type": current.resource_type,
+                    "id": current.id,
+                    "version_id": current.version_id,
+                    "last_updated": current.last_updated,
+                    "body": current.body,
+                }
+            )
+            row["version_id"] = current.version_id + 1
+    return archived
+
+
+def stored_of(rows: Iterable[Any]) -> dict[tuple[str, str], StoredRow]:
+    """Rows read by `stored_rows`, by (type, id)."""
+    return {
+        (str(r.resource_type), str(r.id)): StoredRow(
+            str(r.resource_type), str(r.id), int(r.version_id), str(r.body), r.last_updated
+        )
+        for r in rows
+    }
 
 
 def prefetch(
@@ -130,12 +147,12 @@ def prefetch(
     until the commit; SQLite's write lock is the caller's already."""
     keys = sorted({key for bundle in batch for key in resource_keys(bundle)})
     if is_sqlite:  # a write first: SQLite takes its (database-wide) write lock now
-        connection.execute(_TOUCH_BUNDLE, {"bundle": ""})
+        connection.execute(TOUCH_BUNDLE, {"bundle": ""})
     else:
         locks = sorted({report_key(b) for b in batch})
         locks += sorted(f"{kind}/{ident}" for kind, ident in keys if kind in SHARED_TYPES)
         for lock in locks:
-            connection.execute(_ADVISORY_LOCK, {"key": lock})
+            connection.execute(ADVISORY_LOCK, {"key": lock})
     ids = sorted({str(b["id"]) for b in batch})
     stored_bundles = (
         {str(b) for b in connection.execute(_STORED_BUNDLES, {"ids": ids}).scalars()}
@@ -145,11 +162,7 @@ def prefetch(
     rows: dict[tuple[str, str], StoredRow] = {}
     if keys:
         types, params = key_params(keys)
-        for row in connection.execute(_stored_rows(types, is_sqlite), params):
-            key = (str(row.resource_type), str(row.id))
-            rows[key] = StoredRow(
-                key[0], key[1], int(row.version_id), str(row.body), row.last_updated
-            )
+        rows = stored_of(connection.execute(stored_rows(types, is_sqlite), params))
     return BatchResults(stored_bundles, rows)
 
 
@@ -205,8 +218,9 @@ def _transition_all(connection: Connection, statement: Any, rows: list[dict[str,
 
 
 @cache
-def _stored_rows(types: int, is_sqlite: bool) -> Any:
-    """The stored index rows of resources of `types` types (locked on PostgreSQL)."""
+def stored_rows(types: int, is_sqlite: bool) -> Any:
+    """The stored index rows of resources of `types` types (locked on PostgreSQL), built once
+    per shape (`adapter.search_index.keys_condition`)."""
     query = sa.select(
         resources.c.resource_type,
         resources.c.id,
@@ -217,12 +231,10 @@ def _stored_rows(types: int, is_sqlite: bool) -> Any:
     return query if is_sqlite else query.with_for_update()
 
 
-stored_rows = _stored_rows
-"""The read of stored index rows, built once per shape (`Store._keep_versions` uses it too)."""
-
-_ADVISORY_LOCK = sa.select(
+ADVISORY_LOCK = sa.select(
     sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(sa.bindparam("key"), 0))
 )
+"""PostgreSQL's lock of `key` (a report id, `Type/id` of a shared resource) until the commit."""
 _STORED_BUNDLES = sa.select(bundles.c.id).where(
     bundles.c.id.in_(sa.bindparam("ids", expanding=True))
 )
@@ -230,9 +242,10 @@ _ARCHIVE = resource_versions.insert()
 _EXTRACTION_INSERT = extractions.insert()
 _DELIVERY_INSERT = deliveries.insert()
 _AUDIT_INSERT = audit_events.insert()
-_TOUCH_BUNDLE = (
+TOUCH_BUNDLE = (
     bundles.update().where(bundles.c.id == sa.bindparam("bundle")).values(id=bundles.c.id)
 )
+"""A write that changes nothing: SQLite's write lock taken for the rest of the transaction."""
 _PROCESSING = messages.update().where(
     messages.c.id == sa.bindparam("message"), messages.c.state == PROCESSING
 )

@@ -193,17 +193,19 @@ def queue_delivery(
         return {str(k): str(v) for k, v in held.items()} if claim is not None else None
     if connection.execute(_DELIVERY_ID, key).first():
         return None  # in flight: its task sends the Bundle as stored now
-    connection.execute(
-        _DELIVERY_INSERT,
-        {
-            "bundle_id": bundle_id,
-            "target": target,
-            "state": state,
-            "attempts": 0,
-            "updated_at": now,
-        },
-    )
+    connection.execute(_DELIVERY_INSERT, delivery_row(bundle_id, target, state, now))
     return {} if claim is not None else None
+
+
+def delivery_row(bundle_id: str, target: str, state: str, now: datetime) -> dict[str, Any]:
+    """A delivery no attempt has made yet (`queue_delivery`'s insert)."""
+    return {
+        "bundle_id": bundle_id,
+        "target": target,
+        "state": state,
+        "attempts": 0,
+        "updated_at": now,
+    }
 
 
 _KEY = (

@@ -28,15 +28,19 @@ from sqlalchemy.engine import Connection
 
 from adapter.search_index import key_params, write_tokens
 from adapter.store.batch_writes import (
+    ADVISORY_LOCK,
     SHARED_TYPES,
+    TOUCH_BUNDLE,
     BatchResults,
     PendingWrites,
+    next_versions,
     prefetch,
+    stored_of,
     stored_rows,
 )
 from adapter.store.connection import StoreBase
 from adapter.store.connection import utc_now as _now
-from adapter.store.deliveries import QUEUED, SENDING, queue_delivery
+from adapter.store.deliveries import QUEUED, SENDING, delivery_row, queue_delivery
 from adapter.store.messages import EXTRACTED
 from adapter.store.reextraction import REVIEWABLE, keep_reviewed
 from adapter.tables import (
@@ -258,9 +262,9 @@ class ResultStore(StoreBase):
             if known.fresh(output.bundle, REVIEWABLE):
                 result = self._save_fresh(made, tokens, known, pending)
                 for target in queue:
-                    pending.deliveries.append(_delivery_row(result.bundle_id, target, QUEUED, now))
+                    pending.deliveries.append(delivery_row(result.bundle_id, target, QUEUED, now))
                 for target in claim:
-                    pending.deliveries.append(_delivery_row(result.bundle_id, target, SENDING, now))
+                    pending.deliveries.append(delivery_row(result.bundle_id, target, SENDING, now))
                 saved.append(replace(result, stamp=now, claimed={t: {} for t in claim}))
                 continue
             pending.flush(connection, _upserts(self.is_sqlite))
@@ -489,11 +493,9 @@ class ResultStore(StoreBase):
         """Serialise writers of one DiagnosticReport for the rest of the transaction, so two
         results of the same accession are compared and written one after the other."""
         if self.is_sqlite:  # a write first: SQLite takes its (database-wide) write lock now
-            connection.execute(_TOUCH_BUNDLE, {"bundle": bundle_id})
+            connection.execute(TOUCH_BUNDLE, {"bundle": bundle_id})
         else:
-            connection.execute(
-                sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(report_id, 0)))
-            )
+            connection.execute(ADVISORY_LOCK, {"key": report_id})
 
     def _keep_versions(self, connection: Connection, rows: list[dict[str, Any]]) -> None:
         """Set each index row's `version_id` before it is written, with one read of the stored
@@ -513,27 +515,12 @@ class ResultStore(StoreBase):
             # PostgreSQL breaks by failing one): one advisory lock per key, always in this order.
             for resource_type, resource_id in keys:
                 if resource_type in SHARED_TYPES:
-                    connection.execute(
-                        sa.select(
-                            sa.func.pg_advisory_xact_lock(
-                                sa.func.hashtextextended(f"{resource_type}/{resource_id}", 0)
-                            )
-                        )
-                    )
+                    connection.execute(ADVISORY_LOCK, {"key": f"{resource_type}/{resource_id}"})
         types, params = key_params(keys)
-        stored = {
-            (str(current.resource_type), str(current.id)): current
-            for current in connection.execute(stored_rows(types, self.is_sqlite), params).all()
-        }
-        for row in rows:
-            current = stored.get((str(row["resource_type"]), str(row["id"])))
-            if current is None:
-                continue
-            if current.body == row["body"]:
-                row["version_id"] = current.version_id
-            else:
-                archive_version(connection, current)
-                row["version_id"] = current.version_id + 1
+        stored = stored_of(connection.execute(stored_rows(types, self.is_sqlite), params))
+        archived = next_versions(stored, rows)
+        if archived:
+            connection.execute(resource_versions.insert(), archived)
 
     def get_bundle(self, bundle_id: str) -> dict[str, Any] | None:
         """A stored Bundle, or None."""
@@ -565,9 +552,6 @@ _STORED_REPORT = sa.select(resources.c.body, resources.c.bundle_id).where(
 )
 """A stored DiagnosticReport's body and the Bundle that wrote it."""
 _BUNDLE_MESSAGE = sa.select(bundles.c.message_id).where(bundles.c.id == sa.bindparam("bundle"))
-_TOUCH_BUNDLE = (
-    bundles.update().where(bundles.c.id == sa.bindparam("bundle")).values(id=bundles.c.id)
-)
 _EXTRACTION_INSERT = extractions.insert()
 
 
@@ -578,17 +562,6 @@ def _report_of(bundle: dict[str, Any]) -> dict[str, str]:
         for e in bundle.get("entry", [])
         if e["resource"]["resourceType"] == "DiagnosticReport"
         for ref in e["resource"].get("result", [])
-    }
-
-
-def _delivery_row(bundle_id: str, target: str, state: str, now: datetime) -> dict[str, Any]:
-    """A new Bundle's delivery row (`queue_delivery` of a Bundle no delivery knows yet)."""
-    return {
-        "bundle_id": bundle_id,
-        "target": target,
-        "state": state,
-        "attempts": 0,
-        "updated_at": now,
     }
 
 
