@@ -431,15 +431,7 @@ class ResultStore(StoreBase):
                     ),
                 ],
             }
-        body = json.dumps(bundle, ensure_ascii=False)
-        bundle_row = {
-            "id": bundle_id,
-            "message_id": message_id,
-            "report_id": report_id,
-            "body": body,
-            "created_at": now,
-            "updated_at": now,
-        }
+        bundle_row = _bundle_row(bundle, message_id, report_id, now)
         if message_id is not None:  # delivery marks the message that wrote it last
             self._note_replaced(connection, bundle_id, message_id, now)
         upsert_bundle, upsert_resource = _upserts(self.is_sqlite)
@@ -599,17 +591,24 @@ def _written(message_id: int, output: Output, now: datetime) -> Written:
     return Written(
         extraction,
         bundle,
-        {
-            "id": bundle_id,
-            "message_id": message_id,
-            "report_id": output.report_id,
-            "body": json.dumps(bundle, ensure_ascii=False),
-            "created_at": now,
-            "updated_at": now,
-        },
+        _bundle_row(bundle, message_id, output.report_id, now),
         written,
         [_index_row(r, bundle_id, now, report_of, terms) for r, terms in written],
     )
+
+
+def _bundle_row(
+    bundle: dict[str, Any], message_id: int | None, report_id: str, now: datetime
+) -> dict[str, Any]:
+    """A Bundle's row (its message: the one that wrote it last)."""
+    return {
+        "id": str(bundle["id"]),
+        "message_id": message_id,
+        "report_id": report_id,
+        "body": json.dumps(bundle, ensure_ascii=False),
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def _extraction_row(message_id: int, output: Output) -> dict[str, Any]:
