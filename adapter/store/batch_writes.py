@@ -21,15 +21,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from adapter.errors import StoreError
 from adapter.search_index import key_params, keys_condition
-from adapter.store.messages import EXTRACTED, PROCESSING
+from adapter.store.messages import AUDIT_INSERT, EXTRACTED, transition_all_in
 from adapter.tables import (
-    audit_events,
     bundles,
     deliveries,
     extractions,
-    messages,
     resource_versions,
     resources,
 )
@@ -175,9 +172,8 @@ class PendingWrites:
     archived: list[dict[str, Any]] = field(default_factory=list)
     resources: list[dict[str, Any]] = field(default_factory=list)
     deliveries: list[dict[str, Any]] = field(default_factory=list)
-    # messages `processing -> extracted`: with a reason, and without (the reason kept)
-    extracted: list[dict[str, Any]] = field(default_factory=list)
-    extracted_plain: list[dict[str, Any]] = field(default_factory=list)
+    # messages `processing -> extracted` (id, reason)
+    extracted: list[tuple[int, str | None]] = field(default_factory=list)
     audits: list[dict[str, Any]] = field(default_factory=list)
 
     def flush(self, connection: Connection, upserts: tuple[Any, Any]) -> None:
@@ -195,26 +191,11 @@ class PendingWrites:
         for statement, rows in writes:
             if rows:
                 connection.execute(statement, rows)
-        for statement, rows in (
-            (_EXTRACTED, self.extracted),
-            (_EXTRACTED_PLAIN, self.extracted_plain),
-        ):
-            if rows:
-                _transition_all(connection, statement, rows)
         if self.audits:
-            connection.execute(_AUDIT_INSERT, self.audits)
+            connection.execute(AUDIT_INSERT, self.audits)
+        transition_all_in(connection, EXTRACTED, self.extracted)
         for rows in vars(self).values():
             rows.clear()
-
-
-def _transition_all(connection: Connection, statement: Any, rows: list[dict[str, Any]]) -> None:
-    """Each message `processing -> extracted`; StoreError when one is no longer `processing`."""
-    if connection.dialect.supports_sane_multi_rowcount:
-        moved = int(connection.execute(statement, rows).rowcount or 0)
-    else:
-        moved = sum(int(connection.execute(statement, row).rowcount or 0) for row in rows)
-    if moved != len(rows):
-        raise StoreError("a message of the batch is no longer processing: nothing was saved")
 
 
 @cache
@@ -241,21 +222,7 @@ _STORED_BUNDLES = sa.select(bundles.c.id).where(
 _ARCHIVE = resource_versions.insert()
 _EXTRACTION_INSERT = extractions.insert()
 _DELIVERY_INSERT = deliveries.insert()
-_AUDIT_INSERT = audit_events.insert()
 TOUCH_BUNDLE = (
     bundles.update().where(bundles.c.id == sa.bindparam("bundle")).values(id=bundles.c.id)
 )
 """A write that changes nothing: SQLite's write lock taken for the rest of the transaction."""
-_PROCESSING = messages.update().where(
-    messages.c.id == sa.bindparam("message"), messages.c.state == PROCESSING
-)
-_EXTRACTED = _PROCESSING.values(
-    state=EXTRACTED,
-    reason=sa.bindparam("why"),
-    updated_at=sa.bindparam("now"),
-    claimed_by=None,
-    next_attempt_at=None,
-)
-_EXTRACTED_PLAIN = _PROCESSING.values(
-    state=EXTRACTED, updated_at=sa.bindparam("now"), claimed_by=None, next_attempt_at=None
-)

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from adapter.errors import StoreError
 from adapter.store.connection import StoreBase
 from adapter.store.connection import utc_now as _now
-from adapter.store.messages import AUDIT_INSERT, DEAD, DELIVERED, EXTRACTED, transition_in
+from adapter.store.messages import DEAD, DELIVERED, EXTRACTED, transition_all_in, transition_in
 from adapter.tables import bundles, deliveries, messages
 
 # delivery record states besides DELIVERED and DEAD (`adapter.destinations`): waiting for its
@@ -148,18 +148,6 @@ def _undelivered_messages() -> Any:
 
 _UNDELIVERED_MESSAGES = _undelivered_messages()
 """Of the messages `ids`, those with a Bundle not delivered as stored to `target`."""
-_DELIVERED_MOVE = (
-    messages.update()
-    .where(messages.c.id == sa.bindparam("message"), messages.c.state == EXTRACTED)
-    .values(
-        state=DELIVERED,
-        reason=None,
-        updated_at=sa.bindparam("now"),
-        claimed_by=None,
-        next_attempt_at=None,
-    )
-)
-"""A message `extracted -> delivered` (as `transition_in` moves it), built once."""
 _EXTRACTED_OF = sa.select(messages.c.id).where(
     messages.c.id.in_(sa.bindparam("ids", expanding=True)), messages.c.state == EXTRACTED
 )
@@ -655,19 +643,7 @@ def _record_all(connection: Connection, pushes: Sequence[DeliveryRecord]) -> lis
         done.update(message_ids - waiting)
     if done:  # those still `extracted` (a Bundle pushed again after a decision: already moved)
         done = {int(m) for m in connection.execute(_EXTRACTED_OF, {"ids": sorted(done)}).scalars()}
-    if done:
-        moved = connection.execute(
-            _DELIVERED_MOVE, [{"message": m, "now": now} for m in sorted(done)]
-        )
-        if moved.rowcount != len(done):
-            raise StoreError("a delivery of the task is not as it was queued")
-        connection.execute(
-            AUDIT_INSERT,
-            [
-                {"at": now, "message_id": m, "event": DELIVERED, "detail": None}
-                for m in sorted(done)
-            ],
-        )
+    transition_all_in(connection, DELIVERED, [(m, None) for m in sorted(done)])
     stamps = {
         str(bundle_id): stored
         for bundle_id, stored in connection.execute(

@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -178,7 +179,7 @@ def transition_in(
     caller's transaction; False when the message is in no such state."""
     allowed_from = [state for state, targets in _TRANSITIONS.items() if target in targets]
     values: dict[str, Any] = {"state": target, "updated_at": _now()}
-    if reason is not None or target in (ACCEPTED, PROCESSING, DELIVERED):
+    if _sets_reason(target, reason):
         values["reason"] = reason
     if refund_attempt:
         values["attempts"] = sa.case((messages.c.attempts > 0, messages.c.attempts - 1), else_=0)
@@ -206,6 +207,61 @@ def transition_in(
             {"at": _now(), "message_id": message_id, "event": target, "detail": reason},
         )
     return result.rowcount == 1
+
+
+def _sets_reason(target: str, reason: str | None) -> bool:
+    """Whether a move to `target` writes the message's reason (a move to a fresh state clears
+    it; another keeps the last one unless it has its own)."""
+    return reason is not None or target in (ACCEPTED, PROCESSING, DELIVERED)
+
+
+def transition_all_in(
+    connection: Connection, target: str, moves: Sequence[tuple[int, str | None]]
+) -> None:
+    """`transition_in` of several messages (id, reason) to `target` (EXTRACTED or DELIVERED:
+    no retry time, no attempt counted) with one UPDATE per shape and one audit INSERT;
+    StoreError, the caller's transaction then writing nothing, unless every one moved."""
+    if target not in (EXTRACTED, DELIVERED):
+        raise ValueError(f"transition_all_in does not move messages to {target}")
+    now = _now()
+    shapes: dict[bool, list[dict[str, Any]]] = {}
+    for message_id, reason in moves:
+        sets = _sets_reason(target, reason)
+        row = {"message": message_id, "now": now, **({"why": reason} if sets else {})}
+        shapes.setdefault(sets, []).append(row)
+    for sets, rows in shapes.items():
+        statement = _moves(target, sets)
+        if connection.dialect.supports_sane_multi_rowcount:
+            moved = int(connection.execute(statement, rows).rowcount or 0)
+        else:
+            moved = sum(int(connection.execute(statement, row).rowcount or 0) for row in rows)
+        if moved != len(rows):
+            raise StoreError(f"a message can no longer move to {target}: nothing was saved")
+    if moves:
+        audits = [{"at": now, "message_id": m, "event": target, "detail": r} for m, r in moves]
+        connection.execute(AUDIT_INSERT, audits)
+
+
+@cache
+def _moves(target: str, sets_reason: bool) -> Any:
+    """`transition_all_in`'s UPDATE to `target`, built once per shape (its values bound)."""
+    allowed = [state for state, targets in _TRANSITIONS.items() if target in targets]
+    values: dict[str, Any] = {
+        "state": target,
+        "updated_at": sa.bindparam("now"),
+        "claimed_by": None,
+        "next_attempt_at": None,
+    }
+    if sets_reason:
+        values["reason"] = sa.bindparam("why")
+    return (
+        messages.update()
+        .where(  # an OR, not an IN list: an executemany takes no expanding parameter
+            messages.c.id == sa.bindparam("message"),
+            sa.or_(*(messages.c.state == state for state in allowed)),
+        )
+        .values(**values)
+    )
 
 
 _TRANSITION = messages.update().where(

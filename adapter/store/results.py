@@ -308,13 +308,7 @@ class ResultStore(StoreBase):
             reason = (kept[0].reason or "superseded") if kept else "no template"
         elif outputs and all(output.record.get("no_template") for output, _ in outputs):
             reason = "no template"  # its Bundle (report and insights) was kept all the same
-        if reason is None:
-            pending.extracted_plain.append({"message": message_id, "now": _now()})
-        else:
-            pending.extracted.append({"message": message_id, "now": _now(), "why": reason})
-        pending.audits.append(
-            {"at": _now(), "message_id": message_id, "event": EXTRACTED, "detail": reason}
-        )
+        pending.extracted.append((message_id, reason))
         return saved
 
     def _save_fresh(
