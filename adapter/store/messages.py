@@ -177,7 +177,7 @@ def transition_in(
 ) -> bool:
     """Move a message to `target` (from a state allowed to reach it) and audit it, inside the
     caller's transaction; False when the message is in no such state."""
-    allowed_from = [state for state, targets in _TRANSITIONS.items() if target in targets]
+    allowed_from = _moved_from(target)
     values: dict[str, Any] = {"state": target, "updated_at": _now()}
     if _sets_reason(target, reason):
         values["reason"] = reason
@@ -236,16 +236,22 @@ def transition_all_in(
         else:
             moved = sum(int(connection.execute(statement, row).rowcount or 0) for row in rows)
         if moved != len(rows):
-            raise StoreError(f"a message can no longer move to {target}: nothing was saved")
+            was = " or ".join(_moved_from(target))
+            raise StoreError(f"a message is no longer {was}: nothing was saved")
     if moves:
         audits = [{"at": now, "message_id": m, "event": target, "detail": r} for m, r in moves]
         connection.execute(AUDIT_INSERT, audits)
 
 
+def _moved_from(target: str) -> list[str]:
+    """The states a message may move to `target` from."""
+    return [state for state, targets in _TRANSITIONS.items() if target in targets]
+
+
 @cache
 def _moves(target: str, sets_reason: bool) -> Any:
     """`transition_all_in`'s UPDATE to `target`, built once per shape (its values bound)."""
-    allowed = [state for state, targets in _TRANSITIONS.items() if target in targets]
+    allowed = _moved_from(target)
     values: dict[str, Any] = {
         "state": target,
         "updated_at": sa.bindparam("now"),
