@@ -65,3 +65,12 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 
     with open_store(request.param, Settings(data_dir=tmp_path / "data")) as opened:
         yield opened
+
+
+@pytest.fixture(autouse=True)
+def no_paused_destination(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A push that failed in an earlier test (a refusal, an EHR stopped on purpose) pauses no
+    destination of this one (`workers.tasks._PAUSED_UNTIL` lives as long as the process)."""
+    import workers.tasks
+
+    monkeypatch.setattr(workers.tasks, "_PAUSED_UNTIL", {})

@@ -42,12 +42,6 @@ def accept(store: Store, raw: bytes, control_id: str) -> int:
     return store.accept(Incoming(raw, "mllp", "RIS", "RBHOSP", control_id)).message_id
 
 
-@pytest.fixture(autouse=True)
-def no_paused_destination(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A push that failed in an earlier test pauses nothing here."""
-    monkeypatch.setattr(workers.tasks, "_PAUSED_UNTIL", {})
-
-
 def settings_for(ehr: FhirServer, tmp_path: Path) -> Settings:
     return Settings(
         data_dir=tmp_path / "data", stage="rules", fhir_base_url=ehr.base_url, **EHR_IDENTITY
