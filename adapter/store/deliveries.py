@@ -610,14 +610,7 @@ def _record_all(connection: Connection, pushes: Sequence[DeliveryRecord]) -> lis
     now = _now()
     updates = [
         {
-            "state": DELIVERED,
-            "last_status": push.status,
-            "outcome": None,
-            "next_attempt_at": None,
-            "updated_at": now,
-            "reason": None,
-            "failing_since": None,
-            "delivered": json.dumps(push.delivered, sort_keys=True),
+            **_attempt_values(DELIVERED, now, status=push.status, delivered=push.delivered),
             "delivered_stamp": push.stamp,
             "bundle": push.bundle_id,
             "target_": push.target,
@@ -658,6 +651,34 @@ def _record_all(connection: Connection, pushes: Sequence[DeliveryRecord]) -> lis
     ]
 
 
+def _attempt_values(
+    state: str,
+    now: datetime,
+    *,
+    status: int | None = None,
+    outcome: dict[str, Any] | None = None,
+    next_attempt_at: datetime | None = None,
+    reason: str | None = None,
+    delivered: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A delivery row's columns after an attempt that ended in `state` (its `attempts` count
+    and `delivered_stamp` are the caller's): one rule for `_record_in` and `_record_all`. A
+    failing state keeps the time the failures began (`failing_since`) and its reason."""
+    failed = state in FAILING_DELIVERY
+    values: dict[str, Any] = {
+        "state": state,
+        "last_status": status,
+        "outcome": json.dumps(outcome) if outcome is not None else None,
+        "next_attempt_at": next_attempt_at,
+        "updated_at": now,
+        "reason": reason if failed else None,
+        "failing_since": (sa.func.coalesce(deliveries.c.failing_since, now) if failed else None),
+    }
+    if delivered is not None:
+        values["delivered"] = json.dumps(delivered, sort_keys=True)
+    return values
+
+
 def _record_in(
     connection: Connection,
     bundle_id: str,
@@ -676,17 +697,15 @@ def _record_in(
     """`DeliveryStore.record_delivery_attempt` inside the caller's transaction."""
     now = _now()
     failed = state in FAILING_DELIVERY
-    values: dict[str, Any] = {
-        "state": state,
-        "last_status": status,
-        "outcome": json.dumps(outcome) if outcome is not None else None,
-        "next_attempt_at": next_attempt_at,
-        "updated_at": now,
-        "reason": reason if failed else None,
-        "failing_since": (sa.func.coalesce(deliveries.c.failing_since, now) if failed else None),
-    }
-    if delivered is not None:
-        values["delivered"] = json.dumps(delivered, sort_keys=True)
+    values = _attempt_values(
+        state,
+        now,
+        status=status,
+        outcome=outcome,
+        next_attempt_at=next_attempt_at,
+        reason=reason,
+        delivered=delivered,
+    )
     if state == DELIVERED:
         values["delivered_stamp"] = (
             stamp
