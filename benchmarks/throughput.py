@@ -11,8 +11,10 @@ memory and in a temporary folder that is deleted) go, in one run and one process
 - (b) `workers.process.process_reports`: (a+a') plus the timeline and the Bundles (built and
   validated);
 - (c) `radbridge extract` over a folder of the N `.hl7` files, in this process (the command's
-  whole work: read, parse, route, rules, Bundles, JSON files); the same command as a
-  subprocess, interpreter start-up included, is shown beside it;
+  whole work: read, parse, route, rules, Bundles, JSON files), run right before (d) and again
+  right after it (the row: the mean of both; (d)/(c) is then not what the machine's other jobs
+  did between the two measurements); the same command as a subprocess, interpreter start-up
+  included, is shown beside it;
 - (d) the service: `radbridge serve` (embedded Redis, SQLite, the worker's default pool, stage
   rules) with the project's test EHR (`tests/helpers/fhir_server.py`, its schema check off: the EHR's
   own validation is not radbridge's cost) as RADBRIDGE_FHIR_BASE_URL; the N messages are sent
@@ -31,7 +33,9 @@ deliver (the deliver task, as RADBRIDGE_DELIVER_INLINE=false runs it and as a re
 store reads, the HTTP push to the test EHR, store writes), with the
 store transactions per message counted by an SQLAlchemy event listener. Last, the timeline:
 one patient's M reports (increasing observation times) through `workers.tasks.process_message`
-on a SQLite store, the median per-report time of reports 1-100 against the last 100.
+on a SQLite store, the median per-report time of reports 1-100 against the last 100, the two
+windows timed in turn (`timeline`: the first 100 in a second, new store) so that the machine's
+drift over the run weighs on both alike.
 
     .venv/bin/python benchmarks/throughput.py [--reports 500] [--timeline-reports 2000]
         [--skip service,timeline] [--dir DIR]
@@ -518,22 +522,56 @@ def service(messages: Sequence[bytes], work: Path) -> ServiceRun:
 # --------------------------------------------------------------------------- the timeline
 
 
-def timeline(texts: Sequence[str], settings: Settings, work: Path) -> list[float]:
-    """Seconds per report of one patient's reports through the worker, in order."""
+TIMELINE_WINDOW = 100
+"""The reports timed at each end of a patient's timeline (its first and its last)."""
+
+
+def timeline(
+    texts: Sequence[str], settings: Settings, work: Path
+) -> tuple[list[float], list[float]]:
+    """Seconds per report of one patient's first and last `TIMELINE_WINDOW` reports through the
+    worker. The history (every report but the last window) goes into one store untimed; then
+    each of the last window's reports in that store is timed in turn with the same patient's
+    report of the first window in a second, new store (the same messages its history began
+    with), alternating which goes first. Both windows run in the same seconds, so a machine
+    that slows down or speeds up meanwhile (other jobs on it) weighs on both alike: timed one
+    after the other, minutes apart, the ratio moved by up to 0.4 between runs of the same code
+    on this 2-core machine, more than what the history changes."""
     from workers.tasks import process_message as worker_message
 
-    store = Store.open(settings.model_copy(update={"data_dir": work / "timeline-data"}))
-    ids = [
-        store.accept(Incoming(raw=raw, channel="mllp", control_id=f"T{n}")).message_id
-        for n, raw in enumerate(messages_of(texts, one_patient=True))
-    ]
-    per_report = []
-    for message_id in ids:
+    def open_with(name: str, raws: Sequence[bytes]) -> tuple[Store, list[int]]:
+        store = Store.open(settings.model_copy(update={"data_dir": work / name}))
+        ids = [
+            store.accept(Incoming(raw=raw, channel="mllp", control_id=f"T{n}")).message_id
+            for n, raw in enumerate(raws)
+        ]
+        return store, ids
+
+    def timed_one(store: Store, message_id: int) -> float:
         started = time.perf_counter()
         worker_message(store, settings, message_id)
-        per_report.append(time.perf_counter() - started)
-    store.close()
-    return per_report
+        return time.perf_counter() - started
+
+    raws = messages_of(texts, one_patient=True)
+    window = min(TIMELINE_WINDOW, len(raws) // 2)
+    history, history_ids = open_with("timeline-data", raws)
+    fresh, fresh_ids = open_with("timeline-first", raws[:window])
+    try:
+        for message_id in history_ids[:-window]:
+            worker_message(history, settings, message_id)
+        first: list[float] = []
+        last: list[float] = []
+        for n, (early, late) in enumerate(zip(fresh_ids, history_ids[-window:], strict=True)):
+            if n % 2:
+                last.append(timed_one(history, late))
+                first.append(timed_one(fresh, early))
+            else:
+                first.append(timed_one(fresh, early))
+                last.append(timed_one(history, late))
+    finally:
+        history.close()
+        fresh.close()
+    return first, last
 
 
 # --------------------------------------------------------------------------- the table
@@ -631,12 +669,20 @@ def main() -> None:
         folder.mkdir()
         for n, raw in enumerate(messages):
             (folder / f"{n:07d}.hl7").write_bytes(raw)
+        c2 = None if "subprocess" in skip else extract_subprocess(folder, work / "out-c2")
         cold_texts()
-        c = len(reports) / extract_in_process(folder, work / "out-c")
+        c_seconds = [extract_in_process(folder, work / "out-c")]
+        c = len(reports) / c_seconds[0]
+        c_row = len(rows)
         rows.append(("(c) radbridge extract", c, "in this process"))
-        if "subprocess" not in skip:
-            c2 = len(reports) / extract_subprocess(folder, work / "out-c2")
-            rows.append(("(c') radbridge extract", c2, "a process of its own, start-up included"))
+        if c2 is not None:
+            rows.append(
+                (
+                    "(c') radbridge extract",
+                    len(reports) / c2,
+                    "a process of its own, start-up included",
+                )
+            )
         d = None
         run = None
         if "service" not in skip:
@@ -650,10 +696,21 @@ def main() -> None:
                     f"{run.delivered} delivered",
                 )
             )
+            # (c) again right after (d): (d)/(c) against the mean of both, so a machine that
+            # slows down or speeds up over the run (other jobs) weighs on both sides alike
+            cold_texts()
+            c_seconds.append(extract_in_process(folder, work / "out-c3"))
+            c = len(reports) / statistics.mean(c_seconds)
+            before, after = (len(reports) / seconds for seconds in c_seconds)
+            rows[c_row] = (
+                "(c) radbridge extract",
+                c,
+                f"in this process; {before:.1f} before (d), {after:.1f} after: their mean",
+            )
         split = (
             None if "split" in skip else stage_split(messages, reports, templates, settings, work)
         )
-        per_report = (
+        ends = (
             None
             if "timeline" in skip
             else timeline(openi_texts(args.timeline_reports), settings, work)
@@ -685,7 +742,8 @@ def main() -> None:
     if run is not None and EXTRACT_CPU:
         # on a machine shared with other jobs the rates follow the CPU share each got; CPU time
         # per report does not: (d) can use every core, (c) one
-        c_cpu, d_cpu = EXTRACT_CPU[0] / len(reports), sum(run.cpu.values()) / len(messages)
+        c_cpu = statistics.mean(EXTRACT_CPU) / len(reports)
+        d_cpu = sum(run.cpu.values()) / len(messages)
         cores = os.cpu_count() or 1
         print(
             f"CPU per report: (c) {c_cpu * 1000:.1f} ms (one process), (d) {d_cpu * 1000:.1f} ms "
@@ -710,14 +768,13 @@ def main() -> None:
                 f"{stage:<10} {seconds * 1000 / len(reports):>10.2f} {seconds / total:>7.1%}  "
                 f"{split.notes.get(stage, '')}"
             )
-    if per_report is not None and len(per_report) >= 200:
-        first = statistics.median(per_report[:100])
-        last = statistics.median(per_report[-100:])
-        m = len(per_report)
+    if ends is not None and ends[0]:
+        first, last = (statistics.median(times) for times in ends)
+        m, w = args.timeline_reports, len(ends[0])
         print(
             f"\ntimeline: one patient's {m} reports through the worker (SQLite): median "
-            f"{first * 1000:.1f} ms for reports 1-100, {last * 1000:.1f} ms for {m - 99}-{m}: "
-            f"{last / first:.2f}x (gate <= 1.2)"
+            f"{first * 1000:.1f} ms for reports 1-{w}, {last * 1000:.1f} ms for {m - w + 1}-{m} "
+            f"(timed in turn): {last / first:.2f}x (gate <= 1.2)"
         )
     print(f"load at end: {load()}")
 
