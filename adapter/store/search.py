@@ -18,7 +18,12 @@ from mappings.result_order import RETIRED_STATUSES
 
 def served_status() -> Any:
     """Observations a search serves: not retired by a superseding result."""
-    return sa.or_(resources.c.status.is_(None), resources.c.status.not_in(RETIRED_STATUSES))
+    # one `!=` per status, not NOT IN: an IN list is an expanding parameter, compiled again at
+    # every execution (the timeline's lookup ran it once per finding and report)
+    return sa.or_(
+        resources.c.status.is_(None),
+        sa.and_(*(resources.c.status != status for status in RETIRED_STATUSES)),
+    )
 
 
 def with_last_updated(
