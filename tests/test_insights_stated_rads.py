@@ -71,3 +71,32 @@ def test_per_side_categories_stated_together_stay() -> None:
         ("left", "4"),
         ("right", "2"),
     ]
+
+
+def _birads(text: str) -> str | None:
+    bundle = _bundle(text, modality="MG")
+    found = [o for o in _of(bundle, "Observation") if _variable(o) == "birads"]
+    return str(found[0]["valueCodeableConcept"]["text"]) if found else None
+
+
+def test_the_other_sides_category_after_a_sided_one_counts_for_the_highest() -> None:
+    # "BI-RADS right 2, left 4": the left 4 is read as "BI-RADS left 4" would be, and the
+    # template's overall category is the more abnormal one (it was the right side's 2)
+    assert _birads("MAMMOGRAM BILATERAL\nIMPRESSION: BI-RADS right 2, left 4.") == (
+        "BI-RADS 4: suspicious (no subcategory)"
+    )
+    assert _birads("MAMMOGRAM BILATERAL\nIMPRESSION: BI-RADS right 4, left 2.") == (
+        "BI-RADS 4: suspicious (no subcategory)"
+    )
+    assert _birads("MAMMOGRAFIE BEIDSEITS\nBEURTEILUNG: BI-RADS rechts 1, links 5.") == (
+        "BI-RADS 5: highly suggestive of malignancy"
+    )
+    assert _birads("MAMMOGRAM BILATERAL\nIMPRESSION: BI-RADS right 1; left 4A.") == (
+        "BI-RADS 4A: low suspicion"
+    )
+
+
+def test_words_after_a_sided_category_that_name_no_category_add_none() -> None:
+    assert _birads("MAMMOGRAM BILATERAL\nIMPRESSION: BI-RADS right 2, left breast normal.") == (
+        "BI-RADS 2: benign"
+    )

@@ -361,10 +361,41 @@ def _option_words(
     )
 
 
+_SIDE_IN_OPTION = re.compile(rf"(?<!\w){rads.SIDE_WORD}", re.IGNORECASE)
+_OTHER_SIDE = re.compile(rf"\s*[,;/]\s*({rads.SIDE_WORD}[\s:]*[^\s,;.()]+)", re.IGNORECASE)
+"""After a sided option ("BI-RADS right 2"), the other side's value: ", left 4"."""
+
+
+def _other_sides(
+    report: Report, options: tuple[tuple[str, tuple[str, ...]], ...], hits: list[ValueHit]
+) -> list[ValueHit]:
+    """The option each sided option hit continues with for the other side: "BI-RADS right 2,
+    left 4" states birads_4 as "BI-RADS left 4" would (the words before the side, the side and
+    value that follow, read as one of the variable's synonyms). Only a whole synonym counts."""
+    flow = flowed(report.text)
+    more: list[ValueHit] = []
+    for hit in hits:
+        written = flow[hit.start : hit.end]
+        side = _SIDE_IN_OPTION.search(written)
+        after = _OTHER_SIDE.match(flow, hit.end) if side is not None else None
+        if side is None or after is None:
+            continue
+        phrase = written[: side.start()] + after.group(1)
+        option_id = next(
+            (option for option, words in options if _pattern(list(words)).fullmatch(phrase)), None
+        )
+        if option_id is not None:
+            start, end = after.span(1)
+            more.append(ValueHit(option_id, start, end, hit.clause_start, max(hit.clause_end, end)))
+    return more
+
+
 def _all_typed_hits(report: Report, variable: Variable) -> list[list[ValueHit]]:
     """Stage-1 values of a typed variable per method, best method first, each in text order."""
     if variable.type is VariableType.ENUM:
-        return [_option_hits(report, _option_words(variable), 0, len(report.text))]
+        options = _option_words(variable)
+        hits = _option_hits(report, options, 0, len(report.text))
+        return [sorted([*hits, *_other_sides(report, options, hits)], key=lambda h: h.start)]
     spans = clauses(report.text)
     return [_pattern_hits(report, variable, spans), _window_hits(report, variable, spans)]
 

@@ -38,15 +38,16 @@ def _density(value: str) -> str:
 
 _DENSITY_WORD = r"(?:typ(?:e)?|dichte|density|densiteit|categor(?:y|ie)|kategorie|klasse)"
 """Between "ACR" and a density letter ("ACR-Typ C", "ACR-categorie c")."""
-_SIDE_WORD = r"(?:right|left|rechts|links|re\.|li\.|rechter|linker)"
-"""A side written between the system and its category ("BI-RADS rechts 2, links 4")."""
+SIDE_WORD = r"(?:right|left|rechts|links|re\.|li\.|rechter|linker)"
+"""A side written between the system and its category ("BI-RADS rechts 2, links 4"; also
+`workers.rules_stage`'s reading of the other side's category)."""
 _NOT_POINTS = r"(?!\s*(?i:points?|pts?\b|punten|punt\b|punkt(?:e|en)?\b))"
 """A TI-RADS number followed by "points" is the points ("TI-RADS 5 points (TR4)"), not the level."""
 _PATTERNS: tuple[tuple[str, re.Pattern[str], Callable[[re.Match[str]], str | None]], ...] = (
     (
         "BI-RADS",
         re.compile(
-            rf"\bBI[- ]?RADS{_SEP}(?:{_SIDE_WORD}[\s:]*)?(?:([0-6])|(?-i:(VI|IV|V|III|II|I)))"
+            rf"\bBI[- ]?RADS{_SEP}(?:{SIDE_WORD}[\s:]*)?(?:([0-6])|(?-i:(VI|IV|V|III|II|I)))"
             r"\s?([abc]?)(?![\w])",
             re.IGNORECASE,
         ),
@@ -131,7 +132,7 @@ _CLAUSE_BREAK = re.compile(r",|;|\s(?:and|en|und)\s", re.IGNORECASE)
 _LABEL_MAX = 30
 
 
-_CONTINUED = re.compile(rf"\s*[,;/]\s*({_SIDE_WORD})[\s:]*([0-6])([abc]?)(?![\w])", re.IGNORECASE)
+_CONTINUED = re.compile(rf"\s*[,;/]\s*({SIDE_WORD})[\s:]*([0-6])([abc]?)(?![\w])", re.IGNORECASE)
 """The other side's category after a sided one: "BI-RADS rechts 2, links 4"."""
 
 
