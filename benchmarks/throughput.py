@@ -447,6 +447,7 @@ class ServiceRun:
 
     seconds: float
     sent_seconds: float
+    delivered_when_sent: int  # delivered by the time the last ACK came
     pool: str
     delivered: int
     cpu: dict[str, float]  # CPU seconds of serve and its children by role (`_tree_cpu`)
@@ -490,8 +491,9 @@ def service(messages: Sequence[bytes], work: Path) -> ServiceRun:
         started = time.perf_counter()
         asyncio.run(_send_all(mllp, messages))
         sent = time.perf_counter() - started
-        deadline = time.monotonic() + DRAIN_TIMEOUT_S
         database = work / "serve-data" / "radbridge.db"
+        delivered_when_sent = _states(database).get("delivered", 0)
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
         while True:
             states = _states(database)
             if states.get("delivered", 0) + states.get("dead", 0) >= len(messages):
@@ -510,7 +512,9 @@ def service(messages: Sequence[bytes], work: Path) -> ServiceRun:
             ),
             "?",
         )
-        return ServiceRun(seconds, sent, pool, states.get("delivered", 0), cpu, own)
+        return ServiceRun(
+            seconds, sent, delivered_when_sent, pool, states.get("delivered", 0), cpu, own
+        )
     finally:
         process.send_signal(2)
         try:
@@ -695,7 +699,8 @@ def main() -> None:
                 (
                     "(d) service, until drained",
                     d,
-                    f"pool {run.pool}; all ACKed after {run.sent_seconds:.1f} s; "
+                    f"pool {run.pool}; all ACKed after {run.sent_seconds:.1f} s "
+                    f"({run.delivered_when_sent} delivered by then); "
                     f"{run.delivered} delivered",
                 )
             )
