@@ -21,9 +21,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from adapter.store import Store
-from adapter.store.search import with_last_updated
+from adapter.store.search import served_status, with_last_updated
 from adapter.tables import resource_versions, resources, search_tokens
-from mappings.result_order import RETIRED_STATUSES
 from mappings.search_params import SEARCH_PARAMETERS
 from mappings.search_query import Criterion, DateValue, HistoryQuery, SearchQuery, Token
 
@@ -100,9 +99,7 @@ def _where(query: SearchQuery) -> list[Any]:
     conditions += [_condition(query.resource_type, c) for c in query.criteria]
     has_status = any(p.column == "status" for p in SEARCH_PARAMETERS[query.resource_type])
     if has_status and not query.filters_status():
-        conditions.append(
-            sa.or_(resources.c.status.is_(None), resources.c.status.not_in(RETIRED_STATUSES))
-        )
+        conditions.append(served_status())
     return conditions
 
 
