@@ -555,9 +555,7 @@ def timeline(
         return store, ids
 
     def timed_one(store: Store, message_id: int) -> float:
-        started = time.perf_counter()
-        worker_message(store, settings, message_id)
-        return time.perf_counter() - started
+        return timed(lambda: worker_message(store, settings, message_id))
 
     raws = messages_of(texts, one_patient=True)
     window = min(TIMELINE_WINDOW, len(raws) // 2)
