@@ -559,6 +559,47 @@ def _key(who: ehr.Identity) -> ehr.Key:
     return who.report_key
 
 
+def _send_plan(
+    server: _Ehr,
+    bundle: dict[str, Any],
+    plan: ehr.Plan,
+    policy: ehr.IdentityPolicy,
+    delivered: dict[str, str],
+    base_url: str,
+) -> tuple[dict[str, str], bool]:
+    """Send one write-back plan (`deliver_report`): its transaction, with the report's update
+    when there is one, else the report's update alone (PUT, or a JSON Patch), then the review
+    transaction; (the review hashes, whether anything was sent). DeliveryConflict when the EHR
+    refuses a conditional write."""
+    versions: dict[str, str] = {}
+    sent = False
+    transaction = ehr.write_transaction(plan, base_url=base_url)
+    if transaction is not None:  # with the report's update, when there is one
+        versions = ehr.versions_from_response(server.transaction(transaction, "transaction"))
+        sent = True
+    alone = plan.report_update if transaction is None else None
+    if alone is not None or plan.patch is not None:
+        patching = alone is None  # JSON Patch, else the whole resource
+        headers = {"Content-Type": "application/json-patch+json"} if patching else {}
+        if plan.report_version:
+            headers["If-Match"] = f'W/"{plan.report_version}"'
+        server.checked(
+            server.request(
+                "PATCH" if patching else "PUT", plan.report_reference,
+                body=plan.patch if patching else alone, headers=headers,
+            ),
+            "DiagnosticReport update",
+        )  # fmt: skip
+        sent = True
+    reviews, review_hashes = ehr.review_transaction(
+        bundle, plan, versions, policy, delivered, base_url=base_url
+    )
+    if reviews is not None:
+        server.transaction(reviews, "review transaction")
+        sent = True
+    return review_hashes, sent
+
+
 def deliver_report(
     bundle: dict[str, Any],
     report: Report | None,
@@ -594,36 +635,9 @@ def deliver_report(
                     hold_flags=settings.flags_hold_until_review,
                 )  # fmt: skip
                 try:
-                    versions: dict[str, str] = {}
-                    sent = False
-                    transaction = ehr.write_transaction(plan, base_url=settings.fhir_base_url)
-                    if transaction is not None:  # with the report's update, when there is one
-                        versions = ehr.versions_from_response(
-                            server.transaction(transaction, "transaction")
-                        )
-                        sent = True
-                    alone = plan.report_update if transaction is None else None
-                    if alone is not None or plan.patch is not None:
-                        patching = alone is None  # JSON Patch, else the whole resource
-                        headers = (
-                            {"Content-Type": "application/json-patch+json"} if patching else {}
-                        )
-                        if plan.report_version:
-                            headers["If-Match"] = f'W/"{plan.report_version}"'
-                        server.checked(
-                            server.request(
-                                "PATCH" if patching else "PUT", plan.report_reference,
-                                body=plan.patch if patching else alone, headers=headers,
-                            ),
-                            "DiagnosticReport update",
-                        )  # fmt: skip
-                        sent = True
-                    reviews, review_hashes = ehr.review_transaction(
-                        bundle, plan, versions, policy, delivered, base_url=settings.fhir_base_url
+                    review_hashes, sent = _send_plan(
+                        server, bundle, plan, policy, delivered, settings.fhir_base_url
                     )
-                    if reviews is not None:
-                        server.transaction(reviews, "review transaction")
-                        sent = True
                 except DeliveryConflict as conflict:
                     log.info(
                         "delivery bundle=%s conflict=%s attempt=%d",
